@@ -1,0 +1,137 @@
+//! API keys of an enterprise: `GET/POST /settings/api-keys`, `DELETE /settings/api-keys/{id}`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
+use super::users::check_name;
+use super::{datetime, opt_datetime};
+use crate::auth::{Principal, Role, api_keys, policy};
+use crate::error::{AppError, AppResult, Validator};
+use crate::state::AppState;
+use crate::store::{ApiKey, NewApiKey};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_keys, create_key)).routes(routes!(revoke_key))
+}
+
+/// An API key as listed: never the key itself.
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// The first characters of the key, to recognise it.
+    #[schema(example = "dbp_AbCdEfGh")]
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Set once the key is revoked; a revoked key no longer authenticates.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<ApiKey> for ApiKeyView {
+    fn from(key: ApiKey) -> Self {
+        Self {
+            id: key.id,
+            name: key.name,
+            role: key.role,
+            prefix: key.prefix,
+            created_at: datetime(key.created_at),
+            last_used_at: opt_datetime(key.last_used_at),
+            revoked_at: opt_datetime(key.revoked_at),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    #[schema(example = "ci-pipeline")]
+    pub name: String,
+    pub role: Role,
+}
+
+/// The one answer that carries the key in plaintext.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub prefix: String,
+    /// The key. It is shown only here; store it now.
+    pub key: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// List the enterprise's API keys (prefixes only).
+#[utoipa::path(get, path = "/settings/api-keys", tag = "settings", params(PageQuery),
+    responses((status = 200, description = "One page of keys", body = Paginated<ApiKeyView>)))]
+async fn list_keys(
+    State(state): State<AppState>,
+    principal: Principal,
+    pagination: Pagination,
+) -> AppResult<Json<Paginated<ApiKeyView>>> {
+    let (rows, total) = state.store.list_api_keys(&principal.enterprise_id, pagination.page()).await?;
+    Ok(Json(pagination.envelope(rows.into_iter().map(ApiKeyView::from).collect(), total)))
+}
+
+/// Create an API key. The key is in this answer only.
+#[utoipa::path(post, path = "/settings/api-keys", tag = "settings", request_body = CreateApiKey,
+    responses((status = 201, description = "Created; `key` is shown once", body = CreatedApiKey)))]
+async fn create_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<CreateApiKey>,
+) -> AppResult<(StatusCode, Json<CreatedApiKey>)> {
+    let mut v = Validator::new();
+    check_name(&mut v, "name", &body.name);
+    v.finish()?;
+    if body.role == Role::PlatformAdmin {
+        policy::require_platform(&principal, "a platform_admin key")?;
+    }
+    let generated = api_keys::generate();
+    let new = NewApiKey {
+        name: body.name.trim().to_owned(),
+        role: body.role,
+        prefix: generated.prefix,
+        key_hash: generated.hash,
+        created_by: principal.user_id.clone(),
+    };
+    let key = state.store.create_api_key(&principal.enterprise_id, new).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedApiKey {
+            id: key.id,
+            name: key.name,
+            role: key.role,
+            prefix: key.prefix,
+            key: generated.key,
+            created_at: datetime(key.created_at),
+        }),
+    ))
+}
+
+/// Revoke an API key; it stops authenticating at once.
+#[utoipa::path(delete, path = "/settings/api-keys/{id}", tag = "settings", params(("id" = String, Path)),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No such key in this enterprise", body = crate::error::ErrorResponse),
+    ))]
+async fn revoke_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    if state.store.revoke_api_key(&principal.enterprise_id, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::not_found(format!("API key {id}")))
+    }
+}

@@ -1,0 +1,196 @@
+//! Request extractors that answer in the API's error shape: JSON bodies, query strings and
+//! pagination.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{AppError, AppResult, FieldError};
+use crate::store::Page;
+
+/// A JSON request body. Malformed JSON is 400, a well-formed body of the wrong shape is 422 with
+/// the offending field's path, a body over the limit is 413.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &S) -> AppResult<Self> {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json" || mime.ends_with("+json")
+            })
+            .unwrap_or(false);
+        if !json {
+            return Err(AppError::BadRequest("expected a JSON body with Content-Type: application/json".into()));
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::PayloadTooLarge("request body too large".into())
+            } else {
+                AppError::BadRequest(rejection.body_text())
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses `bytes` as a `T`, mapping errors as [`ApiJson`] documents.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> AppResult<T> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.classify() != serde_json::error::Category::Data {
+            return AppError::BadRequest(format!("malformed JSON: {inner}"));
+        }
+        let message = inner.to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+        // serde reports a missing field at its parent; point at the field itself.
+        let path = match message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+            Some(field) if path == "." => field.to_owned(),
+            Some(field) => format!("{path}.{field}"),
+            None => path,
+        };
+        AppError::Validation(vec![FieldError { path, message }])
+    })?;
+    deserializer.end().map_err(|err| AppError::BadRequest(format!("malformed JSON: {err}")))?;
+    Ok(value)
+}
+
+/// Query-string parameters; a value of the wrong type is 400.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> AppResult<Self> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| ApiQuery(value))
+            .map_err(|rejection| AppError::BadRequest(rejection.body_text()))
+    }
+}
+
+/// Largest `page_size` a list accepts.
+pub const MAX_PAGE_SIZE: u32 = 200;
+const DEFAULT_PAGE_SIZE: u32 = 50;
+
+/// The pagination query parameters every list takes (documentation form).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page number, from 1 (default 1).
+    #[param(minimum = 1)]
+    pub page: Option<u32>,
+    /// Rows per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    pub page_size: Option<u32>,
+}
+
+/// The page a list request asks for. Out-of-range values are 400.
+#[derive(Debug, Clone, Copy)]
+pub struct Pagination {
+    pub page: u32,
+    pub page_size: u32,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Pagination {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> AppResult<Self> {
+        #[derive(Deserialize)]
+        struct Raw {
+            page: Option<String>,
+            page_size: Option<String>,
+        }
+        let ApiQuery(raw) = ApiQuery::<Raw>::from_request_parts(parts, state).await?;
+        let number = |value: Option<String>, name: &str, default: u32, max: u32| -> AppResult<u32> {
+            let Some(value) = value else { return Ok(default) };
+            value.parse::<u32>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
+                AppError::BadRequest(format!("{name} must be an integer from 1 to {max}, got {value:?}"))
+            })
+        };
+        Ok(Self {
+            page: number(raw.page, "page", 1, u32::MAX / MAX_PAGE_SIZE)?,
+            page_size: number(raw.page_size, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?,
+        })
+    }
+}
+
+impl Pagination {
+    /// The store's view of this page.
+    pub fn page(&self) -> Page {
+        Page { limit: i64::from(self.page_size), offset: (i64::from(self.page) - 1) * i64::from(self.page_size) }
+    }
+
+    /// Wraps one page of rows in the list envelope.
+    pub fn envelope<T>(&self, data: Vec<T>, total: i64) -> Paginated<T> {
+        let size = i64::from(self.page_size);
+        Paginated {
+            data,
+            pagination: PageInfo {
+                page: self.page,
+                page_size: self.page_size,
+                total,
+                total_pages: (total + size - 1) / size,
+            },
+        }
+    }
+}
+
+/// The envelope of every list answer.
+#[derive(Serialize, ToSchema)]
+pub struct Paginated<T> {
+    pub data: Vec<T>,
+    pub pagination: PageInfo,
+}
+
+/// Where a list page sits in the whole.
+#[derive(Serialize, ToSchema)]
+pub struct PageInfo {
+    pub page: u32,
+    pub page_size: u32,
+    pub total: i64,
+    pub total_pages: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        email: String,
+        inner: Inner,
+    }
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u32,
+    }
+
+    #[test]
+    fn malformed_json_is_bad_request_and_wrong_shape_names_the_field() {
+        assert!(matches!(parse_json::<Body>(b"{\"email\": "), Err(AppError::BadRequest(_))));
+        let Err(AppError::Validation(details)) = parse_json::<Body>(br#"{"email":"a","inner":{"n":"x"}}"#) else {
+            panic!("expected a validation error")
+        };
+        assert_eq!(details[0].path, "inner.n");
+        let Err(AppError::Validation(details)) = parse_json::<Body>(br#"{"inner":{"n":1}}"#) else {
+            panic!("expected a validation error")
+        };
+        assert_eq!(details[0].path, "email");
+        assert!(matches!(parse_json::<Body>(br#"{"email":"a","inner":{"n":1}} x"#), Err(AppError::BadRequest(_))));
+    }
+}

@@ -1,0 +1,172 @@
+//! The HTTP API: one router per resource, merged here, where the middleware stack and the
+//! OpenAPI document are also assembled.
+//!
+//! Invariant: only this module knows HTTP. Handlers parse the request, call the store or a
+//! domain module, and shape the answer.
+
+mod api_keys;
+mod auth;
+mod enterprises;
+pub mod extract;
+mod health;
+mod settings;
+mod users;
+
+use std::any::Any;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::{AppError, ErrorBody, ErrorResponse, FieldError};
+use crate::state::AppState;
+
+/// Base path of the REST API.
+pub const BASE: &str = "/api/v1";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "DIBOP API", description = "Integration and orchestration for dealer groups. \
+        Authenticate with `POST /api/v1/auth/login` or an API key, then send `Authorization: Bearer <token>`."),
+    components(schemas(ErrorResponse, FieldError)),
+    tags(
+        (name = "auth", description = "Log in"),
+        (name = "users", description = "Users of the enterprise"),
+        (name = "settings", description = "Enterprise settings and API keys"),
+        (name = "enterprises", description = "Tenants (platform rights)"),
+    )
+)]
+struct ApiDoc;
+
+/// The whole application: API, docs, probes and the middleware every response passes through.
+pub fn router(state: AppState) -> Router {
+    let protected = OpenApiRouter::new()
+        .merge(users::router())
+        .merge(api_keys::router())
+        .merge(settings::router())
+        .merge(enterprises::router())
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::authenticate));
+    let api = OpenApiRouter::new().merge(auth::router()).merge(protected);
+    let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(BASE, api).split_for_parts();
+    document_common_responses(&mut openapi);
+
+    let max_body = state.config.max_body_bytes;
+    Router::new()
+        .merge(api)
+        .merge(SwaggerUi::new(format!("{BASE}/docs")).url(format!("{BASE}/openapi.json"), openapi))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn(error_shape))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Renders every error answer in the API's shape with the request id, whoever produced it: a
+/// handler's [`AppError`], an axum rejection (404, 405, 413) or a caught panic.
+async fn error_shape(request: Request, next: Next) -> Response {
+    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let body = response.extensions_mut().remove::<ErrorBody>().unwrap_or_else(|| {
+        let message = match status {
+            StatusCode::NOT_FOUND => format!("no route for {method} {path}"),
+            StatusCode::METHOD_NOT_ALLOWED => format!("method {method} is not allowed on {path}"),
+            StatusCode::PAYLOAD_TOO_LARGE => "request body too large".to_owned(),
+            _ => status.canonical_reason().unwrap_or("request failed").to_owned(),
+        };
+        ErrorBody::new(status, message)
+    });
+    if let Some(internal) = &body.internal {
+        tracing::error!(request_id, %method, path, error = %internal, "request failed");
+    }
+    let (mut parts, _) = response.into_parts();
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body.render(&request_id).to_string()))
+}
+
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown panic".into());
+    AppError::Internal(anyhow::anyhow!("handler panicked: {detail}")).into_response()
+}
+
+/// Adds what every operation shares to the document: Bearer auth and the error answers the
+/// middleware can give, so each handler documents only its own.
+fn document_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
+    let components = openapi.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT or dbp_ API key").build(),
+        ),
+    );
+    let error = |description: &str| -> RefOr<utoipa::openapi::Response> {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new().schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorResponse"))).build(),
+            )
+            .build()
+            .into()
+    };
+    let requirement = utoipa::openapi::security::SecurityRequirement::new::<_, _, &str>("bearer", []);
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        let public = path == &format!("{BASE}/auth/login");
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for operation in operations.into_iter().flatten() {
+            let responses = &mut operation.responses.responses;
+            let mut add = |code: &str, description: &str| {
+                responses.entry(code.to_owned()).or_insert_with(|| error(description));
+            };
+            if operation.request_body.is_some() {
+                add("400", "Malformed JSON or wrong Content-Type");
+                add("413", "Request body too large");
+                add("422", "Validation failed; `details` lists each field");
+            }
+            if !public {
+                add("401", "Missing, invalid or expired token");
+                add("403", "The caller's role does not allow this");
+                add("429", "Rate limit exceeded; see Retry-After and X-RateLimit-Reset");
+                operation.security = Some(vec![requirement.clone()]);
+            }
+            add("500", "Internal error; nothing leaked, logged with the request id");
+        }
+    }
+}
+
+/// A stored unix-millisecond timestamp as the API shows it.
+pub fn datetime(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+pub fn opt_datetime(ms: Option<i64>) -> Option<DateTime<Utc>> {
+    ms.map(datetime)
+}

@@ -1,0 +1,172 @@
+//! Identity: who is calling (tokens, API keys, passwords) and what they may do (roles, policy).
+//!
+//! The `authenticate` middleware runs in front of every protected route: it resolves the
+//! bearer credential to a [`Principal`], asks [`policy::authorize`] whether that principal may
+//! use the route, counts the request against the enterprise's API rate limit and puts the
+//! principal into the request for handlers to extract.
+
+pub mod api_keys;
+pub mod password;
+pub mod policy;
+pub mod tokens;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{AppError, AppResult};
+use crate::ratelimit::Decision;
+use crate::state::AppState;
+
+/// A role as the SPEC defines it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Manages enterprises, the global catalogue and quotas; never reads payloads or executes.
+    PlatformAdmin,
+    /// Everything inside its enterprise.
+    EnterpriseAdmin,
+    /// Read-only.
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PlatformAdmin => "platform_admin",
+            Self::EnterpriseAdmin => "enterprise_admin",
+            Self::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "platform_admin" => Some(Self::PlatformAdmin),
+            "enterprise_admin" => Some(Self::EnterpriseAdmin),
+            "viewer" => Some(Self::Viewer),
+            _ => None,
+        }
+    }
+}
+
+impl TryFrom<String> for Role {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or_else(|| format!("unknown role {value:?}"))
+    }
+}
+
+/// The authenticated caller of one request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub enterprise_id: String,
+    /// Set when the caller logged in as a user.
+    pub user_id: Option<String>,
+    /// Set when the caller used an API key.
+    pub api_key_id: Option<String>,
+    pub role: Role,
+    /// Platform rights: the role `platform_admin`, or the bootstrap admin.
+    pub platform: bool,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> AppResult<Self> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| AppError::Unauthorized("authentication required".into()))
+    }
+}
+
+/// Resolves the caller, enforces the policy and the enterprise's API rate limit.
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let (principal, api_limit) = match resolve(&state, request.headers()).await {
+        Ok(found) => found,
+        Err(err) => return err.into_response(),
+    };
+    let path = request.uri().path().trim_start_matches("/api/v1");
+    if let Err(err) = policy::authorize(&principal, request.method(), path) {
+        return err.into_response();
+    }
+    let bucket = format!("api:{}", principal.enterprise_id);
+    let decision = match state.limiter.hit(&bucket, api_limit, 60).await {
+        Ok(decision) => decision,
+        Err(err) => return AppError::Internal(err).into_response(),
+    };
+    let mut response = if decision.allowed {
+        request.extensions_mut().insert(principal);
+        next.run(request).await
+    } else {
+        AppError::RateLimited {
+            message: format!("API rate limit of {} requests per minute exceeded", decision.limit),
+            retry_after_secs: decision.retry_after_secs(),
+        }
+        .into_response()
+    };
+    rate_limit_headers(response.headers_mut(), &decision);
+    response
+}
+
+/// `X-RateLimit-*` headers describing `decision`.
+pub fn rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
+    headers.insert("x-ratelimit-limit", HeaderValue::from(decision.limit));
+    headers.insert("x-ratelimit-remaining", HeaderValue::from(decision.remaining));
+    headers.insert("x-ratelimit-reset", HeaderValue::from(decision.reset_unix));
+}
+
+/// The principal behind the request's bearer credential, and its enterprise's API limit.
+async fn resolve(state: &AppState, headers: &HeaderMap) -> AppResult<(Principal, u64)> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| AppError::Unauthorized("missing bearer token".into()))?;
+
+    if token.starts_with(api_keys::PREFIX) {
+        let found = state
+            .store
+            .find_active_api_key(&api_keys::hash(token))
+            .await?
+            .ok_or_else(|| AppError::Unauthorized("invalid or revoked API key".into()))?;
+        state.store.touch_api_key(&found.key.id).await?;
+        let principal = Principal {
+            enterprise_id: found.enterprise.id,
+            user_id: None,
+            api_key_id: Some(found.key.id),
+            role: found.key.role,
+            platform: found.key.role == Role::PlatformAdmin,
+        };
+        return Ok((principal, limit(found.enterprise.api_requests_per_minute)));
+    }
+
+    let claims = state.tokens.verify(token)?;
+    let invalid = || AppError::Unauthorized("token no longer valid".into());
+    let user = state.store.get_user(&claims.ent, &claims.sub).await?.ok_or_else(invalid)?;
+    if !user.is_active() {
+        return Err(invalid());
+    }
+    let enterprise = state.store.get_enterprise(&user.enterprise_id).await?.ok_or_else(invalid)?;
+    // The role comes from the database, not the token, so a demotion takes effect at once.
+    let principal = Principal {
+        enterprise_id: user.enterprise_id,
+        user_id: Some(user.id),
+        api_key_id: None,
+        role: user.role,
+        platform: user.platform_access != 0 || user.role == Role::PlatformAdmin,
+    };
+    Ok((principal, limit(enterprise.api_requests_per_minute)))
+}
+
+fn limit(per_minute: i64) -> u64 {
+    u64::try_from(per_minute).unwrap_or(0)
+}

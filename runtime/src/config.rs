@@ -1,0 +1,193 @@
+//! Settings of one `dibop serve` process: flags, `DIBOP_*` environment variables and an optional
+//! TOML file, in that order of precedence, with defaults for everything but secrets.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+/// The effective configuration of a server. Secrets are [`SecretString`]s, so a `{:?}` of this
+/// struct never prints them.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Directory for the SQLite database, the generated JWT secret and (later) plugin artifacts.
+    pub data_dir: PathBuf,
+    /// `postgres://...` for PostgreSQL, `sqlite://...` for another SQLite file; `None` means
+    /// `sqlite://<data_dir>/dibop.db`.
+    pub database_url: Option<SecretString>,
+    /// HS256 secret for access tokens; generated and kept in `<data_dir>/jwt-secret` when unset.
+    pub jwt_secret: Option<SecretString>,
+    /// Email of the first user, created on the first start against an empty database.
+    pub admin_email: Option<String>,
+    /// Password of the first user; generated and printed once when unset.
+    pub admin_password: Option<SecretString>,
+    /// Whether plugins may reach private, loopback and link-local addresses.
+    pub allow_private_networks: bool,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Size of the database connection pool.
+    pub db_max_connections: u32,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Defaults for a server keeping its state in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: data_dir.into(),
+            database_url: None,
+            jwt_secret: None,
+            admin_email: None,
+            admin_password: None,
+            allow_private_networks: false,
+            max_body_bytes: 2 * 1024 * 1024,
+            db_max_connections: 10,
+            log_format: LogFormat::Pretty,
+        }
+    }
+}
+
+/// Flags of `dibop serve` and `dibop migrate`. Each also reads its environment variable.
+#[derive(Debug, Args, Default)]
+pub struct ConfigArgs {
+    /// TOML file with any of the settings below (snake_case keys).
+    #[arg(long, env = "DIBOP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Listen address.
+    #[arg(long, env = "DIBOP_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory.
+    #[arg(long, env = "DIBOP_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL (default: a SQLite file in the data directory).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// JWT signing secret.
+    #[arg(long, env = "DIBOP_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Email of the first admin (first start only).
+    #[arg(long, env = "DIBOP_ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+    /// Password of the first admin (first start only).
+    #[arg(long, env = "DIBOP_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Let plugins reach private and loopback addresses.
+    #[arg(long, env = "DIBOP_ALLOW_PRIVATE_NETWORKS", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_private_networks: Option<bool>,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "DIBOP_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Database connection pool size.
+    #[arg(long, env = "DIBOP_DB_MAX_CONNECTIONS")]
+    pub db_max_connections: Option<u32>,
+    /// Log format.
+    #[arg(long, env = "DIBOP_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The TOML file: the same settings as the flags, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    jwt_secret: Option<String>,
+    admin_email: Option<String>,
+    admin_password: Option<String>,
+    allow_private_networks: Option<bool>,
+    max_body_bytes: Option<usize>,
+    db_max_connections: Option<u32>,
+    log_format: Option<LogFormat>,
+}
+
+impl ConfigArgs {
+    /// Merges flags/environment over the TOML file over the defaults.
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("dibop-data"));
+        let defaults = Config::new(data_dir);
+        let secret = |s: Option<String>| s.filter(|s| !s.is_empty()).map(SecretString::from);
+        Ok(Config {
+            listen: self.listen.or(file.listen).unwrap_or(defaults.listen),
+            database_url: secret(self.database_url.or(file.database_url)),
+            jwt_secret: secret(self.jwt_secret.or(file.jwt_secret)),
+            admin_email: self.admin_email.or(file.admin_email).filter(|s| !s.is_empty()),
+            admin_password: secret(self.admin_password.or(file.admin_password)),
+            allow_private_networks: self
+                .allow_private_networks
+                .or(file.allow_private_networks)
+                .unwrap_or(defaults.allow_private_networks),
+            max_body_bytes: self.max_body_bytes.or(file.max_body_bytes).unwrap_or(defaults.max_body_bytes),
+            db_max_connections: self
+                .db_max_connections
+                .or(file.db_max_connections)
+                .unwrap_or(defaults.db_max_connections),
+            log_format: self.log_format.or(file.log_format).unwrap_or(defaults.log_format),
+            ..defaults
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn flags_win_over_the_file_and_secrets_do_not_print() {
+        let dir = tempfile_dir();
+        let path = dir.join("dibop.toml");
+        std::fs::write(&path, "listen = \"0.0.0.0:9000\"\njwt_secret = \"from-file\"\nmax_body_bytes = 10\n")
+            .expect("write config");
+        let args = ConfigArgs {
+            config: Some(path),
+            listen: Some("127.0.0.1:7000".parse().expect("addr")),
+            ..Default::default()
+        };
+        let config = args.resolve().expect("resolve");
+        assert_eq!(config.listen.port(), 7000);
+        assert_eq!(config.max_body_bytes, 10);
+        assert_eq!(config.jwt_secret.as_ref().map(|s| s.expose_secret().to_owned()).as_deref(), Some("from-file"));
+        assert!(!format!("{config:?}").contains("from-file"));
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_an_error() {
+        let dir = tempfile_dir();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "lisen = \"x\"\n").expect("write config");
+        let err = ConfigArgs { config: Some(path), ..Default::default() }.resolve().expect_err("must fail");
+        assert!(format!("{err:#}").contains("lisen"), "{err:#}");
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("dibop-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        dir
+    }
+}

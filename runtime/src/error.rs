@@ -1,0 +1,193 @@
+//! The one error type of the HTTP API and its JSON shape.
+//!
+//! Every failure the API answers, whether raised by a handler, an extractor, a layer (405, 413)
+//! or a panic, leaves the server as `{"error":{"code","message","details","request_id"}}`. Handlers
+//! return [`AppError`]; it puts an [`ErrorBody`] into the response extensions and the
+//! `error_shape` middleware in [`crate::api`] renders it with the request id, so nothing else
+//! needs to know the request id.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// One invalid field of a request, reported in `details` of a 422 answer.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct FieldError {
+    /// Where the problem is, as a dotted path into the request body (`rate_limits.api_requests_per_minute`).
+    pub path: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// What went wrong in a request. Each variant maps to one status and one error code.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("request validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_secs: u64 },
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything unexpected. The message is logged with the request id and never sent.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+impl AppError {
+    pub fn not_found(what: impl std::fmt::Display) -> Self {
+        Self::NotFound(format!("{what} not found"))
+    }
+
+    /// A 422 for a single field.
+    pub fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError { path: path.into(), message: message.into() }])
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Internal(err.into())
+    }
+}
+
+/// The error code the API uses for a status: the SPEC's list, plus a generic one for the rest.
+pub fn code_for(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "BAD_REQUEST",
+        401 => "UNAUTHORIZED",
+        403 => "FORBIDDEN",
+        404 => "NOT_FOUND",
+        405 => "METHOD_NOT_ALLOWED",
+        409 => "CONFLICT",
+        413 => "PAYLOAD_TOO_LARGE",
+        422 => "VALIDATION_ERROR",
+        429 => "RATE_LIMIT",
+        503 => "SERVICE_UNAVAILABLE",
+        s if s >= 500 => "INTERNAL_ERROR",
+        _ => "BAD_REQUEST",
+    }
+}
+
+/// The error as it travels from a handler to the `error_shape` middleware.
+#[derive(Debug, Clone)]
+pub struct ErrorBody {
+    pub code: &'static str,
+    pub message: String,
+    pub details: Option<Vec<FieldError>>,
+    /// Logged with the request id, never sent to the client.
+    pub internal: Option<String>,
+}
+
+impl ErrorBody {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { code: code_for(status), message: message.into(), details: None, internal: None }
+    }
+
+    /// The JSON document sent to the client.
+    pub fn render(&self, request_id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "details": self.details,
+                "request_id": request_id,
+            }
+        })
+    }
+}
+
+/// The documented shape of every error answer (for OpenAPI).
+#[derive(Serialize, ToSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorObject,
+}
+
+/// The `error` member of [`ErrorResponse`].
+#[derive(Serialize, ToSchema)]
+pub struct ErrorObject {
+    /// Machine-readable code: BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, CONFLICT,
+    /// PAYLOAD_TOO_LARGE, VALIDATION_ERROR, RATE_LIMIT, INTERNAL_ERROR.
+    #[schema(example = "NOT_FOUND")]
+    pub code: String,
+    #[schema(example = "user 0194c3b2-... not found")]
+    pub message: String,
+    /// For VALIDATION_ERROR: each invalid field.
+    pub details: Option<Vec<FieldError>>,
+    /// The `X-Request-Id` of the request, to find it in the server log.
+    pub request_id: String,
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut body = ErrorBody::new(status, self.to_string());
+        let mut retry_after = None;
+        match self {
+            Self::Validation(details) => body.details = Some(details),
+            Self::Internal(err) => {
+                body.message = "internal server error".into();
+                body.internal = Some(format!("{err:#}"));
+            }
+            Self::RateLimited { retry_after_secs, .. } => retry_after = Some(retry_after_secs),
+            _ => {}
+        }
+        let mut response = status.into_response();
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        response.extensions_mut().insert(body);
+        response
+    }
+}
+
+/// Collects every problem of a request body before answering 422 once.
+#[derive(Default)]
+pub struct Validator(Vec<FieldError>);
+
+impl Validator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `message` at `path` unless `ok`.
+    pub fn check(&mut self, ok: bool, path: &str, message: impl Into<String>) -> &mut Self {
+        if !ok {
+            self.0.push(FieldError { path: path.into(), message: message.into() });
+        }
+        self
+    }
+
+    pub fn finish(&mut self) -> AppResult<()> {
+        if self.0.is_empty() { Ok(()) } else { Err(AppError::Validation(std::mem::take(&mut self.0))) }
+    }
+}

@@ -1,0 +1,82 @@
+//! The DIBOP runtime: an integration and orchestration server for dealer groups.
+//!
+//! [`serve`] runs the whole server on a bound listener until a shutdown future resolves; the
+//! binary and the end-to-end tests both start it that way.
+
+pub mod api;
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod error;
+pub mod ratelimit;
+pub mod state;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+use ratelimit::RateLimiter;
+use state::AppState;
+use store::Store;
+
+/// Opens the database, applies migrations and bootstraps an empty one.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let store = Store::connect(config.database_url.as_ref(), &config.data_dir, config.db_max_connections).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Runs the server on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    bootstrap::bootstrap(&store, &config).await?;
+    let secret = auth::tokens::load_or_create_secret(config.jwt_secret.as_ref(), &config.data_dir)?;
+    let state = AppState {
+        tokens: Arc::new(auth::tokens::Tokens::new(&secret)),
+        limiter: Arc::new(RateLimiter::new(&store)),
+        store: store.clone(),
+        config: Arc::new(config),
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let housekeeping = tokio::spawn(housekeeping(state.clone(), stopped));
+
+    let app = api::router(state);
+    tracing::info!(address = %listener.local_addr()?, "DIBOP API listening");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
+
+    let _ = stop.send(true);
+    let _ = housekeeping.await;
+    store.close().await;
+    tracing::info!("DIBOP stopped");
+    Ok(())
+}
+
+/// Periodic upkeep until `stopped` flips.
+async fn housekeeping(state: AppState, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(err) = state.limiter.prune().await {
+                    tracing::warn!(error = %format!("{err:#}"), "pruning rate-limit windows failed");
+                }
+            }
+            _ = stopped.changed() => return,
+        }
+    }
+}

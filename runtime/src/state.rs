@@ -1,0 +1,17 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+
+use crate::auth::tokens::Tokens;
+use crate::config::Config;
+use crate::ratelimit::RateLimiter;
+use crate::store::Store;
+
+/// Shared state of a running server. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub tokens: Arc<Tokens>,
+    pub limiter: Arc<RateLimiter>,
+    pub config: Arc<Config>,
+}

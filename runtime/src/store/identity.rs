@@ -1,0 +1,350 @@
+//! Enterprises, users and API keys.
+
+use sqlx::FromRow;
+
+use super::{Page, Store, new_id, now_ms};
+use crate::auth::Role;
+
+/// A tenant and its settings.
+#[derive(Debug, Clone, FromRow)]
+pub struct Enterprise {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub timezone: String,
+    pub session_duration_minutes: i64,
+    pub retention_days: i64,
+    pub api_requests_per_minute: i64,
+    pub executions_per_minute: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What creating an enterprise needs.
+pub struct NewEnterprise {
+    pub name: String,
+    pub slug: String,
+    pub timezone: String,
+}
+
+/// A person who logs in.
+#[derive(Debug, Clone, FromRow)]
+pub struct User {
+    pub id: String,
+    pub enterprise_id: String,
+    pub email: String,
+    pub name: String,
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    /// Platform rights on top of `role` (the bootstrap admin has them).
+    pub platform_access: i64,
+    pub status: String,
+    pub password_hash: String,
+    pub last_login_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl User {
+    pub fn is_active(&self) -> bool {
+        self.status == "active"
+    }
+}
+
+/// What creating a user needs; `password_hash` is already an Argon2id PHC string.
+pub struct NewUser {
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub platform_access: bool,
+    pub password_hash: String,
+}
+
+/// Changes to a user; `None` keeps the current value.
+#[derive(Default)]
+pub struct UserPatch {
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    pub status: Option<String>,
+    pub password_hash: Option<String>,
+}
+
+/// Changes to an enterprise's settings; `None` keeps the current value.
+#[derive(Default)]
+pub struct SettingsPatch {
+    pub name: Option<String>,
+    pub timezone: Option<String>,
+    pub session_duration_minutes: Option<i64>,
+    pub retention_days: Option<i64>,
+    pub api_requests_per_minute: Option<i64>,
+    pub executions_per_minute: Option<i64>,
+}
+
+/// An API key as listed (never the key itself).
+#[derive(Debug, Clone, FromRow)]
+pub struct ApiKey {
+    pub id: String,
+    pub enterprise_id: String,
+    pub name: String,
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    pub prefix: String,
+    pub created_by: Option<String>,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// What creating an API key stores: the hash, never the key.
+pub struct NewApiKey {
+    pub name: String,
+    pub role: Role,
+    pub prefix: String,
+    pub key_hash: String,
+    pub created_by: Option<String>,
+}
+
+/// An active API key with its enterprise, as authentication needs it.
+pub struct ApiKeyWithEnterprise {
+    pub key: ApiKey,
+    pub enterprise: Enterprise,
+}
+
+const ENTERPRISE_COLUMNS: &str = "id, name, slug, timezone, session_duration_minutes, retention_days, \
+     api_requests_per_minute, executions_per_minute, created_at, updated_at";
+const USER_COLUMNS: &str = "id, enterprise_id, email, name, role, platform_access, status, password_hash, \
+     last_login_at, created_at, updated_at";
+const API_KEY_COLUMNS: &str = "id, enterprise_id, name, role, prefix, created_by, created_at, last_used_at, revoked_at";
+
+impl Store {
+    pub async fn count_enterprises(&self) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM enterprises").fetch_one(&self.pool).await
+    }
+
+    /// Creates an enterprise and its first user in one transaction.
+    pub async fn create_enterprise_with_admin(
+        &self,
+        enterprise: NewEnterprise,
+        admin: NewUser,
+    ) -> sqlx::Result<(Enterprise, User)> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let enterprise_id = new_id();
+        let ent: Enterprise = sqlx::query_as(&format!(
+            "INSERT INTO enterprises (id, name, slug, timezone, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) RETURNING {ENTERPRISE_COLUMNS}"
+        ))
+        .bind(&enterprise_id)
+        .bind(&enterprise.name)
+        .bind(&enterprise.slug)
+        .bind(&enterprise.timezone)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let user = insert_user(&mut tx, &enterprise_id, &admin).await?;
+        tx.commit().await?;
+        Ok((ent, user))
+    }
+
+    pub async fn get_enterprise(&self, id: &str) -> sqlx::Result<Option<Enterprise>> {
+        sqlx::query_as(&format!("SELECT {ENTERPRISE_COLUMNS} FROM enterprises WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn list_enterprises(&self, page: Page) -> sqlx::Result<(Vec<Enterprise>, i64)> {
+        let rows = sqlx::query_as(&format!(
+            "SELECT {ENTERPRISE_COLUMNS} FROM enterprises ORDER BY created_at, id LIMIT $1 OFFSET $2"
+        ))
+        .bind(page.limit)
+        .bind(page.offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((rows, self.count_enterprises().await?))
+    }
+
+    pub async fn update_settings(&self, enterprise_id: &str, patch: SettingsPatch) -> sqlx::Result<Option<Enterprise>> {
+        sqlx::query_as(&format!(
+            "UPDATE enterprises SET name = COALESCE($2, name), timezone = COALESCE($3, timezone), \
+             session_duration_minutes = COALESCE($4, session_duration_minutes), \
+             retention_days = COALESCE($5, retention_days), \
+             api_requests_per_minute = COALESCE($6, api_requests_per_minute), \
+             executions_per_minute = COALESCE($7, executions_per_minute), updated_at = $8 \
+             WHERE id = $1 RETURNING {ENTERPRISE_COLUMNS}"
+        ))
+        .bind(enterprise_id)
+        .bind(patch.name)
+        .bind(patch.timezone)
+        .bind(patch.session_duration_minutes)
+        .bind(patch.retention_days)
+        .bind(patch.api_requests_per_minute)
+        .bind(patch.executions_per_minute)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn create_user(&self, enterprise_id: &str, user: &NewUser) -> sqlx::Result<User> {
+        let mut tx = self.pool.begin().await?;
+        let user = insert_user(&mut tx, enterprise_id, user).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    pub async fn get_user(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<User>> {
+        sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE enterprise_id = $1 AND id = $2"))
+            .bind(enterprise_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Looks a user up by email across enterprises: only login does this.
+    pub async fn find_user_by_email(&self, email: &str) -> sqlx::Result<Option<User>> {
+        sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn list_users(&self, enterprise_id: &str, page: Page) -> sqlx::Result<(Vec<User>, i64)> {
+        let rows = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE enterprise_id = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3"
+        ))
+        .bind(enterprise_id)
+        .bind(page.limit)
+        .bind(page.offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE enterprise_id = $1")
+            .bind(enterprise_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((rows, total))
+    }
+
+    pub async fn update_user(&self, enterprise_id: &str, id: &str, patch: UserPatch) -> sqlx::Result<Option<User>> {
+        sqlx::query_as(&format!(
+            "UPDATE users SET name = COALESCE($3, name), role = COALESCE($4, role), \
+             status = COALESCE($5, status), password_hash = COALESCE($6, password_hash), updated_at = $7 \
+             WHERE enterprise_id = $1 AND id = $2 RETURNING {USER_COLUMNS}"
+        ))
+        .bind(enterprise_id)
+        .bind(id)
+        .bind(patch.name)
+        .bind(patch.role.map(|r| r.as_str()))
+        .bind(patch.status)
+        .bind(patch.password_hash)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn record_login(&self, user_id: &str) -> sqlx::Result<()> {
+        sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
+            .bind(user_id)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn create_api_key(&self, enterprise_id: &str, key: NewApiKey) -> sqlx::Result<ApiKey> {
+        sqlx::query_as(&format!(
+            "INSERT INTO api_keys (id, enterprise_id, name, role, prefix, key_hash, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {API_KEY_COLUMNS}"
+        ))
+        .bind(new_id())
+        .bind(enterprise_id)
+        .bind(key.name)
+        .bind(key.role.as_str())
+        .bind(key.prefix)
+        .bind(key.key_hash)
+        .bind(key.created_by)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    pub async fn list_api_keys(&self, enterprise_id: &str, page: Page) -> sqlx::Result<(Vec<ApiKey>, i64)> {
+        let rows = sqlx::query_as(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE enterprise_id = $1 \
+             ORDER BY created_at, id LIMIT $2 OFFSET $3"
+        ))
+        .bind(enterprise_id)
+        .bind(page.limit)
+        .bind(page.offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE enterprise_id = $1")
+            .bind(enterprise_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((rows, total))
+    }
+
+    /// Revokes a key; `false` when the enterprise has no such key. Revoking twice is harmless.
+    pub async fn revoke_api_key(&self, enterprise_id: &str, id: &str) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE enterprise_id = $1 AND id = $2",
+        )
+        .bind(enterprise_id)
+        .bind(id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Finds an unrevoked key by the hash of its plaintext, with its enterprise.
+    pub async fn find_active_api_key(&self, key_hash: &str) -> sqlx::Result<Option<ApiKeyWithEnterprise>> {
+        let Some(key): Option<ApiKey> = sqlx::query_as(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
+        ))
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let enterprise = self.get_enterprise(&key.enterprise_id).await?;
+        Ok(enterprise.map(|enterprise| ApiKeyWithEnterprise { key, enterprise }))
+    }
+
+    /// Records a use of a key, at most once a minute so reads do not become writes.
+    pub async fn touch_api_key(&self, id: &str) -> sqlx::Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(now - 60_000)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+async fn insert_user(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    enterprise_id: &str,
+    user: &NewUser,
+) -> sqlx::Result<User> {
+    let now = now_ms();
+    sqlx::query_as(&format!(
+        "INSERT INTO users (id, enterprise_id, email, name, role, platform_access, password_hash, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING {USER_COLUMNS}"
+    ))
+    .bind(new_id())
+    .bind(enterprise_id)
+    .bind(&user.email)
+    .bind(&user.name)
+    .bind(user.role.as_str())
+    .bind(i64::from(user.platform_access))
+    .bind(&user.password_hash)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await
+}

@@ -1,0 +1,44 @@
+//! Fixed-window counters in the database, so every node sharing it counts the same hits.
+
+use super::Store;
+
+impl Store {
+    /// Adds one hit to `bucket` in the window starting at `window_start` and returns the count.
+    pub async fn rate_limit_hit(&self, bucket: &str, window_start: i64) -> sqlx::Result<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO rate_limit_windows (bucket, window_start, hits) VALUES ($1, $2, 1) \
+             ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limit_windows.hits + 1 \
+             RETURNING hits",
+        )
+        .bind(bucket)
+        .bind(window_start)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// The hits of `bucket` in the window starting at `window_start`.
+    pub async fn rate_limit_count(&self, bucket: &str, window_start: i64) -> sqlx::Result<i64> {
+        let hits: Option<i64> =
+            sqlx::query_scalar("SELECT hits FROM rate_limit_windows WHERE bucket = $1 AND window_start = $2")
+                .bind(bucket)
+                .bind(window_start)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(hits.unwrap_or(0))
+    }
+
+    /// Forgets every window of `bucket`.
+    pub async fn rate_limit_clear(&self, bucket: &str) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM rate_limit_windows WHERE bucket = $1").bind(bucket).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Deletes windows that started before `before` (unix ms).
+    pub async fn rate_limit_prune(&self, before: i64) -> sqlx::Result<u64> {
+        let done = sqlx::query("DELETE FROM rate_limit_windows WHERE window_start < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
