@@ -1,1 +1,10 @@
-fn main() {}
+//! End-to-end tests of the DIBOP runtime through real HTTP: each test starts a server on port 0
+//! with a fresh database (SQLite, or PostgreSQL when `DIBOP_TEST_DATABASE_URL` is set).
+
+mod api_keys;
+mod auth;
+mod conventions;
+mod helpers;
+mod settings;
+mod tenancy;
+mod users;

@@ -1,0 +1,181 @@
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_error};
+
+#[tokio::test]
+async fn malformed_json_is_400_in_the_error_shape() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let response = app
+        .client
+        .post(app.url("/users"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("{\"email\": ")
+        .send()
+        .await
+        .expect("request");
+    let body = assert_error(response, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    assert!(body["error"]["message"].as_str().expect("message").contains("malformed JSON"));
+
+    let not_json = app.client.post(app.url("/auth/login")).body("email=a").send().await.expect("request");
+    assert_error(not_json, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_answer_in_the_error_shape() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    assert_error(app.get(&admin, "/no-such-thing").await, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    let outside = app.client.get(format!("{}/nowhere", app.address)).send().await.expect("request");
+    assert_error(outside, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    let wrong_method = app.client.delete(app.url("/auth/login")).send().await.expect("request");
+    assert_error(wrong_method, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").await;
+    let wrong_method = app.request(reqwest::Method::PATCH, &admin, "/settings", None).await;
+    assert_error(wrong_method, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413() {
+    let app = TestApp::spawn_with(|config| config.max_body_bytes = 1024).await;
+    let admin = app.admin_token().await;
+    let big = "x".repeat(4096);
+    let response = app.put(&admin, "/settings", json!({"name": big})).await;
+    assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
+    let settings: Value = app.get(&admin, "/settings").await.json().await.expect("json");
+    assert_eq!(settings["name"], "Default");
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_keeps_the_callers() {
+    let app = TestApp::spawn().await;
+    let health = app.client.get(format!("{}/healthz", app.address)).send().await.expect("request");
+    assert!(health.headers().contains_key("x-request-id"));
+    let mine = app.client.get(app.url("/users")).header("x-request-id", "trace-me-123").send().await.expect("request");
+    assert_eq!(mine.headers()["x-request-id"], "trace-me-123");
+    let body = assert_error(mine, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+    assert_eq!(body["error"]["request_id"], "trace-me-123");
+}
+
+#[tokio::test]
+async fn pagination_bounds_are_enforced_and_the_envelope_adds_up() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    for n in 0..4 {
+        app.create_user(&admin, &format!("u{n}@test.example"), "viewer").await;
+    }
+    for query in ["page=0", "page_size=0", "page_size=201", "page=abc", "page_size=-1"] {
+        let response = app.get(&admin, &format!("/users?{query}")).await;
+        assert_error(response, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    }
+    let first: Value = app.get(&admin, "/users?page_size=2").await.json().await.expect("json");
+    assert_eq!(first["pagination"], json!({"page": 1, "page_size": 2, "total": 5, "total_pages": 3}));
+    assert_eq!(first["data"].as_array().expect("data").len(), 2);
+    let last: Value = app.get(&admin, "/users?page=3&page_size=2").await.json().await.expect("json");
+    assert_eq!(last["data"].as_array().expect("data").len(), 1);
+    let beyond: Value = app.get(&admin, "/users?page=9&page_size=2").await.json().await.expect("json");
+    assert_eq!(beyond["data"], json!([]));
+    let defaults: Value = app.get(&admin, "/users?page_size=200").await.json().await.expect("json");
+    assert_eq!(defaults["pagination"]["page_size"], 200);
+    let defaults: Value = app.get(&admin, "/users").await.json().await.expect("json");
+    assert_eq!(defaults["pagination"]["page_size"], 50);
+}
+
+#[tokio::test]
+async fn authenticated_responses_carry_rate_limit_headers_and_excess_gets_429() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let limits = json!({"rate_limits": {"api_requests_per_minute": 5, "executions_per_minute": 60}});
+    let response = app.put(&admin, "/settings", limits).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    for name in ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"] {
+        assert!(response.headers().contains_key(name), "{name}");
+    }
+    let reset: i64 = response.headers()["x-ratelimit-reset"].to_str().expect("ascii").parse().expect("unix seconds");
+    let now = chrono::Utc::now().timestamp();
+    assert!(reset > now - 1 && reset <= now + 60, "reset {reset} now {now}");
+
+    // Enough requests to exceed 5 per minute even if a window boundary passes in between.
+    let mut rejected = None;
+    let mut last_remaining = None;
+    for _ in 0..12 {
+        let response = app.get(&admin, "/users").await;
+        let remaining: u64 = response.headers()["x-ratelimit-remaining"].to_str().expect("ascii").parse().expect("n");
+        assert_eq!(response.headers()["x-ratelimit-limit"], "5");
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            rejected = Some(response);
+            break;
+        }
+        if let Some(previous) = last_remaining {
+            assert!(remaining < previous || remaining == 4, "remaining counts down: {previous} -> {remaining}");
+        }
+        last_remaining = Some(remaining);
+    }
+    let rejected = rejected.expect("a request beyond the limit is rejected");
+    assert_eq!(rejected.headers()["x-ratelimit-remaining"], "0");
+    let retry_after: u64 = rejected.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=60).contains(&retry_after));
+    assert_error(rejected, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMIT").await;
+
+    // Another enterprise has its own budget.
+    let other_ok = app.login("admin@test.example", "correct-horse-battery").await;
+    assert_eq!(other_ok.status(), StatusCode::OK, "login is not counted against the API budget");
+}
+
+#[tokio::test]
+async fn health_and_readiness_probes_answer() {
+    let app = TestApp::spawn().await;
+    let health: Value =
+        app.client.get(format!("{}/healthz", app.address)).send().await.expect("r").json().await.expect("j");
+    assert_eq!(health["status"], "ok");
+    let ready: Value =
+        app.client.get(format!("{}/readyz", app.address)).send().await.expect("r").json().await.expect("j");
+    assert_eq!(ready["status"], "ready");
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_endpoint_with_bearer_auth_and_errors() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app.client.get(app.url("/openapi.json")).send().await.expect("r").json().await.expect("json");
+    assert!(doc["openapi"].as_str().expect("version").starts_with("3.1"));
+    let expected = [
+        ("/api/v1/auth/login", "post"),
+        ("/api/v1/users", "get"),
+        ("/api/v1/users", "post"),
+        ("/api/v1/users/{id}", "get"),
+        ("/api/v1/users/{id}", "put"),
+        ("/api/v1/users/{id}", "delete"),
+        ("/api/v1/settings", "get"),
+        ("/api/v1/settings", "put"),
+        ("/api/v1/settings/api-keys", "get"),
+        ("/api/v1/settings/api-keys", "post"),
+        ("/api/v1/settings/api-keys/{id}", "delete"),
+        ("/api/v1/enterprises", "get"),
+        ("/api/v1/enterprises", "post"),
+        ("/api/v1/enterprises/{id}", "get"),
+    ];
+    let paths = doc["paths"].as_object().expect("paths");
+    let documented: usize = paths.values().map(|item| item.as_object().expect("item").len()).sum();
+    assert_eq!(documented, expected.len(), "no undocumented extras or gaps: {:?}", paths.keys().collect::<Vec<_>>());
+    for (path, method) in expected {
+        let operation = &doc["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} missing");
+        assert!(operation["responses"]["500"].is_object(), "{method} {path} documents 500");
+        if path != "/api/v1/auth/login" {
+            assert_eq!(operation["security"][0]["bearer"], json!([]), "{method} {path} needs bearer");
+            assert!(operation["responses"]["401"].is_object(), "{method} {path} documents 401");
+            assert!(operation["responses"]["429"].is_object(), "{method} {path} documents 429");
+        }
+    }
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert!(doc["components"]["schemas"]["ErrorResponse"].is_object());
+
+    let docs = app.client.get(format!("{}/api/v1/docs/", app.address)).send().await.expect("r");
+    assert_eq!(docs.status(), StatusCode::OK);
+    let html = docs.text().await.expect("html");
+    assert!(html.contains("swagger-ui"), "Swagger UI page");
+    assert!(!html.contains("https://"), "no external assets");
+    let bundle = app.client.get(format!("{}/api/v1/docs/swagger-ui-bundle.js", app.address)).send().await.expect("r");
+    assert_eq!(bundle.status(), StatusCode::OK, "assets served by the binary");
+}

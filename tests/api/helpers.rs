@@ -1,0 +1,172 @@
+//! `TestApp`: a real server on port 0 with its own fresh database, and a client for it.
+
+use std::path::PathBuf;
+
+use dibop::Config;
+use reqwest::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tokio::sync::oneshot;
+
+pub const ADMIN_EMAIL: &str = "admin@test.example";
+pub const ADMIN_PASSWORD: &str = "correct-horse-battery";
+pub const JWT_SECRET: &str = "test-secret-that-is-long-enough";
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    /// Keeps the data directory alive as long as the server.
+    _data_dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A database URL for one test: a fresh PostgreSQL database when `DIBOP_TEST_DATABASE_URL` is
+/// set, otherwise `None` (the server's default SQLite file in its own data directory).
+async fn fresh_database() -> Option<String> {
+    let base = std::env::var("DIBOP_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty())?;
+    sqlx::any::install_default_drivers();
+    let name = format!("dibop_t_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::AnyConnection::connect(&base).await.expect("connect to DIBOP_TEST_DATABASE_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
+    admin.close().await.expect("close");
+    let (without_query, query) = base.split_once('?').map_or((base.as_str(), None), |(a, q)| (a, Some(q)));
+    let (server, _) = without_query.rsplit_once('/').expect("database URL has a path");
+    Some(match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
+    })
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts a server whose configuration `adjust` may change first.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::new(PathBuf::from(data_dir.path()));
+        config.database_url = fresh_database().await.map(Into::into);
+        config.jwt_secret = Some(JWT_SECRET.to_owned().into());
+        config.admin_email = Some(ADMIN_EMAIL.into());
+        config.admin_password = Some(ADMIN_PASSWORD.to_owned().into());
+        config.db_max_connections = 4;
+        adjust(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let address = format!("http://{}", listener.local_addr().expect("local addr"));
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(dibop::serve(listener, config, async {
+            let _ = rx.await;
+        }));
+        let app = Self {
+            address,
+            client: reqwest::Client::new(),
+            _data_dir: data_dir,
+            shutdown: Some(tx),
+            server: Some(server),
+        };
+        // The listener is bound, so requests queue until the server has migrated and accepts.
+        let health = app.client.get(format!("{}/readyz", app.address)).send().await.expect("readyz");
+        assert_eq!(health.status(), StatusCode::OK);
+        app
+    }
+
+    /// Stops the server gracefully and returns what `serve` returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.server.take().expect("server handle").await.expect("server task")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.address)
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        self.client
+            .post(self.url("/auth/login"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .expect("login request")
+    }
+
+    /// Logs in and returns the access token, failing the test otherwise.
+    pub async fn token(&self, email: &str, password: &str) -> String {
+        let response = self.login(email, password).await;
+        assert_eq!(response.status(), StatusCode::OK, "login as {email}");
+        let body: Value = response.json().await.expect("login body");
+        body["access_token"].as_str().expect("access_token").to_owned()
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.token(ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    pub async fn request(&self, method: Method, token: &str, path: &str, body: Option<Value>) -> Response {
+        let mut request = self.client.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("request")
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> Response {
+        self.request(Method::GET, token, path, None).await
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: Value) -> Response {
+        self.request(Method::POST, token, path, Some(body)).await
+    }
+
+    pub async fn put(&self, token: &str, path: &str, body: Value) -> Response {
+        self.request(Method::PUT, token, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, token: &str, path: &str) -> Response {
+        self.request(Method::DELETE, token, path, None).await
+    }
+
+    /// Creates a user in the token's enterprise and returns its JSON.
+    pub async fn create_user(&self, token: &str, email: &str, role: &str) -> Value {
+        let response = self
+            .post(
+                token,
+                "/users",
+                json!({"email": email, "name": "Test User", "role": role, "password": ADMIN_PASSWORD}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED, "create user {email}");
+        response.json().await.expect("user body")
+    }
+
+    /// Creates a second enterprise with its own admin and returns that admin's token.
+    pub async fn second_enterprise(&self, slug: &str) -> String {
+        let admin = self.admin_token().await;
+        let email = format!("admin@{slug}.example");
+        let response = self
+            .post(
+                &admin,
+                "/enterprises",
+                json!({"name": format!("Enterprise {slug}"), "slug": slug, "admin_email": email, "admin_password": ADMIN_PASSWORD}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED, "create enterprise {slug}");
+        self.token(&email, ADMIN_PASSWORD).await
+    }
+}
+
+/// Asserts `response` has `status` and the SPEC error shape with `code`; returns the body.
+pub async fn assert_error(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status, "status");
+    let request_id =
+        response.headers().get("x-request-id").expect("x-request-id header").to_str().expect("ascii").to_owned();
+    let body: Value = response.json().await.expect("error body is JSON");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert_eq!(body["error"]["request_id"], request_id.as_str(), "{body}");
+    assert!(body["error"].as_object().expect("object").contains_key("details"), "{body}");
+    body
+}
