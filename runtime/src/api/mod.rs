@@ -64,19 +64,26 @@ pub fn router(state: AppState) -> Router {
     document_common_responses(&mut openapi);
 
     let max_body = state.config.max_body_bytes;
-    Router::new()
+    let app = Router::new()
         .merge(api)
         .merge(SwaggerUi::new(format!("{BASE}/docs")).url(format!("{BASE}/openapi.json"), openapi))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(|| async { StatusCode::NOT_FOUND })
+        .with_state(state);
+    with_common_layers(app, max_body)
+}
+
+/// The middleware every response passes through, outermost last: request id, tracing, error
+/// shape, panic catching and the body limit.
+fn with_common_layers(router: Router, max_body: usize) -> Router {
+    router
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn(error_shape))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
 }
 
 /// Renders every error answer in the API's shape with the request id, whoever produced it: a
@@ -108,6 +115,7 @@ async fn error_shape(request: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(body.render(&request_id).to_string()))
 }
 
+#[allow(clippy::needless_pass_by_value, reason = "the signature CatchPanicLayer expects")]
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
     let detail = panic
         .downcast_ref::<String>()
@@ -169,4 +177,33 @@ pub fn datetime(ms: i64) -> DateTime<Utc> {
 
 pub fn opt_datetime(ms: Option<i64>) -> Option<DateTime<Utc>> {
     ms.map(datetime)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::to_bytes;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn boom() -> StatusCode {
+        panic!("database password is hunter2")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_without_internals() {
+        let app = with_common_layers(
+            Router::new().route("/boom", get(boom)),
+            1024,
+        );
+        let request = Request::builder().uri("/boom").body(Body::empty()).expect("request");
+        let response = app.oneshot(request).await.expect("response");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let request_id = response.headers()["x-request-id"].to_str().expect("ascii").to_owned();
+        let body = to_bytes(response.into_body(), 4096).await.expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["error"]["code"], "INTERNAL_ERROR");
+        assert_eq!(body["error"]["request_id"], request_id.as_str());
+        assert!(!body.to_string().contains("hunter2"), "{body}");
+    }
 }
