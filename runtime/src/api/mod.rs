@@ -192,10 +192,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_handler_answers_500_without_internals() {
-        let app = with_common_layers(
-            Router::new().route("/boom", get(boom)),
-            1024,
-        );
+        let app = with_common_layers(Router::new().route("/boom", get(boom)), 1024);
         let request = Request::builder().uri("/boom").body(Body::empty()).expect("request");
         let response = app.oneshot(request).await.expect("response");
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
