@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # The test command: the whole suite on SQLite, then again on PostgreSQL when
 # DIBOP_TEST_DATABASE_URL names a server database (each test creates its own database there).
+# Ends with one line "tests: N passed, N failed" over every run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
 
 echo "== tests on SQLite"
-env -u DIBOP_TEST_DATABASE_URL cargo test --workspace
+env -u DIBOP_TEST_DATABASE_URL cargo test --workspace 2>&1 | tee -a "$log"
 
 if [ -n "${DIBOP_TEST_DATABASE_URL:-}" ]; then
   echo "== tests on PostgreSQL ($DIBOP_TEST_DATABASE_URL)"
-  cargo test --workspace
+  cargo test --workspace 2>&1 | tee -a "$log"
 fi
+
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;/) p += $i; if ($(i+1) ~ /^failed;/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -1,9 +1,10 @@
 //! Identity: who is calling (tokens, API keys, passwords) and what they may do (roles, policy).
 //!
 //! The `authenticate` middleware runs in front of every protected route: it resolves the
-//! bearer credential to a [`Principal`], asks [`policy::authorize`] whether that principal may
-//! use the route, counts the request against the enterprise's API rate limit and puts the
-//! principal into the request for handlers to extract.
+//! bearer credential to a [`Principal`], counts the request against the enterprise's API rate
+//! limit, asks [`policy::authorize`] whether that principal may use the route and puts the
+//! principal into the request for handlers to extract. Every answer to an authenticated request,
+//! 403 and 429 included, carries the `X-RateLimit-*` headers.
 
 pub mod api_keys;
 pub mod password;
@@ -92,24 +93,23 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         Ok(found) => found,
         Err(err) => return err.into_response(),
     };
-    let path = request.uri().path().trim_start_matches("/api/v1");
-    if let Err(err) = policy::authorize(&principal, request.method(), path) {
-        return err.into_response();
-    }
     let bucket = format!("api:{}", principal.enterprise_id);
     let decision = match state.limiter.hit(&bucket, api_limit, 60).await {
         Ok(decision) => decision,
         Err(err) => return AppError::Internal(err).into_response(),
     };
-    let mut response = if decision.allowed {
-        request.extensions_mut().insert(principal);
-        next.run(request).await
-    } else {
+    let path = request.uri().path().trim_start_matches("/api/v1");
+    let mut response = if !decision.allowed {
         AppError::RateLimited {
             message: format!("API rate limit of {} requests per minute exceeded", decision.limit),
             retry_after_secs: decision.retry_after_secs(),
         }
         .into_response()
+    } else if let Err(err) = policy::authorize(&principal, request.method(), path) {
+        err.into_response()
+    } else {
+        request.extensions_mut().insert(principal);
+        next.run(request).await
     };
     rate_limit_headers(response.headers_mut(), &decision);
     response
