@@ -31,6 +31,9 @@ pub struct Config {
     pub database_url: Option<SecretString>,
     /// HS256 secret for access tokens; generated and kept in `<data_dir>/jwt-secret` when unset.
     pub jwt_secret: Option<SecretString>,
+    /// Key sealing connection credentials (32 bytes, base64); kept in `<data_dir>/secret-key`
+    /// when unset. Nodes sharing a database must share it.
+    pub secret_key: Option<SecretString>,
     /// Email of the first user, created on the first start against an empty database.
     pub admin_email: Option<String>,
     /// Password of the first user; generated and printed once when unset.
@@ -52,6 +55,7 @@ impl Config {
             data_dir: data_dir.into(),
             database_url: None,
             jwt_secret: None,
+            secret_key: None,
             admin_email: None,
             admin_password: None,
             allow_private_networks: false,
@@ -80,6 +84,9 @@ pub struct ConfigArgs {
     /// JWT signing secret.
     #[arg(long, env = "DIBOP_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Key sealing connection credentials (32 bytes, base64).
+    #[arg(long, env = "DIBOP_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
     /// Email of the first admin (first start only).
     #[arg(long, env = "DIBOP_ADMIN_EMAIL")]
     pub admin_email: Option<String>,
@@ -109,6 +116,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     jwt_secret: Option<String>,
+    secret_key: Option<String>,
     admin_email: Option<String>,
     admin_password: Option<String>,
     allow_private_networks: Option<bool>,
@@ -131,6 +139,7 @@ impl ConfigArgs {
             listen: self.listen.or(file.listen).unwrap_or(defaults.listen),
             database_url: secret(self.database_url.or(file.database_url)),
             jwt_secret: secret(self.jwt_secret.or(file.jwt_secret)),
+            secret_key: secret(self.secret_key.or(file.secret_key)),
             admin_email: self.admin_email.or(file.admin_email).filter(|s| !s.is_empty()),
             admin_password: secret(self.admin_password.or(file.admin_password)),
             allow_private_networks: self

@@ -7,7 +7,10 @@ pub mod api;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod connections;
+pub mod crypto;
 pub mod error;
+pub mod plugins;
 pub mod ratelimit;
 pub mod state;
 pub mod store;
@@ -43,9 +46,14 @@ pub async fn serve(
     let store = open_store(&config).await?;
     bootstrap::bootstrap(&store, &config).await?;
     let secret = auth::tokens::load_or_create_secret(config.jwt_secret.as_ref(), &config.data_dir)?;
+    let host = Arc::new(plugins::PluginHost::new(&config.data_dir, config.allow_private_networks)?);
+    let registry = plugins::registry::Registry::new(host, store.clone(), &config.data_dir)?;
+    registry.register_bundled().await?;
     let state = AppState {
         tokens: Arc::new(auth::tokens::Tokens::new(&secret)),
         limiter: Arc::new(RateLimiter::new(&store)),
+        sealer: Arc::new(crypto::Sealer::new(config.secret_key.as_ref(), &config.data_dir)?),
+        registry: Arc::new(registry),
         store: store.clone(),
         config: Arc::new(config),
     };

@@ -4,6 +4,9 @@ use std::sync::Arc;
 
 use crate::auth::tokens::Tokens;
 use crate::config::Config;
+use crate::crypto::Sealer;
+use crate::plugins::PluginHost;
+use crate::plugins::registry::Registry;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 
@@ -14,4 +17,12 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     pub limiter: Arc<RateLimiter>,
     pub config: Arc<Config>,
+    pub registry: Arc<Registry>,
+    pub sealer: Arc<Sealer>,
+}
+
+impl AppState {
+    pub fn plugins(&self) -> &PluginHost {
+        &self.registry.host
+    }
 }

@@ -52,6 +52,8 @@ impl TestApp {
         config.admin_email = Some(ADMIN_EMAIL.into());
         config.admin_password = Some(ADMIN_PASSWORD.to_owned().into());
         config.db_max_connections = 4;
+        // Tests talk to mock systems on loopback.
+        config.allow_private_networks = true;
         adjust(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let address = format!("http://{}", listener.local_addr().expect("local addr"));
@@ -78,6 +80,10 @@ impl TestApp {
             let _ = tx.send(());
         }
         self.server.take().expect("server handle").await.expect("server task")
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data_dir.path()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -155,6 +161,47 @@ impl TestApp {
             .await;
         assert_eq!(response.status(), StatusCode::CREATED, "create enterprise {slug}");
         self.token(&email, ADMIN_PASSWORD).await
+    }
+}
+
+/// The bytes of a guest built from `plugins/` (bundled or test-only), e.g. `hostile`.
+pub fn guest(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(dibop::plugins::registry::GUEST_DIR).join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+impl TestApp {
+    /// `POST /plugins` with raw component bytes.
+    pub async fn upload(&self, token: &str, bytes: Vec<u8>, scope: Option<&str>) -> Response {
+        let query = scope.map(|s| format!("?scope={s}")).unwrap_or_default();
+        self.client
+            .post(self.url(&format!("/plugins{query}")))
+            .bearer_auth(token)
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .expect("upload")
+    }
+
+    /// Creates a connection and returns its JSON.
+    pub async fn create_connection(&self, token: &str, body: Value) -> Value {
+        let response = self.post(token, "/connections", body.clone()).await;
+        let status = response.status();
+        let json: Value = response.json().await.expect("connection body");
+        assert_eq!(status, StatusCode::CREATED, "create connection {body}: {json}");
+        json
+    }
+
+    /// `POST /connections/{id}/test` and its JSON answer.
+    pub async fn test_call(&self, token: &str, connection_id: &str, operation: &str, input: Value) -> Value {
+        let response = self
+            .post(token, &format!("/connections/{connection_id}/test"), json!({"operation": operation, "input": input}))
+            .await;
+        let status = response.status();
+        let json: Value = response.json().await.expect("test body");
+        assert_eq!(status, StatusCode::OK, "test call {operation}: {json}");
+        json
     }
 }
 

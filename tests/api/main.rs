@@ -3,8 +3,12 @@
 
 mod api_keys;
 mod auth;
+mod connectors;
 mod conventions;
 mod helpers;
+mod mock;
+mod plugins;
+mod sandbox;
 mod settings;
 mod tenancy;
 mod users;

@@ -4,12 +4,16 @@
 //! Invariant: only this module knows HTTP. Handlers parse the request, call the store or a
 //! domain module, and shape the answer.
 
+mod api_calls;
 mod api_keys;
 mod auth;
+mod connections;
 mod enterprises;
 pub mod extract;
 mod health;
+mod plugins;
 mod settings;
+mod systems;
 mod users;
 
 use std::any::Any;
@@ -47,6 +51,10 @@ pub const BASE: &str = "/api/v1";
         (name = "users", description = "Users of the enterprise"),
         (name = "settings", description = "Enterprise settings and API keys"),
         (name = "enterprises", description = "Tenants (platform rights)"),
+        (name = "plugins", description = "WebAssembly connector and transform components"),
+        (name = "systems", description = "The catalogue of systems and their APIs"),
+        (name = "connections", description = "Configured systems with their credentials"),
+        (name = "api-calls", description = "Every outbound request a plugin made"),
     )
 )]
 struct ApiDoc;
@@ -58,6 +66,10 @@ pub fn router(state: AppState) -> Router {
         .merge(api_keys::router())
         .merge(settings::router())
         .merge(enterprises::router())
+        .merge(plugins::router())
+        .merge(systems::router())
+        .merge(connections::router())
+        .merge(api_calls::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::authenticate));
     let api = OpenApiRouter::new().merge(auth::router()).merge(protected);
     let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(BASE, api).split_for_parts();

@@ -1,13 +1,8 @@
 //! Access tokens: HS256 JWTs carrying `sub` (user), `ent` (enterprise), `role`, `exp`, `iat`, `jti`.
 
-use std::io::Write;
 use std::path::Path;
 
-use anyhow::Context;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -73,25 +68,6 @@ impl Tokens {
 pub fn load_or_create_secret(configured: Option<&SecretString>, data_dir: &Path) -> anyhow::Result<SecretString> {
     if let Some(secret) = configured {
         anyhow::ensure!(secret.expose_secret().len() >= 16, "DIBOP_JWT_SECRET must be at least 16 characters");
-        return Ok(secret.clone());
     }
-    let path = data_dir.join("jwt-secret");
-    let mut bytes = [0u8; 48];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let fresh = URL_SAFE_NO_PAD.encode(bytes);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(&path) {
-        Ok(mut file) => {
-            file.write_all(fresh.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
-            Ok(SecretString::from(fresh))
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            Ok(SecretString::from(text.trim().to_owned()))
-        }
-        Err(err) => Err(err).with_context(|| format!("creating {}", path.display())),
-    }
+    crate::crypto::persistent_secret(configured, data_dir, "jwt-secret", 48)
 }

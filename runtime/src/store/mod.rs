@@ -8,7 +8,10 @@
 //! Invariant: every method that reads or writes tenant data takes the enterprise id and filters
 //! on it; handlers never build SQL.
 
+mod api_calls;
+mod connections;
 mod identity;
+mod plugins;
 mod ratelimit;
 
 use std::path::Path;
@@ -20,9 +23,12 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 
+pub use api_calls::{ApiCallFilter, ApiCallRow, ApiCallSample};
+pub use connections::{ConnectionFields, ConnectionRow};
 pub use identity::{
     ApiKey, ApiKeyWithEnterprise, Enterprise, NewApiKey, NewEnterprise, NewUser, SettingsPatch, User, UserPatch,
 };
+pub use plugins::{NewPlugin, PluginRow};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");

@@ -1,0 +1,264 @@
+//! API-call logs: `GET /api-calls` and `GET /api-calls/systems`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::extract::{ApiQuery, PageQuery, Paginated, Pagination};
+use super::{datetime, opt_datetime};
+use crate::auth::Principal;
+use crate::error::{AppError, AppResult};
+use crate::plugins::outbound::ApiCallRecord;
+use crate::state::AppState;
+use crate::store::{ApiCallFilter, ApiCallRow};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_api_calls)).routes(routes!(system_stats))
+}
+
+/// One outbound request a plugin made.
+#[derive(Serialize, ToSchema)]
+pub struct ApiCallView {
+    pub id: String,
+    pub timestamp: DateTime<Utc>,
+    pub system: String,
+    /// Connection name.
+    pub connection: Option<String>,
+    pub connection_id: Option<String>,
+    pub method: String,
+    /// Without user info; sensitive query values and credentials replaced by `****`.
+    pub url: String,
+    pub status_code: Option<i64>,
+    /// `success`, `error` or `timeout`.
+    pub status: String,
+    pub duration_ms: i64,
+    pub request_bytes: i64,
+    pub response_bytes: i64,
+    pub request_preview: Option<String>,
+    pub response_preview: Option<String>,
+    pub error: Option<String>,
+    pub orchestration_id: Option<String>,
+    pub execution_id: Option<String>,
+    pub step: Option<String>,
+}
+
+impl From<ApiCallRow> for ApiCallView {
+    fn from(r: ApiCallRow) -> Self {
+        Self {
+            id: r.id,
+            timestamp: datetime(r.timestamp),
+            system: r.system,
+            connection: r.connection,
+            connection_id: r.connection_id,
+            method: r.method,
+            url: r.url,
+            status_code: r.status_code,
+            status: r.status,
+            duration_ms: r.duration_ms,
+            request_bytes: r.request_bytes,
+            response_bytes: r.response_bytes,
+            request_preview: r.request_preview,
+            response_preview: r.response_preview,
+            error: r.error,
+            orchestration_id: r.orchestration_id,
+            execution_id: r.execution_id,
+            step: r.step,
+        }
+    }
+}
+
+impl From<ApiCallRecord> for ApiCallView {
+    fn from(r: ApiCallRecord) -> Self {
+        Self {
+            id: r.id,
+            timestamp: datetime(r.timestamp_ms),
+            system: r.origin.system,
+            connection: r.origin.connection,
+            connection_id: r.origin.connection_id,
+            method: r.method,
+            url: r.url,
+            status_code: r.status_code.map(i64::from),
+            status: r.status.into(),
+            duration_ms: r.duration_ms,
+            request_bytes: r.request_bytes,
+            response_bytes: r.response_bytes,
+            request_preview: r.request_preview,
+            response_preview: r.response_preview,
+            error: r.error,
+            orchestration_id: r.origin.orchestration_id,
+            execution_id: r.origin.execution_id,
+            step: r.origin.step,
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ApiCallQuery {
+    /// System slug.
+    pub system: Option<String>,
+    /// success, error or timeout.
+    pub status: Option<String>,
+    /// Start of the range, ISO 8601.
+    pub from: Option<String>,
+    /// End of the range, ISO 8601.
+    pub to: Option<String>,
+    pub orchestration_id: Option<String>,
+    pub execution_id: Option<String>,
+    pub connection_id: Option<String>,
+}
+
+fn instant(name: &str, value: Option<&String>) -> AppResult<Option<i64>> {
+    value
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v).map(|t| t.timestamp_millis()).map_err(|_| {
+                AppError::BadRequest(format!(
+                    "{name} must be an ISO 8601 date-time such as 2026-04-08T10:30:00Z, got {v:?}"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// List outbound requests, newest first.
+#[utoipa::path(get, path = "/api-calls", tag = "api-calls", params(ApiCallQuery, PageQuery),
+    responses((status = 200, description = "One page of API calls", body = Paginated<ApiCallView>)))]
+async fn list_api_calls(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<ApiCallQuery>,
+    pagination: Pagination,
+) -> AppResult<Json<Paginated<ApiCallView>>> {
+    if let Some(status) = query.status.as_ref().filter(|s| !["success", "error", "timeout"].contains(&s.as_str())) {
+        return Err(AppError::BadRequest(format!("status must be success, error or timeout, got {status:?}")));
+    }
+    let filter = ApiCallFilter {
+        from_ms: instant("from", query.from.as_ref())?,
+        to_ms: instant("to", query.to.as_ref())?,
+        system: query.system,
+        status: query.status,
+        orchestration_id: query.orchestration_id,
+        execution_id: query.execution_id,
+        connection_id: query.connection_id,
+    };
+    let (rows, total) = state.store.list_api_calls(&principal.enterprise_id, &filter, pagination.page()).await?;
+    Ok(Json(pagination.envelope(rows.into_iter().map(ApiCallView::from).collect(), total)))
+}
+
+/// Per-system statistics over a window.
+#[derive(Serialize, ToSchema)]
+pub struct SystemStats {
+    pub system: String,
+    pub calls: u64,
+    pub success: u64,
+    pub error: u64,
+    pub timeout: u64,
+    /// Percent of calls that succeeded.
+    pub success_rate: f64,
+    pub latency_p50_ms: i64,
+    pub latency_p95_ms: i64,
+    pub latency_p99_ms: i64,
+    pub last_call: Option<DateTime<Utc>>,
+    /// healthy (>= 95% success), degraded (>= 50%), offline (below, or the last 3 calls failed),
+    /// unchecked (no calls in the window).
+    pub health: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsQuery {
+    /// Window such as `24h`, `7d`, `30m` (default `24h`).
+    pub window: Option<String>,
+}
+
+/// `30m`, `24h`, `7d` as milliseconds.
+pub fn parse_window(text: &str) -> Option<i64> {
+    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: i64 = number.parse().ok().filter(|n| *n > 0)?;
+    let unit_ms = match unit {
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(unit_ms).filter(|ms| *ms <= 366 * 86_400_000)
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Calls, outcomes, latency percentiles and health per system.
+#[utoipa::path(get, path = "/api-calls/systems", tag = "api-calls", params(StatsQuery),
+    responses((status = 200, description = "Statistics per system", body = Vec<SystemStats>)))]
+async fn system_stats(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<StatsQuery>,
+) -> AppResult<Json<Vec<SystemStats>>> {
+    let window = query.window.as_deref().unwrap_or("24h");
+    let window_ms = parse_window(window)
+        .ok_or_else(|| AppError::BadRequest(format!("window must look like 30m, 24h or 7d, got {window:?}")))?;
+    let samples = state.store.api_call_samples(&principal.enterprise_id, crate::store::now_ms() - window_ms).await?;
+    let mut by_system: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for sample in samples {
+        by_system.entry(sample.system.clone()).or_default().push(sample);
+    }
+    let mut stats = Vec::new();
+    for system in state.registry.newest(&principal.enterprise_id, "connector").await? {
+        by_system.entry(system.slug).or_default();
+    }
+    for (system, samples) in by_system {
+        let count = |s: &str| samples.iter().filter(|x| x.status == s).count() as u64;
+        let (success, error, timeout) = (count("success"), count("error"), count("timeout"));
+        let calls = samples.len() as u64;
+        let mut durations: Vec<i64> = samples.iter().map(|s| s.duration_ms).collect();
+        durations.sort_unstable();
+        let rate = if calls == 0 { 0.0 } else { (success as f64 * 10_000.0 / calls as f64).round() / 100.0 };
+        let last_three_failed = samples.len() >= 3 && samples.iter().rev().take(3).all(|s| s.status != "success");
+        let health = match calls {
+            0 => "unchecked",
+            _ if last_three_failed || rate < 50.0 => "offline",
+            _ if rate < 95.0 => "degraded",
+            _ => "healthy",
+        };
+        stats.push(SystemStats {
+            system,
+            calls,
+            success,
+            error,
+            timeout,
+            success_rate: rate,
+            latency_p50_ms: percentile(&durations, 50.0),
+            latency_p95_ms: percentile(&durations, 95.0),
+            latency_p99_ms: percentile(&durations, 99.0),
+            last_call: opt_datetime(samples.last().map(|s| s.timestamp)),
+            health: health.into(),
+        });
+    }
+    Ok(Json(stats))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn windows_and_percentiles() {
+        assert_eq!(super::parse_window("24h"), Some(86_400_000));
+        assert_eq!(super::parse_window("7d"), Some(7 * 86_400_000));
+        assert_eq!(super::parse_window("0h"), None);
+        assert_eq!(super::parse_window("h"), None);
+        let sorted: Vec<i64> = (1..=100).collect();
+        assert_eq!(super::percentile(&sorted, 50.0), 50);
+        assert_eq!(super::percentile(&sorted, 99.0), 99);
+    }
+}

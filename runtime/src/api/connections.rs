@@ -1,0 +1,350 @@
+//! Connections: `GET/POST /connections`, `GET/PUT/DELETE /connections/{id}` and the connection
+//! test runner `POST /connections/{id}/test`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::api_calls::ApiCallView;
+use super::datetime;
+use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
+use super::users::check_name;
+use crate::auth::Principal;
+use crate::connections::{self, Caller};
+use crate::error::{AppError, AppResult, FieldError, Validator};
+use crate::plugins::host::LogLine;
+use crate::plugins::{CallError, Invocation, MAX_MEMORY_BYTES, PluginInfo};
+use crate::state::AppState;
+use crate::store::{ConnectionFields, ConnectionRow, is_unique_violation};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_connections, create_connection))
+        .routes(routes!(get_connection, replace_connection, delete_connection))
+        .routes(routes!(test_connection))
+}
+
+/// A connection as shown: credentials masked.
+#[derive(Serialize, ToSchema)]
+pub struct ConnectionView {
+    pub id: String,
+    pub name: String,
+    /// The system (connector slug), e.g. `vpic`.
+    pub system: String,
+    pub config: serde_json::Value,
+    /// Each credential masked, e.g. `"****cret"`; the values are write-only.
+    pub credentials: BTreeMap<String, String>,
+    /// `host` or `host:port` the connector may reach besides its `base_url` host.
+    pub allowed_hosts: Vec<String>,
+    pub memory_limit_mb: i64,
+    pub timeout_ms: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A connection to create or replace.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionInput {
+    #[schema(example = "vpic")]
+    pub name: String,
+    #[schema(example = "vpic")]
+    pub system: String,
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Write-only. On `PUT`, omitted keys keep their stored value and `null` removes one.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, Option<String>>,
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Memory limit of each call, MiB (default 64).
+    pub memory_limit_mb: Option<i64>,
+    /// Deadline of each call, ms (default 30000).
+    pub timeout_ms: Option<i64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestRequest {
+    #[schema(example = "decode_vin")]
+    pub operation: String,
+    #[serde(default)]
+    pub input: serde_json::Value,
+}
+
+/// What one test call did.
+#[derive(Serialize, ToSchema)]
+pub struct TestResult {
+    /// `success` or `error`.
+    pub status: String,
+    pub output: Option<serde_json::Value>,
+    pub error: Option<CallError>,
+    pub duration_ms: u64,
+    /// The outbound requests the call made.
+    pub api_calls: Vec<ApiCallView>,
+    #[schema(value_type = Vec<Object>)]
+    pub logs: Vec<LogLine>,
+    /// What the plugin wrote to stdout and stderr (credentials redacted).
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// `****` plus the last four characters (all masked when shorter than five).
+pub fn mask(secret: &str) -> String {
+    let chars: Vec<char> = secret.chars().collect();
+    if chars.len() <= 4 {
+        "****".into()
+    } else {
+        format!("****{}", chars[chars.len() - 4..].iter().collect::<String>())
+    }
+}
+
+fn view(state: &AppState, row: ConnectionRow) -> AppResult<ConnectionView> {
+    let credentials = connections::credentials(state, &row)?.iter().map(|(k, v)| (k.clone(), mask(v))).collect();
+    Ok(ConnectionView {
+        config: serde_json::from_str(&row.config).unwrap_or_default(),
+        allowed_hosts: serde_json::from_str(&row.allowed_hosts).unwrap_or_default(),
+        credentials,
+        id: row.id,
+        name: row.name,
+        system: row.system,
+        memory_limit_mb: row.memory_limit_mb,
+        timeout_ms: row.timeout_ms,
+        created_at: datetime(row.created_at),
+        updated_at: datetime(row.updated_at),
+    })
+}
+
+/// Validates `input` against what the connector declares and returns the fields to store.
+async fn fields(
+    state: &AppState,
+    principal: &Principal,
+    input: ConnectionInput,
+    mut credentials: HashMap<String, String>,
+) -> AppResult<ConnectionFields> {
+    let mut v = Validator::new();
+    check_name(&mut v, "name", &input.name);
+    let plugin = state.registry.resolve(&principal.enterprise_id, "connector", &input.system).await?;
+    let Some(plugin) = plugin else {
+        return Err(AppError::Validation(vec![FieldError {
+            path: "system".into(),
+            message: format!("no connector {:?} in the catalogue; see GET /systems", input.system),
+        }]));
+    };
+    let info: PluginInfo = serde_json::from_str(&plugin.info).map_err(anyhow::Error::from)?;
+    for (key, value) in input.credentials {
+        match value {
+            Some(value) => {
+                credentials.insert(key, value);
+            }
+            None => {
+                credentials.remove(&key);
+            }
+        }
+    }
+    for key in &info.config {
+        let present = if key.secret {
+            credentials.contains_key(&key.name)
+        } else {
+            input.config.get(&key.name).is_some_and(|v| !v.is_null())
+        };
+        let path = if key.secret { format!("credentials.{}", key.name) } else { format!("config.{}", key.name) };
+        v.check(!key.required || present, &path, format!("required by {}: {}", info.slug, key.description));
+    }
+    for name in input.config.keys() {
+        let declared = info.config.iter().any(|k| !k.secret && &k.name == name);
+        v.check(declared, &format!("config.{name}"), format!("{} does not take this setting", info.slug));
+    }
+    for name in credentials.keys() {
+        let declared = info.config.iter().any(|k| k.secret && &k.name == name);
+        v.check(declared, &format!("credentials.{name}"), format!("{} does not take this credential", info.slug));
+    }
+    if let Some(base) = input.config.get("base_url") {
+        let ok = base.as_str().is_some_and(|u| {
+            (u.starts_with("http://") || u.starts_with("https://")) && connections::url_authority(u).is_some()
+        });
+        v.check(ok, "config.base_url", "must be an http:// or https:// URL");
+    }
+    for (i, host) in input.allowed_hosts.iter().enumerate() {
+        let ok = !host.is_empty() && !host.contains('/') && !host.contains(' ') && !host.contains('*');
+        v.check(ok, &format!("allowed_hosts[{i}]"), "must be host or host:port, without scheme, path or wildcards");
+    }
+    let memory = input.memory_limit_mb.unwrap_or(64);
+    v.check((1..=(MAX_MEMORY_BYTES >> 20) as i64).contains(&memory), "memory_limit_mb", "must be from 1 to 512");
+    let timeout = input.timeout_ms.unwrap_or(30_000);
+    v.check((100..=600_000).contains(&timeout), "timeout_ms", "must be from 100 to 600000");
+    v.finish()?;
+    let sealed = state.sealer.seal(&serde_json::to_vec(&credentials).map_err(anyhow::Error::from)?)?;
+    Ok(ConnectionFields {
+        name: input.name.trim().to_owned(),
+        system: input.system,
+        config: serde_json::Value::Object(input.config).to_string(),
+        credentials: sealed,
+        allowed_hosts: serde_json::to_string(&input.allowed_hosts).map_err(anyhow::Error::from)?,
+        memory_limit_mb: memory,
+        timeout_ms: timeout,
+    })
+}
+
+fn conflict(err: sqlx::Error, name: &str) -> AppError {
+    if is_unique_violation(&err) {
+        AppError::Conflict(format!("a connection named {name:?} already exists"))
+    } else {
+        err.into()
+    }
+}
+
+/// List the enterprise's connections.
+#[utoipa::path(get, path = "/connections", tag = "connections", params(PageQuery),
+    responses((status = 200, description = "One page of connections", body = Paginated<ConnectionView>)))]
+async fn list_connections(
+    State(state): State<AppState>,
+    principal: Principal,
+    pagination: Pagination,
+) -> AppResult<Json<Paginated<ConnectionView>>> {
+    let (rows, total) = state.store.list_connections(&principal.enterprise_id, pagination.page()).await?;
+    let views = rows.into_iter().map(|r| view(&state, r)).collect::<AppResult<Vec<_>>>()?;
+    Ok(Json(pagination.envelope(views, total)))
+}
+
+/// Create a connection; config and credentials are checked against the connector's declaration.
+#[utoipa::path(post, path = "/connections", tag = "connections", request_body = ConnectionInput,
+    responses(
+        (status = 201, description = "Created", body = ConnectionView),
+        (status = 409, description = "Name already in use", body = crate::error::ErrorResponse),
+    ))]
+async fn create_connection(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(input): ApiJson<ConnectionInput>,
+) -> AppResult<(StatusCode, Json<ConnectionView>)> {
+    let name = input.name.clone();
+    let fields = fields(&state, &principal, input, HashMap::new()).await?;
+    let row = state.store.create_connection(&principal.enterprise_id, fields).await.map_err(|e| conflict(e, &name))?;
+    Ok((StatusCode::CREATED, Json(view(&state, row)?)))
+}
+
+/// Get one connection (credentials masked).
+#[utoipa::path(get, path = "/connections/{id}", tag = "connections", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The connection", body = ConnectionView),
+        (status = 404, description = "No such connection", body = crate::error::ErrorResponse),
+    ))]
+async fn get_connection(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> AppResult<Json<ConnectionView>> {
+    let row = state
+        .store
+        .get_connection(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("connection {id}")))?;
+    Ok(Json(view(&state, row)?))
+}
+
+/// Replace a connection. Omitted credentials keep their stored values.
+#[utoipa::path(put, path = "/connections/{id}", tag = "connections", params(("id" = String, Path)), request_body = ConnectionInput,
+    responses(
+        (status = 200, description = "Replaced", body = ConnectionView),
+        (status = 404, description = "No such connection", body = crate::error::ErrorResponse),
+        (status = 409, description = "Name already in use", body = crate::error::ErrorResponse),
+    ))]
+async fn replace_connection(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<ConnectionInput>,
+) -> AppResult<Json<ConnectionView>> {
+    let current = state
+        .store
+        .get_connection(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("connection {id}")))?;
+    let stored = connections::credentials(&state, &current)?;
+    let name = input.name.clone();
+    let fields = fields(&state, &principal, input, stored).await?;
+    let row = state
+        .store
+        .replace_connection(&principal.enterprise_id, &id, fields)
+        .await
+        .map_err(|e| conflict(e, &name))?
+        .ok_or_else(|| AppError::not_found(format!("connection {id}")))?;
+    Ok(Json(view(&state, row)?))
+}
+
+/// Delete a connection.
+#[utoipa::path(delete, path = "/connections/{id}", tag = "connections", params(("id" = String, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such connection", body = crate::error::ErrorResponse),
+    ))]
+async fn delete_connection(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    if state.store.delete_connection(&principal.enterprise_id, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::not_found(format!("connection {id}")))
+    }
+}
+
+/// Run one operation through the connection's connector (the connection test runner) and see
+/// its output or error, duration, logs and the API calls it made.
+#[utoipa::path(post, path = "/connections/{id}/test", tag = "connections", params(("id" = String, Path)), request_body = TestRequest,
+    responses(
+        (status = 200, description = "The call ran (see `status`)", body = TestResult),
+        (status = 404, description = "No such connection", body = crate::error::ErrorResponse),
+    ))]
+async fn test_connection(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<TestRequest>,
+) -> AppResult<Json<TestResult>> {
+    let row = state
+        .store
+        .get_connection(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("connection {id}")))?;
+    let mut v = Validator::new();
+    v.check(!request.operation.trim().is_empty(), "operation", "must name an operation of the connector");
+    v.finish()?;
+    let prepared =
+        connections::prepare(&state, &row, Caller { step: Some("test".into()), ..Caller::default() }).await?;
+    let invocation = Invocation { attempt: 1, idempotency_key: crate::store::new_id(), ..Invocation::default() };
+    let input = if request.input.is_null() { serde_json::json!({}) } else { request.input };
+    let report = prepared.invoke(&state, &request.operation, &input, invocation).await?;
+    let (status, output, error) = match report.result {
+        Ok(output) => ("success", Some(output), None),
+        Err(error) => ("error", None, Some(error)),
+    };
+    Ok(Json(TestResult {
+        status: status.into(),
+        output,
+        error,
+        duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+        api_calls: report.api_calls.into_iter().map(ApiCallView::from).collect(),
+        logs: report.logs,
+        stdout: report.stdout,
+        stderr: report.stderr,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn masks_show_only_the_last_four() {
+        assert_eq!(super::mask("s3cret"), "****cret");
+        assert_eq!(super::mask("abcd"), "****");
+    }
+}

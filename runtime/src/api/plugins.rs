@@ -1,0 +1,178 @@
+//! Plugin versions: `POST /plugins` (component upload), `GET /plugins`, `GET/DELETE /plugins/{id}`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::datetime;
+use super::extract::{ApiQuery, PageQuery, Paginated, Pagination};
+use crate::auth::{Principal, policy};
+use crate::error::{AppError, AppResult};
+use crate::plugins::PluginInfo;
+use crate::plugins::registry::Upload;
+use crate::state::AppState;
+use crate::store::PluginRow;
+
+/// Largest component accepted by `POST /plugins`.
+pub const MAX_PLUGIN_BYTES: usize = 64 << 20;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_plugins, upload_plugin))
+        .routes(routes!(get_plugin, disable_plugin))
+        .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES))
+}
+
+/// A plugin version.
+#[derive(Serialize, ToSchema)]
+pub struct PluginView {
+    pub id: String,
+    pub slug: String,
+    pub version: String,
+    pub sha256: String,
+    /// `connector` or `transform`.
+    pub world: String,
+    pub name: String,
+    pub description: String,
+    /// `global` (catalogue) or `enterprise` (private to the uploading enterprise).
+    pub scope: String,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// Shipped with DIBOP.
+    pub bundled: bool,
+    pub size_bytes: i64,
+    pub system_type: Option<String>,
+    pub auth: Option<String>,
+    pub config: Vec<crate::plugins::ConfigKeyInfo>,
+    pub operations: Vec<crate::plugins::OperationInfo>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<PluginRow> for PluginView {
+    fn from(row: PluginRow) -> Self {
+        let info: Option<PluginInfo> = serde_json::from_str(&row.info).ok();
+        let (system_type, auth, config, operations) = match info {
+            Some(i) => (i.system_type, i.auth, i.config, i.operations),
+            None => (None, None, Vec::new(), Vec::new()),
+        };
+        Self {
+            scope: if row.enterprise_id.is_some() { "enterprise" } else { "global" }.into(),
+            id: row.id,
+            slug: row.slug,
+            version: row.version,
+            sha256: row.sha256,
+            world: row.world,
+            name: row.name,
+            description: row.description,
+            status: row.status,
+            bundled: row.bundled != 0,
+            size_bytes: row.size_bytes,
+            system_type,
+            auth,
+            config,
+            operations,
+            created_at: datetime(row.created_at),
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UploadQuery {
+    /// `enterprise` (default): private to your enterprise; `global`: the catalogue (platform rights).
+    pub scope: Option<String>,
+}
+
+/// List the plugin versions you can use: the global catalogue and your enterprise's own.
+#[utoipa::path(get, path = "/plugins", tag = "plugins", params(PageQuery),
+    responses((status = 200, description = "One page of plugin versions", body = Paginated<PluginView>)))]
+async fn list_plugins(
+    State(state): State<AppState>,
+    principal: Principal,
+    pagination: Pagination,
+) -> AppResult<Json<Paginated<PluginView>>> {
+    let (rows, total) = state.store.list_plugins(&principal.enterprise_id, pagination.page()).await?;
+    Ok(Json(pagination.envelope(rows.into_iter().map(PluginView::from).collect(), total)))
+}
+
+/// Upload a WebAssembly component (`Content-Type: application/wasm`). The server checks it is a
+/// component of the connector or transform world, runs `describe()` under limits, stores it by
+/// sha256 and compiles it. Identical bytes again answer 200 with the same record.
+#[utoipa::path(post, path = "/plugins", tag = "plugins", params(UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component bytes"),
+    responses(
+        (status = 201, description = "Registered", body = PluginView),
+        (status = 200, description = "These bytes were registered before", body = PluginView),
+        (status = 409, description = "Another component has this slug and version", body = crate::error::ErrorResponse),
+        (status = 422, description = "Not a component of a supported world, or describe() failed", body = crate::error::ErrorResponse),
+    ))]
+async fn upload_plugin(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<UploadQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AppResult<(StatusCode, Json<PluginView>)> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !content_type.starts_with("application/wasm") && !content_type.starts_with("application/octet-stream") {
+        return Err(AppError::BadRequest("upload the component with Content-Type: application/wasm".into()));
+    }
+    let enterprise = match query.scope.as_deref().unwrap_or("enterprise") {
+        "enterprise" => Some(principal.enterprise_id.as_str()),
+        "global" => {
+            policy::require_platform(&principal, "publishing to the global catalogue")?;
+            None
+        }
+        other => return Err(AppError::BadRequest(format!("scope must be global or enterprise, got {other:?}"))),
+    };
+    if body.is_empty() {
+        return Err(AppError::invalid("body", "the request body is empty; send the component bytes"));
+    }
+    match state.registry.upload(enterprise, body.to_vec(), false).await? {
+        Upload::Created(row) => Ok((StatusCode::CREATED, Json(row.into()))),
+        Upload::Existing(row) => Ok((StatusCode::OK, Json(row.into()))),
+    }
+}
+
+/// Get one plugin version.
+#[utoipa::path(get, path = "/plugins/{id}", tag = "plugins", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The plugin version", body = PluginView),
+        (status = 404, description = "No such plugin visible to you", body = crate::error::ErrorResponse),
+    ))]
+async fn get_plugin(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> AppResult<Json<PluginView>> {
+    let row = state
+        .store
+        .get_plugin(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("plugin {id}")))?;
+    Ok(Json(row.into()))
+}
+
+/// Disable a plugin version: new calls use another version; global ones need platform rights.
+#[utoipa::path(delete, path = "/plugins/{id}", tag = "plugins", params(("id" = String, Path)),
+    responses(
+        (status = 204, description = "Disabled"),
+        (status = 404, description = "No such plugin you may disable", body = crate::error::ErrorResponse),
+    ))]
+async fn disable_plugin(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    if state.store.disable_plugin(&principal.enterprise_id, &id, principal.platform).await? > 0 {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::not_found(format!("plugin {id}")))
+    }
+}

@@ -1,0 +1,177 @@
+//! The systems catalogue: `GET /systems`, `GET /systems/{slug}/apis`, `POST /systems/{slug}/ping`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::extract::{ApiQuery, PageQuery, Paginated, Pagination};
+use crate::auth::Principal;
+use crate::connections::{self, Caller};
+use crate::error::{AppError, AppResult};
+use crate::plugins::{OperationInfo, PluginInfo};
+use crate::state::AppState;
+use crate::store::PluginRow;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_systems)).routes(routes!(list_apis)).routes(routes!(ping_system))
+}
+
+/// A system in the catalogue: the newest active connector of a slug.
+#[derive(Serialize, ToSchema)]
+pub struct SystemView {
+    pub slug: String,
+    pub name: String,
+    /// general, oem, dms, crm, finance, telematics or logistics.
+    #[serde(rename = "type")]
+    pub system_type: String,
+    pub description: String,
+    pub version: String,
+    /// Number of operations (APIs).
+    pub operations: usize,
+}
+
+/// One API (operation) of a system.
+#[derive(Serialize, ToSchema)]
+pub struct ApiView {
+    pub name: String,
+    pub method: String,
+    pub path: String,
+    pub description: String,
+    pub input_schema: serde_json::Value,
+    pub output_schema: serde_json::Value,
+}
+
+impl From<OperationInfo> for ApiView {
+    fn from(o: OperationInfo) -> Self {
+        Self {
+            name: o.name,
+            method: o.method,
+            path: o.path,
+            description: o.description,
+            input_schema: o.input_schema,
+            output_schema: o.output_schema,
+        }
+    }
+}
+
+/// The answer of a ping.
+#[derive(Serialize, ToSchema)]
+pub struct PingResult {
+    pub system: String,
+    /// online, offline, timeout or auth_error.
+    pub status: String,
+    pub latency_ms: u64,
+    pub checked_at: DateTime<Utc>,
+    pub message: Option<String>,
+}
+
+fn info(row: &PluginRow) -> AppResult<PluginInfo> {
+    Ok(serde_json::from_str(&row.info).map_err(anyhow::Error::from)?)
+}
+
+fn paginate<T>(pagination: Pagination, all: Vec<T>) -> Paginated<T> {
+    let total = i64::try_from(all.len()).unwrap_or(i64::MAX);
+    let page = pagination.page();
+    let rows = all
+        .into_iter()
+        .skip(usize::try_from(page.offset).unwrap_or(usize::MAX))
+        .take(pagination.page_size as usize)
+        .collect();
+    pagination.envelope(rows, total)
+}
+
+/// The catalogue: every system your enterprise can connect.
+#[utoipa::path(get, path = "/systems", tag = "systems", params(PageQuery),
+    responses((status = 200, description = "One page of systems", body = Paginated<SystemView>)))]
+async fn list_systems(
+    State(state): State<AppState>,
+    principal: Principal,
+    pagination: Pagination,
+) -> AppResult<Json<Paginated<SystemView>>> {
+    let mut systems = Vec::new();
+    for row in state.registry.newest(&principal.enterprise_id, "connector").await? {
+        let info = info(&row)?;
+        systems.push(SystemView {
+            slug: row.slug,
+            name: row.name,
+            system_type: info.system_type.unwrap_or_else(|| "general".into()),
+            description: row.description,
+            version: row.version,
+            operations: info.operations.len(),
+        });
+    }
+    Ok(Json(paginate(pagination, systems)))
+}
+
+/// The APIs (operations) of a system.
+#[utoipa::path(get, path = "/systems/{slug}/apis", tag = "systems", params(("slug" = String, Path), PageQuery),
+    responses(
+        (status = 200, description = "One page of the system's APIs", body = Paginated<ApiView>),
+        (status = 404, description = "No such system", body = crate::error::ErrorResponse),
+    ))]
+async fn list_apis(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(slug): Path<String>,
+    pagination: Pagination,
+) -> AppResult<Json<Paginated<ApiView>>> {
+    let row = state
+        .registry
+        .resolve(&principal.enterprise_id, "connector", &slug)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("system {slug}")))?;
+    let apis = info(&row)?.operations.into_iter().map(ApiView::from).collect();
+    Ok(Json(paginate(pagination, apis)))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PingQuery {
+    /// Which connection to use (id or name); default: the enterprise's first for the system.
+    pub connection: Option<String>,
+}
+
+/// Check a system's health through the connector with your connection for it.
+#[utoipa::path(post, path = "/systems/{slug}/ping", tag = "systems", params(("slug" = String, Path), PingQuery),
+    responses(
+        (status = 200, description = "The health check result", body = PingResult),
+        (status = 404, description = "No such system, or no connection for it", body = crate::error::ErrorResponse),
+    ))]
+async fn ping_system(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(slug): Path<String>,
+    ApiQuery(query): ApiQuery<PingQuery>,
+) -> AppResult<Json<PingResult>> {
+    state
+        .registry
+        .resolve(&principal.enterprise_id, "connector", &slug)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("system {slug}")))?;
+    let connection = match &query.connection {
+        Some(c) => state.store.find_connection(&principal.enterprise_id, c).await?.filter(|row| row.system == slug),
+        None => state.store.connection_for_system(&principal.enterprise_id, &slug).await?,
+    }
+    .ok_or_else(|| {
+        AppError::NotFound(format!("no connection for system {slug}; create one with POST /api/v1/connections"))
+    })?;
+    let prepared =
+        connections::prepare(&state, &connection, Caller { step: Some("ping".into()), ..Caller::default() }).await?;
+    let report = prepared.ping(&state).await?;
+    let (status, message) = match report.result {
+        Ok(health) => (health.status.to_owned(), health.message),
+        Err(e) if e.code == "timeout" => ("timeout".to_owned(), Some(e.message)),
+        Err(e) => ("offline".to_owned(), Some(e.to_string())),
+    };
+    Ok(Json(PingResult {
+        system: slug,
+        status,
+        latency_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+        checked_at: Utc::now(),
+        message,
+    }))
+}

@@ -1,0 +1,111 @@
+//! Running a connection's connector: decrypting its credentials for one call, deriving the
+//! network policy from its configuration, and storing the API-call rows the call produced.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::error::{AppError, AppResult};
+use crate::plugins::outbound::CallOrigin;
+use crate::plugins::{CallReport, CallSpec, HealthReport, Invocation, Limits, Loaded};
+use crate::state::AppState;
+use crate::store::{ConnectionRow, PluginRow};
+
+/// Where a call is made from (for its API-call rows).
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub orchestration_id: Option<String>,
+    pub execution_id: Option<String>,
+    pub step: Option<String>,
+}
+
+/// A connection ready to call: its connector and the spec every call of it runs with.
+pub struct Prepared {
+    pub plugin: PluginRow,
+    pub loaded: Loaded,
+    pub spec: CallSpec,
+}
+
+/// `host[:port]` of a URL, for the allow-list.
+pub fn url_authority(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    let host = uri.host()?.to_ascii_lowercase();
+    Some(match uri.port_u16() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    })
+}
+
+/// The decrypted credentials of a connection.
+pub fn credentials(state: &AppState, row: &ConnectionRow) -> anyhow::Result<HashMap<String, String>> {
+    let plain = state.sealer.open(&row.credentials)?;
+    let map: HashMap<String, String> = serde_json::from_slice(&plain).context("credentials are not a JSON object")?;
+    Ok(map)
+}
+
+/// Loads the connector serving `row.system` and builds the call spec of the connection.
+pub async fn prepare(state: &AppState, row: &ConnectionRow, caller: Caller) -> AppResult<Prepared> {
+    let plugin = state
+        .registry
+        .resolve(&row.enterprise_id, "connector", &row.system)
+        .await?
+        .ok_or_else(|| AppError::Conflict(format!("no active connector serves system {:?}", row.system)))?;
+    let loaded = state.registry.loaded(&plugin).await?;
+    let config: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&row.config).context("stored connection config is not an object")?;
+    let mut allowed_hosts: Vec<String> = serde_json::from_str(&row.allowed_hosts).unwrap_or_default();
+    if let Some(base) = config.get("base_url").and_then(|v| v.as_str()).and_then(url_authority) {
+        allowed_hosts.push(base);
+    }
+    let spec = CallSpec {
+        plugin: format!("{}@{}", plugin.slug, plugin.version),
+        origin: CallOrigin {
+            enterprise_id: row.enterprise_id.clone(),
+            system: row.system.clone(),
+            connection_id: Some(row.id.clone()),
+            connection: Some(row.name.clone()),
+            orchestration_id: caller.orchestration_id,
+            execution_id: caller.execution_id,
+            step: caller.step,
+        },
+        config,
+        secrets: credentials(state, row)?,
+        allowed_hosts,
+        limits: Limits {
+            memory_bytes: usize::try_from(row.memory_limit_mb.max(1)).unwrap_or(64) << 20,
+            timeout: Duration::from_millis(u64::try_from(row.timeout_ms.max(1)).unwrap_or(30_000)),
+            ..Limits::default()
+        },
+    };
+    Ok(Prepared { plugin, loaded, spec })
+}
+
+impl Prepared {
+    fn connector(&self) -> AppResult<&crate::plugins::ConnectorPre> {
+        match &self.loaded {
+            Loaded::Connector(pre) => Ok(pre),
+            Loaded::Transform(_) => Err(AppError::Conflict(format!("{} is not a connector", self.plugin.slug))),
+        }
+    }
+
+    /// Runs one operation and stores the API calls it made.
+    pub async fn invoke(
+        &self,
+        state: &AppState,
+        operation: &str,
+        input: &serde_json::Value,
+        invocation: Invocation,
+    ) -> AppResult<CallReport<serde_json::Value>> {
+        let report = state.plugins().invoke(self.connector()?, &self.spec, operation, input, invocation).await;
+        state.store.insert_api_calls(&report.api_calls).await?;
+        Ok(report)
+    }
+
+    /// Pings the system and stores the API calls it made.
+    pub async fn ping(&self, state: &AppState) -> AppResult<CallReport<HealthReport>> {
+        let report = state.plugins().ping(self.connector()?, &self.spec).await;
+        state.store.insert_api_calls(&report.api_calls).await?;
+        Ok(report)
+    }
+}

@@ -1,0 +1,193 @@
+//! The plugin registry: uploads (checked, described, stored by sha256), the bundled plugins
+//! registered at start, and the choice of which version serves a system.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use sha2::{Digest, Sha256};
+
+use super::{CallSpec, Limits, Loaded, PluginHost, PluginInfo};
+use crate::error::{AppError, AppResult, FieldError};
+use crate::store::{NewPlugin, PluginRow, Store, is_unique_violation};
+
+/// Directory of the guest builds (bundled plugins and test guests), set by the build script.
+pub const GUEST_DIR: &str = env!("DIBOP_GUEST_DIR");
+
+/// The plugins every install has, built from `plugins/` and embedded in the binary.
+pub const BUNDLED: [(&str, &[u8]); 4] = [
+    ("rest", include_bytes!(concat!(env!("DIBOP_GUEST_DIR"), "/rest.wasm"))),
+    ("vpic", include_bytes!(concat!(env!("DIBOP_GUEST_DIR"), "/vpic.wasm"))),
+    ("dms", include_bytes!(concat!(env!("DIBOP_GUEST_DIR"), "/dms.wasm"))),
+    ("vin-check", include_bytes!(concat!(env!("DIBOP_GUEST_DIR"), "/vin_check.wasm"))),
+];
+
+/// The result of an upload.
+pub enum Upload {
+    Created(PluginRow),
+    /// The same bytes were uploaded before (to the same scope).
+    Existing(PluginRow),
+}
+
+/// Stores, compiles and finds plugins.
+pub struct Registry {
+    pub host: Arc<PluginHost>,
+    store: Store,
+    blobs: Dir,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn valid_slug(slug: &str) -> bool {
+    (1..=63).contains(&slug.len())
+        && slug.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !slug.starts_with('-')
+}
+
+impl Registry {
+    pub fn new(host: Arc<PluginHost>, store: Store, data_dir: &Path) -> anyhow::Result<Self> {
+        let path = data_dir.join("plugins").join("blobs");
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        let blobs =
+            Dir::open_ambient_dir(&path, ambient_authority()).with_context(|| format!("opening {}", path.display()))?;
+        Ok(Self { host, store, blobs })
+    }
+
+    /// Checks, describes and stores an uploaded component in a scope (`None` = global).
+    pub async fn upload(&self, enterprise_id: Option<&str>, bytes: Vec<u8>, bundled: bool) -> AppResult<Upload> {
+        let sha256 = sha256_hex(&bytes);
+        if let Some(row) = self.store.find_plugin_by_sha(enterprise_id, &sha256).await? {
+            return Ok(Upload::Existing(row));
+        }
+        let loaded = self.host.load(&sha256, &bytes).await.map_err(|message| AppError::invalid("body", message))?;
+        let spec = CallSpec {
+            plugin: format!("upload {sha256}"),
+            limits: Limits { timeout: Duration::from_secs(10), max_requests: 0, ..Limits::default() },
+            ..CallSpec::default()
+        };
+        let info = self
+            .host
+            .describe(&loaded, &spec)
+            .await
+            .result
+            .map_err(|e| AppError::invalid("body", format!("describe() failed: {e}")))?;
+        check_info(&info)?;
+        if let Some(existing) = self.store.find_plugin_version(enterprise_id, &info.slug, &info.version).await? {
+            return Err(AppError::Conflict(format!(
+                "{} {} is already registered with different bytes (sha256 {}); versions are immutable, bump the version",
+                info.slug, info.version, existing.sha256
+            )));
+        }
+        self.blobs.write(format!("{sha256}.wasm"), &bytes).with_context(|| format!("storing plugin {sha256}"))?;
+        let new = NewPlugin {
+            enterprise_id: enterprise_id.map(str::to_owned),
+            slug: info.slug.clone(),
+            version: info.version.clone(),
+            world: info.world.clone(),
+            sha256,
+            size_bytes: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
+            name: info.name.clone(),
+            description: info.description.clone(),
+            info: serde_json::to_string(&info).context("serializing plugin info")?,
+            bundled,
+        };
+        match self.store.insert_plugin(new).await {
+            Ok(row) => Ok(Upload::Created(row)),
+            Err(err) if is_unique_violation(&err) => {
+                Err(AppError::Conflict(format!("{} {} was registered concurrently", info.slug, info.version)))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Registers the bundled plugins in the global catalogue (a no-op when already there).
+    pub async fn register_bundled(&self) -> anyhow::Result<()> {
+        for (name, bytes) in BUNDLED {
+            match self.upload(None, bytes.to_vec(), true).await {
+                Ok(Upload::Created(row)) => {
+                    tracing::info!(plugin = name, version = %row.version, "registered bundled plugin")
+                }
+                Ok(Upload::Existing(_)) => {}
+                Err(err) => anyhow::bail!("registering bundled plugin {name}: {err} {:?}", details(&err)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The compiled component of a stored plugin.
+    pub async fn loaded(&self, row: &PluginRow) -> anyhow::Result<Loaded> {
+        let bytes = self
+            .blobs
+            .read(format!("{}.wasm", row.sha256))
+            .with_context(|| format!("reading plugin {}", row.sha256))?;
+        self.host.load(&row.sha256, &bytes).await.map_err(|m| anyhow::anyhow!(m))
+    }
+
+    /// The newest active version of each slug of `world` the enterprise may use; its own plugins
+    /// win over global ones of the same version.
+    pub async fn newest(&self, enterprise_id: &str, world: &str) -> sqlx::Result<Vec<PluginRow>> {
+        let mut best: Vec<PluginRow> = Vec::new();
+        for row in self.store.active_plugins(enterprise_id).await? {
+            if row.world != world {
+                continue;
+            }
+            match best.iter_mut().find(|b| b.slug == row.slug) {
+                Some(current) => {
+                    if newer(&row, current) {
+                        *current = row;
+                    }
+                }
+                None => best.push(row),
+            }
+        }
+        best.sort_by(|a, b| a.slug.cmp(&b.slug));
+        Ok(best)
+    }
+
+    /// The version of `slug` that serves new calls.
+    pub async fn resolve(&self, enterprise_id: &str, world: &str, slug: &str) -> sqlx::Result<Option<PluginRow>> {
+        Ok(self.newest(enterprise_id, world).await?.into_iter().find(|p| p.slug == slug))
+    }
+}
+
+fn newer(candidate: &PluginRow, current: &PluginRow) -> bool {
+    let version = |v: &str| semver::Version::parse(v).ok();
+    match (version(&candidate.version), version(&current.version)) {
+        (Some(a), Some(b)) if a != b => a > b,
+        _ => candidate.enterprise_id.is_some() && current.enterprise_id.is_none(),
+    }
+}
+
+fn details(err: &AppError) -> Option<&Vec<FieldError>> {
+    match err {
+        AppError::Validation(details) => Some(details),
+        _ => None,
+    }
+}
+
+/// What `describe()` answered must be usable: a slug, a semantic version, unique operations.
+fn check_info(info: &PluginInfo) -> AppResult<()> {
+    let mut problems = Vec::new();
+    let mut problem = |path: &str, message: String| problems.push(FieldError { path: path.into(), message });
+    if !valid_slug(&info.slug) {
+        problem("describe.slug", format!("{:?} is not 1-63 lowercase letters, digits or dashes", info.slug));
+    }
+    if semver::Version::parse(&info.version).is_err() {
+        problem("describe.version", format!("{:?} is not a semantic version such as 1.2.0", info.version));
+    }
+    if info.name.trim().is_empty() {
+        problem("describe.name", "must not be empty".into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for op in &info.operations {
+        if op.name.trim().is_empty() || !seen.insert(op.name.as_str()) {
+            problem("describe.operations", format!("operation names must be unique and non-empty ({:?})", op.name));
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(AppError::Validation(problems)) }
+}

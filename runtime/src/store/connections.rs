@@ -1,0 +1,143 @@
+//! Connections: an enterprise's configured instance of a system, with sealed credentials.
+
+use sqlx::FromRow;
+
+use super::{Page, Store, new_id, now_ms};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ConnectionRow {
+    pub id: String,
+    pub enterprise_id: String,
+    pub name: String,
+    pub system: String,
+    /// JSON object.
+    pub config: String,
+    /// Sealed JSON object of the credentials.
+    pub credentials: String,
+    /// JSON array of strings.
+    pub allowed_hosts: String,
+    pub memory_limit_mb: i64,
+    pub timeout_ms: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// The stored fields of a connection (create and replace).
+pub struct ConnectionFields {
+    pub name: String,
+    pub system: String,
+    pub config: String,
+    pub credentials: String,
+    pub allowed_hosts: String,
+    pub memory_limit_mb: i64,
+    pub timeout_ms: i64,
+}
+
+const COLUMNS: &str = "id, enterprise_id, name, system, config, credentials, allowed_hosts, memory_limit_mb, timeout_ms, created_at, updated_at";
+
+impl Store {
+    pub async fn create_connection(&self, enterprise_id: &str, c: ConnectionFields) -> sqlx::Result<ConnectionRow> {
+        let now = now_ms();
+        sqlx::query_as(&format!(
+            "INSERT INTO connections (id, enterprise_id, name, system, config, credentials, allowed_hosts, \
+             memory_limit_mb, timeout_ms, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING {COLUMNS}"
+        ))
+        .bind(new_id())
+        .bind(enterprise_id)
+        .bind(c.name)
+        .bind(c.system)
+        .bind(c.config)
+        .bind(c.credentials)
+        .bind(c.allowed_hosts)
+        .bind(c.memory_limit_mb)
+        .bind(c.timeout_ms)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    pub async fn replace_connection(
+        &self,
+        enterprise_id: &str,
+        id: &str,
+        c: ConnectionFields,
+    ) -> sqlx::Result<Option<ConnectionRow>> {
+        sqlx::query_as(&format!(
+            "UPDATE connections SET name = $3, system = $4, config = $5, credentials = $6, allowed_hosts = $7, \
+             memory_limit_mb = $8, timeout_ms = $9, updated_at = $10 WHERE enterprise_id = $1 AND id = $2 RETURNING {COLUMNS}"
+        ))
+        .bind(enterprise_id)
+        .bind(id)
+        .bind(c.name)
+        .bind(c.system)
+        .bind(c.config)
+        .bind(c.credentials)
+        .bind(c.allowed_hosts)
+        .bind(c.memory_limit_mb)
+        .bind(c.timeout_ms)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn get_connection(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<ConnectionRow>> {
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM connections WHERE enterprise_id = $1 AND id = $2"))
+            .bind(enterprise_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// A connection by id or, failing that, by name.
+    pub async fn find_connection(&self, enterprise_id: &str, id_or_name: &str) -> sqlx::Result<Option<ConnectionRow>> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM connections WHERE enterprise_id = $1 AND (id = $2 OR name = $2) \
+             ORDER BY CASE WHEN id = $2 THEN 0 ELSE 1 END LIMIT 1"
+        ))
+        .bind(enterprise_id)
+        .bind(id_or_name)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// The enterprise's first connection of a system (oldest first).
+    pub async fn connection_for_system(
+        &self,
+        enterprise_id: &str,
+        system: &str,
+    ) -> sqlx::Result<Option<ConnectionRow>> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM connections WHERE enterprise_id = $1 AND system = $2 ORDER BY created_at, id LIMIT 1"
+        ))
+        .bind(enterprise_id)
+        .bind(system)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn list_connections(&self, enterprise_id: &str, page: Page) -> sqlx::Result<(Vec<ConnectionRow>, i64)> {
+        let rows = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM connections WHERE enterprise_id = $1 ORDER BY name, id LIMIT $2 OFFSET $3"
+        ))
+        .bind(enterprise_id)
+        .bind(page.limit)
+        .bind(page.offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total = sqlx::query_scalar("SELECT COUNT(*) FROM connections WHERE enterprise_id = $1")
+            .bind(enterprise_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((rows, total))
+    }
+
+    pub async fn delete_connection(&self, enterprise_id: &str, id: &str) -> sqlx::Result<bool> {
+        let done = sqlx::query("DELETE FROM connections WHERE enterprise_id = $1 AND id = $2")
+            .bind(enterprise_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}

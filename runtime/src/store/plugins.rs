@@ -1,0 +1,136 @@
+//! Plugin versions: the global catalogue (enterprise_id NULL) and enterprises' private ones.
+
+use sqlx::FromRow;
+
+use super::{Page, Store, new_id, now_ms};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct PluginRow {
+    pub id: String,
+    pub enterprise_id: Option<String>,
+    pub slug: String,
+    pub version: String,
+    pub world: String,
+    pub sha256: String,
+    pub size_bytes: i64,
+    pub name: String,
+    pub description: String,
+    /// The `describe()` answer as JSON.
+    pub info: String,
+    pub bundled: i64,
+    pub status: String,
+    pub created_at: i64,
+}
+
+pub struct NewPlugin {
+    pub enterprise_id: Option<String>,
+    pub slug: String,
+    pub version: String,
+    pub world: String,
+    pub sha256: String,
+    pub size_bytes: i64,
+    pub name: String,
+    pub description: String,
+    pub info: String,
+    pub bundled: bool,
+}
+
+const COLUMNS: &str =
+    "id, enterprise_id, slug, version, world, sha256, size_bytes, name, description, info, bundled, status, created_at";
+
+/// Rows an enterprise may see: the global catalogue and its own.
+const VISIBLE: &str = "(enterprise_id IS NULL OR enterprise_id = $1)";
+
+impl Store {
+    pub async fn insert_plugin(&self, plugin: NewPlugin) -> sqlx::Result<PluginRow> {
+        let scope = plugin.enterprise_id.clone().unwrap_or_else(|| "global".into());
+        sqlx::query_as(&format!(
+            "INSERT INTO plugins (id, enterprise_id, scope, slug, version, world, sha256, size_bytes, name, description, \
+             info, bundled, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {COLUMNS}"
+        ))
+        .bind(new_id())
+        .bind(plugin.enterprise_id)
+        .bind(scope)
+        .bind(plugin.slug)
+        .bind(plugin.version)
+        .bind(plugin.world)
+        .bind(plugin.sha256)
+        .bind(plugin.size_bytes)
+        .bind(plugin.name)
+        .bind(plugin.description)
+        .bind(plugin.info)
+        .bind(i64::from(plugin.bundled))
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// The plugin with this slug and version in one scope (`None` = global).
+    pub async fn find_plugin_version(
+        &self,
+        scope: Option<&str>,
+        slug: &str,
+        version: &str,
+    ) -> sqlx::Result<Option<PluginRow>> {
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM plugins WHERE scope = $1 AND slug = $2 AND version = $3"))
+            .bind(scope.unwrap_or("global"))
+            .bind(slug)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Plugins in one scope with these bytes.
+    pub async fn find_plugin_by_sha(&self, scope: Option<&str>, sha256: &str) -> sqlx::Result<Option<PluginRow>> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM plugins WHERE scope = $1 AND sha256 = $2 ORDER BY created_at LIMIT 1"
+        ))
+        .bind(scope.unwrap_or("global"))
+        .bind(sha256)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn get_plugin(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<PluginRow>> {
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM plugins WHERE {VISIBLE} AND id = $2"))
+            .bind(enterprise_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn list_plugins(&self, enterprise_id: &str, page: Page) -> sqlx::Result<(Vec<PluginRow>, i64)> {
+        let rows = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM plugins WHERE {VISIBLE} ORDER BY slug, created_at, id LIMIT $2 OFFSET $3"
+        ))
+        .bind(enterprise_id)
+        .bind(page.limit)
+        .bind(page.offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM plugins WHERE {VISIBLE}"))
+            .bind(enterprise_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((rows, total))
+    }
+
+    /// Every active plugin the enterprise may use (callers pick the newest version per slug).
+    pub async fn active_plugins(&self, enterprise_id: &str) -> sqlx::Result<Vec<PluginRow>> {
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM plugins WHERE {VISIBLE} AND status = 'active' ORDER BY slug"))
+            .bind(enterprise_id)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Disables a version. Global ones only with `global_allowed`. `None` when not visible.
+    pub async fn disable_plugin(&self, enterprise_id: &str, id: &str, global_allowed: bool) -> sqlx::Result<u64> {
+        let scope = if global_allowed { VISIBLE } else { "enterprise_id = $1" };
+        let done = sqlx::query(&format!("UPDATE plugins SET status = 'disabled' WHERE {scope} AND id = $2"))
+            .bind(enterprise_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,29 @@
+//! Bindings generated from `wit/plugin.wit`, one module per world. Internal: the SDK's API
+//! and export macros wrap them. Each module also carries the `wasi:http`, `wasi:io` and
+//! `wasi:clocks` bindings its world needs (the connector's are what [`crate::http`] uses).
+
+#![allow(missing_docs, clippy::all)]
+
+/// Bindings of the `connector` world.
+pub mod connector {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "dibop:plugin/connector",
+        generate_all,
+        pub_export_macro: true,
+        export_macro_name: "export_connector_world",
+        default_bindings_module: "::dibop_sdk::wit::connector",
+    });
+}
+
+/// Bindings of the `transform` world.
+pub mod transform {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "dibop:plugin/transform",
+        generate_all,
+        pub_export_macro: true,
+        export_macro_name: "export_transform_world",
+        default_bindings_module: "::dibop_sdk::wit::transform",
+    });
+}

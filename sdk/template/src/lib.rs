@@ -1,0 +1,86 @@
+//! A minimal DIBOP connector: one operation, `get_item`, reading `GET {base_url}/items/{id}`
+//! with an optional API key. Replace the names, settings and operations with your system's.
+
+use dibop_sdk::{
+    AuthType, CallContext, ConfigKey, Connector, ConnectorInfo, Health, Operation, PluginError, SystemType, Value,
+    config, http, json, log, secrets,
+};
+
+/// The connector. It keeps no state: every call runs in a fresh instance.
+struct MyConnector;
+
+impl Connector for MyConnector {
+    /// What the catalogue shows, the settings a connection needs and the operations offered.
+    fn describe() -> ConnectorInfo {
+        ConnectorInfo {
+            // Lowercase letters, digits and dashes; with `version` it identifies the upload.
+            slug: "my-connector".into(),
+            name: "My connector".into(),
+            system_type: SystemType::General,
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Reads items from the Example API.".into(),
+            auth: AuthType::ApiKey,
+            config: vec![
+                ConfigKey::required("base_url", "Base URL of the API, e.g. https://api.example.com"),
+                ConfigKey::secret("api_key", "API key, sent as X-Api-Key", false),
+            ],
+            operations: vec![
+                Operation::new("get_item", "GET", "/items/{id}", "Reads one item by id.")
+                    .input_schema(json!({
+                        "type": "object",
+                        "required": ["id"],
+                        "properties": {"id": {"type": "string"}}
+                    }))
+                    .output_schema(json!({"type": "object"})),
+            ],
+        }
+    }
+
+    /// Runs one operation. Expected failures are `PluginError`s; panics are bugs.
+    fn invoke(operation: &str, input: Value, _ctx: &CallContext) -> Result<Value, PluginError> {
+        match operation {
+            "get_item" => {
+                let id = input
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| PluginError::invalid_input("the input needs a string field `id`"))?;
+                log::info("reading an item");
+                let url = format!("{}/items/{}", base_url()?, http::encode(id));
+                // `error_for_status` turns 404 into not_found, 401/403 into unauthorized and
+                // other error statuses into upstream_error (retryable for 5xx and 429).
+                with_key(http::Request::get(url)).send()?.error_for_status()?.json()
+            }
+            other => Err(PluginError::invalid_input(format!("unknown operation `{other}`"))),
+        }
+    }
+
+    /// Tells whether the system answers with this connection's settings.
+    fn ping() -> Health {
+        let base = match base_url() {
+            Ok(base) => base,
+            Err(err) => return Health::offline(err.message),
+        };
+        match with_key(http::Request::get(format!("{base}/health"))).send() {
+            Ok(response) => Health::from_http_status(response.status),
+            Err(err) => Health::offline(err.message),
+        }
+    }
+}
+
+/// The connection's `base_url`, without a trailing slash.
+fn base_url() -> Result<String, PluginError> {
+    config::string("base_url")
+        .map(|url| url.trim_end_matches('/').to_string())
+        .ok_or_else(|| PluginError::invalid_input("the connection has no `base_url`"))
+}
+
+/// Adds the API key, when the connection has one.
+fn with_key(request: http::Request) -> http::Request {
+    match secrets::get("api_key") {
+        Some(key) => request.header("X-Api-Key", key),
+        None => request,
+    }
+}
+
+// Generates the component's exports from `MyConnector`.
+dibop_sdk::export_connector!(MyConnector);

@@ -1,0 +1,129 @@
+//! A mock of the external systems on loopback: a vPIC-style VIN decoder and a DMS, with slow,
+//! failing and oversized variants. It counts requests and remembers their headers.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+#[derive(Default)]
+pub struct Seen {
+    pub requests: Vec<(String, HeaderMap, String)>,
+}
+
+#[derive(Clone, Default)]
+pub struct Mock {
+    pub seen: Arc<Mutex<Seen>>,
+}
+
+pub struct MockServer {
+    pub base: String,
+    pub authority: String,
+    pub mock: Mock,
+}
+
+impl MockServer {
+    pub async fn start() -> Self {
+        let mock = Mock::default();
+        let app = Router::new()
+            .route("/vpic/vehicles/DecodeVinValues/{vin}", get(decode))
+            .route("/vpic/vehicles/GetMakesForVehicleType/car", get(makes))
+            .route("/slow/vpic/vehicles/GetMakesForVehicleType/car", get(slow))
+            .route("/slow/vpic/vehicles/DecodeVinValues/{vin}", get(slow))
+            .route("/down/vpic/vehicles/GetMakesForVehicleType/car", get(down))
+            .route("/big", get(big))
+            .route("/dms/vehicles/{vin}", get(dms_vehicle))
+            .route("/dms/customers", post(dms_create_customer))
+            .route("/dms/health", get(makes))
+            .with_state(mock.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+        let authority = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { base: format!("http://{authority}"), authority, mock }
+    }
+
+    /// Requests whose path contains `fragment`.
+    pub fn count(&self, fragment: &str) -> usize {
+        self.mock.seen.lock().expect("lock").requests.iter().filter(|(p, _, _)| p.contains(fragment)).count()
+    }
+
+    pub fn headers_of(&self, fragment: &str) -> Vec<HeaderMap> {
+        self.mock
+            .seen
+            .lock()
+            .expect("lock")
+            .requests
+            .iter()
+            .filter(|(p, _, _)| p.contains(fragment))
+            .map(|(_, h, _)| h.clone())
+            .collect()
+    }
+}
+
+fn remember(mock: &Mock, path: String, headers: &HeaderMap, body: String) {
+    mock.seen.lock().expect("lock").requests.push((path, headers.clone(), body));
+}
+
+/// The answer format of the public NHTSA vPIC DecodeVinValues endpoint.
+async fn decode(State(mock): State<Mock>, Path(vin): Path<String>, headers: HeaderMap) -> Json<Value> {
+    remember(&mock, format!("/vpic/vehicles/DecodeVinValues/{vin}"), &headers, String::new());
+    Json(json!({
+        "Count": 1,
+        "Message": "Results returned successfully. NOTE: Any missing decoded values should be interpreted as NHTSA does not have data on the specific variable.",
+        "SearchCriteria": format!("VIN:{vin}"),
+        "Results": [{
+            "Make": "HONDA", "Model": "Accord", "ModelYear": "2003", "Trim": "EX-V6", "BodyClass": "Coupe",
+            "FuelTypePrimary": "Gasoline", "EngineModel": "J30A4", "EngineConfiguration": "V-Shaped",
+            "EngineCylinders": "6", "DisplacementL": "3.0", "ErrorCode": "0", "VIN": vin
+        }]
+    }))
+}
+
+async fn makes(State(mock): State<Mock>, headers: HeaderMap) -> Json<Value> {
+    remember(&mock, "/vpic/vehicles/GetMakesForVehicleType/car".into(), &headers, String::new());
+    Json(json!({"Count": 1, "Results": [{"MakeId": 474, "MakeName": "HONDA"}]}))
+}
+
+async fn slow(State(mock): State<Mock>, headers: HeaderMap) -> Json<Value> {
+    remember(&mock, "/slow".into(), &headers, String::new());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    Json(json!({"Count": 0, "Results": []}))
+}
+
+async fn down() -> impl IntoResponse {
+    (StatusCode::SERVICE_UNAVAILABLE, "maintenance")
+}
+
+async fn big() -> impl IntoResponse {
+    "x".repeat(12 << 20)
+}
+
+async fn dms_vehicle(State(mock): State<Mock>, Path(vin): Path<String>, headers: HeaderMap) -> impl IntoResponse {
+    remember(&mock, format!("/dms/vehicles/{vin}"), &headers, String::new());
+    if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some("dms-key-123456") {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "bad key"})));
+    }
+    if vin != "1HGCM82633A004352" {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": "no such vehicle"})));
+    }
+    (
+        StatusCode::OK,
+        Json(json!({"vin": vin, "stock_number": "STK-1001", "make": "Honda", "model": "Accord", "year": 2003,
+        "status": "in_stock", "list_price": 5990.0, "currency": "CAD", "mileage_km": 182000})),
+    )
+}
+
+async fn dms_create_customer(State(mock): State<Mock>, headers: HeaderMap, body: String) -> impl IntoResponse {
+    remember(&mock, "/dms/customers".into(), &headers, body.clone());
+    let mut customer: Value = serde_json::from_str(&body).unwrap_or(json!({}));
+    customer["customer_id"] = json!("C-42");
+    (StatusCode::CREATED, Json(customer))
+}

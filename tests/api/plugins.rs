@@ -1,0 +1,146 @@
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{ADMIN_PASSWORD, TestApp, assert_error, guest};
+
+#[tokio::test]
+async fn the_bundled_connectors_form_the_catalogue() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let systems: Value = app.get(&token, "/systems").await.json().await.expect("json");
+    let slugs: Vec<&str> =
+        systems["data"].as_array().expect("data").iter().map(|s| s["slug"].as_str().expect("slug")).collect();
+    assert_eq!(slugs, ["dms", "rest", "vpic"], "connectors only, sorted: {systems}");
+    let vpic = systems["data"].as_array().expect("data").iter().find(|s| s["slug"] == "vpic").expect("vpic");
+    for field in ["name", "type", "description", "version"] {
+        assert!(vpic[field].as_str().is_some_and(|v| !v.is_empty()), "{field}: {vpic}");
+    }
+    assert!(vpic["operations"].as_u64().expect("count") >= 1);
+
+    let apis: Value = app.get(&token, "/systems/vpic/apis").await.json().await.expect("json");
+    let decode = apis["data"].as_array().expect("data").iter().find(|a| a["name"] == "decode_vin").expect("decode_vin");
+    assert_eq!(decode["method"], "GET");
+    assert!(decode["path"].as_str().expect("path").contains("DecodeVinValues"));
+    assert!(decode["input_schema"].is_object() && decode["output_schema"].is_object(), "{decode}");
+    let dms: Value = app.get(&token, "/systems/dms/apis").await.json().await.expect("json");
+    let names: Vec<&str> =
+        dms["data"].as_array().expect("data").iter().map(|a| a["name"].as_str().expect("name")).collect();
+    for op in ["get_vehicle", "list_inventory", "get_customer", "create_customer"] {
+        assert!(names.contains(&op), "{op} in {names:?}");
+    }
+    assert_error(app.get(&token, "/systems/nope/apis").await, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+
+    let plugins: Value = app.get(&token, "/plugins?page_size=200").await.json().await.expect("json");
+    let check = plugins["data"].as_array().expect("data").iter().find(|p| p["slug"] == "vin-check").expect("vin-check");
+    assert_eq!(check["world"], "transform");
+    assert_eq!(check["scope"], "global");
+    assert_eq!(check["bundled"], true);
+}
+
+#[tokio::test]
+async fn uploading_a_component_is_idempotent_and_versions_are_immutable() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let bytes = guest("hostile");
+    let first = app.upload(&token, bytes.clone(), None).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.expect("json");
+    assert_eq!(first["slug"], "hostile");
+    assert_eq!(first["world"], "connector");
+    assert_eq!(first["scope"], "enterprise");
+    assert_eq!(first["sha256"].as_str().expect("sha").len(), 64);
+    assert!(first["operations"].as_array().expect("ops").iter().any(|o| o["name"] == "spin"));
+
+    let again = app.upload(&token, bytes.clone(), None).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(again["id"], first["id"]);
+
+    // Same slug and version, different bytes: a custom section appended keeps it a valid component.
+    let mut changed = bytes;
+    changed.extend_from_slice(&[0x00, 0x06, 0x05, b'd', b'i', b'b', b'o', b'p']);
+    let conflict = app.upload(&token, changed, None).await;
+    assert_error(conflict, StatusCode::CONFLICT, "CONFLICT").await;
+
+    let listed: Value = app.get(&token, "/plugins?page_size=200").await.json().await.expect("json");
+    let hostile: Vec<&Value> =
+        listed["data"].as_array().expect("data").iter().filter(|p| p["slug"] == "hostile").collect();
+    assert_eq!(hostile.len(), 1, "the conflicting upload stored nothing");
+    let id = first["id"].as_str().expect("id");
+    let one: Value = app.get(&token, &format!("/plugins/{id}")).await.json().await.expect("json");
+    assert_eq!(one["sha256"], first["sha256"]);
+    let systems: Value = app.get(&token, "/systems").await.json().await.expect("json");
+    assert!(
+        systems["data"].as_array().expect("data").iter().any(|s| s["slug"] == "hostile"),
+        "a private connector joins the catalogue"
+    );
+}
+
+#[tokio::test]
+async fn uploads_that_are_not_plugin_components_are_rejected_with_the_reason() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let cases: [(Vec<u8>, &str); 4] = [
+        (b"definitely not wasm".to_vec(), "not a WebAssembly binary"),
+        (b"\0asm\x01\0\0\0".to_vec(), "core WebAssembly module"),
+        (b"\x7fELF\x02\x01\x01\0\0\0\0\0".to_vec(), "precompiled"),
+        (guest("not_a_plugin"), "neither the dibop:plugin connector world"),
+    ];
+    for (bytes, reason) in cases {
+        let body =
+            assert_error(app.upload(&token, bytes, None).await, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR")
+                .await;
+        let message = body["error"]["details"][0]["message"].as_str().expect("message");
+        assert!(message.contains(reason), "{reason:?} not in {message:?}");
+    }
+    let wrong_type = app
+        .client
+        .post(app.url("/plugins"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    assert_error(wrong_type, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    let listed: Value = app.get(&token, "/plugins?page_size=200").await.json().await.expect("json");
+    assert!(listed["data"].as_array().expect("data").iter().all(|p| p["bundled"] == true), "nothing stored");
+}
+
+#[tokio::test]
+async fn only_admins_upload_and_only_platform_rights_publish_globally() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    app.create_user(&admin, "viewer@test.example", "viewer").await;
+    let viewer = app.token("viewer@test.example", ADMIN_PASSWORD).await;
+    assert_error(app.upload(&viewer, guest("hostile"), None).await, StatusCode::FORBIDDEN, "FORBIDDEN").await;
+    let other = app.second_enterprise("uploaders").await;
+    assert_error(app.upload(&other, guest("hostile"), Some("global")).await, StatusCode::FORBIDDEN, "FORBIDDEN").await;
+    assert_error(
+        app.upload(&other, guest("hostile"), Some("everywhere")).await,
+        StatusCode::BAD_REQUEST,
+        "BAD_REQUEST",
+    )
+    .await;
+
+    // A private upload is invisible to other enterprises; a global one is visible to all.
+    let private: Value = app.upload(&other, guest("hostile"), None).await.json().await.expect("json");
+    let id = private["id"].as_str().expect("id");
+    assert_error(app.get(&admin, &format!("/plugins/{id}")).await, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    assert_eq!(app.upload(&admin, guest("hostile"), Some("global")).await.status(), StatusCode::CREATED);
+    let systems: Value = app.get(&other, "/systems").await.json().await.expect("json");
+    assert_eq!(systems["data"].as_array().expect("data").iter().filter(|s| s["slug"] == "hostile").count(), 1);
+}
+
+#[tokio::test]
+async fn a_disabled_version_leaves_the_catalogue() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let uploaded: Value = app.upload(&token, guest("hostile"), None).await.json().await.expect("json");
+    let id = uploaded["id"].as_str().expect("id");
+    assert_eq!(app.delete(&token, &format!("/plugins/{id}")).await.status(), StatusCode::NO_CONTENT);
+    let one: Value = app.get(&token, &format!("/plugins/{id}")).await.json().await.expect("json");
+    assert_eq!(one["status"], "disabled");
+    let systems: Value = app.get(&token, "/systems").await.json().await.expect("json");
+    assert!(!systems["data"].as_array().expect("data").iter().any(|s| s["slug"] == "hostile"));
+}

@@ -1,0 +1,148 @@
+//! Hostile plugins are contained: each misbehaviour fails its call with a clear error and the
+//! server stays healthy.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, guest};
+use crate::mock::MockServer;
+
+/// Uploads the `hostile` test connector and creates a connection for it.
+async fn hostile(app: &TestApp, token: &str, allowed: Vec<String>, timeout_ms: u64) -> String {
+    let uploaded = app.upload(token, guest("hostile"), None).await;
+    assert!(uploaded.status().is_success());
+    let connection = app
+        .create_connection(
+            token,
+            json!({"name": "hostile", "system": "hostile", "credentials": {"api_key": "hostile-secret-4242"},
+                   "allowed_hosts": allowed, "timeout_ms": timeout_ms}),
+        )
+        .await;
+    connection["id"].as_str().expect("id").to_owned()
+}
+
+async fn assert_healthy(app: &TestApp, token: &str, connection: &str) {
+    let health = app.client.get(format!("{}/healthz", app.address)).send().await.expect("healthz");
+    assert_eq!(health.status(), StatusCode::OK);
+    let echo = app.test_call(token, connection, "echo", json!({"still": "alive"})).await;
+    assert_eq!(echo["output"], json!({"still": "alive"}), "{echo}");
+}
+
+#[tokio::test]
+async fn an_infinite_loop_hits_the_deadline_and_the_server_stays_healthy() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let connection = hostile(&app, &token, vec![], 1000).await;
+    let started = std::time::Instant::now();
+    let result = app.test_call(&token, &connection, "spin", json!({})).await;
+    assert_eq!(result["status"], "error");
+    assert_eq!(result["error"]["code"], "timeout", "{result}");
+    assert!(result["error"]["message"].as_str().expect("message").contains("1000 ms"), "{result}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_healthy(&app, &token, &connection).await;
+}
+
+#[tokio::test]
+async fn a_memory_bomb_fails_naming_the_memory_limit() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let connection = hostile(&app, &token, vec![], 10_000).await;
+    let result = app.test_call(&token, &connection, "alloc", json!({"mib": 200})).await;
+    assert_eq!(result["error"]["code"], "memory_limit", "{result}");
+    assert!(result["error"]["message"].as_str().expect("message").contains("64 MiB"), "{result}");
+    let small = app.test_call(&token, &connection, "alloc", json!({"mib": 8})).await;
+    assert_eq!(small["status"], "success", "within the limit it works: {small}");
+    assert_healthy(&app, &token, &connection).await;
+}
+
+#[tokio::test]
+async fn a_panic_fails_with_the_plugins_own_message() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let connection = hostile(&app, &token, vec![], 5000).await;
+    let result = app.test_call(&token, &connection, "panic", json!({})).await;
+    assert_eq!(result["error"]["code"], "trap", "{result}");
+    assert!(
+        result["error"]["message"].as_str().expect("message").contains("hostile plugin panicked on purpose"),
+        "{result}"
+    );
+    assert_healthy(&app, &token, &connection).await;
+}
+
+#[tokio::test]
+async fn hosts_off_the_allow_list_are_denied_and_logged() {
+    let app = TestApp::spawn().await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    let connection = hostile(&app, &token, vec!["api.example.invalid".into()], 5000).await;
+    let url = format!("{}/vpic/vehicles/GetMakesForVehicleType/car", mock.base);
+    let result = app.test_call(&token, &connection, "fetch", json!({"url": url})).await;
+    assert_eq!(result["status"], "error", "{result}");
+    assert_eq!(result["error"]["code"], "denied", "{result}");
+    assert_eq!(mock.count("GetMakes"), 0, "nothing reached the mock");
+    let calls: Value = app.get(&token, "/api-calls?system=hostile").await.json().await.expect("json");
+    assert_eq!(calls["pagination"]["total"], 1);
+    assert_eq!(calls["data"][0]["status"], "error");
+    assert!(
+        calls["data"][0]["error"].as_str().expect("error").contains("not in the connection's allowed hosts"),
+        "{calls}"
+    );
+}
+
+#[tokio::test]
+async fn loopback_is_denied_unless_private_networks_are_allowed() {
+    let app = TestApp::spawn_with(|config| config.allow_private_networks = false).await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    let connection = hostile(&app, &token, vec![mock.authority.clone()], 5000).await;
+    let url = format!("{}/vpic/vehicles/GetMakesForVehicleType/car", mock.base);
+    let result = app.test_call(&token, &connection, "fetch", json!({"url": url})).await;
+    assert_eq!(result["status"], "error", "{result}");
+    assert_eq!(mock.count("GetMakes"), 0);
+    let error = result["api_calls"][0]["error"].as_str().expect("logged reason");
+    assert!(error.contains("private or loopback"), "{error}");
+}
+
+#[tokio::test]
+async fn oversized_responses_and_request_floods_are_cut_off() {
+    let app = TestApp::spawn().await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    let connection = hostile(&app, &token, vec![mock.authority.clone()], 10_000).await;
+    let big = app.test_call(&token, &connection, "fetch", json!({"url": format!("{}/big", mock.base)})).await;
+    assert_eq!(big["status"], "error", "{big}");
+    assert!(big["api_calls"][0]["error"].as_str().expect("error").contains("exceeds the limit"), "{big}");
+
+    let url = format!("{}/vpic/vehicles/GetMakesForVehicleType/car", mock.base);
+    let flood = app.test_call(&token, &connection, "fetch", json!({"url": url, "count": 25})).await;
+    assert_eq!(flood["status"], "error", "{flood}");
+    assert_eq!(mock.count("GetMakes"), 20, "the per-call cap stopped the flood");
+    assert_healthy(&app, &token, &connection).await;
+}
+
+#[tokio::test]
+async fn guests_see_no_environment_and_no_files() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let connection = hostile(&app, &token, vec![], 5000).await;
+    let result = app.test_call(&token, &connection, "env", json!({})).await;
+    assert_eq!(result["status"], "success", "{result}");
+    assert_eq!(result["output"]["env"], json!([]), "{result}");
+    assert!(!result["output"]["file"].as_str().expect("file").contains("root:"), "{result}");
+    assert!(!result["output"]["dir"].to_string().contains("etc"), "{result}");
+}
+
+#[tokio::test]
+async fn logs_and_output_are_captured_and_secrets_redacted() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let connection = hostile(&app, &token, vec![], 5000).await;
+    let result = app.test_call(&token, &connection, "log", json!({})).await;
+    assert_eq!(result["logs"][0]["message"], "hostile says hello", "{result}");
+    assert_eq!(result["logs"][0]["fields"], json!({"n": 1}));
+    assert!(result["stdout"].as_str().expect("stdout").contains("to stdout"));
+    assert!(result["stderr"].as_str().expect("stderr").contains("to stderr"));
+    let secret = app.test_call(&token, &connection, "secret", json!({})).await;
+    assert_eq!(secret["output"], json!({"has_api_key": true}));
+    assert!(!secret.to_string().contains("hostile-secret-4242"));
+}
