@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 
+echo "== guest unit tests (plugins/ and the SDK, on the host target)"
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/guest-host-tests" \
+  cargo test --locked --manifest-path plugins/Cargo.toml --workspace 2>&1 | tee -a "$log"
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/guest-host-tests" \
+  cargo test --manifest-path sdk/Cargo.toml 2>&1 | tee -a "$log"
+
 echo "== tests on SQLite"
 env -u DIBOP_TEST_DATABASE_URL cargo test --workspace 2>&1 | tee -a "$log"
 

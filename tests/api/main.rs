@@ -11,4 +11,5 @@ mod plugins;
 mod sandbox;
 mod settings;
 mod tenancy;
+mod transforms;
 mod users;

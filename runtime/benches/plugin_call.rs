@@ -1,0 +1,74 @@
+//! Per-call overhead of plugins: a fresh store + instantiate + invoke of a trivial Rust connector
+//! (the `echo` operation of the `hostile` test guest) and of `vpic` against a loopback mock.
+//!
+//! Run: `cargo bench -p dibop --bench plugin_call` (prints p50/p90/p99 per case).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dibop::plugins::registry::{GUEST_DIR, sha256_hex};
+use dibop::plugins::{CallSpec, Invocation, Loaded, PluginHost};
+use serde_json::json;
+
+fn percentiles(mut samples: Vec<Duration>) -> String {
+    samples.sort_unstable();
+    let at = |p: f64| samples[((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1];
+    format!("p50 {:>8.1?}  p90 {:>8.1?}  p99 {:>8.1?}  (n={})", at(0.50), at(0.90), at(0.99), samples.len())
+}
+
+async fn measure(
+    host: &PluginHost,
+    loaded: &Loaded,
+    spec: &CallSpec,
+    operation: &str,
+    input: serde_json::Value,
+    n: usize,
+) {
+    let Loaded::Connector(pre) = loaded else { panic!("not a connector") };
+    let (mut total, mut instantiate) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n + n / 10 {
+        let started = Instant::now();
+        let report = host.invoke(pre, spec, operation, &input, Invocation::default()).await;
+        let elapsed = started.elapsed();
+        assert!(report.result.is_ok(), "{:?}", report.result);
+        if i >= n / 10 {
+            total.push(elapsed);
+            instantiate.push(report.instantiate);
+        }
+    }
+    println!("{operation:<12} total       {}", percentiles(total));
+    println!("{operation:<12} instantiate {}", percentiles(instantiate));
+}
+
+async fn load(host: &PluginHost, name: &str) -> Loaded {
+    let bytes = std::fs::read(format!("{GUEST_DIR}/{name}.wasm")).expect("guest built");
+    host.load(&sha256_hex(&bytes), &bytes).await.expect("loads")
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = std::env::temp_dir().join(format!("dibop-bench-{}", std::process::id()));
+    let host = Arc::new(PluginHost::new(&dir, true).expect("host"));
+
+    println!("trivial Rust connector: fresh store + instantiate + invoke");
+    let trivial = load(&host, "hostile").await;
+    measure(&host, &trivial, &CallSpec::default(), "echo", json!({"vin": "1HGCM82633A004352"}), 5000).await;
+
+    println!("vpic decode_vin against a loopback mock (includes the HTTP round trip)");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let authority = listener.local_addr().expect("addr").to_string();
+    let app = axum::Router::new().route(
+        "/vpic/vehicles/DecodeVinValues/{vin}",
+        axum::routing::get(|| async {
+            axum::Json(json!({"Count": 1, "Message": "ok", "SearchCriteria": "VIN", "Results": [{
+                "Make": "HONDA", "Model": "Accord", "ModelYear": "2003", "Trim": "EX", "BodyClass": "Coupe",
+                "FuelTypePrimary": "Gasoline", "EngineModel": "J30A4", "ErrorCode": "0"}]}))
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let vpic = load(&host, "vpic").await;
+    let mut spec = CallSpec { allowed_hosts: vec![authority.clone()], ..CallSpec::default() };
+    spec.config.insert("base_url".into(), json!(format!("http://{authority}/vpic")));
+    measure(&host, &vpic, &spec, "decode_vin", json!({"vin": "1HGCM82633A004352"}), 2000).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
