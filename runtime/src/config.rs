@@ -44,6 +44,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Size of the database connection pool.
     pub db_max_connections: u32,
+    /// Execution workers of this node.
+    pub workers: usize,
+    /// How long `POST /orchestrations/{id}/execute` waits for the result before answering 202.
+    pub execute_wait_ms: u64,
     pub log_format: LogFormat,
 }
 
@@ -61,6 +65,8 @@ impl Config {
             allow_private_networks: false,
             max_body_bytes: 2 * 1024 * 1024,
             db_max_connections: 10,
+            workers: 4,
+            execute_wait_ms: 30_000,
             log_format: LogFormat::Pretty,
         }
     }
@@ -103,6 +109,12 @@ pub struct ConfigArgs {
     /// Database connection pool size.
     #[arg(long, env = "DIBOP_DB_MAX_CONNECTIONS")]
     pub db_max_connections: Option<u32>,
+    /// Execution workers of this node.
+    #[arg(long, env = "DIBOP_WORKERS")]
+    pub workers: Option<usize>,
+    /// How long execute waits for the result before answering 202, in ms.
+    #[arg(long, env = "DIBOP_EXECUTE_WAIT_MS")]
+    pub execute_wait_ms: Option<u64>,
     /// Log format.
     #[arg(long, env = "DIBOP_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -122,6 +134,8 @@ struct FileConfig {
     allow_private_networks: Option<bool>,
     max_body_bytes: Option<usize>,
     db_max_connections: Option<u32>,
+    workers: Option<usize>,
+    execute_wait_ms: Option<u64>,
     log_format: Option<LogFormat>,
 }
 
@@ -151,6 +165,8 @@ impl ConfigArgs {
                 .db_max_connections
                 .or(file.db_max_connections)
                 .unwrap_or(defaults.db_max_connections),
+            workers: self.workers.or(file.workers).unwrap_or(defaults.workers),
+            execute_wait_ms: self.execute_wait_ms.or(file.execute_wait_ms).unwrap_or(defaults.execute_wait_ms),
             log_format: self.log_format.or(file.log_format).unwrap_or(defaults.log_format),
             ..defaults
         })

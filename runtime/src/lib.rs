@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod connections;
 pub mod crypto;
+pub mod engine;
 pub mod error;
 pub mod plugins;
 pub mod ratelimit;
@@ -54,11 +55,13 @@ pub async fn serve(
         limiter: Arc::new(RateLimiter::new(&store)),
         sealer: Arc::new(crypto::Sealer::new(config.secret_key.as_ref(), &config.data_dir)?),
         registry: Arc::new(registry),
+        engine: Arc::new(engine::EngineHandle::new()),
         store: store.clone(),
         config: Arc::new(config),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let housekeeping = tokio::spawn(housekeeping(state.clone(), stopped));
+    let housekeeping = tokio::spawn(housekeeping(state.clone(), stopped.clone()));
+    let workers = engine::start(&state, state.config.workers, &stopped);
 
     let app = api::router(state);
     tracing::info!(address = %listener.local_addr()?, "DIBOP API listening");
@@ -69,6 +72,9 @@ pub async fn serve(
 
     let _ = stop.send(true);
     let _ = housekeeping.await;
+    for worker in workers {
+        let _ = worker.await;
+    }
     store.close().await;
     tracing::info!("DIBOP stopped");
     Ok(())

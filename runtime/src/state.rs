@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::auth::tokens::Tokens;
 use crate::config::Config;
 use crate::crypto::Sealer;
+use crate::engine::EngineHandle;
 use crate::plugins::PluginHost;
 use crate::plugins::registry::Registry;
 use crate::ratelimit::RateLimiter;
@@ -19,6 +20,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,
     pub sealer: Arc<Sealer>,
+    pub engine: Arc<EngineHandle>,
 }
 
 impl AppState {

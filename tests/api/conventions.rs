@@ -169,6 +169,14 @@ async fn the_openapi_document_lists_every_endpoint_with_bearer_auth_and_errors()
         ("/api/v1/connections/{id}/test", "post"),
         ("/api/v1/api-calls", "get"),
         ("/api/v1/api-calls/systems", "get"),
+        ("/api/v1/orchestrations", "get"),
+        ("/api/v1/orchestrations", "post"),
+        ("/api/v1/orchestrations/{id}", "get"),
+        ("/api/v1/orchestrations/{id}", "put"),
+        ("/api/v1/orchestrations/{id}", "delete"),
+        ("/api/v1/orchestrations/{id}/execute", "post"),
+        ("/api/v1/orchestrations/{id}/executions", "get"),
+        ("/api/v1/executions/{id}", "get"),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     let documented: usize = paths.values().map(|item| item.as_object().expect("item").len()).sum();

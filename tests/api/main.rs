@@ -7,6 +7,7 @@ mod connectors;
 mod conventions;
 mod helpers;
 mod mock;
+mod orchestrations;
 mod plugins;
 mod sandbox;
 mod settings;

@@ -41,6 +41,7 @@ impl MockServer {
             .route("/dms/vehicles/{vin}", get(dms_vehicle))
             .route("/dms/customers", post(dms_create_customer))
             .route("/dms/health", get(makes))
+            .route("/flaky/status", get(flaky))
             .with_state(mock.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
         let authority = listener.local_addr().expect("addr").to_string();
@@ -96,6 +97,17 @@ async fn slow(State(mock): State<Mock>, headers: HeaderMap) -> Json<Value> {
     remember(&mock, "/slow".into(), &headers, String::new());
     tokio::time::sleep(Duration::from_secs(3)).await;
     Json(json!({"Count": 0, "Results": []}))
+}
+
+/// 503 for the first two requests, then 200.
+async fn flaky(State(mock): State<Mock>, headers: HeaderMap) -> impl IntoResponse {
+    remember(&mock, "/flaky/status".into(), &headers, String::new());
+    let seen = mock.seen.lock().expect("lock").requests.iter().filter(|(p, _, _)| p == "/flaky/status").count();
+    if seen <= 2 {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "busy"})))
+    } else {
+        (StatusCode::OK, Json(json!({"ok": true, "attempt": seen})))
+    }
 }
 
 async fn down() -> impl IntoResponse {

@@ -11,6 +11,7 @@ mod connections;
 mod enterprises;
 pub mod extract;
 mod health;
+mod orchestrations;
 mod plugins;
 mod settings;
 mod systems;
@@ -55,6 +56,8 @@ pub const BASE: &str = "/api/v1";
         (name = "systems", description = "The catalogue of systems and their APIs"),
         (name = "connections", description = "Configured systems with their credentials"),
         (name = "api-calls", description = "Every outbound request a plugin made"),
+        (name = "orchestrations", description = "Orchestration definitions and execute"),
+        (name = "executions", description = "Executions and their step results"),
     )
 )]
 struct ApiDoc;
@@ -70,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(systems::router())
         .merge(connections::router())
         .merge(api_calls::router())
+        .merge(orchestrations::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::authenticate));
     let api = OpenApiRouter::new().merge(auth::router()).merge(protected);
     let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(BASE, api).split_for_parts();

@@ -11,6 +11,7 @@
 mod api_calls;
 mod connections;
 mod identity;
+mod orchestrations;
 mod plugins;
 mod ratelimit;
 
@@ -28,6 +29,7 @@ pub use connections::{ConnectionFields, ConnectionRow};
 pub use identity::{
     ApiKey, ApiKeyWithEnterprise, Enterprise, NewApiKey, NewEnterprise, NewUser, SettingsPatch, User, UserPatch,
 };
+pub use orchestrations::{ExecutionRow, Finish, NewExecution, OrchestrationRow, StepResultRow};
 pub use plugins::{NewPlugin, PluginRow};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");

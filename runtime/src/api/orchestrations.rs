@@ -1,0 +1,470 @@
+//! Orchestrations and their executions: `GET/POST /orchestrations`,
+//! `GET/PUT/DELETE /orchestrations/{id}`, `POST /orchestrations/{id}/execute`,
+//! `GET /orchestrations/{id}/executions`, `GET /executions/{id}`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination};
+use super::{datetime, opt_datetime};
+use crate::auth::{Principal, rate_limit_headers};
+use crate::engine::definition::{self, Catalogue, Definition};
+use crate::error::{AppError, AppResult};
+use crate::plugins::PluginInfo;
+use crate::state::AppState;
+use crate::store::{ExecutionRow, NewExecution, OrchestrationRow, StepResultRow};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_orchestrations, create_orchestration))
+        .routes(routes!(get_orchestration, replace_orchestration, delete_orchestration))
+        .routes(routes!(execute))
+        .routes(routes!(list_executions))
+        .routes(routes!(get_execution))
+}
+
+/// An orchestration as stored: the definition plus identity and version.
+#[derive(Serialize, ToSchema)]
+pub struct OrchestrationView {
+    pub id: String,
+    pub enterprise_id: String,
+    /// Incremented on every update; executions record the version they ran.
+    pub version: i64,
+    #[serde(flatten)]
+    pub definition: Definition,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn view(row: OrchestrationRow) -> AppResult<OrchestrationView> {
+    Ok(OrchestrationView {
+        definition: serde_json::from_str(&row.definition).map_err(anyhow::Error::from)?,
+        id: row.id,
+        enterprise_id: row.enterprise_id,
+        version: row.version,
+        created_at: datetime(row.created_at),
+        updated_at: datetime(row.updated_at),
+    })
+}
+
+/// The enterprise's connections and plugins, as validation sees them.
+struct EnterpriseCatalogue {
+    connections: HashMap<String, Option<Vec<String>>>,
+    transforms: Vec<String>,
+}
+
+impl Catalogue for EnterpriseCatalogue {
+    fn operations(&self, connection: &str) -> Option<Option<Vec<String>>> {
+        self.connections.get(connection).cloned()
+    }
+
+    fn transform_exists(&self, slug: &str) -> bool {
+        self.transforms.iter().any(|t| t == slug)
+    }
+}
+
+async fn catalogue(state: &AppState, enterprise_id: &str) -> AppResult<EnterpriseCatalogue> {
+    let connectors = state.registry.newest(enterprise_id, "connector").await?;
+    let (rows, _) =
+        state.store.list_connections(enterprise_id, crate::store::Page { limit: 10_000, offset: 0 }).await?;
+    let mut connections = HashMap::new();
+    for row in rows {
+        let mut ops = connectors
+            .iter()
+            .find(|p| p.slug == row.system)
+            .and_then(|p| serde_json::from_str::<PluginInfo>(&p.info).ok())
+            .map(|info| info.operations.into_iter().map(|o| o.name).collect::<Vec<_>>());
+        // Connectors configured per connection (the generic REST connector) add its operations.
+        if let Some(configured) =
+            serde_json::from_str::<Value>(&row.config).ok().and_then(|c| c.get("operations").cloned())
+            && let (Some(list), Some(map)) = (ops.as_mut(), configured.as_object())
+        {
+            list.extend(map.keys().cloned());
+        }
+        connections.insert(row.id.clone(), ops.clone());
+        connections.insert(row.name.clone(), ops);
+    }
+    let transforms = state.registry.newest(enterprise_id, "transform").await?.into_iter().map(|p| p.slug).collect();
+    Ok(EnterpriseCatalogue { connections, transforms })
+}
+
+async fn validated(state: &AppState, principal: &Principal, def: &Definition) -> AppResult<String> {
+    let catalogue = catalogue(state, &principal.enterprise_id).await?;
+    let errors = definition::validate(def, &catalogue);
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    Ok(serde_json::to_string(def).map_err(anyhow::Error::from)?)
+}
+
+/// List orchestrations.
+#[utoipa::path(get, path = "/orchestrations", tag = "orchestrations", params(PageQuery),
+    responses((status = 200, description = "One page of orchestrations", body = Paginated<OrchestrationView>)))]
+async fn list_orchestrations(
+    State(state): State<AppState>,
+    principal: Principal,
+    pagination: Pagination,
+) -> AppResult<Json<Paginated<OrchestrationView>>> {
+    let (rows, total) = state.store.list_orchestrations(&principal.enterprise_id, pagination.page()).await?;
+    Ok(Json(pagination.envelope(rows.into_iter().map(view).collect::<AppResult<_>>()?, total)))
+}
+
+/// Create an orchestration. Every problem (unknown step or parameter reference, unknown
+/// connection or operation, duplicate step names, invalid JSONPath, wrong types) is listed in one 422.
+#[utoipa::path(post, path = "/orchestrations", tag = "orchestrations", request_body = Definition,
+    responses((status = 201, description = "Created (version 1)", body = OrchestrationView)))]
+async fn create_orchestration(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(def): ApiJson<Definition>,
+) -> AppResult<(StatusCode, Json<OrchestrationView>)> {
+    let text = validated(&state, &principal, &def).await?;
+    let row = state.store.create_orchestration(&principal.enterprise_id, &def.name, &def.status, &text).await?;
+    Ok((StatusCode::CREATED, Json(view(row)?)))
+}
+
+/// Get an orchestration.
+#[utoipa::path(get, path = "/orchestrations/{id}", tag = "orchestrations", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The orchestration", body = OrchestrationView),
+        (status = 404, description = "No such orchestration", body = crate::error::ErrorResponse),
+    ))]
+async fn get_orchestration(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> AppResult<Json<OrchestrationView>> {
+    let row = state
+        .store
+        .get_orchestration(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("orchestration {id}")))?;
+    Ok(Json(view(row)?))
+}
+
+/// Replace an orchestration; its version increments and the old definition is kept.
+#[utoipa::path(put, path = "/orchestrations/{id}", tag = "orchestrations", params(("id" = String, Path)), request_body = Definition,
+    responses(
+        (status = 200, description = "Replaced", body = OrchestrationView),
+        (status = 404, description = "No such orchestration", body = crate::error::ErrorResponse),
+    ))]
+async fn replace_orchestration(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(def): ApiJson<Definition>,
+) -> AppResult<Json<OrchestrationView>> {
+    state
+        .store
+        .get_orchestration(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("orchestration {id}")))?;
+    let text = validated(&state, &principal, &def).await?;
+    let row = state
+        .store
+        .update_orchestration(&principal.enterprise_id, &id, &def.name, &def.status, &text)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("orchestration {id}")))?;
+    Ok(Json(view(row)?))
+}
+
+/// Delete an orchestration; its executions stay readable.
+#[utoipa::path(delete, path = "/orchestrations/{id}", tag = "orchestrations", params(("id" = String, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such orchestration", body = crate::error::ErrorResponse),
+    ))]
+async fn delete_orchestration(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    if state.store.delete_orchestration(&principal.enterprise_id, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::not_found(format!("orchestration {id}")))
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRequest {
+    #[serde(default)]
+    pub parameters: serde_json::Map<String, Value>,
+    /// Answer 202 at once instead of waiting for the result.
+    #[serde(default, rename = "async")]
+    pub run_async: bool,
+}
+
+/// The answer of execute.
+#[derive(Serialize, ToSchema)]
+pub struct ExecutionSummary {
+    pub execution_id: String,
+    pub status: String,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub steps_completed: i64,
+    pub steps_total: i64,
+}
+
+fn json_column(text: Option<&String>) -> Option<Value> {
+    text.and_then(|t| serde_json::from_str(t).ok())
+}
+
+fn duration(row: &ExecutionRow) -> Option<i64> {
+    row.finished_at.zip(row.started_at).map(|(f, s)| f - s)
+}
+
+fn summary(row: &ExecutionRow) -> ExecutionSummary {
+    ExecutionSummary {
+        execution_id: row.id.clone(),
+        status: row.status.clone(),
+        output: json_column(row.output.as_ref()),
+        error: row.error.clone(),
+        duration_ms: duration(row),
+        steps_completed: row.steps_completed,
+        steps_total: row.steps_total,
+    }
+}
+
+fn finished(status: &str) -> bool {
+    matches!(status, "success" | "failed" | "partial" | "cancelled")
+}
+
+/// Execute an orchestration with parameters. Waits for the result up to the server's bound
+/// (200), or answers 202 with the execution id (`"async": true`, or when the bound passes).
+/// The same `Idempotency-Key` within 24 h answers the same execution.
+#[utoipa::path(post, path = "/orchestrations/{id}/execute", tag = "orchestrations", params(("id" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key within 24 h: same execution")),
+    request_body = ExecuteRequest,
+    responses(
+        (status = 200, description = "Finished", body = ExecutionSummary),
+        (status = 202, description = "Queued or still running", body = ExecutionSummary),
+        (status = 404, description = "No such orchestration", body = crate::error::ErrorResponse),
+        (status = 409, description = "The orchestration is paused or archived", body = crate::error::ErrorResponse),
+    ))]
+async fn execute(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<ExecuteRequest>,
+) -> AppResult<Response> {
+    let row = state
+        .store
+        .get_orchestration(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("orchestration {id}")))?;
+    if matches!(row.status.as_str(), "paused" | "archived") {
+        return Err(AppError::Conflict(format!(
+            "orchestration {id} is {}; only active or draft orchestrations run",
+            row.status
+        )));
+    }
+    let def: Definition = serde_json::from_str(&row.definition).map_err(anyhow::Error::from)?;
+    let parameters = definition::bind_parameters(&def, &request.parameters).map_err(AppError::Validation)?;
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
+        return Err(AppError::BadRequest("Idempotency-Key must be 1 to 200 characters".into()));
+    }
+    let enterprise =
+        state.store.get_enterprise(&principal.enterprise_id).await?.ok_or_else(|| AppError::not_found("enterprise"))?;
+    let limit = u64::try_from(enterprise.executions_per_minute).unwrap_or(0);
+    let decision = state.limiter.hit(&format!("exec:{}", principal.enterprise_id), limit, 60).await?;
+    if !decision.allowed {
+        return Err(AppError::RateLimited {
+            message: format!("execution rate limit of {limit} per minute exceeded"),
+            retry_after_secs: decision.retry_after_secs(),
+        });
+    }
+    let new = NewExecution {
+        orchestration_id: row.id.clone(),
+        orchestration_version: row.version,
+        triggered_by: if principal.api_key_id.is_some() { "api" } else { "manual" }.into(),
+        parameters: parameters.to_string(),
+        idempotency_key: key,
+        steps_total: i64::try_from(def.steps.len()).unwrap_or(i64::MAX),
+    };
+    let (mut execution, created) = state.store.enqueue_execution(&principal.enterprise_id, new).await?;
+    if created {
+        state.engine.wake();
+    }
+    if !request.run_async {
+        let deadline = Instant::now() + Duration::from_millis(state.config.execute_wait_ms);
+        while !finished(&execution.status) && Instant::now() < deadline {
+            let _ = tokio::time::timeout(Duration::from_millis(100), state.engine.some_finished()).await;
+            execution = state
+                .store
+                .get_execution(&principal.enterprise_id, &execution.id)
+                .await?
+                .ok_or_else(|| AppError::not_found("execution"))?;
+        }
+    }
+    let status = if finished(&execution.status) { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let mut response = (status, Json(summary(&execution))).into_response();
+    rate_limit_headers(response.headers_mut(), &decision);
+    Ok(response)
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExecutionQuery {
+    /// queued, running, success, failed, partial or cancelled.
+    pub status: Option<String>,
+    /// ISO 8601.
+    pub from: Option<String>,
+    /// ISO 8601.
+    pub to: Option<String>,
+}
+
+/// One step's result.
+#[derive(Serialize, ToSchema)]
+pub struct StepView {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// success, failed or skipped.
+    pub status: String,
+    pub system: Option<String>,
+    pub operation: Option<String>,
+    pub input: Option<Value>,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub attempts: i64,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i64,
+}
+
+impl From<StepResultRow> for StepView {
+    fn from(s: StepResultRow) -> Self {
+        Self {
+            input: json_column(s.input.as_ref()),
+            output: json_column(s.output.as_ref()),
+            name: s.name,
+            kind: s.kind,
+            status: s.status,
+            system: s.system,
+            operation: s.operation,
+            error: s.error,
+            attempts: s.attempts,
+            started_at: datetime(s.started_at),
+            duration_ms: s.duration_ms,
+        }
+    }
+}
+
+/// An execution with its step results.
+#[derive(Serialize, ToSchema)]
+pub struct ExecutionView {
+    pub id: String,
+    pub orchestration_id: String,
+    pub orchestration_version: i64,
+    pub status: String,
+    /// manual, api, schedule or event.
+    pub triggered_by: String,
+    pub parameters: Value,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub steps_completed: i64,
+    pub steps_total: i64,
+    /// Only in `GET /executions/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepView>>,
+}
+
+fn execution_view(row: ExecutionRow, steps: Option<Vec<StepResultRow>>) -> ExecutionView {
+    ExecutionView {
+        duration_ms: duration(&row),
+        parameters: serde_json::from_str(&row.parameters).unwrap_or(Value::Null),
+        output: json_column(row.output.as_ref()),
+        id: row.id,
+        orchestration_id: row.orchestration_id,
+        orchestration_version: row.orchestration_version,
+        status: row.status,
+        triggered_by: row.triggered_by,
+        error: row.error,
+        started_at: opt_datetime(row.started_at),
+        finished_at: opt_datetime(row.finished_at),
+        steps_completed: row.steps_completed,
+        steps_total: row.steps_total,
+        steps: steps.map(|s| s.into_iter().map(StepView::from).collect()),
+    }
+}
+
+fn instant(name: &str, value: Option<&String>) -> AppResult<Option<i64>> {
+    value
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.timestamp_millis())
+                .map_err(|_| AppError::BadRequest(format!("{name} must be ISO 8601, got {v:?}")))
+        })
+        .transpose()
+}
+
+/// An orchestration's executions, newest first.
+#[utoipa::path(get, path = "/orchestrations/{id}/executions", tag = "executions", params(("id" = String, Path), ExecutionQuery, PageQuery),
+    responses(
+        (status = 200, description = "One page of executions", body = Paginated<ExecutionView>),
+        (status = 404, description = "No such orchestration", body = crate::error::ErrorResponse),
+    ))]
+async fn list_executions(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<ExecutionQuery>,
+    pagination: Pagination,
+) -> AppResult<Json<Paginated<ExecutionView>>> {
+    state
+        .store
+        .get_orchestration(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("orchestration {id}")))?;
+    if let Some(status) = query
+        .status
+        .as_ref()
+        .filter(|s| !["queued", "running", "success", "failed", "partial", "cancelled"].contains(&s.as_str()))
+    {
+        return Err(AppError::BadRequest(format!("unknown status {status:?}")));
+    }
+    let (from, to) = (instant("from", query.from.as_ref())?, instant("to", query.to.as_ref())?);
+    let (rows, total) = state
+        .store
+        .list_executions(&principal.enterprise_id, &id, query.status.as_deref(), from, to, pagination.page())
+        .await?;
+    Ok(Json(pagination.envelope(rows.into_iter().map(|r| execution_view(r, None)).collect(), total)))
+}
+
+/// An execution with every step's result.
+#[utoipa::path(get, path = "/executions/{id}", tag = "executions", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The execution", body = ExecutionView),
+        (status = 404, description = "No such execution", body = crate::error::ErrorResponse),
+    ))]
+async fn get_execution(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> AppResult<Json<ExecutionView>> {
+    let row = state
+        .store
+        .get_execution(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
+    let steps = state.store.step_results(&row.id).await?;
+    Ok(Json(execution_view(row, Some(steps))))
+}

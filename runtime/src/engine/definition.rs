@@ -1,0 +1,326 @@
+//! The orchestration definition (the JSON of SPEC 12) and its validation at save time.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::mapping::{self, Reference};
+use crate::error::FieldError;
+
+/// What triggers an orchestration.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    /// manual, schedule or event.
+    #[serde(rename = "type", default = "manual")]
+    pub kind: String,
+    /// For schedules: a cron expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// For schedules: an IANA time zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+fn manual() -> String {
+    "manual".into()
+}
+
+impl Default for Trigger {
+    fn default() -> Self {
+        Self { kind: manual(), cron: None, timezone: None }
+    }
+}
+
+/// A declared parameter.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Parameter {
+    pub name: String,
+    /// string, number, integer, boolean, object or array.
+    #[serde(rename = "type", default = "string")]
+    pub kind: String,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+}
+
+fn string() -> String {
+    "string".into()
+}
+
+/// How a step is retried.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    #[serde(default = "one")]
+    pub max_attempts: u32,
+    #[serde(default = "hundred")]
+    pub initial_interval_ms: u64,
+    #[serde(default = "two")]
+    pub backoff_coefficient: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_interval_ms: Option<u64>,
+    /// Error codes to retry; empty means every error the plugin marks retryable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retry_on: Vec<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn hundred() -> u64 {
+    100
+}
+fn two() -> f64 {
+    2.0
+}
+
+/// One step. Which fields apply depends on `type`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub name: String,
+    /// api_call or transform.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// api_call: connection name or id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// api_call: the connector operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// api_call: the operation input (a mapping); transform plugins: their params.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    /// transform: `map`, or the slug of a transform plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<String>,
+    /// transform map: the output (a mapping); transform plugins: their input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapping: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    /// fail (default) or continue (the execution ends `partial`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<String>,
+    /// A reference; the step runs only when it resolves to a truthy value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+}
+
+/// An orchestration as sent and shown.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// draft, active (default), paused or archived.
+    #[serde(default = "active")]
+    pub status: String,
+    #[serde(default)]
+    pub trigger: Trigger,
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+    pub steps: Vec<Step>,
+    /// The execution's output (a mapping); default: the last step's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub output: Option<Value>,
+}
+
+fn active() -> String {
+    "active".into()
+}
+
+/// Step types this engine runs.
+pub const STEP_TYPES: [&str; 2] = ["api_call", "transform"];
+/// `_context` members.
+pub const CONTEXT_KEYS: [&str; 4] = ["timestamp", "execution_id", "orchestration_id", "enterprise_id"];
+
+/// What validation needs to know about the enterprise's connections and plugins.
+pub trait Catalogue {
+    /// The operations of the connection's connector, or `None` when no such connection exists.
+    /// `Some(None)` means the connector accepts operations defined by the connection (`rest`).
+    fn operations(&self, connection: &str) -> Option<Option<Vec<String>>>;
+    /// Whether a transform plugin with this slug exists.
+    fn transform_exists(&self, slug: &str) -> bool;
+}
+
+fn identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// Every problem of `def`, each with its path.
+pub fn validate(def: &Definition, catalogue: &dyn Catalogue) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut err = |path: String, message: String| errors.push(FieldError { path, message });
+    if def.name.trim().is_empty() || def.name.len() > 200 {
+        err("name".into(), "must be 1 to 200 characters".into());
+    }
+    if !["draft", "active", "paused", "archived"].contains(&def.status.as_str()) {
+        err("status".into(), "must be draft, active, paused or archived".into());
+    }
+    if !["manual", "schedule", "event"].contains(&def.trigger.kind.as_str()) {
+        err("trigger.type".into(), "must be manual, schedule or event".into());
+    }
+    let mut params = HashSet::new();
+    for (i, p) in def.parameters.iter().enumerate() {
+        if !identifier(&p.name) || !params.insert(p.name.as_str()) {
+            err(format!("parameters[{i}].name"), format!("{:?} must be a unique identifier", p.name));
+        }
+        if !["string", "number", "integer", "boolean", "object", "array"].contains(&p.kind.as_str()) {
+            err(format!("parameters[{i}].type"), "must be string, number, integer, boolean, object or array".into());
+        }
+    }
+    if def.steps.is_empty() {
+        err("steps".into(), "an orchestration needs at least one step".into());
+    }
+    let mut earlier: Vec<&str> = Vec::new();
+    let check_refs =
+        |value: &Value, path: String, earlier: &[&str], err: &mut dyn FnMut(String, String)| match mapping::references(
+            value,
+        ) {
+            Err(e) => err(path, e.to_string()),
+            Ok(refs) => {
+                for r in refs {
+                    if let Some(problem) = reference_problem(&r, &params, earlier) {
+                        err(path.clone(), problem);
+                    }
+                }
+            }
+        };
+    for (i, step) in def.steps.iter().enumerate() {
+        let at = |field: &str| format!("steps[{i}].{field}");
+        if !identifier(&step.name) || ["parameters", "_context"].contains(&step.name.as_str()) {
+            err(
+                at("name"),
+                format!(
+                    "{:?} must be an identifier (letters, digits, _) other than parameters and _context",
+                    step.name
+                ),
+            );
+        } else if earlier.contains(&step.name.as_str()) {
+            err(at("name"), format!("duplicate step name {:?}", step.name));
+        }
+        match step.kind.as_str() {
+            "api_call" => match (&step.connection, &step.operation) {
+                (Some(connection), Some(operation)) => match catalogue.operations(connection) {
+                    None => err(at("connection"), format!("unknown connection {connection:?}")),
+                    Some(Some(ops)) if !ops.contains(operation) => err(
+                        at("operation"),
+                        format!("connection {connection:?} has no operation {operation:?} (it has {})", ops.join(", ")),
+                    ),
+                    Some(_) => {}
+                },
+                _ => err(at("connection"), "api_call steps need connection and operation".into()),
+            },
+            "transform" => match step.transform.as_deref() {
+                Some("map") => {
+                    if step.mapping.is_none() {
+                        err(at("mapping"), "transform map needs a mapping".into());
+                    }
+                }
+                Some(slug) if catalogue.transform_exists(slug) => {}
+                Some(other) => err(at("transform"), format!("{other:?} is neither map nor a transform plugin")),
+                None => err(at("transform"), "transform steps need transform (map or a plugin slug)".into()),
+            },
+            other => err(at("type"), format!("unknown step type {other:?}; supported: {}", STEP_TYPES.join(", "))),
+        }
+        if let Some(v) = &step.parameters {
+            check_refs(v, at("parameters"), &earlier, &mut err);
+        }
+        if let Some(v) = &step.mapping {
+            check_refs(v, at("mapping"), &earlier, &mut err);
+        }
+        if let Some(when) = &step.when {
+            check_refs(&Value::String(when.clone()), at("when"), &earlier, &mut err);
+        }
+        if let Some(t) = step.timeout_ms
+            && !(100..=600_000).contains(&t)
+        {
+            err(at("timeout_ms"), "must be from 100 to 600000".into());
+        }
+        if let Some(r) = &step.retry {
+            if !(1..=20).contains(&r.max_attempts) {
+                err(at("retry.max_attempts"), "must be from 1 to 20".into());
+            }
+            if !(1.0..=10.0).contains(&r.backoff_coefficient) {
+                err(at("retry.backoff_coefficient"), "must be from 1.0 to 10.0".into());
+            }
+        }
+        if let Some(on_error) = &step.on_error
+            && !["fail", "continue"].contains(&on_error.as_str())
+        {
+            err(at("on_error"), "must be fail or continue".into());
+        }
+        earlier.push(step.name.as_str());
+    }
+    if let Some(output) = &def.output {
+        check_refs(output, "output".into(), &earlier, &mut err);
+    }
+    errors
+}
+
+fn reference_problem(r: &Reference, params: &HashSet<&str>, earlier: &[&str]) -> Option<String> {
+    let rest = r.expression[r.root.len()..].trim_start_matches('.');
+    let first = rest.split(['.', '[']).next().unwrap_or_default();
+    match r.root.as_str() {
+        "parameters" if !params.contains(first) => {
+            Some(format!("${{{}}}: no parameter {first:?} is declared", r.expression))
+        }
+        "_context" if !CONTEXT_KEYS.contains(&first) => {
+            Some(format!("${{{}}}: _context has {}", r.expression, CONTEXT_KEYS.join(", ")))
+        }
+        "parameters" | "_context" => None,
+        step if earlier.contains(&step) => None,
+        step => Some(format!("${{{}}}: {step:?} is not an earlier step", r.expression)),
+    }
+}
+
+/// Checks `given` parameters against the declaration and fills defaults.
+pub fn bind_parameters(def: &Definition, given: &serde_json::Map<String, Value>) -> Result<Value, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut bound = serde_json::Map::new();
+    for p in &def.parameters {
+        let path = format!("parameters.{}", p.name);
+        match given.get(&p.name).filter(|v| !v.is_null()).or(p.default.as_ref()) {
+            None if p.required => errors.push(FieldError { path, message: "is required".into() }),
+            None => {}
+            Some(value) => {
+                let ok = match p.kind.as_str() {
+                    "string" => value.is_string(),
+                    "number" => value.is_number(),
+                    "integer" => value.is_i64() || value.is_u64(),
+                    "boolean" => value.is_boolean(),
+                    "object" => value.is_object(),
+                    "array" => value.is_array(),
+                    _ => true,
+                };
+                if ok {
+                    bound.insert(p.name.clone(), value.clone());
+                } else {
+                    errors.push(FieldError { path, message: format!("must be of type {}", p.kind) });
+                }
+            }
+        }
+    }
+    for name in given.keys() {
+        if !def.parameters.iter().any(|p| &p.name == name) {
+            errors
+                .push(FieldError { path: format!("parameters.{name}"), message: "is not a declared parameter".into() });
+        }
+    }
+    if errors.is_empty() { Ok(Value::Object(bound)) } else { Err(errors) }
+}

@@ -1,0 +1,212 @@
+//! DIBOP parameter mapping: `${...}` references into the execution's scope.
+//!
+//! The scope is one JSON object: `parameters`, `_context` and one member per completed step
+//! (its output). A reference is a JSONPath (RFC 9535, through `serde_json_path`) written without
+//! the leading `$`: `${parameters.vin}`, `${decode.response.make}`, `${stock.items[0]}`,
+//! `${stock.items[-1]}`, `${stock.items[*].name}`, `${stock.items[?(@.status=='active')]}`.
+//! A string that is exactly one reference keeps the referenced JSON type; references inside a
+//! longer string are interpolated as text. A singular reference that matches nothing fails with
+//! a message naming it; a wildcard or filter yields an array (possibly empty).
+
+use serde_json::{Map, Value};
+use serde_json_path::JsonPath;
+
+/// A `${...}` reference that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappingError {
+    pub reference: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for MappingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "${{{}}}: {}", self.reference, self.message)
+    }
+}
+
+/// One parsed reference.
+pub struct Reference {
+    /// The text between `${` and `}`.
+    pub expression: String,
+    /// The first name: `parameters`, `_context` or a step name.
+    pub root: String,
+    path: JsonPath,
+    singular: bool,
+}
+
+impl Reference {
+    pub fn parse(expression: &str) -> Result<Self, MappingError> {
+        let expression = expression.trim();
+        let error = |message: String| MappingError { reference: expression.to_owned(), message };
+        let root: String = expression.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '-').collect();
+        if root.is_empty() {
+            return Err(error("must start with parameters, _context or a step name".into()));
+        }
+        let rest = &expression[root.len()..];
+        let path_text = format!("$['{root}']{}", rest);
+        let path = JsonPath::parse(&path_text).map_err(|e| error(format!("invalid JSONPath: {e}")))?;
+        let singular = !(rest.contains('*') || rest.contains("[?") || rest.contains("..") || has_slice(rest));
+        Ok(Self { expression: expression.to_owned(), root, path, singular })
+    }
+
+    /// The referenced value in `scope`.
+    pub fn resolve(&self, scope: &Value) -> Result<Value, MappingError> {
+        let nodes = self.path.query(scope).all();
+        if self.singular {
+            nodes.first().map(|v| (*v).clone()).ok_or_else(|| MappingError {
+                reference: self.expression.clone(),
+                message: if scope.get(&self.root).is_none() {
+                    format!("{} is not available (no such parameter, context value or completed step)", self.root)
+                } else {
+                    "did not resolve to a value".into()
+                },
+            })
+        } else {
+            Ok(Value::Array(nodes.into_iter().cloned().collect()))
+        }
+    }
+}
+
+fn has_slice(rest: &str) -> bool {
+    let mut depth = 0;
+    let mut quoted = false;
+    for c in rest.chars() {
+        match c {
+            '\'' | '"' => quoted = !quoted,
+            '[' if !quoted => depth += 1,
+            ']' if !quoted => depth -= 1,
+            ':' if !quoted && depth > 0 => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The `${...}` expressions in a string, in order.
+fn expressions(text: &str) -> Result<Vec<(usize, usize, String)>, MappingError> {
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(start) = text[from..].find("${").map(|i| i + from) {
+        let mut depth = 0;
+        let mut end = None;
+        for (i, c) in text[start + 2..].char_indices() {
+            match c {
+                '{' | '[' | '(' => depth += 1,
+                ']' | ')' => depth -= 1,
+                '}' if depth == 0 => {
+                    end = Some(start + 2 + i);
+                    break;
+                }
+                '}' => depth -= 1,
+                _ => {}
+            }
+        }
+        let end = end
+            .ok_or_else(|| MappingError { reference: text[start..].to_owned(), message: "missing closing }".into() })?;
+        found.push((start, end + 1, text[start + 2..end].to_owned()));
+        from = end + 1;
+    }
+    Ok(found)
+}
+
+/// Every reference in a mapping value (for validation at save time).
+pub fn references(value: &Value) -> Result<Vec<Reference>, MappingError> {
+    let mut out = Vec::new();
+    collect(value, &mut out)?;
+    Ok(out)
+}
+
+fn collect(value: &Value, out: &mut Vec<Reference>) -> Result<(), MappingError> {
+    match value {
+        Value::String(text) => {
+            for (_, _, expression) in expressions(text)? {
+                out.push(Reference::parse(&expression)?);
+            }
+        }
+        Value::Array(items) => items.iter().try_for_each(|v| collect(v, out))?,
+        Value::Object(map) => map.values().try_for_each(|v| collect(v, out))?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Resolves every reference in `value` against `scope`.
+pub fn resolve(value: &Value, scope: &Value) -> Result<Value, MappingError> {
+    Ok(match value {
+        Value::String(text) => {
+            let found = expressions(text)?;
+            match found.as_slice() {
+                [] => value.clone(),
+                [(0, end, expression)] if *end == text.len() => Reference::parse(expression)?.resolve(scope)?,
+                _ => {
+                    let mut out = String::new();
+                    let mut last = 0;
+                    for (start, end, expression) in &found {
+                        out.push_str(&text[last..*start]);
+                        match Reference::parse(expression)?.resolve(scope)? {
+                            Value::String(s) => out.push_str(&s),
+                            Value::Null => {}
+                            other => out.push_str(&other.to_string()),
+                        }
+                        last = *end;
+                    }
+                    out.push_str(&text[last..]);
+                    Value::String(out)
+                }
+            }
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|v| resolve(v, scope)).collect::<Result<_, _>>()?),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), resolve(v, scope)?)))
+                .collect::<Result<Map<_, _>, MappingError>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn scope() -> Value {
+        json!({
+            "parameters": {"vin": "1HGCM82633A004352", "count": 3},
+            "_context": {"execution_id": "e-1"},
+            "decode": {"status_code": 200, "response": {"make": "HONDA", "year": 2003}},
+            "stock": {"items": [{"name": "a", "status": "active"}, {"name": "b", "status": "sold"}, {"name": "c", "status": "active"}]}
+        })
+    }
+
+    #[test]
+    fn whole_value_references_keep_their_type() {
+        let s = scope();
+        assert_eq!(resolve(&json!("${parameters.count}"), &s).expect("ok"), json!(3));
+        assert_eq!(resolve(&json!("${decode.response}"), &s).expect("ok"), json!({"make": "HONDA", "year": 2003}));
+        assert_eq!(resolve(&json!("${stock.items[0]}"), &s).expect("ok"), json!({"name": "a", "status": "active"}));
+        assert_eq!(resolve(&json!("${stock.items[-1].name}"), &s).expect("ok"), json!("c"));
+        assert_eq!(resolve(&json!("${stock.items[*].name}"), &s).expect("ok"), json!(["a", "b", "c"]));
+        assert_eq!(resolve(&json!("${stock.items[?(@.status=='active')].name}"), &s).expect("ok"), json!(["a", "c"]));
+        assert_eq!(resolve(&json!("${_context.execution_id}"), &s).expect("ok"), json!("e-1"));
+    }
+
+    #[test]
+    fn references_inside_strings_interpolate() {
+        let s = scope();
+        let value = json!({"label": "${decode.response.make} ${decode.response.year} (${parameters.vin})", "n": 1});
+        assert_eq!(resolve(&value, &s).expect("ok"), json!({"label": "HONDA 2003 (1HGCM82633A004352)", "n": 1}));
+    }
+
+    #[test]
+    fn unresolvable_references_name_themselves() {
+        let err = resolve(&json!("${decode.response.model}"), &scope()).expect_err("missing");
+        assert_eq!(err.reference, "decode.response.model");
+        assert!(err.to_string().contains("${decode.response.model}"));
+        let err = resolve(&json!("${nostep.x}"), &scope()).expect_err("missing");
+        assert!(err.message.contains("nostep"), "{err}");
+        assert!(Reference::parse("decode.items[?(@.x==]").is_err());
+        assert!(resolve(&json!("${decode"), &scope()).is_err());
+    }
+}

@@ -1,0 +1,376 @@
+//! The orchestration engine: executions are queued in the database and run by workers that
+//! claim them under a lease (renewed by a heartbeat), resume from the last committed step, and
+//! commit each step's result before the next starts.
+//!
+//! Invariant: a step's result is committed before the next step starts, and a step's
+//! idempotency key (`<execution id>:<step name>`) is the same on every attempt and after a
+//! restart, so a step that was in flight when a node died runs again with the same key.
+
+pub mod definition;
+pub mod mapping;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+
+use crate::connections::{self, Caller};
+use crate::plugins::{CallError, CallSpec, Invocation, Loaded};
+use crate::state::AppState;
+use crate::store::{ExecutionRow, Finish, StepResultRow, now_ms};
+use definition::{Definition, Step};
+
+/// How long a claimed execution stays with its worker without a heartbeat.
+const LEASE_MS: i64 = 30_000;
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often idle workers look for work they were not woken for (other nodes, expired leases).
+const POLL: Duration = Duration::from_millis(500);
+
+/// Shared by the API (to wake workers and wait for results) and the workers.
+pub struct EngineHandle {
+    /// This node's lease owner name.
+    pub node_id: String,
+    wake: Notify,
+    finished: Notify,
+}
+
+impl EngineHandle {
+    pub fn new() -> Self {
+        Self {
+            node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
+            wake: Notify::new(),
+            finished: Notify::new(),
+        }
+    }
+
+    /// Tells an idle worker there is work.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves when some execution on this node finished (callers re-check their own).
+    pub async fn some_finished(&self) {
+        self.finished.notified().await;
+    }
+}
+
+impl Default for EngineHandle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Starts `count` workers and the lease heartbeat; they stop when `stop` flips.
+pub fn start(state: &AppState, count: usize, stop: &watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks: Vec<_> = (0..count.max(1)).map(|_| tokio::spawn(worker(state.clone(), stop.clone()))).collect();
+    tasks.push(tokio::spawn(heartbeat(state.clone(), stop.clone())));
+    tasks
+}
+
+async fn heartbeat(state: AppState, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT) => {
+                if let Err(err) = state.store.renew_leases(&state.engine.node_id, LEASE_MS).await {
+                    tracing::warn!(error = %err, "renewing execution leases failed");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn worker(state: AppState, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match state.store.claim_execution(&state.engine.node_id, LEASE_MS).await {
+            Ok(Some(execution)) => {
+                let id = execution.id.clone();
+                if let Err(err) = run(&state, execution).await {
+                    tracing::error!(execution = %id, error = %format!("{err:#}"), "execution failed in the engine");
+                    let finish = Finish { status: "failed", output: None, error: Some("internal engine error".into()) };
+                    let _ = state.store.finish_execution(&id, finish).await;
+                }
+                state.engine.finished.notify_waiters();
+                // More work may be queued: let another worker look too.
+                state.engine.wake();
+            }
+            Ok(None) => {
+                tokio::select! {
+                    _ = state.engine.wake.notified() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "claiming an execution failed");
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+}
+
+fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty() && s != "false",
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(_) => true,
+    }
+}
+
+/// Runs (or resumes) one claimed execution to its end.
+async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
+    let text = state
+        .store
+        .orchestration_version(&execution.orchestration_id, execution.orchestration_version)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("orchestration version is gone"))?;
+    let def: Definition = serde_json::from_str(&text)?;
+    let done = state.store.step_results(&execution.id).await?;
+    let mut scope = json!({
+        "parameters": serde_json::from_str::<Value>(&execution.parameters)?,
+        "_context": {
+            "timestamp": chrono::Utc::now().to_rfc3339(),
+            "execution_id": execution.id,
+            "orchestration_id": execution.orchestration_id,
+            "enterprise_id": execution.enterprise_id,
+        },
+    });
+    let mut partial = done.iter().any(|s| s.status == "failed");
+    let mut last_output = Value::Null;
+    for result in &done {
+        let output = result.output.as_deref().map(serde_json::from_str).transpose()?.unwrap_or(Value::Null);
+        scope[&result.name] = output.clone();
+        last_output = output;
+    }
+    for (position, step) in def.steps.iter().enumerate().skip(done.len()) {
+        let started = now_ms();
+        let clock = Instant::now();
+        let run = match &step.when {
+            Some(when) => mapping::resolve(&Value::String(when.clone()), &scope).map(|v| truthy(&v)).unwrap_or(false),
+            None => true,
+        };
+        let outcome = if run { run_step(state, &execution, step, &scope).await } else { StepOutcome::skipped() };
+        let result = StepResultRow {
+            position: i64::try_from(position)?,
+            name: step.name.clone(),
+            kind: step.kind.clone(),
+            status: outcome.status.into(),
+            system: outcome.system.clone(),
+            operation: step.operation.clone(),
+            input: outcome.input.as_ref().map(Value::to_string),
+            output: outcome.output.as_ref().map(Value::to_string),
+            error: outcome.error.clone(),
+            attempts: i64::from(outcome.attempts),
+            started_at: started,
+            duration_ms: i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX),
+        };
+        state.store.record_step(&execution.id, &result, i64::try_from(position + 1)?).await?;
+        if outcome.status == "failed" {
+            if step.on_error.as_deref() == Some("continue") {
+                partial = true;
+                scope[&step.name] = Value::Null;
+                continue;
+            }
+            let error = format!("step {} failed: {}", step.name, outcome.error.unwrap_or_default());
+            state
+                .store
+                .finish_execution(&execution.id, Finish { status: "failed", output: None, error: Some(error) })
+                .await?;
+            return Ok(());
+        }
+        let output = outcome.output.unwrap_or(Value::Null);
+        scope[&step.name] = output.clone();
+        last_output = output;
+    }
+    let (status, output, error) = match def.output.as_ref().map(|o| mapping::resolve(o, &scope)) {
+        None => (if partial { "partial" } else { "success" }, Some(last_output), None),
+        Some(Ok(output)) => (if partial { "partial" } else { "success" }, Some(output), None),
+        Some(Err(e)) => ("failed", None, Some(format!("output mapping: {e}"))),
+    };
+    let finish = Finish { status, output: output.map(|o| o.to_string()), error };
+    state.store.finish_execution(&execution.id, finish).await?;
+    Ok(())
+}
+
+struct StepOutcome {
+    status: &'static str,
+    system: Option<String>,
+    input: Option<Value>,
+    output: Option<Value>,
+    error: Option<String>,
+    attempts: u32,
+}
+
+impl StepOutcome {
+    fn skipped() -> Self {
+        Self { status: "skipped", system: None, input: None, output: None, error: None, attempts: 0 }
+    }
+
+    fn failed(system: Option<String>, input: Option<Value>, error: String, attempts: u32) -> Self {
+        Self { status: "failed", system, input, output: None, error: Some(error), attempts }
+    }
+}
+
+async fn run_step(state: &AppState, execution: &ExecutionRow, step: &Step, scope: &Value) -> StepOutcome {
+    let input_template = match step.kind.as_str() {
+        "api_call" => step.parameters.clone().unwrap_or_else(|| json!({})),
+        _ => step.mapping.clone().unwrap_or_else(|| json!({})),
+    };
+    let input = match mapping::resolve(&input_template, scope) {
+        Ok(input) => input,
+        Err(e) => return StepOutcome::failed(None, None, format!("mapping: {e}"), 0),
+    };
+    match (step.kind.as_str(), step.transform.as_deref()) {
+        ("transform", Some("map")) => {
+            StepOutcome { status: "success", system: None, input: None, output: Some(input), error: None, attempts: 1 }
+        }
+        ("transform", Some(slug)) => {
+            let params = match step.parameters.as_ref().map(|p| mapping::resolve(p, scope)).transpose() {
+                Ok(p) => p.unwrap_or_else(|| json!({})),
+                Err(e) => return StepOutcome::failed(None, Some(input), format!("mapping: {e}"), 0),
+            };
+            run_transform(state, execution, step, slug, input, params).await
+        }
+        ("api_call", _) => run_api_call(state, execution, step, input).await,
+        (kind, _) => StepOutcome::failed(None, Some(input), format!("step type {kind} is not supported"), 0),
+    }
+}
+
+/// A step's retry policy in motion: which attempt this is and how long to wait before the next.
+struct Retrier {
+    policy: Option<definition::Retry>,
+    attempt: u32,
+    delay_ms: f64,
+}
+
+impl Retrier {
+    fn new(step: &Step) -> Self {
+        let delay_ms = step.retry.as_ref().map_or(0, |r| r.initial_interval_ms) as f64;
+        Self { policy: step.retry.clone(), attempt: 1, delay_ms }
+    }
+
+    /// After a failed attempt: waits and answers true when another attempt is due.
+    async fn again(&mut self, error: &CallError) -> bool {
+        let Some(policy) = &self.policy else { return false };
+        let retryable =
+            if policy.retry_on.is_empty() { error.retryable } else { policy.retry_on.contains(&error.code) };
+        if !retryable || self.attempt >= policy.max_attempts {
+            return false;
+        }
+        let cap = policy.max_interval_ms.unwrap_or(60_000) as f64;
+        tokio::time::sleep(Duration::from_millis(self.delay_ms.min(cap) as u64)).await;
+        self.delay_ms *= policy.backoff_coefficient;
+        self.attempt += 1;
+        true
+    }
+}
+
+async fn run_api_call(state: &AppState, execution: &ExecutionRow, step: &Step, input: Value) -> StepOutcome {
+    let name = step.connection.clone().unwrap_or_default();
+    let connection = match state.store.find_connection(&execution.enterprise_id, &name).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return StepOutcome::failed(None, Some(input), format!("connection {name:?} no longer exists"), 0),
+        Err(e) => return StepOutcome::failed(None, Some(input), format!("loading connection: {e}"), 0),
+    };
+    let caller = Caller {
+        orchestration_id: Some(execution.orchestration_id.clone()),
+        execution_id: Some(execution.id.clone()),
+        step: Some(step.name.clone()),
+    };
+    let mut prepared = match connections::prepare(state, &connection, caller).await {
+        Ok(p) => p,
+        Err(e) => return StepOutcome::failed(Some(connection.system), Some(input), e.to_string(), 0),
+    };
+    if let Some(ms) = step.timeout_ms {
+        prepared.spec.limits.timeout = Duration::from_millis(ms);
+    }
+    let operation = step.operation.clone().unwrap_or_default();
+    let idempotency_key = format!("{}:{}", execution.id, step.name);
+    let mut retrier = Retrier::new(step);
+    let result = loop {
+        let invocation = Invocation {
+            execution_id: Some(execution.id.clone()),
+            step: Some(step.name.clone()),
+            attempt: retrier.attempt,
+            idempotency_key: idempotency_key.clone(),
+        };
+        let result = match prepared.invoke(state, &operation, &input, invocation).await {
+            Ok(report) => {
+                let status = report.api_calls.last().and_then(|c| c.status_code).unwrap_or(200);
+                let duration = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
+                report.result.map(|response| json!({"status_code": status, "headers": {}, "response": response, "duration_ms": duration}))
+            }
+            Err(e) => {
+                Err(CallError { code: "internal".into(), message: e.to_string(), retryable: false, http_status: None })
+            }
+        };
+        match result {
+            Err(e) if retrier.again(&e).await => continue,
+            result => break result,
+        }
+    };
+    let attempts = retrier.attempt;
+    let system = Some(connection.system);
+    match result {
+        Ok(output) => {
+            StepOutcome { status: "success", system, input: Some(input), output: Some(output), error: None, attempts }
+        }
+        Err(e) => StepOutcome::failed(system, Some(input), e.to_string(), attempts),
+    }
+}
+
+async fn run_transform(
+    state: &AppState,
+    execution: &ExecutionRow,
+    step: &Step,
+    slug: &str,
+    input: Value,
+    params: Value,
+) -> StepOutcome {
+    let loaded = match state.registry.resolve(&execution.enterprise_id, "transform", slug).await {
+        Ok(Some(row)) => state.registry.loaded(&row).await,
+        Ok(None) => Err(anyhow::anyhow!("no transform plugin {slug:?}")),
+        Err(e) => Err(e.into()),
+    };
+    let pre = match loaded {
+        Ok(Loaded::Transform(pre)) => pre,
+        Ok(Loaded::Connector(_)) => {
+            return StepOutcome::failed(None, Some(input), format!("{slug} is not a transform"), 0);
+        }
+        Err(e) => return StepOutcome::failed(None, Some(input), format!("{e:#}"), 0),
+    };
+    let mut spec = CallSpec { plugin: slug.to_owned(), ..CallSpec::default() };
+    spec.origin.enterprise_id = execution.enterprise_id.clone();
+    if let Some(ms) = step.timeout_ms {
+        spec.limits.timeout = Duration::from_millis(ms);
+    }
+    let mut retrier = Retrier::new(step);
+    let result = loop {
+        match state.plugins().run_transform(&pre, &spec, &input, &params).await.result {
+            Err(e) if retrier.again(&e).await => continue,
+            result => break result,
+        }
+    };
+    let attempts = retrier.attempt;
+    match result {
+        Ok(output) => StepOutcome {
+            status: "success",
+            system: None,
+            input: Some(input),
+            output: Some(output),
+            error: None,
+            attempts,
+        },
+        Err(e) => StepOutcome::failed(None, Some(input), e.to_string(), attempts),
+    }
+}
+
+/// Shared so the API can hold one.
+pub type Engine = Arc<EngineHandle>;

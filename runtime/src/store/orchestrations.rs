@@ -1,0 +1,360 @@
+//! Orchestrations (current definition plus every earlier version), executions and step results.
+
+use sqlx::FromRow;
+
+use super::{Backend, Page, Store, new_id, now_ms};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct OrchestrationRow {
+    pub id: String,
+    pub enterprise_id: String,
+    pub name: String,
+    pub status: String,
+    pub version: i64,
+    pub definition: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ExecutionRow {
+    pub id: String,
+    pub enterprise_id: String,
+    pub orchestration_id: String,
+    pub orchestration_version: i64,
+    pub status: String,
+    pub triggered_by: String,
+    pub parameters: String,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub steps_completed: i64,
+    pub steps_total: i64,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct StepResultRow {
+    pub position: i64,
+    pub name: String,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub system: Option<String>,
+    pub operation: Option<String>,
+    pub input: Option<String>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub attempts: i64,
+    pub started_at: i64,
+    pub duration_ms: i64,
+}
+
+pub struct NewExecution {
+    pub orchestration_id: String,
+    pub orchestration_version: i64,
+    pub triggered_by: String,
+    pub parameters: String,
+    pub idempotency_key: Option<String>,
+    pub steps_total: i64,
+}
+
+/// How an execution ended.
+pub struct Finish {
+    pub status: &'static str,
+    pub output: Option<String>,
+    pub error: Option<String>,
+}
+
+const ORCHESTRATION: &str = "id, enterprise_id, name, status, version, definition, created_at, updated_at";
+const EXECUTION: &str = "id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, parameters, output, \
+     error, idempotency_key, steps_completed, steps_total, created_at, started_at, finished_at";
+const STEP: &str =
+    "position, name, type, status, system, operation, input, output, error, attempts, started_at, duration_ms";
+
+impl Store {
+    pub async fn create_orchestration(
+        &self,
+        enterprise_id: &str,
+        name: &str,
+        status: &str,
+        definition: &str,
+    ) -> sqlx::Result<OrchestrationRow> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let row: OrchestrationRow = sqlx::query_as(&format!(
+            "INSERT INTO orchestrations (id, enterprise_id, name, status, version, definition, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 1, $5, $6, $6) RETURNING {ORCHESTRATION}"
+        ))
+        .bind(new_id())
+        .bind(enterprise_id)
+        .bind(name)
+        .bind(status)
+        .bind(definition)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO orchestration_versions (orchestration_id, version, definition, created_at) VALUES ($1, 1, $2, $3)")
+            .bind(&row.id)
+            .bind(definition)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Replaces the definition, incrementing the version and keeping the old one.
+    pub async fn update_orchestration(
+        &self,
+        enterprise_id: &str,
+        id: &str,
+        name: &str,
+        status: &str,
+        definition: &str,
+    ) -> sqlx::Result<Option<OrchestrationRow>> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let row: Option<OrchestrationRow> = sqlx::query_as(&format!(
+            "UPDATE orchestrations SET name = $3, status = $4, definition = $5, version = version + 1, updated_at = $6 \
+             WHERE enterprise_id = $1 AND id = $2 AND deleted = 0 RETURNING {ORCHESTRATION}"
+        ))
+        .bind(enterprise_id)
+        .bind(id)
+        .bind(name)
+        .bind(status)
+        .bind(definition)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = &row {
+            sqlx::query("INSERT INTO orchestration_versions (orchestration_id, version, definition, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(&row.id)
+                .bind(row.version)
+                .bind(definition)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    pub async fn get_orchestration(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<OrchestrationRow>> {
+        sqlx::query_as(&format!(
+            "SELECT {ORCHESTRATION} FROM orchestrations WHERE enterprise_id = $1 AND id = $2 AND deleted = 0"
+        ))
+        .bind(enterprise_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn orchestration_version(&self, orchestration_id: &str, version: i64) -> sqlx::Result<Option<String>> {
+        sqlx::query_scalar("SELECT definition FROM orchestration_versions WHERE orchestration_id = $1 AND version = $2")
+            .bind(orchestration_id)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn list_orchestrations(
+        &self,
+        enterprise_id: &str,
+        page: Page,
+    ) -> sqlx::Result<(Vec<OrchestrationRow>, i64)> {
+        let rows = sqlx::query_as(&format!(
+            "SELECT {ORCHESTRATION} FROM orchestrations WHERE enterprise_id = $1 AND deleted = 0 \
+             ORDER BY created_at, id LIMIT $2 OFFSET $3"
+        ))
+        .bind(enterprise_id)
+        .bind(page.limit)
+        .bind(page.offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total = sqlx::query_scalar("SELECT COUNT(*) FROM orchestrations WHERE enterprise_id = $1 AND deleted = 0")
+            .bind(enterprise_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((rows, total))
+    }
+
+    /// Deletes an orchestration (soft: its executions stay readable).
+    pub async fn delete_orchestration(&self, enterprise_id: &str, id: &str) -> sqlx::Result<bool> {
+        let done = sqlx::query("UPDATE orchestrations SET deleted = 1, updated_at = $3 WHERE enterprise_id = $1 AND id = $2 AND deleted = 0")
+            .bind(enterprise_id)
+            .bind(id)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Queues an execution. With an idempotency key already used for this orchestration in the
+    /// last 24 h, answers that execution instead (`false` = not newly created).
+    pub async fn enqueue_execution(
+        &self,
+        enterprise_id: &str,
+        new: NewExecution,
+    ) -> sqlx::Result<(ExecutionRow, bool)> {
+        if let Some(key) = &new.idempotency_key {
+            let existing: Option<ExecutionRow> = sqlx::query_as(&format!(
+                "SELECT {EXECUTION} FROM executions WHERE enterprise_id = $1 AND orchestration_id = $2 AND idempotency_key = $3"
+            ))
+            .bind(enterprise_id)
+            .bind(&new.orchestration_id)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(existing) = existing {
+                if existing.created_at > now_ms() - 24 * 3_600_000 {
+                    return Ok((existing, false));
+                }
+                // An expired key may be used again.
+                sqlx::query("UPDATE executions SET idempotency_key = NULL WHERE id = $1")
+                    .bind(&existing.id)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        let row = sqlx::query_as(&format!(
+            "INSERT INTO executions (id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, parameters, \
+             idempotency_key, steps_total, created_at) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9) RETURNING {EXECUTION}"
+        ))
+        .bind(new_id())
+        .bind(enterprise_id)
+        .bind(new.orchestration_id)
+        .bind(new.orchestration_version)
+        .bind(new.triggered_by)
+        .bind(new.parameters)
+        .bind(new.idempotency_key)
+        .bind(new.steps_total)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row, true))
+    }
+
+    /// Claims the oldest queued execution, or a running one whose lease expired, for `owner`.
+    pub async fn claim_execution(&self, owner: &str, lease_ms: i64) -> sqlx::Result<Option<ExecutionRow>> {
+        let now = now_ms();
+        let lock = match self.backend {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        sqlx::query_as(&format!(
+            "UPDATE executions SET status = 'running', lease_owner = $1, lease_expires_at = $2, \
+             started_at = COALESCE(started_at, $3) WHERE id = (SELECT id FROM executions \
+             WHERE status = 'queued' OR (status = 'running' AND lease_expires_at < $3) \
+             ORDER BY created_at LIMIT 1 {lock}) RETURNING {EXECUTION}"
+        ))
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Extends the lease of executions `owner` runs.
+    pub async fn renew_leases(&self, owner: &str, lease_ms: i64) -> sqlx::Result<()> {
+        sqlx::query("UPDATE executions SET lease_expires_at = $2 WHERE lease_owner = $1 AND status = 'running'")
+            .bind(owner)
+            .bind(now_ms() + lease_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Commits one step's result and the execution's progress together.
+    pub async fn record_step(&self, execution_id: &str, step: &StepResultRow, completed: i64) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&format!("INSERT INTO step_results (execution_id, {STEP}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"))
+            .bind(execution_id)
+            .bind(step.position)
+            .bind(&step.name)
+            .bind(&step.kind)
+            .bind(&step.status)
+            .bind(&step.system)
+            .bind(&step.operation)
+            .bind(&step.input)
+            .bind(&step.output)
+            .bind(&step.error)
+            .bind(step.attempts)
+            .bind(step.started_at)
+            .bind(step.duration_ms)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE executions SET steps_completed = $2 WHERE id = $1")
+            .bind(execution_id)
+            .bind(completed)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    pub async fn finish_execution(&self, execution_id: &str, finish: Finish) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE executions SET status = $2, output = $3, error = $4, finished_at = $5, lease_owner = NULL, \
+             lease_expires_at = NULL WHERE id = $1",
+        )
+        .bind(execution_id)
+        .bind(finish.status)
+        .bind(finish.output)
+        .bind(finish.error)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_execution(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<ExecutionRow>> {
+        sqlx::query_as(&format!("SELECT {EXECUTION} FROM executions WHERE enterprise_id = $1 AND id = $2"))
+            .bind(enterprise_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn step_results(&self, execution_id: &str) -> sqlx::Result<Vec<StepResultRow>> {
+        sqlx::query_as(&format!("SELECT {STEP} FROM step_results WHERE execution_id = $1 ORDER BY position"))
+            .bind(execution_id)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    pub async fn list_executions(
+        &self,
+        enterprise_id: &str,
+        orchestration_id: &str,
+        status: Option<&str>,
+        from_ms: Option<i64>,
+        to_ms: Option<i64>,
+        page: Page,
+    ) -> sqlx::Result<(Vec<ExecutionRow>, i64)> {
+        let clause = "enterprise_id = $1 AND orchestration_id = $2 AND ($3 IS NULL OR status = $3) \
+                      AND ($4 IS NULL OR created_at >= $4) AND ($5 IS NULL OR created_at <= $5)";
+        let rows = sqlx::query_as(&format!(
+            "SELECT {EXECUTION} FROM executions WHERE {clause} ORDER BY created_at DESC, id DESC LIMIT $6 OFFSET $7"
+        ))
+        .bind(enterprise_id)
+        .bind(orchestration_id)
+        .bind(status)
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(page.limit)
+        .bind(page.offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM executions WHERE {clause}"))
+            .bind(enterprise_id)
+            .bind(orchestration_id)
+            .bind(status)
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((rows, total))
+    }
+}

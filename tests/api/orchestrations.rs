@@ -1,0 +1,260 @@
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_error};
+use crate::mock::MockServer;
+
+const VIN: &str = "1HGCM82633A004352";
+
+/// The connections of SPEC 12: `vpic` and a generic REST `dms`.
+async fn connections(app: &TestApp, token: &str, mock: &MockServer) {
+    app.create_connection(
+        token,
+        json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
+               "credentials": {"api_key": "s3cret"}, "allowed_hosts": [mock.authority]}),
+    )
+    .await;
+    app.create_connection(
+        token,
+        json!({"name": "dms", "system": "rest",
+               "config": {"base_url": format!("{}/dms", mock.base), "auth": {"type": "api_key", "header": "X-Api-Key"},
+                          "operations": {"get_vehicle": {"method": "GET", "path": "/vehicles/{vin}"}}},
+               "credentials": {"api_key": "dms-key-123456"}, "allowed_hosts": [mock.authority]}),
+    )
+    .await;
+}
+
+fn vehicle_lookup() -> Value {
+    json!({
+        "name": "Vehicle lookup",
+        "description": "Decode a VIN and find the unit in stock",
+        "status": "active",
+        "trigger": {"type": "manual"},
+        "parameters": [{"name": "vin", "type": "string", "required": true, "description": "17-char VIN"}],
+        "steps": [
+            {"name": "decode", "type": "api_call", "connection": "vpic", "operation": "decode_vin",
+             "parameters": {"vin": "${parameters.vin}"}, "timeout_ms": 5000,
+             "retry": {"max_attempts": 3, "initial_interval_ms": 200, "backoff_coefficient": 2.0}},
+            {"name": "stock", "type": "api_call", "connection": "dms", "operation": "get_vehicle",
+             "parameters": {"vin": "${parameters.vin}"}, "on_error": "continue"},
+            {"name": "vehicle", "type": "transform", "transform": "map",
+             "mapping": {"vin": "${parameters.vin}", "make": "${decode.response.make}",
+                         "stock_number": "${stock.response.stock_number}"}}
+        ],
+        "output": {"vehicle": "${vehicle}"}
+    })
+}
+
+#[tokio::test]
+async fn the_vehicle_lookup_of_the_spec_runs_end_to_end() {
+    let app = TestApp::spawn().await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    connections(&app, &token, &mock).await;
+    let created = app.post(&token, "/orchestrations", vehicle_lookup()).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.expect("json");
+    assert_eq!(created["version"], 1);
+    assert_eq!(created["steps"].as_array().expect("steps").len(), 3);
+    let id = created["id"].as_str().expect("id");
+
+    let result = app.post(&token, &format!("/orchestrations/{id}/execute"), json!({"parameters": {"vin": VIN}})).await;
+    assert_eq!(result.status(), StatusCode::OK);
+    let result: Value = result.json().await.expect("json");
+    assert_eq!(result["status"], "success", "{result}");
+    assert_eq!(result["output"], json!({"vehicle": {"vin": VIN, "make": "HONDA", "stock_number": "STK-1001"}}));
+    assert_eq!(result["steps_completed"], 3);
+    assert_eq!(result["steps_total"], 3);
+
+    let execution_id = result["execution_id"].as_str().expect("id");
+    let detail: Value = app.get(&token, &format!("/executions/{execution_id}")).await.json().await.expect("json");
+    assert_eq!(detail["orchestration_version"], 1);
+    assert_eq!(detail["triggered_by"], "manual");
+    assert_eq!(detail["parameters"], json!({"vin": VIN}));
+    let steps = detail["steps"].as_array().expect("steps");
+    assert_eq!(steps[0]["name"], "decode");
+    assert_eq!(steps[0]["system"], "vpic");
+    assert_eq!(steps[0]["operation"], "decode_vin");
+    assert_eq!(steps[0]["input"], json!({"vin": VIN}));
+    assert_eq!(steps[0]["output"]["status_code"], 200);
+    assert_eq!(steps[0]["output"]["response"]["model"], "Accord");
+    assert_eq!(steps[0]["attempts"], 1);
+    assert_eq!(steps[2]["output"]["make"], "HONDA");
+
+    let calls: Value =
+        app.get(&token, &format!("/api-calls?execution_id={execution_id}")).await.json().await.expect("json");
+    assert_eq!(calls["pagination"]["total"], 2, "{calls}");
+    assert!(calls["data"].as_array().expect("data").iter().all(|c| c["orchestration_id"] == id));
+    let listed: Value =
+        app.get(&token, &format!("/orchestrations/{id}/executions?status=success")).await.json().await.expect("json");
+    assert_eq!(listed["pagination"]["total"], 1);
+}
+
+#[tokio::test]
+async fn saving_lists_every_problem_of_a_definition() {
+    let app = TestApp::spawn().await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    connections(&app, &token, &mock).await;
+    let bad = json!({
+        "name": "Broken",
+        "parameters": [{"name": "vin", "type": "text"}],
+        "steps": [
+            {"name": "a", "type": "api_call", "connection": "nowhere", "operation": "x", "parameters": {"v": "${parameters.nope}"}},
+            {"name": "b", "type": "api_call", "connection": "vpic", "operation": "fly", "parameters": {"v": "${later.x}"}},
+            {"name": "a", "type": "transform", "transform": "map", "mapping": {"v": "${b.items[?(@.x==]}"}},
+            {"name": "c", "type": "teleport"}
+        ]
+    });
+    let body = assert_error(
+        app.post(&token, "/orchestrations", bad).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    let details = body["error"]["details"].as_array().expect("details");
+    let paths: Vec<&str> = details.iter().map(|d| d["path"].as_str().expect("path")).collect();
+    for path in [
+        "parameters[0].type",
+        "steps[0].connection",
+        "steps[0].parameters",
+        "steps[1].operation",
+        "steps[1].parameters",
+        "steps[2].name",
+        "steps[2].mapping",
+        "steps[3].type",
+    ] {
+        assert!(paths.contains(&path), "{path} missing from {paths:?}");
+    }
+    let listed: Value = app.get(&token, "/orchestrations").await.json().await.expect("json");
+    assert_eq!(listed["pagination"]["total"], 0);
+}
+
+#[tokio::test]
+async fn updates_version_the_definition_and_paused_ones_do_not_run() {
+    let app = TestApp::spawn().await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    connections(&app, &token, &mock).await;
+    let created: Value = app.post(&token, "/orchestrations", vehicle_lookup()).await.json().await.expect("json");
+    let id = created["id"].as_str().expect("id");
+    let mut paused = vehicle_lookup();
+    paused["status"] = json!("paused");
+    let updated: Value = app.put(&token, &format!("/orchestrations/{id}"), paused).await.json().await.expect("json");
+    assert_eq!(updated["version"], 2);
+    let run = app.post(&token, &format!("/orchestrations/{id}/execute"), json!({"parameters": {"vin": VIN}})).await;
+    assert_error(run, StatusCode::CONFLICT, "CONFLICT").await;
+    let missing = app.post(&token, &format!("/orchestrations/{id}/execute"), json!({"parameters": {}})).await;
+    assert_error(missing, StatusCode::CONFLICT, "CONFLICT").await;
+
+    let active = vehicle_lookup();
+    app.put(&token, &format!("/orchestrations/{id}"), active).await;
+    let no_vin = app.post(&token, &format!("/orchestrations/{id}/execute"), json!({"parameters": {}})).await;
+    let body = assert_error(no_vin, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
+    assert_eq!(body["error"]["details"][0]["path"], "parameters.vin");
+    let wrong =
+        app.post(&token, &format!("/orchestrations/{id}/execute"), json!({"parameters": {"vin": 7, "extra": 1}})).await;
+    let body = assert_error(wrong, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
+    assert_eq!(body["error"]["details"].as_array().expect("details").len(), 2);
+    let ran: Value = app
+        .post(&token, &format!("/orchestrations/{id}/execute"), json!({"parameters": {"vin": VIN}}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let detail: Value = app
+        .get(&token, &format!("/executions/{}", ran["execution_id"].as_str().expect("id")))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(detail["orchestration_version"], 3);
+    assert_eq!(app.delete(&token, &format!("/orchestrations/{id}")).await.status(), StatusCode::NO_CONTENT);
+    assert_error(app.get(&token, &format!("/orchestrations/{id}")).await, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+}
+
+#[tokio::test]
+async fn retries_partial_results_skips_async_and_idempotency() {
+    let app = TestApp::spawn().await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    connections(&app, &token, &mock).await;
+    app.create_connection(
+        &token,
+        json!({"name": "flaky", "system": "rest",
+               "config": {"base_url": format!("{}/flaky", mock.base), "operations": {"status": {"method": "GET", "path": "/status"}}},
+               "allowed_hosts": [mock.authority]}),
+    )
+    .await;
+    let def = json!({
+        "name": "Resilient",
+        "parameters": [{"name": "vin", "type": "string", "required": true}, {"name": "check", "type": "boolean", "default": false}],
+        "steps": [
+            {"name": "status", "type": "api_call", "connection": "flaky", "operation": "status",
+             "retry": {"max_attempts": 3, "initial_interval_ms": 10, "backoff_coefficient": 2.0}},
+            {"name": "missing", "type": "api_call", "connection": "dms", "operation": "get_vehicle",
+             "parameters": {"vin": "2HGCM82633A004352"}, "on_error": "continue"},
+            {"name": "checked", "type": "transform", "transform": "vin-check", "mapping": {"vin": "${parameters.vin}"},
+             "when": "${parameters.check}"},
+            {"name": "summary", "type": "transform", "transform": "map", "mapping": {"ok": "${status.response.ok}", "tries": "${status.response.attempt}"}}
+        ]
+    });
+    let created: Value = app.post(&token, "/orchestrations", def).await.json().await.expect("json");
+    let id = created["id"].as_str().unwrap_or_else(|| panic!("created: {created}"));
+    let result: Value = app
+        .post(&token, &format!("/orchestrations/{id}/execute"), json!({"parameters": {"vin": VIN}}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(result["status"], "partial", "{result}");
+    assert_eq!(result["output"], json!({"ok": true, "tries": 3}));
+    let detail: Value = app
+        .get(&token, &format!("/executions/{}", result["execution_id"].as_str().expect("id")))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let steps = detail["steps"].as_array().expect("steps");
+    assert_eq!(steps[0]["attempts"], 3, "two 503s then success");
+    assert_eq!(steps[1]["status"], "failed");
+    assert_eq!(steps[2]["status"], "skipped");
+    assert_eq!(mock.count("/flaky/status"), 3);
+
+    // Async with an idempotency key: 202 at once, the same key gives the same execution.
+    let first = app
+        .client
+        .post(app.url(&format!("/orchestrations/{id}/execute")))
+        .bearer_auth(&token)
+        .header("idempotency-key", "order-77")
+        .json(&json!({"parameters": {"vin": VIN, "check": true}, "async": true}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let first: Value = first.json().await.expect("json");
+    let again: Value = app
+        .client
+        .post(app.url(&format!("/orchestrations/{id}/execute")))
+        .bearer_auth(&token)
+        .header("idempotency-key", "order-77")
+        .json(&json!({"parameters": {"vin": VIN, "check": true}}))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(again["execution_id"], first["execution_id"]);
+    let execution_id = first["execution_id"].as_str().expect("id");
+    let mut detail = Value::Null;
+    for _ in 0..100 {
+        detail = app.get(&token, &format!("/executions/{execution_id}")).await.json().await.expect("json");
+        if detail["finished_at"].is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(detail["steps"][2]["status"], "success", "{detail}");
+    assert_eq!(detail["steps"][2]["output"]["valid"], true);
+}
