@@ -46,6 +46,9 @@ pub struct Config {
     pub db_max_connections: u32,
     /// Execution workers of this node.
     pub workers: usize,
+    /// How long a node keeps a claimed execution without renewing its lease; after that another
+    /// node (or this one after a restart) resumes it.
+    pub lease_ms: u64,
     /// How long `POST /orchestrations/{id}/execute` waits for the result before answering 202.
     pub execute_wait_ms: u64,
     pub log_format: LogFormat,
@@ -66,6 +69,7 @@ impl Config {
             max_body_bytes: 2 * 1024 * 1024,
             db_max_connections: 10,
             workers: 4,
+            lease_ms: 30_000,
             execute_wait_ms: 30_000,
             log_format: LogFormat::Pretty,
         }
@@ -112,6 +116,9 @@ pub struct ConfigArgs {
     /// Execution workers of this node.
     #[arg(long, env = "DIBOP_WORKERS")]
     pub workers: Option<usize>,
+    /// Execution lease in ms (a dead node's executions resume after it).
+    #[arg(long, env = "DIBOP_LEASE_MS")]
+    pub lease_ms: Option<u64>,
     /// How long execute waits for the result before answering 202, in ms.
     #[arg(long, env = "DIBOP_EXECUTE_WAIT_MS")]
     pub execute_wait_ms: Option<u64>,
@@ -135,6 +142,7 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     db_max_connections: Option<u32>,
     workers: Option<usize>,
+    lease_ms: Option<u64>,
     execute_wait_ms: Option<u64>,
     log_format: Option<LogFormat>,
 }
@@ -166,6 +174,7 @@ impl ConfigArgs {
                 .or(file.db_max_connections)
                 .unwrap_or(defaults.db_max_connections),
             workers: self.workers.or(file.workers).unwrap_or(defaults.workers),
+            lease_ms: self.lease_ms.or(file.lease_ms).unwrap_or(defaults.lease_ms).max(1000),
             execute_wait_ms: self.execute_wait_ms.or(file.execute_wait_ms).unwrap_or(defaults.execute_wait_ms),
             log_format: self.log_format.or(file.log_format).unwrap_or(defaults.log_format),
             ..defaults

@@ -23,7 +23,7 @@ pub struct TestApp {
 
 /// A database URL for one test: a fresh PostgreSQL database when `DIBOP_TEST_DATABASE_URL` is
 /// set, otherwise `None` (the server's default SQLite file in its own data directory).
-async fn fresh_database() -> Option<String> {
+pub async fn fresh_database() -> Option<String> {
     let base = std::env::var("DIBOP_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty())?;
     sqlx::any::install_default_drivers();
     let name = format!("dibop_t_{}", uuid::Uuid::new_v4().simple());

@@ -42,6 +42,7 @@ impl MockServer {
             .route("/dms/customers", post(dms_create_customer))
             .route("/dms/health", get(makes))
             .route("/flaky/status", get(flaky))
+            .route("/dms/slow-customers", post(slow_create_customer))
             .with_state(mock.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
         let authority = listener.local_addr().expect("addr").to_string();
@@ -97,6 +98,13 @@ async fn slow(State(mock): State<Mock>, headers: HeaderMap) -> Json<Value> {
     remember(&mock, "/slow".into(), &headers, String::new());
     tokio::time::sleep(Duration::from_secs(3)).await;
     Json(json!({"Count": 0, "Results": []}))
+}
+
+/// Takes 4 s to create a customer (a step that is in flight when a node dies).
+async fn slow_create_customer(State(mock): State<Mock>, headers: HeaderMap, body: String) -> impl IntoResponse {
+    remember(&mock, "/dms/slow-customers".into(), &headers, body);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    (StatusCode::CREATED, Json(json!({"customer_id": "C-7"})))
 }
 
 /// 503 for the first two requests, then 200.

@@ -21,9 +21,6 @@ use crate::state::AppState;
 use crate::store::{ExecutionRow, Finish, StepResultRow, now_ms};
 use definition::{Definition, Step};
 
-/// How long a claimed execution stays with its worker without a heartbeat.
-const LEASE_MS: i64 = 30_000;
-const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How often idle workers look for work they were not woken for (other nodes, expired leases).
 const POLL: Duration = Duration::from_millis(500);
 
@@ -68,11 +65,17 @@ pub fn start(state: &AppState, count: usize, stop: &watch::Receiver<bool>) -> Ve
     tasks
 }
 
+fn lease_ms(state: &AppState) -> i64 {
+    i64::try_from(state.config.lease_ms).unwrap_or(30_000)
+}
+
+/// Renews this node's leases six times per lease period.
 async fn heartbeat(state: AppState, mut stop: watch::Receiver<bool>) {
+    let every = Duration::from_millis(state.config.lease_ms / 6);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(HEARTBEAT) => {
-                if let Err(err) = state.store.renew_leases(&state.engine.node_id, LEASE_MS).await {
+            _ = tokio::time::sleep(every) => {
+                if let Err(err) = state.store.renew_leases(&state.engine.node_id, lease_ms(&state)).await {
                     tracing::warn!(error = %err, "renewing execution leases failed");
                 }
             }
@@ -86,7 +89,7 @@ async fn worker(state: AppState, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             return;
         }
-        match state.store.claim_execution(&state.engine.node_id, LEASE_MS).await {
+        match state.store.claim_execution(&state.engine.node_id, lease_ms(&state)).await {
             Ok(Some(execution)) => {
                 let id = execution.id.clone();
                 if let Err(err) = run(&state, execution).await {
