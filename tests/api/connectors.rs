@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error};
+use crate::helpers::{TestApp, assert_error, detail_paths};
 use crate::mock::MockServer;
 
 const VIN: &str = "1HGCM82633A004352";
@@ -183,12 +183,7 @@ async fn connections_are_validated_against_the_connector() {
         )
         .await;
     let body = assert_error(bad, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
-    let paths: Vec<&str> = body["error"]["details"]
-        .as_array()
-        .expect("details")
-        .iter()
-        .map(|d| d["path"].as_str().expect("path"))
-        .collect();
+    let paths = detail_paths(&body);
     for path in ["credentials.api_key", "config.colour", "credentials.password", "config.base_url", "allowed_hosts[0]"]
     {
         assert!(paths.contains(&path), "{path} in {paths:?}");

@@ -217,3 +217,8 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
     assert!(body["error"].as_object().expect("object").contains_key("details"), "{body}");
     body
 }
+
+/// The `path` of every entry of a 422 answer's `details`, in order.
+pub fn detail_paths(body: &Value) -> Vec<&str> {
+    body["error"]["details"].as_array().expect("details").iter().map(|d| d["path"].as_str().expect("path")).collect()
+}

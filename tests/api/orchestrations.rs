@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error};
+use crate::helpers::{TestApp, assert_error, detail_paths};
 use crate::mock::MockServer;
 
 const VIN: &str = "1HGCM82633A004352";
@@ -112,8 +112,7 @@ async fn saving_lists_every_problem_of_a_definition() {
         "VALIDATION_ERROR",
     )
     .await;
-    let details = body["error"]["details"].as_array().expect("details");
-    let paths: Vec<&str> = details.iter().map(|d| d["path"].as_str().expect("path")).collect();
+    let paths = detail_paths(&body);
     for path in [
         "parameters[0].type",
         "steps[0].connection",

@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error};
+use crate::helpers::{TestApp, assert_error, detail_paths};
 
 #[tokio::test]
 async fn settings_have_the_spec_defaults_and_can_be_changed() {
@@ -42,12 +42,7 @@ async fn invalid_settings_list_every_problem_and_change_nothing() {
         )
         .await;
     let body = assert_error(response, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
-    let paths: Vec<&str> = body["error"]["details"]
-        .as_array()
-        .expect("details")
-        .iter()
-        .map(|d| d["path"].as_str().expect("path"))
-        .collect();
+    let paths = detail_paths(&body);
     assert_eq!(
         paths,
         ["timezone", "session_duration_minutes", "retention_days", "rate_limits.api_requests_per_minute"]

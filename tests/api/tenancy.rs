@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_PASSWORD, TestApp, assert_error};
+use crate::helpers::{ADMIN_PASSWORD, TestApp, assert_error, detail_paths};
 
 #[tokio::test]
 async fn a_second_enterprise_can_neither_see_nor_touch_the_first() {
@@ -75,12 +75,7 @@ async fn creating_an_enterprise_is_validated_and_conflicts_change_nothing() {
         .post(&admin, "/enterprises", json!({"name": "B", "slug": "Bad Slug", "timezone": "Mars/Olympus", "admin_email": "nope", "admin_password": "x"}))
         .await;
     let body = assert_error(bad, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
-    let paths: Vec<&str> = body["error"]["details"]
-        .as_array()
-        .expect("details")
-        .iter()
-        .map(|d| d["path"].as_str().expect("path"))
-        .collect();
+    let paths = detail_paths(&body);
     assert_eq!(paths, ["slug", "timezone", "admin_email", "admin_password"]);
 
     app.second_enterprise("westside").await;

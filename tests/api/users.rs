@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_PASSWORD, TestApp, assert_error};
+use crate::helpers::{ADMIN_PASSWORD, TestApp, assert_error, detail_paths};
 
 #[tokio::test]
 async fn a_viewer_reads_but_every_write_is_403_and_changes_nothing() {
@@ -44,12 +44,7 @@ async fn creating_a_user_validates_every_field_at_once() {
         .post(&admin, "/users", json!({"email": "not-an-email", "name": "", "role": "viewer", "password": "short"}))
         .await;
     let body = assert_error(response, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
-    let paths: Vec<&str> = body["error"]["details"]
-        .as_array()
-        .expect("details")
-        .iter()
-        .map(|d| d["path"].as_str().expect("path"))
-        .collect();
+    let paths = detail_paths(&body);
     assert_eq!(paths, ["email", "name", "password"]);
 
     let missing = app.post(&admin, "/users", json!({"email": "a@b.example", "name": "A", "role": "viewer"})).await;
