@@ -177,6 +177,8 @@ async fn the_openapi_document_lists_every_endpoint_with_bearer_auth_and_errors()
         ("/api/v1/orchestrations/{id}/execute", "post"),
         ("/api/v1/orchestrations/{id}/executions", "get"),
         ("/api/v1/executions/{id}", "get"),
+        ("/api/v1/executions/{id}/cancel", "post"),
+        ("/api/v1/executions/{id}/retry", "post"),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     let documented: usize = paths.values().map(|item| item.as_object().expect("item").len()).sum();

@@ -257,3 +257,98 @@ async fn retries_partial_results_skips_async_and_idempotency() {
     assert_eq!(detail["steps"][2]["status"], "success", "{detail}");
     assert_eq!(detail["steps"][2]["output"]["valid"], true);
 }
+
+async fn wait_finished(app: &TestApp, token: &str, execution_id: &str) -> Value {
+    for _ in 0..200 {
+        let detail: Value = app.get(token, &format!("/executions/{execution_id}")).await.json().await.expect("json");
+        if detail["finished_at"].is_string() {
+            return detail;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("execution {execution_id} did not finish");
+}
+
+#[tokio::test]
+async fn retry_resumes_from_the_failed_step_and_cancel_stops_before_the_next() {
+    let app = TestApp::spawn().await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    connections(&app, &token, &mock).await;
+    app.create_connection(
+        &token,
+        json!({"name": "backend", "system": "rest", "allowed_hosts": [mock.authority],
+               "config": {"base_url": mock.base, "operations": {"status": {"method": "GET", "path": "/flaky/status"},
+                                                              "slow": {"method": "POST", "path": "/dms/slow-customers", "body": "${input}"}}}}),
+    )
+    .await;
+    let flaky: Value = app
+        .post(&token, "/orchestrations", json!({"name": "Flaky", "parameters": [{"name": "vin", "type": "string"}], "steps": [
+            {"name": "decode", "type": "api_call", "connection": "vpic", "operation": "decode_vin", "parameters": {"vin": "${parameters.vin}"}},
+            {"name": "status", "type": "api_call", "connection": "backend", "operation": "status"}]}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = flaky["id"].as_str().expect("id");
+    let failed: Value = app
+        .post(&token, &format!("/orchestrations/{id}/execute"), json!({"parameters": {"vin": VIN}}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["error"].as_str().expect("error").contains("step status failed"), "{failed}");
+    let execution = failed["execution_id"].as_str().expect("id");
+    assert_error(
+        app.post(&token, &format!("/executions/{execution}/cancel"), json!({})).await,
+        StatusCode::CONFLICT,
+        "CONFLICT",
+    )
+    .await;
+
+    for expected in ["failed", "success"] {
+        let retried = app.post(&token, &format!("/executions/{execution}/retry"), json!({})).await;
+        assert_eq!(retried.status(), StatusCode::ACCEPTED);
+        let detail = wait_finished(&app, &token, execution).await;
+        assert_eq!(detail["status"], expected, "{detail}");
+    }
+    assert_eq!(mock.count("DecodeVinValues"), 1, "the completed step was kept, not called again");
+    assert_eq!(mock.count("/flaky/status"), 3);
+    assert_error(
+        app.post(&token, &format!("/executions/{execution}/retry"), json!({})).await,
+        StatusCode::CONFLICT,
+        "CONFLICT",
+    )
+    .await;
+
+    let slow: Value = app
+        .post(
+            &token,
+            "/orchestrations",
+            json!({"name": "Slow", "steps": [
+            {"name": "slow", "type": "api_call", "connection": "backend", "operation": "slow", "parameters": {"n": 1}},
+            {"name": "after", "type": "transform", "transform": "map", "mapping": {"done": true}}]}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    let queued: Value = app
+        .post(&token, &format!("/orchestrations/{}/execute", slow["id"].as_str().expect("id")), json!({"async": true}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let execution = queued["execution_id"].as_str().expect("id");
+    while mock.count("/dms/slow-customers") == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let cancel = app.post(&token, &format!("/executions/{execution}/cancel"), json!({})).await;
+    assert_eq!(cancel.status(), StatusCode::OK);
+    let detail = wait_finished(&app, &token, execution).await;
+    assert_eq!(detail["status"], "cancelled", "{detail}");
+    assert_eq!(detail["steps_completed"], 1, "the running step finished, the next one never started");
+    assert_error(app.post(&token, "/executions/nope/cancel", json!({})).await, StatusCode::NOT_FOUND, "NOT_FOUND")
+        .await;
+}

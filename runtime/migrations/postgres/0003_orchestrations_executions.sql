@@ -35,6 +35,8 @@ CREATE TABLE executions (
     idempotency_key TEXT,
     steps_completed BIGINT NOT NULL DEFAULT 0,
     steps_total BIGINT NOT NULL,
+    -- Set by POST /executions/{id}/cancel; the worker stops before the next step.
+    cancel_requested BIGINT NOT NULL DEFAULT 0,
     lease_owner TEXT,
     lease_expires_at BIGINT,
     created_at BIGINT NOT NULL,

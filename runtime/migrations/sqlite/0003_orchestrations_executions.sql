@@ -35,6 +35,8 @@ CREATE TABLE executions (
     idempotency_key TEXT,
     steps_completed INTEGER NOT NULL DEFAULT 0,
     steps_total INTEGER NOT NULL,
+    -- Set by POST /executions/{id}/cancel; the worker stops before the next step.
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
     lease_expires_at INTEGER,
     created_at INTEGER NOT NULL,

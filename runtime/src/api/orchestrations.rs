@@ -32,6 +32,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(execute))
         .routes(routes!(list_executions))
         .routes(routes!(get_execution))
+        .routes(routes!(cancel_execution))
+        .routes(routes!(retry_execution))
 }
 
 /// An orchestration as stored: the definition plus identity and version.
@@ -467,4 +469,59 @@ async fn get_execution(
         .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
     let steps = state.store.step_results(&row.id).await?;
     Ok(Json(execution_view(row, Some(steps))))
+}
+
+/// Cancel an execution: a queued one at once, a running one before its next step.
+#[utoipa::path(post, path = "/executions/{id}/cancel", tag = "executions", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Cancelled, or cancellation requested (status still running)", body = ExecutionSummary),
+        (status = 404, description = "No such execution", body = crate::error::ErrorResponse),
+        (status = 409, description = "The execution already finished", body = crate::error::ErrorResponse),
+    ))]
+async fn cancel_execution(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> AppResult<Json<ExecutionSummary>> {
+    let current = state
+        .store
+        .get_execution(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
+    if finished(&current.status) {
+        return Err(AppError::Conflict(format!("execution {id} already finished ({})", current.status)));
+    }
+    let row = state
+        .store
+        .cancel_execution(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
+    Ok(Json(summary(&row)))
+}
+
+/// Run a failed, partial or cancelled execution again from its first failed step; the results
+/// of the steps before it are kept and those steps are not called again.
+#[utoipa::path(post, path = "/executions/{id}/retry", tag = "executions", params(("id" = String, Path)),
+    responses(
+        (status = 202, description = "Queued again", body = ExecutionSummary),
+        (status = 404, description = "No such execution", body = crate::error::ErrorResponse),
+        (status = 409, description = "The execution did not fail", body = crate::error::ErrorResponse),
+    ))]
+async fn retry_execution(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> AppResult<(StatusCode, Json<ExecutionSummary>)> {
+    state
+        .store
+        .get_execution(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
+    let row = state
+        .store
+        .retry_execution(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::Conflict(format!("execution {id} is not failed, partial or cancelled")))?;
+    state.engine.wake();
+    Ok((StatusCode::ACCEPTED, Json(summary(&row))))
 }

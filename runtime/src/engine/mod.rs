@@ -153,6 +153,14 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
         last_output = output;
     }
     for (position, step) in def.steps.iter().enumerate().skip(done.len()) {
+        if state.store.cancel_requested(&execution.id).await? {
+            let error = format!("cancelled before step {}", step.name);
+            state
+                .store
+                .finish_execution(&execution.id, Finish { status: "cancelled", output: None, error: Some(error) })
+                .await?;
+            return Ok(());
+        }
         let started = now_ms();
         let clock = Instant::now();
         let run = match &step.when {

@@ -65,7 +65,11 @@ fn engine() -> &'static Engine {
             .max_component_instance_size(4 << 20)
             .max_core_instance_size(4 << 20)
             .max_tables_per_module(4)
-            .max_memories_per_module(2);
+            .max_memories_per_module(2)
+            // Reset small memories and tables with memset instead of returning pages to the
+            // kernel and faulting them in again: most calls touch well under a MiB.
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(64 << 10);
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

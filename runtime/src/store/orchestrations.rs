@@ -324,6 +324,73 @@ impl Store {
             .await
     }
 
+    /// Cancels a queued execution at once, or asks the worker of a running one to stop before
+    /// its next step. Returns the row, or `None` when there is no such execution.
+    pub async fn cancel_execution(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<ExecutionRow>> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE executions SET status = 'cancelled', finished_at = $3, error = 'cancelled before it started' \
+             WHERE enterprise_id = $1 AND id = $2 AND status = 'queued'",
+        )
+        .bind(enterprise_id)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query(
+            "UPDATE executions SET cancel_requested = 1 WHERE enterprise_id = $1 AND id = $2 AND status = 'running'",
+        )
+        .bind(enterprise_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        self.get_execution(enterprise_id, id).await
+    }
+
+    /// Whether someone asked to cancel a running execution.
+    pub async fn cancel_requested(&self, id: &str) -> sqlx::Result<bool> {
+        let flag: Option<i64> = sqlx::query_scalar("SELECT cancel_requested FROM executions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(flag.unwrap_or(0) != 0)
+    }
+
+    /// Queues a failed, partial or cancelled execution again from its first failed (or missing)
+    /// step; results before it are kept. `None` when it is not in such a state.
+    pub async fn retry_execution(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<ExecutionRow>> {
+        let mut tx = self.pool.begin().await?;
+        let row: Option<ExecutionRow> = sqlx::query_as(&format!(
+            "SELECT {EXECUTION} FROM executions WHERE enterprise_id = $1 AND id = $2 AND status IN ('failed', 'partial', 'cancelled')"
+        ))
+        .bind(enterprise_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let first_failed: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(position) FROM step_results WHERE execution_id = $1 AND status = 'failed'")
+                .bind(&row.id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let keep = first_failed.unwrap_or(row.steps_completed);
+        sqlx::query("DELETE FROM step_results WHERE execution_id = $1 AND position >= $2")
+            .bind(&row.id)
+            .bind(keep)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query_as(&format!(
+            "UPDATE executions SET status = 'queued', output = NULL, error = NULL, finished_at = NULL, cancel_requested = 0, \
+             steps_completed = $2 WHERE id = $1 RETURNING {EXECUTION}"
+        ))
+        .bind(&row.id)
+        .bind(keep)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(row))
+    }
+
     pub async fn list_executions(
         &self,
         enterprise_id: &str,
