@@ -26,6 +26,7 @@ async fn measure(
 ) {
     let Loaded::Connector(pre) = loaded else { panic!("not a connector") };
     let (mut total, mut instantiate) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut setup, mut teardown) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n + n / 10 {
         let started = Instant::now();
         let report = host.invoke(pre, spec, operation, &input, Invocation::default()).await;
@@ -34,10 +35,14 @@ async fn measure(
         if i >= n / 10 {
             total.push(elapsed);
             instantiate.push(report.instantiate);
+            setup.push(report.setup);
+            teardown.push(report.teardown);
         }
     }
     println!("{operation:<12} total       {}", percentiles(total));
+    println!("{operation:<12} setup       {}", percentiles(setup));
     println!("{operation:<12} instantiate {}", percentiles(instantiate));
+    println!("{operation:<12} teardown    {}", percentiles(teardown));
 }
 
 async fn load(host: &PluginHost, name: &str) -> Loaded {
