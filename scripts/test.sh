@@ -13,6 +13,9 @@ CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/guest-host-tests" \
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/guest-host-tests" \
   cargo test --manifest-path sdk/Cargo.toml 2>&1 | tee -a "$log"
 
+# The durability test starts and kills the `dibop` binary itself.
+cargo build -p dibop --bin dibop
+
 echo "== tests on SQLite"
 env -u DIBOP_TEST_DATABASE_URL cargo test --workspace 2>&1 | tee -a "$log"
 
