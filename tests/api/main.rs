@@ -15,3 +15,4 @@ mod settings;
 mod tenancy;
 mod transforms;
 mod users;
+mod webhooks;

@@ -16,6 +16,7 @@ mod plugins;
 mod settings;
 mod systems;
 mod users;
+mod webhooks;
 
 use std::any::Any;
 
@@ -58,6 +59,7 @@ pub const BASE: &str = "/api/v1";
         (name = "api-calls", description = "Every outbound request a plugin made"),
         (name = "orchestrations", description = "Orchestration definitions and execute"),
         (name = "executions", description = "Executions and their step results"),
+        (name = "webhooks", description = "Incoming webhooks that trigger orchestrations"),
     )
 )]
 struct ApiDoc;
@@ -74,8 +76,9 @@ pub fn router(state: AppState) -> Router {
         .merge(connections::router())
         .merge(api_calls::router())
         .merge(orchestrations::router())
+        .merge(webhooks::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::authenticate));
-    let api = OpenApiRouter::new().merge(auth::router()).merge(protected);
+    let api = OpenApiRouter::new().merge(auth::router()).merge(webhooks::trigger_router()).merge(protected);
     let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(BASE, api).split_for_parts();
     document_common_responses(&mut openapi);
 
@@ -162,10 +165,11 @@ fn document_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
             .into()
     };
     let requirement = utoipa::openapi::security::SecurityRequirement::new::<_, _, &str>("bearer", []);
-    for (path, item) in openapi.paths.paths.iter_mut() {
-        let public = path == &format!("{BASE}/auth/login");
+    for item in openapi.paths.paths.values_mut() {
         let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
         for operation in operations.into_iter().flatten() {
+            // Operations that declare `security(())` (login, webhook triggers) are public.
+            let public = operation.security.as_ref().is_some_and(|s| s.iter().any(|r| *r == Default::default()));
             let responses = &mut operation.responses.responses;
             let mut add = |code: &str, description: &str| {
                 responses.entry(code.to_owned()).or_insert_with(|| error(description));

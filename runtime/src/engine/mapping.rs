@@ -43,7 +43,7 @@ impl Reference {
             return Err(error("must start with parameters, _context or a step name".into()));
         }
         let rest = &expression[root.len()..];
-        let path_text = format!("$['{root}']{}", rest);
+        let path_text = format!("$['{root}']{}", shorthand_to_brackets(rest));
         let path = JsonPath::parse(&path_text).map_err(|e| error(format!("invalid JSONPath: {e}")))?;
         let singular = !(rest.contains('*') || rest.contains("[?") || rest.contains("..") || has_slice(rest));
         Ok(Self { expression: expression.to_owned(), root, path, singular })
@@ -65,6 +65,43 @@ impl Reference {
             Ok(Value::Array(nodes.into_iter().cloned().collect()))
         }
     }
+}
+
+/// Rewrites `.name` segments that JSONPath shorthand cannot express (such as the header name
+/// `x-source`) as `['name']`; everything inside brackets is left alone.
+fn shorthand_to_brackets(rest: &str) -> String {
+    let mut out = String::with_capacity(rest.len());
+    let mut chars = rest.chars().peekable();
+    let mut depth = 0;
+    while let Some(c) = chars.next() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            '.' if depth == 0 && chars.peek() != Some(&'.') && !out.ends_with('.') => {
+                let mut name = String::new();
+                while let Some(&n) = chars.peek() {
+                    if n == '.' || n == '[' {
+                        break;
+                    }
+                    name.push(n);
+                    chars.next();
+                }
+                let plain = name == "*"
+                    || (!name.starts_with(|c: char| c.is_ascii_digit())
+                        && name.chars().all(|c| c.is_alphanumeric() || c == '_'));
+                if plain {
+                    out.push('.');
+                    out.push_str(&name);
+                } else {
+                    out.push_str(&format!("['{}']", name.replace('\\', "\\\\").replace('\'', "\\'")));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn has_slice(rest: &str) -> bool {
@@ -190,6 +227,9 @@ mod tests {
         assert_eq!(resolve(&json!("${stock.items[*].name}"), &s).expect("ok"), json!(["a", "b", "c"]));
         assert_eq!(resolve(&json!("${stock.items[?(@.status=='active')].name}"), &s).expect("ok"), json!(["a", "c"]));
         assert_eq!(resolve(&json!("${_context.execution_id}"), &s).expect("ok"), json!("e-1"));
+        let request = json!({"headers": {"x-source": "dms"}, "body": {"a": {"b-c": 1}}});
+        assert_eq!(resolve(&json!("${headers.x-source}"), &request).expect("ok"), json!("dms"));
+        assert_eq!(resolve(&json!("${body.a.b-c}"), &request).expect("ok"), json!(1));
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod identity;
 mod orchestrations;
 mod plugins;
 mod ratelimit;
+mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -31,6 +32,7 @@ pub use identity::{
 };
 pub use orchestrations::{ExecutionRow, Finish, NewExecution, OrchestrationRow, StepResultRow};
 pub use plugins::{NewPlugin, PluginRow};
+pub use webhooks::{NewWebhook, WebhookRow};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");

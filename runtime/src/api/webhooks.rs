@@ -1,0 +1,279 @@
+//! Incoming webhooks: management (`GET/POST /webhooks`, `DELETE /webhooks/{id}`) and the
+//! trigger `POST /webhooks/{id}`, which authenticates with the webhook's secret instead of a
+//! token.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::datetime;
+use super::extract::{ApiJson, PageQuery, Paginated, Pagination, parse_json};
+use super::users::check_name;
+use crate::auth::Principal;
+use crate::engine::definition::{self, Definition};
+use crate::engine::mapping;
+use crate::error::{AppError, AppResult, FieldError, Validator};
+use crate::state::AppState;
+use crate::store::{NewExecution, NewWebhook, WebhookRow};
+
+/// Largest payload a webhook accepts.
+pub const MAX_WEBHOOK_BYTES: usize = 256 << 10;
+
+/// Management routes (behind authentication).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_webhooks, create_webhook)).routes(routes!(delete_webhook))
+}
+
+/// The trigger route (authenticated by the webhook's secret).
+pub fn trigger_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(trigger)).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookView {
+    pub id: String,
+    pub name: String,
+    pub orchestration_id: String,
+    /// Parameter mappings over `${body...}` and `${headers...}`.
+    pub parameters: Value,
+    /// none or hmac-sha256.
+    pub signature: String,
+    pub enabled: bool,
+    /// Where senders POST.
+    pub url: String,
+    pub created_at: DateTime<Utc>,
+    /// Only in the answer to `POST /webhooks`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+fn view(row: WebhookRow, secret: Option<String>) -> WebhookView {
+    WebhookView {
+        url: format!("/api/v1/webhooks/{}", row.id),
+        parameters: serde_json::from_str(&row.parameters).unwrap_or(Value::Null),
+        id: row.id,
+        name: row.name,
+        orchestration_id: row.orchestration_id,
+        signature: row.signature,
+        enabled: row.enabled != 0,
+        created_at: datetime(row.created_at),
+        secret,
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    pub name: String,
+    pub orchestration_id: String,
+    /// Parameter name -> mapping, e.g. `{"vin": "${body.vin}"}`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: serde_json::Map<String, Value>,
+    /// none (default) or hmac-sha256: then `X-Webhook-Signature: sha256=<hex HMAC of the body>`
+    /// keyed with the secret is required too.
+    #[serde(default = "none")]
+    pub signature: String,
+}
+
+fn none() -> String {
+    "none".into()
+}
+
+/// List webhooks (secrets are never shown again).
+#[utoipa::path(get, path = "/webhooks", tag = "webhooks", params(PageQuery),
+    responses((status = 200, description = "One page of webhooks", body = Paginated<WebhookView>)))]
+async fn list_webhooks(
+    State(state): State<AppState>,
+    principal: Principal,
+    pagination: Pagination,
+) -> AppResult<Json<Paginated<WebhookView>>> {
+    let (rows, total) = state.store.list_webhooks(&principal.enterprise_id, pagination.page()).await?;
+    Ok(Json(pagination.envelope(rows.into_iter().map(|r| view(r, None)).collect(), total)))
+}
+
+/// Create a webhook; the answer carries its secret, shown only this once.
+#[utoipa::path(post, path = "/webhooks", tag = "webhooks", request_body = CreateWebhook,
+    responses((status = 201, description = "Created; `secret` is shown once", body = WebhookView)))]
+async fn create_webhook(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<CreateWebhook>,
+) -> AppResult<(StatusCode, Json<WebhookView>)> {
+    let mut v = Validator::new();
+    check_name(&mut v, "name", &body.name);
+    v.check(["none", "hmac-sha256"].contains(&body.signature.as_str()), "signature", "must be none or hmac-sha256");
+    let orchestration = state.store.get_orchestration(&principal.enterprise_id, &body.orchestration_id).await?;
+    v.check(orchestration.is_some(), "orchestration_id", "no such orchestration");
+    let mapping = Value::Object(body.parameters.clone());
+    match mapping::references(&mapping) {
+        Ok(refs) => {
+            for r in refs {
+                v.check(
+                    ["body", "headers"].contains(&r.root.as_str()),
+                    "parameters",
+                    format!("${{{}}}: webhooks map from body or headers", r.expression),
+                );
+            }
+        }
+        Err(e) => {
+            v.check(false, "parameters", e.to_string());
+        }
+    }
+    if let Some(row) = &orchestration {
+        let def: Definition = serde_json::from_str(&row.definition).map_err(anyhow::Error::from)?;
+        for name in body.parameters.keys() {
+            v.check(
+                def.parameters.iter().any(|p| &p.name == name),
+                &format!("parameters.{name}"),
+                "not a parameter of the orchestration",
+            );
+        }
+    }
+    v.finish()?;
+    let mut bytes = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let secret = format!("whsec_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let new = NewWebhook {
+        name: body.name.trim().to_owned(),
+        orchestration_id: body.orchestration_id,
+        parameters: mapping.to_string(),
+        signature: body.signature,
+        sealed_secret: state.sealer.seal(secret.as_bytes())?,
+    };
+    let row = state.store.create_webhook(&principal.enterprise_id, new).await?;
+    Ok((StatusCode::CREATED, Json(view(row, Some(secret)))))
+}
+
+/// Delete a webhook.
+#[utoipa::path(delete, path = "/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such webhook", body = crate::error::ErrorResponse),
+    ))]
+async fn delete_webhook(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    if state.store.delete_webhook(&principal.enterprise_id, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::not_found(format!("webhook {id}")))
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Triggered {
+    pub execution_id: String,
+}
+
+fn unauthorized() -> AppError {
+    AppError::Unauthorized("missing or wrong webhook secret or signature".into())
+}
+
+/// Trigger a webhook's orchestration. Send `X-Webhook-Secret` (compared in constant time) and,
+/// for hmac-sha256 webhooks, `X-Webhook-Signature: sha256=<hex>`. Answers 202 with the
+/// execution id; the execution runs with `triggered_by` = event.
+#[utoipa::path(post, path = "/webhooks/{id}", tag = "webhooks", security(()),
+    params(("id" = String, Path), ("X-Webhook-Secret" = String, Header), ("X-Webhook-Signature" = Option<String>, Header)),
+    request_body(content = Object, description = "The event (JSON, at most 256 KiB)"),
+    responses(
+        (status = 202, description = "Execution queued", body = Triggered),
+        (status = 401, description = "Missing or wrong secret or signature", body = crate::error::ErrorResponse),
+        (status = 404, description = "No such webhook", body = crate::error::ErrorResponse),
+        (status = 429, description = "Execution rate limit exceeded", body = crate::error::ErrorResponse),
+    ))]
+async fn trigger(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AppResult<(StatusCode, Json<Triggered>)> {
+    let webhook = state
+        .store
+        .find_webhook(&id)
+        .await?
+        .filter(|w| w.enabled != 0)
+        .ok_or_else(|| AppError::not_found(format!("webhook {id}")))?;
+    let secret = state.sealer.open(&webhook.secret)?;
+    let given = headers.get("x-webhook-secret").map(|v| v.as_bytes()).unwrap_or_default();
+    if !bool::from(given.ct_eq(&secret)) {
+        return Err(unauthorized());
+    }
+    if webhook.signature == "hmac-sha256" {
+        let signature = headers
+            .get("x-webhook-signature")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("sha256="))
+            .and_then(|hex| {
+                (0..hex.len())
+                    .step_by(2)
+                    .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+                    .collect::<Option<Vec<u8>>>()
+            })
+            .ok_or_else(unauthorized)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&secret).map_err(|e| anyhow::anyhow!("{e}"))?;
+        mac.update(&body);
+        mac.verify_slice(&signature).map_err(|_| unauthorized())?;
+    }
+    let payload: Value = if body.is_empty() { Value::Null } else { parse_json(&body)? };
+    let header_map: serde_json::Map<String, Value> = headers
+        .iter()
+        .filter(|(name, _)| {
+            !["x-webhook-secret", "x-webhook-signature", "authorization", "cookie"].contains(&name.as_str())
+        })
+        .filter_map(|(name, value)| {
+            value.to_str().ok().map(|v| (name.as_str().to_owned(), Value::String(v.to_owned())))
+        })
+        .collect();
+    let scope = serde_json::json!({"body": payload, "headers": header_map});
+    let mapping: Value = serde_json::from_str(&webhook.parameters).map_err(anyhow::Error::from)?;
+    let parameters = mapping::resolve(&mapping, &scope)
+        .map_err(|e| AppError::Validation(vec![FieldError { path: "body".into(), message: e.to_string() }]))?;
+    let orchestration = state
+        .store
+        .get_orchestration(&webhook.enterprise_id, &webhook.orchestration_id)
+        .await?
+        .ok_or_else(|| AppError::Conflict("the webhook's orchestration was deleted".into()))?;
+    if matches!(orchestration.status.as_str(), "paused" | "archived") {
+        return Err(AppError::Conflict(format!("the orchestration is {}", orchestration.status)));
+    }
+    let def: Definition = serde_json::from_str(&orchestration.definition).map_err(anyhow::Error::from)?;
+    let given = parameters.as_object().cloned().unwrap_or_default();
+    let parameters = definition::bind_parameters(&def, &given).map_err(AppError::Validation)?;
+    let enterprise =
+        state.store.get_enterprise(&webhook.enterprise_id).await?.ok_or_else(|| AppError::not_found("enterprise"))?;
+    let limit = u64::try_from(enterprise.executions_per_minute).unwrap_or(0);
+    let decision = state.limiter.hit(&format!("exec:{}", webhook.enterprise_id), limit, 60).await?;
+    if !decision.allowed {
+        return Err(AppError::RateLimited {
+            message: format!("execution rate limit of {limit} per minute exceeded"),
+            retry_after_secs: decision.retry_after_secs(),
+        });
+    }
+    let new = NewExecution {
+        orchestration_id: orchestration.id.clone(),
+        orchestration_version: orchestration.version,
+        triggered_by: "event".into(),
+        parameters: parameters.to_string(),
+        idempotency_key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned),
+        steps_total: i64::try_from(def.steps.len()).unwrap_or(i64::MAX),
+    };
+    let (execution, created) = state.store.enqueue_execution(&webhook.enterprise_id, new).await?;
+    if created {
+        state.engine.wake();
+    }
+    Ok((StatusCode::ACCEPTED, Json(Triggered { execution_id: execution.id })))
+}
