@@ -177,6 +177,7 @@ async fn the_openapi_document_lists_every_endpoint_with_bearer_auth_and_errors()
         ("/api/v1/orchestrations/{id}/execute", "post"),
         ("/api/v1/orchestrations/{id}/executions", "get"),
         ("/api/v1/executions/{id}", "get"),
+        ("/api/v1/executions/{id}/trace", "get"),
         ("/api/v1/executions/{id}/cancel", "post"),
         ("/api/v1/executions/{id}/retry", "post"),
         ("/api/v1/webhooks", "get"),

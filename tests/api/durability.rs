@@ -16,7 +16,7 @@ fn dibop_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
     let binary = dir.join("dibop");
-    assert!(binary.exists(), "{} missing: run the tests with `cargo test --workspace`", binary.display());
+    assert!(binary.exists(), "{} missing or stale: run scripts/test.sh, which builds it first", binary.display());
     binary
 }
 

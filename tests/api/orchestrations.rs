@@ -88,6 +88,70 @@ async fn the_vehicle_lookup_of_the_spec_runs_end_to_end() {
     let listed: Value =
         app.get(&token, &format!("/orchestrations/{id}/executions?status=success")).await.json().await.expect("json");
     assert_eq!(listed["pagination"]["total"], 1);
+
+    let trace: Value = app.get(&token, &format!("/executions/{execution_id}/trace")).await.json().await.expect("json");
+    assert_eq!(trace["trace_id"].as_str().expect("trace id").len(), 32);
+    let spans = trace["spans"].as_array().expect("spans");
+    let kinds: Vec<&str> = spans.iter().map(|s| s["kind"].as_str().expect("kind")).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "step").count(), 3, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "attempt").count(), 2, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "plugin.instantiate").count(), 2);
+    let ids: Vec<&str> = spans.iter().map(|s| s["span_id"].as_str().expect("id")).collect();
+    for span in spans.iter().skip(1) {
+        assert!(ids.contains(&span["parent_id"].as_str().expect("parent")), "orphan span {span}");
+        assert_eq!(span["span_id"].as_str().expect("id").len(), 16);
+    }
+    let http: Vec<&Value> = spans.iter().filter(|s| s["kind"] == "http").collect();
+    assert_eq!(http.len(), 2);
+    let call_ids: Vec<&Value> = calls["data"].as_array().expect("data").iter().map(|c| &c["id"]).collect();
+    assert!(
+        http.iter().all(|s| call_ids.contains(&&s["attributes"]["api_call_id"])),
+        "http spans link their API-call rows"
+    );
+    let parent_kind =
+        |span: &Value| spans.iter().find(|s| s["span_id"] == span["parent_id"]).map(|s| s["kind"].clone());
+    assert!(http.iter().all(|s| parent_kind(s) == Some(json!("attempt"))), "HTTP calls sit under their attempt");
+}
+
+#[tokio::test]
+async fn the_trace_carries_the_plugins_log_lines() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    assert!(app.upload(&token, crate::helpers::guest("hostile"), None).await.status().is_success());
+    app.create_connection(&token, json!({"name": "hostile", "system": "hostile"})).await;
+    let created: Value = app
+        .post(
+            &token,
+            "/orchestrations",
+            json!({"name": "Chatty", "steps": [
+            {"name": "talk", "type": "api_call", "connection": "hostile", "operation": "log"},
+            {"name": "big", "type": "transform", "transform": "map", "mapping": {"blob": "${talk}", "pad": "x"}}]}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    let result: Value = app
+        .post(&token, &format!("/orchestrations/{}/execute", created["id"].as_str().expect("id")), json!({}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(result["status"], "success", "{result}");
+    let trace: Value = app
+        .get(&token, &format!("/executions/{}/trace", result["execution_id"].as_str().expect("id")))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let line = &trace["logs"][0];
+    assert_eq!(line["message"], "hostile says hello", "{trace}");
+    assert_eq!(line["step"], "talk");
+    let spans = trace["spans"].as_array().expect("spans");
+    let span = spans.iter().find(|s| s["span_id"] == line["span_id"]).expect("log span");
+    assert_eq!(span["kind"], "attempt");
+    let step = spans.iter().find(|s| s["name"] == "talk").expect("step span");
+    assert!(step["attributes"]["stderr"].as_str().expect("stderr").contains("to stderr"));
 }
 
 #[tokio::test]

@@ -61,5 +61,7 @@ CREATE TABLE step_results (
     attempts BIGINT NOT NULL,
     started_at BIGINT NOT NULL,
     duration_ms BIGINT NOT NULL,
+    -- Trace material as JSON: attempts with plugin timings, plugin log lines, stderr.
+    detail TEXT,
     PRIMARY KEY (execution_id, position)
 );

@@ -61,5 +61,7 @@ CREATE TABLE step_results (
     attempts INTEGER NOT NULL,
     started_at INTEGER NOT NULL,
     duration_ms INTEGER NOT NULL,
+    -- Trace material as JSON: attempts with plugin timings, plugin log lines, stderr.
+    detail TEXT,
     PRIMARY KEY (execution_id, position)
 );

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
 use crate::connections::{self, Caller};
-use crate::plugins::{CallError, CallSpec, Invocation, Loaded};
+use crate::plugins::{CallError, CallReport, CallSpec, Invocation, Loaded};
 use crate::state::AppState;
 use crate::store::{ExecutionRow, Finish, StepResultRow, now_ms};
 use definition::{Definition, Step};
@@ -181,6 +181,7 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
             attempts: i64::from(outcome.attempts),
             started_at: started,
             duration_ms: i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX),
+            detail: outcome.detail.as_ref().map(Value::to_string),
         };
         state.store.record_step(&execution.id, &result, i64::try_from(position + 1)?).await?;
         if outcome.status == "failed" {
@@ -217,15 +218,78 @@ struct StepOutcome {
     output: Option<Value>,
     error: Option<String>,
     attempts: u32,
+    /// Trace material: attempts with plugin timings, log lines, stderr.
+    detail: Option<Value>,
 }
 
 impl StepOutcome {
     fn skipped() -> Self {
-        Self { status: "skipped", system: None, input: None, output: None, error: None, attempts: 0 }
+        Self { status: "skipped", system: None, input: None, output: None, error: None, attempts: 0, detail: None }
     }
 
     fn failed(system: Option<String>, input: Option<Value>, error: String, attempts: u32) -> Self {
-        Self { status: "failed", system, input, output: None, error: Some(error), attempts }
+        Self { status: "failed", system, input, output: None, error: Some(error), attempts, detail: None }
+    }
+
+    fn finish(result: Result<Value, CallError>, system: Option<String>, input: Value, trace: Trace) -> Self {
+        let attempts = u32::try_from(trace.attempts.len()).unwrap_or(u32::MAX);
+        let detail = Some(json!({
+            "attempts": Value::Array(trace.attempts),
+            "logs": Value::Array(trace.logs),
+            "stderr": Value::String(trace.stderr),
+        }));
+        match result {
+            Ok(output) => Self {
+                status: "success",
+                system,
+                input: Some(input),
+                output: Some(output),
+                error: None,
+                attempts,
+                detail,
+            },
+            Err(e) => Self {
+                status: "failed",
+                system,
+                input: Some(input),
+                output: None,
+                error: Some(e.to_string()),
+                attempts,
+                detail,
+            },
+        }
+    }
+}
+
+/// What the attempts of one step left for its trace.
+#[derive(Default)]
+struct Trace {
+    attempts: Vec<Value>,
+    logs: Vec<Value>,
+    stderr: String,
+}
+
+impl Trace {
+    fn record<T>(&mut self, attempt: u32, started_ms: i64, report: &CallReport<T>) {
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let invoke = report.duration.saturating_sub(report.setup + report.instantiate + report.teardown);
+        self.attempts.push(json!({
+            "attempt": attempt,
+            "started_at_ms": started_ms,
+            "duration_us": micros(report.duration),
+            "setup_us": micros(report.setup),
+            "instantiate_us": micros(report.instantiate),
+            "invoke_us": micros(invoke),
+            "teardown_us": micros(report.teardown),
+            "error": report.result.as_ref().err().map(ToString::to_string),
+        }));
+        for line in &report.logs {
+            let mut line = serde_json::to_value(line).unwrap_or(Value::Null);
+            line["attempt"] = json!(attempt);
+            self.logs.push(line);
+        }
+        let tail: String = report.stderr.chars().rev().take(4096).collect::<Vec<_>>().into_iter().rev().collect();
+        self.stderr = tail;
     }
 }
 
@@ -239,9 +303,15 @@ async fn run_step(state: &AppState, execution: &ExecutionRow, step: &Step, scope
         Err(e) => return StepOutcome::failed(None, None, format!("mapping: {e}"), 0),
     };
     match (step.kind.as_str(), step.transform.as_deref()) {
-        ("transform", Some("map")) => {
-            StepOutcome { status: "success", system: None, input: None, output: Some(input), error: None, attempts: 1 }
-        }
+        ("transform", Some("map")) => StepOutcome {
+            status: "success",
+            system: None,
+            input: None,
+            output: Some(input),
+            error: None,
+            attempts: 1,
+            detail: None,
+        },
         ("transform", Some(slug)) => {
             let params = match step.parameters.as_ref().map(|p| mapping::resolve(p, scope)).transpose() {
                 Ok(p) => p.unwrap_or_else(|| json!({})),
@@ -305,7 +375,9 @@ async fn run_api_call(state: &AppState, execution: &ExecutionRow, step: &Step, i
     let operation = step.operation.clone().unwrap_or_default();
     let idempotency_key = format!("{}:{}", execution.id, step.name);
     let mut retrier = Retrier::new(step);
+    let mut trace = Trace::default();
     let result = loop {
+        let started_ms = now_ms();
         let invocation = Invocation {
             execution_id: Some(execution.id.clone()),
             step: Some(step.name.clone()),
@@ -314,6 +386,7 @@ async fn run_api_call(state: &AppState, execution: &ExecutionRow, step: &Step, i
         };
         let result = match prepared.invoke(state, &operation, &input, invocation).await {
             Ok(report) => {
+                trace.record(retrier.attempt, started_ms, &report);
                 let status = report.api_calls.last().and_then(|c| c.status_code).unwrap_or(200);
                 let duration = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
                 report.result.map(|response| json!({"status_code": status, "headers": {}, "response": response, "duration_ms": duration}))
@@ -327,14 +400,7 @@ async fn run_api_call(state: &AppState, execution: &ExecutionRow, step: &Step, i
             result => break result,
         }
     };
-    let attempts = retrier.attempt;
-    let system = Some(connection.system);
-    match result {
-        Ok(output) => {
-            StepOutcome { status: "success", system, input: Some(input), output: Some(output), error: None, attempts }
-        }
-        Err(e) => StepOutcome::failed(system, Some(input), e.to_string(), attempts),
-    }
+    StepOutcome::finish(result, Some(connection.system), input, trace)
 }
 
 async fn run_transform(
@@ -363,24 +429,17 @@ async fn run_transform(
         spec.limits.timeout = Duration::from_millis(ms);
     }
     let mut retrier = Retrier::new(step);
+    let mut trace = Trace::default();
     let result = loop {
-        match state.plugins().run_transform(&pre, &spec, &input, &params).await.result {
+        let started_ms = now_ms();
+        let report = state.plugins().run_transform(&pre, &spec, &input, &params).await;
+        trace.record(retrier.attempt, started_ms, &report);
+        match report.result {
             Err(e) if retrier.again(&e).await => continue,
             result => break result,
         }
     };
-    let attempts = retrier.attempt;
-    match result {
-        Ok(output) => StepOutcome {
-            status: "success",
-            system: None,
-            input: Some(input),
-            output: Some(output),
-            error: None,
-            attempts,
-        },
-        Err(e) => StepOutcome::failed(None, Some(input), e.to_string(), attempts),
-    }
+    StepOutcome::finish(result, None, input, trace)
 }
 
 /// Shared so the API can hold one.

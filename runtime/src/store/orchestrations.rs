@@ -50,6 +50,8 @@ pub struct StepResultRow {
     pub attempts: i64,
     pub started_at: i64,
     pub duration_ms: i64,
+    /// Trace material (JSON): attempts, plugin timings, log lines, stderr.
+    pub detail: Option<String>,
 }
 
 pub struct NewExecution {
@@ -72,7 +74,7 @@ const ORCHESTRATION: &str = "id, enterprise_id, name, status, version, definitio
 const EXECUTION: &str = "id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, parameters, output, \
      error, idempotency_key, steps_completed, steps_total, created_at, started_at, finished_at";
 const STEP: &str =
-    "position, name, type, status, system, operation, input, output, error, attempts, started_at, duration_ms";
+    "position, name, type, status, system, operation, input, output, error, attempts, started_at, duration_ms, detail";
 
 impl Store {
     pub async fn create_orchestration(
@@ -270,7 +272,7 @@ impl Store {
     /// Commits one step's result and the execution's progress together.
     pub async fn record_step(&self, execution_id: &str, step: &StepResultRow, completed: i64) -> sqlx::Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(&format!("INSERT INTO step_results (execution_id, {STEP}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"))
+        sqlx::query(&format!("INSERT INTO step_results (execution_id, {STEP}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"))
             .bind(execution_id)
             .bind(step.position)
             .bind(&step.name)
@@ -284,6 +286,7 @@ impl Store {
             .bind(step.attempts)
             .bind(step.started_at)
             .bind(step.duration_ms)
+            .bind(&step.detail)
             .execute(&mut *tx)
             .await?;
         sqlx::query("UPDATE executions SET steps_completed = $2 WHERE id = $1")
