@@ -15,6 +15,8 @@ pub const JWT_SECRET: &str = "test-secret-that-is-long-enough";
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
+    /// The database URL when the suite runs on PostgreSQL (`None`: SQLite in the data directory).
+    pub database_url: Option<String>,
     /// Keeps the data directory alive as long as the server.
     _data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
@@ -47,7 +49,8 @@ impl TestApp {
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::new(PathBuf::from(data_dir.path()));
-        config.database_url = fresh_database().await.map(Into::into);
+        let database_url = fresh_database().await;
+        config.database_url = database_url.clone().map(Into::into);
         config.jwt_secret = Some(JWT_SECRET.to_owned().into());
         config.admin_email = Some(ADMIN_EMAIL.into());
         config.admin_password = Some(ADMIN_PASSWORD.to_owned().into());
@@ -64,6 +67,7 @@ impl TestApp {
         let app = Self {
             address,
             client: reqwest::Client::new(),
+            database_url,
             _data_dir: data_dir,
             shutdown: Some(tx),
             server: Some(server),

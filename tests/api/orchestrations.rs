@@ -416,3 +416,59 @@ async fn retry_resumes_from_the_failed_step_and_cancel_stops_before_the_next() {
     assert_error(app.post(&token, "/executions/nope/cancel", json!({})).await, StatusCode::NOT_FOUND, "NOT_FOUND")
         .await;
 }
+
+fn every_second() -> Value {
+    json!({"name": "Every second", "trigger": {"type": "schedule", "cron": "* * * * * *", "timezone": "Europe/Berlin"},
+           "parameters": [{"name": "region", "type": "string", "required": true, "default": "EU"}],
+           "steps": [{"name": "echo", "type": "transform", "transform": "map", "mapping": {"region": "${parameters.region}"}}]})
+}
+
+#[tokio::test]
+async fn a_schedule_fires_once_per_slot_even_with_two_nodes() {
+    let first = TestApp::spawn().await;
+    let token = first.admin_token().await;
+    for (bad, path) in [
+        (json!({"type": "schedule"}), "trigger.cron"),
+        (json!({"type": "schedule", "cron": "every tuesday"}), "trigger.cron"),
+        (json!({"type": "schedule", "cron": "0 * * * *", "timezone": "Mars/Base"}), "trigger.timezone"),
+    ] {
+        let mut def = every_second();
+        def["trigger"] = bad;
+        let body = assert_error(
+            first.post(&token, "/orchestrations", def).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+        )
+        .await;
+        assert_eq!(body["error"]["details"][0]["path"], path, "{body}");
+    }
+    let mut no_default = every_second();
+    no_default["parameters"][0].as_object_mut().expect("param").remove("default");
+    let body = assert_error(
+        first.post(&token, "/orchestrations", no_default).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_eq!(body["error"]["details"][0]["path"], "parameters[0].default");
+
+    let created: Value = first.post(&token, "/orchestrations", every_second()).await.json().await.expect("json");
+    let id = created["id"].as_str().expect("id");
+    // A second node sharing the database (SQLite file here; the same PostgreSQL database when
+    // the suite runs on PostgreSQL, through the URL the first node was given).
+    let shared = first
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", first.data_dir().join("dibop.db").display()));
+    let second = TestApp::spawn_with(|config| config.database_url = Some(shared.into())).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let runs: Value =
+        second.get(&token, &format!("/orchestrations/{id}/executions?page_size=200")).await.json().await.expect("json");
+    let runs = runs["data"].as_array().expect("data");
+    assert!(runs.len() >= 2, "fired every second: {runs:?}");
+    assert!(runs.len() <= 5, "each slot fired once, not once per node: {}", runs.len());
+    assert!(
+        runs.iter().all(|r| r["triggered_by"] == "schedule" && r["parameters"] == json!({"region": "EU"})),
+        "{runs:?}"
+    );
+}

@@ -9,6 +9,9 @@ CREATE TABLE orchestrations (
     -- The current definition as JSON.
     definition TEXT NOT NULL,
     deleted BIGINT NOT NULL DEFAULT 0,
+    -- Set for schedule triggers (copied from the definition so the scheduler can query them).
+    cron TEXT,
+    timezone TEXT,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
@@ -64,4 +67,12 @@ CREATE TABLE step_results (
     -- Trace material as JSON: attempts with plugin timings, plugin log lines, stderr.
     detail TEXT,
     PRIMARY KEY (execution_id, position)
+);
+
+-- One row per schedule slot that fired: the primary key makes a slot fire once across nodes.
+CREATE TABLE schedule_fires (
+    orchestration_id TEXT NOT NULL REFERENCES orchestrations(id) ON DELETE CASCADE,
+    slot BIGINT NOT NULL,
+    fired_at BIGINT NOT NULL,
+    PRIMARY KEY (orchestration_id, slot)
 );

@@ -133,7 +133,10 @@ async fn create_orchestration(
     ApiJson(def): ApiJson<Definition>,
 ) -> AppResult<(StatusCode, Json<OrchestrationView>)> {
     let text = validated(&state, &principal, &def).await?;
-    let row = state.store.create_orchestration(&principal.enterprise_id, &def.name, &def.status, &text).await?;
+    let row = state
+        .store
+        .create_orchestration(&principal.enterprise_id, &def.name, &def.status, &text, definition::schedule_of(&def))
+        .await?;
     Ok((StatusCode::CREATED, Json(view(row)?)))
 }
 
@@ -176,7 +179,14 @@ async fn replace_orchestration(
     let text = validated(&state, &principal, &def).await?;
     let row = state
         .store
-        .update_orchestration(&principal.enterprise_id, &id, &def.name, &def.status, &text)
+        .update_orchestration(
+            &principal.enterprise_id,
+            &id,
+            &def.name,
+            &def.status,
+            &text,
+            definition::schedule_of(&def),
+        )
         .await?
         .ok_or_else(|| AppError::not_found(format!("orchestration {id}")))?;
     Ok(Json(view(row)?))

@@ -175,6 +175,25 @@ pub fn validate(def: &Definition, catalogue: &dyn Catalogue) -> Vec<FieldError> 
     if !["manual", "schedule", "event"].contains(&def.trigger.kind.as_str()) {
         err("trigger.type".into(), "must be manual, schedule or event".into());
     }
+    if def.trigger.kind == "schedule" {
+        match def.trigger.cron.as_deref().map(super::schedule::parse) {
+            None => err("trigger.cron".into(), "schedule triggers need a cron expression".into()),
+            Some(Err(e)) => err("trigger.cron".into(), format!("invalid cron expression: {e}")),
+            Some(Ok(_)) => {}
+        }
+        let tz = def.trigger.timezone.as_deref().unwrap_or("UTC");
+        if tz.parse::<chrono_tz::Tz>().is_err() {
+            err("trigger.timezone".into(), format!("{tz:?} is not an IANA time zone"));
+        }
+        for (i, p) in def.parameters.iter().enumerate() {
+            if p.required && p.default.is_none() {
+                err(
+                    format!("parameters[{i}].default"),
+                    "scheduled runs have no caller: required parameters need a default".into(),
+                );
+            }
+        }
+    }
     let mut params = HashSet::new();
     for (i, p) in def.parameters.iter().enumerate() {
         if !identifier(&p.name) || !params.insert(p.name.as_str()) {
@@ -286,6 +305,14 @@ fn reference_problem(r: &Reference, params: &HashSet<&str>, earlier: &[&str]) ->
         "parameters" | "_context" => None,
         step if earlier.contains(&step) => None,
         step => Some(format!("${{{}}}: {step:?} is not an earlier step", r.expression)),
+    }
+}
+
+/// The cron expression and time zone of a schedule trigger.
+pub fn schedule_of(def: &Definition) -> Option<(&str, &str)> {
+    match (def.trigger.kind.as_str(), def.trigger.cron.as_deref()) {
+        ("schedule", Some(cron)) => Some((cron, def.trigger.timezone.as_deref().unwrap_or("UTC"))),
+        _ => None,
     }
 }
 

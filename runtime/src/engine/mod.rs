@@ -8,6 +8,7 @@
 
 pub mod definition;
 pub mod mapping;
+pub mod schedule;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,6 +63,7 @@ impl Default for EngineHandle {
 pub fn start(state: &AppState, count: usize, stop: &watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks: Vec<_> = (0..count.max(1)).map(|_| tokio::spawn(worker(state.clone(), stop.clone()))).collect();
     tasks.push(tokio::spawn(heartbeat(state.clone(), stop.clone())));
+    tasks.push(tokio::spawn(schedule::run(state.clone(), stop.clone())));
     tasks
 }
 

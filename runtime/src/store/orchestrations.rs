@@ -83,12 +83,13 @@ impl Store {
         name: &str,
         status: &str,
         definition: &str,
+        schedule: Option<(&str, &str)>,
     ) -> sqlx::Result<OrchestrationRow> {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         let row: OrchestrationRow = sqlx::query_as(&format!(
-            "INSERT INTO orchestrations (id, enterprise_id, name, status, version, definition, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 1, $5, $6, $6) RETURNING {ORCHESTRATION}"
+            "INSERT INTO orchestrations (id, enterprise_id, name, status, version, definition, created_at, updated_at, \
+             cron, timezone) VALUES ($1, $2, $3, $4, 1, $5, $6, $6, $7, $8) RETURNING {ORCHESTRATION}"
         ))
         .bind(new_id())
         .bind(enterprise_id)
@@ -96,6 +97,8 @@ impl Store {
         .bind(status)
         .bind(definition)
         .bind(now)
+        .bind(schedule.map(|s| s.0))
+        .bind(schedule.map(|s| s.1))
         .fetch_one(&mut *tx)
         .await?;
         sqlx::query("INSERT INTO orchestration_versions (orchestration_id, version, definition, created_at) VALUES ($1, 1, $2, $3)")
@@ -116,12 +119,13 @@ impl Store {
         name: &str,
         status: &str,
         definition: &str,
+        schedule: Option<(&str, &str)>,
     ) -> sqlx::Result<Option<OrchestrationRow>> {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         let row: Option<OrchestrationRow> = sqlx::query_as(&format!(
-            "UPDATE orchestrations SET name = $3, status = $4, definition = $5, version = version + 1, updated_at = $6 \
-             WHERE enterprise_id = $1 AND id = $2 AND deleted = 0 RETURNING {ORCHESTRATION}"
+            "UPDATE orchestrations SET name = $3, status = $4, definition = $5, version = version + 1, updated_at = $6, \
+             cron = $7, timezone = $8 WHERE enterprise_id = $1 AND id = $2 AND deleted = 0 RETURNING {ORCHESTRATION}"
         ))
         .bind(enterprise_id)
         .bind(id)
@@ -129,6 +133,8 @@ impl Store {
         .bind(status)
         .bind(definition)
         .bind(now)
+        .bind(schedule.map(|s| s.0))
+        .bind(schedule.map(|s| s.1))
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = &row {
@@ -325,6 +331,38 @@ impl Store {
             .bind(execution_id)
             .fetch_all(&self.pool)
             .await
+    }
+
+    /// Active, scheduled orchestrations of every enterprise, with their cron and time zone.
+    pub async fn scheduled_orchestrations(&self) -> sqlx::Result<Vec<(OrchestrationRow, String, String)>> {
+        #[derive(FromRow)]
+        struct Scheduled {
+            #[sqlx(flatten)]
+            row: OrchestrationRow,
+            cron: String,
+            timezone: String,
+        }
+        let rows: Vec<Scheduled> = sqlx::query_as(&format!(
+            "SELECT {ORCHESTRATION}, cron, timezone FROM orchestrations \
+             WHERE deleted = 0 AND status = 'active' AND cron IS NOT NULL AND timezone IS NOT NULL"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|s| (s.row, s.cron, s.timezone)).collect())
+    }
+
+    /// Claims one schedule slot; `false` when it already fired (on this node or another).
+    pub async fn claim_slot(&self, orchestration_id: &str, slot_ms: i64) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO schedule_fires (orchestration_id, slot, fired_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (orchestration_id, slot) DO NOTHING",
+        )
+        .bind(orchestration_id)
+        .bind(slot_ms)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Cancels a queued execution at once, or asks the worker of a running one to stop before
