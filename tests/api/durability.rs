@@ -20,8 +20,25 @@ fn dibop_binary() -> PathBuf {
     binary
 }
 
-fn start(data_dir: &std::path::Path, database: Option<&str>, port: u16) -> Child {
-    Command::new(dibop_binary())
+/// A server process that is killed when the test ends, however it ends.
+struct Server(Child);
+
+impl Server {
+    /// SIGKILL, and wait until the process is gone.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn start(data_dir: &std::path::Path, database: Option<&str>, port: u16) -> Server {
+    let child = Command::new(dibop_binary())
         .arg("serve")
         .env("DIBOP_LISTEN", format!("127.0.0.1:{port}"))
         .env("DIBOP_DATA_DIR", data_dir)
@@ -35,7 +52,8 @@ fn start(data_dir: &std::path::Path, database: Option<&str>, port: u16) -> Child
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("starting dibop")
+        .expect("starting dibop");
+    Server(child)
 }
 
 async fn wait_ready(client: &reqwest::Client, base: &str) {
@@ -127,14 +145,12 @@ async fn a_killed_server_resumes_the_execution_without_repeating_committed_steps
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(mock.count("/dms/slow-customers"), 1, "the slow step started");
-    first.kill().expect("SIGKILL");
-    first.wait().expect("reaped");
+    first.kill();
 
     let mut second = start(data.path(), database.as_deref(), port);
     wait_ready(&client, &base).await;
     let finished = poll(&client, &url, &token, |v| v["finished_at"].is_string()).await;
-    second.kill().expect("stop");
-    let _ = second.wait();
+    second.kill();
 
     assert_eq!(finished["status"], "success", "{finished}");
     assert_eq!(finished["output"], json!({"customer": "C-7"}));
