@@ -77,6 +77,7 @@ async fn the_vehicle_lookup_of_the_spec_runs_end_to_end() {
     assert_eq!(steps[0]["operation"], "decode_vin");
     assert_eq!(steps[0]["input"], json!({"vin": VIN}));
     assert_eq!(steps[0]["output"]["status_code"], 200);
+    assert_eq!(steps[0]["output"]["headers"]["content-type"], "application/json", "{}", steps[0]);
     assert_eq!(steps[0]["output"]["response"]["model"], "Accord");
     assert_eq!(steps[0]["attempts"], 1);
     assert_eq!(steps[2]["output"]["make"], "HONDA");

@@ -95,9 +95,16 @@ async fn worker(state: AppState, mut stop: watch::Receiver<bool>) {
             Ok(Some(execution)) => {
                 let id = execution.id.clone();
                 if let Err(err) = run(&state, execution).await {
-                    tracing::error!(execution = %id, error = %format!("{err:#}"), "execution failed in the engine");
-                    let finish = Finish { status: "failed", output: None, error: Some("internal engine error".into()) };
-                    let _ = state.store.finish_execution(&id, finish).await;
+                    if err.downcast_ref::<sqlx::Error>().is_some() {
+                        // Transient (the database): resume later from the last committed step.
+                        tracing::warn!(execution = %id, error = %format!("{err:#}"), "execution interrupted; it will resume");
+                        let _ = state.store.release_execution(&id, 5_000).await;
+                    } else {
+                        tracing::error!(execution = %id, error = %format!("{err:#}"), "execution failed in the engine");
+                        let finish =
+                            Finish { status: "failed", output: None, error: Some("internal engine error".into()) };
+                        let _ = state.store.finish_execution(&id, finish).await;
+                    }
                 }
                 state.engine.finished.notify_waiters();
                 // More work may be queued: let another worker look too.
@@ -389,9 +396,13 @@ async fn run_api_call(state: &AppState, execution: &ExecutionRow, step: &Step, i
         let result = match prepared.invoke(state, &operation, &input, invocation).await {
             Ok(report) => {
                 trace.record(retrier.attempt, started_ms, &report);
-                let status = report.api_calls.last().and_then(|c| c.status_code).unwrap_or(200);
+                let last = report.api_calls.last();
+                let status = last.and_then(|c| c.status_code).unwrap_or(200);
+                let headers: serde_json::Map<String, Value> = last
+                    .map(|c| c.response_headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+                    .unwrap_or_default();
                 let duration = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
-                report.result.map(|response| json!({"status_code": status, "headers": {}, "response": response, "duration_ms": duration}))
+                report.result.map(|response| json!({"status_code": status, "headers": headers, "response": response, "duration_ms": duration}))
             }
             Err(e) => {
                 Err(CallError { code: "internal".into(), message: e.to_string(), retryable: false, http_status: None })

@@ -61,6 +61,8 @@ pub struct ApiCallRecord {
     pub request_preview: Option<String>,
     pub response_preview: Option<String>,
     pub error: Option<String>,
+    /// Response headers (cookies and authentication challenges left out), for step outputs.
+    pub response_headers: Vec<(String, String)>,
 }
 
 /// Replaces every credential value of the call with `****`.
@@ -118,6 +120,9 @@ impl Recorder {
                 r.request_preview = r.request_preview.map(|p| redactor.redact(&p));
                 r.response_preview = r.response_preview.map(|p| redactor.redact(&p));
                 r.error = r.error.map(|e| redactor.redact(&e));
+                for (_, value) in &mut r.response_headers {
+                    *value = redactor.redact(value);
+                }
                 r
             })
             .collect()
@@ -177,6 +182,7 @@ async fn send(
         request_preview: None,
         response_preview: None,
         error: None,
+        response_headers: Vec::new(),
     });
     let fail = |status: &'static str, message: String, error: HttpError| {
         if let Ok(mut r) = record.lock() {
@@ -232,6 +238,14 @@ async fn send(
         Ok((response, io)) => {
             let status = response.status();
             if let Ok(mut r) = record.lock() {
+                r.response_headers = response
+                    .headers()
+                    .iter()
+                    .filter(|(name, _)| {
+                        !["set-cookie", "www-authenticate", "proxy-authenticate"].contains(&name.as_str())
+                    })
+                    .filter_map(|(name, value)| value.to_str().ok().map(|v| (name.as_str().to_owned(), v.to_owned())))
+                    .collect();
                 r.status_code = Some(status.as_u16());
                 r.status = if status.is_success() || status.is_redirection() { "success" } else { "error" };
                 r.duration_ms = elapsed_ms(started);

@@ -275,6 +275,19 @@ impl Store {
         Ok(())
     }
 
+    /// Hands a running execution back to the queue after `delay_ms` (its worker hit a transient
+    /// error such as a database outage): any node may resume it from the last committed step.
+    pub async fn release_execution(&self, id: &str, delay_ms: i64) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE executions SET lease_owner = NULL, lease_expires_at = $2 WHERE id = $1 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(now_ms() + delay_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Commits one step's result and the execution's progress together.
     pub async fn record_step(&self, execution_id: &str, step: &StepResultRow, completed: i64) -> sqlx::Result<()> {
         let mut tx = self.pool.begin().await?;
