@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod connections;
 pub mod crypto;
+pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod plugins;

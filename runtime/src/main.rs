@@ -18,6 +18,9 @@ enum Command {
     Serve(ConfigArgs),
     /// Apply database migrations and exit.
     Migrate(ConfigArgs),
+    /// Run the server with a sandbox dealer system, connections and the "Vehicle lookup"
+    /// orchestration; execute it once, print the result and keep serving.
+    Demo(ConfigArgs),
 }
 
 #[tokio::main]
@@ -40,6 +43,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
             dibop::serve(listener, config, shutdown_signal()).await
+        }
+        Command::Demo(mut args) => {
+            // A fresh data directory per run unless one is given, so the printed login is valid.
+            args.data_dir
+                .get_or_insert_with(|| std::env::temp_dir().join(format!("dibop-demo-{}", std::process::id())));
+            let config = args.resolve()?;
+            init_logging(config.log_format);
+            dibop::demo::run(config, shutdown_signal()).await
         }
         Command::Migrate(args) => {
             let config = args.resolve()?;

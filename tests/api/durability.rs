@@ -12,7 +12,7 @@ use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET, fresh_database};
 use crate::mock::MockServer;
 
 /// The `dibop` binary next to this test binary (`target/<profile>/dibop`).
-fn dibop_binary() -> PathBuf {
+pub fn dibop_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
     let binary = dir.join("dibop");

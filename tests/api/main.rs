@@ -5,6 +5,7 @@ mod api_keys;
 mod auth;
 mod connectors;
 mod conventions;
+mod demo;
 mod durability;
 mod helpers;
 mod mock;
