@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
+pub mod client;
 pub mod config;
 pub mod connections;
 pub mod crypto;

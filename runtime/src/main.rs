@@ -21,6 +21,49 @@ enum Command {
     /// Run the server with a sandbox dealer system, connections and the "Vehicle lookup"
     /// orchestration; execute it once, print the result and keep serving.
     Demo(ConfigArgs),
+    /// Manage orchestrations on a running server (DIBOP_URL, DIBOP_TOKEN).
+    #[command(subcommand)]
+    Orchestration(OrchestrationCommand),
+    /// Execute an orchestration on a running server and print the result.
+    Execute {
+        /// Orchestration name or id.
+        name_or_id: String,
+        /// A parameter as name=value (value parsed as JSON when it is JSON); repeatable.
+        #[arg(long = "param", short = 'p')]
+        params: Vec<String>,
+        /// Queue it and return at once.
+        #[arg(long = "async")]
+        run_async: bool,
+        #[command(flatten)]
+        remote: dibop::client::Remote,
+    },
+    /// Manage plugins on a running server.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum OrchestrationCommand {
+    /// Create the orchestration in a JSON file, or replace the one with the same name.
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        remote: dibop::client::Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Upload a WebAssembly component.
+    Push {
+        file: std::path::PathBuf,
+        /// enterprise or global.
+        #[arg(long, default_value = "enterprise")]
+        scope: String,
+        #[command(flatten)]
+        remote: dibop::client::Remote,
+    },
 }
 
 #[tokio::main]
@@ -51,6 +94,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = args.resolve()?;
             init_logging(config.log_format);
             dibop::demo::run(config, shutdown_signal()).await
+        }
+        Command::Orchestration(OrchestrationCommand::Apply { file, remote }) => {
+            dibop::client::apply(&remote, &file).await
+        }
+        Command::Execute { name_or_id, params, run_async, remote } => {
+            dibop::client::execute(&remote, &name_or_id, &params, run_async).await
+        }
+        Command::Plugin(PluginCommand::Push { file, scope, remote }) => {
+            dibop::client::push(&remote, &file, &scope).await
         }
         Command::Migrate(args) => {
             let config = args.resolve()?;
