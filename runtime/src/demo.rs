@@ -46,26 +46,8 @@ fn sandbox() -> axum::Router {
         .route("/dms/health", get(|| async { Json(json!({"status": "ok"})) }))
 }
 
-fn vehicle_lookup() -> Value {
-    json!({
-        "name": "Vehicle lookup",
-        "description": "Decode a VIN and find the unit in stock",
-        "status": "active",
-        "trigger": {"type": "manual"},
-        "parameters": [{"name": "vin", "type": "string", "required": true, "description": "17-char VIN"}],
-        "steps": [
-            {"name": "decode", "type": "api_call", "connection": "vpic", "operation": "decode_vin",
-             "parameters": {"vin": "${parameters.vin}"}, "timeout_ms": 5000,
-             "retry": {"max_attempts": 3, "initial_interval_ms": 200, "backoff_coefficient": 2.0}},
-            {"name": "stock", "type": "api_call", "connection": "dms", "operation": "get_vehicle",
-             "parameters": {"vin": "${parameters.vin}"}, "on_error": "continue"},
-            {"name": "vehicle", "type": "transform", "transform": "map",
-             "mapping": {"vin": "${parameters.vin}", "make": "${decode.response.make}",
-                         "stock_number": "${stock.response.stock_number}"}}
-        ],
-        "output": {"vehicle": "${vehicle}"}
-    })
-}
+/// The SPEC's "Vehicle lookup" orchestration (`examples/vehicle-lookup.json`).
+pub const VEHICLE_LOOKUP: &str = include_str!("../../examples/vehicle-lookup.json");
 
 /// Runs the demo until `shutdown` resolves.
 pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
@@ -120,7 +102,8 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             response.text().await?
         );
     }
-    let orchestration: Value = post("/orchestrations", vehicle_lookup()).await?.error_for_status()?.json().await?;
+    let orchestration: Value =
+        post("/orchestrations", serde_json::from_str(VEHICLE_LOOKUP)?).await?.error_for_status()?.json().await?;
     let id = orchestration["id"].as_str().context("no orchestration id")?;
     let result: Value =
         post(&format!("/orchestrations/{id}/execute"), json!({"parameters": {"vin": DEMO_VIN}})).await?.json().await?;

@@ -188,6 +188,19 @@ impl TestApp {
             .expect("upload")
     }
 
+    /// Polls `GET /executions/{id}` until the execution finished (10 s at most) and returns it.
+    pub async fn wait_finished(&self, token: &str, execution_id: &str) -> Value {
+        for _ in 0..200 {
+            let detail: Value =
+                self.get(token, &format!("/executions/{execution_id}")).await.json().await.expect("json");
+            if detail["finished_at"].is_string() {
+                return detail;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("execution {execution_id} did not finish");
+    }
+
     /// Creates a connection and returns its JSON.
     pub async fn create_connection(&self, token: &str, body: Value) -> Value {
         let response = self.post(token, "/connections", body.clone()).await;

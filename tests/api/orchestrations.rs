@@ -24,25 +24,9 @@ async fn connections(app: &TestApp, token: &str, mock: &MockServer) {
     .await;
 }
 
+/// The SPEC's example, as shipped in `examples/` (and run by `dibop demo`).
 fn vehicle_lookup() -> Value {
-    json!({
-        "name": "Vehicle lookup",
-        "description": "Decode a VIN and find the unit in stock",
-        "status": "active",
-        "trigger": {"type": "manual"},
-        "parameters": [{"name": "vin", "type": "string", "required": true, "description": "17-char VIN"}],
-        "steps": [
-            {"name": "decode", "type": "api_call", "connection": "vpic", "operation": "decode_vin",
-             "parameters": {"vin": "${parameters.vin}"}, "timeout_ms": 5000,
-             "retry": {"max_attempts": 3, "initial_interval_ms": 200, "backoff_coefficient": 2.0}},
-            {"name": "stock", "type": "api_call", "connection": "dms", "operation": "get_vehicle",
-             "parameters": {"vin": "${parameters.vin}"}, "on_error": "continue"},
-            {"name": "vehicle", "type": "transform", "transform": "map",
-             "mapping": {"vin": "${parameters.vin}", "make": "${decode.response.make}",
-                         "stock_number": "${stock.response.stock_number}"}}
-        ],
-        "output": {"vehicle": "${vehicle}"}
-    })
+    serde_json::from_str(dibop::demo::VEHICLE_LOOKUP).expect("example JSON")
 }
 
 #[tokio::test]
@@ -310,28 +294,9 @@ async fn retries_partial_results_skips_async_and_idempotency() {
         .await
         .expect("json");
     assert_eq!(again["execution_id"], first["execution_id"]);
-    let execution_id = first["execution_id"].as_str().expect("id");
-    let mut detail = Value::Null;
-    for _ in 0..100 {
-        detail = app.get(&token, &format!("/executions/{execution_id}")).await.json().await.expect("json");
-        if detail["finished_at"].is_string() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let detail = app.wait_finished(&token, first["execution_id"].as_str().expect("id")).await;
     assert_eq!(detail["steps"][2]["status"], "success", "{detail}");
     assert_eq!(detail["steps"][2]["output"]["valid"], true);
-}
-
-async fn wait_finished(app: &TestApp, token: &str, execution_id: &str) -> Value {
-    for _ in 0..200 {
-        let detail: Value = app.get(token, &format!("/executions/{execution_id}")).await.json().await.expect("json");
-        if detail["finished_at"].is_string() {
-            return detail;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("execution {execution_id} did not finish");
 }
 
 #[tokio::test]
@@ -375,7 +340,7 @@ async fn retry_resumes_from_the_failed_step_and_cancel_stops_before_the_next() {
     for expected in ["failed", "success"] {
         let retried = app.post(&token, &format!("/executions/{execution}/retry"), json!({})).await;
         assert_eq!(retried.status(), StatusCode::ACCEPTED);
-        let detail = wait_finished(&app, &token, execution).await;
+        let detail = app.wait_finished(&token, execution).await;
         assert_eq!(detail["status"], expected, "{detail}");
     }
     assert_eq!(mock.count("DecodeVinValues"), 1, "the completed step was kept, not called again");
@@ -411,7 +376,7 @@ async fn retry_resumes_from_the_failed_step_and_cancel_stops_before_the_next() {
     }
     let cancel = app.post(&token, &format!("/executions/{execution}/cancel"), json!({})).await;
     assert_eq!(cancel.status(), StatusCode::OK);
-    let detail = wait_finished(&app, &token, execution).await;
+    let detail = app.wait_finished(&token, execution).await;
     assert_eq!(detail["status"], "cancelled", "{detail}");
     assert_eq!(detail["steps_completed"], 1, "the running step finished, the next one never started");
     assert_error(app.post(&token, "/executions/nope/cancel", json!({})).await, StatusCode::NOT_FOUND, "NOT_FOUND")

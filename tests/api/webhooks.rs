@@ -76,14 +76,7 @@ async fn a_webhook_with_the_right_secret_triggers_its_orchestration() {
     assert_eq!(fired.status(), StatusCode::ACCEPTED);
     let fired: Value = fired.json().await.expect("json");
     let execution = fired["execution_id"].as_str().expect("execution id");
-    let mut detail = Value::Null;
-    for _ in 0..100 {
-        detail = app.get(&token, &format!("/executions/{execution}")).await.json().await.expect("json");
-        if detail["finished_at"].is_string() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let detail = app.wait_finished(&token, execution).await;
     assert_eq!(detail["status"], "success", "{detail}");
     assert_eq!(detail["triggered_by"], "event");
     assert_eq!(detail["output"], json!({"vin": "WDB1234567890", "source": "dms"}));
