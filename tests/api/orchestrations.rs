@@ -438,3 +438,91 @@ async fn a_schedule_fires_once_per_slot_even_with_two_nodes() {
         "{runs:?}"
     );
 }
+
+#[tokio::test]
+async fn condition_steps_run_one_branch_and_skip_the_other() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let def = json!({"name": "Route by make",
+        "parameters": [{"name": "make", "type": "string", "required": true}, {"name": "year", "type": "integer", "default": 2020}],
+        "steps": [
+            {"name": "check", "type": "condition", "condition": "${parameters.make} == 'HONDA'",
+             "then": [{"name": "honda", "type": "transform", "transform": "map", "mapping": {"dealer": "Honda desk"}},
+                      {"name": "recent", "type": "condition", "condition": "${parameters.year} >= 2015",
+                       "then": [{"name": "warranty", "type": "transform", "transform": "map", "mapping": {"warranty": true}}]}],
+             "else": [{"name": "other", "type": "transform", "transform": "map", "mapping": {"dealer": "General desk"}}]},
+            {"name": "done", "type": "transform", "transform": "map", "mapping": {"branch": "${check.branch}"}}
+        ],
+        "output": {"branch": "${done.branch}", "result": "${check.result}"}});
+    let created: Value = app.post(&token, "/orchestrations", def).await.json().await.expect("json");
+    let id = created["id"].as_str().unwrap_or_else(|| panic!("{created}"));
+
+    let honda: Value = app
+        .post(&token, &format!("/orchestrations/{id}/execute"), json!({"parameters": {"make": "HONDA"}}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(honda["status"], "success", "{honda}");
+    assert_eq!(honda["output"], json!({"branch": "then", "result": true}));
+    assert_eq!(honda["steps_total"], 6);
+    let detail: Value = app
+        .get(&token, &format!("/executions/{}", honda["execution_id"].as_str().expect("id")))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let statuses: Vec<(&str, &str)> = detail["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| (s["name"].as_str().expect("n"), s["status"].as_str().expect("s")))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("check", "success"),
+            ("honda", "success"),
+            ("recent", "success"),
+            ("warranty", "success"),
+            ("other", "skipped"),
+            ("done", "success")
+        ]
+    );
+
+    let other: Value = app
+        .post(&token, &format!("/orchestrations/{id}/execute"), json!({"parameters": {"make": "FORD"}}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(other["output"], json!({"branch": "else", "result": false}));
+    let detail: Value = app
+        .get(&token, &format!("/executions/{}", other["execution_id"].as_str().expect("id")))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let skipped: Vec<&str> = detail["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|s| s["status"] == "skipped")
+        .map(|s| s["name"].as_str().expect("n"))
+        .collect();
+    assert_eq!(skipped, ["honda", "recent", "warranty"]);
+
+    let bad = json!({"name": "Bad", "steps": [
+        {"name": "x", "type": "transform", "transform": "map", "mapping": {}, "then": [{"name": "y", "type": "transform", "transform": "map", "mapping": {}}]},
+        {"name": "c", "type": "condition", "then": [{"name": "z", "type": "transform", "transform": "map", "mapping": {"v": "${nope.v}"}}]}]});
+    let body = assert_error(
+        app.post(&token, "/orchestrations", bad).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    let paths = detail_paths(&body);
+    for path in ["steps[0].then", "steps[1].condition", "steps[1].then[0].mapping"] {
+        assert!(paths.contains(&path), "{path} in {paths:?}");
+    }
+}

@@ -308,7 +308,7 @@ async fn execute(
         triggered_by: if principal.api_key_id.is_some() { "api" } else { "manual" }.into(),
         parameters: parameters.to_string(),
         idempotency_key: key,
-        steps_total: i64::try_from(def.steps.len()).unwrap_or(i64::MAX),
+        steps_total: def.step_count(),
     };
     let (mut execution, created) = state.store.enqueue_execution(&principal.enterprise_id, new).await?;
     if created {

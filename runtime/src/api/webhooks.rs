@@ -269,7 +269,7 @@ async fn trigger(
         triggered_by: "event".into(),
         parameters: parameters.to_string(),
         idempotency_key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned),
-        steps_total: i64::try_from(def.steps.len()).unwrap_or(i64::MAX),
+        steps_total: def.step_count(),
     };
     let (execution, created) = state.store.enqueue_execution(&webhook.enterprise_id, new).await?;
     if created {

@@ -114,6 +114,46 @@ pub struct Step {
     /// A reference; the step runs only when it resolves to a truthy value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
+    /// condition: an expression such as `${decode.response.make} == 'HONDA'` or `${stock}`
+    /// (truthy); operators ==, !=, >, >=, <, <=.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// condition: steps run when the expression holds.
+    #[serde(default, rename = "then", skip_serializing_if = "Vec::is_empty")]
+    #[schema(no_recursion)]
+    pub then_steps: Vec<Step>,
+    /// condition: steps run when it does not.
+    #[serde(default, rename = "else", skip_serializing_if = "Vec::is_empty")]
+    #[schema(no_recursion)]
+    pub else_steps: Vec<Step>,
+}
+
+/// A step in execution order, with the conditions (and branches) it sits under.
+pub struct FlatStep<'a> {
+    pub step: &'a Step,
+    /// Where it is in the definition, e.g. `steps[1].then[0]`.
+    pub path: String,
+    /// (condition step name, true for its `then` branch), outermost first.
+    pub guards: Vec<(&'a str, bool)>,
+}
+
+/// Every step depth-first: a condition, then its `then` steps, then its `else` steps. The
+/// position of a step in this list is its position in the execution's step results.
+pub fn flatten(steps: &[Step]) -> Vec<FlatStep<'_>> {
+    fn walk<'a>(steps: &'a [Step], prefix: &str, guards: &[(&'a str, bool)], out: &mut Vec<FlatStep<'a>>) {
+        for (i, step) in steps.iter().enumerate() {
+            let path = format!("{prefix}[{i}]");
+            out.push(FlatStep { step, path: path.clone(), guards: guards.to_vec() });
+            for (branch, nested, name) in [(true, &step.then_steps, "then"), (false, &step.else_steps, "else")] {
+                let mut inner = guards.to_vec();
+                inner.push((step.name.as_str(), branch));
+                walk(nested, &format!("{path}.{name}"), &inner, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(steps, "steps", &[], &mut out);
+    out
 }
 
 /// An orchestration as sent and shown.
@@ -142,7 +182,7 @@ fn active() -> String {
 }
 
 /// Step types this engine runs.
-pub const STEP_TYPES: [&str; 2] = ["api_call", "transform"];
+pub const STEP_TYPES: [&str; 3] = ["api_call", "transform", "condition"];
 /// `_context` members.
 pub const CONTEXT_KEYS: [&str; 4] = ["timestamp", "execution_id", "orchestration_id", "enterprise_id"];
 
@@ -220,8 +260,9 @@ pub fn validate(def: &Definition, catalogue: &dyn Catalogue) -> Vec<FieldError> 
                 }
             }
         };
-    for (i, step) in def.steps.iter().enumerate() {
-        let at = |field: &str| format!("steps[{i}].{field}");
+    for flat in flatten(&def.steps) {
+        let step = flat.step;
+        let at = |field: &str| format!("{}.{field}", flat.path);
         if !identifier(&step.name) || ["parameters", "_context"].contains(&step.name.as_str()) {
             err(
                 at("name"),
@@ -255,7 +296,14 @@ pub fn validate(def: &Definition, catalogue: &dyn Catalogue) -> Vec<FieldError> 
                 Some(other) => err(at("transform"), format!("{other:?} is neither map nor a transform plugin")),
                 None => err(at("transform"), "transform steps need transform (map or a plugin slug)".into()),
             },
+            "condition" => match &step.condition {
+                Some(expression) => check_refs(&Value::String(expression.clone()), at("condition"), &earlier, &mut err),
+                None => err(at("condition"), "condition steps need a condition expression".into()),
+            },
             other => err(at("type"), format!("unknown step type {other:?}; supported: {}", STEP_TYPES.join(", "))),
+        }
+        if step.kind != "condition" && !(step.then_steps.is_empty() && step.else_steps.is_empty()) {
+            err(at("then"), "only condition steps have then/else steps".into());
         }
         if let Some(v) = &step.parameters {
             check_refs(v, at("parameters"), &earlier, &mut err);
@@ -305,6 +353,13 @@ fn reference_problem(r: &Reference, params: &HashSet<&str>, earlier: &[&str]) ->
         "parameters" | "_context" => None,
         step if earlier.contains(&step) => None,
         step => Some(format!("${{{}}}: {step:?} is not an earlier step", r.expression)),
+    }
+}
+
+impl Definition {
+    /// Steps an execution records (nested ones included).
+    pub fn step_count(&self) -> i64 {
+        i64::try_from(flatten(&self.steps).len()).unwrap_or(i64::MAX)
     }
 }
 

@@ -202,6 +202,72 @@ pub fn resolve(value: &Value, scope: &Value) -> Result<Value, MappingError> {
     })
 }
 
+/// Evaluates a condition: `<operand> <op> <operand>` with op one of ==, !=, >=, <=, >, <, or a
+/// single operand judged by truthiness. An operand is a `${...}` reference or a JSON literal
+/// (single-quoted text is a string too).
+pub fn condition(expression: &str, scope: &Value) -> Result<bool, MappingError> {
+    let operand = |text: &str| -> Result<Value, MappingError> {
+        let text = text.trim();
+        if text.starts_with("${") && text.ends_with('}') {
+            return resolve(&Value::String(text.to_owned()), scope);
+        }
+        if let Some(inner) = text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')) {
+            return Ok(Value::String(inner.to_owned()));
+        }
+        Ok(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned())))
+    };
+    // The operator must sit outside references and quotes.
+    let mut depth = 0;
+    let mut quoted = false;
+    let bytes = expression.as_bytes();
+    for i in 0..bytes.len() {
+        match bytes[i] {
+            b'{' => depth += 1,
+            b'}' => depth -= 1,
+            b'\'' | b'"' => quoted = !quoted,
+            _ if depth == 0 && !quoted => {
+                for op in ["==", "!=", ">=", "<=", ">", "<"] {
+                    if expression[i..].starts_with(op) {
+                        let (left, right) = (operand(&expression[..i])?, operand(&expression[i + op.len()..])?);
+                        return Ok(compare(&left, op, &right));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(truthy(&operand(expression)?))
+}
+
+fn compare(left: &Value, op: &str, right: &Value) -> bool {
+    let order = match (left, right) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64().zip(b.as_f64()).and_then(|(a, b)| a.partial_cmp(&b)),
+        (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
+        _ => None,
+    };
+    match op {
+        "==" => order.map_or(left == right, |o| o.is_eq()),
+        "!=" => order.map_or(left != right, |o| o.is_ne()),
+        ">" => order.is_some_and(|o| o.is_gt()),
+        ">=" => order.is_some_and(|o| o.is_ge()),
+        "<" => order.is_some_and(|o| o.is_lt()),
+        "<=" => order.is_some_and(|o| o.is_le()),
+        _ => false,
+    }
+}
+
+/// JSON truthiness: null, false, 0, "", "false" and [] are false.
+pub fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty() && s != "false",
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(_) => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -230,6 +296,18 @@ mod tests {
         let request = json!({"headers": {"x-source": "dms"}, "body": {"a": {"b-c": 1}}});
         assert_eq!(resolve(&json!("${headers.x-source}"), &request).expect("ok"), json!("dms"));
         assert_eq!(resolve(&json!("${body.a.b-c}"), &request).expect("ok"), json!(1));
+    }
+
+    #[test]
+    fn conditions_compare_references_and_literals() {
+        let s = scope();
+        assert!(condition("${decode.response.make} == 'HONDA'", &s).expect("ok"));
+        assert!(condition("${decode.response.year} >= 2000", &s).expect("ok"));
+        assert!(!condition("${decode.response.year} < 1990", &s).expect("ok"));
+        assert!(condition("${parameters.count} != 4", &s).expect("ok"));
+        assert!(condition("${stock.items}", &s).expect("ok"));
+        assert!(!condition("${stock.items[?(@.status=='gone')]}", &s).expect("ok"));
+        assert!(condition("${nothing.here} == 1", &s).is_err());
     }
 
     #[test]

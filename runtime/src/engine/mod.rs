@@ -125,17 +125,6 @@ async fn worker(state: AppState, mut stop: watch::Receiver<bool>) {
     }
 }
 
-fn truthy(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64() != Some(0.0),
-        Value::String(s) => !s.is_empty() && s != "false",
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(_) => true,
-    }
-}
-
 /// Runs (or resumes) one claimed execution to its end.
 async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
     let text = state
@@ -161,7 +150,8 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
         scope[&result.name] = output.clone();
         last_output = output;
     }
-    for (position, step) in def.steps.iter().enumerate().skip(done.len()) {
+    for (position, flat) in definition::flatten(&def.steps).into_iter().enumerate().skip(done.len()) {
+        let step = flat.step;
         if state.store.cancel_requested(&execution.id).await? {
             let error = format!("cancelled before step {}", step.name);
             state
@@ -172,10 +162,16 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
         }
         let started = now_ms();
         let clock = Instant::now();
-        let run = match &step.when {
-            Some(when) => mapping::resolve(&Value::String(when.clone()), &scope).map(|v| truthy(&v)).unwrap_or(false),
-            None => true,
-        };
+        // A step inside a condition runs only when every enclosing condition took its branch.
+        let in_branch =
+            flat.guards.iter().all(|(name, then)| scope[*name]["branch"] == if *then { "then" } else { "else" });
+        let run = in_branch
+            && match &step.when {
+                Some(when) => {
+                    mapping::resolve(&Value::String(when.clone()), &scope).map(|v| mapping::truthy(&v)).unwrap_or(false)
+                }
+                None => true,
+            };
         let outcome = if run { run_step(state, &execution, step, &scope).await } else { StepOutcome::skipped() };
         let result = StepResultRow {
             position: i64::try_from(position)?,
@@ -312,6 +308,18 @@ async fn run_step(state: &AppState, execution: &ExecutionRow, step: &Step, scope
         Err(e) => return StepOutcome::failed(None, None, format!("mapping: {e}"), 0),
     };
     match (step.kind.as_str(), step.transform.as_deref()) {
+        ("condition", _) => match mapping::condition(step.condition.as_deref().unwrap_or("false"), scope) {
+            Ok(holds) => StepOutcome {
+                status: "success",
+                system: None,
+                input: None,
+                output: Some(json!({"result": holds, "branch": if holds { "then" } else { "else" }})),
+                error: None,
+                attempts: 1,
+                detail: None,
+            },
+            Err(e) => StepOutcome::failed(None, None, format!("condition: {e}"), 1),
+        },
         ("transform", Some("map")) => StepOutcome {
             status: "success",
             system: None,

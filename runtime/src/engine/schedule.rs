@@ -69,7 +69,7 @@ async fn tick(state: &AppState, after: DateTime<Utc>, until: DateTime<Utc>) -> a
                 triggered_by: "schedule".into(),
                 parameters: parameters.to_string(),
                 idempotency_key: Some(format!("schedule:{}", slot.timestamp_millis())),
-                steps_total: i64::try_from(def.steps.len()).unwrap_or(i64::MAX),
+                steps_total: def.step_count(),
             };
             state.store.enqueue_execution(&row.enterprise_id, new).await?;
             state.engine.wake();
