@@ -282,10 +282,15 @@ impl PluginHost {
         Ok(Self { engine, linker, artifacts, loaded: Mutex::default(), allow_private_networks })
     }
 
+    /// The component with these bytes, when this host has loaded it already.
+    pub fn cached(&self, sha256: &str) -> Option<Loaded> {
+        self.loaded.lock().ok().and_then(|l| l.get(sha256).cloned())
+    }
+
     /// Compiles `bytes` (or finds them compiled) and checks they are a component of a supported
     /// world. The error says why not, for a 422.
     pub async fn load(&self, sha256: &str, bytes: &[u8]) -> Result<Loaded, String> {
-        if let Some(loaded) = self.loaded.lock().ok().and_then(|l| l.get(sha256).cloned()) {
+        if let Some(loaded) = self.cached(sha256) {
             return Ok(loaded);
         }
         check_header(bytes)?;

@@ -121,6 +121,9 @@ impl Registry {
 
     /// The compiled component of a stored plugin.
     pub async fn loaded(&self, row: &PluginRow) -> anyhow::Result<Loaded> {
+        if let Some(loaded) = self.host.cached(&row.sha256) {
+            return Ok(loaded);
+        }
         let bytes = self
             .blobs
             .read(format!("{}.wasm", row.sha256))

@@ -75,7 +75,9 @@ impl Store {
         };
         let options = AnyConnectOptions::from_str(&url).context("parsing the database URL")?;
         let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
+            // SQLite has one writer: a single connection serializes writes in the pool instead
+            // of letting them collide and back off in SQLite's busy handler.
+            .max_connections(if backend == Backend::Sqlite { 1 } else { max_connections.max(1) })
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
