@@ -292,9 +292,7 @@ async fn execute(
     if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
         return Err(AppError::BadRequest("Idempotency-Key must be 1 to 200 characters".into()));
     }
-    let enterprise =
-        state.store.get_enterprise(&principal.enterprise_id).await?.ok_or_else(|| AppError::not_found("enterprise"))?;
-    let limit = u64::try_from(enterprise.executions_per_minute).unwrap_or(0);
+    let limit = u64::try_from(principal.executions_per_minute).unwrap_or(0);
     let decision = state.limiter.hit(&format!("exec:{}", principal.enterprise_id), limit, 60).await?;
     if !decision.allowed {
         return Err(AppError::RateLimited {

@@ -73,6 +73,8 @@ pub struct Principal {
     pub role: Role,
     /// Platform rights: the role `platform_admin`, or the bootstrap admin.
     pub platform: bool,
+    /// The enterprise's execution rate limit, read with the credential.
+    pub executions_per_minute: i64,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
@@ -145,6 +147,7 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> AppResult<(Principal,
             api_key_id: Some(found.key.id),
             role: found.key.role,
             platform: found.key.role == Role::PlatformAdmin,
+            executions_per_minute: found.enterprise.executions_per_minute,
         };
         return Ok((principal, limit(found.enterprise.api_requests_per_minute)));
     }
@@ -163,6 +166,7 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> AppResult<(Principal,
         api_key_id: None,
         role: user.role,
         platform: user.platform_access != 0 || user.role == Role::PlatformAdmin,
+        executions_per_minute: enterprise.executions_per_minute,
     };
     Ok((principal, limit(enterprise.api_requests_per_minute)))
 }

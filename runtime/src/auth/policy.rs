@@ -63,7 +63,14 @@ mod tests {
     use super::*;
 
     fn principal(role: Role, platform: bool) -> Principal {
-        Principal { enterprise_id: "e".into(), user_id: None, api_key_id: None, role, platform }
+        Principal {
+            enterprise_id: "e".into(),
+            user_id: None,
+            api_key_id: None,
+            role,
+            platform,
+            executions_per_minute: 60,
+        }
     }
 
     #[test]

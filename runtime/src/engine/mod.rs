@@ -150,9 +150,10 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
         scope[&result.name] = output.clone();
         last_output = output;
     }
+    let mut cancelled = state.store.cancel_requested(&execution.id).await?;
     for (position, flat) in definition::flatten(&def.steps).into_iter().enumerate().skip(done.len()) {
         let step = flat.step;
-        if state.store.cancel_requested(&execution.id).await? {
+        if cancelled {
             let error = format!("cancelled before step {}", step.name);
             state
                 .store
@@ -188,7 +189,7 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
             duration_ms: i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX),
             detail: outcome.detail.as_ref().map(Value::to_string),
         };
-        state.store.record_step(&execution.id, &result, i64::try_from(position + 1)?).await?;
+        cancelled = state.store.record_step(&execution.id, &result, i64::try_from(position + 1)?).await?;
         if outcome.status == "failed" {
             if step.on_error.as_deref() == Some("continue") {
                 partial = true;

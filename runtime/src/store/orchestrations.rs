@@ -288,8 +288,9 @@ impl Store {
         Ok(())
     }
 
-    /// Commits one step's result and the execution's progress together.
-    pub async fn record_step(&self, execution_id: &str, step: &StepResultRow, completed: i64) -> sqlx::Result<()> {
+    /// Commits one step's result and the execution's progress together; answers whether a
+    /// cancellation was requested.
+    pub async fn record_step(&self, execution_id: &str, step: &StepResultRow, completed: i64) -> sqlx::Result<bool> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(&format!("INSERT INTO step_results (execution_id, {STEP}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"))
             .bind(execution_id)
@@ -308,12 +309,15 @@ impl Store {
             .bind(&step.detail)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE executions SET steps_completed = $2 WHERE id = $1")
-            .bind(execution_id)
-            .bind(completed)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
+        // The progress update also reads whether someone asked to cancel, saving a query per step.
+        let cancel: i64 =
+            sqlx::query_scalar("UPDATE executions SET steps_completed = $2 WHERE id = $1 RETURNING cancel_requested")
+                .bind(execution_id)
+                .bind(completed)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(cancel != 0)
     }
 
     pub async fn finish_execution(&self, execution_id: &str, finish: Finish) -> sqlx::Result<()> {
