@@ -140,7 +140,10 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> AppResult<(Principal,
             .find_active_api_key(&api_keys::hash(token))
             .await?
             .ok_or_else(|| AppError::Unauthorized("invalid or revoked API key".into()))?;
-        state.store.touch_api_key(&found.key.id).await?;
+        // Record the use at most once a minute, so most requests stay reads.
+        if found.key.last_used_at.is_none_or(|at| at < crate::store::now_ms() - 60_000) {
+            state.store.touch_api_key(&found.key.id).await?;
+        }
         let principal = Principal {
             enterprise_id: found.enterprise.id,
             user_id: None,
@@ -154,11 +157,10 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> AppResult<(Principal,
 
     let claims = state.tokens.verify(token)?;
     let invalid = || AppError::Unauthorized("token no longer valid".into());
-    let user = state.store.get_user(&claims.ent, &claims.sub).await?.ok_or_else(invalid)?;
+    let (user, enterprise) = state.store.user_with_enterprise(&claims.ent, &claims.sub).await?.ok_or_else(invalid)?;
     if !user.is_active() {
         return Err(invalid());
     }
-    let enterprise = state.store.get_enterprise(&user.enterprise_id).await?.ok_or_else(invalid)?;
     // The role comes from the database, not the token, so a demotion takes effect at once.
     let principal = Principal {
         enterprise_id: user.enterprise_id,

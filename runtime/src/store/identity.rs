@@ -200,6 +200,56 @@ impl Store {
             .await
     }
 
+    /// A user with its enterprise in one query (authentication does this on every request).
+    pub async fn user_with_enterprise(
+        &self,
+        enterprise_id: &str,
+        user_id: &str,
+    ) -> sqlx::Result<Option<(User, Enterprise)>> {
+        #[derive(FromRow)]
+        struct Joined {
+            #[sqlx(flatten)]
+            user: User,
+            e_name: String,
+            e_slug: String,
+            e_timezone: String,
+            e_session_duration_minutes: i64,
+            e_retention_days: i64,
+            e_api_requests_per_minute: i64,
+            e_executions_per_minute: i64,
+            e_created_at: i64,
+            e_updated_at: i64,
+        }
+        let user_columns: String =
+            USER_COLUMNS.split(',').map(|c| format!("u.{}", c.trim())).collect::<Vec<_>>().join(", ");
+        let joined: Option<Joined> = sqlx::query_as(&format!(
+            "SELECT {user_columns}, e.name AS e_name, e.slug AS e_slug, e.timezone AS e_timezone, \
+             e.session_duration_minutes AS e_session_duration_minutes, e.retention_days AS e_retention_days, \
+             e.api_requests_per_minute AS e_api_requests_per_minute, e.executions_per_minute AS e_executions_per_minute, \
+             e.created_at AS e_created_at, e.updated_at AS e_updated_at \
+             FROM users u JOIN enterprises e ON e.id = u.enterprise_id WHERE u.enterprise_id = $1 AND u.id = $2"
+        ))
+        .bind(enterprise_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(joined.map(|j| {
+            let enterprise = Enterprise {
+                id: j.user.enterprise_id.clone(),
+                name: j.e_name,
+                slug: j.e_slug,
+                timezone: j.e_timezone,
+                session_duration_minutes: j.e_session_duration_minutes,
+                retention_days: j.e_retention_days,
+                api_requests_per_minute: j.e_api_requests_per_minute,
+                executions_per_minute: j.e_executions_per_minute,
+                created_at: j.e_created_at,
+                updated_at: j.e_updated_at,
+            };
+            (j.user, enterprise)
+        }))
+    }
+
     /// Looks a user up by email across enterprises: only login does this.
     pub async fn find_user_by_email(&self, email: &str) -> sqlx::Result<Option<User>> {
         sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
