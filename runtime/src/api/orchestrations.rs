@@ -315,7 +315,21 @@ async fn execute(
     if !request.run_async {
         let deadline = Instant::now() + Duration::from_millis(state.config.execute_wait_ms);
         while !finished(&execution.status) && Instant::now() < deadline {
-            let _ = tokio::time::timeout(Duration::from_millis(100), state.engine.some_finished()).await;
+            let done = state.engine.watch(&execution.id);
+            execution = state
+                .store
+                .get_execution(&principal.enterprise_id, &execution.id)
+                .await?
+                .ok_or_else(|| AppError::not_found("execution"))?;
+            if finished(&execution.status) {
+                break;
+            }
+            // Woken by the local worker; the bound covers executions run by another node.
+            let _ = tokio::time::timeout(
+                deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(500)),
+                done,
+            )
+            .await;
             execution = state
                 .store
                 .get_execution(&principal.enterprise_id, &execution.id)

@@ -30,7 +30,8 @@ pub struct EngineHandle {
     /// This node's lease owner name.
     pub node_id: String,
     wake: Notify,
-    finished: Notify,
+    /// Callers waiting for one execution to finish on this node, by execution id.
+    waiters: std::sync::Mutex<std::collections::HashMap<String, Vec<tokio::sync::oneshot::Sender<()>>>>,
 }
 
 impl EngineHandle {
@@ -38,7 +39,7 @@ impl EngineHandle {
         Self {
             node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
             wake: Notify::new(),
-            finished: Notify::new(),
+            waiters: std::sync::Mutex::default(),
         }
     }
 
@@ -47,9 +48,27 @@ impl EngineHandle {
         self.wake.notify_one();
     }
 
-    /// Resolves when some execution on this node finished (callers re-check their own).
-    pub async fn some_finished(&self) {
-        self.finished.notified().await;
+    /// A receiver that resolves when `execution_id` finishes on this node. Register before
+    /// reading the execution's status, so a completion in between is not missed.
+    pub fn watch(&self, execution_id: &str) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Ok(mut waiters) = self.waiters.lock() {
+            // Drop the senders of callers that gave up (or whose execution ended elsewhere).
+            waiters.retain(|_, senders| {
+                senders.retain(|s| !s.is_closed());
+                !senders.is_empty()
+            });
+            waiters.entry(execution_id.to_owned()).or_default().push(tx);
+        }
+        rx
+    }
+
+    /// Wakes the callers waiting for `execution_id`.
+    fn finished(&self, execution_id: &str) {
+        let senders = self.waiters.lock().ok().and_then(|mut w| w.remove(execution_id)).unwrap_or_default();
+        for sender in senders {
+            let _ = sender.send(());
+        }
     }
 }
 
@@ -106,7 +125,7 @@ async fn worker(state: AppState, mut stop: watch::Receiver<bool>) {
                         let _ = state.store.finish_execution(&id, finish).await;
                     }
                 }
-                state.engine.finished.notify_waiters();
+                state.engine.finished(&id);
                 // More work may be queued: let another worker look too.
                 state.engine.wake();
             }
