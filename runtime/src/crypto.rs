@@ -44,6 +44,12 @@ pub fn persistent_secret(
     }
 }
 
+/// Lowercase hex of the SHA-256 of `bytes` (plugin ids, API-key hashes, trace ids).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Seals and opens small secrets (connection credentials).
 pub struct Sealer {
     cipher: XChaCha20Poly1305,

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{ApiQuery, PageQuery, Paginated, Pagination};
+use super::extract::{ApiQuery, PageQuery, Paginated, Pagination, iso_instant};
 use super::{datetime, opt_datetime};
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
@@ -114,18 +114,6 @@ pub struct ApiCallQuery {
     pub connection_id: Option<String>,
 }
 
-fn instant(name: &str, value: Option<&String>) -> AppResult<Option<i64>> {
-    value
-        .map(|v| {
-            DateTime::parse_from_rfc3339(v).map(|t| t.timestamp_millis()).map_err(|_| {
-                AppError::BadRequest(format!(
-                    "{name} must be an ISO 8601 date-time such as 2026-04-08T10:30:00Z, got {v:?}"
-                ))
-            })
-        })
-        .transpose()
-}
-
 /// List outbound requests, newest first.
 #[utoipa::path(get, path = "/api-calls", tag = "api-calls", params(ApiCallQuery, PageQuery),
     responses((status = 200, description = "One page of API calls", body = Paginated<ApiCallView>)))]
@@ -139,8 +127,8 @@ async fn list_api_calls(
         return Err(AppError::BadRequest(format!("status must be success, error or timeout, got {status:?}")));
     }
     let filter = ApiCallFilter {
-        from_ms: instant("from", query.from.as_ref())?,
-        to_ms: instant("to", query.to.as_ref())?,
+        from_ms: iso_instant("from", query.from.as_ref())?,
+        to_ms: iso_instant("to", query.to.as_ref())?,
         system: query.system,
         status: query.status,
         orchestration_id: query.orchestration_id,

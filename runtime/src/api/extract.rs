@@ -81,6 +81,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// An optional ISO 8601 query parameter as unix milliseconds; 400 naming it when malformed.
+pub fn iso_instant(name: &str, value: Option<&String>) -> AppResult<Option<i64>> {
+    value
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(v).map(|t| t.timestamp_millis()).map_err(|_| {
+                AppError::BadRequest(format!(
+                    "{name} must be an ISO 8601 date-time such as 2026-04-08T10:30:00Z, got {v:?}"
+                ))
+            })
+        })
+        .transpose()
+}
+
 /// Largest `page_size` a list accepts.
 pub const MAX_PAGE_SIZE: u32 = 200;
 const DEFAULT_PAGE_SIZE: u32 = 50;

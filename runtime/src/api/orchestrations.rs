@@ -16,12 +16,13 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination};
+use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination, iso_instant};
 use super::{datetime, opt_datetime};
 use crate::auth::{Principal, rate_limit_headers};
 use crate::engine::definition::{self, Catalogue, Definition};
 use crate::error::{AppError, AppResult};
 use crate::plugins::PluginInfo;
+use crate::ratelimit::Decision;
 use crate::state::AppState;
 use crate::store::{ExecutionRow, NewExecution, OrchestrationRow, StepResultRow};
 
@@ -292,14 +293,7 @@ async fn execute(
     if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
         return Err(AppError::BadRequest("Idempotency-Key must be 1 to 200 characters".into()));
     }
-    let limit = u64::try_from(principal.executions_per_minute).unwrap_or(0);
-    let decision = state.limiter.hit(&format!("exec:{}", principal.enterprise_id), limit, 60).await?;
-    if !decision.allowed {
-        return Err(AppError::RateLimited {
-            message: format!("execution rate limit of {limit} per minute exceeded"),
-            retry_after_secs: decision.retry_after_secs(),
-        });
-    }
+    let decision = count_execution(&state, &principal.enterprise_id, principal.executions_per_minute).await?;
     let new = NewExecution {
         orchestration_id: row.id.clone(),
         orchestration_version: row.version,
@@ -341,6 +335,20 @@ async fn execute(
     let mut response = (status, Json(summary(&execution))).into_response();
     rate_limit_headers(response.headers_mut(), &decision);
     Ok(response)
+}
+
+/// Counts one execution against the enterprise's executions-per-minute limit (execute and
+/// webhook triggers alike); 429 when it is exceeded.
+pub(super) async fn count_execution(state: &AppState, enterprise_id: &str, per_minute: i64) -> AppResult<Decision> {
+    let limit = u64::try_from(per_minute).unwrap_or(0);
+    let decision = state.limiter.hit(&format!("exec:{enterprise_id}"), limit, 60).await?;
+    if !decision.allowed {
+        return Err(AppError::RateLimited {
+            message: format!("execution rate limit of {limit} per minute exceeded"),
+            retry_after_secs: decision.retry_after_secs(),
+        });
+    }
+    Ok(decision)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -431,16 +439,6 @@ fn execution_view(row: ExecutionRow, steps: Option<Vec<StepResultRow>>) -> Execu
     }
 }
 
-fn instant(name: &str, value: Option<&String>) -> AppResult<Option<i64>> {
-    value
-        .map(|v| {
-            DateTime::parse_from_rfc3339(v)
-                .map(|t| t.timestamp_millis())
-                .map_err(|_| AppError::BadRequest(format!("{name} must be ISO 8601, got {v:?}")))
-        })
-        .transpose()
-}
-
 /// An orchestration's executions, newest first.
 #[utoipa::path(get, path = "/orchestrations/{id}/executions", tag = "executions", params(("id" = String, Path), ExecutionQuery, PageQuery),
     responses(
@@ -466,7 +464,7 @@ async fn list_executions(
     {
         return Err(AppError::BadRequest(format!("unknown status {status:?}")));
     }
-    let (from, to) = (instant("from", query.from.as_ref())?, instant("to", query.to.as_ref())?);
+    let (from, to) = (iso_instant("from", query.from.as_ref())?, iso_instant("to", query.to.as_ref())?);
     let (rows, total) = state
         .store
         .list_executions(&principal.enterprise_id, &id, query.status.as_deref(), from, to, pagination.page())
@@ -581,8 +579,7 @@ pub struct TraceView {
 }
 
 fn hex_id(seed: &str, digits: usize) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(seed.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>()[..digits].to_owned()
+    crate::crypto::sha256_hex(seed.as_bytes())[..digits].to_owned()
 }
 
 /// `value` as JSON, or its text cut at the cap with a marker saying how much was left out.

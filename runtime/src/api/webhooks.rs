@@ -255,14 +255,7 @@ async fn trigger(
     let parameters = definition::bind_parameters(&def, &given).map_err(AppError::Validation)?;
     let enterprise =
         state.store.get_enterprise(&webhook.enterprise_id).await?.ok_or_else(|| AppError::not_found("enterprise"))?;
-    let limit = u64::try_from(enterprise.executions_per_minute).unwrap_or(0);
-    let decision = state.limiter.hit(&format!("exec:{}", webhook.enterprise_id), limit, 60).await?;
-    if !decision.allowed {
-        return Err(AppError::RateLimited {
-            message: format!("execution rate limit of {limit} per minute exceeded"),
-            retry_after_secs: decision.retry_after_secs(),
-        });
-    }
+    super::orchestrations::count_execution(&state, &webhook.enterprise_id, enterprise.executions_per_minute).await?;
     let new = NewExecution {
         orchestration_id: orchestration.id.clone(),
         orchestration_version: orchestration.version,

@@ -5,7 +5,6 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 
 /// Every key starts with this, which is how the middleware tells keys from JWTs.
 pub const PREFIX: &str = "dbp_";
@@ -30,7 +29,7 @@ pub fn generate() -> GeneratedKey {
 }
 
 pub fn hash(key: &str) -> String {
-    Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    crate::crypto::sha256_hex(key.as_bytes())
 }
 
 #[cfg(test)]

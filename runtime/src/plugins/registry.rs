@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::Context;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
-use sha2::{Digest, Sha256};
 
 use super::{CallSpec, Limits, Loaded, PluginHost, PluginInfo};
 use crate::error::{AppError, AppResult, FieldError};
@@ -39,9 +38,7 @@ pub struct Registry {
     blobs: Dir,
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::crypto::sha256_hex;
 
 fn valid_slug(slug: &str) -> bool {
     (1..=63).contains(&slug.len())
