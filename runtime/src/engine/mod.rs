@@ -313,8 +313,7 @@ impl Trace {
             line["attempt"] = json!(attempt);
             self.logs.push(line);
         }
-        let tail: String = report.stderr.chars().rev().take(4096).collect::<Vec<_>>().into_iter().rev().collect();
-        self.stderr = tail;
+        self.stderr = crate::plugins::last_chars(&report.stderr, 4096).to_owned();
     }
 }
 

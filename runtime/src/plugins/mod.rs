@@ -631,10 +631,19 @@ fn classify_trap(err: &wasmtime::Error, spec: &CallSpec, stderr: &str, redactor:
     let message = if stderr.is_empty() {
         format!("the plugin trapped: {}", redactor.redact(&text))
     } else {
-        let tail: String = stderr.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail = last_chars(stderr, 2000);
         format!("the plugin trapped: {}; stderr: {tail}", redactor.redact(text.lines().next().unwrap_or_default()))
     };
     CallError { code: "trap".into(), message, retryable: false, http_status: None }
+}
+
+/// The last `n` characters of `text` (the end of a plugin's stderr is where its crash is).
+pub fn last_chars(text: &str, n: usize) -> &str {
+    if n == 0 {
+        return "";
+    }
+    let start = text.char_indices().rev().nth(n - 1).map_or(0, |(i, _)| i);
+    &text[start..]
 }
 
 /// Accepts only WebAssembly components: never core modules and never precompiled native code.
@@ -660,4 +669,15 @@ fn load_artifact(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
     // SAFETY: the file was produced by `Engine::precompile_component` of this process's engine
     // configuration, in the server's own data directory; bytes from users are never loaded here.
     Ok(unsafe { Component::deserialize_file(engine, path) }?)
+}
+
+#[cfg(test)]
+mod text_tests {
+    #[test]
+    fn last_chars_keeps_the_end_on_char_boundaries() {
+        assert_eq!(super::last_chars("héllo", 3), "llo");
+        assert_eq!(super::last_chars("héllo", 4), "éllo");
+        assert_eq!(super::last_chars("ab", 5), "ab");
+        assert_eq!(super::last_chars("ab", 0), "");
+    }
 }
