@@ -14,6 +14,7 @@ mod orchestrations;
 mod plugins;
 mod sandbox;
 mod settings;
+mod steps;
 mod tenancy;
 mod transforms;
 mod users;

@@ -20,6 +20,8 @@ pub struct Seen {
 #[derive(Clone, Default)]
 pub struct Mock {
     pub seen: Arc<Mutex<Seen>>,
+    /// Requests to `/dms/inflight/...` being served now, and the most at once.
+    pub inflight: Arc<Mutex<(usize, usize)>>,
 }
 
 pub struct MockServer {
@@ -43,6 +45,7 @@ impl MockServer {
             .route("/dms/health", get(makes))
             .route("/flaky/status", get(flaky))
             .route("/dms/slow-customers", post(slow_create_customer))
+            .route("/dms/inflight/{vin}", get(inflight))
             .with_state(mock.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
         let authority = listener.local_addr().expect("addr").to_string();
@@ -55,6 +58,11 @@ impl MockServer {
     /// Requests whose path contains `fragment`.
     pub fn count(&self, fragment: &str) -> usize {
         self.mock.seen.lock().expect("lock").requests.iter().filter(|(p, _, _)| p.contains(fragment)).count()
+    }
+
+    /// The most `/dms/inflight/...` requests served at once.
+    pub fn max_inflight(&self) -> usize {
+        self.mock.inflight.lock().expect("lock").1
     }
 
     pub fn headers_of(&self, fragment: &str) -> Vec<HeaderMap> {
@@ -116,6 +124,19 @@ async fn flaky(State(mock): State<Mock>, headers: HeaderMap) -> impl IntoRespons
     } else {
         (StatusCode::OK, Json(json!({"ok": true, "attempt": seen})))
     }
+}
+
+/// Takes 150 ms and tracks how many such requests overlap.
+async fn inflight(State(mock): State<Mock>, Path(vin): Path<String>, headers: HeaderMap) -> Json<Value> {
+    remember(&mock, format!("/dms/inflight/{vin}"), &headers, String::new());
+    {
+        let mut counts = mock.inflight.lock().expect("lock");
+        counts.0 += 1;
+        counts.1 = counts.1.max(counts.0);
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    mock.inflight.lock().expect("lock").0 -= 1;
+    Json(json!({"vin": vin, "checked": true}))
 }
 
 async fn down() -> impl IntoResponse {

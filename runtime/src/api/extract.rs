@@ -33,38 +33,73 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         if !json {
             return Err(AppError::BadRequest("expected a JSON body with Content-Type: application/json".into()));
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::PayloadTooLarge("request body too large".into())
-            } else {
-                AppError::BadRequest(rejection.body_text())
-            }
-        })?;
+        let bytes = body_bytes(request, state).await?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// The whole body; 413 over the limit.
+async fn body_bytes<S: Send + Sync>(request: Request, state: &S) -> AppResult<Bytes> {
+    Bytes::from_request(request, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::PayloadTooLarge("request body too large".into())
+        } else {
+            AppError::BadRequest(rejection.body_text())
+        }
+    })
 }
 
 /// Parses `bytes` as a `T`, mapping errors as [`ApiJson`] documents.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> AppResult<T> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        if inner.classify() != serde_json::error::Category::Data {
-            return AppError::BadRequest(format!("malformed JSON: {inner}"));
-        }
-        let message = inner.to_string();
-        let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
-        // serde reports a missing field at its parent; point at the field itself.
-        let path = match message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
-            Some(field) if path == "." => field.to_owned(),
-            Some(field) => format!("{path}.{field}"),
-            None => path,
-        };
-        AppError::Validation(vec![FieldError { path, message }])
-    })?;
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(shape_error)?;
     deserializer.end().map_err(|err| AppError::BadRequest(format!("malformed JSON: {err}")))?;
     Ok(value)
+}
+
+/// A deserialization error: 400 when the text is malformed, else 422 naming the field.
+fn shape_error(err: serde_path_to_error::Error<serde_json::Error>) -> AppError {
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    if inner.classify() != serde_json::error::Category::Data {
+        return AppError::BadRequest(format!("malformed JSON: {inner}"));
+    }
+    let message = inner.to_string();
+    let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+    // serde reports a missing field at its parent; point at the field itself.
+    let path = match message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+        Some(field) if path == "." => field.to_owned(),
+        Some(field) => format!("{path}.{field}"),
+        None => path,
+    };
+    AppError::Validation(vec![FieldError { path, message }])
+}
+
+/// A request body in JSON, or in YAML with `Content-Type: application/yaml` (also
+/// `application/x-yaml`, `text/yaml`). Errors answer as [`ApiJson`]'s do.
+pub struct JsonOrYaml<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonOrYaml<T> {
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &S) -> AppResult<Self> {
+        let yaml = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                ["application/yaml", "application/x-yaml", "text/yaml"]
+                    .contains(&mime.trim().to_ascii_lowercase().as_str())
+            });
+        if !yaml {
+            return ApiJson::from_request(request, state).await.map(|ApiJson(value)| JsonOrYaml(value));
+        }
+        let bytes = body_bytes(request, state).await?;
+        let value: serde_json::Value =
+            serde_norway::from_slice(&bytes).map_err(|err| AppError::BadRequest(format!("malformed YAML: {err}")))?;
+        serde_path_to_error::deserialize(value).map(JsonOrYaml).map_err(shape_error)
+    }
 }
 
 /// Query-string parameters; a value of the wrong type is 400.

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination, iso_instant};
+use super::extract::{ApiJson, ApiQuery, JsonOrYaml, PageQuery, Paginated, Pagination, iso_instant};
 use super::{datetime, opt_datetime};
 use crate::auth::{Principal, rate_limit_headers};
 use crate::engine::definition::{self, Catalogue, Definition};
@@ -66,6 +66,8 @@ fn view(row: OrchestrationRow) -> AppResult<OrchestrationView> {
 struct EnterpriseCatalogue {
     connections: HashMap<String, Option<Vec<String>>>,
     transforms: Vec<String>,
+    /// Names and ids of the enterprise's orchestrations.
+    orchestrations: Vec<String>,
 }
 
 impl Catalogue for EnterpriseCatalogue {
@@ -75,6 +77,10 @@ impl Catalogue for EnterpriseCatalogue {
 
     fn transform_exists(&self, slug: &str) -> bool {
         self.transforms.iter().any(|t| t == slug)
+    }
+
+    fn orchestration_exists(&self, name_or_id: &str) -> bool {
+        self.orchestrations.iter().any(|o| o == name_or_id)
     }
 }
 
@@ -100,7 +106,10 @@ async fn catalogue(state: &AppState, enterprise_id: &str) -> AppResult<Enterpris
         connections.insert(row.name.clone(), ops);
     }
     let transforms = state.registry.newest(enterprise_id, "transform").await?.into_iter().map(|p| p.slug).collect();
-    Ok(EnterpriseCatalogue { connections, transforms })
+    let (rows, _) =
+        state.store.list_orchestrations(enterprise_id, crate::store::Page { limit: 10_000, offset: 0 }).await?;
+    let orchestrations = rows.into_iter().flat_map(|row| [row.id, row.name]).collect();
+    Ok(EnterpriseCatalogue { connections, transforms, orchestrations })
 }
 
 async fn validated(state: &AppState, principal: &Principal, def: &Definition) -> AppResult<String> {
@@ -126,12 +135,12 @@ async fn list_orchestrations(
 
 /// Create an orchestration. Every problem (unknown step or parameter reference, unknown
 /// connection or operation, duplicate step names, invalid JSONPath, wrong types) is listed in one 422.
-#[utoipa::path(post, path = "/orchestrations", tag = "orchestrations", request_body = Definition,
+#[utoipa::path(post, path = "/orchestrations", tag = "orchestrations", request_body(content((Definition = "application/json"), (Definition = "application/yaml"))),
     responses((status = 201, description = "Created (version 1)", body = OrchestrationView)))]
 async fn create_orchestration(
     State(state): State<AppState>,
     principal: Principal,
-    ApiJson(def): ApiJson<Definition>,
+    JsonOrYaml(def): JsonOrYaml<Definition>,
 ) -> AppResult<(StatusCode, Json<OrchestrationView>)> {
     let text = validated(&state, &principal, &def).await?;
     let row = state
@@ -161,7 +170,7 @@ async fn get_orchestration(
 }
 
 /// Replace an orchestration; its version increments and the old definition is kept.
-#[utoipa::path(put, path = "/orchestrations/{id}", tag = "orchestrations", params(("id" = String, Path)), request_body = Definition,
+#[utoipa::path(put, path = "/orchestrations/{id}", tag = "orchestrations", params(("id" = String, Path)), request_body(content((Definition = "application/json"), (Definition = "application/yaml"))),
     responses(
         (status = 200, description = "Replaced", body = OrchestrationView),
         (status = 404, description = "No such orchestration", body = crate::error::ErrorResponse),
@@ -170,7 +179,7 @@ async fn replace_orchestration(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    ApiJson(def): ApiJson<Definition>,
+    JsonOrYaml(def): JsonOrYaml<Definition>,
 ) -> AppResult<Json<OrchestrationView>> {
     state
         .store
@@ -253,10 +262,6 @@ fn summary(row: &ExecutionRow) -> ExecutionSummary {
     }
 }
 
-fn finished(status: &str) -> bool {
-    matches!(status, "success" | "failed" | "partial" | "cancelled")
-}
-
 /// Execute an orchestration with parameters. Waits for the result up to the server's bound
 /// (200), or answers 202 with the execution id (`"async": true`, or when the bound passes).
 /// The same `Idempotency-Key` within 24 h answers the same execution.
@@ -301,6 +306,7 @@ async fn execute(
         parameters: parameters.to_string(),
         idempotency_key: key,
         steps_total: def.step_count(),
+        parent: None,
     };
     let (mut execution, created) = state.store.enqueue_execution(&principal.enterprise_id, new).await?;
     if created {
@@ -308,14 +314,14 @@ async fn execute(
     }
     if !request.run_async {
         let deadline = Instant::now() + Duration::from_millis(state.config.execute_wait_ms);
-        while !finished(&execution.status) && Instant::now() < deadline {
+        while !crate::engine::is_final(&execution.status) && Instant::now() < deadline {
             let done = state.engine.watch(&execution.id);
             execution = state
                 .store
                 .get_execution(&principal.enterprise_id, &execution.id)
                 .await?
                 .ok_or_else(|| AppError::not_found("execution"))?;
-            if finished(&execution.status) {
+            if crate::engine::is_final(&execution.status) {
                 break;
             }
             // Woken by the local worker; the bound covers executions run by another node.
@@ -331,7 +337,7 @@ async fn execute(
                 .ok_or_else(|| AppError::not_found("execution"))?;
         }
     }
-    let status = if finished(&execution.status) { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let status = if crate::engine::is_final(&execution.status) { StatusCode::OK } else { StatusCode::ACCEPTED };
     let mut response = (status, Json(summary(&execution))).into_response();
     rate_limit_headers(response.headers_mut(), &decision);
     Ok(response)
@@ -405,8 +411,11 @@ pub struct ExecutionView {
     pub orchestration_id: String,
     pub orchestration_version: i64,
     pub status: String,
-    /// manual, api, schedule or event.
+    /// manual, api, schedule, event, or orchestration (started by a sub_orchestration step).
     pub triggered_by: String,
+    /// For executions a sub_orchestration step started: the execution that started them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_execution_id: Option<String>,
     pub parameters: Value,
     pub output: Option<Value>,
     pub error: Option<String>,
@@ -430,6 +439,7 @@ fn execution_view(row: ExecutionRow, steps: Option<Vec<StepResultRow>>) -> Execu
         orchestration_version: row.orchestration_version,
         status: row.status,
         triggered_by: row.triggered_by,
+        parent_execution_id: row.parent_execution_id,
         error: row.error,
         started_at: opt_datetime(row.started_at),
         finished_at: opt_datetime(row.finished_at),
@@ -509,7 +519,7 @@ async fn cancel_execution(
         .get_execution(&principal.enterprise_id, &id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
-    if finished(&current.status) {
+    if crate::engine::is_final(&current.status) {
         return Err(AppError::Conflict(format!("execution {id} already finished ({})", current.status)));
     }
     let row = state
@@ -517,6 +527,8 @@ async fn cancel_execution(
         .cancel_execution(&principal.enterprise_id, &id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
+    // A parked execution is due now: let a worker end it.
+    state.engine.wake();
     Ok(Json(summary(&row)))
 }
 
@@ -556,7 +568,8 @@ pub struct Span {
     /// 16 hex digits, OpenTelemetry-compatible.
     pub span_id: String,
     pub parent_id: Option<String>,
-    /// execution, step, attempt, plugin.setup, plugin.instantiate, plugin.invoke, plugin.teardown, http.
+    /// execution, step, mapping, attempt, plugin.setup, plugin.instantiate, plugin.invoke,
+    /// plugin.teardown, http.
     pub kind: String,
     pub name: String,
     pub start: DateTime<Utc>,
@@ -596,6 +609,133 @@ fn capped(value: Option<Value>) -> Value {
     Value::String(format!("{}...[truncated {} bytes]", &text[..end], text.len() - end))
 }
 
+/// What the trace needs of one step, committed or nested in a container's detail.
+struct StepRecord {
+    /// What its span ids derive from.
+    seed: String,
+    /// Its name, or its path inside containers (`each[2].decode`): what its API-call rows carry.
+    label: String,
+    status: String,
+    started_at: i64,
+    duration_ms: i64,
+    attributes: Value,
+    detail: Value,
+}
+
+/// Collects the spans and log lines of a trace.
+struct TraceBuilder<'a> {
+    calls: &'a [crate::store::ApiCallRow],
+    spans: Vec<Span>,
+    logs: Vec<Value>,
+}
+
+impl TraceBuilder<'_> {
+    /// The spans of one step: itself, its mapping, its attempts with their plugin phases, its
+    /// HTTP calls, its log lines, and the steps inside it.
+    fn step(&mut self, execution_id: &str, step: &StepRecord, parent: &str) {
+        let step_id = hex_id(&step.seed, 16);
+        let detail = &step.detail;
+        self.spans.push(Span {
+            span_id: step_id.clone(),
+            parent_id: Some(parent.to_owned()),
+            kind: "step".into(),
+            name: step.label.clone(),
+            start: datetime(step.started_at),
+            duration_ms: step.duration_ms as f64,
+            status: step.status.clone(),
+            attributes: step.attributes.clone(),
+        });
+        if let Some(us) = detail["mapping_us"].as_u64() {
+            self.spans.push(Span {
+                span_id: hex_id(&format!("{}:mapping", step.seed), 16),
+                parent_id: Some(step_id.clone()),
+                kind: "mapping".into(),
+                name: format!("{} mapping", step.label),
+                start: datetime(step.started_at),
+                duration_ms: us as f64 / 1000.0,
+                status: "success".into(),
+                attributes: Value::Null,
+            });
+        }
+        let mut windows = Vec::new();
+        for attempt in detail["attempts"].as_array().into_iter().flatten() {
+            let n = attempt["attempt"].as_u64().unwrap_or(1);
+            let attempt_id = hex_id(&format!("{}:{n}", step.seed), 16);
+            let begin = attempt["started_at_ms"].as_i64().unwrap_or(step.started_at);
+            let us = |key: &str| attempt[key].as_u64().unwrap_or(0);
+            self.spans.push(Span {
+                span_id: attempt_id.clone(),
+                parent_id: Some(step_id.clone()),
+                kind: "attempt".into(),
+                name: format!("{} attempt {n}", step.label),
+                start: datetime(begin),
+                duration_ms: us("duration_us") as f64 / 1000.0,
+                status: if attempt["error"].is_null() { "success" } else { "failed" }.into(),
+                attributes: serde_json::json!({"error": attempt["error"]}),
+            });
+            let mut offset_us = 0;
+            for (kind, key) in [
+                ("plugin.setup", "setup_us"),
+                ("plugin.instantiate", "instantiate_us"),
+                ("plugin.invoke", "invoke_us"),
+                ("plugin.teardown", "teardown_us"),
+            ] {
+                self.spans.push(Span {
+                    span_id: hex_id(&format!("{attempt_id}:{kind}"), 16),
+                    parent_id: Some(attempt_id.clone()),
+                    kind: kind.into(),
+                    name: kind.into(),
+                    start: datetime(begin + i64::try_from(offset_us / 1000).unwrap_or(0)),
+                    duration_ms: us(key) as f64 / 1000.0,
+                    status: "success".into(),
+                    attributes: Value::Null,
+                });
+                offset_us += us(key);
+            }
+            windows.push((begin, begin + i64::try_from(us("duration_us") / 1000).unwrap_or(0) + 1, attempt_id));
+        }
+        for call in self.calls.iter().filter(|c| c.step.as_deref() == Some(step.label.as_str())) {
+            let parent = windows
+                .iter()
+                .find(|(from, to, _)| (*from..=*to).contains(&call.timestamp))
+                .map_or(step_id.clone(), |w| w.2.clone());
+            self.spans.push(Span {
+                span_id: hex_id(&call.id, 16),
+                parent_id: Some(parent),
+                kind: "http".into(),
+                name: format!("{} {}", call.method, call.url),
+                start: datetime(call.timestamp),
+                duration_ms: call.duration_ms as f64,
+                status: call.status.clone(),
+                attributes: serde_json::json!({"api_call_id": call.id, "status_code": call.status_code, "error": call.error,
+                                               "request_bytes": call.request_bytes, "response_bytes": call.response_bytes}),
+            });
+        }
+        for mut line in detail["logs"].as_array().cloned().unwrap_or_default() {
+            let n = line["attempt"].as_u64().unwrap_or(1);
+            line["step"] = Value::String(step.label.clone());
+            line["span_id"] = Value::String(hex_id(&format!("{}:{n}", step.seed), 16));
+            self.logs.push(line);
+        }
+        // for_each iterations and parallel branches: their steps, under this one.
+        for nested in detail["steps"].as_array().into_iter().flatten() {
+            let label = nested["label"].as_str().unwrap_or_default().to_owned();
+            let record = StepRecord {
+                seed: format!("{execution_id}:{label}"),
+                status: nested["status"].as_str().unwrap_or_default().to_owned(),
+                started_at: nested["started_at_ms"].as_i64().unwrap_or(step.started_at),
+                duration_ms: nested["duration_ms"].as_i64().unwrap_or(0),
+                attributes: serde_json::json!({"type": nested["type"], "system": nested["system"],
+                    "operation": nested["operation"], "attempts": nested["attempts"], "error": nested["error"],
+                    "stderr": nested["detail"]["stderr"]}),
+                detail: nested["detail"].clone(),
+                label,
+            };
+            self.step(execution_id, &record, &step_id);
+        }
+    }
+}
+
 /// The full trace of an execution: the execution, each step and attempt, the plugin's setup,
 /// instantiation, invocation and teardown, every outbound HTTP call (linked to its API-call
 /// row) and every log line the plugin wrote.
@@ -623,7 +763,7 @@ async fn get_trace(
     calls.reverse();
     let root = hex_id(&execution.id, 16);
     let start = execution.started_at.unwrap_or(execution.created_at);
-    let mut spans = vec![Span {
+    let spans = vec![Span {
         span_id: root.clone(),
         parent_id: None,
         kind: "execution".into(),
@@ -634,84 +774,25 @@ async fn get_trace(
         attributes: serde_json::json!({"orchestration_id": execution.orchestration_id, "orchestration_version": execution.orchestration_version,
                                        "triggered_by": execution.triggered_by, "error": execution.error}),
     }];
-    let mut logs = Vec::new();
+    let mut trace = TraceBuilder { calls: &calls, spans, logs: Vec::new() };
     for step in steps {
-        let step_id = hex_id(&format!("{}:{}", execution.id, step.position), 16);
         let detail: Value = step.detail.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or(Value::Null);
-        spans.push(Span {
-            span_id: step_id.clone(),
-            parent_id: Some(root.clone()),
-            kind: "step".into(),
-            name: step.name.clone(),
-            start: datetime(step.started_at),
-            duration_ms: step.duration_ms as f64,
-            status: step.status.clone(),
-            attributes: serde_json::json!({"type": step.kind, "system": step.system, "operation": step.operation,
-                "attempts": step.attempts, "error": step.error,
-                "input": capped(step.input.as_deref().and_then(|t| serde_json::from_str(t).ok())),
-                "output": capped(step.output.as_deref().and_then(|t| serde_json::from_str(t).ok())),
-                "stderr": detail["stderr"]}),
-        });
-        let mut windows = Vec::new();
-        for attempt in detail["attempts"].as_array().into_iter().flatten() {
-            let n = attempt["attempt"].as_u64().unwrap_or(1);
-            let attempt_id = hex_id(&format!("{}:{}:{n}", execution.id, step.position), 16);
-            let begin = attempt["started_at_ms"].as_i64().unwrap_or(step.started_at);
-            let us = |key: &str| attempt[key].as_u64().unwrap_or(0);
-            spans.push(Span {
-                span_id: attempt_id.clone(),
-                parent_id: Some(step_id.clone()),
-                kind: "attempt".into(),
-                name: format!("{} attempt {n}", step.name),
-                start: datetime(begin),
-                duration_ms: us("duration_us") as f64 / 1000.0,
-                status: if attempt["error"].is_null() { "success" } else { "failed" }.into(),
-                attributes: serde_json::json!({"error": attempt["error"]}),
-            });
-            let mut offset_us = 0;
-            for (kind, key) in [
-                ("plugin.setup", "setup_us"),
-                ("plugin.instantiate", "instantiate_us"),
-                ("plugin.invoke", "invoke_us"),
-                ("plugin.teardown", "teardown_us"),
-            ] {
-                spans.push(Span {
-                    span_id: hex_id(&format!("{attempt_id}:{kind}"), 16),
-                    parent_id: Some(attempt_id.clone()),
-                    kind: kind.into(),
-                    name: kind.into(),
-                    start: datetime(begin + i64::try_from(offset_us / 1000).unwrap_or(0)),
-                    duration_ms: us(key) as f64 / 1000.0,
-                    status: "success".into(),
-                    attributes: Value::Null,
-                });
-                offset_us += us(key);
-            }
-            windows.push((begin, begin + i64::try_from(us("duration_us") / 1000).unwrap_or(0) + 1, attempt_id));
-        }
-        for call in calls.iter().filter(|c| c.step.as_deref() == Some(step.name.as_str())) {
-            let parent = windows
-                .iter()
-                .find(|(from, to, _)| (*from..=*to).contains(&call.timestamp))
-                .map_or(step_id.clone(), |w| w.2.clone());
-            spans.push(Span {
-                span_id: hex_id(&call.id, 16),
-                parent_id: Some(parent),
-                kind: "http".into(),
-                name: format!("{} {}", call.method, call.url),
-                start: datetime(call.timestamp),
-                duration_ms: call.duration_ms as f64,
-                status: call.status.clone(),
-                attributes: serde_json::json!({"api_call_id": call.id, "status_code": call.status_code, "error": call.error,
-                                               "request_bytes": call.request_bytes, "response_bytes": call.response_bytes}),
-            });
-        }
-        for mut line in detail["logs"].as_array().cloned().unwrap_or_default() {
-            let n = line["attempt"].as_u64().unwrap_or(1);
-            line["step"] = Value::String(step.name.clone());
-            line["span_id"] = Value::String(hex_id(&format!("{}:{}:{n}", execution.id, step.position), 16));
-            logs.push(line);
-        }
+        let attributes = serde_json::json!({"type": step.kind, "system": step.system, "operation": step.operation,
+            "attempts": step.attempts, "error": step.error,
+            "input": capped(step.input.as_deref().and_then(|t| serde_json::from_str(t).ok())),
+            "output": capped(step.output.as_deref().and_then(|t| serde_json::from_str(t).ok())),
+            "stderr": detail["stderr"]});
+        let record = StepRecord {
+            seed: format!("{}:{}", execution.id, step.position),
+            label: step.name.clone(),
+            status: step.status,
+            started_at: step.started_at,
+            duration_ms: step.duration_ms,
+            attributes,
+            detail,
+        };
+        trace.step(&execution.id, &record, &root);
     }
+    let TraceBuilder { spans, logs, .. } = trace;
     Ok(Json(TraceView { trace_id: hex_id(&execution.id, 32), execution_id: execution.id, spans, logs }))
 }

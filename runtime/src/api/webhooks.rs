@@ -263,6 +263,7 @@ async fn trigger(
         parameters: parameters.to_string(),
         idempotency_key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned),
         steps_total: def.step_count(),
+        parent: None,
     };
     let (execution, created) = state.store.enqueue_execution(&webhook.enterprise_id, new).await?;
     if created {

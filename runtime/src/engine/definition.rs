@@ -126,7 +126,50 @@ pub struct Step {
     #[serde(default, rename = "else", skip_serializing_if = "Vec::is_empty")]
     #[schema(no_recursion)]
     pub else_steps: Vec<Step>,
+    /// for_each: the body run per item; error_handler: the steps run when an earlier step failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(no_recursion)]
+    pub steps: Vec<Step>,
+    /// for_each: a reference to an array; the body sees `${item}` and `${index}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<String>,
+    /// for_each: how many items run at once (1 to 16; default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// parallel: branches run at once; the output maps each branch name to its last output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(no_recursion)]
+    pub branches: Vec<Branch>,
+    /// sub_orchestration: the orchestration (name or id) to run; `parameters` are its parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orchestration: Option<String>,
+    /// wait: how long to pause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// wait: pause until this instant (RFC 3339, or a reference to one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// error_handler: after its steps ran, go on with the following steps (the execution ends
+    /// `partial`) instead of ending `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recover: Option<bool>,
 }
+
+/// One branch of a `parallel` step.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Branch {
+    pub name: String,
+    #[schema(no_recursion)]
+    pub steps: Vec<Step>,
+}
+
+/// Longest `wait` (7 days).
+pub const MAX_WAIT_MS: u64 = 7 * 24 * 3_600_000;
+/// Most items one `for_each` runs.
+pub const MAX_ITEMS: usize = 10_000;
+/// Most items of one `for_each` running at once.
+pub const MAX_CONCURRENCY: u32 = 16;
 
 /// A step in execution order, with the conditions (and branches) it sits under.
 pub struct FlatStep<'a> {
@@ -137,14 +180,24 @@ pub struct FlatStep<'a> {
     pub guards: Vec<(&'a str, bool)>,
 }
 
-/// Every step depth-first: a condition, then its `then` steps, then its `else` steps. The
-/// position of a step in this list is its position in the execution's step results.
+/// Every step depth-first: a condition, then its `then` steps, then its `else` steps; an
+/// error handler, then its steps (guarded like a `then` branch). The position of a step in this
+/// list is its position in the execution's step results. The bodies of `for_each` and
+/// `parallel` are not in it: they run inside their step.
 pub fn flatten(steps: &[Step]) -> Vec<FlatStep<'_>> {
+    flatten_at(steps, "steps")
+}
+
+/// [`flatten`] with the path prefix of a nested block.
+pub fn flatten_at<'a>(steps: &'a [Step], prefix: &str) -> Vec<FlatStep<'a>> {
     fn walk<'a>(steps: &'a [Step], prefix: &str, guards: &[(&'a str, bool)], out: &mut Vec<FlatStep<'a>>) {
         for (i, step) in steps.iter().enumerate() {
             let path = format!("{prefix}[{i}]");
             out.push(FlatStep { step, path: path.clone(), guards: guards.to_vec() });
-            for (branch, nested, name) in [(true, &step.then_steps, "then"), (false, &step.else_steps, "else")] {
+            let handler = if step.kind == "error_handler" { &step.steps[..] } else { &[] };
+            for (branch, nested, name) in
+                [(true, &step.then_steps[..], "then"), (false, &step.else_steps[..], "else"), (true, handler, "steps")]
+            {
                 let mut inner = guards.to_vec();
                 inner.push((step.name.as_str(), branch));
                 walk(nested, &format!("{path}.{name}"), &inner, out);
@@ -152,7 +205,7 @@ pub fn flatten(steps: &[Step]) -> Vec<FlatStep<'_>> {
         }
     }
     let mut out = Vec::new();
-    walk(steps, "steps", &[], &mut out);
+    walk(steps, prefix, &[], &mut out);
     out
 }
 
@@ -182,7 +235,10 @@ fn active() -> String {
 }
 
 /// Step types this engine runs.
-pub const STEP_TYPES: [&str; 3] = ["api_call", "transform", "condition"];
+pub const STEP_TYPES: [&str; 8] =
+    ["api_call", "transform", "condition", "error_handler", "for_each", "parallel", "sub_orchestration", "wait"];
+/// Names a step may not take: the roots of references that are not steps.
+pub const RESERVED: [&str; 4] = ["parameters", "_context", "item", "index"];
 /// `_context` members.
 pub const CONTEXT_KEYS: [&str; 4] = ["timestamp", "execution_id", "orchestration_id", "enterprise_id"];
 
@@ -193,6 +249,8 @@ pub trait Catalogue {
     fn operations(&self, connection: &str) -> Option<Option<Vec<String>>>;
     /// Whether a transform plugin with this slug exists.
     fn transform_exists(&self, slug: &str) -> bool;
+    /// Whether an orchestration with this name or id exists (other than the one being saved).
+    fn orchestration_exists(&self, name_or_id: &str) -> bool;
 }
 
 fn identifier(name: &str) -> bool {
@@ -243,104 +301,193 @@ pub fn validate(def: &Definition, catalogue: &dyn Catalogue) -> Vec<FieldError> 
             err(format!("parameters[{i}].type"), "must be string, number, integer, boolean, object or array".into());
         }
     }
-    if def.steps.is_empty() {
-        err("steps".into(), "an orchestration needs at least one step".into());
+    let mut checker = Checker { catalogue, params, names: HashSet::new(), errors, own_name: &def.name };
+    let mut visible = Vec::new();
+    checker.block(&def.steps, "steps", &mut visible, false);
+    if let Some(output) = &def.output {
+        checker.refs(output, "output".into(), &visible, false);
     }
-    let mut earlier: Vec<&str> = Vec::new();
-    let check_refs =
-        |value: &Value, path: String, earlier: &[&str], err: &mut dyn FnMut(String, String)| match mapping::references(
-            value,
-        ) {
-            Err(e) => err(path, e.to_string()),
+    checker.errors
+}
+
+/// Walks the steps, block by block, collecting problems.
+struct Checker<'a> {
+    catalogue: &'a dyn Catalogue,
+    params: HashSet<&'a str>,
+    /// Every step name so far: names are unique across the whole definition.
+    names: HashSet<&'a str>,
+    errors: Vec<FieldError>,
+    own_name: &'a str,
+}
+
+impl<'a> Checker<'a> {
+    fn err(&mut self, path: String, message: String) {
+        self.errors.push(FieldError { path, message });
+    }
+
+    /// Checks the references in `value`; `visible` are the steps it may name, `in_loop` allows
+    /// `item` and `index`.
+    fn refs(&mut self, value: &Value, path: String, visible: &[&str], in_loop: bool) {
+        match mapping::references(value) {
+            Err(e) => self.err(path, e.to_string()),
             Ok(refs) => {
                 for r in refs {
-                    if let Some(problem) = reference_problem(&r, &params, earlier) {
-                        err(path.clone(), problem);
+                    if let Some(problem) = reference_problem(&r, &self.params, visible, in_loop) {
+                        self.err(path.clone(), problem);
                     }
                 }
             }
-        };
-    for flat in flatten(&def.steps) {
-        let step = flat.step;
-        let at = |field: &str| format!("{}.{field}", flat.path);
-        if !identifier(&step.name) || ["parameters", "_context"].contains(&step.name.as_str()) {
-            err(
+        }
+    }
+
+    /// A block of steps (and the condition branches and handlers inside it); the names it
+    /// declares are added to `visible`.
+    fn block(&mut self, steps: &'a [Step], prefix: &str, visible: &mut Vec<&'a str>, in_loop: bool) {
+        if steps.is_empty() {
+            self.err(prefix.to_owned(), "needs at least one step".into());
+        }
+        for flat in flatten_at(steps, prefix) {
+            self.step(flat.step, &flat.path, visible, in_loop);
+            visible.push(flat.step.name.as_str());
+        }
+    }
+
+    fn step(&mut self, step: &'a Step, path: &str, visible: &[&'a str], in_loop: bool) {
+        let at = |field: &str| format!("{path}.{field}");
+        if !identifier(&step.name) || RESERVED.contains(&step.name.as_str()) {
+            self.err(
                 at("name"),
                 format!(
-                    "{:?} must be an identifier (letters, digits, _) other than parameters and _context",
-                    step.name
+                    "{:?} must be an identifier (letters, digits, _) other than {}",
+                    step.name,
+                    RESERVED.join(", ")
                 ),
             );
-        } else if earlier.contains(&step.name.as_str()) {
-            err(at("name"), format!("duplicate step name {:?}", step.name));
+        } else if !self.names.insert(step.name.as_str()) {
+            self.err(at("name"), format!("duplicate step name {:?}", step.name));
         }
         match step.kind.as_str() {
             "api_call" => match (&step.connection, &step.operation) {
-                (Some(connection), Some(operation)) => match catalogue.operations(connection) {
-                    None => err(at("connection"), format!("unknown connection {connection:?}")),
-                    Some(Some(ops)) if !ops.contains(operation) => err(
+                (Some(connection), Some(operation)) => match self.catalogue.operations(connection) {
+                    None => self.err(at("connection"), format!("unknown connection {connection:?}")),
+                    Some(Some(ops)) if !ops.contains(operation) => self.err(
                         at("operation"),
                         format!("connection {connection:?} has no operation {operation:?} (it has {})", ops.join(", ")),
                     ),
                     Some(_) => {}
                 },
-                _ => err(at("connection"), "api_call steps need connection and operation".into()),
+                _ => self.err(at("connection"), "api_call steps need connection and operation".into()),
             },
             "transform" => match step.transform.as_deref() {
                 Some("map") => {
                     if step.mapping.is_none() {
-                        err(at("mapping"), "transform map needs a mapping".into());
+                        self.err(at("mapping"), "transform map needs a mapping".into());
                     }
                 }
-                Some(slug) if catalogue.transform_exists(slug) => {}
-                Some(other) => err(at("transform"), format!("{other:?} is neither map nor a transform plugin")),
-                None => err(at("transform"), "transform steps need transform (map or a plugin slug)".into()),
+                Some(slug) if self.catalogue.transform_exists(slug) => {}
+                Some(other) => self.err(at("transform"), format!("{other:?} is neither map nor a transform plugin")),
+                None => self.err(at("transform"), "transform steps need transform (map or a plugin slug)".into()),
             },
             "condition" => match &step.condition {
-                Some(expression) => check_refs(&Value::String(expression.clone()), at("condition"), &earlier, &mut err),
-                None => err(at("condition"), "condition steps need a condition expression".into()),
+                Some(expression) => self.refs(&Value::String(expression.clone()), at("condition"), visible, in_loop),
+                None => self.err(at("condition"), "condition steps need a condition expression".into()),
             },
-            other => err(at("type"), format!("unknown step type {other:?}; supported: {}", STEP_TYPES.join(", "))),
+            // Its steps are in the flattened block (they run after it, guarded by it).
+            "error_handler" if step.steps.is_empty() => {
+                self.err(at("steps"), "an error_handler needs the steps it runs".into());
+            }
+            "error_handler" => {}
+            "for_each" => {
+                match &step.items {
+                    Some(items) => self.refs(&Value::String(items.clone()), at("items"), visible, in_loop),
+                    None => self.err(at("items"), "for_each needs items (a reference to an array)".into()),
+                }
+                if step.concurrency.is_some_and(|c| !(1..=MAX_CONCURRENCY).contains(&c)) {
+                    self.err(at("concurrency"), format!("must be from 1 to {MAX_CONCURRENCY}"));
+                }
+                // The body sees the outer steps, `item` and `index`; its names stay inside.
+                self.block(&step.steps, &at("steps"), &mut visible.to_vec(), true);
+            }
+            "parallel" => {
+                if step.branches.is_empty() {
+                    self.err(at("branches"), "parallel needs at least one branch".into());
+                }
+                let mut branch_names = HashSet::new();
+                for (i, branch) in step.branches.iter().enumerate() {
+                    if !identifier(&branch.name) || !branch_names.insert(branch.name.as_str()) {
+                        self.err(
+                            format!("{path}.branches[{i}].name"),
+                            format!("{:?} must be a unique identifier", branch.name),
+                        );
+                    }
+                    self.block(&branch.steps, &format!("{path}.branches[{i}].steps"), &mut visible.to_vec(), in_loop);
+                }
+            }
+            "sub_orchestration" => match step.orchestration.as_deref() {
+                Some(name) if name == self.own_name => {
+                    self.err(at("orchestration"), "an orchestration cannot run itself".into());
+                }
+                Some(name) if !self.catalogue.orchestration_exists(name) => {
+                    self.err(at("orchestration"), format!("unknown orchestration {name:?}"));
+                }
+                Some(_) => {}
+                None => self.err(at("orchestration"), "sub_orchestration needs orchestration (a name or id)".into()),
+            },
+            "wait" => match (step.duration_ms, &step.until) {
+                (Some(ms), None) if ms > MAX_WAIT_MS => {
+                    self.err(at("duration_ms"), format!("must be at most {MAX_WAIT_MS} (7 days)"));
+                }
+                (Some(_), None) => {}
+                (None, Some(until)) if until.contains("${") => {
+                    self.refs(&Value::String(until.clone()), at("until"), visible, in_loop);
+                }
+                (None, Some(until)) if chrono::DateTime::parse_from_rfc3339(until).is_err() => {
+                    self.err(at("until"), format!("{until:?} is not an RFC 3339 instant"));
+                }
+                (None, Some(_)) => {}
+                _ => self.err(at("duration_ms"), "wait needs exactly one of duration_ms and until".into()),
+            },
+            other => {
+                self.err(at("type"), format!("unknown step type {other:?}; supported: {}", STEP_TYPES.join(", ")));
+            }
         }
         if step.kind != "condition" && !(step.then_steps.is_empty() && step.else_steps.is_empty()) {
-            err(at("then"), "only condition steps have then/else steps".into());
+            self.err(at("then"), "only condition steps have then/else steps".into());
+        }
+        if !["for_each", "error_handler"].contains(&step.kind.as_str()) && !step.steps.is_empty() {
+            self.err(at("steps"), "only for_each and error_handler steps have steps".into());
         }
         if let Some(v) = &step.parameters {
-            check_refs(v, at("parameters"), &earlier, &mut err);
+            self.refs(v, at("parameters"), visible, in_loop);
         }
         if let Some(v) = &step.mapping {
-            check_refs(v, at("mapping"), &earlier, &mut err);
+            self.refs(v, at("mapping"), visible, in_loop);
         }
         if let Some(when) = &step.when {
-            check_refs(&Value::String(when.clone()), at("when"), &earlier, &mut err);
+            self.refs(&Value::String(when.clone()), at("when"), visible, in_loop);
         }
         if let Some(t) = step.timeout_ms
             && !(100..=600_000).contains(&t)
         {
-            err(at("timeout_ms"), "must be from 100 to 600000".into());
+            self.err(at("timeout_ms"), "must be from 100 to 600000".into());
         }
         if let Some(r) = &step.retry {
             if !(1..=20).contains(&r.max_attempts) {
-                err(at("retry.max_attempts"), "must be from 1 to 20".into());
+                self.err(at("retry.max_attempts"), "must be from 1 to 20".into());
             }
             if !(1.0..=10.0).contains(&r.backoff_coefficient) {
-                err(at("retry.backoff_coefficient"), "must be from 1.0 to 10.0".into());
+                self.err(at("retry.backoff_coefficient"), "must be from 1.0 to 10.0".into());
             }
         }
         if let Some(on_error) = &step.on_error
             && !["fail", "continue"].contains(&on_error.as_str())
         {
-            err(at("on_error"), "must be fail or continue".into());
+            self.err(at("on_error"), "must be fail or continue".into());
         }
-        earlier.push(step.name.as_str());
     }
-    if let Some(output) = &def.output {
-        check_refs(output, "output".into(), &earlier, &mut err);
-    }
-    errors
 }
 
-fn reference_problem(r: &Reference, params: &HashSet<&str>, earlier: &[&str]) -> Option<String> {
+fn reference_problem(r: &Reference, params: &HashSet<&str>, earlier: &[&str], in_loop: bool) -> Option<String> {
     let rest = r.expression[r.root.len()..].trim_start_matches('.');
     let first = rest.split(['.', '[']).next().unwrap_or_default();
     match r.root.as_str() {
@@ -350,7 +497,10 @@ fn reference_problem(r: &Reference, params: &HashSet<&str>, earlier: &[&str]) ->
         "_context" if !CONTEXT_KEYS.contains(&first) => {
             Some(format!("${{{}}}: _context has {}", r.expression, CONTEXT_KEYS.join(", ")))
         }
-        "parameters" | "_context" => None,
+        "item" | "index" if !in_loop => {
+            Some(format!("${{{}}}: {} is only defined inside a for_each", r.expression, r.root))
+        }
+        "parameters" | "_context" | "item" | "index" => None,
         step if earlier.contains(&step) => None,
         step => Some(format!("${{{}}}: {step:?} is not an earlier step", r.expression)),
     }

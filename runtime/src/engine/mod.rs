@@ -6,13 +6,16 @@
 //! idempotency key (`<execution id>:<step name>`) is the same on every attempt and after a
 //! restart, so a step that was in flight when a node died runs again with the same key.
 
+mod blocks;
 pub mod definition;
+mod flow;
 pub mod mapping;
 pub mod schedule;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
@@ -21,6 +24,7 @@ use crate::plugins::{CallError, CallReport, CallSpec, Invocation, Loaded};
 use crate::state::AppState;
 use crate::store::{ExecutionRow, Finish, StepResultRow, now_ms};
 use definition::{Definition, Step};
+use flow::{Decision, Flow};
 
 /// How often idle workers look for work they were not woken for (other nodes, expired leases).
 const POLL: Duration = Duration::from_millis(500);
@@ -112,20 +116,7 @@ async fn worker(state: AppState, mut stop: watch::Receiver<bool>) {
         }
         match state.store.claim_execution(&state.engine.node_id, lease_ms(&state)).await {
             Ok(Some(execution)) => {
-                let id = execution.id.clone();
-                if let Err(err) = run(&state, execution).await {
-                    if err.downcast_ref::<sqlx::Error>().is_some() {
-                        // Transient (the database): resume later from the last committed step.
-                        tracing::warn!(execution = %id, error = %format!("{err:#}"), "execution interrupted; it will resume");
-                        let _ = state.store.release_execution(&id, 5_000).await;
-                    } else {
-                        tracing::error!(execution = %id, error = %format!("{err:#}"), "execution failed in the engine");
-                        let finish =
-                            Finish { status: "failed", output: None, error: Some("internal engine error".into()) };
-                        let _ = state.store.finish_execution(&id, finish).await;
-                    }
-                }
-                state.engine.finished(&id);
+                run_claimed(state.clone(), execution).await;
                 // More work may be queued: let another worker look too.
                 state.engine.wake();
             }
@@ -144,7 +135,32 @@ async fn worker(state: AppState, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Runs (or resumes) one claimed execution to its end.
+/// Runs one claimed execution and handles what can go wrong around it: a database error hands
+/// it back to the queue (it resumes from the last committed step), anything else fails it.
+/// Wakes the callers waiting for it. Boxed: a `sub_orchestration` step runs its child with it.
+fn run_claimed(state: AppState, execution: ExecutionRow) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        let id = execution.id.clone();
+        if let Err(err) = run(&state, execution).await {
+            if err.downcast_ref::<sqlx::Error>().is_some() {
+                // Transient (the database): resume later from the last committed step.
+                tracing::warn!(execution = %id, error = %format!("{err:#}"), "execution interrupted; it will resume");
+                let _ = state.store.release_execution(&id, 5_000).await;
+            } else {
+                tracing::error!(execution = %id, error = %format!("{err:#}"), "execution failed in the engine");
+                let finish = Finish { status: "failed", output: None, error: Some("internal engine error".into()) };
+                let _ = state.store.finish_execution(&id, finish).await;
+            }
+        }
+        state.engine.finished(&id);
+    })
+}
+
+/// Waits shorter than this run in the worker; longer ones hand the execution back to the queue
+/// until they are due.
+const INLINE_WAIT_MS: i64 = 2_000;
+
+/// Runs (or resumes) one claimed execution to its end, or until a long `wait` parks it.
 async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
     let text = state
         .store
@@ -153,7 +169,9 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("orchestration version is gone"))?;
     let def: Definition = serde_json::from_str(&text)?;
     let done = state.store.step_results(&execution.id).await?;
-    let mut scope = json!({
+    let flat = definition::flatten(&def.steps);
+    let ahead = flow::handlers_ahead(&flat);
+    let mut flow = Flow::new(json!({
         "parameters": serde_json::from_str::<Value>(&execution.parameters)?,
         "_context": {
             "timestamp": chrono::Utc::now().to_rfc3339(),
@@ -161,79 +179,72 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
             "orchestration_id": execution.orchestration_id,
             "enterprise_id": execution.enterprise_id,
         },
-    });
-    let mut partial = done.iter().any(|s| s.status == "failed");
-    let mut last_output = Value::Null;
-    for result in &done {
-        let output = result.output.as_deref().map(serde_json::from_str).transpose()?.unwrap_or(Value::Null);
-        scope[&result.name] = output.clone();
-        last_output = output;
+    }));
+    // Replay what is committed.
+    for (result, f) in done.iter().zip(&flat) {
+        let output = result.output.as_deref().map(serde_json::from_str::<Value>).transpose()?;
+        let _ = flow.decide(f, true);
+        flow.record(f.step, &result.status, output.as_ref(), result.error.as_deref(), false);
     }
+    let finish = |status: &'static str, error: String| Finish { status, output: None, error: Some(error) };
     let mut cancelled = state.store.cancel_requested(&execution.id).await?;
-    for (position, flat) in definition::flatten(&def.steps).into_iter().enumerate().skip(done.len()) {
-        let step = flat.step;
+    if !cancelled && let Some(delay) = done.last().and_then(wait_remaining).filter(|ms| *ms > 0) {
+        // Resumed before a parked wait is due (a lease expired): park it again.
+        state.store.release_execution(&execution.id, delay).await?;
+        return Ok(());
+    }
+    for (position, f) in flat.iter().enumerate().skip(done.len()) {
+        let step = f.step;
         if cancelled {
             let error = format!("cancelled before step {}", step.name);
-            state
-                .store
-                .finish_execution(&execution.id, Finish { status: "cancelled", output: None, error: Some(error) })
-                .await?;
+            state.store.finish_execution(&execution.id, finish("cancelled", error)).await?;
             return Ok(());
         }
         let started = now_ms();
         let clock = Instant::now();
-        // A step inside a condition runs only when every enclosing condition took its branch.
-        let in_branch =
-            flat.guards.iter().all(|(name, then)| scope[*name]["branch"] == if *then { "then" } else { "else" });
-        let run = in_branch
-            && match &step.when {
-                Some(when) => {
-                    mapping::resolve(&Value::String(when.clone()), &scope).map(|v| mapping::truthy(&v)).unwrap_or(false)
-                }
-                None => true,
-            };
-        let outcome = if run { run_step(state, &execution, step, &scope).await } else { StepOutcome::skipped() };
-        let result = StepResultRow {
-            position: i64::try_from(position)?,
-            name: step.name.clone(),
-            kind: step.kind.clone(),
-            status: outcome.status.into(),
-            system: outcome.system.clone(),
-            operation: step.operation.clone(),
-            input: outcome.input.as_ref().map(Value::to_string),
-            output: outcome.output.as_ref().map(Value::to_string),
-            error: outcome.error.clone(),
-            attempts: i64::from(outcome.attempts),
-            started_at: started,
-            duration_ms: i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX),
-            detail: outcome.detail.as_ref().map(Value::to_string),
-        };
-        cancelled = state.store.record_step(&execution.id, &result, i64::try_from(position + 1)?).await?;
-        if outcome.status == "failed" {
-            if step.on_error.as_deref() == Some("continue") {
-                partial = true;
-                scope[&step.name] = Value::Null;
-                continue;
+        let outcome = match flow.decide(f, ahead[position]) {
+            Decision::Fail(error) => {
+                state.store.finish_execution(&execution.id, finish("failed", error)).await?;
+                return Ok(());
             }
-            let error = format!("step {} failed: {}", step.name, outcome.error.unwrap_or_default());
-            state
-                .store
-                .finish_execution(&execution.id, Finish { status: "failed", output: None, error: Some(error) })
-                .await?;
+            Decision::Skip => StepOutcome::skipped(),
+            Decision::Handle(output) => StepOutcome::success(output),
+            Decision::Run => run_step(state, &execution, step, &flow.scope, &step.name, true).await,
+        };
+        let result = outcome.row(step, i64::try_from(position)?, started, clock.elapsed());
+        cancelled = state.store.record_step(&execution.id, &result, i64::try_from(position + 1)?).await?;
+        flow.record(step, outcome.status, outcome.output.as_ref(), outcome.error.as_deref(), outcome.partial);
+        if let Some(delay) = wait_remaining(&result).filter(|ms| *ms > 0)
+            && !cancelled
+        {
+            state.store.release_execution(&execution.id, delay).await?;
             return Ok(());
         }
-        let output = outcome.output.unwrap_or(Value::Null);
-        scope[&step.name] = output.clone();
-        last_output = output;
     }
-    let (status, output, error) = match def.output.as_ref().map(|o| mapping::resolve(o, &scope)) {
-        None => (if partial { "partial" } else { "success" }, Some(last_output), None),
-        Some(Ok(output)) => (if partial { "partial" } else { "success" }, Some(output), None),
-        Some(Err(e)) => ("failed", None, Some(format!("output mapping: {e}"))),
+    let (status, output, error) = match flow.finish() {
+        Err(error) => ("failed", None, Some(error)),
+        Ok(()) => {
+            let status = if flow.partial { "partial" } else { "success" };
+            match def.output.as_ref().map(|o| mapping::resolve(o, &flow.scope)) {
+                None => (status, Some(flow.last_output), None),
+                Some(Ok(output)) => (status, Some(output), None),
+                Some(Err(e)) => ("failed", None, Some(format!("output mapping: {e}"))),
+            }
+        }
     };
     let finish = Finish { status, output: output.map(|o| o.to_string()), error };
     state.store.finish_execution(&execution.id, finish).await?;
     Ok(())
+}
+
+/// For a committed `wait` step: milliseconds until it is due.
+fn wait_remaining(result: &StepResultRow) -> Option<i64> {
+    if result.kind != "wait" || result.status != "success" {
+        return None;
+    }
+    let output: Value = serde_json::from_str(result.output.as_deref()?).ok()?;
+    let until = chrono::DateTime::parse_from_rfc3339(output["until"].as_str()?).ok()?;
+    Some(until.timestamp_millis() - now_ms())
 }
 
 struct StepOutcome {
@@ -243,17 +254,51 @@ struct StepOutcome {
     output: Option<Value>,
     error: Option<String>,
     attempts: u32,
-    /// Trace material: attempts with plugin timings, log lines, stderr.
+    /// Trace material: attempts with plugin timings, log lines, stderr, nested steps.
     detail: Option<Value>,
+    /// Something inside the step failed and was let through (the execution ends `partial`).
+    partial: bool,
 }
 
 impl StepOutcome {
     fn skipped() -> Self {
-        Self { status: "skipped", system: None, input: None, output: None, error: None, attempts: 0, detail: None }
+        Self {
+            status: "skipped",
+            system: None,
+            input: None,
+            output: None,
+            error: None,
+            attempts: 0,
+            detail: None,
+            partial: false,
+        }
+    }
+
+    fn success(output: Value) -> Self {
+        Self { status: "success", output: Some(output), attempts: 1, ..Self::skipped() }
     }
 
     fn failed(system: Option<String>, input: Option<Value>, error: String, attempts: u32) -> Self {
-        Self { status: "failed", system, input, output: None, error: Some(error), attempts, detail: None }
+        Self { status: "failed", system, input, error: Some(error), attempts, ..Self::skipped() }
+    }
+
+    /// The committed form.
+    fn row(&self, step: &Step, position: i64, started_at: i64, took: Duration) -> StepResultRow {
+        StepResultRow {
+            position,
+            name: step.name.clone(),
+            kind: step.kind.clone(),
+            status: self.status.into(),
+            system: self.system.clone(),
+            operation: step.operation.clone(),
+            input: self.input.as_ref().map(Value::to_string),
+            output: self.output.as_ref().map(Value::to_string),
+            error: self.error.clone(),
+            attempts: i64::from(self.attempts),
+            started_at,
+            duration_ms: i64::try_from(took.as_millis()).unwrap_or(i64::MAX),
+            detail: self.detail.as_ref().map(Value::to_string),
+        }
     }
 
     fn finish(result: Result<Value, CallError>, system: Option<String>, input: Value, trace: Trace) -> Self {
@@ -264,24 +309,8 @@ impl StepOutcome {
             "stderr": Value::String(trace.stderr),
         }));
         match result {
-            Ok(output) => Self {
-                status: "success",
-                system,
-                input: Some(input),
-                output: Some(output),
-                error: None,
-                attempts,
-                detail,
-            },
-            Err(e) => Self {
-                status: "failed",
-                system,
-                input: Some(input),
-                output: None,
-                error: Some(e.to_string()),
-                attempts,
-                detail,
-            },
+            Ok(output) => Self { system, input: Some(input), attempts, detail, ..Self::success(output) },
+            Err(e) => Self { detail, ..Self::failed(system, Some(input), e.to_string(), attempts) },
         }
     }
 }
@@ -317,47 +346,65 @@ impl Trace {
     }
 }
 
-async fn run_step(state: &AppState, execution: &ExecutionRow, step: &Step, scope: &Value) -> StepOutcome {
-    let input_template = match step.kind.as_str() {
-        "api_call" => step.parameters.clone().unwrap_or_else(|| json!({})),
-        _ => step.mapping.clone().unwrap_or_else(|| json!({})),
-    };
-    let input = match mapping::resolve(&input_template, scope) {
-        Ok(input) => input,
-        Err(e) => return StepOutcome::failed(None, None, format!("mapping: {e}"), 0),
-    };
-    match (step.kind.as_str(), step.transform.as_deref()) {
-        ("condition", _) => match mapping::condition(step.condition.as_deref().unwrap_or("false"), scope) {
-            Ok(holds) => StepOutcome {
-                status: "success",
-                system: None,
-                input: None,
-                output: Some(json!({"result": holds, "branch": if holds { "then" } else { "else" }})),
-                error: None,
-                attempts: 1,
-                detail: None,
+/// Runs one step against `scope`. `label` names it in API-call rows and idempotency keys
+/// (`decode`, or `each[3].decode` inside a for_each); `top` is false inside for_each and parallel
+/// bodies, where a `wait` cannot park the execution.
+fn run_step<'a>(
+    state: &'a AppState,
+    execution: &'a ExecutionRow,
+    step: &'a Step,
+    scope: &'a Value,
+    label: &'a str,
+    top: bool,
+) -> BoxFuture<'a, StepOutcome> {
+    Box::pin(async move {
+        let clock = Instant::now();
+        let input_template = match step.kind.as_str() {
+            "api_call" | "sub_orchestration" => step.parameters.clone().unwrap_or_else(|| json!({})),
+            _ => step.mapping.clone().unwrap_or_else(|| json!({})),
+        };
+        let input = match mapping::resolve(&input_template, scope) {
+            Ok(input) => input,
+            Err(e) => return StepOutcome::failed(None, None, format!("mapping: {e}"), 0),
+        };
+        let mapping_us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let container = ["for_each", "parallel", "sub_orchestration", "wait"].contains(&step.kind.as_str());
+        let work = async {
+            match (step.kind.as_str(), step.transform.as_deref()) {
+                ("condition", _) => match mapping::condition(step.condition.as_deref().unwrap_or("false"), scope) {
+                    Ok(holds) => {
+                        StepOutcome::success(json!({"result": holds, "branch": if holds { "then" } else { "else" }}))
+                    }
+                    Err(e) => StepOutcome::failed(None, None, format!("condition: {e}"), 1),
+                },
+                ("transform", Some("map")) => StepOutcome::success(input),
+                ("transform", Some(slug)) => {
+                    let params = match step.parameters.as_ref().map(|p| mapping::resolve(p, scope)).transpose() {
+                        Ok(p) => p.unwrap_or_else(|| json!({})),
+                        Err(e) => return StepOutcome::failed(None, Some(input), format!("mapping: {e}"), 0),
+                    };
+                    run_transform(state, execution, step, slug, input, params).await
+                }
+                ("api_call", _) => run_api_call(state, execution, step, label, input).await,
+                ("for_each", _) => blocks::for_each(state, execution, step, scope, label).await,
+                ("parallel", _) => blocks::parallel(state, execution, step, scope, label).await,
+                ("sub_orchestration", _) => blocks::sub_orchestration(state, execution, step, label, input).await,
+                ("wait", _) => blocks::wait(step, scope, top).await,
+                (kind, _) => StepOutcome::failed(None, Some(input), format!("step type {kind} is not supported"), 0),
+            }
+        };
+        // Plugin steps apply their timeout to each attempt; the others to the whole step.
+        let mut outcome = match step.timeout_ms.filter(|_| container) {
+            Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), work).await {
+                Ok(outcome) => outcome,
+                Err(_) => StepOutcome::failed(None, None, format!("timed out after {ms} ms"), 1),
             },
-            Err(e) => StepOutcome::failed(None, None, format!("condition: {e}"), 1),
-        },
-        ("transform", Some("map")) => StepOutcome {
-            status: "success",
-            system: None,
-            input: None,
-            output: Some(input),
-            error: None,
-            attempts: 1,
-            detail: None,
-        },
-        ("transform", Some(slug)) => {
-            let params = match step.parameters.as_ref().map(|p| mapping::resolve(p, scope)).transpose() {
-                Ok(p) => p.unwrap_or_else(|| json!({})),
-                Err(e) => return StepOutcome::failed(None, Some(input), format!("mapping: {e}"), 0),
-            };
-            run_transform(state, execution, step, slug, input, params).await
-        }
-        ("api_call", _) => run_api_call(state, execution, step, input).await,
-        (kind, _) => StepOutcome::failed(None, Some(input), format!("step type {kind} is not supported"), 0),
-    }
+            None => work.await,
+        };
+        let detail = outcome.detail.get_or_insert_with(|| json!({}));
+        detail["mapping_us"] = json!(mapping_us);
+        outcome
+    })
 }
 
 /// A step's retry policy in motion: which attempt this is and how long to wait before the next.
@@ -389,7 +436,13 @@ impl Retrier {
     }
 }
 
-async fn run_api_call(state: &AppState, execution: &ExecutionRow, step: &Step, input: Value) -> StepOutcome {
+async fn run_api_call(
+    state: &AppState,
+    execution: &ExecutionRow,
+    step: &Step,
+    label: &str,
+    input: Value,
+) -> StepOutcome {
     let name = step.connection.clone().unwrap_or_default();
     let connection = match state.store.find_connection(&execution.enterprise_id, &name).await {
         Ok(Some(row)) => row,
@@ -399,7 +452,7 @@ async fn run_api_call(state: &AppState, execution: &ExecutionRow, step: &Step, i
     let caller = Caller {
         orchestration_id: Some(execution.orchestration_id.clone()),
         execution_id: Some(execution.id.clone()),
-        step: Some(step.name.clone()),
+        step: Some(label.to_owned()),
     };
     let mut prepared = match connections::prepare(state, &connection, caller).await {
         Ok(p) => p,
@@ -409,14 +462,14 @@ async fn run_api_call(state: &AppState, execution: &ExecutionRow, step: &Step, i
         prepared.spec.limits.timeout = Duration::from_millis(ms);
     }
     let operation = step.operation.clone().unwrap_or_default();
-    let idempotency_key = format!("{}:{}", execution.id, step.name);
+    let idempotency_key = format!("{}:{label}", execution.id);
     let mut retrier = Retrier::new(step);
     let mut trace = Trace::default();
     let result = loop {
         let started_ms = now_ms();
         let invocation = Invocation {
             execution_id: Some(execution.id.clone()),
-            step: Some(step.name.clone()),
+            step: Some(label.to_owned()),
             attempt: retrier.attempt,
             idempotency_key: idempotency_key.clone(),
         };
@@ -480,6 +533,11 @@ async fn run_transform(
         }
     };
     StepOutcome::finish(result, None, input, trace)
+}
+
+/// Whether an execution status is an end state.
+pub fn is_final(status: &str) -> bool {
+    matches!(status, "success" | "failed" | "partial" | "cancelled")
 }
 
 /// Shared so the API can hold one.

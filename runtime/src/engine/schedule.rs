@@ -70,6 +70,7 @@ async fn tick(state: &AppState, after: DateTime<Utc>, until: DateTime<Utc>) -> a
                 parameters: parameters.to_string(),
                 idempotency_key: Some(format!("schedule:{}", slot.timestamp_millis())),
                 steps_total: def.step_count(),
+                parent: None,
             };
             state.store.enqueue_execution(&row.enterprise_id, new).await?;
             state.engine.wake();

@@ -33,6 +33,10 @@ pub struct ExecutionRow {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// Set for executions a `sub_orchestration` step started.
+    pub parent_execution_id: Option<String>,
+    /// 0 for top-level executions, parent's depth + 1 for sub-orchestrations.
+    pub depth: i64,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -61,6 +65,8 @@ pub struct NewExecution {
     pub parameters: String,
     pub idempotency_key: Option<String>,
     pub steps_total: i64,
+    /// (parent execution id, parent depth) for sub-orchestrations.
+    pub parent: Option<(String, i64)>,
 }
 
 /// How an execution ended.
@@ -72,7 +78,7 @@ pub struct Finish {
 
 const ORCHESTRATION: &str = "id, enterprise_id, name, status, version, definition, created_at, updated_at";
 const EXECUTION: &str = "id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, parameters, output, \
-     error, idempotency_key, steps_completed, steps_total, created_at, started_at, finished_at";
+     error, idempotency_key, steps_completed, steps_total, created_at, started_at, finished_at, parent_execution_id, depth";
 const STEP: &str =
     "position, name, type, status, system, operation, input, output, error, attempts, started_at, duration_ms, detail";
 
@@ -160,6 +166,22 @@ impl Store {
         .await
     }
 
+    /// An orchestration by id, or else by name (the newest of that name).
+    pub async fn find_orchestration(
+        &self,
+        enterprise_id: &str,
+        name_or_id: &str,
+    ) -> sqlx::Result<Option<OrchestrationRow>> {
+        sqlx::query_as(&format!(
+            "SELECT {ORCHESTRATION} FROM orchestrations WHERE enterprise_id = $1 AND (id = $2 OR name = $2) AND deleted = 0 \
+             ORDER BY CASE WHEN id = $2 THEN 0 ELSE 1 END, created_at DESC LIMIT 1"
+        ))
+        .bind(enterprise_id)
+        .bind(name_or_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
     pub async fn orchestration_version(&self, orchestration_id: &str, version: i64) -> sqlx::Result<Option<String>> {
         sqlx::query_scalar("SELECT definition FROM orchestration_versions WHERE orchestration_id = $1 AND version = $2")
             .bind(orchestration_id)
@@ -229,7 +251,8 @@ impl Store {
         }
         let row = sqlx::query_as(&format!(
             "INSERT INTO executions (id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, parameters, \
-             idempotency_key, steps_total, created_at) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9) RETURNING {EXECUTION}"
+             idempotency_key, steps_total, created_at, parent_execution_id, depth) \
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11) RETURNING {EXECUTION}"
         ))
         .bind(new_id())
         .bind(enterprise_id)
@@ -240,6 +263,8 @@ impl Store {
         .bind(new.idempotency_key)
         .bind(new.steps_total)
         .bind(now_ms())
+        .bind(new.parent.as_ref().map(|(id, _)| id.clone()))
+        .bind(new.parent.as_ref().map_or(0, |(_, depth)| depth + 1))
         .fetch_one(&self.pool)
         .await?;
         Ok((row, true))
@@ -263,6 +288,36 @@ impl Store {
         .bind(now)
         .fetch_optional(&self.pool)
         .await
+    }
+
+    /// Claims one execution by id when it is queued or its lease expired (a parent running its
+    /// sub-orchestration inline).
+    pub async fn claim_execution_by_id(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_ms: i64,
+    ) -> sqlx::Result<Option<ExecutionRow>> {
+        let now = now_ms();
+        sqlx::query_as(&format!(
+            "UPDATE executions SET status = 'running', lease_owner = $1, lease_expires_at = $2, \
+             started_at = COALESCE(started_at, $3) WHERE id = $4 \
+             AND (status = 'queued' OR (status = 'running' AND lease_expires_at < $3)) RETURNING {EXECUTION}"
+        ))
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// An execution by id in any enterprise (the engine's own reads).
+    pub async fn execution(&self, id: &str) -> sqlx::Result<Option<ExecutionRow>> {
+        sqlx::query_as(&format!("SELECT {EXECUTION} FROM executions WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// Extends the lease of executions `owner` runs.
@@ -395,11 +450,15 @@ impl Store {
         .bind(now)
         .execute(&self.pool)
         .await?;
+        // A parked execution (a long wait, no lease owner) becomes due at once, so it ends now.
         sqlx::query(
-            "UPDATE executions SET cancel_requested = 1 WHERE enterprise_id = $1 AND id = $2 AND status = 'running'",
+            "UPDATE executions SET cancel_requested = 1, \
+             lease_expires_at = CASE WHEN lease_owner IS NULL THEN $3 ELSE lease_expires_at END \
+             WHERE enterprise_id = $1 AND id = $2 AND status = 'running'",
         )
         .bind(enterprise_id)
         .bind(id)
+        .bind(now)
         .execute(&self.pool)
         .await?;
         self.get_execution(enterprise_id, id).await

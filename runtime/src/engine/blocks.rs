@@ -1,0 +1,274 @@
+//! Steps that hold other steps or time: `for_each`, `parallel`, `sub_orchestration`, `wait`.
+//! The bodies of `for_each` and `parallel` run in memory under the same rules as the top level
+//! ([`Flow`]); their step records go into the container's trace detail.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use serde_json::{Value, json};
+
+use super::definition::{self, Definition, MAX_ITEMS, Step};
+use super::flow::{self, Decision, Flow};
+use super::{StepOutcome, mapping, run_claimed, run_step};
+use crate::state::AppState;
+use crate::store::{ExecutionRow, NewExecution, now_ms};
+
+/// How deeply orchestrations may start one another.
+pub const MAX_DEPTH: i64 = 8;
+
+/// What a body left behind.
+struct BlockResult {
+    /// The output of its last step that ran.
+    last: Value,
+    error: Option<String>,
+    partial: bool,
+    /// One record per step (nested containers carry their own records in `detail`).
+    steps: Vec<Value>,
+}
+
+/// Runs a body to its end against `scope`; `label` prefixes its steps' labels.
+fn run_block<'a>(
+    state: &'a AppState,
+    execution: &'a ExecutionRow,
+    steps: &'a [Step],
+    scope: Value,
+    label: String,
+) -> BoxFuture<'a, BlockResult> {
+    Box::pin(async move {
+        let flat = definition::flatten(steps);
+        let ahead = flow::handlers_ahead(&flat);
+        let mut flow = Flow::new(scope);
+        let mut records = Vec::new();
+        let mut error = None;
+        for (i, f) in flat.iter().enumerate() {
+            let step_label = format!("{label}.{}", f.step.name);
+            let started = now_ms();
+            let clock = Instant::now();
+            let outcome = match flow.decide(f, ahead[i]) {
+                Decision::Fail(e) => {
+                    error = Some(e);
+                    break;
+                }
+                Decision::Skip => StepOutcome::skipped(),
+                Decision::Handle(output) => StepOutcome::success(output),
+                Decision::Run => run_step(state, execution, f.step, &flow.scope, &step_label, false).await,
+            };
+            let row = outcome.row(f.step, i64::try_from(i).unwrap_or(0), started, clock.elapsed());
+            records.push(json!({
+                "label": step_label, "name": row.name, "type": row.kind, "status": row.status,
+                "system": row.system, "operation": row.operation, "error": row.error, "attempts": row.attempts,
+                "started_at_ms": row.started_at, "duration_ms": row.duration_ms, "detail": outcome.detail,
+            }));
+            flow.record(f.step, outcome.status, outcome.output.as_ref(), outcome.error.as_deref(), outcome.partial);
+        }
+        if error.is_none() {
+            error = flow.finish().err();
+        }
+        BlockResult { last: flow.last_output, error, partial: flow.partial, steps: records }
+    })
+}
+
+/// Runs the body once per item, at most `concurrency` at a time; the output is the list of each
+/// item's last output, in item order.
+pub(super) async fn for_each(
+    state: &AppState,
+    execution: &ExecutionRow,
+    step: &Step,
+    scope: &Value,
+    label: &str,
+) -> StepOutcome {
+    let reference = step.items.clone().unwrap_or_default();
+    let items = match mapping::resolve(&Value::String(reference.clone()), scope) {
+        Ok(Value::Array(items)) => items,
+        Ok(other) => {
+            let kind = match other {
+                Value::Null => "null",
+                Value::Bool(_) => "a boolean",
+                Value::Number(_) => "a number",
+                Value::String(_) => "a string",
+                _ => "an object",
+            };
+            return StepOutcome::failed(None, None, format!("items {reference} is {kind}, not an array"), 1);
+        }
+        Err(e) => return StepOutcome::failed(None, None, format!("items: {e}"), 1),
+    };
+    if items.len() > MAX_ITEMS {
+        return StepOutcome::failed(
+            None,
+            None,
+            format!("{} items; a for_each takes at most {MAX_ITEMS}", items.len()),
+            1,
+        );
+    }
+    let count = items.len();
+    let concurrency = step.concurrency.unwrap_or(1).max(1) as usize;
+    let results: Vec<BlockResult> = futures_util::stream::iter(items.into_iter().enumerate())
+        .map(|(index, item)| {
+            let mut scope = scope.clone();
+            scope["item"] = item;
+            scope["index"] = json!(index);
+            run_block(state, execution, &step.steps, scope, format!("{label}[{index}]"))
+        })
+        .buffered(concurrency)
+        .collect()
+        .await;
+    let failed: Vec<String> =
+        results.iter().enumerate().filter_map(|(i, r)| r.error.as_ref().map(|e| format!("item {i}: {e}"))).collect();
+    let partial = results.iter().any(|r| r.partial);
+    let steps: Vec<Value> = results.iter().flat_map(|r| r.steps.iter().cloned()).collect();
+    let detail = Some(json!({"items": count, "concurrency": concurrency, "steps": steps}));
+    let input = Some(json!({"items": count}));
+    if failed.is_empty() {
+        let output = Value::Array(results.into_iter().map(|r| r.last).collect());
+        StepOutcome { input, detail, partial, ..StepOutcome::success(output) }
+    } else {
+        let error = format!("{} of {count} items failed; {}", failed.len(), failed.join("; "));
+        StepOutcome { detail, partial, ..StepOutcome::failed(None, input, error, 1) }
+    }
+}
+
+/// Runs every branch at once; the output maps each branch to its last output.
+pub(super) async fn parallel(
+    state: &AppState,
+    execution: &ExecutionRow,
+    step: &Step,
+    scope: &Value,
+    label: &str,
+) -> StepOutcome {
+    let runs = step
+        .branches
+        .iter()
+        .map(|branch| run_block(state, execution, &branch.steps, scope.clone(), format!("{label}.{}", branch.name)));
+    let results = futures_util::future::join_all(runs).await;
+    let mut output = serde_json::Map::new();
+    let mut failed = Vec::new();
+    let mut steps = Vec::new();
+    let mut partial = false;
+    for (branch, result) in step.branches.iter().zip(results) {
+        if let Some(error) = result.error {
+            failed.push(format!("branch {}: {error}", branch.name));
+        }
+        partial |= result.partial;
+        steps.extend(result.steps);
+        output.insert(branch.name.clone(), result.last);
+    }
+    let detail = Some(json!({"branches": step.branches.len(), "steps": steps}));
+    if failed.is_empty() {
+        StepOutcome { detail, partial, ..StepOutcome::success(Value::Object(output)) }
+    } else {
+        StepOutcome { detail, partial, ..StepOutcome::failed(None, None, failed.join("; "), 1) }
+    }
+}
+
+/// Starts the child execution (once: its idempotency key is this step's), runs it on this
+/// worker unless another node has it, and answers its output.
+pub(super) async fn sub_orchestration(
+    state: &AppState,
+    execution: &ExecutionRow,
+    step: &Step,
+    label: &str,
+    input: Value,
+) -> StepOutcome {
+    let fail = |message: String| StepOutcome::failed(None, Some(input.clone()), message, 1);
+    if execution.depth >= MAX_DEPTH {
+        return fail(format!("orchestrations nested deeper than {MAX_DEPTH} levels"));
+    }
+    let name = step.orchestration.clone().unwrap_or_default();
+    let row = match state.store.find_orchestration(&execution.enterprise_id, &name).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return fail(format!("orchestration {name:?} no longer exists")),
+        Err(e) => return fail(format!("loading orchestration {name:?}: {e}")),
+    };
+    if matches!(row.status.as_str(), "paused" | "archived") {
+        return fail(format!("orchestration {name:?} is {}", row.status));
+    }
+    let def: Definition = match serde_json::from_str(&row.definition) {
+        Ok(def) => def,
+        Err(e) => return fail(format!("orchestration {name:?}: {e}")),
+    };
+    let Value::Object(given) = &input else {
+        return fail("parameters must be an object".into());
+    };
+    let parameters = match definition::bind_parameters(&def, given) {
+        Ok(p) => p,
+        Err(errors) => {
+            let list: Vec<String> = errors.iter().map(|e| format!("{} {}", e.path, e.message)).collect();
+            return fail(format!("orchestration {name:?}: {}", list.join("; ")));
+        }
+    };
+    let new = NewExecution {
+        orchestration_id: row.id.clone(),
+        orchestration_version: row.version,
+        triggered_by: "orchestration".into(),
+        parameters: parameters.to_string(),
+        idempotency_key: Some(format!("{}:{label}", execution.id)),
+        steps_total: def.step_count(),
+        parent: Some((execution.id.clone(), execution.depth)),
+    };
+    let child = match state.store.enqueue_execution(&execution.enterprise_id, new).await {
+        Ok((child, _)) => child,
+        Err(e) => return fail(format!("starting orchestration {name:?}: {e}")),
+    };
+    let lease = i64::try_from(state.config.lease_ms).unwrap_or(30_000);
+    let child = loop {
+        match state.store.execution(&child.id).await {
+            Ok(Some(current)) if super::is_final(&current.status) => break current,
+            Ok(_) => {}
+            Err(e) => return fail(format!("reading execution {}: {e}", child.id)),
+        }
+        match state.store.claim_execution_by_id(&child.id, &state.engine.node_id, lease).await {
+            Ok(Some(claimed)) => run_claimed(state.clone(), claimed).await,
+            // Another worker has it (or it waits): look again shortly.
+            Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => return fail(format!("claiming execution {}: {e}", child.id)),
+        }
+    };
+    let detail = Some(json!({"child_execution_id": child.id, "child_status": child.status}));
+    let input = Some(json!({"orchestration_id": row.id, "execution_id": child.id, "parameters": parameters}));
+    match child.status.as_str() {
+        "success" | "partial" => {
+            let output = child.output.as_deref().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(Value::Null);
+            StepOutcome { input, detail, partial: child.status == "partial", ..StepOutcome::success(output) }
+        }
+        status => {
+            let error = format!(
+                "orchestration {name:?} ({}) ended {status}: {}",
+                child.id,
+                child.error.as_deref().unwrap_or("no error given")
+            );
+            StepOutcome { detail, ..StepOutcome::failed(None, input, error, 1) }
+        }
+    }
+}
+
+/// Pauses for `duration_ms` or until `until`. At the top level a long wait answers at once with
+/// its due time, and the engine parks the execution until then; inside a body it sleeps.
+pub(super) async fn wait(step: &Step, scope: &Value, top: bool) -> StepOutcome {
+    let now = now_ms();
+    let until_ms = match (&step.duration_ms, &step.until) {
+        (Some(ms), _) => now + i64::try_from(*ms).unwrap_or(i64::MAX / 2),
+        (None, Some(until)) => match mapping::resolve(&Value::String(until.clone()), scope) {
+            Ok(Value::String(text)) => match chrono::DateTime::parse_from_rfc3339(&text) {
+                Ok(at) => at.timestamp_millis(),
+                Err(_) => {
+                    return StepOutcome::failed(None, None, format!("until {text:?} is not an RFC 3339 instant"), 1);
+                }
+            },
+            Ok(other) => {
+                return StepOutcome::failed(None, None, format!("until resolved to {other}, not an instant"), 1);
+            }
+            Err(e) => return StepOutcome::failed(None, None, format!("until: {e}"), 1),
+        },
+        (None, None) => now,
+    };
+    let remaining = until_ms - now;
+    if remaining > 0 && (!top || remaining <= super::INLINE_WAIT_MS) {
+        tokio::time::sleep(Duration::from_millis(u64::try_from(remaining).unwrap_or(0))).await;
+    }
+    let until = chrono::DateTime::from_timestamp_millis(until_ms).unwrap_or_default();
+    StepOutcome::success(json!({
+        "until": until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "wait_ms": remaining.max(0),
+    }))
+}

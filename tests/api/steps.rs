@@ -1,0 +1,426 @@
+//! The container and control steps: for_each, parallel, error_handler, sub_orchestration, wait;
+//! and YAML definitions.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_error, detail_paths};
+use crate::mock::MockServer;
+
+const VIN: &str = "1HGCM82633A004352";
+
+/// `vpic` and a REST `dms` with `get_vehicle` and `check` (the overlap-counting endpoint).
+async fn connections(app: &TestApp, token: &str, mock: &MockServer) {
+    app.create_connection(
+        token,
+        json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
+               "allowed_hosts": [mock.authority]}),
+    )
+    .await;
+    app.create_connection(
+        token,
+        json!({"name": "dms", "system": "rest",
+               "config": {"base_url": format!("{}/dms", mock.base), "auth": {"type": "api_key", "header": "X-Api-Key"},
+                          "operations": {"get_vehicle": {"method": "GET", "path": "/vehicles/{vin}"},
+                                         "check": {"method": "GET", "path": "/inflight/{vin}"}}},
+               "credentials": {"api_key": "dms-key-123456"}, "allowed_hosts": [mock.authority]}),
+    )
+    .await;
+}
+
+async fn create(app: &TestApp, token: &str, def: Value) -> String {
+    let created: Value = app.post(token, "/orchestrations", def).await.json().await.expect("json");
+    created["id"].as_str().unwrap_or_else(|| panic!("not created: {created}")).to_owned()
+}
+
+async fn execute(app: &TestApp, token: &str, id: &str, parameters: Value) -> Value {
+    let response = app.post(token, &format!("/orchestrations/{id}/execute"), json!({"parameters": parameters})).await;
+    response.json().await.expect("json")
+}
+
+async fn steps_of(app: &TestApp, token: &str, execution_id: &str) -> Vec<(String, String)> {
+    let detail: Value = app.get(token, &format!("/executions/{execution_id}")).await.json().await.expect("json");
+    detail["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| (s["name"].as_str().expect("name").to_owned(), s["status"].as_str().expect("status").to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn for_each_runs_its_body_per_item_within_the_concurrency_bound() {
+    let app = TestApp::spawn().await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    connections(&app, &token, &mock).await;
+    let vins = ["1HGCM82633A004351", "1HGCM82633A004352", "1HGCM82633A004353", "1HGCM82633A004354"];
+    let id = create(
+        &app,
+        &token,
+        json!({"name": "Check stock list",
+            "parameters": [{"name": "vins", "type": "array", "required": true}],
+            "steps": [
+                {"name": "each", "type": "for_each", "items": "${parameters.vins}", "concurrency": 2, "steps": [
+                    {"name": "check", "type": "api_call", "connection": "dms", "operation": "check",
+                     "parameters": {"vin": "${item}"}},
+                    {"name": "decode", "type": "api_call", "connection": "vpic", "operation": "decode_vin",
+                     "parameters": {"vin": "${item}"}},
+                    {"name": "row", "type": "transform", "transform": "map",
+                     "mapping": {"n": "${index}", "vin": "${item}", "make": "${decode.response.make}",
+                                 "checked": "${check.response.checked}"}}]},
+                {"name": "count", "type": "transform", "transform": "map", "mapping": {"first": "${each[0].vin}"}}],
+            "output": {"rows": "${each}", "first": "${count.first}"}}),
+    )
+    .await;
+    let result = execute(&app, &token, &id, json!({"vins": vins})).await;
+    assert_eq!(result["status"], "success", "{result}");
+    let rows = result["output"]["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 4);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row, &json!({"n": i, "vin": vins[i], "make": "HONDA", "checked": true}));
+    }
+    assert_eq!(result["output"]["first"], vins[0]);
+    assert_eq!(mock.count("/dms/inflight/"), 4);
+    assert_eq!(mock.count("/vpic/vehicles/DecodeVinValues/"), 4);
+    assert_eq!(mock.max_inflight(), 2, "concurrency 2 over 4 slow items overlaps exactly two at a time");
+
+    // Each item's calls are logged under the item's own label, and the trace nests them.
+    let execution_id = result["execution_id"].as_str().expect("id");
+    let calls: Value =
+        app.get(&token, &format!("/api-calls?execution_id={execution_id}")).await.json().await.expect("json");
+    let mut labels: Vec<&str> =
+        calls["data"].as_array().expect("data").iter().map(|c| c["step"].as_str().expect("step")).collect();
+    labels.sort_unstable();
+    assert_eq!(&labels[..3], ["each[0].check", "each[0].decode", "each[1].check"]);
+    let trace: Value = app.get(&token, &format!("/executions/{execution_id}/trace")).await.json().await.expect("json");
+    let spans = trace["spans"].as_array().expect("spans");
+    let each = spans.iter().find(|s| s["name"] == "each").expect("each span");
+    let nested = spans.iter().find(|s| s["name"] == "each[2].decode").expect("nested span");
+    assert_eq!(nested["parent_id"], each["span_id"]);
+    assert!(spans.iter().any(|s| s["kind"] == "http" && s["parent_id"].is_string()));
+    assert!(spans.iter().any(|s| s["kind"] == "mapping" && s["name"] == "each[2].row mapping"));
+
+    // An item that fails fails the step, naming the item; `on_error: continue` inside makes it partial.
+    let failing = create(
+        &app,
+        &token,
+        json!({"name": "Stock per VIN", "parameters": [{"name": "vins", "type": "array", "required": true}],
+            "steps": [{"name": "each", "type": "for_each", "items": "${parameters.vins}", "steps": [
+                {"name": "stock", "type": "api_call", "connection": "dms", "operation": "get_vehicle",
+                 "parameters": {"vin": "${item}"}}]}]}),
+    )
+    .await;
+    let result = execute(&app, &token, &failing, json!({"vins": [VIN, "UNKNOWN0000000000"]})).await;
+    assert_eq!(result["status"], "failed", "{result}");
+    let error = result["error"].as_str().expect("error");
+    assert!(error.contains("1 of 2 items failed") && error.contains("item 1"), "{error}");
+    let lenient = create(
+        &app,
+        &token,
+        json!({"name": "Stock per VIN, lenient", "parameters": [{"name": "vins", "type": "array", "required": true}],
+            "steps": [{"name": "each", "type": "for_each", "items": "${parameters.vins}", "steps": [
+                {"name": "stock", "type": "api_call", "connection": "dms", "operation": "get_vehicle",
+                 "parameters": {"vin": "${item}"}, "on_error": "continue"}]}]}),
+    )
+    .await;
+    let result = execute(&app, &token, &lenient, json!({"vins": [VIN, "UNKNOWN0000000000"]})).await;
+    assert_eq!(result["status"], "partial", "{result}");
+    assert_eq!(result["output"][0]["response"]["stock_number"], "STK-1001");
+
+    let result = execute(&app, &token, &lenient, json!({"vins": []})).await;
+    assert_eq!(result["status"], "success", "an empty list runs nothing: {result}");
+    assert_eq!(result["output"], json!([]));
+}
+
+#[tokio::test]
+async fn parallel_runs_every_branch_and_maps_their_outputs() {
+    let app = TestApp::spawn().await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    connections(&app, &token, &mock).await;
+    let id = create(
+        &app,
+        &token,
+        json!({"name": "Decode and stock at once",
+            "parameters": [{"name": "vin", "type": "string", "required": true}],
+            "steps": [
+                {"name": "both", "type": "parallel", "branches": [
+                    {"name": "decoded", "steps": [
+                        {"name": "decode", "type": "api_call", "connection": "vpic", "operation": "decode_vin",
+                         "parameters": {"vin": "${parameters.vin}"}},
+                        {"name": "make", "type": "transform", "transform": "map", "mapping": "${decode.response.make}"}]},
+                    {"name": "stock", "steps": [
+                        {"name": "check_a", "type": "api_call", "connection": "dms", "operation": "check",
+                         "parameters": {"vin": "A"}}]},
+                    {"name": "stock2", "steps": [
+                        {"name": "check_b", "type": "api_call", "connection": "dms", "operation": "check",
+                         "parameters": {"vin": "B"}}]}]},
+                {"name": "summary", "type": "transform", "transform": "map",
+                 "mapping": {"make": "${both.decoded}", "a": "${both.stock.response.vin}", "b": "${both.stock2.response.vin}"}}]}),
+    )
+    .await;
+    let result = execute(&app, &token, &id, json!({"vin": VIN})).await;
+    assert_eq!(result["status"], "success", "{result}");
+    assert_eq!(result["output"], json!({"make": "HONDA", "a": "A", "b": "B"}));
+    assert_eq!(mock.max_inflight(), 2, "the branches ran at the same time");
+
+    // A failing branch fails the step and names the branch; the others still ran.
+    let failing = create(
+        &app,
+        &token,
+        json!({"name": "One branch fails", "steps": [{"name": "both", "type": "parallel", "branches": [
+            {"name": "good", "steps": [{"name": "ok", "type": "api_call", "connection": "dms", "operation": "check",
+                                        "parameters": {"vin": "C"}}]},
+            {"name": "bad", "steps": [{"name": "missing", "type": "api_call", "connection": "dms",
+                                       "operation": "get_vehicle", "parameters": {"vin": "NOPE"}}]}]}]}),
+    )
+    .await;
+    let result = execute(&app, &token, &failing, json!({})).await;
+    assert_eq!(result["status"], "failed", "{result}");
+    assert!(result["error"].as_str().expect("error").contains("branch bad: step missing failed"), "{result}");
+    assert_eq!(mock.count("/dms/inflight/C"), 1);
+
+    // Branch steps cannot see each other, and branch names must be unique.
+    let bad = json!({"name": "Bad branches", "steps": [{"name": "p", "type": "parallel", "branches": [
+        {"name": "x", "steps": [{"name": "one", "type": "transform", "transform": "map", "mapping": {"v": 1}}]},
+        {"name": "x", "steps": [{"name": "two", "type": "transform", "transform": "map", "mapping": {"v": "${one.v}"}}]}]}]});
+    let body = assert_error(
+        app.post(&token, "/orchestrations", bad).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    let paths = detail_paths(&body);
+    assert!(paths.contains(&"steps[0].branches[1].name"), "{body}");
+    assert!(paths.contains(&"steps[0].branches[1].steps[0].mapping"), "{body}");
+}
+
+#[tokio::test]
+async fn an_error_handler_runs_after_a_failure_and_may_recover() {
+    let app = TestApp::spawn().await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    connections(&app, &token, &mock).await;
+    let def = |recover: bool| {
+        json!({"name": format!("Handled {recover}"), "parameters": [{"name": "vin", "type": "string", "required": true}],
+            "steps": [
+                {"name": "stock", "type": "api_call", "connection": "dms", "operation": "get_vehicle",
+                 "parameters": {"vin": "${parameters.vin}"}},
+                {"name": "price", "type": "transform", "transform": "map", "mapping": {"p": "${stock.response.list_price}"}},
+                {"name": "handler", "type": "error_handler", "recover": recover, "steps": [
+                    {"name": "note", "type": "transform", "transform": "map",
+                     "mapping": {"failed": "${handler.failed_step}", "why": "${handler.error}"}}]},
+                {"name": "after", "type": "transform", "transform": "map", "mapping": {"done": true}}],
+            "output": {"note": "${note}", "after": "${after}"}})
+    };
+    let failing = create(&app, &token, def(false)).await;
+    let result = execute(&app, &token, &failing, json!({"vin": "UNKNOWN0000000000"})).await;
+    assert_eq!(result["status"], "failed", "{result}");
+    assert!(result["error"].as_str().expect("error").starts_with("step stock failed"), "{result}");
+    let execution_id = result["execution_id"].as_str().expect("id");
+    let steps = steps_of(&app, &token, execution_id).await;
+    let expected = [("stock", "failed"), ("price", "skipped"), ("handler", "success"), ("note", "success")];
+    assert_eq!(steps, expected.map(|(n, s)| (n.to_owned(), s.to_owned())));
+    let detail: Value = app.get(&token, &format!("/executions/{execution_id}")).await.json().await.expect("json");
+    assert_eq!(detail["steps"][3]["output"]["failed"], "stock");
+    assert!(detail["steps"][3]["output"]["why"].as_str().expect("why").contains("404"), "{detail}");
+
+    let recovering = create(&app, &token, def(true)).await;
+    let result = execute(&app, &token, &recovering, json!({"vin": "UNKNOWN0000000000"})).await;
+    assert_eq!(result["status"], "partial", "{result}");
+    assert_eq!(result["output"]["after"], json!({"done": true}));
+    assert_eq!(result["output"]["note"]["failed"], "stock");
+
+    // Nothing fails: the handler and its steps are skipped.
+    let result = execute(&app, &token, &recovering, json!({"vin": VIN})).await;
+    assert_eq!(result["status"], "failed", "the output maps a skipped step: {result}");
+    let steps = steps_of(&app, &token, result["execution_id"].as_str().expect("id")).await;
+    let expected =
+        [("stock", "success"), ("price", "success"), ("handler", "skipped"), ("note", "skipped"), ("after", "success")];
+    assert_eq!(steps, expected.map(|(n, s)| (n.to_owned(), s.to_owned())));
+}
+
+#[tokio::test]
+async fn a_sub_orchestration_runs_its_child_and_answers_the_childs_output() {
+    let app = TestApp::spawn().await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    connections(&app, &token, &mock).await;
+    create(
+        &app,
+        &token,
+        json!({"name": "Decode", "parameters": [{"name": "vin", "type": "string", "required": true}],
+            "steps": [{"name": "decode", "type": "api_call", "connection": "vpic", "operation": "decode_vin",
+                       "parameters": {"vin": "${parameters.vin}"}}],
+            "output": {"make": "${decode.response.make}", "model": "${decode.response.model}"}}),
+    )
+    .await;
+    let parent = create(
+        &app,
+        &token,
+        json!({"name": "Lookup via child", "parameters": [{"name": "vin", "type": "string", "required": true}],
+            "steps": [{"name": "child", "type": "sub_orchestration", "orchestration": "Decode",
+                       "parameters": {"vin": "${parameters.vin}"}},
+                      {"name": "label", "type": "transform", "transform": "map",
+                       "mapping": "${child.make} ${child.model}"}]}),
+    )
+    .await;
+    let result = execute(&app, &token, &parent, json!({"vin": VIN})).await;
+    assert_eq!(result["status"], "success", "{result}");
+    assert_eq!(result["output"], "HONDA Accord");
+    let execution_id = result["execution_id"].as_str().expect("id");
+    let detail: Value = app.get(&token, &format!("/executions/{execution_id}")).await.json().await.expect("json");
+    let child_id = detail["steps"][0]["input"]["execution_id"].as_str().expect("child id");
+    let child: Value = app.get(&token, &format!("/executions/{child_id}")).await.json().await.expect("json");
+    assert_eq!(child["triggered_by"], "orchestration");
+    assert_eq!(child["parent_execution_id"], execution_id);
+    assert_eq!(child["status"], "success");
+    assert_eq!(child["parameters"], json!({"vin": VIN}));
+
+    // Parameters the child refuses fail the step, naming them.
+    let missing_param = create(
+        &app,
+        &token,
+        json!({"name": "Forgets the VIN", "steps": [{"name": "child", "type": "sub_orchestration", "orchestration": "Decode"}]}),
+    )
+    .await;
+    let result = execute(&app, &token, &missing_param, json!({})).await;
+    assert_eq!(result["status"], "failed", "{result}");
+    assert!(result["error"].as_str().expect("error").contains("parameters.vin is required"), "{result}");
+
+    // Unknown or self references are refused at save.
+    let bad = json!({"name": "Loop", "steps": [
+        {"name": "me", "type": "sub_orchestration", "orchestration": "Loop"},
+        {"name": "nobody", "type": "sub_orchestration", "orchestration": "No such thing"}]});
+    let body = assert_error(
+        app.post(&token, "/orchestrations", bad).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_eq!(detail_paths(&body), ["steps[0].orchestration", "steps[1].orchestration"]);
+}
+
+#[tokio::test]
+async fn waits_pause_and_long_waits_free_the_worker_until_due() {
+    let app = TestApp::spawn_with(|config| config.workers = 1).await;
+    let token = app.admin_token().await;
+    let def = |name: &str, ms: u64| {
+        json!({"name": name, "steps": [
+            {"name": "before", "type": "transform", "transform": "map", "mapping": {"at": "${_context.timestamp}"}},
+            {"name": "pause", "type": "wait", "duration_ms": ms},
+            {"name": "after", "type": "transform", "transform": "map", "mapping": {"waited": "${pause.wait_ms}"}}]})
+    };
+    let short = create(&app, &token, def("Short wait", 300)).await;
+    let result = execute(&app, &token, &short, json!({})).await;
+    assert_eq!(result["status"], "success", "{result}");
+    assert!(result["duration_ms"].as_i64().expect("duration") >= 300, "{result}");
+
+    // A 3 s wait parks the execution: the only worker runs other executions meanwhile.
+    let long = create(&app, &token, def("Long wait", 3_000)).await;
+    let parked: Value = app
+        .post(&token, &format!("/orchestrations/{long}/execute"), json!({"async": true}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let parked_id = parked["execution_id"].as_str().expect("id");
+    let mut seen_parked = false;
+    for _ in 0..40 {
+        let steps = steps_of(&app, &token, parked_id).await;
+        if steps.len() == 2 {
+            seen_parked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(seen_parked, "the wait step was committed before its time was up");
+    let other = execute(&app, &token, &short, json!({})).await;
+    assert_eq!(other["status"], "success", "the worker was free during the wait: {other}");
+    let detail: Value = app.get(&token, &format!("/executions/{parked_id}")).await.json().await.expect("json");
+    assert_eq!(detail["status"], "running", "still waiting: {detail}");
+    let done = app.wait_finished(&token, parked_id).await;
+    assert_eq!(done["status"], "success", "{done}");
+    assert!(done["duration_ms"].as_i64().expect("duration") >= 3_000, "{done}");
+    assert_eq!(done["output"], json!({"waited": 3_000}));
+
+    // Cancelling a parked execution ends it without waiting out the pause.
+    let day = create(&app, &token, def("A day", 86_400_000)).await;
+    let parked: Value = app
+        .post(&token, &format!("/orchestrations/{day}/execute"), json!({"async": true}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let parked_id = parked["execution_id"].as_str().expect("id");
+    for _ in 0..40 {
+        if steps_of(&app, &token, parked_id).await.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let cancel = app.post(&token, &format!("/executions/{parked_id}/cancel"), json!({})).await;
+    assert_eq!(cancel.status(), StatusCode::OK);
+    let done = app.wait_finished(&token, parked_id).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    assert_eq!(done["error"], "cancelled before step after");
+
+    let bad = json!({"name": "Bad waits", "steps": [
+        {"name": "a", "type": "wait"},
+        {"name": "b", "type": "wait", "duration_ms": 1_000_000_000_000u64},
+        {"name": "c", "type": "wait", "until": "tomorrow"}]});
+    let body = assert_error(
+        app.post(&token, "/orchestrations", bad).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_eq!(detail_paths(&body), ["steps[0].duration_ms", "steps[1].duration_ms", "steps[2].until"]);
+}
+
+#[tokio::test]
+async fn definitions_may_be_sent_as_yaml() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let yaml = r#"
+name: Greeting
+parameters:
+  - name: who
+    type: string
+    required: true
+steps:
+  - name: greet
+    type: transform
+    transform: map
+    mapping:
+      text: "Hello ${parameters.who}"
+      count: 3
+output: "${greet}"
+"#;
+    let client = reqwest::Client::new();
+    let send = |body: &'static str| {
+        client
+            .post(app.url("/orchestrations"))
+            .bearer_auth(&token)
+            .header("content-type", "application/yaml")
+            .body(body)
+            .send()
+    };
+    let created = send(yaml).await.expect("send");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.expect("json");
+    assert_eq!(created["steps"][0]["mapping"]["count"], 3, "YAML numbers stay numbers");
+    let result = execute(&app, &token, created["id"].as_str().expect("id"), json!({"who": "Ada"})).await;
+    assert_eq!(result["output"], json!({"text": "Hello Ada", "count": 3}));
+
+    let body = assert_error(send("name: [unclosed").await.expect("send"), StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    assert!(body["error"]["message"].as_str().expect("message").contains("malformed YAML"), "{body}");
+    let body = assert_error(
+        send("name: Wrong\nsteps: 3\n").await.expect("send"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_eq!(detail_paths(&body), ["steps"]);
+}
