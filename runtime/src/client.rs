@@ -94,12 +94,12 @@ impl Api {
 
 /// Creates the orchestration in `file` (JSON), or replaces the one with the same name.
 pub async fn apply(remote: &Remote, file: &Path) -> anyhow::Result<()> {
-    if file.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-        bail!("{}: YAML definitions are not supported yet; use JSON", file.display());
-    }
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let definition: Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", file.display()))?;
+    let definition: Value = if file.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+        serde_norway::from_str(&text).with_context(|| format!("{} is not valid YAML", file.display()))?
+    } else {
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", file.display()))?
+    };
     let name = definition["name"].as_str().with_context(|| format!("{} has no \"name\"", file.display()))?;
     let api = Api::new(remote);
     let existing = api.orchestrations().await?.into_iter().find(|o| o["name"] == name);

@@ -53,6 +53,15 @@ async fn apply_execute_and_push_from_the_command_line() {
     std::fs::write(&file, definition.to_string()).expect("write");
     let (ok, out, err) = run(vec!["orchestration".into(), "apply".into(), "-f".into(), path]).await;
     assert!(ok && out.contains("Greet version 2"), "{out}{err}");
+    // The same definition as YAML (a third version).
+    let yaml = dir.path().join("greet.yaml");
+    let text = "name: Greet\nparameters:\n  - {name: who, type: string, required: true}\n  - {name: n, type: integer}\n\
+                steps:\n  - name: say\n    type: transform\n    transform: map\n    mapping:\n      \
+                text: \"hello ${parameters.who}\"\n      n: \"${parameters.n}\"\n";
+    std::fs::write(&yaml, text).expect("write");
+    let (ok, out, err) =
+        run(vec!["orchestration".into(), "apply".into(), "-f".into(), yaml.to_str().expect("utf-8").into()]).await;
+    assert!(ok && out.contains("Greet version 3"), "{out}{err}");
 
     let (ok, out, err) =
         run(vec!["execute".into(), "Greet".into(), "--param".into(), "who=world".into(), "-p".into(), "n=3".into()])
