@@ -89,7 +89,8 @@ impl Prepared {
         }
     }
 
-    /// Runs one operation and stores the API calls it made.
+    /// Runs one operation. The caller stores the API calls it made (the engine commits them with
+    /// the step's result).
     pub async fn invoke(
         &self,
         state: &AppState,
@@ -97,9 +98,7 @@ impl Prepared {
         input: &serde_json::Value,
         invocation: Invocation,
     ) -> AppResult<CallReport<serde_json::Value>> {
-        let report = state.plugins().invoke(self.connector()?, &self.spec, operation, input, invocation).await;
-        state.store.insert_api_calls(&report.api_calls).await?;
-        Ok(report)
+        Ok(state.plugins().invoke(self.connector()?, &self.spec, operation, input, invocation).await)
     }
 
     /// Pings the system and stores the API calls it made.

@@ -324,6 +324,7 @@ async fn test_connection(
     let invocation = Invocation { attempt: 1, idempotency_key: crate::store::new_id(), ..Invocation::default() };
     let input = if request.input.is_null() { serde_json::json!({}) } else { request.input };
     let report = prepared.invoke(&state, &request.operation, &input, invocation).await?;
+    state.store.insert_api_calls(&report.api_calls).await?;
     let (status, output, error) = match report.result {
         Ok(output) => ("success", Some(output), None),
         Err(error) => ("error", None, Some(error)),

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::definition::{self, Definition, MAX_ITEMS, Step};
 use super::flow::{self, Decision, Flow};
 use super::{StepOutcome, mapping, run_claimed, run_step};
+use crate::plugins::outbound::ApiCallRecord;
 use crate::state::AppState;
 use crate::store::{ExecutionRow, NewExecution, now_ms};
 
@@ -25,6 +26,8 @@ struct BlockResult {
     partial: bool,
     /// One record per step (nested containers carry their own records in `detail`).
     steps: Vec<Value>,
+    /// The outbound requests its steps made.
+    api_calls: Vec<ApiCallRecord>,
 }
 
 /// Runs a body to its end against `scope`; `label` prefixes its steps' labels.
@@ -40,12 +43,13 @@ fn run_block<'a>(
         let ahead = flow::handlers_ahead(&flat);
         let mut flow = Flow::new(scope);
         let mut records = Vec::new();
+        let mut api_calls = Vec::new();
         let mut error = None;
         for (i, f) in flat.iter().enumerate() {
             let step_label = format!("{label}.{}", f.step.name);
             let started = now_ms();
             let clock = Instant::now();
-            let outcome = match flow.decide(f, ahead[i]) {
+            let mut outcome = match flow.decide(f, ahead[i]) {
                 Decision::Fail(e) => {
                     error = Some(e);
                     break;
@@ -61,11 +65,12 @@ fn run_block<'a>(
                 "started_at_ms": row.started_at, "duration_ms": row.duration_ms, "detail": outcome.detail,
             }));
             flow.record(f.step, outcome.status, outcome.output.as_ref(), outcome.error.as_deref(), outcome.partial);
+            api_calls.append(&mut outcome.api_calls);
         }
         if error.is_none() {
             error = flow.finish().err();
         }
-        BlockResult { last: flow.last_output, error, partial: flow.partial, steps: records }
+        BlockResult { last: flow.last_output, error, partial: flow.partial, steps: records, api_calls }
     })
 }
 
@@ -116,15 +121,21 @@ pub(super) async fn for_each(
     let failed: Vec<String> =
         results.iter().enumerate().filter_map(|(i, r)| r.error.as_ref().map(|e| format!("item {i}: {e}"))).collect();
     let partial = results.iter().any(|r| r.partial);
-    let steps: Vec<Value> = results.iter().flat_map(|r| r.steps.iter().cloned()).collect();
+    let mut steps = Vec::new();
+    let mut api_calls = Vec::new();
+    let mut outputs = Vec::new();
+    for result in results {
+        steps.extend(result.steps);
+        api_calls.extend(result.api_calls);
+        outputs.push(result.last);
+    }
     let detail = Some(json!({"items": count, "concurrency": concurrency, "steps": steps}));
     let input = Some(json!({"items": count}));
     if failed.is_empty() {
-        let output = Value::Array(results.into_iter().map(|r| r.last).collect());
-        StepOutcome { input, detail, partial, ..StepOutcome::success(output) }
+        StepOutcome { input, detail, partial, api_calls, ..StepOutcome::success(Value::Array(outputs)) }
     } else {
         let error = format!("{} of {count} items failed; {}", failed.len(), failed.join("; "));
-        StepOutcome { detail, partial, ..StepOutcome::failed(None, input, error, 1) }
+        StepOutcome { detail, partial, api_calls, ..StepOutcome::failed(None, input, error, 1) }
     }
 }
 
@@ -144,6 +155,7 @@ pub(super) async fn parallel(
     let mut output = serde_json::Map::new();
     let mut failed = Vec::new();
     let mut steps = Vec::new();
+    let mut api_calls = Vec::new();
     let mut partial = false;
     for (branch, result) in step.branches.iter().zip(results) {
         if let Some(error) = result.error {
@@ -151,13 +163,14 @@ pub(super) async fn parallel(
         }
         partial |= result.partial;
         steps.extend(result.steps);
+        api_calls.extend(result.api_calls);
         output.insert(branch.name.clone(), result.last);
     }
     let detail = Some(json!({"branches": step.branches.len(), "steps": steps}));
     if failed.is_empty() {
-        StepOutcome { detail, partial, ..StepOutcome::success(Value::Object(output)) }
+        StepOutcome { detail, partial, api_calls, ..StepOutcome::success(Value::Object(output)) }
     } else {
-        StepOutcome { detail, partial, ..StepOutcome::failed(None, None, failed.join("; "), 1) }
+        StepOutcome { detail, partial, api_calls, ..StepOutcome::failed(None, None, failed.join("; "), 1) }
     }
 }
 

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
 use crate::connections::{self, Caller};
+use crate::plugins::outbound::ApiCallRecord;
 use crate::plugins::{CallError, CallReport, CallSpec, Invocation, Loaded};
 use crate::state::AppState;
 use crate::store::{ExecutionRow, Finish, StepResultRow, now_ms};
@@ -212,29 +213,42 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
             Decision::Run => run_step(state, &execution, step, &flow.scope, &step.name, true).await,
         };
         let result = outcome.row(step, i64::try_from(position)?, started, clock.elapsed());
-        cancelled = state.store.record_step(&execution.id, &result, i64::try_from(position + 1)?).await?;
         flow.record(step, outcome.status, outcome.output.as_ref(), outcome.error.as_deref(), outcome.partial);
-        if let Some(delay) = wait_remaining(&result).filter(|ms| *ms > 0)
+        let park = wait_remaining(&result).filter(|ms| *ms > 0);
+        // The last step commits together with the end of the execution.
+        let last = position + 1 == flat.len() && park.is_none();
+        let end = if last { Some(conclude(&mut flow, &def)) } else { None };
+        let completed = i64::try_from(position + 1)?;
+        cancelled = state.store.record_step(&execution.id, &result, &outcome.api_calls, completed, end).await?;
+        if last {
+            return Ok(());
+        }
+        if let Some(delay) = park
             && !cancelled
         {
             state.store.release_execution(&execution.id, delay).await?;
             return Ok(());
         }
     }
+    // Every step was committed before (a resumed execution whose last step was a wait).
+    state.store.finish_execution(&execution.id, conclude(&mut flow, &def)).await?;
+    Ok(())
+}
+
+/// How an execution whose steps all ran ends: its status and output (or the error).
+fn conclude(flow: &mut Flow<'_>, def: &Definition) -> Finish {
     let (status, output, error) = match flow.finish() {
         Err(error) => ("failed", None, Some(error)),
         Ok(()) => {
             let status = if flow.partial { "partial" } else { "success" };
             match def.output.as_ref().map(|o| mapping::resolve(o, &flow.scope)) {
-                None => (status, Some(flow.last_output), None),
+                None => (status, Some(flow.last_output.clone()), None),
                 Some(Ok(output)) => (status, Some(output), None),
                 Some(Err(e)) => ("failed", None, Some(format!("output mapping: {e}"))),
             }
         }
     };
-    let finish = Finish { status, output: output.map(|o| o.to_string()), error };
-    state.store.finish_execution(&execution.id, finish).await?;
-    Ok(())
+    Finish { status, output: output.map(|o| o.to_string()), error }
 }
 
 /// For a committed `wait` step: milliseconds until it is due.
@@ -258,6 +272,8 @@ struct StepOutcome {
     detail: Option<Value>,
     /// Something inside the step failed and was let through (the execution ends `partial`).
     partial: bool,
+    /// The outbound requests it made, committed with its result.
+    api_calls: Vec<ApiCallRecord>,
 }
 
 impl StepOutcome {
@@ -271,6 +287,7 @@ impl StepOutcome {
             attempts: 0,
             detail: None,
             partial: false,
+            api_calls: Vec::new(),
         }
     }
 
@@ -465,6 +482,7 @@ async fn run_api_call(
     let idempotency_key = format!("{}:{label}", execution.id);
     let mut retrier = Retrier::new(step);
     let mut trace = Trace::default();
+    let mut api_calls = Vec::new();
     let result = loop {
         let started_ms = now_ms();
         let invocation = Invocation {
@@ -474,7 +492,7 @@ async fn run_api_call(
             idempotency_key: idempotency_key.clone(),
         };
         let result = match prepared.invoke(state, &operation, &input, invocation).await {
-            Ok(report) => {
+            Ok(mut report) => {
                 trace.record(retrier.attempt, started_ms, &report);
                 let last = report.api_calls.last();
                 let status = last.and_then(|c| c.status_code).unwrap_or(200);
@@ -482,6 +500,7 @@ async fn run_api_call(
                     .map(|c| c.response_headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
                     .unwrap_or_default();
                 let duration = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
+                api_calls.append(&mut report.api_calls);
                 report.result.map(|response| json!({"status_code": status, "headers": headers, "response": response, "duration_ms": duration}))
             }
             Err(e) => {
@@ -493,7 +512,7 @@ async fn run_api_call(
             result => break result,
         }
     };
-    StepOutcome::finish(result, Some(connection.system), input, trace)
+    StepOutcome { api_calls, ..StepOutcome::finish(result, Some(connection.system), input, trace) }
 }
 
 async fn run_transform(

@@ -86,35 +86,7 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for r in records {
-            sqlx::query(
-                "INSERT INTO api_calls (id, enterprise_id, timestamp, system, connection_id, connection, method, url, \
-                 status_code, status, duration_ms, request_bytes, response_bytes, request_preview, response_preview, error, \
-                 orchestration_id, execution_id, step) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-            )
-            .bind(&r.id)
-            .bind(&r.origin.enterprise_id)
-            .bind(r.timestamp_ms)
-            .bind(&r.origin.system)
-            .bind(&r.origin.connection_id)
-            .bind(&r.origin.connection)
-            .bind(&r.method)
-            .bind(&r.url)
-            .bind(r.status_code.map(i64::from))
-            .bind(r.status)
-            .bind(r.duration_ms)
-            .bind(r.request_bytes)
-            .bind(r.response_bytes)
-            .bind(&r.request_preview)
-            .bind(&r.response_preview)
-            .bind(&r.error)
-            .bind(&r.origin.orchestration_id)
-            .bind(&r.origin.execution_id)
-            .bind(&r.origin.step)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_api_calls(&mut tx, records).await?;
         tx.commit().await
     }
 
@@ -157,4 +129,38 @@ impl Store {
         .fetch_all(&self.pool)
         .await
     }
+}
+
+/// Inserts API-call rows inside the caller's transaction.
+pub(super) async fn insert_api_calls(conn: &mut sqlx::AnyConnection, records: &[ApiCallRecord]) -> sqlx::Result<()> {
+    for r in records {
+        sqlx::query(
+            "INSERT INTO api_calls (id, enterprise_id, timestamp, system, connection_id, connection, method, url, \
+             status_code, status, duration_ms, request_bytes, response_bytes, request_preview, response_preview, error, \
+             orchestration_id, execution_id, step) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+        )
+        .bind(&r.id)
+        .bind(&r.origin.enterprise_id)
+        .bind(r.timestamp_ms)
+        .bind(&r.origin.system)
+        .bind(&r.origin.connection_id)
+        .bind(&r.origin.connection)
+        .bind(&r.method)
+        .bind(&r.url)
+        .bind(r.status_code.map(i64::from))
+        .bind(r.status)
+        .bind(r.duration_ms)
+        .bind(r.request_bytes)
+        .bind(r.response_bytes)
+        .bind(&r.request_preview)
+        .bind(&r.response_preview)
+        .bind(&r.error)
+        .bind(&r.origin.orchestration_id)
+        .bind(&r.origin.execution_id)
+        .bind(&r.origin.step)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }

@@ -38,7 +38,7 @@ const COLUMNS: &str = "id, enterprise_id, name, system, config, credentials, all
 impl Store {
     pub async fn create_connection(&self, enterprise_id: &str, c: ConnectionFields) -> sqlx::Result<ConnectionRow> {
         let now = now_ms();
-        sqlx::query_as(&format!(
+        let row = sqlx::query_as(&format!(
             "INSERT INTO connections (id, enterprise_id, name, system, config, credentials, allowed_hosts, \
              memory_limit_mb, timeout_ms, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING {COLUMNS}"
@@ -54,7 +54,9 @@ impl Store {
         .bind(c.timeout_ms)
         .bind(now)
         .fetch_one(&self.pool)
-        .await
+        .await;
+        self.caches.connections.clear();
+        row
     }
 
     pub async fn replace_connection(
@@ -63,7 +65,7 @@ impl Store {
         id: &str,
         c: ConnectionFields,
     ) -> sqlx::Result<Option<ConnectionRow>> {
-        sqlx::query_as(&format!(
+        let row = sqlx::query_as(&format!(
             "UPDATE connections SET name = $3, system = $4, config = $5, credentials = $6, allowed_hosts = $7, \
              memory_limit_mb = $8, timeout_ms = $9, updated_at = $10 WHERE enterprise_id = $1 AND id = $2 RETURNING {COLUMNS}"
         ))
@@ -78,7 +80,10 @@ impl Store {
         .bind(c.timeout_ms)
         .bind(now_ms())
         .fetch_optional(&self.pool)
-        .await
+        .await;
+        // Cleared after the write, so no reader caches the old row meanwhile.
+        self.caches.connections.clear();
+        row
     }
 
     pub async fn get_connection(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<ConnectionRow>> {
@@ -90,15 +95,22 @@ impl Store {
     }
 
     /// A connection by id or, failing that, by name.
+    /// Cached for a second (see `cache`): the engine looks connections up on every step.
     pub async fn find_connection(&self, enterprise_id: &str, id_or_name: &str) -> sqlx::Result<Option<ConnectionRow>> {
-        sqlx::query_as(&format!(
+        let key = (enterprise_id.to_owned(), id_or_name.to_owned());
+        if let Some(row) = self.caches.connections.get(&key) {
+            return Ok(row);
+        }
+        let row: Option<ConnectionRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM connections WHERE enterprise_id = $1 AND (id = $2 OR name = $2) \
              ORDER BY CASE WHEN id = $2 THEN 0 ELSE 1 END LIMIT 1"
         ))
         .bind(enterprise_id)
         .bind(id_or_name)
         .fetch_optional(&self.pool)
-        .await
+        .await?;
+        self.caches.connections.insert(key, row.clone());
+        Ok(row)
     }
 
     /// The enterprise's first connection of a system (oldest first).
@@ -137,7 +149,8 @@ impl Store {
             .bind(enterprise_id)
             .bind(id)
             .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+            .await;
+        self.caches.connections.clear();
+        Ok(done?.rows_affected() > 0)
     }
 }

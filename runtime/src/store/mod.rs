@@ -9,6 +9,7 @@
 //! on it; handlers never build SQL.
 
 mod api_calls;
+mod cache;
 mod connections;
 mod identity;
 mod orchestrations;
@@ -56,6 +57,7 @@ pub struct Page {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    caches: std::sync::Arc<cache::Caches>,
 }
 
 impl Store {
@@ -78,6 +80,9 @@ impl Store {
             // SQLite has one writer: a single connection serializes writes in the pool instead
             // of letting them collide and back off in SQLite's busy handler.
             .max_connections(if backend == Backend::Sqlite { 1 } else { max_connections.max(1) })
+            // A pinged-before-use connection costs a round trip per query. A SQLite file cannot
+            // drop the connection; PostgreSQL ones are checked (a server restart drops them).
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -93,7 +98,7 @@ impl Store {
             .connect_with(options)
             .await
             .with_context(|| format!("connecting to the {backend:?} database"))?;
-        Ok(Self { pool, backend })
+        Ok(Self { pool, backend, caches: std::sync::Arc::default() })
     }
 
     pub fn backend(&self) -> Backend {

@@ -3,6 +3,7 @@
 use sqlx::FromRow;
 
 use super::{Backend, Page, Store, new_id, now_ms};
+use crate::plugins::outbound::ApiCallRecord;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct OrchestrationRow {
@@ -182,12 +183,22 @@ impl Store {
         .await
     }
 
+    /// A version's definition (versions never change, so they are cached).
     pub async fn orchestration_version(&self, orchestration_id: &str, version: i64) -> sqlx::Result<Option<String>> {
-        sqlx::query_scalar("SELECT definition FROM orchestration_versions WHERE orchestration_id = $1 AND version = $2")
-            .bind(orchestration_id)
-            .bind(version)
-            .fetch_optional(&self.pool)
-            .await
+        let key = (orchestration_id.to_owned(), version);
+        if let Some(text) = self.caches.versions.get(&key) {
+            return Ok(Some(text));
+        }
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT definition FROM orchestration_versions WHERE orchestration_id = $1 AND version = $2")
+                .bind(orchestration_id)
+                .bind(version)
+                .fetch_optional(&self.pool)
+                .await?;
+        if let Some(text) = &text {
+            self.caches.versions.insert(key, text.clone());
+        }
+        Ok(text)
     }
 
     pub async fn list_orchestrations(
@@ -343,10 +354,19 @@ impl Store {
         Ok(())
     }
 
-    /// Commits one step's result and the execution's progress together; answers whether a
-    /// cancellation was requested.
-    pub async fn record_step(&self, execution_id: &str, step: &StepResultRow, completed: i64) -> sqlx::Result<bool> {
+    /// Commits one step's result, the API calls it made and the execution's progress together
+    /// (and, for the last step, how the execution ended); answers whether a cancellation was
+    /// requested.
+    pub async fn record_step(
+        &self,
+        execution_id: &str,
+        step: &StepResultRow,
+        api_calls: &[ApiCallRecord],
+        completed: i64,
+        finish: Option<Finish>,
+    ) -> sqlx::Result<bool> {
         let mut tx = self.pool.begin().await?;
+        super::api_calls::insert_api_calls(&mut tx, api_calls).await?;
         sqlx::query(&format!("INSERT INTO step_results (execution_id, {STEP}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"))
             .bind(execution_id)
             .bind(step.position)
@@ -365,12 +385,29 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         // The progress update also reads whether someone asked to cancel, saving a query per step.
-        let cancel: i64 =
-            sqlx::query_scalar("UPDATE executions SET steps_completed = $2 WHERE id = $1 RETURNING cancel_requested")
+        let cancel: i64 = match finish {
+            None => {
+                sqlx::query_scalar("UPDATE executions SET steps_completed = $2 WHERE id = $1 RETURNING cancel_requested")
+                    .bind(execution_id)
+                    .bind(completed)
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
+            Some(finish) => {
+                sqlx::query_scalar(
+                    "UPDATE executions SET steps_completed = $2, status = $3, output = $4, error = $5, finished_at = $6, \
+                     lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 RETURNING cancel_requested",
+                )
                 .bind(execution_id)
                 .bind(completed)
+                .bind(finish.status)
+                .bind(finish.output)
+                .bind(finish.error)
+                .bind(now_ms())
                 .fetch_one(&mut *tx)
-                .await?;
+                .await?
+            }
+        };
         tx.commit().await?;
         Ok(cancel != 0)
     }

@@ -44,7 +44,7 @@ const VISIBLE: &str = "(enterprise_id IS NULL OR enterprise_id = $1)";
 impl Store {
     pub async fn insert_plugin(&self, plugin: NewPlugin) -> sqlx::Result<PluginRow> {
         let scope = plugin.enterprise_id.clone().unwrap_or_else(|| "global".into());
-        sqlx::query_as(&format!(
+        let row = sqlx::query_as(&format!(
             "INSERT INTO plugins (id, enterprise_id, scope, slug, version, world, sha256, size_bytes, name, description, \
              info, bundled, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {COLUMNS}"
         ))
@@ -62,7 +62,9 @@ impl Store {
         .bind(i64::from(plugin.bundled))
         .bind(now_ms())
         .fetch_one(&self.pool)
-        .await
+        .await;
+        self.caches.plugins.clear();
+        row
     }
 
     /// The plugin with this slug and version in one scope (`None` = global).
@@ -116,11 +118,18 @@ impl Store {
     }
 
     /// Every active plugin the enterprise may use (callers pick the newest version per slug).
+    /// Cached for a second (see `cache`).
     pub async fn active_plugins(&self, enterprise_id: &str) -> sqlx::Result<Vec<PluginRow>> {
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM plugins WHERE {VISIBLE} AND status = 'active' ORDER BY slug"))
-            .bind(enterprise_id)
-            .fetch_all(&self.pool)
-            .await
+        if let Some(rows) = self.caches.plugins.get(&enterprise_id.to_owned()) {
+            return Ok(rows);
+        }
+        let rows: Vec<PluginRow> =
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM plugins WHERE {VISIBLE} AND status = 'active' ORDER BY slug"))
+                .bind(enterprise_id)
+                .fetch_all(&self.pool)
+                .await?;
+        self.caches.plugins.insert(enterprise_id.to_owned(), rows.clone());
+        Ok(rows)
     }
 
     /// Disables a version. Global ones only with `global_allowed`. `None` when not visible.
@@ -130,7 +139,8 @@ impl Store {
             .bind(enterprise_id)
             .bind(id)
             .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+            .await;
+        self.caches.plugins.clear();
+        Ok(done?.rows_affected())
     }
 }

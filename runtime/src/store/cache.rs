@@ -1,0 +1,88 @@
+//! Small read-through caches for rows the engine reads on every step. Writes through this
+//! node's `Store` clear them; the time to live bounds how long another node's write may go
+//! unseen.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A bounded map whose entries expire.
+pub struct TtlCache<K, V> {
+    ttl: Duration,
+    capacity: usize,
+    entries: Mutex<HashMap<K, (Instant, V)>>,
+}
+
+impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self { ttl, capacity, entries: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn get(&self, key: &K) -> Option<V> {
+        let entries = self.entries.lock().ok()?;
+        entries.get(key).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, v)| v.clone())
+    }
+
+    pub fn insert(&self, key: K, value: V) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= self.capacity {
+                let ttl = self.ttl;
+                entries.retain(|_, (at, _)| at.elapsed() < ttl);
+                if entries.len() >= self.capacity {
+                    entries.clear();
+                }
+            }
+            entries.insert(key, (Instant::now(), value));
+        }
+    }
+
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
+}
+
+/// The caches of one `Store`.
+pub struct Caches {
+    /// Active plugins by enterprise id.
+    pub plugins: TtlCache<String, Vec<super::PluginRow>>,
+    /// Connections by (enterprise id, id or name).
+    pub connections: TtlCache<(String, String), Option<super::ConnectionRow>>,
+    /// Orchestration versions (immutable) by (orchestration id, version).
+    pub versions: TtlCache<(String, i64), String>,
+}
+
+/// How long a cached plugin list or connection is trusted without a local write.
+pub const FRESH: Duration = Duration::from_secs(1);
+
+impl Default for Caches {
+    fn default() -> Self {
+        Self {
+            plugins: TtlCache::new(FRESH, 1_000),
+            connections: TtlCache::new(FRESH, 10_000),
+            versions: TtlCache::new(Duration::from_secs(3_600), 1_000),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_expire_and_clear() {
+        let cache = TtlCache::new(Duration::from_millis(30), 2);
+        cache.insert("a", 1);
+        assert_eq!(cache.get(&"a"), Some(1));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(cache.get(&"a"), None, "expired");
+        cache.insert("b", 2);
+        cache.insert("c", 3);
+        cache.insert("d", 4);
+        assert!(cache.get(&"d").is_some(), "a full cache makes room");
+        cache.clear();
+        assert_eq!(cache.get(&"d"), None);
+    }
+}
