@@ -2,6 +2,7 @@
 
 use sqlx::FromRow;
 
+use super::batch::Batch;
 use super::{Page, Store};
 use crate::plugins::outbound::ApiCallRecord;
 
@@ -85,9 +86,9 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        insert_api_calls(&mut tx, records).await?;
-        tx.commit().await
+        let mut batch = Batch::default();
+        push_api_calls(&mut batch, records);
+        batch.run(self).await.map(drop)
     }
 
     pub async fn list_api_calls(
@@ -131,36 +132,35 @@ impl Store {
     }
 }
 
-/// Inserts API-call rows inside the caller's transaction.
-pub(super) async fn insert_api_calls(conn: &mut sqlx::AnyConnection, records: &[ApiCallRecord]) -> sqlx::Result<()> {
+/// Adds the inserts of API-call rows to a batch.
+pub(super) fn push_api_calls(batch: &mut Batch, records: &[ApiCallRecord]) {
     for r in records {
-        sqlx::query(
+        batch.push(
             "INSERT INTO api_calls (id, enterprise_id, timestamp, system, connection_id, connection, method, url, \
              status_code, status, duration_ms, request_bytes, response_bytes, request_preview, response_preview, error, \
              orchestration_id, execution_id, step) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-        )
-        .bind(&r.id)
-        .bind(&r.origin.enterprise_id)
-        .bind(r.timestamp_ms)
-        .bind(&r.origin.system)
-        .bind(&r.origin.connection_id)
-        .bind(&r.origin.connection)
-        .bind(&r.method)
-        .bind(&r.url)
-        .bind(r.status_code.map(i64::from))
-        .bind(r.status)
-        .bind(r.duration_ms)
-        .bind(r.request_bytes)
-        .bind(r.response_bytes)
-        .bind(&r.request_preview)
-        .bind(&r.response_preview)
-        .bind(&r.error)
-        .bind(&r.origin.orchestration_id)
-        .bind(&r.origin.execution_id)
-        .bind(&r.origin.step)
-        .execute(&mut *conn)
-        .await?;
+            vec![
+                (&r.id).into(),
+                (&r.origin.enterprise_id).into(),
+                r.timestamp_ms.into(),
+                (&r.origin.system).into(),
+                (&r.origin.connection_id).into(),
+                (&r.origin.connection).into(),
+                (&r.method).into(),
+                (&r.url).into(),
+                r.status_code.map(i64::from).into(),
+                r.status.into(),
+                r.duration_ms.into(),
+                r.request_bytes.into(),
+                r.response_bytes.into(),
+                (&r.request_preview).into(),
+                (&r.response_preview).into(),
+                (&r.error).into(),
+                (&r.origin.orchestration_id).into(),
+                (&r.origin.execution_id).into(),
+                (&r.origin.step).into(),
+            ],
+        );
     }
-    Ok(())
 }

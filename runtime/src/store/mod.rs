@@ -9,6 +9,7 @@
 //! on it; handlers never build SQL.
 
 mod api_calls;
+mod batch;
 mod cache;
 mod connections;
 mod identity;

@@ -2,6 +2,9 @@
 
 use sqlx::FromRow;
 
+use sqlx::Row;
+
+use super::batch::Batch;
 use super::{Backend, Page, Store, new_id, now_ms};
 use crate::plugins::outbound::ApiCallRecord;
 
@@ -189,12 +192,13 @@ impl Store {
         if let Some(text) = self.caches.versions.get(&key) {
             return Ok(Some(text));
         }
-        let text: Option<String> =
-            sqlx::query_scalar("SELECT definition FROM orchestration_versions WHERE orchestration_id = $1 AND version = $2")
-                .bind(orchestration_id)
-                .bind(version)
-                .fetch_optional(&self.pool)
-                .await?;
+        let text: Option<String> = sqlx::query_scalar(
+            "SELECT definition FROM orchestration_versions WHERE orchestration_id = $1 AND version = $2",
+        )
+        .bind(orchestration_id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
         if let Some(text) = &text {
             self.caches.versions.insert(key, text.clone());
         }
@@ -365,50 +369,51 @@ impl Store {
         completed: i64,
         finish: Option<Finish>,
     ) -> sqlx::Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        super::api_calls::insert_api_calls(&mut tx, api_calls).await?;
-        sqlx::query(&format!("INSERT INTO step_results (execution_id, {STEP}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"))
-            .bind(execution_id)
-            .bind(step.position)
-            .bind(&step.name)
-            .bind(&step.kind)
-            .bind(&step.status)
-            .bind(&step.system)
-            .bind(&step.operation)
-            .bind(&step.input)
-            .bind(&step.output)
-            .bind(&step.error)
-            .bind(step.attempts)
-            .bind(step.started_at)
-            .bind(step.duration_ms)
-            .bind(&step.detail)
-            .execute(&mut *tx)
-            .await?;
+        let mut batch = Batch::default();
+        super::api_calls::push_api_calls(&mut batch, api_calls);
+        batch.push(
+            format!(
+                "INSERT INTO step_results (execution_id, {STEP}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+            ),
+            vec![
+                execution_id.into(),
+                step.position.into(),
+                (&step.name).into(),
+                (&step.kind).into(),
+                (&step.status).into(),
+                (&step.system).into(),
+                (&step.operation).into(),
+                (&step.input).into(),
+                (&step.output).into(),
+                (&step.error).into(),
+                step.attempts.into(),
+                step.started_at.into(),
+                step.duration_ms.into(),
+                (&step.detail).into(),
+            ],
+        );
         // The progress update also reads whether someone asked to cancel, saving a query per step.
-        let cancel: i64 = match finish {
-            None => {
-                sqlx::query_scalar("UPDATE executions SET steps_completed = $2 WHERE id = $1 RETURNING cancel_requested")
-                    .bind(execution_id)
-                    .bind(completed)
-                    .fetch_one(&mut *tx)
-                    .await?
-            }
-            Some(finish) => {
-                sqlx::query_scalar(
-                    "UPDATE executions SET steps_completed = $2, status = $3, output = $4, error = $5, finished_at = $6, \
-                     lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 RETURNING cancel_requested",
-                )
-                .bind(execution_id)
-                .bind(completed)
-                .bind(finish.status)
-                .bind(finish.output)
-                .bind(finish.error)
-                .bind(now_ms())
-                .fetch_one(&mut *tx)
-                .await?
-            }
-        };
-        tx.commit().await?;
+        match finish {
+            None => batch.push(
+                "UPDATE executions SET steps_completed = $2 WHERE id = $1 RETURNING cancel_requested",
+                vec![execution_id.into(), completed.into()],
+            ),
+            Some(finish) => batch.push(
+                "UPDATE executions SET steps_completed = $2, status = $3, output = $4, error = $5, finished_at = $6, \
+                 lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 RETURNING cancel_requested",
+                vec![
+                    execution_id.into(),
+                    completed.into(),
+                    finish.status.into(),
+                    finish.output.into(),
+                    finish.error.into(),
+                    now_ms().into(),
+                ],
+            ),
+        }
+        let rows = batch.run(self).await?;
+        let cancel: i64 = rows.last().map(|row| row.try_get(0)).transpose()?.unwrap_or(0);
         Ok(cancel != 0)
     }
 

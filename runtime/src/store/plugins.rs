@@ -123,11 +123,12 @@ impl Store {
         if let Some(rows) = self.caches.plugins.get(&enterprise_id.to_owned()) {
             return Ok(rows);
         }
-        let rows: Vec<PluginRow> =
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM plugins WHERE {VISIBLE} AND status = 'active' ORDER BY slug"))
-                .bind(enterprise_id)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<PluginRow> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM plugins WHERE {VISIBLE} AND status = 'active' ORDER BY slug"
+        ))
+        .bind(enterprise_id)
+        .fetch_all(&self.pool)
+        .await?;
         self.caches.plugins.insert(enterprise_id.to_owned(), rows.clone());
         Ok(rows)
     }
