@@ -57,7 +57,7 @@ pub async fn serve(
         limiter: Arc::new(RateLimiter::new(&store)),
         sealer: Arc::new(crypto::Sealer::new(config.secret_key.as_ref(), &config.data_dir)?),
         registry: Arc::new(registry),
-        engine: Arc::new(engine::EngineHandle::new()),
+        engine: Arc::new(engine::EngineHandle::new(config.workers)),
         store: store.clone(),
         config: Arc::new(config),
     };

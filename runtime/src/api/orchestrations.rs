@@ -308,12 +308,32 @@ async fn execute(
         steps_total: def.step_count(),
         parent: None,
     };
-    let (mut execution, created) = state.store.enqueue_execution(&principal.enterprise_id, new).await?;
-    if created {
-        state.engine.wake();
+    // A waiting caller with a free slot on this node runs its execution at once; otherwise (or
+    // `async`) it is queued for the workers.
+    let slot = if request.run_async { None } else { state.engine.free_slot() };
+    let (mut execution, created) = match &slot {
+        Some(_) => {
+            let lease = i64::try_from(state.config.lease_ms).unwrap_or(30_000);
+            state.store.start_execution(&principal.enterprise_id, new, &state.engine.node_id, lease).await?
+        }
+        None => state.store.enqueue_execution(&principal.enterprise_id, new).await?,
+    };
+    let deadline = Instant::now() + Duration::from_millis(state.config.execute_wait_ms);
+    match slot {
+        Some(slot) if created => {
+            let done = crate::engine::run_now(&state, execution.clone(), slot);
+            let _ = tokio::time::timeout(Duration::from_millis(state.config.execute_wait_ms), done).await;
+        }
+        _ if created => state.engine.wake(),
+        _ => {}
     }
     if !request.run_async {
-        let deadline = Instant::now() + Duration::from_millis(state.config.execute_wait_ms);
+        execution = state
+            .store
+            .get_execution(&principal.enterprise_id, &execution.id)
+            .await?
+            .ok_or_else(|| AppError::not_found("execution"))?;
+        // Queued (or run by another node, or a duplicate request): wait for it, bounded.
         while !crate::engine::is_final(&execution.status) && Instant::now() < deadline {
             let done = state.engine.watch(&execution.id);
             execution = state

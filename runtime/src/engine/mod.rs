@@ -34,18 +34,28 @@ const POLL: Duration = Duration::from_millis(500);
 pub struct EngineHandle {
     /// This node's lease owner name.
     pub node_id: String,
+    /// One permit per execution this node may run at once (the worker pool size), shared by
+    /// the workers and by execute requests that run their execution at once.
+    slots: Arc<tokio::sync::Semaphore>,
     wake: Notify,
     /// Callers waiting for one execution to finish on this node, by execution id.
     waiters: std::sync::Mutex<std::collections::HashMap<String, Vec<tokio::sync::oneshot::Sender<()>>>>,
 }
 
 impl EngineHandle {
-    pub fn new() -> Self {
+    /// A handle for a node running at most `workers` executions at once.
+    pub fn new(workers: usize) -> Self {
         Self {
             node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
+            slots: Arc::new(tokio::sync::Semaphore::new(workers.max(1))),
             wake: Notify::new(),
             waiters: std::sync::Mutex::default(),
         }
+    }
+
+    /// A free slot, if any: the caller may claim an execution and run it with [`run_now`].
+    pub fn free_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
     }
 
     /// Tells an idle worker there is work.
@@ -79,8 +89,25 @@ impl EngineHandle {
 
 impl Default for EngineHandle {
     fn default() -> Self {
-        Self::new()
+        Self::new(4)
     }
+}
+
+/// Runs an execution this node claimed in a slot it holds, on its own task (a caller that goes
+/// away does not stop it); the receiver resolves when it ended or was handed back.
+pub fn run_now(
+    state: &AppState,
+    execution: ExecutionRow,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> tokio::sync::oneshot::Receiver<()> {
+    let (done, receiver) = tokio::sync::oneshot::channel();
+    let state = state.clone();
+    tokio::spawn(async move {
+        run_claimed(state, execution).await;
+        drop(slot);
+        let _ = done.send(());
+    });
+    receiver
 }
 
 /// Starts `count` workers and the lease heartbeat; they stop when `stop` flips.
@@ -115,13 +142,22 @@ async fn worker(state: AppState, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             return;
         }
+        let slot = tokio::select! {
+            slot = state.engine.slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+            _ = stop.changed() => return,
+        };
         match state.store.claim_execution(&state.engine.node_id, lease_ms(&state)).await {
             Ok(Some(execution)) => {
                 run_claimed(state.clone(), execution).await;
+                drop(slot);
                 // More work may be queued: let another worker look too.
                 state.engine.wake();
             }
             Ok(None) => {
+                drop(slot);
                 tokio::select! {
                     _ = state.engine.wake.notified() => {}
                     _ = tokio::time::sleep(POLL) => {}
@@ -129,6 +165,7 @@ async fn worker(state: AppState, mut stop: watch::Receiver<bool>) {
                 }
             }
             Err(err) => {
+                drop(slot);
                 tracing::warn!(error = %err, "claiming an execution failed");
                 tokio::time::sleep(POLL).await;
             }
@@ -169,7 +206,8 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
         .await?
         .ok_or_else(|| anyhow::anyhow!("orchestration version is gone"))?;
     let def: Definition = serde_json::from_str(&text)?;
-    let done = state.store.step_results(&execution.id).await?;
+    // Results are committed with the progress count: a fresh execution has none to read.
+    let done = if execution.steps_completed == 0 { Vec::new() } else { state.store.step_results(&execution.id).await? };
     let flat = definition::flatten(&def.steps);
     let ahead = flow::handlers_ahead(&flat);
     let mut flow = Flow::new(json!({
@@ -188,7 +226,7 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
         flow.record(f.step, &result.status, output.as_ref(), result.error.as_deref(), false);
     }
     let finish = |status: &'static str, error: String| Finish { status, output: None, error: Some(error) };
-    let mut cancelled = state.store.cancel_requested(&execution.id).await?;
+    let mut cancelled = execution.cancel_requested != 0;
     if !cancelled && let Some(delay) = done.last().and_then(wait_remaining).filter(|ms| *ms > 0) {
         // Resumed before a parked wait is due (a lease expired): park it again.
         state.store.release_execution(&execution.id, delay).await?;

@@ -41,6 +41,8 @@ pub struct ExecutionRow {
     pub parent_execution_id: Option<String>,
     /// 0 for top-level executions, parent's depth + 1 for sub-orchestrations.
     pub depth: i64,
+    /// 1 once someone asked to cancel it.
+    pub cancel_requested: i64,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -82,7 +84,7 @@ pub struct Finish {
 
 const ORCHESTRATION: &str = "id, enterprise_id, name, status, version, definition, created_at, updated_at";
 const EXECUTION: &str = "id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, parameters, output, \
-     error, idempotency_key, steps_completed, steps_total, created_at, started_at, finished_at, parent_execution_id, depth";
+     error, idempotency_key, steps_completed, steps_total, created_at, started_at, finished_at, parent_execution_id, depth, cancel_requested";
 const STEP: &str =
     "position, name, type, status, system, operation, input, output, error, attempts, started_at, duration_ms, detail";
 
@@ -244,6 +246,28 @@ impl Store {
         enterprise_id: &str,
         new: NewExecution,
     ) -> sqlx::Result<(ExecutionRow, bool)> {
+        self.insert_execution(enterprise_id, new, None).await
+    }
+
+    /// Like [`Store::enqueue_execution`], but a new execution starts `running` under a lease of
+    /// `owner` (the node runs it at once); an existing one for the key is answered as it is.
+    pub async fn start_execution(
+        &self,
+        enterprise_id: &str,
+        new: NewExecution,
+        owner: &str,
+        lease_ms: i64,
+    ) -> sqlx::Result<(ExecutionRow, bool)> {
+        self.insert_execution(enterprise_id, new, Some((owner, lease_ms))).await
+    }
+
+    async fn insert_execution(
+        &self,
+        enterprise_id: &str,
+        new: NewExecution,
+        claim: Option<(&str, i64)>,
+    ) -> sqlx::Result<(ExecutionRow, bool)> {
+        let now = now_ms();
         if let Some(key) = &new.idempotency_key {
             let existing: Option<ExecutionRow> = sqlx::query_as(&format!(
                 "SELECT {EXECUTION} FROM executions WHERE enterprise_id = $1 AND orchestration_id = $2 AND idempotency_key = $3"
@@ -266,8 +290,8 @@ impl Store {
         }
         let row = sqlx::query_as(&format!(
             "INSERT INTO executions (id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, parameters, \
-             idempotency_key, steps_total, created_at, parent_execution_id, depth) \
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11) RETURNING {EXECUTION}"
+             idempotency_key, steps_total, created_at, parent_execution_id, depth, lease_owner, lease_expires_at, started_at) \
+             VALUES ($1, $2, $3, $4, $12, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15) RETURNING {EXECUTION}"
         ))
         .bind(new_id())
         .bind(enterprise_id)
@@ -277,9 +301,13 @@ impl Store {
         .bind(new.parameters)
         .bind(new.idempotency_key)
         .bind(new.steps_total)
-        .bind(now_ms())
+        .bind(now)
         .bind(new.parent.as_ref().map(|(id, _)| id.clone()))
         .bind(new.parent.as_ref().map_or(0, |(_, depth)| depth + 1))
+        .bind(if claim.is_some() { "running" } else { "queued" })
+        .bind(claim.map(|(owner, _)| owner))
+        .bind(claim.map(|(_, lease_ms)| now + lease_ms))
+        .bind(claim.map(|_| now))
         .fetch_one(&self.pool)
         .await?;
         Ok((row, true))
