@@ -207,7 +207,8 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("orchestration version is gone"))?;
     let def: Definition = serde_json::from_str(&text)?;
     // Results are committed with the progress count: a fresh execution has none to read.
-    let done = if execution.steps_completed == 0 { Vec::new() } else { state.store.step_results(&execution.id).await? };
+    let done =
+        if execution.steps_completed == 0 { Vec::new() } else { state.store.step_results(&execution.id).await? };
     let flat = definition::flatten(&def.steps);
     let ahead = flow::handlers_ahead(&flat);
     let mut flow = Flow::new(json!({

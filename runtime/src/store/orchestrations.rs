@@ -534,15 +534,6 @@ impl Store {
         self.get_execution(enterprise_id, id).await
     }
 
-    /// Whether someone asked to cancel a running execution.
-    pub async fn cancel_requested(&self, id: &str) -> sqlx::Result<bool> {
-        let flag: Option<i64> = sqlx::query_scalar("SELECT cancel_requested FROM executions WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(flag.unwrap_or(0) != 0)
-    }
-
     /// Queues a failed, partial or cancelled execution again from its first failed (or missing)
     /// step; results before it are kept. `None` when it is not in such a state.
     pub async fn retry_execution(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<ExecutionRow>> {
