@@ -13,6 +13,9 @@ CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/guest-host-tests" \
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/guest-host-tests" \
   cargo test --manifest-path sdk/Cargo.toml 2>&1 | tee -a "$log"
 
+# Connectors in Python and JavaScript (the polyglot tests upload them).
+scripts/build-connectors.sh
+
 # The durability test starts and kills the `dibop` binary itself.
 cargo build -p dibop --bin dibop
 

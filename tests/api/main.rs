@@ -12,6 +12,7 @@ mod helpers;
 mod mock;
 mod orchestrations;
 mod plugins;
+mod polyglot;
 mod sandbox;
 mod settings;
 mod steps;

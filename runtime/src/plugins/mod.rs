@@ -256,7 +256,9 @@ fn schema(text: &str) -> serde_json::Value {
 }
 
 fn snake(debug: impl std::fmt::Debug) -> String {
-    let name = format!("{debug:?}");
+    let full = format!("{debug:?}");
+    // The generated Debug may name the type (`AuthType::ApiKey`): keep the variant.
+    let name = full.rsplit("::").next().unwrap_or(&full);
     let mut out = String::new();
     for (i, c) in name.chars().enumerate() {
         if c.is_ascii_uppercase() && i > 0 {
