@@ -1,7 +1,12 @@
 //! Per-call overhead of plugins: a fresh store + instantiate + invoke of a trivial Rust connector
 //! (the `echo` operation of the `hostile` test guest) and of `vpic` against a loopback mock.
 //!
-//! Run: `cargo bench -p dibop --bench plugin_call` (prints p50/p90/p99 per case).
+//! Then fresh against warm (a reused instance, see `plugins::warm`) for the `echo` operation of
+//! the Rust, Python and JavaScript connectors (the latter two built by
+//! `scripts/build-connectors.sh`; skipped with a note when missing).
+//!
+//! Run: `scripts/build-connectors.sh && cargo bench -p dibop --bench plugin_call` (prints
+//! p50/p90/p99 per case).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,10 +55,17 @@ async fn load(host: &PluginHost, name: &str) -> Loaded {
     host.load(&sha256_hex(&bytes), &bytes).await.expect("loads")
 }
 
+/// The Python and JavaScript connectors, from `<target>/polyglot/`.
+fn polyglot(name: &str) -> Option<Vec<u8>> {
+    let guests = std::path::Path::new(GUEST_DIR);
+    let target = guests.ancestors().find(|p| p.ends_with("wasm-plugins")).and_then(|p| p.parent())?;
+    std::fs::read(target.join("polyglot").join(format!("{name}.wasm"))).ok()
+}
+
 #[tokio::main]
 async fn main() {
     let dir = std::env::temp_dir().join(format!("dibop-bench-{}", std::process::id()));
-    let host = Arc::new(PluginHost::new(&dir, true).expect("host"));
+    let host = Arc::new(PluginHost::new(&dir, true, 0).expect("host"));
 
     println!("trivial Rust connector: fresh store + instantiate + invoke");
     let trivial = load(&host, "hostile").await;
@@ -75,5 +87,26 @@ async fn main() {
     let mut spec = CallSpec { allowed_hosts: vec![authority.clone()], ..CallSpec::default() };
     spec.config.insert("base_url".into(), json!(format!("http://{authority}/vpic")));
     measure(&host, &vpic, &spec, "decode_vin", json!({"vin": "1HGCM82633A004352"}), 2000).await;
+
+    // Fresh against warm instances, per language.
+    let warm = PluginHost::new(&dir, true, u32::MAX).expect("host");
+    let input = json!({"vin": "1HGCM82633A004352"});
+    let rust = std::fs::read(format!("{GUEST_DIR}/hostile.wasm")).ok();
+    for (language, bytes, fresh_n) in
+        [("Rust", rust, 2000), ("Python", polyglot("vpic_py"), 200), ("JavaScript", polyglot("vpic_js"), 200)]
+    {
+        let Some(bytes) = bytes else {
+            println!("{language}: not built (run scripts/build-connectors.sh); skipped");
+            continue;
+        };
+        let started = Instant::now();
+        let loaded = warm.load(&sha256_hex(&bytes), &bytes).await.expect("loads");
+        println!("{language}: loaded in {:.1?} ({} bytes)", started.elapsed(), bytes.len());
+        let spec = CallSpec { plugin: language.into(), ..CallSpec::default() };
+        println!("{language} fresh instance per call");
+        measure(&host, &loaded, &spec, "echo", input.clone(), fresh_n).await;
+        println!("{language} warm instance");
+        measure(&warm, &loaded, &spec, "echo", input.clone(), 5000).await;
+    }
     let _ = std::fs::remove_dir_all(dir);
 }

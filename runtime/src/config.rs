@@ -51,6 +51,9 @@ pub struct Config {
     pub lease_ms: u64,
     /// How long `POST /orchestrations/{id}/execute` waits for the result before answering 202.
     pub execute_wait_ms: u64,
+    /// How many calls a warm connector instance serves before it is dropped (0: a fresh
+    /// instance for every call).
+    pub warm_instance_calls: u32,
     pub log_format: LogFormat,
 }
 
@@ -70,6 +73,7 @@ impl Config {
             db_max_connections: 10,
             workers: 4,
             lease_ms: 30_000,
+            warm_instance_calls: 100,
             execute_wait_ms: 30_000,
             log_format: LogFormat::Pretty,
         }
@@ -122,6 +126,9 @@ pub struct ConfigArgs {
     /// How long execute waits for the result before answering 202, in ms.
     #[arg(long, env = "DIBOP_EXECUTE_WAIT_MS")]
     pub execute_wait_ms: Option<u64>,
+    /// Calls a warm connector instance serves before it is dropped (0 disables reuse).
+    #[arg(long, env = "DIBOP_WARM_INSTANCE_CALLS")]
+    pub warm_instance_calls: Option<u32>,
     /// Log format.
     #[arg(long, env = "DIBOP_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -144,6 +151,7 @@ struct FileConfig {
     workers: Option<usize>,
     lease_ms: Option<u64>,
     execute_wait_ms: Option<u64>,
+    warm_instance_calls: Option<u32>,
     log_format: Option<LogFormat>,
 }
 
@@ -176,6 +184,10 @@ impl ConfigArgs {
             workers: self.workers.or(file.workers).unwrap_or(defaults.workers),
             lease_ms: self.lease_ms.or(file.lease_ms).unwrap_or(defaults.lease_ms).max(1000),
             execute_wait_ms: self.execute_wait_ms.or(file.execute_wait_ms).unwrap_or(defaults.execute_wait_ms),
+            warm_instance_calls: self
+                .warm_instance_calls
+                .or(file.warm_instance_calls)
+                .unwrap_or(defaults.warm_instance_calls),
             log_format: self.log_format.or(file.log_format).unwrap_or(defaults.log_format),
             ..defaults
         })

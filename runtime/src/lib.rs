@@ -49,7 +49,11 @@ pub async fn serve(
     let store = open_store(&config).await?;
     bootstrap::bootstrap(&store, &config).await?;
     let secret = auth::tokens::load_or_create_secret(config.jwt_secret.as_ref(), &config.data_dir)?;
-    let host = Arc::new(plugins::PluginHost::new(&config.data_dir, config.allow_private_networks)?);
+    let host = Arc::new(plugins::PluginHost::new(
+        &config.data_dir,
+        config.allow_private_networks,
+        config.warm_instance_calls,
+    )?);
     let registry = plugins::registry::Registry::new(host, store.clone(), &config.data_dir)?;
     registry.register_bundled().await?;
     let state = AppState {

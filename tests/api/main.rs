@@ -19,4 +19,5 @@ mod steps;
 mod tenancy;
 mod transforms;
 mod users;
+mod warm;
 mod webhooks;

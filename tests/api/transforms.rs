@@ -9,7 +9,7 @@ use crate::helpers::guest;
 
 async fn vin_check() -> (PluginHost, dibop::plugins::TransformPre, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let host = PluginHost::new(dir.path(), false).expect("host");
+    let host = PluginHost::new(dir.path(), false, 0).expect("host");
     let bytes = guest("vin_check");
     let Ok(Loaded::Transform(pre)) = host.load(&sha256_hex(&bytes), &bytes).await else {
         panic!("vin_check is a transform component")

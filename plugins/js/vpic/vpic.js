@@ -138,11 +138,20 @@ export function describe() {
           },
         }),
       },
+      {
+        name: 'echo',
+        method: 'NONE',
+        path: '',
+        description: 'Answers its input without any request (for timing a bare call).',
+        inputSchema: JSON.stringify({ type: 'object' }),
+        outputSchema: JSON.stringify({ type: 'object' }),
+      },
     ],
   };
 }
 
 export async function invoke(operation, input, _context) {
+  if (operation === 'echo') return input;
   if (operation !== 'decode_vin') {
     throw new PluginError('invalid_input', `unknown operation \`${operation}\`; vpic-js offers \`decode_vin\``);
   }

@@ -116,11 +116,21 @@ class WitWorld(wit_world.WitWorld):
                                         "year": {"type": ["integer", "string", "null"]}, "trim": NULLABLE,
                                         "body_class": NULLABLE, "engine_type": NULLABLE, "fuel_type": NULLABLE}}
                     ),
-                )
+                ),
+                t.Operation(
+                    name="echo",
+                    method="NONE",
+                    path="",
+                    description="Answers its input without any request (for timing a bare call).",
+                    input_schema=json.dumps({"type": "object"}),
+                    output_schema=json.dumps({"type": "object"}),
+                ),
             ],
         )
 
     def invoke(self, operation: str, input: str, context: t.CallContext) -> str:
+        if operation == "echo":
+            return input
         if operation != "decode_vin":
             raise dibop.plugin_error("invalid_input", f"unknown operation `{operation}`; vpic-py offers `decode_vin`")
         try:

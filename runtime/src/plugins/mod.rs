@@ -10,6 +10,7 @@ mod bindings;
 pub mod host;
 pub mod outbound;
 pub mod registry;
+mod warm;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -249,6 +250,7 @@ pub struct PluginHost {
     artifacts: PathBuf,
     loaded: Mutex<HashMap<String, Loaded>>,
     pub allow_private_networks: bool,
+    warm: warm::Pool,
 }
 
 fn schema(text: &str) -> serde_json::Value {
@@ -270,8 +272,9 @@ fn snake(debug: impl std::fmt::Debug) -> String {
 }
 
 impl PluginHost {
-    /// A host keeping precompiled artifacts under `<data_dir>/plugins/artifacts`.
-    pub fn new(data_dir: &Path, allow_private_networks: bool) -> anyhow::Result<Self> {
+    /// A host keeping precompiled artifacts under `<data_dir>/plugins/artifacts`; a warm
+    /// connector instance serves up to `warm_calls` calls (0: a fresh instance per call).
+    pub fn new(data_dir: &Path, allow_private_networks: bool, warm_calls: u32) -> anyhow::Result<Self> {
         let engine = engine().clone();
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -281,7 +284,14 @@ impl PluginHost {
         bindings::secrets::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         let artifacts = data_dir.join("plugins").join("artifacts");
         std::fs::create_dir_all(&artifacts).with_context(|| format!("creating {}", artifacts.display()))?;
-        Ok(Self { engine, linker, artifacts, loaded: Mutex::default(), allow_private_networks })
+        Ok(Self {
+            engine,
+            linker,
+            artifacts,
+            loaded: Mutex::default(),
+            allow_private_networks,
+            warm: warm::Pool::new(warm_calls),
+        })
     }
 
     /// The component with these bytes, when this host has loaded it already.
@@ -350,19 +360,9 @@ impl PluginHost {
         Ok(component)
     }
 
-    fn store(
-        &self,
-        spec: &CallSpec,
-    ) -> (Store<State>, Arc<CallData>, Arc<Recorder>, MemoryOutputPipe, MemoryOutputPipe) {
-        let stdout = MemoryOutputPipe::new(OUTPUT_CAPACITY);
-        let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
-        let wasi = WasiCtx::builder()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+    /// What one call hands its store: config, credentials, the network policy with the call's
+    /// deadline, and a recorder for its requests.
+    fn call_state(&self, spec: &CallSpec) -> (Arc<CallData>, Outbound, Arc<Recorder>, Instant) {
         let deadline = Instant::now() + spec.limits.timeout;
         let call = Arc::new(CallData {
             config: spec.config.clone(),
@@ -380,6 +380,25 @@ impl PluginHost {
             connect_timeout: spec.limits.connect_timeout,
             deadline,
         };
+        let outbound =
+            Outbound { policy: Arc::new(policy), origin: Arc::new(spec.origin.clone()), recorder: recorder.clone() };
+        (call, outbound, recorder, deadline)
+    }
+
+    fn store(
+        &self,
+        spec: &CallSpec,
+    ) -> (Store<State>, Arc<CallData>, Arc<Recorder>, MemoryOutputPipe, MemoryOutputPipe) {
+        let stdout = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+        let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let (call, outbound, recorder, deadline) = self.call_state(spec);
         let state = State {
             wasi,
             http: WasiHttpCtx::new(),
@@ -389,11 +408,7 @@ impl PluginHost {
                 .instances(50)
                 .trap_on_grow_failure(true)
                 .build(),
-            outbound: Outbound {
-                policy: Arc::new(policy),
-                origin: Arc::new(spec.origin.clone()),
-                recorder: recorder.clone(),
-            },
+            outbound,
             call: call.clone(),
             deadline,
         };
@@ -520,7 +535,8 @@ impl PluginHost {
         }
     }
 
-    /// `invoke(operation, input, context)` of a connector.
+    /// `invoke(operation, input, context)` of a connector, on a warm instance of the same
+    /// connection when one is idle (see [`warm`]), else on a fresh one.
     pub async fn invoke(
         &self,
         pre: &ConnectorPre,
@@ -536,6 +552,9 @@ impl PluginHost {
             attempt: context.attempt,
             idempotency_key: context.idempotency_key,
         };
+        if self.warm.max_uses > 0 {
+            return self.invoke_warm(pre, spec, operation, &input, &context).await;
+        }
         self.call(spec, async |store, instantiate| {
             let t = Instant::now();
             let instance = pre.instantiate_async(&mut *store).await?;
@@ -544,6 +563,86 @@ impl PluginHost {
             Ok(answer.map_err(CallError::from).and_then(|text| parse_output(&text)))
         })
         .await
+    }
+
+    #[allow(clippy::ptr_arg)] // the generated binding takes `&String`
+    async fn invoke_warm(
+        &self,
+        pre: &ConnectorPre,
+        spec: &CallSpec,
+        operation: &str,
+        input: &String,
+        context: &types::CallContext,
+    ) -> CallReport<serde_json::Value> {
+        let started = Instant::now();
+        let key = warm::key(spec);
+        let mut instantiate = Duration::ZERO;
+        let (mut w, call, recorder) = match self.warm.take(key) {
+            Some(mut warm) => {
+                let (call, outbound, recorder, deadline) = self.call_state(spec);
+                let data = warm.store.data_mut();
+                data.call = call.clone();
+                data.outbound = outbound;
+                data.deadline = deadline;
+                warm.store.set_epoch_deadline(1);
+                (warm, call, recorder)
+            }
+            None => {
+                let (store, call, recorder, stdout, stderr) = self.store(spec);
+                (warm::Warm::new(store, stdout, stderr), call, recorder)
+            }
+        };
+        let setup = started.elapsed();
+        let outer = spec.limits.timeout + Duration::from_millis(500);
+        let (out_from, err_from) = (w.stdout.contents().len(), w.stderr.contents().len());
+        let run = async {
+            if w.instance.is_none() {
+                let t = Instant::now();
+                w.instance = Some(pre.instantiate_async(&mut w.store).await?);
+                instantiate = t.elapsed();
+            }
+            let instance = w.instance.as_ref().ok_or_else(|| wasmtime::Error::msg("no instance"))?;
+            let answer = instance.call_invoke(&mut w.store, operation, input, context).await?;
+            Ok::<_, wasmtime::Error>(answer.map_err(CallError::from).and_then(|text| parse_output(&text)))
+        };
+        let outcome = tokio::time::timeout(outer, run).await;
+        w.uses += 1;
+        let redactor = &call.redactor;
+        let tail = |pipe: &MemoryOutputPipe, from: usize| {
+            let bytes = pipe.contents();
+            redactor.redact(&String::from_utf8_lossy(bytes.get(from..).unwrap_or_default()))
+        };
+        let (stdout_text, stderr_text) = (tail(&w.stdout, out_from), tail(&w.stderr, err_from));
+        let timeout_ms = spec.limits.timeout.as_millis();
+        let result = match outcome {
+            Err(_) => Err(timeout_error(timeout_ms)),
+            Ok(Ok(result)) => result,
+            Ok(Err(err)) => Err(classify_trap(&err, spec, &stderr_text, redactor)),
+        };
+        let result = result.map_err(|mut e| {
+            e.message = redactor.redact(&e.message);
+            e
+        });
+        let dropping = Instant::now();
+        // Only a clean call leaves an instance fit for another; its output pipes must have room.
+        let roomy = w.stdout.contents().len() < OUTPUT_CAPACITY / 2 && w.stderr.contents().len() < OUTPUT_CAPACITY / 2;
+        if result.is_ok() && roomy {
+            self.warm.give_back(key, w);
+        } else {
+            drop(w);
+        }
+        let teardown = dropping.elapsed();
+        CallReport {
+            result,
+            duration: started.elapsed(),
+            setup,
+            instantiate,
+            teardown,
+            logs: call.logs.lock().map(|l| l.clone()).unwrap_or_default(),
+            api_calls: recorder.snapshot(redactor),
+            stdout: stdout_text,
+            stderr: stderr_text,
+        }
     }
 
     /// `ping()` of a connector.
