@@ -54,6 +54,8 @@ pub struct Config {
     /// How many calls a warm connector instance serves before it is dropped (0: a fresh
     /// instance for every call).
     pub warm_instance_calls: u32,
+    /// How often executions, traces and API-call rows past their enterprise's retention are purged.
+    pub retention_sweep_ms: u64,
     pub log_format: LogFormat,
 }
 
@@ -74,6 +76,7 @@ impl Config {
             workers: 4,
             lease_ms: 30_000,
             warm_instance_calls: 100,
+            retention_sweep_ms: 3_600_000,
             execute_wait_ms: 30_000,
             log_format: LogFormat::Pretty,
         }
@@ -129,6 +132,9 @@ pub struct ConfigArgs {
     /// Calls a warm connector instance serves before it is dropped (0 disables reuse).
     #[arg(long, env = "DIBOP_WARM_INSTANCE_CALLS")]
     pub warm_instance_calls: Option<u32>,
+    /// How often data past its retention is purged, in ms.
+    #[arg(long, env = "DIBOP_RETENTION_SWEEP_MS")]
+    pub retention_sweep_ms: Option<u64>,
     /// Log format.
     #[arg(long, env = "DIBOP_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -152,6 +158,7 @@ struct FileConfig {
     lease_ms: Option<u64>,
     execute_wait_ms: Option<u64>,
     warm_instance_calls: Option<u32>,
+    retention_sweep_ms: Option<u64>,
     log_format: Option<LogFormat>,
 }
 
@@ -188,6 +195,11 @@ impl ConfigArgs {
                 .warm_instance_calls
                 .or(file.warm_instance_calls)
                 .unwrap_or(defaults.warm_instance_calls),
+            retention_sweep_ms: self
+                .retention_sweep_ms
+                .or(file.retention_sweep_ms)
+                .unwrap_or(defaults.retention_sweep_ms)
+                .max(100),
             log_format: self.log_format.or(file.log_format).unwrap_or(defaults.log_format),
             ..defaults
         })

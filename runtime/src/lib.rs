@@ -89,6 +89,7 @@ pub async fn serve(
 /// Periodic upkeep until `stopped` flips.
 async fn housekeeping(state: AppState, mut stopped: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut retention = tokio::time::interval(Duration::from_millis(state.config.retention_sweep_ms));
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -96,6 +97,13 @@ async fn housekeeping(state: AppState, mut stopped: tokio::sync::watch::Receiver
                     tracing::warn!(error = %format!("{err:#}"), "pruning rate-limit windows failed");
                 }
             }
+            _ = retention.tick() => match state.store.purge_expired().await {
+                Ok((0, 0)) => {}
+                Ok((executions, api_calls)) => {
+                    tracing::info!(executions, api_calls, "purged data past its retention");
+                }
+                Err(err) => tracing::warn!(error = %format!("{err:#}"), "purging data past its retention failed"),
+            },
             _ = stopped.changed() => return,
         }
     }

@@ -86,6 +86,16 @@ impl TestApp {
         self.server.take().expect("server handle").await.expect("server task")
     }
 
+    /// Runs one SQL statement on the server's database (tests use it to age rows).
+    pub async fn sql(&self, statement: &str) {
+        let url = match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir().join("dibop.db").display()),
+        };
+        let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect to the test database");
+        sqlx::query(statement).execute(&mut conn).await.expect("statement");
+    }
+
     pub fn data_dir(&self) -> &std::path::Path {
         self._data_dir.path()
     }

@@ -13,6 +13,7 @@ mod mock;
 mod orchestrations;
 mod plugins;
 mod polyglot;
+mod retention;
 mod sandbox;
 mod settings;
 mod steps;
