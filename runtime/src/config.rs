@@ -56,6 +56,9 @@ pub struct Config {
     pub warm_instance_calls: u32,
     /// How often executions, traces and API-call rows past their enterprise's retention are purged.
     pub retention_sweep_ms: u64,
+    /// When set, `/metrics` asks for it as a bearer token; unset, `/metrics` is open (it holds
+    /// process-wide counts only, no tenant data beyond system slugs).
+    pub metrics_token: Option<SecretString>,
     pub log_format: LogFormat,
 }
 
@@ -77,6 +80,7 @@ impl Config {
             lease_ms: 30_000,
             warm_instance_calls: 100,
             retention_sweep_ms: 3_600_000,
+            metrics_token: None,
             execute_wait_ms: 30_000,
             log_format: LogFormat::Pretty,
         }
@@ -135,6 +139,9 @@ pub struct ConfigArgs {
     /// How often data past its retention is purged, in ms.
     #[arg(long, env = "DIBOP_RETENTION_SWEEP_MS")]
     pub retention_sweep_ms: Option<u64>,
+    /// Bearer token `/metrics` requires (unset: open).
+    #[arg(long, env = "DIBOP_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Log format.
     #[arg(long, env = "DIBOP_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -159,6 +166,7 @@ struct FileConfig {
     execute_wait_ms: Option<u64>,
     warm_instance_calls: Option<u32>,
     retention_sweep_ms: Option<u64>,
+    metrics_token: Option<String>,
     log_format: Option<LogFormat>,
 }
 
@@ -200,6 +208,7 @@ impl ConfigArgs {
                 .or(file.retention_sweep_ms)
                 .unwrap_or(defaults.retention_sweep_ms)
                 .max(100),
+            metrics_token: self.metrics_token.or(file.metrics_token).filter(|t| !t.is_empty()).map(SecretString::from),
             log_format: self.log_format.or(file.log_format).unwrap_or(defaults.log_format),
             ..defaults
         })

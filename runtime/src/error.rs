@@ -158,7 +158,10 @@ impl IntoResponse for AppError {
                 body.message = "internal server error".into();
                 body.internal = Some(format!("{err:#}"));
             }
-            Self::RateLimited { retry_after_secs, .. } => retry_after = Some(retry_after_secs),
+            Self::RateLimited { retry_after_secs, .. } => {
+                crate::metrics::get().rate_limited.inc();
+                retry_after = Some(retry_after_secs);
+            }
             _ => {}
         }
         let mut response = status.into_response();

@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod metrics;
 pub mod plugins;
 pub mod ratelimit;
 pub mod state;

@@ -10,6 +10,7 @@ mod demo;
 mod durability;
 mod helpers;
 mod mock;
+mod observability;
 mod orchestrations;
 mod plugins;
 mod polyglot;

@@ -11,6 +11,7 @@ mod connections;
 mod enterprises;
 pub mod extract;
 mod health;
+mod observability;
 mod orchestrations;
 mod plugins;
 mod settings;
@@ -60,6 +61,7 @@ pub const BASE: &str = "/api/v1";
         (name = "orchestrations", description = "Orchestration definitions and execute"),
         (name = "executions", description = "Executions and their step results"),
         (name = "webhooks", description = "Incoming webhooks that trigger orchestrations"),
+        (name = "observability", description = "Platform metrics (Prometheus at /metrics)"),
     )
 )]
 struct ApiDoc;
@@ -77,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api_calls::router())
         .merge(orchestrations::router())
         .merge(webhooks::router())
+        .merge(observability::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::authenticate));
     let api = OpenApiRouter::new().merge(auth::router()).merge(webhooks::trigger_router()).merge(protected);
     let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(BASE, api).split_for_parts();
@@ -88,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .merge(SwaggerUi::new(format!("{BASE}/docs")).url(format!("{BASE}/openapi.json"), openapi))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(observability::prometheus))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state);
     with_common_layers(app, max_body)

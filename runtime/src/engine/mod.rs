@@ -37,6 +37,7 @@ pub struct EngineHandle {
     /// One permit per execution this node may run at once (the worker pool size), shared by
     /// the workers and by execute requests that run their execution at once.
     slots: Arc<tokio::sync::Semaphore>,
+    workers: usize,
     wake: Notify,
     /// Callers waiting for one execution to finish on this node, by execution id.
     waiters: std::sync::Mutex<std::collections::HashMap<String, Vec<tokio::sync::oneshot::Sender<()>>>>,
@@ -48,9 +49,15 @@ impl EngineHandle {
         Self {
             node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
             slots: Arc::new(tokio::sync::Semaphore::new(workers.max(1))),
+            workers: workers.max(1),
             wake: Notify::new(),
             waiters: std::sync::Mutex::default(),
         }
+    }
+
+    /// Execution slots in use on this node.
+    pub fn busy(&self) -> usize {
+        self.workers.saturating_sub(self.slots.available_permits())
     }
 
     /// A free slot, if any: the caller may claim an execution and run it with [`run_now`].

@@ -253,6 +253,15 @@ pub struct PluginHost {
     warm: warm::Pool,
 }
 
+/// Counts a call's instantiation (when it had one) and outbound requests in the metrics.
+fn observe(instantiate: Duration, api_calls: &[ApiCallRecord]) {
+    let metrics = crate::metrics::get();
+    if !instantiate.is_zero() {
+        metrics.instantiated(instantiate);
+    }
+    metrics.api_calls_made(api_calls);
+}
+
 fn schema(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
 }
@@ -454,6 +463,8 @@ impl PluginHost {
             e.message = redactor.redact(&e.message);
             e
         });
+        let api_calls = recorder.snapshot(redactor);
+        observe(instantiate, &api_calls);
         CallReport {
             result,
             duration,
@@ -461,7 +472,7 @@ impl PluginHost {
             instantiate,
             teardown,
             logs: call.logs.lock().map(|l| l.clone()).unwrap_or_default(),
-            api_calls: recorder.snapshot(redactor),
+            api_calls,
             stdout: redactor.redact(&String::from_utf8_lossy(&stdout.contents())),
             stderr: stderr_text,
         }
@@ -632,6 +643,8 @@ impl PluginHost {
             drop(w);
         }
         let teardown = dropping.elapsed();
+        let api_calls = recorder.snapshot(redactor);
+        observe(instantiate, &api_calls);
         CallReport {
             result,
             duration: started.elapsed(),
@@ -639,7 +652,7 @@ impl PluginHost {
             instantiate,
             teardown,
             logs: call.logs.lock().map(|l| l.clone()).unwrap_or_default(),
-            api_calls: recorder.snapshot(redactor),
+            api_calls,
             stdout: stdout_text,
             stderr: stderr_text,
         }

@@ -91,6 +91,17 @@ impl Store {
         batch.run(self).await.map(drop)
     }
 
+    /// The enterprise's API calls by system and outcome.
+    pub async fn api_calls_by_outcome(&self, enterprise_id: &str) -> sqlx::Result<Vec<(String, String, i64)>> {
+        sqlx::query_as(
+            "SELECT system, status, COUNT(*) FROM api_calls WHERE enterprise_id = $1 GROUP BY system, status \
+             ORDER BY system, status",
+        )
+        .bind(enterprise_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     pub async fn list_api_calls(
         &self,
         enterprise_id: &str,

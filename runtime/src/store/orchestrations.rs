@@ -422,6 +422,7 @@ impl Store {
             ],
         );
         // The progress update also reads whether someone asked to cancel, saving a query per step.
+        let ended = finish.as_ref().map(|f| f.status);
         match finish {
             None => batch.push(
                 "UPDATE executions SET steps_completed = $2 WHERE id = $1 RETURNING cancel_requested",
@@ -429,7 +430,7 @@ impl Store {
             ),
             Some(finish) => batch.push(
                 "UPDATE executions SET steps_completed = $2, status = $3, output = $4, error = $5, finished_at = $6, \
-                 lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 RETURNING cancel_requested",
+                 lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 RETURNING cancel_requested, started_at",
                 vec![
                     execution_id.into(),
                     completed.into(),
@@ -442,22 +443,50 @@ impl Store {
         }
         let rows = batch.run(self).await?;
         let cancel: i64 = rows.last().map(|row| row.try_get(0)).transpose()?.unwrap_or(0);
+        if let Some(status) = ended {
+            let started: Option<i64> = rows.last().map(|row| row.try_get(1)).transpose()?.flatten();
+            crate::metrics::get().execution_ended(status, started);
+        }
         Ok(cancel != 0)
     }
 
     pub async fn finish_execution(&self, execution_id: &str, finish: Finish) -> sqlx::Result<()> {
-        sqlx::query(
+        let status = finish.status;
+        let started: Option<Option<i64>> = sqlx::query_scalar(
             "UPDATE executions SET status = $2, output = $3, error = $4, finished_at = $5, lease_owner = NULL, \
-             lease_expires_at = NULL WHERE id = $1",
+             lease_expires_at = NULL WHERE id = $1 RETURNING started_at",
         )
         .bind(execution_id)
         .bind(finish.status)
         .bind(finish.output)
         .bind(finish.error)
         .bind(now_ms())
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
+        if let Some(started) = started {
+            crate::metrics::get().execution_ended(status, started);
+        }
         Ok(())
+    }
+
+    /// Queued executions of every enterprise (the queue depth), or of one.
+    pub async fn queued_executions(&self, enterprise_id: Option<&str>) -> sqlx::Result<i64> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM executions WHERE status = 'queued' AND ($1 IS NULL OR enterprise_id = $1)",
+        )
+        .bind(enterprise_id)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// The enterprise's executions by status.
+    pub async fn executions_by_status(&self, enterprise_id: &str) -> sqlx::Result<Vec<(String, i64)>> {
+        sqlx::query_as(
+            "SELECT status, COUNT(*) FROM executions WHERE enterprise_id = $1 GROUP BY status ORDER BY status",
+        )
+        .bind(enterprise_id)
+        .fetch_all(&self.pool)
+        .await
     }
 
     pub async fn get_execution(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<ExecutionRow>> {

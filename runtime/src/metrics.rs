@@ -1,0 +1,143 @@
+//! Process metrics in the Prometheus text format (with `prometheus-client`), served at
+//! `/metrics`, and the figures `GET /observability/metrics` adds to the database's.
+//!
+//! The counters live for the process: every server in one process shares them (tests start
+//! several). Executions are counted where they end (the store's final write), API calls where
+//! the plugin host records them, rate-limit rejections where a 429 is rendered.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::plugins::outbound::ApiCallRecord;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiCallLabels {
+    pub system: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SystemLabel {
+    pub system: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_buckets() -> Histogram {
+    // 1 ms to ~65 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub executions: Family<StatusLabel, Counter>,
+    pub execution_seconds: Histogram,
+    pub api_calls: Family<ApiCallLabels, Counter>,
+    pub api_call_seconds: HistogramFamily<SystemLabel>,
+    pub instantiate_seconds: Histogram,
+    instantiations: Counter,
+    instantiate_micros: Counter,
+    pub rate_limited: Counter,
+    pub queue_depth: Gauge,
+    pub workers_busy: Gauge,
+    pub started: Instant,
+}
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("dibop");
+        let executions = Family::<StatusLabel, Counter>::default();
+        registry.register("executions", "Executions that ended, by status", executions.clone());
+        let execution_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 20));
+        registry.register("execution_duration_seconds", "Execution duration", execution_seconds.clone());
+        let api_calls = Family::<ApiCallLabels, Counter>::default();
+        registry.register("api_calls", "Outbound requests of plugins, by system and outcome", api_calls.clone());
+        let api_call_seconds: HistogramFamily<SystemLabel> = Family::new_with_constructor(latency_buckets);
+        registry.register("api_call_duration_seconds", "Outbound request latency, by system", api_call_seconds.clone());
+        let instantiate_seconds = Histogram::new(exponential_buckets(0.000_005, 2.0, 20));
+        registry.register(
+            "plugin_instantiate_seconds",
+            "Time to instantiate a plugin for a call (warm instances skip it)",
+            instantiate_seconds.clone(),
+        );
+        let rate_limited = Counter::default();
+        registry.register("rate_limit_rejections", "Requests answered 429 RATE_LIMIT", rate_limited.clone());
+        let queue_depth = Gauge::default();
+        registry.register("queue_depth", "Executions waiting for a worker (all nodes)", queue_depth.clone());
+        let workers_busy = Gauge::default();
+        registry.register("workers_busy", "Execution slots of this node in use", workers_busy.clone());
+        Self {
+            registry,
+            executions,
+            execution_seconds,
+            api_calls,
+            api_call_seconds,
+            instantiate_seconds,
+            instantiations: Counter::default(),
+            instantiate_micros: Counter::default(),
+            rate_limited,
+            queue_depth,
+            workers_busy,
+            started: Instant::now(),
+        }
+    }
+
+    /// An execution ended with `status` after running since `started_at_ms`.
+    pub fn execution_ended(&self, status: &str, started_at_ms: Option<i64>) {
+        self.executions.get_or_create(&StatusLabel { status: status.to_owned() }).inc();
+        if let Some(started) = started_at_ms {
+            let ms = (crate::store::now_ms() - started).max(0);
+            self.execution_seconds.observe(ms as f64 / 1000.0);
+        }
+    }
+
+    pub fn api_calls_made(&self, records: &[ApiCallRecord]) {
+        for r in records {
+            let labels = ApiCallLabels { system: r.origin.system.clone(), outcome: r.status.to_owned() };
+            self.api_calls.get_or_create(&labels).inc();
+            self.api_call_seconds
+                .get_or_create(&SystemLabel { system: r.origin.system.clone() })
+                .observe(r.duration_ms as f64 / 1000.0);
+        }
+    }
+
+    pub fn instantiated(&self, took: std::time::Duration) {
+        self.instantiate_seconds.observe(took.as_secs_f64());
+        self.instantiations.inc();
+        self.instantiate_micros.inc_by(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// (instantiations, mean instantiation time in ms) since the process started.
+    pub fn instantiation_summary(&self) -> (u64, f64) {
+        let n = self.instantiations.get();
+        let mean = if n == 0 { 0.0 } else { self.instantiate_micros.get() as f64 / n as f64 / 1000.0 };
+        (n, mean)
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}

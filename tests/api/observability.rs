@@ -1,0 +1,98 @@
+//! Observability: `/metrics` (Prometheus exposition format, token-protected when configured) and
+//! `GET /observability/metrics`.
+
+use std::collections::HashMap;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_error};
+use crate::mock::MockServer;
+
+/// Parses exposition text: every sample line is `name{labels} value`, and every sample belongs to
+/// a family declared by a `# TYPE` line. Answers the samples by `name{labels}`.
+fn parse(text: &str) -> HashMap<String, f64> {
+    let mut families = Vec::new();
+    let mut samples = HashMap::new();
+    assert_eq!(text.lines().last(), Some("# EOF"), "OpenMetrics text ends with # EOF");
+    for line in text.lines() {
+        if let Some(declaration) = line.strip_prefix("# TYPE ") {
+            let mut parts = declaration.split(' ');
+            let name = parts.next().expect("family name");
+            let kind = parts.next().expect("family type");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            families.push(name.to_owned());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {line}"));
+        let name = series.split('{').next().expect("name");
+        assert!(
+            families.iter().any(|f| name == f || name.strip_prefix(f.as_str()).is_some_and(|s| s.starts_with('_'))),
+            "{name} belongs to no declared family"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')), "{line}");
+        }
+        samples.insert(series.to_owned(), value);
+    }
+    samples
+}
+
+#[tokio::test]
+async fn metrics_count_executions_and_api_calls() {
+    let app = TestApp::spawn_with(|config| config.metrics_token = Some("metrics-token-1".to_owned().into())).await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    app.create_connection(
+        &token,
+        json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
+               "allowed_hosts": [mock.authority]}),
+    )
+    .await;
+    let def = json!({"name": "Decode", "parameters": [{"name": "vin", "type": "string", "required": true}],
+        "steps": [{"name": "decode", "type": "api_call", "connection": "vpic", "operation": "decode_vin",
+                   "parameters": {"vin": "${parameters.vin}"}}]});
+    let created: Value = app.post(&token, "/orchestrations", def).await.json().await.expect("json");
+    let id = created["id"].as_str().expect("id");
+    for vin in ["1HGCM82633A004352", "1HGCM82633A004353", "NOT-A-VIN"] {
+        app.post(&token, &format!("/orchestrations/{id}/execute"), json!({"parameters": {"vin": vin}})).await;
+    }
+
+    let client = reqwest::Client::new();
+    let metrics_url = app.url("/metrics").replace("/api/v1", "");
+    assert_error(client.get(&metrics_url).send().await.expect("send"), StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+    let wrong = client.get(&metrics_url).bearer_auth("nope").send().await.expect("send");
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let response = client.get(&metrics_url).bearer_auth("metrics-token-1").send().await.expect("send");
+    assert_eq!(response.status(), StatusCode::OK);
+    let samples = parse(&response.text().await.expect("text"));
+    let at_least = |series: &str, n: f64| {
+        let value = samples.get(series).copied().unwrap_or_else(|| panic!("no {series}"));
+        assert!(value >= n, "{series} = {value}, expected at least {n}");
+    };
+    // Counters are per process (other tests' servers add to them): at least this test's share.
+    at_least(r#"dibop_executions_total{status="success"}"#, 2.0);
+    at_least(r#"dibop_executions_total{status="failed"}"#, 1.0);
+    at_least("dibop_execution_duration_seconds_count", 3.0);
+    at_least(r#"dibop_api_calls_total{system="vpic",outcome="success"}"#, 2.0);
+    at_least(r#"dibop_api_call_duration_seconds_bucket{le="+Inf",system="vpic"}"#, 2.0);
+    at_least("dibop_plugin_instantiate_seconds_count", 1.0);
+    at_least("dibop_rate_limit_rejections_total", 0.0);
+    at_least("dibop_queue_depth", 0.0);
+    at_least("dibop_workers_busy", 0.0);
+
+    // The JSON figures are the enterprise's own, from the database: exact.
+    let figures: Value = app.get(&token, "/observability/metrics").await.json().await.expect("json");
+    assert_eq!(figures["executions"]["success"], 2, "{figures}");
+    assert_eq!(figures["executions"]["failed"], 1);
+    assert_eq!(figures["executions"]["queued"], 0);
+    assert_eq!(figures["api_calls"], json!([{"system": "vpic", "success": 2, "error": 0, "timeout": 0}]));
+    assert_eq!(figures["queue_depth"], 0);
+    assert_eq!(figures["workers"], 4);
+    assert!(figures["plugin_instantiations"].as_u64().expect("n") >= 1);
+    assert!(figures["uptime_seconds"].is_u64());
+}
