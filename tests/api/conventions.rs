@@ -185,6 +185,7 @@ async fn the_openapi_document_lists_every_endpoint_with_bearer_auth_and_errors()
         ("/api/v1/webhooks/{id}", "post"),
         ("/api/v1/webhooks/{id}", "delete"),
         ("/api/v1/observability/metrics", "get"),
+        ("/api/v1/observability/sla", "get"),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     let documented: usize = paths.values().map(|item| item.as_object().expect("item").len()).sum();

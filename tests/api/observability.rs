@@ -96,3 +96,77 @@ async fn metrics_count_executions_and_api_calls() {
     assert!(figures["plugin_instantiations"].as_u64().expect("n") >= 1);
     assert!(figures["uptime_seconds"].is_u64());
 }
+
+#[tokio::test]
+async fn sla_figures_are_exact_for_a_known_set_of_executions() {
+    let app = TestApp::spawn().await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    app.create_connection(
+        &token,
+        json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
+               "allowed_hosts": [mock.authority]}),
+    )
+    .await;
+    let decode = |name: &str, target: Option<f64>| {
+        let mut def = json!({"name": name, "parameters": [{"name": "vin", "type": "string", "required": true}],
+            "steps": [{"name": "decode", "type": "api_call", "connection": "vpic", "operation": "decode_vin",
+                       "parameters": {"vin": "${parameters.vin}"}}]});
+        if let Some(target) = target {
+            def["sla_target"] = json!(target);
+        }
+        def
+    };
+    let mut ids = Vec::new();
+    for (name, target) in [("Lenient", Some(70.0)), ("Strict", None)] {
+        let created: Value =
+            app.post(&token, "/orchestrations", decode(name, target)).await.json().await.expect("json");
+        ids.push(created["id"].as_str().expect("id").to_owned());
+    }
+    let good = "1HGCM82633A004352";
+    for (id, vins) in [(&ids[0], vec![good, good, good, "BAD"]), (&ids[1], vec![good, "BAD"])] {
+        for vin in vins {
+            app.post(&token, &format!("/orchestrations/{id}/execute"), json!({"parameters": {"vin": vin}})).await;
+        }
+    }
+
+    let report: Value = app.get(&token, "/observability/sla?window=7d").await.json().await.expect("json");
+    assert_eq!(report["window"], "7d");
+    let of = |id: &str| {
+        report["orchestrations"].as_array().expect("list").iter().find(|o| o["id"] == id).cloned().expect("row")
+    };
+    let lenient = of(&ids[0]);
+    assert_eq!(
+        (&lenient["executions"], &lenient["successes"], &lenient["failures"], &lenient["success_rate"]),
+        (&json!(4), &json!(3), &json!(1), &json!(75.0))
+    );
+    assert_eq!((&lenient["target"], &lenient["state"]), (&json!(70.0), &json!("green")));
+    assert!(lenient["seconds_since_last_failure"].as_i64().expect("seconds") < 60);
+    // Percentiles are over the durations the executions report.
+    let listed: Value =
+        app.get(&token, &format!("/orchestrations/{}/executions", ids[0])).await.json().await.expect("json");
+    let mut durations: Vec<i64> =
+        listed["data"].as_array().expect("data").iter().map(|e| e["duration_ms"].as_i64().expect("ms")).collect();
+    durations.sort_unstable();
+    assert_eq!(lenient["duration_p50_ms"], durations[1], "the 2nd of 4 sorted durations");
+    assert_eq!(lenient["duration_p99_ms"], durations[3]);
+
+    let strict = of(&ids[1]);
+    assert_eq!(
+        (&strict["success_rate"], &strict["target"], &strict["state"]),
+        (&json!(50.0), &json!(99.0), &json!("red"))
+    );
+
+    // The failures were refused by the plugin before any request: the system itself is clean.
+    let vpic =
+        report["systems"].as_array().expect("systems").iter().find(|s| s["id"] == "vpic").cloned().expect("vpic");
+    assert_eq!(
+        (&vpic["executions"], &vpic["success_rate"], &vpic["state"]),
+        (&json!(4), &json!(100.0), &json!("green"))
+    );
+    assert_eq!(vpic["seconds_since_last_failure"], Value::Null);
+
+    assert_error(app.get(&token, "/observability/sla?window=soon").await, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    let bad = app.post(&token, "/orchestrations", decode("Impossible", Some(120.0))).await;
+    assert_error(bad, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
+}

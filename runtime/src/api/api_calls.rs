@@ -178,7 +178,7 @@ pub fn parse_window(text: &str) -> Option<i64> {
     n.checked_mul(unit_ms).filter(|ms| *ms <= 366 * 86_400_000)
 }
 
-fn percentile(sorted: &[i64], p: f64) -> i64 {
+pub(super) fn percentile(sorted: &[i64], p: f64) -> i64 {
     if sorted.is_empty() {
         return 0;
     }

@@ -1,4 +1,5 @@
-//! Observability: `GET /observability/metrics` (the enterprise's figures with this node's) and
+//! Observability: `GET /observability/metrics` (the enterprise's figures with this node's),
+//! `GET /observability/sla` and
 //! the Prometheus endpoint `/metrics` (outside `/api/v1`; see `crate::metrics`).
 
 use std::collections::BTreeMap;
@@ -8,18 +9,19 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::extract::ApiQuery;
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(platform_metrics))
+    OpenApiRouter::new().routes(routes!(platform_metrics)).routes(routes!(sla))
 }
 
 /// Outbound requests of one system, by outcome.
@@ -112,4 +114,123 @@ pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap) -> Ap
         metrics.render(),
     )
         .into_response())
+}
+
+/// The SLA window.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SlaQuery {
+    /// How far back, e.g. `24h` or `7d` (default `7d`).
+    pub window: Option<String>,
+}
+
+/// Service level of one orchestration or system over the window.
+#[derive(Serialize, ToSchema)]
+pub struct SlaFigures {
+    /// Orchestration id, or system slug.
+    pub id: String,
+    pub name: String,
+    /// Executions (orchestrations) or API calls (systems) in the window.
+    pub executions: u64,
+    pub successes: u64,
+    pub failures: u64,
+    /// Successes in percent of all, two decimals; `null` without executions.
+    pub success_rate: Option<f64>,
+    /// The target in percent (the orchestration's `sla_target`, default 99.0).
+    pub target: f64,
+    /// green: at or above target; amber: less than one point below; red: further below.
+    pub state: String,
+    /// Seconds since the last failure in the window, `null` without one.
+    pub seconds_since_last_failure: Option<i64>,
+    pub duration_p50_ms: i64,
+    pub duration_p95_ms: i64,
+    pub duration_p99_ms: i64,
+}
+
+/// SLA per orchestration and per system.
+#[derive(Serialize, ToSchema)]
+pub struct SlaReport {
+    pub window: String,
+    pub orchestrations: Vec<SlaFigures>,
+    pub systems: Vec<SlaFigures>,
+}
+
+/// Default success-rate target in percent.
+const DEFAULT_TARGET: f64 = 99.0;
+
+/// Figures from (succeeded, duration ms, at ms) samples.
+fn figures(id: String, name: String, target: f64, samples: &[(bool, i64, i64)]) -> SlaFigures {
+    let now = crate::store::now_ms();
+    let executions = samples.len() as u64;
+    let successes = samples.iter().filter(|s| s.0).count() as u64;
+    let success_rate = (executions > 0).then(|| (successes as f64 * 10_000.0 / executions as f64).round() / 100.0);
+    let state = match success_rate {
+        Some(rate) if rate < target - 1.0 => "red",
+        Some(rate) if rate < target => "amber",
+        _ => "green",
+    };
+    let last_failure = samples.iter().filter(|s| !s.0).map(|s| s.2).max();
+    let mut durations: Vec<i64> = samples.iter().map(|s| s.1).collect();
+    durations.sort_unstable();
+    SlaFigures {
+        id,
+        name,
+        executions,
+        successes,
+        failures: executions - successes,
+        success_rate,
+        target,
+        state: state.into(),
+        seconds_since_last_failure: last_failure.map(|at| (now - at).max(0) / 1000),
+        duration_p50_ms: super::api_calls::percentile(&durations, 50.0),
+        duration_p95_ms: super::api_calls::percentile(&durations, 95.0),
+        duration_p99_ms: super::api_calls::percentile(&durations, 99.0),
+    }
+}
+
+/// SLA figures per orchestration (its executions; `partial` and `cancelled` count as failures)
+/// and per system (its API calls) over a window.
+#[utoipa::path(get, path = "/observability/sla", tag = "observability", params(SlaQuery),
+    responses(
+        (status = 200, description = "The figures", body = SlaReport),
+        (status = 400, description = "Malformed window", body = crate::error::ErrorResponse),
+    ))]
+async fn sla(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<SlaQuery>,
+) -> AppResult<Json<SlaReport>> {
+    let window = query.window.unwrap_or_else(|| "7d".into());
+    let window_ms = super::api_calls::parse_window(&window)
+        .ok_or_else(|| AppError::BadRequest(format!("window must look like 30m, 24h or 7d, got {window:?}")))?;
+    let since = crate::store::now_ms() - window_ms;
+    let enterprise = principal.enterprise_id.as_str();
+    let mut by_orchestration: BTreeMap<String, Vec<(bool, i64, i64)>> = BTreeMap::new();
+    for (orchestration, status, duration, at) in state.store.finished_executions(enterprise, since).await? {
+        by_orchestration.entry(orchestration).or_default().push((status == "success", duration, at));
+    }
+    let (rows, _) =
+        state.store.list_orchestrations(enterprise, crate::store::Page { limit: 10_000, offset: 0 }).await?;
+    let mut orchestrations = Vec::new();
+    for row in rows {
+        let target = serde_json::from_str::<crate::engine::definition::Definition>(&row.definition)
+            .ok()
+            .and_then(|d| d.sla_target)
+            .unwrap_or(DEFAULT_TARGET);
+        let samples = by_orchestration.remove(&row.id).unwrap_or_default();
+        orchestrations.push(figures(row.id, row.name, target, &samples));
+    }
+    let mut by_system: BTreeMap<String, Vec<(bool, i64, i64)>> = BTreeMap::new();
+    for sample in state.store.api_call_samples(enterprise, since).await? {
+        by_system.entry(sample.system).or_default().push((
+            sample.status == "success",
+            sample.duration_ms,
+            sample.timestamp,
+        ));
+    }
+    let systems = by_system
+        .into_iter()
+        .map(|(system, samples)| figures(system.clone(), system, DEFAULT_TARGET, &samples))
+        .collect();
+    Ok(Json(SlaReport { window, orchestrations, systems }))
 }

@@ -228,6 +228,9 @@ pub struct Definition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object)]
     pub output: Option<Value>,
+    /// Success-rate target in percent for `GET /observability/sla` (default 99.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla_target: Option<f64>,
 }
 
 fn active() -> String {
@@ -269,6 +272,9 @@ pub fn validate(def: &Definition, catalogue: &dyn Catalogue) -> Vec<FieldError> 
     }
     if !["draft", "active", "paused", "archived"].contains(&def.status.as_str()) {
         err("status".into(), "must be draft, active, paused or archived".into());
+    }
+    if def.sla_target.is_some_and(|t| !(0.0..=100.0).contains(&t)) {
+        err("sla_target".into(), "must be a percentage from 0 to 100".into());
     }
     if !["manual", "schedule", "event"].contains(&def.trigger.kind.as_str()) {
         err("trigger.type".into(), "must be manual, schedule or event".into());

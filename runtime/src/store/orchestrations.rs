@@ -479,6 +479,24 @@ impl Store {
         .await
     }
 
+    /// The enterprise's executions that finished since `since_ms`: (orchestration id, status,
+    /// duration in ms, finished at), oldest first.
+    pub async fn finished_executions(
+        &self,
+        enterprise_id: &str,
+        since_ms: i64,
+    ) -> sqlx::Result<Vec<(String, String, i64, i64)>> {
+        sqlx::query_as(
+            "SELECT orchestration_id, status, finished_at - COALESCE(started_at, created_at), finished_at FROM executions \
+             WHERE enterprise_id = $1 AND finished_at >= $2 AND status IN ('success', 'failed', 'partial', 'cancelled') \
+             ORDER BY finished_at",
+        )
+        .bind(enterprise_id)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// The enterprise's executions by status.
     pub async fn executions_by_status(&self, enterprise_id: &str) -> sqlx::Result<Vec<(String, i64)>> {
         sqlx::query_as(
