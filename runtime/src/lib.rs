@@ -3,6 +3,7 @@
 //! [`serve`] runs the whole server on a bound listener until a shutdown future resolves; the
 //! binary and the end-to-end tests both start it that way.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod bootstrap;

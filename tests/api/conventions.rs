@@ -186,6 +186,13 @@ async fn the_openapi_document_lists_every_endpoint_with_bearer_auth_and_errors()
         ("/api/v1/webhooks/{id}", "delete"),
         ("/api/v1/observability/metrics", "get"),
         ("/api/v1/observability/sla", "get"),
+        ("/api/v1/alert-rules", "get"),
+        ("/api/v1/alert-rules", "post"),
+        ("/api/v1/alert-rules/{id}", "get"),
+        ("/api/v1/alert-rules/{id}", "put"),
+        ("/api/v1/alert-rules/{id}", "delete"),
+        ("/api/v1/alert-rules/{id}/test", "post"),
+        ("/api/v1/alerts", "get"),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     let documented: usize = paths.values().map(|item| item.as_object().expect("item").len()).sum();

@@ -4,6 +4,7 @@
 //! Invariant: only this module knows HTTP. Handlers parse the request, call the store or a
 //! domain module, and shape the answer.
 
+mod alert_rules;
 mod api_calls;
 mod api_keys;
 mod auth;
@@ -62,6 +63,7 @@ pub const BASE: &str = "/api/v1";
         (name = "executions", description = "Executions and their step results"),
         (name = "webhooks", description = "Incoming webhooks that trigger orchestrations"),
         (name = "observability", description = "Platform metrics (Prometheus at /metrics)"),
+        (name = "alerts", description = "Alert rules and fired alerts"),
     )
 )]
 struct ApiDoc;
@@ -80,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .merge(orchestrations::router())
         .merge(webhooks::router())
         .merge(observability::router())
+        .merge(alert_rules::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::authenticate));
     let api = OpenApiRouter::new().merge(auth::router()).merge(webhooks::trigger_router()).merge(protected);
     let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(BASE, api).split_for_parts();

@@ -28,7 +28,9 @@ fn area(path: &str) -> Area {
     let first = path.trim_start_matches('/').split('/').next().unwrap_or_default();
     match first {
         "enterprises" => Area::Platform,
-        "users" | "settings" | "plugins" | "systems" | "observability" => Area::Administration,
+        "users" | "settings" | "plugins" | "systems" | "observability" | "alert-rules" | "alerts" => {
+            Area::Administration
+        }
         _ => Area::TenantData,
     }
 }

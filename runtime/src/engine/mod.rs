@@ -186,6 +186,7 @@ async fn worker(state: AppState, mut stop: watch::Receiver<bool>) {
 fn run_claimed(state: AppState, execution: ExecutionRow) -> BoxFuture<'static, ()> {
     Box::pin(async move {
         let id = execution.id.clone();
+        let enterprise_id = execution.enterprise_id.clone();
         if let Err(err) = run(&state, execution).await {
             if err.downcast_ref::<sqlx::Error>().is_some() {
                 // Transient (the database): resume later from the last committed step.
@@ -198,6 +199,7 @@ fn run_claimed(state: AppState, execution: ExecutionRow) -> BoxFuture<'static, (
             }
         }
         state.engine.finished(&id);
+        tokio::spawn(crate::alerts::execution_ended(state.clone(), enterprise_id, id));
     })
 }
 

@@ -52,6 +52,8 @@ pub struct Caches {
     pub connections: TtlCache<(String, String), Option<super::ConnectionRow>>,
     /// Orchestration versions (immutable) by (orchestration id, version).
     pub versions: TtlCache<(String, i64), String>,
+    /// Enabled alert rules by enterprise id.
+    pub alert_rules: TtlCache<String, Vec<super::AlertRuleRow>>,
 }
 
 /// How long a cached plugin list or connection is trusted without a local write.
@@ -63,6 +65,7 @@ impl Default for Caches {
             plugins: TtlCache::new(FRESH, 1_000),
             connections: TtlCache::new(FRESH, 10_000),
             versions: TtlCache::new(Duration::from_secs(3_600), 1_000),
+            alert_rules: TtlCache::new(FRESH, 1_000),
         }
     }
 }

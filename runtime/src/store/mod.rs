@@ -8,6 +8,7 @@
 //! Invariant: every method that reads or writes tenant data takes the enterprise id and filters
 //! on it; handlers never build SQL.
 
+mod alerts;
 mod api_calls;
 mod batch;
 mod cache;
@@ -27,6 +28,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 
+pub use alerts::{AlertRow, AlertRuleRow, NewAlert};
 pub use api_calls::{ApiCallFilter, ApiCallRow, ApiCallSample};
 pub use connections::{ConnectionFields, ConnectionRow};
 pub use identity::{

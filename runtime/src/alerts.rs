@@ -1,0 +1,324 @@
+//! Alert rules: their definition and validation, evaluation when an execution ends, and the
+//! delivery of notifications (signed webhook, Slack-compatible webhook, log) with retries.
+//!
+//! Evaluated on execution completion: `execution_failure`, `consecutive_failures`,
+//! `latency_threshold`. A rule fires at most once per cooldown, across nodes (the firing is
+//! claimed with one conditional update of the rule row).
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use utoipa::ToSchema;
+
+use crate::error::FieldError;
+use crate::state::AppState;
+use crate::store::{AlertRow, AlertRuleRow, ExecutionRow, NewAlert};
+
+/// Rule types this runtime evaluates.
+pub const TYPES: [&str; 3] = ["execution_failure", "consecutive_failures", "latency_threshold"];
+
+/// What a rule applies to.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scope {
+    /// Only this orchestration (absent: every orchestration of the enterprise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orchestration_id: Option<String>,
+}
+
+/// One notification channel.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Channel {
+    /// webhook (signed JSON), slack (Slack-compatible `{"text"}`) or log.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notification {
+    #[serde(default)]
+    pub channels: Vec<Channel>,
+}
+
+/// An alert rule as sent and shown.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDefinition {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// execution_failure, consecutive_failures or latency_threshold.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub scope: Scope,
+    /// consecutive_failures: `{"threshold": N}`; latency_threshold: `{"threshold_ms": N}`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub condition: Value,
+    #[serde(default)]
+    pub notification: Notification,
+    #[serde(default = "fifteen")]
+    pub cooldown_minutes: u32,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// info, warning (default) or critical.
+    #[serde(default = "warning")]
+    pub severity: String,
+}
+
+fn fifteen() -> u32 {
+    15
+}
+fn yes() -> bool {
+    true
+}
+fn warning() -> String {
+    "warning".into()
+}
+
+fn positive(condition: &Value, key: &str) -> Option<u64> {
+    condition.get(key).and_then(Value::as_u64).filter(|n| *n >= 1)
+}
+
+/// Every problem of a rule, by field.
+pub fn validate(rule: &RuleDefinition) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut err = |path: &str, message: String| errors.push(FieldError { path: path.into(), message });
+    if rule.name.trim().is_empty() || rule.name.len() > 200 {
+        err("name", "must be 1 to 200 characters".into());
+    }
+    match rule.kind.as_str() {
+        "execution_failure" => {}
+        "consecutive_failures" if positive(&rule.condition, "threshold").is_none() => {
+            err("condition.threshold", "consecutive_failures needs a threshold of at least 1".into());
+        }
+        "latency_threshold" if positive(&rule.condition, "threshold_ms").is_none() => {
+            err("condition.threshold_ms", "latency_threshold needs threshold_ms of at least 1".into());
+        }
+        "consecutive_failures" | "latency_threshold" => {}
+        other => err("type", format!("{other:?} is not evaluated by this runtime; supported: {}", TYPES.join(", "))),
+    }
+    if !["info", "warning", "critical"].contains(&rule.severity.as_str()) {
+        err("severity", "must be info, warning or critical".into());
+    }
+    if rule.cooldown_minutes > 10_080 {
+        err("cooldown_minutes", "must be at most 10080 (a week)".into());
+    }
+    if rule.notification.channels.is_empty() {
+        err("notification.channels", "needs at least one channel".into());
+    }
+    for (i, channel) in rule.notification.channels.iter().enumerate() {
+        let at = |field: &str| format!("notification.channels[{i}].{field}");
+        match (channel.kind.as_str(), channel.url.as_deref()) {
+            ("log", _) => {}
+            ("webhook" | "slack", Some(url)) if url.starts_with("http://") || url.starts_with("https://") => {}
+            ("webhook" | "slack", _) => err(&at("url"), "needs an http(s) URL".into()),
+            (other, _) => err(&at("type"), format!("{other:?} is not webhook, slack or log")),
+        }
+    }
+    errors
+}
+
+/// The JSON body of a notification (the fired alert, as `GET /alerts` shows it).
+pub fn alert_json(rule: &AlertRuleRow, alert: &AlertRow) -> Value {
+    json!({
+        "id": alert.id, "rule_id": alert.rule_id, "rule_name": rule.name, "severity": alert.severity,
+        "metric": alert.metric, "value": alert.value, "threshold": alert.threshold, "message": alert.message,
+        "fired_at": chrono::DateTime::from_timestamp_millis(alert.fired_at).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    })
+}
+
+/// `sha256=<hex HMAC-SHA256 of body>`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    format!("sha256={}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// After an execution ended: evaluates the enterprise's rules against it and fires those that
+/// hold (outside their cooldown). Runs off the worker's path.
+pub async fn execution_ended(state: AppState, enterprise_id: String, execution_id: String) {
+    if let Err(err) = evaluate(&state, &enterprise_id, &execution_id).await {
+        tracing::warn!(execution = %execution_id, error = %format!("{err:#}"), "evaluating alert rules failed");
+    }
+}
+
+async fn evaluate(state: &AppState, enterprise_id: &str, execution_id: &str) -> anyhow::Result<()> {
+    // Rules first (cached): most enterprises have none, and then nothing is read.
+    let rules = state.store.enabled_alert_rules(enterprise_id).await?;
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let Some(execution) = state.store.execution(execution_id).await? else { return Ok(()) };
+    if !crate::engine::is_final(&execution.status) {
+        return Ok(());
+    }
+    for row in rules {
+        let Ok(rule) = serde_json::from_str::<RuleDefinition>(&row.definition) else { continue };
+        if rule.scope.orchestration_id.as_ref().is_some_and(|id| id != &execution.orchestration_id) {
+            continue;
+        }
+        if let Some(alert) = check(state, &rule, &row, &execution).await? {
+            fire(state, &row, &rule, alert).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The alert `rule` raises for `execution`, if any.
+async fn check(
+    state: &AppState,
+    rule: &RuleDefinition,
+    row: &AlertRuleRow,
+    execution: &ExecutionRow,
+) -> anyhow::Result<Option<NewAlert>> {
+    let alert = |metric: &str, value: f64, threshold: f64, message: String| NewAlert {
+        rule_id: row.id.clone(),
+        severity: rule.severity.clone(),
+        metric: metric.into(),
+        value,
+        threshold,
+        message,
+    };
+    let failed = matches!(execution.status.as_str(), "failed" | "cancelled");
+    Ok(match rule.kind.as_str() {
+        "execution_failure" if failed => Some(alert(
+            "execution_failed",
+            1.0,
+            1.0,
+            format!(
+                "execution {} of orchestration {} ended {}: {}",
+                execution.id,
+                execution.orchestration_id,
+                execution.status,
+                execution.error.as_deref().unwrap_or("no error given")
+            ),
+        )),
+        "consecutive_failures" if failed => {
+            let n = positive(&rule.condition, "threshold").unwrap_or(1);
+            let last = state.store.last_statuses(&execution.orchestration_id, i64::try_from(n)?).await?;
+            let streak = last.iter().take_while(|s| matches!(s.as_str(), "failed" | "cancelled")).count() as u64;
+            (streak >= n).then(|| {
+                alert(
+                    "consecutive_failures",
+                    streak as f64,
+                    n as f64,
+                    format!("the last {streak} executions of orchestration {} failed", execution.orchestration_id),
+                )
+            })
+        }
+        "latency_threshold" => {
+            let limit = positive(&rule.condition, "threshold_ms").unwrap_or(u64::MAX);
+            let took = execution.finished_at.zip(execution.started_at).map(|(f, s)| f - s).unwrap_or(0);
+            (u64::try_from(took).unwrap_or(0) > limit).then(|| {
+                alert(
+                    "execution_duration_ms",
+                    took as f64,
+                    limit as f64,
+                    format!("execution {} took {took} ms (threshold {limit} ms)", execution.id),
+                )
+            })
+        }
+        _ => None,
+    })
+}
+
+/// Stores the alert and delivers it, unless the rule is cooling down.
+async fn fire(state: &AppState, row: &AlertRuleRow, rule: &RuleDefinition, alert: NewAlert) -> anyhow::Result<()> {
+    let cooldown_ms = i64::from(rule.cooldown_minutes) * 60_000;
+    if !state.store.claim_alert(&row.id, cooldown_ms).await? {
+        return Ok(());
+    }
+    let alert = state.store.insert_alert(&row.enterprise_id, alert).await?;
+    deliver(state, row, rule, &alert).await
+}
+
+/// Sends the alert to every channel of the rule, each with up to three attempts (0.5 s, then
+/// 1 s apart), and stores how each went.
+pub async fn deliver(
+    state: &AppState,
+    row: &AlertRuleRow,
+    rule: &RuleDefinition,
+    alert: &AlertRow,
+) -> anyhow::Result<()> {
+    let secret = state.sealer.open(&row.secret)?;
+    let body = alert_json(row, alert);
+    let mut outcomes = Vec::new();
+    for channel in &rule.notification.channels {
+        let (payload, signed) = match channel.kind.as_str() {
+            "log" => {
+                tracing::warn!(rule = %row.name, severity = %alert.severity, message = %alert.message, "alert fired");
+                outcomes.push(json!({"type": "log", "status": "delivered", "attempts": 1}));
+                continue;
+            }
+            "slack" => {
+                let text = format!("[{}] {}: {}", alert.severity, row.name, alert.message);
+                (serde_json::to_vec(&json!({"text": text}))?, false)
+            }
+            _ => (serde_json::to_vec(&body)?, true),
+        };
+        let url = channel.url.clone().unwrap_or_default();
+        if !state.config.allow_private_networks && private_destination(&url).await {
+            outcomes.push(json!({"type": channel.kind, "url": url, "attempts": 0, "status": "failed",
+                                 "error": "private, loopback or link-local destinations are not allowed"}));
+            continue;
+        }
+        let mut attempts = 0;
+        let mut last_error = None;
+        let mut delay = Duration::from_millis(500);
+        while attempts < 3 {
+            attempts += 1;
+            let mut request = state_client()
+                .post(&url)
+                .header("content-type", "application/json")
+                .timeout(Duration::from_secs(10))
+                .body(payload.clone());
+            if signed {
+                request = request.header("x-dibop-signature", signature(&secret, &payload));
+            }
+            match request.send().await {
+                Ok(response) if response.status().is_success() => {
+                    last_error = None;
+                    break;
+                }
+                Ok(response) => last_error = Some(format!("HTTP {}", response.status().as_u16())),
+                Err(err) => last_error = Some(err.to_string()),
+            }
+            if attempts < 3 {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+        outcomes.push(json!({
+            "type": channel.kind, "url": url, "attempts": attempts,
+            "status": if last_error.is_none() { "delivered" } else { "failed" }, "error": last_error,
+        }));
+    }
+    state.store.set_alert_deliveries(&alert.id, &Value::Array(outcomes).to_string()).await?;
+    Ok(())
+}
+
+/// Whether `url`'s host is (or resolves to) a private address.
+async fn private_destination(url: &str) -> bool {
+    let Some(authority) = crate::connections::url_authority(url) else { return true };
+    let target = if authority.contains(':') { authority } else { format!("{authority}:80") };
+    match tokio::net::lookup_host(target).await {
+        Ok(mut addresses) => addresses.any(|a| crate::plugins::outbound::is_private(a.ip())),
+        Err(_) => true,
+    }
+}
+
+/// The HTTP client notifications go out with.
+fn state_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new)
+}

@@ -1,0 +1,239 @@
+//! Alert rules (`GET/POST /alert-rules`, `GET/PUT/DELETE /alert-rules/{id}`, `POST
+//! /alert-rules/{id}/test`) and fired alerts (`GET /alerts`). Evaluation and delivery live in
+//! `crate::alerts`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::datetime;
+use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination, iso_instant};
+use crate::alerts::{self, RuleDefinition};
+use crate::auth::Principal;
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+use crate::store::{AlertRow, AlertRuleRow, NewAlert};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_rules, create_rule))
+        .routes(routes!(get_rule, replace_rule, delete_rule))
+        .routes(routes!(test_rule))
+        .routes(routes!(list_alerts))
+}
+
+/// A rule as shown: the definition plus identity; `secret` only in the answer to its creation.
+#[derive(Serialize, ToSchema)]
+pub struct RuleView {
+    pub id: String,
+    #[serde(flatten)]
+    pub rule: RuleDefinition,
+    pub last_fired_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Key of the `X-Dibop-Signature` HMAC of webhook notifications (shown once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+fn view(row: &AlertRuleRow, secret: Option<String>) -> AppResult<RuleView> {
+    Ok(RuleView {
+        id: row.id.clone(),
+        rule: serde_json::from_str(&row.definition).map_err(anyhow::Error::from)?,
+        last_fired_at: row.last_fired_at.map(datetime),
+        created_at: datetime(row.created_at),
+        updated_at: datetime(row.updated_at),
+        secret,
+    })
+}
+
+fn checked(rule: &RuleDefinition) -> AppResult<String> {
+    let errors = alerts::validate(rule);
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    Ok(serde_json::to_string(rule).map_err(anyhow::Error::from)?)
+}
+
+async fn rule_row(state: &AppState, principal: &Principal, id: &str) -> AppResult<AlertRuleRow> {
+    state
+        .store
+        .get_alert_rule(&principal.enterprise_id, id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("alert rule {id}")))
+}
+
+/// List alert rules.
+#[utoipa::path(get, path = "/alert-rules", tag = "alerts", params(PageQuery),
+    responses((status = 200, description = "One page of rules", body = Paginated<RuleView>)))]
+async fn list_rules(
+    State(state): State<AppState>,
+    principal: Principal,
+    pagination: Pagination,
+) -> AppResult<Json<Paginated<RuleView>>> {
+    let (rows, total) = state.store.list_alert_rules(&principal.enterprise_id, pagination.page()).await?;
+    let views = rows.iter().map(|row| view(row, None)).collect::<AppResult<_>>()?;
+    Ok(Json(pagination.envelope(views, total)))
+}
+
+/// Create an alert rule; the answer carries the webhook signing secret once.
+#[utoipa::path(post, path = "/alert-rules", tag = "alerts", request_body = RuleDefinition,
+    responses((status = 201, description = "Created", body = RuleView)))]
+async fn create_rule(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(rule): ApiJson<RuleDefinition>,
+) -> AppResult<(StatusCode, Json<RuleView>)> {
+    let text = checked(&rule)?;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let secret = format!("alsec_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let sealed = state.sealer.seal(secret.as_bytes())?;
+    let row =
+        state.store.create_alert_rule(&principal.enterprise_id, rule.name.trim(), &text, &sealed, rule.enabled).await?;
+    Ok((StatusCode::CREATED, Json(view(&row, Some(secret))?)))
+}
+
+/// One alert rule.
+#[utoipa::path(get, path = "/alert-rules/{id}", tag = "alerts", params(("id" = String, Path)),
+    responses((status = 200, description = "The rule", body = RuleView)))]
+async fn get_rule(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> AppResult<Json<RuleView>> {
+    Ok(Json(view(&rule_row(&state, &principal, &id).await?, None)?))
+}
+
+/// Replace an alert rule (its secret stays).
+#[utoipa::path(put, path = "/alert-rules/{id}", tag = "alerts", params(("id" = String, Path)), request_body = RuleDefinition,
+    responses((status = 200, description = "Replaced", body = RuleView)))]
+async fn replace_rule(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(rule): ApiJson<RuleDefinition>,
+) -> AppResult<Json<RuleView>> {
+    let text = checked(&rule)?;
+    let row = state
+        .store
+        .replace_alert_rule(&principal.enterprise_id, &id, rule.name.trim(), &text, rule.enabled)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("alert rule {id}")))?;
+    Ok(Json(view(&row, None)?))
+}
+
+/// Delete an alert rule (and its fired alerts).
+#[utoipa::path(delete, path = "/alert-rules/{id}", tag = "alerts", params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted")))]
+async fn delete_rule(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    if state.store.delete_alert_rule(&principal.enterprise_id, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::not_found(format!("alert rule {id}")))
+    }
+}
+
+/// A fired alert, with how its notifications went.
+#[derive(Serialize, ToSchema)]
+pub struct AlertView {
+    pub id: String,
+    pub rule_id: String,
+    pub severity: String,
+    pub metric: String,
+    pub value: f64,
+    pub threshold: f64,
+    pub message: String,
+    pub fired_at: DateTime<Utc>,
+    /// Per channel: type, status (delivered or failed), attempts, error.
+    #[schema(value_type = Vec<Object>)]
+    pub deliveries: Value,
+}
+
+fn alert_view(row: AlertRow) -> AlertView {
+    AlertView {
+        deliveries: serde_json::from_str(&row.deliveries).unwrap_or(Value::Null),
+        id: row.id,
+        rule_id: row.rule_id,
+        severity: row.severity,
+        metric: row.metric,
+        value: row.value,
+        threshold: row.threshold,
+        message: row.message,
+        fired_at: datetime(row.fired_at),
+    }
+}
+
+/// Sends a test notification through the rule's channels now (cooldown not involved); answers
+/// the stored test alert with its delivery outcomes.
+#[utoipa::path(post, path = "/alert-rules/{id}/test", tag = "alerts", params(("id" = String, Path)),
+    responses((status = 200, description = "The test alert and its deliveries", body = AlertView)))]
+async fn test_rule(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> AppResult<Json<AlertView>> {
+    let row = rule_row(&state, &principal, &id).await?;
+    let rule: RuleDefinition = serde_json::from_str(&row.definition).map_err(anyhow::Error::from)?;
+    let alert = NewAlert {
+        rule_id: row.id.clone(),
+        severity: "info".into(),
+        metric: "test".into(),
+        value: 0.0,
+        threshold: 0.0,
+        message: format!("test notification of alert rule {}", row.name),
+    };
+    let alert = state.store.insert_alert(&principal.enterprise_id, alert).await?;
+    alerts::deliver(&state, &row, &rule, &alert).await?;
+    let (rows, _) = state
+        .store
+        .list_alerts(
+            &principal.enterprise_id,
+            Some(&row.id),
+            Some(alert.fired_at),
+            Some(alert.fired_at),
+            crate::store::Page { limit: 50, offset: 0 },
+        )
+        .await?;
+    let stored = rows.into_iter().find(|a| a.id == alert.id).unwrap_or(alert);
+    Ok(Json(alert_view(stored)))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AlertQuery {
+    pub rule_id: Option<String>,
+    /// ISO 8601 lower bound of `fired_at`.
+    pub from: Option<String>,
+    /// ISO 8601 upper bound of `fired_at`.
+    pub to: Option<String>,
+}
+
+/// Fired alerts, newest first.
+#[utoipa::path(get, path = "/alerts", tag = "alerts", params(AlertQuery, PageQuery),
+    responses((status = 200, description = "One page of alerts", body = Paginated<AlertView>)))]
+async fn list_alerts(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<AlertQuery>,
+    pagination: Pagination,
+) -> AppResult<Json<Paginated<AlertView>>> {
+    let from = iso_instant("from", query.from.as_ref())?;
+    let to = iso_instant("to", query.to.as_ref())?;
+    let (rows, total) = state
+        .store
+        .list_alerts(&principal.enterprise_id, query.rule_id.as_deref(), from, to, pagination.page())
+        .await?;
+    Ok(Json(pagination.envelope(rows.into_iter().map(alert_view).collect(), total)))
+}
