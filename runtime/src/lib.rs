@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
+pub mod canonical;
 pub mod client;
 pub mod config;
 pub mod connections;

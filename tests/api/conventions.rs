@@ -193,6 +193,11 @@ async fn the_openapi_document_lists_every_endpoint_with_bearer_auth_and_errors()
         ("/api/v1/alert-rules/{id}", "delete"),
         ("/api/v1/alert-rules/{id}/test", "post"),
         ("/api/v1/alerts", "get"),
+        ("/api/v1/canonical", "get"),
+        ("/api/v1/canonical/{domain}", "get"),
+        ("/api/v1/canonical/{domain}", "post"),
+        ("/api/v1/canonical/{domain}/{id}", "get"),
+        ("/api/v1/canonical/{domain}/{id}", "put"),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     let documented: usize = paths.values().map(|item| item.as_object().expect("item").len()).sum();

@@ -4,6 +4,7 @@
 mod alerts;
 mod api_keys;
 mod auth;
+mod canonical;
 mod cli;
 mod connectors;
 mod conventions;

@@ -8,6 +8,7 @@ mod alert_rules;
 mod api_calls;
 mod api_keys;
 mod auth;
+mod canonical;
 mod connections;
 mod enterprises;
 pub mod extract;
@@ -64,6 +65,7 @@ pub const BASE: &str = "/api/v1";
         (name = "webhooks", description = "Incoming webhooks that trigger orchestrations"),
         (name = "observability", description = "Platform metrics (Prometheus at /metrics)"),
         (name = "alerts", description = "Alert rules and fired alerts"),
+        (name = "canonical", description = "The canonical data model: 22 automotive domains"),
     )
 )]
 struct ApiDoc;
@@ -83,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::router())
         .merge(observability::router())
         .merge(alert_rules::router())
+        .merge(canonical::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::authenticate));
     let api = OpenApiRouter::new().merge(auth::router()).merge(webhooks::trigger_router()).merge(protected);
     let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(BASE, api).split_for_parts();

@@ -143,6 +143,9 @@ pub struct Step {
     /// sub_orchestration: the orchestration (name or id) to run; `parameters` are its parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orchestration: Option<String>,
+    /// canonical_upsert: the canonical domain (`vehicle`, `customer`, ...); `mapping` is the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
     /// wait: how long to pause.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
@@ -238,8 +241,17 @@ fn active() -> String {
 }
 
 /// Step types this engine runs.
-pub const STEP_TYPES: [&str; 8] =
-    ["api_call", "transform", "condition", "error_handler", "for_each", "parallel", "sub_orchestration", "wait"];
+pub const STEP_TYPES: [&str; 9] = [
+    "api_call",
+    "transform",
+    "condition",
+    "error_handler",
+    "for_each",
+    "parallel",
+    "sub_orchestration",
+    "wait",
+    "canonical_upsert",
+];
 /// Names a step may not take: the roots of references that are not steps.
 pub const RESERVED: [&str; 4] = ["parameters", "_context", "item", "index"];
 /// `_context` members.
@@ -439,6 +451,16 @@ impl<'a> Checker<'a> {
                 Some(_) => {}
                 None => self.err(at("orchestration"), "sub_orchestration needs orchestration (a name or id)".into()),
             },
+            "canonical_upsert" => {
+                match step.domain.as_deref() {
+                    Some(name) if crate::canonical::domain(name).is_some() => {}
+                    Some(name) => self.err(at("domain"), format!("{name:?} is not a canonical domain")),
+                    None => self.err(at("domain"), "canonical_upsert needs a domain".into()),
+                }
+                if step.mapping.is_none() {
+                    self.err(at("mapping"), "canonical_upsert needs a mapping (the record)".into());
+                }
+            }
             "wait" => match (step.duration_ms, &step.until) {
                 (Some(ms), None) if ms > MAX_WAIT_MS => {
                     self.err(at("duration_ms"), format!("must be at most {MAX_WAIT_MS} (7 days)"));

@@ -455,6 +455,7 @@ fn run_step<'a>(
                 ("parallel", _) => blocks::parallel(state, execution, step, scope, label).await,
                 ("sub_orchestration", _) => blocks::sub_orchestration(state, execution, step, label, input).await,
                 ("wait", _) => blocks::wait(step, scope, top).await,
+                ("canonical_upsert", _) => canonical_upsert(state, execution, step, input).await,
                 (kind, _) => StepOutcome::failed(None, Some(input), format!("step type {kind} is not supported"), 0),
             }
         };
@@ -470,6 +471,34 @@ fn run_step<'a>(
         detail["mapping_us"] = json!(mapping_us);
         outcome
     })
+}
+
+/// Writes the mapped record to its canonical domain by natural key, with the execution as lineage.
+async fn canonical_upsert(state: &AppState, execution: &ExecutionRow, step: &Step, record: Value) -> StepOutcome {
+    let name = step.domain.clone().unwrap_or_default();
+    let Some(domain) = crate::canonical::domain(&name) else {
+        return StepOutcome::failed(None, Some(record), format!("{name:?} is not a canonical domain"), 1);
+    };
+    let errors = domain.validate(&record);
+    if !errors.is_empty() {
+        let list: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect();
+        return StepOutcome::failed(None, Some(record), format!("invalid {name} record: {}", list.join("; ")), 1);
+    }
+    let Some(key) = domain.key_of(&record) else {
+        return StepOutcome::failed(None, Some(record), format!("the record has no {}", domain.natural_key), 1);
+    };
+    let lineage = crate::store::Lineage {
+        kind: "execution",
+        execution_id: Some(execution.id.clone()),
+        ..crate::store::Lineage::default()
+    };
+    match state.store.upsert_canonical(&execution.enterprise_id, &name, &key, &record.to_string(), lineage).await {
+        Ok(row) => StepOutcome {
+            input: Some(record),
+            ..StepOutcome::success(json!({"id": row.id, "domain": name, "natural_key": key}))
+        },
+        Err(e) => StepOutcome::failed(None, Some(record), format!("storing the {name} record: {e}"), 1),
+    }
 }
 
 /// A step's retry policy in motion: which attempt this is and how long to wait before the next.

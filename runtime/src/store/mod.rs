@@ -12,6 +12,7 @@ mod alerts;
 mod api_calls;
 mod batch;
 mod cache;
+mod canonical;
 mod connections;
 mod identity;
 mod orchestrations;
@@ -30,6 +31,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use alerts::{AlertRow, AlertRuleRow, NewAlert};
 pub use api_calls::{ApiCallFilter, ApiCallRow, ApiCallSample};
+pub use canonical::{CanonicalRow, Lineage};
 pub use connections::{ConnectionFields, ConnectionRow};
 pub use identity::{
     ApiKey, ApiKeyWithEnterprise, Enterprise, NewApiKey, NewEnterprise, NewUser, SettingsPatch, User, UserPatch,

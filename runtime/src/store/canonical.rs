@@ -1,0 +1,184 @@
+//! Canonical records with their lineage.
+
+use sqlx::FromRow;
+
+use super::{Backend, Page, Store, new_id, now_ms};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct CanonicalRow {
+    pub id: String,
+    pub domain: String,
+    pub natural_key: String,
+    pub data: String,
+    pub source_kind: String,
+    pub source_connection: Option<String>,
+    pub source_system: Option<String>,
+    pub execution_id: Option<String>,
+    pub created_by: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Where a record came from.
+#[derive(Debug, Clone, Default)]
+pub struct Lineage {
+    /// api or execution.
+    pub kind: &'static str,
+    pub connection: Option<String>,
+    pub system: Option<String>,
+    pub execution_id: Option<String>,
+    pub created_by: Option<String>,
+}
+
+const COLUMNS: &str = "id, domain, natural_key, data, source_kind, source_connection, source_system, execution_id, \
+     created_by, created_at, updated_at";
+
+impl Store {
+    /// A new record; a unique violation means its natural key exists.
+    pub async fn insert_canonical(
+        &self,
+        enterprise_id: &str,
+        domain: &str,
+        key: &str,
+        data: &str,
+        lineage: Lineage,
+    ) -> sqlx::Result<CanonicalRow> {
+        let now = now_ms();
+        sqlx::query_as(&format!(
+            "INSERT INTO canonical_records (id, enterprise_id, domain, natural_key, data, source_kind, source_connection, \
+             source_system, execution_id, created_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING {COLUMNS}"
+        ))
+        .bind(new_id())
+        .bind(enterprise_id)
+        .bind(domain)
+        .bind(key)
+        .bind(data)
+        .bind(lineage.kind)
+        .bind(lineage.connection)
+        .bind(lineage.system)
+        .bind(lineage.execution_id)
+        .bind(lineage.created_by)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// Inserts or, for an existing natural key, replaces the data (lineage follows the writer).
+    pub async fn upsert_canonical(
+        &self,
+        enterprise_id: &str,
+        domain: &str,
+        key: &str,
+        data: &str,
+        lineage: Lineage,
+    ) -> sqlx::Result<CanonicalRow> {
+        let now = now_ms();
+        sqlx::query_as(&format!(
+            "INSERT INTO canonical_records (id, enterprise_id, domain, natural_key, data, source_kind, source_connection, \
+             source_system, execution_id, created_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
+             ON CONFLICT (enterprise_id, domain, natural_key) DO UPDATE SET data = excluded.data, \
+             source_kind = excluded.source_kind, source_connection = excluded.source_connection, \
+             source_system = excluded.source_system, execution_id = excluded.execution_id, updated_at = excluded.updated_at \
+             RETURNING {COLUMNS}"
+        ))
+        .bind(new_id())
+        .bind(enterprise_id)
+        .bind(domain)
+        .bind(key)
+        .bind(data)
+        .bind(lineage.kind)
+        .bind(lineage.connection)
+        .bind(lineage.system)
+        .bind(lineage.execution_id)
+        .bind(lineage.created_by)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    pub async fn replace_canonical(
+        &self,
+        enterprise_id: &str,
+        domain: &str,
+        id: &str,
+        key: &str,
+        data: &str,
+    ) -> sqlx::Result<Option<CanonicalRow>> {
+        sqlx::query_as(&format!(
+            "UPDATE canonical_records SET natural_key = $4, data = $5, updated_at = $6 \
+             WHERE enterprise_id = $1 AND domain = $2 AND id = $3 RETURNING {COLUMNS}"
+        ))
+        .bind(enterprise_id)
+        .bind(domain)
+        .bind(id)
+        .bind(key)
+        .bind(data)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn get_canonical(
+        &self,
+        enterprise_id: &str,
+        domain: &str,
+        id: &str,
+    ) -> sqlx::Result<Option<CanonicalRow>> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM canonical_records WHERE enterprise_id = $1 AND domain = $2 AND id = $3"
+        ))
+        .bind(enterprise_id)
+        .bind(domain)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// A page of a domain's records whose fields equal the given values (compared as text).
+    pub async fn list_canonical(
+        &self,
+        enterprise_id: &str,
+        domain: &str,
+        filters: &[(String, String)],
+        page: Page,
+    ) -> sqlx::Result<(Vec<CanonicalRow>, i64)> {
+        let mut clause = String::from("enterprise_id = $1 AND domain = $2");
+        for i in 0..filters.len() {
+            let (field, value) = (4 + 2 * i, 5 + 2 * i);
+            clause.push_str(&match self.backend {
+                Backend::Sqlite => format!(" AND CAST(json_extract(data, ${field}) AS TEXT) = ${value}"),
+                Backend::Postgres => format!(" AND (CAST(data AS jsonb) ->> ${field}) = ${value}"),
+            });
+        }
+        let path = |field: &str| match self.backend {
+            Backend::Sqlite => format!("$.\"{field}\""),
+            Backend::Postgres => field.to_owned(),
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM canonical_records WHERE {clause} ORDER BY created_at, id LIMIT $3 OFFSET ${}",
+            4 + 2 * filters.len()
+        );
+        let mut query = sqlx::query_as(&sql).bind(enterprise_id).bind(domain).bind(page.limit);
+        for (field, value) in filters {
+            query = query.bind(path(field)).bind(value.clone());
+        }
+        let rows = query.bind(page.offset).fetch_all(&self.pool).await?;
+        let count_sql = format!("SELECT COUNT(*) FROM canonical_records WHERE {clause} AND $3 = $3");
+        let mut count = sqlx::query_scalar(&count_sql).bind(enterprise_id).bind(domain).bind(0_i64);
+        for (field, value) in filters {
+            count = count.bind(path(field)).bind(value.clone());
+        }
+        let total = count.fetch_one(&self.pool).await?;
+        Ok((rows, total))
+    }
+
+    /// Records per domain.
+    pub async fn canonical_counts(&self, enterprise_id: &str) -> sqlx::Result<Vec<(String, i64)>> {
+        sqlx::query_as("SELECT domain, COUNT(*) FROM canonical_records WHERE enterprise_id = $1 GROUP BY domain")
+            .bind(enterprise_id)
+            .fetch_all(&self.pool)
+            .await
+    }
+}
