@@ -17,8 +17,10 @@ use crate::error::FieldError;
 use crate::state::AppState;
 use crate::store::{AlertRow, AlertRuleRow, ExecutionRow, NewAlert};
 
-/// Rule types this runtime evaluates.
-pub const TYPES: [&str; 3] = ["execution_failure", "consecutive_failures", "latency_threshold"];
+/// Rule types this runtime evaluates: the first three when an execution ends, the others
+/// periodically.
+pub const TYPES: [&str; 6] =
+    ["execution_failure", "consecutive_failures", "latency_threshold", "sla_breach", "system_down", "error_rate_spike"];
 
 /// What a rule applies to.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -27,6 +29,9 @@ pub struct Scope {
     /// Only this orchestration (absent: every orchestration of the enterprise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orchestration_id: Option<String>,
+    /// Only this system (system_down needs one; error_rate_spike may have one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
 }
 
 /// One notification channel.
@@ -104,7 +109,26 @@ pub fn validate(rule: &RuleDefinition) -> Vec<FieldError> {
             err("condition.threshold_ms", "latency_threshold needs threshold_ms of at least 1".into());
         }
         "consecutive_failures" | "latency_threshold" => {}
+        "sla_breach" => {}
+        "system_down" if rule.scope.system.is_none() => err("scope.system", "system_down needs scope.system".into()),
+        "system_down" => {}
+        "error_rate_spike"
+            if !rule
+                .condition
+                .get("threshold_percent")
+                .and_then(Value::as_f64)
+                .is_some_and(|p| p > 0.0 && p <= 100.0) =>
+        {
+            err("condition.threshold_percent", "error_rate_spike needs threshold_percent from 0 to 100".into());
+        }
+        "error_rate_spike" => {}
         other => err("type", format!("{other:?} is not evaluated by this runtime; supported: {}", TYPES.join(", "))),
+    }
+    if rule.condition.get("window").is_some_and(|w| w.as_str().and_then(crate::api::parse_window).is_none()) {
+        err("condition.window", "must look like 15m, 24h or 7d".into());
+    }
+    if rule.condition.get("target").is_some_and(|t| !t.as_f64().is_some_and(|t| (0.0..=100.0).contains(&t))) {
+        err("condition.target", "must be a percentage from 0 to 100".into());
     }
     if !["info", "warning", "critical"].contains(&rule.severity.as_str()) {
         err("severity", "must be info, warning or critical".into());
@@ -230,6 +254,112 @@ async fn check(
         }
         _ => None,
     })
+}
+
+/// The periodic rules: `sla_breach` (an orchestration's success rate over `condition.window`,
+/// default 24h, below `condition.target`, else its `sla_target`, else 99.0), `system_down` (the
+/// last `condition.threshold` calls of the system, default 3, all failed within the window,
+/// default 15m; pings count) and `error_rate_spike` (failed calls of the system, or of all, at
+/// or above `condition.threshold_percent` of at least `condition.min_calls`, default 10).
+pub async fn evaluate_periodic(state: &AppState) -> anyhow::Result<()> {
+    let now = crate::store::now_ms();
+    for row in state.store.all_enabled_alert_rules().await? {
+        let Ok(rule) = serde_json::from_str::<RuleDefinition>(&row.definition) else { continue };
+        let window = |default: &str| {
+            rule.condition
+                .get("window")
+                .and_then(Value::as_str)
+                .and_then(crate::api::parse_window)
+                .unwrap_or_else(|| crate::api::parse_window(default).unwrap_or(3_600_000))
+        };
+        let alert = |metric: &str, value: f64, threshold: f64, message: String| NewAlert {
+            rule_id: row.id.clone(),
+            severity: rule.severity.clone(),
+            metric: metric.into(),
+            value,
+            threshold,
+            message,
+        };
+        let fired = match rule.kind.as_str() {
+            "sla_breach" => {
+                let since = now - window("24h");
+                let runs = state.store.finished_executions(&row.enterprise_id, since).await?;
+                let (orchestrations, _) = state
+                    .store
+                    .list_orchestrations(&row.enterprise_id, crate::store::Page { limit: 10_000, offset: 0 })
+                    .await?;
+                let mut found = None;
+                for orchestration in orchestrations {
+                    if rule.scope.orchestration_id.as_ref().is_some_and(|id| id != &orchestration.id) {
+                        continue;
+                    }
+                    let mine: Vec<_> = runs.iter().filter(|r| r.0 == orchestration.id).collect();
+                    if mine.is_empty() {
+                        continue;
+                    }
+                    let target = rule.condition.get("target").and_then(Value::as_f64).unwrap_or_else(|| {
+                        serde_json::from_str::<crate::engine::definition::Definition>(&orchestration.definition)
+                            .ok()
+                            .and_then(|d| d.sla_target)
+                            .unwrap_or(99.0)
+                    });
+                    let rate = mine.iter().filter(|r| r.1 == "success").count() as f64 * 100.0 / mine.len() as f64;
+                    if rate < target {
+                        found = Some(alert(
+                            "success_rate",
+                            (rate * 100.0).round() / 100.0,
+                            target,
+                            format!(
+                                "orchestration {} succeeded in {rate:.2}% of {} runs (target {target}%)",
+                                orchestration.name,
+                                mine.len()
+                            ),
+                        ));
+                        break;
+                    }
+                }
+                found
+            }
+            "system_down" | "error_rate_spike" => {
+                let since = now - window("15m");
+                let calls = state.store.api_call_samples(&row.enterprise_id, since).await?;
+                let mine: Vec<_> =
+                    calls.iter().filter(|c| rule.scope.system.as_ref().is_none_or(|s| &c.system == s)).collect();
+                let failed = |c: &&&crate::store::ApiCallSample| c.status != "success";
+                if rule.kind == "system_down" {
+                    let n = positive(&rule.condition, "threshold").unwrap_or(3) as usize;
+                    let last: Vec<_> = mine.iter().rev().take(n).collect();
+                    (last.len() == n && last.iter().all(failed)).then(|| {
+                        let system = rule.scope.system.clone().unwrap_or_default();
+                        alert(
+                            "consecutive_failed_calls",
+                            n as f64,
+                            n as f64,
+                            format!("system {system}: the last {n} calls failed"),
+                        )
+                    })
+                } else {
+                    let min = positive(&rule.condition, "min_calls").unwrap_or(10) as usize;
+                    let threshold = rule.condition.get("threshold_percent").and_then(Value::as_f64).unwrap_or(100.0);
+                    let errors = mine.iter().filter(|c| c.status != "success").count();
+                    let rate = if mine.is_empty() { 0.0 } else { errors as f64 * 100.0 / mine.len() as f64 };
+                    (mine.len() >= min && rate >= threshold).then(|| {
+                        alert(
+                            "error_rate_percent",
+                            (rate * 100.0).round() / 100.0,
+                            threshold,
+                            format!("{errors} of {} calls failed ({rate:.2}%)", mine.len()),
+                        )
+                    })
+                }
+            }
+            _ => None,
+        };
+        if let Some(alert) = fired {
+            fire(state, &row, &rule, alert).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Stores the alert and delivers it, unless the rule is cooling down.

@@ -59,6 +59,8 @@ pub struct Config {
     /// When set, `/metrics` asks for it as a bearer token; unset, `/metrics` is open (it holds
     /// process-wide counts only, no tenant data beyond system slugs).
     pub metrics_token: Option<SecretString>,
+    /// How often the periodic alert rules (sla_breach, system_down, error_rate_spike) are evaluated.
+    pub alert_eval_ms: u64,
     pub log_format: LogFormat,
 }
 
@@ -81,6 +83,7 @@ impl Config {
             warm_instance_calls: 100,
             retention_sweep_ms: 3_600_000,
             metrics_token: None,
+            alert_eval_ms: 60_000,
             execute_wait_ms: 30_000,
             log_format: LogFormat::Pretty,
         }
@@ -142,6 +145,9 @@ pub struct ConfigArgs {
     /// Bearer token `/metrics` requires (unset: open).
     #[arg(long, env = "DIBOP_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// How often periodic alert rules are evaluated, in ms.
+    #[arg(long, env = "DIBOP_ALERT_EVAL_MS")]
+    pub alert_eval_ms: Option<u64>,
     /// Log format.
     #[arg(long, env = "DIBOP_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -167,6 +173,7 @@ struct FileConfig {
     warm_instance_calls: Option<u32>,
     retention_sweep_ms: Option<u64>,
     metrics_token: Option<String>,
+    alert_eval_ms: Option<u64>,
     log_format: Option<LogFormat>,
 }
 
@@ -209,6 +216,7 @@ impl ConfigArgs {
                 .unwrap_or(defaults.retention_sweep_ms)
                 .max(100),
             metrics_token: self.metrics_token.or(file.metrics_token).filter(|t| !t.is_empty()).map(SecretString::from),
+            alert_eval_ms: self.alert_eval_ms.or(file.alert_eval_ms).unwrap_or(defaults.alert_eval_ms).max(100),
             log_format: self.log_format.or(file.log_format).unwrap_or(defaults.log_format),
             ..defaults
         })

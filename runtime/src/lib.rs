@@ -93,6 +93,7 @@ pub async fn serve(
 async fn housekeeping(state: AppState, mut stopped: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     let mut retention = tokio::time::interval(Duration::from_millis(state.config.retention_sweep_ms));
+    let mut alerts = tokio::time::interval(Duration::from_millis(state.config.alert_eval_ms));
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -107,6 +108,11 @@ async fn housekeeping(state: AppState, mut stopped: tokio::sync::watch::Receiver
                 }
                 Err(err) => tracing::warn!(error = %format!("{err:#}"), "purging data past its retention failed"),
             },
+            _ = alerts.tick() => {
+                if let Err(err) = alerts::evaluate_periodic(&state).await {
+                    tracing::warn!(error = %format!("{err:#}"), "evaluating periodic alert rules failed");
+                }
+            }
             _ = stopped.changed() => return,
         }
     }

@@ -84,7 +84,7 @@ async fn rules_fire_on_completion_respect_cooldown_and_sign_their_notifications(
     let slow_id = created["id"].as_str().expect("id").to_owned();
 
     // Validation lists every problem.
-    let bad = json!({"name": "", "type": "sla_breach", "notification": {"channels": [{"type": "webhook"}, {"type": "pager"}]}});
+    let bad = json!({"name": "", "type": "moon_phase", "notification": {"channels": [{"type": "webhook"}, {"type": "pager"}]}});
     let body =
         assert_error(app.post(&token, "/alert-rules", bad).await, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR")
             .await;
@@ -192,4 +192,71 @@ async fn rules_fire_on_completion_respect_cooldown_and_sign_their_notifications(
         .expect("json");
     assert_eq!((&test["deliveries"][0]["status"], &test["deliveries"][0]["attempts"]), (&json!("failed"), &json!(3)));
     let _ = latency;
+}
+
+#[tokio::test]
+async fn periodic_rules_watch_sla_systems_and_error_rates() {
+    let app = TestApp::spawn_with(|config| config.alert_eval_ms = 100).await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    let (hooks, received) = receiver().await;
+    // A connection whose every call fails (the mock answers 404 under /missing).
+    app.create_connection(
+        &token,
+        json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/missing", mock.base)},
+               "allowed_hosts": [mock.authority]}),
+    )
+    .await;
+    let decode = json!({"name": "Decode", "sla_target": 90.0, "steps": [{"name": "decode", "type": "api_call",
+        "connection": "vpic", "operation": "decode_vin", "parameters": {"vin": "1HGCM82633A004352"}}]});
+    let created: Value = app.post(&token, "/orchestrations", decode).await.json().await.expect("json");
+    let id = created["id"].as_str().expect("id").to_owned();
+
+    let bad = json!({"name": "No system", "type": "system_down", "notification": {"channels": [{"type": "log"}]}});
+    let body =
+        assert_error(app.post(&token, "/alert-rules", bad).await, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR")
+            .await;
+    assert_eq!(detail_paths(&body), ["scope.system"]);
+    let bad = json!({"name": "No rate", "type": "error_rate_spike", "condition": {"window": "soon"},
+                     "notification": {"channels": [{"type": "log"}]}});
+    let body =
+        assert_error(app.post(&token, "/alert-rules", bad).await, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR")
+            .await;
+    assert_eq!(detail_paths(&body), ["condition.threshold_percent", "condition.window"]);
+
+    for (name, body) in [
+        ("sla", json!({"type": "sla_breach", "scope": {"orchestration_id": id}, "condition": {"window": "1h"}})),
+        ("down", json!({"type": "system_down", "scope": {"system": "vpic"}, "condition": {"threshold": 2}})),
+        (
+            "spike",
+            json!({"type": "error_rate_spike", "scope": {"system": "vpic"},
+                         "condition": {"threshold_percent": 50, "min_calls": 2, "window": "1h"}}),
+        ),
+    ] {
+        let mut rule = body;
+        rule["name"] = json!(name);
+        rule["notification"] = json!({"channels": [{"type": "webhook", "url": format!("{hooks}/{name}")}]});
+        let response = app.post(&token, "/alert-rules", rule).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{name}");
+    }
+    // Nothing has failed yet: nothing fires.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(received.lock().expect("lock").is_empty());
+
+    for _ in 0..2 {
+        let result: Value =
+            app.post(&token, &format!("/orchestrations/{id}/execute"), json!({})).await.json().await.expect("json");
+        assert_eq!(result["status"], "failed", "{result}");
+    }
+    let sla: Value = serde_json::from_str(&wait_for(&received, "sla", 1).await[0].1).expect("json");
+    assert_eq!((&sla["metric"], &sla["value"], &sla["threshold"]), (&json!("success_rate"), &json!(0.0), &json!(90.0)));
+    let down: Value = serde_json::from_str(&wait_for(&received, "down", 1).await[0].1).expect("json");
+    assert_eq!(down["metric"], "consecutive_failed_calls");
+    let spike: Value = serde_json::from_str(&wait_for(&received, "spike", 1).await[0].1).expect("json");
+    assert_eq!((&spike["value"], &spike["threshold"]), (&json!(100.0), &json!(50.0)));
+    // The evaluator keeps running every 100 ms; the cooldown (15 minutes) keeps each at one.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    for path in ["sla", "down", "spike"] {
+        assert_eq!(wait_for(&received, path, 1).await.len(), 1, "{path} fired once");
+    }
 }

@@ -143,6 +143,13 @@ impl Store {
         Ok(rows)
     }
 
+    /// Every enabled rule of every enterprise (the periodic evaluator's list).
+    pub async fn all_enabled_alert_rules(&self) -> sqlx::Result<Vec<AlertRuleRow>> {
+        sqlx::query_as(&format!("SELECT {RULE} FROM alert_rules WHERE enabled = 1 ORDER BY created_at"))
+            .fetch_all(&self.pool)
+            .await
+    }
+
     /// Claims a firing of the rule unless it fired within `cooldown_ms`: `true` for the one
     /// caller (on any node) that may fire now.
     pub async fn claim_alert(&self, rule_id: &str, cooldown_ms: i64) -> sqlx::Result<bool> {
