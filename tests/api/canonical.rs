@@ -154,3 +154,47 @@ async fn canonical_upsert_writes_by_natural_key_with_the_execution_as_lineage() 
     .await;
     assert_eq!(detail_paths(&body), ["steps[0].domain"]);
 }
+
+#[tokio::test]
+async fn an_upsert_names_the_connection_and_system_its_data_came_from() {
+    let app = TestApp::spawn().await;
+    let mock = crate::mock::MockServer::start().await;
+    let token = app.admin_token().await;
+    app.create_connection(
+        &token,
+        json!({"name": "decoder", "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
+               "allowed_hosts": [mock.authority]}),
+    )
+    .await;
+    let def = json!({"name": "Decode and store", "parameters": [{"name": "vin", "type": "string", "required": true}],
+        "steps": [
+            {"name": "decode", "type": "api_call", "connection": "decoder", "operation": "decode_vin",
+             "parameters": {"vin": "${parameters.vin}"}},
+            {"name": "save", "type": "canonical_upsert", "domain": "vehicle", "source": "decode",
+             "mapping": {"vin": "${decode.response.vin}", "make": "${decode.response.make}", "year": "${decode.response.year}"}}]});
+    let created: Value = app.post(&token, "/orchestrations", def).await.json().await.expect("json");
+    let id = created["id"].as_str().unwrap_or_else(|| panic!("{created}"));
+    let result: Value = app
+        .post(&token, &format!("/orchestrations/{id}/execute"), json!({"parameters": {"vin": VIN}}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(result["status"], "success", "{result}");
+    let record_id = result["output"]["id"].as_str().expect("id");
+    let record: Value = app.get(&token, &format!("/canonical/vehicle/{record_id}")).await.json().await.expect("json");
+    assert_eq!(record["data"], json!({"vin": VIN, "make": "HONDA", "year": 2003}));
+    let lineage = &record["lineage"];
+    assert_eq!((&lineage["connection"], &lineage["system"]), (&json!("decoder"), &json!("vpic")));
+    assert_eq!(lineage["execution_id"], result["execution_id"]);
+
+    let bad = json!({"name": "Bad source", "steps": [{"name": "save", "type": "canonical_upsert", "domain": "vehicle",
+        "source": "later", "mapping": {"vin": VIN}}]});
+    let body = assert_error(
+        app.post(&token, "/orchestrations", bad).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_eq!(detail_paths(&body), ["steps[0].source"]);
+}

@@ -146,6 +146,10 @@ pub struct Step {
     /// canonical_upsert: the canonical domain (`vehicle`, `customer`, ...); `mapping` is the record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+    /// canonical_upsert: the earlier `api_call` step the record comes from; its connection and
+    /// system become the record's lineage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// wait: how long to pause.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
@@ -460,6 +464,11 @@ impl<'a> Checker<'a> {
                 if step.mapping.is_none() {
                     self.err(at("mapping"), "canonical_upsert needs a mapping (the record)".into());
                 }
+                if let Some(source) = &step.source
+                    && !visible.contains(&source.as_str())
+                {
+                    self.err(at("source"), format!("{source:?} is not an earlier step"));
+                }
             }
             "wait" => match (step.duration_ms, &step.until) {
                 (Some(ms), None) if ms > MAX_WAIT_MS => {
@@ -539,6 +548,19 @@ impl Definition {
     pub fn step_count(&self) -> i64 {
         i64::try_from(flatten(&self.steps).len()).unwrap_or(i64::MAX)
     }
+}
+
+/// The step named `name` anywhere in `steps` (branches, bodies and handlers included).
+pub fn find_step<'a>(steps: &'a [Step], name: &str) -> Option<&'a Step> {
+    steps.iter().find_map(|step| {
+        if step.name == name {
+            return Some(step);
+        }
+        find_step(&step.then_steps, name)
+            .or_else(|| find_step(&step.else_steps, name))
+            .or_else(|| find_step(&step.steps, name))
+            .or_else(|| step.branches.iter().find_map(|b| find_step(&b.steps, name)))
+    })
 }
 
 /// The cron expression and time zone of a schedule trigger.

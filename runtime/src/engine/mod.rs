@@ -487,10 +487,16 @@ async fn canonical_upsert(state: &AppState, execution: &ExecutionRow, step: &Ste
     let Some(key) = domain.key_of(&record) else {
         return StepOutcome::failed(None, Some(record), format!("the record has no {}", domain.natural_key), 1);
     };
+    let (connection, system) = match &step.source {
+        Some(source) => source_connection(state, execution, source).await.unzip(),
+        None => (None, None),
+    };
     let lineage = crate::store::Lineage {
         kind: "execution",
         execution_id: Some(execution.id.clone()),
-        ..crate::store::Lineage::default()
+        connection,
+        system,
+        created_by: None,
     };
     match state.store.upsert_canonical(&execution.enterprise_id, &name, &key, &record.to_string(), lineage).await {
         Ok(row) => StepOutcome {
@@ -499,6 +505,21 @@ async fn canonical_upsert(state: &AppState, execution: &ExecutionRow, step: &Ste
         },
         Err(e) => StepOutcome::failed(None, Some(record), format!("storing the {name} record: {e}"), 1),
     }
+}
+
+/// The (connection name, system) of the `api_call` step named `source` in the execution's
+/// orchestration version.
+async fn source_connection(state: &AppState, execution: &ExecutionRow, source: &str) -> Option<(String, String)> {
+    let text = state
+        .store
+        .orchestration_version(&execution.orchestration_id, execution.orchestration_version)
+        .await
+        .ok()
+        .flatten()?;
+    let def: Definition = serde_json::from_str(&text).ok()?;
+    let connection = definition::find_step(&def.steps, source)?.connection.clone()?;
+    let row = state.store.find_connection(&execution.enterprise_id, &connection).await.ok().flatten()?;
+    Some((row.name, row.system))
 }
 
 /// A step's retry policy in motion: which attempt this is and how long to wait before the next.
