@@ -165,7 +165,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(body);
     let digest = mac.finalize().into_bytes();
-    format!("sha256={}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!("sha256={}", crate::crypto::hex(&digest))
 }
 
 /// After an execution ended: evaluates the enterprise's rules against it and fires those that
@@ -369,17 +369,17 @@ async fn fire(state: &AppState, row: &AlertRuleRow, rule: &RuleDefinition, alert
         return Ok(());
     }
     let alert = state.store.insert_alert(&row.enterprise_id, alert).await?;
-    deliver(state, row, rule, &alert).await
+    deliver(state, row, rule, &alert).await.map(drop)
 }
 
 /// Sends the alert to every channel of the rule, each with up to three attempts (0.5 s, then
-/// 1 s apart), and stores how each went.
+/// 1 s apart), and stores how each went; answers that record.
 pub async fn deliver(
     state: &AppState,
     row: &AlertRuleRow,
     rule: &RuleDefinition,
     alert: &AlertRow,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Value> {
     let secret = state.sealer.open(&row.secret)?;
     let body = alert_json(row, alert);
     let mut outcomes = Vec::new();
@@ -433,18 +433,20 @@ pub async fn deliver(
             "status": if last_error.is_none() { "delivered" } else { "failed" }, "error": last_error,
         }));
     }
-    state.store.set_alert_deliveries(&alert.id, &Value::Array(outcomes).to_string()).await?;
-    Ok(())
+    let outcomes = Value::Array(outcomes);
+    state.store.set_alert_deliveries(&alert.id, &outcomes.to_string()).await?;
+    Ok(outcomes)
 }
 
 /// Whether `url`'s host is (or resolves to) a private address.
 async fn private_destination(url: &str) -> bool {
-    let Some(authority) = crate::connections::url_authority(url) else { return true };
-    let target = if authority.contains(':') { authority } else { format!("{authority}:80") };
-    match tokio::net::lookup_host(target).await {
-        Ok(mut addresses) => addresses.any(|a| crate::plugins::outbound::is_private(a.ip())),
-        Err(_) => true,
-    }
+    let Ok(uri) = url.parse::<http::Uri>() else { return true };
+    let Some(host) = uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned()) else {
+        return true;
+    };
+    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+    // Unresolvable hosts count as refused, like private ones.
+    crate::plugins::outbound::first_private_address(&host, port).await.map_or(true, |private| private.is_some())
 }
 
 /// The HTTP client notifications go out with.

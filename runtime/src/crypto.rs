@@ -47,7 +47,19 @@ pub fn persistent_secret(
 /// Lowercase hex of the SHA-256 of `bytes` (plugin ids, API-key hashes, trace ids).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh secret: `prefix` followed by `len` random bytes in hex.
+pub fn random_secret(prefix: &str, len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex(&bytes))
 }
 
 /// Seals and opens small secrets (connection credentials).

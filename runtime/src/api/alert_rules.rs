@@ -6,7 +6,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -92,9 +91,7 @@ async fn create_rule(
     ApiJson(rule): ApiJson<RuleDefinition>,
 ) -> AppResult<(StatusCode, Json<RuleView>)> {
     let text = checked(&rule)?;
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let secret = format!("alsec_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let secret = crate::crypto::random_secret("alsec_", 32);
     let sealed = state.sealer.seal(secret.as_bytes())?;
     let row =
         state.store.create_alert_rule(&principal.enterprise_id, rule.name.trim(), &text, &sealed, rule.enabled).await?;
@@ -194,20 +191,9 @@ async fn test_rule(
         threshold: 0.0,
         message: format!("test notification of alert rule {}", row.name),
     };
-    let alert = state.store.insert_alert(&principal.enterprise_id, alert).await?;
-    alerts::deliver(&state, &row, &rule, &alert).await?;
-    let (rows, _) = state
-        .store
-        .list_alerts(
-            &principal.enterprise_id,
-            Some(&row.id),
-            Some(alert.fired_at),
-            Some(alert.fired_at),
-            crate::store::Page { limit: 50, offset: 0 },
-        )
-        .await?;
-    let stored = rows.into_iter().find(|a| a.id == alert.id).unwrap_or(alert);
-    Ok(Json(alert_view(stored)))
+    let mut alert = state.store.insert_alert(&principal.enterprise_id, alert).await?;
+    alert.deliveries = alerts::deliver(&state, &row, &rule, &alert).await?.to_string();
+    Ok(Json(alert_view(alert)))
 }
 
 #[derive(Deserialize, IntoParams)]

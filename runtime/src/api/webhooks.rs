@@ -8,7 +8,6 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
@@ -142,9 +141,7 @@ async fn create_webhook(
         }
     }
     v.finish()?;
-    let mut bytes = [0u8; 24];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let secret = format!("whsec_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let secret = crate::crypto::random_secret("whsec_", 24);
     let new = NewWebhook {
         name: body.name.trim().to_owned(),
         orchestration_id: body.orchestration_id,

@@ -253,6 +253,25 @@ pub struct PluginHost {
     warm: warm::Pool,
 }
 
+/// What a call's body came to, as its caller sees it: the outer timeout and traps classified,
+/// credentials redacted from the message.
+fn settle<R>(
+    outcome: Result<wasmtime::Result<Result<R, CallError>>, tokio::time::error::Elapsed>,
+    spec: &CallSpec,
+    stderr: &str,
+    redactor: &Redactor,
+) -> Result<R, CallError> {
+    let result = match outcome {
+        Err(_) => Err(timeout_error(spec.limits.timeout.as_millis())),
+        Ok(Ok(result)) => result,
+        Ok(Err(err)) => Err(classify_trap(&err, spec, stderr, redactor)),
+    };
+    result.map_err(|mut e| {
+        e.message = redactor.redact(&e.message);
+        e
+    })
+}
+
 /// Counts a call's instantiation (when it had one) and outbound requests in the metrics.
 fn observe(instantiate: Duration, api_calls: &[ApiCallRecord]) {
     let metrics = crate::metrics::get();
@@ -453,16 +472,7 @@ impl PluginHost {
         let duration = started.elapsed();
         let redactor = &call.redactor;
         let stderr_text = redactor.redact(&String::from_utf8_lossy(&stderr.contents()));
-        let timeout_ms = spec.limits.timeout.as_millis();
-        let result = match outcome {
-            Err(_) => Err(timeout_error(timeout_ms)),
-            Ok(Ok(result)) => result,
-            Ok(Err(err)) => Err(classify_trap(&err, spec, &stderr_text, redactor)),
-        };
-        let result = result.map_err(|mut e| {
-            e.message = redactor.redact(&e.message);
-            e
-        });
+        let result = settle(outcome, spec, &stderr_text, redactor);
         let api_calls = recorder.snapshot(redactor);
         observe(instantiate, &api_calls);
         CallReport {
@@ -624,16 +634,7 @@ impl PluginHost {
             redactor.redact(&String::from_utf8_lossy(bytes.get(from..).unwrap_or_default()))
         };
         let (stdout_text, stderr_text) = (tail(&w.stdout, out_from), tail(&w.stderr, err_from));
-        let timeout_ms = spec.limits.timeout.as_millis();
-        let result = match outcome {
-            Err(_) => Err(timeout_error(timeout_ms)),
-            Ok(Ok(result)) => result,
-            Ok(Err(err)) => Err(classify_trap(&err, spec, &stderr_text, redactor)),
-        };
-        let result = result.map_err(|mut e| {
-            e.message = redactor.redact(&e.message);
-            e
-        });
+        let result = settle(outcome, spec, &stderr_text, redactor);
         let dropping = Instant::now();
         // Only a clean call leaves an instance fit for another; its output pipes must have room.
         let roomy = w.stdout.contents().len() < OUTPUT_CAPACITY / 2 && w.stderr.contents().len() < OUTPUT_CAPACITY / 2;

@@ -206,8 +206,8 @@ async fn send(
         let message = format!("denied: {host}:{port} is not in the connection's allowed hosts");
         return fail("error", message, HttpError::HttpRequestDenied);
     }
-    let addresses = match tokio::net::lookup_host((host.as_str(), port)).await {
-        Ok(addresses) => addresses.collect::<Vec<_>>(),
+    let private = match first_private_address(&host, port).await {
+        Ok(private) => private,
         Err(err) => {
             return fail(
                 "error",
@@ -216,7 +216,7 @@ async fn send(
             );
         }
     };
-    if let Some(address) = addresses.iter().find(|a| !policy.allow_private && is_private(a.ip())) {
+    if let Some(address) = private.filter(|_| !policy.allow_private) {
         let message = format!("denied: {host} resolves to the private or loopback address {}", address.ip());
         return fail("error", message, HttpError::DestinationIpProhibited);
     }
@@ -370,6 +370,11 @@ pub fn host_allowed(allowed: &[String], host: &str, port: u16) -> bool {
             None => entry == host,
         }
     })
+}
+
+/// Resolves `host` and answers the first of its addresses that [`is_private`], if any.
+pub async fn first_private_address(host: &str, port: u16) -> std::io::Result<Option<std::net::SocketAddr>> {
+    Ok(tokio::net::lookup_host((host, port)).await?.find(|a| is_private(a.ip())))
 }
 
 /// Private, loopback, link-local, unspecified, shared (CGNAT) and unique-local addresses.

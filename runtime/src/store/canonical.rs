@@ -43,25 +43,7 @@ impl Store {
         data: &str,
         lineage: Lineage,
     ) -> sqlx::Result<CanonicalRow> {
-        let now = now_ms();
-        sqlx::query_as(&format!(
-            "INSERT INTO canonical_records (id, enterprise_id, domain, natural_key, data, source_kind, source_connection, \
-             source_system, execution_id, created_by, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING {COLUMNS}"
-        ))
-        .bind(new_id())
-        .bind(enterprise_id)
-        .bind(domain)
-        .bind(key)
-        .bind(data)
-        .bind(lineage.kind)
-        .bind(lineage.connection)
-        .bind(lineage.system)
-        .bind(lineage.execution_id)
-        .bind(lineage.created_by)
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await
+        self.write_canonical(enterprise_id, domain, key, data, lineage, "").await
     }
 
     /// Inserts or, for an existing natural key, replaces the data (lineage follows the writer).
@@ -73,15 +55,26 @@ impl Store {
         data: &str,
         lineage: Lineage,
     ) -> sqlx::Result<CanonicalRow> {
-        let now = now_ms();
+        let on_conflict = "ON CONFLICT (enterprise_id, domain, natural_key) DO UPDATE SET data = excluded.data, \
+             source_kind = excluded.source_kind, source_connection = excluded.source_connection, \
+             source_system = excluded.source_system, execution_id = excluded.execution_id, updated_at = excluded.updated_at";
+        self.write_canonical(enterprise_id, domain, key, data, lineage, on_conflict).await
+    }
+
+    /// The insert both share; `on_conflict` is empty or an `ON CONFLICT` clause.
+    async fn write_canonical(
+        &self,
+        enterprise_id: &str,
+        domain: &str,
+        key: &str,
+        data: &str,
+        lineage: Lineage,
+        on_conflict: &str,
+    ) -> sqlx::Result<CanonicalRow> {
         sqlx::query_as(&format!(
             "INSERT INTO canonical_records (id, enterprise_id, domain, natural_key, data, source_kind, source_connection, \
              source_system, execution_id, created_by, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
-             ON CONFLICT (enterprise_id, domain, natural_key) DO UPDATE SET data = excluded.data, \
-             source_kind = excluded.source_kind, source_connection = excluded.source_connection, \
-             source_system = excluded.source_system, execution_id = excluded.execution_id, updated_at = excluded.updated_at \
-             RETURNING {COLUMNS}"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) {on_conflict} RETURNING {COLUMNS}"
         ))
         .bind(new_id())
         .bind(enterprise_id)
@@ -93,7 +86,7 @@ impl Store {
         .bind(lineage.system)
         .bind(lineage.execution_id)
         .bind(lineage.created_by)
-        .bind(now)
+        .bind(now_ms())
         .fetch_one(&self.pool)
         .await
     }
