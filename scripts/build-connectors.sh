@@ -3,7 +3,8 @@
 # (plugins/js, with componentize-js) into <target>/polyglot/, where the tests and the guide
 # find them. Installs the pinned tools when missing: componentize-py (plugins/python/
 # requirements.txt) into a venv under $DIBOP_TOOLS_DIR (default ~/.cache/dibop-tools), and the
-# npm packages of plugins/js/package-lock.json with `npm ci`. Rebuilds only when an input changed.
+# npm packages of plugins/js/package-lock.json with `npm ci` (and Python 3 / Node.js from Debian
+# when the machine lacks them). Rebuilds only when an input changed.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -16,6 +17,17 @@ inputs="$(find wit sdk/python plugins/python plugins/js/vpic plugins/js/build.mj
 if [ -f "$out/vpic_py.wasm" ] && [ -f "$out/vpic_js.wasm" ] && [ "$(cat "$out/.inputs" 2>/dev/null)" = "$inputs" ]; then
   echo "== connectors in Python and JavaScript: up to date ($out)"
   exit 0
+fi
+
+# The tools run on the machine's Python 3 and Node.js; install them from Debian when missing.
+missing=()
+command -v python3 >/dev/null || missing+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 echo "== Python connector (componentize-py)"

@@ -150,6 +150,7 @@ async fn rules_fire_on_completion_respect_cooldown_and_sign_their_notifications(
     let alert: Value = serde_json::from_str(&got[0].1).expect("json");
     assert!(alert["value"].as_f64().expect("value") >= 300.0, "{alert}");
     assert_eq!(alert["threshold"], 100.0);
+    assert_eq!(alert["rule_id"], latency["id"]);
 
     // Fired alerts are listed with their deliveries; the filter narrows them.
     let alerts: Value = app.get(&token, "/alerts").await.json().await.expect("json");
@@ -191,7 +192,6 @@ async fn rules_fire_on_completion_respect_cooldown_and_sign_their_notifications(
         .await
         .expect("json");
     assert_eq!((&test["deliveries"][0]["status"], &test["deliveries"][0]["attempts"]), (&json!("failed"), &json!(3)));
-    let _ = latency;
 }
 
 #[tokio::test]
