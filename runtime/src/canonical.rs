@@ -159,9 +159,106 @@ impl Domain {
     }
 }
 
+/// Keys whose values are credentials wherever they appear in a payload.
+const SECRET_KEYS: [&str; 13] = [
+    "password",
+    "secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "client_secret",
+    "api_key",
+    "apikey",
+    "authorization",
+    "credentials",
+    "private_key",
+    "x-api-key",
+];
+
+/// Every field name any domain classes as pii or sensitive, and the credential keys.
+fn masked_keys() -> &'static std::collections::HashSet<String> {
+    static KEYS: OnceLock<std::collections::HashSet<String>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut keys: std::collections::HashSet<String> = domains()
+            .iter()
+            .flat_map(|d| d.fields.iter().filter(|f| f.pii != "none").map(|f| f.name.to_ascii_lowercase()))
+            .collect();
+        keys.extend(SECRET_KEYS.iter().map(|k| (*k).to_owned()));
+        keys
+    })
+}
+
+/// What a viewer may see of an execution payload, a trace or an API-call preview: the values
+/// of personal fields (by the canonical schemas' classes) and of credential keys become
+/// `****` at any depth, also inside strings that hold JSON or form-encoded text.
+pub fn mask_for_viewer(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                if masked_keys().contains(&key.to_ascii_lowercase()) && !inner.is_null() {
+                    *inner = Value::String("****".into());
+                } else {
+                    mask_for_viewer(inner);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_for_viewer),
+        Value::String(text) => {
+            if let Some(masked) = mask_text(text) {
+                *text = masked;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `text` with personal and credential values masked, when it is JSON or form-encoded text
+/// that has any; `None` when nothing changes.
+fn mask_text(text: &str) -> Option<String> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        let mut parsed: Value = serde_json::from_str(text).ok()?;
+        let before = parsed.clone();
+        mask_for_viewer(&mut parsed);
+        return (parsed != before).then(|| parsed.to_string());
+    }
+    if !text.contains('=') || text.contains(char::is_whitespace) {
+        return None;
+    }
+    let mut changed = false;
+    let pairs: Vec<String> = text
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if masked_keys().contains(&key.to_ascii_lowercase()) => {
+                changed = true;
+                format!("{key}=****")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    changed.then(|| pairs.join("&"))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    #[test]
+    fn viewers_see_no_personal_or_credential_values_at_any_depth() {
+        let mut payload = json!({
+            "parameters": {"email": "ann@example.com", "vin": "1HGCM82633A004352"},
+            "steps": [{"output": {"customer": {"first_name": "Ann", "phone": "555"}, "make": "HONDA"}}],
+            "preview": "{\"access_token\":\"abc\",\"n\":1}",
+            "form": "grant_type=client_credentials&client_secret=s3cret",
+        });
+        super::mask_for_viewer(&mut payload);
+        assert_eq!(payload["parameters"], json!({"email": "****", "vin": "1HGCM82633A004352"}));
+        assert_eq!(payload["steps"][0]["output"]["customer"], json!({"first_name": "****", "phone": "****"}));
+        assert_eq!(payload["steps"][0]["output"]["make"], "HONDA");
+        assert_eq!(payload["preview"], "{\"access_token\":\"****\",\"n\":1}");
+        assert_eq!(payload["form"], "grant_type=client_credentials&client_secret=****");
+    }
 
     #[test]
     fn every_schema_loads_with_a_natural_key_and_pii_classes() {

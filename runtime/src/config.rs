@@ -61,6 +61,22 @@ pub struct Config {
     pub metrics_token: Option<SecretString>,
     /// How often the periodic alert rules (sla_breach, system_down, error_rate_spike) are evaluated.
     pub alert_eval_ms: u64,
+    /// How long a stopping node (SIGTERM/SIGINT) lets requests and executions finish before it
+    /// hands the unfinished executions back to the queue and exits.
+    pub shutdown_grace_ms: u64,
+    /// Most executions of one enterprise a node runs at once (fair share); unset: one less than
+    /// `workers` (at least 1), so one tenant never holds every slot.
+    pub enterprise_slots: Option<usize>,
+    /// Most items one `for_each` step takes (at most 10,000).
+    pub max_for_each_items: usize,
+    /// Most branches one `parallel` step runs (at most 64).
+    pub max_parallel_branches: usize,
+    /// Longest `wait` inside a `for_each` or `parallel` body (such waits hold their execution's
+    /// slot; top-level waits park instead).
+    pub max_body_wait_ms: u64,
+    /// Shortest interval between two slots of a schedule, in seconds (a platform setting: it
+    /// applies to every enterprise).
+    pub min_cron_interval_secs: u64,
     pub log_format: LogFormat,
 }
 
@@ -85,6 +101,12 @@ impl Config {
             metrics_token: None,
             alert_eval_ms: 60_000,
             execute_wait_ms: 30_000,
+            shutdown_grace_ms: 10_000,
+            enterprise_slots: None,
+            max_for_each_items: 1_000,
+            max_parallel_branches: 16,
+            max_body_wait_ms: 60_000,
+            min_cron_interval_secs: 60,
             log_format: LogFormat::Pretty,
         }
     }
@@ -148,6 +170,24 @@ pub struct ConfigArgs {
     /// How often periodic alert rules are evaluated, in ms.
     #[arg(long, env = "DIBOP_ALERT_EVAL_MS")]
     pub alert_eval_ms: Option<u64>,
+    /// Grace period on shutdown, in ms.
+    #[arg(long, env = "DIBOP_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<u64>,
+    /// Most executions of one enterprise running at once on this node.
+    #[arg(long, env = "DIBOP_ENTERPRISE_SLOTS")]
+    pub enterprise_slots: Option<usize>,
+    /// Most items of one for_each step.
+    #[arg(long, env = "DIBOP_MAX_FOR_EACH_ITEMS")]
+    pub max_for_each_items: Option<usize>,
+    /// Most branches of one parallel step.
+    #[arg(long, env = "DIBOP_MAX_PARALLEL_BRANCHES")]
+    pub max_parallel_branches: Option<usize>,
+    /// Longest wait inside a for_each or parallel body, in ms.
+    #[arg(long, env = "DIBOP_MAX_BODY_WAIT_MS")]
+    pub max_body_wait_ms: Option<u64>,
+    /// Shortest interval between schedule slots, in seconds.
+    #[arg(long, env = "DIBOP_MIN_CRON_INTERVAL_SECS")]
+    pub min_cron_interval_secs: Option<u64>,
     /// Log format.
     #[arg(long, env = "DIBOP_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -174,6 +214,12 @@ struct FileConfig {
     retention_sweep_ms: Option<u64>,
     metrics_token: Option<String>,
     alert_eval_ms: Option<u64>,
+    shutdown_grace_ms: Option<u64>,
+    enterprise_slots: Option<usize>,
+    max_for_each_items: Option<usize>,
+    max_parallel_branches: Option<usize>,
+    max_body_wait_ms: Option<u64>,
+    min_cron_interval_secs: Option<u64>,
     log_format: Option<LogFormat>,
 }
 
@@ -217,6 +263,21 @@ impl ConfigArgs {
                 .max(100),
             metrics_token: self.metrics_token.or(file.metrics_token).filter(|t| !t.is_empty()).map(SecretString::from),
             alert_eval_ms: self.alert_eval_ms.or(file.alert_eval_ms).unwrap_or(defaults.alert_eval_ms).max(100),
+            shutdown_grace_ms: self.shutdown_grace_ms.or(file.shutdown_grace_ms).unwrap_or(defaults.shutdown_grace_ms),
+            enterprise_slots: self.enterprise_slots.or(file.enterprise_slots),
+            max_for_each_items: self
+                .max_for_each_items
+                .or(file.max_for_each_items)
+                .unwrap_or(defaults.max_for_each_items),
+            max_parallel_branches: self
+                .max_parallel_branches
+                .or(file.max_parallel_branches)
+                .unwrap_or(defaults.max_parallel_branches),
+            max_body_wait_ms: self.max_body_wait_ms.or(file.max_body_wait_ms).unwrap_or(defaults.max_body_wait_ms),
+            min_cron_interval_secs: self
+                .min_cron_interval_secs
+                .or(file.min_cron_interval_secs)
+                .unwrap_or(defaults.min_cron_interval_secs),
             log_format: self.log_format.or(file.log_format).unwrap_or(defaults.log_format),
             ..defaults
         })

@@ -90,6 +90,8 @@ pub fn code_for(status: StatusCode) -> &'static str {
         405 => "METHOD_NOT_ALLOWED",
         409 => "CONFLICT",
         413 => "PAYLOAD_TOO_LARGE",
+        414 => "URI_TOO_LONG",
+        431 => "HEADERS_TOO_LARGE",
         422 => "VALIDATION_ERROR",
         429 => "RATE_LIMIT",
         503 => "SERVICE_UNAVAILABLE",
@@ -192,5 +194,17 @@ impl Validator {
 
     pub fn finish(&mut self) -> AppResult<()> {
         if self.0.is_empty() { Ok(()) } else { Err(AppError::Validation(std::mem::take(&mut self.0))) }
+    }
+}
+
+impl From<crate::engine::admission::Refusal> for AppError {
+    fn from(refusal: crate::engine::admission::Refusal) -> Self {
+        match refusal {
+            crate::engine::admission::Refusal::RateLimited { limit, retry_after_secs } => Self::RateLimited {
+                message: format!("execution rate limit of {limit} per minute exceeded"),
+                retry_after_secs,
+            },
+            crate::engine::admission::Refusal::Failed(err) => Self::from(err),
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
+pub mod bounded;
 pub mod canonical;
 pub mod client;
 pub mod config;
@@ -15,13 +16,14 @@ pub mod crypto;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 pub mod plugins;
 pub mod ratelimit;
 pub mod state;
 pub mod store;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +66,10 @@ pub async fn serve(
         limiter: Arc::new(RateLimiter::new(&store)),
         sealer: Arc::new(crypto::Sealer::new(config.secret_key.as_ref(), &config.data_dir)?),
         registry: Arc::new(registry),
-        engine: Arc::new(engine::EngineHandle::new(config.workers)),
+        engine: Arc::new(engine::EngineHandle::new(
+            config.workers,
+            config.enterprise_slots.unwrap_or(config.workers.saturating_sub(1)),
+        )),
         store: store.clone(),
         config: Arc::new(config),
     };
@@ -72,21 +77,58 @@ pub async fn serve(
     let housekeeping = tokio::spawn(housekeeping(state.clone(), stopped.clone()));
     let workers = engine::start(&state, state.config.workers, &stopped);
 
-    let app = api::router(state);
+    let app = api::router(state.clone());
     tracing::info!(address = %listener.local_addr()?, "DIBOP API listening");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP")?;
-
+    let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+    // When the shutdown signal came: the grace period counts from there.
+    let (signalled, mut signal) = tokio::sync::watch::channel(None);
+    let http = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = signalled.send(Some(tokio::time::Instant::now()));
+        })
+        .into_future();
+    tokio::select! {
+        served = http => served.context("serving HTTP")?,
+        // Requests still open when the grace period ends (a long execute wait) are dropped.
+        () = async {
+            let _ = signal.wait_for(Option::is_some).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!("requests still open after the shutdown grace period; closing them"),
+    }
+    let deadline = signal.borrow().map_or_else(tokio::time::Instant::now, |at| at + grace);
     let _ = stop.send(true);
     let _ = housekeeping.await;
-    for worker in workers {
-        let _ = worker.await;
-    }
+    stop_executions(&state, deadline, workers).await;
     store.close().await;
     tracing::info!("DIBOP stopped");
     Ok(())
+}
+
+/// Lets the executions running on this node finish until `deadline`, then tells them to stop
+/// (each hands itself back to the queue at once, abandoning the step in flight) and hands back
+/// whatever is left, so another node or a restart resumes them from their last committed step.
+async fn stop_executions(state: &AppState, deadline: tokio::time::Instant, workers: Vec<tokio::task::JoinHandle<()>>) {
+    while !state.engine.idle() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !state.engine.idle() {
+        tracing::warn!("executions still running after the shutdown grace period; handing them back to the queue");
+        state.engine.stop_all(engine::Stop::Shutdown);
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !state.engine.idle() && tokio::time::Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for worker in workers {
+        worker.abort();
+        let _ = worker.await;
+    }
+    match state.store.release_all(&state.engine.node_id).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(executions = n, "handed executions back to the queue"),
+        Err(err) => tracing::warn!(error = %err, "handing executions back failed; their leases expire instead"),
+    }
 }
 
 /// Periodic upkeep until `stopped` flips.
@@ -95,25 +137,31 @@ async fn housekeeping(state: AppState, mut stopped: tokio::sync::watch::Receiver
     let mut retention = tokio::time::interval(Duration::from_millis(state.config.retention_sweep_ms));
     let mut alerts = tokio::time::interval(Duration::from_millis(state.config.alert_eval_ms));
     loop {
-        tokio::select! {
-            _ = tick.tick() => {
+        // Each pass is guarded: a panic in one is logged and the next pass runs as usual.
+        let pass = tokio::select! {
+            _ = tick.tick() => guard::catch(async {
                 if let Err(err) = state.limiter.prune().await {
                     tracing::warn!(error = %format!("{err:#}"), "pruning rate-limit windows failed");
                 }
-            }
-            _ = retention.tick() => match state.store.purge_expired().await {
-                Ok((0, 0)) => {}
-                Ok((executions, api_calls)) => {
-                    tracing::info!(executions, api_calls, "purged data past its retention");
+            }).await,
+            _ = retention.tick() => guard::catch(async {
+                match state.store.purge_expired().await {
+                    Ok((0, 0)) => {}
+                    Ok((executions, api_calls)) => {
+                        tracing::info!(executions, api_calls, "purged data past its retention");
+                    }
+                    Err(err) => tracing::warn!(error = %format!("{err:#}"), "purging data past its retention failed"),
                 }
-                Err(err) => tracing::warn!(error = %format!("{err:#}"), "purging data past its retention failed"),
-            },
-            _ = alerts.tick() => {
+            }).await,
+            _ = alerts.tick() => guard::catch(async {
                 if let Err(err) = alerts::evaluate_periodic(&state).await {
                     tracing::warn!(error = %format!("{err:#}"), "evaluating periodic alert rules failed");
                 }
-            }
+            }).await,
             _ = stopped.changed() => return,
+        };
+        if let Err(panic) = pass {
+            tracing::error!(panic = %panic, "a housekeeping pass panicked; housekeeping goes on");
         }
     }
 }

@@ -33,6 +33,11 @@ pub struct SystemLabel {
     pub system: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_buckets() -> Histogram {
@@ -41,7 +46,11 @@ fn latency_buckets() -> Histogram {
 }
 
 pub struct Metrics {
+    /// Everything, for a protected `/metrics`.
     registry: Registry,
+    /// Without labels that tenants choose (system slugs of their own plugins), for an open one.
+    public: Registry,
+    api_calls_by_outcome: Family<OutcomeLabel, Counter>,
     pub executions: Family<StatusLabel, Counter>,
     pub execution_seconds: Histogram,
     pub api_calls: Family<ApiCallLabels, Counter>,
@@ -64,28 +73,35 @@ pub fn get() -> &'static Metrics {
 impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("dibop");
+        let mut public = Registry::with_prefix("dibop");
         let executions = Family::<StatusLabel, Counter>::default();
-        registry.register("executions", "Executions that ended, by status", executions.clone());
         let execution_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 20));
-        registry.register("execution_duration_seconds", "Execution duration", execution_seconds.clone());
+        let instantiate_seconds = Histogram::new(exponential_buckets(0.000_005, 2.0, 20));
+        let rate_limited = Counter::default();
+        let queue_depth = Gauge::default();
+        let workers_busy = Gauge::default();
+        let api_calls_by_outcome = Family::<OutcomeLabel, Counter>::default();
+        for r in [&mut registry, &mut public] {
+            r.register("executions", "Executions that ended, by status", executions.clone());
+            r.register("execution_duration_seconds", "Execution duration", execution_seconds.clone());
+            r.register(
+                "plugin_instantiate_seconds",
+                "Time to instantiate a plugin for a call (warm instances skip it)",
+                instantiate_seconds.clone(),
+            );
+            r.register("rate_limit_rejections", "Requests answered 429 RATE_LIMIT", rate_limited.clone());
+            r.register("queue_depth", "Executions waiting for a worker (all nodes)", queue_depth.clone());
+            r.register("workers_busy", "Execution slots of this node in use", workers_busy.clone());
+        }
+        public.register("api_calls", "Outbound requests of plugins, by outcome", api_calls_by_outcome.clone());
         let api_calls = Family::<ApiCallLabels, Counter>::default();
         registry.register("api_calls", "Outbound requests of plugins, by system and outcome", api_calls.clone());
         let api_call_seconds: HistogramFamily<SystemLabel> = Family::new_with_constructor(latency_buckets);
         registry.register("api_call_duration_seconds", "Outbound request latency, by system", api_call_seconds.clone());
-        let instantiate_seconds = Histogram::new(exponential_buckets(0.000_005, 2.0, 20));
-        registry.register(
-            "plugin_instantiate_seconds",
-            "Time to instantiate a plugin for a call (warm instances skip it)",
-            instantiate_seconds.clone(),
-        );
-        let rate_limited = Counter::default();
-        registry.register("rate_limit_rejections", "Requests answered 429 RATE_LIMIT", rate_limited.clone());
-        let queue_depth = Gauge::default();
-        registry.register("queue_depth", "Executions waiting for a worker (all nodes)", queue_depth.clone());
-        let workers_busy = Gauge::default();
-        registry.register("workers_busy", "Execution slots of this node in use", workers_busy.clone());
         Self {
             registry,
+            public,
+            api_calls_by_outcome,
             executions,
             execution_seconds,
             api_calls,
@@ -113,6 +129,7 @@ impl Metrics {
         for r in records {
             let labels = ApiCallLabels { system: r.origin.system.clone(), outcome: r.status.to_owned() };
             self.api_calls.get_or_create(&labels).inc();
+            self.api_calls_by_outcome.get_or_create(&OutcomeLabel { outcome: r.status.to_owned() }).inc();
             self.api_call_seconds
                 .get_or_create(&SystemLabel { system: r.origin.system.clone() })
                 .observe(r.duration_ms as f64 / 1000.0);
@@ -132,10 +149,12 @@ impl Metrics {
         (n, mean)
     }
 
-    /// The exposition text.
-    pub fn render(&self) -> String {
+    /// The exposition text; `with_systems` adds the families labelled by system slug, which
+    /// tenants choose (only for a `/metrics` protected by a token).
+    pub fn render(&self, with_systems: bool) -> String {
         let mut text = String::new();
-        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+        let registry = if with_systems { &self.registry } else { &self.public };
+        if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
             text.clear();
         }
         text

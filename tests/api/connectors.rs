@@ -220,6 +220,21 @@ async fn credentials_are_write_only_and_never_leak() {
     app.test_call(&token, id, "decode_vin", json!({"vin": VIN})).await;
     assert_eq!(mock.headers_of("DecodeVinValues")[1]["x-api-key"], VPIC_KEY);
 
+    // Pointing the connection somewhere else needs the credentials again: stored ones are
+    // never sent to a new destination.
+    let moved = app
+        .put(
+            &token,
+            &format!("/connections/{id}"),
+            json!({"name": "vpic", "system": "vpic",
+             "config": {"base_url": "http://127.0.0.1:9/elsewhere"}, "allowed_hosts": ["127.0.0.1:9"]}),
+        )
+        .await;
+    let body = assert_error(moved, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
+    assert_eq!(detail_paths(&body), ["credentials"], "{body}");
+    let shown: Value = app.get(&token, &format!("/connections/{id}")).await.json().await.expect("json");
+    assert_eq!(shown["config"]["base_url"], format!("{}/vpic", mock.base), "nothing changed: {shown}");
+
     for path in [
         format!("/connections/{id}"),
         "/connections".into(),

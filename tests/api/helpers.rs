@@ -86,6 +86,15 @@ impl TestApp {
         self.server.take().expect("server handle").await.expect("server task")
     }
 
+    /// Stops the server like [`TestApp::stop`] but keeps its data directory (and database)
+    /// for another server; answers what `serve` returned.
+    pub async fn stop_keep_data(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.server.take().expect("server handle").await.expect("server task")
+    }
+
     /// Runs one SQL statement on the server's database (tests use it to age rows).
     pub async fn sql(&self, statement: &str) {
         let url = match &self.database_url {

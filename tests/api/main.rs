@@ -10,6 +10,7 @@ mod connectors;
 mod conventions;
 mod demo;
 mod durability;
+mod hardening;
 mod helpers;
 mod mock;
 mod observability;

@@ -391,7 +391,19 @@ fn every_second() -> Value {
 
 #[tokio::test]
 async fn a_schedule_fires_once_per_slot_even_with_two_nodes() {
-    let first = TestApp::spawn().await;
+    // The platform's minimum interval (one minute by default) refuses a schedule every second.
+    let strict = TestApp::spawn().await;
+    let strict_token = strict.admin_token().await;
+    let body = assert_error(
+        strict.post(&strict_token, "/orchestrations", every_second()).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_eq!(body["error"]["details"][0]["path"], "trigger.cron", "{body}");
+    assert!(body["error"]["details"][0]["message"].as_str().unwrap_or_default().contains("60 s"), "{body}");
+
+    let first = TestApp::spawn_with(|config| config.min_cron_interval_secs = 1).await;
     let token = first.admin_token().await;
     for (bad, path) in [
         (json!({"type": "schedule"}), "trigger.cron"),
@@ -426,7 +438,11 @@ async fn a_schedule_fires_once_per_slot_even_with_two_nodes() {
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", first.data_dir().join("dibop.db").display()));
-    let second = TestApp::spawn_with(|config| config.database_url = Some(shared.into())).await;
+    let second = TestApp::spawn_with(|config| {
+        config.database_url = Some(shared.into());
+        config.min_cron_interval_secs = 1;
+    })
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
     let runs: Value =
         second.get(&token, &format!("/orchestrations/{id}/executions?page_size=200")).await.json().await.expect("json");

@@ -155,3 +155,32 @@ async fn managing_webhooks_is_validated_and_for_admins() {
     assert_eq!(app.delete(&token, &format!("/webhooks/{id}")).await.status(), StatusCode::NO_CONTENT);
     assert_error(app.delete(&token, &format!("/webhooks/{id}")).await, StatusCode::NOT_FOUND, "NOT_FOUND").await;
 }
+
+#[tokio::test]
+async fn a_timestamped_signature_is_accepted_once_fresh_and_refused_when_stale() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let (id, secret) = setup(&app, &token, "hmac-sha256").await;
+    let body = br#"{"vin":"WDB1234567890"}"#;
+    let send = |timestamp: i64, signed_with: i64| {
+        let mut signed = signed_with.to_string().into_bytes();
+        signed.push(b'.');
+        signed.extend_from_slice(body);
+        app.client
+            .post(app.url(&format!("/webhooks/{id}")))
+            .header("content-type", "application/json")
+            .header("x-source", "dms")
+            .header("x-webhook-secret", &secret)
+            .header("x-webhook-timestamp", timestamp.to_string())
+            .header("x-webhook-signature", sign(&secret, &signed))
+            .body(body.to_vec())
+            .send()
+    };
+    let now = chrono::Utc::now().timestamp();
+    assert_eq!(send(now, now).await.expect("send").status(), StatusCode::ACCEPTED);
+    // A captured request replayed an hour later, and a timestamp changed without re-signing.
+    let stale = send(now - 3600, now - 3600).await.expect("send");
+    let body_json = assert_error(stale, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+    assert!(body_json["error"]["message"].as_str().unwrap_or_default().contains("300 s"), "{body_json}");
+    assert_error(send(now + 1, now).await.expect("send"), StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+}

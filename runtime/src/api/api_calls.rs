@@ -122,7 +122,7 @@ async fn list_api_calls(
     principal: Principal,
     ApiQuery(query): ApiQuery<ApiCallQuery>,
     pagination: Pagination,
-) -> AppResult<Json<Paginated<ApiCallView>>> {
+) -> AppResult<axum::response::Response> {
     if let Some(status) = query.status.as_ref().filter(|s| !["success", "error", "timeout"].contains(&s.as_str())) {
         return Err(AppError::BadRequest(format!("status must be success, error or timeout, got {status:?}")));
     }
@@ -136,7 +136,7 @@ async fn list_api_calls(
         connection_id: query.connection_id,
     };
     let (rows, total) = state.store.list_api_calls(&principal.enterprise_id, &filter, pagination.page()).await?;
-    Ok(Json(pagination.envelope(rows.into_iter().map(ApiCallView::from).collect(), total)))
+    super::for_reader(&principal, &pagination.envelope(rows.into_iter().map(ApiCallView::from).collect(), total))
 }
 
 /// Per-system statistics over a window.
@@ -167,12 +167,14 @@ pub struct StatsQuery {
 
 /// `30m`, `24h`, `7d` as milliseconds.
 pub fn parse_window(text: &str) -> Option<i64> {
-    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+    // The unit is the last character (not byte): any other text is refused, never sliced apart.
+    let unit = text.chars().next_back()?;
+    let number = &text[..text.len() - unit.len_utf8()];
     let n: i64 = number.parse().ok().filter(|n| *n > 0)?;
     let unit_ms = match unit {
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
         _ => return None,
     };
     n.checked_mul(unit_ms).filter(|ms| *ms <= 366 * 86_400_000)
@@ -235,6 +237,30 @@ async fn system_stats(
         });
     }
     Ok(Json(stats))
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn windows_never_panic(text in any::<String>()) {
+            let _ = super::parse_window(&text);
+        }
+
+        #[test]
+        fn well_formed_windows_parse(n in 1i64..300, unit in prop_oneof![Just('m'), Just('h'), Just('d')]) {
+            let ms = super::parse_window(&format!("{n}{unit}"));
+            let unit_ms = match unit { 'm' => 60_000, 'h' => 3_600_000, _ => 86_400_000 };
+            prop_assert_eq!(ms, Some(n * unit_ms).filter(|ms| *ms <= 366 * 86_400_000));
+        }
+
+        #[test]
+        fn a_multi_byte_unit_is_refused(n in 1i64..300, unit in "[^mhd0-9]") {
+            prop_assert_eq!(super::parse_window(&format!("{n}{unit}")), None);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -268,7 +268,24 @@ async fn replace_connection(
         .get_connection(&principal.enterprise_id, &id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("connection {id}")))?;
-    let stored = connections::credentials(&state, &current)?;
+    let mut stored = connections::credentials(&state, &current)?;
+    // Stored credentials go only where they went before: a new system, base URL or host list
+    // needs them sent again with the change (omitted ones are dropped, so a required one that
+    // is missing answers 422 at its path).
+    let old_config: serde_json::Value = serde_json::from_str(&current.config).unwrap_or_default();
+    let old_hosts: Vec<String> = serde_json::from_str(&current.allowed_hosts).unwrap_or_default();
+    let moved = current.system != input.system
+        || old_config.get("base_url") != input.config.get("base_url")
+        || old_hosts != input.allowed_hosts;
+    if moved && !stored.is_empty() {
+        if input.credentials.is_empty() {
+            return Err(AppError::Validation(vec![FieldError {
+                path: "credentials".into(),
+                message: "system, base_url or allowed_hosts changed: send the credentials again with the change".into(),
+            }]));
+        }
+        stored.clear();
+    }
     let name = input.name.clone();
     let fields = fields(&state, &principal, input, stored).await?;
     let row = state

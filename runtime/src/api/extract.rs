@@ -96,9 +96,144 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonOrYaml<T> {
             return ApiJson::from_request(request, state).await.map(|ApiJson(value)| JsonOrYaml(value));
         }
         let bytes = body_bytes(request, state).await?;
-        let value: serde_json::Value =
-            serde_norway::from_slice(&bytes).map_err(|err| AppError::BadRequest(format!("malformed YAML: {err}")))?;
+        let value = yaml_value(&bytes)?;
         serde_path_to_error::deserialize(value).map(JsonOrYaml).map_err(shape_error)
+    }
+}
+
+/// Most nodes a YAML document may expand to (aliases count every time they are used).
+pub const YAML_MAX_NODES: usize = 100_000;
+/// Most bytes of text (keys and scalars) a YAML document may expand to.
+pub const YAML_MAX_TEXT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Parses YAML into JSON under a budget charged while parsing, so a few aliases that expand
+/// to billions of nodes are refused after [`YAML_MAX_NODES`] instead of filling the memory.
+pub fn yaml_value(bytes: &[u8]) -> AppResult<serde_json::Value> {
+    use serde::de::DeserializeSeed;
+    let budget = yaml::Budget::default();
+    yaml::Node(&budget).deserialize(serde_norway::Deserializer::from_slice(bytes)).map_err(|err| {
+        if budget.exhausted() {
+            AppError::BadRequest(format!(
+                "the YAML document expands to more than {YAML_MAX_NODES} nodes or {YAML_MAX_TEXT_BYTES} bytes of text \
+                 (anchors and aliases count each time they are used)"
+            ))
+        } else {
+            AppError::BadRequest(format!("malformed YAML: {err}"))
+        }
+    })
+}
+
+mod yaml {
+    use std::cell::Cell;
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
+
+    use super::{YAML_MAX_NODES, YAML_MAX_TEXT_BYTES};
+
+    /// Nodes and text bytes built so far.
+    #[derive(Default)]
+    pub struct Budget {
+        nodes: Cell<usize>,
+        bytes: Cell<usize>,
+        exhausted: Cell<bool>,
+    }
+
+    impl Budget {
+        fn charge<E: de::Error>(&self, text_bytes: usize) -> Result<(), E> {
+            self.nodes.set(self.nodes.get() + 1);
+            self.bytes.set(self.bytes.get().saturating_add(text_bytes));
+            if self.nodes.get() > YAML_MAX_NODES || self.bytes.get() > YAML_MAX_TEXT_BYTES {
+                self.exhausted.set(true);
+                return Err(E::custom("document too large"));
+            }
+            Ok(())
+        }
+
+        pub fn exhausted(&self) -> bool {
+            self.exhausted.get()
+        }
+    }
+
+    /// One node, built as JSON while the budget is charged.
+    pub struct Node<'a>(pub &'a Budget);
+
+    impl<'de> DeserializeSeed<'de> for Node<'_> {
+        type Value = Value;
+
+        fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Node<'_> {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a YAML value")
+        }
+
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+            self.0.charge(0)?;
+            Ok(Value::Bool(v))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+            self.0.charge(0)?;
+            Ok(Value::from(v))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+            self.0.charge(0)?;
+            Ok(Value::from(v))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+            self.0.charge(0)?;
+            Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+            self.0.charge(v.len())?;
+            Ok(Value::String(v.to_owned()))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+            self.0.charge(0)?;
+            Ok(Value::Null)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+            self.visit_unit()
+        }
+
+        fn visit_some<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+            self.deserialize(deserializer)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            self.0.charge(0)?;
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element_seed(Node(self.0))? {
+                items.push(item);
+            }
+            Ok(Value::Array(items))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            self.0.charge(0)?;
+            let mut out = Map::new();
+            while let Some(key) = map.next_key_seed(Node(self.0))? {
+                let key = match key {
+                    Value::String(text) => text,
+                    other => other.to_string(),
+                };
+                let value = map.next_value_seed(Node(self.0))?;
+                out.insert(key, value);
+            }
+            Ok(Value::Object(out))
+        }
     }
 }
 

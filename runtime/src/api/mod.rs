@@ -104,6 +104,9 @@ pub fn router(state: AppState) -> Router {
     with_common_layers(app, max_body)
 }
 
+/// Longest request URI (path and query) accepted, in bytes.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
 /// The middleware every response passes through, outermost last: request id, tracing, error
 /// shape, panic catching and the body limit.
 fn with_common_layers(router: Router, max_body: usize) -> Router {
@@ -121,6 +124,15 @@ fn with_common_layers(router: Router, max_body: usize) -> Router {
 async fn error_shape(request: Request, next: Next) -> Response {
     let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let method = request.method().clone();
+    // Longer URIs are refused here, in the error shape (hyper itself answers a bare 414 only
+    // past 64 KiB).
+    if request.uri().to_string().len() > MAX_URI_BYTES {
+        let body = ErrorBody::new(StatusCode::URI_TOO_LONG, format!("the URI is longer than {MAX_URI_BYTES} bytes"));
+        let mut response = Response::new(Body::from(body.render(&request_id).to_string()));
+        *response.status_mut() = StatusCode::URI_TOO_LONG;
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return response;
+    }
     let path = request.uri().path().to_owned();
     let mut response = next.run(request).await;
     let status = response.status();
@@ -208,6 +220,21 @@ pub fn datetime(ms: i64) -> DateTime<Utc> {
 
 pub fn opt_datetime(ms: Option<i64>) -> Option<DateTime<Utc>> {
     ms.map(datetime)
+}
+
+/// An answer as JSON, with personal and credential values masked when the caller is a viewer
+/// (`canonical::mask_for_viewer`): executions, traces and API-call logs go through it.
+pub fn for_reader<T: serde::Serialize>(
+    principal: &crate::auth::Principal,
+    body: &T,
+) -> crate::error::AppResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    if principal.role != crate::auth::Role::Viewer {
+        return Ok(axum::Json(body).into_response());
+    }
+    let mut value = serde_json::to_value(body).map_err(anyhow::Error::from)?;
+    crate::canonical::mask_for_viewer(&mut value);
+    Ok(axum::Json(value).into_response())
 }
 
 #[cfg(test)]

@@ -111,7 +111,7 @@ pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap) -> Ap
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        metrics.render(),
+        metrics.render(state.config.metrics_token.is_some()),
     )
         .into_response())
 }

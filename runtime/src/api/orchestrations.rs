@@ -19,10 +19,10 @@ use utoipa_axum::routes;
 use super::extract::{ApiJson, ApiQuery, JsonOrYaml, PageQuery, Paginated, Pagination, iso_instant};
 use super::{datetime, opt_datetime};
 use crate::auth::{Principal, rate_limit_headers};
+use crate::engine::admission;
 use crate::engine::definition::{self, Catalogue, Definition};
 use crate::error::{AppError, AppResult};
 use crate::plugins::PluginInfo;
-use crate::ratelimit::Decision;
 use crate::state::AppState;
 use crate::store::{ExecutionRow, NewExecution, OrchestrationRow, StepResultRow};
 
@@ -49,10 +49,18 @@ pub struct OrchestrationView {
     pub definition: Definition,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Schedules only: why the last slot did not fire (for example the execution limit or a
+    /// parameter problem); cleared when a slot fires again. The slot is recorded as missed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule_error_at: Option<DateTime<Utc>>,
 }
 
 fn view(row: OrchestrationRow) -> AppResult<OrchestrationView> {
     Ok(OrchestrationView {
+        schedule_error: row.schedule_error.clone(),
+        schedule_error_at: row.schedule_error_at.map(datetime),
         definition: serde_json::from_str(&row.definition).map_err(anyhow::Error::from)?,
         id: row.id,
         enterprise_id: row.enterprise_id,
@@ -68,6 +76,11 @@ struct EnterpriseCatalogue {
     transforms: Vec<String>,
     /// Names and ids of the enterprise's orchestrations.
     orchestrations: Vec<String>,
+    /// By name and by id: the orchestrations each one starts, and its (name, id).
+    calls: HashMap<String, (Vec<String>, Vec<String>)>,
+    /// The orchestration being replaced.
+    saved_id: Option<String>,
+    min_cron_interval_secs: u64,
 }
 
 impl Catalogue for EnterpriseCatalogue {
@@ -81,6 +94,18 @@ impl Catalogue for EnterpriseCatalogue {
 
     fn orchestration_exists(&self, name_or_id: &str) -> bool {
         self.orchestrations.iter().any(|o| o == name_or_id)
+    }
+
+    fn calls(&self, name_or_id: &str) -> (Vec<String>, Vec<String>) {
+        self.calls.get(name_or_id).cloned().unwrap_or_default()
+    }
+
+    fn saved_id(&self) -> Option<&str> {
+        self.saved_id.as_deref()
+    }
+
+    fn min_cron_interval_secs(&self) -> u64 {
+        self.min_cron_interval_secs
     }
 }
 
@@ -108,12 +133,34 @@ async fn catalogue(state: &AppState, enterprise_id: &str) -> AppResult<Enterpris
     let transforms = state.registry.newest(enterprise_id, "transform").await?.into_iter().map(|p| p.slug).collect();
     let (rows, _) =
         state.store.list_orchestrations(enterprise_id, crate::store::Page { limit: 10_000, offset: 0 }).await?;
+    let mut calls = HashMap::new();
+    for row in &rows {
+        let targets = serde_json::from_str::<Definition>(&row.definition)
+            .map(|d| definition::sub_orchestrations(&d.steps))
+            .unwrap_or_default();
+        let entry = (targets, vec![row.id.clone(), row.name.clone()]);
+        calls.insert(row.name.clone(), entry.clone());
+        calls.insert(row.id.clone(), entry);
+    }
     let orchestrations = rows.into_iter().flat_map(|row| [row.id, row.name]).collect();
-    Ok(EnterpriseCatalogue { connections, transforms, orchestrations })
+    Ok(EnterpriseCatalogue {
+        connections,
+        transforms,
+        orchestrations,
+        calls,
+        saved_id: None,
+        min_cron_interval_secs: state.config.min_cron_interval_secs,
+    })
 }
 
-async fn validated(state: &AppState, principal: &Principal, def: &Definition) -> AppResult<String> {
-    let catalogue = catalogue(state, &principal.enterprise_id).await?;
+async fn validated(
+    state: &AppState,
+    principal: &Principal,
+    def: &Definition,
+    saved_id: Option<&str>,
+) -> AppResult<String> {
+    let mut catalogue = catalogue(state, &principal.enterprise_id).await?;
+    catalogue.saved_id = saved_id.map(str::to_owned);
     let errors = definition::validate(def, &catalogue);
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
@@ -142,7 +189,7 @@ async fn create_orchestration(
     principal: Principal,
     JsonOrYaml(def): JsonOrYaml<Definition>,
 ) -> AppResult<(StatusCode, Json<OrchestrationView>)> {
-    let text = validated(&state, &principal, &def).await?;
+    let text = validated(&state, &principal, &def, None).await?;
     let row = state
         .store
         .create_orchestration(&principal.enterprise_id, &def.name, &def.status, &text, definition::schedule_of(&def))
@@ -186,7 +233,7 @@ async fn replace_orchestration(
         .get_orchestration(&principal.enterprise_id, &id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("orchestration {id}")))?;
-    let text = validated(&state, &principal, &def).await?;
+    let text = validated(&state, &principal, &def, Some(&id)).await?;
     let row = state
         .store
         .update_orchestration(
@@ -298,7 +345,6 @@ async fn execute(
     if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
         return Err(AppError::BadRequest("Idempotency-Key must be 1 to 200 characters".into()));
     }
-    let decision = count_execution(&state, &principal.enterprise_id, principal.executions_per_minute).await?;
     let new = NewExecution {
         orchestration_id: row.id.clone(),
         orchestration_version: row.version,
@@ -310,22 +356,21 @@ async fn execute(
     };
     // A waiting caller with a free slot on this node runs its execution at once; otherwise (or
     // `async`) it is queued for the workers.
-    let slot = if request.run_async { None } else { state.engine.free_slot() };
-    let (mut execution, created) = match &slot {
-        Some(_) => {
-            let lease = i64::try_from(state.config.lease_ms).unwrap_or(30_000);
-            state.store.start_execution(&principal.enterprise_id, new, &state.engine.node_id, lease).await?
-        }
-        None => state.store.enqueue_execution(&principal.enterprise_id, new).await?,
+    let slot = if request.run_async || !state.engine.has_share(&principal.enterprise_id) {
+        None
+    } else {
+        state.engine.free_slot()
     };
+    let admitted =
+        admission::submit(&state, &principal.enterprise_id, Some(principal.executions_per_minute), new, slot.is_some())
+            .await?;
+    let (mut execution, created, decision) = (admitted.execution, admitted.created, admitted.decision);
     let deadline = Instant::now() + Duration::from_millis(state.config.execute_wait_ms);
-    match slot {
-        Some(slot) if created => {
-            let done = crate::engine::run_now(&state, execution.clone(), slot);
-            let _ = tokio::time::timeout(Duration::from_millis(state.config.execute_wait_ms), done).await;
-        }
-        _ if created => state.engine.wake(),
-        _ => {}
+    if let Some(slot) = slot
+        && created
+    {
+        let done = crate::engine::run_now(&state, execution.clone(), slot);
+        let _ = tokio::time::timeout(Duration::from_millis(state.config.execute_wait_ms), done).await;
     }
     if !request.run_async {
         execution = state
@@ -361,20 +406,6 @@ async fn execute(
     let mut response = (status, Json(summary(&execution))).into_response();
     rate_limit_headers(response.headers_mut(), &decision);
     Ok(response)
-}
-
-/// Counts one execution against the enterprise's executions-per-minute limit (execute and
-/// webhook triggers alike); 429 when it is exceeded.
-pub(super) async fn count_execution(state: &AppState, enterprise_id: &str, per_minute: i64) -> AppResult<Decision> {
-    let limit = u64::try_from(per_minute).unwrap_or(0);
-    let decision = state.limiter.hit(&format!("exec:{enterprise_id}"), limit, 60).await?;
-    if !decision.allowed {
-        return Err(AppError::RateLimited {
-            message: format!("execution rate limit of {limit} per minute exceeded"),
-            retry_after_secs: decision.retry_after_secs(),
-        });
-    }
-    Ok(decision)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -481,7 +512,7 @@ async fn list_executions(
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<ExecutionQuery>,
     pagination: Pagination,
-) -> AppResult<Json<Paginated<ExecutionView>>> {
+) -> AppResult<Response> {
     state
         .store
         .get_orchestration(&principal.enterprise_id, &id)
@@ -499,7 +530,10 @@ async fn list_executions(
         .store
         .list_executions(&principal.enterprise_id, &id, query.status.as_deref(), from, to, pagination.page())
         .await?;
-    Ok(Json(pagination.envelope(rows.into_iter().map(|r| execution_view(r, None)).collect(), total)))
+    super::for_reader(
+        &principal,
+        &pagination.envelope(rows.into_iter().map(|r| execution_view(r, None)).collect(), total),
+    )
 }
 
 /// An execution with every step's result.
@@ -512,14 +546,14 @@ async fn get_execution(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> AppResult<Json<ExecutionView>> {
+) -> AppResult<Response> {
     let row = state
         .store
         .get_execution(&principal.enterprise_id, &id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
     let steps = state.store.step_results(&row.id).await?;
-    Ok(Json(execution_view(row, Some(steps))))
+    super::for_reader(&principal, &execution_view(row, Some(steps)))
 }
 
 /// Cancel an execution: a queued one at once, a running one before its next step.
@@ -547,7 +581,9 @@ async fn cancel_execution(
         .cancel_execution(&principal.enterprise_id, &id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
-    // A parked execution is due now: let a worker end it.
+    // Running here: stop before the next step (inside bodies too). Running on another node:
+    // its heartbeat reads the flag. Parked: it is due now, so a worker ends it.
+    state.engine.stop(&id, crate::engine::Stop::Cancel);
     state.engine.wake();
     Ok(Json(summary(&row)))
 }
@@ -570,6 +606,7 @@ async fn retry_execution(
         .get_execution(&principal.enterprise_id, &id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
+    admission::count(&state, &principal.enterprise_id, Some(principal.executions_per_minute)).await?;
     let row = state
         .store
         .retry_execution(&principal.enterprise_id, &id)
@@ -764,11 +801,7 @@ impl TraceBuilder<'_> {
         (status = 200, description = "The trace", body = TraceView),
         (status = 404, description = "No such execution", body = crate::error::ErrorResponse),
     ))]
-async fn get_trace(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> AppResult<Json<TraceView>> {
+async fn get_trace(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> AppResult<Response> {
     let execution = state
         .store
         .get_execution(&principal.enterprise_id, &id)
@@ -814,5 +847,8 @@ async fn get_trace(
         trace.step(&execution.id, &record, &root);
     }
     let TraceBuilder { spans, logs, .. } = trace;
-    Ok(Json(TraceView { trace_id: hex_id(&execution.id, 32), execution_id: execution.id, spans, logs }))
+    super::for_reader(
+        &principal,
+        &TraceView { trace_id: hex_id(&execution.id, 32), execution_id: execution.id, spans, logs },
+    )
 }

@@ -180,11 +180,17 @@ fn unauthorized() -> AppError {
     AppError::Unauthorized("missing or wrong webhook secret or signature".into())
 }
 
+/// How far `X-Webhook-Timestamp` may be from the server's clock, in seconds.
+pub const WEBHOOK_TOLERANCE_SECS: i64 = 300;
+
 /// Trigger a webhook's orchestration. Send `X-Webhook-Secret` (compared in constant time) and,
-/// for hmac-sha256 webhooks, `X-Webhook-Signature: sha256=<hex>`. Answers 202 with the
-/// execution id; the execution runs with `triggered_by` = event.
+/// for hmac-sha256 webhooks, `X-Webhook-Signature: sha256=<hex>` of the body, or, with
+/// `X-Webhook-Timestamp: <unix seconds>` (within 300 s of the server's clock), of
+/// `<timestamp>.<body>` (replay protection). Answers 202 with the execution id; the execution
+/// runs with `triggered_by` = event.
 #[utoipa::path(post, path = "/webhooks/{id}", tag = "webhooks", security(()),
-    params(("id" = String, Path), ("X-Webhook-Secret" = String, Header), ("X-Webhook-Signature" = Option<String>, Header)),
+    params(("id" = String, Path), ("X-Webhook-Secret" = String, Header), ("X-Webhook-Signature" = Option<String>, Header),
+        ("X-Webhook-Timestamp" = Option<String>, Header, description = "Unix seconds; signed with the body")),
     request_body(content = Object, description = "The event (JSON, at most 256 KiB)"),
     responses(
         (status = 202, description = "Execution queued", body = Triggered),
@@ -222,6 +228,20 @@ async fn trigger(
             })
             .ok_or_else(unauthorized)?;
         let mut mac = Hmac::<Sha256>::new_from_slice(&secret).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // With `X-Webhook-Timestamp` (unix seconds) the signature covers `<timestamp>.<body>`
+        // and the timestamp must be within the tolerance: a captured request cannot be
+        // replayed later.
+        if let Some(timestamp) = headers.get("x-webhook-timestamp") {
+            let text = timestamp.to_str().map_err(|_| unauthorized())?;
+            let at: i64 = text.trim().parse().map_err(|_| unauthorized())?;
+            if (chrono::Utc::now().timestamp() - at).abs() > WEBHOOK_TOLERANCE_SECS {
+                return Err(AppError::Unauthorized(format!(
+                    "X-Webhook-Timestamp is more than {WEBHOOK_TOLERANCE_SECS} s away from the server's clock"
+                )));
+            }
+            mac.update(text.trim().as_bytes());
+            mac.update(b".");
+        }
         mac.update(&body);
         mac.verify_slice(&signature).map_err(|_| unauthorized())?;
     }
@@ -229,7 +249,8 @@ async fn trigger(
     let header_map: serde_json::Map<String, Value> = headers
         .iter()
         .filter(|(name, _)| {
-            !["x-webhook-secret", "x-webhook-signature", "authorization", "cookie"].contains(&name.as_str())
+            !["x-webhook-secret", "x-webhook-signature", "x-webhook-timestamp", "authorization", "cookie"]
+                .contains(&name.as_str())
         })
         .filter_map(|(name, value)| {
             value.to_str().ok().map(|v| (name.as_str().to_owned(), Value::String(v.to_owned())))
@@ -250,9 +271,6 @@ async fn trigger(
     let def: Definition = serde_json::from_str(&orchestration.definition).map_err(anyhow::Error::from)?;
     let given = parameters.as_object().cloned().unwrap_or_default();
     let parameters = definition::bind_parameters(&def, &given).map_err(AppError::Validation)?;
-    let enterprise =
-        state.store.get_enterprise(&webhook.enterprise_id).await?.ok_or_else(|| AppError::not_found("enterprise"))?;
-    super::orchestrations::count_execution(&state, &webhook.enterprise_id, enterprise.executions_per_minute).await?;
     let new = NewExecution {
         orchestration_id: orchestration.id.clone(),
         orchestration_version: orchestration.version,
@@ -262,9 +280,6 @@ async fn trigger(
         steps_total: def.step_count(),
         parent: None,
     };
-    let (execution, created) = state.store.enqueue_execution(&webhook.enterprise_id, new).await?;
-    if created {
-        state.engine.wake();
-    }
-    Ok((StatusCode::ACCEPTED, Json(Triggered { execution_id: execution.id })))
+    let admitted = crate::engine::admission::submit(&state, &webhook.enterprise_id, None, new, false).await?;
+    Ok((StatusCode::ACCEPTED, Json(Triggered { execution_id: admitted.execution.id })))
 }

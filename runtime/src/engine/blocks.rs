@@ -8,9 +8,9 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 
-use super::definition::{self, Definition, MAX_ITEMS, Step};
+use super::definition::{self, Definition, MAX_BRANCHES, MAX_ITEMS, Step};
 use super::flow::{self, Decision, Flow};
-use super::{StepOutcome, mapping, run_claimed, run_step};
+use super::{StepOutcome, Stop, mapping, run_claimed, run_step};
 use crate::plugins::outbound::ApiCallRecord;
 use crate::state::AppState;
 use crate::store::{ExecutionRow, NewExecution, now_ms};
@@ -46,6 +46,11 @@ fn run_block<'a>(
         let mut api_calls = Vec::new();
         let mut error = None;
         for (i, f) in flat.iter().enumerate() {
+            // Cancellation (and shutdown) reach inside bodies between their steps.
+            if let Some(why) = state.engine.signal(&execution.id).get() {
+                error = Some(why.message().to_owned());
+                break;
+            }
             let step_label = format!("{label}.{}", f.step.name);
             let started = now_ms();
             let clock = Instant::now();
@@ -98,11 +103,12 @@ pub(super) async fn for_each(
         }
         Err(e) => return StepOutcome::failed(None, None, format!("items: {e}"), 1),
     };
-    if items.len() > MAX_ITEMS {
+    let max_items = state.config.max_for_each_items.min(MAX_ITEMS);
+    if items.len() > max_items {
         return StepOutcome::failed(
             None,
             None,
-            format!("{} items; a for_each takes at most {MAX_ITEMS}", items.len()),
+            format!("{} items; a for_each takes at most {max_items} (DIBOP_MAX_FOR_EACH_ITEMS)", items.len()),
             1,
         );
     }
@@ -147,6 +153,14 @@ pub(super) async fn parallel(
     scope: &Value,
     label: &str,
 ) -> StepOutcome {
+    let max_branches = state.config.max_parallel_branches.min(MAX_BRANCHES);
+    if step.branches.len() > max_branches {
+        let error = format!(
+            "{} branches; a parallel step runs at most {max_branches} (DIBOP_MAX_PARALLEL_BRANCHES)",
+            step.branches.len()
+        );
+        return StepOutcome::failed(None, None, error, 1);
+    }
     let runs = step
         .branches
         .iter()
@@ -219,21 +233,47 @@ pub(super) async fn sub_orchestration(
         steps_total: def.step_count(),
         parent: Some((execution.id.clone(), execution.depth)),
     };
-    let child = match state.store.enqueue_execution(&execution.enterprise_id, new).await {
-        Ok((child, _)) => child,
+    let child = match super::admission::submit(state, &execution.enterprise_id, None, new, false).await {
+        Ok(admitted) => admitted.execution,
         Err(e) => return fail(format!("starting orchestration {name:?}: {e}")),
     };
     let lease = i64::try_from(state.config.lease_ms).unwrap_or(30_000);
+    let mut signal = state.engine.signal(&execution.id);
     let child = loop {
         match state.store.execution(&child.id).await {
             Ok(Some(current)) if super::is_final(&current.status) => break current,
             Ok(_) => {}
             Err(e) => return fail(format!("reading execution {}: {e}", child.id)),
         }
+        if let Some(why) = signal.get() {
+            // The parent stops: a cancelled parent cancels its child; at shutdown the child
+            // is handed back on its own and the parent finds it again when it resumes.
+            if why == Stop::Cancel {
+                let _ = state.store.cancel_execution(&execution.enterprise_id, &child.id).await;
+            }
+            return fail(format!("{} while orchestration {name:?} ran", why.message()));
+        }
         match state.store.claim_execution_by_id(&child.id, &state.engine.node_id, lease).await {
-            Ok(Some(claimed)) => run_claimed(state.clone(), claimed).await,
+            Ok(Some(claimed)) => {
+                let mut child_run = run_claimed(state.clone(), claimed);
+                tokio::select! {
+                    () = &mut child_run => {}
+                    why = signal.stopped() => {
+                        state.engine.stop(&child.id, why);
+                        if why == Stop::Cancel {
+                            let _ = state.store.cancel_execution(&execution.enterprise_id, &child.id).await;
+                        }
+                        child_run.await;
+                    }
+                }
+            }
             // Another worker has it (or it waits): look again shortly.
-            Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(None) => {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = signal.stopped() => {}
+                }
+            }
             Err(e) => return fail(format!("claiming execution {}: {e}", child.id)),
         }
     };
@@ -256,8 +296,16 @@ pub(super) async fn sub_orchestration(
 }
 
 /// Pauses for `duration_ms` or until `until`. At the top level a long wait answers at once with
-/// its due time, and the engine parks the execution until then; inside a body it sleeps.
-pub(super) async fn wait(step: &Step, scope: &Value, top: bool) -> StepOutcome {
+/// its due time, and the engine parks the execution until then. Inside a body (whose progress
+/// lives in memory) it sleeps, at most `max_body_wait_ms`, and ends early when the execution
+/// is cancelled or the node shuts down.
+pub(super) async fn wait(
+    state: &AppState,
+    execution: &ExecutionRow,
+    step: &Step,
+    scope: &Value,
+    top: bool,
+) -> StepOutcome {
     let now = now_ms();
     let until_ms = match (&step.duration_ms, &step.until) {
         (Some(ms), _) => now + i64::try_from(*ms).unwrap_or(i64::MAX / 2),
@@ -276,8 +324,20 @@ pub(super) async fn wait(step: &Step, scope: &Value, top: bool) -> StepOutcome {
         (None, None) => now,
     };
     let remaining = until_ms - now;
+    let body_limit = i64::try_from(state.config.max_body_wait_ms).unwrap_or(i64::MAX);
+    if !top && remaining > body_limit {
+        let error = format!(
+            "a wait inside for_each or parallel lasts at most {body_limit} ms (this one {remaining} ms); \
+             put long waits at the top level, where they park the execution"
+        );
+        return StepOutcome::failed(None, None, error, 1);
+    }
     if remaining > 0 && (!top || remaining <= super::INLINE_WAIT_MS) {
-        tokio::time::sleep(Duration::from_millis(u64::try_from(remaining).unwrap_or(0))).await;
+        let mut signal = state.engine.signal(&execution.id);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(u64::try_from(remaining).unwrap_or(0))) => {}
+            why = signal.stopped() => return StepOutcome::failed(None, None, format!("wait {}", why.message()), 1),
+        }
     }
     let until = chrono::DateTime::from_timestamp_millis(until_ms).unwrap_or_default();
     StepOutcome::success(json!({

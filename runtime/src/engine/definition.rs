@@ -175,6 +175,8 @@ pub struct Branch {
 pub const MAX_WAIT_MS: u64 = 7 * 24 * 3_600_000;
 /// Most items one `for_each` runs.
 pub const MAX_ITEMS: usize = 10_000;
+/// Most branches of one `parallel` step.
+pub const MAX_BRANCHES: usize = 64;
 /// Most items of one `for_each` running at once.
 pub const MAX_CONCURRENCY: u32 = 16;
 
@@ -270,6 +272,49 @@ pub trait Catalogue {
     fn transform_exists(&self, slug: &str) -> bool;
     /// Whether an orchestration with this name or id exists (other than the one being saved).
     fn orchestration_exists(&self, name_or_id: &str) -> bool;
+    /// The orchestrations the stored orchestration `name_or_id` starts, and the names by which
+    /// it is known (its name and id), for cycle detection.
+    fn calls(&self, name_or_id: &str) -> (Vec<String>, Vec<String>) {
+        let _ = name_or_id;
+        (Vec::new(), Vec::new())
+    }
+    /// The id of the orchestration being saved (on update), which references may use.
+    fn saved_id(&self) -> Option<&str> {
+        None
+    }
+    /// The shortest interval allowed between two schedule slots, in seconds.
+    fn min_cron_interval_secs(&self) -> u64 {
+        60
+    }
+}
+
+/// A path of `sub_orchestration` references from `start` back to the orchestration being saved
+/// (known as `own`), if there is one: `["b", "c"]` for own -> b -> c -> own.
+fn cycle_through(catalogue: &dyn Catalogue, start: &str, own: &[&str]) -> Option<Vec<String>> {
+    let mut seen = HashSet::new();
+    let mut stack = vec![(start.to_owned(), vec![start.to_owned()])];
+    // Bounded by the enterprise's orchestrations: each is expanded once.
+    while let Some((name, path)) = stack.pop() {
+        let (calls, aliases) = catalogue.calls(&name);
+        if aliases.iter().any(|a| !seen.insert(a.clone())) {
+            continue;
+        }
+        for next in calls {
+            if own.contains(&next.as_str()) {
+                return Some(path);
+            }
+            let mut longer = path.clone();
+            longer.push(next.clone());
+            stack.push((next, longer));
+        }
+    }
+    None
+}
+
+/// The shortest interval between two slots of `schedule` over the next few of them.
+fn shortest_interval_secs(schedule: &cron::Schedule) -> Option<i64> {
+    let slots: Vec<_> = schedule.upcoming(chrono::Utc).take(50).collect();
+    slots.windows(2).map(|w| (w[1] - w[0]).num_seconds()).min()
 }
 
 fn identifier(name: &str) -> bool {
@@ -296,10 +341,20 @@ pub fn validate(def: &Definition, catalogue: &dyn Catalogue) -> Vec<FieldError> 
         err("trigger.type".into(), "must be manual, schedule or event".into());
     }
     if def.trigger.kind == "schedule" {
+        let minimum = catalogue.min_cron_interval_secs();
         match def.trigger.cron.as_deref().map(super::schedule::parse) {
             None => err("trigger.cron".into(), "schedule triggers need a cron expression".into()),
             Some(Err(e)) => err("trigger.cron".into(), format!("invalid cron expression: {e}")),
-            Some(Ok(_)) => {}
+            Some(Ok(schedule)) => {
+                if let Some(every) =
+                    shortest_interval_secs(&schedule).filter(|s| *s < i64::try_from(minimum).unwrap_or(60))
+                {
+                    err(
+                        "trigger.cron".into(),
+                        format!("fires every {every} s; schedules may fire at most once every {minimum} s"),
+                    );
+                }
+            }
         }
         let tz = def.trigger.timezone.as_deref().unwrap_or("UTC");
         if tz.parse::<chrono_tz::Tz>().is_err() {
@@ -321,6 +376,8 @@ pub fn validate(def: &Definition, catalogue: &dyn Catalogue) -> Vec<FieldError> 
         }
         if !["string", "number", "integer", "boolean", "object", "array"].contains(&p.kind.as_str()) {
             err(format!("parameters[{i}].type"), "must be string, number, integer, boolean, object or array".into());
+        } else if p.default.as_ref().is_some_and(|d| !d.is_null() && !has_type(d, &p.kind)) {
+            err(format!("parameters[{i}].default"), format!("must be of type {} like the parameter", p.kind));
         }
     }
     let mut checker = Checker { catalogue, params, names: HashSet::new(), errors, own_name: &def.name };
@@ -434,6 +491,9 @@ impl<'a> Checker<'a> {
                 if step.branches.is_empty() {
                     self.err(at("branches"), "parallel needs at least one branch".into());
                 }
+                if step.branches.len() > MAX_BRANCHES {
+                    self.err(at("branches"), format!("at most {MAX_BRANCHES} branches"));
+                }
                 let mut branch_names = HashSet::new();
                 for (i, branch) in step.branches.iter().enumerate() {
                     if !identifier(&branch.name) || !branch_names.insert(branch.name.as_str()) {
@@ -446,13 +506,22 @@ impl<'a> Checker<'a> {
                 }
             }
             "sub_orchestration" => match step.orchestration.as_deref() {
-                Some(name) if name == self.own_name => {
+                Some(name) if name == self.own_name || self.catalogue.saved_id() == Some(name) => {
                     self.err(at("orchestration"), "an orchestration cannot run itself".into());
                 }
                 Some(name) if !self.catalogue.orchestration_exists(name) => {
                     self.err(at("orchestration"), format!("unknown orchestration {name:?}"));
                 }
-                Some(_) => {}
+                Some(name) => {
+                    let own: Vec<&str> =
+                        [Some(self.own_name), self.catalogue.saved_id()].into_iter().flatten().collect();
+                    if let Some(path) = cycle_through(self.catalogue, name, &own) {
+                        self.err(
+                            at("orchestration"),
+                            format!("{} runs this orchestration again: a cycle", path.join(" -> ")),
+                        );
+                    }
+                }
                 None => self.err(at("orchestration"), "sub_orchestration needs orchestration (a name or id)".into()),
             },
             "canonical_upsert" => {
@@ -571,6 +640,41 @@ pub fn schedule_of(def: &Definition) -> Option<(&str, &str)> {
     }
 }
 
+/// Whether `value` is of the declared parameter type.
+fn has_type(value: &Value, kind: &str) -> bool {
+    match kind {
+        "string" => value.is_string(),
+        "number" => value.is_number(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "boolean" => value.is_boolean(),
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        _ => true,
+    }
+}
+
+/// The orchestrations (names or ids) that `steps` start, at any depth.
+pub fn sub_orchestrations(steps: &[Step]) -> Vec<String> {
+    fn walk(steps: &[Step], out: &mut Vec<String>) {
+        for step in steps {
+            if step.kind == "sub_orchestration"
+                && let Some(name) = &step.orchestration
+            {
+                out.push(name.clone());
+            }
+            for nested in [&step.then_steps, &step.else_steps, &step.steps] {
+                walk(nested, out);
+            }
+            for branch in &step.branches {
+                walk(&branch.steps, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(steps, &mut out);
+    out
+}
+
 /// Checks `given` parameters against the declaration and fills defaults.
 pub fn bind_parameters(def: &Definition, given: &serde_json::Map<String, Value>) -> Result<Value, Vec<FieldError>> {
     let mut errors = Vec::new();
@@ -581,16 +685,7 @@ pub fn bind_parameters(def: &Definition, given: &serde_json::Map<String, Value>)
             None if p.required => errors.push(FieldError { path, message: "is required".into() }),
             None => {}
             Some(value) => {
-                let ok = match p.kind.as_str() {
-                    "string" => value.is_string(),
-                    "number" => value.is_number(),
-                    "integer" => value.is_i64() || value.is_u64(),
-                    "boolean" => value.is_boolean(),
-                    "object" => value.is_object(),
-                    "array" => value.is_array(),
-                    _ => true,
-                };
-                if ok {
+                if has_type(value, &p.kind) {
                     bound.insert(p.name.clone(), value.clone());
                 } else {
                     errors.push(FieldError { path, message: format!("must be of type {}", p.kind) });

@@ -217,14 +217,14 @@ pub fn condition(expression: &str, scope: &Value) -> Result<bool, MappingError> 
         Ok(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned())))
     };
     // The operator must sit outside references and quotes.
+    // Offsets come from `char_indices`, so every slice below starts on a character boundary.
     let mut depth = 0;
     let mut quoted = false;
-    let bytes = expression.as_bytes();
-    for i in 0..bytes.len() {
-        match bytes[i] {
-            b'{' => depth += 1,
-            b'}' => depth -= 1,
-            b'\'' | b'"' => quoted = !quoted,
+    for (i, c) in expression.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            '\'' | '"' => quoted = !quoted,
             _ if depth == 0 && !quoted => {
                 for op in ["==", "!=", ">=", "<=", ">", "<"] {
                     if expression[i..].starts_with(op) {
@@ -265,6 +265,59 @@ pub fn truthy(value: &Value) -> bool {
         Value::String(s) => !s.is_empty() && s != "false",
         Value::Array(a) => !a.is_empty(),
         Value::Object(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    /// Text made of the pieces the parsers look for, mixed with any characters (multi-byte
+    /// ones included), so the interesting paths are reached more often than by chance.
+    fn tricky() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("${".to_owned()),
+            Just("}".to_owned()),
+            Just("[".to_owned()),
+            Just("]".to_owned()),
+            Just("?(@".to_owned()),
+            Just("'".to_owned()),
+            Just("==".to_owned()),
+            Just(">=".to_owned()),
+            Just(".".to_owned()),
+            Just("parameters".to_owned()),
+            Just("é".to_owned()),
+            Just("東".to_owned()),
+            Just("🚗".to_owned()),
+            any::<char>().prop_map(String::from),
+        ];
+        proptest::collection::vec(piece, 0..24).prop_map(|pieces| pieces.concat())
+    }
+
+    fn scope() -> Value {
+        json!({"parameters": {"name": "Zürich", "n": 3, "list": ["é", 2]}, "_context": {"execution_id": "e"}})
+    }
+
+    proptest! {
+        #[test]
+        fn mapping_never_panics(text in tricky()) {
+            let _ = super::resolve(&Value::String(text.clone()), &scope());
+            let _ = super::references(&Value::String(text.clone()));
+            let _ = super::Reference::parse(&text);
+        }
+
+        #[test]
+        fn conditions_never_panic(text in tricky(), any_text in any::<String>()) {
+            let _ = super::condition(&text, &scope());
+            let _ = super::condition(&any_text, &scope());
+        }
+
+        #[test]
+        fn a_literal_right_side_compares_whatever_its_characters(city in "[^'\"{}=!<>]{1,12}") {
+            let holds = super::condition(&format!("${{parameters.name}} == {city}"), &scope());
+            prop_assert_eq!(holds, Ok(city.trim() == "Zürich"));
+        }
     }
 }
 

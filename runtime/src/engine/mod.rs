@@ -6,6 +6,7 @@
 //! idempotency key (`<execution id>:<step name>`) is the same on every attempt and after a
 //! restart, so a step that was in flight when a node died runs again with the same key.
 
+pub mod admission;
 mod blocks;
 pub mod definition;
 mod flow;
@@ -30,6 +31,60 @@ use flow::{Decision, Flow};
 /// How often idle workers look for work they were not woken for (other nodes, expired leases).
 const POLL: Duration = Duration::from_millis(500);
 
+/// Why a running execution must stop before its next step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Someone cancelled it: it ends `cancelled`.
+    Cancel,
+    /// This node shuts down: it goes back to the queue and resumes elsewhere (or after a restart).
+    Shutdown,
+}
+
+impl Stop {
+    fn message(self) -> &'static str {
+        match self {
+            Self::Cancel => "cancelled",
+            Self::Shutdown => "interrupted by the node shutting down",
+        }
+    }
+}
+
+/// Resolves when the execution it was taken for is told to stop.
+#[derive(Clone)]
+pub struct StopSignal(Option<watch::Receiver<Option<Stop>>>);
+
+impl StopSignal {
+    /// A signal that never fires.
+    pub fn never() -> Self {
+        Self(None)
+    }
+
+    /// Why the execution must stop, if it must.
+    pub fn get(&self) -> Option<Stop> {
+        self.0.as_ref().and_then(|rx| *rx.borrow())
+    }
+
+    /// Waits until the execution is told to stop (forever for [`StopSignal::never`]).
+    pub async fn stopped(&mut self) -> Stop {
+        self.wait(|why| why.is_some()).await.unwrap_or(Stop::Cancel)
+    }
+
+    /// Waits until the node shuts down.
+    pub async fn shutdown(&mut self) {
+        self.wait(|why| *why == Some(Stop::Shutdown)).await;
+    }
+
+    async fn wait(&mut self, until: impl FnMut(&Option<Stop>) -> bool) -> Option<Stop> {
+        let Some(rx) = self.0.as_mut() else { return std::future::pending().await };
+        let seen = rx.wait_for(until).await.map(|why| *why);
+        match seen {
+            Ok(why) => why,
+            // The execution ended and its sender is gone: nothing will fire any more.
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
 /// Shared by the API (to wake workers and wait for results) and the workers.
 pub struct EngineHandle {
     /// This node's lease owner name.
@@ -38,21 +93,89 @@ pub struct EngineHandle {
     /// the workers and by execute requests that run their execution at once.
     slots: Arc<tokio::sync::Semaphore>,
     workers: usize,
+    /// Most executions of one enterprise this node runs at once (fair share).
+    per_enterprise: usize,
     wake: Notify,
     /// Callers waiting for one execution to finish on this node, by execution id.
     waiters: std::sync::Mutex<std::collections::HashMap<String, Vec<tokio::sync::oneshot::Sender<()>>>>,
+    /// The stop switch of each execution running on this node.
+    running: std::sync::Mutex<std::collections::HashMap<String, watch::Sender<Option<Stop>>>>,
+    /// Executions of each enterprise in this node's slots.
+    in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl EngineHandle {
-    /// A handle for a node running at most `workers` executions at once.
-    pub fn new(workers: usize) -> Self {
+    /// A handle for a node running at most `workers` executions at once, at most
+    /// `per_enterprise` of them for one enterprise.
+    pub fn new(workers: usize, per_enterprise: usize) -> Self {
+        let workers = workers.max(1);
         Self {
             node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
-            slots: Arc::new(tokio::sync::Semaphore::new(workers.max(1))),
-            workers: workers.max(1),
+            slots: Arc::new(tokio::sync::Semaphore::new(workers)),
+            workers,
+            per_enterprise: per_enterprise.clamp(1, workers),
             wake: Notify::new(),
             waiters: std::sync::Mutex::default(),
+            running: std::sync::Mutex::default(),
+            in_flight: std::sync::Mutex::default(),
         }
+    }
+
+    /// Whether `enterprise_id` may start another execution on this node now.
+    pub fn has_share(&self, enterprise_id: &str) -> bool {
+        self.in_flight.lock().map_or(true, |m| m.get(enterprise_id).copied().unwrap_or(0) < self.per_enterprise)
+    }
+
+    /// Counts an execution of `enterprise_id` in one of this node's slots until the guard drops.
+    fn occupy(self: &Arc<Self>, enterprise_id: &str) -> Occupied {
+        if let Ok(mut m) = self.in_flight.lock() {
+            *m.entry(enterprise_id.to_owned()).or_default() += 1;
+        }
+        Occupied { engine: self.clone(), enterprise_id: enterprise_id.to_owned() }
+    }
+
+    /// Enterprises this node runs executions of: at their share (not to be claimed for), and
+    /// all of them (claimed for after the enterprises with nothing running here).
+    fn shares(&self) -> (Vec<String>, Vec<String>) {
+        let Ok(m) = self.in_flight.lock() else { return (Vec::new(), Vec::new()) };
+        let full = m.iter().filter(|(_, n)| **n >= self.per_enterprise).map(|(e, _)| e.clone()).collect();
+        let busy = m.iter().filter(|(_, n)| **n > 0).map(|(e, _)| e.clone()).collect();
+        (full, busy)
+    }
+
+    /// The stop signal of an execution running on this node (one that never fires otherwise).
+    pub fn signal(&self, execution_id: &str) -> StopSignal {
+        StopSignal(self.running.lock().ok().and_then(|m| m.get(execution_id).map(watch::Sender::subscribe)))
+    }
+
+    /// Tells an execution running on this node to stop; false when it does not run here.
+    pub fn stop(&self, execution_id: &str, why: Stop) -> bool {
+        let Ok(m) = self.running.lock() else { return false };
+        m.get(execution_id).is_some_and(|tx| {
+            // A shutdown overrides a cancellation (the flag in the database still ends the
+            // execution `cancelled` wherever it resumes).
+            tx.send_if_modified(|current| {
+                let change = current.is_none() || (why == Stop::Shutdown && *current != Some(why));
+                if change {
+                    *current = Some(why);
+                }
+                change
+            });
+            true
+        })
+    }
+
+    /// Tells every execution running on this node to stop.
+    pub fn stop_all(&self, why: Stop) {
+        let ids: Vec<String> = self.running.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        for id in ids {
+            self.stop(&id, why);
+        }
+    }
+
+    /// Whether all slots are free (nothing runs on this node).
+    pub fn idle(&self) -> bool {
+        self.slots.available_permits() == self.workers
     }
 
     /// Execution slots in use on this node.
@@ -96,7 +219,49 @@ impl EngineHandle {
 
 impl Default for EngineHandle {
     fn default() -> Self {
-        Self::new(4)
+        Self::new(4, 3)
+    }
+}
+
+/// One execution of an enterprise in one of this node's slots.
+struct Occupied {
+    engine: Arc<EngineHandle>,
+    enterprise_id: String,
+}
+
+impl Drop for Occupied {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.engine.in_flight.lock()
+            && let Some(n) = m.get_mut(&self.enterprise_id)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.enterprise_id);
+            }
+        }
+    }
+}
+
+/// Registers an execution's stop switch while it runs on this node.
+struct Running {
+    engine: Arc<EngineHandle>,
+    id: String,
+}
+
+impl Running {
+    fn new(engine: &Arc<EngineHandle>, id: &str) -> Self {
+        if let Ok(mut m) = engine.running.lock() {
+            m.entry(id.to_owned()).or_insert_with(|| watch::channel(None).0);
+        }
+        Self { engine: engine.clone(), id: id.to_owned() }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.engine.running.lock() {
+            m.remove(&self.id);
+        }
     }
 }
 
@@ -109,8 +274,10 @@ pub fn run_now(
 ) -> tokio::sync::oneshot::Receiver<()> {
     let (done, receiver) = tokio::sync::oneshot::channel();
     let state = state.clone();
+    let occupied = state.engine.occupy(&execution.enterprise_id);
     tokio::spawn(async move {
         run_claimed(state, execution).await;
+        drop(occupied);
         drop(slot);
         let _ = done.send(());
     });
@@ -129,17 +296,26 @@ fn lease_ms(state: &AppState) -> i64 {
     i64::try_from(state.config.lease_ms).unwrap_or(30_000)
 }
 
-/// Renews this node's leases six times per lease period.
+/// Renews this node's leases six times per lease period, and passes on cancellations that
+/// reached another node (they are flags in the database) to the executions running here.
 async fn heartbeat(state: AppState, mut stop: watch::Receiver<bool>) {
     let every = Duration::from_millis(state.config.lease_ms / 6);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {
-                if let Err(err) = state.store.renew_leases(&state.engine.node_id, lease_ms(&state)).await {
-                    tracing::warn!(error = %err, "renewing execution leases failed");
-                }
-            }
+            _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
+        }
+        let beat = async {
+            state.store.renew_leases(&state.engine.node_id, lease_ms(&state)).await?;
+            for id in state.store.cancel_requested_on(&state.engine.node_id).await? {
+                state.engine.stop(&id, Stop::Cancel);
+            }
+            Ok::<(), sqlx::Error>(())
+        };
+        match crate::guard::catch(beat).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "renewing execution leases failed"),
+            Err(panic) => tracing::error!(panic = %panic, "the lease heartbeat panicked; it goes on"),
         }
     }
 }
@@ -156,9 +332,12 @@ async fn worker(state: AppState, mut stop: watch::Receiver<bool>) {
             },
             _ = stop.changed() => return,
         };
-        match state.store.claim_execution(&state.engine.node_id, lease_ms(&state)).await {
+        let (full, busy) = state.engine.shares();
+        match state.store.claim_execution(&state.engine.node_id, lease_ms(&state), &full, &busy).await {
             Ok(Some(execution)) => {
+                let occupied = state.engine.occupy(&execution.enterprise_id);
                 run_claimed(state.clone(), execution).await;
+                drop(occupied);
                 drop(slot);
                 // More work may be queued: let another worker look too.
                 state.engine.wake();
@@ -187,15 +366,26 @@ fn run_claimed(state: AppState, execution: ExecutionRow) -> BoxFuture<'static, (
     Box::pin(async move {
         let id = execution.id.clone();
         let enterprise_id = execution.enterprise_id.clone();
-        if let Err(err) = run(&state, execution).await {
-            if err.downcast_ref::<sqlx::Error>().is_some() {
+        let running = Running::new(&state.engine, &id);
+        let outcome = crate::guard::catch(run(&state, execution)).await;
+        drop(running);
+        let internal = |error: String| Finish { status: "failed", output: None, error: Some(error) };
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) if err.downcast_ref::<sqlx::Error>().is_some() => {
                 // Transient (the database): resume later from the last committed step.
                 tracing::warn!(execution = %id, error = %format!("{err:#}"), "execution interrupted; it will resume");
                 let _ = state.store.release_execution(&id, 5_000).await;
-            } else {
+            }
+            Ok(Err(err)) => {
                 tracing::error!(execution = %id, error = %format!("{err:#}"), "execution failed in the engine");
-                let finish = Finish { status: "failed", output: None, error: Some("internal engine error".into()) };
-                let _ = state.store.finish_execution(&id, finish).await;
+                let _ = state.store.finish_execution(&id, internal("INTERNAL: internal engine error".into())).await;
+            }
+            Err(panic) => {
+                // Never left `running` without an owner: the panic ends it, with its message.
+                tracing::error!(execution = %id, enterprise = %enterprise_id, panic = %panic, "the engine panicked");
+                let error = format!("INTERNAL: the engine panicked: {}", crate::bounded::clip(&panic, 500));
+                let _ = state.store.finish_execution(&id, internal(error)).await;
             }
         }
         state.engine.finished(&id);
@@ -236,6 +426,7 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
         flow.record(f.step, &result.status, output.as_ref(), result.error.as_deref(), false);
     }
     let finish = |status: &'static str, error: String| Finish { status, output: None, error: Some(error) };
+    let mut signal = state.engine.signal(&execution.id);
     let mut cancelled = execution.cancel_requested != 0;
     if !cancelled && let Some(delay) = done.last().and_then(wait_remaining).filter(|ms| *ms > 0) {
         // Resumed before a parked wait is due (a lease expired): park it again.
@@ -244,6 +435,15 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
     }
     for (position, f) in flat.iter().enumerate().skip(done.len()) {
         let step = f.step;
+        match signal.get() {
+            Some(Stop::Shutdown) => {
+                // Back to the queue: another node (or this one after a restart) resumes here.
+                state.store.release_execution(&execution.id, 0).await?;
+                return Ok(());
+            }
+            Some(Stop::Cancel) => cancelled = true,
+            None => {}
+        }
         if cancelled {
             let error = format!("cancelled before step {}", step.name);
             state.store.finish_execution(&execution.id, finish("cancelled", error)).await?;
@@ -258,16 +458,35 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
             }
             Decision::Skip => StepOutcome::skipped(),
             Decision::Handle(output) => StepOutcome::success(output),
-            Decision::Run => run_step(state, &execution, step, &flow.scope, &step.name, true).await,
+            Decision::Run => tokio::select! {
+                outcome = run_step(state, &execution, step, &flow.scope, &step.name, true) => outcome,
+                // The grace period is over: the step in flight is abandoned, not recorded, and
+                // runs again (same idempotency key) where the execution resumes.
+                () = signal.shutdown() => {
+                    state.store.release_execution(&execution.id, 0).await?;
+                    return Ok(());
+                }
+            },
         };
+        if signal.get() == Some(Stop::Shutdown) {
+            // Whatever the step made of being interrupted is not its result.
+            state.store.release_execution(&execution.id, 0).await?;
+            return Ok(());
+        }
         let result = outcome.row(step, i64::try_from(position)?, started, clock.elapsed());
         flow.record(step, outcome.status, outcome.output.as_ref(), outcome.error.as_deref(), outcome.partial);
         let park = wait_remaining(&result).filter(|ms| *ms > 0);
         // The last step commits together with the end of the execution.
         let last = position + 1 == flat.len() && park.is_none();
-        let end = if last { Some(conclude(&mut flow, &def)) } else { None };
+        let end = match (last, signal.get()) {
+            (false, _) => None,
+            // Cancelled while this step ran: the execution ends `cancelled`, not by the step.
+            (true, Some(Stop::Cancel)) => Some(finish("cancelled", format!("cancelled during step {}", step.name))),
+            (true, _) => Some(conclude(&mut flow, &def)),
+        };
         let completed = i64::try_from(position + 1)?;
-        cancelled = state.store.record_step(&execution.id, &result, &outcome.api_calls, completed, end).await?;
+        cancelled = state.store.record_step(&execution.id, &result, &outcome.api_calls, completed, end).await?
+            || signal.get() == Some(Stop::Cancel);
         if last {
             return Ok(());
         }
@@ -454,18 +673,30 @@ fn run_step<'a>(
                 ("for_each", _) => blocks::for_each(state, execution, step, scope, label).await,
                 ("parallel", _) => blocks::parallel(state, execution, step, scope, label).await,
                 ("sub_orchestration", _) => blocks::sub_orchestration(state, execution, step, label, input).await,
-                ("wait", _) => blocks::wait(step, scope, top).await,
+                ("wait", _) => blocks::wait(state, execution, step, scope, top).await,
                 ("canonical_upsert", _) => canonical_upsert(state, execution, step, input).await,
                 (kind, _) => StepOutcome::failed(None, Some(input), format!("step type {kind} is not supported"), 0),
             }
         };
         // Plugin steps apply their timeout to each attempt; the others to the whole step.
-        let mut outcome = match step.timeout_ms.filter(|_| container) {
-            Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), work).await {
-                Ok(outcome) => outcome,
-                Err(_) => StepOutcome::failed(None, None, format!("timed out after {ms} ms"), 1),
-            },
-            None => work.await,
+        let timed = async {
+            match step.timeout_ms.filter(|_| container) {
+                Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), work).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => StepOutcome::failed(None, None, format!("timed out after {ms} ms"), 1),
+                },
+                None => work.await,
+            }
+        };
+        // A bug of ours fails this step, not the worker that runs it.
+        let mut outcome = match crate::guard::catch(timed).await {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                tracing::error!(execution = %execution.id, step = %label, panic = %panic, "a step panicked");
+                let error =
+                    format!("INTERNAL: the engine panicked in this step: {}", crate::bounded::clip(&panic, 500));
+                StepOutcome::failed(None, None, error, 1)
+            }
         };
         let detail = outcome.detail.get_or_insert_with(|| json!({}));
         detail["mapping_us"] = json!(mapping_us);
@@ -527,12 +758,14 @@ struct Retrier {
     policy: Option<definition::Retry>,
     attempt: u32,
     delay_ms: f64,
+    /// A stopped execution makes no further attempt.
+    signal: StopSignal,
 }
 
 impl Retrier {
-    fn new(step: &Step) -> Self {
+    fn new(step: &Step, signal: StopSignal) -> Self {
         let delay_ms = step.retry.as_ref().map_or(0, |r| r.initial_interval_ms) as f64;
-        Self { policy: step.retry.clone(), attempt: 1, delay_ms }
+        Self { policy: step.retry.clone(), attempt: 1, delay_ms, signal }
     }
 
     /// After a failed attempt: waits and answers true when another attempt is due.
@@ -544,7 +777,11 @@ impl Retrier {
             return false;
         }
         let cap = policy.max_interval_ms.unwrap_or(60_000) as f64;
-        tokio::time::sleep(Duration::from_millis(self.delay_ms.min(cap) as u64)).await;
+        let pause = Duration::from_millis(self.delay_ms.min(cap) as u64);
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = self.signal.stopped() => return false,
+        }
         self.delay_ms *= policy.backoff_coefficient;
         self.attempt += 1;
         true
@@ -578,7 +815,7 @@ async fn run_api_call(
     }
     let operation = step.operation.clone().unwrap_or_default();
     let idempotency_key = format!("{}:{label}", execution.id);
-    let mut retrier = Retrier::new(step);
+    let mut retrier = Retrier::new(step, state.engine.signal(&execution.id));
     let mut trace = Trace::default();
     let mut api_calls = Vec::new();
     let result = loop {
@@ -638,7 +875,7 @@ async fn run_transform(
     if let Some(ms) = step.timeout_ms {
         spec.limits.timeout = Duration::from_millis(ms);
     }
-    let mut retrier = Retrier::new(step);
+    let mut retrier = Retrier::new(step, state.engine.signal(&execution.id));
     let mut trace = Trace::default();
     let result = loop {
         let started_ms = now_ms();

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -13,10 +12,74 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::bindings::{config, log, secrets, types};
 use super::outbound::{Outbound, Redactor};
 
-/// Lines one call may log; more are dropped (and counted).
+/// Lines one call may log; more are dropped.
 const MAX_LOG_LINES: usize = 500;
 /// Longest logged message kept, in bytes.
 const MAX_LOG_MESSAGE: usize = 4096;
+/// Largest `fields` document of one log line kept, in bytes (larger ones are replaced by a
+/// note saying how large they were).
+const MAX_LOG_FIELDS: usize = 4096;
+/// Bytes of log messages and fields one call may keep in all; later lines are dropped.
+const MAX_LOG_BYTES: usize = 256 * 1024;
+/// Most instances, tables and memories one call's store may create.
+const MAX_INSTANCES: usize = 50;
+const MAX_TABLES: usize = 20;
+const MAX_MEMORIES: usize = 10;
+/// Most elements of any one table.
+const MAX_TABLE_ELEMENTS: usize = 200_000;
+
+/// The resource limits of one call's store. Memory is limited per call across all linear
+/// memories of all instances (a component may have several), not per memory.
+pub struct CallLimits {
+    memory_max: usize,
+    memory_used: usize,
+}
+
+impl CallLimits {
+    pub fn new(memory_max: usize) -> Self {
+        Self { memory_max, memory_used: 0 }
+    }
+}
+
+impl wasmtime::ResourceLimiter for CallLimits {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.memory_used.saturating_add(desired.saturating_sub(current));
+        if total > self.memory_max {
+            // A trap, worded so that the call is classified as `memory_limit`.
+            return Err(wasmtime::Error::msg(format!(
+                "forcing trap when growing memory to {desired} bytes: the call's memories would use {total} bytes in all, over its limit of {} bytes",
+                self.memory_max
+            )));
+        }
+        self.memory_used = total;
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        Err(error)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            return Err(wasmtime::Error::msg(format!(
+                "forcing trap when growing a table to {desired} elements (at most {MAX_TABLE_ELEMENTS})"
+            )));
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+}
 
 /// One line a plugin logged.
 #[derive(Debug, Clone, Serialize)]
@@ -35,6 +98,8 @@ pub struct CallData {
     pub secrets: HashMap<String, String>,
     pub redactor: Redactor,
     pub logs: Mutex<Vec<LogLine>>,
+    /// Bytes of messages and fields kept in `logs`.
+    pub log_bytes: std::sync::atomic::AtomicUsize,
     pub plugin: String,
 }
 
@@ -43,7 +108,7 @@ pub struct State {
     pub wasi: WasiCtx,
     pub http: WasiHttpCtx,
     pub table: ResourceTable,
-    pub limits: StoreLimits,
+    pub limits: CallLimits,
     pub outbound: Outbound,
     pub call: Arc<CallData>,
     pub deadline: Instant,
@@ -72,23 +137,27 @@ impl log::Host for State {
             log::Level::Warn => "warn",
             log::Level::Error => "error",
         };
-        let mut message = self.call.redactor.redact(&message);
-        if message.len() > MAX_LOG_MESSAGE {
-            let mut end = MAX_LOG_MESSAGE;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push_str("...[truncated]");
-        }
-        let fields = serde_json::from_str(&self.call.redactor.redact(&fields))
-            .ok()
-            .filter(serde_json::Value::is_object)
-            .unwrap_or_else(|| serde_json::json!({}));
+        use std::sync::atomic::Ordering;
+        // Cut before redacting: a guest's multi-MiB message costs nothing beyond the bound.
+        let message = self.call.redactor.redact(&crate::bounded::clip(&message, MAX_LOG_MESSAGE * 2));
+        let message = crate::bounded::clip(&message, MAX_LOG_MESSAGE).into_owned();
+        let fields = if fields.len() > MAX_LOG_FIELDS {
+            serde_json::json!({"_truncated": format!("{} bytes of fields left out (at most {MAX_LOG_FIELDS})", fields.len())})
+        } else {
+            serde_json::from_str(&self.call.redactor.redact(&fields))
+                .ok()
+                .filter(serde_json::Value::is_object)
+                .unwrap_or_else(|| serde_json::json!({}))
+        };
         tracing::debug!(plugin = %self.call.plugin, level, %message, "plugin log");
+        let size = message.len() + fields.to_string().len();
+        if self.call.log_bytes.load(Ordering::Relaxed) + size > MAX_LOG_BYTES {
+            return Ok(());
+        }
         if let Ok(mut logs) = self.call.logs.lock()
             && logs.len() < MAX_LOG_LINES
         {
+            self.call.log_bytes.fetch_add(size, Ordering::Relaxed);
             logs.push(LogLine { timestamp_ms: crate::store::now_ms(), level, message, fields });
         }
         Ok(())

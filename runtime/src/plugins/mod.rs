@@ -22,10 +22,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, Trap,
-    UpdateDeadline,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi_http::WasiHttpCtx;
@@ -102,6 +99,16 @@ fn engine() -> &'static Engine {
 }
 
 /// Components compiled in this process, by sha256 (shared by every server in the process).
+/// Components compiled at once; more wait their turn.
+const COMPILE_CONCURRENCY: usize = 1;
+/// Longest a compile is waited for (the largest guests we know of take about 20 s here).
+const COMPILE_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn compile_permits() -> &'static Arc<tokio::sync::Semaphore> {
+    static PERMITS: OnceLock<Arc<tokio::sync::Semaphore>> = OnceLock::new();
+    PERMITS.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(COMPILE_CONCURRENCY)))
+}
+
 fn compiled() -> &'static Mutex<HashMap<String, Component>> {
     static COMPILED: OnceLock<Mutex<HashMap<String, Component>>> = OnceLock::new();
     COMPILED.get_or_init(Mutex::default)
@@ -174,9 +181,20 @@ impl std::fmt::Display for CallError {
     }
 }
 
+/// Longest error code and message of a plugin kept, in bytes.
+const MAX_ERROR_CODE: usize = 64;
+const MAX_ERROR_MESSAGE: usize = 4096;
+/// Largest output (JSON text) a plugin may answer, in bytes.
+pub const MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
+
 impl From<types::PluginError> for CallError {
     fn from(e: types::PluginError) -> Self {
-        Self { code: e.code, message: e.message, retryable: e.retryable, http_status: e.http_status }
+        Self {
+            code: crate::bounded::clip(&e.code, MAX_ERROR_CODE).into_owned(),
+            message: crate::bounded::clip(&e.message, MAX_ERROR_MESSAGE).into_owned(),
+            retryable: e.retryable,
+            http_status: e.http_status,
+        }
     }
 }
 
@@ -322,6 +340,24 @@ impl PluginHost {
         })
     }
 
+    /// Forgets a component that was loaded for an upload that was then refused: nothing of a
+    /// rejected upload stays cached, in memory or on disk.
+    pub fn forget(&self, sha256: &str) {
+        if let Ok(mut map) = self.loaded.lock() {
+            map.remove(sha256);
+        }
+        if let Ok(mut map) = compiled().lock() {
+            map.remove(sha256);
+        }
+        if let Ok(entries) = std::fs::read_dir(&self.artifacts) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(sha256) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+
     /// The component with these bytes, when this host has loaded it already.
     pub fn cached(&self, sha256: &str) -> Option<Loaded> {
         self.loaded.lock().ok().and_then(|l| l.get(sha256).cloned())
@@ -368,7 +404,14 @@ impl PluginHost {
         let artifact = self.artifacts.join(format!("{sha256}-{:016x}.cwasm", hasher.finish()));
         let engine = self.engine.clone();
         let bytes = bytes.to_vec();
-        let component = tokio::task::spawn_blocking(move || -> anyhow::Result<Component> {
+        // Compiling is the costly part: at most COMPILE_CONCURRENCY at once (the permit stays
+        // with the compiling thread, even past the time limit), each waited for at most
+        // COMPILE_TIMEOUT; an abandoned compile writes no artifact.
+        let permit = compile_permits().clone().acquire_owned().await?;
+        let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gave_up = abandoned.clone();
+        let compiling = tokio::task::spawn_blocking(move || -> anyhow::Result<Component> {
+            let _permit = permit;
             if artifact.exists() {
                 match load_artifact(&engine, &artifact) {
                     Ok(component) => return Ok(component),
@@ -376,12 +419,19 @@ impl PluginHost {
                 }
             }
             let serialized = engine.precompile_component(&bytes)?;
+            anyhow::ensure!(!gave_up.load(std::sync::atomic::Ordering::SeqCst), "compiling was abandoned");
             let temporary = artifact.with_extension("tmp");
             std::fs::write(&temporary, &serialized)?;
             std::fs::rename(&temporary, &artifact)?;
             load_artifact(&engine, &artifact)
-        })
-        .await??;
+        });
+        let component = match tokio::time::timeout(COMPILE_TIMEOUT, compiling).await {
+            Ok(joined) => joined??,
+            Err(_) => {
+                abandoned.store(true, std::sync::atomic::Ordering::SeqCst);
+                anyhow::bail!("compiling took longer than {} s", COMPILE_TIMEOUT.as_secs());
+            }
+        };
         if let Ok(mut map) = compiled().lock() {
             map.insert(sha256.to_owned(), component.clone());
         }
@@ -397,6 +447,7 @@ impl PluginHost {
             redactor: Redactor::new(spec.secrets.values().cloned()),
             secrets: spec.secrets.clone(),
             logs: Mutex::default(),
+            log_bytes: Default::default(),
             plugin: spec.plugin.clone(),
         });
         let recorder = Arc::new(Recorder::default());
@@ -431,11 +482,7 @@ impl PluginHost {
             wasi,
             http: WasiHttpCtx::new(),
             table: Default::default(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(spec.limits.memory_bytes.min(MAX_MEMORY_BYTES))
-                .instances(50)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: host::CallLimits::new(spec.limits.memory_bytes.min(MAX_MEMORY_BYTES)),
             outbound,
             call: call.clone(),
             deadline,
@@ -706,6 +753,14 @@ pub struct Invocation {
 }
 
 fn parse_output(text: &str) -> Result<serde_json::Value, CallError> {
+    if text.len() > MAX_OUTPUT_BYTES {
+        return Err(CallError {
+            code: "output_too_large".into(),
+            message: format!("the plugin answered {} bytes; at most {MAX_OUTPUT_BYTES} are accepted", text.len()),
+            retryable: false,
+            http_status: None,
+        });
+    }
     serde_json::from_str(text).map_err(|e| CallError {
         code: "invalid_output".into(),
         message: format!("the plugin answered text that is not JSON: {e}"),

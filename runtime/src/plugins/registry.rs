@@ -61,7 +61,26 @@ impl Registry {
         if let Some(row) = self.store.find_plugin_by_sha(enterprise_id, &sha256).await? {
             return Ok(Upload::Existing(row));
         }
-        let loaded = self.host.load(&sha256, &bytes).await.map_err(|message| AppError::invalid("body", message))?;
+        let registered = match self.host.load(&sha256, &bytes).await {
+            Ok(loaded) => self.register(enterprise_id, &bytes, sha256.clone(), &loaded, bundled).await,
+            Err(message) => Err(AppError::invalid("body", message)),
+        };
+        // A refused upload leaves nothing cached, unless the same bytes serve another scope.
+        if registered.is_err() && !self.store.plugin_sha_registered(&sha256).await.unwrap_or(true) {
+            self.host.forget(&sha256);
+        }
+        registered
+    }
+
+    /// Describes a loaded upload, checks it and stores it.
+    async fn register(
+        &self,
+        enterprise_id: Option<&str>,
+        bytes: &[u8],
+        sha256: String,
+        loaded: &Loaded,
+        bundled: bool,
+    ) -> AppResult<Upload> {
         let spec = CallSpec {
             plugin: format!("upload {sha256}"),
             limits: Limits { timeout: Duration::from_secs(10), max_requests: 0, ..Limits::default() },
@@ -69,7 +88,7 @@ impl Registry {
         };
         let info = self
             .host
-            .describe(&loaded, &spec)
+            .describe(loaded, &spec)
             .await
             .result
             .map_err(|e| AppError::invalid("body", format!("describe() failed: {e}")))?;
@@ -80,7 +99,7 @@ impl Registry {
                 info.slug, info.version, existing.sha256
             )));
         }
-        self.blobs.write(format!("{sha256}.wasm"), &bytes).with_context(|| format!("storing plugin {sha256}"))?;
+        self.blobs.write(format!("{sha256}.wasm"), bytes).with_context(|| format!("storing plugin {sha256}"))?;
         let new = NewPlugin {
             enterprise_id: enterprise_id.map(str::to_owned),
             slug: info.slug.clone(),

@@ -18,6 +18,9 @@ pub struct OrchestrationRow {
     pub definition: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Why the last schedule slot could not fire (cleared when one fires again).
+    pub schedule_error: Option<String>,
+    pub schedule_error_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -82,7 +85,8 @@ pub struct Finish {
     pub error: Option<String>,
 }
 
-const ORCHESTRATION: &str = "id, enterprise_id, name, status, version, definition, created_at, updated_at";
+const ORCHESTRATION: &str =
+    "id, enterprise_id, name, status, version, definition, created_at, updated_at, schedule_error, schedule_error_at";
 const EXECUTION: &str = "id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, parameters, output, \
      error, idempotency_key, steps_completed, steps_total, created_at, started_at, finished_at, parent_execution_id, depth, cancel_requested";
 const STEP: &str =
@@ -314,23 +318,65 @@ impl Store {
     }
 
     /// Claims the oldest queued execution, or a running one whose lease expired, for `owner`.
-    pub async fn claim_execution(&self, owner: &str, lease_ms: i64) -> sqlx::Result<Option<ExecutionRow>> {
+    ///
+    /// Fair share: enterprises in `full` (at their share of this node) are not claimed for,
+    /// and enterprises in `busy` (running something here already) come after the others, so
+    /// a tenant with a long queue cannot keep the node from everyone else's work.
+    pub async fn claim_execution(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+        full: &[String],
+        busy: &[String],
+    ) -> sqlx::Result<Option<ExecutionRow>> {
         let now = now_ms();
         let lock = match self.backend {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
-        sqlx::query_as(&format!(
+        let list =
+            |from: usize, count: usize| (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let exclude =
+            if full.is_empty() { String::new() } else { format!("AND enterprise_id NOT IN ({})", list(4, full.len())) };
+        let order = if busy.is_empty() {
+            "created_at".to_owned()
+        } else {
+            format!("CASE WHEN enterprise_id IN ({}) THEN 1 ELSE 0 END, created_at", list(4 + full.len(), busy.len()))
+        };
+        let sql = format!(
             "UPDATE executions SET status = 'running', lease_owner = $1, lease_expires_at = $2, \
              started_at = COALESCE(started_at, $3) WHERE id = (SELECT id FROM executions \
-             WHERE status = 'queued' OR (status = 'running' AND lease_expires_at < $3) \
-             ORDER BY created_at LIMIT 1 {lock}) RETURNING {EXECUTION}"
-        ))
+             WHERE (status = 'queued' OR (status = 'running' AND lease_expires_at < $3)) {exclude} \
+             ORDER BY {order} LIMIT 1 {lock}) RETURNING {EXECUTION}"
+        );
+        let mut query = sqlx::query_as(&sql).bind(owner).bind(now + lease_ms).bind(now);
+        for enterprise in full.iter().chain(busy) {
+            query = query.bind(enterprise);
+        }
+        query.fetch_optional(&self.pool).await
+    }
+
+    /// Executions this node runs that someone asked to cancel (possibly through another node).
+    pub async fn cancel_requested_on(&self, owner: &str) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT id FROM executions WHERE lease_owner = $1 AND status = 'running' AND cancel_requested = 1",
+        )
         .bind(owner)
-        .bind(now + lease_ms)
-        .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await
+    }
+
+    /// Hands every execution `owner` still holds back to the queue at once (a node that
+    /// stops); answers how many.
+    pub async fn release_all(&self, owner: &str) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "UPDATE executions SET lease_owner = NULL, lease_expires_at = $2 WHERE lease_owner = $1 AND status = 'running'",
+        )
+        .bind(owner)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Claims one execution by id when it is queued or its lease expired (a parent running its
@@ -552,6 +598,50 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Records that a slot of `orchestration_id` did not fire, and why, on the slot (claimed
+    /// before) and on the orchestration.
+    pub async fn schedule_missed(&self, orchestration_id: &str, slot_ms: i64, error: &str) -> sqlx::Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO schedule_fires (orchestration_id, slot, fired_at, status, error) VALUES ($1, $2, $3, 'missed', $4) \
+             ON CONFLICT (orchestration_id, slot) DO UPDATE SET status = 'missed', error = $4",
+        )
+        .bind(orchestration_id)
+        .bind(slot_ms)
+        .bind(now)
+        .bind(error)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE orchestrations SET schedule_error = $2, schedule_error_at = $3 WHERE id = $1")
+            .bind(orchestration_id)
+            .bind(error)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    /// Clears the orchestration's schedule error after a slot fired.
+    pub async fn schedule_fired(&self, orchestration_id: &str) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE orchestrations SET schedule_error = NULL, schedule_error_at = NULL \
+             WHERE id = $1 AND schedule_error IS NOT NULL",
+        )
+        .bind(orchestration_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// How many slots of the orchestration were recorded as missed.
+    pub async fn missed_slots(&self, orchestration_id: &str) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM schedule_fires WHERE orchestration_id = $1 AND status = 'missed'")
+            .bind(orchestration_id)
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// Cancels a queued execution at once, or asks the worker of a running one to stop before

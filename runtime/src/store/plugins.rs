@@ -93,6 +93,15 @@ impl Store {
         .await
     }
 
+    /// Whether any scope has registered a plugin with these bytes.
+    pub async fn plugin_sha_registered(&self, sha256: &str) -> sqlx::Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugins WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
     pub async fn get_plugin(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<PluginRow>> {
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM plugins WHERE {VISIBLE} AND id = $2"))
             .bind(enterprise_id)

@@ -1,0 +1,351 @@
+//! A hostile tenant against the engine: text that used to panic a worker, waits that used to
+//! hold workers forever, a tenant filling the node, schedules that stopped other schedules,
+//! cycles and unbounded fan-out.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_error, detail_paths};
+
+async fn create(app: &TestApp, token: &str, def: Value) -> String {
+    let response = app.post(token, "/orchestrations", def).await;
+    let status = response.status();
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["id"].as_str().expect("id").to_owned()
+}
+
+async fn execute(app: &TestApp, token: &str, id: &str, body: Value) -> Value {
+    app.post(token, &format!("/orchestrations/{id}/execute"), body).await.json().await.expect("json")
+}
+
+/// Polls until the execution reaches `status` (or any final status), 30 s at most.
+async fn wait_status(app: &TestApp, token: &str, execution: &str, status: &str) -> Value {
+    for _ in 0..600 {
+        let detail: Value = app.get(token, &format!("/executions/{execution}")).await.json().await.expect("json");
+        if detail["status"] == status || detail["finished_at"].is_string() {
+            return detail;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("execution {execution} never reached {status}");
+}
+
+fn body_wait(name: &str, ms: u64) -> Value {
+    json!({"name": name, "steps": [
+        {"name": "each", "type": "for_each", "items": "${parameters.items}",
+         "steps": [{"name": "pause", "type": "wait", "duration_ms": ms}]}],
+        "parameters": [{"name": "items", "type": "array", "default": [1]}]})
+}
+
+#[tokio::test]
+async fn non_ascii_text_in_conditions_and_windows_is_handled_not_panicked() {
+    let app = TestApp::spawn_with(|config| config.workers = 2).await;
+    let token = app.admin_token().await;
+    let id = create(
+        &app,
+        &token,
+        json!({"name": "Umlauts", "parameters": [{"name": "city", "type": "string", "required": true}],
+               "steps": [{"name": "where", "type": "condition", "condition": "${parameters.city} == Zürich",
+                          "then": [{"name": "swiss", "type": "transform", "transform": "map", "mapping": {"desk": "CH – Zürich"}}]}],
+               "output": {"branch": "${where.branch}"}}),
+    )
+    .await;
+    // More executions than workers: a panicking parser used to end a worker per execution.
+    for city in ["Zürich", "Köln", "東京", "Zürich", "🚗"] {
+        let run = execute(&app, &token, &id, json!({"parameters": {"city": city}})).await;
+        assert_eq!(run["status"], "success", "{run}");
+        assert_eq!(run["output"]["branch"] == "then", city == "Zürich", "{city}: {run}");
+    }
+    for path in ["/observability/sla?window=7é", "/api-calls/systems?window=é", "/observability/sla?window=1ß"] {
+        assert_error(app.get(&token, path).await, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    }
+    let rule = json!({"name": "rate", "type": "error_rate_spike", "condition": {"threshold_percent": 10, "window": "5é"},
+                      "channels": [{"type": "log"}]});
+    assert_error(app.post(&token, "/alert-rules", rule).await, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR")
+        .await;
+}
+
+#[tokio::test]
+async fn cancel_reaches_a_wait_inside_a_for_each_body() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let id = create(&app, &token, body_wait("Long body wait", 50_000)).await;
+    let queued = execute(&app, &token, &id, json!({"parameters": {}, "async": true})).await;
+    let execution = queued["execution_id"].as_str().expect("id");
+    wait_status(&app, &token, execution, "running").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cancel = app.post(&token, &format!("/executions/{execution}/cancel"), json!({})).await;
+    assert_eq!(cancel.status(), StatusCode::OK);
+    // Well before the 50 s wait would have ended.
+    let detail = app.wait_finished(&token, execution).await;
+    assert_eq!(detail["status"], "cancelled", "{detail}");
+}
+
+#[tokio::test]
+async fn a_wait_in_a_body_longer_than_the_bound_fails_at_once() {
+    let app = TestApp::spawn_with(|config| config.max_body_wait_ms = 1_000).await;
+    let token = app.admin_token().await;
+    let id = create(
+        &app,
+        &token,
+        json!({"name": "Far until", "steps": [{"name": "both", "type": "parallel", "branches": [
+            {"name": "a", "steps": [{"name": "later", "type": "wait", "until": "2099-01-01T00:00:00Z"}]},
+            {"name": "b", "steps": [{"name": "now", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}]}]}),
+    )
+    .await;
+    let run = execute(&app, &token, &id, json!({"parameters": {}})).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let error = run["error"].as_str().unwrap_or_default();
+    assert!(error.contains("at most 1000 ms") && error.contains("top level"), "{run}");
+}
+
+#[tokio::test]
+async fn shutdown_hands_a_running_execution_back_within_the_grace_period() {
+    let mut first = TestApp::spawn_with(|config| {
+        config.shutdown_grace_ms = 300;
+        config.lease_ms = 60_000;
+    })
+    .await;
+    let token = first.admin_token().await;
+    let id = create(&first, &token, body_wait("Survives shutdown", 3_000)).await;
+    let queued = execute(&first, &token, &id, json!({"parameters": {}, "async": true})).await;
+    let execution = queued["execution_id"].as_str().expect("id").to_owned();
+    wait_status(&first, &token, &execution, "running").await;
+    let shared = first
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", first.data_dir().join("dibop.db").display()));
+    // Stopping used to wait for every execution (forever for a far wait); now it is bounded.
+    tokio::time::timeout(Duration::from_secs(20), first.stop_keep_data())
+        .await
+        .expect("the server stops within its grace period")
+        .expect("serve ended cleanly");
+    // Handed back: a node on the same database resumes it at once (the lease is a minute, so
+    // only the hand-back lets it), and it finishes.
+    let second = TestApp::spawn_with(|config| config.database_url = Some(shared.into())).await;
+    let token = second.admin_token().await;
+    let detail = wait_status(&second, &token, &execution, "success").await;
+    assert_eq!(detail["status"], "success", "{detail}");
+}
+
+#[tokio::test]
+async fn one_tenant_cannot_occupy_every_worker_of_a_node() {
+    let app = TestApp::spawn_with(|config| config.workers = 2).await;
+    let greedy = app.admin_token().await;
+    let slow = create(&app, &greedy, body_wait("Greedy", 20_000)).await;
+    for _ in 0..4 {
+        let queued = execute(&app, &greedy, &slow, json!({"parameters": {}, "async": true})).await;
+        assert!(queued["execution_id"].is_string(), "{queued}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let other = app.second_enterprise("patient").await;
+    let quick = create(
+        &app,
+        &other,
+        json!({"name": "Quick", "steps": [{"name": "hi", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}),
+    )
+    .await;
+    // With two workers and one per enterprise at most, the greedy tenant holds one; this
+    // execution gets the other at once instead of queueing behind 20-second waits.
+    let run = execute(&app, &other, &quick, json!({"parameters": {}})).await;
+    assert_eq!(run["status"], "success", "{run}");
+}
+
+#[tokio::test]
+async fn a_schedule_that_cannot_fire_is_recorded_and_does_not_stop_the_others() {
+    let app = TestApp::spawn_with(|config| config.min_cron_interval_secs = 1).await;
+    let token = app.admin_token().await;
+    let every_second = |name: &str| {
+        json!({"name": name, "trigger": {"type": "schedule", "cron": "* * * * * *", "timezone": "UTC"},
+               "steps": [{"name": "echo", "type": "transform", "transform": "map", "mapping": {"ok": true}}]})
+    };
+    // A default of the wrong type is refused at save.
+    let mut wrong_default = every_second("Wrong default");
+    wrong_default["parameters"] = json!([{"name": "count", "type": "integer", "default": "many"}]);
+    let body = assert_error(
+        app.post(&token, "/orchestrations", wrong_default).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_eq!(detail_paths(&body), ["parameters[0].default"], "{body}");
+
+    // One schedule whose stored definition cannot bind its parameters (as an older version
+    // could store it), created first so the scheduler meets it first; another tenant's
+    // schedule beside it.
+    let broken = create(&app, &token, every_second("Broken")).await;
+    let mut stored = every_second("Broken");
+    stored["parameters"] = json!([{"name": "region", "type": "string", "required": true}]);
+    app.sql(&format!(
+        "UPDATE orchestrations SET definition = '{}' WHERE id = '{broken}'",
+        stored.to_string().replace('\'', "''")
+    ))
+    .await;
+    let other = app.second_enterprise("punctual").await;
+    let healthy = create(&app, &other, every_second("Healthy")).await;
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+
+    let runs: Value =
+        app.get(&other, &format!("/orchestrations/{healthy}/executions")).await.json().await.expect("json");
+    assert!(runs["pagination"]["total"].as_i64().unwrap_or(0) >= 2, "the healthy schedule fired: {runs}");
+    let shown: Value = app.get(&token, &format!("/orchestrations/{broken}")).await.json().await.expect("json");
+    let error = shown["schedule_error"].as_str().unwrap_or_default();
+    assert!(error.contains("parameters.region is required"), "the failure is on the orchestration: {shown}");
+    let runs: Value =
+        app.get(&token, &format!("/orchestrations/{broken}/executions")).await.json().await.expect("json");
+    assert_eq!(runs["pagination"]["total"], 0, "{runs}");
+}
+
+#[tokio::test]
+async fn the_execution_limit_applies_to_schedules_and_is_shown_on_the_orchestration() {
+    let app = TestApp::spawn_with(|config| config.min_cron_interval_secs = 1).await;
+    let token = app.admin_token().await;
+    app.sql("UPDATE enterprises SET executions_per_minute = 1").await;
+    let id = create(
+        &app,
+        &token,
+        json!({"name": "Too often", "trigger": {"type": "schedule", "cron": "* * * * * *", "timezone": "UTC"},
+               "steps": [{"name": "echo", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let runs: Value = app.get(&token, &format!("/orchestrations/{id}/executions")).await.json().await.expect("json");
+    assert_eq!(runs["pagination"]["total"], 1, "one per minute: {runs}");
+    let shown: Value = app.get(&token, &format!("/orchestrations/{id}")).await.json().await.expect("json");
+    let error = shown["schedule_error"].as_str().unwrap_or_default();
+    assert!(error.contains("rate limit"), "{shown}");
+    assert!(shown["schedule_error_at"].is_string(), "{shown}");
+}
+
+#[tokio::test]
+async fn sub_orchestrations_count_against_the_limit_and_cycles_are_refused() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let leaf = json!({"name": "Leaf", "steps": [{"name": "x", "type": "transform", "transform": "map", "mapping": {"ok": true}}]});
+    let leaf_id = create(&app, &token, leaf.clone()).await;
+    let parent = create(
+        &app,
+        &token,
+        json!({"name": "Parent", "steps": [{"name": "child", "type": "sub_orchestration", "orchestration": "Leaf"}]}),
+    )
+    .await;
+    // Leaf -> Parent -> Leaf would be a cycle.
+    let mut cyclic = leaf;
+    cyclic["steps"] = json!([{"name": "back", "type": "sub_orchestration", "orchestration": "Parent"}]);
+    let body = assert_error(
+        app.put(&token, &format!("/orchestrations/{leaf_id}"), cyclic).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_eq!(detail_paths(&body), ["steps[0].orchestration"], "{body}");
+    assert!(body["error"]["details"][0]["message"].as_str().unwrap_or_default().contains("cycle"), "{body}");
+
+    app.sql("UPDATE enterprises SET executions_per_minute = 1").await;
+    let run = execute(&app, &token, &parent, json!({"parameters": {}})).await;
+    assert_eq!(run["status"], "failed", "the child is one execution too many: {run}");
+    assert!(run["error"].as_str().unwrap_or_default().contains("rate limit"), "{run}");
+}
+
+#[tokio::test]
+async fn fan_out_is_bounded_with_a_clear_error() {
+    let app = TestApp::spawn_with(|config| {
+        config.max_parallel_branches = 2;
+        config.max_for_each_items = 3;
+    })
+    .await;
+    let token = app.admin_token().await;
+    let map = |name: &str| json!({"name": name, "steps": [{"name": format!("{name}_x"), "type": "transform", "transform": "map", "mapping": {"ok": true}}]});
+    let wide = create(
+        &app,
+        &token,
+        json!({"name": "Wide", "steps": [{"name": "all", "type": "parallel", "branches": [map("a"), map("b"), map("c")]}]}),
+    )
+    .await;
+    let run = execute(&app, &token, &wide, json!({"parameters": {}})).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(run["error"].as_str().unwrap_or_default().contains("at most 2"), "{run}");
+    let many = create(&app, &token, body_wait("Many", 1)).await;
+    let run = execute(&app, &token, &many, json!({"parameters": {"items": [1, 2, 3, 4]}})).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(run["error"].as_str().unwrap_or_default().contains("at most 3"), "{run}");
+    let branches: Vec<Value> = (0..65).map(|i| map(&format!("b{i}"))).collect();
+    let body = assert_error(
+        app.post(
+            &token,
+            "/orchestrations",
+            json!({"name": "Too wide", "steps": [{"name": "all", "type": "parallel", "branches": branches}]}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert!(detail_paths(&body).contains(&"steps[0].branches"), "{body}");
+}
+
+#[tokio::test]
+async fn a_yaml_alias_bomb_is_refused_while_parsing() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    // Nine levels of ten aliases each: 10^9 nodes once expanded, from a few hundred bytes.
+    let mut yaml = String::from("l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for level in 1..10 {
+        let refs = vec![format!("*l{}", level - 1); 10].join(", ");
+        yaml.push_str(&format!("l{level}: &l{level} [{refs}]\n"));
+    }
+    yaml.push_str("name: bomb\nsteps: []\n");
+    let response = app
+        .client
+        .post(app.url("/orchestrations"))
+        .bearer_auth(&token)
+        .header("content-type", "application/yaml")
+        .body(yaml)
+        .send()
+        .await
+        .expect("send");
+    let body = assert_error(response, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("expands to more than"), "{body}");
+}
+
+#[tokio::test]
+async fn viewers_read_executions_and_traces_with_personal_data_masked() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let id = create(
+        &app,
+        &token,
+        json!({"name": "Lead intake", "parameters": [{"name": "email", "type": "string", "required": true}],
+               "steps": [{"name": "lead", "type": "transform", "transform": "map",
+                          "mapping": {"customer": {"first_name": "Ann", "email": "${parameters.email}"}, "source": "web"}}]}),
+    )
+    .await;
+    let run = execute(&app, &token, &id, json!({"parameters": {"email": "ann@example.com"}})).await;
+    let execution = run["execution_id"].as_str().expect("id");
+    app.create_user(&token, "viewer@example.com", "viewer").await;
+    let viewer = app.token("viewer@example.com", crate::helpers::ADMIN_PASSWORD).await;
+
+    let seen: Value = app.get(&viewer, &format!("/executions/{execution}")).await.json().await.expect("json");
+    assert_eq!(seen["parameters"]["email"], "****", "{seen}");
+    assert_eq!(seen["steps"][0]["output"]["customer"], json!({"first_name": "****", "email": "****"}), "{seen}");
+    assert_eq!(seen["steps"][0]["output"]["source"], "web");
+    for path in [format!("/executions/{execution}/trace"), format!("/orchestrations/{id}/executions")] {
+        let text = app.get(&viewer, &path).await.text().await.expect("text");
+        assert!(!text.contains("ann@example.com"), "{path}: {text}");
+    }
+    let admin_view: Value = app.get(&token, &format!("/executions/{execution}")).await.json().await.expect("json");
+    assert_eq!(admin_view["parameters"]["email"], "ann@example.com");
+}
+
+#[tokio::test]
+async fn open_metrics_name_no_tenant_systems() {
+    let app = TestApp::spawn().await;
+    let metrics = app.client.get(app.url("/metrics").replace("/api/v1", "")).send().await.expect("send");
+    assert_eq!(metrics.status(), StatusCode::OK);
+    let text = metrics.text().await.expect("text");
+    assert!(text.contains("dibop_executions_total") || text.contains("dibop_executions"), "{text}");
+    assert!(!text.contains("system=\""), "an open /metrics carries no system labels: {text}");
+}
