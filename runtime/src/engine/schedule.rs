@@ -48,6 +48,13 @@ pub fn slots(
 /// recorded on it and its slot, and the others fire as usual.
 pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     let mut last = Utc::now();
+    match crate::guard::catch(record_missed_while_down(&state, last)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            tracing::warn!(error = %format!("{err:#}"), "recording schedule slots missed while down failed")
+        }
+        Err(panic) => tracing::error!(panic = %panic, "recording missed schedule slots panicked"),
+    }
     loop {
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
@@ -75,6 +82,26 @@ async fn tick(state: &AppState, after: DateTime<Utc>, until: DateTime<Utc>) -> a
             Err(panic) => {
                 tracing::error!(orchestration = %id, enterprise = %enterprise, panic = %panic, "a schedule panicked");
             }
+        }
+    }
+    Ok(())
+}
+
+/// Slots older than this that nobody claimed were not fired by any node (a running node
+/// claims a slot within a tick).
+const MISSED_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// At start: records as missed the slots that came due while no node ran (since the last slot
+/// of each schedule, or its last change), at most 100 per schedule. Slots a running node
+/// claimed are left as they are.
+async fn record_missed_while_down(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<()> {
+    let until = now - MISSED_AFTER;
+    for (row, cron, timezone) in state.store.scheduled_orchestrations().await? {
+        let (Ok(schedule), Ok(tz)) = (parse(&cron), chrono_tz::Tz::from_str(&timezone)) else { continue };
+        let since_ms = state.store.last_slot(&row.id).await?.unwrap_or(row.updated_at).max(row.updated_at);
+        let Some(since) = DateTime::from_timestamp_millis(since_ms) else { continue };
+        for slot in slots(&schedule, tz, since, until) {
+            state.store.schedule_missed_unclaimed(&row.id, slot.timestamp_millis(), "no node was running").await?;
         }
     }
     Ok(())

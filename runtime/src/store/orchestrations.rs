@@ -624,6 +624,42 @@ impl Store {
         tx.commit().await
     }
 
+    /// The latest slot of the orchestration that fired or was recorded.
+    pub async fn last_slot(&self, orchestration_id: &str) -> sqlx::Result<Option<i64>> {
+        sqlx::query_scalar("SELECT MAX(slot) FROM schedule_fires WHERE orchestration_id = $1")
+            .bind(orchestration_id)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Records a slot nobody claimed as missed (a slot claimed meanwhile is left alone).
+    pub async fn schedule_missed_unclaimed(
+        &self,
+        orchestration_id: &str,
+        slot_ms: i64,
+        error: &str,
+    ) -> sqlx::Result<()> {
+        let done = sqlx::query(
+            "INSERT INTO schedule_fires (orchestration_id, slot, fired_at, status, error) VALUES ($1, $2, $3, 'missed', $4) \
+             ON CONFLICT (orchestration_id, slot) DO NOTHING",
+        )
+        .bind(orchestration_id)
+        .bind(slot_ms)
+        .bind(now_ms())
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            sqlx::query("UPDATE orchestrations SET schedule_error = $2, schedule_error_at = $3 WHERE id = $1")
+                .bind(orchestration_id)
+                .bind(error)
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Clears the orchestration's schedule error after a slot fired.
     pub async fn schedule_fired(&self, orchestration_id: &str) -> sqlx::Result<()> {
         sqlx::query(
@@ -634,14 +670,6 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-
-    /// How many slots of the orchestration were recorded as missed.
-    pub async fn missed_slots(&self, orchestration_id: &str) -> sqlx::Result<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM schedule_fires WHERE orchestration_id = $1 AND status = 'missed'")
-            .bind(orchestration_id)
-            .fetch_one(&self.pool)
-            .await
     }
 
     /// Cancels a queued execution at once, or asks the worker of a running one to stop before
