@@ -146,3 +146,29 @@ async fn logs_and_output_are_captured_and_secrets_redacted() {
     assert_eq!(secret["output"], json!({"has_api_key": true}));
     assert!(!secret.to_string().contains("hostile-secret-4242"));
 }
+
+#[tokio::test]
+async fn log_output_and_error_bombs_are_cut_to_their_bounds() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let connection = hostile(&app, &token, vec![], 20_000).await;
+    // 40 lines with 4 MiB messages and fields: once a 168 MB answer.
+    let response = app
+        .post(&token, &format!("/connections/{connection}/test"), json!({"operation": "log_flood", "input": {}}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.expect("text");
+    assert!(text.len() < 512 * 1024, "the answer stays small: {} bytes", text.len());
+    let flood: Value = serde_json::from_str(&text).expect("json");
+    let logs = flood["logs"].as_array().expect("logs");
+    assert!(!logs.is_empty(), "{}", &text[..500.min(text.len())]);
+    assert!(logs[0]["message"].as_str().expect("message").contains("[truncated"), "{}", logs[0]);
+    assert!(logs[0]["fields"]["_truncated"].as_str().expect("note").contains("bytes of fields left out"));
+
+    let output = app.test_call(&token, &connection, "big_output", json!({"mib": 5})).await;
+    assert_eq!(output["error"]["code"], "output_too_large", "{}", output["error"]);
+    let error = app.test_call(&token, &connection, "big_error", json!({"mib": 1})).await;
+    let message = error["error"]["message"].as_str().expect("message");
+    assert!(message.len() < 5_000 && message.contains("[truncated"), "{} bytes", message.len());
+    assert_healthy(&app, &token, &connection).await;
+}

@@ -14,6 +14,9 @@
 //! | `fetch` | `{"url", "method"?: "GET", "count"?: 1}`: sends `count` requests, returns `{"status", "bytes"}` of the last |
 //! | `log` | logs `hostile says hello` (info, fields `{"n": 1}`), prints `to stdout` and `to stderr`, returns `{}` |
 //! | `secret` | returns `{"has_api_key": bool}`, never the value |
+//! | `log_flood` | `{"lines"?: 40, "bytes"?: 4 MiB}`: logs `lines` lines, each with a message and a field of `bytes` bytes |
+//! | `big_output` | `{"mib"?: 5}`: answers a string of `mib` MiB |
+//! | `big_error` | `{"mib"?: 1}`: fails with a message of `mib` MiB |
 
 use std::hint::black_box;
 
@@ -54,6 +57,9 @@ impl Connector for Hostile {
                     })),
                 op("log", "Writes a log line and prints to stdout and stderr."),
                 op("secret", "Tells whether the api_key credential is set."),
+                op("log_flood", "Logs `lines` lines with `bytes`-byte messages and fields."),
+                op("big_output", "Answers a string of `mib` MiB."),
+                op("big_error", "Fails with a message of `mib` MiB."),
             ],
         }
     }
@@ -76,6 +82,23 @@ impl Connector for Hostile {
                 Ok(json!({}))
             }
             "secret" => Ok(json!({ "has_api_key": secrets::get("api_key").is_some() })),
+            "log_flood" => {
+                let lines = input.get("lines").and_then(Value::as_u64).unwrap_or(40);
+                let bytes = usize::try_from(input.get("bytes").and_then(Value::as_u64).unwrap_or(4 << 20)).unwrap_or(0);
+                let text = "x".repeat(bytes);
+                for n in 0..lines {
+                    log::write(log::Level::Info, &text, &json!({"n": n, "blob": text}));
+                }
+                Ok(json!({"lines": lines}))
+            }
+            "big_output" => {
+                let mib = usize::try_from(input.get("mib").and_then(Value::as_u64).unwrap_or(5)).unwrap_or(0);
+                Ok(Value::String("y".repeat(mib << 20)))
+            }
+            "big_error" => {
+                let mib = usize::try_from(input.get("mib").and_then(Value::as_u64).unwrap_or(1)).unwrap_or(0);
+                Err(PluginError::invalid_input("z".repeat(mib << 20)))
+            }
             other => Err(PluginError::invalid_input(format!("unknown operation `{other}`"))),
         }
     }
