@@ -39,9 +39,14 @@ pub fn url_authority(url: &str) -> Option<String> {
 
 /// The decrypted credentials of a connection.
 pub fn credentials(state: &AppState, row: &ConnectionRow) -> anyhow::Result<HashMap<String, String>> {
-    let plain = state.sealer.open(&row.credentials)?;
+    let plain = state.sealer.open_bound(&row.credentials, &sealing_context(&row.enterprise_id, &row.id))?;
     let map: HashMap<String, String> = serde_json::from_slice(&plain).context("credentials are not a JSON object")?;
     Ok(map)
+}
+
+/// What a connection's credentials are sealed for: they open for this connection only.
+pub fn sealing_context(enterprise_id: &str, connection_id: &str) -> String {
+    format!("connection:{enterprise_id}:{connection_id}")
 }
 
 /// Loads the connector serving `row.system` and builds the call spec of the connection.
@@ -70,7 +75,9 @@ pub async fn prepare(state: &AppState, row: &ConnectionRow, caller: Caller) -> A
             step: caller.step,
         },
         config,
-        secrets: credentials(state, row)?,
+        secrets: credentials(state, row).map_err(|e| {
+            AppError::Conflict(format!("connection {}: {e:#}; send its credentials again with PUT", row.name))
+        })?,
         allowed_hosts,
         limits: Limits {
             memory_bytes: usize::try_from(row.memory_limit_mb.max(1)).unwrap_or(64) << 20,

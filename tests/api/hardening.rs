@@ -390,3 +390,36 @@ async fn slots_that_came_due_while_no_node_ran_are_recorded_as_missed() {
     }
     assert_eq!(shown["schedule_error"], "no node was running", "{shown}");
 }
+
+#[tokio::test]
+async fn sealed_credentials_copied_to_another_connection_do_not_open_there() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let mock = crate::mock::MockServer::start().await;
+    let connection = |name: &str, key: &str| {
+        json!({"name": name, "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
+               "allowed_hosts": [mock.authority], "credentials": {"api_key": key}})
+    };
+    let victim = app.create_connection(&token, connection("victim", "victim-key-1234")).await;
+    let thief = app.create_connection(&token, connection("thief", "thief-key-5678")).await;
+    // Someone with write access to the table moves the victim's sealed credentials.
+    app.sql(&format!(
+        "UPDATE connections SET credentials = (SELECT credentials FROM connections WHERE id = '{}') WHERE id = '{}'",
+        victim["id"].as_str().expect("id"),
+        thief["id"].as_str().expect("id")
+    ))
+    .await;
+    let response = app
+        .post(
+            &token,
+            &format!("/connections/{}/test", thief["id"].as_str().expect("id")),
+            json!({"operation": "decode_vin", "input": {"vin": "1HGCM82633A004352"}}),
+        )
+        .await;
+    let body = assert_error(response, StatusCode::CONFLICT, "CONFLICT").await;
+    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("another connection"), "{body}");
+    assert_eq!(mock.headers_of("DecodeVinValues").len(), 0, "the victim's key was never sent");
+    // The tampered connection still lists (with no credentials) and can be given new ones.
+    let listed = app.get(&token, "/connections").await;
+    assert_eq!(listed.status(), StatusCode::OK);
+}

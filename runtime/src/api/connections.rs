@@ -107,7 +107,9 @@ pub fn mask(secret: &str) -> String {
 }
 
 fn view(state: &AppState, row: ConnectionRow) -> AppResult<ConnectionView> {
-    let credentials = connections::credentials(state, &row)?.iter().map(|(k, v)| (k.clone(), mask(v))).collect();
+    // Credentials that do not open (another key, or sealed for another row) show as none.
+    let credentials =
+        connections::credentials(state, &row).unwrap_or_default().iter().map(|(k, v)| (k.clone(), mask(v))).collect();
     Ok(ConnectionView {
         config: serde_json::from_str(&row.config).unwrap_or_default(),
         allowed_hosts: serde_json::from_str(&row.allowed_hosts).unwrap_or_default(),
@@ -126,6 +128,7 @@ fn view(state: &AppState, row: ConnectionRow) -> AppResult<ConnectionView> {
 async fn fields(
     state: &AppState,
     principal: &Principal,
+    id: &str,
     input: ConnectionInput,
     mut credentials: HashMap<String, String>,
 ) -> AppResult<ConnectionFields> {
@@ -181,7 +184,8 @@ async fn fields(
     let timeout = input.timeout_ms.unwrap_or(30_000);
     v.check((100..=600_000).contains(&timeout), "timeout_ms", "must be from 100 to 600000");
     v.finish()?;
-    let sealed = state.sealer.seal(&serde_json::to_vec(&credentials).map_err(anyhow::Error::from)?)?;
+    let plain = serde_json::to_vec(&credentials).map_err(anyhow::Error::from)?;
+    let sealed = state.sealer.seal_bound(&plain, &connections::sealing_context(&principal.enterprise_id, id))?;
     Ok(ConnectionFields {
         name: input.name.trim().to_owned(),
         system: input.system,
@@ -226,8 +230,10 @@ async fn create_connection(
     ApiJson(input): ApiJson<ConnectionInput>,
 ) -> AppResult<(StatusCode, Json<ConnectionView>)> {
     let name = input.name.clone();
-    let fields = fields(&state, &principal, input, HashMap::new()).await?;
-    let row = state.store.create_connection(&principal.enterprise_id, fields).await.map_err(|e| conflict(e, &name))?;
+    let id = crate::store::new_id();
+    let fields = fields(&state, &principal, &id, input, HashMap::new()).await?;
+    let row =
+        state.store.create_connection(&principal.enterprise_id, &id, fields).await.map_err(|e| conflict(e, &name))?;
     Ok((StatusCode::CREATED, Json(view(&state, row)?)))
 }
 
@@ -268,7 +274,7 @@ async fn replace_connection(
         .get_connection(&principal.enterprise_id, &id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("connection {id}")))?;
-    let mut stored = connections::credentials(&state, &current)?;
+    let mut stored = connections::credentials(&state, &current).unwrap_or_default();
     // Stored credentials go only where they went before: a new system, base URL or host list
     // needs them sent again with the change (omitted ones are dropped, so a required one that
     // is missing answers 422 at its path).
@@ -287,7 +293,7 @@ async fn replace_connection(
         stored.clear();
     }
     let name = input.name.clone();
-    let fields = fields(&state, &principal, input, stored).await?;
+    let fields = fields(&state, &principal, &current.id, input, stored).await?;
     let row = state
         .store
         .replace_connection(&principal.enterprise_id, &id, fields)

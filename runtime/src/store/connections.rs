@@ -2,7 +2,7 @@
 
 use sqlx::FromRow;
 
-use super::{Page, Store, new_id, now_ms};
+use super::{Page, Store, now_ms};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ConnectionRow {
@@ -36,14 +36,20 @@ pub struct ConnectionFields {
 const COLUMNS: &str = "id, enterprise_id, name, system, config, credentials, allowed_hosts, memory_limit_mb, timeout_ms, created_at, updated_at";
 
 impl Store {
-    pub async fn create_connection(&self, enterprise_id: &str, c: ConnectionFields) -> sqlx::Result<ConnectionRow> {
+    /// Creates connection `id` (chosen by the caller: its credentials are sealed for it).
+    pub async fn create_connection(
+        &self,
+        enterprise_id: &str,
+        id: &str,
+        c: ConnectionFields,
+    ) -> sqlx::Result<ConnectionRow> {
         let now = now_ms();
         let row = sqlx::query_as(&format!(
             "INSERT INTO connections (id, enterprise_id, name, system, config, credentials, allowed_hosts, \
              memory_limit_mb, timeout_ms, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING {COLUMNS}"
         ))
-        .bind(new_id())
+        .bind(id)
         .bind(enterprise_id)
         .bind(c.name)
         .bind(c.system)
