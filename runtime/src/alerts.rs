@@ -424,10 +424,8 @@ pub struct Queued(tokio::sync::mpsc::Receiver<Delivery>);
 
 impl Outbox {
     pub fn new(tls: &rustls::ClientConfig, allow_private: bool) -> anyhow::Result<(Self, Queued)> {
-        let resolver = Arc::new(crate::egress::CheckedDns {
-            resolver: Arc::new(crate::egress::SystemResolver),
-            allow_private,
-        });
+        let resolver =
+            Arc::new(crate::egress::CheckedDns { resolver: Arc::new(crate::egress::SystemResolver), allow_private });
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -458,8 +456,10 @@ impl Outbox {
                 tracing::warn!(rule = %row.name, alert = %alert.id, "alert delivery queue full; notifications dropped");
                 let outcomes = Value::Array(
                     channels(rule)
-                        .map(|c| json!({"type": c.kind, "url": c.url, "attempts": 0, "status": "dropped",
-                                        "error": "delivery queue full"}))
+                        .map(|c| {
+                            json!({"type": c.kind, "url": c.url, "attempts": 0, "status": "dropped",
+                                        "error": "delivery queue full"})
+                        })
                         .collect(),
                 );
                 state.store.set_alert_deliveries(&alert.id, &outcomes.to_string()).await?;
@@ -537,7 +537,12 @@ pub async fn send_queued(state: AppState, queued: Queued, mut stopped: tokio::sy
 /// happened in our words (`http 500`, `redirect refused`, `address refused`, `tls failed`,
 /// `connection failed`, `timeout`), never the system's error text: a receiver URL must not turn
 /// the server into a scanner of what it can reach.
-async fn deliver(state: &AppState, row: &AlertRuleRow, rule: &RuleDefinition, alert: &AlertRow) -> anyhow::Result<Value> {
+async fn deliver(
+    state: &AppState,
+    row: &AlertRuleRow,
+    rule: &RuleDefinition,
+    alert: &AlertRow,
+) -> anyhow::Result<Value> {
     let secret = state.sealer.open(&row.secret)?;
     let body = serde_json::to_vec(&alert_json(row, alert))?;
     let text = format!("[{}] {}: {}", alert.severity, row.name, alert.message);
@@ -607,19 +612,31 @@ const ADDRESS_REFUSED: &str = "address refused";
 
 /// What went wrong with a request, in the outcome vocabulary (never the system's error text).
 fn failure(err: &reqwest::Error) -> &'static str {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = source {
-        if e.downcast_ref::<crate::egress::Refusal>().is_some() {
-            return ADDRESS_REFUSED;
-        }
-        let tls = e.downcast_ref::<rustls::Error>().is_some()
-            || e.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
-        if tls {
-            return "tls failed";
-        }
-        source = e.source();
+    if caused_by::<crate::egress::Refusal>(err) {
+        ADDRESS_REFUSED
+    } else if caused_by::<rustls::Error>(err) {
+        "tls failed"
+    } else if err.is_timeout() {
+        "timeout"
+    } else {
+        "connection failed"
     }
-    if err.is_timeout() { "timeout" } else { "connection failed" }
+}
+
+/// Whether a `T` is among the causes of `err`, looking inside wrapping `io::Error`s too (their
+/// `source()` skips the error they wrap, and hyper-rustls wraps rustls' one twice).
+fn caused_by<T: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.is::<T>() {
+            return true;
+        }
+        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
+            && caused_by::<T>(inner)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }

@@ -370,7 +370,8 @@ async fn send_to(
 
     // The request line carries only the path and query (no proxy in between).
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    *request.uri_mut() = http::Uri::builder().path_and_query(path).build().map_err(|_| HttpError::HttpRequestUriInvalid)?;
+    *request.uri_mut() =
+        http::Uri::builder().path_and_query(path).build().map_err(|_| HttpError::HttpRequestUriInvalid)?;
 
     let between_bytes = timeouts.between_bytes.max(Duration::from_nanos(1));
     let send = async move {
