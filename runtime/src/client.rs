@@ -1,8 +1,9 @@
 //! Client subcommands for automation: `dibop orchestration apply -f FILE`,
 //! `dibop execute NAME_OR_ID --param k=v`, `dibop plugin push FILE`. They talk to a running
-//! server at `DIBOP_URL` with `DIBOP_TOKEN` (a JWT or an API key).
+//! server at `DIBOP_URL` with `DIBOP_TOKEN` (a JWT or an API key), over http or https (rustls
+//! with the webpki roots, plus `DIBOP_EXTRA_CA_FILE` for a server behind a private CA).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -17,6 +18,9 @@ pub struct Remote {
     /// Access token or API key.
     #[arg(long, env = "DIBOP_TOKEN", hide_env_values = true)]
     pub token: String,
+    /// PEM file of extra CA certificates to trust for an https server.
+    #[arg(long, env = "DIBOP_EXTRA_CA_FILE")]
+    pub extra_ca_file: Option<PathBuf>,
 }
 
 struct Api {
@@ -26,12 +30,13 @@ struct Api {
 }
 
 impl Api {
-    fn new(remote: &Remote) -> Self {
-        Self {
+    fn new(remote: &Remote) -> anyhow::Result<Self> {
+        let tls = crate::egress::tls_config(remote.extra_ca_file.as_deref())?;
+        Ok(Self {
             base: format!("{}/api/v1", remote.url.trim_end_matches('/')),
             token: remote.token.clone(),
-            http: reqwest::Client::new(),
-        }
+            http: reqwest::Client::builder().use_preconfigured_tls((*tls).clone()).build()?,
+        })
     }
 
     /// Sends a request and turns an error answer into a readable error.
@@ -101,7 +106,7 @@ pub async fn apply(remote: &Remote, file: &Path) -> anyhow::Result<()> {
         serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", file.display()))?
     };
     let name = definition["name"].as_str().with_context(|| format!("{} has no \"name\"", file.display()))?;
-    let api = Api::new(remote);
+    let api = Api::new(remote)?;
     let existing = api.orchestrations().await?.into_iter().find(|o| o["name"] == name);
     let saved = match existing.and_then(|o| o["id"].as_str().map(str::to_owned)) {
         Some(id) => api.send(api.http.put(format!("{}/orchestrations/{id}", api.base)).json(&definition)).await?,
@@ -130,7 +135,7 @@ pub fn parameters(pairs: &[String]) -> anyhow::Result<Value> {
 
 /// Executes an orchestration and prints the summary; fails when the execution failed.
 pub async fn execute(remote: &Remote, name_or_id: &str, params: &[String], run_async: bool) -> anyhow::Result<()> {
-    let api = Api::new(remote);
+    let api = Api::new(remote)?;
     let id = api.resolve(name_or_id).await?;
     let body = json!({"parameters": parameters(params)?, "async": run_async});
     let summary = api.send(api.post(&format!("/orchestrations/{id}/execute")).json(&body)).await?;
@@ -148,7 +153,7 @@ pub async fn execute(remote: &Remote, name_or_id: &str, params: &[String], run_a
 /// Uploads a component.
 pub async fn push(remote: &Remote, file: &Path, scope: &str) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let api = Api::new(remote);
+    let api = Api::new(remote)?;
     let plugin = api
         .send(api.post(&format!("/plugins?scope={scope}")).header("content-type", "application/wasm").body(bytes))
         .await?;

@@ -38,8 +38,12 @@ pub struct Config {
     pub admin_email: Option<String>,
     /// Password of the first user; generated and printed once when unset.
     pub admin_password: Option<SecretString>,
-    /// Whether plugins may reach private, loopback and link-local addresses.
+    /// Whether plugins and alert webhooks may reach private, loopback, link-local and other
+    /// special-purpose addresses (see `egress::is_blocked`).
     pub allow_private_networks: bool,
+    /// PEM file of extra CA certificates trusted (besides the webpki roots) by outbound TLS:
+    /// alert webhooks and plugin requests; for receivers behind a private CA.
+    pub extra_ca_file: Option<PathBuf>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Size of the database connection pool.
@@ -92,6 +96,7 @@ impl Config {
             admin_email: None,
             admin_password: None,
             allow_private_networks: false,
+            extra_ca_file: None,
             max_body_bytes: 2 * 1024 * 1024,
             db_max_connections: 10,
             workers: 4,
@@ -139,10 +144,13 @@ pub struct ConfigArgs {
     /// Password of the first admin (first start only).
     #[arg(long, env = "DIBOP_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
-    /// Let plugins reach private and loopback addresses.
+    /// Let plugins and alert webhooks reach private, loopback and other special-purpose addresses.
     #[arg(long, env = "DIBOP_ALLOW_PRIVATE_NETWORKS", num_args = 0..=1, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_private_networks: Option<bool>,
+    /// PEM file of extra CA certificates trusted by outbound TLS (alert webhooks, plugins).
+    #[arg(long, env = "DIBOP_EXTRA_CA_FILE")]
+    pub extra_ca_file: Option<PathBuf>,
     /// Largest accepted request body in bytes.
     #[arg(long, env = "DIBOP_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -205,6 +213,7 @@ struct FileConfig {
     admin_email: Option<String>,
     admin_password: Option<String>,
     allow_private_networks: Option<bool>,
+    extra_ca_file: Option<PathBuf>,
     max_body_bytes: Option<usize>,
     db_max_connections: Option<u32>,
     workers: Option<usize>,
@@ -244,6 +253,7 @@ impl ConfigArgs {
                 .allow_private_networks
                 .or(file.allow_private_networks)
                 .unwrap_or(defaults.allow_private_networks),
+            extra_ca_file: self.extra_ca_file.or(file.extra_ca_file).filter(|p| !p.as_os_str().is_empty()),
             max_body_bytes: self.max_body_bytes.or(file.max_body_bytes).unwrap_or(defaults.max_body_bytes),
             db_max_connections: self
                 .db_max_connections

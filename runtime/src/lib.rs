@@ -14,6 +14,7 @@ pub mod config;
 pub mod connections;
 pub mod crypto;
 pub mod demo;
+pub mod egress;
 pub mod engine;
 pub mod error;
 pub mod guard;
@@ -54,11 +55,12 @@ pub async fn serve(
     let store = open_store(&config).await?;
     bootstrap::bootstrap(&store, &config).await?;
     let secret = auth::tokens::load_or_create_secret(config.jwt_secret.as_ref(), &config.data_dir)?;
-    let host = Arc::new(plugins::PluginHost::new(
-        &config.data_dir,
-        config.allow_private_networks,
-        config.warm_instance_calls,
-    )?);
+    let tls = egress::tls_config(config.extra_ca_file.as_deref())?;
+    let host = Arc::new(
+        plugins::PluginHost::new(&config.data_dir, config.allow_private_networks, config.warm_instance_calls)?
+            .with_net(plugins::outbound::Net::new(tls.clone())),
+    );
+    let (outbox, queued) = alerts::Outbox::new(&tls, config.allow_private_networks)?;
     let registry = plugins::registry::Registry::new(host, store.clone(), &config.data_dir)?;
     registry.register_bundled().await?;
     let state = AppState {
@@ -72,9 +74,11 @@ pub async fn serve(
         )),
         store: store.clone(),
         config: Arc::new(config),
+        alerts: Arc::new(outbox),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let housekeeping = tokio::spawn(housekeeping(state.clone(), stopped.clone()));
+    let deliveries = tokio::spawn(alerts::send_queued(state.clone(), queued, stopped.clone()));
     let workers = engine::start(&state, state.config.workers, &stopped);
 
     let app = api::router(state.clone());
@@ -100,6 +104,8 @@ pub async fn serve(
     let _ = stop.send(true);
     let _ = housekeeping.await;
     stop_executions(&state, deadline, workers).await;
+    // Alert deliveries still queued get a moment to go out.
+    let _ = tokio::time::timeout(Duration::from_secs(5), deliveries).await;
     store.close().await;
     tracing::info!("DIBOP stopped");
     Ok(())

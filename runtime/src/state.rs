@@ -21,6 +21,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub sealer: Arc<Sealer>,
     pub engine: Arc<EngineHandle>,
+    /// The alert delivery queue and its HTTP client.
+    pub alerts: Arc<crate::alerts::Outbox>,
 }
 
 impl AppState {

@@ -13,10 +13,19 @@ use sha2::Sha256;
 use crate::helpers::{TestApp, assert_error, detail_paths};
 use crate::mock::MockServer;
 
-type Received = Arc<Mutex<Vec<(String, HeaderMap, String)>>>;
+pub type Received = Arc<Mutex<Vec<(String, HeaderMap, String)>>>;
 
 /// A webhook receiver on loopback that remembers (path, headers, body).
-async fn receiver() -> (String, Received) {
+pub async fn receiver() -> (String, Received) {
+    let (app, received) = recording_router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, received)
+}
+
+/// The routes of a receiver: every POST is remembered and answered `ok`.
+pub fn recording_router() -> (axum::Router, Received) {
     let received: Received = Arc::default();
     let store = received.clone();
     let app = axum::Router::new().route(
@@ -31,13 +40,10 @@ async fn receiver() -> (String, Received) {
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (base, received)
+    (app, received)
 }
 
-async fn wait_for(received: &Received, path: &str, n: usize) -> Vec<(HeaderMap, String)> {
+pub async fn wait_for(received: &Received, path: &str, n: usize) -> Vec<(HeaderMap, String)> {
     for _ in 0..200 {
         let got: Vec<_> = received
             .lock()
@@ -54,7 +60,7 @@ async fn wait_for(received: &Received, path: &str, n: usize) -> Vec<(HeaderMap, 
     panic!("{path} did not receive {n} notifications");
 }
 
-fn verify(secret: &str, headers: &HeaderMap, body: &str) {
+pub fn verify(secret: &str, headers: &HeaderMap, body: &str) {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
     mac.update(body.as_bytes());
     let expected =
@@ -192,6 +198,7 @@ async fn rules_fire_on_completion_respect_cooldown_and_sign_their_notifications(
         .await
         .expect("json");
     assert_eq!((&test["deliveries"][0]["status"], &test["deliveries"][0]["attempts"]), (&json!("failed"), &json!(3)));
+    assert_eq!(test["deliveries"][0]["error"], "connection failed", "our words, not the system's: {test}");
 }
 
 #[tokio::test]

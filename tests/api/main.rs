@@ -2,6 +2,7 @@
 //! with a fresh database (SQLite, or PostgreSQL when `DIBOP_TEST_DATABASE_URL` is set).
 
 mod alerts;
+mod alerts_egress;
 mod api_keys;
 mod auth;
 mod canonical;

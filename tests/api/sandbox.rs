@@ -172,3 +172,24 @@ async fn log_output_and_error_bombs_are_cut_to_their_bounds() {
     assert!(message.len() < 5_000 && message.contains("[truncated"), "{} bytes", message.len());
     assert_healthy(&app, &token, &connection).await;
 }
+
+#[tokio::test]
+async fn denied_requests_count_against_the_per_call_cap_before_they_are_recorded() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let connection = hostile(&app, &token, vec!["api.example.invalid".into()], 20_000).await;
+    // A plugin that ignores refusals and tries 4,000 times: once 4,000 rows and a gigabyte.
+    let result = app
+        .test_call(
+            &token,
+            &connection,
+            "fetch",
+            json!({"url": "http://127.0.0.1:9/x", "count": 4000, "keep_going": true}),
+        )
+        .await;
+    assert_eq!(result["output"]["failed"], 4000, "{result}");
+    let calls: Value = app.get(&token, "/api-calls?system=hostile&page_size=200").await.json().await.expect("json");
+    assert_eq!(calls["pagination"]["total"], 21, "20 refusals and one saying the cap was passed");
+    let over = calls["data"][0]["error"].as_str().unwrap_or_default();
+    assert!(over.contains("more than 20 requests"), "{calls}");
+}

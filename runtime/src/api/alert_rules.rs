@@ -153,7 +153,9 @@ pub struct AlertView {
     pub threshold: f64,
     pub message: String,
     pub fired_at: DateTime<Utc>,
-    /// Per channel: type, status (delivered or failed), attempts, error.
+    /// Per channel: type, url, status (delivered, failed, dropped; pending in a test answer that
+    /// stopped waiting), attempts, error (`http 500`, `redirect refused`, `address refused`,
+    /// `tls failed`, `connection failed`, `timeout`, `delivery queue full`).
     #[schema(value_type = Vec<Object>)]
     pub deliveries: Value,
 }
@@ -172,8 +174,9 @@ fn alert_view(row: AlertRow) -> AlertView {
     }
 }
 
-/// Sends a test notification through the rule's channels now (cooldown not involved); answers
-/// the stored test alert with its delivery outcomes.
+/// Sends a test notification through the rule's channels now (cooldown not involved; through
+/// the delivery queue); answers the stored test alert with its delivery outcomes, waiting for
+/// them a bounded time (`pending` past it, `dropped` when the queue is full).
 #[utoipa::path(post, path = "/alert-rules/{id}/test", tag = "alerts", params(("id" = String, Path)),
     responses((status = 200, description = "The test alert and its deliveries", body = AlertView)))]
 async fn test_rule(
@@ -192,7 +195,8 @@ async fn test_rule(
         message: format!("test notification of alert rule {}", row.name),
     };
     let mut alert = state.store.insert_alert(&principal.enterprise_id, alert).await?;
-    alert.deliveries = alerts::deliver(&state, &row, &rule, &alert).await?.to_string();
+    let outcomes = state.alerts.deliver_and_wait(&state, &row, &rule, &alert, alerts::TEST_WAIT).await?;
+    alert.deliveries = outcomes.to_string();
     Ok(Json(alert_view(alert)))
 }
 

@@ -269,6 +269,8 @@ pub struct PluginHost {
     loaded: Mutex<HashMap<String, Loaded>>,
     pub allow_private_networks: bool,
     warm: warm::Pool,
+    /// How plugin requests reach the network (resolver, connector, TLS roots).
+    net: Arc<outbound::Net>,
 }
 
 /// What a call's body came to, as its caller sees it: the outer timeout and traps classified,
@@ -337,6 +339,7 @@ impl PluginHost {
             loaded: Mutex::default(),
             allow_private_networks,
             warm: warm::Pool::new(warm_calls),
+            net: Arc::new(outbound::Net::new(crate::egress::tls_config(None)?)),
         })
     }
 
@@ -356,6 +359,12 @@ impl PluginHost {
                 }
             }
         }
+    }
+
+    /// The same host reaching the network through `net` (e.g. TLS roots with an extra CA).
+    pub fn with_net(mut self, net: outbound::Net) -> Self {
+        self.net = Arc::new(net);
+        self
     }
 
     /// The component with these bytes, when this host has loaded it already.
@@ -459,8 +468,12 @@ impl PluginHost {
             connect_timeout: spec.limits.connect_timeout,
             deadline,
         };
-        let outbound =
-            Outbound { policy: Arc::new(policy), origin: Arc::new(spec.origin.clone()), recorder: recorder.clone() };
+        let outbound = Outbound {
+            policy: Arc::new(policy),
+            origin: Arc::new(spec.origin.clone()),
+            recorder: recorder.clone(),
+            net: self.net.clone(),
+        };
         (call, outbound, recorder, deadline)
     }
 

@@ -1,17 +1,24 @@
 //! Outbound HTTP of plugins: the `wasi:http` send hook that enforces the connection's
-//! allow-list, refuses private addresses, caps requests and response sizes, applies timeouts
-//! and records one API-call row per request.
+//! allow-list, resolves the host once and connects only to an address that passed
+//! [`crate::egress`]'s check (our own sender, not wasmtime-wasi-http's default one, which would
+//! resolve the name again), caps requests and response sizes, applies timeouts and records one
+//! API-call row per request.
 
-use std::net::IpAddr;
+use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::egress::{self, Refusal, Resolver};
 
 /// How much of each request and response body is kept (after redaction) in the API-call row.
 const PREVIEW_BYTES: usize = 2048;
@@ -94,19 +101,22 @@ impl Redactor {
 #[derive(Default)]
 pub struct Recorder {
     records: Mutex<Vec<Arc<Mutex<ApiCallRecord>>>>,
+    /// Requests the plugin attempted, denied ones included.
+    attempts: std::sync::atomic::AtomicUsize,
 }
 
 impl Recorder {
+    /// Counts one attempted request and answers its number (1 for the first).
+    fn attempt(&self) -> usize {
+        self.attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+    }
+
     fn push(&self, record: ApiCallRecord) -> Arc<Mutex<ApiCallRecord>> {
         let shared = Arc::new(Mutex::new(record));
         if let Ok(mut records) = self.records.lock() {
             records.push(shared.clone());
         }
         shared
-    }
-
-    fn count(&self) -> usize {
-        self.records.lock().map(|r| r.len()).unwrap_or(usize::MAX)
     }
 
     /// The rows so far, redacted.
@@ -129,11 +139,50 @@ impl Recorder {
     }
 }
 
+/// A connected byte stream (TCP, TLS over TCP, or a test's in-memory pipe).
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// Opens a connection to an address that passed the check; a seam, so tests can see where a
+/// request would go without opening a socket.
+pub trait Connector: Send + Sync {
+    fn connect(&self, address: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Stream>>>;
+}
+
+/// TCP, the production [`Connector`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpConnector;
+
+impl Connector for TcpConnector {
+    fn connect(&self, address: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Stream>>> {
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect(address).await?;
+            let _ = stream.set_nodelay(true);
+            Ok(Box::new(stream) as Box<dyn Stream>)
+        })
+    }
+}
+
+/// How plugin requests reach the network: name resolution, connecting, and TLS.
+pub struct Net {
+    pub resolver: Arc<dyn Resolver>,
+    pub connector: Arc<dyn Connector>,
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+impl Net {
+    /// The system resolver, TCP and `tls`.
+    pub fn new(tls: Arc<rustls::ClientConfig>) -> Self {
+        Self { resolver: Arc::new(egress::SystemResolver), connector: Arc::new(TcpConnector), tls }
+    }
+}
+
 /// The `wasi:http` hooks of one call.
 pub struct Outbound {
     pub policy: Arc<NetworkPolicy>,
     pub origin: Arc<CallOrigin>,
     pub recorder: Arc<Recorder>,
+    pub net: Arc<Net>,
 }
 
 type SendFuture = Box<
@@ -156,18 +205,29 @@ impl WasiHttpHooks for Outbound {
         let policy = self.policy.clone();
         let origin = self.origin.clone();
         let recorder = self.recorder.clone();
-        Box::new(send(policy, origin, recorder, request, options))
+        let net = self.net.clone();
+        Box::new(send(net, policy, origin, recorder, request, options))
     }
 }
 
+type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+
 async fn send(
+    net: Arc<Net>,
     policy: Arc<NetworkPolicy>,
     origin: Arc<CallOrigin>,
     recorder: Arc<Recorder>,
     request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
-) -> Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>), HttpError> {
+) -> Result<(http::Response<WasiBody>, IoFuture), HttpError> {
     let started = Instant::now();
+    // Every attempt counts against the cap, denied ones too, before anything is recorded: past
+    // the cap one row says so, and later attempts are refused without a row (a plugin looping
+    // on a denied host cannot fill memory or the API-call log).
+    let attempt = recorder.attempt();
+    if attempt > policy.max_requests as usize + 1 {
+        return Err(HttpError::HttpRequestDenied);
+    }
     let record = recorder.push(ApiCallRecord {
         id: crate::store::new_id(),
         timestamp_ms: crate::store::now_ms(),
@@ -193,7 +253,7 @@ async fn send(
         Err(error)
     };
 
-    if recorder.count() > policy.max_requests as usize {
+    if attempt > policy.max_requests as usize {
         let message = format!("denied: more than {} requests in one call", policy.max_requests);
         return fail("error", message, HttpError::HttpRequestDenied);
     }
@@ -206,35 +266,34 @@ async fn send(
         let message = format!("denied: {host}:{port} is not in the connection's allowed hosts");
         return fail("error", message, HttpError::HttpRequestDenied);
     }
-    let private = match first_private_address(&host, port).await {
-        Ok(private) => private,
-        Err(err) => {
-            return fail(
-                "error",
-                format!("DNS lookup of {host} failed: {err}"),
-                HttpError::DnsError { rcode: None, info_code: None },
-            );
-        }
-    };
-    if let Some(address) = private.filter(|_| !policy.allow_private) {
-        let message = format!("denied: {host} resolves to the private or loopback address {}", address.ip());
-        return fail("error", message, HttpError::DestinationIpProhibited);
-    }
     let remaining = policy.deadline.saturating_duration_since(Instant::now());
     if remaining.is_zero() {
         return fail("timeout", "the call's deadline passed before the request".into(), HttpError::ConnectionTimeout);
     }
-    let cap = |ours: Duration, theirs: Option<Duration>| Some(theirs.map_or(ours, |t| t.min(ours)));
-    let options = RequestOptions {
-        connect_timeout: cap(policy.connect_timeout.min(remaining), options.and_then(|o| o.connect_timeout)),
-        first_byte_timeout: cap(remaining, options.and_then(|o| o.first_byte_timeout)),
-        between_bytes_timeout: cap(remaining, options.and_then(|o| o.between_bytes_timeout)),
+    let cap = |ours: Duration, theirs: Option<Duration>| theirs.map_or(ours, |t| t.min(ours));
+    let timeouts = Timeouts {
+        connect: cap(policy.connect_timeout.min(remaining), options.and_then(|o| o.connect_timeout)),
+        first_byte: cap(remaining, options.and_then(|o| o.first_byte_timeout)),
+        between_bytes: cap(remaining, options.and_then(|o| o.between_bytes_timeout)),
+    };
+    // Resolve once; only these addresses are ever connected to.
+    let lookup = egress::allowed_addresses(&*net.resolver, &host, port, policy.allow_private);
+    let addresses = match tokio::time::timeout(timeouts.connect, lookup).await {
+        Ok(Ok(addresses)) => addresses,
+        Ok(Err(refusal @ Refusal::Blocked { .. })) => {
+            return fail("error", format!("denied: {refusal}"), HttpError::DestinationIpProhibited);
+        }
+        Ok(Err(refusal @ Refusal::Dns { .. })) => {
+            return fail("error", refusal.to_string(), HttpError::DnsError { rcode: None, info_code: None });
+        }
+        Err(_) => return fail("timeout", format!("DNS lookup of {host} timed out"), HttpError::DnsTimeout),
     };
 
     let (parts, body) = request.into_parts();
     let body = Metered::new(body, u64::MAX, record.clone(), Side::Request, started).boxed_unsync();
     let request = http::Request::from_parts(parts, body);
-    match wasmtime_wasi_http::default_send_request(request, Some(options)).await {
+    let use_tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    match send_to(&net, request, &host, &addresses, use_tls, timeouts).await {
         Ok((response, io)) => {
             let status = response.status();
             if let Ok(mut r) = record.lock() {
@@ -251,9 +310,9 @@ async fn send(
                 r.duration_ms = elapsed_ms(started);
             }
             let (parts, body) = response.into_parts();
-            let body = Metered::new(body.boxed_unsync(), policy.max_response_bytes, record, Side::Response, started);
+            let body = Metered::new(body, policy.max_response_bytes, record, Side::Response, started);
             let response = http::Response::from_parts(parts, body.boxed_unsync());
-            Ok((response, Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>))
+            Ok((response, io))
         }
         Err(err) => {
             let status = match err {
@@ -265,6 +324,131 @@ async fn send(
             let message = format!("{err:?}");
             fail(status, message, err)
         }
+    }
+}
+
+/// Timeouts of one request, already bounded by the call's deadline.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    /// Connecting, the TLS handshake and the HTTP handshake together.
+    connect: Duration,
+    first_byte: Duration,
+    between_bytes: Duration,
+}
+
+/// Sends `request` over a connection to the first of `addresses` (already checked) that
+/// accepts, with TLS (SNI and certificate checked against `host`) for https. Our version of
+/// wasmtime-wasi-http 48's `default_send_request`, which takes the authority and resolves it
+/// again; the request keeps its headers (Host included).
+async fn send_to(
+    net: &Net,
+    mut request: http::Request<WasiBody>,
+    host: &str,
+    addresses: &[SocketAddr],
+    use_tls: bool,
+    timeouts: Timeouts,
+) -> Result<(http::Response<WasiBody>, IoFuture), HttpError> {
+    let connected_by = tokio::time::Instant::now() + timeouts.connect;
+    let connect = async {
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address to connect to");
+        for address in addresses {
+            match net.connector.connect(*address).await {
+                Ok(stream) => return Ok(stream),
+                Err(err) => last = err,
+            }
+        }
+        Err(last)
+    };
+    let stream = match tokio::time::timeout_at(connected_by, connect).await {
+        Ok(stream) => stream.map_err(HttpError::Connect)?,
+        Err(_) => return Err(HttpError::ConnectionTimeout),
+    };
+    let stream: Box<dyn Stream> = if use_tls {
+        let name = rustls::pki_types::ServerName::try_from(host)?.to_owned();
+        let connector = tokio_rustls::TlsConnector::from(net.tls.clone());
+        match tokio::time::timeout_at(connected_by, connector.connect(name, stream)).await {
+            Ok(stream) => Box::new(stream.map_err(HttpError::Tls)?),
+            Err(_) => return Err(HttpError::ConnectionTimeout),
+        }
+    } else {
+        stream
+    };
+    let handshake = hyper::client::conn::http1::Builder::new()
+        .handshake::<_, WasiBody>(wasmtime_wasi_http::io::TokioIo::new(stream));
+    let (mut sender, conn) =
+        tokio::time::timeout_at(connected_by, handshake).await.map_err(|_| HttpError::ConnectionTimeout)??;
+
+    // The request line carries only the path and query (no proxy in between).
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    *request.uri_mut() =
+        http::Uri::builder().path_and_query(path).build().map_err(|_| HttpError::HttpRequestUriInvalid)?;
+
+    let between_bytes = timeouts.between_bytes.max(Duration::from_nanos(1));
+    let send = async move {
+        let response = tokio::time::timeout(timeouts.first_byte, sender.send_request(request))
+            .await
+            .map_err(|_| HttpError::ConnectionReadTimeout)??;
+        let mut timeout = tokio::time::interval(between_bytes);
+        timeout.reset();
+        Ok::<_, HttpError>(response.map(|incoming| Incoming { incoming, timeout }.boxed_unsync()))
+    };
+    // Wait for the response while driving the connection.
+    let mut send = std::pin::pin!(send);
+    let mut conn = Some(conn);
+    let response = std::future::poll_fn(|cx| match send.as_mut().poll(cx) {
+        Poll::Ready(result) => Poll::Ready(result),
+        Poll::Pending => {
+            let Some(fut) = conn.as_mut() else { return Poll::Pending };
+            let done = ready!(Pin::new(fut).poll(cx));
+            conn = None;
+            match done {
+                Ok(()) => send.as_mut().poll(cx),
+                Err(err) => Poll::Ready(Err(HttpError::from(err))),
+            }
+        }
+    })
+    .await?;
+    let io = async move {
+        let Some(conn) = conn else { return Ok::<(), HttpError>(()) };
+        conn.await.map_err(|err| if err.is_timeout() { HttpError::HttpResponseTimeout } else { HttpError::from(err) })
+    };
+    Ok((response, Box::new(io) as IoFuture))
+}
+
+/// A response body with the between-bytes timeout.
+struct Incoming {
+    incoming: hyper::body::Incoming,
+    timeout: tokio::time::Interval,
+}
+
+impl Body for Incoming {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        match Pin::new(&mut self.incoming).poll_frame(cx) {
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(err))) => {
+                let err = if err.is_timeout() { HttpError::HttpResponseTimeout } else { err.into() };
+                Poll::Ready(Some(Err(err)))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                self.timeout.reset();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => {
+                ready!(self.timeout.poll_tick(cx));
+                Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.incoming.size_hint()
     }
 }
 
@@ -372,33 +556,6 @@ pub fn host_allowed(allowed: &[String], host: &str, port: u16) -> bool {
     })
 }
 
-/// Resolves `host` and answers the first of its addresses that [`is_private`], if any.
-pub async fn first_private_address(host: &str, port: u16) -> std::io::Result<Option<std::net::SocketAddr>> {
-    Ok(tokio::net::lookup_host((host, port)).await?.find(|a| is_private(a.ip())))
-}
-
-/// Private, loopback, link-local, unspecified, shared (CGNAT) and unique-local addresses.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || (a == 100 && (64..128).contains(&b))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback() || v6.is_unspecified() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
-        }
-    }
-}
-
 /// The URL as logged: no user info, sensitive query values replaced.
 pub fn sanitize_url(uri: &http::Uri) -> String {
     let scheme = uri.scheme_str().unwrap_or("http");
@@ -425,6 +582,8 @@ fn is_sensitive_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     #[test]
@@ -437,26 +596,104 @@ mod tests {
         assert!(!host_allowed(&[], "api.example.com", 443));
     }
 
-    #[test]
-    fn private_addresses_are_recognised() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "192.168.0.1",
-            "172.16.5.4",
-            "169.254.169.254",
-            "100.64.0.1",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "0.0.0.0",
-        ] {
-            assert!(is_private(ip.parse().expect("ip")), "{ip}");
+    /// First answers a public address, then loopback (a DNS-rebinding name); counts questions.
+    struct Rebinding {
+        asked: AtomicUsize,
+    }
+
+    impl Resolver for Rebinding {
+        fn lookup(&self, _host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
+            let first = self.asked.fetch_add(1, Ordering::SeqCst) == 0;
+            let ip: std::net::IpAddr = if first { [93, 184, 215, 14].into() } else { [127, 0, 0, 1].into() };
+            Box::pin(async move { Ok(vec![SocketAddr::new(ip, port)]) })
         }
-        for ip in ["8.8.8.8", "151.101.1.1", "2001:4860:4860::8888"] {
-            assert!(!is_private(ip.parse().expect("ip")), "{ip}");
+    }
+
+    /// Records the address it is asked to connect to and answers over an in-memory pipe
+    /// (no socket): a tiny HTTP server that keeps the request head and answers `200 ok`.
+    #[derive(Default)]
+    struct Recording {
+        targets: Mutex<Vec<SocketAddr>>,
+        heads: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Connector for Recording {
+        fn connect(&self, address: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Stream>>> {
+            self.targets.lock().expect("lock").push(address);
+            let heads = self.heads.clone();
+            Box::pin(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let (client, mut server) = tokio::io::duplex(64 * 1024);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match server.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    heads.lock().expect("lock").push(String::from_utf8_lossy(&head).into_owned());
+                    let _ = server.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                    let _ = server.flush().await;
+                });
+                Ok(Box::new(client) as Box<dyn Stream>)
+            })
         }
+    }
+
+    fn request(url: &str) -> http::Request<WasiBody> {
+        let body = http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync();
+        http::Request::get(url).header("host", "rebind.example").body(body).expect("request")
+    }
+
+    #[tokio::test]
+    async fn a_rebinding_name_is_resolved_once_and_the_checked_address_is_the_one_connected_to() {
+        let resolver = Arc::new(Rebinding { asked: AtomicUsize::new(0) });
+        let connector = Arc::new(Recording::default());
+        let net = Arc::new(Net {
+            resolver: resolver.clone(),
+            connector: connector.clone(),
+            tls: crate::egress::tls_config(None).expect("tls"),
+        });
+        let policy = Arc::new(NetworkPolicy {
+            allowed_hosts: vec!["rebind.example".into()],
+            allow_private: false,
+            max_requests: 10,
+            max_response_bytes: 1024,
+            connect_timeout: Duration::from_secs(5),
+            deadline: Instant::now() + Duration::from_secs(10),
+        });
+        let origin = Arc::new(CallOrigin::default());
+        let recorder = Arc::new(Recorder::default());
+
+        let (response, _io) = send(
+            net.clone(),
+            policy.clone(),
+            origin.clone(),
+            recorder.clone(),
+            request("http://rebind.example/v1/x?q=1"),
+            None,
+        )
+        .await
+        .expect("the first answer is public");
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"ok");
+        assert_eq!(resolver.asked.load(Ordering::SeqCst), 1, "one lookup per request");
+        assert_eq!(*connector.targets.lock().expect("lock"), [SocketAddr::from(([93, 184, 215, 14], 80))]);
+        let head = connector.heads.lock().expect("lock")[0].to_ascii_lowercase();
+        assert!(head.starts_with("get /v1/x?q=1 http/1.1\r\n"), "{head}");
+        assert!(head.contains("host: rebind.example\r\n"), "{head}");
+
+        // The name now answers loopback: refused, and nothing is connected to.
+        let refused = send(net, policy, origin, recorder.clone(), request("http://rebind.example/v1/x"), None).await;
+        assert!(matches!(refused, Err(HttpError::DestinationIpProhibited)));
+        assert_eq!(resolver.asked.load(Ordering::SeqCst), 2);
+        assert_eq!(connector.targets.lock().expect("lock").len(), 1, "no connection to loopback");
+        let rows = recorder.snapshot(&Redactor::default());
+        assert_eq!(rows[0].status, "success");
+        assert!(rows[1].error.as_deref().is_some_and(|e| e.contains("private or loopback")), "{:?}", rows[1]);
     }
 
     #[test]

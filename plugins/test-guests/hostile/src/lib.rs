@@ -11,7 +11,7 @@
 //! | `alloc` | allocates and touches `mib` MiB (default 200), returns `{"len": bytes}` |
 //! | `panic` | panics with `hostile plugin panicked on purpose` |
 //! | `env` | returns `{"env": ["K=V", ...], "args": [...], "file": <"/etc/passwd" or the error>, "dir": <names in "/" or the error>}` |
-//! | `fetch` | `{"url", "method"?: "GET", "count"?: 1}`: sends `count` requests, returns `{"status", "bytes"}` of the last |
+//! | `fetch` | `{"url", "method"?: "GET", "count"?: 1, "keep_going"?: false}`: sends `count` requests (past failures too with `keep_going`), returns `{"status", "bytes"}` of the last (and `failed`) |
 //! | `log` | logs `hostile says hello` (info, fields `{"n": 1}`), prints `to stdout` and `to stderr`, returns `{}` |
 //! | `secret` | returns `{"has_api_key": bool}`, never the value |
 //! | `log_flood` | `{"lines"?: 40, "bytes"?: 4 MiB}`: logs `lines` lines, each with a message and a field of `bytes` bytes |
@@ -153,10 +153,18 @@ fn fetch(input: &Value) -> Result<Value, PluginError> {
         input.get("url").and_then(Value::as_str).ok_or_else(|| PluginError::invalid_input("`url` must be a string"))?;
     let method = input.get("method").and_then(Value::as_str).unwrap_or("GET");
     let count = input.get("count").and_then(Value::as_u64).unwrap_or(1).max(1);
+    let keep_going = input.get("keep_going").and_then(Value::as_bool).unwrap_or(false);
     let mut last = json!({});
+    let mut failed = 0;
     for _ in 0..count {
-        let response = http::Request::new(method, url).send()?;
-        last = json!({ "status": response.status, "bytes": response.body.len() });
+        match http::Request::new(method, url).send() {
+            Ok(response) => last = json!({ "status": response.status, "bytes": response.body.len() }),
+            Err(_) if keep_going => failed += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    if keep_going {
+        last["failed"] = json!(failed);
     }
     Ok(last)
 }
