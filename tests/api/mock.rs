@@ -40,6 +40,7 @@ impl MockServer {
             .route("/slow/vpic/vehicles/DecodeVinValues/{vin}", get(slow))
             .route("/down/vpic/vehicles/GetMakesForVehicleType/car", get(down))
             .route("/big", get(big))
+            .route("/oauth/token", get(oauth_token))
             .route("/dms/vehicles/{vin}", get(dms_vehicle))
             .route("/dms/customers", post(dms_create_customer))
             .route("/dms/health", get(makes))
@@ -167,4 +168,9 @@ async fn dms_create_customer(State(mock): State<Mock>, headers: HeaderMap, body:
     let mut customer: Value = serde_json::from_str(&body).unwrap_or(json!({}));
     customer["customer_id"] = json!("C-42");
     (StatusCode::CREATED, Json(customer))
+}
+
+/// An OAuth token endpoint's answer (the token must never be readable in API-call logs).
+async fn oauth_token() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"access_token": "tok-abcdef123456", "token_type": "bearer", "expires_in": 3600}))
 }

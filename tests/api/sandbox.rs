@@ -193,3 +193,21 @@ async fn denied_requests_count_against_the_per_call_cap_before_they_are_recorded
     let over = calls["data"][0]["error"].as_str().unwrap_or_default();
     assert!(over.contains("more than 20 requests"), "{calls}");
 }
+
+#[tokio::test]
+async fn oauth_tokens_and_encoded_secrets_are_unreadable_in_api_call_logs() {
+    let app = TestApp::spawn().await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    let connection = hostile(&app, &token, vec![mock.authority.clone()], 10_000).await;
+    // The connection's credential base64-encoded in the query, and a token in the answer.
+    let url = format!("{}/oauth/token?client_id=me&q=aG9zdGlsZS1zZWNyZXQtNDI0Mg&client_secret=other-value", mock.base);
+    let result = app.test_call(&token, &connection, "fetch", json!({"url": url})).await;
+    assert_eq!(result["status"], "success", "{result}");
+    let calls: Value = app.get(&token, "/api-calls?system=hostile").await.json().await.expect("json");
+    let text = calls.to_string();
+    for secret in ["tok-abcdef123456", "aG9zdGlsZS1zZWNyZXQtNDI0Mg", "other-value"] {
+        assert!(!text.contains(secret), "{secret} readable: {text}");
+    }
+    assert!(text.contains("access_token"), "the field itself stays: {text}");
+}

@@ -9,6 +9,7 @@
 mod bindings;
 pub mod host;
 pub mod outbound;
+pub mod redact;
 pub mod registry;
 mod warm;
 

@@ -72,30 +72,7 @@ pub struct ApiCallRecord {
     pub response_headers: Vec<(String, String)>,
 }
 
-/// Replaces every credential value of the call with `****`.
-#[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    secrets: Vec<String>,
-}
-
-impl Redactor {
-    pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
-        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 3).collect();
-        // Longest first, so a secret containing another is replaced whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Self { secrets }
-    }
-
-    pub fn redact(&self, text: &str) -> String {
-        let mut text = text.to_owned();
-        for secret in &self.secrets {
-            if text.contains(secret.as_str()) {
-                text = text.replace(secret.as_str(), "****");
-            }
-        }
-        text
-    }
-}
+pub use super::redact::Redactor;
 
 /// Collects the rows of one call; shared between the hook, the bodies it wraps and the caller.
 #[derive(Default)]

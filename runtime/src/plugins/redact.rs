@@ -1,0 +1,186 @@
+//! Redaction of what a plugin call leaves behind (API-call URLs, previews and headers, log
+//! lines, stdout/stderr, error messages): the connection's credential values in every encoding a
+//! connector may send them in, `Basic`/`Bearer` credentials, and OAuth token fields whatever
+//! their value.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+
+/// Fields whose values are credentials in any JSON or form body, known to the connection or not.
+const TOKEN_FIELDS: [&str; 6] =
+    ["access_token", "refresh_token", "id_token", "client_secret", "password", "client_assertion"];
+
+/// Replaces credential values with `****`.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    /// Every form of every secret, longest first (so a secret containing another goes whole).
+    forms: Vec<String>,
+}
+
+impl Redactor {
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
+        let mut forms = Vec::new();
+        for secret in secrets.into_iter().filter(|s| s.len() >= 3) {
+            forms.push(percent_encode(&secret, false));
+            forms.push(percent_encode(&secret, true));
+            // Every byte encoded (legal for unreserved characters too).
+            forms.push(secret.bytes().map(|b| format!("%{b:02X}")).collect());
+            forms.push(secret.bytes().map(|b| format!("%{b:02x}")).collect());
+            forms.push(secret.replace(' ', "+"));
+            for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+                forms.push(engine.encode(secret.as_bytes()));
+            }
+            if let Ok(quoted) = serde_json::to_string(&secret) {
+                forms.push(quoted.trim_matches('"').to_owned());
+            }
+            forms.push(secret);
+        }
+        forms.retain(|f| f.len() >= 3);
+        forms.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        forms.dedup();
+        Self { forms }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for form in &self.forms {
+            if text.contains(form.as_str()) {
+                text = text.replace(form.as_str(), "****");
+            }
+        }
+        let text = redact_schemes(&text);
+        redact_token_fields(&text)
+    }
+}
+
+/// Percent-encoding of everything but RFC 3986 unreserved characters, upper- or lowercase hex.
+fn percent_encode(text: &str, lower: bool) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else if lower {
+            out.push_str(&format!("%{byte:02x}"));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// `Basic <credentials>` and `Bearer <token>` with the credential part replaced.
+fn redact_schemes(text: &str) -> String {
+    let mut out = text.to_owned();
+    for scheme in ["Basic ", "Bearer ", "basic ", "bearer "] {
+        let mut from = 0;
+        while let Some(at) = out[from..].find(scheme).map(|i| i + from) {
+            let start = at + scheme.len();
+            let end = out[start..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || "-._~+/=".contains(c)))
+                .map_or(out.len(), |i| i + start);
+            if end > start && &out[start..end] != "****" {
+                out.replace_range(start..end, "****");
+            }
+            from = start;
+        }
+    }
+    out
+}
+
+/// The values of [`TOKEN_FIELDS`] in JSON (`"access_token": "..."`) and form (`access_token=...`)
+/// text replaced, also in text cut short (a preview).
+fn redact_token_fields(text: &str) -> String {
+    let mut out = text.to_owned();
+    for field in TOKEN_FIELDS {
+        // JSON: "field" : "value"
+        let quoted = format!("\"{field}\"");
+        let mut from = 0;
+        while let Some(at) = out[from..].find(&quoted).map(|i| i + from) {
+            let mut i = at + quoted.len();
+            let rest = &out[i..];
+            let skipped = rest.len() - rest.trim_start().len();
+            i += skipped;
+            if !out[i..].starts_with(':') {
+                from = i;
+                continue;
+            }
+            i += 1;
+            let rest = &out[i..];
+            i += rest.len() - rest.trim_start().len();
+            if !out[i..].starts_with('"') {
+                from = i;
+                continue;
+            }
+            let start = i + 1;
+            let mut end = out.len();
+            let mut escaped = false;
+            for (offset, c) in out[start..].char_indices() {
+                match c {
+                    '\\' if !escaped => escaped = true,
+                    '"' if !escaped => {
+                        end = start + offset;
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
+            if &out[start..end] != "****" {
+                out.replace_range(start..end, "****");
+            }
+            from = start;
+        }
+        // Form: field=value (up to & or whitespace)
+        let key = format!("{field}=");
+        let mut from = 0;
+        while let Some(at) = out[from..].find(&key).map(|i| i + from) {
+            let boundary = at == 0 || out[..at].ends_with(['&', '?', ' ', '\n', ';']);
+            let start = at + key.len();
+            if boundary {
+                let end = out[start..].find(['&', ' ', '\n', '\r', '"']).map_or(out.len(), |i| i + start);
+                if end > start && &out[start..end] != "****" {
+                    out.replace_range(start..end, "****");
+                }
+            }
+            from = start;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_in_every_encoding() {
+        let r = Redactor::new(["p@ss w/rd+1".to_owned()]);
+        for text in [
+            "key=p@ss w/rd+1",
+            "key=p%40ss%20w%2Frd%2B1",
+            "key=p%40ss%20w%2frd%2b1",
+            "key=p@ss+w/rd+1",
+            &format!("x={}", STANDARD.encode("p@ss w/rd+1")),
+            &format!("x={}", URL_SAFE_NO_PAD.encode("p@ss w/rd+1")),
+        ] {
+            assert!(!r.redact(text).contains("rd"), "{text} -> {}", r.redact(text));
+        }
+        assert_eq!(r.redact("Authorization: Basic dXNlcjpwYXNz"), "Authorization: Basic ****");
+        assert_eq!(r.redact("Bearer eyJhbGciOi.x-y_z"), "Bearer ****");
+    }
+
+    #[test]
+    fn token_fields_are_redacted_whatever_their_value() {
+        let r = Redactor::default();
+        assert_eq!(
+            r.redact(r#"{"access_token": "abc\"def", "expires_in": 3600, "refresh_token":"r1"}"#),
+            r#"{"access_token": "****", "expires_in": 3600, "refresh_token":"****"}"#
+        );
+        assert_eq!(
+            r.redact("grant_type=client_credentials&client_id=me&client_secret=s3cr%3Dt"),
+            "grant_type=client_credentials&client_id=me&client_secret=****"
+        );
+        // A preview cut inside the value.
+        assert_eq!(r.redact(r#"{"id_token":"eyJ0eXAi"#), r#"{"id_token":"****"#);
+        assert_eq!(r.redact("my_password=x"), "my_password=x");
+    }
+}
