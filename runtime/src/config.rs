@@ -61,6 +61,12 @@ pub struct Config {
     pub metrics_token: Option<SecretString>,
     /// How often the periodic alert rules (sla_breach, system_down, error_rate_spike) are evaluated.
     pub alert_eval_ms: u64,
+    /// Password checks (Argon2id, ~19 MiB each) this node runs at once; a login beyond them is
+    /// answered 503 with `Retry-After` at once. 0 turns password login off.
+    pub login_concurrency: usize,
+    /// Failed logins one client address may make per 15 minutes, across accounts, before its
+    /// logins get 429. The address is the TCP peer: behind a reverse proxy, the proxy's.
+    pub login_failures_per_address: u64,
     pub log_format: LogFormat,
 }
 
@@ -84,6 +90,8 @@ impl Config {
             retention_sweep_ms: 3_600_000,
             metrics_token: None,
             alert_eval_ms: 60_000,
+            login_concurrency: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            login_failures_per_address: 50,
             execute_wait_ms: 30_000,
             log_format: LogFormat::Pretty,
         }
@@ -148,6 +156,12 @@ pub struct ConfigArgs {
     /// How often periodic alert rules are evaluated, in ms.
     #[arg(long, env = "DIBOP_ALERT_EVAL_MS")]
     pub alert_eval_ms: Option<u64>,
+    /// Password checks run at once (default: the number of cores); more logins get 503.
+    #[arg(long, env = "DIBOP_LOGIN_CONCURRENCY")]
+    pub login_concurrency: Option<usize>,
+    /// Failed logins per client address and 15 minutes before 429.
+    #[arg(long, env = "DIBOP_LOGIN_FAILURES_PER_ADDRESS")]
+    pub login_failures_per_address: Option<u64>,
     /// Log format.
     #[arg(long, env = "DIBOP_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -174,6 +188,8 @@ struct FileConfig {
     retention_sweep_ms: Option<u64>,
     metrics_token: Option<String>,
     alert_eval_ms: Option<u64>,
+    login_concurrency: Option<usize>,
+    login_failures_per_address: Option<u64>,
     log_format: Option<LogFormat>,
 }
 
@@ -217,6 +233,12 @@ impl ConfigArgs {
                 .max(100),
             metrics_token: self.metrics_token.or(file.metrics_token).filter(|t| !t.is_empty()).map(SecretString::from),
             alert_eval_ms: self.alert_eval_ms.or(file.alert_eval_ms).unwrap_or(defaults.alert_eval_ms).max(100),
+            login_concurrency: self.login_concurrency.or(file.login_concurrency).unwrap_or(defaults.login_concurrency),
+            login_failures_per_address: self
+                .login_failures_per_address
+                .or(file.login_failures_per_address)
+                .unwrap_or(defaults.login_failures_per_address)
+                .max(1),
             log_format: self.log_format.or(file.log_format).unwrap_or(defaults.log_format),
             ..defaults
         })
