@@ -11,6 +11,7 @@ mod conventions;
 mod demo;
 mod durability;
 mod helpers;
+mod identity_hardening;
 mod mock;
 mod observability;
 mod orchestrations;
