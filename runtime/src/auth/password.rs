@@ -5,6 +5,10 @@
 //! with [`Passwords::try_enter`] and is answered 503 at once when the gate is full, so a burst of
 //! logins can neither queue without bound nor take memory without bound; hashing for an
 //! administrator's request (creating a user, setting a password) waits for a permit instead.
+//! The runs happen on as many dedicated threads as there are permits, not on tokio's blocking
+//! pool: the allocator keeps a freed 19 MiB block in the arena of the thread that used it, so
+//! a few threads keep the retained memory at about `permits` x 19 MiB, where hundreds of pool
+//! threads would each keep their own.
 //!
 //! E-mail addresses are unique per enterprise, not platform-wide (creating a user must not tell
 //! one enterprise that another has an account with that address), yet a login names only the
@@ -22,16 +26,18 @@
 //! one Argon2 run per extra salt, and a successful login rehashes such an account with the
 //! address's salt.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{Decimal, Ident, Output, ParamsString, PasswordHash, PasswordHasher, Salt, SaltString};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// The gate and the dummy hash of a server.
+/// The gate, its threads and the dummy hash of a server.
 pub struct Passwords {
     gate: Arc<Semaphore>,
+    /// Jobs for the Argon2 threads; they end when this is dropped.
+    jobs: mpsc::Sender<Job>,
     /// `false` when configured with no permits: logins are then always answered 503.
     logins_enabled: bool,
     /// What an unknown address is checked against, so it takes the time of a known one.
@@ -51,8 +57,47 @@ pub struct Check {
 impl Passwords {
     /// A gate of `permits` concurrent Argon2 runs (0: password login off, hashing one at a time).
     pub async fn new(permits: usize) -> anyhow::Result<Self> {
-        let dummy = tokio::task::spawn_blocking(|| hash_blocking("not a password", None)).await??;
-        Ok(Self { gate: Arc::new(Semaphore::new(permits.max(1))), logins_enabled: permits > 0, dummy })
+        let threads = permits.max(1);
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for i in 0..threads {
+            let receiver = receiver.clone();
+            std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || {
+                loop {
+                    // The lock is held only while waiting for the next job, not while it runs.
+                    let job = match receiver.lock() {
+                        Ok(receiver) => receiver.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        // A panicking job drops its reply (the caller gets an error); the thread stays.
+                        Ok(job) => drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))),
+                        Err(_) => return,
+                    }
+                }
+            })?;
+        }
+        let mut passwords = Self {
+            gate: Arc::new(Semaphore::new(threads)),
+            jobs: sender,
+            logins_enabled: permits > 0,
+            dummy: String::new(),
+        };
+        passwords.dummy = passwords.run(|| hash_blocking("not a password", None)).await?;
+        Ok(passwords)
+    }
+
+    /// Runs `work` on an Argon2 thread (the caller holds a permit, so one is free).
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = reply.send(work());
+        });
+        self.jobs.send(job).map_err(|_| anyhow::anyhow!("the Argon2 threads stopped"))?;
+        answer.await?
     }
 
     /// A permit for one login's check, or `None` at once when all are taken.
@@ -66,12 +111,8 @@ impl Passwords {
     /// Hashes `password` for an account of an address whose oldest account has the hash
     /// `address_hash` (`None`: the first account of the address, a fresh salt). Waits for a permit.
     pub async fn hash(&self, password: String, address_hash: Option<String>) -> anyhow::Result<String> {
-        let permit = self.gate.clone().acquire_owned().await?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            hash_blocking(&password, address_hash.as_deref())
-        })
-        .await?
+        let _permit = self.gate.acquire().await?;
+        self.run(move || hash_blocking(&password, address_hash.as_deref())).await
     }
 
     /// Checks `password` against `hashes`, the accounts of one address, oldest first, holding
@@ -83,29 +124,77 @@ impl Passwords {
         hashes: Vec<String>,
     ) -> anyhow::Result<Check> {
         let dummy = self.dummy.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            check_blocking(&password, &hashes, &dummy)
-        })
-        .await?
+        let outcome = self.run(move || check_blocking(&password, &hashes, &dummy)).await;
+        drop(permit);
+        outcome
     }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+thread_local! {
+    /// The Argon2 working memory of this thread, allocated by its first run and reused after.
+    static BLOCKS: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Argon2 with the given algorithm, version, parameters and salt, computed in this thread's
+/// reused working memory (`Argon2::hash_password` would allocate 19 MiB per run, and the
+/// allocator keeps up to a few such blocks per thread once they are freed).
+fn argon2<'a>(
+    password: &str,
+    algorithm: Ident<'a>,
+    version: Option<Decimal>,
+    params: &argon2::Params,
+    salt: Salt<'a>,
+) -> anyhow::Result<PasswordHash<'a>> {
+    fn err(e: impl std::fmt::Display) -> anyhow::Error {
+        anyhow::anyhow!("hashing password: {e}")
+    }
+    let hasher = Argon2::new(
+        argon2::Algorithm::try_from(algorithm).map_err(err)?,
+        version.map(argon2::Version::try_from).transpose().map_err(err)?.unwrap_or_default(),
+        params.clone(),
+    );
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_buf).map_err(err)?;
+    let output = Output::init_with(params.output_len().unwrap_or(argon2::Params::DEFAULT_OUTPUT_LEN), |out| {
+        BLOCKS.with_borrow_mut(|blocks| {
+            if blocks.len() < params.block_count() {
+                blocks.resize(params.block_count(), argon2::Block::default());
+            }
+            hasher.hash_password_into_with_memory(password.as_bytes(), salt_bytes, out, &mut blocks[..])
+        })?;
+        Ok(())
+    })
+    .map_err(err)?;
+    Ok(PasswordHash {
+        algorithm,
+        version: Some(version.unwrap_or_else(|| argon2::Version::default().into())),
+        params: ParamsString::try_from(params).map_err(err)?,
+        salt: Some(salt),
+        hash: Some(output),
+    })
+}
+
+/// `password` under the salt and parameters of `reference`.
+fn argon2_like<'a>(password: &str, reference: &PasswordHash<'a>) -> anyhow::Result<PasswordHash<'a>> {
+    let salt = reference.salt.ok_or_else(|| anyhow::anyhow!("stored password hash has no salt"))?;
+    let params =
+        argon2::Params::try_from(reference).map_err(|e| anyhow::anyhow!("stored password hash unreadable: {e}"))?;
+    argon2(password, reference.algorithm, reference.version, &params, salt)
 }
 
 /// Hashes `password` with the salt and parameters of `like` when it is a readable PHC string,
 /// else with a fresh salt and the default parameters.
 fn hash_blocking(password: &str, like: Option<&str>) -> anyhow::Result<String> {
-    let err = |e| anyhow::anyhow!("hashing password: {e}");
     if let Some(like) = like.and_then(|phc| PasswordHash::new(phc).ok())
-        && let Some(salt) = like.salt
+        && like.salt.is_some()
     {
-        let params = argon2::Params::try_from(&like).map_err(err)?;
-        let hashed = Argon2::default()
-            .hash_password_customized(password.as_bytes(), Some(like.algorithm), like.version, params, salt)
-            .map_err(err)?;
-        return Ok(hashed.to_string());
+        return Ok(argon2_like(password, &like)?.to_string());
     }
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(err)
+    let hashed = argon2(password, argon2::ARGON2ID_IDENT, None, &argon2::Params::default(), salt.as_salt())?;
+    Ok(hashed.to_string())
 }
 
 fn same_salt_and_params(a: &PasswordHash<'_>, b: &PasswordHash<'_>) -> bool {
@@ -121,11 +210,7 @@ fn check_blocking(password: &str, hashes: &[String], dummy: &str) -> anyhow::Res
         Some(first) => first.clone(),
         None => PasswordHash::new(dummy).map_err(unreadable)?,
     };
-    let salt = reference.salt.ok_or_else(|| anyhow::anyhow!("stored password hash has no salt"))?;
-    let params = argon2::Params::try_from(&reference).map_err(unreadable)?;
-    let computed = Argon2::default()
-        .hash_password_customized(password.as_bytes(), Some(reference.algorithm), reference.version, params, salt)
-        .map_err(|e| anyhow::anyhow!("hashing password: {e}"))?;
+    let computed = argon2_like(password, &reference)?;
     let mut check = Check { matches: Vec::new(), rehash: Vec::new() };
     for (position, stored) in parsed.iter().enumerate() {
         if same_salt_and_params(stored, &reference) {
@@ -133,7 +218,7 @@ fn check_blocking(password: &str, hashes: &[String], dummy: &str) -> anyhow::Res
             if stored.hash.is_some() && stored.hash == computed.hash {
                 check.matches.push(position);
             }
-        } else if Argon2::default().verify_password(password.as_bytes(), stored).is_ok() {
+        } else if stored.hash.is_some() && argon2_like(password, stored)?.hash == stored.hash {
             check.matches.push(position);
             check.rehash.push((position, computed.to_string()));
         }
@@ -143,7 +228,12 @@ fn check_blocking(password: &str, hashes: &[String], dummy: &str) -> anyhow::Res
 
 /// Hashes `password` outside any gate (the bootstrap admin, before the server serves).
 pub async fn hash(password: String) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || hash_blocking(&password, None)).await?
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("hashing password: {e}"))
 }
 
 #[cfg(test)]
