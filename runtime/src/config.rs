@@ -81,6 +81,12 @@ pub struct Config {
     /// Shortest interval between two slots of a schedule, in seconds (a platform setting: it
     /// applies to every enterprise).
     pub min_cron_interval_secs: u64,
+    /// Password checks (Argon2id, ~19 MiB each) this node runs at once; a login beyond them is
+    /// answered 503 with `Retry-After` at once. 0 turns password login off.
+    pub login_concurrency: usize,
+    /// Failed logins one client address may make per 15 minutes, across accounts, before its
+    /// logins get 429. The address is the TCP peer: behind a reverse proxy, the proxy's.
+    pub login_failures_per_address: u64,
     pub log_format: LogFormat,
 }
 
@@ -105,6 +111,8 @@ impl Config {
             retention_sweep_ms: 3_600_000,
             metrics_token: None,
             alert_eval_ms: 60_000,
+            login_concurrency: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            login_failures_per_address: 50,
             execute_wait_ms: 30_000,
             shutdown_grace_ms: 10_000,
             enterprise_slots: None,
@@ -196,6 +204,12 @@ pub struct ConfigArgs {
     /// Shortest interval between schedule slots, in seconds.
     #[arg(long, env = "DIBOP_MIN_CRON_INTERVAL_SECS")]
     pub min_cron_interval_secs: Option<u64>,
+    /// Password checks run at once (default: the number of cores); more logins get 503.
+    #[arg(long, env = "DIBOP_LOGIN_CONCURRENCY")]
+    pub login_concurrency: Option<usize>,
+    /// Failed logins per client address and 15 minutes before 429.
+    #[arg(long, env = "DIBOP_LOGIN_FAILURES_PER_ADDRESS")]
+    pub login_failures_per_address: Option<u64>,
     /// Log format.
     #[arg(long, env = "DIBOP_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -229,6 +243,8 @@ struct FileConfig {
     max_parallel_branches: Option<usize>,
     max_body_wait_ms: Option<u64>,
     min_cron_interval_secs: Option<u64>,
+    login_concurrency: Option<usize>,
+    login_failures_per_address: Option<u64>,
     log_format: Option<LogFormat>,
 }
 
@@ -288,6 +304,12 @@ impl ConfigArgs {
                 .min_cron_interval_secs
                 .or(file.min_cron_interval_secs)
                 .unwrap_or(defaults.min_cron_interval_secs),
+            login_concurrency: self.login_concurrency.or(file.login_concurrency).unwrap_or(defaults.login_concurrency),
+            login_failures_per_address: self
+                .login_failures_per_address
+                .or(file.login_failures_per_address)
+                .unwrap_or(defaults.login_failures_per_address)
+                .max(1),
             log_format: self.log_format.or(file.log_format).unwrap_or(defaults.log_format),
             ..defaults
         })

@@ -41,6 +41,10 @@ pub enum AppError {
     RateLimited { message: String, retry_after_secs: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// 503 with `Retry-After`: the server is at a capacity bound (e.g. password checks) and
+    /// refuses rather than queues.
+    #[error("{message}")]
+    Overloaded { message: String, retry_after_secs: u64 },
     /// Anything unexpected. The message is logged with the request id and never sent.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -68,7 +72,7 @@ impl AppError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -138,7 +142,7 @@ pub struct ErrorResponse {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorObject {
     /// Machine-readable code: BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, CONFLICT,
-    /// PAYLOAD_TOO_LARGE, VALIDATION_ERROR, RATE_LIMIT, INTERNAL_ERROR.
+    /// PAYLOAD_TOO_LARGE, VALIDATION_ERROR, RATE_LIMIT, INTERNAL_ERROR, SERVICE_UNAVAILABLE.
     #[schema(example = "NOT_FOUND")]
     pub code: String,
     #[schema(example = "user 0194c3b2-... not found")]
@@ -164,6 +168,7 @@ impl IntoResponse for AppError {
                 crate::metrics::get().rate_limited.inc();
                 retry_after = Some(retry_after_secs);
             }
+            Self::Overloaded { retry_after_secs, .. } => retry_after = Some(retry_after_secs),
             _ => {}
         }
         let mut response = status.into_response();

@@ -52,6 +52,8 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // A bad JWT secret stops the start before the database is touched.
+    auth::tokens::check_configured_secret(config.jwt_secret.as_ref())?;
     let store = open_store(&config).await?;
     bootstrap::bootstrap(&store, &config).await?;
     let secret = auth::tokens::load_or_create_secret(config.jwt_secret.as_ref(), &config.data_dir)?;
@@ -65,6 +67,7 @@ pub async fn serve(
     registry.register_bundled().await?;
     let state = AppState {
         tokens: Arc::new(auth::tokens::Tokens::new(&secret)),
+        passwords: Arc::new(auth::password::Passwords::new(config.login_concurrency).await?),
         limiter: Arc::new(RateLimiter::new(&store)),
         sealer: Arc::new(crypto::Sealer::new(config.secret_key.as_ref(), &config.data_dir)?),
         registry: Arc::new(registry),

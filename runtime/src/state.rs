@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::password::Passwords;
 use crate::auth::tokens::Tokens;
 use crate::config::Config;
 use crate::crypto::Sealer;
@@ -16,6 +17,8 @@ use crate::store::Store;
 pub struct AppState {
     pub store: Store,
     pub tokens: Arc<Tokens>,
+    /// The Argon2 gate and the dummy hash.
+    pub passwords: Arc<Passwords>,
     pub limiter: Arc<RateLimiter>,
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,

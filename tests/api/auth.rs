@@ -82,14 +82,15 @@ async fn expired_tokens_are_rejected() {
     let app = TestApp::spawn().await;
     let (sub, ent) = admin_ids(&app).await;
     let now = chrono::Utc::now().timestamp();
-    let claims =
-        json!({"sub": sub, "ent": ent, "role": "enterprise_admin", "iat": now - 7200, "exp": now - 60, "jti": "x"});
+    let claims = json!({"sub": sub, "ent": ent, "role": "enterprise_admin", "iat": now - 7200, "exp": now - 60,
+                        "jti": "x", "iss": "dibop", "aud": "dibop-api"});
     let body =
         assert_error(app.get(&sign(&claims, JWT_SECRET), "/users").await, StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
             .await;
     assert_eq!(body["error"]["message"], "token expired");
     // The same claims with a future expiry are accepted, so it was the expiry that failed.
-    let fresh = json!({"sub": sub, "ent": ent, "role": "enterprise_admin", "iat": now, "exp": now + 600, "jti": "y"});
+    let fresh = json!({"sub": sub, "ent": ent, "role": "enterprise_admin", "iat": now, "exp": now + 600, "jti": "y",
+                       "iss": "dibop", "aud": "dibop-api"});
     assert_eq!(app.get(&sign(&fresh, JWT_SECRET), "/users").await.status(), StatusCode::OK);
 }
 

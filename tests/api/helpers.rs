@@ -10,7 +10,8 @@ use tokio::sync::oneshot;
 
 pub const ADMIN_EMAIL: &str = "admin@test.example";
 pub const ADMIN_PASSWORD: &str = "correct-horse-battery";
-pub const JWT_SECRET: &str = "test-secret-that-is-long-enough";
+/// At least 32 bytes, as the server requires.
+pub const JWT_SECRET: &str = "test-secret-that-is-long-enough-for-hs256";
 
 pub struct TestApp {
     pub address: String,

@@ -13,6 +13,7 @@ mod demo;
 mod durability;
 mod hardening;
 mod helpers;
+mod identity_hardening;
 mod mock;
 mod observability;
 mod orchestrations;

@@ -1,4 +1,8 @@
 //! API keys of an enterprise: `GET/POST /settings/api-keys`, `DELETE /settings/api-keys/{id}`.
+//!
+//! A key's role is at most its creator's (`policy::require_grant`): in particular only a caller
+//! with platform rights creates a `platform_admin` key, the one kind of key with platform rights.
+//! A key may expire (`expires_at`); an expired key is refused like a revoked one (401).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -34,6 +38,8 @@ pub struct ApiKeyView {
     pub last_used_at: Option<DateTime<Utc>>,
     /// Set once the key is revoked; a revoked key no longer authenticates.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When the key stops authenticating; `null`: never.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl From<ApiKey> for ApiKeyView {
@@ -46,6 +52,7 @@ impl From<ApiKey> for ApiKeyView {
             created_at: datetime(key.created_at),
             last_used_at: opt_datetime(key.last_used_at),
             revoked_at: opt_datetime(key.revoked_at),
+            expires_at: opt_datetime(key.expires_at),
         }
     }
 }
@@ -55,7 +62,11 @@ impl From<ApiKey> for ApiKeyView {
 pub struct CreateApiKey {
     #[schema(example = "ci-pipeline")]
     pub name: String,
+    /// At most the creator's own rights; `platform_admin` needs platform rights.
     pub role: Role,
+    /// When the key stops working (RFC 3339, in the future); absent: never.
+    #[schema(example = "2027-01-31T00:00:00Z")]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// The one answer that carries the key in plaintext.
@@ -68,6 +79,7 @@ pub struct CreatedApiKey {
     /// The key. It is shown only here; store it now.
     pub key: String,
     pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// List the enterprise's API keys (prefixes only).
@@ -84,7 +96,10 @@ async fn list_keys(
 
 /// Create an API key. The key is in this answer only.
 #[utoipa::path(post, path = "/settings/api-keys", tag = "settings", request_body = CreateApiKey,
-    responses((status = 201, description = "Created; `key` is shown once", body = CreatedApiKey)))]
+    responses(
+        (status = 201, description = "Created; `key` is shown once", body = CreatedApiKey),
+        (status = 403, description = "The role is more than the caller holds", body = crate::error::ErrorResponse),
+    ))]
 async fn create_key(
     State(state): State<AppState>,
     principal: Principal,
@@ -92,10 +107,11 @@ async fn create_key(
 ) -> AppResult<(StatusCode, Json<CreatedApiKey>)> {
     let mut v = Validator::new();
     check_name(&mut v, "name", &body.name);
-    v.finish()?;
-    if body.role == Role::PlatformAdmin {
-        policy::require_platform(&principal, "a platform_admin key")?;
+    if let Some(at) = body.expires_at {
+        v.check(at > Utc::now(), "expires_at", "must be in the future");
     }
+    v.finish()?;
+    policy::require_grant(&principal, body.role, false)?;
     let generated = api_keys::generate();
     let new = NewApiKey {
         name: body.name.trim().to_owned(),
@@ -103,6 +119,7 @@ async fn create_key(
         prefix: generated.prefix,
         key_hash: generated.hash,
         created_by: principal.user_id.clone(),
+        expires_at: body.expires_at.map(|at| at.timestamp_millis()),
     };
     let key = state.store.create_api_key(&principal.enterprise_id, new).await?;
     Ok((
@@ -114,6 +131,7 @@ async fn create_key(
             prefix: key.prefix,
             key: generated.key,
             created_at: datetime(key.created_at),
+            expires_at: opt_datetime(key.expires_at),
         }),
     ))
 }

@@ -12,8 +12,8 @@ use utoipa_axum::routes;
 use super::datetime;
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::settings::{Settings, valid_timezone};
-use super::users::{UserView, check_name, check_password, valid_email};
-use crate::auth::{Role, password};
+use super::users::{UserView, check_name, check_password, hash_for, valid_email};
+use crate::auth::Role;
 use crate::error::{AppError, AppResult, Validator};
 use crate::state::AppState;
 use crate::store::{Enterprise, NewEnterprise, NewUser, is_unique_violation};
@@ -111,7 +111,7 @@ async fn get_enterprise(State(state): State<AppState>, Path(id): Path<String>) -
 #[utoipa::path(post, path = "/enterprises", tag = "enterprises", request_body = CreateEnterprise,
     responses(
         (status = 201, description = "Created", body = CreatedEnterprise),
-        (status = 409, description = "Slug or admin email already in use", body = crate::error::ErrorResponse),
+        (status = 409, description = "Slug already in use", body = crate::error::ErrorResponse),
     ))]
 async fn create_enterprise(
     State(state): State<AppState>,
@@ -130,15 +130,14 @@ async fn create_enterprise(
         check_name(&mut v, "admin_name", name);
     }
     v.finish()?;
-    if state.store.find_user_by_email(&email).await?.is_some() {
-        return Err(AppError::Conflict(format!("email {email} is already in use")));
-    }
+    // The admin's address may have accounts in other enterprises (addresses are unique per
+    // enterprise; see `api::users`).
     let admin = NewUser {
         name: body.admin_name.map_or_else(|| email.clone(), |n| n.trim().to_owned()),
+        password_hash: hash_for(&state, &email, body.admin_password).await?,
         email,
         role: Role::EnterpriseAdmin,
         platform_access: false,
-        password_hash: password::hash(body.admin_password).await?,
     };
     let new = NewEnterprise { name: body.name.trim().to_owned(), slug, timezone };
     match state.store.create_enterprise_with_admin(new, admin).await {
@@ -146,7 +145,7 @@ async fn create_enterprise(
             Ok((StatusCode::CREATED, Json(CreatedEnterprise { enterprise: enterprise.into(), admin: admin.into() })))
         }
         Err(err) if is_unique_violation(&err) => {
-            Err(AppError::Conflict("an enterprise with this slug or a user with this email already exists".into()))
+            Err(AppError::Conflict("an enterprise with this slug already exists".into()))
         }
         Err(err) => Err(err.into()),
     }

@@ -88,7 +88,10 @@ pub fn router(state: AppState) -> Router {
         .merge(alert_rules::router())
         .merge(canonical::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::authenticate));
-    let api = OpenApiRouter::new().merge(auth::router()).merge(webhooks::trigger_router()).merge(protected);
+    let api = OpenApiRouter::new()
+        .merge(auth::router(state.config.max_body_bytes))
+        .merge(webhooks::trigger_router())
+        .merge(protected);
     let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(BASE, api).split_for_parts();
     document_common_responses(&mut openapi);
 

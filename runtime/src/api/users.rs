@@ -1,4 +1,16 @@
 //! Users of an enterprise: `GET/POST /users`, `GET/PUT/DELETE /users/{id}`.
+//!
+//! Who may do what to a user is decided in `auth::policy`: a caller grants no more than it holds
+//! (`require_grant`), and a user with platform rights is changed, given a password or
+//! deactivated only by a caller with platform rights (`require_may_change`, also checked inside
+//! the `UPDATE` so a racing grant cannot slip through). Platform rights are visible as
+//! `platform_access`; a role change drops the explicit grant unless the same request sets it.
+//!
+//! E-mail addresses are unique per enterprise. Creating a user whose address already has an
+//! account in another enterprise succeeds like any other creation, so no enterprise learns about
+//! another's accounts (a platform-wide uniqueness check would answer "taken" for them: an
+//! existence oracle across tenants). Login by address alone keeps working because the accounts
+//! of one address share a salt and are all checked with one Argon2 run: see `auth::password`.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -11,10 +23,10 @@ use utoipa_axum::routes;
 
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::{datetime, opt_datetime};
-use crate::auth::{Principal, Role, password, policy};
+use crate::auth::{Principal, Role, policy};
 use crate::error::{AppError, AppResult, Validator};
 use crate::state::AppState;
-use crate::store::{NewUser, User, UserPatch, is_unique_violation};
+use crate::store::{NewUser, PlatformUsers, User, UserPatch, is_unique_violation};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_users, create_user)).routes(routes!(get_user, update_user, delete_user))
@@ -27,7 +39,8 @@ pub struct UserView {
     pub email: String,
     pub name: String,
     pub role: Role,
-    /// Whether the user also has platform rights.
+    /// Whether the user has platform rights (enterprises, global catalogue, quotas): by the role
+    /// `platform_admin`, or by an explicit grant on an `enterprise_admin`.
     pub platform_access: bool,
     /// `active` or `deactivated`.
     pub status: String,
@@ -39,7 +52,7 @@ pub struct UserView {
 impl From<User> for UserView {
     fn from(user: User) -> Self {
         Self {
-            platform_access: user.platform_access != 0 || user.role == Role::PlatformAdmin,
+            platform_access: user.has_platform_rights(),
             id: user.id,
             email: user.email,
             name: user.name,
@@ -59,18 +72,26 @@ pub struct CreateUser {
     pub email: String,
     pub name: String,
     pub role: Role,
-    /// At least 8 characters.
+    /// At least 8 characters, at most 1024 bytes.
     pub password: String,
+    /// Grants platform rights on top of the role `enterprise_admin` (needs platform rights).
+    #[serde(default)]
+    pub platform_access: bool,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     pub name: Option<String>,
+    /// A new role. The explicit platform grant ends with a role change unless
+    /// `platform_access: true` comes with it.
     pub role: Option<Role>,
+    /// A new password; ends the user's existing access tokens.
     pub password: Option<String>,
-    /// `active` or `deactivated`.
+    /// `active` or `deactivated` (which ends the user's existing access tokens).
     pub status: Option<String>,
+    /// Grants or revokes platform rights on an `enterprise_admin` (needs platform rights).
+    pub platform_access: Option<bool>,
 }
 
 /// Checks an email address the way a sign-up form would: one `@`, a dotted domain, no spaces.
@@ -88,6 +109,12 @@ pub fn valid_email(email: &str) -> bool {
 pub fn check_password(v: &mut Validator, path: &str, password: &str) {
     v.check(password.chars().count() >= 8, path, "must be at least 8 characters");
     v.check(password.len() <= 1024, path, "must be at most 1024 bytes");
+}
+
+/// Platform rights go with the role `enterprise_admin` (or come with `platform_admin`), never
+/// with `viewer`.
+fn check_grant(v: &mut Validator, role: Role, platform_access: bool) {
+    v.check(!platform_access || role != Role::Viewer, "platform_access", "a viewer cannot have platform rights");
 }
 
 pub fn check_name(v: &mut Validator, path: &str, name: &str) {
@@ -111,7 +138,8 @@ async fn list_users(
 #[utoipa::path(post, path = "/users", tag = "users", request_body = CreateUser,
     responses(
         (status = 201, description = "Created", body = UserView),
-        (status = 409, description = "Email already in use", body = crate::error::ErrorResponse),
+        (status = 403, description = "The role or grant is more than the caller holds", body = crate::error::ErrorResponse),
+        (status = 409, description = "This enterprise already has a user with this email", body = crate::error::ErrorResponse),
     ))]
 async fn create_user(
     State(state): State<AppState>,
@@ -123,23 +151,46 @@ async fn create_user(
     v.check(valid_email(&email), "email", "must be a valid email address");
     check_name(&mut v, "name", &body.name);
     check_password(&mut v, "password", &body.password);
+    check_grant(&mut v, body.role, body.platform_access);
     v.finish()?;
-    if body.role == Role::PlatformAdmin {
-        policy::require_platform(&principal, "granting platform_admin")?;
-    }
+    policy::require_grant(&principal, body.role, body.platform_access)?;
     let new = NewUser {
-        email,
         name: body.name.trim().to_owned(),
         role: body.role,
-        platform_access: false,
-        password_hash: password::hash(body.password).await?,
+        platform_access: body.platform_access,
+        password_hash: hash_for(&state, &email, body.password).await?,
+        email,
     };
+    // Only this enterprise's own users can collide (see the module documentation).
     match state.store.create_user(&principal.enterprise_id, &new).await {
         Ok(user) => Ok((StatusCode::CREATED, Json(user.into()))),
         Err(err) if is_unique_violation(&err) => {
-            Err(AppError::Conflict(format!("email {} is already in use", new.email)))
+            Err(AppError::Conflict(format!("this enterprise already has a user with email {}", new.email)))
         }
         Err(err) => Err(err.into()),
+    }
+}
+
+/// `password` hashed for an account of `email`, with the salt of the address's other accounts.
+pub async fn hash_for(state: &AppState, email: &str, password: String) -> AppResult<String> {
+    let address_hash = state.store.address_password_hash(email).await?;
+    Ok(state.passwords.hash(password, address_hash).await?)
+}
+
+/// The store's guard for the caller: whether it may touch users with platform rights.
+fn platform_users(principal: &Principal) -> PlatformUsers {
+    if principal.platform { PlatformUsers::MayChange } else { PlatformUsers::Untouchable }
+}
+
+/// After an update found nothing: 403 when the user exists but gained platform rights meanwhile.
+async fn update_refused(state: &AppState, principal: &Principal, id: &str) -> AppError {
+    match state.store.get_user(&principal.enterprise_id, id).await {
+        Ok(Some(user)) => match policy::require_may_change(principal, &user) {
+            Err(err) => err,
+            Ok(()) => AppError::Conflict(format!("user {id} changed meanwhile; try again")),
+        },
+        Ok(None) => AppError::not_found(format!("user {id}")),
+        Err(err) => err.into(),
     }
 }
 
@@ -162,12 +213,14 @@ async fn get_user(
     Ok(Json(user.into()))
 }
 
-/// Change a user's name, role, password or status.
+/// Change a user's name, role, platform grant, password or status. A new password or a
+/// deactivation ends the user's existing access tokens.
 #[utoipa::path(put, path = "/users/{id}", tag = "users", params(("id" = String, Path)), request_body = UpdateUser,
     responses(
         (status = 200, description = "Updated", body = UserView),
+        (status = 403, description = "The user has platform rights, or the change grants more than the caller holds", body = crate::error::ErrorResponse),
         (status = 404, description = "No such user in this enterprise", body = crate::error::ErrorResponse),
-        (status = 409, description = "You cannot demote or deactivate yourself", body = crate::error::ErrorResponse),
+        (status = 409, description = "You cannot change your own role or grant, or deactivate yourself", body = crate::error::ErrorResponse),
     ))]
 async fn update_user(
     State(state): State<AppState>,
@@ -191,33 +244,47 @@ async fn update_user(
         .get_user(&principal.enterprise_id, &id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("user {id}")))?;
+    let role = body.role.unwrap_or(current.role);
+    let role_changes = role != current.role;
+    // A role change never silently keeps an explicit platform grant.
+    let platform_access = body.platform_access.or(role_changes.then_some(false));
+    let grant_changes = platform_access.is_some_and(|p| p != (current.platform_access != 0));
     let is_self = principal.user_id.as_deref() == Some(current.id.as_str());
-    let demotes = body.role.is_some_and(|r| r != current.role);
-    if is_self && (demotes || body.status.as_deref() == Some("deactivated")) {
-        return Err(AppError::Conflict("you cannot change your own role or deactivate yourself".into()));
+    if is_self && (role_changes || grant_changes || body.status.as_deref() == Some("deactivated")) {
+        return Err(AppError::Conflict(
+            "you cannot change your own role or platform grant, or deactivate yourself".into(),
+        ));
     }
-    if body.role == Some(Role::PlatformAdmin) && current.role != Role::PlatformAdmin {
-        policy::require_platform(&principal, "granting platform_admin")?;
+    policy::require_may_change(&principal, &current)?;
+    let mut v = Validator::new();
+    check_grant(&mut v, role, platform_access.unwrap_or(current.platform_access != 0));
+    v.finish()?;
+    if role_changes || grant_changes {
+        policy::require_grant(&principal, role, platform_access.unwrap_or(false))?;
     }
     let password_hash = match body.password {
-        Some(p) => Some(password::hash(p).await?),
+        Some(p) => Some(hash_for(&state, &current.email, p).await?),
         None => None,
     };
-    let patch =
-        UserPatch { name: body.name.map(|n| n.trim().to_owned()), role: body.role, status: body.status, password_hash };
-    let user = state
-        .store
-        .update_user(&principal.enterprise_id, &id, patch)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("user {id}")))?;
-    Ok(Json(user.into()))
+    let patch = UserPatch {
+        name: body.name.map(|n| n.trim().to_owned()),
+        role: body.role,
+        platform_access,
+        status: body.status,
+        password_hash,
+    };
+    match state.store.update_user(&principal.enterprise_id, &id, patch, platform_users(&principal)).await? {
+        Some(user) => Ok(Json(user.into())),
+        None => Err(update_refused(&state, &principal, &id).await),
+    }
 }
 
-/// Deactivate a user: they can no longer log in and their tokens stop working. The row stays
-/// for audit.
+/// Deactivate a user: they can no longer log in and their tokens stop working (also after a
+/// later reactivation). The row stays for audit.
 #[utoipa::path(delete, path = "/users/{id}", tag = "users", params(("id" = String, Path)),
     responses(
         (status = 204, description = "Deactivated"),
+        (status = 403, description = "The user has platform rights and the caller has not", body = crate::error::ErrorResponse),
         (status = 404, description = "No such user in this enterprise", body = crate::error::ErrorResponse),
         (status = 409, description = "You cannot deactivate yourself", body = crate::error::ErrorResponse),
     ))]
@@ -229,11 +296,15 @@ async fn delete_user(
     if principal.user_id.as_deref() == Some(id.as_str()) {
         return Err(AppError::Conflict("you cannot deactivate yourself".into()));
     }
-    let patch = UserPatch { status: Some("deactivated".into()), ..UserPatch::default() };
-    state
+    let current = state
         .store
-        .update_user(&principal.enterprise_id, &id, patch)
+        .get_user(&principal.enterprise_id, &id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("user {id}")))?;
-    Ok(StatusCode::NO_CONTENT)
+    policy::require_may_change(&principal, &current)?;
+    let patch = UserPatch { status: Some("deactivated".into()), ..UserPatch::default() };
+    match state.store.update_user(&principal.enterprise_id, &id, patch, platform_users(&principal)).await? {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(update_refused(&state, &principal, &id).await),
+    }
 }

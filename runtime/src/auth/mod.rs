@@ -71,7 +71,7 @@ pub struct Principal {
     /// Set when the caller used an API key.
     pub api_key_id: Option<String>,
     pub role: Role,
-    /// Platform rights: the role `platform_admin`, or the bootstrap admin.
+    /// Platform rights: the role `platform_admin`, or a user's explicit `platform_access` grant.
     pub platform: bool,
     /// The enterprise's execution rate limit, read with the credential.
     pub executions_per_minute: i64,
@@ -139,7 +139,7 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> AppResult<(Principal,
             .store
             .find_active_api_key(&api_keys::hash(token))
             .await?
-            .ok_or_else(|| AppError::Unauthorized("invalid or revoked API key".into()))?;
+            .ok_or_else(|| AppError::Unauthorized("invalid, revoked or expired API key".into()))?;
         // Record the use at most once a minute, so most requests stay reads.
         if found.key.last_used_at.is_none_or(|at| at < crate::store::now_ms() - 60_000) {
             state.store.touch_api_key(&found.key.id).await?;
@@ -149,6 +149,7 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> AppResult<(Principal,
             user_id: None,
             api_key_id: Some(found.key.id),
             role: found.key.role,
+            // Only a caller with platform rights can create such a key (`policy::require_grant`).
             platform: found.key.role == Role::PlatformAdmin,
             executions_per_minute: found.enterprise.executions_per_minute,
         };
@@ -158,16 +159,18 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> AppResult<(Principal,
     let claims = state.tokens.verify(token)?;
     let invalid = || AppError::Unauthorized("token no longer valid".into());
     let (user, enterprise) = state.store.user_with_enterprise(&claims.ent, &claims.sub).await?.ok_or_else(invalid)?;
-    if !user.is_active() {
+    // A password change or a deactivation moved the generation on: earlier tokens are over.
+    if !user.is_active() || claims.r#gen != user.token_generation {
         return Err(invalid());
     }
-    // The role comes from the database, not the token, so a demotion takes effect at once.
+    // Role and platform rights come from the database, not the token, so a demotion takes
+    // effect at once.
     let principal = Principal {
+        platform: user.has_platform_rights(),
         enterprise_id: user.enterprise_id,
         user_id: Some(user.id),
         api_key_id: None,
         role: user.role,
-        platform: user.platform_access != 0 || user.role == Role::PlatformAdmin,
         executions_per_minute: enterprise.executions_per_minute,
     };
     Ok((principal, limit(enterprise.api_requests_per_minute)))

@@ -10,13 +10,19 @@
 //!   execute.
 //!
 //! New routes are tenant data unless listed, so a forgotten entry fails closed. Rules that depend
-//! on the request body (granting `platform_admin`, changing rate limits) call
-//! [`require_platform`] from the handler.
+//! on the request body or on the row being changed are functions here that handlers call:
+//! [`require_platform`] (changing rate limits), [`require_grant`] (what a caller may hand out to
+//! a new user, a new API key or by a role change) and [`require_may_change`] (users with platform
+//! rights are changed only by callers that have them).
+//!
+//! Rights are ordered viewer < enterprise_admin < platform rights (the role `platform_admin`, or
+//! the `platform_access` grant on a user); nobody hands out more than they hold.
 
 use axum::http::Method;
 
 use super::{Principal, Role};
 use crate::error::{AppError, AppResult};
+use crate::store::User;
 
 enum Area {
     Platform,
@@ -60,6 +66,45 @@ pub fn require_platform(principal: &Principal, what: &str) -> AppResult<()> {
     if principal.platform { Ok(()) } else { Err(AppError::Forbidden(format!("{what} needs platform rights"))) }
 }
 
+/// The rank of a set of rights: viewer 0, enterprise admin 1, platform rights 2.
+fn rank(role: Role, platform: bool) -> u8 {
+    match role {
+        _ if platform => 2,
+        Role::PlatformAdmin => 2,
+        Role::EnterpriseAdmin => 1,
+        Role::Viewer => 0,
+    }
+}
+
+/// Whether `principal` may give `role` (with the platform grant when `platform`) to a new user,
+/// a new API key, or an existing user: never more than it holds itself, and platform rights only
+/// when it has them.
+pub fn require_grant(principal: &Principal, role: Role, platform: bool) -> AppResult<()> {
+    let platform = platform || role == Role::PlatformAdmin;
+    if platform {
+        return require_platform(principal, "granting platform rights");
+    }
+    if rank(role, false) > rank(principal.role, principal.platform) {
+        return Err(AppError::Forbidden(format!(
+            "a {} cannot grant the role {}",
+            principal.role.as_str(),
+            role.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// For changing, deactivating or setting the password of `target`: a user with platform rights
+/// only by a caller that has them, so an enterprise admin (or its API key) cannot take over a
+/// platform account.
+pub fn require_may_change(principal: &Principal, target: &User) -> AppResult<()> {
+    if target.has_platform_rights() {
+        require_platform(principal, "changing a user with platform rights")
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +139,21 @@ mod tests {
         assert!(authorize(&platform, &Method::GET, "/executions/1").is_err());
         assert!(authorize(&platform, &Method::POST, "/orchestrations/1/execute").is_err());
         assert!(authorize(&platform, &Method::GET, "/something-new").is_err());
+    }
+
+    #[test]
+    fn nobody_grants_more_than_they_hold() {
+        let admin = principal(Role::EnterpriseAdmin, false);
+        assert!(require_grant(&admin, Role::EnterpriseAdmin, false).is_ok());
+        assert!(require_grant(&admin, Role::Viewer, false).is_ok());
+        assert!(require_grant(&admin, Role::PlatformAdmin, false).is_err());
+        assert!(require_grant(&admin, Role::EnterpriseAdmin, true).is_err());
+        let viewer = principal(Role::Viewer, false);
+        assert!(require_grant(&viewer, Role::EnterpriseAdmin, false).is_err());
+        assert!(require_grant(&viewer, Role::Viewer, false).is_ok());
+        let platform = principal(Role::EnterpriseAdmin, true);
+        assert!(require_grant(&platform, Role::PlatformAdmin, false).is_ok());
+        assert!(require_grant(&platform, Role::EnterpriseAdmin, true).is_ok());
     }
 
     #[test]

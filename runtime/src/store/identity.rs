@@ -36,10 +36,14 @@ pub struct User {
     pub name: String,
     #[sqlx(try_from = "String")]
     pub role: Role,
-    /// Platform rights on top of `role` (the bootstrap admin has them).
+    /// The explicit grant of platform rights on top of `role` (the bootstrap admin has it); see
+    /// [`User::has_platform_rights`].
     pub platform_access: i64,
     pub status: String,
     pub password_hash: String,
+    /// Moves on when the password changes or the user is deactivated; access tokens carry the
+    /// generation they were issued under and are refused once it moved on.
+    pub token_generation: i64,
     pub last_login_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -48,6 +52,11 @@ pub struct User {
 impl User {
     pub fn is_active(&self) -> bool {
         self.status == "active"
+    }
+
+    /// Platform rights: the role `platform_admin`, or the explicit `platform_access` grant.
+    pub fn has_platform_rights(&self) -> bool {
+        self.platform_access != 0 || self.role == Role::PlatformAdmin
     }
 }
 
@@ -60,13 +69,23 @@ pub struct NewUser {
     pub password_hash: String,
 }
 
-/// Changes to a user; `None` keeps the current value.
+/// Changes to a user; `None` keeps the current value. A new password or a deactivation also
+/// moves the user's token generation on, which ends every token issued before.
 #[derive(Default)]
 pub struct UserPatch {
     pub name: Option<String>,
     pub role: Option<Role>,
+    pub platform_access: Option<bool>,
     pub status: Option<String>,
     pub password_hash: Option<String>,
+}
+
+/// Whether an update may touch a user with platform rights (only a caller with platform
+/// rights may). Checked in the `UPDATE` itself, so a grant racing the update cannot slip by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlatformUsers {
+    MayChange,
+    Untouchable,
 }
 
 /// Changes to an enterprise's settings; `None` keeps the current value.
@@ -93,6 +112,8 @@ pub struct ApiKey {
     pub created_at: i64,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// After this instant (unix ms) the key no longer authenticates; `None`: it never expires.
+    pub expires_at: Option<i64>,
 }
 
 /// What creating an API key stores: the hash, never the key.
@@ -102,6 +123,7 @@ pub struct NewApiKey {
     pub prefix: String,
     pub key_hash: String,
     pub created_by: Option<String>,
+    pub expires_at: Option<i64>,
 }
 
 /// An active API key with its enterprise, as authentication needs it.
@@ -113,8 +135,12 @@ pub struct ApiKeyWithEnterprise {
 const ENTERPRISE_COLUMNS: &str = "id, name, slug, timezone, session_duration_minutes, retention_days, \
      api_requests_per_minute, executions_per_minute, created_at, updated_at";
 const USER_COLUMNS: &str = "id, enterprise_id, email, name, role, platform_access, status, password_hash, \
-     last_login_at, created_at, updated_at";
-const API_KEY_COLUMNS: &str = "id, enterprise_id, name, role, prefix, created_by, created_at, last_used_at, revoked_at";
+     token_generation, last_login_at, created_at, updated_at";
+const API_KEY_COLUMNS: &str =
+    "id, enterprise_id, name, role, prefix, created_by, created_at, last_used_at, revoked_at, expires_at";
+/// More accounts than this behind one address are not considered at login (one per enterprise
+/// at most; a bound on the work of one login).
+const MAX_ACCOUNTS_PER_ADDRESS: i64 = 64;
 
 impl Store {
     pub async fn count_enterprises(&self) -> sqlx::Result<i64> {
@@ -250,12 +276,40 @@ impl Store {
         }))
     }
 
-    /// Looks a user up by email across enterprises: only login does this.
-    pub async fn find_user_by_email(&self, email: &str) -> sqlx::Result<Option<User>> {
-        sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
+    /// The accounts of an address across enterprises, oldest first (at most one per
+    /// enterprise), or only the one of the enterprise with slug `enterprise`: only login does this.
+    pub async fn find_users_by_email(&self, email: &str, enterprise: Option<&str>) -> sqlx::Result<Vec<User>> {
+        let user_columns: String =
+            USER_COLUMNS.split(',').map(|c| format!("u.{}", c.trim())).collect::<Vec<_>>().join(", ");
+        sqlx::query_as(&format!(
+            "SELECT {user_columns} FROM users u JOIN enterprises e ON e.id = u.enterprise_id \
+             WHERE u.email = $1 AND ($2 = '' OR e.slug = $2) ORDER BY u.created_at, u.id LIMIT $3"
+        ))
+        .bind(email)
+        .bind(enterprise.unwrap_or_default())
+        .bind(MAX_ACCOUNTS_PER_ADDRESS)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The password hash of the oldest account of an address, in any enterprise: new passwords
+    /// of the address are hashed with its salt (see `auth::password`). Never leaves the server.
+    pub async fn address_password_hash(&self, email: &str) -> sqlx::Result<Option<String>> {
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE email = $1 ORDER BY created_at, id LIMIT 1")
             .bind(email)
             .fetch_optional(&self.pool)
             .await
+    }
+
+    /// Replaces a password hash by an equivalent one (same password, the address's salt).
+    pub async fn rehash_password(&self, user_id: &str, old_hash: &str, new_hash: &str) -> sqlx::Result<()> {
+        sqlx::query("UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2")
+            .bind(user_id)
+            .bind(old_hash)
+            .bind(new_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub async fn list_users(&self, enterprise_id: &str, page: Page) -> sqlx::Result<(Vec<User>, i64)> {
@@ -274,11 +328,22 @@ impl Store {
         Ok((rows, total))
     }
 
-    pub async fn update_user(&self, enterprise_id: &str, id: &str, patch: UserPatch) -> sqlx::Result<Option<User>> {
+    /// Applies `patch`; `None` when the enterprise has no such user, or when it has platform
+    /// rights and `platform_users` is [`PlatformUsers::Untouchable`].
+    pub async fn update_user(
+        &self,
+        enterprise_id: &str,
+        id: &str,
+        patch: UserPatch,
+        platform_users: PlatformUsers,
+    ) -> sqlx::Result<Option<User>> {
+        let ends_tokens = patch.password_hash.is_some() || patch.status.as_deref() == Some("deactivated");
         sqlx::query_as(&format!(
             "UPDATE users SET name = COALESCE($3, name), role = COALESCE($4, role), \
-             status = COALESCE($5, status), password_hash = COALESCE($6, password_hash), updated_at = $7 \
-             WHERE enterprise_id = $1 AND id = $2 RETURNING {USER_COLUMNS}"
+             status = COALESCE($5, status), password_hash = COALESCE($6, password_hash), updated_at = $7, \
+             platform_access = COALESCE($8, platform_access), token_generation = token_generation + $9 \
+             WHERE enterprise_id = $1 AND id = $2 \
+             AND ($10 = 1 OR (platform_access = 0 AND role <> 'platform_admin')) RETURNING {USER_COLUMNS}"
         ))
         .bind(enterprise_id)
         .bind(id)
@@ -287,6 +352,9 @@ impl Store {
         .bind(patch.status)
         .bind(patch.password_hash)
         .bind(now_ms())
+        .bind(patch.platform_access.map(i64::from))
+        .bind(i64::from(ends_tokens))
+        .bind(i64::from(platform_users == PlatformUsers::MayChange))
         .fetch_optional(&self.pool)
         .await
     }
@@ -302,8 +370,8 @@ impl Store {
 
     pub async fn create_api_key(&self, enterprise_id: &str, key: NewApiKey) -> sqlx::Result<ApiKey> {
         sqlx::query_as(&format!(
-            "INSERT INTO api_keys (id, enterprise_id, name, role, prefix, key_hash, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {API_KEY_COLUMNS}"
+            "INSERT INTO api_keys (id, enterprise_id, name, role, prefix, key_hash, created_by, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {API_KEY_COLUMNS}"
         ))
         .bind(new_id())
         .bind(enterprise_id)
@@ -313,6 +381,7 @@ impl Store {
         .bind(key.key_hash)
         .bind(key.created_by)
         .bind(now_ms())
+        .bind(key.expires_at)
         .fetch_one(&self.pool)
         .await
     }
@@ -347,12 +416,14 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Finds an unrevoked key by the hash of its plaintext, with its enterprise.
+    /// Finds an unrevoked, unexpired key by the hash of its plaintext, with its enterprise.
     pub async fn find_active_api_key(&self, key_hash: &str) -> sqlx::Result<Option<ApiKeyWithEnterprise>> {
         let Some(key): Option<ApiKey> = sqlx::query_as(&format!(
-            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $2)"
         ))
         .bind(key_hash)
+        .bind(now_ms())
         .fetch_optional(&self.pool)
         .await?
         else {

@@ -34,7 +34,8 @@ pub use api_calls::{ApiCallFilter, ApiCallRow, ApiCallSample};
 pub use canonical::{CanonicalRow, Lineage};
 pub use connections::{ConnectionFields, ConnectionRow};
 pub use identity::{
-    ApiKey, ApiKeyWithEnterprise, Enterprise, NewApiKey, NewEnterprise, NewUser, SettingsPatch, User, UserPatch,
+    ApiKey, ApiKeyWithEnterprise, Enterprise, NewApiKey, NewEnterprise, NewUser, PlatformUsers, SettingsPatch, User,
+    UserPatch,
 };
 pub use orchestrations::{ExecutionRow, Finish, NewExecution, OrchestrationRow, StepResultRow};
 pub use plugins::{NewPlugin, PluginRow};

@@ -27,6 +27,18 @@ impl Store {
         Ok(hits.unwrap_or(0))
     }
 
+    /// Takes one hit back from `bucket` in the window starting at `window_start`.
+    pub async fn rate_limit_release(&self, bucket: &str, window_start: i64) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE rate_limit_windows SET hits = hits - 1 WHERE bucket = $1 AND window_start = $2 AND hits > 0",
+        )
+        .bind(bucket)
+        .bind(window_start)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Forgets every window of `bucket`.
     pub async fn rate_limit_clear(&self, bucket: &str) -> sqlx::Result<()> {
         sqlx::query("DELETE FROM rate_limit_windows WHERE bucket = $1").bind(bucket).execute(&self.pool).await?;
