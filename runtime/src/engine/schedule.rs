@@ -101,7 +101,7 @@ async fn record_missed_while_down(state: &AppState, now: DateTime<Utc>) -> anyho
         let since_ms = state.store.last_slot(&row.id).await?.unwrap_or(row.updated_at).max(row.updated_at);
         let Some(since) = DateTime::from_timestamp_millis(since_ms) else { continue };
         for slot in slots(&schedule, tz, since, until) {
-            state.store.schedule_missed_unclaimed(&row.id, slot.timestamp_millis(), "no node was running").await?;
+            state.store.schedule_missed(&row.id, slot.timestamp_millis(), "no node was running", false).await?;
         }
     }
     Ok(())
@@ -122,7 +122,7 @@ async fn fire_due(
         (Ok(schedule), Ok(tz)) => (schedule, tz),
         (Err(e), _) | (_, Err(e)) => {
             // Validated at save, so only a definition stored by an older version gets here.
-            state.store.schedule_missed(&row.id, until.timestamp_millis(), &e.to_string()).await?;
+            state.store.schedule_missed(&row.id, until.timestamp_millis(), &e.to_string(), true).await?;
             return Ok(());
         }
     };
@@ -136,7 +136,7 @@ async fn fire_due(
             Ok(()) => state.store.schedule_fired(&row.id).await?,
             Err(reason) => {
                 tracing::warn!(orchestration = %row.id, slot = %slot, reason = %reason, "schedule slot missed");
-                state.store.schedule_missed(&row.id, slot_ms, &reason).await?;
+                state.store.schedule_missed(&row.id, slot_ms, &reason, true).await?;
             }
         }
     }

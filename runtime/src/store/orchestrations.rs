@@ -600,27 +600,37 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Records that a slot of `orchestration_id` did not fire, and why, on the slot (claimed
-    /// before) and on the orchestration.
-    pub async fn schedule_missed(&self, orchestration_id: &str, slot_ms: i64, error: &str) -> sqlx::Result<()> {
+    /// Records that a slot of `orchestration_id` did not fire, and why, on the slot and on the
+    /// orchestration. `claimed`: the caller claimed the slot before (it is marked missed); else
+    /// a slot someone claimed meanwhile is left alone.
+    pub async fn schedule_missed(
+        &self,
+        orchestration_id: &str,
+        slot_ms: i64,
+        error: &str,
+        claimed: bool,
+    ) -> sqlx::Result<()> {
         let now = now_ms();
+        let on_conflict = if claimed { "DO UPDATE SET status = 'missed', error = $4" } else { "DO NOTHING" };
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        let recorded = sqlx::query(&format!(
             "INSERT INTO schedule_fires (orchestration_id, slot, fired_at, status, error) VALUES ($1, $2, $3, 'missed', $4) \
-             ON CONFLICT (orchestration_id, slot) DO UPDATE SET status = 'missed', error = $4",
-        )
+             ON CONFLICT (orchestration_id, slot) {on_conflict}"
+        ))
         .bind(orchestration_id)
         .bind(slot_ms)
         .bind(now)
         .bind(error)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE orchestrations SET schedule_error = $2, schedule_error_at = $3 WHERE id = $1")
-            .bind(orchestration_id)
-            .bind(error)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        if recorded.rows_affected() == 1 {
+            sqlx::query("UPDATE orchestrations SET schedule_error = $2, schedule_error_at = $3 WHERE id = $1")
+                .bind(orchestration_id)
+                .bind(error)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await
     }
 
@@ -630,34 +640,6 @@ impl Store {
             .bind(orchestration_id)
             .fetch_one(&self.pool)
             .await
-    }
-
-    /// Records a slot nobody claimed as missed (a slot claimed meanwhile is left alone).
-    pub async fn schedule_missed_unclaimed(
-        &self,
-        orchestration_id: &str,
-        slot_ms: i64,
-        error: &str,
-    ) -> sqlx::Result<()> {
-        let done = sqlx::query(
-            "INSERT INTO schedule_fires (orchestration_id, slot, fired_at, status, error) VALUES ($1, $2, $3, 'missed', $4) \
-             ON CONFLICT (orchestration_id, slot) DO NOTHING",
-        )
-        .bind(orchestration_id)
-        .bind(slot_ms)
-        .bind(now_ms())
-        .bind(error)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 1 {
-            sqlx::query("UPDATE orchestrations SET schedule_error = $2, schedule_error_at = $3 WHERE id = $1")
-                .bind(orchestration_id)
-                .bind(error)
-                .bind(now_ms())
-                .execute(&self.pool)
-                .await?;
-        }
-        Ok(())
     }
 
     /// Clears the orchestration's schedule error after a slot fired.
