@@ -38,6 +38,12 @@ impl Reference {
     pub fn parse(expression: &str) -> Result<Self, MappingError> {
         let expression = expression.trim();
         let error = |message: String| MappingError { reference: expression.to_owned(), message };
+        if expression.len() > MAX_REFERENCE_BYTES {
+            return Err(error(format!("longer than {MAX_REFERENCE_BYTES} bytes")));
+        }
+        if let Some(problem) = regex_problem(expression) {
+            return Err(error(problem));
+        }
         let root: String = expression.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '-').collect();
         if root.is_empty() {
             return Err(error("must start with parameters, _context or a step name".into()));
@@ -65,6 +71,55 @@ impl Reference {
             Ok(Value::Array(nodes.into_iter().cloned().collect()))
         }
     }
+}
+
+/// Longest `${...}` expression.
+pub const MAX_REFERENCE_BYTES: usize = 2048;
+/// Longest regular expression of a `match()` or `search()` filter, and the largest counted
+/// repetition in it: the JSONPath library compiles the pattern for every node it tests, so
+/// its cost must stay small.
+pub const MAX_REGEX_BYTES: usize = 200;
+pub const MAX_REGEX_REPEAT: u32 = 100;
+
+/// Why a filter's regular expressions are too costly, if they are.
+fn regex_problem(expression: &str) -> Option<String> {
+    if !(expression.contains("match(") || expression.contains("search(")) {
+        return None;
+    }
+    // The string literals of the expression (the patterns among them).
+    let mut literals = Vec::new();
+    let mut current: Option<(char, String)> = None;
+    for c in expression.chars() {
+        match &mut current {
+            Some((quote, text)) if c == *quote => {
+                literals.push(std::mem::take(text));
+                current = None;
+            }
+            Some((_, text)) => text.push(c),
+            None if c == '\'' || c == '"' => current = Some((c, String::new())),
+            None => {}
+        }
+    }
+    for literal in literals {
+        if literal.len() > MAX_REGEX_BYTES {
+            return Some(format!("a filter pattern may be at most {MAX_REGEX_BYTES} bytes"));
+        }
+        let mut digits = String::new();
+        for c in literal.chars() {
+            if c.is_ascii_digit() {
+                digits.push(c);
+            } else {
+                if digits.parse::<u32>().is_ok_and(|n| n > MAX_REGEX_REPEAT) {
+                    return Some(format!("a filter pattern may repeat at most {MAX_REGEX_REPEAT} times"));
+                }
+                digits.clear();
+            }
+        }
+        if digits.parse::<u32>().is_ok_and(|n| n > MAX_REGEX_REPEAT) {
+            return Some(format!("a filter pattern may repeat at most {MAX_REGEX_REPEAT} times"));
+        }
+    }
+    None
 }
 
 /// Rewrites `.name` segments that JSONPath shorthand cannot express (such as the header name
@@ -378,6 +433,11 @@ mod tests {
         let err = resolve(&json!("${nostep.x}"), &scope()).expect_err("missing");
         assert!(err.message.contains("nostep"), "{err}");
         assert!(Reference::parse("decode.items[?(@.x==]").is_err());
+        assert!(Reference::parse("stock.items[?match(@.name, 'a.{1,50}')]").is_ok());
+        let repeat = Reference::parse("stock.items[?match(@.name, '(a{1000}){1000}')]").err().expect("refused");
+        assert!(repeat.message.contains("repeat at most"), "{repeat}");
+        let long = format!("stock.items[?search(@.name, '{}')]", "a".repeat(300));
+        assert!(Reference::parse(&long).err().expect("refused").message.contains("at most 200 bytes"));
         assert!(resolve(&json!("${decode"), &scope()).is_err());
     }
 }
