@@ -423,3 +423,22 @@ async fn sealed_credentials_copied_to_another_connection_do_not_open_there() {
     let listed = app.get(&token, "/connections").await;
     assert_eq!(listed.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_step_output_past_its_bound_fails_the_step_with_a_clear_error() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let id = create(
+        &app,
+        &token,
+        json!({"name": "Amplifier", "parameters": [{"name": "blob", "type": "string", "required": true}],
+               "steps": [{"name": "copies", "type": "transform", "transform": "map",
+                          "mapping": {"a": "${parameters.blob}", "b": "${parameters.blob}", "c": "${parameters.blob}"}}]}),
+    )
+    .await;
+    let blob = "x".repeat(1_500_000);
+    let run = execute(&app, &token, &id, json!({"parameters": {"blob": blob}})).await;
+    assert_eq!(run["status"], "failed", "{}", &run.to_string()[..300.min(run.to_string().len())]);
+    let error = run["error"].as_str().unwrap_or_default();
+    assert!(error.contains("at most 4194304"), "{error}");
+}

@@ -510,6 +510,9 @@ fn conclude(flow: &mut Flow<'_>, def: &Definition) -> Finish {
             let status = if flow.partial { "partial" } else { "success" };
             match def.output.as_ref().map(|o| mapping::resolve(o, &flow.scope)) {
                 None => (status, Some(flow.last_output.clone()), None),
+                Some(Ok(output)) if output.to_string().len() > MAX_STEP_OUTPUT => {
+                    ("failed", None, Some(format!("output mapping: larger than {MAX_STEP_OUTPUT} bytes")))
+                }
                 Some(Ok(output)) => (status, Some(output), None),
                 Some(Err(e)) => ("failed", None, Some(format!("output mapping: {e}"))),
             }
@@ -526,6 +529,23 @@ fn wait_remaining(result: &StepResultRow) -> Option<i64> {
     let output: Value = serde_json::from_str(result.output.as_deref()?).ok()?;
     let until = chrono::DateTime::parse_from_rfc3339(output["until"].as_str()?).ok()?;
     Some(until.timestamp_millis() - now_ms())
+}
+
+/// Largest output of a step (and of an execution), as JSON text: later steps read it, so a
+/// larger one fails the step instead of being cut.
+pub const MAX_STEP_OUTPUT: usize = 4 * 1024 * 1024;
+/// Largest stored input and trace detail of a step; larger ones are replaced by a note.
+const MAX_STORED_DETAIL: usize = 1024 * 1024;
+/// Longest stored error of a step.
+const MAX_STORED_ERROR: usize = 8 * 1024;
+
+/// `value` as stored JSON text, or a note of its size when it is larger than `max`.
+fn stored(value: &Value, max: usize, what: &str) -> String {
+    let text = value.to_string();
+    if text.len() <= max {
+        return text;
+    }
+    json!({"_truncated": format!("{} bytes of {what} left out (at most {max})", text.len())}).to_string()
 }
 
 struct StepOutcome {
@@ -575,13 +595,13 @@ impl StepOutcome {
             status: self.status.into(),
             system: self.system.clone(),
             operation: step.operation.clone(),
-            input: self.input.as_ref().map(Value::to_string),
+            input: self.input.as_ref().map(|v| stored(v, MAX_STORED_DETAIL, "input")),
             output: self.output.as_ref().map(Value::to_string),
-            error: self.error.clone(),
+            error: self.error.as_deref().map(|e| crate::bounded::clip(e, MAX_STORED_ERROR).into_owned()),
             attempts: i64::from(self.attempts),
             started_at,
             duration_ms: i64::try_from(took.as_millis()).unwrap_or(i64::MAX),
-            detail: self.detail.as_ref().map(Value::to_string),
+            detail: self.detail.as_ref().map(|v| stored(v, MAX_STORED_DETAIL, "trace detail")),
         }
     }
 
@@ -698,6 +718,13 @@ fn run_step<'a>(
                 StepOutcome::failed(None, None, error, 1)
             }
         };
+        if let Some(size) = outcome.output.as_ref().map(|o| o.to_string().len()).filter(|n| *n > MAX_STEP_OUTPUT) {
+            let error = format!("the step's output is {size} bytes; at most {MAX_STEP_OUTPUT} are kept");
+            outcome = StepOutcome {
+                detail: outcome.detail.take(),
+                ..StepOutcome::failed(outcome.system.take(), None, error, outcome.attempts)
+            };
+        }
         let detail = outcome.detail.get_or_insert_with(|| json!({}));
         detail["mapping_us"] = json!(mapping_us);
         outcome
