@@ -442,3 +442,30 @@ async fn a_step_output_past_its_bound_fails_the_step_with_a_clear_error() {
     let error = run["error"].as_str().unwrap_or_default();
     assert!(error.contains("at most 4194304"), "{error}");
 }
+
+#[tokio::test]
+async fn a_long_uri_is_refused_in_the_error_shape() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let path = format!("/users?filter={}", "a".repeat(9_000));
+    let body = assert_error(app.get(&token, &path).await, StatusCode::URI_TOO_LONG, "URI_TOO_LONG").await;
+    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("8192"), "{body}");
+}
+
+#[tokio::test]
+async fn a_refused_upload_leaves_no_compiled_artifact_behind() {
+    use sha2::Digest;
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let bytes = crate::helpers::guest("not_a_plugin");
+    let sha = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_error(app.upload(&token, bytes, None).await, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
+    let artifacts = app.data_dir().join("plugins").join("artifacts");
+    let left: Vec<String> = std::fs::read_dir(&artifacts)
+        .expect("artifacts dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&sha))
+        .collect();
+    assert!(left.is_empty(), "compiled artifacts of a refused upload: {left:?}");
+}
