@@ -141,7 +141,7 @@ PYTHONPATH="$root/tests/fuzz" SCHEMATHESIS_HOOKS=hooks \
   "$DIBOP_FUZZ_ST" --config-file tests/fuzz/schemathesis.toml run "$base/api/v1/openapi.json" --url "$base" \
   -H "Authorization: Bearer $token" \
   --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
-  --max-examples "${FUZZ_MAX_EXAMPLES:-20}" --seed "${FUZZ_SEED:-20260408}" \
+  --max-examples "${FUZZ_MAX_EXAMPLES:-100}" --seed "${FUZZ_SEED:-20260408}" \
   --workers "${FUZZ_WORKERS:-2}" --generation-database none --request-timeout 30 \
   --no-color "$@" || status=$?
 if [ "$status" -ne 0 ]; then

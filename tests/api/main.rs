@@ -14,6 +14,7 @@ mod hardening;
 mod helpers;
 mod mock;
 mod observability;
+mod openapi;
 mod orchestrations;
 mod plugins;
 mod polyglot;

@@ -50,8 +50,9 @@ ids["FUZZ_EXECUTION"] = call("POST", f"/orchestrations/{ids['FUZZ_ORCHESTRATION'
 ids["FUZZ_EXECUTION_PARKED"] = call("POST", f"/orchestrations/{parked}/execute", {"async": True})["execution_id"]
 
 for key, name in (("FUZZ_WEBHOOK", "events"), ("FUZZ_WEBHOOK_DELETE", "events to delete")):
-    ids[key] = call("POST", "/webhooks", {"name": name, "orchestration_id": ids["FUZZ_ORCHESTRATION"],
-                                          "signature": "none", "parameters": {"vin": "${body.vin}"}})["id"]
+    webhook = call("POST", "/webhooks", {"name": name, "orchestration_id": ids["FUZZ_ORCHESTRATION"],
+                                         "signature": "none", "parameters": {"vin": "${body.vin}"}})
+    ids[key], ids[f"{key}_SECRET"] = webhook["id"], webhook["secret"]
 
 for key, name in (("FUZZ_CONNECTION", "vpic"), ("FUZZ_CONNECTION_DELETE", "vpic to delete")):
     ids[key] = call("POST", "/connections", {"name": name, "system": "vpic",
