@@ -129,14 +129,22 @@ async fn error_shape(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     // Longer URIs are refused here, in the error shape (hyper itself answers a bare 414 only
     // past 64 KiB).
-    if request.uri().to_string().len() > MAX_URI_BYTES {
-        let body = ErrorBody::new(StatusCode::URI_TOO_LONG, format!("the URI is longer than {MAX_URI_BYTES} bytes"));
+    let refuse = |status: StatusCode, message: String| {
+        let body = ErrorBody::new(status, message);
         let mut response = Response::new(Body::from(body.render(&request_id).to_string()));
-        *response.status_mut() = StatusCode::URI_TOO_LONG;
+        *response.status_mut() = status;
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        return response;
+        response
+    };
+    if request.uri().to_string().len() > MAX_URI_BYTES {
+        return refuse(StatusCode::URI_TOO_LONG, format!("the URI is longer than {MAX_URI_BYTES} bytes"));
     }
     let path = request.uri().path().to_owned();
+    // No stored name or id holds U+0000 (PostgreSQL's text cannot), so a path with one names
+    // nothing; refused here before it reaches a query.
+    if path.contains("%00") {
+        return refuse(StatusCode::NOT_FOUND, format!("nothing at {method} {path}: the path contains %00"));
+    }
     let mut response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
