@@ -231,14 +231,18 @@ async fn nul_characters_are_refused_in_bodies_paths_and_queries() {
     let app = TestApp::spawn().await;
     let admin = app.admin_token().await;
     let user = json!({"email": "nul@test.example", "name": "a\u{0}b", "role": "viewer", "password": "long-enough-pw"});
-    let body = assert_error(app.post(&admin, "/users", user).await, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR")
-        .await;
+    let body =
+        assert_error(app.post(&admin, "/users", user).await, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR")
+            .await;
     assert_eq!(crate::helpers::detail_paths(&body), ["name"]);
     let steps = json!({"name": "o", "steps": [{"name": "e", "type": "transform", "transform": "map",
         "mapping": {"v": "x\u{0}"}}]});
-    let body =
-        assert_error(app.post(&admin, "/orchestrations", steps).await, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR")
-            .await;
+    let body = assert_error(
+        app.post(&admin, "/orchestrations", steps).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
     assert_eq!(crate::helpers::detail_paths(&body), ["steps[0].mapping.v"]);
     let yaml = app
         .client
@@ -251,7 +255,8 @@ async fn nul_characters_are_refused_in_bodies_paths_and_queries() {
         .expect("request");
     assert_error(yaml, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
     // An escaped backslash before `u0000` is text, not a NUL.
-    let text = json!({"email": "text@test.example", "name": "a\\u0000b", "role": "viewer", "password": "long-enough-pw"});
+    let text =
+        json!({"email": "text@test.example", "name": "a\\u0000b", "role": "viewer", "password": "long-enough-pw"});
     assert_eq!(app.post(&admin, "/users", text).await.status(), StatusCode::CREATED);
 
     assert_error(app.get(&admin, "/users/a%00b").await, StatusCode::NOT_FOUND, "NOT_FOUND").await;

@@ -54,10 +54,10 @@ fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut V
         errors.push(format!("{at}: {value} is not of type {types:?}"));
         return;
     }
-    if let Some(allowed) = schema["enum"].as_array() {
-        if !allowed.contains(value) {
-            errors.push(format!("{at}: {value} is not one of {allowed:?}"));
-        }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        errors.push(format!("{at}: {value} is not one of {allowed:?}"));
     }
     if let Some(object) = value.as_object() {
         for name in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
@@ -137,9 +137,8 @@ async fn every_reference_resolves_and_every_operation_documents_its_rejections()
 
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, operation) in item.as_object().expect("item") {
-            let located = |place: &str| {
-                operation["parameters"].as_array().into_iter().flatten().any(|p| p["in"] == place)
-            };
+            let located =
+                |place: &str| operation["parameters"].as_array().into_iter().flatten().any(|p| p["in"] == place);
             let responses = &operation["responses"];
             if located("query") {
                 assert!(responses["400"].is_object(), "{method} {path} documents 400 for its query parameters");

@@ -57,10 +57,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> AppResult<T> {
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(shape_error)?;
     deserializer.end().map_err(|err| AppError::BadRequest(format!("malformed JSON: {err}")))?;
     // A NUL can only arrive escaped; only then is the body read again to find where.
-    if bytes.windows(6).any(|w| w == b"\\u0000") {
-        if let Ok(tree) = serde_json::from_slice::<serde_json::Value>(bytes) {
-            refuse_nul(&tree)?;
-        }
+    if bytes.windows(6).any(|w| w == b"\\u0000")
+        && let Ok(tree) = serde_json::from_slice::<serde_json::Value>(bytes)
+    {
+        refuse_nul(&tree)?;
     }
     Ok(value)
 }
