@@ -18,7 +18,8 @@
 # (it raises them to the maximum instead), which would otherwise turn the rest of the run into 429s.
 #
 # Knobs: FUZZ_MAX_EXAMPLES (examples per operation and phase, default 100: about 3 minutes on
-# two cores), FUZZ_SEED, FUZZ_WORKERS; extra arguments go to `st run`.
+# two cores), FUZZ_SEED, FUZZ_WORKERS, FUZZ_KEEP=1 (keep the work directory with the server
+# log); extra arguments go to `st run`.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -79,7 +80,10 @@ url = urllib.parse.urlsplit(sys.argv[1])
 host = url.hostname or ""
 if host not in ("127.0.0.1", "localhost"):
     sys.exit(f"fuzz: DATABASE_URL must name a server on 127.0.0.1, not {host!r}")
-print("127.0.0.1", url.port or 5432, url._replace(path="/" + sys.argv[2]).geturl())
+port = url.port or 5432
+user = url.netloc.rpartition("@")[0]
+netloc = f"{user}@127.0.0.1:{port}" if user else f"127.0.0.1:{port}"
+print("127.0.0.1", port, url._replace(netloc=netloc, path="/" + sys.argv[2]).geturl())
 EOF
     )
     database="dibop_fuzz_$$"
