@@ -70,9 +70,10 @@ pub struct RuleDefinition {
     pub kind: String,
     #[serde(default)]
     pub scope: Scope,
-    /// consecutive_failures: `{"threshold": N}`; latency_threshold: `{"threshold_ms": N}`.
+    /// consecutive_failures: `{"threshold": N}`; latency_threshold: `{"threshold_ms": N}`;
+    /// null for the types that take none.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub condition: Value,
     #[serde(default)]
     pub notification: Notification,

@@ -16,6 +16,7 @@ mod helpers;
 mod identity_hardening;
 mod mock;
 mod observability;
+mod openapi;
 mod orchestrations;
 mod plugins;
 mod polyglot;

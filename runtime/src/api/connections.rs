@@ -327,6 +327,7 @@ async fn delete_connection(
     responses(
         (status = 200, description = "The call ran (see `status`)", body = TestResult),
         (status = 404, description = "No such connection", body = crate::error::ErrorResponse),
+        (status = 409, description = "No active connector serves the connection's system", body = crate::error::ErrorResponse),
     ))]
 async fn test_connection(
     State(state): State<AppState>,

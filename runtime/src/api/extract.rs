@@ -49,12 +49,44 @@ async fn body_bytes<S: Send + Sync>(request: Request, state: &S) -> AppResult<By
     })
 }
 
-/// Parses `bytes` as a `T`, mapping errors as [`ApiJson`] documents.
+/// Parses `bytes` as a `T`, mapping errors as [`ApiJson`] documents. A string (or key) holding
+/// U+0000 is 422 at its path: PostgreSQL's text and JSONB cannot store it, so no body brings one
+/// into the store on either database.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> AppResult<T> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(shape_error)?;
     deserializer.end().map_err(|err| AppError::BadRequest(format!("malformed JSON: {err}")))?;
+    // A NUL can only arrive escaped; only then is the body read again to find where.
+    if bytes.windows(6).any(|w| w == b"\\u0000")
+        && let Ok(tree) = serde_json::from_slice::<serde_json::Value>(bytes)
+    {
+        refuse_nul(&tree)?;
+    }
     Ok(value)
+}
+
+/// 422 naming the first string or key of `value` that holds U+0000.
+fn refuse_nul(value: &serde_json::Value) -> AppResult<()> {
+    fn find(value: &serde_json::Value, at: &str) -> Option<String> {
+        let join = |key: &str| if at.is_empty() { key.to_owned() } else { format!("{at}.{key}") };
+        match value {
+            serde_json::Value::String(text) => text.contains('\0').then(|| at.to_owned()),
+            serde_json::Value::Array(items) => {
+                items.iter().enumerate().find_map(|(i, item)| find(item, &format!("{at}[{i}]")))
+            }
+            serde_json::Value::Object(map) => map.iter().find_map(|(key, item)| {
+                if key.contains('\0') { Some(join(&key.replace('\0', "\\u0000"))) } else { find(item, &join(key)) }
+            }),
+            _ => None,
+        }
+    }
+    match find(value, "") {
+        Some(at) => {
+            let at = if at.is_empty() { ".".to_owned() } else { at };
+            Err(AppError::invalid(at, "must not contain the NUL character (\\u0000)"))
+        }
+        None => Ok(()),
+    }
 }
 
 /// A deserialization error: 400 when the text is malformed, else 422 naming the field.
@@ -97,6 +129,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonOrYaml<T> {
         }
         let bytes = body_bytes(request, state).await?;
         let value = yaml_value(&bytes)?;
+        refuse_nul(&value)?;
         serde_path_to_error::deserialize(value).map(JsonOrYaml).map_err(shape_error)
     }
 }
@@ -237,13 +270,16 @@ mod yaml {
     }
 }
 
-/// Query-string parameters; a value of the wrong type is 400.
+/// Query-string parameters; a value of the wrong type, or holding U+0000 (`%00`), is 400.
 pub struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> AppResult<Self> {
+        if parts.uri.query().is_some_and(|query| query.contains("%00")) {
+            return Err(AppError::BadRequest("the query string must not contain the NUL character (%00)".into()));
+        }
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(value)| ApiQuery(value))

@@ -36,6 +36,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
+use utoipa::openapi::path::ParameterIn;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa_axum::router::OpenApiRouter;
@@ -51,7 +52,8 @@ pub const BASE: &str = "/api/v1";
 #[openapi(
     info(title = "DIBOP API", description = "Integration and orchestration for dealer groups. \
         Authenticate with `POST /api/v1/auth/login` or an API key, then send `Authorization: Bearer <token>`."),
-    components(schemas(ErrorResponse, FieldError)),
+    // Branch is reached only through `#[schema(no_recursion)]` fields, which do not collect it.
+    components(schemas(ErrorResponse, FieldError, crate::engine::definition::Branch)),
     tags(
         (name = "auth", description = "Log in"),
         (name = "users", description = "Users of the enterprise"),
@@ -94,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .merge(protected);
     let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(BASE, api).split_for_parts();
     document_common_responses(&mut openapi);
+    merge_closed_all_ofs(&mut openapi);
 
     let max_body = state.config.max_body_bytes;
     let app = Router::new()
@@ -129,14 +132,22 @@ async fn error_shape(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     // Longer URIs are refused here, in the error shape (hyper itself answers a bare 414 only
     // past 64 KiB).
-    if request.uri().to_string().len() > MAX_URI_BYTES {
-        let body = ErrorBody::new(StatusCode::URI_TOO_LONG, format!("the URI is longer than {MAX_URI_BYTES} bytes"));
+    let refuse = |status: StatusCode, message: String| {
+        let body = ErrorBody::new(status, message);
         let mut response = Response::new(Body::from(body.render(&request_id).to_string()));
-        *response.status_mut() = StatusCode::URI_TOO_LONG;
+        *response.status_mut() = status;
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        return response;
+        response
+    };
+    if request.uri().to_string().len() > MAX_URI_BYTES {
+        return refuse(StatusCode::URI_TOO_LONG, format!("the URI is longer than {MAX_URI_BYTES} bytes"));
     }
     let path = request.uri().path().to_owned();
+    // No stored name or id holds U+0000 (PostgreSQL's text cannot), so a path with one names
+    // nothing; refused here before it reaches a query.
+    if path.contains("%00") {
+        return refuse(StatusCode::NOT_FOUND, format!("nothing at {method} {path}: the path contains %00"));
+    }
     let mut response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -171,7 +182,8 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
 }
 
 /// Adds what every operation shares to the document: Bearer auth and the error answers the
-/// middleware can give, so each handler documents only its own.
+/// middleware and the extractors can give (400 for a bad query parameter, 404 for an unknown id
+/// in the path), so each handler documents only its own.
 fn document_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
     let components = openapi.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
@@ -196,12 +208,22 @@ fn document_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
         for operation in operations.into_iter().flatten() {
             // Operations that declare `security(())` (login, webhook triggers) are public.
             let public = operation.security.as_ref().is_some_and(|s| s.iter().any(|r| *r == Default::default()));
+            let located = |place: ParameterIn| operation.parameters.iter().flatten().any(|p| p.parameter_in == place);
+            let (in_query, in_path) = (located(ParameterIn::Query), located(ParameterIn::Path));
             let responses = &mut operation.responses.responses;
             let mut add = |code: &str, description: &str| {
                 responses.entry(code.to_owned()).or_insert_with(|| error(description));
             };
+            match (operation.request_body.is_some(), in_query) {
+                (true, false) => add("400", "Malformed JSON or wrong Content-Type"),
+                (true, true) => add("400", "Malformed body, wrong Content-Type or a bad query parameter"),
+                (false, true) => add("400", "A query parameter is malformed or out of range"),
+                (false, false) => {}
+            }
+            if in_path {
+                add("404", "Nothing matches the path in the caller's enterprise");
+            }
             if operation.request_body.is_some() {
-                add("400", "Malformed JSON or wrong Content-Type");
                 add("413", "Request body too large");
                 add("422", "Validation failed; `details` lists each field");
             }
@@ -214,6 +236,70 @@ fn document_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
             add("500", "Internal error; nothing leaked, logged with the request id");
         }
     }
+}
+
+/// A view that `#[serde(flatten)]`s a `deny_unknown_fields` struct (an orchestration's or an
+/// alert rule's definition plus its id and timestamps) is documented as `allOf` of a part with
+/// `additionalProperties: false` and a part with the other fields, which no answer can match.
+/// Each such `allOf`, as a component or inlined in a list envelope, becomes one object with every
+/// part's properties, closed like the part.
+fn merge_closed_all_ofs(openapi: &mut utoipa::openapi::OpenApi) {
+    let Some(components) = openapi.components.as_mut() else { return };
+    let snapshot = components.schemas.clone();
+    for schema in components.schemas.values_mut() {
+        merge_closed_all_of(schema, &snapshot);
+    }
+}
+
+fn merge_closed_all_of(
+    schema: &mut RefOr<utoipa::openapi::schema::Schema>,
+    components: &std::collections::BTreeMap<String, RefOr<utoipa::openapi::schema::Schema>>,
+) {
+    use utoipa::openapi::schema::{AdditionalProperties, ArrayItems, Object, Schema};
+    let RefOr::T(inner) = schema else { return };
+    let all_of = match inner {
+        Schema::Object(object) => {
+            object.properties.values_mut().for_each(|property| merge_closed_all_of(property, components));
+            return;
+        }
+        Schema::Array(array) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items {
+                merge_closed_all_of(items, components);
+            }
+            return;
+        }
+        Schema::AllOf(all_of) => all_of,
+        _ => return,
+    };
+    let object_of = |part: &RefOr<Schema>| -> Option<Object> {
+        let part = match part {
+            RefOr::T(part) => part,
+            RefOr::Ref(reference) => {
+                match components.get(reference.ref_location.strip_prefix("#/components/schemas/")?)? {
+                    RefOr::T(part) => part,
+                    RefOr::Ref(_) => return None,
+                }
+            }
+        };
+        if let Schema::Object(object) = part { Some(object.clone()) } else { None }
+    };
+    let Some(parts) = all_of.items.iter().map(object_of).collect::<Option<Vec<_>>>() else { return };
+    let closed = |o: &Object| matches!(o.additional_properties.as_deref(), Some(AdditionalProperties::FreeForm(false)));
+    if !parts.iter().any(closed) {
+        return;
+    }
+    let description = all_of.description.clone();
+    let mut parts = parts.into_iter();
+    let Some(mut merged) = parts.next() else { return };
+    for part in parts {
+        merged.properties.extend(part.properties);
+        let required: Vec<String> = part.required.into_iter().filter(|name| !merged.required.contains(name)).collect();
+        merged.required.extend(required);
+    }
+    merged.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+    merged.description = description;
+    merged.title = None;
+    *schema = RefOr::T(Schema::Object(merged));
 }
 
 /// A stored unix-millisecond timestamp as the API shows it.

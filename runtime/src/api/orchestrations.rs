@@ -711,7 +711,7 @@ impl TraceBuilder<'_> {
                 start: datetime(step.started_at),
                 duration_ms: us as f64 / 1000.0,
                 status: "success".into(),
-                attributes: Value::Null,
+                attributes: Value::Object(serde_json::Map::new()),
             });
         }
         let mut windows = Vec::new();
@@ -745,7 +745,7 @@ impl TraceBuilder<'_> {
                     start: datetime(begin + i64::try_from(offset_us / 1000).unwrap_or(0)),
                     duration_ms: us(key) as f64 / 1000.0,
                     status: "success".into(),
-                    attributes: Value::Null,
+                    attributes: Value::Object(serde_json::Map::new()),
                 });
                 offset_us += us(key);
             }

@@ -82,6 +82,11 @@ impl From<PluginRow> for PluginView {
     }
 }
 
+/// The bytes of a WebAssembly component (for OpenAPI: a binary body, not an array of numbers).
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct ComponentBytes(#[allow(dead_code, reason = "documentation only")] Vec<u8>);
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UploadQuery {
@@ -105,7 +110,7 @@ async fn list_plugins(
 /// component of the connector or transform world, runs `describe()` under limits, stores it by
 /// sha256 and compiles it. Identical bytes again answer 200 with the same record.
 #[utoipa::path(post, path = "/plugins", tag = "plugins", params(UploadQuery),
-    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component bytes"),
+    request_body(content = ComponentBytes, content_type = "application/wasm", description = "The component bytes"),
     responses(
         (status = 201, description = "Registered", body = PluginView),
         (status = 200, description = "These bytes were registered before", body = PluginView),

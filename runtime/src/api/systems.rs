@@ -140,6 +140,7 @@ pub struct PingQuery {
     responses(
         (status = 200, description = "The health check result", body = PingResult),
         (status = 404, description = "No such system, or no connection for it", body = crate::error::ErrorResponse),
+        (status = 409, description = "The system's connector is not a connector", body = crate::error::ErrorResponse),
     ))]
 async fn ping_system(
     State(state): State<AppState>,
