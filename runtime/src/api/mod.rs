@@ -173,11 +173,7 @@ async fn error_shape(request: Request, next: Next) -> Response {
 
 #[allow(clippy::needless_pass_by_value, reason = "the signature CatchPanicLayer expects")]
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
-    let detail = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "unknown panic".into());
+    let detail = crate::guard::panic_message(panic.as_ref());
     AppError::Internal(anyhow::anyhow!("handler panicked: {detail}")).into_response()
 }
 

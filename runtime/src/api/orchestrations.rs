@@ -659,11 +659,7 @@ fn capped(value: Option<Value>) -> Value {
     if text.len() <= TRACE_VALUE_CAP {
         return value;
     }
-    let mut end = TRACE_VALUE_CAP;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    Value::String(format!("{}...[truncated {} bytes]", &text[..end], text.len() - end))
+    Value::String(crate::bounded::clip(&text, TRACE_VALUE_CAP).into_owned())
 }
 
 /// What the trace needs of one step, committed or nested in a container's detail.

@@ -508,17 +508,20 @@ fn conclude(flow: &mut Flow<'_>, def: &Definition) -> Finish {
         Err(error) => ("failed", None, Some(error)),
         Ok(()) => {
             let status = if flow.partial { "partial" } else { "success" };
+            // Serialized once: the stored text is also what the bound is measured on.
             match def.output.as_ref().map(|o| mapping::resolve(o, &flow.scope)) {
-                None => (status, Some(flow.last_output.clone()), None),
-                Some(Ok(output)) if output.to_string().len() > MAX_STEP_OUTPUT => {
-                    ("failed", None, Some(format!("output mapping: larger than {MAX_STEP_OUTPUT} bytes")))
-                }
-                Some(Ok(output)) => (status, Some(output), None),
+                None => (status, Some(flow.last_output.to_string()), None),
+                Some(Ok(output)) => match output.to_string() {
+                    text if text.len() > MAX_STEP_OUTPUT => {
+                        ("failed", None, Some(format!("output mapping: larger than {MAX_STEP_OUTPUT} bytes")))
+                    }
+                    text => (status, Some(text), None),
+                },
                 Some(Err(e)) => ("failed", None, Some(format!("output mapping: {e}"))),
             }
         }
     };
-    Finish { status, output: output.map(|o| o.to_string()), error }
+    Finish { status, output, error }
 }
 
 /// For a committed `wait` step: milliseconds until it is due.
