@@ -75,9 +75,6 @@ pub struct Config {
     pub max_for_each_items: usize,
     /// Most branches one `parallel` step runs (at most 64).
     pub max_parallel_branches: usize,
-    /// Longest `wait` inside a `for_each` or `parallel` body (such waits hold their execution's
-    /// slot; top-level waits park instead).
-    pub max_body_wait_ms: u64,
     /// Shortest interval between two slots of a schedule, in seconds (a platform setting: it
     /// applies to every enterprise).
     pub min_cron_interval_secs: u64,
@@ -118,7 +115,6 @@ impl Config {
             enterprise_slots: None,
             max_for_each_items: 1_000,
             max_parallel_branches: 16,
-            max_body_wait_ms: 60_000,
             min_cron_interval_secs: 60,
             log_format: LogFormat::Pretty,
         }
@@ -198,9 +194,6 @@ pub struct ConfigArgs {
     /// Most branches of one parallel step.
     #[arg(long, env = "DIBOP_MAX_PARALLEL_BRANCHES")]
     pub max_parallel_branches: Option<usize>,
-    /// Longest wait inside a for_each or parallel body, in ms.
-    #[arg(long, env = "DIBOP_MAX_BODY_WAIT_MS")]
-    pub max_body_wait_ms: Option<u64>,
     /// Shortest interval between schedule slots, in seconds.
     #[arg(long, env = "DIBOP_MIN_CRON_INTERVAL_SECS")]
     pub min_cron_interval_secs: Option<u64>,
@@ -241,7 +234,6 @@ struct FileConfig {
     enterprise_slots: Option<usize>,
     max_for_each_items: Option<usize>,
     max_parallel_branches: Option<usize>,
-    max_body_wait_ms: Option<u64>,
     min_cron_interval_secs: Option<u64>,
     login_concurrency: Option<usize>,
     login_failures_per_address: Option<u64>,
@@ -299,7 +291,6 @@ impl ConfigArgs {
                 .max_parallel_branches
                 .or(file.max_parallel_branches)
                 .unwrap_or(defaults.max_parallel_branches),
-            max_body_wait_ms: self.max_body_wait_ms.or(file.max_body_wait_ms).unwrap_or(defaults.max_body_wait_ms),
             min_cron_interval_secs: self
                 .min_cron_interval_secs
                 .or(file.min_cron_interval_secs)

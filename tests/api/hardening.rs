@@ -68,38 +68,145 @@ async fn non_ascii_text_in_conditions_and_windows_is_handled_not_panicked() {
         .await;
 }
 
+/// `count` items for [`body_wait`].
+fn items(count: usize) -> Value {
+    json!({"parameters": {"items": vec![1; count]}, "async": true})
+}
+
 #[tokio::test]
 async fn cancel_reaches_a_wait_inside_a_for_each_body() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
-    let id = create(&app, &token, body_wait("Long body wait", 50_000)).await;
-    let queued = execute(&app, &token, &id, json!({"parameters": {}, "async": true})).await;
+    // Short waits (these run in the worker) over 30 items: 45 s in all.
+    let id = create(&app, &token, body_wait("Many short waits", 1_500)).await;
+    let queued = execute(&app, &token, &id, items(30)).await;
     let execution = queued["execution_id"].as_str().expect("id");
     wait_status(&app, &token, execution, "running").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cancel = app.post(&token, &format!("/executions/{execution}/cancel"), json!({})).await;
     assert_eq!(cancel.status(), StatusCode::OK);
-    // Well before the 50 s wait would have ended.
+    // Well before the waits would have ended.
     let detail = app.wait_finished(&token, execution).await;
+    assert_eq!(detail["status"], "cancelled", "{detail}");
+    assert_eq!(detail["error_code"], "CANCELLED", "{detail}");
+
+    // A long wait in a body parks the execution; cancelling it ends it at once.
+    let id = create(&app, &token, body_wait("Long body wait", 50_000)).await;
+    let queued = execute(&app, &token, &id, items(1)).await;
+    let execution = queued["execution_id"].as_str().expect("id");
+    wait_status(&app, &token, execution, "running").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.post(&token, &format!("/executions/{execution}/cancel"), json!({})).await.status(), StatusCode::OK);
+    let detail = app.wait_finished(&token, execution).await;
+    assert_eq!(detail["status"], "cancelled", "{detail}");
+    assert_eq!(detail["error"], "cancelled before step each", "{detail}");
+}
+
+#[tokio::test]
+async fn a_parked_child_parks_its_parent_and_a_cancelled_parent_cancels_it() {
+    // One worker: a parent that waited for its child in the worker would hold it.
+    let app = TestApp::spawn_with(|config| config.workers = 1).await;
+    let token = app.admin_token().await;
+    create(
+        &app,
+        &token,
+        json!({"name": "Slow child", "steps": [
+            {"name": "pause", "type": "wait", "duration_ms": 3_000},
+            {"name": "done", "type": "transform", "transform": "map", "mapping": {"child": "done"}}]}),
+    )
+    .await;
+    let parent = create(
+        &app,
+        &token,
+        json!({"name": "Patient parent", "steps": [{"name": "child", "type": "sub_orchestration", "orchestration": "Slow child"}],
+               "output": {"from_child": "${child.child}"}}),
+    )
+    .await;
+    let quick = create(
+        &app,
+        &token,
+        json!({"name": "Quick", "steps": [{"name": "hi", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}),
+    )
+    .await;
+    let queued = execute(&app, &token, &parent, json!({"parameters": {}, "async": true})).await;
+    let execution = queued["execution_id"].as_str().expect("id").to_owned();
+    wait_status(&app, &token, &execution, "running").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let run = execute(&app, &token, &quick, json!({"parameters": {}})).await;
+    assert_eq!(run["status"], "success", "{run}");
+    // Had the parent held the worker while its child waited, the quick run would have come last.
+    let detail: Value = app.get(&token, &format!("/executions/{execution}")).await.json().await.expect("json");
+    assert_eq!(detail["status"], "running", "{detail}");
+    let done = app.wait_finished(&token, &execution).await;
+    assert_eq!(done["status"], "success", "{done}");
+    assert_eq!(done["output"], json!({"from_child": "done"}));
+
+    // Cancelled while both are parked: the child goes with it.
+    let forever = create(
+        &app,
+        &token,
+        json!({"name": "Long child", "steps": [{"name": "pause", "type": "wait", "duration_ms": 600_000}]}),
+    )
+    .await;
+    let parent = create(
+        &app,
+        &token,
+        json!({"name": "Long parent", "steps": [{"name": "child", "type": "sub_orchestration", "orchestration": "Long child"}]}),
+    )
+    .await;
+    let queued = execute(&app, &token, &parent, json!({"parameters": {}, "async": true})).await;
+    let execution = queued["execution_id"].as_str().expect("id").to_owned();
+    let child = loop {
+        let page: Value =
+            app.get(&token, &format!("/orchestrations/{forever}/executions")).await.json().await.expect("json");
+        if let Some(id) = page["data"][0]["id"].as_str() {
+            break id.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.post(&token, &format!("/executions/{execution}/cancel"), json!({})).await.status(), StatusCode::OK);
+    let detail = app.wait_finished(&token, &execution).await;
+    assert_eq!(detail["status"], "cancelled", "{detail}");
+    let detail = app.wait_finished(&token, &child).await;
     assert_eq!(detail["status"], "cancelled", "{detail}");
 }
 
 #[tokio::test]
-async fn a_wait_in_a_body_longer_than_the_bound_fails_at_once() {
-    let app = TestApp::spawn_with(|config| config.max_body_wait_ms = 1_000).await;
+async fn a_fault_of_the_engine_ends_the_execution_with_code_internal() {
+    let app = TestApp::spawn().await;
     let token = app.admin_token().await;
     let id = create(
         &app,
         &token,
-        json!({"name": "Far until", "steps": [{"name": "both", "type": "parallel", "branches": [
-            {"name": "a", "steps": [{"name": "later", "type": "wait", "until": "2099-01-01T00:00:00Z"}]},
-            {"name": "b", "steps": [{"name": "now", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}]}]}),
+        json!({"name": "Pause then map", "steps": [
+            {"name": "pause", "type": "wait", "duration_ms": 2_100},
+            {"name": "map", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}),
     )
     .await;
-    let run = execute(&app, &token, &id, json!({"parameters": {}})).await;
+    let queued = execute(&app, &token, &id, json!({"parameters": {}, "async": true})).await;
+    let execution = queued["execution_id"].as_str().expect("id");
+    wait_status(&app, &token, execution, "running").await;
+    // While it is parked, its stored parameters become unreadable: resuming cannot go on.
+    app.sql(&format!("UPDATE executions SET parameters = 'not json' WHERE id = '{execution}'")).await;
+    let detail = app.wait_finished(&token, execution).await;
+    assert_eq!(detail["status"], "failed", "{detail}");
+    assert_eq!(detail["error_code"], "INTERNAL", "{detail}");
+    // No internals leak into the answer (they are in the server's log with the execution id).
+    assert_eq!(detail["error"], "internal engine error", "{detail}");
+
+    // A failing step says so.
+    let failing = create(
+        &app,
+        &token,
+        json!({"name": "Not a list", "parameters": [{"name": "x", "type": "string", "default": "nope"}],
+               "steps": [{"name": "each", "type": "for_each", "items": "${parameters.x}",
+                          "steps": [{"name": "m", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}]}),
+    )
+    .await;
+    let run = execute(&app, &token, &failing, json!({"parameters": {}})).await;
     assert_eq!(run["status"], "failed", "{run}");
-    let error = run["error"].as_str().unwrap_or_default();
-    assert!(error.contains("at most 1000 ms") && error.contains("top level"), "{run}");
+    assert_eq!(run["error_code"], "STEP_FAILED", "{run}");
 }
 
 #[tokio::test]
@@ -110,8 +217,9 @@ async fn shutdown_hands_a_running_execution_back_within_the_grace_period() {
     })
     .await;
     let token = first.admin_token().await;
-    let id = create(&first, &token, body_wait("Survives shutdown", 3_000)).await;
-    let queued = execute(&first, &token, &id, json!({"parameters": {}, "async": true})).await;
+    // Short waits run in the worker: the execution is running when the node stops.
+    let id = create(&first, &token, body_wait("Survives shutdown", 1_500)).await;
+    let queued = execute(&first, &token, &id, items(3)).await;
     let execution = queued["execution_id"].as_str().expect("id").to_owned();
     wait_status(&first, &token, &execution, "running").await;
     let shared = first
@@ -135,9 +243,10 @@ async fn shutdown_hands_a_running_execution_back_within_the_grace_period() {
 async fn one_tenant_cannot_occupy_every_worker_of_a_node() {
     let app = TestApp::spawn_with(|config| config.workers = 2).await;
     let greedy = app.admin_token().await;
-    let slow = create(&app, &greedy, body_wait("Greedy", 20_000)).await;
+    // Short waits run in the worker: 14 of them hold it for 21 s.
+    let slow = create(&app, &greedy, body_wait("Greedy", 1_500)).await;
     for _ in 0..4 {
-        let queued = execute(&app, &greedy, &slow, json!({"parameters": {}, "async": true})).await;
+        let queued = execute(&app, &greedy, &slow, items(14)).await;
         assert!(queued["execution_id"].is_string(), "{queued}");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

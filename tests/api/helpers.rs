@@ -208,9 +208,9 @@ impl TestApp {
             .expect("upload")
     }
 
-    /// Polls `GET /executions/{id}` until the execution finished (10 s at most) and returns it.
+    /// Polls `GET /executions/{id}` until the execution finished (30 s at most) and returns it.
     pub async fn wait_finished(&self, token: &str, execution_id: &str) -> Value {
-        for _ in 0..200 {
+        for _ in 0..600 {
             let detail: Value =
                 self.get(token, &format!("/executions/{execution_id}")).await.json().await.expect("json");
             if detail["finished_at"].is_string() {

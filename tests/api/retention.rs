@@ -46,9 +46,10 @@ async fn the_sweep_purges_what_is_older_than_the_enterprises_retention() {
     assert_eq!(settings.status(), StatusCode::OK);
     for (execution_id, days) in [(aged_100, 100), (aged_200, 200)] {
         let age = days * DAY_MS;
-        app.sql(&format!("UPDATE executions SET created_at = created_at - {age} WHERE id = '{execution_id}'")).await;
+        // Calls first: once the sweep can take the execution, its calls are old enough to go too.
         app.sql(&format!("UPDATE api_calls SET timestamp = timestamp - {age} WHERE execution_id = '{execution_id}'"))
             .await;
+        app.sql(&format!("UPDATE executions SET created_at = created_at - {age} WHERE id = '{execution_id}'")).await;
     }
 
     // The 200-day-old run goes; the same sweep keeps the 100-day-old one (retention 120 days).

@@ -424,3 +424,119 @@ output: "${greet}"
     .await;
     assert_eq!(detail_paths(&body), ["steps"]);
 }
+
+#[tokio::test]
+async fn a_long_wait_in_a_body_parks_the_execution_and_nothing_runs_twice() {
+    // One worker: while the execution is parked, other work runs on it.
+    let mut first = TestApp::spawn_with(|config| {
+        config.workers = 1;
+        config.shutdown_grace_ms = 300;
+    })
+    .await;
+    let mock = MockServer::start().await;
+    let token = first.admin_token().await;
+    connections(&first, &token, &mock).await;
+    let vins = ["1HGCM82633A004361", "1HGCM82633A004362", "1HGCM82633A004363"];
+    let id = create(
+        &first,
+        &token,
+        json!({"name": "Check, pause, decode", "parameters": [{"name": "vins", "type": "array", "required": true}],
+            "steps": [
+                {"name": "each", "type": "for_each", "items": "${parameters.vins}", "concurrency": 2, "steps": [
+                    {"name": "check", "type": "api_call", "connection": "dms", "operation": "check",
+                     "parameters": {"vin": "${item}"}},
+                    {"name": "pause", "type": "wait", "duration_ms": 2_100},
+                    {"name": "decode", "type": "api_call", "connection": "vpic", "operation": "decode_vin",
+                     "parameters": {"vin": "${item}"}},
+                    {"name": "row", "type": "transform", "transform": "map",
+                     "mapping": {"vin": "${item}", "make": "${decode.response.make}", "checked": "${check.response.checked}"}}]},
+                {"name": "both", "type": "parallel", "branches": [
+                    {"name": "slow", "steps": [
+                        {"name": "later", "type": "wait", "duration_ms": 2_100},
+                        {"name": "after", "type": "api_call", "connection": "dms", "operation": "check",
+                         "parameters": {"vin": "SLOWBRANCH0000001"}}]},
+                    {"name": "fast", "steps": [
+                        {"name": "now", "type": "api_call", "connection": "dms", "operation": "check",
+                         "parameters": {"vin": "FASTBRANCH0000001"}}]}]}],
+            "output": {"rows": "${each}", "slow": "${both.slow.response.vin}", "fast": "${both.fast.response.vin}"}}),
+    )
+    .await;
+    let queued: Value = first
+        .post(&token, &format!("/orchestrations/{id}/execute"), json!({"parameters": {"vins": vins}, "async": true}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let execution = queued["execution_id"].as_str().expect("id").to_owned();
+    // The first two items checked, then both wait: the execution is parked and holds no worker,
+    // so another execution runs on the node's only worker meanwhile.
+    for _ in 0..100 {
+        if mock.count("/dms/inflight/") >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let quick = create(
+        &first,
+        &token,
+        json!({"name": "Quick", "steps": [{"name": "hi", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}),
+    )
+    .await;
+    let run = execute(&first, &token, &quick, json!({})).await;
+    assert_eq!(run["status"], "success", "{run}");
+    // Had the waits held the worker, the quick run would have come after the whole execution.
+    let detail: Value = first.get(&token, &format!("/executions/{execution}")).await.json().await.expect("json");
+    assert_eq!(detail["status"], "running", "{detail}");
+    assert_eq!(detail["steps_completed"], 0, "{detail}");
+    assert_eq!(mock.count("/dms/inflight/"), 2, "the third item does not start while the first two wait");
+
+    // The node stops while the execution is parked; started again, it resumes the execution
+    // from what the bodies kept in the database.
+    let shared = first
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", first.data_dir().join("dibop.db").display()));
+    first.stop_keep_data().await.expect("stopped");
+    let data_dir = first.data_dir().to_path_buf();
+    let second = TestApp::spawn_with(|config| {
+        config.database_url = Some(shared.into());
+        config.data_dir = data_dir;
+    })
+    .await;
+    let token = second.admin_token().await;
+    let done = second.wait_finished(&token, &execution).await;
+    assert_eq!(done["status"], "success", "{done}");
+    let rows: Vec<Value> = vins.iter().map(|vin| json!({"vin": vin, "make": "HONDA", "checked": true})).collect();
+    assert_eq!(done["output"], json!({"rows": rows, "slow": "SLOWBRANCH0000001", "fast": "FASTBRANCH0000001"}));
+    // Every call was made once: three items' checks and decodes, and one per branch.
+    assert_eq!(mock.count("/dms/inflight/1HGCM"), 3);
+    assert_eq!(mock.count("/vpic/vehicles/DecodeVinValues/"), 3);
+    assert_eq!(mock.count("/dms/inflight/SLOWBRANCH"), 1);
+    assert_eq!(mock.count("/dms/inflight/FASTBRANCH"), 1);
+    // ...and logged once, including those made before the node stopped.
+    let calls: Value =
+        second.get(&token, &format!("/api-calls?execution_id={execution}&limit=100")).await.json().await.expect("json");
+    let mut labels: Vec<&str> =
+        calls["data"].as_array().expect("data").iter().map(|c| c["step"].as_str().expect("step")).collect();
+    labels.sort_unstable();
+    assert_eq!(
+        labels,
+        [
+            "both.fast.now",
+            "both.slow.after",
+            "each[0].check",
+            "each[0].decode",
+            "each[1].check",
+            "each[1].decode",
+            "each[2].check",
+            "each[2].decode"
+        ]
+    );
+    // The trace shows every body step under its container, kept ones included.
+    let trace: Value = second.get(&token, &format!("/executions/{execution}/trace")).await.json().await.expect("json");
+    let names: Vec<&str> =
+        trace["spans"].as_array().expect("spans").iter().filter_map(|s| s["name"].as_str()).collect();
+    for name in ["each[0].check", "each[0].pause", "each[2].row", "both.slow.later", "both.fast.now"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+}

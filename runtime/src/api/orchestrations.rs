@@ -284,6 +284,9 @@ pub struct ExecutionSummary {
     pub status: String,
     pub output: Option<Value>,
     pub error: Option<String>,
+    /// Why a failed or cancelled execution ended: `STEP_FAILED`, `OUTPUT_FAILED`, `CANCELLED`
+    /// or `INTERNAL` (a fault of the platform, logged with the execution id).
+    pub error_code: Option<String>,
     pub duration_ms: Option<i64>,
     pub steps_completed: i64,
     pub steps_total: i64,
@@ -303,6 +306,7 @@ fn summary(row: &ExecutionRow) -> ExecutionSummary {
         status: row.status.clone(),
         output: json_column(row.output.as_ref()),
         error: row.error.clone(),
+        error_code: row.error_code.clone(),
         duration_ms: duration(row),
         steps_completed: row.steps_completed,
         steps_total: row.steps_total,
@@ -470,6 +474,9 @@ pub struct ExecutionView {
     pub parameters: Value,
     pub output: Option<Value>,
     pub error: Option<String>,
+    /// Why a failed or cancelled execution ended: `STEP_FAILED`, `OUTPUT_FAILED`, `CANCELLED`
+    /// or `INTERNAL` (a fault of the platform, logged with the execution id).
+    pub error_code: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
@@ -492,6 +499,7 @@ fn execution_view(row: ExecutionRow, steps: Option<Vec<StepResultRow>>) -> Execu
         triggered_by: row.triggered_by,
         parent_execution_id: row.parent_execution_id,
         error: row.error,
+        error_code: row.error_code,
         started_at: opt_datetime(row.started_at),
         finished_at: opt_datetime(row.finished_at),
         steps_completed: row.steps_completed,

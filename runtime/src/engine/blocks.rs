@@ -1,7 +1,15 @@
 //! Steps that hold other steps or time: `for_each`, `parallel`, `sub_orchestration`, `wait`.
 //! The bodies of `for_each` and `parallel` run in memory under the same rules as the top level
 //! ([`Flow`]); their step records go into the container's trace detail.
+//!
+//! A long `wait` in a body parks the execution like a top-level one: the container stops
+//! starting items, lets the bodies that run reach their end or a wait of their own, commits
+//! the body steps that finished ([`Kept`]) and hands the execution back until the earliest wait
+//! is due. When it resumes, the container runs again and replays the kept steps instead of
+//! running them twice.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -10,13 +18,48 @@ use serde_json::{Value, json};
 
 use super::definition::{self, Definition, MAX_BRANCHES, MAX_ITEMS, Step};
 use super::flow::{self, Decision, Flow};
-use super::{StepOutcome, Stop, mapping, run_claimed, run_step};
+use super::{INLINE_WAIT_MS, MAX_STORED_DETAIL, MAX_STORED_ERROR, StepOutcome, Stop, mapping, run_claimed, run_step};
 use crate::plugins::outbound::ApiCallRecord;
 use crate::state::AppState;
-use crate::store::{ExecutionRow, NewExecution, now_ms};
+use crate::store::{BodyStepRow, ExecutionRow, NewExecution, now_ms};
 
 /// How deeply orchestrations may start one another.
 pub const MAX_DEPTH: i64 = 8;
+
+/// The body steps an execution finished before a long wait in a body parked it, by label
+/// (`each[2].decode`): replayed when it resumes.
+#[derive(Default)]
+pub(super) struct Kept(HashMap<String, BodyStepRow>);
+
+impl Kept {
+    /// What `execution` kept, if a wait in a body parked it.
+    pub(super) async fn load(state: &AppState, execution: &ExecutionRow) -> sqlx::Result<Self> {
+        if execution.body_parked == 0 {
+            return Ok(Self::default());
+        }
+        let rows = state.store.body_steps(&execution.id).await?;
+        Ok(Self(rows.into_iter().map(|row| (row.label.clone(), row)).collect()))
+    }
+}
+
+/// A container (or a `sub_orchestration` whose child is parked) that parks the execution.
+pub(super) struct Parked {
+    /// When the earliest wait in it is due (ms since the epoch).
+    pub due_ms: i64,
+    /// Body steps that finished since the execution last resumed, to be kept.
+    pub steps: Vec<BodyStepRow>,
+}
+
+/// A step of a body that finished in this run (not replayed).
+struct Done {
+    label: String,
+    status: &'static str,
+    output: Option<Value>,
+    error: Option<String>,
+    partial: bool,
+    /// Its record's index in [`BlockResult::steps`].
+    record: usize,
+}
 
 /// What a body left behind.
 struct BlockResult {
@@ -28,55 +71,223 @@ struct BlockResult {
     steps: Vec<Value>,
     /// The outbound requests its steps made.
     api_calls: Vec<ApiCallRecord>,
+    /// The steps that finished in this run.
+    done: Vec<Done>,
+    /// Set when a wait in it (or a body nested in it) parks the execution.
+    parked: Option<Parked>,
 }
 
-/// Runs a body to its end against `scope`; `label` prefixes its steps' labels.
+impl BlockResult {
+    /// Its finished steps as rows to keep, plus those of the bodies nested in it.
+    fn into_kept(mut self) -> Vec<BodyStepRow> {
+        let mut rows: Vec<BodyStepRow> = self
+            .done
+            .iter()
+            .map(|done| BodyStepRow {
+                label: done.label.clone(),
+                status: done.status.to_owned(),
+                output: done.output.as_ref().map(Value::to_string),
+                error: done.error.as_deref().map(|e| crate::bounded::clip(e, MAX_STORED_ERROR).into_owned()),
+                partial: i64::from(done.partial),
+                record: super::stored(&self.steps[done.record], MAX_STORED_DETAIL, "trace detail"),
+            })
+            .collect();
+        if let Some(parked) = self.parked.take() {
+            rows.extend(parked.steps);
+        }
+        rows
+    }
+}
+
+/// A kept step, replayed.
+enum Replay {
+    /// It stands as it was (a kept `wait` that is due).
+    Done(Box<StepOutcome>, Value),
+    /// A kept `wait` not yet due: the execution parks again until `due_ms`.
+    Park(i64),
+}
+
+/// Replays a kept body step; a kept `wait` due within [`INLINE_WAIT_MS`] is waited for here.
+async fn replay(state: &AppState, execution: &ExecutionRow, row: &BodyStepRow) -> Result<Replay, String> {
+    let record: Value = serde_json::from_str(&row.record).unwrap_or(Value::Null);
+    let output = row.output.as_deref().map(serde_json::from_str::<Value>).transpose().map_err(|e| e.to_string())?;
+    if record["type"] == "wait" && row.status == "success" {
+        let due = output
+            .as_ref()
+            .and_then(|o| o["until"].as_str())
+            .and_then(|u| chrono::DateTime::parse_from_rfc3339(u).ok())
+            .map_or(0, |u| u.timestamp_millis());
+        let remaining = due - now_ms();
+        if remaining > INLINE_WAIT_MS {
+            return Ok(Replay::Park(due));
+        }
+        if remaining > 0 {
+            let mut signal = state.engine.signal(&execution.id);
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(u64::try_from(remaining).unwrap_or(0))) => {}
+                why = signal.stopped() => return Err(format!("wait {}", why.message())),
+            }
+        }
+    }
+    let status = match row.status.as_str() {
+        "success" => "success",
+        "failed" => "failed",
+        _ => "skipped",
+    };
+    let outcome =
+        StepOutcome { status, output, error: row.error.clone(), partial: row.partial != 0, ..StepOutcome::skipped() };
+    Ok(Replay::Done(Box::new(outcome), record))
+}
+
+/// Runs a body to its end (or until a long wait parks it) against `scope`; `label` prefixes
+/// its steps' labels. `hold` is shared by the bodies of one container: once one parks, bodies
+/// that have not begun wait for the execution to resume.
 fn run_block<'a>(
     state: &'a AppState,
     execution: &'a ExecutionRow,
+    kept: &'a Kept,
+    hold: &'a AtomicBool,
     steps: &'a [Step],
     scope: Value,
     label: String,
 ) -> BoxFuture<'a, BlockResult> {
     Box::pin(async move {
+        let mut result = BlockResult {
+            last: Value::Null,
+            error: None,
+            partial: false,
+            steps: Vec::new(),
+            api_calls: Vec::new(),
+            done: Vec::new(),
+            parked: None,
+        };
+        if hold.load(Ordering::Acquire) {
+            // Not begun: it begins when the execution resumes.
+            result.parked = Some(Parked { due_ms: i64::MAX, steps: Vec::new() });
+            return result;
+        }
         let flat = definition::flatten(steps);
         let ahead = flow::handlers_ahead(&flat);
         let mut flow = Flow::new(scope);
-        let mut records = Vec::new();
-        let mut api_calls = Vec::new();
-        let mut error = None;
         for (i, f) in flat.iter().enumerate() {
             // Cancellation (and shutdown) reach inside bodies between their steps.
             if let Some(why) = state.engine.signal(&execution.id).get() {
-                error = Some(why.message().to_owned());
+                result.error = Some(why.message().to_owned());
                 break;
             }
             let step_label = format!("{label}.{}", f.step.name);
             let started = now_ms();
             let clock = Instant::now();
-            let mut outcome = match flow.decide(f, ahead[i]) {
+            let decision = flow.decide(f, ahead[i]);
+            let ran = matches!(decision, Decision::Run);
+            let mut outcome = match decision {
                 Decision::Fail(e) => {
-                    error = Some(e);
+                    result.error = Some(e);
                     break;
                 }
                 Decision::Skip => StepOutcome::skipped(),
                 Decision::Handle(output) => StepOutcome::success(output),
-                Decision::Run => run_step(state, execution, f.step, &flow.scope, &step_label, false).await,
+                Decision::Run => match kept.0.get(&step_label) {
+                    // Finished before the execution parked: replayed, not run again.
+                    Some(row) => match replay(state, execution, row).await {
+                        Ok(Replay::Done(outcome, record)) => {
+                            result.steps.push(record);
+                            flow.record(
+                                f.step,
+                                outcome.status,
+                                outcome.output.as_ref(),
+                                outcome.error.as_deref(),
+                                outcome.partial,
+                            );
+                            continue;
+                        }
+                        Ok(Replay::Park(due_ms)) => {
+                            result.parked = Some(Parked { due_ms, steps: Vec::new() });
+                            hold.store(true, Ordering::Release);
+                            break;
+                        }
+                        Err(e) => {
+                            result.error = Some(e);
+                            break;
+                        }
+                    },
+                    None => run_step(state, execution, kept, f.step, &flow.scope, &step_label, false).await,
+                },
             };
+            let parked = outcome.parked.take();
             let row = outcome.row(f.step, i64::try_from(i).unwrap_or(0), started, clock.elapsed());
-            records.push(json!({
-                "label": step_label, "name": row.name, "type": row.kind, "status": row.status,
-                "system": row.system, "operation": row.operation, "error": row.error, "attempts": row.attempts,
-                "started_at_ms": row.started_at, "duration_ms": row.duration_ms, "detail": outcome.detail,
-            }));
+            result.api_calls.append(&mut outcome.api_calls);
+            if let Some(parked) = parked {
+                // A wait that parks is itself finished (its output is its due time) and kept;
+                // a nested container that parks is not: it runs again when the execution resumes.
+                if f.step.kind == "wait" {
+                    result.steps.push(record_of(&step_label, &row, outcome.detail.take()));
+                    result.done.push(Done {
+                        label: step_label,
+                        status: outcome.status,
+                        output: outcome.output.take(),
+                        error: None,
+                        partial: false,
+                        record: result.steps.len() - 1,
+                    });
+                }
+                result.parked = Some(parked);
+                hold.store(true, Ordering::Release);
+                break;
+            }
+            result.steps.push(record_of(&step_label, &row, outcome.detail.take()));
             flow.record(f.step, outcome.status, outcome.output.as_ref(), outcome.error.as_deref(), outcome.partial);
-            api_calls.append(&mut outcome.api_calls);
+            // Only steps that ran are kept; skips and handlers are decided again on replay.
+            if ran {
+                result.done.push(Done {
+                    label: step_label,
+                    status: outcome.status,
+                    output: outcome.output.take(),
+                    error: outcome.error.take(),
+                    partial: outcome.partial,
+                    record: result.steps.len() - 1,
+                });
+            }
         }
-        if error.is_none() {
-            error = flow.finish().err();
+        if result.error.is_none() && result.parked.is_none() {
+            result.error = flow.finish().err();
         }
-        BlockResult { last: flow.last_output, error, partial: flow.partial, steps: records, api_calls }
+        result.last = flow.last_output;
+        result.partial = flow.partial;
+        result
     })
+}
+
+/// A body step's record in its container's trace detail.
+fn record_of(label: &str, row: &crate::store::StepResultRow, detail: Option<Value>) -> Value {
+    let mut record = json!({
+        "label": label, "name": row.name, "type": row.kind, "status": row.status,
+        "system": row.system, "operation": row.operation, "error": row.error, "attempts": row.attempts,
+        "started_at_ms": row.started_at, "duration_ms": row.duration_ms,
+    });
+    record["detail"] = detail.unwrap_or(Value::Null);
+    record
+}
+
+/// When one of a container's bodies parked: the container parks until the earliest wait is
+/// due, keeping every body's finished steps. `None` when none parked, or when the execution
+/// is being stopped (then the bodies' errors say so).
+fn park(
+    state: &AppState,
+    execution: &ExecutionRow,
+    results: &mut Vec<BlockResult>,
+    api_calls: &mut Vec<ApiCallRecord>,
+) -> Option<Parked> {
+    if !results.iter().any(|r| r.parked.is_some()) || state.engine.signal(&execution.id).get().is_some() {
+        return None;
+    }
+    let due = results.iter().filter_map(|r| r.parked.as_ref().map(|p| p.due_ms)).min().filter(|due| *due != i64::MAX);
+    let mut steps = Vec::new();
+    for mut result in results.drain(..) {
+        api_calls.append(&mut result.api_calls);
+        steps.extend(result.into_kept());
+    }
+    Some(Parked { due_ms: due.unwrap_or_else(now_ms), steps })
 }
 
 /// Runs the body once per item, at most `concurrency` at a time; the output is the list of each
@@ -84,6 +295,7 @@ fn run_block<'a>(
 pub(super) async fn for_each(
     state: &AppState,
     execution: &ExecutionRow,
+    kept: &Kept,
     step: &Step,
     scope: &Value,
     label: &str,
@@ -114,21 +326,25 @@ pub(super) async fn for_each(
     }
     let count = items.len();
     let concurrency = step.concurrency.unwrap_or(1).max(1) as usize;
-    let results: Vec<BlockResult> = futures_util::stream::iter(items.into_iter().enumerate())
+    let hold = AtomicBool::new(false);
+    let mut results: Vec<BlockResult> = futures_util::stream::iter(items.into_iter().enumerate())
         .map(|(index, item)| {
             let mut scope = scope.clone();
             scope["item"] = item;
             scope["index"] = json!(index);
-            run_block(state, execution, &step.steps, scope, format!("{label}[{index}]"))
+            run_block(state, execution, kept, &hold, &step.steps, scope, format!("{label}[{index}]"))
         })
         .buffered(concurrency)
         .collect()
         .await;
+    let mut api_calls = Vec::new();
+    if let Some(parked) = park(state, execution, &mut results, &mut api_calls) {
+        return StepOutcome::parked(parked, api_calls);
+    }
     let failed: Vec<String> =
         results.iter().enumerate().filter_map(|(i, r)| r.error.as_ref().map(|e| format!("item {i}: {e}"))).collect();
     let partial = results.iter().any(|r| r.partial);
     let mut steps = Vec::new();
-    let mut api_calls = Vec::new();
     let mut outputs = Vec::new();
     for result in results {
         steps.extend(result.steps);
@@ -149,6 +365,7 @@ pub(super) async fn for_each(
 pub(super) async fn parallel(
     state: &AppState,
     execution: &ExecutionRow,
+    kept: &Kept,
     step: &Step,
     scope: &Value,
     label: &str,
@@ -161,15 +378,18 @@ pub(super) async fn parallel(
         );
         return StepOutcome::failed(None, None, error, 1);
     }
-    let runs = step
-        .branches
-        .iter()
-        .map(|branch| run_block(state, execution, &branch.steps, scope.clone(), format!("{label}.{}", branch.name)));
-    let results = futures_util::future::join_all(runs).await;
+    let hold = AtomicBool::new(false);
+    let runs = step.branches.iter().map(|branch| {
+        run_block(state, execution, kept, &hold, &branch.steps, scope.clone(), format!("{label}.{}", branch.name))
+    });
+    let mut results = futures_util::future::join_all(runs).await;
+    let mut api_calls = Vec::new();
+    if let Some(parked) = park(state, execution, &mut results, &mut api_calls) {
+        return StepOutcome::parked(parked, api_calls);
+    }
     let mut output = serde_json::Map::new();
     let mut failed = Vec::new();
     let mut steps = Vec::new();
-    let mut api_calls = Vec::new();
     let mut partial = false;
     for (branch, result) in step.branches.iter().zip(results) {
         if let Some(error) = result.error {
@@ -267,8 +487,14 @@ pub(super) async fn sub_orchestration(
                     }
                 }
             }
-            // Another worker has it (or it waits): look again shortly.
             Ok(None) => {
+                // The child is parked by a long wait: so is this execution, until it is due.
+                if let Ok(Some(due_ms)) = state.store.parked_until(&child.id).await
+                    && due_ms - now_ms() > INLINE_WAIT_MS
+                {
+                    return StepOutcome::parked(Parked { due_ms, steps: Vec::new() }, Vec::new());
+                }
+                // Another worker has it (or it waits briefly): look again shortly.
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(50)) => {}
                     _ = signal.stopped() => {}
@@ -295,10 +521,10 @@ pub(super) async fn sub_orchestration(
     }
 }
 
-/// Pauses for `duration_ms` or until `until`. At the top level a long wait answers at once with
-/// its due time, and the engine parks the execution until then. Inside a body (whose progress
-/// lives in memory) it sleeps, at most `max_body_wait_ms`, and ends early when the execution
-/// is cancelled or the node shuts down.
+/// Pauses for `duration_ms` or until `until`. A wait longer than [`INLINE_WAIT_MS`] answers
+/// at once with its due time and parks the execution until then (at the top level the engine
+/// does it; in a body the container does). Shorter ones sleep here and end early when the
+/// execution is cancelled or the node shuts down.
 pub(super) async fn wait(
     state: &AppState,
     execution: &ExecutionRow,
@@ -324,15 +550,7 @@ pub(super) async fn wait(
         (None, None) => now,
     };
     let remaining = until_ms - now;
-    let body_limit = i64::try_from(state.config.max_body_wait_ms).unwrap_or(i64::MAX);
-    if !top && remaining > body_limit {
-        let error = format!(
-            "a wait inside for_each or parallel lasts at most {body_limit} ms (this one {remaining} ms); \
-             put long waits at the top level, where they park the execution"
-        );
-        return StepOutcome::failed(None, None, error, 1);
-    }
-    if remaining > 0 && (!top || remaining <= super::INLINE_WAIT_MS) {
+    if remaining > 0 && remaining <= INLINE_WAIT_MS {
         let mut signal = state.engine.signal(&execution.id);
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(u64::try_from(remaining).unwrap_or(0))) => {}
@@ -340,8 +558,12 @@ pub(super) async fn wait(
         }
     }
     let until = chrono::DateTime::from_timestamp_millis(until_ms).unwrap_or_default();
-    StepOutcome::success(json!({
+    let outcome = StepOutcome::success(json!({
         "until": until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "wait_ms": remaining.max(0),
-    }))
+    }));
+    if !top && remaining > INLINE_WAIT_MS {
+        return StepOutcome { parked: Some(Parked { due_ms: until_ms, steps: Vec::new() }), ..outcome };
+    }
+    outcome
 }

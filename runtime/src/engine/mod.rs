@@ -369,7 +369,8 @@ fn run_claimed(state: AppState, execution: ExecutionRow) -> BoxFuture<'static, (
         let running = Running::new(&state.engine, &id);
         let outcome = crate::guard::catch(run(&state, execution)).await;
         drop(running);
-        let internal = |error: String| Finish { status: "failed", output: None, error: Some(error) };
+        let internal =
+            |error: String| Finish { status: "failed", output: None, error: Some(error), code: Some("INTERNAL") };
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(err)) if err.downcast_ref::<sqlx::Error>().is_some() => {
@@ -379,12 +380,12 @@ fn run_claimed(state: AppState, execution: ExecutionRow) -> BoxFuture<'static, (
             }
             Ok(Err(err)) => {
                 tracing::error!(execution = %id, error = %format!("{err:#}"), "execution failed in the engine");
-                let _ = state.store.finish_execution(&id, internal("INTERNAL: internal engine error".into())).await;
+                let _ = state.store.finish_execution(&id, internal("internal engine error".into())).await;
             }
             Err(panic) => {
                 // Never left `running` without an owner: the panic ends it, with its message.
                 tracing::error!(execution = %id, enterprise = %enterprise_id, panic = %panic, "the engine panicked");
-                let error = format!("INTERNAL: the engine panicked: {}", crate::bounded::clip(&panic, 500));
+                let error = format!("the engine panicked: {}", crate::bounded::clip(&panic, 500));
                 let _ = state.store.finish_execution(&id, internal(error)).await;
             }
         }
@@ -425,7 +426,17 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
         let _ = flow.decide(f, true);
         flow.record(f.step, &result.status, output.as_ref(), result.error.as_deref(), false);
     }
-    let finish = |status: &'static str, error: String| Finish { status, output: None, error: Some(error) };
+    let failed = |code: &'static str, error: String| Finish {
+        status: "failed",
+        output: None,
+        error: Some(error),
+        code: Some(code),
+    };
+    let cancelled_with =
+        |error: String| Finish { status: "cancelled", output: None, error: Some(error), code: Some("CANCELLED") };
+    // Steps finished inside the body of the container it resumes at, if a long wait there parked it.
+    let kept = blocks::Kept::load(state, &execution).await?;
+    let mut clear_body = execution.body_parked != 0;
     let mut signal = state.engine.signal(&execution.id);
     let mut cancelled = execution.cancel_requested != 0;
     if !cancelled && let Some(delay) = done.last().and_then(wait_remaining).filter(|ms| *ms > 0) {
@@ -446,20 +457,22 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
         }
         if cancelled {
             let error = format!("cancelled before step {}", step.name);
-            state.store.finish_execution(&execution.id, finish("cancelled", error)).await?;
+            state.store.finish_execution(&execution.id, cancelled_with(error)).await?;
+            // Children it was waiting for (parked with it) are cancelled too.
+            state.store.cancel_children(&execution.enterprise_id, &execution.id).await?;
             return Ok(());
         }
         let started = now_ms();
         let clock = Instant::now();
-        let outcome = match flow.decide(f, ahead[position]) {
+        let mut outcome = match flow.decide(f, ahead[position]) {
             Decision::Fail(error) => {
-                state.store.finish_execution(&execution.id, finish("failed", error)).await?;
+                state.store.finish_execution(&execution.id, failed("STEP_FAILED", error)).await?;
                 return Ok(());
             }
             Decision::Skip => StepOutcome::skipped(),
             Decision::Handle(output) => StepOutcome::success(output),
             Decision::Run => tokio::select! {
-                outcome = run_step(state, &execution, step, &flow.scope, &step.name, true) => outcome,
+                outcome = run_step(state, &execution, &kept, step, &flow.scope, &step.name, true) => outcome,
                 // The grace period is over: the step in flight is abandoned, not recorded, and
                 // runs again (same idempotency key) where the execution resumes.
                 () = signal.shutdown() => {
@@ -473,6 +486,13 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
             state.store.release_execution(&execution.id, 0).await?;
             return Ok(());
         }
+        if let Some(parked) = outcome.parked.take() {
+            // A long wait in the container's body (or a parked child): what finished inside is
+            // kept, the step has no result yet, and the execution waits for the earliest due time.
+            let delay = parked.due_ms.saturating_sub(now_ms()).max(0);
+            state.store.park_in_body(&execution.id, &parked.steps, &outcome.api_calls, delay).await?;
+            return Ok(());
+        }
         let result = outcome.row(step, i64::try_from(position)?, started, clock.elapsed());
         flow.record(step, outcome.status, outcome.output.as_ref(), outcome.error.as_deref(), outcome.partial);
         let park = wait_remaining(&result).filter(|ms| *ms > 0);
@@ -481,11 +501,12 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
         let end = match (last, signal.get()) {
             (false, _) => None,
             // Cancelled while this step ran: the execution ends `cancelled`, not by the step.
-            (true, Some(Stop::Cancel)) => Some(finish("cancelled", format!("cancelled during step {}", step.name))),
+            (true, Some(Stop::Cancel)) => Some(cancelled_with(format!("cancelled during step {}", step.name))),
             (true, _) => Some(conclude(&mut flow, &def)),
         };
         let completed = i64::try_from(position + 1)?;
-        cancelled = state.store.record_step(&execution.id, &result, &outcome.api_calls, completed, end).await?
+        let clear = std::mem::take(&mut clear_body);
+        cancelled = state.store.record_step(&execution.id, &result, &outcome.api_calls, completed, end, clear).await?
             || signal.get() == Some(Stop::Cancel);
         if last {
             return Ok(());
@@ -497,15 +518,21 @@ async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    // Every step was committed before (a resumed execution whose last step was a wait).
-    state.store.finish_execution(&execution.id, conclude(&mut flow, &def)).await?;
+    // Every step was committed before (a resumed execution whose last step was a wait): one
+    // cancelled while it waited ends cancelled, not by its steps.
+    let end = if cancelled || signal.get() == Some(Stop::Cancel) {
+        cancelled_with("cancelled while waiting".into())
+    } else {
+        conclude(&mut flow, &def)
+    };
+    state.store.finish_execution(&execution.id, end).await?;
     Ok(())
 }
 
 /// How an execution whose steps all ran ends: its status and output (or the error).
 fn conclude(flow: &mut Flow<'_>, def: &Definition) -> Finish {
     let (status, output, error) = match flow.finish() {
-        Err(error) => ("failed", None, Some(error)),
+        Err(error) => return Finish { status: "failed", output: None, error: Some(error), code: Some("STEP_FAILED") },
         Ok(()) => {
             let status = if flow.partial { "partial" } else { "success" };
             // Serialized once: the stored text is also what the bound is measured on.
@@ -521,7 +548,8 @@ fn conclude(flow: &mut Flow<'_>, def: &Definition) -> Finish {
             }
         }
     };
-    Finish { status, output, error }
+    let code = (status == "failed").then_some("OUTPUT_FAILED");
+    Finish { status, output, error, code }
 }
 
 /// For a committed `wait` step: milliseconds until it is due.
@@ -564,6 +592,9 @@ struct StepOutcome {
     partial: bool,
     /// The outbound requests it made, committed with its result.
     api_calls: Vec<ApiCallRecord>,
+    /// A long wait inside it parks the execution: it has no result yet and runs again (replaying
+    /// what finished) when the execution resumes.
+    parked: Option<blocks::Parked>,
 }
 
 impl StepOutcome {
@@ -578,7 +609,13 @@ impl StepOutcome {
             detail: None,
             partial: false,
             api_calls: Vec::new(),
+            parked: None,
         }
+    }
+
+    /// A container that parks the execution; `api_calls` were made by its kept body steps.
+    fn parked(parked: blocks::Parked, api_calls: Vec<ApiCallRecord>) -> Self {
+        Self { parked: Some(parked), api_calls, ..Self::skipped() }
     }
 
     fn success(output: Value) -> Self {
@@ -655,10 +692,11 @@ impl Trace {
 
 /// Runs one step against `scope`. `label` names it in API-call rows and idempotency keys
 /// (`decode`, or `each[3].decode` inside a for_each); `top` is false inside for_each and parallel
-/// bodies, where a `wait` cannot park the execution.
+/// bodies, whose steps kept from before the execution parked are in `kept`.
 fn run_step<'a>(
     state: &'a AppState,
     execution: &'a ExecutionRow,
+    kept: &'a blocks::Kept,
     step: &'a Step,
     scope: &'a Value,
     label: &'a str,
@@ -693,8 +731,8 @@ fn run_step<'a>(
                     run_transform(state, execution, step, slug, input, params).await
                 }
                 ("api_call", _) => run_api_call(state, execution, step, label, input).await,
-                ("for_each", _) => blocks::for_each(state, execution, step, scope, label).await,
-                ("parallel", _) => blocks::parallel(state, execution, step, scope, label).await,
+                ("for_each", _) => blocks::for_each(state, execution, kept, step, scope, label).await,
+                ("parallel", _) => blocks::parallel(state, execution, kept, step, scope, label).await,
                 ("sub_orchestration", _) => blocks::sub_orchestration(state, execution, step, label, input).await,
                 ("wait", _) => blocks::wait(state, execution, step, scope, top).await,
                 ("canonical_upsert", _) => canonical_upsert(state, execution, step, input).await,

@@ -18,6 +18,11 @@ impl From<&str> for Param {
         Self::Text(Some(v.to_owned()))
     }
 }
+impl From<Option<&str>> for Param {
+    fn from(v: Option<&str>) -> Self {
+        Self::Text(v.map(str::to_owned))
+    }
+}
 impl From<&String> for Param {
     fn from(v: &String) -> Self {
         Self::Text(Some(v.clone()))

@@ -37,7 +37,7 @@ pub use identity::{
     ApiKey, ApiKeyWithEnterprise, Enterprise, NewApiKey, NewEnterprise, NewUser, PlatformUsers, SettingsPatch, User,
     UserPatch,
 };
-pub use orchestrations::{ExecutionRow, Finish, NewExecution, OrchestrationRow, StepResultRow};
+pub use orchestrations::{BodyStepRow, ExecutionRow, Finish, NewExecution, OrchestrationRow, StepResultRow};
 pub use plugins::{NewPlugin, PluginRow};
 pub use webhooks::{NewWebhook, WebhookRow};
 

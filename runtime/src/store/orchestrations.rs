@@ -46,6 +46,11 @@ pub struct ExecutionRow {
     pub depth: i64,
     /// 1 once someone asked to cancel it.
     pub cancel_requested: i64,
+    /// 1 while steps finished inside a container body wait in `body_steps` (a long wait in a
+    /// body parked the execution).
+    pub body_parked: i64,
+    /// Why a failed or cancelled execution ended (see [`Finish::code`]).
+    pub error_code: Option<String>,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -83,12 +88,28 @@ pub struct Finish {
     pub status: &'static str,
     pub output: Option<String>,
     pub error: Option<String>,
+    /// For `failed` and `cancelled`: `STEP_FAILED`, `OUTPUT_FAILED`, `CANCELLED` or `INTERNAL`.
+    pub code: Option<&'static str>,
+}
+
+/// A step that finished inside a `for_each` or `parallel` body, kept while its execution is
+/// parked by a long wait in a body.
+#[derive(Debug, Clone, FromRow)]
+pub struct BodyStepRow {
+    /// Where it sits, e.g. `each[2].decode` (unique within the execution).
+    pub label: String,
+    pub status: String,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub partial: i64,
+    /// Its trace record (JSON) for the container's detail.
+    pub record: String,
 }
 
 const ORCHESTRATION: &str =
     "id, enterprise_id, name, status, version, definition, created_at, updated_at, schedule_error, schedule_error_at";
 const EXECUTION: &str = "id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, parameters, output, \
-     error, idempotency_key, steps_completed, steps_total, created_at, started_at, finished_at, parent_execution_id, depth, cancel_requested";
+     error, idempotency_key, steps_completed, steps_total, created_at, started_at, finished_at, parent_execution_id, depth, cancel_requested, body_parked, error_code";
 const STEP: &str =
     "position, name, type, status, system, operation, input, output, error, attempts, started_at, duration_ms, detail";
 
@@ -422,11 +443,14 @@ impl Store {
     /// Hands a running execution back to the queue after `delay_ms` (its worker hit a transient
     /// error such as a database outage): any node may resume it from the last committed step.
     pub async fn release_execution(&self, id: &str, delay_ms: i64) -> sqlx::Result<()> {
+        // A cancellation asked for meanwhile makes it due at once, so that it ends now.
         sqlx::query(
-            "UPDATE executions SET lease_owner = NULL, lease_expires_at = $2 WHERE id = $1 AND status = 'running'",
+            "UPDATE executions SET lease_owner = NULL, \
+             lease_expires_at = CASE WHEN cancel_requested = 1 THEN $3 ELSE $2 END WHERE id = $1 AND status = 'running'",
         )
         .bind(id)
         .bind(now_ms() + delay_ms)
+        .bind(now_ms())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -442,9 +466,15 @@ impl Store {
         api_calls: &[ApiCallRecord],
         completed: i64,
         finish: Option<Finish>,
+        clear_body: bool,
     ) -> sqlx::Result<bool> {
         let mut batch = Batch::default();
         super::api_calls::push_api_calls(&mut batch, api_calls);
+        if clear_body {
+            // The container whose body progress was kept has its own result now.
+            batch.push("DELETE FROM body_steps WHERE execution_id = $1", vec![execution_id.into()]);
+            batch.push("UPDATE executions SET body_parked = 0 WHERE id = $1", vec![execution_id.into()]);
+        }
         batch.push(
             format!(
                 "INSERT INTO step_results (execution_id, {STEP}) \
@@ -476,7 +506,8 @@ impl Store {
             ),
             Some(finish) => batch.push(
                 "UPDATE executions SET steps_completed = $2, status = $3, output = $4, error = $5, finished_at = $6, \
-                 lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 RETURNING cancel_requested, started_at",
+                 error_code = $7, lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 \
+                 RETURNING cancel_requested, started_at",
                 vec![
                     execution_id.into(),
                     completed.into(),
@@ -484,6 +515,7 @@ impl Store {
                     finish.output.into(),
                     finish.error.into(),
                     now_ms().into(),
+                    finish.code.into(),
                 ],
             ),
         }
@@ -499,14 +531,15 @@ impl Store {
     pub async fn finish_execution(&self, execution_id: &str, finish: Finish) -> sqlx::Result<()> {
         let status = finish.status;
         let started: Option<Option<i64>> = sqlx::query_scalar(
-            "UPDATE executions SET status = $2, output = $3, error = $4, finished_at = $5, lease_owner = NULL, \
-             lease_expires_at = NULL WHERE id = $1 RETURNING started_at",
+            "UPDATE executions SET status = $2, output = $3, error = $4, finished_at = $5, error_code = $6, \
+             lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 RETURNING started_at",
         )
         .bind(execution_id)
         .bind(finish.status)
         .bind(finish.output)
         .bind(finish.error)
         .bind(now_ms())
+        .bind(finish.code)
         .fetch_optional(&self.pool)
         .await?;
         if let Some(started) = started {
@@ -566,6 +599,75 @@ impl Store {
             .bind(execution_id)
             .fetch_all(&self.pool)
             .await
+    }
+
+    /// When a parked execution (handed back until a wait is due, no owner) is due again.
+    pub async fn parked_until(&self, id: &str) -> sqlx::Result<Option<i64>> {
+        let due: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT lease_expires_at FROM executions WHERE id = $1 AND status = 'running' AND lease_owner IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(due.flatten())
+    }
+
+    /// Cancels the unfinished executions `parent_id` started (see [`Store::cancel_execution`]).
+    pub async fn cancel_children(&self, enterprise_id: &str, parent_id: &str) -> sqlx::Result<()> {
+        let children: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM executions WHERE parent_execution_id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(parent_id)
+        .fetch_all(&self.pool)
+        .await?;
+        for child in children {
+            self.cancel_execution(enterprise_id, &child).await?;
+        }
+        Ok(())
+    }
+
+    /// The body steps kept for a parked execution (see [`BodyStepRow`]).
+    pub async fn body_steps(&self, execution_id: &str) -> sqlx::Result<Vec<BodyStepRow>> {
+        sqlx::query_as("SELECT label, status, output, error, partial, record FROM body_steps WHERE execution_id = $1")
+            .bind(execution_id)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Parks an execution whose container step waits in a body: the body steps that finished
+    /// since it last ran and the API calls they made are committed with the hand-back, and it
+    /// is due again after `delay_ms`. The container step itself has no result yet.
+    pub async fn park_in_body(
+        &self,
+        execution_id: &str,
+        steps: &[BodyStepRow],
+        api_calls: &[ApiCallRecord],
+        delay_ms: i64,
+    ) -> sqlx::Result<()> {
+        let mut batch = Batch::default();
+        super::api_calls::push_api_calls(&mut batch, api_calls);
+        for step in steps {
+            batch.push(
+                "INSERT INTO body_steps (execution_id, label, status, output, error, partial, record) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (execution_id, label) DO NOTHING",
+                vec![
+                    execution_id.into(),
+                    (&step.label).into(),
+                    (&step.status).into(),
+                    (&step.output).into(),
+                    (&step.error).into(),
+                    step.partial.into(),
+                    (&step.record).into(),
+                ],
+            );
+        }
+        batch.push(
+            "UPDATE executions SET body_parked = 1, lease_owner = NULL, \
+             lease_expires_at = CASE WHEN cancel_requested = 1 THEN $3 ELSE $2 END WHERE id = $1 AND status = 'running'",
+            vec![execution_id.into(), (now_ms() + delay_ms).into(), now_ms().into()],
+        );
+        batch.run(self).await?;
+        Ok(())
     }
 
     /// Active, scheduled orchestrations of every enterprise, with their cron and time zone.
@@ -659,7 +761,8 @@ impl Store {
     pub async fn cancel_execution(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<ExecutionRow>> {
         let now = now_ms();
         sqlx::query(
-            "UPDATE executions SET status = 'cancelled', finished_at = $3, error = 'cancelled before it started' \
+            "UPDATE executions SET status = 'cancelled', finished_at = $3, error = 'cancelled before it started', \
+             error_code = 'CANCELLED' \
              WHERE enterprise_id = $1 AND id = $2 AND status = 'queued'",
         )
         .bind(enterprise_id)
@@ -705,7 +808,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let row = sqlx::query_as(&format!(
-            "UPDATE executions SET status = 'queued', output = NULL, error = NULL, finished_at = NULL, cancel_requested = 0, \
+            "UPDATE executions SET status = 'queued', output = NULL, error = NULL, error_code = NULL, finished_at = NULL, \
+             cancel_requested = 0, \
              steps_completed = $2 WHERE id = $1 RETURNING {EXECUTION}"
         ))
         .bind(&row.id)
@@ -755,6 +859,8 @@ impl Store {
     /// Canonical records are kept.
     pub async fn purge_expired(&self) -> sqlx::Result<(u64, u64)> {
         let now = now_ms();
+        // One transaction: a reader never sees an execution gone and its API calls still there.
+        let mut tx = self.pool.begin().await?;
         let cutoff = "$1 - (SELECT retention_days FROM enterprises e WHERE e.id = {table}.enterprise_id) * 86400000";
         let executions = sqlx::query(&format!(
             "DELETE FROM executions WHERE status IN ('success', 'failed', 'partial', 'cancelled') \
@@ -762,20 +868,18 @@ impl Store {
             cutoff.replace("{table}", "executions")
         ))
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         let api_calls =
             sqlx::query(&format!("DELETE FROM api_calls WHERE timestamp < {}", cutoff.replace("{table}", "api_calls")))
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
         // Schedule slots only guard against firing twice; a day of them is plenty.
-        sqlx::query("DELETE FROM schedule_fires WHERE fired_at < $1")
-            .bind(now - 86_400_000)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("DELETE FROM schedule_fires WHERE fired_at < $1").bind(now - 86_400_000).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok((executions, api_calls))
     }
 }
