@@ -65,6 +65,9 @@ pub struct Config {
     pub metrics_token: Option<SecretString>,
     /// How often the periodic alert rules (sla_breach, system_down, error_rate_spike) are evaluated.
     pub alert_eval_ms: u64,
+    /// Alerts waiting for delivery (beyond the ones being delivered); when the queue is full, a
+    /// new alert's notifications are recorded as `dropped` instead of waiting.
+    pub alert_queue: usize,
     /// How long a stopping node (SIGTERM/SIGINT) lets requests and executions finish before it
     /// hands the unfinished executions back to the queue and exits.
     pub shutdown_grace_ms: u64,
@@ -111,6 +114,7 @@ impl Config {
             retention_sweep_ms: 3_600_000,
             metrics_token: None,
             alert_eval_ms: 60_000,
+            alert_queue: 256,
             login_concurrency: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             login_failures_per_address: 50,
             execute_wait_ms: 30_000,
@@ -186,6 +190,9 @@ pub struct ConfigArgs {
     /// How often periodic alert rules are evaluated, in ms.
     #[arg(long, env = "DIBOP_ALERT_EVAL_MS")]
     pub alert_eval_ms: Option<u64>,
+    /// Alerts waiting for delivery before new ones are recorded as dropped.
+    #[arg(long, env = "DIBOP_ALERT_QUEUE")]
+    pub alert_queue: Option<usize>,
     /// Grace period on shutdown, in ms.
     #[arg(long, env = "DIBOP_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
@@ -237,6 +244,7 @@ struct FileConfig {
     retention_sweep_ms: Option<u64>,
     metrics_token: Option<String>,
     alert_eval_ms: Option<u64>,
+    alert_queue: Option<usize>,
     shutdown_grace_ms: Option<u64>,
     enterprise_slots: Option<usize>,
     max_for_each_items: Option<usize>,
@@ -289,6 +297,7 @@ impl ConfigArgs {
                 .max(100),
             metrics_token: self.metrics_token.or(file.metrics_token).filter(|t| !t.is_empty()).map(SecretString::from),
             alert_eval_ms: self.alert_eval_ms.or(file.alert_eval_ms).unwrap_or(defaults.alert_eval_ms).max(100),
+            alert_queue: self.alert_queue.or(file.alert_queue).unwrap_or(defaults.alert_queue).max(1),
             shutdown_grace_ms: self.shutdown_grace_ms.or(file.shutdown_grace_ms).unwrap_or(defaults.shutdown_grace_ms),
             enterprise_slots: self.enterprise_slots.or(file.enterprise_slots),
             max_for_each_items: self

@@ -62,7 +62,7 @@ pub async fn serve(
         plugins::PluginHost::new(&config.data_dir, config.allow_private_networks, config.warm_instance_calls)?
             .with_net(plugins::outbound::Net::new(tls.clone())),
     );
-    let (outbox, queued) = alerts::Outbox::new(&tls, config.allow_private_networks)?;
+    let (outbox, queued) = alerts::Outbox::new(&tls, config.allow_private_networks, config.alert_queue)?;
     let registry = plugins::registry::Registry::new(host, store.clone(), &config.data_dir)?;
     registry.register_bundled().await?;
     let state = AppState {
