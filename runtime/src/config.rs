@@ -58,6 +58,10 @@ pub struct Config {
     /// How many calls a warm connector instance serves before it is dropped (0: a fresh
     /// instance for every call).
     pub warm_instance_calls: u32,
+    /// Longest the compile of an uploaded plugin may take: a slower upload is refused and leaves
+    /// nothing behind (a node compiling a stored plugin it has no artifact for is bound too).
+    /// Bundled plugins are compiled without it.
+    pub compile_timeout_ms: u64,
     /// How often executions, traces and API-call rows past their enterprise's retention are purged.
     pub retention_sweep_ms: u64,
     /// When set, `/metrics` asks for it as a bearer token; unset, `/metrics` is open (it holds
@@ -111,6 +115,7 @@ impl Config {
             workers: 4,
             lease_ms: 30_000,
             warm_instance_calls: 100,
+            compile_timeout_ms: 180_000,
             retention_sweep_ms: 3_600_000,
             metrics_token: None,
             alert_eval_ms: 60_000,
@@ -181,6 +186,9 @@ pub struct ConfigArgs {
     /// Calls a warm connector instance serves before it is dropped (0 disables reuse).
     #[arg(long, env = "DIBOP_WARM_INSTANCE_CALLS")]
     pub warm_instance_calls: Option<u32>,
+    /// Longest compile of an uploaded plugin, in ms (slower uploads are refused).
+    #[arg(long, env = "DIBOP_COMPILE_TIMEOUT_MS")]
+    pub compile_timeout_ms: Option<u64>,
     /// How often data past its retention is purged, in ms.
     #[arg(long, env = "DIBOP_RETENTION_SWEEP_MS")]
     pub retention_sweep_ms: Option<u64>,
@@ -241,6 +249,7 @@ struct FileConfig {
     lease_ms: Option<u64>,
     execute_wait_ms: Option<u64>,
     warm_instance_calls: Option<u32>,
+    compile_timeout_ms: Option<u64>,
     retention_sweep_ms: Option<u64>,
     metrics_token: Option<String>,
     alert_eval_ms: Option<u64>,
@@ -290,6 +299,11 @@ impl ConfigArgs {
                 .warm_instance_calls
                 .or(file.warm_instance_calls)
                 .unwrap_or(defaults.warm_instance_calls),
+            compile_timeout_ms: self
+                .compile_timeout_ms
+                .or(file.compile_timeout_ms)
+                .unwrap_or(defaults.compile_timeout_ms)
+                .max(1),
             retention_sweep_ms: self
                 .retention_sweep_ms
                 .or(file.retention_sweep_ms)
