@@ -162,7 +162,7 @@ fn pattern_problem(pattern: &str) -> Option<String> {
 /// the data (`match(@.code, $.pattern)`) is held to the bounds of a literal one, and one past
 /// them matches nothing.
 mod patterns {
-    use std::sync::{LazyLock, Mutex};
+    use std::sync::{Arc, LazyLock, Mutex};
 
     use hashlink::LruCache;
     use regex::Regex;
@@ -172,7 +172,8 @@ mod patterns {
     /// Compiled patterns kept per function (least recently used dropped first).
     const CACHED: usize = 256;
 
-    type Cache = LazyLock<Mutex<LruCache<String, Option<Regex>>>>;
+    /// Shared as `Arc`s: a cloned `Regex` would allocate its own match state at its first use.
+    type Cache = LazyLock<Mutex<LruCache<String, Option<Arc<Regex>>>>>;
 
     static MATCHES: Cache = LazyLock::new(|| Mutex::new(LruCache::new(CACHED)));
     static SEARCHES: Cache = LazyLock::new(|| Mutex::new(LruCache::new(CACHED)));
@@ -206,7 +207,7 @@ mod patterns {
             None => {
                 #[cfg(test)]
                 COMPILED.with(|n| n.set(n.get() + 1));
-                let regex = Regex::new(&anchor(pattern)).ok();
+                let regex = Regex::new(&anchor(pattern)).ok().map(Arc::new);
                 if let Ok(mut cache) = cache.lock() {
                     cache.insert(pattern.clone(), regex.clone());
                 }
