@@ -382,11 +382,6 @@ async fn fire(state: &AppState, row: &AlertRuleRow, rule: &RuleDefinition, alert
     state.alerts.queue(state, row, rule, &alert, None).await.map(drop)
 }
 
-/// Alerts waiting for the background sender. Beyond this many, a new alert's notifications are
-/// recorded as `dropped` instead of queued: a flood of firings never blocks the request or the
-/// evaluation that raised them, nor grows memory without bound.
-pub const QUEUE_CAPACITY: usize = 256;
-
 /// Alerts the background sender delivers at once (each to its channels concurrently).
 pub const CONCURRENT_DELIVERIES: usize = 8;
 
@@ -424,7 +419,11 @@ pub struct Outbox {
 pub struct Queued(tokio::sync::mpsc::Receiver<Delivery>);
 
 impl Outbox {
-    pub fn new(tls: &rustls::ClientConfig, allow_private: bool) -> anyhow::Result<(Self, Queued)> {
+    /// An outbox holding at most `capacity` alerts (at least one) besides the
+    /// [`CONCURRENT_DELIVERIES`] being delivered. Beyond that, a new alert's notifications are
+    /// recorded as `dropped` instead of queued: a flood of firings never blocks the request or
+    /// the evaluation that raised them, nor grows memory without bound.
+    pub fn new(tls: &rustls::ClientConfig, allow_private: bool, capacity: usize) -> anyhow::Result<(Self, Queued)> {
         let resolver =
             Arc::new(crate::egress::CheckedDns { resolver: Arc::new(crate::egress::SystemResolver), allow_private });
         let client = reqwest::Client::builder()
@@ -435,7 +434,7 @@ impl Outbox {
             .connect_timeout(Duration::from_secs(5))
             .timeout(ATTEMPT_TIMEOUT)
             .build()?;
-        let (queue, receiver) = tokio::sync::mpsc::channel(QUEUE_CAPACITY);
+        let (queue, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
         Ok((Self { queue, client, allow_private }, Queued(receiver)))
     }
 

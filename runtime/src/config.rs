@@ -58,6 +58,10 @@ pub struct Config {
     /// How many calls a warm connector instance serves before it is dropped (0: a fresh
     /// instance for every call).
     pub warm_instance_calls: u32,
+    /// Longest the compile of an uploaded plugin may take: a slower upload is refused and leaves
+    /// nothing behind (a node compiling a stored plugin it has no artifact for is bound too).
+    /// Bundled plugins are compiled without it.
+    pub compile_timeout_ms: u64,
     /// How often executions, traces and API-call rows past their enterprise's retention are purged.
     pub retention_sweep_ms: u64,
     /// When set, `/metrics` asks for it as a bearer token; unset, `/metrics` is open (it holds
@@ -65,6 +69,9 @@ pub struct Config {
     pub metrics_token: Option<SecretString>,
     /// How often the periodic alert rules (sla_breach, system_down, error_rate_spike) are evaluated.
     pub alert_eval_ms: u64,
+    /// Alerts waiting for delivery (beyond the ones being delivered); when the queue is full, a
+    /// new alert's notifications are recorded as `dropped` instead of waiting.
+    pub alert_queue: usize,
     /// How long a stopping node (SIGTERM/SIGINT) lets requests and executions finish before it
     /// hands the unfinished executions back to the queue and exits.
     pub shutdown_grace_ms: u64,
@@ -105,9 +112,11 @@ impl Config {
             workers: 4,
             lease_ms: 30_000,
             warm_instance_calls: 100,
+            compile_timeout_ms: 180_000,
             retention_sweep_ms: 3_600_000,
             metrics_token: None,
             alert_eval_ms: 60_000,
+            alert_queue: 256,
             login_concurrency: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             login_failures_per_address: 50,
             execute_wait_ms: 30_000,
@@ -173,6 +182,9 @@ pub struct ConfigArgs {
     /// Calls a warm connector instance serves before it is dropped (0 disables reuse).
     #[arg(long, env = "DIBOP_WARM_INSTANCE_CALLS")]
     pub warm_instance_calls: Option<u32>,
+    /// Longest compile of an uploaded plugin, in ms (slower uploads are refused).
+    #[arg(long, env = "DIBOP_COMPILE_TIMEOUT_MS")]
+    pub compile_timeout_ms: Option<u64>,
     /// How often data past its retention is purged, in ms.
     #[arg(long, env = "DIBOP_RETENTION_SWEEP_MS")]
     pub retention_sweep_ms: Option<u64>,
@@ -182,6 +194,9 @@ pub struct ConfigArgs {
     /// How often periodic alert rules are evaluated, in ms.
     #[arg(long, env = "DIBOP_ALERT_EVAL_MS")]
     pub alert_eval_ms: Option<u64>,
+    /// Alerts waiting for delivery before new ones are recorded as dropped.
+    #[arg(long, env = "DIBOP_ALERT_QUEUE")]
+    pub alert_queue: Option<usize>,
     /// Grace period on shutdown, in ms.
     #[arg(long, env = "DIBOP_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
@@ -227,9 +242,11 @@ struct FileConfig {
     lease_ms: Option<u64>,
     execute_wait_ms: Option<u64>,
     warm_instance_calls: Option<u32>,
+    compile_timeout_ms: Option<u64>,
     retention_sweep_ms: Option<u64>,
     metrics_token: Option<String>,
     alert_eval_ms: Option<u64>,
+    alert_queue: Option<usize>,
     shutdown_grace_ms: Option<u64>,
     enterprise_slots: Option<usize>,
     max_for_each_items: Option<usize>,
@@ -274,6 +291,11 @@ impl ConfigArgs {
                 .warm_instance_calls
                 .or(file.warm_instance_calls)
                 .unwrap_or(defaults.warm_instance_calls),
+            compile_timeout_ms: self
+                .compile_timeout_ms
+                .or(file.compile_timeout_ms)
+                .unwrap_or(defaults.compile_timeout_ms)
+                .max(1),
             retention_sweep_ms: self
                 .retention_sweep_ms
                 .or(file.retention_sweep_ms)
@@ -281,6 +303,7 @@ impl ConfigArgs {
                 .max(100),
             metrics_token: self.metrics_token.or(file.metrics_token).filter(|t| !t.is_empty()).map(SecretString::from),
             alert_eval_ms: self.alert_eval_ms.or(file.alert_eval_ms).unwrap_or(defaults.alert_eval_ms).max(100),
+            alert_queue: self.alert_queue.or(file.alert_queue).unwrap_or(defaults.alert_queue).max(1),
             shutdown_grace_ms: self.shutdown_grace_ms.or(file.shutdown_grace_ms).unwrap_or(defaults.shutdown_grace_ms),
             enterprise_slots: self.enterprise_slots.or(file.enterprise_slots),
             max_for_each_items: self

@@ -60,9 +60,10 @@ pub async fn serve(
     let tls = egress::tls_config(config.extra_ca_file.as_deref())?;
     let host = Arc::new(
         plugins::PluginHost::new(&config.data_dir, config.allow_private_networks, config.warm_instance_calls)?
-            .with_net(plugins::outbound::Net::new(tls.clone())),
+            .with_net(plugins::outbound::Net::new(tls.clone()))
+            .with_compile_timeout(Duration::from_millis(config.compile_timeout_ms)),
     );
-    let (outbox, queued) = alerts::Outbox::new(&tls, config.allow_private_networks)?;
+    let (outbox, queued) = alerts::Outbox::new(&tls, config.allow_private_networks, config.alert_queue)?;
     let registry = plugins::registry::Registry::new(host, store.clone(), &config.data_dir)?;
     registry.register_bundled().await?;
     let state = AppState {

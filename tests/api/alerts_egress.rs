@@ -232,3 +232,115 @@ async fn refused_private_addresses_are_reported_without_system_error_text() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 0, "no connection reached loopback");
 }
+
+/// A receiver on 127.0.0.1 that holds every request until `release` is sent `true`: its base
+/// URL and how many requests it is holding or has held.
+async fn holding_receiver(release: tokio::sync::watch::Receiver<bool>) -> (String, Arc<AtomicUsize>) {
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let count = arrived.clone();
+    let app = axum::Router::new().fallback(move || {
+        let mut release = release.clone();
+        count.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let _ = release.wait_for(|released| *released).await;
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, arrived)
+}
+
+#[tokio::test]
+async fn a_full_delivery_queue_records_dropped_notifications_and_the_server_stays_responsive() {
+    // Given a queue of one alert and a receiver that holds every delivery.
+    let app = TestApp::spawn_with(|config| config.alert_queue = 1).await;
+    let token = app.admin_token().await;
+    let (release, held) = tokio::sync::watch::channel(false);
+    let (base, arrived) = holding_receiver(held).await;
+    let (id, _) = rule(&app, &token, json!([{"type": "webhook", "url": format!("{base}/held")}])).await;
+    let test = {
+        let (client, url, token) = (app.client.clone(), app.url(&format!("/alert-rules/{id}/test")), token.clone());
+        move || {
+            let (client, url, token) = (client.clone(), url.clone(), token.clone());
+            tokio::spawn(async move {
+                let response = client.post(url).bearer_auth(token).json(&json!({})).send().await.expect("test");
+                assert_eq!(response.status(), StatusCode::OK);
+                let body: Value = response.json().await.expect("json");
+                body["deliveries"][0].clone()
+            })
+        }
+    };
+
+    // When the sender is busy with as many deliveries as it runs at once (sent one after the
+    // other: alerts queued at the same moment could overflow a queue of one already)...
+    let mut busy = Vec::new();
+    for n in 1..=dibop::alerts::CONCURRENT_DELIVERIES {
+        busy.push(test());
+        for _ in 0..200 {
+            if arrived.load(Ordering::SeqCst) >= n {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(arrived.load(Ordering::SeqCst), n, "delivery {n} is held by the receiver");
+    }
+    // ...and three more alerts come: one fits in the queue, two do not.
+    let extra: Vec<_> = (0..3).map(|_| test()).collect();
+    // A dropped alert is answered at once; the queued one waits for its delivery.
+    for _ in 0..200 {
+        if extra.iter().filter(|task| task.is_finished()).count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (answered, waiting): (Vec<_>, Vec<_>) = extra.into_iter().partition(|task| task.is_finished());
+
+    // Then two are recorded as dropped, answered and stored alike...
+    assert_eq!((answered.len(), waiting.len()), (2, 1));
+    let mut dropped = Vec::new();
+    for task in answered {
+        dropped.push(task.await.expect("test task"));
+    }
+    for delivery in &dropped {
+        assert_eq!((&delivery["status"], &delivery["error"]), (&json!("dropped"), &json!("delivery queue full")));
+        assert_eq!(delivery["attempts"], 0, "{delivery}");
+    }
+    // ...while the server answers other requests promptly.
+    let prompt = std::time::Duration::from_secs(2);
+    let ready = tokio::time::timeout(prompt, app.client.get(format!("{}/readyz", app.address)).send())
+        .await
+        .expect("readyz answers promptly")
+        .expect("readyz");
+    assert_eq!(ready.status(), StatusCode::OK);
+    let alerts: Value = tokio::time::timeout(prompt, app.get(&token, &format!("/alerts?rule_id={id}")))
+        .await
+        .expect("alerts answer promptly")
+        .json()
+        .await
+        .expect("json");
+    let statuses = |alerts: &Value, status: &str| {
+        alerts["data"].as_array().expect("data").iter().filter(|a| a["deliveries"][0]["status"] == status).count()
+    };
+    assert_eq!(statuses(&alerts, "dropped"), 2, "{alerts}");
+
+    // Once the receiver answers, every alert that was queued or in flight is delivered.
+    release.send(true).expect("release");
+    for task in busy {
+        let delivery = task.await.expect("test task");
+        assert_eq!(delivery["status"], "delivered", "{delivery}");
+    }
+    let delivered = dibop::alerts::CONCURRENT_DELIVERIES + 1;
+    for _ in 0..200 {
+        let alerts: Value = app.get(&token, &format!("/alerts?rule_id={id}")).await.json().await.expect("json");
+        if statuses(&alerts, "delivered") == delivered {
+            assert_eq!(statuses(&alerts, "dropped"), 2, "{alerts}");
+            assert_eq!(arrived.load(Ordering::SeqCst), delivered, "dropped alerts never reached the receiver");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the queued alert was not delivered");
+}

@@ -144,3 +144,66 @@ async fn a_disabled_version_leaves_the_catalogue() {
     let systems: Value = app.get(&token, "/systems").await.json().await.expect("json");
     assert!(!systems["data"].as_array().expect("data").iter().any(|s| s["slug"] == "hostile"));
 }
+
+/// `bytes` with a custom section holding `payload` appended: still the same component, but bytes
+/// (and a sha256) no server of this process has compiled yet.
+fn with_custom_section(mut bytes: Vec<u8>, payload: &str) -> Vec<u8> {
+    let name = b"dibop-test";
+    let size = 1 + name.len() + payload.len();
+    assert!(size < 128 && payload.len() < 128, "one-byte LEB128 sizes");
+    bytes.extend_from_slice(&[0x00, size as u8, name.len() as u8]);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(payload.as_bytes());
+    bytes
+}
+
+/// Files of `dir` whose names start with `prefix`.
+fn files_starting_with(dir: &std::path::Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_upload_whose_compile_outlasts_the_compile_timeout_is_refused_and_leaves_nothing() {
+    // Given a server that waits 1 ms for a compile, and a real component no server compiled yet.
+    let strict = TestApp::spawn_with(|config| config.compile_timeout_ms = 1).await;
+    let token = strict.admin_token().await;
+    let bytes = with_custom_section(guest("hostile"), &uuid::Uuid::new_v4().to_string());
+    let sha256 = dibop::plugins::registry::sha256_hex(&bytes);
+
+    // When it is uploaded, then it is refused in the error shape, saying why; twice, so nothing
+    // of the first attempt was kept in memory either.
+    for _ in 0..2 {
+        let refused = strict.upload(&token, bytes.clone(), None).await;
+        let body = assert_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
+        assert_eq!(body["error"]["details"][0]["path"], "body", "{body}");
+        let message = body["error"]["details"][0]["message"].as_str().expect("message");
+        assert!(message.contains("compiling the component took longer than this server allows (1 ms"), "{message}");
+        assert!(message.contains("DIBOP_COMPILE_TIMEOUT_MS"), "{message}");
+    }
+
+    // A fresh server with the default timeout accepts the same bytes. Compiles run one at a
+    // time, so this one ran after the abandoned ones had ended.
+    let normal = TestApp::spawn().await;
+    let normal_token = normal.admin_token().await;
+    let accepted = normal.upload(&normal_token, bytes, None).await;
+    assert_eq!(accepted.status(), StatusCode::CREATED);
+    let accepted: Value = accepted.json().await.expect("json");
+    assert_eq!(accepted["sha256"], sha256.as_str());
+    let plugins = |app: &TestApp| app.data_dir().join("plugins");
+    assert_eq!(files_starting_with(&plugins(&normal).join("artifacts"), &sha256).len(), 1, "compiled artifact kept");
+    assert_eq!(files_starting_with(&plugins(&normal).join("blobs"), &sha256).len(), 1, "component stored");
+
+    // The strict server kept nothing: no plugin, no stored component, no compiled artifact.
+    let listed: Value = strict.get(&token, "/plugins?page_size=200").await.json().await.expect("json");
+    assert!(listed["data"].as_array().expect("data").iter().all(|p| p["bundled"] == true), "{listed}");
+    assert_eq!(files_starting_with(&plugins(&strict).join("artifacts"), &sha256), Vec::<String>::new());
+    assert_eq!(files_starting_with(&plugins(&strict).join("blobs"), &sha256), Vec::<String>::new());
+}

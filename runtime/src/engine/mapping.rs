@@ -7,7 +7,14 @@
 //! A string that is exactly one reference keeps the referenced JSON type; references inside a
 //! longer string are interpolated as text. A singular reference that matches nothing fails with
 //! a message naming it; a wildcard or filter yields an array (possibly empty).
+//!
+//! Parsed references are kept in a bounded cache by their text (a step's mapping is resolved
+//! again for every execution and every `for_each` item), and so are the regular expressions of
+//! `match()` and `search()` filters (see [`patterns`]).
 
+use std::sync::{Arc, LazyLock, Mutex};
+
+use hashlink::LruCache;
 use serde_json::{Map, Value};
 use serde_json_path::JsonPath;
 
@@ -73,11 +80,28 @@ impl Reference {
     }
 }
 
+/// Parsed references kept (least recently used dropped first).
+const CACHED_REFERENCES: usize = 1024;
+
+/// The parsed reference of `expression`, from the cache or parsed now (errors are not kept).
+fn parsed(expression: &str) -> Result<Arc<Reference>, MappingError> {
+    static CACHE: LazyLock<Mutex<LruCache<String, Arc<Reference>>>> =
+        LazyLock::new(|| Mutex::new(LruCache::new(CACHED_REFERENCES)));
+    if let Some(reference) = CACHE.lock().ok().and_then(|mut cache| cache.get(expression).cloned()) {
+        return Ok(reference);
+    }
+    let reference = Arc::new(Reference::parse(expression)?);
+    if let Ok(mut cache) = CACHE.lock() {
+        cache.insert(expression.to_owned(), reference.clone());
+    }
+    Ok(reference)
+}
+
 /// Longest `${...}` expression.
 pub const MAX_REFERENCE_BYTES: usize = 2048;
 /// Longest regular expression of a `match()` or `search()` filter, and the largest counted
-/// repetition in it: the JSONPath library compiles the pattern for every node it tests, so
-/// its cost must stay small.
+/// repetition in it: a pattern is compiled once per distinct text (see [`patterns`]), but a
+/// pattern taken from the data may differ for every node tested, so its cost must stay small.
 pub const MAX_REGEX_BYTES: usize = 200;
 pub const MAX_REGEX_REPEAT: u32 = 100;
 
@@ -100,26 +124,98 @@ fn regex_problem(expression: &str) -> Option<String> {
             None => {}
         }
     }
-    for literal in literals {
-        if literal.len() > MAX_REGEX_BYTES {
-            return Some(format!("a filter pattern may be at most {MAX_REGEX_BYTES} bytes"));
-        }
-        let mut digits = String::new();
-        for c in literal.chars() {
-            if c.is_ascii_digit() {
-                digits.push(c);
-            } else {
-                if digits.parse::<u32>().is_ok_and(|n| n > MAX_REGEX_REPEAT) {
-                    return Some(format!("a filter pattern may repeat at most {MAX_REGEX_REPEAT} times"));
-                }
-                digits.clear();
+    literals.iter().find_map(|literal| pattern_problem(literal))
+}
+
+/// Why one pattern is too costly, if it is.
+fn pattern_problem(pattern: &str) -> Option<String> {
+    if pattern.len() > MAX_REGEX_BYTES {
+        return Some(format!("a filter pattern may be at most {MAX_REGEX_BYTES} bytes"));
+    }
+    let mut digits = String::new();
+    for c in pattern.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            if digits.parse::<u32>().is_ok_and(|n| n > MAX_REGEX_REPEAT) {
+                return Some(format!("a filter pattern may repeat at most {MAX_REGEX_REPEAT} times"));
             }
-        }
-        if digits.parse::<u32>().is_ok_and(|n| n > MAX_REGEX_REPEAT) {
-            return Some(format!("a filter pattern may repeat at most {MAX_REGEX_REPEAT} times"));
+            digits.clear();
         }
     }
+    if digits.parse::<u32>().is_ok_and(|n| n > MAX_REGEX_REPEAT) {
+        return Some(format!("a filter pattern may repeat at most {MAX_REGEX_REPEAT} times"));
+    }
     None
+}
+
+/// The `match()` and `search()` filter functions, with each pattern compiled once.
+///
+/// `serde_json_path`'s own `match` and `search` compile their pattern every time they are called,
+/// that is for every node a filter tests (`serde_json_path` 0.7.2,
+/// `src/parser/selector/function/registry.rs`, `regex::Regex::new` in `match_func` and `search`),
+/// and a function has no state of its own: it is a plain evaluator called with the argument
+/// values. Functions registered with `#[serde_json_path::function]` are looked up before the
+/// built-in ones when a path is parsed, so these replace them, with the same semantics (RFC 9535
+/// I-Regexp, here as the `regex` crate reads it with CRLF mode; an invalid pattern matches
+/// nothing) and a bounded cache of compiled expressions by pattern text. A pattern taken from
+/// the data (`match(@.code, $.pattern)`) is held to the bounds of a literal one, and one past
+/// them matches nothing.
+mod patterns {
+    use std::sync::{Arc, LazyLock, Mutex};
+
+    use hashlink::LruCache;
+    use regex::Regex;
+    use serde_json::Value;
+    use serde_json_path::functions::{LogicalType, ValueType};
+
+    /// Compiled patterns kept per function (least recently used dropped first).
+    const CACHED: usize = 256;
+
+    /// Shared as `Arc`s: a cloned `Regex` would allocate its own match state at its first use.
+    type Cache = LazyLock<Mutex<LruCache<String, Option<Arc<Regex>>>>>;
+
+    static MATCHES: Cache = LazyLock::new(|| Mutex::new(LruCache::new(CACHED)));
+    static SEARCHES: Cache = LazyLock::new(|| Mutex::new(LruCache::new(CACHED)));
+
+    #[cfg(test)]
+    thread_local! {
+        /// Patterns compiled by this thread (the evaluation runs on the caller's thread).
+        pub static COMPILED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    #[serde_json_path::function(name = "match")]
+    fn full_match(value: ValueType, pattern: ValueType) -> LogicalType {
+        test(&MATCHES, &value, &pattern, |p| format!("(?R)^({p})$"))
+    }
+
+    #[serde_json_path::function(name = "search")]
+    fn search(value: ValueType, pattern: ValueType) -> LogicalType {
+        test(&SEARCHES, &value, &pattern, |p| format!("(?R)({p})"))
+    }
+
+    fn test(cache: &Cache, value: &ValueType, pattern: &ValueType, anchor: fn(&str) -> String) -> LogicalType {
+        let (Some(Value::String(text)), Some(Value::String(pattern))) = (value.as_value(), pattern.as_value()) else {
+            return LogicalType::False;
+        };
+        if super::pattern_problem(pattern).is_some() {
+            return LogicalType::False;
+        }
+        let cached = cache.lock().ok().and_then(|mut cache| cache.get(pattern.as_str()).cloned());
+        let regex = match cached {
+            Some(regex) => regex,
+            None => {
+                #[cfg(test)]
+                COMPILED.with(|n| n.set(n.get() + 1));
+                let regex = Regex::new(&anchor(pattern)).ok().map(Arc::new);
+                if let Ok(mut cache) = cache.lock() {
+                    cache.insert(pattern.clone(), regex.clone());
+                }
+                regex
+            }
+        };
+        regex.is_some_and(|regex| regex.is_match(text)).into()
+    }
 }
 
 /// Rewrites `.name` segments that JSONPath shorthand cannot express (such as the header name
@@ -229,13 +325,13 @@ pub fn resolve(value: &Value, scope: &Value) -> Result<Value, MappingError> {
             let found = expressions(text)?;
             match found.as_slice() {
                 [] => value.clone(),
-                [(0, end, expression)] if *end == text.len() => Reference::parse(expression)?.resolve(scope)?,
+                [(0, end, expression)] if *end == text.len() => parsed(expression)?.resolve(scope)?,
                 _ => {
                     let mut out = String::new();
                     let mut last = 0;
                     for (start, end, expression) in &found {
                         out.push_str(&text[last..*start]);
-                        match Reference::parse(expression)?.resolve(scope)? {
+                        match parsed(expression)?.resolve(scope)? {
                             Value::String(s) => out.push_str(&s),
                             Value::Null => {}
                             other => out.push_str(&other.to_string()),
@@ -439,5 +535,62 @@ mod tests {
         let long = format!("stock.items[?search(@.name, '{}')]", "a".repeat(300));
         assert!(Reference::parse(&long).err().expect("refused").message.contains("at most 200 bytes"));
         assert!(resolve(&json!("${decode"), &scope()).is_err());
+    }
+
+    /// Items named `a` and `b`, `n` of them.
+    fn many(n: usize) -> Value {
+        let items: Vec<Value> = (0..n).map(|i| json!({"name": if i % 2 == 0 { "a" } else { "b" }})).collect();
+        json!({"stock": {"items": items}})
+    }
+
+    #[test]
+    fn a_filter_pattern_is_compiled_once_however_many_nodes_it_tests() {
+        let compiled = || patterns::COMPILED.with(std::cell::Cell::get);
+        let scope = many(300);
+        // A pattern no other test uses, so that no earlier evaluation compiled it (letters only:
+        // a number over 100 reads as a repetition).
+        let unique: String = uuid::Uuid::new_v4()
+            .simple()
+            .to_string()
+            .chars()
+            .map(|c| c.to_digit(10).map_or(c, |d| char::from(b'g' + d as u8)))
+            .collect();
+        for function in ["match", "search"] {
+            let before = compiled();
+            let reference = format!("${{stock.items[?{function}(@.name, 'a|{unique}')].name}}");
+            let found = resolve(&json!(reference), &scope).expect("resolves");
+            assert_eq!(found.as_array().map(Vec::len), Some(150), "{found}");
+            assert_eq!(compiled() - before, 1, "{function}: one compile for 300 nodes");
+            resolve(&json!(reference), &scope).expect("resolves again");
+            assert_eq!(compiled() - before, 1, "{function}: none for the next execution");
+        }
+        // The same semantics as the library's own functions: match() is anchored, search() not.
+        let s = json!({"items": [{"code": "xAx"}, {"code": "A"}]});
+        assert_eq!(resolve(&json!("${items[?match(@.code, 'A')].code}"), &s).expect("ok"), json!(["A"]));
+        assert_eq!(resolve(&json!("${items[?search(@.code, 'A')].code}"), &s).expect("ok"), json!(["xAx", "A"]));
+        assert_eq!(
+            resolve(&json!("${items[?search(@.code, '*')].code}"), &s).expect("ok"),
+            json!([]),
+            "an invalid pattern matches nothing"
+        );
+    }
+
+    #[test]
+    fn a_pattern_taken_from_the_data_is_held_to_the_bounds_of_a_literal_one() {
+        let long = "a".repeat(MAX_REGEX_BYTES + 1);
+        let s = json!({"items": [
+            {"name": "abc", "pattern": "a.c"},
+            {"name": &long, "pattern": &long},
+            {"name": "a".repeat(MAX_REGEX_REPEAT as usize + 1), "pattern": format!("a{{{}}}", MAX_REGEX_REPEAT + 1)},
+        ]});
+        let found = resolve(&json!("${items[?match(@.name, @.pattern)].name}"), &s).expect("resolves");
+        assert_eq!(found, json!(["abc"]));
+    }
+
+    #[test]
+    fn a_parsed_reference_is_reused() {
+        let first = parsed("stock.items[?(@.status=='active')].name").expect("parses");
+        let again = parsed("stock.items[?(@.status=='active')].name").expect("parses");
+        assert!(Arc::ptr_eq(&first, &again));
     }
 }

@@ -179,3 +179,51 @@ impl secrets::Host for State {
         Ok(self.call.secrets.get(&name).cloned())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::{Instance, Module, Store, TypedFunc};
+
+    use super::*;
+
+    const PAGE: usize = 64 * 1024;
+
+    /// A core module with two linear memories of one page each and a function growing each by
+    /// its argument (in pages), answering the old size or -1.
+    const TWO_MEMORIES: &str = r#"
+        (module
+          (memory $a 1)
+          (memory $b 1)
+          (func (export "grow_a") (param i32) (result i32) (memory.grow $a (local.get 0)))
+          (func (export "grow_b") (param i32) (result i32) (memory.grow $b (local.get 0))))
+    "#;
+
+    /// An instance of [`TWO_MEMORIES`] in a store limited like a call's, on the plugins' engine,
+    /// with its two grow functions.
+    fn two_memories(limit: usize) -> (Store<CallLimits>, TypedFunc<i32, i32>, TypedFunc<i32, i32>) {
+        let engine = super::super::engine();
+        let module = Module::new(engine, TWO_MEMORIES).expect("a valid module");
+        let mut store = Store::new(engine, CallLimits::new(limit));
+        store.limiter(|limits| limits);
+        store.set_epoch_deadline(100_000);
+        let instance = Instance::new(&mut store, &module, &[]).expect("two pages fit the limit");
+        let grow_a = instance.get_typed_func(&mut store, "grow_a").expect("grow_a");
+        let grow_b = instance.get_typed_func(&mut store, "grow_b").expect("grow_b");
+        (store, grow_a, grow_b)
+    }
+
+    #[test]
+    fn a_calls_memories_count_together_against_its_limit() {
+        // Five pages for the call: each memory may reach four pages alone...
+        let (mut store, _, grow_b) = two_memories(5 * PAGE);
+        assert_eq!(grow_b.call(&mut store, 3).expect("b alone grows to four pages"), 1);
+
+        // ...but two memories of three pages each are six: the second growth traps.
+        let (mut store, grow_a, grow_b) = two_memories(5 * PAGE);
+        assert_eq!(grow_a.call(&mut store, 2).expect("a grows to three pages"), 1);
+        let trap = grow_b.call(&mut store, 2).expect_err("b growing to three pages makes six in all");
+        let message = format!("{trap:#}");
+        assert!(message.contains(&format!("{} bytes in all", 6 * PAGE)), "{message}");
+        assert!(message.contains("forcing trap when growing memory"), "classified as memory_limit: {message}");
+    }
+}

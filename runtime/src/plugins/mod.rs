@@ -99,17 +99,15 @@ fn engine() -> &'static Engine {
     })
 }
 
-/// Components compiled in this process, by sha256 (shared by every server in the process).
 /// Components compiled at once; more wait their turn.
 const COMPILE_CONCURRENCY: usize = 1;
-/// Longest a compile is waited for (the largest guests we know of take about 20 s here).
-const COMPILE_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn compile_permits() -> &'static Arc<tokio::sync::Semaphore> {
     static PERMITS: OnceLock<Arc<tokio::sync::Semaphore>> = OnceLock::new();
     PERMITS.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(COMPILE_CONCURRENCY)))
 }
 
+/// Components compiled in this process, by sha256 (shared by every server in the process).
 fn compiled() -> &'static Mutex<HashMap<String, Component>> {
     static COMPILED: OnceLock<Mutex<HashMap<String, Component>>> = OnceLock::new();
     COMPILED.get_or_init(Mutex::default)
@@ -269,6 +267,8 @@ pub struct PluginHost {
     artifacts: PathBuf,
     loaded: Mutex<HashMap<String, Loaded>>,
     pub allow_private_networks: bool,
+    /// Longest the compile of an upload is waited for (`compile_timeout_ms`).
+    compile_timeout: Duration,
     warm: warm::Pool,
     /// How plugin requests reach the network (resolver, connector, TLS roots).
     net: Arc<outbound::Net>,
@@ -339,6 +339,7 @@ impl PluginHost {
             artifacts,
             loaded: Mutex::default(),
             allow_private_networks,
+            compile_timeout: Duration::from_secs(180),
             warm: warm::Pool::new(warm_calls),
             net: Arc::new(outbound::Net::new(crate::egress::tls_config(None)?)),
         })
@@ -368,19 +369,39 @@ impl PluginHost {
         self
     }
 
+    /// The same host waiting at most `timeout` for the compile of an upload.
+    pub fn with_compile_timeout(mut self, timeout: Duration) -> Self {
+        self.compile_timeout = timeout;
+        self
+    }
+
     /// The component with these bytes, when this host has loaded it already.
     pub fn cached(&self, sha256: &str) -> Option<Loaded> {
         self.loaded.lock().ok().and_then(|l| l.get(sha256).cloned())
     }
 
-    /// Compiles `bytes` (or finds them compiled) and checks they are a component of a supported
-    /// world. The error says why not, for a 422.
+    /// Compiles `bytes` (or finds them compiled) within the compile timeout and checks they are
+    /// a component of a supported world. The error says why not, for a 422.
     pub async fn load(&self, sha256: &str, bytes: &[u8]) -> Result<Loaded, String> {
+        self.load_within(sha256, bytes, Some(self.compile_timeout)).await
+    }
+
+    /// [`PluginHost::load`] for the bundled plugins: our own bytes, compiled at every start, are
+    /// not bound by the compile timeout (a low one must not keep the server from starting).
+    pub async fn load_bundled(&self, sha256: &str, bytes: &[u8]) -> Result<Loaded, String> {
+        self.load_within(sha256, bytes, None).await
+    }
+
+    async fn load_within(&self, sha256: &str, bytes: &[u8], timeout: Option<Duration>) -> Result<Loaded, String> {
         if let Some(loaded) = self.cached(sha256) {
             return Ok(loaded);
         }
         check_header(bytes)?;
-        let component = self.component(sha256, bytes).await.map_err(|e| format!("not a valid component: {e:#}"))?;
+        let component =
+            self.component(sha256, bytes, timeout).await.map_err(|e| match e.downcast_ref::<Abandoned>() {
+                Some(abandoned) => abandoned.to_string(),
+                None => format!("not a valid component: {e:#}"),
+            })?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -405,7 +426,7 @@ impl PluginHost {
 
     /// The compiled component: from this process, from the on-disk artifact, or compiled now
     /// (off the async executor) and written as an artifact.
-    async fn component(&self, sha256: &str, bytes: &[u8]) -> anyhow::Result<Component> {
+    async fn component(&self, sha256: &str, bytes: &[u8], timeout: Option<Duration>) -> anyhow::Result<Component> {
         if let Some(component) = compiled().lock().ok().and_then(|c| c.get(sha256).cloned()) {
             return Ok(component);
         }
@@ -416,7 +437,7 @@ impl PluginHost {
         let bytes = bytes.to_vec();
         // Compiling is the costly part: at most COMPILE_CONCURRENCY at once (the permit stays
         // with the compiling thread, even past the time limit), each waited for at most
-        // COMPILE_TIMEOUT; an abandoned compile writes no artifact.
+        // `timeout`; an abandoned compile writes no artifact.
         let permit = compile_permits().clone().acquire_owned().await?;
         let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let gave_up = abandoned.clone();
@@ -435,12 +456,15 @@ impl PluginHost {
             std::fs::rename(&temporary, &artifact)?;
             load_artifact(&engine, &artifact)
         });
-        let component = match tokio::time::timeout(COMPILE_TIMEOUT, compiling).await {
-            Ok(joined) => joined??,
-            Err(_) => {
-                abandoned.store(true, std::sync::atomic::Ordering::SeqCst);
-                anyhow::bail!("compiling took longer than {} s", COMPILE_TIMEOUT.as_secs());
-            }
+        let component = match timeout {
+            None => compiling.await??,
+            Some(timeout) => match tokio::time::timeout(timeout, compiling).await {
+                Ok(joined) => joined??,
+                Err(_) => {
+                    abandoned.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return Err(Abandoned(timeout).into());
+                }
+            },
         };
         if let Ok(mut map) = compiled().lock() {
             map.insert(sha256.to_owned(), component.clone());
@@ -830,6 +854,14 @@ pub fn last_chars(text: &str, n: usize) -> &str {
     &text[start..]
 }
 
+/// A compile that took longer than the compile timeout (and was abandoned).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "compiling the component took longer than this server allows ({} ms, DIBOP_COMPILE_TIMEOUT_MS)",
+    .0.as_millis()
+)]
+struct Abandoned(Duration);
+
 /// Accepts only WebAssembly components: never core modules and never precompiled native code.
 fn check_header(bytes: &[u8]) -> Result<(), String> {
     if bytes.starts_with(b"\x7fELF") || bytes.starts_with(b"\xcf\xfa\xed\xfe") {
@@ -863,5 +895,32 @@ mod text_tests {
         assert_eq!(super::last_chars("héllo", 4), "éllo");
         assert_eq!(super::last_chars("ab", 5), "ab");
         assert_eq!(super::last_chars("ab", 0), "");
+    }
+}
+
+#[cfg(test)]
+mod compile_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_compile_waits_while_another_holds_the_one_permit() {
+        let dir = std::env::temp_dir().join(format!("dibop-compile-{}", uuid::Uuid::new_v4()));
+        let host = Arc::new(PluginHost::new(&dir, false, 0).expect("host"));
+        let (_, bytes) = registry::BUNDLED[3];
+        // Keys no other test uses, so that each load compiles: first to see how long it takes.
+        let started = Instant::now();
+        host.load(&format!("measure-{}", uuid::Uuid::new_v4()), bytes).await.expect("compiles");
+        let once = started.elapsed();
+
+        let taken = compile_permits().clone().acquire_owned().await.expect("the permit");
+        let waiting = tokio::spawn({
+            let host = host.clone();
+            async move { host.load(&format!("wait-{}", uuid::Uuid::new_v4()), bytes).await.is_ok() }
+        });
+        tokio::time::sleep((once * 5).max(Duration::from_secs(1))).await;
+        assert!(!waiting.is_finished(), "a second compile ran beside the first (one takes {once:?})");
+        drop(taken);
+        assert!(waiting.await.expect("task"), "it compiles once the permit is free");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -61,7 +61,9 @@ impl Registry {
         if let Some(row) = self.store.find_plugin_by_sha(enterprise_id, &sha256).await? {
             return Ok(Upload::Existing(row));
         }
-        let registered = match self.host.load(&sha256, &bytes).await {
+        let loaded =
+            if bundled { self.host.load_bundled(&sha256, &bytes).await } else { self.host.load(&sha256, &bytes).await };
+        let registered = match loaded {
             Ok(loaded) => self.register(enterprise_id, &bytes, sha256.clone(), &loaded, bundled).await,
             Err(message) => Err(AppError::invalid("body", message)),
         };
