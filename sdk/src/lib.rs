@@ -1,8 +1,8 @@
 //! # dibop-sdk
 //!
 //! Write DIBOP plugins in Rust. A plugin is a WebAssembly component that the DIBOP runtime
-//! loads and runs in a sandbox, with a fresh instance, a memory limit and a deadline for
-//! every call. There are two kinds:
+//! loads and runs in a sandbox, with a memory limit and a deadline for every call (the host
+//! may reuse a warm instance for later calls of the same connection). There are two kinds:
 //!
 //! - a **connector** ([`Connector`], exported with [`export_connector!`]) bridges DIBOP and
 //!   one kind of business system. It reads its connection's settings through [`config`] and
@@ -154,7 +154,7 @@ pub use types::{
 /// A connector: the bridge between DIBOP and one kind of business system.
 ///
 /// Implement it on a unit struct and export that with [`export_connector!`]. All three
-/// functions run in a fresh instance, so keep no state between calls.
+/// functions may run in a fresh or a reused (warm) instance, so keep no state between calls.
 pub trait Connector {
     /// Describes the connector: identity, the settings a connection needs, the operations
     /// it offers. Called once at upload, under the same limits as any call.

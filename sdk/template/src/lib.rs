@@ -6,7 +6,7 @@ use dibop_sdk::{
     config, http, json, log, secrets,
 };
 
-/// The connector. It keeps no state: every call runs in a fresh instance.
+/// The connector. It keeps no state: a call may run in a fresh or a reused (warm) instance.
 struct MyConnector;
 
 impl Connector for MyConnector {
