@@ -192,7 +192,7 @@ async fn evaluate(state: &AppState, enterprise_id: &str, execution_id: &str) -> 
     if rules.is_empty() {
         return Ok(());
     }
-    let Some(execution) = state.store.execution(execution_id).await? else { return Ok(()) };
+    let Some(execution) = state.store.execution_any_enterprise(execution_id).await? else { return Ok(()) };
     if !crate::engine::is_final(&execution.status) {
         return Ok(());
     }

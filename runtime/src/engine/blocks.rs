@@ -460,7 +460,7 @@ pub(super) async fn sub_orchestration(
     let lease = i64::try_from(state.config.lease_ms).unwrap_or(30_000);
     let mut signal = state.engine.signal(&execution.id);
     let child = loop {
-        match state.store.execution(&child.id).await {
+        match state.store.execution_any_enterprise(&child.id).await {
             Ok(Some(current)) if super::is_final(&current.status) => break current,
             Ok(_) => {}
             Err(e) => return fail(format!("reading execution {}: {e}", child.id)),

@@ -422,8 +422,11 @@ impl Store {
         .await
     }
 
-    /// An execution by id in any enterprise (the engine's own reads).
-    pub async fn execution(&self, id: &str) -> sqlx::Result<Option<ExecutionRow>> {
+    /// An execution by id in ANY enterprise: for the engine's own reads of executions it
+    /// started or claimed (a child it waits for, one that just ended). Never call it with an id
+    /// taken from a request; the API reads through [`Store::get_execution`], which is scoped to
+    /// the caller's enterprise.
+    pub async fn execution_any_enterprise(&self, id: &str) -> sqlx::Result<Option<ExecutionRow>> {
         sqlx::query_as(&format!("SELECT {EXECUTION} FROM executions WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
