@@ -12,6 +12,7 @@ mod auth;
 mod canonical;
 mod connections;
 mod enterprises;
+mod executions;
 pub mod extract;
 mod health;
 mod observability;
@@ -19,6 +20,7 @@ mod orchestrations;
 mod plugins;
 mod settings;
 mod systems;
+mod trace;
 mod users;
 mod webhooks;
 
@@ -85,6 +87,8 @@ pub fn router(state: AppState) -> Router {
         .merge(connections::router())
         .merge(api_calls::router())
         .merge(orchestrations::router())
+        .merge(executions::router())
+        .merge(trace::router())
         .merge(webhooks::router())
         .merge(observability::router())
         .merge(alert_rules::router())

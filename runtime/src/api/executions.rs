@@ -1,0 +1,390 @@
+//! Executions: `POST /orchestrations/{id}/execute` (waiting or async), `GET
+//! /orchestrations/{id}/executions`, `GET /executions/{id}`, cancel and retry.
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination, iso_instant};
+use super::{datetime, opt_datetime};
+use crate::auth::{Principal, rate_limit_headers};
+use crate::engine::admission;
+use crate::engine::definition::{self, Definition};
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+use crate::store::{ExecutionRow, NewExecution, StepResultRow};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(execute))
+        .routes(routes!(list_executions))
+        .routes(routes!(get_execution))
+        .routes(routes!(cancel_execution))
+        .routes(routes!(retry_execution))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRequest {
+    #[serde(default)]
+    pub parameters: serde_json::Map<String, Value>,
+    /// Answer 202 at once instead of waiting for the result.
+    #[serde(default, rename = "async")]
+    pub run_async: bool,
+}
+
+/// The answer of execute.
+#[derive(Serialize, ToSchema)]
+pub struct ExecutionSummary {
+    pub execution_id: String,
+    pub status: String,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    /// Why a failed or cancelled execution ended: `STEP_FAILED`, `OUTPUT_FAILED`, `CANCELLED`
+    /// or `INTERNAL` (a fault of the platform, logged with the execution id).
+    pub error_code: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub steps_completed: i64,
+    pub steps_total: i64,
+}
+
+fn json_column(text: Option<&String>) -> Option<Value> {
+    text.and_then(|t| serde_json::from_str(t).ok())
+}
+
+pub(super) fn duration(row: &ExecutionRow) -> Option<i64> {
+    row.finished_at.zip(row.started_at).map(|(f, s)| f - s)
+}
+
+fn summary(row: &ExecutionRow) -> ExecutionSummary {
+    ExecutionSummary {
+        execution_id: row.id.clone(),
+        status: row.status.clone(),
+        output: json_column(row.output.as_ref()),
+        error: row.error.clone(),
+        error_code: row.error_code.clone(),
+        duration_ms: duration(row),
+        steps_completed: row.steps_completed,
+        steps_total: row.steps_total,
+    }
+}
+
+/// Execute an orchestration with parameters. Waits for the result up to the server's bound
+/// (200), or answers 202 with the execution id (`"async": true`, or when the bound passes).
+/// The same `Idempotency-Key` within 24 h answers the same execution.
+#[utoipa::path(post, path = "/orchestrations/{id}/execute", tag = "orchestrations", params(("id" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key within 24 h: same execution")),
+    request_body = ExecuteRequest,
+    responses(
+        (status = 200, description = "Finished", body = ExecutionSummary),
+        (status = 202, description = "Queued or still running", body = ExecutionSummary),
+        (status = 404, description = "No such orchestration", body = crate::error::ErrorResponse),
+        (status = 409, description = "The orchestration is paused or archived", body = crate::error::ErrorResponse),
+    ))]
+async fn execute(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<ExecuteRequest>,
+) -> AppResult<Response> {
+    let row = state
+        .store
+        .get_orchestration(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("orchestration {id}")))?;
+    if matches!(row.status.as_str(), "paused" | "archived") {
+        return Err(AppError::Conflict(format!(
+            "orchestration {id} is {}; only active or draft orchestrations run",
+            row.status
+        )));
+    }
+    let def: Definition = serde_json::from_str(&row.definition).map_err(anyhow::Error::from)?;
+    let parameters = definition::bind_parameters(&def, &request.parameters).map_err(AppError::Validation)?;
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
+        return Err(AppError::BadRequest("Idempotency-Key must be 1 to 200 characters".into()));
+    }
+    let new = NewExecution {
+        orchestration_id: row.id.clone(),
+        orchestration_version: row.version,
+        triggered_by: if principal.api_key_id.is_some() { "api" } else { "manual" }.into(),
+        parameters: parameters.to_string(),
+        idempotency_key: key,
+        steps_total: def.step_count(),
+        parent: None,
+    };
+    // A waiting caller with a free slot on this node runs its execution at once; otherwise (or
+    // `async`) it is queued for the workers.
+    let slot = if request.run_async || !state.engine.has_share(&principal.enterprise_id) {
+        None
+    } else {
+        state.engine.free_slot()
+    };
+    let admitted =
+        admission::submit(&state, &principal.enterprise_id, Some(principal.executions_per_minute), new, slot.is_some())
+            .await?;
+    let (mut execution, created, decision) = (admitted.execution, admitted.created, admitted.decision);
+    let deadline = Instant::now() + Duration::from_millis(state.config.execute_wait_ms);
+    if let Some(slot) = slot
+        && created
+    {
+        let done = crate::engine::run_now(&state, execution.clone(), slot);
+        let _ = tokio::time::timeout(Duration::from_millis(state.config.execute_wait_ms), done).await;
+    }
+    if !request.run_async {
+        execution = state
+            .store
+            .get_execution(&principal.enterprise_id, &execution.id)
+            .await?
+            .ok_or_else(|| AppError::not_found("execution"))?;
+        // Queued (or run by another node, or a duplicate request): wait for it, bounded.
+        while !crate::engine::is_final(&execution.status) && Instant::now() < deadline {
+            let done = state.engine.watch(&execution.id);
+            execution = state
+                .store
+                .get_execution(&principal.enterprise_id, &execution.id)
+                .await?
+                .ok_or_else(|| AppError::not_found("execution"))?;
+            if crate::engine::is_final(&execution.status) {
+                break;
+            }
+            // Woken by the local worker; the bound covers executions run by another node.
+            let _ = tokio::time::timeout(
+                deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(500)),
+                done,
+            )
+            .await;
+            execution = state
+                .store
+                .get_execution(&principal.enterprise_id, &execution.id)
+                .await?
+                .ok_or_else(|| AppError::not_found("execution"))?;
+        }
+    }
+    let status = if crate::engine::is_final(&execution.status) { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let mut response = (status, Json(summary(&execution))).into_response();
+    rate_limit_headers(response.headers_mut(), &decision);
+    Ok(response)
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExecutionQuery {
+    /// queued, running, success, failed, partial or cancelled.
+    pub status: Option<String>,
+    /// ISO 8601.
+    pub from: Option<String>,
+    /// ISO 8601.
+    pub to: Option<String>,
+}
+
+/// One step's result.
+#[derive(Serialize, ToSchema)]
+pub struct StepView {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// success, failed or skipped.
+    pub status: String,
+    pub system: Option<String>,
+    pub operation: Option<String>,
+    pub input: Option<Value>,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub attempts: i64,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i64,
+}
+
+impl From<StepResultRow> for StepView {
+    fn from(s: StepResultRow) -> Self {
+        Self {
+            input: json_column(s.input.as_ref()),
+            output: json_column(s.output.as_ref()),
+            name: s.name,
+            kind: s.kind,
+            status: s.status,
+            system: s.system,
+            operation: s.operation,
+            error: s.error,
+            attempts: s.attempts,
+            started_at: datetime(s.started_at),
+            duration_ms: s.duration_ms,
+        }
+    }
+}
+
+/// An execution with its step results.
+#[derive(Serialize, ToSchema)]
+pub struct ExecutionView {
+    pub id: String,
+    pub orchestration_id: String,
+    pub orchestration_version: i64,
+    pub status: String,
+    /// manual, api, schedule, event, or orchestration (started by a sub_orchestration step).
+    pub triggered_by: String,
+    /// For executions a sub_orchestration step started: the execution that started them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_execution_id: Option<String>,
+    pub parameters: Value,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    /// Why a failed or cancelled execution ended: `STEP_FAILED`, `OUTPUT_FAILED`, `CANCELLED`
+    /// or `INTERNAL` (a fault of the platform, logged with the execution id).
+    pub error_code: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub steps_completed: i64,
+    pub steps_total: i64,
+    /// Only in `GET /executions/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepView>>,
+}
+
+fn execution_view(row: ExecutionRow, steps: Option<Vec<StepResultRow>>) -> ExecutionView {
+    ExecutionView {
+        duration_ms: duration(&row),
+        parameters: serde_json::from_str(&row.parameters).unwrap_or(Value::Null),
+        output: json_column(row.output.as_ref()),
+        id: row.id,
+        orchestration_id: row.orchestration_id,
+        orchestration_version: row.orchestration_version,
+        status: row.status,
+        triggered_by: row.triggered_by,
+        parent_execution_id: row.parent_execution_id,
+        error: row.error,
+        error_code: row.error_code,
+        started_at: opt_datetime(row.started_at),
+        finished_at: opt_datetime(row.finished_at),
+        steps_completed: row.steps_completed,
+        steps_total: row.steps_total,
+        steps: steps.map(|s| s.into_iter().map(StepView::from).collect()),
+    }
+}
+
+/// An orchestration's executions, newest first.
+#[utoipa::path(get, path = "/orchestrations/{id}/executions", tag = "executions", params(("id" = String, Path), ExecutionQuery, PageQuery),
+    responses(
+        (status = 200, description = "One page of executions", body = Paginated<ExecutionView>),
+        (status = 404, description = "No such orchestration", body = crate::error::ErrorResponse),
+    ))]
+async fn list_executions(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<ExecutionQuery>,
+    pagination: Pagination,
+) -> AppResult<Response> {
+    state
+        .store
+        .get_orchestration(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("orchestration {id}")))?;
+    if let Some(status) = query
+        .status
+        .as_ref()
+        .filter(|s| !["queued", "running", "success", "failed", "partial", "cancelled"].contains(&s.as_str()))
+    {
+        return Err(AppError::BadRequest(format!("unknown status {status:?}")));
+    }
+    let (from, to) = (iso_instant("from", query.from.as_ref())?, iso_instant("to", query.to.as_ref())?);
+    let (rows, total) = state
+        .store
+        .list_executions(&principal.enterprise_id, &id, query.status.as_deref(), from, to, pagination.page())
+        .await?;
+    super::for_reader(
+        &principal,
+        &pagination.envelope(rows.into_iter().map(|r| execution_view(r, None)).collect(), total),
+    )
+}
+
+/// An execution with every step's result.
+#[utoipa::path(get, path = "/executions/{id}", tag = "executions", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The execution", body = ExecutionView),
+        (status = 404, description = "No such execution", body = crate::error::ErrorResponse),
+    ))]
+async fn get_execution(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> AppResult<Response> {
+    let row = state
+        .store
+        .get_execution(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
+    let steps = state.store.step_results(&row.id).await?;
+    super::for_reader(&principal, &execution_view(row, Some(steps)))
+}
+
+/// Cancel an execution: a queued one at once, a running one before its next step.
+#[utoipa::path(post, path = "/executions/{id}/cancel", tag = "executions", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Cancelled, or cancellation requested (status still running)", body = ExecutionSummary),
+        (status = 404, description = "No such execution", body = crate::error::ErrorResponse),
+        (status = 409, description = "The execution already finished", body = crate::error::ErrorResponse),
+    ))]
+async fn cancel_execution(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> AppResult<Json<ExecutionSummary>> {
+    let current = state
+        .store
+        .get_execution(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
+    if crate::engine::is_final(&current.status) {
+        return Err(AppError::Conflict(format!("execution {id} already finished ({})", current.status)));
+    }
+    let row = state
+        .store
+        .cancel_execution(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
+    // Running here: stop before the next step (inside bodies too). Running on another node:
+    // its heartbeat reads the flag. Parked: it is due now, so a worker ends it.
+    state.engine.stop(&id, crate::engine::Stop::Cancel);
+    state.engine.wake();
+    Ok(Json(summary(&row)))
+}
+
+/// Run a failed, partial or cancelled execution again from its first failed step; the results
+/// of the steps before it are kept and those steps are not called again.
+#[utoipa::path(post, path = "/executions/{id}/retry", tag = "executions", params(("id" = String, Path)),
+    responses(
+        (status = 202, description = "Queued again", body = ExecutionSummary),
+        (status = 404, description = "No such execution", body = crate::error::ErrorResponse),
+        (status = 409, description = "The execution did not fail", body = crate::error::ErrorResponse),
+    ))]
+async fn retry_execution(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> AppResult<(StatusCode, Json<ExecutionSummary>)> {
+    state
+        .store
+        .get_execution(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
+    admission::count(&state, &principal.enterprise_id, Some(principal.executions_per_minute)).await?;
+    let row = state
+        .store
+        .retry_execution(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::Conflict(format!("execution {id} is not failed, partial or cancelled")))?;
+    state.engine.wake();
+    Ok((StatusCode::ACCEPTED, Json(summary(&row))))
+}

@@ -1,0 +1,254 @@
+//! `GET /executions/{id}/trace`: an execution's steps, nested body steps, plugin attempts,
+//! HTTP calls and mappings as spans.
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::datetime;
+use super::executions::duration;
+use crate::auth::Principal;
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_trace))
+}
+
+/// Largest JSON value (as text) a trace shows in a span before truncating it with a marker.
+const TRACE_VALUE_CAP: usize = 4096;
+
+/// One span of a trace.
+#[derive(Serialize, ToSchema)]
+pub struct Span {
+    /// 16 hex digits, OpenTelemetry-compatible.
+    pub span_id: String,
+    pub parent_id: Option<String>,
+    /// execution, step, mapping, attempt, plugin.setup, plugin.instantiate, plugin.invoke,
+    /// plugin.teardown, http.
+    pub kind: String,
+    pub name: String,
+    pub start: DateTime<Utc>,
+    pub duration_ms: f64,
+    pub status: String,
+    #[schema(value_type = Object)]
+    pub attributes: Value,
+}
+
+/// The timeline of one execution.
+#[derive(Serialize, ToSchema)]
+pub struct TraceView {
+    pub execution_id: String,
+    /// 32 hex digits, OpenTelemetry-compatible.
+    pub trace_id: String,
+    pub spans: Vec<Span>,
+    /// Every line the plugins logged, with the span it belongs to.
+    #[schema(value_type = Vec<Object>)]
+    pub logs: Vec<Value>,
+}
+
+fn hex_id(seed: &str, digits: usize) -> String {
+    crate::crypto::sha256_hex(seed.as_bytes())[..digits].to_owned()
+}
+
+/// `value` as JSON, or its text cut at the cap with a marker saying how much was left out.
+fn capped(value: Option<Value>) -> Value {
+    let Some(value) = value else { return Value::Null };
+    let text = value.to_string();
+    if text.len() <= TRACE_VALUE_CAP {
+        return value;
+    }
+    Value::String(crate::bounded::clip(&text, TRACE_VALUE_CAP).into_owned())
+}
+
+/// What the trace needs of one step, committed or nested in a container's detail.
+struct StepRecord {
+    /// What its span ids derive from.
+    seed: String,
+    /// Its name, or its path inside containers (`each[2].decode`): what its API-call rows carry.
+    label: String,
+    status: String,
+    started_at: i64,
+    duration_ms: i64,
+    attributes: Value,
+    detail: Value,
+}
+
+/// Collects the spans and log lines of a trace.
+struct TraceBuilder<'a> {
+    calls: &'a [crate::store::ApiCallRow],
+    spans: Vec<Span>,
+    logs: Vec<Value>,
+}
+
+impl TraceBuilder<'_> {
+    /// The spans of one step: itself, its mapping, its attempts with their plugin phases, its
+    /// HTTP calls, its log lines, and the steps inside it.
+    fn step(&mut self, execution_id: &str, step: &StepRecord, parent: &str) {
+        let step_id = hex_id(&step.seed, 16);
+        let detail = &step.detail;
+        self.spans.push(Span {
+            span_id: step_id.clone(),
+            parent_id: Some(parent.to_owned()),
+            kind: "step".into(),
+            name: step.label.clone(),
+            start: datetime(step.started_at),
+            duration_ms: step.duration_ms as f64,
+            status: step.status.clone(),
+            attributes: step.attributes.clone(),
+        });
+        if let Some(us) = detail["mapping_us"].as_u64() {
+            self.spans.push(Span {
+                span_id: hex_id(&format!("{}:mapping", step.seed), 16),
+                parent_id: Some(step_id.clone()),
+                kind: "mapping".into(),
+                name: format!("{} mapping", step.label),
+                start: datetime(step.started_at),
+                duration_ms: us as f64 / 1000.0,
+                status: "success".into(),
+                attributes: Value::Object(serde_json::Map::new()),
+            });
+        }
+        let mut windows = Vec::new();
+        for attempt in detail["attempts"].as_array().into_iter().flatten() {
+            let n = attempt["attempt"].as_u64().unwrap_or(1);
+            let attempt_id = hex_id(&format!("{}:{n}", step.seed), 16);
+            let begin = attempt["started_at_ms"].as_i64().unwrap_or(step.started_at);
+            let us = |key: &str| attempt[key].as_u64().unwrap_or(0);
+            self.spans.push(Span {
+                span_id: attempt_id.clone(),
+                parent_id: Some(step_id.clone()),
+                kind: "attempt".into(),
+                name: format!("{} attempt {n}", step.label),
+                start: datetime(begin),
+                duration_ms: us("duration_us") as f64 / 1000.0,
+                status: if attempt["error"].is_null() { "success" } else { "failed" }.into(),
+                attributes: serde_json::json!({"error": attempt["error"]}),
+            });
+            let mut offset_us = 0;
+            for (kind, key) in [
+                ("plugin.setup", "setup_us"),
+                ("plugin.instantiate", "instantiate_us"),
+                ("plugin.invoke", "invoke_us"),
+                ("plugin.teardown", "teardown_us"),
+            ] {
+                self.spans.push(Span {
+                    span_id: hex_id(&format!("{attempt_id}:{kind}"), 16),
+                    parent_id: Some(attempt_id.clone()),
+                    kind: kind.into(),
+                    name: kind.into(),
+                    start: datetime(begin + i64::try_from(offset_us / 1000).unwrap_or(0)),
+                    duration_ms: us(key) as f64 / 1000.0,
+                    status: "success".into(),
+                    attributes: Value::Object(serde_json::Map::new()),
+                });
+                offset_us += us(key);
+            }
+            windows.push((begin, begin + i64::try_from(us("duration_us") / 1000).unwrap_or(0) + 1, attempt_id));
+        }
+        for call in self.calls.iter().filter(|c| c.step.as_deref() == Some(step.label.as_str())) {
+            let parent = windows
+                .iter()
+                .find(|(from, to, _)| (*from..=*to).contains(&call.timestamp))
+                .map_or(step_id.clone(), |w| w.2.clone());
+            self.spans.push(Span {
+                span_id: hex_id(&call.id, 16),
+                parent_id: Some(parent),
+                kind: "http".into(),
+                name: format!("{} {}", call.method, call.url),
+                start: datetime(call.timestamp),
+                duration_ms: call.duration_ms as f64,
+                status: call.status.clone(),
+                attributes: serde_json::json!({"api_call_id": call.id, "status_code": call.status_code, "error": call.error,
+                                               "request_bytes": call.request_bytes, "response_bytes": call.response_bytes}),
+            });
+        }
+        for mut line in detail["logs"].as_array().cloned().unwrap_or_default() {
+            let n = line["attempt"].as_u64().unwrap_or(1);
+            line["step"] = Value::String(step.label.clone());
+            line["span_id"] = Value::String(hex_id(&format!("{}:{n}", step.seed), 16));
+            self.logs.push(line);
+        }
+        // for_each iterations and parallel branches: their steps, under this one.
+        for nested in detail["steps"].as_array().into_iter().flatten() {
+            let label = nested["label"].as_str().unwrap_or_default().to_owned();
+            let record = StepRecord {
+                seed: format!("{execution_id}:{label}"),
+                status: nested["status"].as_str().unwrap_or_default().to_owned(),
+                started_at: nested["started_at_ms"].as_i64().unwrap_or(step.started_at),
+                duration_ms: nested["duration_ms"].as_i64().unwrap_or(0),
+                attributes: serde_json::json!({"type": nested["type"], "system": nested["system"],
+                    "operation": nested["operation"], "attempts": nested["attempts"], "error": nested["error"],
+                    "stderr": nested["detail"]["stderr"]}),
+                detail: nested["detail"].clone(),
+                label,
+            };
+            self.step(execution_id, &record, &step_id);
+        }
+    }
+}
+
+/// The full trace of an execution: the execution, each step and attempt, the plugin's setup,
+/// instantiation, invocation and teardown, every outbound HTTP call (linked to its API-call
+/// row) and every log line the plugin wrote.
+#[utoipa::path(get, path = "/executions/{id}/trace", tag = "executions", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The trace", body = TraceView),
+        (status = 404, description = "No such execution", body = crate::error::ErrorResponse),
+    ))]
+async fn get_trace(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> AppResult<Response> {
+    let execution = state
+        .store
+        .get_execution(&principal.enterprise_id, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
+    let steps = state.store.step_results(&execution.id).await?;
+    let filter = crate::store::ApiCallFilter { execution_id: Some(execution.id.clone()), ..Default::default() };
+    let (mut calls, _) = state
+        .store
+        .list_api_calls(&principal.enterprise_id, &filter, crate::store::Page { limit: 10_000, offset: 0 })
+        .await?;
+    calls.reverse();
+    let root = hex_id(&execution.id, 16);
+    let start = execution.started_at.unwrap_or(execution.created_at);
+    let spans = vec![Span {
+        span_id: root.clone(),
+        parent_id: None,
+        kind: "execution".into(),
+        name: format!("execution {}", execution.id),
+        start: datetime(start),
+        duration_ms: duration(&execution).unwrap_or(0) as f64,
+        status: execution.status.clone(),
+        attributes: serde_json::json!({"orchestration_id": execution.orchestration_id, "orchestration_version": execution.orchestration_version,
+                                       "triggered_by": execution.triggered_by, "error": execution.error}),
+    }];
+    let mut trace = TraceBuilder { calls: &calls, spans, logs: Vec::new() };
+    for step in steps {
+        let detail: Value = step.detail.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or(Value::Null);
+        let attributes = serde_json::json!({"type": step.kind, "system": step.system, "operation": step.operation,
+            "attempts": step.attempts, "error": step.error,
+            "input": capped(step.input.as_deref().and_then(|t| serde_json::from_str(t).ok())),
+            "output": capped(step.output.as_deref().and_then(|t| serde_json::from_str(t).ok())),
+            "stderr": detail["stderr"]});
+        let record = StepRecord {
+            seed: format!("{}:{}", execution.id, step.position),
+            label: step.name.clone(),
+            status: step.status,
+            started_at: step.started_at,
+            duration_ms: step.duration_ms,
+            attributes,
+            detail,
+        };
+        trace.step(&execution.id, &record, &root);
+    }
+    let TraceBuilder { spans, logs, .. } = trace;
+    super::for_reader(
+        &principal,
+        &TraceView { trace_id: hex_id(&execution.id, 32), execution_id: execution.id, spans, logs },
+    )
+}
