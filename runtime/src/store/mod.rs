@@ -14,10 +14,13 @@ mod batch;
 mod cache;
 mod canonical;
 mod connections;
+mod executions;
 mod identity;
 mod orchestrations;
 mod plugins;
 mod ratelimit;
+mod retention;
+mod schedules;
 mod webhooks;
 
 use std::path::Path;
@@ -33,11 +36,12 @@ pub use alerts::{AlertRow, AlertRuleRow, NewAlert};
 pub use api_calls::{ApiCallFilter, ApiCallRow, ApiCallSample};
 pub use canonical::{CanonicalRow, Lineage};
 pub use connections::{ConnectionFields, ConnectionRow};
+pub use executions::{BodyStepRow, ExecutionRow, Finish, NewExecution, StepResultRow};
 pub use identity::{
     ApiKey, ApiKeyWithEnterprise, Enterprise, NewApiKey, NewEnterprise, NewUser, PlatformUsers, SettingsPatch, User,
     UserPatch,
 };
-pub use orchestrations::{BodyStepRow, ExecutionRow, Finish, NewExecution, OrchestrationRow, StepResultRow};
+pub use orchestrations::OrchestrationRow;
 pub use plugins::{NewPlugin, PluginRow};
 pub use webhooks::{NewWebhook, WebhookRow};
 

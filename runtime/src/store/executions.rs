@@ -1,0 +1,607 @@
+//! Executions: the queue and its leases, step results, body steps kept while parked, cancel
+//! and retry.
+
+use sqlx::FromRow;
+use sqlx::Row;
+
+use super::batch::Batch;
+use super::{Backend, Page, Store, new_id, now_ms};
+use crate::plugins::outbound::ApiCallRecord;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ExecutionRow {
+    pub id: String,
+    pub enterprise_id: String,
+    pub orchestration_id: String,
+    pub orchestration_version: i64,
+    pub status: String,
+    pub triggered_by: String,
+    pub parameters: String,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub steps_completed: i64,
+    pub steps_total: i64,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// Set for executions a `sub_orchestration` step started.
+    pub parent_execution_id: Option<String>,
+    /// 0 for top-level executions, parent's depth + 1 for sub-orchestrations.
+    pub depth: i64,
+    /// 1 once someone asked to cancel it.
+    pub cancel_requested: i64,
+    /// 1 while steps finished inside a container body wait in `body_steps` (a long wait in a
+    /// body parked the execution).
+    pub body_parked: i64,
+    /// Why a failed or cancelled execution ended (see [`Finish::code`]).
+    pub error_code: Option<String>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct StepResultRow {
+    pub position: i64,
+    pub name: String,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub system: Option<String>,
+    pub operation: Option<String>,
+    pub input: Option<String>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub attempts: i64,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    /// Trace material (JSON): attempts, plugin timings, log lines, stderr.
+    pub detail: Option<String>,
+}
+
+pub struct NewExecution {
+    pub orchestration_id: String,
+    pub orchestration_version: i64,
+    pub triggered_by: String,
+    pub parameters: String,
+    pub idempotency_key: Option<String>,
+    pub steps_total: i64,
+    /// (parent execution id, parent depth) for sub-orchestrations.
+    pub parent: Option<(String, i64)>,
+}
+
+/// How an execution ended.
+pub struct Finish {
+    pub status: &'static str,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    /// For `failed` and `cancelled`: `STEP_FAILED`, `OUTPUT_FAILED`, `CANCELLED` or `INTERNAL`.
+    pub code: Option<&'static str>,
+}
+
+/// A step that finished inside a `for_each` or `parallel` body, kept while its execution is
+/// parked by a long wait in a body.
+#[derive(Debug, Clone, FromRow)]
+pub struct BodyStepRow {
+    /// Where it sits, e.g. `each[2].decode` (unique within the execution).
+    pub label: String,
+    pub status: String,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub partial: i64,
+    /// Its trace record (JSON) for the container's detail.
+    pub record: String,
+}
+
+const EXECUTION: &str = "id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, parameters, output, \
+     error, idempotency_key, steps_completed, steps_total, created_at, started_at, finished_at, parent_execution_id, depth, cancel_requested, body_parked, error_code";
+
+const STEP: &str =
+    "position, name, type, status, system, operation, input, output, error, attempts, started_at, duration_ms, detail";
+
+impl Store {
+    /// Queues an execution. With an idempotency key already used for this orchestration in the
+    /// last 24 h, answers that execution instead (`false` = not newly created).
+    pub async fn enqueue_execution(
+        &self,
+        enterprise_id: &str,
+        new: NewExecution,
+    ) -> sqlx::Result<(ExecutionRow, bool)> {
+        self.insert_execution(enterprise_id, new, None).await
+    }
+
+    /// Like [`Store::enqueue_execution`], but a new execution starts `running` under a lease of
+    /// `owner` (the node runs it at once); an existing one for the key is answered as it is.
+    pub async fn start_execution(
+        &self,
+        enterprise_id: &str,
+        new: NewExecution,
+        owner: &str,
+        lease_ms: i64,
+    ) -> sqlx::Result<(ExecutionRow, bool)> {
+        self.insert_execution(enterprise_id, new, Some((owner, lease_ms))).await
+    }
+
+    async fn insert_execution(
+        &self,
+        enterprise_id: &str,
+        new: NewExecution,
+        claim: Option<(&str, i64)>,
+    ) -> sqlx::Result<(ExecutionRow, bool)> {
+        let now = now_ms();
+        if let Some(key) = &new.idempotency_key {
+            let existing: Option<ExecutionRow> = sqlx::query_as(&format!(
+                "SELECT {EXECUTION} FROM executions WHERE enterprise_id = $1 AND orchestration_id = $2 AND idempotency_key = $3"
+            ))
+            .bind(enterprise_id)
+            .bind(&new.orchestration_id)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(existing) = existing {
+                if existing.created_at > now_ms() - 24 * 3_600_000 {
+                    return Ok((existing, false));
+                }
+                // An expired key may be used again.
+                sqlx::query("UPDATE executions SET idempotency_key = NULL WHERE id = $1")
+                    .bind(&existing.id)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        let row = sqlx::query_as(&format!(
+            "INSERT INTO executions (id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, parameters, \
+             idempotency_key, steps_total, created_at, parent_execution_id, depth, lease_owner, lease_expires_at, started_at) \
+             VALUES ($1, $2, $3, $4, $12, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15) RETURNING {EXECUTION}"
+        ))
+        .bind(new_id())
+        .bind(enterprise_id)
+        .bind(new.orchestration_id)
+        .bind(new.orchestration_version)
+        .bind(new.triggered_by)
+        .bind(new.parameters)
+        .bind(new.idempotency_key)
+        .bind(new.steps_total)
+        .bind(now)
+        .bind(new.parent.as_ref().map(|(id, _)| id.clone()))
+        .bind(new.parent.as_ref().map_or(0, |(_, depth)| depth + 1))
+        .bind(if claim.is_some() { "running" } else { "queued" })
+        .bind(claim.map(|(owner, _)| owner))
+        .bind(claim.map(|(_, lease_ms)| now + lease_ms))
+        .bind(claim.map(|_| now))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row, true))
+    }
+
+    /// Claims the oldest queued execution, or a running one whose lease expired, for `owner`.
+    ///
+    /// Fair share: enterprises in `full` (at their share of this node) are not claimed for,
+    /// and enterprises in `busy` (running something here already) come after the others, so
+    /// a tenant with a long queue cannot keep the node from everyone else's work.
+    pub async fn claim_execution(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+        full: &[String],
+        busy: &[String],
+    ) -> sqlx::Result<Option<ExecutionRow>> {
+        let now = now_ms();
+        let lock = match self.backend {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let list =
+            |from: usize, count: usize| (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let exclude =
+            if full.is_empty() { String::new() } else { format!("AND enterprise_id NOT IN ({})", list(4, full.len())) };
+        let order = if busy.is_empty() {
+            "created_at".to_owned()
+        } else {
+            format!("CASE WHEN enterprise_id IN ({}) THEN 1 ELSE 0 END, created_at", list(4 + full.len(), busy.len()))
+        };
+        let sql = format!(
+            "UPDATE executions SET status = 'running', lease_owner = $1, lease_expires_at = $2, \
+             started_at = COALESCE(started_at, $3) WHERE id = (SELECT id FROM executions \
+             WHERE (status = 'queued' OR (status = 'running' AND lease_expires_at < $3)) {exclude} \
+             ORDER BY {order} LIMIT 1 {lock}) RETURNING {EXECUTION}"
+        );
+        let mut query = sqlx::query_as(&sql).bind(owner).bind(now + lease_ms).bind(now);
+        for enterprise in full.iter().chain(busy) {
+            query = query.bind(enterprise);
+        }
+        query.fetch_optional(&self.pool).await
+    }
+
+    /// Executions this node runs that someone asked to cancel (possibly through another node).
+    pub async fn cancel_requested_on(&self, owner: &str) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT id FROM executions WHERE lease_owner = $1 AND status = 'running' AND cancel_requested = 1",
+        )
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Hands every execution `owner` still holds back to the queue at once (a node that
+    /// stops); answers how many.
+    pub async fn release_all(&self, owner: &str) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "UPDATE executions SET lease_owner = NULL, lease_expires_at = $2 WHERE lease_owner = $1 AND status = 'running'",
+        )
+        .bind(owner)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Claims one execution by id when it is queued or its lease expired (a parent running its
+    /// sub-orchestration inline).
+    pub async fn claim_execution_by_id(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_ms: i64,
+    ) -> sqlx::Result<Option<ExecutionRow>> {
+        let now = now_ms();
+        sqlx::query_as(&format!(
+            "UPDATE executions SET status = 'running', lease_owner = $1, lease_expires_at = $2, \
+             started_at = COALESCE(started_at, $3) WHERE id = $4 \
+             AND (status = 'queued' OR (status = 'running' AND lease_expires_at < $3)) RETURNING {EXECUTION}"
+        ))
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// An execution by id in ANY enterprise: for the engine's own reads of executions it
+    /// started or claimed (a child it waits for, one that just ended). Never call it with an id
+    /// taken from a request; the API reads through [`Store::get_execution`], which is scoped to
+    /// the caller's enterprise.
+    pub async fn execution_any_enterprise(&self, id: &str) -> sqlx::Result<Option<ExecutionRow>> {
+        sqlx::query_as(&format!("SELECT {EXECUTION} FROM executions WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Extends the lease of executions `owner` runs.
+    pub async fn renew_leases(&self, owner: &str, lease_ms: i64) -> sqlx::Result<()> {
+        sqlx::query("UPDATE executions SET lease_expires_at = $2 WHERE lease_owner = $1 AND status = 'running'")
+            .bind(owner)
+            .bind(now_ms() + lease_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Hands a running execution back to the queue after `delay_ms` (its worker hit a transient
+    /// error such as a database outage): any node may resume it from the last committed step.
+    pub async fn release_execution(&self, id: &str, delay_ms: i64) -> sqlx::Result<()> {
+        // A cancellation asked for meanwhile makes it due at once, so that it ends now.
+        sqlx::query(
+            "UPDATE executions SET lease_owner = NULL, \
+             lease_expires_at = CASE WHEN cancel_requested = 1 THEN $3 ELSE $2 END WHERE id = $1 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(now_ms() + delay_ms)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Commits one step's result, the API calls it made and the execution's progress together
+    /// (and, for the last step, how the execution ended); answers whether a cancellation was
+    /// requested.
+    pub async fn record_step(
+        &self,
+        execution_id: &str,
+        step: &StepResultRow,
+        api_calls: &[ApiCallRecord],
+        completed: i64,
+        finish: Option<Finish>,
+        clear_body: bool,
+    ) -> sqlx::Result<bool> {
+        let mut batch = Batch::default();
+        super::api_calls::push_api_calls(&mut batch, api_calls);
+        if clear_body {
+            // The container whose body progress was kept has its own result now.
+            batch.push("DELETE FROM body_steps WHERE execution_id = $1", vec![execution_id.into()]);
+            batch.push("UPDATE executions SET body_parked = 0 WHERE id = $1", vec![execution_id.into()]);
+        }
+        batch.push(
+            format!(
+                "INSERT INTO step_results (execution_id, {STEP}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+            ),
+            vec![
+                execution_id.into(),
+                step.position.into(),
+                (&step.name).into(),
+                (&step.kind).into(),
+                (&step.status).into(),
+                (&step.system).into(),
+                (&step.operation).into(),
+                (&step.input).into(),
+                (&step.output).into(),
+                (&step.error).into(),
+                step.attempts.into(),
+                step.started_at.into(),
+                step.duration_ms.into(),
+                (&step.detail).into(),
+            ],
+        );
+        // The progress update also reads whether someone asked to cancel, saving a query per step.
+        let ended = finish.as_ref().map(|f| f.status);
+        match finish {
+            None => batch.push(
+                "UPDATE executions SET steps_completed = $2 WHERE id = $1 RETURNING cancel_requested",
+                vec![execution_id.into(), completed.into()],
+            ),
+            Some(finish) => batch.push(
+                "UPDATE executions SET steps_completed = $2, status = $3, output = $4, error = $5, finished_at = $6, \
+                 error_code = $7, lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 \
+                 RETURNING cancel_requested, started_at",
+                vec![
+                    execution_id.into(),
+                    completed.into(),
+                    finish.status.into(),
+                    finish.output.into(),
+                    finish.error.into(),
+                    now_ms().into(),
+                    finish.code.into(),
+                ],
+            ),
+        }
+        let rows = batch.run(self).await?;
+        let cancel: i64 = rows.last().map(|row| row.try_get(0)).transpose()?.unwrap_or(0);
+        if let Some(status) = ended {
+            let started: Option<i64> = rows.last().map(|row| row.try_get(1)).transpose()?.flatten();
+            crate::metrics::get().execution_ended(status, started);
+        }
+        Ok(cancel != 0)
+    }
+
+    pub async fn finish_execution(&self, execution_id: &str, finish: Finish) -> sqlx::Result<()> {
+        let status = finish.status;
+        let started: Option<Option<i64>> = sqlx::query_scalar(
+            "UPDATE executions SET status = $2, output = $3, error = $4, finished_at = $5, error_code = $6, \
+             lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 RETURNING started_at",
+        )
+        .bind(execution_id)
+        .bind(finish.status)
+        .bind(finish.output)
+        .bind(finish.error)
+        .bind(now_ms())
+        .bind(finish.code)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(started) = started {
+            crate::metrics::get().execution_ended(status, started);
+        }
+        Ok(())
+    }
+
+    /// Queued executions of every enterprise (the queue depth), or of one.
+    pub async fn queued_executions(&self, enterprise_id: Option<&str>) -> sqlx::Result<i64> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM executions WHERE status = 'queued' AND ($1 IS NULL OR enterprise_id = $1)",
+        )
+        .bind(enterprise_id)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// The enterprise's executions that finished since `since_ms`: (orchestration id, status,
+    /// duration in ms, finished at), oldest first.
+    pub async fn finished_executions(
+        &self,
+        enterprise_id: &str,
+        since_ms: i64,
+    ) -> sqlx::Result<Vec<(String, String, i64, i64)>> {
+        sqlx::query_as(
+            "SELECT orchestration_id, status, finished_at - COALESCE(started_at, created_at), finished_at FROM executions \
+             WHERE enterprise_id = $1 AND finished_at >= $2 AND status IN ('success', 'failed', 'partial', 'cancelled') \
+             ORDER BY finished_at",
+        )
+        .bind(enterprise_id)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The enterprise's executions by status.
+    pub async fn executions_by_status(&self, enterprise_id: &str) -> sqlx::Result<Vec<(String, i64)>> {
+        sqlx::query_as(
+            "SELECT status, COUNT(*) FROM executions WHERE enterprise_id = $1 GROUP BY status ORDER BY status",
+        )
+        .bind(enterprise_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub async fn get_execution(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<ExecutionRow>> {
+        sqlx::query_as(&format!("SELECT {EXECUTION} FROM executions WHERE enterprise_id = $1 AND id = $2"))
+            .bind(enterprise_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn step_results(&self, execution_id: &str) -> sqlx::Result<Vec<StepResultRow>> {
+        sqlx::query_as(&format!("SELECT {STEP} FROM step_results WHERE execution_id = $1 ORDER BY position"))
+            .bind(execution_id)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// When a parked execution (handed back until a wait is due, no owner) is due again.
+    pub async fn parked_until(&self, id: &str) -> sqlx::Result<Option<i64>> {
+        let due: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT lease_expires_at FROM executions WHERE id = $1 AND status = 'running' AND lease_owner IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(due.flatten())
+    }
+
+    /// Cancels the unfinished executions `parent_id` started (see [`Store::cancel_execution`]).
+    pub async fn cancel_children(&self, enterprise_id: &str, parent_id: &str) -> sqlx::Result<()> {
+        let children: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM executions WHERE parent_execution_id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(parent_id)
+        .fetch_all(&self.pool)
+        .await?;
+        for child in children {
+            self.cancel_execution(enterprise_id, &child).await?;
+        }
+        Ok(())
+    }
+
+    /// The body steps kept for a parked execution (see [`BodyStepRow`]).
+    pub async fn body_steps(&self, execution_id: &str) -> sqlx::Result<Vec<BodyStepRow>> {
+        sqlx::query_as("SELECT label, status, output, error, partial, record FROM body_steps WHERE execution_id = $1")
+            .bind(execution_id)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Parks an execution whose container step waits in a body: the body steps that finished
+    /// since it last ran and the API calls they made are committed with the hand-back, and it
+    /// is due again after `delay_ms`. The container step itself has no result yet.
+    pub async fn park_in_body(
+        &self,
+        execution_id: &str,
+        steps: &[BodyStepRow],
+        api_calls: &[ApiCallRecord],
+        delay_ms: i64,
+    ) -> sqlx::Result<()> {
+        let mut batch = Batch::default();
+        super::api_calls::push_api_calls(&mut batch, api_calls);
+        for step in steps {
+            batch.push(
+                "INSERT INTO body_steps (execution_id, label, status, output, error, partial, record) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (execution_id, label) DO NOTHING",
+                vec![
+                    execution_id.into(),
+                    (&step.label).into(),
+                    (&step.status).into(),
+                    (&step.output).into(),
+                    (&step.error).into(),
+                    step.partial.into(),
+                    (&step.record).into(),
+                ],
+            );
+        }
+        batch.push(
+            "UPDATE executions SET body_parked = 1, lease_owner = NULL, \
+             lease_expires_at = CASE WHEN cancel_requested = 1 THEN $3 ELSE $2 END WHERE id = $1 AND status = 'running'",
+            vec![execution_id.into(), (now_ms() + delay_ms).into(), now_ms().into()],
+        );
+        batch.run(self).await?;
+        Ok(())
+    }
+
+    /// Cancels a queued execution at once, or asks the worker of a running one to stop before
+    /// its next step. Returns the row, or `None` when there is no such execution.
+    pub async fn cancel_execution(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<ExecutionRow>> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE executions SET status = 'cancelled', finished_at = $3, error = 'cancelled before it started', \
+             error_code = 'CANCELLED' \
+             WHERE enterprise_id = $1 AND id = $2 AND status = 'queued'",
+        )
+        .bind(enterprise_id)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        // A parked execution (a long wait, no lease owner) becomes due at once, so it ends now.
+        sqlx::query(
+            "UPDATE executions SET cancel_requested = 1, \
+             lease_expires_at = CASE WHEN lease_owner IS NULL THEN $3 ELSE lease_expires_at END \
+             WHERE enterprise_id = $1 AND id = $2 AND status = 'running'",
+        )
+        .bind(enterprise_id)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        self.get_execution(enterprise_id, id).await
+    }
+
+    /// Queues a failed, partial or cancelled execution again from its first failed (or missing)
+    /// step; results before it are kept. `None` when it is not in such a state.
+    pub async fn retry_execution(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<ExecutionRow>> {
+        let mut tx = self.pool.begin().await?;
+        let row: Option<ExecutionRow> = sqlx::query_as(&format!(
+            "SELECT {EXECUTION} FROM executions WHERE enterprise_id = $1 AND id = $2 AND status IN ('failed', 'partial', 'cancelled')"
+        ))
+        .bind(enterprise_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let first_failed: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(position) FROM step_results WHERE execution_id = $1 AND status = 'failed'")
+                .bind(&row.id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let keep = first_failed.unwrap_or(row.steps_completed);
+        sqlx::query("DELETE FROM step_results WHERE execution_id = $1 AND position >= $2")
+            .bind(&row.id)
+            .bind(keep)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query_as(&format!(
+            "UPDATE executions SET status = 'queued', output = NULL, error = NULL, error_code = NULL, finished_at = NULL, \
+             cancel_requested = 0, \
+             steps_completed = $2 WHERE id = $1 RETURNING {EXECUTION}"
+        ))
+        .bind(&row.id)
+        .bind(keep)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(row))
+    }
+
+    pub async fn list_executions(
+        &self,
+        enterprise_id: &str,
+        orchestration_id: &str,
+        status: Option<&str>,
+        from_ms: Option<i64>,
+        to_ms: Option<i64>,
+        page: Page,
+    ) -> sqlx::Result<(Vec<ExecutionRow>, i64)> {
+        let clause = "enterprise_id = $1 AND orchestration_id = $2 AND ($3 IS NULL OR status = $3) \
+                      AND ($4 IS NULL OR created_at >= $4) AND ($5 IS NULL OR created_at <= $5)";
+        let rows = sqlx::query_as(&format!(
+            "SELECT {EXECUTION} FROM executions WHERE {clause} ORDER BY created_at DESC, id DESC LIMIT $6 OFFSET $7"
+        ))
+        .bind(enterprise_id)
+        .bind(orchestration_id)
+        .bind(status)
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(page.limit)
+        .bind(page.offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM executions WHERE {clause}"))
+            .bind(enterprise_id)
+            .bind(orchestration_id)
+            .bind(status)
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((rows, total))
+    }
+}
