@@ -1,0 +1,181 @@
+//! One execution from its claim to its end (or until a long wait parks it): replay what is
+//! committed, decide and run each step, commit its result.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::definition::{self, Definition};
+use super::flow::{Decision, Flow};
+use super::step::{StepOutcome, run_step};
+use super::{MAX_STEP_OUTPUT, Stop, blocks, flow, mapping};
+use crate::state::AppState;
+use crate::store::{ExecutionRow, Finish, StepResultRow, now_ms};
+
+/// Waits shorter than this run in the worker; longer ones hand the execution back to the queue
+/// until they are due.
+pub(super) const INLINE_WAIT_MS: i64 = 2_000;
+
+/// Runs (or resumes) one claimed execution to its end, or until a long `wait` parks it.
+pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
+    let text = state
+        .store
+        .orchestration_version(&execution.orchestration_id, execution.orchestration_version)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("orchestration version is gone"))?;
+    let def: Definition = serde_json::from_str(&text)?;
+    // Results are committed with the progress count: a fresh execution has none to read.
+    let done =
+        if execution.steps_completed == 0 { Vec::new() } else { state.store.step_results(&execution.id).await? };
+    let flat = definition::flatten(&def.steps);
+    let ahead = flow::handlers_ahead(&flat);
+    let mut flow = Flow::new(json!({
+        "parameters": serde_json::from_str::<Value>(&execution.parameters)?,
+        "_context": {
+            "timestamp": chrono::Utc::now().to_rfc3339(),
+            "execution_id": execution.id,
+            "orchestration_id": execution.orchestration_id,
+            "enterprise_id": execution.enterprise_id,
+        },
+    }));
+    // Replay what is committed.
+    for (result, f) in done.iter().zip(&flat) {
+        let output = result.output.as_deref().map(serde_json::from_str::<Value>).transpose()?;
+        let _ = flow.decide(f, true);
+        flow.record(f.step, &result.status, output.as_ref(), result.error.as_deref(), false);
+    }
+    let failed = |code: &'static str, error: String| Finish {
+        status: "failed",
+        output: None,
+        error: Some(error),
+        code: Some(code),
+    };
+    let cancelled_with =
+        |error: String| Finish { status: "cancelled", output: None, error: Some(error), code: Some("CANCELLED") };
+    // Steps finished inside the body of the container it resumes at, if a long wait there parked it.
+    let kept = blocks::Kept::load(state, &execution).await?;
+    let mut clear_body = execution.body_parked != 0;
+    let mut signal = state.engine.signal(&execution.id);
+    let mut cancelled = execution.cancel_requested != 0;
+    if !cancelled && let Some(delay) = done.last().and_then(wait_remaining).filter(|ms| *ms > 0) {
+        // Resumed before a parked wait is due (a lease expired): park it again.
+        state.store.release_execution(&execution.id, delay).await?;
+        return Ok(());
+    }
+    for (position, f) in flat.iter().enumerate().skip(done.len()) {
+        let step = f.step;
+        match signal.get() {
+            Some(Stop::Shutdown) => {
+                // Back to the queue: another node (or this one after a restart) resumes here.
+                state.store.release_execution(&execution.id, 0).await?;
+                return Ok(());
+            }
+            Some(Stop::Cancel) => cancelled = true,
+            None => {}
+        }
+        if cancelled {
+            let error = format!("cancelled before step {}", step.name);
+            state.store.finish_execution(&execution.id, cancelled_with(error)).await?;
+            // Children it was waiting for (parked with it) are cancelled too.
+            state.store.cancel_children(&execution.enterprise_id, &execution.id).await?;
+            return Ok(());
+        }
+        let started = now_ms();
+        let clock = Instant::now();
+        let mut outcome = match flow.decide(f, ahead[position]) {
+            Decision::Fail(error) => {
+                state.store.finish_execution(&execution.id, failed("STEP_FAILED", error)).await?;
+                return Ok(());
+            }
+            Decision::Skip => StepOutcome::skipped(),
+            Decision::Handle(output) => StepOutcome::success(output),
+            Decision::Run => tokio::select! {
+                outcome = run_step(state, &execution, &kept, step, &flow.scope, &step.name, true) => outcome,
+                // The grace period is over: the step in flight is abandoned, not recorded, and
+                // runs again (same idempotency key) where the execution resumes.
+                () = signal.shutdown() => {
+                    state.store.release_execution(&execution.id, 0).await?;
+                    return Ok(());
+                }
+            },
+        };
+        if signal.get() == Some(Stop::Shutdown) {
+            // Whatever the step made of being interrupted is not its result.
+            state.store.release_execution(&execution.id, 0).await?;
+            return Ok(());
+        }
+        if let Some(parked) = outcome.parked.take() {
+            // A long wait in the container's body (or a parked child): what finished inside is
+            // kept, the step has no result yet, and the execution waits for the earliest due time.
+            let delay = parked.due_ms.saturating_sub(now_ms()).max(0);
+            state.store.park_in_body(&execution.id, &parked.steps, &outcome.api_calls, delay).await?;
+            return Ok(());
+        }
+        let result = outcome.row(step, i64::try_from(position)?, started, clock.elapsed());
+        flow.record(step, outcome.status, outcome.output.as_ref(), outcome.error.as_deref(), outcome.partial);
+        let park = wait_remaining(&result).filter(|ms| *ms > 0);
+        // The last step commits together with the end of the execution.
+        let last = position + 1 == flat.len() && park.is_none();
+        let end = match (last, signal.get()) {
+            (false, _) => None,
+            // Cancelled while this step ran: the execution ends `cancelled`, not by the step.
+            (true, Some(Stop::Cancel)) => Some(cancelled_with(format!("cancelled during step {}", step.name))),
+            (true, _) => Some(conclude(&mut flow, &def)),
+        };
+        let completed = i64::try_from(position + 1)?;
+        let clear = std::mem::take(&mut clear_body);
+        cancelled = state.store.record_step(&execution.id, &result, &outcome.api_calls, completed, end, clear).await?
+            || signal.get() == Some(Stop::Cancel);
+        if last {
+            return Ok(());
+        }
+        if let Some(delay) = park
+            && !cancelled
+        {
+            state.store.release_execution(&execution.id, delay).await?;
+            return Ok(());
+        }
+    }
+    // Every step was committed before (a resumed execution whose last step was a wait): one
+    // cancelled while it waited ends cancelled, not by its steps.
+    let end = if cancelled || signal.get() == Some(Stop::Cancel) {
+        cancelled_with("cancelled while waiting".into())
+    } else {
+        conclude(&mut flow, &def)
+    };
+    state.store.finish_execution(&execution.id, end).await?;
+    Ok(())
+}
+
+/// How an execution whose steps all ran ends: its status and output (or the error).
+pub(super) fn conclude(flow: &mut Flow<'_>, def: &Definition) -> Finish {
+    let (status, output, error) = match flow.finish() {
+        Err(error) => return Finish { status: "failed", output: None, error: Some(error), code: Some("STEP_FAILED") },
+        Ok(()) => {
+            let status = if flow.partial { "partial" } else { "success" };
+            // Serialized once: the stored text is also what the bound is measured on.
+            match def.output.as_ref().map(|o| mapping::resolve(o, &flow.scope)) {
+                None => (status, Some(flow.last_output.to_string()), None),
+                Some(Ok(output)) => match output.to_string() {
+                    text if text.len() > MAX_STEP_OUTPUT => {
+                        ("failed", None, Some(format!("output mapping: larger than {MAX_STEP_OUTPUT} bytes")))
+                    }
+                    text => (status, Some(text), None),
+                },
+                Some(Err(e)) => ("failed", None, Some(format!("output mapping: {e}"))),
+            }
+        }
+    };
+    let code = (status == "failed").then_some("OUTPUT_FAILED");
+    Finish { status, output, error, code }
+}
+
+/// For a committed `wait` step: milliseconds until it is due.
+pub(super) fn wait_remaining(result: &StepResultRow) -> Option<i64> {
+    if result.kind != "wait" || result.status != "success" {
+        return None;
+    }
+    let output: Value = serde_json::from_str(result.output.as_deref()?).ok()?;
+    let until = chrono::DateTime::parse_from_rfc3339(output["until"].as_str()?).ok()?;
+    Some(until.timestamp_millis() - now_ms())
+}
