@@ -13,9 +13,12 @@ if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $version"; then
   env -u CARGO_TARGET_DIR cargo install --locked --quiet cargo-deny --version "$version"
 fi
 
-# cargo metadata (which cargo-deny reads offline) needs the sources of every package in
-# Cargo.lock, including those of other platforms that no build here downloads.
-cargo fetch --locked --quiet
-
-echo "== cargo deny check licenses bans (offline)"
-cargo deny --offline check licenses bans
+# The host workspace, and the guest workspaces whose plugins are embedded in the binary, all
+# against the one deny.toml here.
+for manifest in Cargo.toml plugins/Cargo.toml sdk/Cargo.toml; do
+  # cargo metadata (which cargo-deny reads offline) needs the sources of every package in the
+  # lock file, including those of other platforms that no build here downloads.
+  cargo fetch --locked --quiet --manifest-path "$manifest"
+  echo "== cargo deny check licenses bans (offline): $manifest"
+  cargo deny --offline --manifest-path "$manifest" check licenses bans
+done
