@@ -701,3 +701,215 @@ pub fn bind_parameters(def: &Definition, given: &serde_json::Map<String, Value>)
     }
     if errors.is_empty() { Ok(Value::Object(bound)) } else { Err(errors) }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::{Catalogue, Definition, validate};
+
+    /// An enterprise with one connection `dealer` (operations `lookup` and `search`), one `rest`
+    /// connection (operations of its own), the transform plugin `upper` and the orchestration
+    /// `child`.
+    struct Enterprise;
+
+    impl Catalogue for Enterprise {
+        fn operations(&self, connection: &str) -> Option<Option<Vec<String>>> {
+            match connection {
+                "dealer" => Some(Some(vec!["lookup".into(), "search".into()])),
+                "rest" => Some(None),
+                _ => None,
+            }
+        }
+        fn transform_exists(&self, slug: &str) -> bool {
+            slug == "upper"
+        }
+        fn orchestration_exists(&self, name_or_id: &str) -> bool {
+            name_or_id == "child"
+        }
+    }
+
+    /// The problems of `definition` as (path, message).
+    fn problems(definition: Value) -> Vec<(String, String)> {
+        let def: Definition = serde_json::from_value(definition).expect("the definition parses");
+        validate(&def, &Enterprise).into_iter().map(|e| (e.path, e.message)).collect()
+    }
+
+    fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+        expected.iter().map(|(p, m)| ((*p).to_owned(), (*m).to_owned())).collect()
+    }
+
+    #[test]
+    fn a_definition_using_every_step_type_is_accepted() {
+        let found = problems(json!({
+            "name": "Vehicle lookup",
+            "parameters": [{"name": "vin", "required": true}, {"name": "limit", "type": "integer", "default": 3}],
+            "steps": [
+                {"name": "decode", "type": "api_call", "connection": "dealer", "operation": "lookup",
+                 "parameters": {"vin": "${parameters.vin}", "at": "${_context.timestamp}"},
+                 "retry": {"max_attempts": 3}, "timeout_ms": 5000},
+                {"name": "custom", "type": "api_call", "connection": "rest", "operation": "anything"},
+                {"name": "honda", "type": "condition", "condition": "${decode.response.make} == 'HONDA'",
+                 "then": [{"name": "shout", "type": "transform", "transform": "upper",
+                           "mapping": {"text": "${decode.response.make}"}}],
+                 "else": [{"name": "quiet", "type": "transform", "transform": "map",
+                           "mapping": {"make": "${decode.response.make}"}, "when": "${custom}"}]},
+                {"name": "each", "type": "for_each", "items": "${decode.response.parts}", "concurrency": 4,
+                 "steps": [{"name": "part", "type": "transform", "transform": "map",
+                            "mapping": {"part": "${item}", "at": "${index}", "make": "${shout.text}"}}]},
+                {"name": "both", "type": "parallel", "branches": [
+                    {"name": "left", "steps": [{"name": "pause", "type": "wait", "duration_ms": 10}]},
+                    {"name": "right", "steps": [{"name": "until", "type": "wait", "until": "2030-01-01T00:00:00Z"}]}
+                ]},
+                {"name": "run_child", "type": "sub_orchestration", "orchestration": "child",
+                 "parameters": {"vin": "${parameters.vin}"}},
+                {"name": "keep", "type": "canonical_upsert", "domain": "vehicle", "source": "decode",
+                 "mapping": {"vin": "${parameters.vin}"}},
+                {"name": "handler", "type": "error_handler", "recover": true, "on_error": "continue",
+                 "steps": [{"name": "log", "type": "transform", "transform": "map",
+                            "mapping": {"failed": "${handler.failed_step}"}}]}
+            ],
+            "output": {"make": "${decode.response.make}", "parts": "${each}"}
+        }));
+        assert_eq!(found, pairs(&[]));
+    }
+
+    #[test]
+    fn a_schedule_with_a_default_for_each_required_parameter_is_accepted() {
+        let found = problems(json!({
+            "name": "Nightly",
+            "trigger": {"type": "schedule", "cron": "30 2 * * *", "timezone": "Europe/Paris"},
+            "parameters": [{"name": "days", "type": "integer", "required": true, "default": 1}],
+            "steps": [{"name": "pause", "type": "wait", "duration_ms": 1}]
+        }));
+        assert_eq!(found, pairs(&[]));
+    }
+
+    #[test]
+    fn the_top_level_fields_are_refused_with_their_paths() {
+        let found = problems(json!({
+            "name": " ",
+            "status": "live",
+            "sla_target": 101.0,
+            "trigger": {"type": "schedule", "cron": "* * * * * *", "timezone": "Mars/Olympus"},
+            "parameters": [
+                {"name": "vin", "required": true},
+                {"name": "vin", "type": "date"},
+                {"name": "count", "type": "integer", "default": "three"}
+            ],
+            "steps": []
+        }));
+        assert_eq!(
+            found,
+            pairs(&[
+                ("name", "must be 1 to 200 characters"),
+                ("status", "must be draft, active, paused or archived"),
+                ("sla_target", "must be a percentage from 0 to 100"),
+                ("trigger.cron", "fires every 1 s; schedules may fire at most once every 60 s"),
+                ("trigger.timezone", "\"Mars/Olympus\" is not an IANA time zone"),
+                ("parameters[0].default", "scheduled runs have no caller: required parameters need a default"),
+                ("parameters[1].name", "\"vin\" must be a unique identifier"),
+                ("parameters[1].type", "must be string, number, integer, boolean, object or array"),
+                ("parameters[2].default", "must be of type integer like the parameter"),
+                ("steps", "needs at least one step"),
+            ])
+        );
+    }
+
+    #[test]
+    fn steps_are_refused_with_the_path_of_the_field_at_fault() {
+        let found = problems(json!({
+            "name": "Broken",
+            "steps": [
+                {"name": "decode", "type": "api_call", "connection": "dealer", "operation": "delete",
+                 "parameters": {"vin": "${parameters.vin}"}},
+                {"name": "decode", "type": "api_call", "connection": "nowhere", "operation": "lookup"},
+                {"name": "1st", "type": "transform"},
+                {"name": "item", "type": "teleport"},
+                {"name": "shape", "type": "transform", "transform": "upside_down", "on_error": "ignore",
+                 "timeout_ms": 50, "retry": {"max_attempts": 0, "backoff_coefficient": 0.5}},
+                {"name": "later", "type": "transform", "transform": "map", "mapping": {"x": "${after.y}"}}
+            ]
+        }));
+        assert_eq!(
+            found,
+            pairs(&[
+                ("steps[0].operation", "connection \"dealer\" has no operation \"delete\" (it has lookup, search)"),
+                ("steps[0].parameters", "${parameters.vin}: no parameter \"vin\" is declared"),
+                ("steps[1].name", "duplicate step name \"decode\""),
+                ("steps[1].connection", "unknown connection \"nowhere\""),
+                (
+                    "steps[2].name",
+                    "\"1st\" must be an identifier (letters, digits, _) other than parameters, _context, item, index",
+                ),
+                ("steps[2].transform", "transform steps need transform (map or a plugin slug)"),
+                (
+                    "steps[3].name",
+                    "\"item\" must be an identifier (letters, digits, _) other than parameters, _context, item, index",
+                ),
+                (
+                    "steps[3].type",
+                    "unknown step type \"teleport\"; supported: api_call, transform, condition, error_handler, \
+                     for_each, parallel, sub_orchestration, wait, canonical_upsert",
+                ),
+                ("steps[4].transform", "\"upside_down\" is neither map nor a transform plugin"),
+                ("steps[4].timeout_ms", "must be from 100 to 600000"),
+                ("steps[4].retry.max_attempts", "must be from 1 to 20"),
+                ("steps[4].retry.backoff_coefficient", "must be from 1.0 to 10.0"),
+                ("steps[4].on_error", "must be fail or continue"),
+                ("steps[5].mapping", "${after.y}: \"after\" is not an earlier step"),
+            ])
+        );
+    }
+
+    #[test]
+    fn nested_steps_are_refused_with_their_nested_paths() {
+        let found = problems(json!({
+            "name": "Nested",
+            "steps": [
+                {"name": "check", "type": "condition", "condition": "${item.ok}",
+                 "then": [{"name": "pause", "type": "wait"}],
+                 "else": [{"name": "sleep", "type": "wait", "duration_ms": 1, "until": "soon"}]},
+                {"name": "each", "type": "for_each", "concurrency": 17,
+                 "steps": [{"name": "inner", "type": "transform", "transform": "map"}]},
+                {"name": "both", "type": "parallel", "branches": [
+                    {"name": "a", "steps": []},
+                    {"name": "a", "steps": [{"name": "deep", "type": "transform", "transform": "map",
+                                             "mapping": {"x": "${inner}"}}]}
+                ]},
+                {"name": "handler", "type": "error_handler"},
+                {"name": "self_call", "type": "sub_orchestration", "orchestration": "Nested"},
+                {"name": "stranger", "type": "sub_orchestration", "orchestration": "ghost"},
+                {"name": "keep", "type": "canonical_upsert", "domain": "spaceship", "source": "later"},
+                {"name": "plain", "type": "wait", "duration_ms": 1, "then": [], "else": [
+                    {"name": "orphan", "type": "wait", "duration_ms": 1}]},
+                {"name": "lonely", "type": "wait", "duration_ms": 1,
+                 "steps": [{"name": "hidden", "type": "wait", "duration_ms": 1}]}
+            ],
+            "output": "${inner}"
+        }));
+        assert_eq!(
+            found,
+            pairs(&[
+                ("steps[0].condition", "${item.ok}: item is only defined inside a for_each"),
+                ("steps[0].then[0].duration_ms", "wait needs exactly one of duration_ms and until"),
+                ("steps[0].else[0].duration_ms", "wait needs exactly one of duration_ms and until"),
+                ("steps[1].items", "for_each needs items (a reference to an array)"),
+                ("steps[1].concurrency", "must be from 1 to 16"),
+                ("steps[1].steps[0].mapping", "transform map needs a mapping"),
+                ("steps[2].branches[0].steps", "needs at least one step"),
+                ("steps[2].branches[1].name", "\"a\" must be a unique identifier"),
+                ("steps[2].branches[1].steps[0].mapping", "${inner}: \"inner\" is not an earlier step"),
+                ("steps[3].steps", "an error_handler needs the steps it runs"),
+                ("steps[4].orchestration", "an orchestration cannot run itself"),
+                ("steps[5].orchestration", "unknown orchestration \"ghost\""),
+                ("steps[6].domain", "\"spaceship\" is not a canonical domain"),
+                ("steps[6].mapping", "canonical_upsert needs a mapping (the record)"),
+                ("steps[6].source", "\"later\" is not an earlier step"),
+                ("steps[7].then", "only condition steps have then/else steps"),
+                ("steps[8].steps", "only for_each and error_handler steps have steps"),
+                ("output", "${inner}: \"inner\" is not an earlier step"),
+            ])
+        );
+    }
+}
