@@ -107,28 +107,21 @@ enum Replay {
     Park(i64),
 }
 
-/// Replays a kept body step; a kept `wait` due within [`INLINE_WAIT_MS`] is waited for here.
-async fn replay(state: &AppState, execution: &ExecutionRow, row: &BodyStepRow) -> Result<Replay, String> {
+/// A kept body step as it stood: its outcome, its trace record, and for a kept `wait` how many
+/// milliseconds are left until it is due at `now_ms` (0 for other steps).
+fn kept_step(row: &BodyStepRow, now_ms: i64) -> Result<(StepOutcome, Value, i64), String> {
     let record: Value = serde_json::from_str(&row.record).unwrap_or(Value::Null);
     let output = row.output.as_deref().map(serde_json::from_str::<Value>).transpose().map_err(|e| e.to_string())?;
-    if record["type"] == "wait" && row.status == "success" {
+    let remaining = if record["type"] == "wait" && row.status == "success" {
         let due = output
             .as_ref()
             .and_then(|o| o["until"].as_str())
             .and_then(|u| chrono::DateTime::parse_from_rfc3339(u).ok())
             .map_or(0, |u| u.timestamp_millis());
-        let remaining = due - now_ms();
-        if remaining > INLINE_WAIT_MS {
-            return Ok(Replay::Park(due));
-        }
-        if remaining > 0 {
-            let mut signal = state.engine.signal(&execution.id);
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(u64::try_from(remaining).unwrap_or(0))) => {}
-                why = signal.stopped() => return Err(format!("wait {}", why.message())),
-            }
-        }
-    }
+        (due - now_ms).max(0)
+    } else {
+        0
+    };
     let status = match row.status.as_str() {
         "success" => "success",
         "failed" => "failed",
@@ -136,6 +129,23 @@ async fn replay(state: &AppState, execution: &ExecutionRow, row: &BodyStepRow) -
     };
     let outcome =
         StepOutcome { status, output, error: row.error.clone(), partial: row.partial != 0, ..StepOutcome::skipped() };
+    Ok((outcome, record, remaining))
+}
+
+/// Replays a kept body step; a kept `wait` due within [`INLINE_WAIT_MS`] is waited for here.
+async fn replay(state: &AppState, execution: &ExecutionRow, row: &BodyStepRow) -> Result<Replay, String> {
+    let now = now_ms();
+    let (outcome, record, remaining) = kept_step(row, now)?;
+    if remaining > INLINE_WAIT_MS {
+        return Ok(Replay::Park(now + remaining));
+    }
+    if remaining > 0 {
+        let mut signal = state.engine.signal(&execution.id);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(u64::try_from(remaining).unwrap_or(0))) => {}
+            why = signal.stopped() => return Err(format!("wait {}", why.message())),
+        }
+    }
     Ok(Replay::Done(Box::new(outcome), record))
 }
 
@@ -269,16 +279,16 @@ fn record_of(label: &str, row: &crate::store::StepResultRow, detail: Option<Valu
     record
 }
 
+/// Whether the execution is being cancelled or handed back (then bodies end, they do not park).
+fn stopping(state: &AppState, execution: &ExecutionRow) -> bool {
+    state.engine.signal(&execution.id).get().is_some()
+}
+
 /// When one of a container's bodies parked: the container parks until the earliest wait is
 /// due, keeping every body's finished steps. `None` when none parked, or when the execution
 /// is being stopped (then the bodies' errors say so).
-fn park(
-    state: &AppState,
-    execution: &ExecutionRow,
-    results: &mut Vec<BlockResult>,
-    api_calls: &mut Vec<ApiCallRecord>,
-) -> Option<Parked> {
-    if !results.iter().any(|r| r.parked.is_some()) || state.engine.signal(&execution.id).get().is_some() {
+fn park(stopping: bool, results: &mut Vec<BlockResult>, api_calls: &mut Vec<ApiCallRecord>) -> Option<Parked> {
+    if stopping || !results.iter().any(|r| r.parked.is_some()) {
         return None;
     }
     let due = results.iter().filter_map(|r| r.parked.as_ref().map(|p| p.due_ms)).min().filter(|due| *due != i64::MAX);
@@ -338,7 +348,7 @@ pub(super) async fn for_each(
         .collect()
         .await;
     let mut api_calls = Vec::new();
-    if let Some(parked) = park(state, execution, &mut results, &mut api_calls) {
+    if let Some(parked) = park(stopping(state, execution), &mut results, &mut api_calls) {
         return StepOutcome::parked(parked, api_calls);
     }
     let failed: Vec<String> =
@@ -384,7 +394,7 @@ pub(super) async fn parallel(
     });
     let mut results = futures_util::future::join_all(runs).await;
     let mut api_calls = Vec::new();
-    if let Some(parked) = park(state, execution, &mut results, &mut api_calls) {
+    if let Some(parked) = park(stopping(state, execution), &mut results, &mut api_calls) {
         return StepOutcome::parked(parked, api_calls);
     }
     let mut output = serde_json::Map::new();
@@ -566,4 +576,110 @@ pub(super) async fn wait(
         return StepOutcome { parked: Some(Parked { due_ms: until_ms, steps: Vec::new() }), ..outcome };
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::{BlockResult, Done, Parked, kept_step, park};
+    use crate::store::BodyStepRow;
+
+    fn row(label: &str, kind: &str, status: &str, output: Option<Value>) -> BodyStepRow {
+        BodyStepRow {
+            label: label.into(),
+            status: status.into(),
+            output: output.map(|o| o.to_string()),
+            error: (status == "failed").then(|| "boom".to_owned()),
+            partial: 0,
+            record: json!({"label": label, "type": kind, "status": status}).to_string(),
+        }
+    }
+
+    /// A body that finished `done` (labels) and, when `parked` is given, parked until then with
+    /// `nested` rows kept by a container inside it.
+    fn body(done: &[&str], parked: Option<i64>, nested: &[&str]) -> BlockResult {
+        let steps: Vec<Value> = done.iter().map(|label| json!({"label": label, "type": "transform"})).collect();
+        BlockResult {
+            last: Value::Null,
+            error: None,
+            partial: false,
+            done: done
+                .iter()
+                .enumerate()
+                .map(|(i, label)| Done {
+                    label: (*label).to_owned(),
+                    status: "success",
+                    output: Some(json!({"n": i})),
+                    error: None,
+                    partial: false,
+                    record: i,
+                })
+                .collect(),
+            steps,
+            api_calls: Vec::new(),
+            parked: parked.map(|due_ms| Parked {
+                due_ms,
+                steps: nested.iter().map(|label| row(label, "transform", "success", Some(json!(1)))).collect(),
+            }),
+        }
+    }
+
+    fn labels(parked: &Parked) -> Vec<&str> {
+        parked.steps.iter().map(|s| s.label.as_str()).collect()
+    }
+
+    #[test]
+    fn a_kept_step_replays_with_its_status_output_error_and_record() {
+        let (outcome, record, remaining) =
+            kept_step(&row("each[0].check", "api_call", "success", Some(json!({"ok": true}))), 0).expect("kept");
+        assert_eq!((outcome.status, outcome.output, remaining), ("success", Some(json!({"ok": true})), 0));
+        assert_eq!(record["label"], "each[0].check");
+        let (failed, _, _) = kept_step(&row("each[1].check", "api_call", "failed", None), 0).expect("kept");
+        assert_eq!((failed.status, failed.error.as_deref(), failed.output), ("failed", Some("boom"), None));
+        let mut broken = row("each[2].check", "api_call", "success", None);
+        broken.output = Some("{not json".into());
+        assert!(kept_step(&broken, 0).is_err(), "a kept output that does not read is an error, not a null");
+    }
+
+    #[test]
+    fn a_kept_wait_says_how_long_until_it_is_due() {
+        let until = chrono::DateTime::parse_from_rfc3339("2030-01-01T00:00:10Z").expect("instant").timestamp_millis();
+        let wait = row("each[0].pause", "wait", "success", Some(json!({"until": "2030-01-01T00:00:10.000Z"})));
+        assert_eq!(kept_step(&wait, until - 7_000).expect("kept").2, 7_000);
+        assert_eq!(kept_step(&wait, until + 1).expect("kept").2, 0, "a wait that is due has nothing left");
+        // Only waits count: another step with an `until` in its output is not waited for.
+        let other = row("each[0].map", "transform", "success", Some(json!({"until": "2030-01-01T00:00:10.000Z"})));
+        assert_eq!(kept_step(&other, until - 7_000).expect("kept").2, 0);
+    }
+
+    #[test]
+    fn a_container_parks_until_its_earliest_wait_and_keeps_every_bodys_finished_steps() {
+        let mut results = vec![
+            body(&["each[0].check"], Some(9_000), &[]),
+            // Not begun (a sibling parked first): it does not decide the due time.
+            body(&[], Some(i64::MAX), &[]),
+            body(&["each[2].check", "each[2].decode"], Some(5_000), &["each[2].inner[0].x"]),
+            body(&["each[3].check", "each[3].row"], None, &[]),
+        ];
+        let mut calls = Vec::new();
+        let parked = park(false, &mut results, &mut calls).expect("parks");
+        assert_eq!(parked.due_ms, 5_000);
+        assert_eq!(
+            labels(&parked),
+            ["each[0].check", "each[2].check", "each[2].decode", "each[2].inner[0].x", "each[3].check", "each[3].row"]
+        );
+        assert_eq!(parked.steps[2].output.as_deref(), Some(r#"{"n":1}"#));
+        assert_eq!(parked.steps[2].record, r#"{"label":"each[2].decode","type":"transform"}"#);
+    }
+
+    #[test]
+    fn a_container_does_not_park_when_no_body_waits_or_the_execution_stops() {
+        let mut calls = Vec::new();
+        let mut finished = vec![body(&["a.x"], None, &[]), body(&["b.y"], None, &[])];
+        assert!(park(false, &mut finished, &mut calls).is_none());
+        assert_eq!(finished.len(), 2, "the results are left for the container's own output");
+        let mut waiting = vec![body(&["a.x"], Some(1_000), &[])];
+        assert!(park(true, &mut waiting, &mut calls).is_none(), "a stopping execution ends instead of parking");
+    }
 }
