@@ -272,7 +272,7 @@ async fn check(
 /// default 15m; pings count) and `error_rate_spike` (failed calls of the system, or of all, at
 /// or above `condition.threshold_percent` of at least `condition.min_calls`, default 10).
 pub async fn evaluate_periodic(state: &AppState) -> anyhow::Result<()> {
-    let now = crate::store::now_ms();
+    let now = dibop_core::now_ms();
     for row in state.store.all_enabled_alert_rules().await? {
         let Ok(rule) = serde_json::from_str::<RuleDefinition>(&row.definition) else { continue };
         let window = |default: &str| {

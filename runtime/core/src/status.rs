@@ -162,7 +162,10 @@ mod tests {
         }
         assert!("queued".parse::<StepStatus>().is_err());
         assert!("skipped".parse::<ExecutionStatus>().is_err());
-        assert_eq!("bogus".parse::<ExecutionStatus>().map_err(|e| e.to_string()), Err("unknown status \"bogus\"".into()));
+        assert_eq!(
+            "bogus".parse::<ExecutionStatus>().map_err(|e| e.to_string()),
+            Err("unknown status \"bogus\"".into())
+        );
     }
 
     #[test]

@@ -199,7 +199,7 @@ async fn system_stats(
     let window = query.window.as_deref().unwrap_or("24h");
     let window_ms = parse_window(window)
         .ok_or_else(|| AppError::BadRequest(format!("window must look like 30m, 24h or 7d, got {window:?}")))?;
-    let samples = state.store.api_call_samples(&principal.enterprise_id, crate::store::now_ms() - window_ms).await?;
+    let samples = state.store.api_call_samples(&principal.enterprise_id, dibop_core::now_ms() - window_ms).await?;
     let mut by_system: BTreeMap<String, Vec<_>> = BTreeMap::new();
     for sample in samples {
         by_system.entry(sample.system.clone()).or_default().push(sample);

@@ -314,7 +314,7 @@ pub fn for_reader<T: serde::Serialize>(
     body: &T,
 ) -> crate::error::AppResult<axum::response::Response> {
     use axum::response::IntoResponse;
-    if principal.role != crate::auth::Role::Viewer {
+    if principal.role != dibop_core::Role::Viewer {
         return Ok(axum::Json(body).into_response());
     }
     let mut value = serde_json::to_value(body).map_err(anyhow::Error::from)?;

@@ -160,7 +160,7 @@ const DEFAULT_TARGET: f64 = 99.0;
 
 /// Figures from (succeeded, duration ms, at ms) samples.
 fn figures(id: String, name: String, target: f64, samples: &[(bool, i64, i64)]) -> SlaFigures {
-    let now = crate::store::now_ms();
+    let now = dibop_core::now_ms();
     let executions = samples.len() as u64;
     let successes = samples.iter().filter(|s| s.0).count() as u64;
     let success_rate = (executions > 0).then(|| (successes as f64 * 10_000.0 / executions as f64).round() / 100.0);
@@ -203,7 +203,7 @@ async fn sla(
     let window = query.window.unwrap_or_else(|| "7d".into());
     let window_ms = super::api_calls::parse_window(&window)
         .ok_or_else(|| AppError::BadRequest(format!("window must look like 30m, 24h or 7d, got {window:?}")))?;
-    let since = crate::store::now_ms() - window_ms;
+    let since = dibop_core::now_ms() - window_ms;
     let enterprise = principal.enterprise_id.as_str();
     let mut by_orchestration: BTreeMap<String, Vec<(bool, i64, i64)>> = BTreeMap::new();
     for (orchestration, status, duration, at) in state.store.finished_executions(enterprise, since).await? {

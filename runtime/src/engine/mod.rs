@@ -16,6 +16,7 @@ pub mod schedule;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dibop_core::now_ms;
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
@@ -24,7 +25,7 @@ use crate::connections::{self, Caller};
 use crate::plugins::outbound::ApiCallRecord;
 use crate::plugins::{CallError, CallReport, CallSpec, Invocation, Loaded};
 use crate::state::AppState;
-use crate::store::{ExecutionRow, Finish, StepResultRow, now_ms};
+use crate::store::{ExecutionRow, Finish, StepResultRow};
 use definition::{Definition, Step};
 use flow::{Decision, Flow};
 

@@ -2,10 +2,11 @@
 
 use sqlx::FromRow;
 
+use dibop_core::{new_id, now_ms};
 use sqlx::Row;
 
 use super::batch::Batch;
-use super::{Backend, Page, Store, new_id, now_ms};
+use super::{Backend, Page, Store};
 use crate::plugins::outbound::ApiCallRecord;
 
 #[derive(Debug, Clone, FromRow)]
