@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dibop_core::Window;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -131,7 +132,7 @@ pub fn validate(rule: &RuleDefinition) -> Vec<FieldError> {
         "error_rate_spike" => {}
         other => err("type", format!("{other:?} is not evaluated by this runtime; supported: {}", TYPES.join(", "))),
     }
-    if rule.condition.get("window").is_some_and(|w| w.as_str().and_then(crate::api::parse_window).is_none()) {
+    if rule.condition.get("window").is_some_and(|w| w.as_str().is_none_or(|w| Window::parse(w).is_err())) {
         err("condition.window", "must look like 15m, 24h or 7d".into());
     }
     if rule.condition.get("target").is_some_and(|t| !t.as_f64().is_some_and(|t| (0.0..=100.0).contains(&t))) {
@@ -279,8 +280,9 @@ pub async fn evaluate_periodic(state: &AppState) -> anyhow::Result<()> {
             rule.condition
                 .get("window")
                 .and_then(Value::as_str)
-                .and_then(crate::api::parse_window)
-                .unwrap_or_else(|| crate::api::parse_window(default).unwrap_or(3_600_000))
+                .and_then(|w| Window::parse(w).ok())
+                .or_else(|| Window::parse(default).ok())
+                .map_or(3_600_000, Window::as_millis)
         };
         let alert = |metric: &str, value: f64, threshold: f64, message: String| NewAlert {
             rule_id: row.id.clone(),

@@ -5,7 +5,6 @@
 //! domain module, and shape the answer.
 
 mod alert_rules;
-pub use api_calls::parse_window;
 mod api_calls;
 mod api_keys;
 mod auth;

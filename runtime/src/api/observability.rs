@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use dibop_core::Window;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
@@ -200,10 +201,10 @@ async fn sla(
     principal: Principal,
     ApiQuery(query): ApiQuery<SlaQuery>,
 ) -> AppResult<Json<SlaReport>> {
+    // The report names the window as it was asked for.
     let window = query.window.unwrap_or_else(|| "7d".into());
-    let window_ms = super::api_calls::parse_window(&window)
-        .ok_or_else(|| AppError::BadRequest(format!("window must look like 30m, 24h or 7d, got {window:?}")))?;
-    let since = dibop_core::now_ms() - window_ms;
+    let span = Window::parse(&window).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let since = dibop_core::now_ms() - span.as_millis();
     let enterprise = principal.enterprise_id.as_str();
     let mut by_orchestration: BTreeMap<String, Vec<(bool, i64, i64)>> = BTreeMap::new();
     for (orchestration, status, duration, at) in state.store.finished_executions(enterprise, since).await? {
