@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dibop_core::Window;
+use dibop_core::{ExecutionStatus, Window};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -194,7 +194,7 @@ async fn evaluate(state: &AppState, enterprise_id: &str, execution_id: &str) -> 
         return Ok(());
     }
     let Some(execution) = state.store.execution(execution_id).await? else { return Ok(()) };
-    if !crate::engine::is_final(&execution.status) {
+    if !execution.status.parse().is_ok_and(ExecutionStatus::is_final) {
         return Ok(());
     }
     for row in rules {
@@ -207,6 +207,11 @@ async fn evaluate(state: &AppState, enterprise_id: &str, execution_id: &str) -> 
         }
     }
     Ok(())
+}
+
+/// Whether an execution ended `failed` or `cancelled`: what the failure rules count.
+fn ended_badly(status: &str) -> bool {
+    matches!(status.parse(), Ok(ExecutionStatus::Failed | ExecutionStatus::Cancelled))
 }
 
 /// The alert `rule` raises for `execution`, if any.
@@ -224,7 +229,7 @@ async fn check(
         threshold,
         message,
     };
-    let failed = matches!(execution.status.as_str(), "failed" | "cancelled");
+    let failed = ended_badly(&execution.status);
     Ok(match rule.kind.as_str() {
         "execution_failure" if failed => Some(alert(
             "execution_failed",
@@ -241,7 +246,7 @@ async fn check(
         "consecutive_failures" if failed => {
             let n = positive(&rule.condition, "threshold").unwrap_or(1);
             let last = state.store.last_statuses(&execution.orchestration_id, i64::try_from(n)?).await?;
-            let streak = last.iter().take_while(|s| matches!(s.as_str(), "failed" | "cancelled")).count() as u64;
+            let streak = last.iter().take_while(|s| ended_badly(s)).count() as u64;
             (streak >= n).then(|| {
                 alert(
                     "consecutive_failures",
@@ -315,7 +320,8 @@ pub async fn evaluate_periodic(state: &AppState) -> anyhow::Result<()> {
                             .and_then(|d| d.sla_target)
                             .unwrap_or(99.0)
                     });
-                    let rate = mine.iter().filter(|r| r.1 == "success").count() as f64 * 100.0 / mine.len() as f64;
+                    let rate = mine.iter().filter(|r| r.1 == ExecutionStatus::Success.as_str()).count() as f64 * 100.0
+                        / mine.len() as f64;
                     if rate < target {
                         found = Some(alert(
                             "success_rate",

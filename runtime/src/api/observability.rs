@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use dibop_core::Window;
+use dibop_core::{ExecutionStatus, Window};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
@@ -60,10 +60,8 @@ pub struct PlatformMetrics {
     responses((status = 200, description = "The figures", body = PlatformMetrics)))]
 async fn platform_metrics(State(state): State<AppState>, principal: Principal) -> AppResult<Json<PlatformMetrics>> {
     let enterprise = principal.enterprise_id.as_str();
-    let mut executions: BTreeMap<String, i64> = ["queued", "running", "success", "failed", "partial", "cancelled"]
-        .iter()
-        .map(|s| ((*s).to_owned(), 0))
-        .collect();
+    let mut executions: BTreeMap<String, i64> =
+        ExecutionStatus::ALL.iter().map(|s| (s.as_str().to_owned(), 0)).collect();
     executions.extend(state.store.executions_by_status(enterprise).await?);
     let mut api_calls: Vec<SystemCalls> = Vec::new();
     for (system, outcome, count) in state.store.api_calls_by_outcome(enterprise).await? {
@@ -208,7 +206,11 @@ async fn sla(
     let enterprise = principal.enterprise_id.as_str();
     let mut by_orchestration: BTreeMap<String, Vec<(bool, i64, i64)>> = BTreeMap::new();
     for (orchestration, status, duration, at) in state.store.finished_executions(enterprise, since).await? {
-        by_orchestration.entry(orchestration).or_default().push((status == "success", duration, at));
+        by_orchestration.entry(orchestration).or_default().push((
+            status == ExecutionStatus::Success.as_str(),
+            duration,
+            at,
+        ));
     }
     let (rows, _) =
         state.store.list_orchestrations(enterprise, crate::store::Page { limit: 10_000, offset: 0 }).await?;
