@@ -206,11 +206,8 @@ async fn sla(
     let enterprise = principal.enterprise_id.as_str();
     let mut by_orchestration: BTreeMap<String, Vec<(bool, i64, i64)>> = BTreeMap::new();
     for (orchestration, status, duration, at) in state.store.finished_executions(enterprise, since).await? {
-        by_orchestration.entry(orchestration).or_default().push((
-            status == ExecutionStatus::Success.as_str(),
-            duration,
-            at,
-        ));
+        let success = status == ExecutionStatus::Success.as_str();
+        by_orchestration.entry(orchestration).or_default().push((success, duration, at));
     }
     let (rows, _) =
         state.store.list_orchestrations(enterprise, crate::store::Page { limit: 10_000, offset: 0 }).await?;
