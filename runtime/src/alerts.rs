@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dibop_core::{ExecutionStatus, Window};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -131,7 +132,7 @@ pub fn validate(rule: &RuleDefinition) -> Vec<FieldError> {
         "error_rate_spike" => {}
         other => err("type", format!("{other:?} is not evaluated by this runtime; supported: {}", TYPES.join(", "))),
     }
-    if rule.condition.get("window").is_some_and(|w| w.as_str().and_then(crate::api::parse_window).is_none()) {
+    if rule.condition.get("window").is_some_and(|w| w.as_str().is_none_or(|w| Window::parse(w).is_err())) {
         err("condition.window", "must look like 15m, 24h or 7d".into());
     }
     if rule.condition.get("target").is_some_and(|t| !t.as_f64().is_some_and(|t| (0.0..=100.0).contains(&t))) {
@@ -193,7 +194,7 @@ async fn evaluate(state: &AppState, enterprise_id: &str, execution_id: &str) -> 
         return Ok(());
     }
     let Some(execution) = state.store.execution_any_enterprise(execution_id).await? else { return Ok(()) };
-    if !crate::engine::is_final(&execution.status) {
+    if !execution.status.parse().is_ok_and(ExecutionStatus::is_final) {
         return Ok(());
     }
     for row in rules {
@@ -206,6 +207,11 @@ async fn evaluate(state: &AppState, enterprise_id: &str, execution_id: &str) -> 
         }
     }
     Ok(())
+}
+
+/// Whether an execution ended `failed` or `cancelled`: what the failure rules count.
+fn ended_badly(status: &str) -> bool {
+    matches!(status.parse(), Ok(ExecutionStatus::Failed | ExecutionStatus::Cancelled))
 }
 
 /// The alert `rule` raises for `execution`, if any.
@@ -223,7 +229,7 @@ async fn check(
         threshold,
         message,
     };
-    let failed = matches!(execution.status.as_str(), "failed" | "cancelled");
+    let failed = ended_badly(&execution.status);
     Ok(match rule.kind.as_str() {
         "execution_failure" if failed => Some(alert(
             "execution_failed",
@@ -240,7 +246,7 @@ async fn check(
         "consecutive_failures" if failed => {
             let n = positive(&rule.condition, "threshold").unwrap_or(1);
             let last = state.store.last_statuses(&execution.orchestration_id, i64::try_from(n)?).await?;
-            let streak = last.iter().take_while(|s| matches!(s.as_str(), "failed" | "cancelled")).count() as u64;
+            let streak = last.iter().take_while(|s| ended_badly(s)).count() as u64;
             (streak >= n).then(|| {
                 alert(
                     "consecutive_failures",
@@ -272,15 +278,16 @@ async fn check(
 /// default 15m; pings count) and `error_rate_spike` (failed calls of the system, or of all, at
 /// or above `condition.threshold_percent` of at least `condition.min_calls`, default 10).
 pub async fn evaluate_periodic(state: &AppState) -> anyhow::Result<()> {
-    let now = crate::store::now_ms();
+    let now = dibop_core::now_ms();
     for row in state.store.all_enabled_alert_rules().await? {
         let Ok(rule) = serde_json::from_str::<RuleDefinition>(&row.definition) else { continue };
         let window = |default: &str| {
             rule.condition
                 .get("window")
                 .and_then(Value::as_str)
-                .and_then(crate::api::parse_window)
-                .unwrap_or_else(|| crate::api::parse_window(default).unwrap_or(3_600_000))
+                .and_then(|w| Window::parse(w).ok())
+                .or_else(|| Window::parse(default).ok())
+                .map_or(3_600_000, Window::as_millis)
         };
         let alert = |metric: &str, value: f64, threshold: f64, message: String| NewAlert {
             rule_id: row.id.clone(),
@@ -313,7 +320,8 @@ pub async fn evaluate_periodic(state: &AppState) -> anyhow::Result<()> {
                             .and_then(|d| d.sla_target)
                             .unwrap_or(99.0)
                     });
-                    let rate = mine.iter().filter(|r| r.1 == "success").count() as f64 * 100.0 / mine.len() as f64;
+                    let rate = mine.iter().filter(|r| r.1 == ExecutionStatus::Success.as_str()).count() as f64 * 100.0
+                        / mine.len() as f64;
                     if rate < target {
                         found = Some(alert(
                             "success_rate",

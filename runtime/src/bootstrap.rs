@@ -1,10 +1,11 @@
 //! First start on an empty database: the default enterprise and its admin.
 
+use dibop_core::Role;
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 use secrecy::ExposeSecret;
 
-use crate::auth::{Role, password};
+use crate::auth::password;
 use crate::config::Config;
 use crate::store::{NewEnterprise, NewUser, Store, is_unique_violation};
 

@@ -120,7 +120,7 @@ impl Metrics {
     pub fn execution_ended(&self, status: &str, started_at_ms: Option<i64>) {
         self.executions.get_or_create(&StatusLabel { status: status.to_owned() }).inc();
         if let Some(started) = started_at_ms {
-            let ms = (crate::store::now_ms() - started).max(0);
+            let ms = (dibop_core::now_ms() - started).max(0);
             self.execution_seconds.observe(ms as f64 / 1000.0);
         }
     }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
+use dibop_core::Window;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -165,21 +166,6 @@ pub struct StatsQuery {
     pub window: Option<String>,
 }
 
-/// `30m`, `24h`, `7d` as milliseconds.
-pub fn parse_window(text: &str) -> Option<i64> {
-    // The unit is the last character (not byte): any other text is refused, never sliced apart.
-    let unit = text.chars().next_back()?;
-    let number = &text[..text.len() - unit.len_utf8()];
-    let n: i64 = number.parse().ok().filter(|n| *n > 0)?;
-    let unit_ms = match unit {
-        'm' => 60_000,
-        'h' => 3_600_000,
-        'd' => 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(unit_ms).filter(|ms| *ms <= 366 * 86_400_000)
-}
-
 pub(super) fn percentile(sorted: &[i64], p: f64) -> i64 {
     if sorted.is_empty() {
         return 0;
@@ -196,10 +182,10 @@ async fn system_stats(
     principal: Principal,
     ApiQuery(query): ApiQuery<StatsQuery>,
 ) -> AppResult<Json<Vec<SystemStats>>> {
-    let window = query.window.as_deref().unwrap_or("24h");
-    let window_ms = parse_window(window)
-        .ok_or_else(|| AppError::BadRequest(format!("window must look like 30m, 24h or 7d, got {window:?}")))?;
-    let samples = state.store.api_call_samples(&principal.enterprise_id, crate::store::now_ms() - window_ms).await?;
+    let window =
+        Window::parse(query.window.as_deref().unwrap_or("24h")).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let since = dibop_core::now_ms() - window.as_millis();
+    let samples = state.store.api_call_samples(&principal.enterprise_id, since).await?;
     let mut by_system: BTreeMap<String, Vec<_>> = BTreeMap::new();
     for sample in samples {
         by_system.entry(sample.system.clone()).or_default().push(sample);
@@ -240,37 +226,9 @@ async fn system_stats(
 }
 
 #[cfg(test)]
-mod properties {
-    use proptest::prelude::*;
-
-    proptest! {
-        #[test]
-        fn windows_never_panic(text in any::<String>()) {
-            let _ = super::parse_window(&text);
-        }
-
-        #[test]
-        fn well_formed_windows_parse(n in 1i64..300, unit in prop_oneof![Just('m'), Just('h'), Just('d')]) {
-            let ms = super::parse_window(&format!("{n}{unit}"));
-            let unit_ms = match unit { 'm' => 60_000, 'h' => 3_600_000, _ => 86_400_000 };
-            prop_assert_eq!(ms, Some(n * unit_ms).filter(|ms| *ms <= 366 * 86_400_000));
-        }
-
-        #[test]
-        fn a_multi_byte_unit_is_refused(n in 1i64..300, unit in "[^mhd0-9]") {
-            prop_assert_eq!(super::parse_window(&format!("{n}{unit}")), None);
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
     #[test]
-    fn windows_and_percentiles() {
-        assert_eq!(super::parse_window("24h"), Some(86_400_000));
-        assert_eq!(super::parse_window("7d"), Some(7 * 86_400_000));
-        assert_eq!(super::parse_window("0h"), None);
-        assert_eq!(super::parse_window("h"), None);
+    fn percentiles() {
         let sorted: Vec<i64> = (1..=100).collect();
         assert_eq!(super::percentile(&sorted, 50.0), 50);
         assert_eq!(super::percentile(&sorted, 99.0), 99);

@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
+use dibop_core::Role;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -16,7 +17,7 @@ use utoipa_axum::routes;
 
 use super::datetime;
 use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination};
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::canonical::{self, Domain, Field};
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;

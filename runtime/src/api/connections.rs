@@ -230,7 +230,7 @@ async fn create_connection(
     ApiJson(input): ApiJson<ConnectionInput>,
 ) -> AppResult<(StatusCode, Json<ConnectionView>)> {
     let name = input.name.clone();
-    let id = crate::store::new_id();
+    let id = dibop_core::new_id();
     let fields = fields(&state, &principal, &id, input, HashMap::new()).await?;
     let row =
         state.store.create_connection(&principal.enterprise_id, &id, fields).await.map_err(|e| conflict(e, &name))?;
@@ -345,7 +345,7 @@ async fn test_connection(
     v.finish()?;
     let prepared =
         connections::prepare(&state, &row, Caller { step: Some("test".into()), ..Caller::default() }).await?;
-    let invocation = Invocation { attempt: 1, idempotency_key: crate::store::new_id(), ..Invocation::default() };
+    let invocation = Invocation { attempt: 1, idempotency_key: dibop_core::new_id(), ..Invocation::default() };
     let input = if request.input.is_null() { serde_json::json!({}) } else { request.input };
     let report = prepared.invoke(&state, &request.operation, &input, invocation).await?;
     state.store.insert_api_calls(&report.api_calls).await?;

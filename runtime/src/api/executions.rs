@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use dibop_core::ExecutionStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -291,11 +292,7 @@ async fn list_executions(
         .get_orchestration(&principal.enterprise_id, &id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("orchestration {id}")))?;
-    if let Some(status) = query
-        .status
-        .as_ref()
-        .filter(|s| !["queued", "running", "success", "failed", "partial", "cancelled"].contains(&s.as_str()))
-    {
+    if let Some(status) = query.status.as_ref().filter(|s| s.parse::<ExecutionStatus>().is_err()) {
         return Err(AppError::BadRequest(format!("unknown status {status:?}")));
     }
     let (from, to) = (iso_instant("from", query.from.as_ref())?, iso_instant("to", query.to.as_ref())?);

@@ -5,7 +5,6 @@
 //! domain module, and shape the answer.
 
 mod alert_rules;
-pub use api_calls::parse_window;
 mod api_calls;
 mod api_keys;
 mod auth;
@@ -318,7 +317,7 @@ pub fn for_reader<T: serde::Serialize>(
     body: &T,
 ) -> crate::error::AppResult<axum::response::Response> {
     use axum::response::IntoResponse;
-    if principal.role != crate::auth::Role::Viewer {
+    if principal.role != dibop_core::Role::Viewer {
         return Ok(axum::Json(body).into_response());
     }
     let mut value = serde_json::to_value(body).map_err(anyhow::Error::from)?;

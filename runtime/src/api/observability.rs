@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use dibop_core::{ExecutionStatus, Window};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
@@ -59,10 +60,8 @@ pub struct PlatformMetrics {
     responses((status = 200, description = "The figures", body = PlatformMetrics)))]
 async fn platform_metrics(State(state): State<AppState>, principal: Principal) -> AppResult<Json<PlatformMetrics>> {
     let enterprise = principal.enterprise_id.as_str();
-    let mut executions: BTreeMap<String, i64> = ["queued", "running", "success", "failed", "partial", "cancelled"]
-        .iter()
-        .map(|s| ((*s).to_owned(), 0))
-        .collect();
+    let mut executions: BTreeMap<String, i64> =
+        ExecutionStatus::ALL.iter().map(|s| (s.as_str().to_owned(), 0)).collect();
     executions.extend(state.store.executions_by_status(enterprise).await?);
     let mut api_calls: Vec<SystemCalls> = Vec::new();
     for (system, outcome, count) in state.store.api_calls_by_outcome(enterprise).await? {
@@ -160,7 +159,7 @@ const DEFAULT_TARGET: f64 = 99.0;
 
 /// Figures from (succeeded, duration ms, at ms) samples.
 fn figures(id: String, name: String, target: f64, samples: &[(bool, i64, i64)]) -> SlaFigures {
-    let now = crate::store::now_ms();
+    let now = dibop_core::now_ms();
     let executions = samples.len() as u64;
     let successes = samples.iter().filter(|s| s.0).count() as u64;
     let success_rate = (executions > 0).then(|| (successes as f64 * 10_000.0 / executions as f64).round() / 100.0);
@@ -200,14 +199,15 @@ async fn sla(
     principal: Principal,
     ApiQuery(query): ApiQuery<SlaQuery>,
 ) -> AppResult<Json<SlaReport>> {
+    // The report names the window as it was asked for.
     let window = query.window.unwrap_or_else(|| "7d".into());
-    let window_ms = super::api_calls::parse_window(&window)
-        .ok_or_else(|| AppError::BadRequest(format!("window must look like 30m, 24h or 7d, got {window:?}")))?;
-    let since = crate::store::now_ms() - window_ms;
+    let span = Window::parse(&window).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let since = dibop_core::now_ms() - span.as_millis();
     let enterprise = principal.enterprise_id.as_str();
     let mut by_orchestration: BTreeMap<String, Vec<(bool, i64, i64)>> = BTreeMap::new();
     for (orchestration, status, duration, at) in state.store.finished_executions(enterprise, since).await? {
-        by_orchestration.entry(orchestration).or_default().push((status == "success", duration, at));
+        let success = status == ExecutionStatus::Success.as_str();
+        by_orchestration.entry(orchestration).or_default().push((success, duration, at));
     }
     let (rows, _) =
         state.store.list_orchestrations(enterprise, crate::store::Page { limit: 10_000, offset: 0 }).await?;

@@ -16,6 +16,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
+use dibop_core::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -23,7 +24,7 @@ use utoipa_axum::routes;
 
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::{datetime, opt_datetime};
-use crate::auth::{Principal, Role, policy};
+use crate::auth::{Principal, policy};
 use crate::error::{AppError, AppResult, Validator};
 use crate::state::AppState;
 use crate::store::{NewUser, PlatformUsers, User, UserPatch, is_unique_violation};

@@ -16,51 +16,11 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use dibop_core::Role;
 
 use crate::error::{AppError, AppResult};
 use crate::ratelimit::Decision;
 use crate::state::AppState;
-
-/// A role as the SPEC defines it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Manages enterprises, the global catalogue and quotas; never reads payloads or executes.
-    PlatformAdmin,
-    /// Everything inside its enterprise.
-    EnterpriseAdmin,
-    /// Read-only.
-    Viewer,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PlatformAdmin => "platform_admin",
-            Self::EnterpriseAdmin => "enterprise_admin",
-            Self::Viewer => "viewer",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "platform_admin" => Some(Self::PlatformAdmin),
-            "enterprise_admin" => Some(Self::EnterpriseAdmin),
-            "viewer" => Some(Self::Viewer),
-            _ => None,
-        }
-    }
-}
-
-impl TryFrom<String> for Role {
-    type Error = String;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value).ok_or_else(|| format!("unknown role {value:?}"))
-    }
-}
 
 /// The authenticated caller of one request.
 #[derive(Debug, Clone)]
@@ -141,7 +101,7 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> AppResult<(Principal,
             .await?
             .ok_or_else(|| AppError::Unauthorized("invalid, revoked or expired API key".into()))?;
         // Record the use at most once a minute, so most requests stay reads.
-        if found.key.last_used_at.is_none_or(|at| at < crate::store::now_ms() - 60_000) {
+        if found.key.last_used_at.is_none_or(|at| at < dibop_core::now_ms() - 60_000) {
             state.store.touch_api_key(&found.key.id).await?;
         }
         let principal = Principal {

@@ -19,8 +19,9 @@
 //! the `platform_access` grant on a user); nobody hands out more than they hold.
 
 use axum::http::Method;
+use dibop_core::Role;
 
-use super::{Principal, Role};
+use super::Principal;
 use crate::error::{AppError, AppResult};
 use crate::store::User;
 

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use dibop_core::now_ms;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
@@ -21,7 +22,7 @@ use super::flow::{self, Decision, Flow};
 use super::{INLINE_WAIT_MS, MAX_STORED_DETAIL, MAX_STORED_ERROR, StepOutcome, Stop, mapping, run_claimed, run_step};
 use crate::plugins::outbound::ApiCallRecord;
 use crate::state::AppState;
-use crate::store::{BodyStepRow, ExecutionRow, NewExecution, now_ms};
+use crate::store::{BodyStepRow, ExecutionRow, NewExecution};
 
 /// How deeply orchestrations may start one another.
 pub const MAX_DEPTH: i64 = 8;

@@ -5,12 +5,14 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use dibop_core::now_ms;
+
 use super::definition::{self, Definition};
 use super::flow::{Decision, Flow};
 use super::step::{StepOutcome, run_step};
 use super::{MAX_STEP_OUTPUT, Stop, blocks, flow, mapping};
 use crate::state::AppState;
-use crate::store::{ExecutionRow, Finish, StepResultRow, now_ms};
+use crate::store::{ExecutionRow, Finish, StepResultRow};
 
 /// Waits shorter than this run in the worker; longer ones hand the execution back to the queue
 /// until they are due.

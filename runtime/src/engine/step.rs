@@ -6,13 +6,15 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 
+use dibop_core::now_ms;
+
 use super::definition::{self, Definition, Step};
 use super::{MAX_STEP_OUTPUT, MAX_STORED_DETAIL, MAX_STORED_ERROR, StopSignal, blocks, mapping, stored};
 use crate::connections::{self, Caller};
 use crate::plugins::outbound::ApiCallRecord;
 use crate::plugins::{CallError, CallReport, CallSpec, Invocation, Loaded};
 use crate::state::AppState;
-use crate::store::{ExecutionRow, StepResultRow, now_ms};
+use crate::store::{ExecutionRow, StepResultRow};
 
 pub(super) struct StepOutcome {
     pub(super) status: &'static str,

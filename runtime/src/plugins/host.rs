@@ -158,7 +158,7 @@ impl log::Host for State {
             && logs.len() < MAX_LOG_LINES
         {
             self.call.log_bytes.fetch_add(size, Ordering::Relaxed);
-            logs.push(LogLine { timestamp_ms: crate::store::now_ms(), level, message, fields });
+            logs.push(LogLine { timestamp_ms: dibop_core::now_ms(), level, message, fields });
         }
         Ok(())
     }

@@ -206,8 +206,8 @@ async fn send(
         return Err(HttpError::HttpRequestDenied);
     }
     let record = recorder.push(ApiCallRecord {
-        id: crate::store::new_id(),
-        timestamp_ms: crate::store::now_ms(),
+        id: dibop_core::new_id(),
+        timestamp_ms: dibop_core::now_ms(),
         origin: (*origin).clone(),
         method: request.method().to_string(),
         url: sanitize_url(request.uri()),

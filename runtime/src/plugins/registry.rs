@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
+use dibop_core::Slug;
 
 use super::{CallSpec, Limits, Loaded, PluginHost, PluginInfo};
 use crate::error::{AppError, AppResult, FieldError};
@@ -39,12 +40,6 @@ pub struct Registry {
 }
 
 pub use crate::crypto::sha256_hex;
-
-fn valid_slug(slug: &str) -> bool {
-    (1..=63).contains(&slug.len())
-        && slug.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !slug.starts_with('-')
-}
 
 impl Registry {
     pub fn new(host: Arc<PluginHost>, store: Store, data_dir: &Path) -> anyhow::Result<Self> {
@@ -195,8 +190,8 @@ fn details(err: &AppError) -> Option<&Vec<FieldError>> {
 fn check_info(info: &PluginInfo) -> AppResult<()> {
     let mut problems = Vec::new();
     let mut problem = |path: &str, message: String| problems.push(FieldError { path: path.into(), message });
-    if !valid_slug(&info.slug) {
-        problem("describe.slug", format!("{:?} is not 1-63 lowercase letters, digits or dashes", info.slug));
+    if let Err(invalid) = Slug::parse_plugin(&info.slug) {
+        problem("describe.slug", invalid.to_string());
     }
     if semver::Version::parse(&info.version).is_err() {
         problem("describe.version", format!("{:?} is not a semantic version such as 1.2.0", info.version));

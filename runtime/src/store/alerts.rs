@@ -1,8 +1,9 @@
 //! Alert rules, fired alerts and their delivery outcomes.
 
+use dibop_core::{new_id, now_ms};
 use sqlx::FromRow;
 
-use super::{Page, Store, new_id, now_ms};
+use super::{Page, Store};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct AlertRuleRow {

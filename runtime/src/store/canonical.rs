@@ -1,8 +1,9 @@
 //! Canonical records with their lineage.
 
+use dibop_core::{new_id, now_ms};
 use sqlx::FromRow;
 
-use super::{Backend, Page, Store, new_id, now_ms};
+use super::{Backend, Page, Store};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct CanonicalRow {

@@ -1,8 +1,9 @@
 //! Connections: an enterprise's configured instance of a system, with sealed credentials.
 
+use dibop_core::now_ms;
 use sqlx::FromRow;
 
-use super::{Page, Store, now_ms};
+use super::{Page, Store};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ConnectionRow {

@@ -4,8 +4,10 @@
 use sqlx::FromRow;
 use sqlx::Row;
 
+use dibop_core::{new_id, now_ms};
+
 use super::batch::Batch;
-use super::{Backend, Page, Store, new_id, now_ms};
+use super::{Backend, Page, Store};
 use crate::plugins::outbound::ApiCallRecord;
 
 #[derive(Debug, Clone, FromRow)]

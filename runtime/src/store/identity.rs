@@ -1,9 +1,9 @@
 //! Enterprises, users and API keys.
 
+use dibop_core::{Role, new_id, now_ms};
 use sqlx::FromRow;
 
-use super::{Page, Store, new_id, now_ms};
-use crate::auth::Role;
+use super::{Page, Store};
 
 /// A tenant and its settings.
 #[derive(Debug, Clone, FromRow)]

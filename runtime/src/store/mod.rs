@@ -141,16 +141,6 @@ impl Store {
     }
 }
 
-/// The current time as unix milliseconds, the representation of every stored timestamp.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// A new sortable id.
-pub fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
-
 /// Whether `err` is a violation of a unique constraint (mapped to 409 by callers).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())

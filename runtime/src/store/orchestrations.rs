@@ -2,7 +2,9 @@
 
 use sqlx::FromRow;
 
-use super::{Page, Store, new_id, now_ms};
+use dibop_core::{new_id, now_ms};
+
+use super::{Page, Store};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct OrchestrationRow {

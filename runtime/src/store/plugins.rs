@@ -1,8 +1,9 @@
 //! Plugin versions: the global catalogue (enterprise_id NULL) and enterprises' private ones.
 
+use dibop_core::{new_id, now_ms};
 use sqlx::FromRow;
 
-use super::{Page, Store, new_id, now_ms};
+use super::{Page, Store};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct PluginRow {

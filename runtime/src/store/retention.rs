@@ -1,6 +1,8 @@
 //! Retention: what is older than each enterprise's `retention_days` goes.
 
-use super::{Store, now_ms};
+use dibop_core::now_ms;
+
+use super::Store;
 
 impl Store {
     /// Deletes finished executions (with their step results, the trace material) and API-call

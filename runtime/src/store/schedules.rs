@@ -3,8 +3,10 @@
 
 use sqlx::FromRow;
 
+use dibop_core::now_ms;
+
+use super::Store;
 use super::orchestrations::{ORCHESTRATION, OrchestrationRow};
-use super::{Store, now_ms};
 
 impl Store {
     /// Active, scheduled orchestrations of every enterprise, with their cron and time zone.

@@ -1,0 +1,35 @@
+//! The values every layer of the DIBOP runtime speaks in: ids and time, roles, `window`
+//! durations, slugs and execution and step statuses.
+//!
+//! This crate is the bottom of the workspace: it depends on no other workspace crate, knows
+//! nothing of HTTP, SQL or WebAssembly, and does no I/O beyond reading the clock. Values are
+//! parsed at the edge (a handler, a row, a plugin's answer) into these types, so code further in
+//! holds a value that is known to be well-formed instead of a string to check again. Their
+//! text and JSON forms are the ones the API and the database have always used.
+//!
+//! ```
+//! use dibop_core::{ExecutionStatus, Slug, Window};
+//!
+//! let window = Window::parse("24h")?;
+//! assert_eq!(window.as_millis(), 86_400_000);
+//! assert!(Window::parse("24 hours").is_err());
+//! assert_eq!(Slug::parse_enterprise("northside-motors")?.as_str(), "northside-motors");
+//! assert!("partial".parse::<ExecutionStatus>()?.is_final());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! With the feature `openapi`, the types the HTTP API documents implement `utoipa::ToSchema`.
+
+#![deny(missing_docs)]
+
+mod ids;
+mod role;
+mod slug;
+mod status;
+mod window;
+
+pub use ids::{new_id, now_ms};
+pub use role::Role;
+pub use slug::{InvalidSlug, Slug};
+pub use status::{ExecutionStatus, StepStatus, UnknownStatus};
+pub use window::{InvalidWindow, Window};
