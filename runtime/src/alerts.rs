@@ -194,7 +194,7 @@ async fn evaluate(state: &AppState, enterprise_id: &str, execution_id: &str) -> 
         return Ok(());
     }
     let Some(execution) = state.store.execution_any_enterprise(execution_id).await? else { return Ok(()) };
-    if !execution.status.parse().is_ok_and(ExecutionStatus::is_final) {
+    if !execution.is_final() {
         return Ok(());
     }
     for row in rules {

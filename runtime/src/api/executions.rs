@@ -149,14 +149,14 @@ async fn execute(
             .await?
             .ok_or_else(|| AppError::not_found("execution"))?;
         // Queued (or run by another node, or a duplicate request): wait for it, bounded.
-        while !crate::engine::is_final(&execution.status) && Instant::now() < deadline {
+        while !execution.is_final() && Instant::now() < deadline {
             let done = state.engine.watch(&execution.id);
             execution = state
                 .store
                 .get_execution(&principal.enterprise_id, &execution.id)
                 .await?
                 .ok_or_else(|| AppError::not_found("execution"))?;
-            if crate::engine::is_final(&execution.status) {
+            if execution.is_final() {
                 break;
             }
             // Woken by the local worker; the bound covers executions run by another node.
@@ -172,7 +172,7 @@ async fn execute(
                 .ok_or_else(|| AppError::not_found("execution"))?;
         }
     }
-    let status = if crate::engine::is_final(&execution.status) { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let status = if execution.is_final() { StatusCode::OK } else { StatusCode::ACCEPTED };
     let mut response = (status, Json(summary(&execution))).into_response();
     rate_limit_headers(response.headers_mut(), &decision);
     Ok(response)
@@ -343,7 +343,7 @@ async fn cancel_execution(
         .get_execution(&principal.enterprise_id, &id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
-    if crate::engine::is_final(&current.status) {
+    if current.is_final() {
         return Err(AppError::Conflict(format!("execution {id} already finished ({})", current.status)));
     }
     let row = state

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use dibop_core::now_ms;
+use dibop_core::{StepStatus, now_ms};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
@@ -54,7 +54,7 @@ pub(super) struct Parked {
 /// A step of a body that finished in this run (not replayed).
 struct Done {
     label: String,
-    status: &'static str,
+    status: StepStatus,
     output: Option<Value>,
     error: Option<String>,
     partial: bool,
@@ -86,7 +86,7 @@ impl BlockResult {
             .iter()
             .map(|done| BodyStepRow {
                 label: done.label.clone(),
-                status: done.status.to_owned(),
+                status: done.status.as_str().to_owned(),
                 output: done.output.as_ref().map(Value::to_string),
                 error: done.error.as_deref().map(|e| crate::bounded::clip(e, MAX_STORED_ERROR).into_owned()),
                 partial: i64::from(done.partial),
@@ -123,11 +123,7 @@ fn kept_step(row: &BodyStepRow, now_ms: i64) -> Result<(StepOutcome, Value, i64)
     } else {
         0
     };
-    let status = match row.status.as_str() {
-        "success" => "success",
-        "failed" => "failed",
-        _ => "skipped",
-    };
+    let status = row.status.parse().unwrap_or(StepStatus::Skipped);
     let outcome =
         StepOutcome { status, output, error: row.error.clone(), partial: row.partial != 0, ..StepOutcome::skipped() };
     Ok((outcome, record, remaining))
@@ -472,7 +468,7 @@ pub(super) async fn sub_orchestration(
     let mut signal = state.engine.signal(&execution.id);
     let child = loop {
         match state.store.execution_any_enterprise(&child.id).await {
-            Ok(Some(current)) if super::is_final(&current.status) => break current,
+            Ok(Some(current)) if current.is_final() => break current,
             Ok(_) => {}
             Err(e) => return fail(format!("reading execution {}: {e}", child.id)),
         }
@@ -581,6 +577,7 @@ pub(super) async fn wait(
 
 #[cfg(test)]
 mod tests {
+    use dibop_core::StepStatus;
     use serde_json::{Value, json};
 
     use super::{BlockResult, Done, Parked, kept_step, park};
@@ -610,7 +607,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, label)| Done {
                     label: (*label).to_owned(),
-                    status: "success",
+                    status: StepStatus::Success,
                     output: Some(json!({"n": i})),
                     error: None,
                     partial: false,
@@ -634,10 +631,10 @@ mod tests {
     fn a_kept_step_replays_with_its_status_output_error_and_record() {
         let (outcome, record, remaining) =
             kept_step(&row("each[0].check", "api_call", "success", Some(json!({"ok": true}))), 0).expect("kept");
-        assert_eq!((outcome.status, outcome.output, remaining), ("success", Some(json!({"ok": true})), 0));
+        assert_eq!((outcome.status, outcome.output, remaining), (StepStatus::Success, Some(json!({"ok": true})), 0));
         assert_eq!(record["label"], "each[0].check");
         let (failed, _, _) = kept_step(&row("each[1].check", "api_call", "failed", None), 0).expect("kept");
-        assert_eq!((failed.status, failed.error.as_deref(), failed.output), ("failed", Some("boom"), None));
+        assert_eq!((failed.status, failed.error.as_deref(), failed.output), (StepStatus::Failed, Some("boom"), None));
         let mut broken = row("each[2].check", "api_call", "success", None);
         broken.output = Some("{not json".into());
         assert!(kept_step(&broken, 0).is_err(), "a kept output that does not read is an error, not a null");

@@ -2,6 +2,7 @@
 //! error handlers. The same rules drive the top level (whose results are committed) and the
 //! bodies of `for_each` and `parallel` (kept in memory), and replay committed results on resume.
 
+use dibop_core::StepStatus;
 use serde_json::{Value, json};
 
 use super::definition::{FlatStep, Step};
@@ -73,25 +74,32 @@ impl<'a> Flow<'a> {
     }
 
     /// Takes a step's result into account.
-    pub fn record(&mut self, step: &Step, status: &str, output: Option<&Value>, error: Option<&str>, partial: bool) {
+    pub fn record(
+        &mut self,
+        step: &Step,
+        status: StepStatus,
+        output: Option<&Value>,
+        error: Option<&str>,
+        partial: bool,
+    ) {
         self.partial |= partial;
         match status {
-            "success" => {
+            StepStatus::Success => {
                 let output = output.cloned().unwrap_or(Value::Null);
                 self.scope[&step.name] = output.clone();
                 self.last_output = output;
             }
-            "failed" if step.on_error.as_deref() == Some("continue") => {
+            StepStatus::Failed if step.on_error.as_deref() == Some("continue") => {
                 self.partial = true;
                 self.scope[&step.name] = Value::Null;
             }
-            "failed" => {
+            StepStatus::Failed => {
                 let error = format!("step {} failed: {}", step.name, error.unwrap_or_default());
                 self.failure = Some((step.name.clone(), error));
                 // A failure inside a handler's steps ends that handler.
                 self.handling = None;
             }
-            _ => {}
+            StepStatus::Skipped => {}
         }
     }
 
@@ -170,7 +178,7 @@ mod tests {
                 },
             };
             trace.push(format!("{name}:{word}"));
-            flow.record(f.step, status, output.as_ref(), error, false);
+            flow.record(f.step, status.parse().expect("a step status"), output.as_ref(), error, false);
         }
         let end = flow.finish().map(|()| flow.partial);
         Run { trace, end, scope: flow.scope, last_output: flow.last_output }

@@ -48,10 +48,5 @@ pub(super) fn stored(value: &Value, max: usize, what: &str) -> String {
     json!({"_truncated": format!("{} bytes of {what} left out (at most {max})", text.len())}).to_string()
 }
 
-/// Whether an execution status is an end state.
-pub fn is_final(status: &str) -> bool {
-    matches!(status, "success" | "failed" | "partial" | "cancelled")
-}
-
 /// Shared so the API can hold one.
 pub type Engine = Arc<EngineHandle>;

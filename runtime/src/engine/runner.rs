@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use dibop_core::now_ms;
+use dibop_core::{ExecutionStatus, StepStatus, now_ms};
 
 use super::definition::{self, Definition};
 use super::flow::{Decision, Flow};
@@ -44,16 +44,22 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
     for (result, f) in done.iter().zip(&flat) {
         let output = result.output.as_deref().map(serde_json::from_str::<Value>).transpose()?;
         let _ = flow.decide(f, true);
-        flow.record(f.step, &result.status, output.as_ref(), result.error.as_deref(), false);
+        // A stored status other than success or failed was a skip.
+        let status = result.status.parse().unwrap_or(StepStatus::Skipped);
+        flow.record(f.step, status, output.as_ref(), result.error.as_deref(), false);
     }
     let failed = |code: &'static str, error: String| Finish {
-        status: "failed",
+        status: ExecutionStatus::Failed,
         output: None,
         error: Some(error),
         code: Some(code),
     };
-    let cancelled_with =
-        |error: String| Finish { status: "cancelled", output: None, error: Some(error), code: Some("CANCELLED") };
+    let cancelled_with = |error: String| Finish {
+        status: ExecutionStatus::Cancelled,
+        output: None,
+        error: Some(error),
+        code: Some("CANCELLED"),
+    };
     // Steps finished inside the body of the container it resumes at, if a long wait there parked it.
     let kept = blocks::Kept::load(state, &execution).await?;
     let mut clear_body = execution.body_parked != 0;
@@ -152,23 +158,32 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
 /// How an execution whose steps all ran ends: its status and output (or the error).
 pub(super) fn conclude(flow: &mut Flow<'_>, def: &Definition) -> Finish {
     let (status, output, error) = match flow.finish() {
-        Err(error) => return Finish { status: "failed", output: None, error: Some(error), code: Some("STEP_FAILED") },
+        Err(error) => {
+            return Finish {
+                status: ExecutionStatus::Failed,
+                output: None,
+                error: Some(error),
+                code: Some("STEP_FAILED"),
+            };
+        }
         Ok(()) => {
-            let status = if flow.partial { "partial" } else { "success" };
+            let status = if flow.partial { ExecutionStatus::Partial } else { ExecutionStatus::Success };
             // Serialized once: the stored text is also what the bound is measured on.
             match def.output.as_ref().map(|o| mapping::resolve(o, &flow.scope)) {
                 None => (status, Some(flow.last_output.to_string()), None),
                 Some(Ok(output)) => match output.to_string() {
-                    text if text.len() > MAX_STEP_OUTPUT => {
-                        ("failed", None, Some(format!("output mapping: larger than {MAX_STEP_OUTPUT} bytes")))
-                    }
+                    text if text.len() > MAX_STEP_OUTPUT => (
+                        ExecutionStatus::Failed,
+                        None,
+                        Some(format!("output mapping: larger than {MAX_STEP_OUTPUT} bytes")),
+                    ),
                     text => (status, Some(text), None),
                 },
-                Some(Err(e)) => ("failed", None, Some(format!("output mapping: {e}"))),
+                Some(Err(e)) => (ExecutionStatus::Failed, None, Some(format!("output mapping: {e}"))),
             }
         }
     };
-    let code = (status == "failed").then_some("OUTPUT_FAILED");
+    let code = (status == ExecutionStatus::Failed).then_some("OUTPUT_FAILED");
     Finish { status, output, error, code }
 }
 

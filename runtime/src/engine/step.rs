@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 
-use dibop_core::now_ms;
+use dibop_core::{StepStatus, now_ms};
 
 use super::definition::{self, Definition, Step};
 use super::{MAX_STEP_OUTPUT, MAX_STORED_DETAIL, MAX_STORED_ERROR, StopSignal, blocks, mapping, stored};
@@ -17,7 +17,7 @@ use crate::state::AppState;
 use crate::store::{ExecutionRow, StepResultRow};
 
 pub(super) struct StepOutcome {
-    pub(super) status: &'static str,
+    pub(super) status: StepStatus,
     pub(super) system: Option<String>,
     pub(super) input: Option<Value>,
     pub(super) output: Option<Value>,
@@ -37,7 +37,7 @@ pub(super) struct StepOutcome {
 impl StepOutcome {
     pub(super) fn skipped() -> Self {
         Self {
-            status: "skipped",
+            status: StepStatus::Skipped,
             system: None,
             input: None,
             output: None,
@@ -56,11 +56,11 @@ impl StepOutcome {
     }
 
     pub(super) fn success(output: Value) -> Self {
-        Self { status: "success", output: Some(output), attempts: 1, ..Self::skipped() }
+        Self { status: StepStatus::Success, output: Some(output), attempts: 1, ..Self::skipped() }
     }
 
     pub(super) fn failed(system: Option<String>, input: Option<Value>, error: String, attempts: u32) -> Self {
-        Self { status: "failed", system, input, error: Some(error), attempts, ..Self::skipped() }
+        Self { status: StepStatus::Failed, system, input, error: Some(error), attempts, ..Self::skipped() }
     }
 
     /// The committed form.
@@ -69,7 +69,7 @@ impl StepOutcome {
             position,
             name: step.name.clone(),
             kind: step.kind.clone(),
-            status: self.status.into(),
+            status: self.status.as_str().into(),
             system: self.system.clone(),
             operation: step.operation.clone(),
             input: self.input.as_ref().map(|v| stored(v, MAX_STORED_DETAIL, "input")),

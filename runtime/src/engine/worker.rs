@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use dibop_core::ExecutionStatus;
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
@@ -119,8 +120,12 @@ pub(super) fn run_claimed(state: AppState, execution: ExecutionRow) -> BoxFuture
         let running = Running::new(&state.engine, &id);
         let outcome = crate::guard::catch(run(&state, execution)).await;
         drop(running);
-        let internal =
-            |error: String| Finish { status: "failed", output: None, error: Some(error), code: Some("INTERNAL") };
+        let internal = |error: String| Finish {
+            status: ExecutionStatus::Failed,
+            output: None,
+            error: Some(error),
+            code: Some("INTERNAL"),
+        };
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(err)) if err.downcast_ref::<sqlx::Error>().is_some() => {

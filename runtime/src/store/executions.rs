@@ -4,7 +4,7 @@
 use sqlx::FromRow;
 use sqlx::Row;
 
-use dibop_core::{new_id, now_ms};
+use dibop_core::{ExecutionStatus, new_id, now_ms};
 
 use super::batch::Batch;
 use super::{Backend, Page, Store};
@@ -40,6 +40,13 @@ pub struct ExecutionRow {
     pub error_code: Option<String>,
 }
 
+impl ExecutionRow {
+    /// Whether it has ended (see [`ExecutionStatus::is_final`]).
+    pub fn is_final(&self) -> bool {
+        self.status.parse().is_ok_and(ExecutionStatus::is_final)
+    }
+}
+
 #[derive(Debug, Clone, FromRow)]
 pub struct StepResultRow {
     pub position: i64,
@@ -72,7 +79,7 @@ pub struct NewExecution {
 
 /// How an execution ended.
 pub struct Finish {
-    pub status: &'static str,
+    pub status: ExecutionStatus,
     pub output: Option<String>,
     pub error: Option<String>,
     /// For `failed` and `cancelled`: `STEP_FAILED`, `OUTPUT_FAILED`, `CANCELLED` or `INTERNAL`.
@@ -350,7 +357,7 @@ impl Store {
                 vec![
                     execution_id.into(),
                     completed.into(),
-                    finish.status.into(),
+                    finish.status.as_str().into(),
                     finish.output.into(),
                     finish.error.into(),
                     now_ms().into(),
@@ -362,7 +369,7 @@ impl Store {
         let cancel: i64 = rows.last().map(|row| row.try_get(0)).transpose()?.unwrap_or(0);
         if let Some(status) = ended {
             let started: Option<i64> = rows.last().map(|row| row.try_get(1)).transpose()?.flatten();
-            crate::metrics::get().execution_ended(status, started);
+            crate::metrics::get().execution_ended(status.as_str(), started);
         }
         Ok(cancel != 0)
     }
@@ -374,7 +381,7 @@ impl Store {
              lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 RETURNING started_at",
         )
         .bind(execution_id)
-        .bind(finish.status)
+        .bind(finish.status.as_str())
         .bind(finish.output)
         .bind(finish.error)
         .bind(now_ms())
@@ -382,7 +389,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         if let Some(started) = started {
-            crate::metrics::get().execution_ended(status, started);
+            crate::metrics::get().execution_ended(status.as_str(), started);
         }
         Ok(())
     }
