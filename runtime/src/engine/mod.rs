@@ -48,5 +48,12 @@ pub(super) fn stored(value: &Value, max: usize, what: &str) -> String {
     json!({"_truncated": format!("{} bytes of {what} left out (at most {max})", text.len())}).to_string()
 }
 
+/// Reports an execution that a write just ended to the metrics (the store reports nothing).
+fn count_ended(ended: Option<crate::store::Ended>) {
+    if let Some(ended) = ended {
+        crate::metrics::get().execution_ended(ended.status.as_str(), ended.started_at);
+    }
+}
+
 /// Shared so the API can hold one.
 pub type Engine = Arc<EngineHandle>;

@@ -83,7 +83,7 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
         }
         if cancelled {
             let error = format!("cancelled before step {}", step.name);
-            state.store.finish_execution(&execution.id, cancelled_with(error)).await?;
+            super::count_ended(state.store.finish_execution(&execution.id, cancelled_with(error)).await?);
             // Children it was waiting for (parked with it) are cancelled too.
             state.store.cancel_children(&execution.enterprise_id, &execution.id).await?;
             return Ok(());
@@ -92,7 +92,7 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
         let clock = Instant::now();
         let mut outcome = match flow.decide(f, ahead[position]) {
             Decision::Fail(error) => {
-                state.store.finish_execution(&execution.id, failed("STEP_FAILED", error)).await?;
+                super::count_ended(state.store.finish_execution(&execution.id, failed("STEP_FAILED", error)).await?);
                 return Ok(());
             }
             Decision::Skip => StepOutcome::skipped(),
@@ -132,8 +132,10 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
         };
         let completed = i64::try_from(position + 1)?;
         let clear = std::mem::take(&mut clear_body);
-        cancelled = state.store.record_step(&execution.id, &result, &outcome.api_calls, completed, end, clear).await?
-            || signal.get() == Some(Stop::Cancel);
+        let recorded =
+            state.store.record_step(&execution.id, &result, &outcome.api_calls, completed, end, clear).await?;
+        super::count_ended(recorded.ended);
+        cancelled = recorded.cancel_requested || signal.get() == Some(Stop::Cancel);
         if last {
             return Ok(());
         }
@@ -151,7 +153,7 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
     } else {
         conclude(&mut flow, &def)
     };
-    state.store.finish_execution(&execution.id, end).await?;
+    super::count_ended(state.store.finish_execution(&execution.id, end).await?);
     Ok(())
 }
 

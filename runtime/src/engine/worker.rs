@@ -135,13 +135,17 @@ pub(super) fn run_claimed(state: AppState, execution: ExecutionRow) -> BoxFuture
             }
             Ok(Err(err)) => {
                 tracing::error!(execution = %id, error = %format!("{err:#}"), "execution failed in the engine");
-                let _ = state.store.finish_execution(&id, internal("internal engine error".into())).await;
+                if let Ok(ended) = state.store.finish_execution(&id, internal("internal engine error".into())).await {
+                    super::count_ended(ended);
+                }
             }
             Err(panic) => {
                 // Never left `running` without an owner: the panic ends it, with its message.
                 tracing::error!(execution = %id, enterprise = %enterprise_id, panic = %panic, "the engine panicked");
                 let error = format!("the engine panicked: {}", crate::bounded::clip(&panic, 500));
-                let _ = state.store.finish_execution(&id, internal(error)).await;
+                if let Ok(ended) = state.store.finish_execution(&id, internal(error)).await {
+                    super::count_ended(ended);
+                }
             }
         }
         state.engine.finished(&id);

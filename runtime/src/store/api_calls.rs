@@ -2,9 +2,41 @@
 
 use sqlx::FromRow;
 
+/// Who a request is made for; copied into its API-call row.
+#[derive(Debug, Clone, Default)]
+pub struct CallOrigin {
+    pub enterprise_id: String,
+    pub system: String,
+    pub connection_id: Option<String>,
+    pub connection: Option<String>,
+    pub orchestration_id: Option<String>,
+    pub execution_id: Option<String>,
+    pub step: Option<String>,
+}
+
+/// One outbound request as recorded, before it is stored.
+#[derive(Debug, Clone)]
+pub struct ApiCallRecord {
+    pub id: String,
+    pub timestamp_ms: i64,
+    pub origin: CallOrigin,
+    pub method: String,
+    pub url: String,
+    pub status_code: Option<u16>,
+    /// `success`, `error` or `timeout`.
+    pub status: &'static str,
+    pub duration_ms: i64,
+    pub request_bytes: i64,
+    pub response_bytes: i64,
+    pub request_preview: Option<String>,
+    pub response_preview: Option<String>,
+    pub error: Option<String>,
+    /// Response headers (cookies and authentication challenges left out), for step outputs.
+    pub response_headers: Vec<(String, String)>,
+}
+
 use super::batch::Batch;
 use super::{Page, Store};
-use crate::plugins::outbound::ApiCallRecord;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ApiCallRow {

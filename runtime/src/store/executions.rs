@@ -6,9 +6,9 @@ use sqlx::Row;
 
 use dibop_core::{ExecutionStatus, new_id, now_ms};
 
+use super::api_calls::ApiCallRecord;
 use super::batch::Batch;
 use super::{Backend, Page, Store};
-use crate::plugins::outbound::ApiCallRecord;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ExecutionRow {
@@ -84,6 +84,22 @@ pub struct Finish {
     pub error: Option<String>,
     /// For `failed` and `cancelled`: `STEP_FAILED`, `OUTPUT_FAILED`, `CANCELLED` or `INTERNAL`.
     pub code: Option<&'static str>,
+}
+
+/// An execution that a write just ended: what the engine reports to the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct Ended {
+    pub status: ExecutionStatus,
+    pub started_at: Option<i64>,
+}
+
+/// What committing a step answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Recorded {
+    /// Someone asked to cancel the execution.
+    pub cancel_requested: bool,
+    /// Set when this step ended the execution.
+    pub ended: Option<Ended>,
 }
 
 /// A step that finished inside a `for_each` or `parallel` body, kept while its execution is
@@ -304,7 +320,7 @@ impl Store {
 
     /// Commits one step's result, the API calls it made and the execution's progress together
     /// (and, for the last step, how the execution ended); answers whether a cancellation was
-    /// requested.
+    /// requested and whether the execution ended.
     pub async fn record_step(
         &self,
         execution_id: &str,
@@ -313,7 +329,7 @@ impl Store {
         completed: i64,
         finish: Option<Finish>,
         clear_body: bool,
-    ) -> sqlx::Result<bool> {
+    ) -> sqlx::Result<Recorded> {
         let mut batch = Batch::default();
         super::api_calls::push_api_calls(&mut batch, api_calls);
         if clear_body {
@@ -367,14 +383,18 @@ impl Store {
         }
         let rows = batch.run(self).await?;
         let cancel: i64 = rows.last().map(|row| row.try_get(0)).transpose()?.unwrap_or(0);
-        if let Some(status) = ended {
-            let started: Option<i64> = rows.last().map(|row| row.try_get(1)).transpose()?.flatten();
-            crate::metrics::get().execution_ended(status.as_str(), started);
-        }
-        Ok(cancel != 0)
+        let ended = match ended {
+            Some(status) => {
+                let started_at: Option<i64> = rows.last().map(|row| row.try_get(1)).transpose()?.flatten();
+                Some(Ended { status, started_at })
+            }
+            None => None,
+        };
+        Ok(Recorded { cancel_requested: cancel != 0, ended })
     }
 
-    pub async fn finish_execution(&self, execution_id: &str, finish: Finish) -> sqlx::Result<()> {
+    /// Ends an execution; `None` when there is no such execution.
+    pub async fn finish_execution(&self, execution_id: &str, finish: Finish) -> sqlx::Result<Option<Ended>> {
         let status = finish.status;
         let started: Option<Option<i64>> = sqlx::query_scalar(
             "UPDATE executions SET status = $2, output = $3, error = $4, finished_at = $5, error_code = $6, \
@@ -388,10 +408,7 @@ impl Store {
         .bind(finish.code)
         .fetch_optional(&self.pool)
         .await?;
-        if let Some(started) = started {
-            crate::metrics::get().execution_ended(status.as_str(), started);
-        }
-        Ok(())
+        Ok(started.map(|started_at| Ended { status, started_at }))
     }
 
     /// Queued executions of every enterprise (the queue depth), or of one.

@@ -34,9 +34,10 @@ use sqlx::{AnyPool, Executor};
 
 pub use alerts::{AlertRow, AlertRuleRow, NewAlert};
 pub use api_calls::{ApiCallFilter, ApiCallRow, ApiCallSample};
+pub use api_calls::{ApiCallRecord, CallOrigin};
 pub use canonical::{CanonicalRow, Lineage};
 pub use connections::{ConnectionFields, ConnectionRow};
-pub use executions::{BodyStepRow, ExecutionRow, Finish, NewExecution, StepResultRow};
+pub use executions::{BodyStepRow, Ended, ExecutionRow, Finish, NewExecution, Recorded, StepResultRow};
 pub use identity::{
     ApiKey, ApiKeyWithEnterprise, Enterprise, NewApiKey, NewEnterprise, NewUser, PlatformUsers, SettingsPatch, User,
     UserPatch,
