@@ -15,8 +15,6 @@ fn main() {
         watch(&root.join(watched));
     }
     println!("cargo:rerun-if-env-changed=DIBOP_SKIP_GUEST_BUILD");
-    // `sqlx::migrate!` embeds the migrations; rebuild when one changes.
-    watch(&manifest_dir.join("migrations"));
 
     let guest_target = guest_target_dir();
     let out = guest_target.join(TARGET).join("release");

@@ -22,7 +22,7 @@ pub mod metrics;
 pub mod plugins;
 pub mod ratelimit;
 pub mod state;
-pub mod store;
+pub use dibop_store as store;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
