@@ -11,14 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-/// One invalid field of a request, reported in `details` of a 422 answer.
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
-pub struct FieldError {
-    /// Where the problem is, as a dotted path into the request body (`rate_limits.api_requests_per_minute`).
-    pub path: String,
-    /// What is wrong with it.
-    pub message: String,
-}
+pub use dibop_core::FieldError;
 
 /// What went wrong in a request. Each variant maps to one status and one error code.
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +192,17 @@ impl Validator {
 
     pub fn finish(&mut self) -> AppResult<()> {
         if self.0.is_empty() { Ok(()) } else { Err(AppError::Validation(std::mem::take(&mut self.0))) }
+    }
+}
+
+impl From<crate::plugins::registry::UploadError> for AppError {
+    fn from(err: crate::plugins::registry::UploadError) -> Self {
+        use crate::plugins::registry::UploadError;
+        match err {
+            UploadError::Invalid(problems) => Self::Validation(problems),
+            UploadError::Conflict(message) => Self::Conflict(message),
+            UploadError::Internal(err) => Self::Internal(err),
+        }
     }
 }
 

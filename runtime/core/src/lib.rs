@@ -1,5 +1,5 @@
 //! The values every layer of the DIBOP runtime speaks in: ids and time, roles, `window`
-//! durations, slugs and execution and step statuses.
+//! durations, slugs, execution and step statuses, and field errors.
 //!
 //! This crate is the bottom of the workspace: it depends on no other workspace crate, knows
 //! nothing of HTTP, SQL or WebAssembly, and does no I/O beyond reading the clock. Values are
@@ -22,12 +22,14 @@
 
 #![deny(missing_docs)]
 
+mod field;
 mod ids;
 mod role;
 mod slug;
 mod status;
 mod window;
 
+pub use field::FieldError;
 pub use ids::{new_id, now_ms};
 pub use role::Role;
 pub use slug::{InvalidSlug, Slug};

@@ -11,8 +11,8 @@ use cap_std::fs::Dir;
 use dibop_core::Slug;
 
 use super::{CallSpec, Limits, Loaded, PluginHost, PluginInfo};
-use crate::error::{AppError, AppResult, FieldError};
 use crate::store::{NewPlugin, PluginRow, Store, is_unique_violation};
+use dibop_core::FieldError;
 
 /// Directory of the guest builds (bundled plugins and test guests), set by the build script.
 pub const GUEST_DIR: &str = env!("DIBOP_GUEST_DIR");
@@ -41,6 +41,48 @@ pub struct Registry {
 
 pub use crate::crypto::sha256_hex;
 
+/// Why an upload was refused (the HTTP API maps it to 422, 409 or 500).
+#[derive(Debug)]
+pub enum UploadError {
+    /// Not a usable component, or its `describe()` answer breaks a rule: every problem found.
+    Invalid(Vec<FieldError>),
+    /// The slug and version are registered with other bytes (versions are immutable).
+    Conflict(String),
+    /// Storing it failed.
+    Internal(anyhow::Error),
+}
+
+impl UploadError {
+    fn invalid(path: &str, message: impl Into<String>) -> Self {
+        Self::Invalid(vec![FieldError::new(path, message)])
+    }
+}
+
+impl std::fmt::Display for UploadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid(problems) => {
+                let list: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect();
+                write!(f, "invalid plugin: {}", list.join("; "))
+            }
+            Self::Conflict(message) => f.write_str(message),
+            Self::Internal(err) => write!(f, "{err:#}"),
+        }
+    }
+}
+
+impl From<sqlx::Error> for UploadError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Internal(err.into())
+    }
+}
+
+impl From<anyhow::Error> for UploadError {
+    fn from(err: anyhow::Error) -> Self {
+        Self::Internal(err)
+    }
+}
+
 impl Registry {
     pub fn new(host: Arc<PluginHost>, store: Store, data_dir: &Path) -> anyhow::Result<Self> {
         let path = data_dir.join("plugins").join("blobs");
@@ -51,7 +93,12 @@ impl Registry {
     }
 
     /// Checks, describes and stores an uploaded component in a scope (`None` = global).
-    pub async fn upload(&self, enterprise_id: Option<&str>, bytes: Vec<u8>, bundled: bool) -> AppResult<Upload> {
+    pub async fn upload(
+        &self,
+        enterprise_id: Option<&str>,
+        bytes: Vec<u8>,
+        bundled: bool,
+    ) -> Result<Upload, UploadError> {
         let sha256 = sha256_hex(&bytes);
         if let Some(row) = self.store.find_plugin_by_sha(enterprise_id, &sha256).await? {
             return Ok(Upload::Existing(row));
@@ -60,7 +107,7 @@ impl Registry {
             if bundled { self.host.load_bundled(&sha256, &bytes).await } else { self.host.load(&sha256, &bytes).await };
         let registered = match loaded {
             Ok(loaded) => self.register(enterprise_id, &bytes, sha256.clone(), &loaded, bundled).await,
-            Err(message) => Err(AppError::invalid("body", message)),
+            Err(message) => Err(UploadError::invalid("body", message)),
         };
         // A refused upload leaves nothing cached, unless the same bytes serve another scope.
         if registered.is_err() && !self.store.plugin_sha_registered(&sha256).await.unwrap_or(true) {
@@ -77,7 +124,7 @@ impl Registry {
         sha256: String,
         loaded: &Loaded,
         bundled: bool,
-    ) -> AppResult<Upload> {
+    ) -> Result<Upload, UploadError> {
         let spec = CallSpec {
             plugin: format!("upload {sha256}"),
             limits: Limits { timeout: Duration::from_secs(10), max_requests: 0, ..Limits::default() },
@@ -88,10 +135,10 @@ impl Registry {
             .describe(loaded, &spec)
             .await
             .result
-            .map_err(|e| AppError::invalid("body", format!("describe() failed: {e}")))?;
+            .map_err(|e| UploadError::invalid("body", format!("describe() failed: {e}")))?;
         check_info(&info)?;
         if let Some(existing) = self.store.find_plugin_version(enterprise_id, &info.slug, &info.version).await? {
-            return Err(AppError::Conflict(format!(
+            return Err(UploadError::Conflict(format!(
                 "{} {} is already registered with different bytes (sha256 {}); versions are immutable, bump the version",
                 info.slug, info.version, existing.sha256
             )));
@@ -112,7 +159,7 @@ impl Registry {
         match self.store.insert_plugin(new).await {
             Ok(row) => Ok(Upload::Created(row)),
             Err(err) if is_unique_violation(&err) => {
-                Err(AppError::Conflict(format!("{} {} was registered concurrently", info.slug, info.version)))
+                Err(UploadError::Conflict(format!("{} {} was registered concurrently", info.slug, info.version)))
             }
             Err(err) => Err(err.into()),
         }
@@ -126,7 +173,7 @@ impl Registry {
                     tracing::info!(plugin = name, version = %row.version, "registered bundled plugin")
                 }
                 Ok(Upload::Existing(_)) => {}
-                Err(err) => anyhow::bail!("registering bundled plugin {name}: {err} {:?}", details(&err)),
+                Err(err) => anyhow::bail!("registering bundled plugin {name}: {err}"),
             }
         }
         Ok(())
@@ -179,17 +226,10 @@ fn newer(candidate: &PluginRow, current: &PluginRow) -> bool {
     }
 }
 
-fn details(err: &AppError) -> Option<&Vec<FieldError>> {
-    match err {
-        AppError::Validation(details) => Some(details),
-        _ => None,
-    }
-}
-
 /// What `describe()` answered must be usable: a slug, a semantic version, unique operations.
-fn check_info(info: &PluginInfo) -> AppResult<()> {
+fn check_info(info: &PluginInfo) -> Result<(), UploadError> {
     let mut problems = Vec::new();
-    let mut problem = |path: &str, message: String| problems.push(FieldError { path: path.into(), message });
+    let mut problem = |path: &str, message: String| problems.push(FieldError::new(path, message));
     if let Err(invalid) = Slug::parse_plugin(&info.slug) {
         problem("describe.slug", invalid.to_string());
     }
@@ -205,5 +245,5 @@ fn check_info(info: &PluginInfo) -> AppResult<()> {
             problem("describe.operations", format!("operation names must be unique and non-empty ({:?})", op.name));
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(AppError::Validation(problems)) }
+    if problems.is_empty() { Ok(()) } else { Err(UploadError::Invalid(problems)) }
 }
