@@ -61,6 +61,13 @@ pub async fn serve(
     let host = Arc::new(
         plugins::PluginHost::new(&config.data_dir, config.allow_private_networks, config.warm_instance_calls)?
             .with_net(plugins::outbound::Net::new(tls.clone()))
+            .with_observer(Arc::new(|instantiate, api_calls| {
+                let metrics = metrics::get();
+                if !instantiate.is_zero() {
+                    metrics.instantiated(instantiate);
+                }
+                metrics.api_calls_made(api_calls);
+            }))
             .with_compile_timeout(Duration::from_millis(config.compile_timeout_ms)),
     );
     let (outbox, queued) = alerts::Outbox::new(&tls, config.allow_private_networks, config.alert_queue)?;

@@ -272,7 +272,13 @@ pub struct PluginHost {
     warm: warm::Pool,
     /// How plugin requests reach the network (resolver, connector, TLS roots).
     net: Arc<outbound::Net>,
+    /// Told about every finished call; the host itself keeps no metrics.
+    observer: Option<Observer>,
 }
+
+/// Told about each finished call: its instantiation time (zero for a warm instance) and the
+/// outbound requests it made. The server counts them in its metrics.
+pub type Observer = Arc<dyn Fn(Duration, &[ApiCallRecord]) + Send + Sync>;
 
 /// What a call's body came to, as its caller sees it: the outer timeout and traps classified,
 /// credentials redacted from the message.
@@ -291,15 +297,6 @@ fn settle<R>(
         e.message = redactor.redact(&e.message);
         e
     })
-}
-
-/// Counts a call's instantiation (when it had one) and outbound requests in the metrics.
-fn observe(instantiate: Duration, api_calls: &[ApiCallRecord]) {
-    let metrics = crate::metrics::get();
-    if !instantiate.is_zero() {
-        metrics.instantiated(instantiate);
-    }
-    metrics.api_calls_made(api_calls);
 }
 
 fn schema(text: &str) -> serde_json::Value {
@@ -342,7 +339,21 @@ impl PluginHost {
             compile_timeout: Duration::from_secs(180),
             warm: warm::Pool::new(warm_calls),
             net: Arc::new(outbound::Net::new(crate::egress::tls_config(None)?)),
+            observer: None,
         })
+    }
+
+    /// Tells `observer` about every finished call.
+    #[must_use]
+    pub fn with_observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn observe(&self, instantiate: Duration, api_calls: &[ApiCallRecord]) {
+        if let Some(observer) = &self.observer {
+            observer(instantiate, api_calls);
+        }
     }
 
     /// Forgets a component that was loaded for an upload that was then refused: nothing of a
@@ -559,7 +570,7 @@ impl PluginHost {
         let stderr_text = redactor.redact(&String::from_utf8_lossy(&stderr.contents()));
         let result = settle(outcome, spec, &stderr_text, redactor);
         let api_calls = recorder.snapshot(redactor);
-        observe(instantiate, &api_calls);
+        self.observe(instantiate, &api_calls);
         CallReport {
             result,
             duration,
@@ -730,7 +741,7 @@ impl PluginHost {
         }
         let teardown = dropping.elapsed();
         let api_calls = recorder.snapshot(redactor);
-        observe(instantiate, &api_calls);
+        self.observe(instantiate, &api_calls);
         CallReport {
             result,
             duration: started.elapsed(),
