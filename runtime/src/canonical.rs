@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::error::FieldError;
+use dibop_core::FieldError;
 
 /// The schema files, by domain name.
 const SCHEMAS: [(&str, &str); 22] = [

@@ -7,7 +7,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::mapping::{self, Reference};
-use crate::error::FieldError;
+use dibop_core::FieldError;
 
 /// What triggers an orchestration.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
