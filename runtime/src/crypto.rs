@@ -44,11 +44,7 @@ pub fn persistent_secret(
     }
 }
 
-/// Lowercase hex of the SHA-256 of `bytes` (plugin ids, API-key hashes, trace ids).
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex(&sha2::Sha256::digest(bytes))
-}
+pub use dibop_core::sha256_hex;
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {

@@ -7,7 +7,7 @@ pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
-pub mod bounded;
+pub use dibop_core::bounded;
 pub mod canonical;
 pub mod client;
 pub mod config;

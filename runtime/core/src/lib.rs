@@ -22,6 +22,8 @@
 
 #![deny(missing_docs)]
 
+pub mod bounded;
+mod digest;
 mod field;
 mod ids;
 mod role;
@@ -29,6 +31,7 @@ mod slug;
 mod status;
 mod window;
 
+pub use digest::sha256_hex;
 pub use field::FieldError;
 pub use ids::{new_id, now_ms};
 pub use role::Role;
