@@ -11,8 +11,8 @@ use cap_std::fs::Dir;
 use dibop_core::Slug;
 
 use super::{CallSpec, Limits, Loaded, PluginHost, PluginInfo};
-use crate::store::{NewPlugin, PluginRow, Store, is_unique_violation};
 use dibop_core::FieldError;
+use dibop_store::{NewPlugin, PluginRow, Store, is_unique_violation};
 
 /// Directory of the guest builds (bundled plugins and test guests), set by the build script.
 pub const GUEST_DIR: &str = env!("DIBOP_GUEST_DIR");
@@ -39,7 +39,7 @@ pub struct Registry {
     blobs: Dir,
 }
 
-pub use crate::crypto::sha256_hex;
+pub use dibop_core::sha256_hex;
 
 /// Why an upload was refused (the HTTP API maps it to 422, 409 or 500).
 #[derive(Debug)]

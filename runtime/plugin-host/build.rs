@@ -10,7 +10,8 @@ const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.parent().expect("runtime/ has a parent").to_path_buf();
+    let root =
+        manifest_dir.parent().and_then(Path::parent).expect("runtime/plugin-host is two levels down").to_path_buf();
     for watched in ["wit", "sdk/src", "sdk/Cargo.toml", "plugins"] {
         watch(&root.join(watched));
     }

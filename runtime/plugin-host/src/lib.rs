@@ -7,6 +7,7 @@
 //! [`outbound`]'s hook. Credential values are redacted from everything the call leaves behind.
 
 mod bindings;
+pub mod egress;
 pub mod host;
 pub mod outbound;
 pub mod redact;
@@ -189,8 +190,8 @@ pub const MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
 impl From<types::PluginError> for CallError {
     fn from(e: types::PluginError) -> Self {
         Self {
-            code: crate::bounded::clip(&e.code, MAX_ERROR_CODE).into_owned(),
-            message: crate::bounded::clip(&e.message, MAX_ERROR_MESSAGE).into_owned(),
+            code: dibop_core::bounded::clip(&e.code, MAX_ERROR_CODE).into_owned(),
+            message: dibop_core::bounded::clip(&e.message, MAX_ERROR_MESSAGE).into_owned(),
             retryable: e.retryable,
             http_status: e.http_status,
         }

@@ -40,7 +40,7 @@ pub struct NetworkPolicy {
 }
 
 pub use super::redact::Redactor;
-pub use crate::store::{ApiCallRecord, CallOrigin};
+pub use dibop_store::{ApiCallRecord, CallOrigin};
 
 /// Collects the rows of one call; shared between the hook, the bodies it wraps and the caller.
 #[derive(Default)]

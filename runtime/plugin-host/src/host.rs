@@ -139,8 +139,8 @@ impl log::Host for State {
         };
         use std::sync::atomic::Ordering;
         // Cut before redacting: a guest's multi-MiB message costs nothing beyond the bound.
-        let message = self.call.redactor.redact(&crate::bounded::clip(&message, MAX_LOG_MESSAGE * 2));
-        let message = crate::bounded::clip(&message, MAX_LOG_MESSAGE).into_owned();
+        let message = self.call.redactor.redact(&dibop_core::bounded::clip(&message, MAX_LOG_MESSAGE * 2));
+        let message = dibop_core::bounded::clip(&message, MAX_LOG_MESSAGE).into_owned();
         let fields = if fields.len() > MAX_LOG_FIELDS {
             serde_json::json!({"_truncated": format!("{} bytes of fields left out (at most {MAX_LOG_FIELDS})", fields.len())})
         } else {

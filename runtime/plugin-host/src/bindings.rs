@@ -8,7 +8,7 @@
 
 pub mod connector {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "dibop:plugin/connector",
         imports: { default: async | trappable },
         exports: { default: async },
@@ -22,7 +22,7 @@ pub mod connector {
 
 pub mod transform {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "dibop:plugin/transform",
         imports: { default: async | trappable },
         exports: { default: async },
