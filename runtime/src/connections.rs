@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::error::{AppError, AppResult};
 use crate::plugins::outbound::CallOrigin;
 use crate::plugins::{CallReport, CallSpec, HealthReport, Invocation, Limits, Loaded};
 use crate::state::AppState;
@@ -44,18 +43,36 @@ pub fn credentials(state: &AppState, row: &ConnectionRow) -> anyhow::Result<Hash
     Ok(map)
 }
 
+/// Why a connection cannot be called now.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// Nothing can serve it as it stands (no connector for its system, credentials that no
+    /// longer open, a transform where a connector is needed): the HTTP API answers 409.
+    #[error("{0}")]
+    Unusable(String),
+    /// Anything unexpected (storage, a stored value that does not read).
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ConnectionError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Internal(err.into())
+    }
+}
+
 /// What a connection's credentials are sealed for: they open for this connection only.
 pub fn sealing_context(enterprise_id: &str, connection_id: &str) -> String {
     format!("connection:{enterprise_id}:{connection_id}")
 }
 
 /// Loads the connector serving `row.system` and builds the call spec of the connection.
-pub async fn prepare(state: &AppState, row: &ConnectionRow, caller: Caller) -> AppResult<Prepared> {
+pub async fn prepare(state: &AppState, row: &ConnectionRow, caller: Caller) -> Result<Prepared, ConnectionError> {
     let plugin = state
         .registry
         .resolve(&row.enterprise_id, "connector", &row.system)
         .await?
-        .ok_or_else(|| AppError::Conflict(format!("no active connector serves system {:?}", row.system)))?;
+        .ok_or_else(|| ConnectionError::Unusable(format!("no active connector serves system {:?}", row.system)))?;
     let loaded = state.registry.loaded(&plugin).await?;
     let config: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&row.config).context("stored connection config is not an object")?;
@@ -76,7 +93,7 @@ pub async fn prepare(state: &AppState, row: &ConnectionRow, caller: Caller) -> A
         },
         config,
         secrets: credentials(state, row).map_err(|e| {
-            AppError::Conflict(format!("connection {}: {e:#}; send its credentials again with PUT", row.name))
+            ConnectionError::Unusable(format!("connection {}: {e:#}; send its credentials again with PUT", row.name))
         })?,
         allowed_hosts,
         limits: Limits {
@@ -89,10 +106,10 @@ pub async fn prepare(state: &AppState, row: &ConnectionRow, caller: Caller) -> A
 }
 
 impl Prepared {
-    fn connector(&self) -> AppResult<&crate::plugins::ConnectorPre> {
+    fn connector(&self) -> Result<&crate::plugins::ConnectorPre, ConnectionError> {
         match &self.loaded {
             Loaded::Connector(pre) => Ok(pre),
-            Loaded::Transform(_) => Err(AppError::Conflict(format!("{} is not a connector", self.plugin.slug))),
+            Loaded::Transform(_) => Err(ConnectionError::Unusable(format!("{} is not a connector", self.plugin.slug))),
         }
     }
 
@@ -104,12 +121,12 @@ impl Prepared {
         operation: &str,
         input: &serde_json::Value,
         invocation: Invocation,
-    ) -> AppResult<CallReport<serde_json::Value>> {
+    ) -> Result<CallReport<serde_json::Value>, ConnectionError> {
         Ok(state.plugins().invoke(self.connector()?, &self.spec, operation, input, invocation).await)
     }
 
     /// Pings the system and stores the API calls it made.
-    pub async fn ping(&self, state: &AppState) -> AppResult<CallReport<HealthReport>> {
+    pub async fn ping(&self, state: &AppState) -> Result<CallReport<HealthReport>, ConnectionError> {
         let report = state.plugins().ping(self.connector()?, &self.spec).await;
         state.store.insert_api_calls(&report.api_calls).await?;
         Ok(report)

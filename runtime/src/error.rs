@@ -195,6 +195,15 @@ impl Validator {
     }
 }
 
+impl From<crate::connections::ConnectionError> for AppError {
+    fn from(err: crate::connections::ConnectionError) -> Self {
+        match err {
+            crate::connections::ConnectionError::Unusable(message) => Self::Conflict(message),
+            crate::connections::ConnectionError::Internal(err) => Self::Internal(err),
+        }
+    }
+}
+
 impl From<crate::plugins::registry::UploadError> for AppError {
     fn from(err: crate::plugins::registry::UploadError) -> Self {
         use crate::plugins::registry::UploadError;
