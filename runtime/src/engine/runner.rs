@@ -48,18 +48,6 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
         let status = result.status.parse().unwrap_or(StepStatus::Skipped);
         flow.record(f.step, status, output.as_ref(), result.error.as_deref(), false);
     }
-    let failed = |code: &'static str, error: String| Finish {
-        status: ExecutionStatus::Failed,
-        output: None,
-        error: Some(error),
-        code: Some(code),
-    };
-    let cancelled_with = |error: String| Finish {
-        status: ExecutionStatus::Cancelled,
-        output: None,
-        error: Some(error),
-        code: Some("CANCELLED"),
-    };
     // Steps finished inside the body of the container it resumes at, if a long wait there parked it.
     let kept = blocks::Kept::load(state, &execution).await?;
     let mut clear_body = execution.body_parked != 0;
@@ -83,7 +71,7 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
         }
         if cancelled {
             let error = format!("cancelled before step {}", step.name);
-            super::count_ended(state.store.finish_execution(&execution.id, cancelled_with(error)).await?);
+            super::count_ended(state.store.finish_execution(&execution.id, Finish::cancelled(error)).await?);
             // Children it was waiting for (parked with it) are cancelled too.
             state.store.cancel_children(&execution.enterprise_id, &execution.id).await?;
             return Ok(());
@@ -92,7 +80,9 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
         let clock = Instant::now();
         let mut outcome = match flow.decide(f, ahead[position]) {
             Decision::Fail(error) => {
-                super::count_ended(state.store.finish_execution(&execution.id, failed("STEP_FAILED", error)).await?);
+                super::count_ended(
+                    state.store.finish_execution(&execution.id, Finish::failed("STEP_FAILED", error)).await?,
+                );
                 return Ok(());
             }
             Decision::Skip => StepOutcome::skipped(),
@@ -127,7 +117,7 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
         let end = match (last, signal.get()) {
             (false, _) => None,
             // Cancelled while this step ran: the execution ends `cancelled`, not by the step.
-            (true, Some(Stop::Cancel)) => Some(cancelled_with(format!("cancelled during step {}", step.name))),
+            (true, Some(Stop::Cancel)) => Some(Finish::cancelled(format!("cancelled during step {}", step.name))),
             (true, _) => Some(conclude(&mut flow, &def)),
         };
         let completed = i64::try_from(position + 1)?;
@@ -149,7 +139,7 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
     // Every step was committed before (a resumed execution whose last step was a wait): one
     // cancelled while it waited ends cancelled, not by its steps.
     let end = if cancelled || signal.get() == Some(Stop::Cancel) {
-        cancelled_with("cancelled while waiting".into())
+        Finish::cancelled("cancelled while waiting".into())
     } else {
         conclude(&mut flow, &def)
     };
@@ -160,14 +150,7 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
 /// How an execution whose steps all ran ends: its status and output (or the error).
 pub(super) fn conclude(flow: &mut Flow<'_>, def: &Definition) -> Finish {
     let (status, output, error) = match flow.finish() {
-        Err(error) => {
-            return Finish {
-                status: ExecutionStatus::Failed,
-                output: None,
-                error: Some(error),
-                code: Some("STEP_FAILED"),
-            };
-        }
+        Err(error) => return Finish::failed("STEP_FAILED", error),
         Ok(()) => {
             let status = if flow.partial { ExecutionStatus::Partial } else { ExecutionStatus::Success };
             // Serialized once: the stored text is also what the bound is measured on.

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use dibop_core::ExecutionStatus;
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
@@ -120,12 +119,7 @@ pub(super) fn run_claimed(state: AppState, execution: ExecutionRow) -> BoxFuture
         let running = Running::new(&state.engine, &id);
         let outcome = crate::guard::catch(run(&state, execution)).await;
         drop(running);
-        let internal = |error: String| Finish {
-            status: ExecutionStatus::Failed,
-            output: None,
-            error: Some(error),
-            code: Some("INTERNAL"),
-        };
+        let internal = |error: String| Finish::failed("INTERNAL", error);
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(err)) if err.downcast_ref::<sqlx::Error>().is_some() => {

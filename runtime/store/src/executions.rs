@@ -86,6 +86,18 @@ pub struct Finish {
     pub code: Option<&'static str>,
 }
 
+impl Finish {
+    /// Ended `failed` with `code` (`STEP_FAILED`, `OUTPUT_FAILED` or `INTERNAL`).
+    pub fn failed(code: &'static str, error: String) -> Self {
+        Self { status: ExecutionStatus::Failed, output: None, error: Some(error), code: Some(code) }
+    }
+
+    /// Ended `cancelled`.
+    pub fn cancelled(error: String) -> Self {
+        Self { status: ExecutionStatus::Cancelled, output: None, error: Some(error), code: Some("CANCELLED") }
+    }
+}
+
 /// An execution that a write just ended: what the engine reports to the metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct Ended {
