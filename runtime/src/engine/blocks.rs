@@ -114,12 +114,7 @@ fn kept_step(row: &BodyStepRow, now_ms: i64) -> Result<(StepOutcome, Value, i64)
     let record: Value = serde_json::from_str(&row.record).unwrap_or(Value::Null);
     let output = row.output.as_deref().map(serde_json::from_str::<Value>).transpose().map_err(|e| e.to_string())?;
     let remaining = if record["type"] == "wait" && row.status == "success" {
-        let due = output
-            .as_ref()
-            .and_then(|o| o["until"].as_str())
-            .and_then(|u| chrono::DateTime::parse_from_rfc3339(u).ok())
-            .map_or(0, |u| u.timestamp_millis());
-        (due - now_ms).max(0)
+        (output.as_ref().and_then(wait_due).unwrap_or(0) - now_ms).max(0)
     } else {
         0
     };
@@ -136,13 +131,7 @@ async fn replay(state: &AppState, execution: &ExecutionRow, row: &BodyStepRow) -
     if remaining > INLINE_WAIT_MS {
         return Ok(Replay::Park(now + remaining));
     }
-    if remaining > 0 {
-        let mut signal = state.engine.signal(&execution.id);
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(u64::try_from(remaining).unwrap_or(0))) => {}
-            why = signal.stopped() => return Err(format!("wait {}", why.message())),
-        }
-    }
+    pause(state, execution, remaining).await?;
     Ok(Replay::Done(Box::new(outcome), record))
 }
 
@@ -528,6 +517,25 @@ pub(super) async fn sub_orchestration(
     }
 }
 
+/// Sleeps `ms` (nothing when it is not positive), ending early with the reason when the
+/// execution is cancelled or the node shuts down.
+async fn pause(state: &AppState, execution: &ExecutionRow, ms: i64) -> Result<(), String> {
+    if ms <= 0 {
+        return Ok(());
+    }
+    let mut signal = state.engine.signal(&execution.id);
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_millis(u64::try_from(ms).unwrap_or(0))) => Ok(()),
+        why = signal.stopped() => Err(format!("wait {}", why.message())),
+    }
+}
+
+/// When a `wait` step whose output is `output` is due (ms since the epoch): the `until` its
+/// output names.
+pub(super) fn wait_due(output: &Value) -> Option<i64> {
+    Some(chrono::DateTime::parse_from_rfc3339(output["until"].as_str()?).ok()?.timestamp_millis())
+}
+
 /// Pauses for `duration_ms` or until `until`. A wait longer than [`INLINE_WAIT_MS`] answers
 /// at once with its due time and parks the execution until then (at the top level the engine
 /// does it; in a body the container does). Shorter ones sleep here and end early when the
@@ -557,12 +565,10 @@ pub(super) async fn wait(
         (None, None) => now,
     };
     let remaining = until_ms - now;
-    if remaining > 0 && remaining <= INLINE_WAIT_MS {
-        let mut signal = state.engine.signal(&execution.id);
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(u64::try_from(remaining).unwrap_or(0))) => {}
-            why = signal.stopped() => return StepOutcome::failed(None, None, format!("wait {}", why.message()), 1),
-        }
+    if remaining <= INLINE_WAIT_MS
+        && let Err(error) = pause(state, execution, remaining).await
+    {
+        return StepOutcome::failed(None, None, error, 1);
     }
     let until = chrono::DateTime::from_timestamp_millis(until_ms).unwrap_or_default();
     let outcome = StepOutcome::success(json!({

@@ -178,6 +178,5 @@ pub(super) fn wait_remaining(result: &StepResultRow) -> Option<i64> {
         return None;
     }
     let output: Value = serde_json::from_str(result.output.as_deref()?).ok()?;
-    let until = chrono::DateTime::parse_from_rfc3339(output["until"].as_str()?).ok()?;
-    Some(until.timestamp_millis() - now_ms())
+    Some(blocks::wait_due(&output)? - now_ms())
 }
