@@ -213,36 +213,27 @@ fn run_block<'a>(
             let parked = outcome.parked.take();
             let row = outcome.row(f.step, i64::try_from(i).unwrap_or(0), started, clock.elapsed());
             result.api_calls.append(&mut outcome.api_calls);
-            if let Some(parked) = parked {
-                // A wait that parks is itself finished (its output is its due time) and kept;
-                // a nested container that parks is not: it runs again when the execution resumes.
-                if f.step.kind == "wait" {
-                    result.steps.push(record_of(&step_label, &row, outcome.detail.take()));
+            // A wait that parks is itself finished (its output is its due time) and kept; a
+            // nested container that parks is not: it runs again when the execution resumes.
+            if parked.is_none() || f.step.kind == "wait" {
+                result.steps.push(record_of(&step_label, &row, outcome.detail.take()));
+                flow.record(f.step, outcome.status, outcome.output.as_ref(), outcome.error.as_deref(), outcome.partial);
+                // Only steps that ran are kept; skips and handlers are decided again on replay.
+                if ran {
                     result.done.push(Done {
                         label: step_label,
                         status: outcome.status,
                         output: outcome.output.take(),
-                        error: None,
-                        partial: false,
+                        error: outcome.error.take(),
+                        partial: outcome.partial,
                         record: result.steps.len() - 1,
                     });
                 }
+            }
+            if let Some(parked) = parked {
                 result.parked = Some(parked);
                 hold.store(true, Ordering::Release);
                 break;
-            }
-            result.steps.push(record_of(&step_label, &row, outcome.detail.take()));
-            flow.record(f.step, outcome.status, outcome.output.as_ref(), outcome.error.as_deref(), outcome.partial);
-            // Only steps that ran are kept; skips and handlers are decided again on replay.
-            if ran {
-                result.done.push(Done {
-                    label: step_label,
-                    status: outcome.status,
-                    output: outcome.output.take(),
-                    error: outcome.error.take(),
-                    partial: outcome.partial,
-                    record: result.steps.len() - 1,
-                });
             }
         }
         if result.error.is_none() && result.parked.is_none() {
