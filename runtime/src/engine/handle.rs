@@ -48,7 +48,7 @@ impl StopSignal {
         self.wait(|why| *why == Some(Stop::Shutdown)).await;
     }
 
-    pub(super) async fn wait(&mut self, until: impl FnMut(&Option<Stop>) -> bool) -> Option<Stop> {
+    async fn wait(&mut self, until: impl FnMut(&Option<Stop>) -> bool) -> Option<Stop> {
         let Some(rx) = self.0.as_mut() else { return std::future::pending().await };
         let seen = rx.wait_for(until).await.map(|why| *why);
         match seen {
@@ -66,16 +66,16 @@ pub struct EngineHandle {
     /// One permit per execution this node may run at once (the worker pool size), shared by
     /// the workers and by execute requests that run their execution at once.
     pub(super) slots: Arc<tokio::sync::Semaphore>,
-    pub(super) workers: usize,
+    workers: usize,
     /// Most executions of one enterprise this node runs at once (fair share).
-    pub(super) per_enterprise: usize,
+    per_enterprise: usize,
     pub(super) wake: Notify,
     /// Callers waiting for one execution to finish on this node, by execution id.
-    pub(super) waiters: std::sync::Mutex<std::collections::HashMap<String, Vec<tokio::sync::oneshot::Sender<()>>>>,
+    waiters: std::sync::Mutex<std::collections::HashMap<String, Vec<tokio::sync::oneshot::Sender<()>>>>,
     /// The stop switch of each execution running on this node.
-    pub(super) running: std::sync::Mutex<std::collections::HashMap<String, watch::Sender<Option<Stop>>>>,
+    running: std::sync::Mutex<std::collections::HashMap<String, watch::Sender<Option<Stop>>>>,
     /// Executions of each enterprise in this node's slots.
-    pub(super) in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl EngineHandle {
@@ -199,8 +199,8 @@ impl Default for EngineHandle {
 
 /// One execution of an enterprise in one of this node's slots.
 pub(super) struct Occupied {
-    pub(super) engine: Arc<EngineHandle>,
-    pub(super) enterprise_id: String,
+    engine: Arc<EngineHandle>,
+    enterprise_id: String,
 }
 
 impl Drop for Occupied {
@@ -218,8 +218,8 @@ impl Drop for Occupied {
 
 /// Registers an execution's stop switch while it runs on this node.
 pub(super) struct Running {
-    pub(super) engine: Arc<EngineHandle>,
-    pub(super) id: String,
+    engine: Arc<EngineHandle>,
+    id: String,
 }
 
 impl Running {

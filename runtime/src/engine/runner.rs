@@ -148,7 +148,7 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
 }
 
 /// How an execution whose steps all ran ends: its status and output (or the error).
-pub(super) fn conclude(flow: &mut Flow<'_>, def: &Definition) -> Finish {
+fn conclude(flow: &mut Flow<'_>, def: &Definition) -> Finish {
     let (status, output, error) = match flow.finish() {
         Err(error) => return Finish::failed("STEP_FAILED", error),
         Ok(()) => {
@@ -173,7 +173,7 @@ pub(super) fn conclude(flow: &mut Flow<'_>, def: &Definition) -> Finish {
 }
 
 /// For a committed `wait` step: milliseconds until it is due.
-pub(super) fn wait_remaining(result: &StepResultRow) -> Option<i64> {
+fn wait_remaining(result: &StepResultRow) -> Option<i64> {
     if result.kind != "wait" || result.status != "success" {
         return None;
     }

@@ -82,7 +82,7 @@ impl StepOutcome {
         }
     }
 
-    pub(super) fn finish(result: Result<Value, CallError>, system: Option<String>, input: Value, trace: Trace) -> Self {
+    fn finish(result: Result<Value, CallError>, system: Option<String>, input: Value, trace: Trace) -> Self {
         let attempts = u32::try_from(trace.attempts.len()).unwrap_or(u32::MAX);
         let detail = Some(json!({
             "attempts": Value::Array(trace.attempts),
@@ -98,14 +98,14 @@ impl StepOutcome {
 
 /// What the attempts of one step left for its trace.
 #[derive(Default)]
-pub(super) struct Trace {
-    pub(super) attempts: Vec<Value>,
-    pub(super) logs: Vec<Value>,
-    pub(super) stderr: String,
+struct Trace {
+    attempts: Vec<Value>,
+    logs: Vec<Value>,
+    stderr: String,
 }
 
 impl Trace {
-    pub(super) fn record<T>(&mut self, attempt: u32, started_ms: i64, report: &CallReport<T>) {
+    fn record<T>(&mut self, attempt: u32, started_ms: i64, report: &CallReport<T>) {
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let invoke = report.duration.saturating_sub(report.setup + report.instantiate + report.teardown);
         self.attempts.push(json!({
@@ -210,12 +210,7 @@ pub(super) fn run_step<'a>(
 }
 
 /// Writes the mapped record to its canonical domain by natural key, with the execution as lineage.
-pub(super) async fn canonical_upsert(
-    state: &AppState,
-    execution: &ExecutionRow,
-    step: &Step,
-    record: Value,
-) -> StepOutcome {
+async fn canonical_upsert(state: &AppState, execution: &ExecutionRow, step: &Step, record: Value) -> StepOutcome {
     let name = step.domain.clone().unwrap_or_default();
     let Some(domain) = crate::canonical::domain(&name) else {
         return StepOutcome::failed(None, Some(record), format!("{name:?} is not a canonical domain"), 1);
@@ -250,11 +245,7 @@ pub(super) async fn canonical_upsert(
 
 /// The (connection name, system) of the `api_call` step named `source` in the execution's
 /// orchestration version.
-pub(super) async fn source_connection(
-    state: &AppState,
-    execution: &ExecutionRow,
-    source: &str,
-) -> Option<(String, String)> {
+async fn source_connection(state: &AppState, execution: &ExecutionRow, source: &str) -> Option<(String, String)> {
     let text = state
         .store
         .orchestration_version(&execution.orchestration_id, execution.orchestration_version)
@@ -268,22 +259,22 @@ pub(super) async fn source_connection(
 }
 
 /// A step's retry policy in motion: which attempt this is and how long to wait before the next.
-pub(super) struct Retrier {
-    pub(super) policy: Option<definition::Retry>,
-    pub(super) attempt: u32,
-    pub(super) delay_ms: f64,
+struct Retrier {
+    policy: Option<definition::Retry>,
+    attempt: u32,
+    delay_ms: f64,
     /// A stopped execution makes no further attempt.
-    pub(super) signal: StopSignal,
+    signal: StopSignal,
 }
 
 impl Retrier {
-    pub(super) fn new(step: &Step, signal: StopSignal) -> Self {
+    fn new(step: &Step, signal: StopSignal) -> Self {
         let delay_ms = step.retry.as_ref().map_or(0, |r| r.initial_interval_ms) as f64;
         Self { policy: step.retry.clone(), attempt: 1, delay_ms, signal }
     }
 
     /// After a failed attempt: waits and answers true when another attempt is due.
-    pub(super) async fn again(&mut self, error: &CallError) -> bool {
+    async fn again(&mut self, error: &CallError) -> bool {
         let Some(policy) = &self.policy else { return false };
         let retryable =
             if policy.retry_on.is_empty() { error.retryable } else { policy.retry_on.contains(&error.code) };
@@ -302,7 +293,7 @@ impl Retrier {
     }
 }
 
-pub(super) async fn run_api_call(
+async fn run_api_call(
     state: &AppState,
     execution: &ExecutionRow,
     step: &Step,
@@ -364,7 +355,7 @@ pub(super) async fn run_api_call(
     StepOutcome { api_calls, ..StepOutcome::finish(result, Some(connection.system), input, trace) }
 }
 
-pub(super) async fn run_transform(
+async fn run_transform(
     state: &AppState,
     execution: &ExecutionRow,
     step: &Step,

@@ -13,7 +13,7 @@ use crate::state::AppState;
 use crate::store::{ExecutionRow, Finish};
 
 /// How often idle workers look for work they were not woken for (other nodes, expired leases).
-pub(super) const POLL: Duration = Duration::from_millis(500);
+const POLL: Duration = Duration::from_millis(500);
 
 /// Runs an execution this node claimed in a slot it holds, on its own task (a caller that goes
 /// away does not stop it); the receiver resolves when it ended or was handed back.
@@ -42,13 +42,13 @@ pub fn start(state: &AppState, count: usize, stop: &watch::Receiver<bool>) -> Ve
     tasks
 }
 
-pub(super) fn lease_ms(state: &AppState) -> i64 {
+fn lease_ms(state: &AppState) -> i64 {
     i64::try_from(state.config.lease_ms).unwrap_or(30_000)
 }
 
 /// Renews this node's leases six times per lease period, and passes on cancellations that
 /// reached another node (they are flags in the database) to the executions running here.
-pub(super) async fn heartbeat(state: AppState, mut stop: watch::Receiver<bool>) {
+async fn heartbeat(state: AppState, mut stop: watch::Receiver<bool>) {
     let every = Duration::from_millis(state.config.lease_ms / 6);
     loop {
         tokio::select! {
@@ -70,7 +70,7 @@ pub(super) async fn heartbeat(state: AppState, mut stop: watch::Receiver<bool>) 
     }
 }
 
-pub(super) async fn worker(state: AppState, mut stop: watch::Receiver<bool>) {
+async fn worker(state: AppState, mut stop: watch::Receiver<bool>) {
     loop {
         if *stop.borrow() {
             return;
