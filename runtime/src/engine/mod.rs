@@ -35,12 +35,12 @@ pub use worker::{run_now, start};
 /// larger one fails the step instead of being cut.
 pub const MAX_STEP_OUTPUT: usize = 4 * 1024 * 1024;
 /// Largest stored input and trace detail of a step; larger ones are replaced by a note.
-pub(super) const MAX_STORED_DETAIL: usize = 1024 * 1024;
+const MAX_STORED_DETAIL: usize = 1024 * 1024;
 /// Longest stored error of a step.
-pub(super) const MAX_STORED_ERROR: usize = 8 * 1024;
+const MAX_STORED_ERROR: usize = 8 * 1024;
 
 /// `value` as stored JSON text, or a note of its size when it is larger than `max`.
-pub(super) fn stored(value: &Value, max: usize, what: &str) -> String {
+fn stored(value: &Value, max: usize, what: &str) -> String {
     let text = value.to_string();
     if text.len() <= max {
         return text;
