@@ -100,6 +100,28 @@ impl BlockResult {
     }
 }
 
+/// What the bodies of one container share.
+struct Siblings {
+    /// Set once one of them parked: bodies that have not begun wait for the execution to resume.
+    parked: AtomicBool,
+    /// Whether any of them holds a `wait` or a `sub_orchestration` (nested bodies included), so
+    /// that it can park: only then are finished steps collected to be kept.
+    may_park: bool,
+}
+
+impl Siblings {
+    fn of<'a>(bodies: impl IntoIterator<Item = &'a [Step]>) -> Self {
+        fn may_park(steps: &[Step]) -> bool {
+            steps.iter().any(|s| {
+                matches!(s.kind.as_str(), "wait" | "sub_orchestration")
+                    || [&s.then_steps, &s.else_steps, &s.steps].into_iter().any(|nested| may_park(nested))
+                    || s.branches.iter().any(|b| may_park(&b.steps))
+            })
+        }
+        Self { parked: AtomicBool::new(false), may_park: bodies.into_iter().any(may_park) }
+    }
+}
+
 /// A kept step, replayed.
 enum Replay {
     /// It stands as it was (a kept `wait` that is due).
@@ -136,13 +158,13 @@ async fn replay(state: &AppState, execution: &ExecutionRow, row: &BodyStepRow) -
 }
 
 /// Runs a body to its end (or until a long wait parks it) against `scope`; `label` prefixes
-/// its steps' labels. `hold` is shared by the bodies of one container: once one parks, bodies
+/// its steps' labels. `siblings` is shared by the bodies of one container: once one parks, bodies
 /// that have not begun wait for the execution to resume.
 fn run_block<'a>(
     state: &'a AppState,
     execution: &'a ExecutionRow,
     kept: &'a Kept,
-    hold: &'a AtomicBool,
+    siblings: &'a Siblings,
     steps: &'a [Step],
     scope: Value,
     label: String,
@@ -157,7 +179,7 @@ fn run_block<'a>(
             done: Vec::new(),
             parked: None,
         };
-        if hold.load(Ordering::Acquire) {
+        if siblings.parked.load(Ordering::Acquire) {
             // Not begun: it begins when the execution resumes.
             result.parked = Some(Parked { due_ms: i64::MAX, steps: Vec::new() });
             return result;
@@ -199,7 +221,7 @@ fn run_block<'a>(
                         }
                         Ok(Replay::Park(due_ms)) => {
                             result.parked = Some(Parked { due_ms, steps: Vec::new() });
-                            hold.store(true, Ordering::Release);
+                            siblings.parked.store(true, Ordering::Release);
                             break;
                         }
                         Err(e) => {
@@ -218,8 +240,9 @@ fn run_block<'a>(
             if parked.is_none() || f.step.kind == "wait" {
                 result.steps.push(record_of(&step_label, &row, outcome.detail.take()));
                 flow.record(f.step, outcome.status, outcome.output.as_ref(), outcome.error.as_deref(), outcome.partial);
-                // Only steps that ran are kept; skips and handlers are decided again on replay.
-                if ran {
+                // Only steps that ran are kept (skips and handlers are decided again on replay),
+                // and only when a body of this container can park at all.
+                if ran && siblings.may_park {
                     result.done.push(Done {
                         label: step_label,
                         status: outcome.status,
@@ -232,7 +255,7 @@ fn run_block<'a>(
             }
             if let Some(parked) = parked {
                 result.parked = Some(parked);
-                hold.store(true, Ordering::Release);
+                siblings.parked.store(true, Ordering::Release);
                 break;
             }
         }
@@ -313,13 +336,13 @@ pub(super) async fn for_each(
     }
     let count = items.len();
     let concurrency = step.concurrency.unwrap_or(1).max(1) as usize;
-    let hold = AtomicBool::new(false);
+    let siblings = Siblings::of([&step.steps[..]]);
     let mut results: Vec<BlockResult> = futures_util::stream::iter(items.into_iter().enumerate())
         .map(|(index, item)| {
             let mut scope = scope.clone();
             scope["item"] = item;
             scope["index"] = json!(index);
-            run_block(state, execution, kept, &hold, &step.steps, scope, format!("{label}[{index}]"))
+            run_block(state, execution, kept, &siblings, &step.steps, scope, format!("{label}[{index}]"))
         })
         .buffered(concurrency)
         .collect()
@@ -365,9 +388,9 @@ pub(super) async fn parallel(
         );
         return StepOutcome::failed(None, None, error, 1);
     }
-    let hold = AtomicBool::new(false);
+    let siblings = Siblings::of(step.branches.iter().map(|branch| &branch.steps[..]));
     let runs = step.branches.iter().map(|branch| {
-        run_block(state, execution, kept, &hold, &branch.steps, scope.clone(), format!("{label}.{}", branch.name))
+        run_block(state, execution, kept, &siblings, &branch.steps, scope.clone(), format!("{label}.{}", branch.name))
     });
     let mut results = futures_util::future::join_all(runs).await;
     let mut api_calls = Vec::new();
