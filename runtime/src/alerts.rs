@@ -13,16 +13,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dibop_core::{ExecutionStatus, Window};
+use dibop_core::crypto::Sealer;
+use dibop_core::{ExecutionStatus, FieldError, Window};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use utoipa::ToSchema;
 
-use crate::error::FieldError;
-use crate::state::AppState;
-use crate::store::{AlertRow, AlertRuleRow, ExecutionRow, NewAlert};
+use crate::store::{AlertRow, AlertRuleRow, ExecutionRow, NewAlert, Store};
 
 /// Rule types this runtime evaluates: the first three when an execution ends, the others
 /// periodically.
@@ -181,19 +180,19 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 
 /// After an execution ended: evaluates the enterprise's rules against it and fires those that
 /// hold (outside their cooldown). Runs off the worker's path.
-pub async fn execution_ended(state: AppState, enterprise_id: String, execution_id: String) {
-    if let Err(err) = evaluate(&state, &enterprise_id, &execution_id).await {
+pub async fn execution_ended(ctx: Alerts, enterprise_id: String, execution_id: String) {
+    if let Err(err) = evaluate(&ctx, &enterprise_id, &execution_id).await {
         tracing::warn!(execution = %execution_id, error = %format!("{err:#}"), "evaluating alert rules failed");
     }
 }
 
-async fn evaluate(state: &AppState, enterprise_id: &str, execution_id: &str) -> anyhow::Result<()> {
+async fn evaluate(ctx: &Alerts, enterprise_id: &str, execution_id: &str) -> anyhow::Result<()> {
     // Rules first (cached): most enterprises have none, and then nothing is read.
-    let rules = state.store.enabled_alert_rules(enterprise_id).await?;
+    let rules = ctx.store.enabled_alert_rules(enterprise_id).await?;
     if rules.is_empty() {
         return Ok(());
     }
-    let Some(execution) = state.store.execution_any_enterprise(execution_id).await? else { return Ok(()) };
+    let Some(execution) = ctx.store.execution_any_enterprise(execution_id).await? else { return Ok(()) };
     if !execution.is_final() {
         return Ok(());
     }
@@ -202,8 +201,8 @@ async fn evaluate(state: &AppState, enterprise_id: &str, execution_id: &str) -> 
         if rule.scope.orchestration_id.as_ref().is_some_and(|id| id != &execution.orchestration_id) {
             continue;
         }
-        if let Some(alert) = check(state, &rule, &row, &execution).await? {
-            fire(state, &row, &rule, alert).await?;
+        if let Some(alert) = check(ctx, &rule, &row, &execution).await? {
+            fire(ctx, &row, &rule, alert).await?;
         }
     }
     Ok(())
@@ -216,7 +215,7 @@ fn ended_badly(status: &str) -> bool {
 
 /// The alert `rule` raises for `execution`, if any.
 async fn check(
-    state: &AppState,
+    ctx: &Alerts,
     rule: &RuleDefinition,
     row: &AlertRuleRow,
     execution: &ExecutionRow,
@@ -245,7 +244,7 @@ async fn check(
         )),
         "consecutive_failures" if failed => {
             let n = positive(&rule.condition, "threshold").unwrap_or(1);
-            let last = state.store.last_statuses(&execution.orchestration_id, i64::try_from(n)?).await?;
+            let last = ctx.store.last_statuses(&execution.orchestration_id, i64::try_from(n)?).await?;
             let streak = last.iter().take_while(|s| ended_badly(s)).count() as u64;
             (streak >= n).then(|| {
                 alert(
@@ -277,9 +276,9 @@ async fn check(
 /// last `condition.threshold` calls of the system, default 3, all failed within the window,
 /// default 15m; pings count) and `error_rate_spike` (failed calls of the system, or of all, at
 /// or above `condition.threshold_percent` of at least `condition.min_calls`, default 10).
-pub async fn evaluate_periodic(state: &AppState) -> anyhow::Result<()> {
+pub async fn evaluate_periodic(ctx: &Alerts) -> anyhow::Result<()> {
     let now = dibop_core::now_ms();
-    for row in state.store.all_enabled_alert_rules().await? {
+    for row in ctx.store.all_enabled_alert_rules().await? {
         let Ok(rule) = serde_json::from_str::<RuleDefinition>(&row.definition) else { continue };
         let window = |default: &str| {
             rule.condition
@@ -300,8 +299,8 @@ pub async fn evaluate_periodic(state: &AppState) -> anyhow::Result<()> {
         let fired = match rule.kind.as_str() {
             "sla_breach" => {
                 let since = now - window("24h");
-                let runs = state.store.finished_executions(&row.enterprise_id, since).await?;
-                let (orchestrations, _) = state
+                let runs = ctx.store.finished_executions(&row.enterprise_id, since).await?;
+                let (orchestrations, _) = ctx
                     .store
                     .list_orchestrations(&row.enterprise_id, crate::store::Page { limit: 10_000, offset: 0 })
                     .await?;
@@ -340,7 +339,7 @@ pub async fn evaluate_periodic(state: &AppState) -> anyhow::Result<()> {
             }
             "system_down" | "error_rate_spike" => {
                 let since = now - window("15m");
-                let calls = state.store.api_call_samples(&row.enterprise_id, since).await?;
+                let calls = ctx.store.api_call_samples(&row.enterprise_id, since).await?;
                 let mine: Vec<_> =
                     calls.iter().filter(|c| rule.scope.system.as_ref().is_none_or(|s| &c.system == s)).collect();
                 let failed = |c: &&&crate::store::ApiCallSample| c.status != "success";
@@ -374,20 +373,20 @@ pub async fn evaluate_periodic(state: &AppState) -> anyhow::Result<()> {
             _ => None,
         };
         if let Some(alert) = fired {
-            fire(state, &row, &rule, alert).await?;
+            fire(ctx, &row, &rule, alert).await?;
         }
     }
     Ok(())
 }
 
 /// Stores the alert and queues its notifications, unless the rule is cooling down.
-async fn fire(state: &AppState, row: &AlertRuleRow, rule: &RuleDefinition, alert: NewAlert) -> anyhow::Result<()> {
+async fn fire(ctx: &Alerts, row: &AlertRuleRow, rule: &RuleDefinition, alert: NewAlert) -> anyhow::Result<()> {
     let cooldown_ms = i64::from(rule.cooldown_minutes) * 60_000;
-    if !state.store.claim_alert(&row.id, cooldown_ms).await? {
+    if !ctx.store.claim_alert(&row.id, cooldown_ms).await? {
         return Ok(());
     }
-    let alert = state.store.insert_alert(&row.enterprise_id, alert).await?;
-    state.alerts.queue(state, row, rule, &alert, None).await.map(drop)
+    let alert = ctx.store.insert_alert(&row.enterprise_id, alert).await?;
+    ctx.queue(row, rule, &alert, None).await.map(drop)
 }
 
 /// Alerts the background sender delivers at once (each to its channels concurrently).
@@ -445,20 +444,31 @@ impl Outbox {
         let (queue, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
         Ok((Self { queue, client, allow_private }, Queued(receiver)))
     }
+}
 
+/// What alert evaluation and delivery need: the store, the sealer that opens channel secrets
+/// and the delivery queue. Cheap to clone; the engine's events reach it without the server's
+/// whole state.
+#[derive(Clone)]
+pub struct Alerts {
+    pub store: Store,
+    pub sealer: Arc<Sealer>,
+    pub outbox: Arc<Outbox>,
+}
+
+impl Alerts {
     /// Queues the alert's notifications without waiting. When the queue is full, records them
     /// as `dropped` and answers those outcomes; otherwise answers `None` and `reply` (if any)
     /// hears the outcomes once delivered.
     pub async fn queue(
         &self,
-        state: &AppState,
         row: &AlertRuleRow,
         rule: &RuleDefinition,
         alert: &AlertRow,
         reply: Option<tokio::sync::oneshot::Sender<Value>>,
     ) -> anyhow::Result<Option<Value>> {
         let delivery = Delivery { row: row.clone(), rule: rule.clone(), alert: alert.clone(), reply };
-        match self.queue.try_send(delivery) {
+        match self.outbox.queue.try_send(delivery) {
             Ok(()) => Ok(None),
             Err(_) => {
                 tracing::warn!(rule = %row.name, alert = %alert.id, "alert delivery queue full; notifications dropped");
@@ -470,7 +480,7 @@ impl Outbox {
                         })
                         .collect(),
                 );
-                state.store.set_alert_deliveries(&alert.id, &outcomes.to_string()).await?;
+                self.store.set_alert_deliveries(&alert.id, &outcomes.to_string()).await?;
                 Ok(Some(outcomes))
             }
         }
@@ -480,14 +490,13 @@ impl Outbox {
     /// for channels it stopped waiting for.
     pub async fn deliver_and_wait(
         &self,
-        state: &AppState,
         row: &AlertRuleRow,
         rule: &RuleDefinition,
         alert: &AlertRow,
         wait: Duration,
     ) -> anyhow::Result<Value> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if let Some(dropped) = self.queue(state, row, rule, alert, Some(tx)).await? {
+        if let Some(dropped) = self.queue(row, rule, alert, Some(tx)).await? {
             return Ok(dropped);
         }
         match tokio::time::timeout(wait, rx).await {
@@ -507,7 +516,7 @@ fn channels(rule: &RuleDefinition) -> impl Iterator<Item = &Channel> {
 
 /// The background sender: delivers queued alerts, [`CONCURRENT_DELIVERIES`] at a time, until
 /// `stopped` flips (deliveries in flight then are abandoned).
-pub async fn send_queued(state: AppState, queued: Queued, mut stopped: tokio::sync::watch::Receiver<bool>) {
+pub async fn send_queued(ctx: Alerts, queued: Queued, mut stopped: tokio::sync::watch::Receiver<bool>) {
     let Queued(mut receiver) = queued;
     let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_DELIVERIES));
     let mut in_flight = tokio::task::JoinSet::new();
@@ -523,10 +532,10 @@ pub async fn send_queued(state: AppState, queued: Queued, mut stopped: tokio::sy
             _ = stopped.changed() => return,
         };
         let Some(Delivery { row, rule, alert, reply }) = delivery else { return };
-        let state = state.clone();
+        let ctx = ctx.clone();
         in_flight.spawn(async move {
             let _slot = slot;
-            match deliver(&state, &row, &rule, &alert).await {
+            match deliver(&ctx, &row, &rule, &alert).await {
                 Ok(outcomes) => {
                     if let Some(reply) = reply {
                         let _ = reply.send(outcomes);
@@ -545,13 +554,8 @@ pub async fn send_queued(state: AppState, queued: Queued, mut stopped: tokio::sy
 /// happened in our words (`http 500`, `redirect refused`, `address refused`, `tls failed`,
 /// `connection failed`, `timeout`), never the system's error text: a receiver URL must not turn
 /// the server into a scanner of what it can reach.
-async fn deliver(
-    state: &AppState,
-    row: &AlertRuleRow,
-    rule: &RuleDefinition,
-    alert: &AlertRow,
-) -> anyhow::Result<Value> {
-    let secret = state.sealer.open(&row.secret)?;
+async fn deliver(ctx: &Alerts, row: &AlertRuleRow, rule: &RuleDefinition, alert: &AlertRow) -> anyhow::Result<Value> {
+    let secret = ctx.sealer.open(&row.secret)?;
     let body = serde_json::to_vec(&alert_json(row, alert))?;
     let text = format!("[{}] {}: {}", alert.severity, row.name, alert.message);
     let slack = serde_json::to_vec(&json!({"text": text}))?;
@@ -567,7 +571,7 @@ async fn deliver(
                 return json!({"type": "log", "status": "delivered", "attempts": 1});
             }
             let url = channel.url.clone().unwrap_or_default();
-            let (attempts, error) = post(&state.alerts, &url, payload, signed).await;
+            let (attempts, error) = post(&ctx.outbox, &url, payload, signed).await;
             json!({
                 "type": channel.kind, "url": url, "attempts": attempts,
                 "status": if error.is_none() { "delivered" } else { "failed" }, "error": error,
@@ -575,7 +579,7 @@ async fn deliver(
         }
     });
     let outcomes = Value::Array(futures_util::future::join_all(sends).await);
-    state.store.set_alert_deliveries(&alert.id, &outcomes.to_string()).await?;
+    ctx.store.set_alert_deliveries(&alert.id, &outcomes.to_string()).await?;
     Ok(outcomes)
 }
 

@@ -1,6 +1,6 @@
 //! First start on an empty database: the default enterprise and its admin.
 
-use dibop_core::Role;
+use dibop_core::{Email, Role};
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 use secrecy::ExposeSecret;
@@ -18,7 +18,9 @@ pub async fn bootstrap(store: &Store, config: &Config) -> anyhow::Result<()> {
     if store.count_enterprises().await? > 0 {
         return Ok(());
     }
-    let email = config.admin_email.clone().unwrap_or_else(|| DEFAULT_ADMIN_EMAIL.into()).trim().to_lowercase();
+    let email = Email::parse(config.admin_email.as_deref().unwrap_or(DEFAULT_ADMIN_EMAIL))
+        .map_err(|err| anyhow::anyhow!("DIBOP_ADMIN_EMAIL {err}"))?
+        .into_string();
     let (password, generated) = match &config.admin_password {
         Some(p) => (p.expose_secret().to_owned(), false),
         None => (rand::thread_rng().sample_iter(&Alphanumeric).take(20).map(char::from).collect(), true),

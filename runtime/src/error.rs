@@ -190,8 +190,27 @@ impl Validator {
         self
     }
 
+    /// The value `parsed` holds, or `None` with its error recorded at `path`: parse at the edge
+    /// into a domain type and keep collecting the other fields' problems.
+    pub fn parse<T, E: std::fmt::Display>(&mut self, parsed: Result<T, E>, path: &str) -> Option<T> {
+        parsed.map_err(|err| self.0.push(FieldError { path: path.into(), message: err.to_string() })).ok()
+    }
+
     pub fn finish(&mut self) -> AppResult<()> {
         if self.0.is_empty() { Ok(()) } else { Err(AppError::Validation(std::mem::take(&mut self.0))) }
+    }
+
+    /// [`Validator::finish`], then the value of a [`Validator::parse`] (present whenever no
+    /// problem was recorded, since a failed parse records one).
+    pub fn finish_with<T>(&mut self, parsed: Option<T>) -> AppResult<T> {
+        self.finish()?;
+        parsed.ok_or_else(|| AppError::Internal(anyhow::anyhow!("a parsed field has no value and no problem")))
+    }
+}
+
+impl From<dibop_core::crypto::SealError> for AppError {
+    fn from(err: dibop_core::crypto::SealError) -> Self {
+        Self::Internal(err.into())
     }
 }
 

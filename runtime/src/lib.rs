@@ -8,19 +8,19 @@ pub mod api;
 pub mod auth;
 pub mod bootstrap;
 pub use dibop_core::bounded;
-pub mod canonical;
+pub use dibop_engine::canonical;
 pub mod client;
 pub mod config;
-pub mod connections;
+pub use dibop_engine::connections;
 pub mod crypto;
 pub mod demo;
+pub use dibop_engine as engine;
 pub use dibop_plugin_host::egress;
-pub mod engine;
 pub mod error;
-pub mod guard;
+pub use dibop_core::guard;
 pub mod metrics;
 pub use dibop_plugin_host as plugins;
-pub mod ratelimit;
+pub use dibop_store::limiter as ratelimit;
 pub mod state;
 pub use dibop_store as store;
 
@@ -71,26 +71,42 @@ pub async fn serve(
             .with_compile_timeout(Duration::from_millis(config.compile_timeout_ms)),
     );
     let (outbox, queued) = alerts::Outbox::new(&tls, config.allow_private_networks, config.alert_queue)?;
-    let registry = plugins::registry::Registry::new(host, store.clone(), &config.data_dir)?;
+    let registry = Arc::new(plugins::registry::Registry::new(host, store.clone(), &config.data_dir)?);
     registry.register_bundled().await?;
-    let state = AppState {
-        tokens: Arc::new(auth::tokens::Tokens::new(&secret)),
-        passwords: Arc::new(auth::password::Passwords::new(config.login_concurrency).await?),
-        limiter: Arc::new(RateLimiter::new(&store)),
-        sealer: Arc::new(crypto::Sealer::new(config.secret_key.as_ref(), &config.data_dir)?),
-        registry: Arc::new(registry),
-        engine: Arc::new(engine::EngineHandle::new(
+    let sealer = Arc::new(crypto::sealer(config.secret_key.as_ref(), &config.data_dir)?);
+    let limiter = Arc::new(RateLimiter::new(&store));
+    let alerts = alerts::Alerts { store: store.clone(), sealer: sealer.clone(), outbox: Arc::new(outbox) };
+    let engine = engine::Engine::new(
+        store.clone(),
+        registry.clone(),
+        sealer.clone(),
+        limiter.clone(),
+        Arc::new(engine::Node::new(
             config.workers,
             config.enterprise_slots.unwrap_or(config.workers.saturating_sub(1)),
         )),
+        engine::Settings {
+            lease_ms: config.lease_ms,
+            max_for_each_items: config.max_for_each_items,
+            max_parallel_branches: config.max_parallel_branches,
+        },
+        Arc::new(EngineEvents { alerts: alerts.clone() }),
+    );
+    let state = AppState {
+        tokens: Arc::new(auth::tokens::Tokens::new(&secret)),
+        passwords: Arc::new(auth::password::Passwords::new(config.login_concurrency).await?),
+        limiter,
+        sealer,
+        registry,
+        engine,
         store: store.clone(),
         config: Arc::new(config),
-        alerts: Arc::new(outbox),
+        alerts,
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let housekeeping = tokio::spawn(housekeeping(state.clone(), stopped.clone()));
-    let deliveries = tokio::spawn(alerts::send_queued(state.clone(), queued, stopped.clone()));
-    let workers = engine::start(&state, state.config.workers, &stopped);
+    let deliveries = tokio::spawn(alerts::send_queued(state.alerts.clone(), queued, stopped.clone()));
+    let workers = engine::start(&state.engine, state.config.workers, &stopped);
 
     let app = api::router(state.clone());
     tracing::info!(address = %listener.local_addr()?, "DIBOP API listening");
@@ -122,18 +138,34 @@ pub async fn serve(
     Ok(())
 }
 
+/// The server's subscriptions to the engine's events: ended executions count in the metrics,
+/// and the alert rules are evaluated off the worker's path after each run.
+struct EngineEvents {
+    alerts: alerts::Alerts,
+}
+
+impl engine::Events for EngineEvents {
+    fn execution_ended(&self, ended: store::Ended) {
+        metrics::get().execution_ended(ended.status.as_str(), ended.started_at);
+    }
+
+    fn run_over(&self, enterprise_id: &str, execution_id: &str) {
+        tokio::spawn(alerts::execution_ended(self.alerts.clone(), enterprise_id.to_owned(), execution_id.to_owned()));
+    }
+}
+
 /// Lets the executions running on this node finish until `deadline`, then tells them to stop
 /// (each hands itself back to the queue at once, abandoning the step in flight) and hands back
 /// whatever is left, so another node or a restart resumes them from their last committed step.
 async fn stop_executions(state: &AppState, deadline: tokio::time::Instant, workers: Vec<tokio::task::JoinHandle<()>>) {
-    while !state.engine.idle() && tokio::time::Instant::now() < deadline {
+    while !state.engine.node.idle() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if !state.engine.idle() {
+    if !state.engine.node.idle() {
         tracing::warn!("executions still running after the shutdown grace period; handing them back to the queue");
-        state.engine.stop_all(engine::Stop::Shutdown);
+        state.engine.node.stop_all(engine::Stop::Shutdown);
         let give_up = tokio::time::Instant::now() + Duration::from_secs(2);
-        while !state.engine.idle() && tokio::time::Instant::now() < give_up {
+        while !state.engine.node.idle() && tokio::time::Instant::now() < give_up {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -141,7 +173,7 @@ async fn stop_executions(state: &AppState, deadline: tokio::time::Instant, worke
         worker.abort();
         let _ = worker.await;
     }
-    match state.store.release_all(&state.engine.node_id).await {
+    match state.store.release_all(&state.engine.node.node_id).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(executions = n, "handed executions back to the queue"),
         Err(err) => tracing::warn!(error = %err, "handing executions back failed; their leases expire instead"),
@@ -171,7 +203,7 @@ async fn housekeeping(state: AppState, mut stopped: tokio::sync::watch::Receiver
                 }
             }).await,
             _ = alerts.tick() => guard::catch(async {
-                if let Err(err) = alerts::evaluate_periodic(&state).await {
+                if let Err(err) = alerts::evaluate_periodic(&state.alerts).await {
                     tracing::warn!(error = %format!("{err:#}"), "evaluating periodic alert rules failed");
                 }
             }).await,

@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
+use crate::alerts::Alerts;
 use crate::auth::password::Passwords;
 use crate::auth::tokens::Tokens;
 use crate::config::Config;
 use crate::crypto::Sealer;
-use crate::engine::EngineHandle;
+use crate::engine::Engine;
 use crate::plugins::PluginHost;
 use crate::plugins::registry::Registry;
 use crate::ratelimit::RateLimiter;
@@ -23,9 +24,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,
     pub sealer: Arc<Sealer>,
-    pub engine: Arc<EngineHandle>,
-    /// The alert delivery queue and its HTTP client.
-    pub alerts: Arc<crate::alerts::Outbox>,
+    /// Submits, runs and watches executions (this node's slots are `engine.node`).
+    pub engine: Engine,
+    /// Alert evaluation and the delivery queue.
+    pub alerts: Alerts,
 }
 
 impl AppState {

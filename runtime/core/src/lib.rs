@@ -1,8 +1,10 @@
 //! The values every layer of the DIBOP runtime speaks in: ids and time, roles, `window`
-//! durations, slugs, execution and step statuses, and field errors.
+//! durations, slugs, e-mail addresses, execution and step statuses, field errors, and the
+//! helpers every layer needs (sealing secrets, bounded text, digests, the panic guard).
 //!
 //! This crate is the bottom of the workspace: it depends on no other workspace crate, knows
-//! nothing of HTTP, SQL or WebAssembly, and does no I/O beyond reading the clock. Values are
+//! nothing of HTTP, SQL or WebAssembly, and does no I/O beyond reading the clock and the
+//! operating system's random numbers. Values are
 //! parsed at the edge (a handler, a row, a plugin's answer) into these types, so code further in
 //! holds a value that is known to be well-formed instead of a string to check again. Their
 //! text and JSON forms are the ones the API and the database have always used.
@@ -23,8 +25,11 @@
 #![deny(missing_docs)]
 
 pub mod bounded;
+pub mod crypto;
 mod digest;
+mod email;
 mod field;
+pub mod guard;
 mod ids;
 mod role;
 mod slug;
@@ -32,6 +37,7 @@ mod status;
 mod window;
 
 pub use digest::sha256_hex;
+pub use email::{Email, InvalidEmail, MAX_EMAIL_BYTES};
 pub use field::FieldError;
 pub use ids::{new_id, now_ms};
 pub use role::Role;

@@ -195,7 +195,7 @@ async fn test_rule(
         message: format!("test notification of alert rule {}", row.name),
     };
     let mut alert = state.store.insert_alert(&principal.enterprise_id, alert).await?;
-    let outcomes = state.alerts.deliver_and_wait(&state, &row, &rule, &alert, alerts::TEST_WAIT).await?;
+    let outcomes = state.alerts.deliver_and_wait(&row, &rule, &alert, alerts::TEST_WAIT).await?;
     alert.deliveries = outcomes.to_string();
     Ok(Json(alert_view(alert)))
 }

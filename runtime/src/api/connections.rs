@@ -108,8 +108,11 @@ pub fn mask(secret: &str) -> String {
 
 fn view(state: &AppState, row: ConnectionRow) -> AppResult<ConnectionView> {
     // Credentials that do not open (another key, or sealed for another row) show as none.
-    let credentials =
-        connections::credentials(state, &row).unwrap_or_default().iter().map(|(k, v)| (k.clone(), mask(v))).collect();
+    let credentials = connections::credentials(&state.engine, &row)
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| (k.clone(), mask(v)))
+        .collect();
     Ok(ConnectionView {
         config: serde_json::from_str(&row.config).unwrap_or_default(),
         allowed_hosts: serde_json::from_str(&row.allowed_hosts).unwrap_or_default(),
@@ -274,7 +277,7 @@ async fn replace_connection(
         .get_connection(&principal.enterprise_id, &id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("connection {id}")))?;
-    let mut stored = connections::credentials(&state, &current).unwrap_or_default();
+    let mut stored = connections::credentials(&state.engine, &current).unwrap_or_default();
     // Stored credentials go only where they went before: a new system, base URL or host list
     // needs them sent again with the change (omitted ones are dropped, so a required one that
     // is missing answers 422 at its path).
@@ -344,10 +347,10 @@ async fn test_connection(
     v.check(!request.operation.trim().is_empty(), "operation", "must name an operation of the connector");
     v.finish()?;
     let prepared =
-        connections::prepare(&state, &row, Caller { step: Some("test".into()), ..Caller::default() }).await?;
+        connections::prepare(&state.engine, &row, Caller { step: Some("test".into()), ..Caller::default() }).await?;
     let invocation = Invocation { attempt: 1, idempotency_key: dibop_core::new_id(), ..Invocation::default() };
     let input = if request.input.is_null() { serde_json::json!({}) } else { request.input };
-    let report = prepared.invoke(&state, &request.operation, &input, invocation).await?;
+    let report = prepared.invoke(&state.engine, &request.operation, &input, invocation).await?;
     state.store.insert_api_calls(&report.api_calls).await?;
     let (status, output, error) = match report.result {
         Ok(output) => ("success", Some(output), None),

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use dibop_core::{Role, Slug};
+use dibop_core::{Email, Role, Slug};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::datetime;
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::settings::{Settings, valid_timezone};
-use super::users::{UserView, check_name, check_password, hash_for, valid_email};
+use super::users::{UserView, check_name, check_password, hash_for};
 use crate::error::{AppError, AppResult, Validator};
 use crate::state::AppState;
 use crate::store::{Enterprise, NewEnterprise, NewUser, is_unique_violation};
@@ -112,17 +112,16 @@ async fn create_enterprise(
 ) -> AppResult<(StatusCode, Json<CreatedEnterprise>)> {
     let slug = body.slug.clone().unwrap_or_else(|| slugify(&body.name));
     let timezone = body.timezone.clone().unwrap_or_else(|| "UTC".into());
-    let email = body.admin_email.trim().to_lowercase();
     let mut v = Validator::new();
     check_name(&mut v, "name", &body.name);
     v.check(Slug::parse_enterprise(&slug).is_ok(), "slug", "must be 1-63 lowercase letters, digits or dashes");
     v.check(valid_timezone(&timezone), "timezone", "must be an IANA time zone such as Europe/Berlin");
-    v.check(valid_email(&email), "admin_email", "must be a valid email address");
+    let email = v.parse(Email::parse(&body.admin_email), "admin_email");
     check_password(&mut v, "admin_password", &body.admin_password);
     if let Some(name) = &body.admin_name {
         check_name(&mut v, "admin_name", name);
     }
-    v.finish()?;
+    let email = v.finish_with(email)?.into_string();
     // The admin's address may have accounts in other enterprises (addresses are unique per
     // enterprise; see `api::users`).
     let admin = NewUser {

@@ -15,9 +15,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::authn::rate_limit_headers;
 use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination, iso_instant};
 use super::{datetime, opt_datetime};
-use crate::auth::{Principal, rate_limit_headers};
+use crate::auth::Principal;
 use crate::engine::admission;
 use crate::engine::definition::{self, Definition};
 use crate::error::{AppError, AppResult};
@@ -126,20 +127,25 @@ async fn execute(
     };
     // A waiting caller with a free slot on this node runs its execution at once; otherwise (or
     // `async`) it is queued for the workers.
-    let slot = if request.run_async || !state.engine.has_share(&principal.enterprise_id) {
+    let slot = if request.run_async || !state.engine.node.has_share(&principal.enterprise_id) {
         None
     } else {
-        state.engine.free_slot()
+        state.engine.node.free_slot()
     };
-    let admitted =
-        admission::submit(&state, &principal.enterprise_id, Some(principal.executions_per_minute), new, slot.is_some())
-            .await?;
+    let admitted = admission::submit(
+        &state.engine,
+        &principal.enterprise_id,
+        Some(principal.executions_per_minute),
+        new,
+        slot.is_some(),
+    )
+    .await?;
     let (mut execution, created, decision) = (admitted.execution, admitted.created, admitted.decision);
     let deadline = Instant::now() + Duration::from_millis(state.config.execute_wait_ms);
     if let Some(slot) = slot
         && created
     {
-        let done = crate::engine::run_now(&state, execution.clone(), slot);
+        let done = crate::engine::run_now(&state.engine, execution.clone(), slot);
         let _ = tokio::time::timeout(Duration::from_millis(state.config.execute_wait_ms), done).await;
     }
     if !request.run_async {
@@ -150,7 +156,7 @@ async fn execute(
             .ok_or_else(|| AppError::not_found("execution"))?;
         // Queued (or run by another node, or a duplicate request): wait for it, bounded.
         while !execution.is_final() && Instant::now() < deadline {
-            let done = state.engine.watch(&execution.id);
+            let done = state.engine.node.watch(&execution.id);
             execution = state
                 .store
                 .get_execution(&principal.enterprise_id, &execution.id)
@@ -353,8 +359,8 @@ async fn cancel_execution(
         .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
     // Running here: stop before the next step (inside bodies too). Running on another node:
     // its heartbeat reads the flag. Parked: it is due now, so a worker ends it.
-    state.engine.stop(&id, crate::engine::Stop::Cancel);
-    state.engine.wake();
+    state.engine.node.stop(&id, crate::engine::Stop::Cancel);
+    state.engine.node.wake();
     Ok(Json(summary(&row)))
 }
 
@@ -376,12 +382,12 @@ async fn retry_execution(
         .get_execution(&principal.enterprise_id, &id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
-    admission::count(&state, &principal.enterprise_id, Some(principal.executions_per_minute)).await?;
+    admission::count(&state.engine, &principal.enterprise_id, Some(principal.executions_per_minute)).await?;
     let row = state
         .store
         .retry_execution(&principal.enterprise_id, &id)
         .await?
         .ok_or_else(|| AppError::Conflict(format!("execution {id} is not failed, partial or cancelled")))?;
-    state.engine.wake();
+    state.engine.node.wake();
     Ok((StatusCode::ACCEPTED, Json(summary(&row))))
 }

@@ -8,6 +8,7 @@ mod alert_rules;
 mod api_calls;
 mod api_keys;
 mod auth;
+mod authn;
 mod canonical;
 mod connections;
 mod enterprises;
@@ -92,7 +93,7 @@ pub fn router(state: AppState) -> Router {
         .merge(observability::router())
         .merge(alert_rules::router())
         .merge(canonical::router())
-        .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::authenticate));
+        .route_layer(middleware::from_fn_with_state(state.clone(), authn::authenticate));
     let api = OpenApiRouter::new()
         .merge(auth::router(state.config.max_body_bytes))
         .merge(webhooks::trigger_router())

@@ -82,7 +82,7 @@ async fn platform_metrics(State(state): State<AppState>, principal: Principal) -
         executions,
         api_calls,
         queue_depth: state.store.queued_executions(Some(enterprise)).await?,
-        workers_busy: state.engine.busy(),
+        workers_busy: state.engine.node.busy(),
         workers: state.config.workers.max(1),
         plugin_instantiations,
         plugin_instantiation_mean_ms,
@@ -106,7 +106,7 @@ pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap) -> Ap
     }
     let metrics = crate::metrics::get();
     metrics.queue_depth.set(state.store.queued_executions(None).await?);
-    metrics.workers_busy.set(i64::try_from(state.engine.busy()).unwrap_or(i64::MAX));
+    metrics.workers_busy.set(i64::try_from(state.engine.node.busy()).unwrap_or(i64::MAX));
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],

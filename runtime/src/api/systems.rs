@@ -161,8 +161,9 @@ async fn ping_system(
         AppError::NotFound(format!("no connection for system {slug}; create one with POST /api/v1/connections"))
     })?;
     let prepared =
-        connections::prepare(&state, &connection, Caller { step: Some("ping".into()), ..Caller::default() }).await?;
-    let report = prepared.ping(&state).await?;
+        connections::prepare(&state.engine, &connection, Caller { step: Some("ping".into()), ..Caller::default() })
+            .await?;
+    let report = prepared.ping(&state.engine).await?;
     let (status, message) = match report.result {
         Ok(health) => (health.status.to_owned(), health.message),
         Err(e) if e.code == "timeout" => ("timeout".to_owned(), Some(e.message)),

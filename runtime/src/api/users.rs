@@ -16,7 +16,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use dibop_core::Role;
+use dibop_core::{Email, Role};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -95,18 +95,6 @@ pub struct UpdateUser {
     pub platform_access: Option<bool>,
 }
 
-/// Checks an email address the way a sign-up form would: one `@`, a dotted domain, no spaces.
-pub fn valid_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else { return false };
-    !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains('@')
-        && email.len() <= 254
-        && !email.chars().any(char::is_whitespace)
-}
-
 pub fn check_password(v: &mut Validator, path: &str, password: &str) {
     v.check(password.chars().count() >= 8, path, "must be at least 8 characters");
     v.check(password.len() <= 1024, path, "must be at most 1024 bytes");
@@ -147,20 +135,19 @@ async fn create_user(
     principal: Principal,
     ApiJson(body): ApiJson<CreateUser>,
 ) -> AppResult<(StatusCode, Json<UserView>)> {
-    let email = body.email.trim().to_lowercase();
     let mut v = Validator::new();
-    v.check(valid_email(&email), "email", "must be a valid email address");
+    let email = v.parse(Email::parse(&body.email), "email");
     check_name(&mut v, "name", &body.name);
     check_password(&mut v, "password", &body.password);
     check_grant(&mut v, body.role, body.platform_access);
-    v.finish()?;
+    let email = v.finish_with(email)?;
     policy::require_grant(&principal, body.role, body.platform_access)?;
     let new = NewUser {
         name: body.name.trim().to_owned(),
         role: body.role,
         platform_access: body.platform_access,
-        password_hash: hash_for(&state, &email, body.password).await?,
-        email,
+        password_hash: hash_for(&state, email.as_str(), body.password).await?,
+        email: email.into_string(),
     };
     // Only this enterprise's own users can collide (see the module documentation).
     match state.store.create_user(&principal.enterprise_id, &new).await {

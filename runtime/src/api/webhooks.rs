@@ -280,6 +280,6 @@ async fn trigger(
         steps_total: def.step_count(),
         parent: None,
     };
-    let admitted = crate::engine::admission::submit(&state, &webhook.enterprise_id, None, new, false).await?;
+    let admitted = crate::engine::admission::submit(&state.engine, &webhook.enterprise_id, None, new, false).await?;
     Ok((StatusCode::ACCEPTED, Json(Triggered { execution_id: admitted.execution.id })))
 }

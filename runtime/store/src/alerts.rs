@@ -1,5 +1,6 @@
 //! Alert rules, fired alerts and their delivery outcomes.
 
+use crate::paging::List;
 use dibop_core::{new_id, now_ms};
 use sqlx::FromRow;
 
@@ -114,19 +115,14 @@ impl Store {
     }
 
     pub async fn list_alert_rules(&self, enterprise_id: &str, page: Page) -> sqlx::Result<(Vec<AlertRuleRow>, i64)> {
-        let rows = sqlx::query_as(&format!(
-            "SELECT {RULE} FROM alert_rules WHERE enterprise_id = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3"
-        ))
-        .bind(enterprise_id)
-        .bind(page.limit)
-        .bind(page.offset)
-        .fetch_all(&self.pool)
-        .await?;
-        let total = sqlx::query_scalar("SELECT COUNT(*) FROM alert_rules WHERE enterprise_id = $1")
-            .bind(enterprise_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((rows, total))
+        let list = List {
+            columns: RULE,
+            table: "alert_rules",
+            filter: "enterprise_id = $1",
+            order: "created_at, id",
+            args: vec![enterprise_id.into()],
+        };
+        self.page_of(list, page).await
     }
 
     /// The enterprise's enabled rules (cached for a second: read on every execution's end).
@@ -201,27 +197,15 @@ impl Store {
         to_ms: Option<i64>,
         page: Page,
     ) -> sqlx::Result<(Vec<AlertRow>, i64)> {
-        let clause = "enterprise_id = $1 AND ($2 IS NULL OR rule_id = $2) AND ($3 IS NULL OR fired_at >= $3) \
-                      AND ($4 IS NULL OR fired_at <= $4)";
-        let rows = sqlx::query_as(&format!(
-            "SELECT {ALERT} FROM alerts WHERE {clause} ORDER BY fired_at DESC, id DESC LIMIT $5 OFFSET $6"
-        ))
-        .bind(enterprise_id)
-        .bind(rule_id)
-        .bind(from_ms)
-        .bind(to_ms)
-        .bind(page.limit)
-        .bind(page.offset)
-        .fetch_all(&self.pool)
-        .await?;
-        let total = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM alerts WHERE {clause}"))
-            .bind(enterprise_id)
-            .bind(rule_id)
-            .bind(from_ms)
-            .bind(to_ms)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((rows, total))
+        let list = List {
+            columns: ALERT,
+            table: "alerts",
+            filter: "enterprise_id = $1 AND ($2 IS NULL OR rule_id = $2) AND ($3 IS NULL OR fired_at >= $3) \
+                     AND ($4 IS NULL OR fired_at <= $4)",
+            order: "fired_at DESC, id DESC",
+            args: vec![enterprise_id.into(), rule_id.into(), from_ms.into(), to_ms.into()],
+        };
+        self.page_of(list, page).await
     }
 
     /// Statuses of the orchestration's last `n` finished executions, newest first.

@@ -1,5 +1,6 @@
 //! The log of outbound requests plugins made.
 
+use crate::paging::{Arg, List};
 use sqlx::FromRow;
 
 /// Who a request is made for; copied into its API-call row.
@@ -85,31 +86,26 @@ const COLUMNS: &str = "id, timestamp, system, connection_id, connection, method,
      request_bytes, response_bytes, request_preview, response_preview, error, orchestration_id, execution_id, step";
 
 /// `WHERE` clause of a filter; parameters start at `$1` = enterprise id and follow in field order.
-fn where_clause(filter: &ApiCallFilter) -> (String, Vec<String>) {
+fn where_clause(filter: &ApiCallFilter) -> (String, Vec<Arg<'_>>) {
+    let conditions = [
+        ("system = ", filter.system.as_deref().map(|v| Arg::Text(Some(v)))),
+        ("status = ", filter.status.as_deref().map(|v| Arg::Text(Some(v)))),
+        ("orchestration_id = ", filter.orchestration_id.as_deref().map(|v| Arg::Text(Some(v)))),
+        ("execution_id = ", filter.execution_id.as_deref().map(|v| Arg::Text(Some(v)))),
+        ("connection_id = ", filter.connection_id.as_deref().map(|v| Arg::Text(Some(v)))),
+        ("timestamp >= ", filter.from_ms.map(|v| Arg::Int(Some(v)))),
+        ("timestamp <= ", filter.to_ms.map(|v| Arg::Int(Some(v)))),
+    ];
     let mut clause = String::from("enterprise_id = $1");
-    let mut text = Vec::new();
-    let mut n = 1;
-    let mut add = |column: &str, op: &str, value: Option<&String>, clause: &mut String| {
-        if let Some(v) = value {
-            n += 1;
-            clause.push_str(&format!(" AND {column} {op} ${n}"));
-            text.push(v.clone());
+    let mut args = Vec::new();
+    for (condition, value) in conditions {
+        if let Some(value) = value {
+            args.push(value);
+            // $1 is the enterprise.
+            clause.push_str(&format!(" AND {condition}${}", args.len() + 1));
         }
-    };
-    add("system", "=", filter.system.as_ref(), &mut clause);
-    add("status", "=", filter.status.as_ref(), &mut clause);
-    add("orchestration_id", "=", filter.orchestration_id.as_ref(), &mut clause);
-    add("execution_id", "=", filter.execution_id.as_ref(), &mut clause);
-    add("connection_id", "=", filter.connection_id.as_ref(), &mut clause);
-    if filter.from_ms.is_some() {
-        n += 1;
-        clause.push_str(&format!(" AND timestamp >= ${n}"));
     }
-    if filter.to_ms.is_some() {
-        n += 1;
-        clause.push_str(&format!(" AND timestamp <= ${n}"));
-    }
-    (clause, text)
+    (clause, args)
 }
 
 impl Store {
@@ -140,26 +136,11 @@ impl Store {
         filter: &ApiCallFilter,
         page: Page,
     ) -> sqlx::Result<(Vec<ApiCallRow>, i64)> {
-        let (clause, text) = where_clause(filter);
-        let used = 1 + text.len() + usize::from(filter.from_ms.is_some()) + usize::from(filter.to_ms.is_some());
-        let sql = format!(
-            "SELECT {COLUMNS} FROM api_calls WHERE {clause} ORDER BY timestamp DESC, id DESC LIMIT ${} OFFSET ${}",
-            used + 1,
-            used + 2
-        );
-        let mut rows = sqlx::query_as::<_, ApiCallRow>(&sql).bind(enterprise_id);
-        let count_sql = format!("SELECT COUNT(*) FROM api_calls WHERE {clause}");
-        let mut count = sqlx::query_scalar::<_, i64>(&count_sql).bind(enterprise_id);
-        for value in &text {
-            rows = rows.bind(value);
-            count = count.bind(value);
-        }
-        for bound in [filter.from_ms, filter.to_ms].into_iter().flatten() {
-            rows = rows.bind(bound);
-            count = count.bind(bound);
-        }
-        let rows = rows.bind(page.limit).bind(page.offset).fetch_all(&self.pool).await?;
-        Ok((rows, count.fetch_one(&self.pool).await?))
+        let (filter, args) = where_clause(filter);
+        let args = std::iter::once(Arg::from(enterprise_id)).chain(args).collect();
+        let list =
+            List { columns: COLUMNS, table: "api_calls", filter: &filter, order: "timestamp DESC, id DESC", args };
+        self.page_of(list, page).await
     }
 
     /// Outcome and duration of the enterprise's calls since `since_ms`, for statistics.

@@ -1,5 +1,6 @@
 //! Canonical records with their lineage.
 
+use crate::paging::{Arg, List};
 use dibop_core::{new_id, now_ms};
 use sqlx::FromRow;
 
@@ -138,34 +139,27 @@ impl Store {
         filters: &[(String, String)],
         page: Page,
     ) -> sqlx::Result<(Vec<CanonicalRow>, i64)> {
-        let mut clause = String::from("enterprise_id = $1 AND domain = $2");
-        for i in 0..filters.len() {
-            let (field, value) = (4 + 2 * i, 5 + 2 * i);
-            clause.push_str(&match self.backend {
-                Backend::Sqlite => format!(" AND CAST(json_extract(data, ${field}) AS TEXT) = ${value}"),
-                Backend::Postgres => format!(" AND (CAST(data AS jsonb) ->> ${field}) = ${value}"),
+        let mut filter = String::from("enterprise_id = $1 AND domain = $2");
+        let mut paths = Vec::with_capacity(filters.len());
+        for (i, (field, _)) in filters.iter().enumerate() {
+            let (at, value) = (3 + 2 * i, 4 + 2 * i);
+            filter.push_str(&match self.backend {
+                Backend::Sqlite => format!(" AND CAST(json_extract(data, ${at}) AS TEXT) = ${value}"),
+                Backend::Postgres => format!(" AND (CAST(data AS jsonb) ->> ${at}) = ${value}"),
+            });
+            paths.push(match self.backend {
+                Backend::Sqlite => format!("$.\"{field}\""),
+                Backend::Postgres => field.clone(),
             });
         }
-        let path = |field: &str| match self.backend {
-            Backend::Sqlite => format!("$.\"{field}\""),
-            Backend::Postgres => field.to_owned(),
-        };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM canonical_records WHERE {clause} ORDER BY created_at, id LIMIT $3 OFFSET ${}",
-            4 + 2 * filters.len()
-        );
-        let mut query = sqlx::query_as(&sql).bind(enterprise_id).bind(domain).bind(page.limit);
-        for (field, value) in filters {
-            query = query.bind(path(field)).bind(value.clone());
+        let mut args = vec![Arg::from(enterprise_id), Arg::from(domain)];
+        for (path, (_, value)) in paths.iter().zip(filters) {
+            args.push(path.as_str().into());
+            args.push(value.as_str().into());
         }
-        let rows = query.bind(page.offset).fetch_all(&self.pool).await?;
-        let count_sql = format!("SELECT COUNT(*) FROM canonical_records WHERE {clause} AND $3 = $3");
-        let mut count = sqlx::query_scalar(&count_sql).bind(enterprise_id).bind(domain).bind(0_i64);
-        for (field, value) in filters {
-            count = count.bind(path(field)).bind(value.clone());
-        }
-        let total = count.fetch_one(&self.pool).await?;
-        Ok((rows, total))
+        let list =
+            List { columns: COLUMNS, table: "canonical_records", filter: &filter, order: "created_at, id", args };
+        self.page_of(list, page).await
     }
 
     /// Records per domain.

@@ -1,5 +1,6 @@
 //! Connections: an enterprise's configured instance of a system, with sealed credentials.
 
+use crate::paging::List;
 use dibop_core::now_ms;
 use sqlx::FromRow;
 
@@ -136,19 +137,14 @@ impl Store {
     }
 
     pub async fn list_connections(&self, enterprise_id: &str, page: Page) -> sqlx::Result<(Vec<ConnectionRow>, i64)> {
-        let rows = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM connections WHERE enterprise_id = $1 ORDER BY name, id LIMIT $2 OFFSET $3"
-        ))
-        .bind(enterprise_id)
-        .bind(page.limit)
-        .bind(page.offset)
-        .fetch_all(&self.pool)
-        .await?;
-        let total = sqlx::query_scalar("SELECT COUNT(*) FROM connections WHERE enterprise_id = $1")
-            .bind(enterprise_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((rows, total))
+        let list = List {
+            columns: COLUMNS,
+            table: "connections",
+            filter: "enterprise_id = $1",
+            order: "name, id",
+            args: vec![enterprise_id.into()],
+        };
+        self.page_of(list, page).await
     }
 
     pub async fn delete_connection(&self, enterprise_id: &str, id: &str) -> sqlx::Result<bool> {

@@ -1,6 +1,7 @@
 //! Executions: the queue and its leases, step results, body steps kept while parked, cancel
 //! and retry.
 
+use crate::paging::List;
 use sqlx::FromRow;
 use sqlx::Row;
 
@@ -618,28 +619,14 @@ impl Store {
         to_ms: Option<i64>,
         page: Page,
     ) -> sqlx::Result<(Vec<ExecutionRow>, i64)> {
-        let clause = "enterprise_id = $1 AND orchestration_id = $2 AND ($3 IS NULL OR status = $3) \
-                      AND ($4 IS NULL OR created_at >= $4) AND ($5 IS NULL OR created_at <= $5)";
-        let rows = sqlx::query_as(&format!(
-            "SELECT {EXECUTION} FROM executions WHERE {clause} ORDER BY created_at DESC, id DESC LIMIT $6 OFFSET $7"
-        ))
-        .bind(enterprise_id)
-        .bind(orchestration_id)
-        .bind(status)
-        .bind(from_ms)
-        .bind(to_ms)
-        .bind(page.limit)
-        .bind(page.offset)
-        .fetch_all(&self.pool)
-        .await?;
-        let total = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM executions WHERE {clause}"))
-            .bind(enterprise_id)
-            .bind(orchestration_id)
-            .bind(status)
-            .bind(from_ms)
-            .bind(to_ms)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((rows, total))
+        let list = List {
+            columns: EXECUTION,
+            table: "executions",
+            filter: "enterprise_id = $1 AND orchestration_id = $2 AND ($3 IS NULL OR status = $3) \
+                     AND ($4 IS NULL OR created_at >= $4) AND ($5 IS NULL OR created_at <= $5)",
+            order: "created_at DESC, id DESC",
+            args: vec![enterprise_id.into(), orchestration_id.into(), status.into(), from_ms.into(), to_ms.into()],
+        };
+        self.page_of(list, page).await
     }
 }

@@ -1,5 +1,6 @@
 //! Enterprises, users and API keys.
 
+use crate::paging::List;
 use dibop_core::{Role, new_id, now_ms};
 use sqlx::FromRow;
 
@@ -313,19 +314,14 @@ impl Store {
     }
 
     pub async fn list_users(&self, enterprise_id: &str, page: Page) -> sqlx::Result<(Vec<User>, i64)> {
-        let rows = sqlx::query_as(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE enterprise_id = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3"
-        ))
-        .bind(enterprise_id)
-        .bind(page.limit)
-        .bind(page.offset)
-        .fetch_all(&self.pool)
-        .await?;
-        let total = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE enterprise_id = $1")
-            .bind(enterprise_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((rows, total))
+        let list = List {
+            columns: USER_COLUMNS,
+            table: "users",
+            filter: "enterprise_id = $1",
+            order: "created_at, id",
+            args: vec![enterprise_id.into()],
+        };
+        self.page_of(list, page).await
     }
 
     /// Applies `patch`; `None` when the enterprise has no such user, or when it has platform
@@ -387,20 +383,14 @@ impl Store {
     }
 
     pub async fn list_api_keys(&self, enterprise_id: &str, page: Page) -> sqlx::Result<(Vec<ApiKey>, i64)> {
-        let rows = sqlx::query_as(&format!(
-            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE enterprise_id = $1 \
-             ORDER BY created_at, id LIMIT $2 OFFSET $3"
-        ))
-        .bind(enterprise_id)
-        .bind(page.limit)
-        .bind(page.offset)
-        .fetch_all(&self.pool)
-        .await?;
-        let total = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE enterprise_id = $1")
-            .bind(enterprise_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((rows, total))
+        let list = List {
+            columns: API_KEY_COLUMNS,
+            table: "api_keys",
+            filter: "enterprise_id = $1",
+            order: "created_at, id",
+            args: vec![enterprise_id.into()],
+        };
+        self.page_of(list, page).await
     }
 
     /// Revokes a key; `false` when the enterprise has no such key. Revoking twice is harmless.

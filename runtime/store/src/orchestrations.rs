@@ -1,5 +1,6 @@
 //! Orchestrations: the current definition of each, and every earlier version.
 
+use crate::paging::List;
 use sqlx::FromRow;
 
 use dibop_core::{new_id, now_ms};
@@ -148,20 +149,14 @@ impl Store {
         enterprise_id: &str,
         page: Page,
     ) -> sqlx::Result<(Vec<OrchestrationRow>, i64)> {
-        let rows = sqlx::query_as(&format!(
-            "SELECT {ORCHESTRATION} FROM orchestrations WHERE enterprise_id = $1 AND deleted = 0 \
-             ORDER BY created_at, id LIMIT $2 OFFSET $3"
-        ))
-        .bind(enterprise_id)
-        .bind(page.limit)
-        .bind(page.offset)
-        .fetch_all(&self.pool)
-        .await?;
-        let total = sqlx::query_scalar("SELECT COUNT(*) FROM orchestrations WHERE enterprise_id = $1 AND deleted = 0")
-            .bind(enterprise_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((rows, total))
+        let list = List {
+            columns: ORCHESTRATION,
+            table: "orchestrations",
+            filter: "enterprise_id = $1 AND deleted = 0",
+            order: "created_at, id",
+            args: vec![enterprise_id.into()],
+        };
+        self.page_of(list, page).await
     }
 
     /// Deletes an orchestration (soft: its executions stay readable).

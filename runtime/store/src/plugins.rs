@@ -1,5 +1,6 @@
 //! Plugin versions: the global catalogue (enterprise_id NULL) and enterprises' private ones.
 
+use crate::paging::List;
 use dibop_core::{new_id, now_ms};
 use sqlx::FromRow;
 
@@ -112,19 +113,14 @@ impl Store {
     }
 
     pub async fn list_plugins(&self, enterprise_id: &str, page: Page) -> sqlx::Result<(Vec<PluginRow>, i64)> {
-        let rows = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM plugins WHERE {VISIBLE} ORDER BY slug, created_at, id LIMIT $2 OFFSET $3"
-        ))
-        .bind(enterprise_id)
-        .bind(page.limit)
-        .bind(page.offset)
-        .fetch_all(&self.pool)
-        .await?;
-        let total = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM plugins WHERE {VISIBLE}"))
-            .bind(enterprise_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((rows, total))
+        let list = List {
+            columns: COLUMNS,
+            table: "plugins",
+            filter: VISIBLE,
+            order: "slug, created_at, id",
+            args: vec![enterprise_id.into()],
+        };
+        self.page_of(list, page).await
     }
 
     /// Every active plugin the enterprise may use (callers pick the newest version per slug).

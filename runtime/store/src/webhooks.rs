@@ -1,5 +1,6 @@
 //! Incoming webhooks.
 
+use crate::paging::List;
 use dibop_core::{new_id, now_ms};
 use sqlx::FromRow;
 
@@ -48,19 +49,14 @@ impl Store {
     }
 
     pub async fn list_webhooks(&self, enterprise_id: &str, page: Page) -> sqlx::Result<(Vec<WebhookRow>, i64)> {
-        let rows = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM webhooks WHERE enterprise_id = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3"
-        ))
-        .bind(enterprise_id)
-        .bind(page.limit)
-        .bind(page.offset)
-        .fetch_all(&self.pool)
-        .await?;
-        let total = sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE enterprise_id = $1")
-            .bind(enterprise_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((rows, total))
+        let list = List {
+            columns: COLUMNS,
+            table: "webhooks",
+            filter: "enterprise_id = $1",
+            order: "created_at, id",
+            args: vec![enterprise_id.into()],
+        };
+        self.page_of(list, page).await
     }
 
     pub async fn delete_webhook(&self, enterprise_id: &str, id: &str) -> sqlx::Result<bool> {

@@ -7,20 +7,17 @@ use serde_json::{Value, json};
 
 use dibop_core::{ExecutionStatus, StepStatus, now_ms};
 
+use super::blocks::run_step;
 use super::definition::{self, Definition};
 use super::flow::{Decision, Flow};
-use super::step::{StepOutcome, run_step};
+use super::step::StepOutcome;
 use super::{MAX_STEP_OUTPUT, Stop, blocks, flow, mapping};
-use crate::state::AppState;
-use crate::store::{ExecutionRow, Finish, StepResultRow};
-
-/// Waits shorter than this run in the worker; longer ones hand the execution back to the queue
-/// until they are due.
-pub(super) const INLINE_WAIT_MS: i64 = 2_000;
+use crate::Engine;
+use dibop_store::{ExecutionRow, Finish, StepResultRow};
 
 /// Runs (or resumes) one claimed execution to its end, or until a long `wait` parks it.
-pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Result<()> {
-    let text = state
+pub(super) async fn run(engine: &Engine, execution: ExecutionRow) -> anyhow::Result<()> {
+    let text = engine
         .store
         .orchestration_version(&execution.orchestration_id, execution.orchestration_version)
         .await?
@@ -28,7 +25,7 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
     let def: Definition = serde_json::from_str(&text)?;
     // Results are committed with the progress count: a fresh execution has none to read.
     let done =
-        if execution.steps_completed == 0 { Vec::new() } else { state.store.step_results(&execution.id).await? };
+        if execution.steps_completed == 0 { Vec::new() } else { engine.store.step_results(&execution.id).await? };
     let flat = definition::flatten(&def.steps);
     let ahead = flow::handlers_ahead(&flat);
     let mut flow = Flow::new(json!({
@@ -49,13 +46,13 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
         flow.record(f.step, status, output.as_ref(), result.error.as_deref(), false);
     }
     // Steps finished inside the body of the container it resumes at, if a long wait there parked it.
-    let kept = blocks::Kept::load(state, &execution).await?;
+    let kept = blocks::Kept::load(engine, &execution).await?;
     let mut clear_body = execution.body_parked != 0;
-    let mut signal = state.engine.signal(&execution.id);
+    let mut signal = engine.node.signal(&execution.id);
     let mut cancelled = execution.cancel_requested != 0;
     if !cancelled && let Some(delay) = done.last().and_then(wait_remaining).filter(|ms| *ms > 0) {
         // Resumed before a parked wait is due (a lease expired): park it again.
-        state.store.release_execution(&execution.id, delay).await?;
+        engine.store.release_execution(&execution.id, delay).await?;
         return Ok(());
     }
     for (position, f) in flat.iter().enumerate().skip(done.len()) {
@@ -63,7 +60,7 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
         match signal.get() {
             Some(Stop::Shutdown) => {
                 // Back to the queue: another node (or this one after a restart) resumes here.
-                state.store.release_execution(&execution.id, 0).await?;
+                engine.store.release_execution(&execution.id, 0).await?;
                 return Ok(());
             }
             Some(Stop::Cancel) => cancelled = true,
@@ -71,42 +68,42 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
         }
         if cancelled {
             let error = format!("cancelled before step {}", step.name);
-            super::count_ended(state.store.finish_execution(&execution.id, Finish::cancelled(error)).await?);
+            engine.report_ended(engine.store.finish_execution(&execution.id, Finish::cancelled(error)).await?);
             // Children it was waiting for (parked with it) are cancelled too.
-            state.store.cancel_children(&execution.enterprise_id, &execution.id).await?;
+            engine.store.cancel_children(&execution.enterprise_id, &execution.id).await?;
             return Ok(());
         }
         let started = now_ms();
         let clock = Instant::now();
         let mut outcome = match flow.decide(f, ahead[position]) {
             Decision::Fail(error) => {
-                super::count_ended(
-                    state.store.finish_execution(&execution.id, Finish::failed("STEP_FAILED", error)).await?,
+                engine.report_ended(
+                    engine.store.finish_execution(&execution.id, Finish::failed("STEP_FAILED", error)).await?,
                 );
                 return Ok(());
             }
             Decision::Skip => StepOutcome::skipped(),
             Decision::Handle(output) => StepOutcome::success(output),
             Decision::Run => tokio::select! {
-                outcome = run_step(state, &execution, &kept, step, &flow.scope, &step.name, true) => outcome,
+                outcome = run_step(engine, &execution, &kept, step, &flow.scope, &step.name, true) => outcome,
                 // The grace period is over: the step in flight is abandoned, not recorded, and
                 // runs again (same idempotency key) where the execution resumes.
                 () = signal.shutdown() => {
-                    state.store.release_execution(&execution.id, 0).await?;
+                    engine.store.release_execution(&execution.id, 0).await?;
                     return Ok(());
                 }
             },
         };
         if signal.get() == Some(Stop::Shutdown) {
             // Whatever the step made of being interrupted is not its result.
-            state.store.release_execution(&execution.id, 0).await?;
+            engine.store.release_execution(&execution.id, 0).await?;
             return Ok(());
         }
         if let Some(parked) = outcome.parked.take() {
             // A long wait in the container's body (or a parked child): what finished inside is
             // kept, the step has no result yet, and the execution waits for the earliest due time.
             let delay = parked.due_ms.saturating_sub(now_ms()).max(0);
-            state.store.park_in_body(&execution.id, &parked.steps, &outcome.api_calls, delay).await?;
+            engine.store.park_in_body(&execution.id, &parked.steps, &outcome.api_calls, delay).await?;
             return Ok(());
         }
         let result = outcome.row(step, i64::try_from(position)?, started, clock.elapsed());
@@ -123,8 +120,8 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
         let completed = i64::try_from(position + 1)?;
         let clear = std::mem::take(&mut clear_body);
         let recorded =
-            state.store.record_step(&execution.id, &result, &outcome.api_calls, completed, end, clear).await?;
-        super::count_ended(recorded.ended);
+            engine.store.record_step(&execution.id, &result, &outcome.api_calls, completed, end, clear).await?;
+        engine.report_ended(recorded.ended);
         cancelled = recorded.cancel_requested || signal.get() == Some(Stop::Cancel);
         if last {
             return Ok(());
@@ -132,7 +129,7 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
         if let Some(delay) = park
             && !cancelled
         {
-            state.store.release_execution(&execution.id, delay).await?;
+            engine.store.release_execution(&execution.id, delay).await?;
             return Ok(());
         }
     }
@@ -143,7 +140,7 @@ pub(super) async fn run(state: &AppState, execution: ExecutionRow) -> anyhow::Re
     } else {
         conclude(&mut flow, &def)
     };
-    super::count_ended(state.store.finish_execution(&execution.id, end).await?);
+    engine.report_ended(engine.store.finish_execution(&execution.id, end).await?);
     Ok(())
 }
 

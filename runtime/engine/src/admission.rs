@@ -2,9 +2,9 @@
 //! sub-orchestration, retry) passes [`submit`] (or [`count`] for a retry, which reuses its
 //! row), so the enterprise's executions-per-minute limit holds whatever started the work.
 
-use crate::ratelimit::Decision;
-use crate::state::AppState;
-use crate::store::{ExecutionRow, NewExecution};
+use crate::Engine;
+use dibop_store::limiter::Decision;
+use dibop_store::{ExecutionRow, NewExecution};
 
 /// Why an execution was not admitted.
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +32,10 @@ pub struct Admitted {
 
 /// Counts one execution against the enterprise's limit; `per_minute` when the caller knows
 /// it (an authenticated principal), else it is read from the enterprise.
-pub async fn count(state: &AppState, enterprise_id: &str, per_minute: Option<i64>) -> Result<Decision, Refusal> {
+pub async fn count(engine: &Engine, enterprise_id: &str, per_minute: Option<i64>) -> Result<Decision, Refusal> {
     let per_minute = match per_minute {
         Some(n) => n,
-        None => state
+        None => engine
             .store
             .get_enterprise(enterprise_id)
             .await?
@@ -43,7 +43,7 @@ pub async fn count(state: &AppState, enterprise_id: &str, per_minute: Option<i64
             .ok_or_else(|| anyhow::anyhow!("enterprise {enterprise_id} no longer exists"))?,
     };
     let limit = u64::try_from(per_minute).unwrap_or(0);
-    let decision = state.limiter.hit(&format!("exec:{enterprise_id}"), limit, 60).await?;
+    let decision = engine.limiter.hit(&format!("exec:{enterprise_id}"), limit, 60).await?;
     if !decision.allowed {
         return Err(Refusal::RateLimited { limit, retry_after_secs: decision.retry_after_secs() });
     }
@@ -53,20 +53,20 @@ pub async fn count(state: &AppState, enterprise_id: &str, per_minute: Option<i64
 /// Admits a new execution: counts it, then queues it (or, with `run_here`, inserts it already
 /// running under this node's lease) and wakes a worker for a queued one.
 pub async fn submit(
-    state: &AppState,
+    engine: &Engine,
     enterprise_id: &str,
     per_minute: Option<i64>,
     new: NewExecution,
     run_here: bool,
 ) -> Result<Admitted, Refusal> {
-    let decision = count(state, enterprise_id, per_minute).await?;
+    let decision = count(engine, enterprise_id, per_minute).await?;
     let (execution, created) = if run_here {
-        let lease = i64::try_from(state.config.lease_ms).unwrap_or(30_000);
-        state.store.start_execution(enterprise_id, new, &state.engine.node_id, lease).await?
+        let lease = i64::try_from(engine.settings.lease_ms).unwrap_or(30_000);
+        engine.store.start_execution(enterprise_id, new, &engine.node.node_id, lease).await?
     } else {
-        let queued = state.store.enqueue_execution(enterprise_id, new).await?;
+        let queued = engine.store.enqueue_execution(enterprise_id, new).await?;
         if queued.1 {
-            state.engine.wake();
+            engine.node.wake();
         }
         queued
     };

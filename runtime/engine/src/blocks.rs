@@ -19,10 +19,11 @@ use serde_json::{Value, json};
 
 use super::definition::{self, Definition, MAX_BRANCHES, MAX_ITEMS, Step};
 use super::flow::{self, Decision, Flow};
-use super::{INLINE_WAIT_MS, MAX_STORED_DETAIL, MAX_STORED_ERROR, StepOutcome, Stop, mapping, run_claimed, run_step};
-use crate::plugins::outbound::ApiCallRecord;
-use crate::state::AppState;
-use crate::store::{BodyStepRow, ExecutionRow, NewExecution};
+use super::step::{self, Parked, StepOutcome};
+use super::{INLINE_WAIT_MS, MAX_STEP_OUTPUT, MAX_STORED_DETAIL, MAX_STORED_ERROR, Stop, mapping};
+use crate::Engine;
+use dibop_plugin_host::outbound::ApiCallRecord;
+use dibop_store::{BodyStepRow, ExecutionRow, NewExecution};
 
 /// How deeply orchestrations may start one another.
 pub const MAX_DEPTH: i64 = 8;
@@ -34,21 +35,13 @@ pub(super) struct Kept(HashMap<String, BodyStepRow>);
 
 impl Kept {
     /// What `execution` kept, if a wait in a body parked it.
-    pub(super) async fn load(state: &AppState, execution: &ExecutionRow) -> sqlx::Result<Self> {
+    pub(super) async fn load(engine: &Engine, execution: &ExecutionRow) -> sqlx::Result<Self> {
         if execution.body_parked == 0 {
             return Ok(Self::default());
         }
-        let rows = state.store.body_steps(&execution.id).await?;
+        let rows = engine.store.body_steps(&execution.id).await?;
         Ok(Self(rows.into_iter().map(|row| (row.label.clone(), row)).collect()))
     }
-}
-
-/// A container (or a `sub_orchestration` whose child is parked) that parks the execution.
-pub(super) struct Parked {
-    /// When the earliest wait in it is due (ms since the epoch).
-    pub due_ms: i64,
-    /// Body steps that finished since the execution last resumed, to be kept.
-    pub steps: Vec<BodyStepRow>,
 }
 
 /// A step of a body that finished in this run (not replayed).
@@ -88,7 +81,7 @@ impl BlockResult {
                 label: done.label.clone(),
                 status: done.status.as_str().to_owned(),
                 output: done.output.as_ref().map(Value::to_string),
-                error: done.error.as_deref().map(|e| crate::bounded::clip(e, MAX_STORED_ERROR).into_owned()),
+                error: done.error.as_deref().map(|e| dibop_core::bounded::clip(e, MAX_STORED_ERROR).into_owned()),
                 partial: i64::from(done.partial),
                 record: super::stored(&self.steps[done.record], MAX_STORED_DETAIL, "trace detail"),
             })
@@ -147,21 +140,103 @@ fn kept_step(row: &BodyStepRow, now_ms: i64) -> Result<(StepOutcome, Value, i64)
 }
 
 /// Replays a kept body step; a kept `wait` due within [`INLINE_WAIT_MS`] is waited for here.
-async fn replay(state: &AppState, execution: &ExecutionRow, row: &BodyStepRow) -> Result<Replay, String> {
+async fn replay(engine: &Engine, execution: &ExecutionRow, row: &BodyStepRow) -> Result<Replay, String> {
     let now = now_ms();
     let (outcome, record, remaining) = kept_step(row, now)?;
     if remaining > INLINE_WAIT_MS {
         return Ok(Replay::Park(now + remaining));
     }
-    pause(state, execution, remaining).await?;
+    pause(engine, execution, remaining).await?;
     Ok(Replay::Done(Box::new(outcome), record))
+}
+
+/// Runs one step against `scope`. `label` names it in API-call rows and idempotency keys
+/// (`decode`, or `each[3].decode` inside a for_each); `top` is false inside for_each and parallel
+/// bodies, whose steps kept from before the execution parked are in `kept`.
+pub(super) fn run_step<'a>(
+    engine: &'a Engine,
+    execution: &'a ExecutionRow,
+    kept: &'a Kept,
+    step: &'a Step,
+    scope: &'a Value,
+    label: &'a str,
+    top: bool,
+) -> BoxFuture<'a, StepOutcome> {
+    Box::pin(async move {
+        let clock = Instant::now();
+        let input_template = match step.kind.as_str() {
+            "api_call" | "sub_orchestration" => step.parameters.clone().unwrap_or_else(|| json!({})),
+            _ => step.mapping.clone().unwrap_or_else(|| json!({})),
+        };
+        let input = match mapping::resolve(&input_template, scope) {
+            Ok(input) => input,
+            Err(e) => return StepOutcome::failed(None, None, format!("mapping: {e}"), 0),
+        };
+        let mapping_us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let container = ["for_each", "parallel", "sub_orchestration", "wait"].contains(&step.kind.as_str());
+        let work = async {
+            match (step.kind.as_str(), step.transform.as_deref()) {
+                ("condition", _) => match mapping::condition(step.condition.as_deref().unwrap_or("false"), scope) {
+                    Ok(holds) => {
+                        StepOutcome::success(json!({"result": holds, "branch": if holds { "then" } else { "else" }}))
+                    }
+                    Err(e) => StepOutcome::failed(None, None, format!("condition: {e}"), 1),
+                },
+                ("transform", Some("map")) => StepOutcome::success(input),
+                ("transform", Some(slug)) => {
+                    let params = match step.parameters.as_ref().map(|p| mapping::resolve(p, scope)).transpose() {
+                        Ok(p) => p.unwrap_or_else(|| json!({})),
+                        Err(e) => return StepOutcome::failed(None, Some(input), format!("mapping: {e}"), 0),
+                    };
+                    step::run_transform(engine, execution, step, slug, input, params).await
+                }
+                ("api_call", _) => step::run_api_call(engine, execution, step, label, input).await,
+                ("for_each", _) => for_each(engine, execution, kept, step, scope, label).await,
+                ("parallel", _) => parallel(engine, execution, kept, step, scope, label).await,
+                ("sub_orchestration", _) => sub_orchestration(engine, execution, step, label, input).await,
+                ("wait", _) => wait(engine, execution, step, scope, top).await,
+                ("canonical_upsert", _) => step::canonical_upsert(engine, execution, step, input).await,
+                (kind, _) => StepOutcome::failed(None, Some(input), format!("step type {kind} is not supported"), 0),
+            }
+        };
+        // Plugin steps apply their timeout to each attempt; the others to the whole step.
+        let timed = async {
+            match step.timeout_ms.filter(|_| container) {
+                Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), work).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => StepOutcome::failed(None, None, format!("timed out after {ms} ms"), 1),
+                },
+                None => work.await,
+            }
+        };
+        // A bug of ours fails this step, not the worker that runs it.
+        let mut outcome = match dibop_core::guard::catch(timed).await {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                tracing::error!(execution = %execution.id, step = %label, panic = %panic, "a step panicked");
+                let error =
+                    format!("INTERNAL: the engine panicked in this step: {}", dibop_core::bounded::clip(&panic, 500));
+                StepOutcome::failed(None, None, error, 1)
+            }
+        };
+        if let Some(size) = outcome.output.as_ref().map(|o| o.to_string().len()).filter(|n| *n > MAX_STEP_OUTPUT) {
+            let error = format!("the step's output is {size} bytes; at most {MAX_STEP_OUTPUT} are kept");
+            outcome = StepOutcome {
+                detail: outcome.detail.take(),
+                ..StepOutcome::failed(outcome.system.take(), None, error, outcome.attempts)
+            };
+        }
+        let detail = outcome.detail.get_or_insert_with(|| json!({}));
+        detail["mapping_us"] = json!(mapping_us);
+        outcome
+    })
 }
 
 /// Runs a body to its end (or until a long wait parks it) against `scope`; `label` prefixes
 /// its steps' labels. `siblings` is shared by the bodies of one container: once one parks, bodies
 /// that have not begun wait for the execution to resume.
 fn run_block<'a>(
-    state: &'a AppState,
+    engine: &'a Engine,
     execution: &'a ExecutionRow,
     kept: &'a Kept,
     siblings: &'a Siblings,
@@ -189,7 +264,7 @@ fn run_block<'a>(
         let mut flow = Flow::new(scope);
         for (i, f) in flat.iter().enumerate() {
             // Cancellation (and shutdown) reach inside bodies between their steps.
-            if let Some(why) = state.engine.signal(&execution.id).get() {
+            if let Some(why) = engine.node.signal(&execution.id).get() {
                 result.error = Some(why.message().to_owned());
                 break;
             }
@@ -207,7 +282,7 @@ fn run_block<'a>(
                 Decision::Handle(output) => StepOutcome::success(output),
                 Decision::Run => match kept.0.get(&step_label) {
                     // Finished before the execution parked: replayed, not run again.
-                    Some(row) => match replay(state, execution, row).await {
+                    Some(row) => match replay(engine, execution, row).await {
                         Ok(Replay::Done(outcome, record)) => {
                             result.steps.push(record);
                             flow.record(
@@ -229,7 +304,7 @@ fn run_block<'a>(
                             break;
                         }
                     },
-                    None => run_step(state, execution, kept, f.step, &flow.scope, &step_label, false).await,
+                    None => run_step(engine, execution, kept, f.step, &flow.scope, &step_label, false).await,
                 },
             };
             let parked = outcome.parked.take();
@@ -269,7 +344,7 @@ fn run_block<'a>(
 }
 
 /// A body step's record in its container's trace detail.
-fn record_of(label: &str, row: &crate::store::StepResultRow, detail: Option<Value>) -> Value {
+fn record_of(label: &str, row: &dibop_store::StepResultRow, detail: Option<Value>) -> Value {
     let mut record = json!({
         "label": label, "name": row.name, "type": row.kind, "status": row.status,
         "system": row.system, "operation": row.operation, "error": row.error, "attempts": row.attempts,
@@ -280,8 +355,8 @@ fn record_of(label: &str, row: &crate::store::StepResultRow, detail: Option<Valu
 }
 
 /// Whether the execution is being cancelled or handed back (then bodies end, they do not park).
-fn stopping(state: &AppState, execution: &ExecutionRow) -> bool {
-    state.engine.signal(&execution.id).get().is_some()
+fn stopping(engine: &Engine, execution: &ExecutionRow) -> bool {
+    engine.node.signal(&execution.id).get().is_some()
 }
 
 /// When one of a container's bodies parked: the container parks until the earliest wait is
@@ -303,7 +378,7 @@ fn park(stopping: bool, results: &mut Vec<BlockResult>, api_calls: &mut Vec<ApiC
 /// Runs the body once per item, at most `concurrency` at a time; the output is the list of each
 /// item's last output, in item order.
 pub(super) async fn for_each(
-    state: &AppState,
+    engine: &Engine,
     execution: &ExecutionRow,
     kept: &Kept,
     step: &Step,
@@ -325,7 +400,7 @@ pub(super) async fn for_each(
         }
         Err(e) => return StepOutcome::failed(None, None, format!("items: {e}"), 1),
     };
-    let max_items = state.config.max_for_each_items.min(MAX_ITEMS);
+    let max_items = engine.settings.max_for_each_items.min(MAX_ITEMS);
     if items.len() > max_items {
         return StepOutcome::failed(
             None,
@@ -342,13 +417,13 @@ pub(super) async fn for_each(
             let mut scope = scope.clone();
             scope["item"] = item;
             scope["index"] = json!(index);
-            run_block(state, execution, kept, &siblings, &step.steps, scope, format!("{label}[{index}]"))
+            run_block(engine, execution, kept, &siblings, &step.steps, scope, format!("{label}[{index}]"))
         })
         .buffered(concurrency)
         .collect()
         .await;
     let mut api_calls = Vec::new();
-    if let Some(parked) = park(stopping(state, execution), &mut results, &mut api_calls) {
+    if let Some(parked) = park(stopping(engine, execution), &mut results, &mut api_calls) {
         return StepOutcome::parked(parked, api_calls);
     }
     let failed: Vec<String> =
@@ -373,14 +448,14 @@ pub(super) async fn for_each(
 
 /// Runs every branch at once; the output maps each branch to its last output.
 pub(super) async fn parallel(
-    state: &AppState,
+    engine: &Engine,
     execution: &ExecutionRow,
     kept: &Kept,
     step: &Step,
     scope: &Value,
     label: &str,
 ) -> StepOutcome {
-    let max_branches = state.config.max_parallel_branches.min(MAX_BRANCHES);
+    let max_branches = engine.settings.max_parallel_branches.min(MAX_BRANCHES);
     if step.branches.len() > max_branches {
         let error = format!(
             "{} branches; a parallel step runs at most {max_branches} (DIBOP_MAX_PARALLEL_BRANCHES)",
@@ -390,11 +465,11 @@ pub(super) async fn parallel(
     }
     let siblings = Siblings::of(step.branches.iter().map(|branch| &branch.steps[..]));
     let runs = step.branches.iter().map(|branch| {
-        run_block(state, execution, kept, &siblings, &branch.steps, scope.clone(), format!("{label}.{}", branch.name))
+        run_block(engine, execution, kept, &siblings, &branch.steps, scope.clone(), format!("{label}.{}", branch.name))
     });
     let mut results = futures_util::future::join_all(runs).await;
     let mut api_calls = Vec::new();
-    if let Some(parked) = park(stopping(state, execution), &mut results, &mut api_calls) {
+    if let Some(parked) = park(stopping(engine, execution), &mut results, &mut api_calls) {
         return StepOutcome::parked(parked, api_calls);
     }
     let mut output = serde_json::Map::new();
@@ -421,7 +496,7 @@ pub(super) async fn parallel(
 /// Starts the child execution (once: its idempotency key is this step's), runs it on this
 /// worker unless another node has it, and answers its output.
 pub(super) async fn sub_orchestration(
-    state: &AppState,
+    engine: &Engine,
     execution: &ExecutionRow,
     step: &Step,
     label: &str,
@@ -432,7 +507,7 @@ pub(super) async fn sub_orchestration(
         return fail(format!("orchestrations nested deeper than {MAX_DEPTH} levels"));
     }
     let name = step.orchestration.clone().unwrap_or_default();
-    let row = match state.store.find_orchestration(&execution.enterprise_id, &name).await {
+    let row = match engine.store.find_orchestration(&execution.enterprise_id, &name).await {
         Ok(Some(row)) => row,
         Ok(None) => return fail(format!("orchestration {name:?} no longer exists")),
         Err(e) => return fail(format!("loading orchestration {name:?}: {e}")),
@@ -463,14 +538,14 @@ pub(super) async fn sub_orchestration(
         steps_total: def.step_count(),
         parent: Some((execution.id.clone(), execution.depth)),
     };
-    let child = match super::admission::submit(state, &execution.enterprise_id, None, new, false).await {
+    let child = match super::admission::submit(engine, &execution.enterprise_id, None, new, false).await {
         Ok(admitted) => admitted.execution,
         Err(e) => return fail(format!("starting orchestration {name:?}: {e}")),
     };
-    let lease = i64::try_from(state.config.lease_ms).unwrap_or(30_000);
-    let mut signal = state.engine.signal(&execution.id);
+    let lease = i64::try_from(engine.settings.lease_ms).unwrap_or(30_000);
+    let mut signal = engine.node.signal(&execution.id);
     let child = loop {
-        match state.store.execution_any_enterprise(&child.id).await {
+        match engine.store.execution_any_enterprise(&child.id).await {
             Ok(Some(current)) if current.is_final() => break current,
             Ok(_) => {}
             Err(e) => return fail(format!("reading execution {}: {e}", child.id)),
@@ -479,19 +554,19 @@ pub(super) async fn sub_orchestration(
             // The parent stops: a cancelled parent cancels its child; at shutdown the child
             // is handed back on its own and the parent finds it again when it resumes.
             if why == Stop::Cancel {
-                let _ = state.store.cancel_execution(&execution.enterprise_id, &child.id).await;
+                let _ = engine.store.cancel_execution(&execution.enterprise_id, &child.id).await;
             }
             return fail(format!("{} while orchestration {name:?} ran", why.message()));
         }
-        match state.store.claim_execution_by_id(&child.id, &state.engine.node_id, lease).await {
+        match engine.store.claim_execution_by_id(&child.id, &engine.node.node_id, lease).await {
             Ok(Some(claimed)) => {
-                let mut child_run = run_claimed(state.clone(), claimed);
+                let mut child_run = (engine.run_child)(engine.clone(), claimed);
                 tokio::select! {
                     () = &mut child_run => {}
                     why = signal.stopped() => {
-                        state.engine.stop(&child.id, why);
+                        engine.node.stop(&child.id, why);
                         if why == Stop::Cancel {
-                            let _ = state.store.cancel_execution(&execution.enterprise_id, &child.id).await;
+                            let _ = engine.store.cancel_execution(&execution.enterprise_id, &child.id).await;
                         }
                         child_run.await;
                     }
@@ -499,7 +574,7 @@ pub(super) async fn sub_orchestration(
             }
             Ok(None) => {
                 // The child is parked by a long wait: so is this execution, until it is due.
-                if let Ok(Some(due_ms)) = state.store.parked_until(&child.id).await
+                if let Ok(Some(due_ms)) = engine.store.parked_until(&child.id).await
                     && due_ms - now_ms() > INLINE_WAIT_MS
                 {
                     return StepOutcome::parked(Parked { due_ms, steps: Vec::new() }, Vec::new());
@@ -533,11 +608,11 @@ pub(super) async fn sub_orchestration(
 
 /// Sleeps `ms` (nothing when it is not positive), ending early with the reason when the
 /// execution is cancelled or the node shuts down.
-async fn pause(state: &AppState, execution: &ExecutionRow, ms: i64) -> Result<(), String> {
+async fn pause(engine: &Engine, execution: &ExecutionRow, ms: i64) -> Result<(), String> {
     if ms <= 0 {
         return Ok(());
     }
-    let mut signal = state.engine.signal(&execution.id);
+    let mut signal = engine.node.signal(&execution.id);
     tokio::select! {
         () = tokio::time::sleep(Duration::from_millis(u64::try_from(ms).unwrap_or(0))) => Ok(()),
         why = signal.stopped() => Err(format!("wait {}", why.message())),
@@ -555,7 +630,7 @@ pub(super) fn wait_due(output: &Value) -> Option<i64> {
 /// does it; in a body the container does). Shorter ones sleep here and end early when the
 /// execution is cancelled or the node shuts down.
 pub(super) async fn wait(
-    state: &AppState,
+    engine: &Engine,
     execution: &ExecutionRow,
     step: &Step,
     scope: &Value,
@@ -580,7 +655,7 @@ pub(super) async fn wait(
     };
     let remaining = until_ms - now;
     if remaining <= INLINE_WAIT_MS
-        && let Err(error) = pause(state, execution, remaining).await
+        && let Err(error) = pause(engine, execution, remaining).await
     {
         return StepOutcome::failed(None, None, error, 1);
     }
@@ -601,7 +676,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::{BlockResult, Done, Parked, kept_step, park};
-    use crate::store::BodyStepRow;
+    use dibop_store::BodyStepRow;
 
     fn row(label: &str, kind: &str, status: &str, output: Option<Value>) -> BodyStepRow {
         BodyStepRow {

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::store::{Backend, Store};
+use crate::{Backend, Store};
 
 /// The outcome of counting one request against a limit.
 #[derive(Debug, Clone, Copy)]
@@ -28,7 +28,7 @@ pub struct Decision {
 impl Decision {
     /// Seconds until the window ends (at least 1), for `Retry-After`.
     pub fn retry_after_secs(&self) -> u64 {
-        u64::try_from(self.reset_unix - chrono::Utc::now().timestamp()).unwrap_or(0).max(1)
+        u64::try_from(self.reset_unix - now_secs()).unwrap_or(0).max(1)
     }
 }
 
@@ -78,7 +78,7 @@ impl LocalCounters {
             window.seq = seq;
             return window.hits;
         }
-        self.make_room(chrono::Utc::now().timestamp_millis());
+        self.make_room(dibop_core::now_ms());
         self.windows.insert(bucket.to_owned(), LocalWindow { start, end, hits: 1, seq });
         1
     }
@@ -100,9 +100,14 @@ impl LocalCounters {
     }
 }
 
+/// The clock in unix seconds.
+fn now_secs() -> i64 {
+    dibop_core::now_ms().div_euclid(1000)
+}
+
 /// Start of the window of `window_secs` that contains now, and its end, in unix seconds.
 fn window(window_secs: i64) -> (i64, i64) {
-    let now = chrono::Utc::now().timestamp();
+    let now = now_secs();
     let start = now - now.rem_euclid(window_secs);
     (start, start + window_secs)
 }
@@ -178,7 +183,7 @@ impl RateLimiter {
 
     /// Drops windows older than an hour (longest window in use is 15 minutes).
     pub async fn prune(&self) -> anyhow::Result<()> {
-        let cutoff = (chrono::Utc::now().timestamp() - 3600) * 1000;
+        let cutoff = (now_secs() - 3600) * 1000;
         match &self.counters {
             Counters::Local(map) => {
                 map.lock()

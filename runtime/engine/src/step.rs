@@ -1,20 +1,20 @@
-//! One step: mapping its input, running it by type (plugin calls with retries, transforms,
-//! canonical upserts, containers), bounding its output, and what it leaves for the trace.
+//! The leaf steps (plugin calls with retries, transforms, canonical upserts) and what any step
+//! answers ([`StepOutcome`]) and leaves for the trace. Steps of every kind are dispatched by
+//! `blocks::run_step`, next to the containers that run bodies of steps through it again.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 
 use dibop_core::{StepStatus, now_ms};
 
 use super::definition::{self, Definition, Step};
-use super::{MAX_STEP_OUTPUT, MAX_STORED_DETAIL, MAX_STORED_ERROR, StopSignal, blocks, mapping, stored};
+use super::{MAX_STORED_DETAIL, MAX_STORED_ERROR, StopSignal, stored};
+use crate::Engine;
 use crate::connections::{self, Caller};
-use crate::plugins::outbound::ApiCallRecord;
-use crate::plugins::{CallError, CallReport, CallSpec, Invocation, Loaded};
-use crate::state::AppState;
-use crate::store::{ExecutionRow, StepResultRow};
+use dibop_plugin_host::outbound::ApiCallRecord;
+use dibop_plugin_host::{CallError, CallReport, CallSpec, Invocation, Loaded};
+use dibop_store::{BodyStepRow, ExecutionRow, StepResultRow};
 
 pub(super) struct StepOutcome {
     pub(super) status: StepStatus,
@@ -31,7 +31,15 @@ pub(super) struct StepOutcome {
     pub(super) api_calls: Vec<ApiCallRecord>,
     /// A long wait inside it parks the execution: it has no result yet and runs again (replaying
     /// what finished) when the execution resumes.
-    pub(super) parked: Option<blocks::Parked>,
+    pub(super) parked: Option<Parked>,
+}
+
+/// A container (or a `sub_orchestration` whose child is parked) that parks the execution.
+pub(super) struct Parked {
+    /// When the earliest wait in it is due (ms since the epoch).
+    pub due_ms: i64,
+    /// Body steps that finished since the execution last resumed, to be kept.
+    pub steps: Vec<BodyStepRow>,
 }
 
 impl StepOutcome {
@@ -51,7 +59,7 @@ impl StepOutcome {
     }
 
     /// A container that parks the execution; `api_calls` were made by its kept body steps.
-    pub(super) fn parked(parked: blocks::Parked, api_calls: Vec<ApiCallRecord>) -> Self {
+    pub(super) fn parked(parked: Parked, api_calls: Vec<ApiCallRecord>) -> Self {
         Self { parked: Some(parked), api_calls, ..Self::skipped() }
     }
 
@@ -74,7 +82,7 @@ impl StepOutcome {
             operation: step.operation.clone(),
             input: self.input.as_ref().map(|v| stored(v, MAX_STORED_DETAIL, "input")),
             output: self.output.as_ref().map(Value::to_string),
-            error: self.error.as_deref().map(|e| crate::bounded::clip(e, MAX_STORED_ERROR).into_owned()),
+            error: self.error.as_deref().map(|e| dibop_core::bounded::clip(e, MAX_STORED_ERROR).into_owned()),
             attempts: i64::from(self.attempts),
             started_at,
             duration_ms: i64::try_from(took.as_millis()).unwrap_or(i64::MAX),
@@ -123,94 +131,17 @@ impl Trace {
             line["attempt"] = json!(attempt);
             self.logs.push(line);
         }
-        self.stderr = crate::plugins::last_chars(&report.stderr, 4096).to_owned();
+        self.stderr = dibop_plugin_host::last_chars(&report.stderr, 4096).to_owned();
     }
 }
 
-/// Runs one step against `scope`. `label` names it in API-call rows and idempotency keys
-/// (`decode`, or `each[3].decode` inside a for_each); `top` is false inside for_each and parallel
-/// bodies, whose steps kept from before the execution parked are in `kept`.
-pub(super) fn run_step<'a>(
-    state: &'a AppState,
-    execution: &'a ExecutionRow,
-    kept: &'a blocks::Kept,
-    step: &'a Step,
-    scope: &'a Value,
-    label: &'a str,
-    top: bool,
-) -> BoxFuture<'a, StepOutcome> {
-    Box::pin(async move {
-        let clock = Instant::now();
-        let input_template = match step.kind.as_str() {
-            "api_call" | "sub_orchestration" => step.parameters.clone().unwrap_or_else(|| json!({})),
-            _ => step.mapping.clone().unwrap_or_else(|| json!({})),
-        };
-        let input = match mapping::resolve(&input_template, scope) {
-            Ok(input) => input,
-            Err(e) => return StepOutcome::failed(None, None, format!("mapping: {e}"), 0),
-        };
-        let mapping_us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let container = ["for_each", "parallel", "sub_orchestration", "wait"].contains(&step.kind.as_str());
-        let work = async {
-            match (step.kind.as_str(), step.transform.as_deref()) {
-                ("condition", _) => match mapping::condition(step.condition.as_deref().unwrap_or("false"), scope) {
-                    Ok(holds) => {
-                        StepOutcome::success(json!({"result": holds, "branch": if holds { "then" } else { "else" }}))
-                    }
-                    Err(e) => StepOutcome::failed(None, None, format!("condition: {e}"), 1),
-                },
-                ("transform", Some("map")) => StepOutcome::success(input),
-                ("transform", Some(slug)) => {
-                    let params = match step.parameters.as_ref().map(|p| mapping::resolve(p, scope)).transpose() {
-                        Ok(p) => p.unwrap_or_else(|| json!({})),
-                        Err(e) => return StepOutcome::failed(None, Some(input), format!("mapping: {e}"), 0),
-                    };
-                    run_transform(state, execution, step, slug, input, params).await
-                }
-                ("api_call", _) => run_api_call(state, execution, step, label, input).await,
-                ("for_each", _) => blocks::for_each(state, execution, kept, step, scope, label).await,
-                ("parallel", _) => blocks::parallel(state, execution, kept, step, scope, label).await,
-                ("sub_orchestration", _) => blocks::sub_orchestration(state, execution, step, label, input).await,
-                ("wait", _) => blocks::wait(state, execution, step, scope, top).await,
-                ("canonical_upsert", _) => canonical_upsert(state, execution, step, input).await,
-                (kind, _) => StepOutcome::failed(None, Some(input), format!("step type {kind} is not supported"), 0),
-            }
-        };
-        // Plugin steps apply their timeout to each attempt; the others to the whole step.
-        let timed = async {
-            match step.timeout_ms.filter(|_| container) {
-                Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), work).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => StepOutcome::failed(None, None, format!("timed out after {ms} ms"), 1),
-                },
-                None => work.await,
-            }
-        };
-        // A bug of ours fails this step, not the worker that runs it.
-        let mut outcome = match crate::guard::catch(timed).await {
-            Ok(outcome) => outcome,
-            Err(panic) => {
-                tracing::error!(execution = %execution.id, step = %label, panic = %panic, "a step panicked");
-                let error =
-                    format!("INTERNAL: the engine panicked in this step: {}", crate::bounded::clip(&panic, 500));
-                StepOutcome::failed(None, None, error, 1)
-            }
-        };
-        if let Some(size) = outcome.output.as_ref().map(|o| o.to_string().len()).filter(|n| *n > MAX_STEP_OUTPUT) {
-            let error = format!("the step's output is {size} bytes; at most {MAX_STEP_OUTPUT} are kept");
-            outcome = StepOutcome {
-                detail: outcome.detail.take(),
-                ..StepOutcome::failed(outcome.system.take(), None, error, outcome.attempts)
-            };
-        }
-        let detail = outcome.detail.get_or_insert_with(|| json!({}));
-        detail["mapping_us"] = json!(mapping_us);
-        outcome
-    })
-}
-
 /// Writes the mapped record to its canonical domain by natural key, with the execution as lineage.
-async fn canonical_upsert(state: &AppState, execution: &ExecutionRow, step: &Step, record: Value) -> StepOutcome {
+pub(super) async fn canonical_upsert(
+    engine: &Engine,
+    execution: &ExecutionRow,
+    step: &Step,
+    record: Value,
+) -> StepOutcome {
     let name = step.domain.clone().unwrap_or_default();
     let Some(domain) = crate::canonical::domain(&name) else {
         return StepOutcome::failed(None, Some(record), format!("{name:?} is not a canonical domain"), 1);
@@ -224,17 +155,17 @@ async fn canonical_upsert(state: &AppState, execution: &ExecutionRow, step: &Ste
         return StepOutcome::failed(None, Some(record), format!("the record has no {}", domain.natural_key), 1);
     };
     let (connection, system) = match &step.source {
-        Some(source) => source_connection(state, execution, source).await.unzip(),
+        Some(source) => source_connection(engine, execution, source).await.unzip(),
         None => (None, None),
     };
-    let lineage = crate::store::Lineage {
+    let lineage = dibop_store::Lineage {
         kind: "execution",
         execution_id: Some(execution.id.clone()),
         connection,
         system,
         created_by: None,
     };
-    match state.store.upsert_canonical(&execution.enterprise_id, &name, &key, &record.to_string(), lineage).await {
+    match engine.store.upsert_canonical(&execution.enterprise_id, &name, &key, &record.to_string(), lineage).await {
         Ok(row) => StepOutcome {
             input: Some(record),
             ..StepOutcome::success(json!({"id": row.id, "domain": name, "natural_key": key}))
@@ -245,8 +176,8 @@ async fn canonical_upsert(state: &AppState, execution: &ExecutionRow, step: &Ste
 
 /// The (connection name, system) of the `api_call` step named `source` in the execution's
 /// orchestration version.
-async fn source_connection(state: &AppState, execution: &ExecutionRow, source: &str) -> Option<(String, String)> {
-    let text = state
+async fn source_connection(engine: &Engine, execution: &ExecutionRow, source: &str) -> Option<(String, String)> {
+    let text = engine
         .store
         .orchestration_version(&execution.orchestration_id, execution.orchestration_version)
         .await
@@ -254,7 +185,7 @@ async fn source_connection(state: &AppState, execution: &ExecutionRow, source: &
         .flatten()?;
     let def: Definition = serde_json::from_str(&text).ok()?;
     let connection = definition::find_step(&def.steps, source)?.connection.clone()?;
-    let row = state.store.find_connection(&execution.enterprise_id, &connection).await.ok().flatten()?;
+    let row = engine.store.find_connection(&execution.enterprise_id, &connection).await.ok().flatten()?;
     Some((row.name, row.system))
 }
 
@@ -293,15 +224,15 @@ impl Retrier {
     }
 }
 
-async fn run_api_call(
-    state: &AppState,
+pub(super) async fn run_api_call(
+    engine: &Engine,
     execution: &ExecutionRow,
     step: &Step,
     label: &str,
     input: Value,
 ) -> StepOutcome {
     let name = step.connection.clone().unwrap_or_default();
-    let connection = match state.store.find_connection(&execution.enterprise_id, &name).await {
+    let connection = match engine.store.find_connection(&execution.enterprise_id, &name).await {
         Ok(Some(row)) => row,
         Ok(None) => return StepOutcome::failed(None, Some(input), format!("connection {name:?} no longer exists"), 0),
         Err(e) => return StepOutcome::failed(None, Some(input), format!("loading connection: {e}"), 0),
@@ -311,7 +242,7 @@ async fn run_api_call(
         execution_id: Some(execution.id.clone()),
         step: Some(label.to_owned()),
     };
-    let mut prepared = match connections::prepare(state, &connection, caller).await {
+    let mut prepared = match connections::prepare(engine, &connection, caller).await {
         Ok(p) => p,
         Err(e) => return StepOutcome::failed(Some(connection.system), Some(input), e.to_string(), 0),
     };
@@ -320,7 +251,7 @@ async fn run_api_call(
     }
     let operation = step.operation.clone().unwrap_or_default();
     let idempotency_key = format!("{}:{label}", execution.id);
-    let mut retrier = Retrier::new(step, state.engine.signal(&execution.id));
+    let mut retrier = Retrier::new(step, engine.node.signal(&execution.id));
     let mut trace = Trace::default();
     let mut api_calls = Vec::new();
     let result = loop {
@@ -331,7 +262,7 @@ async fn run_api_call(
             attempt: retrier.attempt,
             idempotency_key: idempotency_key.clone(),
         };
-        let result = match prepared.invoke(state, &operation, &input, invocation).await {
+        let result = match prepared.invoke(engine, &operation, &input, invocation).await {
             Ok(mut report) => {
                 trace.record(retrier.attempt, started_ms, &report);
                 let last = report.api_calls.last();
@@ -355,16 +286,16 @@ async fn run_api_call(
     StepOutcome { api_calls, ..StepOutcome::finish(result, Some(connection.system), input, trace) }
 }
 
-async fn run_transform(
-    state: &AppState,
+pub(super) async fn run_transform(
+    engine: &Engine,
     execution: &ExecutionRow,
     step: &Step,
     slug: &str,
     input: Value,
     params: Value,
 ) -> StepOutcome {
-    let loaded = match state.registry.resolve(&execution.enterprise_id, "transform", slug).await {
-        Ok(Some(row)) => state.registry.loaded(&row).await,
+    let loaded = match engine.registry.resolve(&execution.enterprise_id, "transform", slug).await {
+        Ok(Some(row)) => engine.registry.loaded(&row).await,
         Ok(None) => Err(anyhow::anyhow!("no transform plugin {slug:?}")),
         Err(e) => Err(e.into()),
     };
@@ -380,11 +311,11 @@ async fn run_transform(
     if let Some(ms) = step.timeout_ms {
         spec.limits.timeout = Duration::from_millis(ms);
     }
-    let mut retrier = Retrier::new(step, state.engine.signal(&execution.id));
+    let mut retrier = Retrier::new(step, engine.node.signal(&execution.id));
     let mut trace = Trace::default();
     let result = loop {
         let started_ms = now_ms();
-        let report = state.plugins().run_transform(&pre, &spec, &input, &params).await;
+        let report = engine.plugins().run_transform(&pre, &spec, &input, &params).await;
         trace.record(retrier.attempt, started_ms, &report);
         match report.result {
             Err(e) if retrier.again(&e).await => continue,

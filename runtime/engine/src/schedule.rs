@@ -8,47 +8,19 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+use super::calendar::{parse, slots};
 use super::definition::{self, Definition};
-use crate::state::AppState;
-use crate::store::NewExecution;
+use crate::Engine;
+use dibop_store::NewExecution;
 
 const TICK: Duration = Duration::from_millis(500);
-
-/// Parses a cron expression: the classic five fields (minute hour day month weekday), or six or
-/// seven with seconds first (and a year last).
-pub fn parse(expression: &str) -> Result<cron::Schedule, String> {
-    if expression.len() > 256 {
-        return Err("longer than 256 characters".into());
-    }
-    let fields = expression.split_whitespace().count();
-    let expression = if fields == 5 { format!("0 {expression}") } else { expression.to_owned() };
-    // The cron crate is third-party code fed tenant text: a panic in it is a refusal here.
-    std::panic::catch_unwind(|| cron::Schedule::from_str(&expression))
-        .map_err(|_| "not a cron expression".to_owned())?
-        .map_err(|e| e.to_string())
-}
-
-/// The slots of `schedule` in `(after, until]`, at most 100.
-pub fn slots(
-    schedule: &cron::Schedule,
-    timezone: chrono_tz::Tz,
-    after: DateTime<Utc>,
-    until: DateTime<Utc>,
-) -> Vec<DateTime<Utc>> {
-    schedule
-        .after(&after.with_timezone(&timezone))
-        .map(|t| t.with_timezone(&Utc))
-        .take_while(|t| *t <= until)
-        .take(100)
-        .collect()
-}
 
 /// Fires due slots until `stop` flips. Each orchestration is handled on its own: whatever
 /// goes wrong with one (a bad definition, the execution limit, a database error, a panic) is
 /// recorded on it and its slot, and the others fire as usual.
-pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+pub async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
     let mut last = Utc::now();
-    match crate::guard::catch(record_missed_while_down(&state, last)).await {
+    match dibop_core::guard::catch(record_missed_while_down(&engine, last)).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => {
             tracing::warn!(error = %format!("{err:#}"), "recording schedule slots missed while down failed")
@@ -61,7 +33,7 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         let now = Utc::now();
-        match crate::guard::catch(tick(&state, last, now)).await {
+        match dibop_core::guard::catch(tick(&engine, last, now)).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::warn!(error = %format!("{err:#}"), "reading the schedules failed"),
             Err(panic) => tracing::error!(panic = %panic, "a schedule tick panicked; the scheduler goes on"),
@@ -70,11 +42,11 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn tick(state: &AppState, after: DateTime<Utc>, until: DateTime<Utc>) -> anyhow::Result<()> {
-    for (row, cron, timezone) in state.store.scheduled_orchestrations().await? {
+async fn tick(engine: &Engine, after: DateTime<Utc>, until: DateTime<Utc>) -> anyhow::Result<()> {
+    for (row, cron, timezone) in engine.store.scheduled_orchestrations().await? {
         let id = row.id.clone();
         let enterprise = row.enterprise_id.clone();
-        match crate::guard::catch(fire_due(state, row, &cron, &timezone, after, until)).await {
+        match dibop_core::guard::catch(fire_due(engine, row, &cron, &timezone, after, until)).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => {
                 tracing::warn!(orchestration = %id, enterprise = %enterprise, error = %format!("{err:#}"), "a schedule could not fire");
@@ -94,14 +66,14 @@ const MISSED_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 /// At start: records as missed the slots that came due while no node ran (since the last slot
 /// of each schedule, or its last change), at most 100 per schedule. Slots a running node
 /// claimed are left as they are.
-async fn record_missed_while_down(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<()> {
+async fn record_missed_while_down(engine: &Engine, now: DateTime<Utc>) -> anyhow::Result<()> {
     let until = now - MISSED_AFTER;
-    for (row, cron, timezone) in state.store.scheduled_orchestrations().await? {
+    for (row, cron, timezone) in engine.store.scheduled_orchestrations().await? {
         let (Ok(schedule), Ok(tz)) = (parse(&cron), chrono_tz::Tz::from_str(&timezone)) else { continue };
-        let since_ms = state.store.last_slot(&row.id).await?.unwrap_or(row.updated_at).max(row.updated_at);
+        let since_ms = engine.store.last_slot(&row.id).await?.unwrap_or(row.updated_at).max(row.updated_at);
         let Some(since) = DateTime::from_timestamp_millis(since_ms) else { continue };
         for slot in slots(&schedule, tz, since, until) {
-            state.store.schedule_missed(&row.id, slot.timestamp_millis(), "no node was running", false).await?;
+            engine.store.schedule_missed(&row.id, slot.timestamp_millis(), "no node was running", false).await?;
         }
     }
     Ok(())
@@ -109,8 +81,8 @@ async fn record_missed_while_down(state: &AppState, now: DateTime<Utc>) -> anyho
 
 /// Fires the slots of one orchestration in `(after, until]`.
 async fn fire_due(
-    state: &AppState,
-    row: crate::store::OrchestrationRow,
+    engine: &Engine,
+    row: dibop_store::OrchestrationRow,
     cron: &str,
     timezone: &str,
     after: DateTime<Utc>,
@@ -122,21 +94,21 @@ async fn fire_due(
         (Ok(schedule), Ok(tz)) => (schedule, tz),
         (Err(e), _) | (_, Err(e)) => {
             // Validated at save, so only a definition stored by an older version gets here.
-            state.store.schedule_missed(&row.id, until.timestamp_millis(), &e.to_string(), true).await?;
+            engine.store.schedule_missed(&row.id, until.timestamp_millis(), &e.to_string(), true).await?;
             return Ok(());
         }
     };
     for slot in slots(&schedule, tz, after, until) {
         let slot_ms = slot.timestamp_millis();
-        if !state.store.claim_slot(&row.id, slot_ms).await? {
+        if !engine.store.claim_slot(&row.id, slot_ms).await? {
             continue;
         }
         // The slot is ours: from here it fires or is recorded as missed, never dropped.
-        match start(state, &row, slot_ms).await {
-            Ok(()) => state.store.schedule_fired(&row.id).await?,
+        match start(engine, &row, slot_ms).await {
+            Ok(()) => engine.store.schedule_fired(&row.id).await?,
             Err(reason) => {
                 tracing::warn!(orchestration = %row.id, slot = %slot, reason = %reason, "schedule slot missed");
-                state.store.schedule_missed(&row.id, slot_ms, &reason, true).await?;
+                engine.store.schedule_missed(&row.id, slot_ms, &reason, true).await?;
             }
         }
     }
@@ -144,7 +116,7 @@ async fn fire_due(
 }
 
 /// Starts the execution of one slot, or says why it cannot.
-async fn start(state: &AppState, row: &crate::store::OrchestrationRow, slot_ms: i64) -> Result<(), String> {
+async fn start(engine: &Engine, row: &dibop_store::OrchestrationRow, slot_ms: i64) -> Result<(), String> {
     let def: Definition = serde_json::from_str(&row.definition).map_err(|e| format!("stored definition: {e}"))?;
     let parameters = definition::bind_parameters(&def, &serde_json::Map::new()).map_err(|errors| {
         let list: Vec<String> = errors.iter().map(|e| format!("{} {}", e.path, e.message)).collect();
@@ -159,35 +131,5 @@ async fn start(state: &AppState, row: &crate::store::OrchestrationRow, slot_ms: 
         steps_total: def.step_count(),
         parent: None,
     };
-    super::admission::submit(state, &row.enterprise_id, None, new, false).await.map(|_| ()).map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod properties {
-    use proptest::prelude::*;
-
-    proptest! {
-        #[test]
-        fn cron_parsing_never_panics(text in any::<String>(), fields in proptest::collection::vec("[0-9*/,?LW#A-Za-zé-]{1,6}", 0..8)) {
-            let _ = super::parse(&text);
-            let _ = super::parse(&fields.join(" "));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn five_field_expressions_run_on_the_minute_in_their_time_zone() {
-        let schedule = parse("30 9 * * Mon-Fri").expect("parses");
-        let after = DateTime::parse_from_rfc3339("2026-11-27T00:00:00Z").expect("date").with_timezone(&Utc);
-        let until = DateTime::parse_from_rfc3339("2026-12-01T00:00:00Z").expect("date").with_timezone(&Utc);
-        let fired = slots(&schedule, chrono_tz::America::Toronto, after, until);
-        // Friday 27th and Monday 30th, 09:30 in Toronto (UTC-5).
-        let expected: Vec<String> = fired.iter().map(|t| t.to_rfc3339()).collect();
-        assert_eq!(expected, ["2026-11-27T14:30:00+00:00", "2026-11-30T14:30:00+00:00"]);
-        assert!(parse("not a cron").is_err());
-    }
+    super::admission::submit(engine, &row.enterprise_id, None, new, false).await.map(|_| ()).map_err(|e| e.to_string())
 }

@@ -137,7 +137,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::{Decision, Flow, handlers_ahead};
-    use crate::engine::definition::{Step, flatten};
+    use crate::definition::{Step, flatten};
 
     fn steps(value: Value) -> Vec<Step> {
         serde_json::from_value(value).expect("the steps parse")

@@ -60,7 +60,7 @@ impl StopSignal {
 }
 
 /// Shared by the API (to wake workers and wait for results) and the workers.
-pub struct EngineHandle {
+pub struct Node {
     /// This node's lease owner name.
     pub node_id: String,
     /// One permit per execution this node may run at once (the worker pool size), shared by
@@ -78,7 +78,7 @@ pub struct EngineHandle {
     in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
-impl EngineHandle {
+impl Node {
     /// A handle for a node running at most `workers` executions at once, at most
     /// `per_enterprise` of them for one enterprise.
     pub fn new(workers: usize, per_enterprise: usize) -> Self {
@@ -191,7 +191,7 @@ impl EngineHandle {
     }
 }
 
-impl Default for EngineHandle {
+impl Default for Node {
     fn default() -> Self {
         Self::new(4, 3)
     }
@@ -199,7 +199,7 @@ impl Default for EngineHandle {
 
 /// One execution of an enterprise in one of this node's slots.
 pub(super) struct Occupied {
-    engine: Arc<EngineHandle>,
+    engine: Arc<Node>,
     enterprise_id: String,
 }
 
@@ -218,12 +218,12 @@ impl Drop for Occupied {
 
 /// Registers an execution's stop switch while it runs on this node.
 pub(super) struct Running {
-    engine: Arc<EngineHandle>,
+    engine: Arc<Node>,
     id: String,
 }
 
 impl Running {
-    pub(super) fn new(engine: &Arc<EngineHandle>, id: &str) -> Self {
+    pub(super) fn new(engine: &Arc<Node>, id: &str) -> Self {
         if let Ok(mut m) = engine.running.lock() {
             m.entry(id.to_owned()).or_insert_with(|| watch::channel(None).0);
         }

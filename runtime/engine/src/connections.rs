@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::plugins::outbound::CallOrigin;
-use crate::plugins::{CallReport, CallSpec, HealthReport, Invocation, Limits, Loaded};
-use crate::state::AppState;
-use crate::store::{ConnectionRow, PluginRow};
+use crate::Engine;
+use dibop_plugin_host::outbound::CallOrigin;
+use dibop_plugin_host::{CallReport, CallSpec, HealthReport, Invocation, Limits, Loaded};
+use dibop_store::{ConnectionRow, PluginRow};
 
 /// Where a call is made from (for its API-call rows).
 #[derive(Debug, Clone, Default)]
@@ -37,8 +37,8 @@ pub fn url_authority(url: &str) -> Option<String> {
 }
 
 /// The decrypted credentials of a connection.
-pub fn credentials(state: &AppState, row: &ConnectionRow) -> anyhow::Result<HashMap<String, String>> {
-    let plain = state.sealer.open_bound(&row.credentials, &sealing_context(&row.enterprise_id, &row.id))?;
+pub fn credentials(engine: &Engine, row: &ConnectionRow) -> anyhow::Result<HashMap<String, String>> {
+    let plain = engine.sealer.open_bound(&row.credentials, &sealing_context(&row.enterprise_id, &row.id))?;
     let map: HashMap<String, String> = serde_json::from_slice(&plain).context("credentials are not a JSON object")?;
     Ok(map)
 }
@@ -67,13 +67,13 @@ pub fn sealing_context(enterprise_id: &str, connection_id: &str) -> String {
 }
 
 /// Loads the connector serving `row.system` and builds the call spec of the connection.
-pub async fn prepare(state: &AppState, row: &ConnectionRow, caller: Caller) -> Result<Prepared, ConnectionError> {
-    let plugin = state
+pub async fn prepare(engine: &Engine, row: &ConnectionRow, caller: Caller) -> Result<Prepared, ConnectionError> {
+    let plugin = engine
         .registry
         .resolve(&row.enterprise_id, "connector", &row.system)
         .await?
         .ok_or_else(|| ConnectionError::Unusable(format!("no active connector serves system {:?}", row.system)))?;
-    let loaded = state.registry.loaded(&plugin).await?;
+    let loaded = engine.registry.loaded(&plugin).await?;
     let config: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&row.config).context("stored connection config is not an object")?;
     let mut allowed_hosts: Vec<String> = serde_json::from_str(&row.allowed_hosts).unwrap_or_default();
@@ -92,7 +92,7 @@ pub async fn prepare(state: &AppState, row: &ConnectionRow, caller: Caller) -> R
             step: caller.step,
         },
         config,
-        secrets: credentials(state, row).map_err(|e| {
+        secrets: credentials(engine, row).map_err(|e| {
             ConnectionError::Unusable(format!("connection {}: {e:#}; send its credentials again with PUT", row.name))
         })?,
         allowed_hosts,
@@ -106,7 +106,7 @@ pub async fn prepare(state: &AppState, row: &ConnectionRow, caller: Caller) -> R
 }
 
 impl Prepared {
-    fn connector(&self) -> Result<&crate::plugins::ConnectorPre, ConnectionError> {
+    fn connector(&self) -> Result<&dibop_plugin_host::ConnectorPre, ConnectionError> {
         match &self.loaded {
             Loaded::Connector(pre) => Ok(pre),
             Loaded::Transform(_) => Err(ConnectionError::Unusable(format!("{} is not a connector", self.plugin.slug))),
@@ -117,18 +117,18 @@ impl Prepared {
     /// the step's result).
     pub async fn invoke(
         &self,
-        state: &AppState,
+        engine: &Engine,
         operation: &str,
         input: &serde_json::Value,
         invocation: Invocation,
     ) -> Result<CallReport<serde_json::Value>, ConnectionError> {
-        Ok(state.plugins().invoke(self.connector()?, &self.spec, operation, input, invocation).await)
+        Ok(engine.plugins().invoke(self.connector()?, &self.spec, operation, input, invocation).await)
     }
 
     /// Pings the system and stores the API calls it made.
-    pub async fn ping(&self, state: &AppState) -> Result<CallReport<HealthReport>, ConnectionError> {
-        let report = state.plugins().ping(self.connector()?, &self.spec).await;
-        state.store.insert_api_calls(&report.api_calls).await?;
+    pub async fn ping(&self, engine: &Engine) -> Result<CallReport<HealthReport>, ConnectionError> {
+        let report = engine.plugins().ping(self.connector()?, &self.spec).await;
+        engine.store.insert_api_calls(&report.api_calls).await?;
         Ok(report)
     }
 }

@@ -342,7 +342,7 @@ pub fn validate(def: &Definition, catalogue: &dyn Catalogue) -> Vec<FieldError> 
     }
     if def.trigger.kind == "schedule" {
         let minimum = catalogue.min_cron_interval_secs();
-        match def.trigger.cron.as_deref().map(super::schedule::parse) {
+        match def.trigger.cron.as_deref().map(super::calendar::parse) {
             None => err("trigger.cron".into(), "schedule triggers need a cron expression".into()),
             Some(Err(e)) => err("trigger.cron".into(), format!("invalid cron expression: {e}")),
             Some(Ok(schedule)) => {

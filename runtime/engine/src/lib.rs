@@ -1,0 +1,135 @@
+//! The orchestration engine: executions are queued in the database and run by workers that
+//! claim them under a lease (renewed by a heartbeat), resume from the last committed step, and
+//! commit each step's result before the next starts.
+//!
+//! Invariants:
+//! - A step's result is committed before the next step starts, and a step's idempotency key
+//!   (`<execution id>:<step name>`) is the same on every attempt and after a restart, so a step
+//!   that was in flight when a node died runs again with the same key.
+//! - Every execution comes into being through [`admission::submit`] (execute, webhook,
+//!   schedule, sub-orchestration; a retry through [`admission::count`]), so the enterprise's
+//!   execution limit holds whatever started it.
+//! - The engine knows nothing of HTTP: it answers domain errors ([`admission::Refusal`],
+//!   [`connections::ConnectionError`]) and tells the server what happened through [`Events`].
+//!
+//! Map: [`Engine`] (what a run needs, cheap to clone) and [`Node`] (this node's slots, shares
+//! and stop switches) <- `worker` (claims and leases) -> `runner` (one execution) -> `step`
+//! (one step by type) -> `blocks` (container steps, which run bodies through `flow` and `step`
+//! again). [`definition`] parses and validates orchestrations, [`mapping`] evaluates their
+//! JSONPath references, [`schedule`] fires cron triggers, [`connections`] calls a connection's
+//! connector and [`canonical`] holds the canonical data domains.
+
+pub mod admission;
+mod blocks;
+pub mod calendar;
+pub mod canonical;
+pub mod connections;
+pub mod definition;
+mod flow;
+pub mod mapping;
+mod node;
+mod runner;
+pub mod schedule;
+mod step;
+mod worker;
+
+use std::sync::Arc;
+
+use dibop_core::crypto::Sealer;
+use dibop_plugin_host::PluginHost;
+use dibop_plugin_host::registry::Registry;
+use dibop_store::limiter::RateLimiter;
+use dibop_store::{Ended, Store};
+use serde_json::{Value, json};
+
+use dibop_store::ExecutionRow;
+use futures_util::future::BoxFuture;
+pub use node::{Node, Stop, StopSignal};
+pub use worker::{run_now, start};
+
+/// The settings of the server that the engine reads.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a claimed execution stays this node's without a heartbeat, ms.
+    pub lease_ms: u64,
+    /// Most items one `for_each` step takes.
+    pub max_for_each_items: usize,
+    /// Most branches of one `parallel` step that run at once.
+    pub max_parallel_branches: usize,
+}
+
+/// What the engine tells the rest of the server. The metrics and the alert rules subscribe;
+/// both calls come from engine tasks and must not block.
+pub trait Events: Send + Sync {
+    /// A write just ended an execution (each execution ends once).
+    fn execution_ended(&self, ended: Ended);
+    /// This node's run of an execution is over: it ended, parked or went back to the queue.
+    fn run_over(&self, enterprise_id: &str, execution_id: &str);
+}
+
+/// Everything a run needs, shared by the workers, the scheduler and the HTTP API that submits
+/// and watches executions. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub store: Store,
+    pub registry: Arc<Registry>,
+    /// Opens connection credentials for a call.
+    pub sealer: Arc<Sealer>,
+    /// Counts executions against the enterprise's limit.
+    pub limiter: Arc<RateLimiter>,
+    pub node: Arc<Node>,
+    pub settings: Arc<Settings>,
+    events: Arc<dyn Events>,
+    /// Runs a claimed child execution to its end for a `sub_orchestration` step: the worker's
+    /// own path, handed to the container steps so that they do not reach up into the worker.
+    run_child: fn(Engine, ExecutionRow) -> BoxFuture<'static, ()>,
+}
+
+impl Engine {
+    /// An engine over these parts; `events` hears of ended executions and finished runs.
+    pub fn new(
+        store: Store,
+        registry: Arc<Registry>,
+        sealer: Arc<Sealer>,
+        limiter: Arc<RateLimiter>,
+        node: Arc<Node>,
+        settings: Settings,
+        events: Arc<dyn Events>,
+    ) -> Self {
+        let run_child = worker::run_claimed;
+        Self { store, registry, sealer, limiter, node, settings: Arc::new(settings), events, run_child }
+    }
+
+    /// The WebAssembly plugin host the registry loads into.
+    pub fn plugins(&self) -> &PluginHost {
+        &self.registry.host
+    }
+
+    /// Reports an execution that a write just ended (the store reports nothing).
+    fn report_ended(&self, ended: Option<Ended>) {
+        if let Some(ended) = ended {
+            self.events.execution_ended(ended);
+        }
+    }
+}
+
+/// Waits shorter than this run in the worker; longer ones hand the execution back to the queue
+/// until they are due.
+const INLINE_WAIT_MS: i64 = 2_000;
+
+/// Largest output of a step (and of an execution), as JSON text: later steps read it, so a
+/// larger one fails the step instead of being cut.
+pub const MAX_STEP_OUTPUT: usize = 4 * 1024 * 1024;
+/// Largest stored input and trace detail of a step; larger ones are replaced by a note.
+const MAX_STORED_DETAIL: usize = 1024 * 1024;
+/// Longest stored error of a step.
+const MAX_STORED_ERROR: usize = 8 * 1024;
+
+/// `value` as stored JSON text, or a note of its size when it is larger than `max`.
+fn stored(value: &Value, max: usize, what: &str) -> String {
+    let text = value.to_string();
+    if text.len() <= max {
+        return text;
+    }
+    json!({"_truncated": format!("{} bytes of {what} left out (at most {max})", text.len())}).to_string()
+}
