@@ -23,10 +23,36 @@ use utoipa::ToSchema;
 
 use crate::store::{AlertRow, AlertRuleRow, ExecutionRow, NewAlert, Store};
 
-/// Rule types this runtime evaluates: the first three when an execution ends, the others
-/// periodically.
-pub const TYPES: [&str; 6] =
-    ["execution_failure", "consecutive_failures", "latency_threshold", "sla_breach", "system_down", "error_rate_spike"];
+dibop_core::kinds! {
+    /// Rule types this runtime evaluates: the first three when an execution ends, the others
+    /// periodically.
+    pub enum RuleKind {
+        /// An execution ended `failed` or `cancelled`.
+        ExecutionFailure = "execution_failure",
+        /// The orchestration's last `threshold` executions ended badly.
+        ConsecutiveFailures = "consecutive_failures",
+        /// An execution took longer than `threshold_ms`.
+        LatencyThreshold = "latency_threshold",
+        /// An orchestration's success rate over a window fell below its target.
+        SlaBreach = "sla_breach",
+        /// A system's last `threshold` calls failed.
+        SystemDown = "system_down",
+        /// The share of failed calls over a window passed `threshold_percent`.
+        ErrorRateSpike = "error_rate_spike",
+    }
+}
+
+dibop_core::kinds! {
+    /// Where a notification goes.
+    pub enum ChannelKind {
+        /// A JSON POST signed with the rule's secret.
+        Webhook = "webhook",
+        /// A Slack-compatible `{"text"}` POST.
+        Slack = "slack",
+        /// A warning in the server log.
+        Log = "log",
+    }
+}
 
 /// What a rule applies to.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -46,7 +72,8 @@ pub struct Scope {
 pub struct Channel {
     /// webhook (signed JSON), slack (Slack-compatible `{"text"}`) or log.
     #[serde(rename = "type")]
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: ChannelKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 }
@@ -65,9 +92,11 @@ pub struct RuleDefinition {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    /// execution_failure, consecutive_failures or latency_threshold.
+    /// execution_failure, consecutive_failures, latency_threshold, sla_breach, system_down or
+    /// error_rate_spike.
     #[serde(rename = "type")]
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: RuleKind,
     #[serde(default)]
     pub scope: Scope,
     /// consecutive_failures: `{"threshold": N}`; latency_threshold: `{"threshold_ms": N}`;
@@ -107,19 +136,21 @@ pub fn validate(rule: &RuleDefinition) -> Vec<FieldError> {
     if rule.name.trim().is_empty() || rule.name.len() > 200 {
         err("name", "must be 1 to 200 characters".into());
     }
-    match rule.kind.as_str() {
-        "execution_failure" => {}
-        "consecutive_failures" if positive(&rule.condition, "threshold").is_none() => {
+    match &rule.kind {
+        RuleKind::ExecutionFailure => {}
+        RuleKind::ConsecutiveFailures if positive(&rule.condition, "threshold").is_none() => {
             err("condition.threshold", "consecutive_failures needs a threshold of at least 1".into());
         }
-        "latency_threshold" if positive(&rule.condition, "threshold_ms").is_none() => {
+        RuleKind::LatencyThreshold if positive(&rule.condition, "threshold_ms").is_none() => {
             err("condition.threshold_ms", "latency_threshold needs threshold_ms of at least 1".into());
         }
-        "consecutive_failures" | "latency_threshold" => {}
-        "sla_breach" => {}
-        "system_down" if rule.scope.system.is_none() => err("scope.system", "system_down needs scope.system".into()),
-        "system_down" => {}
-        "error_rate_spike"
+        RuleKind::ConsecutiveFailures | RuleKind::LatencyThreshold => {}
+        RuleKind::SlaBreach => {}
+        RuleKind::SystemDown if rule.scope.system.is_none() => {
+            err("scope.system", "system_down needs scope.system".into())
+        }
+        RuleKind::SystemDown => {}
+        RuleKind::ErrorRateSpike
             if !rule
                 .condition
                 .get("threshold_percent")
@@ -128,8 +159,10 @@ pub fn validate(rule: &RuleDefinition) -> Vec<FieldError> {
         {
             err("condition.threshold_percent", "error_rate_spike needs threshold_percent from 0 to 100".into());
         }
-        "error_rate_spike" => {}
-        other => err("type", format!("{other:?} is not evaluated by this runtime; supported: {}", TYPES.join(", "))),
+        RuleKind::ErrorRateSpike => {}
+        RuleKind::Unknown(other) => {
+            err("type", format!("{other:?} is not evaluated by this runtime; supported: {}", RuleKind::names()));
+        }
     }
     if rule.condition.get("window").is_some_and(|w| w.as_str().is_none_or(|w| Window::parse(w).is_err())) {
         err("condition.window", "must look like 15m, 24h or 7d".into());
@@ -151,11 +184,12 @@ pub fn validate(rule: &RuleDefinition) -> Vec<FieldError> {
     }
     for (i, channel) in rule.notification.channels.iter().enumerate() {
         let at = |field: &str| format!("notification.channels[{i}].{field}");
-        match (channel.kind.as_str(), channel.url.as_deref()) {
-            ("log", _) => {}
-            ("webhook" | "slack", Some(url)) if url.starts_with("http://") || url.starts_with("https://") => {}
-            ("webhook" | "slack", _) => err(&at("url"), "needs an http(s) URL".into()),
-            (other, _) => err(&at("type"), format!("{other:?} is not webhook, slack or log")),
+        match (&channel.kind, channel.url.as_deref()) {
+            (ChannelKind::Log, _) => {}
+            (ChannelKind::Webhook | ChannelKind::Slack, Some(url))
+                if url.starts_with("http://") || url.starts_with("https://") => {}
+            (ChannelKind::Webhook | ChannelKind::Slack, _) => err(&at("url"), "needs an http(s) URL".into()),
+            (ChannelKind::Unknown(other), _) => err(&at("type"), format!("{other:?} is not webhook, slack or log")),
         }
     }
     errors
@@ -229,8 +263,8 @@ async fn check(
         message,
     };
     let failed = ended_badly(&execution.status);
-    Ok(match rule.kind.as_str() {
-        "execution_failure" if failed => Some(alert(
+    Ok(match rule.kind {
+        RuleKind::ExecutionFailure if failed => Some(alert(
             "execution_failed",
             1.0,
             1.0,
@@ -242,7 +276,7 @@ async fn check(
                 execution.error.as_deref().unwrap_or("no error given")
             ),
         )),
-        "consecutive_failures" if failed => {
+        RuleKind::ConsecutiveFailures if failed => {
             let n = positive(&rule.condition, "threshold").unwrap_or(1);
             let last = ctx.store.last_statuses(&execution.orchestration_id, i64::try_from(n)?).await?;
             let streak = last.iter().take_while(|s| ended_badly(s)).count() as u64;
@@ -255,7 +289,7 @@ async fn check(
                 )
             })
         }
-        "latency_threshold" => {
+        RuleKind::LatencyThreshold => {
             let limit = positive(&rule.condition, "threshold_ms").unwrap_or(u64::MAX);
             let took = execution.finished_at.zip(execution.started_at).map(|(f, s)| f - s).unwrap_or(0);
             (u64::try_from(took).unwrap_or(0) > limit).then(|| {
@@ -296,8 +330,8 @@ pub async fn evaluate_periodic(ctx: &Alerts) -> anyhow::Result<()> {
             threshold,
             message,
         };
-        let fired = match rule.kind.as_str() {
-            "sla_breach" => {
+        let fired = match rule.kind {
+            RuleKind::SlaBreach => {
                 let since = now - window("24h");
                 let runs = ctx.store.finished_executions(&row.enterprise_id, since).await?;
                 let (orchestrations, _) = ctx
@@ -337,13 +371,13 @@ pub async fn evaluate_periodic(ctx: &Alerts) -> anyhow::Result<()> {
                 }
                 found
             }
-            "system_down" | "error_rate_spike" => {
+            RuleKind::SystemDown | RuleKind::ErrorRateSpike => {
                 let since = now - window("15m");
                 let calls = ctx.store.api_call_samples(&row.enterprise_id, since).await?;
                 let mine: Vec<_> =
                     calls.iter().filter(|c| rule.scope.system.as_ref().is_none_or(|s| &c.system == s)).collect();
                 let failed = |c: &&&crate::store::ApiCallSample| c.status != "success";
-                if rule.kind == "system_down" {
+                if rule.kind == RuleKind::SystemDown {
                     let n = positive(&rule.condition, "threshold").unwrap_or(3) as usize;
                     let last: Vec<_> = mine.iter().rev().take(n).collect();
                     (last.len() == n && last.iter().all(failed)).then(|| {
@@ -560,13 +594,13 @@ async fn deliver(ctx: &Alerts, row: &AlertRuleRow, rule: &RuleDefinition, alert:
     let text = format!("[{}] {}: {}", alert.severity, row.name, alert.message);
     let slack = serde_json::to_vec(&json!({"text": text}))?;
     let sends = channels(rule).map(|channel| {
-        let (payload, signed) = match channel.kind.as_str() {
-            "slack" => (slack.clone(), false),
+        let (payload, signed) = match channel.kind {
+            ChannelKind::Slack => (slack.clone(), false),
             _ => (body.clone(), true),
         };
         let signed = signed.then(|| signature(&secret, &payload));
         async move {
-            if channel.kind == "log" {
+            if channel.kind == ChannelKind::Log {
                 tracing::warn!(rule = %row.name, severity = %alert.severity, message = %alert.message, "alert fired");
                 return json!({"type": "log", "status": "delivered", "attempts": 1});
             }

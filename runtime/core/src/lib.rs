@@ -24,6 +24,10 @@
 
 #![deny(missing_docs)]
 
+/// For [`kinds!`]'s serde impls in other crates.
+#[doc(hidden)]
+pub use serde;
+
 pub mod bounded;
 pub mod crypto;
 mod digest;
@@ -31,6 +35,7 @@ mod email;
 mod field;
 pub mod guard;
 mod ids;
+mod kind;
 mod role;
 mod slug;
 mod status;
@@ -40,6 +45,7 @@ pub use digest::sha256_hex;
 pub use email::{Email, InvalidEmail, MAX_EMAIL_BYTES};
 pub use field::FieldError;
 pub use ids::{new_id, now_ms};
+pub use kind::StepKind;
 pub use role::Role;
 pub use slug::{InvalidSlug, Slug};
 pub use status::{ExecutionStatus, StepStatus, UnknownStatus};

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use dibop_core::{StepStatus, now_ms};
+use dibop_core::{StepKind, StepStatus, now_ms};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
@@ -106,7 +106,7 @@ impl Siblings {
     fn of<'a>(bodies: impl IntoIterator<Item = &'a [Step]>) -> Self {
         fn may_park(steps: &[Step]) -> bool {
             steps.iter().any(|s| {
-                matches!(s.kind.as_str(), "wait" | "sub_orchestration")
+                s.kind.may_park()
                     || [&s.then_steps, &s.else_steps, &s.steps].into_iter().any(|nested| may_park(nested))
                     || s.branches.iter().any(|b| may_park(&b.steps))
             })
@@ -164,8 +164,8 @@ pub(super) fn run_step<'a>(
 ) -> BoxFuture<'a, StepOutcome> {
     Box::pin(async move {
         let clock = Instant::now();
-        let input_template = match step.kind.as_str() {
-            "api_call" | "sub_orchestration" => step.parameters.clone().unwrap_or_else(|| json!({})),
+        let input_template = match step.kind {
+            StepKind::ApiCall | StepKind::SubOrchestration => step.parameters.clone().unwrap_or_else(|| json!({})),
             _ => step.mapping.clone().unwrap_or_else(|| json!({})),
         };
         let input = match mapping::resolve(&input_template, scope) {
@@ -173,29 +173,31 @@ pub(super) fn run_step<'a>(
             Err(e) => return StepOutcome::failed(None, None, format!("mapping: {e}"), 0),
         };
         let mapping_us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let container = ["for_each", "parallel", "sub_orchestration", "wait"].contains(&step.kind.as_str());
+        let container = step.kind.is_container();
         let work = async {
-            match (step.kind.as_str(), step.transform.as_deref()) {
-                ("condition", _) => match mapping::condition(step.condition.as_deref().unwrap_or("false"), scope) {
-                    Ok(holds) => {
-                        StepOutcome::success(json!({"result": holds, "branch": if holds { "then" } else { "else" }}))
+            match (&step.kind, step.transform.as_deref()) {
+                (StepKind::Condition, _) => {
+                    match mapping::condition(step.condition.as_deref().unwrap_or("false"), scope) {
+                        Ok(holds) => StepOutcome::success(
+                            json!({"result": holds, "branch": if holds { "then" } else { "else" }}),
+                        ),
+                        Err(e) => StepOutcome::failed(None, None, format!("condition: {e}"), 1),
                     }
-                    Err(e) => StepOutcome::failed(None, None, format!("condition: {e}"), 1),
-                },
-                ("transform", Some("map")) => StepOutcome::success(input),
-                ("transform", Some(slug)) => {
+                }
+                (StepKind::Transform, Some("map")) => StepOutcome::success(input),
+                (StepKind::Transform, Some(slug)) => {
                     let params = match step.parameters.as_ref().map(|p| mapping::resolve(p, scope)).transpose() {
                         Ok(p) => p.unwrap_or_else(|| json!({})),
                         Err(e) => return StepOutcome::failed(None, Some(input), format!("mapping: {e}"), 0),
                     };
                     step::run_transform(engine, execution, step, slug, input, params).await
                 }
-                ("api_call", _) => step::run_api_call(engine, execution, step, label, input).await,
-                ("for_each", _) => for_each(engine, execution, kept, step, scope, label).await,
-                ("parallel", _) => parallel(engine, execution, kept, step, scope, label).await,
-                ("sub_orchestration", _) => sub_orchestration(engine, execution, step, label, input).await,
-                ("wait", _) => wait(engine, execution, step, scope, top).await,
-                ("canonical_upsert", _) => step::canonical_upsert(engine, execution, step, input).await,
+                (StepKind::ApiCall, _) => step::run_api_call(engine, execution, step, label, input).await,
+                (StepKind::ForEach, _) => for_each(engine, execution, kept, step, scope, label).await,
+                (StepKind::Parallel, _) => parallel(engine, execution, kept, step, scope, label).await,
+                (StepKind::SubOrchestration, _) => sub_orchestration(engine, execution, step, label, input).await,
+                (StepKind::Wait, _) => wait(engine, execution, step, scope, top).await,
+                (StepKind::CanonicalUpsert, _) => step::canonical_upsert(engine, execution, step, input).await,
                 (kind, _) => StepOutcome::failed(None, Some(input), format!("step type {kind} is not supported"), 0),
             }
         };
@@ -312,7 +314,7 @@ fn run_block<'a>(
             result.api_calls.append(&mut outcome.api_calls);
             // A wait that parks is itself finished (its output is its due time) and kept; a
             // nested container that parks is not: it runs again when the execution resumes.
-            if parked.is_none() || f.step.kind == "wait" {
+            if parked.is_none() || f.step.kind == StepKind::Wait {
                 result.steps.push(record_of(&step_label, &row, outcome.detail.take()));
                 flow.record(f.step, outcome.status, outcome.output.as_ref(), outcome.error.as_deref(), outcome.partial);
                 // Only steps that ran are kept (skips and handlers are decided again on replay),

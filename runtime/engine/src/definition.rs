@@ -7,7 +7,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::mapping::{self, Reference};
-use dibop_core::FieldError;
+use dibop_core::{FieldError, StepKind};
 
 /// What triggers an orchestration.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -86,9 +86,11 @@ fn two() -> f64 {
 #[serde(deny_unknown_fields)]
 pub struct Step {
     pub name: String,
-    /// api_call or transform.
+    /// One of the step types (`api_call`, `transform`, `condition`, `error_handler`, `for_each`,
+    /// `parallel`, `sub_orchestration`, `wait`, `canonical_upsert`).
     #[serde(rename = "type")]
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: StepKind,
     /// api_call: connection name or id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<String>,
@@ -203,7 +205,7 @@ pub fn flatten_at<'a>(steps: &'a [Step], prefix: &str) -> Vec<FlatStep<'a>> {
         for (i, step) in steps.iter().enumerate() {
             let path = format!("{prefix}[{i}]");
             out.push(FlatStep { step, path: path.clone(), guards: guards.to_vec() });
-            let handler = if step.kind == "error_handler" { &step.steps[..] } else { &[] };
+            let handler = if step.kind == StepKind::ErrorHandler { &step.steps[..] } else { &[] };
             for (branch, nested, name) in
                 [(true, &step.then_steps[..], "then"), (false, &step.else_steps[..], "else"), (true, handler, "steps")]
             {
@@ -246,18 +248,6 @@ fn active() -> String {
     "active".into()
 }
 
-/// Step types this engine runs.
-pub const STEP_TYPES: [&str; 9] = [
-    "api_call",
-    "transform",
-    "condition",
-    "error_handler",
-    "for_each",
-    "parallel",
-    "sub_orchestration",
-    "wait",
-    "canonical_upsert",
-];
 /// Names a step may not take: the roots of references that are not steps.
 pub const RESERVED: [&str; 4] = ["parameters", "_context", "item", "index"];
 /// `_context` members.
@@ -445,8 +435,8 @@ impl<'a> Checker<'a> {
         } else if !self.names.insert(step.name.as_str()) {
             self.err(at("name"), format!("duplicate step name {:?}", step.name));
         }
-        match step.kind.as_str() {
-            "api_call" => match (&step.connection, &step.operation) {
+        match &step.kind {
+            StepKind::ApiCall => match (&step.connection, &step.operation) {
                 (Some(connection), Some(operation)) => match self.catalogue.operations(connection) {
                     None => self.err(at("connection"), format!("unknown connection {connection:?}")),
                     Some(Some(ops)) if !ops.contains(operation) => self.err(
@@ -457,7 +447,7 @@ impl<'a> Checker<'a> {
                 },
                 _ => self.err(at("connection"), "api_call steps need connection and operation".into()),
             },
-            "transform" => match step.transform.as_deref() {
+            StepKind::Transform => match step.transform.as_deref() {
                 Some("map") => {
                     if step.mapping.is_none() {
                         self.err(at("mapping"), "transform map needs a mapping".into());
@@ -467,16 +457,16 @@ impl<'a> Checker<'a> {
                 Some(other) => self.err(at("transform"), format!("{other:?} is neither map nor a transform plugin")),
                 None => self.err(at("transform"), "transform steps need transform (map or a plugin slug)".into()),
             },
-            "condition" => match &step.condition {
+            StepKind::Condition => match &step.condition {
                 Some(expression) => self.refs(&Value::String(expression.clone()), at("condition"), visible, in_loop),
                 None => self.err(at("condition"), "condition steps need a condition expression".into()),
             },
             // Its steps are in the flattened block (they run after it, guarded by it).
-            "error_handler" if step.steps.is_empty() => {
+            StepKind::ErrorHandler if step.steps.is_empty() => {
                 self.err(at("steps"), "an error_handler needs the steps it runs".into());
             }
-            "error_handler" => {}
-            "for_each" => {
+            StepKind::ErrorHandler => {}
+            StepKind::ForEach => {
                 match &step.items {
                     Some(items) => self.refs(&Value::String(items.clone()), at("items"), visible, in_loop),
                     None => self.err(at("items"), "for_each needs items (a reference to an array)".into()),
@@ -487,7 +477,7 @@ impl<'a> Checker<'a> {
                 // The body sees the outer steps, `item` and `index`; its names stay inside.
                 self.block(&step.steps, &at("steps"), &mut visible.to_vec(), true);
             }
-            "parallel" => {
+            StepKind::Parallel => {
                 if step.branches.is_empty() {
                     self.err(at("branches"), "parallel needs at least one branch".into());
                 }
@@ -505,7 +495,7 @@ impl<'a> Checker<'a> {
                     self.block(&branch.steps, &format!("{path}.branches[{i}].steps"), &mut visible.to_vec(), in_loop);
                 }
             }
-            "sub_orchestration" => match step.orchestration.as_deref() {
+            StepKind::SubOrchestration => match step.orchestration.as_deref() {
                 Some(name) if name == self.own_name || self.catalogue.saved_id() == Some(name) => {
                     self.err(at("orchestration"), "an orchestration cannot run itself".into());
                 }
@@ -524,7 +514,7 @@ impl<'a> Checker<'a> {
                 }
                 None => self.err(at("orchestration"), "sub_orchestration needs orchestration (a name or id)".into()),
             },
-            "canonical_upsert" => {
+            StepKind::CanonicalUpsert => {
                 match step.domain.as_deref() {
                     Some(name) if crate::canonical::domain(name).is_some() => {}
                     Some(name) => self.err(at("domain"), format!("{name:?} is not a canonical domain")),
@@ -539,7 +529,7 @@ impl<'a> Checker<'a> {
                     self.err(at("source"), format!("{source:?} is not an earlier step"));
                 }
             }
-            "wait" => match (step.duration_ms, &step.until) {
+            StepKind::Wait => match (step.duration_ms, &step.until) {
                 (Some(ms), None) if ms > MAX_WAIT_MS => {
                     self.err(at("duration_ms"), format!("must be at most {MAX_WAIT_MS} (7 days)"));
                 }
@@ -553,14 +543,14 @@ impl<'a> Checker<'a> {
                 (None, Some(_)) => {}
                 _ => self.err(at("duration_ms"), "wait needs exactly one of duration_ms and until".into()),
             },
-            other => {
-                self.err(at("type"), format!("unknown step type {other:?}; supported: {}", STEP_TYPES.join(", ")));
+            StepKind::Unknown(other) => {
+                self.err(at("type"), format!("unknown step type {other:?}; supported: {}", StepKind::names()));
             }
         }
-        if step.kind != "condition" && !(step.then_steps.is_empty() && step.else_steps.is_empty()) {
+        if step.kind != StepKind::Condition && !(step.then_steps.is_empty() && step.else_steps.is_empty()) {
             self.err(at("then"), "only condition steps have then/else steps".into());
         }
-        if !["for_each", "error_handler"].contains(&step.kind.as_str()) && !step.steps.is_empty() {
+        if !matches!(step.kind, StepKind::ForEach | StepKind::ErrorHandler) && !step.steps.is_empty() {
             self.err(at("steps"), "only for_each and error_handler steps have steps".into());
         }
         if let Some(v) = &step.parameters {
@@ -657,7 +647,7 @@ fn has_type(value: &Value, kind: &str) -> bool {
 pub fn sub_orchestrations(steps: &[Step]) -> Vec<String> {
     fn walk(steps: &[Step], out: &mut Vec<String>) {
         for step in steps {
-            if step.kind == "sub_orchestration"
+            if step.kind == StepKind::SubOrchestration
                 && let Some(name) = &step.orchestration
             {
                 out.push(name.clone());

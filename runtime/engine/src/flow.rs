@@ -2,7 +2,7 @@
 //! error handlers. The same rules drive the top level (whose results are committed) and the
 //! bodies of `for_each` and `parallel` (kept in memory), and replay committed results on resume.
 
-use dibop_core::StepStatus;
+use dibop_core::{StepKind, StepStatus};
 use serde_json::{Value, json};
 
 use super::definition::{FlatStep, Step};
@@ -52,7 +52,7 @@ impl<'a> Flow<'a> {
         let in_branch =
             flat.guards.iter().all(|(name, then)| self.scope[*name]["branch"] == if *then { "then" } else { "else" });
         if let Some((failed_step, error)) = &self.failure {
-            if flat.step.kind == "error_handler" && in_branch {
+            if flat.step.kind == StepKind::ErrorHandler && in_branch {
                 let output = json!({"branch": "then", "failed_step": failed_step, "error": error});
                 self.handling = Some((flat.step.name.as_str(), flat.step.recover.unwrap_or(false), error.clone()));
                 self.failure = None;
@@ -60,7 +60,7 @@ impl<'a> Flow<'a> {
             }
             return if handler_ahead { Decision::Skip } else { Decision::Fail(error.clone()) };
         }
-        if !in_branch || flat.step.kind == "error_handler" {
+        if !in_branch || flat.step.kind == StepKind::ErrorHandler {
             return Decision::Skip;
         }
         match &flat.step.when {
@@ -124,7 +124,7 @@ pub fn handlers_ahead(flat: &[FlatStep<'_>]) -> Vec<bool> {
     let mut ahead = vec![false; flat.len()];
     let mut seen = false;
     for (i, f) in flat.iter().enumerate().rev() {
-        seen |= f.step.kind == "error_handler";
+        seen |= f.step.kind == StepKind::ErrorHandler;
         ahead[i] = seen;
     }
     ahead

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use dibop_core::{ExecutionStatus, StepStatus, now_ms};
+use dibop_core::{ExecutionStatus, StepKind, StepStatus, now_ms};
 
 use super::blocks::run_step;
 use super::definition::{self, Definition};
@@ -171,7 +171,7 @@ fn conclude(flow: &mut Flow<'_>, def: &Definition) -> Finish {
 
 /// For a committed `wait` step: milliseconds until it is due.
 fn wait_remaining(result: &StepResultRow) -> Option<i64> {
-    if result.kind != "wait" || result.status != "success" {
+    if StepKind::parse(&result.kind) != StepKind::Wait || result.status != StepStatus::Success.as_str() {
         return None;
     }
     let output: Value = serde_json::from_str(result.output.as_deref()?).ok()?;

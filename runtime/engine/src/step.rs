@@ -76,7 +76,7 @@ impl StepOutcome {
         StepResultRow {
             position,
             name: step.name.clone(),
-            kind: step.kind.clone(),
+            kind: step.kind.as_str().to_owned(),
             status: self.status.as_str().into(),
             system: self.system.clone(),
             operation: step.operation.clone(),
