@@ -201,7 +201,7 @@ mod tests {
     /// An instance of [`TWO_MEMORIES`] in a store limited like a call's, on the plugins' engine,
     /// with its two grow functions.
     fn two_memories(limit: usize) -> (Store<CallLimits>, TypedFunc<i32, i32>, TypedFunc<i32, i32>) {
-        let engine = super::super::engine();
+        let engine = crate::compile::engine();
         let module = Module::new(engine, TWO_MEMORIES).expect("a valid module");
         let mut store = Store::new(engine, CallLimits::new(limit));
         store.limiter(|limits| limits);

@@ -1,0 +1,371 @@
+//! One call: a fresh store (or a warm instance of the same connection) with the call's limits,
+//! deadline, captured output and outbound policy; the call of an export of either world; and
+//! what the call left behind, with traps and timeouts turned into clear errors and credentials
+//! redacted.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi_http::WasiHttpCtx;
+
+use crate::bindings::connector::Connector;
+use crate::bindings::transform::Transform;
+use crate::bindings::types;
+use crate::host::{self, CallData, State};
+use crate::outbound::{NetworkPolicy, Outbound, Recorder, Redactor};
+use crate::{
+    CallError, CallReport, CallSpec, ConnectorPre, HealthReport, Invocation, Loaded, MAX_MEMORY_BYTES,
+    MAX_OUTPUT_BYTES, OUTPUT_CAPACITY, PluginHost, PluginInfo, TransformPre, warm,
+};
+
+/// What a call's body came to, as its caller sees it: the outer timeout and traps classified,
+/// credentials redacted from the message.
+fn settle<R>(
+    outcome: Result<wasmtime::Result<Result<R, CallError>>, tokio::time::error::Elapsed>,
+    spec: &CallSpec,
+    stderr: &str,
+    redactor: &Redactor,
+) -> Result<R, CallError> {
+    let result = match outcome {
+        Err(_) => Err(timeout_error(spec.limits.timeout.as_millis())),
+        Ok(Ok(result)) => result,
+        Ok(Err(err)) => Err(classify_trap(&err, spec, stderr, redactor)),
+    };
+    result.map_err(|mut e| {
+        e.message = redactor.redact(&e.message);
+        e
+    })
+}
+
+impl PluginHost {
+    /// What one call hands its store: config, credentials, the network policy with the call's
+    /// deadline, and a recorder for its requests.
+    fn call_state(&self, spec: &CallSpec) -> (Arc<CallData>, Outbound, Arc<Recorder>, Instant) {
+        let deadline = Instant::now() + spec.limits.timeout;
+        let call = Arc::new(CallData {
+            config: spec.config.clone(),
+            redactor: Redactor::new(spec.secrets.values().cloned()),
+            secrets: spec.secrets.clone(),
+            logs: Mutex::default(),
+            log_bytes: Default::default(),
+            plugin: spec.plugin.clone(),
+        });
+        let recorder = Arc::new(Recorder::default());
+        let policy = NetworkPolicy {
+            allowed_hosts: spec.allowed_hosts.clone(),
+            allow_private: self.allow_private_networks,
+            max_requests: spec.limits.max_requests,
+            max_response_bytes: spec.limits.max_response_bytes,
+            connect_timeout: spec.limits.connect_timeout,
+            deadline,
+        };
+        let outbound = Outbound {
+            policy: Arc::new(policy),
+            origin: Arc::new(spec.origin.clone()),
+            recorder: recorder.clone(),
+            net: self.net.clone(),
+        };
+        (call, outbound, recorder, deadline)
+    }
+
+    fn store(
+        &self,
+        spec: &CallSpec,
+    ) -> (Store<State>, Arc<CallData>, Arc<Recorder>, MemoryOutputPipe, MemoryOutputPipe) {
+        let stdout = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+        let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let (call, outbound, recorder, deadline) = self.call_state(spec);
+        let state = State {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: Default::default(),
+            limits: host::CallLimits::new(spec.limits.memory_bytes.min(MAX_MEMORY_BYTES)),
+            outbound,
+            call: call.clone(),
+            deadline,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        (store, call, recorder, stdout, stderr)
+    }
+
+    /// Runs `body` in a fresh store under `spec`'s limits and collects what the call left.
+    async fn call<R>(
+        &self,
+        spec: &CallSpec,
+        body: impl AsyncFnOnce(&mut Store<State>, &mut Duration) -> wasmtime::Result<Result<R, CallError>>,
+    ) -> CallReport<R> {
+        let started = Instant::now();
+        let (mut store, call, recorder, stdout, stderr) = self.store(spec);
+        let setup = started.elapsed();
+        let mut instantiate = Duration::ZERO;
+        // The epoch deadline stops guest code; this outer bound also stops a stuck host call.
+        let outer = spec.limits.timeout + Duration::from_millis(500);
+        let outcome = tokio::time::timeout(outer, body(&mut store, &mut instantiate)).await;
+        let dropping = Instant::now();
+        drop(store);
+        let teardown = dropping.elapsed();
+        let duration = started.elapsed();
+        let redactor = &call.redactor;
+        let stderr_text = redactor.redact(&String::from_utf8_lossy(&stderr.contents()));
+        let result = settle(outcome, spec, &stderr_text, redactor);
+        let api_calls = recorder.snapshot(redactor);
+        self.observe(instantiate, &api_calls);
+        CallReport {
+            result,
+            duration,
+            setup,
+            instantiate,
+            teardown,
+            logs: call.logs.lock().map(|l| l.clone()).unwrap_or_default(),
+            api_calls,
+            stdout: redactor.redact(&String::from_utf8_lossy(&stdout.contents())),
+            stderr: stderr_text,
+        }
+    }
+
+    /// `describe()` of either world, under `spec`'s limits.
+    pub async fn describe(&self, loaded: &Loaded, spec: &CallSpec) -> CallReport<PluginInfo> {
+        match loaded {
+            Loaded::Connector(pre) => {
+                self.call(spec, async |store, instantiate| {
+                    let t = Instant::now();
+                    let instance: Connector = pre.instantiate_async(&mut *store).await?;
+                    *instantiate = t.elapsed();
+                    Ok(Ok(PluginInfo::from(instance.call_describe(&mut *store).await?)))
+                })
+                .await
+            }
+            Loaded::Transform(pre) => {
+                self.call(spec, async |store, instantiate| {
+                    let t = Instant::now();
+                    let instance: Transform = pre.instantiate_async(&mut *store).await?;
+                    *instantiate = t.elapsed();
+                    Ok(Ok(PluginInfo::from(instance.call_describe(&mut *store).await?)))
+                })
+                .await
+            }
+        }
+    }
+
+    /// `invoke(operation, input, context)` of a connector, on a warm instance of the same
+    /// connection when one is idle (see [`warm`]), else on a fresh one.
+    pub async fn invoke(
+        &self,
+        pre: &ConnectorPre,
+        spec: &CallSpec,
+        operation: &str,
+        input: &serde_json::Value,
+        context: Invocation,
+    ) -> CallReport<serde_json::Value> {
+        let input = input.to_string();
+        let context = types::CallContext::from(context);
+        if self.warm.max_uses > 0 {
+            return self.invoke_warm(pre, spec, operation, &input, &context).await;
+        }
+        self.call(spec, async |store, instantiate| {
+            let t = Instant::now();
+            let instance = pre.instantiate_async(&mut *store).await?;
+            *instantiate = t.elapsed();
+            let answer = instance.call_invoke(&mut *store, operation, &input, &context).await?;
+            Ok(answer.map_err(CallError::from).and_then(|text| parse_output(&text)))
+        })
+        .await
+    }
+
+    #[allow(clippy::ptr_arg)] // the generated binding takes `&String`
+    async fn invoke_warm(
+        &self,
+        pre: &ConnectorPre,
+        spec: &CallSpec,
+        operation: &str,
+        input: &String,
+        context: &types::CallContext,
+    ) -> CallReport<serde_json::Value> {
+        let started = Instant::now();
+        let key = warm::key(spec);
+        let mut instantiate = Duration::ZERO;
+        let (mut w, call, recorder) = match self.warm.take(key) {
+            Some(mut warm) => {
+                let (call, outbound, recorder, deadline) = self.call_state(spec);
+                let data = warm.store.data_mut();
+                data.call = call.clone();
+                data.outbound = outbound;
+                data.deadline = deadline;
+                warm.store.set_epoch_deadline(1);
+                (warm, call, recorder)
+            }
+            None => {
+                let (store, call, recorder, stdout, stderr) = self.store(spec);
+                (warm::Warm::new(store, stdout, stderr), call, recorder)
+            }
+        };
+        let setup = started.elapsed();
+        let outer = spec.limits.timeout + Duration::from_millis(500);
+        let (out_from, err_from) = (w.stdout.contents().len(), w.stderr.contents().len());
+        let run = async {
+            if w.instance.is_none() {
+                let t = Instant::now();
+                w.instance = Some(pre.instantiate_async(&mut w.store).await?);
+                instantiate = t.elapsed();
+            }
+            let instance = w.instance.as_ref().ok_or_else(|| wasmtime::Error::msg("no instance"))?;
+            let answer = instance.call_invoke(&mut w.store, operation, input, context).await?;
+            Ok::<_, wasmtime::Error>(answer.map_err(CallError::from).and_then(|text| parse_output(&text)))
+        };
+        let outcome = tokio::time::timeout(outer, run).await;
+        w.uses += 1;
+        let redactor = &call.redactor;
+        let tail = |pipe: &MemoryOutputPipe, from: usize| {
+            let bytes = pipe.contents();
+            redactor.redact(&String::from_utf8_lossy(bytes.get(from..).unwrap_or_default()))
+        };
+        let (stdout_text, stderr_text) = (tail(&w.stdout, out_from), tail(&w.stderr, err_from));
+        let result = settle(outcome, spec, &stderr_text, redactor);
+        let dropping = Instant::now();
+        // Only a clean call leaves an instance fit for another; its output pipes must have room.
+        let roomy = w.stdout.contents().len() < OUTPUT_CAPACITY / 2 && w.stderr.contents().len() < OUTPUT_CAPACITY / 2;
+        if result.is_ok() && roomy {
+            self.warm.give_back(key, w);
+        } else {
+            drop(w);
+        }
+        let teardown = dropping.elapsed();
+        let api_calls = recorder.snapshot(redactor);
+        self.observe(instantiate, &api_calls);
+        CallReport {
+            result,
+            duration: started.elapsed(),
+            setup,
+            instantiate,
+            teardown,
+            logs: call.logs.lock().map(|l| l.clone()).unwrap_or_default(),
+            api_calls,
+            stdout: stdout_text,
+            stderr: stderr_text,
+        }
+    }
+
+    /// `ping()` of a connector.
+    pub async fn ping(&self, pre: &ConnectorPre, spec: &CallSpec) -> CallReport<HealthReport> {
+        self.call(spec, async |store, instantiate| {
+            let t = Instant::now();
+            let instance = pre.instantiate_async(&mut *store).await?;
+            *instantiate = t.elapsed();
+            Ok(Ok(HealthReport::from(instance.call_ping(&mut *store).await?)))
+        })
+        .await
+    }
+
+    /// `run(input, params)` of a transform.
+    pub async fn run_transform(
+        &self,
+        pre: &TransformPre,
+        spec: &CallSpec,
+        input: &serde_json::Value,
+        params: &serde_json::Value,
+    ) -> CallReport<serde_json::Value> {
+        let (input, params) = (input.to_string(), params.to_string());
+        self.call(spec, async |store, instantiate| {
+            let t = Instant::now();
+            let instance = pre.instantiate_async(&mut *store).await?;
+            *instantiate = t.elapsed();
+            let answer = instance.call_run(&mut *store, &input, &params).await?;
+            Ok(answer.map_err(CallError::from).and_then(|text| parse_output(&text)))
+        })
+        .await
+    }
+}
+
+fn parse_output(text: &str) -> Result<serde_json::Value, CallError> {
+    if text.len() > MAX_OUTPUT_BYTES {
+        return Err(CallError {
+            code: "output_too_large".into(),
+            message: format!("the plugin answered {} bytes; at most {MAX_OUTPUT_BYTES} are accepted", text.len()),
+            retryable: false,
+            http_status: None,
+        });
+    }
+    serde_json::from_str(text).map_err(|e| CallError {
+        code: "invalid_output".into(),
+        message: format!("the plugin answered text that is not JSON: {e}"),
+        retryable: false,
+        http_status: None,
+    })
+}
+
+fn timeout_error(ms: u128) -> CallError {
+    CallError {
+        code: "timeout".into(),
+        message: format!("the plugin did not finish within its deadline of {ms} ms"),
+        retryable: true,
+        http_status: None,
+    }
+}
+
+/// Turns a trap into a clear error: deadline, memory limit, or the plugin's own crash with its
+/// stderr (where a Rust panic message lands).
+fn classify_trap(err: &wasmtime::Error, spec: &CallSpec, stderr: &str, redactor: &Redactor) -> CallError {
+    let text = format!("{err:#}");
+    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return timeout_error(spec.limits.timeout.as_millis());
+    }
+    if text.contains("growing memory") || text.contains("memory.grow") {
+        return CallError {
+            code: "memory_limit".into(),
+            message: format!(
+                "the plugin exceeded its memory limit of {} MiB ({})",
+                spec.limits.memory_bytes >> 20,
+                text.lines().next().unwrap_or_default()
+            ),
+            retryable: false,
+            http_status: None,
+        };
+    }
+    let stderr = stderr.trim();
+    let message = if stderr.is_empty() {
+        format!("the plugin trapped: {}", redactor.redact(&text))
+    } else {
+        let tail = last_chars(stderr, 2000);
+        format!("the plugin trapped: {}; stderr: {tail}", redactor.redact(text.lines().next().unwrap_or_default()))
+    };
+    CallError { code: "trap".into(), message, retryable: false, http_status: None }
+}
+
+/// The last `n` characters of `text` (the end of a plugin's stderr is where its crash is).
+pub fn last_chars(text: &str, n: usize) -> &str {
+    if n == 0 {
+        return "";
+    }
+    let start = text.char_indices().rev().nth(n - 1).map_or(0, |(i, _)| i);
+    &text[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn last_chars_keeps_the_end_on_char_boundaries() {
+        assert_eq!(super::last_chars("héllo", 3), "llo");
+        assert_eq!(super::last_chars("héllo", 4), "éllo");
+        assert_eq!(super::last_chars("ab", 5), "ab");
+        assert_eq!(super::last_chars("ab", 0), "");
+    }
+}

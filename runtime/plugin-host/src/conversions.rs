@@ -1,0 +1,112 @@
+//! Conversions between the WIT types of `dibop:plugin` and the host's own: what a plugin says
+//! (its description, its errors, its health) becomes host values, and an invocation's context
+//! becomes the WIT `call-context`. Text a plugin sends is bounded here.
+
+use crate::bindings::types;
+use crate::{
+    CallError, ConfigKeyInfo, HealthReport, Invocation, MAX_ERROR_CODE, MAX_ERROR_MESSAGE, OperationInfo, PluginInfo,
+};
+
+impl From<types::PluginError> for CallError {
+    fn from(e: types::PluginError) -> Self {
+        Self {
+            code: dibop_core::bounded::clip(&e.code, MAX_ERROR_CODE).into_owned(),
+            message: dibop_core::bounded::clip(&e.message, MAX_ERROR_MESSAGE).into_owned(),
+            retryable: e.retryable,
+            http_status: e.http_status,
+        }
+    }
+}
+
+fn schema(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
+}
+
+fn snake(debug: impl std::fmt::Debug) -> String {
+    let full = format!("{debug:?}");
+    // The generated Debug may name the type (`AuthType::ApiKey`): keep the variant.
+    let name = full.rsplit("::").next().unwrap_or(&full);
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+impl From<types::ConnectorInfo> for PluginInfo {
+    fn from(info: types::ConnectorInfo) -> Self {
+        Self {
+            world: "connector".into(),
+            system_type: Some(snake(info.system_type)),
+            auth: Some(snake(info.auth)),
+            config: info.config.into_iter().map(ConfigKeyInfo::from).collect(),
+            operations: info.operations.into_iter().map(OperationInfo::from).collect(),
+            slug: info.slug,
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            params_schema: None,
+        }
+    }
+}
+
+impl From<types::TransformInfo> for PluginInfo {
+    fn from(info: types::TransformInfo) -> Self {
+        Self {
+            world: "transform".into(),
+            slug: info.slug,
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            system_type: None,
+            auth: None,
+            config: Vec::new(),
+            operations: Vec::new(),
+            params_schema: Some(schema(&info.params_schema)),
+        }
+    }
+}
+
+impl From<types::ConfigKey> for ConfigKeyInfo {
+    fn from(key: types::ConfigKey) -> Self {
+        Self { name: key.name, description: key.description, required: key.required, secret: key.secret }
+    }
+}
+
+impl From<types::Operation> for OperationInfo {
+    fn from(operation: types::Operation) -> Self {
+        Self {
+            input_schema: schema(&operation.input_schema),
+            output_schema: schema(&operation.output_schema),
+            name: operation.name,
+            method: operation.method,
+            path: operation.path,
+            description: operation.description,
+        }
+    }
+}
+
+impl From<types::Health> for HealthReport {
+    fn from(health: types::Health) -> Self {
+        let status = match health.status {
+            types::HealthStatus::Online => "online",
+            types::HealthStatus::Offline => "offline",
+            types::HealthStatus::AuthError => "auth_error",
+        };
+        Self { status, message: health.message }
+    }
+}
+
+impl From<Invocation> for types::CallContext {
+    fn from(context: Invocation) -> Self {
+        Self {
+            execution_id: context.execution_id,
+            step: context.step,
+            attempt: context.attempt,
+            idempotency_key: context.idempotency_key,
+        }
+    }
+}
