@@ -8,22 +8,29 @@
 //! is due. When it resumes, the container runs again and replays the kept steps instead of
 //! running them twice.
 
+//! One file per container step: `for_each`, `parallel`, `sub_orchestration`, `wait`; this
+//! module holds the dispatcher of every step kind and the body runner they share.
+
+mod for_each;
+mod parallel;
+mod sub_orchestration;
+mod wait;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dibop_core::{StepKind, StepStatus, now_ms};
-use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 
-use super::definition::{self, Definition, MAX_BRANCHES, MAX_ITEMS, Step};
+use super::definition::{self, Step};
 use super::flow::{self, Decision, Flow};
 use super::step::{self, Parked, StepOutcome};
-use super::{INLINE_WAIT_MS, MAX_STEP_OUTPUT, MAX_STORED_DETAIL, MAX_STORED_ERROR, Stop, mapping};
+use super::{INLINE_WAIT_MS, MAX_STEP_OUTPUT, MAX_STORED_DETAIL, MAX_STORED_ERROR, mapping};
 use crate::Engine;
 use dibop_plugin_host::outbound::ApiCallRecord;
-use dibop_store::{BodyStepRow, ExecutionRow, NewExecution};
+use dibop_store::{BodyStepRow, ExecutionRow};
 
 /// How deeply orchestrations may start one another.
 pub const MAX_DEPTH: i64 = 8;
@@ -377,300 +384,11 @@ fn park(stopping: bool, results: &mut Vec<BlockResult>, api_calls: &mut Vec<ApiC
     Some(Parked { due_ms: due.unwrap_or_else(now_ms), steps })
 }
 
-/// Runs the body once per item, at most `concurrency` at a time; the output is the list of each
-/// item's last output, in item order.
-pub(super) async fn for_each(
-    engine: &Engine,
-    execution: &ExecutionRow,
-    kept: &Kept,
-    step: &Step,
-    scope: &Value,
-    label: &str,
-) -> StepOutcome {
-    let reference = step.items.clone().unwrap_or_default();
-    let items = match mapping::resolve(&Value::String(reference.clone()), scope) {
-        Ok(Value::Array(items)) => items,
-        Ok(other) => {
-            let kind = match other {
-                Value::Null => "null",
-                Value::Bool(_) => "a boolean",
-                Value::Number(_) => "a number",
-                Value::String(_) => "a string",
-                _ => "an object",
-            };
-            return StepOutcome::failed(None, None, format!("items {reference} is {kind}, not an array"), 1);
-        }
-        Err(e) => return StepOutcome::failed(None, None, format!("items: {e}"), 1),
-    };
-    let max_items = engine.settings.max_for_each_items.min(MAX_ITEMS);
-    if items.len() > max_items {
-        return StepOutcome::failed(
-            None,
-            None,
-            format!("{} items; a for_each takes at most {max_items} (DIBOP_MAX_FOR_EACH_ITEMS)", items.len()),
-            1,
-        );
-    }
-    let count = items.len();
-    let concurrency = step.concurrency.unwrap_or(1).max(1) as usize;
-    let siblings = Siblings::of([&step.steps[..]]);
-    let mut results: Vec<BlockResult> = futures_util::stream::iter(items.into_iter().enumerate())
-        .map(|(index, item)| {
-            let mut scope = scope.clone();
-            scope["item"] = item;
-            scope["index"] = json!(index);
-            run_block(engine, execution, kept, &siblings, &step.steps, scope, format!("{label}[{index}]"))
-        })
-        .buffered(concurrency)
-        .collect()
-        .await;
-    let mut api_calls = Vec::new();
-    if let Some(parked) = park(stopping(engine, execution), &mut results, &mut api_calls) {
-        return StepOutcome::parked(parked, api_calls);
-    }
-    let failed: Vec<String> =
-        results.iter().enumerate().filter_map(|(i, r)| r.error.as_ref().map(|e| format!("item {i}: {e}"))).collect();
-    let partial = results.iter().any(|r| r.partial);
-    let mut steps = Vec::new();
-    let mut outputs = Vec::new();
-    for result in results {
-        steps.extend(result.steps);
-        api_calls.extend(result.api_calls);
-        outputs.push(result.last);
-    }
-    let detail = Some(json!({"items": count, "concurrency": concurrency, "steps": steps}));
-    let input = Some(json!({"items": count}));
-    if failed.is_empty() {
-        StepOutcome { input, detail, partial, api_calls, ..StepOutcome::success(Value::Array(outputs)) }
-    } else {
-        let error = format!("{} of {count} items failed; {}", failed.len(), failed.join("; "));
-        StepOutcome { detail, partial, api_calls, ..StepOutcome::failed(None, input, error, 1) }
-    }
-}
-
-/// Runs every branch at once; the output maps each branch to its last output.
-pub(super) async fn parallel(
-    engine: &Engine,
-    execution: &ExecutionRow,
-    kept: &Kept,
-    step: &Step,
-    scope: &Value,
-    label: &str,
-) -> StepOutcome {
-    let max_branches = engine.settings.max_parallel_branches.min(MAX_BRANCHES);
-    if step.branches.len() > max_branches {
-        let error = format!(
-            "{} branches; a parallel step runs at most {max_branches} (DIBOP_MAX_PARALLEL_BRANCHES)",
-            step.branches.len()
-        );
-        return StepOutcome::failed(None, None, error, 1);
-    }
-    let siblings = Siblings::of(step.branches.iter().map(|branch| &branch.steps[..]));
-    let runs = step.branches.iter().map(|branch| {
-        run_block(engine, execution, kept, &siblings, &branch.steps, scope.clone(), format!("{label}.{}", branch.name))
-    });
-    let mut results = futures_util::future::join_all(runs).await;
-    let mut api_calls = Vec::new();
-    if let Some(parked) = park(stopping(engine, execution), &mut results, &mut api_calls) {
-        return StepOutcome::parked(parked, api_calls);
-    }
-    let mut output = serde_json::Map::new();
-    let mut failed = Vec::new();
-    let mut steps = Vec::new();
-    let mut partial = false;
-    for (branch, result) in step.branches.iter().zip(results) {
-        if let Some(error) = result.error {
-            failed.push(format!("branch {}: {error}", branch.name));
-        }
-        partial |= result.partial;
-        steps.extend(result.steps);
-        api_calls.extend(result.api_calls);
-        output.insert(branch.name.clone(), result.last);
-    }
-    let detail = Some(json!({"branches": step.branches.len(), "steps": steps}));
-    if failed.is_empty() {
-        StepOutcome { detail, partial, api_calls, ..StepOutcome::success(Value::Object(output)) }
-    } else {
-        StepOutcome { detail, partial, api_calls, ..StepOutcome::failed(None, None, failed.join("; "), 1) }
-    }
-}
-
-/// Starts the child execution (once: its idempotency key is this step's), runs it on this
-/// worker unless another node has it, and answers its output.
-pub(super) async fn sub_orchestration(
-    engine: &Engine,
-    execution: &ExecutionRow,
-    step: &Step,
-    label: &str,
-    input: Value,
-) -> StepOutcome {
-    let fail = |message: String| StepOutcome::failed(None, Some(input.clone()), message, 1);
-    if execution.depth >= MAX_DEPTH {
-        return fail(format!("orchestrations nested deeper than {MAX_DEPTH} levels"));
-    }
-    let name = step.orchestration.clone().unwrap_or_default();
-    let row = match engine.store.find_orchestration(&execution.enterprise_id, &name).await {
-        Ok(Some(row)) => row,
-        Ok(None) => return fail(format!("orchestration {name:?} no longer exists")),
-        Err(e) => return fail(format!("loading orchestration {name:?}: {e}")),
-    };
-    if matches!(row.status.as_str(), "paused" | "archived") {
-        return fail(format!("orchestration {name:?} is {}", row.status));
-    }
-    let def: Definition = match serde_json::from_str(&row.definition) {
-        Ok(def) => def,
-        Err(e) => return fail(format!("orchestration {name:?}: {e}")),
-    };
-    let Value::Object(given) = &input else {
-        return fail("parameters must be an object".into());
-    };
-    let parameters = match definition::bind_parameters(&def, given) {
-        Ok(p) => p,
-        Err(errors) => {
-            let list: Vec<String> = errors.iter().map(|e| format!("{} {}", e.path, e.message)).collect();
-            return fail(format!("orchestration {name:?}: {}", list.join("; ")));
-        }
-    };
-    let new = NewExecution {
-        orchestration_id: row.id.clone(),
-        orchestration_version: row.version,
-        triggered_by: "orchestration".into(),
-        parameters: parameters.to_string(),
-        idempotency_key: Some(format!("{}:{label}", execution.id)),
-        steps_total: def.step_count(),
-        parent: Some((execution.id.clone(), execution.depth)),
-    };
-    let child = match super::admission::submit(engine, &execution.enterprise_id, None, new, false).await {
-        Ok(admitted) => admitted.execution,
-        Err(e) => return fail(format!("starting orchestration {name:?}: {e}")),
-    };
-    let lease = i64::try_from(engine.settings.lease_ms).unwrap_or(30_000);
-    let mut signal = engine.node.signal(&execution.id);
-    let child = loop {
-        match engine.store.execution_any_enterprise(&child.id).await {
-            Ok(Some(current)) if current.is_final() => break current,
-            Ok(_) => {}
-            Err(e) => return fail(format!("reading execution {}: {e}", child.id)),
-        }
-        if let Some(why) = signal.get() {
-            // The parent stops: a cancelled parent cancels its child; at shutdown the child
-            // is handed back on its own and the parent finds it again when it resumes.
-            if why == Stop::Cancel {
-                let _ = engine.store.cancel_execution(&execution.enterprise_id, &child.id).await;
-            }
-            return fail(format!("{} while orchestration {name:?} ran", why.message()));
-        }
-        match engine.store.claim_execution_by_id(&child.id, &engine.node.node_id, lease).await {
-            Ok(Some(claimed)) => {
-                let mut child_run = (engine.run_child)(engine.clone(), claimed);
-                tokio::select! {
-                    () = &mut child_run => {}
-                    why = signal.stopped() => {
-                        engine.node.stop(&child.id, why);
-                        if why == Stop::Cancel {
-                            let _ = engine.store.cancel_execution(&execution.enterprise_id, &child.id).await;
-                        }
-                        child_run.await;
-                    }
-                }
-            }
-            Ok(None) => {
-                // The child is parked by a long wait: so is this execution, until it is due.
-                if let Ok(Some(due_ms)) = engine.store.parked_until(&child.id).await
-                    && due_ms - now_ms() > INLINE_WAIT_MS
-                {
-                    return StepOutcome::parked(Parked { due_ms, steps: Vec::new() }, Vec::new());
-                }
-                // Another worker has it (or it waits briefly): look again shortly.
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
-                    _ = signal.stopped() => {}
-                }
-            }
-            Err(e) => return fail(format!("claiming execution {}: {e}", child.id)),
-        }
-    };
-    let detail = Some(json!({"child_execution_id": child.id, "child_status": child.status}));
-    let input = Some(json!({"orchestration_id": row.id, "execution_id": child.id, "parameters": parameters}));
-    match child.status.as_str() {
-        "success" | "partial" => {
-            let output = child.output.as_deref().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(Value::Null);
-            StepOutcome { input, detail, partial: child.status == "partial", ..StepOutcome::success(output) }
-        }
-        status => {
-            let error = format!(
-                "orchestration {name:?} ({}) ended {status}: {}",
-                child.id,
-                child.error.as_deref().unwrap_or("no error given")
-            );
-            StepOutcome { detail, ..StepOutcome::failed(None, input, error, 1) }
-        }
-    }
-}
-
-/// Sleeps `ms` (nothing when it is not positive), ending early with the reason when the
-/// execution is cancelled or the node shuts down.
-async fn pause(engine: &Engine, execution: &ExecutionRow, ms: i64) -> Result<(), String> {
-    if ms <= 0 {
-        return Ok(());
-    }
-    let mut signal = engine.node.signal(&execution.id);
-    tokio::select! {
-        () = tokio::time::sleep(Duration::from_millis(u64::try_from(ms).unwrap_or(0))) => Ok(()),
-        why = signal.stopped() => Err(format!("wait {}", why.message())),
-    }
-}
-
-/// When a `wait` step whose output is `output` is due (ms since the epoch): the `until` its
-/// output names.
-pub(super) fn wait_due(output: &Value) -> Option<i64> {
-    Some(chrono::DateTime::parse_from_rfc3339(output["until"].as_str()?).ok()?.timestamp_millis())
-}
-
-/// Pauses for `duration_ms` or until `until`. A wait longer than [`INLINE_WAIT_MS`] answers
-/// at once with its due time and parks the execution until then (at the top level the engine
-/// does it; in a body the container does). Shorter ones sleep here and end early when the
-/// execution is cancelled or the node shuts down.
-pub(super) async fn wait(
-    engine: &Engine,
-    execution: &ExecutionRow,
-    step: &Step,
-    scope: &Value,
-    top: bool,
-) -> StepOutcome {
-    let now = now_ms();
-    let until_ms = match (&step.duration_ms, &step.until) {
-        (Some(ms), _) => now + i64::try_from(*ms).unwrap_or(i64::MAX / 2),
-        (None, Some(until)) => match mapping::resolve(&Value::String(until.clone()), scope) {
-            Ok(Value::String(text)) => match chrono::DateTime::parse_from_rfc3339(&text) {
-                Ok(at) => at.timestamp_millis(),
-                Err(_) => {
-                    return StepOutcome::failed(None, None, format!("until {text:?} is not an RFC 3339 instant"), 1);
-                }
-            },
-            Ok(other) => {
-                return StepOutcome::failed(None, None, format!("until resolved to {other}, not an instant"), 1);
-            }
-            Err(e) => return StepOutcome::failed(None, None, format!("until: {e}"), 1),
-        },
-        (None, None) => now,
-    };
-    let remaining = until_ms - now;
-    if remaining <= INLINE_WAIT_MS
-        && let Err(error) = pause(engine, execution, remaining).await
-    {
-        return StepOutcome::failed(None, None, error, 1);
-    }
-    let until = chrono::DateTime::from_timestamp_millis(until_ms).unwrap_or_default();
-    let outcome = StepOutcome::success(json!({
-        "until": until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "wait_ms": remaining.max(0),
-    }));
-    if !top && remaining > INLINE_WAIT_MS {
-        return StepOutcome { parked: Some(Parked { due_ms: until_ms, steps: Vec::new() }), ..outcome };
-    }
-    outcome
-}
+use for_each::for_each;
+use parallel::parallel;
+use sub_orchestration::sub_orchestration;
+use wait::pause;
+pub(crate) use wait::{wait, wait_due};
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,76 @@
+//! `api_call`: an operation of a connection's connector, with retries.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use dibop_core::now_ms;
+
+use super::*;
+use crate::Engine;
+use crate::connections::{self, Caller};
+use crate::definition::Step;
+use dibop_plugin_host::{CallError, Invocation};
+use dibop_store::ExecutionRow;
+
+pub(crate) async fn run_api_call(
+    engine: &Engine,
+    execution: &ExecutionRow,
+    step: &Step,
+    label: &str,
+    input: Value,
+) -> StepOutcome {
+    let name = step.connection.clone().unwrap_or_default();
+    let connection = match engine.store.find_connection(&execution.enterprise_id, &name).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return StepOutcome::failed(None, Some(input), format!("connection {name:?} no longer exists"), 0),
+        Err(e) => return StepOutcome::failed(None, Some(input), format!("loading connection: {e}"), 0),
+    };
+    let caller = Caller {
+        orchestration_id: Some(execution.orchestration_id.clone()),
+        execution_id: Some(execution.id.clone()),
+        step: Some(label.to_owned()),
+    };
+    let mut prepared = match connections::prepare(engine, &connection, caller).await {
+        Ok(p) => p,
+        Err(e) => return StepOutcome::failed(Some(connection.system), Some(input), e.to_string(), 0),
+    };
+    if let Some(ms) = step.timeout_ms {
+        prepared.spec.limits.timeout = Duration::from_millis(ms);
+    }
+    let operation = step.operation.clone().unwrap_or_default();
+    let idempotency_key = format!("{}:{label}", execution.id);
+    let mut retrier = Retrier::new(step, engine.node.signal(&execution.id));
+    let mut trace = Trace::default();
+    let mut api_calls = Vec::new();
+    let result = loop {
+        let started_ms = now_ms();
+        let invocation = Invocation {
+            execution_id: Some(execution.id.clone()),
+            step: Some(label.to_owned()),
+            attempt: retrier.attempt,
+            idempotency_key: idempotency_key.clone(),
+        };
+        let result = match prepared.invoke(engine, &operation, &input, invocation).await {
+            Ok(mut report) => {
+                trace.record(retrier.attempt, started_ms, &report);
+                let last = report.api_calls.last();
+                let status = last.and_then(|c| c.status_code).unwrap_or(200);
+                let headers: serde_json::Map<String, Value> = last
+                    .map(|c| c.response_headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+                    .unwrap_or_default();
+                let duration = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
+                api_calls.append(&mut report.api_calls);
+                report.result.map(|response| json!({"status_code": status, "headers": headers, "response": response, "duration_ms": duration}))
+            }
+            Err(e) => {
+                Err(CallError { code: "internal".into(), message: e.to_string(), retryable: false, http_status: None })
+            }
+        };
+        match result {
+            Err(e) if retrier.again(&e).await => continue,
+            result => break result,
+        }
+    };
+    StepOutcome { api_calls, ..StepOutcome::finish(result, Some(connection.system), input, trace) }
+}
