@@ -31,6 +31,7 @@ mod node;
 mod runner;
 pub mod schedule;
 mod step;
+pub mod trace;
 mod worker;
 
 use std::sync::Arc;

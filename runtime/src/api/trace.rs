@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 use super::datetime;
 use super::executions::duration;
 use crate::auth::Principal;
+use crate::engine::trace::TraceDetail;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
@@ -76,7 +77,7 @@ struct StepRecord {
     started_at: i64,
     duration_ms: i64,
     attributes: Value,
-    detail: Value,
+    detail: TraceDetail,
 }
 
 /// Collects the spans and log lines of a trace.
@@ -102,7 +103,7 @@ impl TraceBuilder<'_> {
             status: step.status.clone(),
             attributes: step.attributes.clone(),
         });
-        if let Some(us) = detail["mapping_us"].as_u64() {
+        if let Some(us) = detail.mapping_us {
             self.spans.push(Span {
                 span_id: hex_id(&format!("{}:mapping", step.seed), 16),
                 parent_id: Some(step_id.clone()),
@@ -115,27 +116,26 @@ impl TraceBuilder<'_> {
             });
         }
         let mut windows = Vec::new();
-        for attempt in detail["attempts"].as_array().into_iter().flatten() {
-            let n = attempt["attempt"].as_u64().unwrap_or(1);
+        for attempt in detail.attempts.iter().flatten() {
+            let n = attempt.attempt;
             let attempt_id = hex_id(&format!("{}:{n}", step.seed), 16);
-            let begin = attempt["started_at_ms"].as_i64().unwrap_or(step.started_at);
-            let us = |key: &str| attempt[key].as_u64().unwrap_or(0);
+            let begin = if attempt.started_at_ms == 0 { step.started_at } else { attempt.started_at_ms };
             self.spans.push(Span {
                 span_id: attempt_id.clone(),
                 parent_id: Some(step_id.clone()),
                 kind: "attempt".into(),
                 name: format!("{} attempt {n}", step.label),
                 start: datetime(begin),
-                duration_ms: us("duration_us") as f64 / 1000.0,
-                status: if attempt["error"].is_null() { "success" } else { "failed" }.into(),
-                attributes: serde_json::json!({"error": attempt["error"]}),
+                duration_ms: attempt.duration_us as f64 / 1000.0,
+                status: if attempt.error.is_none() { "success" } else { "failed" }.into(),
+                attributes: serde_json::json!({"error": attempt.error}),
             });
             let mut offset_us = 0;
-            for (kind, key) in [
-                ("plugin.setup", "setup_us"),
-                ("plugin.instantiate", "instantiate_us"),
-                ("plugin.invoke", "invoke_us"),
-                ("plugin.teardown", "teardown_us"),
+            for (kind, us) in [
+                ("plugin.setup", attempt.setup_us),
+                ("plugin.instantiate", attempt.instantiate_us),
+                ("plugin.invoke", attempt.invoke_us),
+                ("plugin.teardown", attempt.teardown_us),
             ] {
                 self.spans.push(Span {
                     span_id: hex_id(&format!("{attempt_id}:{kind}"), 16),
@@ -143,13 +143,13 @@ impl TraceBuilder<'_> {
                     kind: kind.into(),
                     name: kind.into(),
                     start: datetime(begin + i64::try_from(offset_us / 1000).unwrap_or(0)),
-                    duration_ms: us(key) as f64 / 1000.0,
+                    duration_ms: us as f64 / 1000.0,
                     status: "success".into(),
                     attributes: Value::Object(serde_json::Map::new()),
                 });
-                offset_us += us(key);
+                offset_us += us;
             }
-            windows.push((begin, begin + i64::try_from(us("duration_us") / 1000).unwrap_or(0) + 1, attempt_id));
+            windows.push((begin, begin + i64::try_from(attempt.duration_us / 1000).unwrap_or(0) + 1, attempt_id));
         }
         for call in self.calls.iter().filter(|c| c.step.as_deref() == Some(step.label.as_str())) {
             let parent = windows
@@ -168,14 +168,14 @@ impl TraceBuilder<'_> {
                                                "request_bytes": call.request_bytes, "response_bytes": call.response_bytes}),
             });
         }
-        for mut line in detail["logs"].as_array().cloned().unwrap_or_default() {
+        for mut line in detail.logs.iter().flatten().cloned() {
             let n = line["attempt"].as_u64().unwrap_or(1);
             line["step"] = Value::String(step.label.clone());
             line["span_id"] = Value::String(hex_id(&format!("{}:{n}", step.seed), 16));
             self.logs.push(line);
         }
         // for_each iterations and parallel branches: their steps, under this one.
-        for nested in detail["steps"].as_array().into_iter().flatten() {
+        for nested in detail.steps.iter().flatten() {
             let label = nested["label"].as_str().unwrap_or_default().to_owned();
             let record = StepRecord {
                 seed: format!("{execution_id}:{label}"),
@@ -185,7 +185,7 @@ impl TraceBuilder<'_> {
                 attributes: serde_json::json!({"type": nested["type"], "system": nested["system"],
                     "operation": nested["operation"], "attempts": nested["attempts"], "error": nested["error"],
                     "stderr": nested["detail"]["stderr"]}),
-                detail: nested["detail"].clone(),
+                detail: TraceDetail::read(&nested["detail"]),
                 label,
             };
             self.step(execution_id, &record, &step_id);
@@ -229,12 +229,16 @@ async fn get_trace(State(state): State<AppState>, principal: Principal, Path(id)
     }];
     let mut trace = TraceBuilder { calls: &calls, spans, logs: Vec::new() };
     for step in steps {
-        let detail: Value = step.detail.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or(Value::Null);
+        let detail = step
+            .detail
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok())
+            .map_or_else(TraceDetail::default, |d| TraceDetail::read(&d));
         let attributes = serde_json::json!({"type": step.kind, "system": step.system, "operation": step.operation,
             "attempts": step.attempts, "error": step.error,
             "input": capped(step.input.as_deref().and_then(|t| serde_json::from_str(t).ok())),
             "output": capped(step.output.as_deref().and_then(|t| serde_json::from_str(t).ok())),
-            "stderr": detail["stderr"]});
+            "stderr": detail.stderr});
         let record = StepRecord {
             seed: format!("{}:{}", execution.id, step.position),
             label: step.name.clone(),

@@ -71,7 +71,12 @@ pub(super) async fn for_each(
         api_calls.extend(result.api_calls);
         outputs.push(result.last);
     }
-    let detail = Some(json!({"items": count, "concurrency": concurrency, "steps": steps}));
+    let detail = Some(TraceDetail {
+        items: Some(count),
+        concurrency: Some(concurrency),
+        steps: Some(steps),
+        ..TraceDetail::default()
+    });
     let input = Some(json!({"items": count}));
     if failed.is_empty() {
         StepOutcome { input, detail, partial, api_calls, ..StepOutcome::success(Value::Array(outputs)) }

@@ -29,6 +29,7 @@ use super::flow::{self, Decision, Flow};
 use super::step::{self, Parked, StepOutcome};
 use super::{INLINE_WAIT_MS, MAX_STEP_OUTPUT, MAX_STORED_DETAIL, MAX_STORED_ERROR, mapping};
 use crate::Engine;
+use crate::trace::TraceDetail;
 use dibop_plugin_host::outbound::ApiCallRecord;
 use dibop_store::{BodyStepRow, ExecutionRow};
 
@@ -235,8 +236,7 @@ pub(super) fn run_step<'a>(
                 ..StepOutcome::failed(outcome.system.take(), None, error, outcome.attempts)
             };
         }
-        let detail = outcome.detail.get_or_insert_with(|| json!({}));
-        detail["mapping_us"] = json!(mapping_us);
+        outcome.detail.get_or_insert_with(TraceDetail::default).mapping_us = Some(mapping_us);
         outcome
     })
 }
@@ -353,13 +353,13 @@ fn run_block<'a>(
 }
 
 /// A body step's record in its container's trace detail.
-fn record_of(label: &str, row: &dibop_store::StepResultRow, detail: Option<Value>) -> Value {
+fn record_of(label: &str, row: &dibop_store::StepResultRow, detail: Option<TraceDetail>) -> Value {
     let mut record = json!({
         "label": label, "name": row.name, "type": row.kind, "status": row.status,
         "system": row.system, "operation": row.operation, "error": row.error, "attempts": row.attempts,
         "started_at_ms": row.started_at, "duration_ms": row.duration_ms,
     });
-    record["detail"] = detail.unwrap_or(Value::Null);
+    record["detail"] = detail.map_or(Value::Null, |d| d.to_value());
     record
 }
 

@@ -1,6 +1,6 @@
 //! `parallel`: branches run side by side.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::*;
 use crate::Engine;
@@ -47,7 +47,8 @@ pub(super) async fn parallel(
         api_calls.extend(result.api_calls);
         output.insert(branch.name.clone(), result.last);
     }
-    let detail = Some(json!({"branches": step.branches.len(), "steps": steps}));
+    let detail =
+        Some(TraceDetail { branches: Some(step.branches.len()), steps: Some(steps), ..TraceDetail::default() });
     if failed.is_empty() {
         StepOutcome { detail, partial, api_calls, ..StepOutcome::success(Value::Object(output)) }
     } else {

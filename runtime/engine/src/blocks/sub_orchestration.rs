@@ -107,7 +107,11 @@ pub(super) async fn sub_orchestration(
             Err(e) => return fail(format!("claiming execution {}: {e}", child.id)),
         }
     };
-    let detail = Some(json!({"child_execution_id": child.id, "child_status": child.status}));
+    let detail = Some(TraceDetail {
+        child_execution_id: Some(child.id.clone()),
+        child_status: Some(child.status.clone()),
+        ..TraceDetail::default()
+    });
     let input = Some(json!({"orchestration_id": row.id, "execution_id": child.id, "parameters": parameters}));
     match child.status.as_str() {
         "success" | "partial" => {

@@ -16,6 +16,7 @@ use dibop_core::StepStatus;
 
 use super::definition::{self, Step};
 use super::{MAX_STORED_DETAIL, MAX_STORED_ERROR, StopSignal, stored};
+use crate::trace::{Attempt, TraceDetail};
 use dibop_plugin_host::outbound::ApiCallRecord;
 use dibop_plugin_host::{CallError, CallReport};
 use dibop_store::{BodyStepRow, StepResultRow};
@@ -28,7 +29,7 @@ pub(super) struct StepOutcome {
     pub(super) error: Option<String>,
     pub(super) attempts: u32,
     /// Trace material: attempts with plugin timings, log lines, stderr, nested steps.
-    pub(super) detail: Option<Value>,
+    pub(super) detail: Option<TraceDetail>,
     /// Something inside the step failed and was let through (the execution ends `partial`).
     pub(super) partial: bool,
     /// The outbound requests it made, committed with its result.
@@ -90,17 +91,18 @@ impl StepOutcome {
             attempts: i64::from(self.attempts),
             started_at,
             duration_ms: i64::try_from(took.as_millis()).unwrap_or(i64::MAX),
-            detail: self.detail.as_ref().map(|v| stored(v, MAX_STORED_DETAIL, "trace detail")),
+            detail: self.detail.as_ref().map(|d| stored(&d.to_value(), MAX_STORED_DETAIL, "trace detail")),
         }
     }
 
     fn finish(result: Result<Value, CallError>, system: Option<String>, input: Value, trace: Trace) -> Self {
         let attempts = u32::try_from(trace.attempts.len()).unwrap_or(u32::MAX);
-        let detail = Some(json!({
-            "attempts": Value::Array(trace.attempts),
-            "logs": Value::Array(trace.logs),
-            "stderr": Value::String(trace.stderr),
-        }));
+        let detail = Some(TraceDetail {
+            attempts: Some(trace.attempts),
+            logs: Some(trace.logs),
+            stderr: Some(trace.stderr),
+            ..TraceDetail::default()
+        });
         match result {
             Ok(output) => Self { system, input: Some(input), attempts, detail, ..Self::success(output) },
             Err(e) => Self { detail, ..Self::failed(system, Some(input), e.to_string(), attempts) },
@@ -111,7 +113,7 @@ impl StepOutcome {
 /// What the attempts of one step left for its trace.
 #[derive(Default)]
 struct Trace {
-    attempts: Vec<Value>,
+    attempts: Vec<Attempt>,
     logs: Vec<Value>,
     stderr: String,
 }
@@ -120,16 +122,16 @@ impl Trace {
     fn record<T>(&mut self, attempt: u32, started_ms: i64, report: &CallReport<T>) {
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let invoke = report.duration.saturating_sub(report.setup + report.instantiate + report.teardown);
-        self.attempts.push(json!({
-            "attempt": attempt,
-            "started_at_ms": started_ms,
-            "duration_us": micros(report.duration),
-            "setup_us": micros(report.setup),
-            "instantiate_us": micros(report.instantiate),
-            "invoke_us": micros(invoke),
-            "teardown_us": micros(report.teardown),
-            "error": report.result.as_ref().err().map(ToString::to_string),
-        }));
+        self.attempts.push(Attempt {
+            attempt,
+            started_at_ms: started_ms,
+            duration_us: micros(report.duration),
+            setup_us: micros(report.setup),
+            instantiate_us: micros(report.instantiate),
+            invoke_us: micros(invoke),
+            teardown_us: micros(report.teardown),
+            error: report.result.as_ref().err().map(ToString::to_string),
+        });
         for line in &report.logs {
             let mut line = serde_json::to_value(line).unwrap_or(Value::Null);
             line["attempt"] = json!(attempt);
