@@ -45,6 +45,19 @@ pub enum AppError {
 
 pub type AppResult<T> = Result<T, AppError>;
 
+/// `Option` of a looked-up row to the row or a 404: `store.get_x(..).await?.or_not_found("x")?`.
+/// Another enterprise's row reads as missing, so the answer is the same for both.
+pub trait OrNotFound<T> {
+    /// The value, or a 404 saying `<what> not found`.
+    fn or_not_found(self, what: impl std::fmt::Display) -> AppResult<T>;
+}
+
+impl<T> OrNotFound<T> for Option<T> {
+    fn or_not_found(self, what: impl std::fmt::Display) -> AppResult<T> {
+        self.ok_or_else(|| AppError::not_found(what))
+    }
+}
+
 impl AppError {
     pub fn not_found(what: impl std::fmt::Display) -> Self {
         Self::NotFound(format!("{what} not found"))

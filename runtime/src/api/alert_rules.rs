@@ -16,7 +16,7 @@ use super::datetime;
 use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination, iso_instant};
 use crate::alerts::{self, RuleDefinition};
 use crate::auth::Principal;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, OrNotFound};
 use crate::state::AppState;
 use crate::store::{AlertRow, AlertRuleRow, NewAlert};
 
@@ -62,11 +62,7 @@ fn checked(rule: &RuleDefinition) -> AppResult<String> {
 }
 
 async fn rule_row(state: &AppState, principal: &Principal, id: &str) -> AppResult<AlertRuleRow> {
-    state
-        .store
-        .get_alert_rule(&principal.enterprise_id, id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("alert rule {id}")))
+    state.store.get_alert_rule(&principal.enterprise_id, id).await?.or_not_found(format!("alert rule {id}"))
 }
 
 /// List alert rules.
@@ -123,7 +119,7 @@ async fn replace_rule(
         .store
         .replace_alert_rule(&principal.enterprise_id, &id, rule.name.trim(), &text, rule.enabled)
         .await?
-        .ok_or_else(|| AppError::not_found(format!("alert rule {id}")))?;
+        .or_not_found(format!("alert rule {id}"))?;
     Ok(Json(view(&row, None)?))
 }
 

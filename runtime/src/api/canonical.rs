@@ -19,7 +19,7 @@ use super::datetime;
 use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination};
 use crate::auth::Principal;
 use crate::canonical::{self, Domain, Field};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, OrNotFound};
 use crate::state::AppState;
 use crate::store::{CanonicalRow, Lineage, is_unique_violation};
 
@@ -86,7 +86,7 @@ fn record_view(row: CanonicalRow, domain: &Domain, principal: &Principal) -> Rec
 }
 
 fn find(name: &str) -> AppResult<&'static Domain> {
-    canonical::domain(name).ok_or_else(|| AppError::not_found(format!("canonical domain {name}")))
+    canonical::domain(name).or_not_found(format!("canonical domain {name}"))
 }
 
 /// Validates a record; answers its natural key.
@@ -200,7 +200,7 @@ async fn get_record(
         .store
         .get_canonical(&principal.enterprise_id, &name, &id)
         .await?
-        .ok_or_else(|| AppError::not_found(format!("{name} record {id}")))?;
+        .or_not_found(format!("{name} record {id}"))?;
     Ok(Json(record_view(row, domain, &principal)))
 }
 
@@ -219,7 +219,7 @@ async fn replace_record(
     let row = match state.store.replace_canonical(&principal.enterprise_id, &name, &id, &key, &record.to_string()).await
     {
         Err(err) if is_unique_violation(&err) => return Err(conflict(domain, &key)),
-        other => other?.ok_or_else(|| AppError::not_found(format!("{name} record {id}")))?,
+        other => other?.or_not_found(format!("{name} record {id}"))?,
     };
     Ok(Json(record_view(row, domain, &principal)))
 }

@@ -18,7 +18,7 @@ use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::users::check_name;
 use crate::auth::Principal;
 use crate::connections::{self, Caller};
-use crate::error::{AppError, AppResult, FieldError, Validator};
+use crate::error::{AppError, AppResult, FieldError, OrNotFound, Validator};
 use crate::plugins::host::LogLine;
 use crate::plugins::{CallError, Invocation, MAX_MEMORY_BYTES, PluginInfo};
 use crate::state::AppState;
@@ -251,11 +251,8 @@ async fn get_connection(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<Json<ConnectionView>> {
-    let row = state
-        .store
-        .get_connection(&principal.enterprise_id, &id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("connection {id}")))?;
+    let row =
+        state.store.get_connection(&principal.enterprise_id, &id).await?.or_not_found(format!("connection {id}"))?;
     Ok(Json(view(&state, row)?))
 }
 
@@ -272,11 +269,8 @@ async fn replace_connection(
     Path(id): Path<String>,
     ApiJson(input): ApiJson<ConnectionInput>,
 ) -> AppResult<Json<ConnectionView>> {
-    let current = state
-        .store
-        .get_connection(&principal.enterprise_id, &id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("connection {id}")))?;
+    let current =
+        state.store.get_connection(&principal.enterprise_id, &id).await?.or_not_found(format!("connection {id}"))?;
     let mut stored = connections::credentials(&state.engine, &current).unwrap_or_default();
     // Stored credentials go only where they went before: a new system, base URL or host list
     // needs them sent again with the change (omitted ones are dropped, so a required one that
@@ -302,7 +296,7 @@ async fn replace_connection(
         .replace_connection(&principal.enterprise_id, &id, fields)
         .await
         .map_err(|e| conflict(e, &name))?
-        .ok_or_else(|| AppError::not_found(format!("connection {id}")))?;
+        .or_not_found(format!("connection {id}"))?;
     Ok(Json(view(&state, row)?))
 }
 
@@ -338,11 +332,8 @@ async fn test_connection(
     Path(id): Path<String>,
     ApiJson(request): ApiJson<TestRequest>,
 ) -> AppResult<Json<TestResult>> {
-    let row = state
-        .store
-        .get_connection(&principal.enterprise_id, &id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("connection {id}")))?;
+    let row =
+        state.store.get_connection(&principal.enterprise_id, &id).await?.or_not_found(format!("connection {id}"))?;
     let mut v = Validator::new();
     v.check(!request.operation.trim().is_empty(), "operation", "must name an operation of the connector");
     v.finish()?;

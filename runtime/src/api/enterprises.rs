@@ -14,7 +14,7 @@ use super::datetime;
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::settings::{Settings, valid_timezone};
 use super::users::{UserView, check_name, check_password, hash_for};
-use crate::error::{AppError, AppResult, Validator};
+use crate::error::{AppError, AppResult, OrNotFound, Validator};
 use crate::state::AppState;
 use crate::store::{Enterprise, NewEnterprise, NewUser, is_unique_violation};
 
@@ -95,8 +95,7 @@ async fn list_enterprises(
         (status = 404, description = "No such enterprise", body = crate::error::ErrorResponse),
     ))]
 async fn get_enterprise(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<Json<EnterpriseView>> {
-    let enterprise =
-        state.store.get_enterprise(&id).await?.ok_or_else(|| AppError::not_found(format!("enterprise {id}")))?;
+    let enterprise = state.store.get_enterprise(&id).await?.or_not_found(format!("enterprise {id}"))?;
     Ok(Json(enterprise.into()))
 }
 

@@ -21,7 +21,7 @@ use super::{datetime, opt_datetime};
 use crate::auth::Principal;
 use crate::engine::admission;
 use crate::engine::definition::{self, Definition};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, OrNotFound};
 use crate::state::AppState;
 use crate::store::{ExecutionRow, NewExecution, StepResultRow};
 
@@ -103,7 +103,7 @@ async fn execute(
         .store
         .get_orchestration(&principal.enterprise_id, &id)
         .await?
-        .ok_or_else(|| AppError::not_found(format!("orchestration {id}")))?;
+        .or_not_found(format!("orchestration {id}"))?;
     if matches!(row.status.as_str(), "paused" | "archived") {
         return Err(AppError::Conflict(format!(
             "orchestration {id} is {}; only active or draft orchestrations run",
@@ -149,19 +149,13 @@ async fn execute(
         let _ = tokio::time::timeout(Duration::from_millis(state.config.execute_wait_ms), done).await;
     }
     if !request.run_async {
-        execution = state
-            .store
-            .get_execution(&principal.enterprise_id, &execution.id)
-            .await?
-            .ok_or_else(|| AppError::not_found("execution"))?;
+        execution =
+            state.store.get_execution(&principal.enterprise_id, &execution.id).await?.or_not_found("execution")?;
         // Queued (or run by another node, or a duplicate request): wait for it, bounded.
         while !execution.is_final() && Instant::now() < deadline {
             let done = state.engine.node.watch(&execution.id);
-            execution = state
-                .store
-                .get_execution(&principal.enterprise_id, &execution.id)
-                .await?
-                .ok_or_else(|| AppError::not_found("execution"))?;
+            execution =
+                state.store.get_execution(&principal.enterprise_id, &execution.id).await?.or_not_found("execution")?;
             if execution.is_final() {
                 break;
             }
@@ -171,11 +165,8 @@ async fn execute(
                 done,
             )
             .await;
-            execution = state
-                .store
-                .get_execution(&principal.enterprise_id, &execution.id)
-                .await?
-                .ok_or_else(|| AppError::not_found("execution"))?;
+            execution =
+                state.store.get_execution(&principal.enterprise_id, &execution.id).await?.or_not_found("execution")?;
         }
     }
     let status = if execution.is_final() { StatusCode::OK } else { StatusCode::ACCEPTED };
@@ -293,11 +284,7 @@ async fn list_executions(
     ApiQuery(query): ApiQuery<ExecutionQuery>,
     pagination: Pagination,
 ) -> AppResult<Response> {
-    state
-        .store
-        .get_orchestration(&principal.enterprise_id, &id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("orchestration {id}")))?;
+    state.store.get_orchestration(&principal.enterprise_id, &id).await?.or_not_found(format!("orchestration {id}"))?;
     if let Some(status) = query.status.as_ref().filter(|s| s.parse::<ExecutionStatus>().is_err()) {
         return Err(AppError::BadRequest(format!("unknown status {status:?}")));
     }
@@ -323,11 +310,8 @@ async fn get_execution(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<Response> {
-    let row = state
-        .store
-        .get_execution(&principal.enterprise_id, &id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
+    let row =
+        state.store.get_execution(&principal.enterprise_id, &id).await?.or_not_found(format!("execution {id}"))?;
     let steps = state.store.step_results(&row.id).await?;
     super::for_reader(&principal, &execution_view(row, Some(steps)))
 }
@@ -344,19 +328,13 @@ async fn cancel_execution(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<Json<ExecutionSummary>> {
-    let current = state
-        .store
-        .get_execution(&principal.enterprise_id, &id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
+    let current =
+        state.store.get_execution(&principal.enterprise_id, &id).await?.or_not_found(format!("execution {id}"))?;
     if current.is_final() {
         return Err(AppError::Conflict(format!("execution {id} already finished ({})", current.status)));
     }
-    let row = state
-        .store
-        .cancel_execution(&principal.enterprise_id, &id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
+    let row =
+        state.store.cancel_execution(&principal.enterprise_id, &id).await?.or_not_found(format!("execution {id}"))?;
     // Running here: stop before the next step (inside bodies too). Running on another node:
     // its heartbeat reads the flag. Parked: it is due now, so a worker ends it.
     state.engine.node.stop(&id, crate::engine::Stop::Cancel);
@@ -377,11 +355,7 @@ async fn retry_execution(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<(StatusCode, Json<ExecutionSummary>)> {
-    state
-        .store
-        .get_execution(&principal.enterprise_id, &id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
+    state.store.get_execution(&principal.enterprise_id, &id).await?.or_not_found(format!("execution {id}"))?;
     admission::count(&state.engine, &principal.enterprise_id, Some(principal.executions_per_minute)).await?;
     let row = state
         .store

@@ -17,7 +17,7 @@ use super::datetime;
 use super::extract::{JsonOrYaml, PageQuery, Paginated, Pagination};
 use crate::auth::Principal;
 use crate::engine::definition::{self, Catalogue, Definition};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, OrNotFound};
 use crate::plugins::PluginInfo;
 use crate::state::AppState;
 use crate::store::OrchestrationRow;
@@ -204,7 +204,7 @@ async fn get_orchestration(
         .store
         .get_orchestration(&principal.enterprise_id, &id)
         .await?
-        .ok_or_else(|| AppError::not_found(format!("orchestration {id}")))?;
+        .or_not_found(format!("orchestration {id}"))?;
     Ok(Json(view(row)?))
 }
 
@@ -220,11 +220,7 @@ async fn replace_orchestration(
     Path(id): Path<String>,
     JsonOrYaml(def): JsonOrYaml<Definition>,
 ) -> AppResult<Json<OrchestrationView>> {
-    state
-        .store
-        .get_orchestration(&principal.enterprise_id, &id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("orchestration {id}")))?;
+    state.store.get_orchestration(&principal.enterprise_id, &id).await?.or_not_found(format!("orchestration {id}"))?;
     let text = validated(&state, &principal, &def, Some(&id)).await?;
     let row = state
         .store
@@ -237,7 +233,7 @@ async fn replace_orchestration(
             definition::schedule_of(&def),
         )
         .await?
-        .ok_or_else(|| AppError::not_found(format!("orchestration {id}")))?;
+        .or_not_found(format!("orchestration {id}"))?;
     Ok(Json(view(row)?))
 }
 

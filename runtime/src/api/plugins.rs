@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::datetime;
 use super::extract::{ApiQuery, PageQuery, Paginated, Pagination};
 use crate::auth::{Principal, policy};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, OrNotFound};
 use crate::plugins::PluginInfo;
 use crate::plugins::registry::Upload;
 use crate::state::AppState;
@@ -156,11 +156,7 @@ async fn get_plugin(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<Json<PluginView>> {
-    let row = state
-        .store
-        .get_plugin(&principal.enterprise_id, &id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("plugin {id}")))?;
+    let row = state.store.get_plugin(&principal.enterprise_id, &id).await?.or_not_found(format!("plugin {id}"))?;
     Ok(Json(row.into()))
 }
 

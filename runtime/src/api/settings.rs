@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use super::extract::ApiJson;
 use super::users::check_name;
 use crate::auth::{Principal, policy};
-use crate::error::{AppError, AppResult, Validator};
+use crate::error::{AppResult, OrNotFound, Validator};
 use crate::state::AppState;
 use crate::store::{Enterprise, SettingsPatch};
 
@@ -81,8 +81,7 @@ pub fn valid_timezone(tz: &str) -> bool {
 #[utoipa::path(get, path = "/settings", tag = "settings",
     responses((status = 200, description = "Settings", body = Settings)))]
 async fn get_settings(State(state): State<AppState>, principal: Principal) -> AppResult<Json<Settings>> {
-    let enterprise =
-        state.store.get_enterprise(&principal.enterprise_id).await?.ok_or_else(|| AppError::not_found("enterprise"))?;
+    let enterprise = state.store.get_enterprise(&principal.enterprise_id).await?.or_not_found("enterprise")?;
     Ok(Json(enterprise.into()))
 }
 
@@ -125,10 +124,6 @@ async fn put_settings(
         api_requests_per_minute: body.rate_limits.as_ref().map(|l| l.api_requests_per_minute),
         executions_per_minute: body.rate_limits.as_ref().map(|l| l.executions_per_minute),
     };
-    let enterprise = state
-        .store
-        .update_settings(&principal.enterprise_id, patch)
-        .await?
-        .ok_or_else(|| AppError::not_found("enterprise"))?;
+    let enterprise = state.store.update_settings(&principal.enterprise_id, patch).await?.or_not_found("enterprise")?;
     Ok(Json(enterprise.into()))
 }

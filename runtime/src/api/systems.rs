@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 use super::extract::{ApiQuery, PageQuery, Paginated, Pagination};
 use crate::auth::Principal;
 use crate::connections::{self, Caller};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, OrNotFound};
 use crate::plugins::{OperationInfo, PluginInfo};
 use crate::state::AppState;
 use crate::store::PluginRow;
@@ -123,7 +123,7 @@ async fn list_apis(
         .registry
         .resolve(&principal.enterprise_id, "connector", &slug)
         .await?
-        .ok_or_else(|| AppError::not_found(format!("system {slug}")))?;
+        .or_not_found(format!("system {slug}"))?;
     let apis = info(&row)?.operations.into_iter().map(ApiView::from).collect();
     Ok(Json(paginate(pagination, apis)))
 }
@@ -152,7 +152,7 @@ async fn ping_system(
         .registry
         .resolve(&principal.enterprise_id, "connector", &slug)
         .await?
-        .ok_or_else(|| AppError::not_found(format!("system {slug}")))?;
+        .or_not_found(format!("system {slug}"))?;
     let connection = match &query.connection {
         Some(c) => state.store.find_connection(&principal.enterprise_id, c).await?.filter(|row| row.system == slug),
         None => state.store.connection_for_system(&principal.enterprise_id, &slug).await?,

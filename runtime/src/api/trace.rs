@@ -14,7 +14,7 @@ use super::datetime;
 use super::executions::duration;
 use crate::auth::Principal;
 use crate::engine::trace::TraceDetail;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppResult, OrNotFound};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -202,11 +202,8 @@ impl TraceBuilder<'_> {
         (status = 404, description = "No such execution", body = crate::error::ErrorResponse),
     ))]
 async fn get_trace(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> AppResult<Response> {
-    let execution = state
-        .store
-        .get_execution(&principal.enterprise_id, &id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("execution {id}")))?;
+    let execution =
+        state.store.get_execution(&principal.enterprise_id, &id).await?.or_not_found(format!("execution {id}"))?;
     let steps = state.store.step_results(&execution.id).await?;
     let filter = crate::store::ApiCallFilter { execution_id: Some(execution.id.clone()), ..Default::default() };
     let (mut calls, _) = state

@@ -25,7 +25,7 @@ use utoipa_axum::routes;
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::{datetime, opt_datetime};
 use crate::auth::{Principal, policy};
-use crate::error::{AppError, AppResult, Validator};
+use crate::error::{AppError, AppResult, OrNotFound, Validator};
 use crate::state::AppState;
 use crate::store::{NewUser, PlatformUsers, User, UserPatch, is_unique_violation};
 
@@ -193,11 +193,7 @@ async fn get_user(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<Json<UserView>> {
-    let user = state
-        .store
-        .get_user(&principal.enterprise_id, &id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("user {id}")))?;
+    let user = state.store.get_user(&principal.enterprise_id, &id).await?.or_not_found(format!("user {id}"))?;
     Ok(Json(user.into()))
 }
 
@@ -227,11 +223,7 @@ async fn update_user(
         v.check(status == "active" || status == "deactivated", "status", "must be active or deactivated");
     }
     v.finish()?;
-    let current = state
-        .store
-        .get_user(&principal.enterprise_id, &id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("user {id}")))?;
+    let current = state.store.get_user(&principal.enterprise_id, &id).await?.or_not_found(format!("user {id}"))?;
     let role = body.role.unwrap_or(current.role);
     let role_changes = role != current.role;
     // A role change never silently keeps an explicit platform grant.
@@ -284,11 +276,7 @@ async fn delete_user(
     if principal.user_id.as_deref() == Some(id.as_str()) {
         return Err(AppError::Conflict("you cannot deactivate yourself".into()));
     }
-    let current = state
-        .store
-        .get_user(&principal.enterprise_id, &id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("user {id}")))?;
+    let current = state.store.get_user(&principal.enterprise_id, &id).await?.or_not_found(format!("user {id}"))?;
     policy::require_may_change(&principal, &current)?;
     let patch = UserPatch { status: Some("deactivated".into()), ..UserPatch::default() };
     match state.store.update_user(&principal.enterprise_id, &id, patch, platform_users(&principal)).await? {

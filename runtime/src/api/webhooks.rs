@@ -22,7 +22,7 @@ use super::users::check_name;
 use crate::auth::Principal;
 use crate::engine::definition::{self, Definition};
 use crate::engine::mapping;
-use crate::error::{AppError, AppResult, FieldError, Validator};
+use crate::error::{AppError, AppResult, FieldError, OrNotFound, Validator};
 use crate::state::AppState;
 use crate::store::{NewExecution, NewWebhook, WebhookRow};
 
@@ -204,12 +204,8 @@ async fn trigger(
     headers: HeaderMap,
     body: Bytes,
 ) -> AppResult<(StatusCode, Json<Triggered>)> {
-    let webhook = state
-        .store
-        .find_webhook(&id)
-        .await?
-        .filter(|w| w.enabled != 0)
-        .ok_or_else(|| AppError::not_found(format!("webhook {id}")))?;
+    let webhook =
+        state.store.find_webhook(&id).await?.filter(|w| w.enabled != 0).or_not_found(format!("webhook {id}"))?;
     let secret = state.sealer.open(&webhook.secret)?;
     let given = headers.get("x-webhook-secret").map(|v| v.as_bytes()).unwrap_or_default();
     if !bool::from(given.ct_eq(&secret)) {
