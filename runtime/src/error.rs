@@ -221,6 +221,13 @@ impl Validator {
     }
 }
 
+/// A stored status no status has: the row was not written by this server.
+impl From<dibop_core::UnknownStatus> for AppError {
+    fn from(err: dibop_core::UnknownStatus) -> Self {
+        Self::Internal(anyhow::anyhow!("stored {err}"))
+    }
+}
+
 impl From<dibop_core::crypto::SealError> for AppError {
     fn from(err: dibop_core::crypto::SealError) -> Self {
         Self::Internal(err.into())

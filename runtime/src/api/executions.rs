@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use dibop_core::ExecutionStatus;
+use dibop_core::{ExecutionStatus, StepKind, StepStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -48,7 +48,7 @@ pub struct ExecuteRequest {
 #[derive(Serialize, ToSchema)]
 pub struct ExecutionSummary {
     pub execution_id: String,
-    pub status: String,
+    pub status: ExecutionStatus,
     pub output: Option<Value>,
     pub error: Option<String>,
     /// Why a failed or cancelled execution ended: `STEP_FAILED`, `OUTPUT_FAILED`, `CANCELLED`
@@ -67,17 +67,17 @@ pub(super) fn duration(row: &ExecutionRow) -> Option<i64> {
     row.finished_at.zip(row.started_at).map(|(f, s)| f - s)
 }
 
-fn summary(row: &ExecutionRow) -> ExecutionSummary {
-    ExecutionSummary {
+fn summary(row: &ExecutionRow) -> AppResult<ExecutionSummary> {
+    Ok(ExecutionSummary {
         execution_id: row.id.clone(),
-        status: row.status.clone(),
+        status: row.execution_status()?,
         output: json_column(row.output.as_ref()),
         error: row.error.clone(),
         error_code: row.error_code.clone(),
         duration_ms: duration(row),
         steps_completed: row.steps_completed,
         steps_total: row.steps_total,
-    }
+    })
 }
 
 /// Execute an orchestration with parameters. Waits for the result up to the server's bound
@@ -170,7 +170,7 @@ async fn execute(
         }
     }
     let status = if execution.is_final() { StatusCode::OK } else { StatusCode::ACCEPTED };
-    let mut response = (status, Json(summary(&execution))).into_response();
+    let mut response = (status, Json(summary(&execution)?)).into_response();
     rate_limit_headers(response.headers_mut(), &decision);
     Ok(response)
 }
@@ -191,9 +191,9 @@ pub struct ExecutionQuery {
 pub struct StepView {
     pub name: String,
     #[serde(rename = "type")]
-    pub kind: String,
-    /// success, failed or skipped.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub kind: StepKind,
+    pub status: StepStatus,
     pub system: Option<String>,
     pub operation: Option<String>,
     pub input: Option<Value>,
@@ -204,21 +204,23 @@ pub struct StepView {
     pub duration_ms: i64,
 }
 
-impl From<StepResultRow> for StepView {
-    fn from(s: StepResultRow) -> Self {
-        Self {
+impl TryFrom<StepResultRow> for StepView {
+    type Error = AppError;
+
+    fn try_from(s: StepResultRow) -> AppResult<Self> {
+        Ok(Self {
             input: json_column(s.input.as_ref()),
             output: json_column(s.output.as_ref()),
+            status: s.step_status()?,
+            kind: StepKind::parse(&s.kind),
             name: s.name,
-            kind: s.kind,
-            status: s.status,
             system: s.system,
             operation: s.operation,
             error: s.error,
             attempts: s.attempts,
             started_at: datetime(s.started_at),
             duration_ms: s.duration_ms,
-        }
+        })
     }
 }
 
@@ -228,7 +230,7 @@ pub struct ExecutionView {
     pub id: String,
     pub orchestration_id: String,
     pub orchestration_version: i64,
-    pub status: String,
+    pub status: ExecutionStatus,
     /// manual, api, schedule, event, or orchestration (started by a sub_orchestration step).
     pub triggered_by: String,
     /// For executions a sub_orchestration step started: the execution that started them.
@@ -250,15 +252,15 @@ pub struct ExecutionView {
     pub steps: Option<Vec<StepView>>,
 }
 
-fn execution_view(row: ExecutionRow, steps: Option<Vec<StepResultRow>>) -> ExecutionView {
-    ExecutionView {
+fn execution_view(row: ExecutionRow, steps: Option<Vec<StepResultRow>>) -> AppResult<ExecutionView> {
+    Ok(ExecutionView {
+        status: row.execution_status()?,
         duration_ms: duration(&row),
         parameters: serde_json::from_str(&row.parameters).unwrap_or(Value::Null),
         output: json_column(row.output.as_ref()),
         id: row.id,
         orchestration_id: row.orchestration_id,
         orchestration_version: row.orchestration_version,
-        status: row.status,
         triggered_by: row.triggered_by,
         parent_execution_id: row.parent_execution_id,
         error: row.error,
@@ -267,8 +269,8 @@ fn execution_view(row: ExecutionRow, steps: Option<Vec<StepResultRow>>) -> Execu
         finished_at: opt_datetime(row.finished_at),
         steps_completed: row.steps_completed,
         steps_total: row.steps_total,
-        steps: steps.map(|s| s.into_iter().map(StepView::from).collect()),
-    }
+        steps: steps.map(|s| s.into_iter().map(StepView::try_from).collect()).transpose()?,
+    })
 }
 
 /// An orchestration's executions, newest first.
@@ -295,7 +297,7 @@ async fn list_executions(
         .await?;
     super::for_reader(
         &principal,
-        &pagination.envelope(rows.into_iter().map(|r| execution_view(r, None)).collect(), total),
+        &pagination.envelope(rows.into_iter().map(|r| execution_view(r, None)).collect::<AppResult<_>>()?, total),
     )
 }
 
@@ -313,7 +315,7 @@ async fn get_execution(
     let row =
         state.store.get_execution(&principal.enterprise_id, &id).await?.or_not_found(format!("execution {id}"))?;
     let steps = state.store.step_results(&row.id).await?;
-    super::for_reader(&principal, &execution_view(row, Some(steps)))
+    super::for_reader(&principal, &execution_view(row, Some(steps))?)
 }
 
 /// Cancel an execution: a queued one at once, a running one before its next step.
@@ -339,7 +341,7 @@ async fn cancel_execution(
     // its heartbeat reads the flag. Parked: it is due now, so a worker ends it.
     state.engine.node.stop(&id, crate::engine::Stop::Cancel);
     state.engine.node.wake();
-    Ok(Json(summary(&row)))
+    Ok(Json(summary(&row)?))
 }
 
 /// Run a failed, partial or cancelled execution again from its first failed step; the results
@@ -363,5 +365,5 @@ async fn retry_execution(
         .await?
         .ok_or_else(|| AppError::Conflict(format!("execution {id} is not failed, partial or cancelled")))?;
     state.engine.node.wake();
-    Ok((StatusCode::ACCEPTED, Json(summary(&row))))
+    Ok((StatusCode::ACCEPTED, Json(summary(&row)?)))
 }

@@ -5,7 +5,7 @@ use crate::paging::List;
 use sqlx::FromRow;
 use sqlx::Row;
 
-use dibop_core::{ExecutionStatus, new_id, now_ms};
+use dibop_core::{ExecutionStatus, StepStatus, UnknownStatus, new_id, now_ms};
 
 use super::api_calls::ApiCallRecord;
 use super::batch::Batch;
@@ -44,7 +44,19 @@ pub struct ExecutionRow {
 impl ExecutionRow {
     /// Whether it has ended (see [`ExecutionStatus::is_final`]).
     pub fn is_final(&self) -> bool {
-        self.status.parse().is_ok_and(ExecutionStatus::is_final)
+        self.execution_status().is_ok_and(ExecutionStatus::is_final)
+    }
+
+    /// Its status; an error for a name no status has (the row was not written by this store).
+    pub fn execution_status(&self) -> Result<ExecutionStatus, UnknownStatus> {
+        self.status.parse()
+    }
+}
+
+impl StepResultRow {
+    /// Its status; an error for a name no status has.
+    pub fn step_status(&self) -> Result<StepStatus, UnknownStatus> {
+        self.status.parse()
     }
 }
 
