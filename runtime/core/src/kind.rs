@@ -127,6 +127,33 @@ impl StepKind {
     }
 }
 
+/// The WIT world a plugin component implements: what it can be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum World {
+    /// Connects a system: `describe`, `invoke`, `ping`; serves connections and `api_call` steps.
+    Connector,
+    /// Transforms data: `describe`, `run`; serves `transform` steps.
+    Transform,
+}
+
+impl World {
+    /// The world's name, as stored and answered.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connector => "connector",
+            Self::Transform => "transform",
+        }
+    }
+}
+
+impl std::fmt::Display for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,7 +45,7 @@ pub use digest::sha256_hex;
 pub use email::{Email, InvalidEmail, MAX_EMAIL_BYTES};
 pub use field::FieldError;
 pub use ids::{new_id, now_ms};
-pub use kind::StepKind;
+pub use kind::{StepKind, World};
 pub use role::Role;
 pub use slug::{InvalidSlug, Slug};
 pub use status::{ExecutionStatus, StepStatus, UnknownStatus};

@@ -1,6 +1,7 @@
 //! Running a connection's connector: decrypting its credentials for one call, deriving the
 //! network policy from its configuration, and storing the API-call rows the call produced.
 
+use dibop_core::World;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -70,7 +71,7 @@ pub fn sealing_context(enterprise_id: &str, connection_id: &str) -> String {
 pub async fn prepare(engine: &Engine, row: &ConnectionRow, caller: Caller) -> Result<Prepared, ConnectionError> {
     let plugin = engine
         .registry
-        .resolve(&row.enterprise_id, "connector", &row.system)
+        .resolve(&row.enterprise_id, World::Connector, &row.system)
         .await?
         .ok_or_else(|| ConnectionError::Unusable(format!("no active connector serves system {:?}", row.system)))?;
     let loaded = engine.registry.loaded(&plugin).await?;

@@ -2,6 +2,8 @@
 //! (its description, its errors, its health) becomes host values, and an invocation's context
 //! becomes the WIT `call-context`. Text a plugin sends is bounded here.
 
+use dibop_core::World;
+
 use crate::bindings::types;
 use crate::{
     CallError, ConfigKeyInfo, HealthReport, Invocation, MAX_ERROR_CODE, MAX_ERROR_MESSAGE, OperationInfo, PluginInfo,
@@ -39,7 +41,7 @@ fn snake(debug: impl std::fmt::Debug) -> String {
 impl From<types::ConnectorInfo> for PluginInfo {
     fn from(info: types::ConnectorInfo) -> Self {
         Self {
-            world: "connector".into(),
+            world: World::Connector,
             system_type: Some(snake(info.system_type)),
             auth: Some(snake(info.auth)),
             config: info.config.into_iter().map(ConfigKeyInfo::from).collect(),
@@ -56,7 +58,7 @@ impl From<types::ConnectorInfo> for PluginInfo {
 impl From<types::TransformInfo> for PluginInfo {
     fn from(info: types::TransformInfo) -> Self {
         Self {
-            world: "transform".into(),
+            world: World::Transform,
             slug: info.slug,
             name: info.name,
             version: info.version,

@@ -50,6 +50,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use dibop_core::World;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use wasmtime::Engine;
@@ -81,10 +82,10 @@ pub enum Loaded {
 }
 
 impl Loaded {
-    pub fn world(&self) -> &'static str {
+    pub fn world(&self) -> World {
         match self {
-            Self::Connector(_) => "connector",
-            Self::Transform(_) => "transform",
+            Self::Connector(_) => World::Connector,
+            Self::Transform(_) => World::Transform,
         }
     }
 }
@@ -167,7 +168,7 @@ pub struct CallReport<T> {
 /// What a plugin says about itself (`describe()`), in one shape for both worlds.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PluginInfo {
-    pub world: String,
+    pub world: World,
     pub slug: String,
     pub name: String,
     pub version: String,

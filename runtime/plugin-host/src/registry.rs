@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
-use dibop_core::Slug;
+use dibop_core::{Slug, World};
 
 use super::{CallSpec, Limits, Loaded, PluginHost, PluginInfo};
 use dibop_core::FieldError;
@@ -148,7 +148,7 @@ impl Registry {
             enterprise_id: enterprise_id.map(str::to_owned),
             slug: info.slug.clone(),
             version: info.version.clone(),
-            world: info.world.clone(),
+            world: info.world.as_str().to_owned(),
             sha256,
             size_bytes: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
             name: info.name.clone(),
@@ -193,10 +193,10 @@ impl Registry {
 
     /// The newest active version of each slug of `world` the enterprise may use; its own plugins
     /// win over global ones of the same version.
-    pub async fn newest(&self, enterprise_id: &str, world: &str) -> sqlx::Result<Vec<PluginRow>> {
+    pub async fn newest(&self, enterprise_id: &str, world: World) -> sqlx::Result<Vec<PluginRow>> {
         let mut best: Vec<PluginRow> = Vec::new();
         for row in self.store.active_plugins(enterprise_id).await? {
-            if row.world != world {
+            if row.world != world.as_str() {
                 continue;
             }
             match best.iter_mut().find(|b| b.slug == row.slug) {
@@ -213,7 +213,7 @@ impl Registry {
     }
 
     /// The version of `slug` that serves new calls.
-    pub async fn resolve(&self, enterprise_id: &str, world: &str, slug: &str) -> sqlx::Result<Option<PluginRow>> {
+    pub async fn resolve(&self, enterprise_id: &str, world: World, slug: &str) -> sqlx::Result<Option<PluginRow>> {
         Ok(self.newest(enterprise_id, world).await?.into_iter().find(|p| p.slug == slug))
     }
 }

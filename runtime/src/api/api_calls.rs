@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use dibop_core::Window;
+use dibop_core::{Window, World};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -191,7 +191,7 @@ async fn system_stats(
         by_system.entry(sample.system.clone()).or_default().push(sample);
     }
     let mut stats = Vec::new();
-    for system in state.registry.newest(&principal.enterprise_id, "connector").await? {
+    for system in state.registry.newest(&principal.enterprise_id, World::Connector).await? {
         by_system.entry(system.slug).or_default();
     }
     for (system, samples) in by_system {

@@ -1,6 +1,7 @@
 //! Connections: `GET/POST /connections`, `GET/PUT/DELETE /connections/{id}` and the connection
 //! test runner `POST /connections/{id}/test`.
 
+use dibop_core::World;
 use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
@@ -137,7 +138,7 @@ async fn fields(
 ) -> AppResult<ConnectionFields> {
     let mut v = Validator::new();
     check_name(&mut v, "name", &input.name);
-    let plugin = state.registry.resolve(&principal.enterprise_id, "connector", &input.system).await?;
+    let plugin = state.registry.resolve(&principal.enterprise_id, World::Connector, &input.system).await?;
     let Some(plugin) = plugin else {
         return Err(AppError::Validation(vec![FieldError {
             path: "system".into(),

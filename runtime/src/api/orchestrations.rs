@@ -1,6 +1,7 @@
 //! Orchestrations: `GET/POST /orchestrations`, `GET/PUT/DELETE /orchestrations/{id}`. Their
 //! executions are in [`super::executions`], traces in [`super::trace`].
 
+use dibop_core::World;
 use std::collections::HashMap;
 
 use axum::Json;
@@ -102,7 +103,7 @@ impl Catalogue for EnterpriseCatalogue {
 }
 
 async fn catalogue(state: &AppState, enterprise_id: &str) -> AppResult<EnterpriseCatalogue> {
-    let connectors = state.registry.newest(enterprise_id, "connector").await?;
+    let connectors = state.registry.newest(enterprise_id, World::Connector).await?;
     let (rows, _) =
         state.store.list_connections(enterprise_id, crate::store::Page { limit: 10_000, offset: 0 }).await?;
     let mut connections = HashMap::new();
@@ -122,7 +123,8 @@ async fn catalogue(state: &AppState, enterprise_id: &str) -> AppResult<Enterpris
         connections.insert(row.id.clone(), ops.clone());
         connections.insert(row.name.clone(), ops);
     }
-    let transforms = state.registry.newest(enterprise_id, "transform").await?.into_iter().map(|p| p.slug).collect();
+    let transforms =
+        state.registry.newest(enterprise_id, World::Transform).await?.into_iter().map(|p| p.slug).collect();
     let (rows, _) =
         state.store.list_orchestrations(enterprise_id, crate::store::Page { limit: 10_000, offset: 0 }).await?;
     let mut calls = HashMap::new();

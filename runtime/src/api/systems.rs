@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
+use dibop_core::World;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -93,7 +94,7 @@ async fn list_systems(
     pagination: Pagination,
 ) -> AppResult<Json<Paginated<SystemView>>> {
     let mut systems = Vec::new();
-    for row in state.registry.newest(&principal.enterprise_id, "connector").await? {
+    for row in state.registry.newest(&principal.enterprise_id, World::Connector).await? {
         let info = info(&row)?;
         systems.push(SystemView {
             slug: row.slug,
@@ -121,7 +122,7 @@ async fn list_apis(
 ) -> AppResult<Json<Paginated<ApiView>>> {
     let row = state
         .registry
-        .resolve(&principal.enterprise_id, "connector", &slug)
+        .resolve(&principal.enterprise_id, World::Connector, &slug)
         .await?
         .or_not_found(format!("system {slug}"))?;
     let apis = info(&row)?.operations.into_iter().map(ApiView::from).collect();
@@ -150,7 +151,7 @@ async fn ping_system(
 ) -> AppResult<Json<PingResult>> {
     state
         .registry
-        .resolve(&principal.enterprise_id, "connector", &slug)
+        .resolve(&principal.enterprise_id, World::Connector, &slug)
         .await?
         .or_not_found(format!("system {slug}"))?;
     let connection = match &query.connection {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use dibop_core::now_ms;
+use dibop_core::{World, now_ms};
 
 use super::*;
 use crate::Engine;
@@ -20,7 +20,7 @@ pub(crate) async fn run_transform(
     input: Value,
     params: Value,
 ) -> StepOutcome {
-    let loaded = match engine.registry.resolve(&execution.enterprise_id, "transform", slug).await {
+    let loaded = match engine.registry.resolve(&execution.enterprise_id, World::Transform, slug).await {
         Ok(Some(row)) => engine.registry.loaded(&row).await,
         Ok(None) => Err(anyhow::anyhow!("no transform plugin {slug:?}")),
         Err(e) => Err(e.into()),
