@@ -226,7 +226,7 @@ async fn evaluate(ctx: &Alerts, enterprise_id: &str, execution_id: &str) -> anyh
     if rules.is_empty() {
         return Ok(());
     }
-    let Some(execution) = ctx.store.execution_any_enterprise(execution_id).await? else { return Ok(()) };
+    let Some(execution) = ctx.store.get_execution(enterprise_id, execution_id).await? else { return Ok(()) };
     if !execution.is_final() {
         return Ok(());
     }

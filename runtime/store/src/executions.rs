@@ -306,17 +306,6 @@ impl Store {
         .await
     }
 
-    /// An execution by id in ANY enterprise: for the engine's own reads of executions it
-    /// started or claimed (a child it waits for, one that just ended). Never call it with an id
-    /// taken from a request; the API reads through [`Store::get_execution`], which is scoped to
-    /// the caller's enterprise.
-    pub async fn execution_any_enterprise(&self, id: &str) -> sqlx::Result<Option<ExecutionRow>> {
-        sqlx::query_as(&format!("SELECT {EXECUTION} FROM executions WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-    }
-
     /// Extends the lease of executions `owner` runs.
     pub async fn renew_leases(&self, owner: &str, lease_ms: i64) -> sqlx::Result<()> {
         sqlx::query("UPDATE executions SET lease_expires_at = $2 WHERE lease_owner = $1 AND status = 'running'")

@@ -64,7 +64,7 @@ pub(super) async fn sub_orchestration(
     let lease = i64::try_from(engine.settings.lease_ms).unwrap_or(30_000);
     let mut signal = engine.node.signal(&execution.id);
     let child = loop {
-        match engine.store.execution_any_enterprise(&child.id).await {
+        match engine.store.get_execution(&execution.enterprise_id, &child.id).await {
             Ok(Some(current)) if current.is_final() => break current,
             Ok(_) => {}
             Err(e) => return fail(format!("reading execution {}: {e}", child.id)),
