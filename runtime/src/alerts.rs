@@ -347,14 +347,12 @@ pub async fn evaluate_periodic(ctx: &Alerts) -> anyhow::Result<()> {
                     if mine.is_empty() {
                         continue;
                     }
-                    let target = rule.condition.get("target").and_then(Value::as_f64).unwrap_or_else(|| {
-                        serde_json::from_str::<crate::engine::definition::Definition>(&orchestration.definition)
-                            .ok()
-                            .and_then(|d| d.sla_target)
-                            .unwrap_or(99.0)
-                    });
-                    let rate = mine.iter().filter(|r| r.1 == ExecutionStatus::Success.as_str()).count() as f64 * 100.0
-                        / mine.len() as f64;
+                    let target = rule
+                        .condition
+                        .get("target")
+                        .and_then(Value::as_f64)
+                        .unwrap_or_else(|| crate::sla::target(&orchestration));
+                    let rate = crate::sla::success_rate(mine.iter().map(|r| r.1.as_str())).unwrap_or(100.0);
                     if rate < target {
                         found = Some(alert(
                             "success_rate",

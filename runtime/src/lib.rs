@@ -21,6 +21,7 @@ pub use dibop_core::guard;
 pub mod metrics;
 pub use dibop_plugin_host as plugins;
 pub use dibop_store::limiter as ratelimit;
+pub mod sla;
 pub mod state;
 pub use dibop_store as store;
 

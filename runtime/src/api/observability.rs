@@ -154,15 +154,13 @@ pub struct SlaReport {
     pub systems: Vec<SlaFigures>,
 }
 
-/// Default success-rate target in percent.
-const DEFAULT_TARGET: f64 = 99.0;
-
 /// Figures from (succeeded, duration ms, at ms) samples.
 fn figures(id: String, name: String, target: f64, samples: &[(bool, i64, i64)]) -> SlaFigures {
     let now = dibop_core::now_ms();
     let executions = samples.len() as u64;
     let successes = samples.iter().filter(|s| s.0).count() as u64;
-    let success_rate = (executions > 0).then(|| (successes as f64 * 10_000.0 / executions as f64).round() / 100.0);
+    let statuses = samples.iter().map(|s| if s.0 { ExecutionStatus::Success.as_str() } else { "failed" });
+    let success_rate = crate::sla::success_rate(statuses).map(|rate| (rate * 100.0).round() / 100.0);
     let state = match success_rate {
         Some(rate) if rate < target - 1.0 => "red",
         Some(rate) if rate < target => "amber",
@@ -213,10 +211,7 @@ async fn sla(
         state.store.list_orchestrations(enterprise, crate::store::Page { limit: 10_000, offset: 0 }).await?;
     let mut orchestrations = Vec::new();
     for row in rows {
-        let target = serde_json::from_str::<crate::engine::definition::Definition>(&row.definition)
-            .ok()
-            .and_then(|d| d.sla_target)
-            .unwrap_or(DEFAULT_TARGET);
+        let target = crate::sla::target(&row);
         let samples = by_orchestration.remove(&row.id).unwrap_or_default();
         orchestrations.push(figures(row.id, row.name, target, &samples));
     }
@@ -230,7 +225,7 @@ async fn sla(
     }
     let systems = by_system
         .into_iter()
-        .map(|(system, samples)| figures(system.clone(), system, DEFAULT_TARGET, &samples))
+        .map(|(system, samples)| figures(system.clone(), system, crate::sla::DEFAULT_TARGET, &samples))
         .collect();
     Ok(Json(SlaReport { window, orchestrations, systems }))
 }
