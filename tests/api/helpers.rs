@@ -79,6 +79,41 @@ impl TestApp {
         app
     }
 
+    /// Another node on this server's database: its own data directory (no plugin bytes or
+    /// compiled artifacts of the first), the same secret key and JWT secret, as several nodes
+    /// behind a load balancer are configured.
+    pub async fn another_node(&self) -> Self {
+        let database_url = match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir().join("dibop.db").display()),
+        };
+        let key = std::fs::read_to_string(self.data_dir().join("secret-key")).expect("the first node's secret key");
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::new(PathBuf::from(data_dir.path()));
+        config.database_url = Some(database_url.clone().into());
+        config.secret_key = Some(key.trim().to_owned().into());
+        config.jwt_secret = Some(JWT_SECRET.to_owned().into());
+        config.db_max_connections = 4;
+        config.allow_private_networks = true;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let address = format!("http://{}", listener.local_addr().expect("local addr"));
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(dibop::serve(listener, config, async {
+            let _ = rx.await;
+        }));
+        let node = Self {
+            address,
+            client: reqwest::Client::new(),
+            database_url: self.database_url.clone(),
+            _data_dir: data_dir,
+            shutdown: Some(tx),
+            server: Some(server),
+        };
+        let health = node.client.get(format!("{}/readyz", node.address)).send().await.expect("readyz");
+        assert_eq!(health.status(), StatusCode::OK);
+        node
+    }
+
     /// Stops the server gracefully and returns what `serve` returned.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {

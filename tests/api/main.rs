@@ -15,6 +15,7 @@ mod hardening;
 mod helpers;
 mod identity_hardening;
 mod mock;
+mod nodes;
 mod observability;
 mod openapi;
 mod orchestrations;

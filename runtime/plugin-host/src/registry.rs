@@ -143,7 +143,6 @@ impl Registry {
                 info.slug, info.version, existing.sha256
             )));
         }
-        self.blobs.write(format!("{sha256}.wasm"), bytes).with_context(|| format!("storing plugin {sha256}"))?;
         let new = NewPlugin {
             enterprise_id: enterprise_id.map(str::to_owned),
             slug: info.slug.clone(),
@@ -156,8 +155,11 @@ impl Registry {
             info: serde_json::to_string(&info).context("serializing plugin info")?,
             bundled,
         };
-        match self.store.insert_plugin(new).await {
-            Ok(row) => Ok(Upload::Created(row)),
+        match self.store.insert_plugin(new, bytes).await {
+            Ok(row) => {
+                self.cache_bytes(&row.sha256, bytes);
+                Ok(Upload::Created(row))
+            }
             Err(err) if is_unique_violation(&err) => {
                 Err(UploadError::Conflict(format!("{} {} was registered concurrently", info.slug, info.version)))
             }
@@ -179,16 +181,55 @@ impl Registry {
         Ok(())
     }
 
-    /// The compiled component of a stored plugin.
+    /// Stores in the database the bytes of components registered before the database kept
+    /// them (from this node's data directory): run at start, so that other nodes can run them.
+    /// Components whose bytes this node does not have either are reported and left alone.
+    pub async fn keep_bytes_in_database(&self) -> anyhow::Result<()> {
+        for sha256 in self.store.plugins_without_bytes().await? {
+            match self.blobs.read(format!("{sha256}.wasm")) {
+                Ok(bytes) if sha256_hex(&bytes) == sha256 => self.store.keep_plugin_bytes(&sha256, &bytes).await?,
+                Ok(_) => tracing::warn!(plugin = %sha256, "the cached bytes of this plugin do not match its sha256"),
+                Err(_) => {
+                    tracing::warn!(plugin = %sha256, "no node has stored this plugin's bytes in the database yet")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The compiled component of a stored plugin: compiled already, from this node's cache of
+    /// its bytes, or from the database (whichever node stored it), checked against its sha256.
     pub async fn loaded(&self, row: &PluginRow) -> anyhow::Result<Loaded> {
         if let Some(loaded) = self.host.cached(&row.sha256) {
             return Ok(loaded);
         }
-        let bytes = self
-            .blobs
-            .read(format!("{}.wasm", row.sha256))
-            .with_context(|| format!("reading plugin {}", row.sha256))?;
+        let cached = self.blobs.read(format!("{}.wasm", row.sha256)).ok().filter(|b| sha256_hex(b) == row.sha256);
+        let bytes = match cached {
+            Some(bytes) => bytes,
+            None => {
+                let bytes = self
+                    .store
+                    .plugin_bytes(&row.sha256)
+                    .await?
+                    .with_context(|| format!("plugin {} has no stored bytes", row.sha256))?;
+                anyhow::ensure!(
+                    sha256_hex(&bytes) == row.sha256,
+                    "the stored bytes of plugin {} are damaged",
+                    row.sha256
+                );
+                self.cache_bytes(&row.sha256, &bytes);
+                bytes
+            }
+        };
         self.host.load(&row.sha256, &bytes).await.map_err(|m| anyhow::anyhow!(m))
+    }
+
+    /// Keeps a copy of a component's bytes in this node's data directory (a cache: the database
+    /// has them); a failure only costs a database read later.
+    fn cache_bytes(&self, sha256: &str, bytes: &[u8]) {
+        if let Err(err) = self.blobs.write(format!("{sha256}.wasm"), bytes) {
+            tracing::warn!(plugin = %sha256, error = %err, "caching plugin bytes in the data directory failed");
+        }
     }
 
     /// The newest active version of each slug of `world` the enterprise may use; its own plugins

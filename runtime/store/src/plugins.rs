@@ -44,9 +44,20 @@ const COLUMNS: &str =
 const VISIBLE: &str = "(enterprise_id IS NULL OR enterprise_id = $1)";
 
 impl Store {
-    pub async fn insert_plugin(&self, plugin: NewPlugin) -> sqlx::Result<PluginRow> {
+    /// Stores a plugin version with its component's bytes, in one transaction: a node that
+    /// sees the row can always read the bytes.
+    pub async fn insert_plugin(&self, plugin: NewPlugin, bytes: &[u8]) -> sqlx::Result<PluginRow> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO plugin_blobs (sha256, bytes, created_at) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(&plugin.sha256)
+        .bind(bytes)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         let scope = plugin.enterprise_id.clone().unwrap_or_else(|| "global".into());
-        let row = sqlx::query_as(&format!(
+        let row: PluginRow = sqlx::query_as(&format!(
             "INSERT INTO plugins (id, enterprise_id, scope, slug, version, world, sha256, size_bytes, name, description, \
              info, bundled, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {COLUMNS}"
         ))
@@ -63,10 +74,42 @@ impl Store {
         .bind(plugin.info)
         .bind(i64::from(plugin.bundled))
         .bind(now_ms())
-        .fetch_one(&self.pool)
-        .await;
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
         self.caches.plugins.clear();
-        row
+        Ok(row)
+    }
+
+    /// The bytes of the component with this sha256, when a plugin stored them.
+    pub async fn plugin_bytes(&self, sha256: &str) -> sqlx::Result<Option<Vec<u8>>> {
+        sqlx::query_scalar("SELECT bytes FROM plugin_blobs WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Stores the bytes of a component registered before its bytes were kept in the database
+    /// (a no-op when they are there).
+    pub async fn keep_plugin_bytes(&self, sha256: &str, bytes: &[u8]) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO plugin_blobs (sha256, bytes, created_at) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(sha256)
+        .bind(bytes)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The sha256 of every registered component whose bytes the database lacks.
+    pub async fn plugins_without_bytes(&self) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT sha256 FROM plugins WHERE sha256 NOT IN (SELECT sha256 FROM plugin_blobs) ORDER BY sha256",
+        )
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// The plugin with this slug and version in one scope (`None` = global).
