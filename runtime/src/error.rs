@@ -52,6 +52,23 @@ pub trait OrNotFound<T> {
     fn or_not_found(self, what: impl std::fmt::Display) -> AppResult<T>;
 }
 
+/// A write's result with a unique violation answered as a 409 in the caller's words and every
+/// other database error as a 500: `store.create_x(..).await.or_conflict(|| "x exists".into())?`.
+pub trait OrConflict<T> {
+    /// The value, or `409 CONFLICT` with `message()` when a unique constraint refused the write.
+    fn or_conflict(self, message: impl FnOnce() -> String) -> AppResult<T>;
+}
+
+impl<T> OrConflict<T> for Result<T, sqlx::Error> {
+    fn or_conflict(self, message: impl FnOnce() -> String) -> AppResult<T> {
+        self.map_err(
+            |err| {
+                if crate::store::is_unique_violation(&err) { AppError::Conflict(message()) } else { err.into() }
+            },
+        )
+    }
+}
+
 impl<T> OrNotFound<T> for Option<T> {
     fn or_not_found(self, what: impl std::fmt::Display) -> AppResult<T> {
         self.ok_or_else(|| AppError::not_found(what))

@@ -19,9 +19,9 @@ use super::datetime;
 use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination};
 use crate::auth::Principal;
 use crate::canonical::{self, Domain, Field};
-use crate::error::{AppError, AppResult, OrNotFound};
+use crate::error::{AppError, AppResult, OrConflict, OrNotFound};
 use crate::state::AppState;
-use crate::store::{CanonicalRow, Lineage, is_unique_violation};
+use crate::store::{CanonicalRow, Lineage};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -98,8 +98,8 @@ fn checked(domain: &Domain, record: &Value) -> AppResult<String> {
     domain.key_of(record).ok_or_else(|| AppError::BadRequest(format!("{} is required", domain.natural_key)))
 }
 
-fn conflict(domain: &Domain, key: &str) -> AppError {
-    AppError::Conflict(format!("a {} record with {} {key:?} exists", domain.name, domain.natural_key))
+fn conflict(domain: &Domain, key: &str) -> String {
+    format!("a {} record with {} {key:?} exists", domain.name, domain.natural_key)
 }
 
 /// The 22 domains with their fields and record counts.
@@ -178,11 +178,11 @@ async fn create_record(
         created_by: principal.user_id.clone().or_else(|| principal.api_key_id.clone()),
         ..Lineage::default()
     };
-    let row =
-        match state.store.insert_canonical(&principal.enterprise_id, &name, &key, &record.to_string(), lineage).await {
-            Err(err) if is_unique_violation(&err) => return Err(conflict(domain, &key)),
-            other => other?,
-        };
+    let row = state
+        .store
+        .insert_canonical(&principal.enterprise_id, &name, &key, &record.to_string(), lineage)
+        .await
+        .or_conflict(|| conflict(domain, &key))?;
     Ok((StatusCode::CREATED, Json(record_view(row, domain, &principal))))
 }
 
@@ -216,10 +216,11 @@ async fn replace_record(
 ) -> AppResult<Json<RecordView>> {
     let domain = find(&name)?;
     let key = checked(domain, &record)?;
-    let row = match state.store.replace_canonical(&principal.enterprise_id, &name, &id, &key, &record.to_string()).await
-    {
-        Err(err) if is_unique_violation(&err) => return Err(conflict(domain, &key)),
-        other => other?.or_not_found(format!("{name} record {id}"))?,
-    };
+    let row = state
+        .store
+        .replace_canonical(&principal.enterprise_id, &name, &id, &key, &record.to_string())
+        .await
+        .or_conflict(|| conflict(domain, &key))?
+        .or_not_found(format!("{name} record {id}"))?;
     Ok(Json(record_view(row, domain, &principal)))
 }

@@ -19,11 +19,11 @@ use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::users::check_name;
 use crate::auth::Principal;
 use crate::connections::{self, Caller};
-use crate::error::{AppError, AppResult, FieldError, OrNotFound, Validator};
+use crate::error::{AppError, AppResult, FieldError, OrConflict, OrNotFound, Validator};
 use crate::plugins::host::LogLine;
 use crate::plugins::{CallError, Invocation, MAX_MEMORY_BYTES, PluginInfo};
 use crate::state::AppState;
-use crate::store::{ConnectionFields, ConnectionRow, is_unique_violation};
+use crate::store::{ConnectionFields, ConnectionRow};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -201,12 +201,8 @@ async fn fields(
     })
 }
 
-fn conflict(err: sqlx::Error, name: &str) -> AppError {
-    if is_unique_violation(&err) {
-        AppError::Conflict(format!("a connection named {name:?} already exists"))
-    } else {
-        err.into()
-    }
+fn taken(name: &str) -> String {
+    format!("a connection named {name:?} already exists")
 }
 
 /// List the enterprise's connections.
@@ -237,7 +233,7 @@ async fn create_connection(
     let id = dibop_core::new_id();
     let fields = fields(&state, &principal, &id, input, HashMap::new()).await?;
     let row =
-        state.store.create_connection(&principal.enterprise_id, &id, fields).await.map_err(|e| conflict(e, &name))?;
+        state.store.create_connection(&principal.enterprise_id, &id, fields).await.or_conflict(|| taken(&name))?;
     Ok((StatusCode::CREATED, Json(view(&state, row)?)))
 }
 
@@ -296,7 +292,7 @@ async fn replace_connection(
         .store
         .replace_connection(&principal.enterprise_id, &id, fields)
         .await
-        .map_err(|e| conflict(e, &name))?
+        .or_conflict(|| taken(&name))?
         .or_not_found(format!("connection {id}"))?;
     Ok(Json(view(&state, row)?))
 }

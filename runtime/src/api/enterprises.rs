@@ -14,9 +14,9 @@ use super::datetime;
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::settings::{Settings, valid_timezone};
 use super::users::{UserView, check_name, check_password, hash_for};
-use crate::error::{AppError, AppResult, OrNotFound, Validator};
+use crate::error::{AppResult, OrConflict, OrNotFound, Validator};
 use crate::state::AppState;
-use crate::store::{Enterprise, NewEnterprise, NewUser, is_unique_violation};
+use crate::store::{Enterprise, NewEnterprise, NewUser};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_enterprises, create_enterprise)).routes(routes!(get_enterprise))
@@ -131,15 +131,12 @@ async fn create_enterprise(
         platform_access: false,
     };
     let new = NewEnterprise { name: body.name.trim().to_owned(), slug, timezone };
-    match state.store.create_enterprise_with_admin(new, admin).await {
-        Ok((enterprise, admin)) => {
-            Ok((StatusCode::CREATED, Json(CreatedEnterprise { enterprise: enterprise.into(), admin: admin.into() })))
-        }
-        Err(err) if is_unique_violation(&err) => {
-            Err(AppError::Conflict("an enterprise with this slug already exists".into()))
-        }
-        Err(err) => Err(err.into()),
-    }
+    let (enterprise, admin) = state
+        .store
+        .create_enterprise_with_admin(new, admin)
+        .await
+        .or_conflict(|| "an enterprise with this slug already exists".into())?;
+    Ok((StatusCode::CREATED, Json(CreatedEnterprise { enterprise: enterprise.into(), admin: admin.into() })))
 }
 
 #[cfg(test)]

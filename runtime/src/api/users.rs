@@ -25,9 +25,9 @@ use utoipa_axum::routes;
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::{datetime, opt_datetime};
 use crate::auth::{Principal, policy};
-use crate::error::{AppError, AppResult, OrNotFound, Validator};
+use crate::error::{AppError, AppResult, OrConflict, OrNotFound, Validator};
 use crate::state::AppState;
-use crate::store::{NewUser, PlatformUsers, User, UserPatch, is_unique_violation};
+use crate::store::{NewUser, PlatformUsers, User, UserPatch};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_users, create_user)).routes(routes!(get_user, update_user, delete_user))
@@ -150,13 +150,12 @@ async fn create_user(
         email: email.into_string(),
     };
     // Only this enterprise's own users can collide (see the module documentation).
-    match state.store.create_user(&principal.enterprise_id, &new).await {
-        Ok(user) => Ok((StatusCode::CREATED, Json(user.into()))),
-        Err(err) if is_unique_violation(&err) => {
-            Err(AppError::Conflict(format!("this enterprise already has a user with email {}", new.email)))
-        }
-        Err(err) => Err(err.into()),
-    }
+    let user = state
+        .store
+        .create_user(&principal.enterprise_id, &new)
+        .await
+        .or_conflict(|| format!("this enterprise already has a user with email {}", new.email))?;
+    Ok((StatusCode::CREATED, Json(user.into())))
 }
 
 /// `password` hashed for an account of `email`, with the salt of the address's other accounts.
