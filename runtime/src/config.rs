@@ -18,6 +18,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// When SQLite makes a commit durable (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    /// In WAL mode a commit survives a crash of the process, and may be lost only when the
+    /// machine loses power before the next checkpoint; much cheaper.
+    #[default]
+    Normal,
+    /// Every commit is flushed to the disk before it is acknowledged.
+    Full,
+}
+
 /// The effective configuration of a server. Secrets are [`SecretString`]s, so a `{:?}` of this
 /// struct never prints them.
 #[derive(Debug, Clone)]
@@ -92,6 +104,8 @@ pub struct Config {
     /// logins get 429. The address is the TCP peer: behind a reverse proxy, the proxy's.
     pub login_failures_per_address: u64,
     pub log_format: LogFormat,
+    /// SQLite only: `PRAGMA synchronous`.
+    pub sqlite_synchronous: SqliteSynchronous,
 }
 
 impl Config {
@@ -126,6 +140,7 @@ impl Config {
             max_parallel_branches: 16,
             min_cron_interval_secs: 60,
             log_format: LogFormat::Pretty,
+            sqlite_synchronous: SqliteSynchronous::Normal,
         }
     }
 }
@@ -221,6 +236,9 @@ pub struct ConfigArgs {
     /// Log format.
     #[arg(long, env = "DIBOP_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// SQLite only: when a commit is durable (normal or full).
+    #[arg(long, env = "DIBOP_SQLITE_SYNCHRONOUS", value_enum)]
+    pub sqlite_synchronous: Option<SqliteSynchronous>,
 }
 
 /// The TOML file: the same settings as the flags, all optional.
@@ -255,6 +273,7 @@ struct FileConfig {
     login_concurrency: Option<usize>,
     login_failures_per_address: Option<u64>,
     log_format: Option<LogFormat>,
+    sqlite_synchronous: Option<SqliteSynchronous>,
 }
 
 impl ConfigArgs {
@@ -325,6 +344,10 @@ impl ConfigArgs {
                 .unwrap_or(defaults.login_failures_per_address)
                 .max(1),
             log_format: self.log_format.or(file.log_format).unwrap_or(defaults.log_format),
+            sqlite_synchronous: self
+                .sqlite_synchronous
+                .or(file.sqlite_synchronous)
+                .unwrap_or(defaults.sqlite_synchronous),
             ..defaults
         })
     }

@@ -42,7 +42,9 @@ use store::Store;
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let store = Store::connect(config.database_url.as_ref(), &config.data_dir, config.db_max_connections).await?;
+    let full_sync = config.sqlite_synchronous == config::SqliteSynchronous::Full;
+    let store =
+        Store::connect(config.database_url.as_ref(), &config.data_dir, config.db_max_connections, full_sync).await?;
     store.migrate().await?;
     Ok(store)
 }

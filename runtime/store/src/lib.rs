@@ -74,8 +74,15 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the database named by `url` (or the default SQLite file in `data_dir`).
-    pub async fn connect(url: Option<&SecretString>, data_dir: &Path, max_connections: u32) -> anyhow::Result<Self> {
+    /// Opens the database named by `url` (or the default SQLite file in `data_dir`); on SQLite,
+    /// `full_sync` makes every commit wait for the disk (`PRAGMA synchronous = FULL` instead of
+    /// `NORMAL`).
+    pub async fn connect(
+        url: Option<&SecretString>,
+        data_dir: &Path,
+        max_connections: u32,
+        full_sync: bool,
+    ) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let url = match url {
             Some(url) => url.expose_secret().to_owned(),
@@ -100,9 +107,14 @@ impl Store {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; \
-                             PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL;",
+                            "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
                         )
+                        .await?;
+                        conn.execute(if full_sync {
+                            "PRAGMA synchronous = FULL"
+                        } else {
+                            "PRAGMA synchronous = NORMAL"
+                        })
                         .await?;
                     }
                     Ok(())
@@ -147,4 +159,22 @@ impl Store {
 /// Whether `err` is a violation of a unique constraint (mapped to 409 by callers).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Store;
+
+    #[tokio::test]
+    async fn sqlite_commits_wait_for_the_disk_only_when_asked() {
+        for (full_sync, expected) in [(false, 1_i64), (true, 2)] {
+            let dir = std::env::temp_dir().join(format!("dibop-store-sync-{}-{full_sync}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let store = Store::connect(None, &dir, 1, full_sync).await.expect("connects");
+            let level: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&store.pool).await.expect("pragma");
+            assert_eq!(level, expected, "full_sync = {full_sync}");
+            store.close().await;
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }
