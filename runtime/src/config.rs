@@ -60,8 +60,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Size of the database connection pool.
     pub db_max_connections: u32,
-    /// Execution workers of this node.
-    pub workers: usize,
+    /// Executions this node runs at once. An execution waiting on a plugin's HTTP call, a
+    /// `wait` or a child holds one of these and nothing scarcer: each runs as its own task.
+    pub max_in_flight: usize,
     /// How long a node keeps a claimed execution without renewing its lease; after that another
     /// node (or this one after a restart) resumes it.
     pub lease_ms: u64,
@@ -123,7 +124,7 @@ impl Config {
             extra_ca_file: None,
             max_body_bytes: 2 * 1024 * 1024,
             db_max_connections: 10,
-            workers: 4,
+            max_in_flight: 1024,
             lease_ms: 30_000,
             warm_instance_calls: 100,
             compile_timeout_ms: 180_000,
@@ -185,8 +186,11 @@ pub struct ConfigArgs {
     /// Database connection pool size.
     #[arg(long, env = "DIBOP_DB_MAX_CONNECTIONS")]
     pub db_max_connections: Option<u32>,
-    /// Execution workers of this node.
-    #[arg(long, env = "DIBOP_WORKERS")]
+    /// Executions this node runs at once.
+    #[arg(long, env = "DIBOP_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// The former name of `--max-in-flight` (used when that is not given).
+    #[arg(long, env = "DIBOP_WORKERS", hide = true)]
     pub workers: Option<usize>,
     /// Execution lease in ms (a dead node's executions resume after it).
     #[arg(long, env = "DIBOP_LEASE_MS")]
@@ -256,6 +260,7 @@ struct FileConfig {
     extra_ca_file: Option<PathBuf>,
     max_body_bytes: Option<usize>,
     db_max_connections: Option<u32>,
+    max_in_flight: Option<usize>,
     workers: Option<usize>,
     lease_ms: Option<u64>,
     execute_wait_ms: Option<u64>,
@@ -303,7 +308,13 @@ impl ConfigArgs {
                 .db_max_connections
                 .or(file.db_max_connections)
                 .unwrap_or(defaults.db_max_connections),
-            workers: self.workers.or(file.workers).unwrap_or(defaults.workers),
+            max_in_flight: self
+                .max_in_flight
+                .or(file.max_in_flight)
+                .or(self.workers)
+                .or(file.workers)
+                .unwrap_or(defaults.max_in_flight)
+                .max(1),
             lease_ms: self.lease_ms.or(file.lease_ms).unwrap_or(defaults.lease_ms).max(1000),
             execute_wait_ms: self.execute_wait_ms.or(file.execute_wait_ms).unwrap_or(defaults.execute_wait_ms),
             warm_instance_calls: self

@@ -86,8 +86,8 @@ pub async fn serve(
         sealer.clone(),
         limiter.clone(),
         Arc::new(engine::Node::new(
-            config.workers,
-            config.enterprise_slots.unwrap_or(config.workers.saturating_sub(1)),
+            config.max_in_flight,
+            config.enterprise_slots.unwrap_or((config.max_in_flight / 2).max(1)),
         )),
         engine::Settings {
             lease_ms: config.lease_ms,
@@ -110,7 +110,7 @@ pub async fn serve(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let housekeeping = tokio::spawn(housekeeping(state.clone(), stopped.clone()));
     let deliveries = tokio::spawn(alerts::send_queued(state.alerts.clone(), queued, stopped.clone()));
-    let workers = engine::start(&state.engine, state.config.workers, &stopped);
+    let workers = engine::start(&state.engine, &stopped);
 
     let app = api::router(state.clone());
     tracing::info!(address = %listener.local_addr()?, "DIBOP API listening");

@@ -42,7 +42,7 @@ fn body_wait(name: &str, ms: u64) -> Value {
 
 #[tokio::test]
 async fn non_ascii_text_in_conditions_and_windows_is_handled_not_panicked() {
-    let app = TestApp::spawn_with(|config| config.workers = 2).await;
+    let app = TestApp::spawn_with(|config| config.max_in_flight = 2).await;
     let token = app.admin_token().await;
     let id = create(
         &app,
@@ -105,7 +105,7 @@ async fn cancel_reaches_a_wait_inside_a_for_each_body() {
 #[tokio::test]
 async fn a_parked_child_parks_its_parent_and_a_cancelled_parent_cancels_it() {
     // One worker: a parent that waited for its child in the worker would hold it.
-    let app = TestApp::spawn_with(|config| config.workers = 1).await;
+    let app = TestApp::spawn_with(|config| config.max_in_flight = 1).await;
     let token = app.admin_token().await;
     create(
         &app,
@@ -241,7 +241,7 @@ async fn shutdown_hands_a_running_execution_back_within_the_grace_period() {
 
 #[tokio::test]
 async fn one_tenant_cannot_occupy_every_worker_of_a_node() {
-    let app = TestApp::spawn_with(|config| config.workers = 2).await;
+    let app = TestApp::spawn_with(|config| config.max_in_flight = 2).await;
     let greedy = app.admin_token().await;
     // Short waits run in the worker: 14 of them hold it for 21 s.
     let slow = create(&app, &greedy, body_wait("Greedy", 1_500)).await;

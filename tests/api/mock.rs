@@ -22,6 +22,8 @@ pub struct Mock {
     pub seen: Arc<Mutex<Seen>>,
     /// Requests to `/dms/inflight/...` being served now, and the most at once.
     pub inflight: Arc<Mutex<(usize, usize)>>,
+    /// `/dms/gate/...` requests wait until this turns true.
+    pub gate: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 pub struct MockServer {
@@ -47,6 +49,7 @@ impl MockServer {
             .route("/flaky/status", get(flaky))
             .route("/dms/slow-customers", post(slow_create_customer))
             .route("/dms/inflight/{vin}", get(inflight))
+            .route("/dms/gate/{vin}", get(gated))
             .with_state(mock.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
         let authority = listener.local_addr().expect("addr").to_string();
@@ -59,6 +62,11 @@ impl MockServer {
     /// Requests whose path contains `fragment`.
     pub fn count(&self, fragment: &str) -> usize {
         self.mock.seen.lock().expect("lock").requests.iter().filter(|(p, _, _)| p.contains(fragment)).count()
+    }
+
+    /// Lets every `/dms/gate/...` request, waiting or to come, answer.
+    pub fn open_gate(&self) {
+        self.mock.gate.send_replace(true);
     }
 
     /// The most `/dms/inflight/...` requests served at once.
@@ -125,6 +133,14 @@ async fn flaky(State(mock): State<Mock>, headers: HeaderMap) -> impl IntoRespons
     } else {
         (StatusCode::OK, Json(json!({"ok": true, "attempt": seen})))
     }
+}
+
+/// Answers once the test opens the gate ([`MockServer::open_gate`]).
+async fn gated(State(mock): State<Mock>, Path(vin): Path<String>, headers: HeaderMap) -> Json<Value> {
+    remember(&mock, format!("/dms/gate/{vin}"), &headers, String::new());
+    let mut open = mock.gate.subscribe();
+    let _ = open.wait_for(|open| *open).await;
+    Json(json!({"vin": vin, "checked": true}))
 }
 
 /// Takes 150 ms and tracks how many such requests overlap.

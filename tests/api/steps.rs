@@ -22,7 +22,8 @@ async fn connections(app: &TestApp, token: &str, mock: &MockServer) {
         json!({"name": "dms", "system": "rest",
                "config": {"base_url": format!("{}/dms", mock.base), "auth": {"type": "api_key", "header": "X-Api-Key"},
                           "operations": {"get_vehicle": {"method": "GET", "path": "/vehicles/{vin}"},
-                                         "check": {"method": "GET", "path": "/inflight/{vin}"}}},
+                                         "check": {"method": "GET", "path": "/inflight/{vin}"},
+                                         "gate": {"method": "GET", "path": "/gate/{vin}"}}},
                "credentials": {"api_key": "dms-key-123456"}, "allowed_hosts": [mock.authority]}),
     )
     .await;
@@ -46,6 +47,53 @@ async fn steps_of(app: &TestApp, token: &str, execution_id: &str) -> Vec<(String
         .iter()
         .map(|s| (s["name"].as_str().expect("name").to_owned(), s["status"].as_str().expect("status").to_owned()))
         .collect()
+}
+
+#[tokio::test]
+async fn executions_waiting_on_a_slow_system_hold_no_scarce_slot() {
+    let app = TestApp::spawn().await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    connections(&app, &token, &mock).await;
+    let id = create(
+        &app,
+        &token,
+        json!({"name": "Wait on the DMS", "parameters": [{"name": "vin", "type": "string", "required": true}],
+               "steps": [{"name": "check", "type": "api_call", "connection": "dms", "operation": "gate",
+                          "parameters": {"vin": "${parameters.vin}"}}],
+               "output": {"checked": "${check.response.checked}"}}),
+    )
+    .await;
+    // Twelve executions: three times the four a node used to run at once.
+    let mut executions = Vec::new();
+    for i in 0..12 {
+        let queued: Value = app
+            .post(
+                &token,
+                &format!("/orchestrations/{id}/execute"),
+                json!({"parameters": {"vin": format!("V{i}")}, "async": true}),
+            )
+            .await
+            .json()
+            .await
+            .expect("json");
+        executions.push(queued["execution_id"].as_str().unwrap_or_else(|| panic!("{queued}")).to_owned());
+    }
+    // Every one reaches the DMS before the DMS answers any: each waits holding only its slot.
+    for _ in 0..600 {
+        if mock.count("/dms/gate/") == 12 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(mock.count("/dms/gate/"), 12, "all twelve executions wait on the system at once");
+    mock.open_gate();
+    for execution in executions {
+        let done = app.wait_finished(&token, &execution).await;
+        assert_eq!(done["status"], "success", "{done}");
+        assert_eq!(done["output"], json!({"checked": true}));
+    }
+    assert_eq!(mock.count("/dms/gate/"), 12, "no call was made twice");
 }
 
 #[tokio::test]
@@ -304,7 +352,7 @@ async fn a_sub_orchestration_runs_its_child_and_answers_the_childs_output() {
 
 #[tokio::test]
 async fn waits_pause_and_long_waits_free_the_worker_until_due() {
-    let app = TestApp::spawn_with(|config| config.workers = 1).await;
+    let app = TestApp::spawn_with(|config| config.max_in_flight = 1).await;
     let token = app.admin_token().await;
     let def = |name: &str, ms: u64| {
         json!({"name": name, "steps": [
@@ -429,7 +477,7 @@ output: "${greet}"
 async fn a_long_wait_in_a_body_parks_the_execution_and_nothing_runs_twice() {
     // One worker: while the execution is parked, other work runs on it.
     let mut first = TestApp::spawn_with(|config| {
-        config.workers = 1;
+        config.max_in_flight = 1;
         config.shutdown_grace_ms = 300;
     })
     .await;

@@ -63,8 +63,8 @@ impl StopSignal {
 pub struct Node {
     /// This node's lease owner name.
     pub node_id: String,
-    /// One permit per execution this node may run at once (the worker pool size), shared by
-    /// the workers and by execute requests that run their execution at once.
+    /// One permit per execution this node may run at once (`max_in_flight`), shared by the
+    /// claim loops and by execute requests that run their execution at once.
     pub(super) slots: Arc<tokio::sync::Semaphore>,
     workers: usize,
     /// Most executions of one enterprise this node runs at once (fair share).
@@ -79,10 +79,10 @@ pub struct Node {
 }
 
 impl Node {
-    /// A handle for a node running at most `workers` executions at once, at most
+    /// A handle for a node running at most `capacity` executions at once, at most
     /// `per_enterprise` of them for one enterprise.
-    pub fn new(workers: usize, per_enterprise: usize) -> Self {
-        let workers = workers.max(1);
+    pub fn new(capacity: usize, per_enterprise: usize) -> Self {
+        let workers = capacity.max(1);
         Self {
             node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
             slots: Arc::new(tokio::sync::Semaphore::new(workers)),

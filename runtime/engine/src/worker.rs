@@ -1,5 +1,7 @@
-//! Workers and the lease heartbeat: claim queued executions (fairly across enterprises), run
-//! them in a slot, and keep their leases.
+//! Claim loops and the lease heartbeat: claim queued executions (fairly across enterprises)
+//! while this node has a free slot, run each on its own task in that slot, and keep their
+//! leases. An execution waiting on I/O (a plugin's HTTP call, a `wait`, a child) holds only its
+//! slot; the node runs up to `max_in_flight` of them and leaves the rest queued in the database.
 
 use std::time::Duration;
 
@@ -12,8 +14,13 @@ use super::{Stop, schedule};
 use crate::Engine;
 use dibop_store::{ExecutionRow, Finish};
 
-/// How often idle workers look for work they were not woken for (other nodes, expired leases).
+/// How often idle claim loops look for work they were not woken for (other nodes, expired
+/// leases).
 const POLL: Duration = Duration::from_millis(500);
+
+/// Claim loops per node: a claim is one short query, so two keep the slots filled while one
+/// waits for the database.
+const CLAIMERS: usize = 2;
 
 /// Runs an execution this node claimed in a slot it holds, on its own task (a caller that goes
 /// away does not stop it); the receiver resolves when it ended or was handed back.
@@ -34,9 +41,11 @@ pub fn run_now(
     receiver
 }
 
-/// Starts `count` workers and the lease heartbeat; they stop when `stop` flips.
-pub fn start(engine: &Engine, count: usize, stop: &watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks: Vec<_> = (0..count.max(1)).map(|_| tokio::spawn(worker(engine.clone(), stop.clone()))).collect();
+/// Starts the claim loops, the lease heartbeat and the scheduler; they stop when `stop` flips.
+/// Aborting a claim loop aborts the executions it started (shutdown does so only after
+/// handing them back).
+pub fn start(engine: &Engine, stop: &watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks: Vec<_> = (0..CLAIMERS).map(|_| tokio::spawn(claimer(engine.clone(), stop.clone()))).collect();
     tasks.push(tokio::spawn(heartbeat(engine.clone(), stop.clone())));
     tasks.push(tokio::spawn(schedule::run(engine.clone(), stop.clone())));
     tasks
@@ -70,8 +79,11 @@ async fn heartbeat(engine: Engine, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn worker(engine: Engine, mut stop: watch::Receiver<bool>) {
+async fn claimer(engine: Engine, mut stop: watch::Receiver<bool>) {
+    // The executions this loop started, so that aborting it aborts them.
+    let mut running = tokio::task::JoinSet::new();
     loop {
+        while running.try_join_next().is_some() {}
         if *stop.borrow() {
             return;
         }
@@ -86,11 +98,14 @@ async fn worker(engine: Engine, mut stop: watch::Receiver<bool>) {
         match engine.store.claim_execution(&engine.node.node_id, lease_ms(&engine), &full, &busy).await {
             Ok(Some(execution)) => {
                 let occupied = engine.node.occupy(&execution.enterprise_id);
-                run_claimed(engine.clone(), execution).await;
-                drop(occupied);
-                drop(slot);
-                // More work may be queued: let another worker look too.
-                engine.node.wake();
+                let engine = engine.clone();
+                running.spawn(async move {
+                    run_claimed(engine.clone(), execution).await;
+                    drop(occupied);
+                    drop(slot);
+                    // A slot and maybe an enterprise's share are free again: look for work.
+                    engine.node.wake();
+                });
             }
             Ok(None) => {
                 drop(slot);

@@ -83,7 +83,7 @@ async fn platform_metrics(State(state): State<AppState>, principal: Principal) -
         api_calls,
         queue_depth: state.store.queued_executions(Some(enterprise)).await?,
         workers_busy: state.engine.node.busy(),
-        workers: state.config.workers.max(1),
+        workers: state.config.max_in_flight,
         plugin_instantiations,
         plugin_instantiation_mean_ms,
         rate_limit_rejections: metrics.rate_limited.get(),
