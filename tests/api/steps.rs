@@ -97,6 +97,55 @@ async fn executions_waiting_on_a_slow_system_hold_no_scarce_slot() {
 }
 
 #[tokio::test]
+async fn more_executions_waiting_on_plugins_than_the_sandbox_holds_wait_their_turn_instead_of_failing() {
+    let app = TestApp::spawn().await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    let limits = json!({"rate_limits": {"api_requests_per_minute": 10_000, "executions_per_minute": 10_000}});
+    assert_eq!(app.put(&token, "/settings", limits).await.status(), StatusCode::OK);
+    connections(&app, &token, &mock).await;
+    let id = create(
+        &app,
+        &token,
+        json!({"name": "Wait on the DMS", "parameters": [{"name": "vin", "type": "string", "required": true}],
+               "steps": [{"name": "check", "type": "api_call", "connection": "dms", "operation": "gate",
+                          "parameters": {"vin": "${parameters.vin}"}}]}),
+    )
+    .await;
+    // More executions than the instance pool has room for, each holding an instance while its
+    // call waits on the system.
+    let live = dibop::plugins::MAX_LIVE_CALLS;
+    let total = live + 20;
+    let mut executions = Vec::new();
+    for i in 0..total {
+        let queued: Value = app
+            .post(
+                &token,
+                &format!("/orchestrations/{id}/execute"),
+                json!({"parameters": {"vin": format!("V{i}")}, "async": true}),
+            )
+            .await
+            .json()
+            .await
+            .expect("json");
+        executions.push(queued["execution_id"].as_str().unwrap_or_else(|| panic!("{queued}")).to_owned());
+    }
+    for _ in 0..600 {
+        if mock.count("/dms/gate/") >= live {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(mock.count("/dms/gate/"), live, "as many calls as there are live-call permits wait at the system");
+    mock.open_gate();
+    for execution in executions {
+        let done = app.wait_finished(&token, &execution).await;
+        assert_eq!(done["status"], "success", "{done}");
+    }
+    assert_eq!(mock.count("/dms/gate/"), total, "every execution called the system once");
+}
+
+#[tokio::test]
 async fn for_each_runs_its_body_per_item_within_the_concurrency_bound() {
     let app = TestApp::spawn().await;
     let mock = MockServer::start().await;

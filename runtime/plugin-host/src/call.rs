@@ -113,6 +113,8 @@ impl PluginHost {
         spec: &CallSpec,
         body: impl AsyncFnOnce(&mut Store<State>, &mut Duration) -> wasmtime::Result<Result<R, CallError>>,
     ) -> CallReport<R> {
+        // Held until the store is dropped: its instance goes back to the pool first.
+        let _live = self.live_calls.acquire().await.ok();
         let started = Instant::now();
         let (mut store, call, recorder, stdout, stderr) = self.store(spec);
         let setup = started.elapsed();
@@ -200,6 +202,8 @@ impl PluginHost {
         input: &String,
         context: &types::CallContext,
     ) -> CallReport<serde_json::Value> {
+        // Held until the instance is back in the warm pool or dropped.
+        let _live = self.live_calls.acquire().await.ok();
         let started = Instant::now();
         let key = warm::key(spec);
         let mut instantiate = Duration::ZERO;

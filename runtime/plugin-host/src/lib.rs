@@ -71,6 +71,11 @@ use outbound::{ApiCallRecord, CallOrigin};
 const TICK: Duration = Duration::from_millis(10);
 /// Bytes of stdout and of stderr kept per call.
 const OUTPUT_CAPACITY: usize = 256 * 1024;
+/// Calls with a live instance at once; more wait for one to end instead of failing. With the
+/// idle warm instances (`warm::TOTAL`, 32) they stay within the pooling allocator's 200
+/// component instances, 200 stacks and 400 memories (two per instance at most): a node runs
+/// up to `max_in_flight` executions, far more than the pool holds.
+pub const MAX_LIVE_CALLS: usize = 160;
 /// Largest memory any call may be given, whatever a connection asks for.
 pub const MAX_MEMORY_BYTES: usize = 512 * 1024 * 1024;
 
@@ -215,6 +220,8 @@ pub struct HealthReport {
 /// Compiles, caches and calls plugins.
 pub struct PluginHost {
     engine: Engine,
+    /// One permit per call with a live instance (see [`MAX_LIVE_CALLS`]).
+    live_calls: Arc<tokio::sync::Semaphore>,
     linker: Linker<State>,
     artifacts: PathBuf,
     loaded: Mutex<HashMap<String, Loaded>>,
@@ -253,6 +260,7 @@ impl PluginHost {
             allow_private_networks,
             compile_timeout: Duration::from_secs(180),
             warm: warm::Pool::new(warm_calls),
+            live_calls: Arc::new(tokio::sync::Semaphore::new(MAX_LIVE_CALLS)),
             net: Arc::new(outbound::Net::new(crate::egress::tls_config(None)?)),
             observer: None,
         })
