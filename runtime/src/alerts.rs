@@ -352,7 +352,8 @@ pub async fn evaluate_periodic(ctx: &Alerts) -> anyhow::Result<()> {
                         .get("target")
                         .and_then(Value::as_f64)
                         .unwrap_or_else(|| crate::sla::target(&orchestration));
-                    let rate = crate::sla::success_rate(mine.iter().map(|r| r.1.as_str())).unwrap_or(100.0);
+                    let successes = mine.iter().filter(|r| crate::sla::succeeded(&r.1)).count() as u64;
+                    let rate = crate::sla::success_rate(successes, mine.len() as u64).unwrap_or(100.0);
                     if rate < target {
                         found = Some(alert(
                             "success_rate",

@@ -17,14 +17,13 @@ pub fn target(orchestration: &OrchestrationRow) -> f64 {
         .unwrap_or(DEFAULT_TARGET)
 }
 
-/// Percent of runs that succeeded (`None` without runs); `partial` and `cancelled` count as
-/// failures.
-pub fn success_rate<'a>(statuses: impl IntoIterator<Item = &'a str>) -> Option<f64> {
-    let (mut runs, mut successes) = (0_u64, 0_u64);
-    for status in statuses {
-        runs += 1;
-        successes += u64::from(status == ExecutionStatus::Success.as_str());
-    }
+/// Whether a run with this status counts as a success: `partial` and `cancelled` do not.
+pub fn succeeded(status: &str) -> bool {
+    status == ExecutionStatus::Success.as_str()
+}
+
+/// Percent of `runs` that succeeded (`None` without runs).
+pub fn success_rate(successes: u64, runs: u64) -> Option<f64> {
     (runs > 0).then(|| successes as f64 * 100.0 / runs as f64)
 }
 
@@ -32,7 +31,9 @@ pub fn success_rate<'a>(statuses: impl IntoIterator<Item = &'a str>) -> Option<f
 mod tests {
     #[test]
     fn only_success_counts_and_no_runs_have_no_rate() {
-        assert_eq!(super::success_rate(["success", "partial", "success", "cancelled"]), Some(50.0));
-        assert_eq!(super::success_rate([]), None);
+        let statuses = ["success", "partial", "success", "cancelled"];
+        let successes = statuses.iter().filter(|s| super::succeeded(s)).count() as u64;
+        assert_eq!(super::success_rate(successes, 4), Some(50.0));
+        assert_eq!(super::success_rate(0, 0), None);
     }
 }

@@ -159,8 +159,7 @@ fn figures(id: String, name: String, target: f64, samples: &[(bool, i64, i64)]) 
     let now = dibop_core::now_ms();
     let executions = samples.len() as u64;
     let successes = samples.iter().filter(|s| s.0).count() as u64;
-    let statuses = samples.iter().map(|s| if s.0 { ExecutionStatus::Success.as_str() } else { "failed" });
-    let success_rate = crate::sla::success_rate(statuses).map(|rate| (rate * 100.0).round() / 100.0);
+    let success_rate = crate::sla::success_rate(successes, executions).map(|rate| (rate * 100.0).round() / 100.0);
     let state = match success_rate {
         Some(rate) if rate < target - 1.0 => "red",
         Some(rate) if rate < target => "amber",
@@ -204,7 +203,7 @@ async fn sla(
     let enterprise = principal.enterprise_id.as_str();
     let mut by_orchestration: BTreeMap<String, Vec<(bool, i64, i64)>> = BTreeMap::new();
     for (orchestration, status, duration, at) in state.store.finished_executions(enterprise, since).await? {
-        let success = status == ExecutionStatus::Success.as_str();
+        let success = crate::sla::succeeded(&status);
         by_orchestration.entry(orchestration).or_default().push((success, duration, at));
     }
     let (rows, _) =
