@@ -41,6 +41,18 @@ pub async fn fresh_database() -> Option<String> {
     })
 }
 
+/// The configuration every test server starts from, with its data in `data_dir`.
+fn test_config(data_dir: &tempfile::TempDir) -> Config {
+    let mut config = Config::new(PathBuf::from(data_dir.path()));
+    config.jwt_secret = Some(JWT_SECRET.to_owned().into());
+    config.admin_email = Some(ADMIN_EMAIL.into());
+    config.admin_password = Some(ADMIN_PASSWORD.to_owned().into());
+    config.db_max_connections = 4;
+    // Tests talk to mock systems on loopback.
+    config.allow_private_networks = true;
+    config
+}
+
 impl TestApp {
     pub async fn spawn() -> Self {
         Self::spawn_with(|_| {}).await
@@ -49,16 +61,31 @@ impl TestApp {
     /// Starts a server whose configuration `adjust` may change first.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::new(PathBuf::from(data_dir.path()));
+        let mut config = test_config(&data_dir);
         let database_url = fresh_database().await;
         config.database_url = database_url.clone().map(Into::into);
-        config.jwt_secret = Some(JWT_SECRET.to_owned().into());
-        config.admin_email = Some(ADMIN_EMAIL.into());
-        config.admin_password = Some(ADMIN_PASSWORD.to_owned().into());
-        config.db_max_connections = 4;
-        // Tests talk to mock systems on loopback.
-        config.allow_private_networks = true;
         adjust(&mut config);
+        Self::start(config, data_dir, database_url).await
+    }
+
+    /// Another node on this server's database: its own data directory (no plugin bytes or
+    /// compiled artifacts of the first), the same secret key and JWT secret, as several nodes
+    /// behind a load balancer are configured.
+    pub async fn another_node(&self) -> Self {
+        let shared = match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir().join("dibop.db").display()),
+        };
+        let key = std::fs::read_to_string(self.data_dir().join("secret-key")).expect("the first node's secret key");
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(&data_dir);
+        config.database_url = Some(shared.into());
+        config.secret_key = Some(key.trim().to_owned().into());
+        Self::start(config, data_dir, self.database_url.clone()).await
+    }
+
+    /// Serves `config` on port 0 and waits until the server is ready.
+    async fn start(config: Config, data_dir: tempfile::TempDir, database_url: Option<String>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let address = format!("http://{}", listener.local_addr().expect("local addr"));
         let (tx, rx) = oneshot::channel::<()>();
@@ -77,41 +104,6 @@ impl TestApp {
         let health = app.client.get(format!("{}/readyz", app.address)).send().await.expect("readyz");
         assert_eq!(health.status(), StatusCode::OK);
         app
-    }
-
-    /// Another node on this server's database: its own data directory (no plugin bytes or
-    /// compiled artifacts of the first), the same secret key and JWT secret, as several nodes
-    /// behind a load balancer are configured.
-    pub async fn another_node(&self) -> Self {
-        let database_url = match &self.database_url {
-            Some(url) => url.clone(),
-            None => format!("sqlite://{}", self.data_dir().join("dibop.db").display()),
-        };
-        let key = std::fs::read_to_string(self.data_dir().join("secret-key")).expect("the first node's secret key");
-        let data_dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::new(PathBuf::from(data_dir.path()));
-        config.database_url = Some(database_url.clone().into());
-        config.secret_key = Some(key.trim().to_owned().into());
-        config.jwt_secret = Some(JWT_SECRET.to_owned().into());
-        config.db_max_connections = 4;
-        config.allow_private_networks = true;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-        let address = format!("http://{}", listener.local_addr().expect("local addr"));
-        let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(dibop::serve(listener, config, async {
-            let _ = rx.await;
-        }));
-        let node = Self {
-            address,
-            client: reqwest::Client::new(),
-            database_url: self.database_url.clone(),
-            _data_dir: data_dir,
-            shutdown: Some(tx),
-            server: Some(server),
-        };
-        let health = node.client.get(format!("{}/readyz", node.address)).send().await.expect("readyz");
-        assert_eq!(health.status(), StatusCode::OK);
-        node
     }
 
     /// Stops the server gracefully and returns what `serve` returned.

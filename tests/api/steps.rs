@@ -49,27 +49,24 @@ async fn steps_of(app: &TestApp, token: &str, execution_id: &str) -> Vec<(String
         .collect()
 }
 
-#[tokio::test]
-async fn executions_waiting_on_a_slow_system_hold_no_scarce_slot() {
-    let app = TestApp::spawn().await;
-    let mock = MockServer::start().await;
-    let token = app.admin_token().await;
-    connections(&app, &token, &mock).await;
+/// Queues `count` executions of an orchestration whose one step calls the mock's gated DMS
+/// endpoint, waits until `arrived` of them wait at the gate (or 30 s), and answers their ids.
+async fn queue_at_the_gate(app: &TestApp, token: &str, mock: &MockServer, count: usize, arrived: usize) -> Vec<String> {
+    connections(app, token, mock).await;
     let id = create(
-        &app,
-        &token,
+        app,
+        token,
         json!({"name": "Wait on the DMS", "parameters": [{"name": "vin", "type": "string", "required": true}],
                "steps": [{"name": "check", "type": "api_call", "connection": "dms", "operation": "gate",
                           "parameters": {"vin": "${parameters.vin}"}}],
                "output": {"checked": "${check.response.checked}"}}),
     )
     .await;
-    // Twelve executions: three times the four a node used to run at once.
     let mut executions = Vec::new();
-    for i in 0..12 {
+    for i in 0..count {
         let queued: Value = app
             .post(
-                &token,
+                token,
                 &format!("/orchestrations/{id}/execute"),
                 json!({"parameters": {"vin": format!("V{i}")}, "async": true}),
             )
@@ -79,13 +76,23 @@ async fn executions_waiting_on_a_slow_system_hold_no_scarce_slot() {
             .expect("json");
         executions.push(queued["execution_id"].as_str().unwrap_or_else(|| panic!("{queued}")).to_owned());
     }
-    // Every one reaches the DMS before the DMS answers any: each waits holding only its slot.
     for _ in 0..600 {
-        if mock.count("/dms/gate/") == 12 {
+        if mock.count("/dms/gate/") >= arrived {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    executions
+}
+
+#[tokio::test]
+async fn executions_waiting_on_a_slow_system_hold_no_scarce_slot() {
+    let app = TestApp::spawn().await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    // Twelve executions: three times the four a node used to run at once.
+    let executions = queue_at_the_gate(&app, &token, &mock, 12, 12).await;
+    // Every one reaches the DMS before the DMS answers any: each waits holding only its slot.
     assert_eq!(mock.count("/dms/gate/"), 12, "all twelve executions wait on the system at once");
     mock.open_gate();
     for execution in executions {
@@ -103,39 +110,11 @@ async fn more_executions_waiting_on_plugins_than_the_sandbox_holds_wait_their_tu
     let token = app.admin_token().await;
     let limits = json!({"rate_limits": {"api_requests_per_minute": 10_000, "executions_per_minute": 10_000}});
     assert_eq!(app.put(&token, "/settings", limits).await.status(), StatusCode::OK);
-    connections(&app, &token, &mock).await;
-    let id = create(
-        &app,
-        &token,
-        json!({"name": "Wait on the DMS", "parameters": [{"name": "vin", "type": "string", "required": true}],
-               "steps": [{"name": "check", "type": "api_call", "connection": "dms", "operation": "gate",
-                          "parameters": {"vin": "${parameters.vin}"}}]}),
-    )
-    .await;
     // More executions than the instance pool has room for, each holding an instance while its
     // call waits on the system.
     let live = dibop::plugins::MAX_LIVE_CALLS;
     let total = live + 20;
-    let mut executions = Vec::new();
-    for i in 0..total {
-        let queued: Value = app
-            .post(
-                &token,
-                &format!("/orchestrations/{id}/execute"),
-                json!({"parameters": {"vin": format!("V{i}")}, "async": true}),
-            )
-            .await
-            .json()
-            .await
-            .expect("json");
-        executions.push(queued["execution_id"].as_str().unwrap_or_else(|| panic!("{queued}")).to_owned());
-    }
-    for _ in 0..600 {
-        if mock.count("/dms/gate/") >= live {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let executions = queue_at_the_gate(&app, &token, &mock, total, live).await;
     assert_eq!(mock.count("/dms/gate/"), live, "as many calls as there are live-call permits wait at the system");
     mock.open_gate();
     for execution in executions {
