@@ -59,14 +59,14 @@ impl StopSignal {
     }
 }
 
-/// Shared by the API (to wake workers and wait for results) and the workers.
+/// Shared by the API (to wake the claim loops and wait for results) and the claim loops.
 pub struct Node {
     /// This node's lease owner name.
     pub node_id: String,
     /// One permit per execution this node may run at once (`max_in_flight`), shared by the
     /// claim loops and by execute requests that run their execution at once.
     pub(super) slots: Arc<tokio::sync::Semaphore>,
-    workers: usize,
+    capacity: usize,
     /// Most executions of one enterprise this node runs at once (fair share).
     per_enterprise: usize,
     pub(super) wake: Notify,
@@ -82,12 +82,12 @@ impl Node {
     /// A handle for a node running at most `capacity` executions at once, at most
     /// `per_enterprise` of them for one enterprise.
     pub fn new(capacity: usize, per_enterprise: usize) -> Self {
-        let workers = capacity.max(1);
+        let capacity = capacity.max(1);
         Self {
             node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
-            slots: Arc::new(tokio::sync::Semaphore::new(workers)),
-            workers,
-            per_enterprise: per_enterprise.clamp(1, workers),
+            slots: Arc::new(tokio::sync::Semaphore::new(capacity)),
+            capacity,
+            per_enterprise: per_enterprise.clamp(1, capacity),
             wake: Notify::new(),
             waiters: std::sync::Mutex::default(),
             running: std::sync::Mutex::default(),
@@ -149,12 +149,12 @@ impl Node {
 
     /// Whether all slots are free (nothing runs on this node).
     pub fn idle(&self) -> bool {
-        self.slots.available_permits() == self.workers
+        self.slots.available_permits() == self.capacity
     }
 
     /// Execution slots in use on this node.
     pub fn busy(&self) -> usize {
-        self.workers.saturating_sub(self.slots.available_permits())
+        self.capacity.saturating_sub(self.slots.available_permits())
     }
 
     /// A free slot, if any: the caller may claim an execution and run it with [`run_now`].
@@ -162,7 +162,7 @@ impl Node {
         self.slots.clone().try_acquire_owned().ok()
     }
 
-    /// Tells an idle worker there is work.
+    /// Tells an idle claim loop there is work.
     pub fn wake(&self) {
         self.wake.notify_one();
     }

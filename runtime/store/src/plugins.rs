@@ -40,6 +40,10 @@ pub struct NewPlugin {
 const COLUMNS: &str =
     "id, enterprise_id, slug, version, world, sha256, size_bytes, name, description, info, bundled, status, created_at";
 
+/// Stores a component's bytes once, whichever plugin rows share them.
+const KEEP_BYTES: &str =
+    "INSERT INTO plugin_blobs (sha256, bytes, created_at) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING";
+
 /// Rows an enterprise may see: the global catalogue and its own.
 const VISIBLE: &str = "(enterprise_id IS NULL OR enterprise_id = $1)";
 
@@ -48,14 +52,7 @@ impl Store {
     /// sees the row can always read the bytes.
     pub async fn insert_plugin(&self, plugin: NewPlugin, bytes: &[u8]) -> sqlx::Result<PluginRow> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO plugin_blobs (sha256, bytes, created_at) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING",
-        )
-        .bind(&plugin.sha256)
-        .bind(bytes)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(KEEP_BYTES).bind(&plugin.sha256).bind(bytes).bind(now_ms()).execute(&mut *tx).await?;
         let scope = plugin.enterprise_id.clone().unwrap_or_else(|| "global".into());
         let row: PluginRow = sqlx::query_as(&format!(
             "INSERT INTO plugins (id, enterprise_id, scope, slug, version, world, sha256, size_bytes, name, description, \
@@ -92,14 +89,7 @@ impl Store {
     /// Stores the bytes of a component registered before its bytes were kept in the database
     /// (a no-op when they are there).
     pub async fn keep_plugin_bytes(&self, sha256: &str, bytes: &[u8]) -> sqlx::Result<()> {
-        sqlx::query(
-            "INSERT INTO plugin_blobs (sha256, bytes, created_at) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING",
-        )
-        .bind(sha256)
-        .bind(bytes)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(KEEP_BYTES).bind(sha256).bind(bytes).bind(now_ms()).execute(&self.pool).await?;
         Ok(())
     }
 
