@@ -50,8 +50,8 @@ async fn steps_of(app: &TestApp, token: &str, execution_id: &str) -> Vec<(String
 }
 
 /// Queues `count` executions of an orchestration whose one step calls the mock's gated DMS
-/// endpoint, waits until `arrived` of them wait at the gate (or 30 s), and answers their ids.
-async fn queue_at_the_gate(app: &TestApp, token: &str, mock: &MockServer, count: usize, arrived: usize) -> Vec<String> {
+/// endpoint (with VINs `<prefix>0`, `<prefix>1`, ...) and answers their ids.
+async fn queue_at_the_gate(app: &TestApp, token: &str, mock: &MockServer, prefix: &str, count: usize) -> Vec<String> {
     connections(app, token, mock).await;
     let id = create(
         app,
@@ -68,7 +68,7 @@ async fn queue_at_the_gate(app: &TestApp, token: &str, mock: &MockServer, count:
             .post(
                 token,
                 &format!("/orchestrations/{id}/execute"),
-                json!({"parameters": {"vin": format!("V{i}")}, "async": true}),
+                json!({"parameters": {"vin": format!("{prefix}{i}")}, "async": true}),
             )
             .await
             .json()
@@ -76,13 +76,21 @@ async fn queue_at_the_gate(app: &TestApp, token: &str, mock: &MockServer, count:
             .expect("json");
         executions.push(queued["execution_id"].as_str().unwrap_or_else(|| panic!("{queued}")).to_owned());
     }
+    executions
+}
+
+/// Held by the tests that fill the live-call permits, which are the whole test process's (as
+/// the instance pool they guard is): one such test at a time.
+static LIVE_CALLS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits until `arrived` calls wait at the gate (30 s at most).
+async fn wait_at_the_gate(mock: &MockServer, arrived: usize) {
     for _ in 0..600 {
         if mock.count("/dms/gate/") >= arrived {
-            break;
+            return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    executions
 }
 
 #[tokio::test]
@@ -91,7 +99,8 @@ async fn executions_waiting_on_a_slow_system_hold_no_scarce_slot() {
     let mock = MockServer::start().await;
     let token = app.admin_token().await;
     // Twelve executions: three times the four a node used to run at once.
-    let executions = queue_at_the_gate(&app, &token, &mock, 12, 12).await;
+    let executions = queue_at_the_gate(&app, &token, &mock, "V", 12).await;
+    wait_at_the_gate(&mock, 12).await;
     // Every one reaches the DMS before the DMS answers any: each waits holding only its slot.
     assert_eq!(mock.count("/dms/gate/"), 12, "all twelve executions wait on the system at once");
     mock.open_gate();
@@ -105,23 +114,66 @@ async fn executions_waiting_on_a_slow_system_hold_no_scarce_slot() {
 
 #[tokio::test]
 async fn more_executions_waiting_on_plugins_than_the_sandbox_holds_wait_their_turn_instead_of_failing() {
+    let _alone = LIVE_CALLS.lock().await;
+    let app = TestApp::spawn().await;
+    let mock = MockServer::start().await;
+    let mut tokens = vec![app.admin_token().await];
+    for slug in ["second", "third"] {
+        tokens.push(app.second_enterprise(slug).await);
+    }
+    app.sql("UPDATE enterprises SET executions_per_minute = 10000, api_requests_per_minute = 10000").await;
+    // Three enterprises, each with more executions than its share of the live calls, and
+    // together more than the instance pool has room for; each call holds an instance while it
+    // waits on the system.
+    let (all, share) = (dibop::plugins::MAX_LIVE_CALLS, dibop::plugins::MAX_LIVE_CALLS_PER_ENTERPRISE);
+    let per_enterprise = share + 10;
+    let mut executions = Vec::new();
+    for (token, prefix) in tokens.iter().zip(["A-", "B-", "C-"]) {
+        for id in queue_at_the_gate(&app, token, &mock, prefix, per_enterprise).await {
+            executions.push((token.clone(), id));
+        }
+    }
+    wait_at_the_gate(&mock, all).await;
+    assert_eq!(mock.count("/dms/gate/"), all, "as many calls as there are live-call permits wait at the system");
+    for prefix in ["A-", "B-", "C-"] {
+        let waiting = mock.count(&format!("/dms/gate/{prefix}"));
+        assert!(waiting <= share, "enterprise {prefix} holds {waiting} live calls, more than its share of {share}");
+    }
+    mock.open_gate();
+    for (token, execution) in &executions {
+        let done = app.wait_finished(token, execution).await;
+        assert_eq!(done["status"], "success", "{done}");
+    }
+    assert_eq!(mock.count("/dms/gate/"), 3 * per_enterprise, "every execution called the system once");
+}
+
+#[tokio::test]
+async fn one_enterprise_waiting_on_a_slow_system_holds_at_most_its_share_of_the_live_calls() {
+    let _alone = LIVE_CALLS.lock().await;
     let app = TestApp::spawn().await;
     let mock = MockServer::start().await;
     let token = app.admin_token().await;
-    let limits = json!({"rate_limits": {"api_requests_per_minute": 10_000, "executions_per_minute": 10_000}});
-    assert_eq!(app.put(&token, "/settings", limits).await.status(), StatusCode::OK);
-    // More executions than the instance pool has room for, each holding an instance while its
-    // call waits on the system.
-    let live = dibop::plugins::MAX_LIVE_CALLS;
-    let total = live + 20;
-    let executions = queue_at_the_gate(&app, &token, &mock, total, live).await;
-    assert_eq!(mock.count("/dms/gate/"), live, "as many calls as there are live-call permits wait at the system");
+    app.sql("UPDATE enterprises SET executions_per_minute = 10000, api_requests_per_minute = 10000").await;
+    let share = dibop::plugins::MAX_LIVE_CALLS_PER_ENTERPRISE;
+    let executions = queue_at_the_gate(&app, &token, &mock, "V", share + 20).await;
+    wait_at_the_gate(&mock, share).await;
+    assert_eq!(mock.count("/dms/gate/"), share, "the rest of the live calls stay free for other enterprises");
+
+    // Another enterprise's call goes through while the first one's wait.
+    let other = app.second_enterprise("other").await;
+    connections(&app, &other, &mock).await;
+    let connections: Value = app.get(&other, "/connections").await.json().await.expect("json");
+    let dms = connections["data"].as_array().expect("data").iter().find(|c| c["name"] == "dms").expect("dms");
+    let answer = app
+        .test_call(&other, dms["id"].as_str().expect("id"), "get_vehicle", json!({"vin": "1HGCM82633A004352"}))
+        .await;
+    assert_eq!(answer["status"], "success", "{answer}");
+
     mock.open_gate();
     for execution in executions {
         let done = app.wait_finished(&token, &execution).await;
         assert_eq!(done["status"], "success", "{done}");
     }
-    assert_eq!(mock.count("/dms/gate/"), total, "every execution called the system once");
 }
 
 #[tokio::test]

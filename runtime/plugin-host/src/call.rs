@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -17,8 +18,8 @@ use crate::bindings::types;
 use crate::host::{self, CallData, State};
 use crate::outbound::{NetworkPolicy, Outbound, Recorder, Redactor};
 use crate::{
-    CallError, CallReport, CallSpec, ConnectorPre, HealthReport, Invocation, Loaded, MAX_MEMORY_BYTES,
-    MAX_OUTPUT_BYTES, OUTPUT_CAPACITY, PluginHost, PluginInfo, TransformPre, warm,
+    CallError, CallReport, CallSpec, ConnectorPre, HealthReport, Invocation, Loaded, MAX_LIVE_CALLS_PER_ENTERPRISE,
+    MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES, OUTPUT_CAPACITY, PluginHost, PluginInfo, TransformPre, warm,
 };
 
 /// What a call's body came to, as its caller sees it: the outer timeout and traps classified,
@@ -38,6 +39,12 @@ fn settle<R>(
         e.message = redactor.redact(&e.message);
         e
     })
+}
+
+/// The permits of one call with a live instance: its enterprise's and the node's.
+struct LivePermits {
+    _all: Option<OwnedSemaphorePermit>,
+    _share: Option<OwnedSemaphorePermit>,
 }
 
 impl PluginHost {
@@ -107,6 +114,25 @@ impl PluginHost {
         (store, call, recorder, stdout, stderr)
     }
 
+    /// Waits until the call may hold an instance: within its enterprise's share of the live
+    /// calls first, then within all of them. The permits go back when dropped.
+    async fn live_permits(&self, spec: &CallSpec) -> LivePermits {
+        let share = {
+            let mut shares = self.enterprise_calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Forget the shares of enterprises with no call in flight (bounded by the enterprises).
+            if shares.len() > 1024 {
+                shares.retain(|_, s| s.available_permits() < MAX_LIVE_CALLS_PER_ENTERPRISE);
+            }
+            shares
+                .entry(spec.origin.enterprise_id.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(MAX_LIVE_CALLS_PER_ENTERPRISE)))
+                .clone()
+        };
+        let share = share.acquire_owned().await.ok();
+        let all = crate::compile::live_calls().clone().acquire_owned().await.ok();
+        LivePermits { _all: all, _share: share }
+    }
+
     /// Runs `body` in a fresh store under `spec`'s limits and collects what the call left.
     async fn call<R>(
         &self,
@@ -114,7 +140,7 @@ impl PluginHost {
         body: impl AsyncFnOnce(&mut Store<State>, &mut Duration) -> wasmtime::Result<Result<R, CallError>>,
     ) -> CallReport<R> {
         // Held until the store is dropped: its instance goes back to the pool first.
-        let _live = self.live_calls.acquire().await.ok();
+        let _live = self.live_permits(spec).await;
         let started = Instant::now();
         let (mut store, call, recorder, stdout, stderr) = self.store(spec);
         let setup = started.elapsed();
@@ -203,7 +229,7 @@ impl PluginHost {
         context: &types::CallContext,
     ) -> CallReport<serde_json::Value> {
         // Held until the instance is back in the warm pool or dropped.
-        let _live = self.live_calls.acquire().await.ok();
+        let _live = self.live_permits(spec).await;
         let started = Instant::now();
         let key = warm::key(spec);
         let mut instantiate = Duration::ZERO;

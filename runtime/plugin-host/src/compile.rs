@@ -65,6 +65,13 @@ pub(crate) fn engine() -> &'static Engine {
     })
 }
 
+/// One permit per call with a live instance, for the whole process: the instance pool it
+/// guards is the process-wide engine's (see [`crate::MAX_LIVE_CALLS`]).
+pub(crate) fn live_calls() -> &'static Arc<tokio::sync::Semaphore> {
+    static PERMITS: OnceLock<Arc<tokio::sync::Semaphore>> = OnceLock::new();
+    PERMITS.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(crate::MAX_LIVE_CALLS)))
+}
+
 /// Components compiled at once; more wait their turn.
 const COMPILE_CONCURRENCY: usize = 1;
 

@@ -71,11 +71,15 @@ use outbound::{ApiCallRecord, CallOrigin};
 const TICK: Duration = Duration::from_millis(10);
 /// Bytes of stdout and of stderr kept per call.
 const OUTPUT_CAPACITY: usize = 256 * 1024;
-/// Calls with a live instance at once; more wait for one to end instead of failing. With the
-/// idle warm instances (`warm::TOTAL`, 32) they stay within the pooling allocator's 200
-/// component instances, 200 stacks and 400 memories (two per instance at most): a node runs
-/// up to `max_in_flight` executions, far more than the pool holds.
+/// Calls with a live instance at once in the process; more wait for one to end instead of
+/// failing. With the idle warm instances of one host (`warm::TOTAL`, 32) they stay within the
+/// process-wide pooling allocator's 200 component instances, 200 stacks and 400 memories (two
+/// per instance at most): a node runs up to `max_in_flight` executions, far more than the pool
+/// holds.
 pub const MAX_LIVE_CALLS: usize = 160;
+/// Calls with a live instance one enterprise may hold at once: a tenant whose calls all wait
+/// on a slow (or hostile) system leaves the other half of [`MAX_LIVE_CALLS`] to the others.
+pub const MAX_LIVE_CALLS_PER_ENTERPRISE: usize = MAX_LIVE_CALLS / 2;
 /// Largest memory any call may be given, whatever a connection asks for.
 pub const MAX_MEMORY_BYTES: usize = 512 * 1024 * 1024;
 
@@ -220,8 +224,9 @@ pub struct HealthReport {
 /// Compiles, caches and calls plugins.
 pub struct PluginHost {
     engine: Engine,
-    /// One permit per call with a live instance (see [`MAX_LIVE_CALLS`]).
-    live_calls: Arc<tokio::sync::Semaphore>,
+    /// Permits for calls with a live instance per enterprise (see
+    /// [`MAX_LIVE_CALLS_PER_ENTERPRISE`]; the process-wide ones are `compile::live_calls`).
+    enterprise_calls: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     linker: Linker<State>,
     artifacts: PathBuf,
     loaded: Mutex<HashMap<String, Loaded>>,
@@ -260,7 +265,7 @@ impl PluginHost {
             allow_private_networks,
             compile_timeout: Duration::from_secs(180),
             warm: warm::Pool::new(warm_calls),
-            live_calls: Arc::new(tokio::sync::Semaphore::new(MAX_LIVE_CALLS)),
+            enterprise_calls: Mutex::default(),
             net: Arc::new(outbound::Net::new(crate::egress::tls_config(None)?)),
             observer: None,
         })
