@@ -4,8 +4,8 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::durability::dibop_binary;
 use crate::helpers::{TestApp, guest};
+use crate::process::dibop_binary;
 
 fn dibop(app: &TestApp, key: &str, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(dibop_binary())

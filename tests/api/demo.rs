@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::durability::dibop_binary;
+use crate::process::dibop_binary;
 
 #[test]
 fn the_demo_runs_the_vehicle_lookup_and_prints_a_login() {

@@ -2,7 +2,7 @@
 //! failing and oversized variants. It counts requests and remembers their headers.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
@@ -12,9 +12,16 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+/// One request the mock answered: its path and headers, and when it arrived.
+pub struct Request {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub at: Instant,
+}
+
 #[derive(Default)]
 pub struct Seen {
-    pub requests: Vec<(String, HeaderMap, String)>,
+    pub requests: Vec<Request>,
 }
 
 #[derive(Clone, Default)]
@@ -61,7 +68,7 @@ impl MockServer {
 
     /// Requests whose path contains `fragment`.
     pub fn count(&self, fragment: &str) -> usize {
-        self.mock.seen.lock().expect("lock").requests.iter().filter(|(p, _, _)| p.contains(fragment)).count()
+        self.mock.seen.lock().expect("lock").requests.iter().filter(|r| r.path.contains(fragment)).count()
     }
 
     /// Lets every `/dms/gate/...` request, waiting or to come, answer.
@@ -81,19 +88,32 @@ impl MockServer {
             .expect("lock")
             .requests
             .iter()
-            .filter(|(p, _, _)| p.contains(fragment))
-            .map(|(_, h, _)| h.clone())
+            .filter(|r| r.path.contains(fragment))
+            .map(|r| r.headers.clone())
+            .collect()
+    }
+
+    /// The paths containing `fragment` that were requested, each with when it arrived.
+    pub fn arrivals(&self, fragment: &str) -> Vec<(String, Instant)> {
+        self.mock
+            .seen
+            .lock()
+            .expect("lock")
+            .requests
+            .iter()
+            .filter(|r| r.path.contains(fragment))
+            .map(|r| (r.path.clone(), r.at))
             .collect()
     }
 }
 
-fn remember(mock: &Mock, path: String, headers: &HeaderMap, body: String) {
-    mock.seen.lock().expect("lock").requests.push((path, headers.clone(), body));
+fn remember(mock: &Mock, path: String, headers: &HeaderMap) {
+    mock.seen.lock().expect("lock").requests.push(Request { path, headers: headers.clone(), at: Instant::now() });
 }
 
 /// The answer format of the public NHTSA vPIC DecodeVinValues endpoint.
 async fn decode(State(mock): State<Mock>, Path(vin): Path<String>, headers: HeaderMap) -> Json<Value> {
-    remember(&mock, format!("/vpic/vehicles/DecodeVinValues/{vin}"), &headers, String::new());
+    remember(&mock, format!("/vpic/vehicles/DecodeVinValues/{vin}"), &headers);
     Json(json!({
         "Count": 1,
         "Message": "Results returned successfully. NOTE: Any missing decoded values should be interpreted as NHTSA does not have data on the specific variable.",
@@ -107,27 +127,27 @@ async fn decode(State(mock): State<Mock>, Path(vin): Path<String>, headers: Head
 }
 
 async fn makes(State(mock): State<Mock>, headers: HeaderMap) -> Json<Value> {
-    remember(&mock, "/vpic/vehicles/GetMakesForVehicleType/car".into(), &headers, String::new());
+    remember(&mock, "/vpic/vehicles/GetMakesForVehicleType/car".into(), &headers);
     Json(json!({"Count": 1, "Results": [{"MakeId": 474, "MakeName": "HONDA"}]}))
 }
 
 async fn slow(State(mock): State<Mock>, headers: HeaderMap) -> Json<Value> {
-    remember(&mock, "/slow".into(), &headers, String::new());
+    remember(&mock, "/slow".into(), &headers);
     tokio::time::sleep(Duration::from_secs(3)).await;
     Json(json!({"Count": 0, "Results": []}))
 }
 
 /// Takes 4 s to create a customer (a step that is in flight when a node dies).
-async fn slow_create_customer(State(mock): State<Mock>, headers: HeaderMap, body: String) -> impl IntoResponse {
-    remember(&mock, "/dms/slow-customers".into(), &headers, body);
+async fn slow_create_customer(State(mock): State<Mock>, headers: HeaderMap) -> impl IntoResponse {
+    remember(&mock, "/dms/slow-customers".into(), &headers);
     tokio::time::sleep(Duration::from_secs(4)).await;
     (StatusCode::CREATED, Json(json!({"customer_id": "C-7"})))
 }
 
 /// 503 for the first two requests, then 200.
 async fn flaky(State(mock): State<Mock>, headers: HeaderMap) -> impl IntoResponse {
-    remember(&mock, "/flaky/status".into(), &headers, String::new());
-    let seen = mock.seen.lock().expect("lock").requests.iter().filter(|(p, _, _)| p == "/flaky/status").count();
+    remember(&mock, "/flaky/status".into(), &headers);
+    let seen = mock.seen.lock().expect("lock").requests.iter().filter(|r| r.path == "/flaky/status").count();
     if seen <= 2 {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "busy"})))
     } else {
@@ -137,7 +157,7 @@ async fn flaky(State(mock): State<Mock>, headers: HeaderMap) -> impl IntoRespons
 
 /// Answers once the test opens the gate ([`MockServer::open_gate`]).
 async fn gated(State(mock): State<Mock>, Path(vin): Path<String>, headers: HeaderMap) -> Json<Value> {
-    remember(&mock, format!("/dms/gate/{vin}"), &headers, String::new());
+    remember(&mock, format!("/dms/gate/{vin}"), &headers);
     let mut open = mock.gate.subscribe();
     let _ = open.wait_for(|open| *open).await;
     Json(json!({"vin": vin, "checked": true}))
@@ -145,7 +165,7 @@ async fn gated(State(mock): State<Mock>, Path(vin): Path<String>, headers: Heade
 
 /// Takes 150 ms and tracks how many such requests overlap.
 async fn inflight(State(mock): State<Mock>, Path(vin): Path<String>, headers: HeaderMap) -> Json<Value> {
-    remember(&mock, format!("/dms/inflight/{vin}"), &headers, String::new());
+    remember(&mock, format!("/dms/inflight/{vin}"), &headers);
     {
         let mut counts = mock.inflight.lock().expect("lock");
         counts.0 += 1;
@@ -165,7 +185,7 @@ async fn big() -> impl IntoResponse {
 }
 
 async fn dms_vehicle(State(mock): State<Mock>, Path(vin): Path<String>, headers: HeaderMap) -> impl IntoResponse {
-    remember(&mock, format!("/dms/vehicles/{vin}"), &headers, String::new());
+    remember(&mock, format!("/dms/vehicles/{vin}"), &headers);
     if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some("dms-key-123456") {
         return (StatusCode::UNAUTHORIZED, Json(json!({"error": "bad key"})));
     }
@@ -180,7 +200,7 @@ async fn dms_vehicle(State(mock): State<Mock>, Path(vin): Path<String>, headers:
 }
 
 async fn dms_create_customer(State(mock): State<Mock>, headers: HeaderMap, body: String) -> impl IntoResponse {
-    remember(&mock, "/dms/customers".into(), &headers, body.clone());
+    remember(&mock, "/dms/customers".into(), &headers);
     let mut customer: Value = serde_json::from_str(&body).unwrap_or(json!({}));
     customer["customer_id"] = json!("C-42");
     (StatusCode::CREATED, Json(customer))

@@ -147,7 +147,8 @@ impl PluginHost {
         let mut instantiate = Duration::ZERO;
         // The epoch deadline stops guest code; this outer bound also stops a stuck host call.
         let outer = spec.limits.timeout + Duration::from_millis(500);
-        let outcome = tokio::time::timeout(outer, body(&mut store, &mut instantiate)).await;
+        let run = crate::cpu::OnCpu::new(body(&mut store, &mut instantiate), crate::cpu::permits());
+        let outcome = tokio::time::timeout(outer, run).await;
         let dropping = Instant::now();
         drop(store);
         let teardown = dropping.elapsed();
@@ -261,7 +262,7 @@ impl PluginHost {
             let answer = instance.call_invoke(&mut w.store, operation, input, context).await?;
             Ok::<_, wasmtime::Error>(answer.map_err(CallError::from).and_then(|text| parse_output(&text)))
         };
-        let outcome = tokio::time::timeout(outer, run).await;
+        let outcome = tokio::time::timeout(outer, crate::cpu::OnCpu::new(run, crate::cpu::permits())).await;
         w.uses += 1;
         let redactor = &call.redactor;
         let tail = |pipe: &MemoryOutputPipe, from: usize| {

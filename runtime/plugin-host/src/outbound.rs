@@ -19,6 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::egress::{self, Refusal, Resolver};
+use crate::pool::{Key, Pool};
+use hyper::client::conn::http1::SendRequest;
 
 /// How much of each request and response body is kept (after redaction) in the API-call row.
 const PREVIEW_BYTES: usize = 2048;
@@ -108,17 +110,24 @@ impl Connector for TcpConnector {
     }
 }
 
-/// How plugin requests reach the network: name resolution, connecting, and TLS.
+/// How plugin requests reach the network: name resolution, connecting, TLS, and the
+/// connections kept alive between requests.
 pub struct Net {
     pub resolver: Arc<dyn Resolver>,
     pub connector: Arc<dyn Connector>,
     pub tls: Arc<rustls::ClientConfig>,
+    pub pool: Arc<Pool>,
 }
 
 impl Net {
     /// The system resolver, TCP and `tls`.
     pub fn new(tls: Arc<rustls::ClientConfig>) -> Self {
-        Self { resolver: Arc::new(egress::SystemResolver), connector: Arc::new(TcpConnector), tls }
+        Self {
+            resolver: Arc::new(egress::SystemResolver),
+            connector: Arc::new(TcpConnector),
+            tls,
+            pool: Arc::default(),
+        }
     }
 }
 
@@ -238,7 +247,7 @@ async fn send(
     let body = Metered::new(body, u64::MAX, record.clone(), Side::Request, started).boxed_unsync();
     let request = http::Request::from_parts(parts, body);
     let use_tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-    match send_to(&net, request, &host, &addresses, use_tls, timeouts).await {
+    match send_to(&net, request, &origin, &host, &addresses, use_tls, timeouts).await {
         Ok((response, io)) => {
             let status = response.status();
             if let Ok(mut r) = record.lock() {
@@ -281,30 +290,60 @@ struct Timeouts {
     between_bytes: Duration,
 }
 
-/// Sends `request` over a connection to the first of `addresses` (already checked) that
-/// accepts, with TLS (SNI and certificate checked against `host`) for https. Our version of
-/// wasmtime-wasi-http 48's `default_send_request`, which takes the authority and resolves it
-/// again; the request keeps its headers (Host included).
+/// Sends `request` over a kept-alive connection of the same key (see [`crate::pool`]) or a new
+/// one to the first of `addresses` (already checked) that accepts, with TLS (SNI and
+/// certificate checked against `host`) for https. Our version of wasmtime-wasi-http 48's
+/// `default_send_request`, which takes the authority and resolves it again and keeps no
+/// connection; the request keeps its headers (Host included).
 async fn send_to(
     net: &Net,
     mut request: http::Request<WasiBody>,
+    origin: &CallOrigin,
     host: &str,
     addresses: &[SocketAddr],
     use_tls: bool,
     timeouts: Timeouts,
 ) -> Result<(http::Response<WasiBody>, IoFuture), HttpError> {
+    // The request line carries only the path and query (no proxy in between).
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    *request.uri_mut() =
+        http::Uri::builder().path_and_query(path).build().map_err(|_| HttpError::HttpRequestUriInvalid)?;
+    let key = |address: SocketAddr| Key {
+        enterprise_id: origin.enterprise_id.clone(),
+        connection: origin.connection_id.clone().unwrap_or_else(|| origin.system.clone()),
+        address,
+        host: host.to_owned(),
+        tls: use_tls,
+    };
+
+    // A kept-alive connection first; one the server closed meanwhile hands the request back
+    // unsent, and the next one (or a new connection) carries it.
+    for address in addresses {
+        let key = key(*address);
+        while let Some(mut sender) = net.pool.take(&key) {
+            match tokio::time::timeout(timeouts.first_byte, sender.try_send_request(request)).await {
+                Err(_) => return Err(HttpError::ConnectionReadTimeout),
+                Ok(Ok(response)) => return Ok(answer(net, key, sender, response, timeouts)),
+                Ok(Err(mut failed)) => match failed.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(HttpError::from(failed.into_error())),
+                },
+            }
+        }
+    }
+
     let connected_by = tokio::time::Instant::now() + timeouts.connect;
     let connect = async {
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address to connect to");
         for address in addresses {
             match net.connector.connect(*address).await {
-                Ok(stream) => return Ok(stream),
+                Ok(stream) => return Ok((*address, stream)),
                 Err(err) => last = err,
             }
         }
         Err(last)
     };
-    let stream = match tokio::time::timeout_at(connected_by, connect).await {
+    let (address, stream) = match tokio::time::timeout_at(connected_by, connect).await {
         Ok(stream) => stream.map_err(HttpError::Connect)?,
         Err(_) => return Err(HttpError::ConnectionTimeout),
     };
@@ -322,48 +361,60 @@ async fn send_to(
         .handshake::<_, WasiBody>(wasmtime_wasi_http::io::TokioIo::new(stream));
     let (mut sender, conn) =
         tokio::time::timeout_at(connected_by, handshake).await.map_err(|_| HttpError::ConnectionTimeout)??;
+    // The connection runs on its own task, so that it can outlive this request in the pool; it
+    // ends when the server closes it or the last handle to it is dropped. Its errors reach the
+    // request and the body.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let response = tokio::time::timeout(timeouts.first_byte, sender.send_request(request))
+        .await
+        .map_err(|_| HttpError::ConnectionReadTimeout)??;
+    Ok(answer(net, key(address), sender, response, timeouts))
+}
 
-    // The request line carries only the path and query (no proxy in between).
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    *request.uri_mut() =
-        http::Uri::builder().path_and_query(path).build().map_err(|_| HttpError::HttpRequestUriInvalid)?;
+/// The response as the guest reads it: the between-bytes timeout, and the connection handed to
+/// the pool once the body was read to its end.
+fn answer(
+    net: &Net,
+    key: Key,
+    sender: SendRequest<WasiBody>,
+    response: http::Response<hyper::body::Incoming>,
+    timeouts: Timeouts,
+) -> (http::Response<WasiBody>, IoFuture) {
+    let mut timeout = tokio::time::interval(timeouts.between_bytes.max(Duration::from_nanos(1)));
+    timeout.reset();
+    let keep = Some(Keep { pool: net.pool.clone(), key, sender });
+    let response = response.map(|incoming| Incoming { incoming, timeout, keep }.boxed_unsync());
+    (response, Box::new(async { Ok(()) }) as IoFuture)
+}
 
-    let between_bytes = timeouts.between_bytes.max(Duration::from_nanos(1));
-    let send = async move {
-        let response = tokio::time::timeout(timeouts.first_byte, sender.send_request(request))
-            .await
-            .map_err(|_| HttpError::ConnectionReadTimeout)??;
-        let mut timeout = tokio::time::interval(between_bytes);
-        timeout.reset();
-        Ok::<_, HttpError>(response.map(|incoming| Incoming { incoming, timeout }.boxed_unsync()))
-    };
-    // Wait for the response while driving the connection.
-    let mut send = std::pin::pin!(send);
-    let mut conn = Some(conn);
-    let response = std::future::poll_fn(|cx| match send.as_mut().poll(cx) {
-        Poll::Ready(result) => Poll::Ready(result),
-        Poll::Pending => {
-            let Some(fut) = conn.as_mut() else { return Poll::Pending };
-            let done = ready!(Pin::new(fut).poll(cx));
-            conn = None;
-            match done {
-                Ok(()) => send.as_mut().poll(cx),
-                Err(err) => Poll::Ready(Err(HttpError::from(err))),
+/// A connection to give back to the pool when its response was read completely.
+struct Keep {
+    pool: Arc<Pool>,
+    key: Key,
+    sender: SendRequest<WasiBody>,
+}
+
+impl Keep {
+    /// Pools the connection once it is ready for another request (its task has seen the end
+    /// of this response); one that closes instead is dropped.
+    fn give_back(self) {
+        let Keep { pool, key, mut sender } = self;
+        tokio::spawn(async move {
+            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), sender.ready()).await {
+                pool.put(key, sender);
             }
-        }
-    })
-    .await?;
-    let io = async move {
-        let Some(conn) = conn else { return Ok::<(), HttpError>(()) };
-        conn.await.map_err(|err| if err.is_timeout() { HttpError::HttpResponseTimeout } else { HttpError::from(err) })
-    };
-    Ok((response, Box::new(io) as IoFuture))
+        });
+    }
 }
 
 /// A response body with the between-bytes timeout.
 struct Incoming {
     incoming: hyper::body::Incoming,
     timeout: tokio::time::Interval,
+    /// Taken when the body ended; a body dropped before its end closes the connection.
+    keep: Option<Keep>,
 }
 
 impl Body for Incoming {
@@ -372,13 +423,23 @@ impl Body for Incoming {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
         match Pin::new(&mut self.incoming).poll_frame(cx) {
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                if let Some(keep) = self.keep.take() {
+                    keep.give_back();
+                }
+                Poll::Ready(None)
+            }
             Poll::Ready(Some(Err(err))) => {
                 let err = if err.is_timeout() { HttpError::HttpResponseTimeout } else { err.into() };
                 Poll::Ready(Some(Err(err)))
             }
             Poll::Ready(Some(Ok(frame))) => {
                 self.timeout.reset();
+                if self.incoming.is_end_stream()
+                    && let Some(keep) = self.keep.take()
+                {
+                    keep.give_back();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Pending => {
@@ -600,6 +661,7 @@ mod tests {
             resolver: resolver.clone(),
             connector: connector.clone(),
             tls: crate::egress::tls_config(None).expect("tls"),
+            pool: Arc::default(),
         });
         let policy = Arc::new(NetworkPolicy {
             allowed_hosts: vec!["rebind.example".into()],
@@ -639,6 +701,107 @@ mod tests {
         let rows = recorder.snapshot(&Redactor::default());
         assert_eq!(rows[0].status, "success");
         assert!(rows[1].error.as_deref().is_some_and(|e| e.contains("private or loopback")), "{:?}", rows[1]);
+    }
+
+    /// An HTTP/1.1 server on loopback that keeps connections open (except for `/close`) and
+    /// counts the connections it accepted.
+    async fn keep_alive_server() -> (SocketAddr, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0_u8; 1024];
+                    loop {
+                        let Ok(n) = socket.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        head.extend_from_slice(&buf[..n]);
+                        while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let request = String::from_utf8_lossy(&head[..end]).to_string();
+                            head.drain(..end + 4);
+                            let close = request.starts_with("GET /close ");
+                            let answer = if close {
+                                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                            } else {
+                                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                            };
+                            if socket.write_all(answer.as_bytes()).await.is_err() || close {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (address, accepted)
+    }
+
+    #[tokio::test]
+    async fn connections_are_kept_alive_per_enterprise_connection_and_reused_only_when_read_to_the_end() {
+        let (address, accepted) = keep_alive_server().await;
+        let net = Arc::new(Net::new(crate::egress::tls_config(None).expect("tls")));
+        let policy = Arc::new(NetworkPolicy {
+            allowed_hosts: vec!["127.0.0.1".into()],
+            allow_private: true,
+            max_requests: 100,
+            max_response_bytes: 1024,
+            connect_timeout: Duration::from_secs(5),
+            deadline: Instant::now() + Duration::from_secs(30),
+        });
+        let origin = |enterprise: &str| {
+            Arc::new(CallOrigin {
+                enterprise_id: enterprise.into(),
+                connection_id: Some("c-1".into()),
+                ..CallOrigin::default()
+            })
+        };
+        let get = |path: &str, enterprise: &str| {
+            let body = http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync();
+            let request = http::Request::get(format!("http://{address}{path}"))
+                .header("host", address.to_string())
+                .body(body)
+                .expect("request");
+            send(net.clone(), policy.clone(), origin(enterprise), Arc::new(Recorder::default()), request, None)
+        };
+        // The pool takes a connection back on its own task, once hyper saw the response end.
+        let settled = || async {
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if net.pool.idle() > 0 {
+                    return;
+                }
+            }
+        };
+
+        for _ in 0..3 {
+            let (response, _io) = get("/a", "e-1").await.expect("answer");
+            let body = response.into_body().collect().await.expect("body").to_bytes();
+            assert_eq!(&body[..], b"ok");
+            settled().await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "three requests, one connection");
+
+        // Another enterprise's connection to the same address gets its own.
+        let (response, _io) = get("/a", "e-2").await.expect("answer");
+        response.into_body().collect().await.expect("body");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+        // A body dropped before its end leaves nothing to reuse; nor does `Connection: close`.
+        let (response, _io) = get("/a", "e-3").await.expect("answer");
+        drop(response);
+        let (response, _io) = get("/close", "e-3").await.expect("answer");
+        response.into_body().collect().await.expect("body");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (response, _io) = get("/a", "e-3").await.expect("answer");
+        response.into_body().collect().await.expect("body");
+        assert_eq!(accepted.load(Ordering::SeqCst), 5, "e-3 opened a connection for each request");
     }
 
     #[test]

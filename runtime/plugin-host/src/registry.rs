@@ -138,6 +138,11 @@ impl Registry {
             .map_err(|e| UploadError::invalid("body", format!("describe() failed: {e}")))?;
         check_info(&info)?;
         if let Some(existing) = self.store.find_plugin_version(enterprise_id, &info.slug, &info.version).await? {
+            // The same bytes, stored meanwhile by another request or node (nodes starting
+            // together all register the bundled plugins).
+            if existing.sha256 == sha256 {
+                return Ok(Upload::Existing(existing));
+            }
             return Err(UploadError::Conflict(format!(
                 "{} {} is already registered with different bytes (sha256 {}); versions are immutable, bump the version",
                 info.slug, info.version, existing.sha256
@@ -155,13 +160,20 @@ impl Registry {
             info: serde_json::to_string(&info).context("serializing plugin info")?,
             bundled,
         };
+        let sha256 = new.sha256.clone();
         match self.store.insert_plugin(new, bytes).await {
             Ok(row) => {
                 self.cache_bytes(&row.sha256, bytes);
                 Ok(Upload::Created(row))
             }
             Err(err) if is_unique_violation(&err) => {
-                Err(UploadError::Conflict(format!("{} {} was registered concurrently", info.slug, info.version)))
+                match self.store.find_plugin_version(enterprise_id, &info.slug, &info.version).await? {
+                    Some(existing) if existing.sha256 == sha256 => Ok(Upload::Existing(existing)),
+                    _ => Err(UploadError::Conflict(format!(
+                        "{} {} was registered concurrently with different bytes",
+                        info.slug, info.version
+                    ))),
+                }
             }
             Err(err) => Err(err.into()),
         }

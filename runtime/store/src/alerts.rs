@@ -110,7 +110,7 @@ impl Store {
         sqlx::query_as(&format!("SELECT {RULE} FROM alert_rules WHERE enterprise_id = $1 AND id = $2"))
             .bind(enterprise_id)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reads())
             .await
     }
 
@@ -134,7 +134,7 @@ impl Store {
             "SELECT {RULE} FROM alert_rules WHERE enterprise_id = $1 AND enabled = 1 ORDER BY created_at"
         ))
         .bind(enterprise_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reads())
         .await?;
         self.caches.alert_rules.insert(enterprise_id.to_owned(), rows.clone());
         Ok(rows)
@@ -143,7 +143,7 @@ impl Store {
     /// Every enabled rule of every enterprise (the periodic evaluator's list).
     pub async fn all_enabled_alert_rules(&self) -> sqlx::Result<Vec<AlertRuleRow>> {
         sqlx::query_as(&format!("SELECT {RULE} FROM alert_rules WHERE enabled = 1 ORDER BY created_at"))
-            .fetch_all(&self.pool)
+            .fetch_all(self.reads())
             .await
     }
 
@@ -216,7 +216,7 @@ impl Store {
         )
         .bind(orchestration_id)
         .bind(n)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reads())
         .await
     }
 }

@@ -126,7 +126,7 @@ impl Store {
              ORDER BY system, status",
         )
         .bind(enterprise_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reads())
         .await
     }
 
@@ -151,7 +151,7 @@ impl Store {
         )
         .bind(enterprise_id)
         .bind(since_ms)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reads())
         .await
     }
 }

@@ -127,7 +127,7 @@ impl Store {
         .bind(enterprise_id)
         .bind(domain)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reads())
         .await
     }
 
@@ -166,7 +166,7 @@ impl Store {
     pub async fn canonical_counts(&self, enterprise_id: &str) -> sqlx::Result<Vec<(String, i64)>> {
         sqlx::query_as("SELECT domain, COUNT(*) FROM canonical_records WHERE enterprise_id = $1 GROUP BY domain")
             .bind(enterprise_id)
-            .fetch_all(&self.pool)
+            .fetch_all(self.reads())
             .await
     }
 }

@@ -98,7 +98,7 @@ impl Store {
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM connections WHERE enterprise_id = $1 AND id = $2"))
             .bind(enterprise_id)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reads())
             .await
     }
 
@@ -115,7 +115,7 @@ impl Store {
         ))
         .bind(enterprise_id)
         .bind(id_or_name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reads())
         .await?;
         self.caches.connections.insert(key, row.clone());
         Ok(row)
@@ -132,7 +132,7 @@ impl Store {
         ))
         .bind(enterprise_id)
         .bind(system)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reads())
         .await
     }
 

@@ -184,7 +184,7 @@ impl Store {
             .bind(enterprise_id)
             .bind(&new.orchestration_id)
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reads())
             .await?;
             if let Some(existing) = existing {
                 if existing.created_at > now_ms() - 24 * 3_600_000 {
@@ -197,28 +197,35 @@ impl Store {
                     .await?;
             }
         }
-        let row = sqlx::query_as(&format!(
-            "INSERT INTO executions (id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, parameters, \
-             idempotency_key, steps_total, created_at, parent_execution_id, depth, lease_owner, lease_expires_at, started_at) \
-             VALUES ($1, $2, $3, $4, $12, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15) RETURNING {EXECUTION}"
-        ))
-        .bind(new_id())
-        .bind(enterprise_id)
-        .bind(new.orchestration_id)
-        .bind(new.orchestration_version)
-        .bind(new.triggered_by)
-        .bind(new.parameters)
-        .bind(new.idempotency_key)
-        .bind(new.steps_total)
-        .bind(now)
-        .bind(new.parent.as_ref().map(|(id, _)| id.clone()))
-        .bind(new.parent.as_ref().map_or(0, |(_, depth)| depth + 1))
-        .bind(if claim.is_some() { "running" } else { "queued" })
-        .bind(claim.map(|(owner, _)| owner))
-        .bind(claim.map(|(_, lease_ms)| now + lease_ms))
-        .bind(claim.map(|_| now))
-        .fetch_one(&self.pool)
-        .await?;
+        // Through a batch: on SQLite the insert commits with the other writes of the moment.
+        let mut batch = Batch::default();
+        batch.push(
+            format!(
+                "INSERT INTO executions (id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, \
+                 parameters, idempotency_key, steps_total, created_at, parent_execution_id, depth, lease_owner, \
+                 lease_expires_at, started_at) \
+                 VALUES ($1, $2, $3, $4, $12, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15) RETURNING {EXECUTION}"
+            ),
+            vec![
+                new_id().into(),
+                enterprise_id.into(),
+                new.orchestration_id.into(),
+                new.orchestration_version.into(),
+                new.triggered_by.into(),
+                new.parameters.into(),
+                new.idempotency_key.into(),
+                new.steps_total.into(),
+                now.into(),
+                new.parent.as_ref().map(|(id, _)| id.clone()).into(),
+                new.parent.as_ref().map_or(0, |(_, depth)| depth + 1).into(),
+                (if claim.is_some() { "running" } else { "queued" }).into(),
+                claim.map(|(owner, _)| owner).into(),
+                claim.map(|(_, lease_ms)| now + lease_ms).into(),
+                claim.map(|_| now).into(),
+            ],
+        );
+        let rows = batch.run(self).await?;
+        let row = rows.first().map(ExecutionRow::from_row).transpose()?.ok_or(sqlx::Error::RowNotFound)?;
         Ok((row, true))
     }
 
@@ -267,7 +274,7 @@ impl Store {
             "SELECT id FROM executions WHERE lease_owner = $1 AND status = 'running' AND cancel_requested = 1",
         )
         .bind(owner)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reads())
         .await
     }
 
@@ -345,12 +352,14 @@ impl Store {
         clear_body: bool,
     ) -> sqlx::Result<Recorded> {
         let mut batch = Batch::default();
+        batch.independent();
         super::api_calls::push_api_calls(&mut batch, api_calls);
         if clear_body {
-            // The container whose body progress was kept has its own result now.
+            // The container whose body progress was kept has its own result now (and the
+            // progress update below clears the flag).
             batch.push("DELETE FROM body_steps WHERE execution_id = $1", vec![execution_id.into()]);
-            batch.push("UPDATE executions SET body_parked = 0 WHERE id = $1", vec![execution_id.into()]);
         }
+        let unpark = if clear_body { ", body_parked = 0" } else { "" };
         batch.push(
             format!(
                 "INSERT INTO step_results (execution_id, {STEP}) \
@@ -377,13 +386,15 @@ impl Store {
         let ended = finish.as_ref().map(|f| f.status);
         match finish {
             None => batch.push(
-                "UPDATE executions SET steps_completed = $2 WHERE id = $1 RETURNING cancel_requested",
+                format!("UPDATE executions SET steps_completed = $2{unpark} WHERE id = $1 RETURNING cancel_requested"),
                 vec![execution_id.into(), completed.into()],
             ),
             Some(finish) => batch.push(
-                "UPDATE executions SET steps_completed = $2, status = $3, output = $4, error = $5, finished_at = $6, \
-                 error_code = $7, lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 \
-                 RETURNING cancel_requested, started_at",
+                format!(
+                    "UPDATE executions SET steps_completed = $2, status = $3, output = $4, error = $5, finished_at = $6, \
+                     error_code = $7, lease_owner = NULL, lease_expires_at = NULL{unpark} WHERE id = $1 \
+                     RETURNING cancel_requested, started_at"
+                ),
                 vec![
                     execution_id.into(),
                     completed.into(),
@@ -431,7 +442,7 @@ impl Store {
             "SELECT COUNT(*) FROM executions WHERE status = 'queued' AND ($1 IS NULL OR enterprise_id = $1)",
         )
         .bind(enterprise_id)
-        .fetch_one(&self.pool)
+        .fetch_one(self.reads())
         .await
     }
 
@@ -449,7 +460,7 @@ impl Store {
         )
         .bind(enterprise_id)
         .bind(since_ms)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reads())
         .await
     }
 
@@ -459,7 +470,7 @@ impl Store {
             "SELECT status, COUNT(*) FROM executions WHERE enterprise_id = $1 GROUP BY status ORDER BY status",
         )
         .bind(enterprise_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reads())
         .await
     }
 
@@ -467,14 +478,14 @@ impl Store {
         sqlx::query_as(&format!("SELECT {EXECUTION} FROM executions WHERE enterprise_id = $1 AND id = $2"))
             .bind(enterprise_id)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reads())
             .await
     }
 
     pub async fn step_results(&self, execution_id: &str) -> sqlx::Result<Vec<StepResultRow>> {
         sqlx::query_as(&format!("SELECT {STEP} FROM step_results WHERE execution_id = $1 ORDER BY position"))
             .bind(execution_id)
-            .fetch_all(&self.pool)
+            .fetch_all(self.reads())
             .await
     }
 
@@ -484,7 +495,7 @@ impl Store {
             "SELECT lease_expires_at FROM executions WHERE id = $1 AND status = 'running' AND lease_owner IS NULL",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reads())
         .await?;
         Ok(due.flatten())
     }
@@ -495,7 +506,7 @@ impl Store {
             "SELECT id FROM executions WHERE parent_execution_id = $1 AND status IN ('queued', 'running')",
         )
         .bind(parent_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reads())
         .await?;
         for child in children {
             self.cancel_execution(enterprise_id, &child).await?;
@@ -507,7 +518,7 @@ impl Store {
     pub async fn body_steps(&self, execution_id: &str) -> sqlx::Result<Vec<BodyStepRow>> {
         sqlx::query_as("SELECT label, status, output, error, partial, record FROM body_steps WHERE execution_id = $1")
             .bind(execution_id)
-            .fetch_all(&self.pool)
+            .fetch_all(self.reads())
             .await
     }
 
@@ -522,6 +533,7 @@ impl Store {
         delay_ms: i64,
     ) -> sqlx::Result<()> {
         let mut batch = Batch::default();
+        batch.independent();
         super::api_calls::push_api_calls(&mut batch, api_calls);
         for step in steps {
             batch.push(

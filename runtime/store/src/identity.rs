@@ -145,7 +145,7 @@ const MAX_ACCOUNTS_PER_ADDRESS: i64 = 64;
 
 impl Store {
     pub async fn count_enterprises(&self) -> sqlx::Result<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM enterprises").fetch_one(&self.pool).await
+        sqlx::query_scalar("SELECT COUNT(*) FROM enterprises").fetch_one(self.reads()).await
     }
 
     /// Creates an enterprise and its first user in one transaction.
@@ -176,7 +176,7 @@ impl Store {
     pub async fn get_enterprise(&self, id: &str) -> sqlx::Result<Option<Enterprise>> {
         sqlx::query_as(&format!("SELECT {ENTERPRISE_COLUMNS} FROM enterprises WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reads())
             .await
     }
 
@@ -186,7 +186,7 @@ impl Store {
         ))
         .bind(page.limit)
         .bind(page.offset)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reads())
         .await?;
         Ok((rows, self.count_enterprises().await?))
     }
@@ -223,7 +223,7 @@ impl Store {
         sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE enterprise_id = $1 AND id = $2"))
             .bind(enterprise_id)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reads())
             .await
     }
 
@@ -258,7 +258,7 @@ impl Store {
         ))
         .bind(enterprise_id)
         .bind(user_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reads())
         .await?;
         Ok(joined.map(|j| {
             let enterprise = Enterprise {
@@ -289,7 +289,7 @@ impl Store {
         .bind(email)
         .bind(enterprise.unwrap_or_default())
         .bind(MAX_ACCOUNTS_PER_ADDRESS)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reads())
         .await
     }
 
@@ -298,7 +298,7 @@ impl Store {
     pub async fn address_password_hash(&self, email: &str) -> sqlx::Result<Option<String>> {
         sqlx::query_scalar("SELECT password_hash FROM users WHERE email = $1 ORDER BY created_at, id LIMIT 1")
             .bind(email)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reads())
             .await
     }
 
@@ -414,7 +414,7 @@ impl Store {
         ))
         .bind(key_hash)
         .bind(now_ms())
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reads())
         .await?
         else {
             return Ok(None);

@@ -68,9 +68,16 @@ pub struct Page {
 /// Handle to the database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    /// Every write, and reads that must see their own transaction. On SQLite its one
+    /// connection is the database's one writer.
     pool: AnyPool,
+    /// Plain reads. On SQLite, read-only connections of their own (WAL lets them read while the
+    /// writer commits); on PostgreSQL the same pool as `pool`.
+    reads: AnyPool,
     backend: Backend,
     caches: std::sync::Arc<cache::Caches>,
+    /// The group commit of SQLite's writer (unused on PostgreSQL).
+    group: std::sync::Arc<batch::Group>,
 }
 
 impl Store {
@@ -96,34 +103,55 @@ impl Store {
             anyhow::bail!("DATABASE_URL must start with postgres:// or sqlite:");
         };
         let options = AnyConnectOptions::from_str(&url).context("parsing the database URL")?;
-        let pool = AnyPoolOptions::new()
-            // SQLite has one writer: a single connection serializes writes in the pool instead
-            // of letting them collide and back off in SQLite's busy handler.
-            .max_connections(if backend == Backend::Sqlite { 1 } else { max_connections.max(1) })
-            // A pinged-before-use connection costs a round trip per query. A SQLite file cannot
-            // drop the connection; PostgreSQL ones are checked (a server restart drops them).
-            .test_before_acquire(backend == Backend::Postgres)
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                        )
-                        .await?;
-                        conn.execute(if full_sync {
-                            "PRAGMA synchronous = FULL"
-                        } else {
-                            "PRAGMA synchronous = NORMAL"
-                        })
-                        .await?;
-                    }
-                    Ok(())
+        let connect = |connections: u32, read_only: bool| {
+            AnyPoolOptions::new()
+                .max_connections(connections)
+                // A pinged-before-use connection costs a round trip per query. A SQLite file
+                // cannot drop the connection; PostgreSQL ones are checked (a server restart
+                // drops them).
+                .test_before_acquire(backend == Backend::Postgres)
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        if backend == Backend::Sqlite {
+                            conn.execute("PRAGMA busy_timeout = 10000").await?;
+                            if read_only {
+                                conn.execute("PRAGMA query_only = ON").await?;
+                            } else {
+                                conn.execute("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;").await?;
+                                conn.execute(if full_sync {
+                                    "PRAGMA synchronous = FULL"
+                                } else {
+                                    "PRAGMA synchronous = NORMAL"
+                                })
+                                .await?;
+                            }
+                        }
+                        Ok(())
+                    })
                 })
-            })
-            .connect_with(options)
-            .await
-            .with_context(|| format!("connecting to the {backend:?} database"))?;
-        Ok(Self { pool, backend, caches: std::sync::Arc::default() })
+                .connect_with(options.clone())
+        };
+        let context = || format!("connecting to the {backend:?} database");
+        let (pool, reads) = match backend {
+            Backend::Postgres => {
+                let pool = connect(max_connections.max(1), false).await.with_context(context)?;
+                (pool.clone(), pool)
+            }
+            // SQLite has one writer: a single connection serializes writes in the pool instead
+            // of letting them collide and back off in SQLite's busy handler. Readers do not
+            // wait for it in WAL mode (the writer's first connection switched the file to it).
+            Backend::Sqlite => {
+                let pool = connect(1, false).await.with_context(context)?;
+                let reads = connect(max_connections.max(1), true).await.with_context(context)?;
+                (pool, reads)
+            }
+        };
+        Ok(Self { pool, reads, backend, caches: std::sync::Arc::default(), group: std::sync::Arc::default() })
+    }
+
+    /// The pool for plain reads.
+    fn reads(&self) -> &AnyPool {
+        &self.reads
     }
 
     pub fn backend(&self) -> Backend {
@@ -146,12 +174,13 @@ impl Store {
     pub async fn ready(&self) -> anyhow::Result<bool> {
         let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = $1")
             .bind(true)
-            .fetch_one(&self.pool)
+            .fetch_one(self.reads())
             .await?;
         Ok(applied as usize >= self.migrator().iter().count())
     }
 
     pub async fn close(&self) {
+        self.reads.close().await;
         self.pool.close().await;
     }
 }

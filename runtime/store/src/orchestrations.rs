@@ -105,7 +105,7 @@ impl Store {
         ))
         .bind(enterprise_id)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reads())
         .await
     }
 
@@ -121,7 +121,7 @@ impl Store {
         ))
         .bind(enterprise_id)
         .bind(name_or_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reads())
         .await
     }
 
@@ -136,7 +136,7 @@ impl Store {
         )
         .bind(orchestration_id)
         .bind(version)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reads())
         .await?;
         if let Some(text) = &text {
             self.caches.versions.insert(key, text.clone());

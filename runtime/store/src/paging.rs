@@ -67,8 +67,8 @@ impl Store {
                 }
             }
         }
-        let rows = rows.bind(page.limit).bind(page.offset).fetch_all(&self.pool).await?;
-        let total = count.fetch_one(&self.pool).await?;
+        let rows = rows.bind(page.limit).bind(page.offset).fetch_all(self.reads()).await?;
+        let total = count.fetch_one(self.reads()).await?;
         Ok((rows, total))
     }
 }

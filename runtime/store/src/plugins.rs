@@ -82,7 +82,7 @@ impl Store {
     pub async fn plugin_bytes(&self, sha256: &str) -> sqlx::Result<Option<Vec<u8>>> {
         sqlx::query_scalar("SELECT bytes FROM plugin_blobs WHERE sha256 = $1")
             .bind(sha256)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reads())
             .await
     }
 
@@ -98,7 +98,7 @@ impl Store {
         sqlx::query_scalar(
             "SELECT DISTINCT sha256 FROM plugins WHERE sha256 NOT IN (SELECT sha256 FROM plugin_blobs) ORDER BY sha256",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.reads())
         .await
     }
 
@@ -113,7 +113,7 @@ impl Store {
             .bind(scope.unwrap_or("global"))
             .bind(slug)
             .bind(version)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reads())
             .await
     }
 
@@ -124,7 +124,7 @@ impl Store {
         ))
         .bind(scope.unwrap_or("global"))
         .bind(sha256)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reads())
         .await
     }
 
@@ -132,7 +132,7 @@ impl Store {
     pub async fn plugin_sha_registered(&self, sha256: &str) -> sqlx::Result<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugins WHERE sha256 = $1")
             .bind(sha256)
-            .fetch_one(&self.pool)
+            .fetch_one(self.reads())
             .await?;
         Ok(n > 0)
     }
@@ -141,7 +141,7 @@ impl Store {
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM plugins WHERE {VISIBLE} AND id = $2"))
             .bind(enterprise_id)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reads())
             .await
     }
 
@@ -166,7 +166,7 @@ impl Store {
             "SELECT {COLUMNS} FROM plugins WHERE {VISIBLE} AND status = 'active' ORDER BY slug"
         ))
         .bind(enterprise_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reads())
         .await?;
         self.caches.plugins.insert(enterprise_id.to_owned(), rows.clone());
         Ok(rows)

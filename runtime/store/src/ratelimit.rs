@@ -22,7 +22,7 @@ impl Store {
             sqlx::query_scalar("SELECT hits FROM rate_limit_windows WHERE bucket = $1 AND window_start = $2")
                 .bind(bucket)
                 .bind(window_start)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.reads())
                 .await?;
         Ok(hits.unwrap_or(0))
     }

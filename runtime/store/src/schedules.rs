@@ -22,7 +22,7 @@ impl Store {
             "SELECT {ORCHESTRATION}, cron, timezone FROM orchestrations \
              WHERE deleted = 0 AND status = 'active' AND cron IS NOT NULL AND timezone IS NOT NULL"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(self.reads())
         .await?;
         Ok(rows.into_iter().map(|s| (s.row, s.cron, s.timezone)).collect())
     }
@@ -79,7 +79,7 @@ impl Store {
     pub async fn last_slot(&self, orchestration_id: &str) -> sqlx::Result<Option<i64>> {
         sqlx::query_scalar("SELECT MAX(slot) FROM schedule_fires WHERE orchestration_id = $1")
             .bind(orchestration_id)
-            .fetch_one(&self.pool)
+            .fetch_one(self.reads())
             .await
     }
 

@@ -73,7 +73,7 @@ impl Store {
     pub async fn find_webhook(&self, id: &str) -> sqlx::Result<Option<WebhookRow>> {
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM webhooks WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reads())
             .await
     }
 }

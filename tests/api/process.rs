@@ -1,0 +1,102 @@
+//! `dibop serve` as a real process: started with the test configuration, killed with SIGKILL
+//! by the test or when it ends, however it ends.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET};
+
+/// The `dibop` binary next to this test binary (`target/<profile>/dibop`).
+pub fn dibop_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let binary = dir.join("dibop");
+    assert!(binary.exists(), "{} missing or stale: run scripts/test.sh, which builds it first", binary.display());
+    binary
+}
+
+/// A free port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port()
+}
+
+/// A server process that is killed when the test ends, however it ends.
+pub struct Server {
+    child: Child,
+    pub base: String,
+}
+
+impl Server {
+    /// `dibop serve` on `port` with its data in `data_dir` and the database `database` (the
+    /// default SQLite file in `data_dir` when `None`), a 2 s lease, and `extra` variables.
+    pub fn start(data_dir: &Path, database: Option<&str>, port: u16, extra: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(dibop_binary());
+        command
+            .arg("serve")
+            .env("DIBOP_LISTEN", format!("127.0.0.1:{port}"))
+            .env("DIBOP_DATA_DIR", data_dir)
+            .env("DATABASE_URL", database.unwrap_or(""))
+            .env("DIBOP_JWT_SECRET", JWT_SECRET)
+            .env("DIBOP_ADMIN_EMAIL", ADMIN_EMAIL)
+            .env("DIBOP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("DIBOP_ALLOW_PRIVATE_NETWORKS", "true")
+            .env("DIBOP_LEASE_MS", "2000")
+            .env("DIBOP_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (name, value) in extra {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("starting dibop");
+        Self { child, base: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// `base` + `/api/v1` + `path`.
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    /// Waits until `/readyz` answers 200 (at most a minute).
+    pub async fn wait_ready(&self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("dibop did not become ready at {}", self.base);
+    }
+
+    /// Logs in with `email` and answers the access token.
+    pub async fn token(&self, client: &reqwest::Client, email: &str, password: &str) -> String {
+        let login: Value = client
+            .post(self.api("/auth/login"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("json");
+        login["access_token"].as_str().unwrap_or_else(|| panic!("no token: {login}")).to_owned()
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
