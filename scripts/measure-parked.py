@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Memory of a node holding many executions that wait on a slow dealer system.
+
+Starts a loopback mock that answers after MOCK_DELAY_S seconds, a `dibop serve` (DIBOP_BIN,
+default target/release/dibop; SQLite in a fresh data directory, or DATABASE_URL), queues
+EXECUTIONS (default 10,000) executions of a one-step orchestration calling the mock, and
+reports the server's resident memory (VmRSS, and the peak VmHWM) while they are parked:
+running ones wait on the mock, the rest wait in the database. Only the standard library.
+
+    cargo build --release && scripts/measure-parked.py
+"""
+
+import asyncio
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+EXECUTIONS = int(os.environ.get("EXECUTIONS", "10000"))
+MOCK_DELAY_S = float(os.environ.get("MOCK_DELAY_S", "120"))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("DIBOP_BIN", os.path.join(ROOT, "target", "release", "dibop"))
+EMAIL, PASSWORD = "parked@example.com", "Parked-Pass-42"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mock(port, waiting):
+    """An HTTP/1.1 server on loopback answering every request after MOCK_DELAY_S."""
+
+    async def handle(reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head:
+                    return
+                waiting[0] += 1
+                waiting[1] = max(waiting[1], waiting[0])
+                await asyncio.sleep(MOCK_DELAY_S)
+                waiting[0] -= 1
+                body = b'{"ok":true}'
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                             % (len(body), body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=4096)
+        async with server:
+            await server.serve_forever()
+
+    threading.Thread(target=lambda: asyncio.run(main()), daemon=True).start()
+
+
+def call(port, method, path, body=None, token=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    conn.request(method, path, json.dumps(body) if body is not None else None, headers)
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, (json.loads(data) if data else None)
+
+
+def memory(pid):
+    fields = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                fields[name] = int(value.split()[0]) // 1024
+    return fields
+
+
+def main():
+    if not os.access(BIN, os.X_OK):
+        sys.exit(f"{BIN} missing: run `cargo build --release` or set DIBOP_BIN")
+    mock_port, port = free_port(), free_port()
+    waiting = [0, 0]
+    start_mock(mock_port, waiting)
+    data = tempfile.mkdtemp(prefix="dibop-parked-")
+    env = dict(os.environ, DIBOP_LISTEN=f"127.0.0.1:{port}", DIBOP_DATA_DIR=data, DIBOP_ADMIN_EMAIL=EMAIL,
+               DIBOP_ADMIN_PASSWORD=PASSWORD, DIBOP_JWT_SECRET="parked-bench-secret-0123456789abcdef",
+               DIBOP_ALLOW_PRIVATE_NETWORKS="true", DIBOP_LOG="warn")
+    server = subprocess.Popen([BIN, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            try:
+                if call(port, "GET", "/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        idle = memory(server.pid)
+        _, login = call(port, "POST", "/api/v1/auth/login", {"email": EMAIL, "password": PASSWORD})
+        token = login["access_token"]
+        limits = {"rate_limits": {"api_requests_per_minute": 1000000, "executions_per_minute": 1000000}}
+        assert call(port, "PUT", "/api/v1/settings", limits, token)[0] == 200
+        connection = {"name": "slow", "system": "rest", "allowed_hosts": [f"127.0.0.1:{mock_port}"],
+                      "config": {"base_url": f"http://127.0.0.1:{mock_port}",
+                                 "operations": {"check": {"method": "GET", "path": "/check/{vin}"}}}}
+        assert call(port, "POST", "/api/v1/connections", connection, token)[0] == 201
+        definition = {"name": "Parked", "parameters": [{"name": "vin", "type": "string", "required": True}],
+                      "steps": [{"name": "check", "type": "api_call", "connection": "slow", "operation": "check",
+                                 "timeout_ms": int(MOCK_DELAY_S * 1000) + 60000,
+                                 "parameters": {"vin": "${parameters.vin}"}}]}
+        status, created = call(port, "POST", "/api/v1/orchestrations", definition, token)
+        assert status == 201, created
+        path = f"/api/v1/orchestrations/{created['id']}/execute"
+
+        started = time.monotonic()
+
+        def submit(i):
+            return call(port, "POST", path, {"parameters": {"vin": f"PARKED{i:011d}"}, "async": True}, token)[0]
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            statuses = list(pool.map(submit, range(EXECUTIONS)))
+        accepted = statuses.count(202)
+        took = time.monotonic() - started
+        time.sleep(5)
+        parked = memory(server.pid)
+        print(f"executions accepted: {accepted} of {EXECUTIONS} in {took:.1f} s ({accepted / took:.0f}/s)")
+        print(f"calls waiting at the mock: {waiting[0]} (most at once: {waiting[1]})")
+        print(f"dibop RSS idle: {idle['VmRSS']} MiB; with {accepted} parked: {parked['VmRSS']} MiB "
+              f"(peak {parked['VmHWM']} MiB)")
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
