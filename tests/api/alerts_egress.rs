@@ -45,11 +45,13 @@ fn test_pki() -> TestPki {
     TestPki { ca_pem: ca_cert.pem(), server }
 }
 
-/// A TLS listener for `axum::serve`; failed handshakes are skipped.
+/// A TLS listener for `axum::serve`; failed handshakes are skipped and counted, connections
+/// that completed one are counted too.
 struct TlsListener {
     tcp: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     handshakes_failed: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl axum::serve::Listener for TlsListener {
@@ -60,7 +62,10 @@ impl axum::serve::Listener for TlsListener {
         loop {
             let Ok((tcp, address)) = self.tcp.accept().await else { continue };
             match self.acceptor.accept(tcp).await {
-                Ok(tls) => return (tls, address),
+                Ok(tls) => {
+                    self.accepted.fetch_add(1, Ordering::SeqCst);
+                    return (tls, address);
+                }
                 Err(_) => {
                     self.handshakes_failed.fetch_add(1, Ordering::SeqCst);
                 }
@@ -77,16 +82,24 @@ impl axum::serve::Listener for TlsListener {
 /// how many handshakes failed.
 async fn tls_receiver(server: rustls::ServerConfig) -> (u16, Received, Arc<AtomicUsize>) {
     let (app, received) = recording_router();
+    let (port, handshakes_failed, _) = tls_server(server, app).await;
+    (port, received, handshakes_failed)
+}
+
+/// `app` over https on 127.0.0.1 with `server`'s certificate: its port, and how many
+/// handshakes failed and how many connections were accepted.
+async fn tls_server(server: rustls::ServerConfig, app: axum::Router) -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = tcp.local_addr().expect("addr").port();
-    let handshakes_failed = Arc::new(AtomicUsize::new(0));
+    let (handshakes_failed, accepted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let listener = TlsListener {
         tcp,
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
         handshakes_failed: handshakes_failed.clone(),
+        accepted: accepted.clone(),
     };
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (port, received, handshakes_failed)
+    (port, handshakes_failed, accepted)
 }
 
 /// Creates a rule whose notifications go to `channels` and answers (id, secret).
@@ -150,6 +163,71 @@ async fn https_channels_are_delivered_when_the_configured_ca_signed_the_receiver
     );
     assert!(handshakes_failed.load(Ordering::SeqCst) >= 1);
     assert!(received.lock().expect("lock").iter().all(|(path, _, _)| path != "untrusted"));
+}
+
+#[tokio::test]
+async fn plugin_requests_over_tls_reuse_a_kept_alive_connection_of_their_own_enterprise() {
+    let pki = test_pki();
+    let dms = axum::Router::new().route(
+        "/vehicles/{vin}",
+        axum::routing::get(|axum::extract::Path(vin): axum::extract::Path<String>| async move {
+            axum::Json(json!({"vin": vin, "status": "in_stock"}))
+        }),
+    );
+    let (port, handshakes_failed, accepted) = tls_server(pki.server, dms).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca_file = dir.path().join("extra-ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).expect("write CA");
+    let app = TestApp::spawn_with(|config| config.extra_ca_file = Some(ca_file.clone())).await;
+
+    // Three executions of two steps each: six requests to the same https system.
+    let run_six_requests = async |token: &str| {
+        app.create_connection(
+            token,
+            json!({"name": "dms", "system": "rest", "allowed_hosts": [format!("localhost:{port}")],
+                   "config": {"base_url": format!("https://localhost:{port}"),
+                              "operations": {"vehicle": {"method": "GET", "path": "/vehicles/{vin}"}}}}),
+        )
+        .await;
+        let step = |name: &str| {
+            json!({"name": name, "type": "api_call", "connection": "dms", "operation": "vehicle",
+                   "parameters": {"vin": "${parameters.vin}"}})
+        };
+        let created: Value = app
+            .post(
+                token,
+                "/orchestrations",
+                json!({"name": "Twice", "parameters": [{"name": "vin", "type": "string", "required": true}],
+                       "steps": [step("first"), step("second")], "output": {"status": "${second.response.status}"}}),
+            )
+            .await
+            .json()
+            .await
+            .expect("json");
+        let id = created["id"].as_str().expect("id");
+        for vin in ["V1", "V2", "V3"] {
+            let result: Value = app
+                .post(token, &format!("/orchestrations/{id}/execute"), json!({"parameters": {"vin": vin}}))
+                .await
+                .json()
+                .await
+                .expect("json");
+            assert_eq!(result["output"], json!({"status": "in_stock"}), "{result}");
+        }
+    };
+    let admin = app.admin_token().await;
+    run_six_requests(&admin).await;
+    // A connection goes back to the pool on its own task once the response was read: allow
+    // one more if a request came before that.
+    let first = accepted.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&first), "six requests over {first} connections");
+
+    // Another enterprise's requests to the same address never ride on the first one's.
+    let other = app.second_enterprise("keepalive").await;
+    run_six_requests(&other).await;
+    let more = accepted.load(Ordering::SeqCst) - first;
+    assert!((1..=2).contains(&more), "the other enterprise opened {more} connections");
+    assert_eq!(handshakes_failed.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
