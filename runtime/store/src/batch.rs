@@ -147,7 +147,8 @@ impl Batch {
                 }
                 rows
             }
-            Backend::Postgres if self.independent => {
+            // One statement is atomic by itself: no BEGIN and COMMIT round trips.
+            Backend::Postgres if self.independent || self.statements.len() == 1 => {
                 let (text, values) = postgres_statement(&self);
                 let mut query = sqlx::query(&text);
                 for value in values {
