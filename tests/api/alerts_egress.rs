@@ -193,25 +193,15 @@ async fn plugin_requests_over_tls_reuse_a_kept_alive_connection_of_their_own_ent
             json!({"name": name, "type": "api_call", "connection": "dms", "operation": "vehicle",
                    "parameters": {"vin": "${parameters.vin}"}})
         };
-        let created: Value = app
-            .post(
+        let id = app
+            .create_orchestration(
                 token,
-                "/orchestrations",
                 json!({"name": "Twice", "parameters": [{"name": "vin", "type": "string", "required": true}],
                        "steps": [step("first"), step("second")], "output": {"status": "${second.response.status}"}}),
             )
-            .await
-            .json()
-            .await
-            .expect("json");
-        let id = created["id"].as_str().expect("id");
+            .await;
         for vin in ["V1", "V2", "V3"] {
-            let result: Value = app
-                .post(token, &format!("/orchestrations/{id}/execute"), json!({"parameters": {"vin": vin}}))
-                .await
-                .json()
-                .await
-                .expect("json");
+            let result = app.execute(token, &id, json!({"parameters": {"vin": vin}})).await;
             assert_eq!(result["output"], json!({"status": "in_stock"}), "{result}");
         }
     };

@@ -117,10 +117,12 @@ async fn three_nodes_on_one_database_run_a_thousand_executions_through_the_death
             client.post(nodes[1].api("/connections")).bearer_auth(&token).json(&connection).send().await.expect("post");
         assert_eq!(response.status(), StatusCode::CREATED, "{connection}");
     }
-    let created: Value = client
-        .post(nodes[2].api("/orchestrations"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "Stock check", "parameters": [{"name": "vin", "type": "string", "required": true}],
+    let orchestration = nodes[2]
+        .create(
+            &client,
+            &token,
+            "/orchestrations",
+            json!({"name": "Stock check", "parameters": [{"name": "vin", "type": "string", "required": true}],
             "steps": [
                 {"name": "decode", "type": "api_call", "connection": "vpic", "operation": "decode_vin",
                  "parameters": {"vin": "${parameters.vin}"}},
@@ -128,28 +130,20 @@ async fn three_nodes_on_one_database_run_a_thousand_executions_through_the_death
                  "parameters": {"make": "${decode.response.make}"}},
                 {"name": "stock", "type": "api_call", "connection": "dms", "operation": "stock",
                  "parameters": {"vin": "${parameters.vin}"}}],
-            "output": {"make": "${echo.response.make}", "checked": "${stock.response.checked}"}}))
-        .send()
-        .await
-        .expect("orchestration")
-        .json()
-        .await
-        .expect("json");
-    let orchestration = created["id"].as_str().unwrap_or_else(|| panic!("{created}")).to_owned();
+            "output": {"make": "${echo.response.make}", "checked": "${stock.response.checked}"}}),
+        )
+        .await;
 
     // A schedule every second, running on all three nodes while they work.
-    let scheduled: Value = client
-        .post(nodes[0].api("/orchestrations"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "Every second", "trigger": {"type": "schedule", "cron": "* * * * * *"},
-            "steps": [{"name": "tick", "type": "transform", "transform": "map", "mapping": {"tick": true}}]}))
-        .send()
-        .await
-        .expect("schedule")
-        .json()
-        .await
-        .expect("json");
-    let schedule = scheduled["id"].as_str().unwrap_or_else(|| panic!("{scheduled}")).to_owned();
+    let schedule = nodes[0]
+        .create(
+            &client,
+            &token,
+            "/orchestrations",
+            json!({"name": "Every second", "trigger": {"type": "schedule", "cron": "* * * * * *"},
+            "steps": [{"name": "tick", "type": "transform", "transform": "map", "mapping": {"tick": true}}]}),
+        )
+        .await;
     let schedule_from = Instant::now();
 
     // A thousand executions, accepted by the three nodes in turn.
@@ -268,17 +262,9 @@ async fn three_nodes_on_one_database_run_a_thousand_executions_through_the_death
         .expect("enterprise");
     assert_eq!(response.status(), StatusCode::CREATED);
     let other = nodes[1].token(&client, email, ADMIN_PASSWORD).await;
-    let created: Value = client
-        .post(nodes[1].api("/orchestrations"))
-        .bearer_auth(&other)
-        .json(&json!({"name": "Tick", "steps": [{"name": "tick", "type": "transform", "transform": "map", "mapping": {"tick": true}}]}))
-        .send()
-        .await
-        .expect("orchestration")
-        .json()
-        .await
-        .expect("json");
-    let tick = created["id"].as_str().unwrap_or_else(|| panic!("{created}")).to_owned();
+    let tick = nodes[1]
+        .create(&client, &other, "/orchestrations", json!({"name": "Tick", "steps": [{"name": "tick", "type": "transform", "transform": "map", "mapping": {"tick": true}}]}))
+        .await;
     early_in_a_minute().await;
     let urls: Vec<String> = nodes[..2].iter().map(|n| n.api(&format!("/orchestrations/{tick}/execute"))).collect();
     let (limit_client, limit_token) = (client.clone(), other.clone());

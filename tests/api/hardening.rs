@@ -9,18 +9,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, assert_error, detail_paths};
 
-async fn create(app: &TestApp, token: &str, def: Value) -> String {
-    let response = app.post(token, "/orchestrations", def).await;
-    let status = response.status();
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["id"].as_str().expect("id").to_owned()
-}
-
-async fn execute(app: &TestApp, token: &str, id: &str, body: Value) -> Value {
-    app.post(token, &format!("/orchestrations/{id}/execute"), body).await.json().await.expect("json")
-}
-
 /// Polls until the execution reaches `status` (or any final status), 30 s at most.
 async fn wait_status(app: &TestApp, token: &str, execution: &str, status: &str) -> Value {
     for _ in 0..600 {
@@ -44,10 +32,7 @@ fn body_wait(name: &str, ms: u64) -> Value {
 async fn non_ascii_text_in_conditions_and_windows_is_handled_not_panicked() {
     let app = TestApp::spawn_with(|config| config.max_in_flight = 2).await;
     let token = app.admin_token().await;
-    let id = create(
-        &app,
-        &token,
-        json!({"name": "Umlauts", "parameters": [{"name": "city", "type": "string", "required": true}],
+    let id = app.create_orchestration(&token, json!({"name": "Umlauts", "parameters": [{"name": "city", "type": "string", "required": true}],
                "steps": [{"name": "where", "type": "condition", "condition": "${parameters.city} == Zürich",
                           "then": [{"name": "swiss", "type": "transform", "transform": "map", "mapping": {"desk": "CH – Zürich"}}]}],
                "output": {"branch": "${where.branch}"}}),
@@ -55,7 +40,7 @@ async fn non_ascii_text_in_conditions_and_windows_is_handled_not_panicked() {
     .await;
     // More executions than workers: a panicking parser used to end a worker per execution.
     for city in ["Zürich", "Köln", "東京", "Zürich", "🚗"] {
-        let run = execute(&app, &token, &id, json!({"parameters": {"city": city}})).await;
+        let run = app.execute(&token, &id, json!({"parameters": {"city": city}})).await;
         assert_eq!(run["status"], "success", "{run}");
         assert_eq!(run["output"]["branch"] == "then", city == "Zürich", "{city}: {run}");
     }
@@ -78,8 +63,8 @@ async fn cancel_reaches_a_wait_inside_a_for_each_body() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
     // Short waits (these run in the worker) over 30 items: 45 s in all.
-    let id = create(&app, &token, body_wait("Many short waits", 1_500)).await;
-    let queued = execute(&app, &token, &id, items(30)).await;
+    let id = app.create_orchestration(&token, body_wait("Many short waits", 1_500)).await;
+    let queued = app.execute(&token, &id, items(30)).await;
     let execution = queued["execution_id"].as_str().expect("id");
     wait_status(&app, &token, execution, "running").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -91,8 +76,8 @@ async fn cancel_reaches_a_wait_inside_a_for_each_body() {
     assert_eq!(detail["error_code"], "CANCELLED", "{detail}");
 
     // A long wait in a body parks the execution; cancelling it ends it at once.
-    let id = create(&app, &token, body_wait("Long body wait", 50_000)).await;
-    let queued = execute(&app, &token, &id, items(1)).await;
+    let id = app.create_orchestration(&token, body_wait("Long body wait", 50_000)).await;
+    let queued = app.execute(&token, &id, items(1)).await;
     let execution = queued["execution_id"].as_str().expect("id");
     wait_status(&app, &token, execution, "running").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -107,32 +92,25 @@ async fn a_parked_child_parks_its_parent_and_a_cancelled_parent_cancels_it() {
     // One worker: a parent that waited for its child in the worker would hold it.
     let app = TestApp::spawn_with(|config| config.max_in_flight = 1).await;
     let token = app.admin_token().await;
-    create(
-        &app,
+    app.create_orchestration(
         &token,
         json!({"name": "Slow child", "steps": [
             {"name": "pause", "type": "wait", "duration_ms": 3_000},
             {"name": "done", "type": "transform", "transform": "map", "mapping": {"child": "done"}}]}),
     )
     .await;
-    let parent = create(
-        &app,
-        &token,
-        json!({"name": "Patient parent", "steps": [{"name": "child", "type": "sub_orchestration", "orchestration": "Slow child"}],
+    let parent = app.create_orchestration(&token, json!({"name": "Patient parent", "steps": [{"name": "child", "type": "sub_orchestration", "orchestration": "Slow child"}],
                "output": {"from_child": "${child.child}"}}),
     )
     .await;
-    let quick = create(
-        &app,
-        &token,
-        json!({"name": "Quick", "steps": [{"name": "hi", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}),
+    let quick = app.create_orchestration(&token, json!({"name": "Quick", "steps": [{"name": "hi", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}),
     )
     .await;
-    let queued = execute(&app, &token, &parent, json!({"parameters": {}, "async": true})).await;
+    let queued = app.execute(&token, &parent, json!({"parameters": {}, "async": true})).await;
     let execution = queued["execution_id"].as_str().expect("id").to_owned();
     wait_status(&app, &token, &execution, "running").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let run = execute(&app, &token, &quick, json!({"parameters": {}})).await;
+    let run = app.execute(&token, &quick, json!({"parameters": {}})).await;
     assert_eq!(run["status"], "success", "{run}");
     // Had the parent held the worker while its child waited, the quick run would have come last.
     let detail: Value = app.get(&token, &format!("/executions/{execution}")).await.json().await.expect("json");
@@ -142,19 +120,16 @@ async fn a_parked_child_parks_its_parent_and_a_cancelled_parent_cancels_it() {
     assert_eq!(done["output"], json!({"from_child": "done"}));
 
     // Cancelled while both are parked: the child goes with it.
-    let forever = create(
-        &app,
-        &token,
-        json!({"name": "Long child", "steps": [{"name": "pause", "type": "wait", "duration_ms": 600_000}]}),
+    let forever = app
+        .create_orchestration(
+            &token,
+            json!({"name": "Long child", "steps": [{"name": "pause", "type": "wait", "duration_ms": 600_000}]}),
+        )
+        .await;
+    let parent = app.create_orchestration(&token, json!({"name": "Long parent", "steps": [{"name": "child", "type": "sub_orchestration", "orchestration": "Long child"}]}),
     )
     .await;
-    let parent = create(
-        &app,
-        &token,
-        json!({"name": "Long parent", "steps": [{"name": "child", "type": "sub_orchestration", "orchestration": "Long child"}]}),
-    )
-    .await;
-    let queued = execute(&app, &token, &parent, json!({"parameters": {}, "async": true})).await;
+    let queued = app.execute(&token, &parent, json!({"parameters": {}, "async": true})).await;
     let execution = queued["execution_id"].as_str().expect("id").to_owned();
     let child = loop {
         let page: Value =
@@ -176,15 +151,15 @@ async fn a_parked_child_parks_its_parent_and_a_cancelled_parent_cancels_it() {
 async fn a_fault_of_the_engine_ends_the_execution_with_code_internal() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
-    let id = create(
-        &app,
-        &token,
-        json!({"name": "Pause then map", "steps": [
+    let id = app
+        .create_orchestration(
+            &token,
+            json!({"name": "Pause then map", "steps": [
             {"name": "pause", "type": "wait", "duration_ms": 2_100},
             {"name": "map", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}),
-    )
-    .await;
-    let queued = execute(&app, &token, &id, json!({"parameters": {}, "async": true})).await;
+        )
+        .await;
+    let queued = app.execute(&token, &id, json!({"parameters": {}, "async": true})).await;
     let execution = queued["execution_id"].as_str().expect("id");
     wait_status(&app, &token, execution, "running").await;
     // While it is parked, its stored parameters become unreadable: resuming cannot go on.
@@ -196,15 +171,12 @@ async fn a_fault_of_the_engine_ends_the_execution_with_code_internal() {
     assert_eq!(detail["error"], "internal engine error", "{detail}");
 
     // A failing step says so.
-    let failing = create(
-        &app,
-        &token,
-        json!({"name": "Not a list", "parameters": [{"name": "x", "type": "string", "default": "nope"}],
+    let failing = app.create_orchestration(&token, json!({"name": "Not a list", "parameters": [{"name": "x", "type": "string", "default": "nope"}],
                "steps": [{"name": "each", "type": "for_each", "items": "${parameters.x}",
                           "steps": [{"name": "m", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}]}),
     )
     .await;
-    let run = execute(&app, &token, &failing, json!({"parameters": {}})).await;
+    let run = app.execute(&token, &failing, json!({"parameters": {}})).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert_eq!(run["error_code"], "STEP_FAILED", "{run}");
 }
@@ -218,8 +190,8 @@ async fn shutdown_hands_a_running_execution_back_within_the_grace_period() {
     .await;
     let token = first.admin_token().await;
     // Short waits run in the worker: the execution is running when the node stops.
-    let id = create(&first, &token, body_wait("Survives shutdown", 1_500)).await;
-    let queued = execute(&first, &token, &id, items(3)).await;
+    let id = first.create_orchestration(&token, body_wait("Survives shutdown", 1_500)).await;
+    let queued = first.execute(&token, &id, items(3)).await;
     let execution = queued["execution_id"].as_str().expect("id").to_owned();
     wait_status(&first, &token, &execution, "running").await;
     let shared = first
@@ -244,22 +216,19 @@ async fn one_tenant_cannot_occupy_every_worker_of_a_node() {
     let app = TestApp::spawn_with(|config| config.max_in_flight = 2).await;
     let greedy = app.admin_token().await;
     // Short waits run in the worker: 14 of them hold it for 21 s.
-    let slow = create(&app, &greedy, body_wait("Greedy", 1_500)).await;
+    let slow = app.create_orchestration(&greedy, body_wait("Greedy", 1_500)).await;
     for _ in 0..4 {
-        let queued = execute(&app, &greedy, &slow, items(14)).await;
+        let queued = app.execute(&greedy, &slow, items(14)).await;
         assert!(queued["execution_id"].is_string(), "{queued}");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let other = app.second_enterprise("patient").await;
-    let quick = create(
-        &app,
-        &other,
-        json!({"name": "Quick", "steps": [{"name": "hi", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}),
+    let quick = app.create_orchestration(&other, json!({"name": "Quick", "steps": [{"name": "hi", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}),
     )
     .await;
     // With two workers and one per enterprise at most, the greedy tenant holds one; this
     // execution gets the other at once instead of queueing behind 20-second waits.
-    let run = execute(&app, &other, &quick, json!({"parameters": {}})).await;
+    let run = app.execute(&other, &quick, json!({"parameters": {}})).await;
     assert_eq!(run["status"], "success", "{run}");
 }
 
@@ -285,7 +254,7 @@ async fn a_schedule_that_cannot_fire_is_recorded_and_does_not_stop_the_others() 
     // One schedule whose stored definition cannot bind its parameters (as an older version
     // could store it), created first so the scheduler meets it first; another tenant's
     // schedule beside it.
-    let broken = create(&app, &token, every_second("Broken")).await;
+    let broken = app.create_orchestration(&token, every_second("Broken")).await;
     let mut stored = every_second("Broken");
     stored["parameters"] = json!([{"name": "region", "type": "string", "required": true}]);
     app.sql(&format!(
@@ -294,7 +263,7 @@ async fn a_schedule_that_cannot_fire_is_recorded_and_does_not_stop_the_others() 
     ))
     .await;
     let other = app.second_enterprise("punctual").await;
-    let healthy = create(&app, &other, every_second("Healthy")).await;
+    let healthy = app.create_orchestration(&other, every_second("Healthy")).await;
     tokio::time::sleep(Duration::from_millis(3_500)).await;
 
     let runs: Value =
@@ -313,13 +282,13 @@ async fn the_execution_limit_applies_to_schedules_and_is_shown_on_the_orchestrat
     let app = TestApp::spawn_with(|config| config.min_cron_interval_secs = 1).await;
     let token = app.admin_token().await;
     app.sql("UPDATE enterprises SET executions_per_minute = 1").await;
-    let id = create(
-        &app,
-        &token,
-        json!({"name": "Too often", "trigger": {"type": "schedule", "cron": "* * * * * *", "timezone": "UTC"},
+    let id = app
+        .create_orchestration(
+            &token,
+            json!({"name": "Too often", "trigger": {"type": "schedule", "cron": "* * * * * *", "timezone": "UTC"},
                "steps": [{"name": "echo", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}),
-    )
-    .await;
+        )
+        .await;
     let mut shown = Value::Null;
     for _ in 0..200 {
         shown = app.get(&token, &format!("/orchestrations/{id}")).await.json().await.expect("json");
@@ -342,11 +311,8 @@ async fn sub_orchestrations_count_against_the_limit_and_cycles_are_refused() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
     let leaf = json!({"name": "Leaf", "steps": [{"name": "x", "type": "transform", "transform": "map", "mapping": {"ok": true}}]});
-    let leaf_id = create(&app, &token, leaf.clone()).await;
-    let parent = create(
-        &app,
-        &token,
-        json!({"name": "Parent", "steps": [{"name": "child", "type": "sub_orchestration", "orchestration": "Leaf"}]}),
+    let leaf_id = app.create_orchestration(&token, leaf.clone()).await;
+    let parent = app.create_orchestration(&token, json!({"name": "Parent", "steps": [{"name": "child", "type": "sub_orchestration", "orchestration": "Leaf"}]}),
     )
     .await;
     // Leaf -> Parent -> Leaf would be a cycle.
@@ -362,7 +328,7 @@ async fn sub_orchestrations_count_against_the_limit_and_cycles_are_refused() {
     assert!(body["error"]["details"][0]["message"].as_str().unwrap_or_default().contains("cycle"), "{body}");
 
     app.sql("UPDATE enterprises SET executions_per_minute = 1").await;
-    let run = execute(&app, &token, &parent, json!({"parameters": {}})).await;
+    let run = app.execute(&token, &parent, json!({"parameters": {}})).await;
     assert_eq!(run["status"], "failed", "the child is one execution too many: {run}");
     assert!(run["error"].as_str().unwrap_or_default().contains("rate limit"), "{run}");
 }
@@ -376,17 +342,14 @@ async fn fan_out_is_bounded_with_a_clear_error() {
     .await;
     let token = app.admin_token().await;
     let map = |name: &str| json!({"name": name, "steps": [{"name": format!("{name}_x"), "type": "transform", "transform": "map", "mapping": {"ok": true}}]});
-    let wide = create(
-        &app,
-        &token,
-        json!({"name": "Wide", "steps": [{"name": "all", "type": "parallel", "branches": [map("a"), map("b"), map("c")]}]}),
+    let wide = app.create_orchestration(&token, json!({"name": "Wide", "steps": [{"name": "all", "type": "parallel", "branches": [map("a"), map("b"), map("c")]}]}),
     )
     .await;
-    let run = execute(&app, &token, &wide, json!({"parameters": {}})).await;
+    let run = app.execute(&token, &wide, json!({"parameters": {}})).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert!(run["error"].as_str().unwrap_or_default().contains("at most 2"), "{run}");
-    let many = create(&app, &token, body_wait("Many", 1)).await;
-    let run = execute(&app, &token, &many, json!({"parameters": {"items": [1, 2, 3, 4]}})).await;
+    let many = app.create_orchestration(&token, body_wait("Many", 1)).await;
+    let run = app.execute(&token, &many, json!({"parameters": {"items": [1, 2, 3, 4]}})).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert!(run["error"].as_str().unwrap_or_default().contains("at most 3"), "{run}");
     let branches: Vec<Value> = (0..65).map(|i| map(&format!("b{i}"))).collect();
@@ -432,15 +395,12 @@ async fn a_yaml_alias_bomb_is_refused_while_parsing() {
 async fn viewers_read_executions_and_traces_with_personal_data_masked() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
-    let id = create(
-        &app,
-        &token,
-        json!({"name": "Lead intake", "parameters": [{"name": "email", "type": "string", "required": true}],
+    let id = app.create_orchestration(&token, json!({"name": "Lead intake", "parameters": [{"name": "email", "type": "string", "required": true}],
                "steps": [{"name": "lead", "type": "transform", "transform": "map",
                           "mapping": {"customer": {"first_name": "Ann", "email": "${parameters.email}"}, "source": "web"}}]}),
     )
     .await;
-    let run = execute(&app, &token, &id, json!({"parameters": {"email": "ann@example.com"}})).await;
+    let run = app.execute(&token, &id, json!({"parameters": {"email": "ann@example.com"}})).await;
     let execution = run["execution_id"].as_str().expect("id");
     app.create_user(&token, "viewer@example.com", "viewer").await;
     let viewer = app.token("viewer@example.com", crate::helpers::ADMIN_PASSWORD).await;
@@ -462,13 +422,10 @@ async fn open_metrics_name_no_tenant_systems() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
     // One execution of its own, so that the executions family has a value whatever else ran.
-    let id = create(
-        &app,
-        &token,
-        json!({"name": "Counted", "steps": [{"name": "m", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}),
+    let id = app.create_orchestration(&token, json!({"name": "Counted", "steps": [{"name": "m", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}),
     )
     .await;
-    let run = execute(&app, &token, &id, json!({"parameters": {}})).await;
+    let run = app.execute(&token, &id, json!({"parameters": {}})).await;
     assert_eq!(run["status"], "success", "{run}");
     let metrics = app.client.get(app.url("/metrics").replace("/api/v1", "")).send().await.expect("send");
     assert_eq!(metrics.status(), StatusCode::OK);
@@ -481,13 +438,13 @@ async fn open_metrics_name_no_tenant_systems() {
 async fn slots_that_came_due_while_no_node_ran_are_recorded_as_missed() {
     let mut first = TestApp::spawn().await;
     let token = first.admin_token().await;
-    let id = create(
-        &first,
-        &token,
-        json!({"name": "Hourly", "trigger": {"type": "schedule", "cron": "0 * * * *", "timezone": "UTC"},
+    let id = first
+        .create_orchestration(
+            &token,
+            json!({"name": "Hourly", "trigger": {"type": "schedule", "cron": "0 * * * *", "timezone": "UTC"},
                "steps": [{"name": "echo", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}),
-    )
-    .await;
+        )
+        .await;
     first.stop_keep_data().await.expect("stopped");
     // The cluster was down for three hours after the schedule was saved.
     first
@@ -547,16 +504,13 @@ async fn sealed_credentials_copied_to_another_connection_do_not_open_there() {
 async fn a_step_output_past_its_bound_fails_the_step_with_a_clear_error() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
-    let id = create(
-        &app,
-        &token,
-        json!({"name": "Amplifier", "parameters": [{"name": "blob", "type": "string", "required": true}],
+    let id = app.create_orchestration(&token, json!({"name": "Amplifier", "parameters": [{"name": "blob", "type": "string", "required": true}],
                "steps": [{"name": "copies", "type": "transform", "transform": "map",
                           "mapping": {"a": "${parameters.blob}", "b": "${parameters.blob}", "c": "${parameters.blob}"}}]}),
     )
     .await;
     let blob = "x".repeat(1_500_000);
-    let run = execute(&app, &token, &id, json!({"parameters": {"blob": blob}})).await;
+    let run = app.execute(&token, &id, json!({"parameters": {"blob": blob}})).await;
     assert_eq!(run["status"], "failed", "{}", &run.to_string()[..300.min(run.to_string().len())]);
     let error = run["error"].as_str().unwrap_or_default();
     assert!(error.contains("at most 4194304"), "{error}");

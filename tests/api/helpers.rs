@@ -249,6 +249,20 @@ impl TestApp {
     }
 
     /// Creates a connection and returns its JSON.
+    /// `POST /orchestrations`, which must answer 201; answers the new id.
+    pub async fn create_orchestration(&self, token: &str, def: Value) -> String {
+        let response = self.post(token, "/orchestrations", def).await;
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// `POST /orchestrations/{id}/execute` with `body`; answers the JSON it got.
+    pub async fn execute(&self, token: &str, id: &str, body: Value) -> Value {
+        self.post(token, &format!("/orchestrations/{id}/execute"), body).await.json().await.expect("json")
+    }
+
     pub async fn create_connection(&self, token: &str, body: Value) -> Value {
         let response = self.post(token, "/connections", body.clone()).await;
         let status = response.status();

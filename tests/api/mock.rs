@@ -66,9 +66,15 @@ impl MockServer {
         Self { base: format!("http://{authority}"), authority, mock }
     }
 
+    /// `pick` of each request whose path contains `fragment`, in arrival order.
+    fn matching<T>(&self, fragment: &str, pick: impl Fn(&Request) -> T) -> Vec<T> {
+        let seen = self.mock.seen.lock().expect("lock");
+        seen.requests.iter().filter(|r| r.path.contains(fragment)).map(pick).collect()
+    }
+
     /// Requests whose path contains `fragment`.
     pub fn count(&self, fragment: &str) -> usize {
-        self.mock.seen.lock().expect("lock").requests.iter().filter(|r| r.path.contains(fragment)).count()
+        self.matching(fragment, |_| ()).len()
     }
 
     /// Lets every `/dms/gate/...` request, waiting or to come, answer.
@@ -82,28 +88,12 @@ impl MockServer {
     }
 
     pub fn headers_of(&self, fragment: &str) -> Vec<HeaderMap> {
-        self.mock
-            .seen
-            .lock()
-            .expect("lock")
-            .requests
-            .iter()
-            .filter(|r| r.path.contains(fragment))
-            .map(|r| r.headers.clone())
-            .collect()
+        self.matching(fragment, |r| r.headers.clone())
     }
 
     /// The paths containing `fragment` that were requested, each with when it arrived.
     pub fn arrivals(&self, fragment: &str) -> Vec<(String, Instant)> {
-        self.mock
-            .seen
-            .lock()
-            .expect("lock")
-            .requests
-            .iter()
-            .filter(|r| r.path.contains(fragment))
-            .map(|r| (r.path.clone(), r.at))
-            .collect()
+        self.matching(fragment, |r| (r.path.clone(), r.at))
     }
 }
 

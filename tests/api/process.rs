@@ -88,6 +88,15 @@ impl Server {
         login["access_token"].as_str().unwrap_or_else(|| panic!("no token: {login}")).to_owned()
     }
 
+    /// `POST path` with `body`, which must answer 201; answers the new id.
+    pub async fn create(&self, client: &reqwest::Client, token: &str, path: &str, body: Value) -> String {
+        let response = client.post(self.api(path)).bearer_auth(token).json(&body).send().await.expect("post");
+        let status = response.status();
+        let created: Value = response.json().await.expect("json");
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        created["id"].as_str().unwrap_or_else(|| panic!("no id: {created}")).to_owned()
+    }
+
     /// SIGKILL, and wait until the process is gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -29,16 +29,6 @@ async fn connections(app: &TestApp, token: &str, mock: &MockServer) {
     .await;
 }
 
-async fn create(app: &TestApp, token: &str, def: Value) -> String {
-    let created: Value = app.post(token, "/orchestrations", def).await.json().await.expect("json");
-    created["id"].as_str().unwrap_or_else(|| panic!("not created: {created}")).to_owned()
-}
-
-async fn execute(app: &TestApp, token: &str, id: &str, parameters: Value) -> Value {
-    let response = app.post(token, &format!("/orchestrations/{id}/execute"), json!({"parameters": parameters})).await;
-    response.json().await.expect("json")
-}
-
 async fn steps_of(app: &TestApp, token: &str, execution_id: &str) -> Vec<(String, String)> {
     let detail: Value = app.get(token, &format!("/executions/{execution_id}")).await.json().await.expect("json");
     detail["steps"]
@@ -53,15 +43,15 @@ async fn steps_of(app: &TestApp, token: &str, execution_id: &str) -> Vec<(String
 /// endpoint (with VINs `<prefix>0`, `<prefix>1`, ...) and answers their ids.
 async fn queue_at_the_gate(app: &TestApp, token: &str, mock: &MockServer, prefix: &str, count: usize) -> Vec<String> {
     connections(app, token, mock).await;
-    let id = create(
-        app,
-        token,
-        json!({"name": "Wait on the DMS", "parameters": [{"name": "vin", "type": "string", "required": true}],
+    let id = app
+        .create_orchestration(
+            token,
+            json!({"name": "Wait on the DMS", "parameters": [{"name": "vin", "type": "string", "required": true}],
                "steps": [{"name": "check", "type": "api_call", "connection": "dms", "operation": "gate",
                           "parameters": {"vin": "${parameters.vin}"}}],
                "output": {"checked": "${check.response.checked}"}}),
-    )
-    .await;
+        )
+        .await;
     let mut executions = Vec::new();
     for i in 0..count {
         let queued: Value = app
@@ -183,10 +173,10 @@ async fn for_each_runs_its_body_per_item_within_the_concurrency_bound() {
     let token = app.admin_token().await;
     connections(&app, &token, &mock).await;
     let vins = ["1HGCM82633A004351", "1HGCM82633A004352", "1HGCM82633A004353", "1HGCM82633A004354"];
-    let id = create(
-        &app,
-        &token,
-        json!({"name": "Check stock list",
+    let id = app
+        .create_orchestration(
+            &token,
+            json!({"name": "Check stock list",
             "parameters": [{"name": "vins", "type": "array", "required": true}],
             "steps": [
                 {"name": "each", "type": "for_each", "items": "${parameters.vins}", "concurrency": 2, "steps": [
@@ -199,9 +189,9 @@ async fn for_each_runs_its_body_per_item_within_the_concurrency_bound() {
                                  "checked": "${check.response.checked}"}}]},
                 {"name": "count", "type": "transform", "transform": "map", "mapping": {"first": "${each[0].vin}"}}],
             "output": {"rows": "${each}", "first": "${count.first}"}}),
-    )
-    .await;
-    let result = execute(&app, &token, &id, json!({"vins": vins})).await;
+        )
+        .await;
+    let result = app.execute(&token, &id, json!({"parameters": {"vins": vins}})).await;
     assert_eq!(result["status"], "success", "{result}");
     let rows = result["output"]["rows"].as_array().expect("rows");
     assert_eq!(rows.len(), 4);
@@ -230,33 +220,30 @@ async fn for_each_runs_its_body_per_item_within_the_concurrency_bound() {
     assert!(spans.iter().any(|s| s["kind"] == "mapping" && s["name"] == "each[2].row mapping"));
 
     // An item that fails fails the step, naming the item; `on_error: continue` inside makes it partial.
-    let failing = create(
-        &app,
-        &token,
-        json!({"name": "Stock per VIN", "parameters": [{"name": "vins", "type": "array", "required": true}],
+    let failing = app
+        .create_orchestration(
+            &token,
+            json!({"name": "Stock per VIN", "parameters": [{"name": "vins", "type": "array", "required": true}],
             "steps": [{"name": "each", "type": "for_each", "items": "${parameters.vins}", "steps": [
                 {"name": "stock", "type": "api_call", "connection": "dms", "operation": "get_vehicle",
                  "parameters": {"vin": "${item}"}}]}]}),
-    )
-    .await;
-    let result = execute(&app, &token, &failing, json!({"vins": [VIN, "UNKNOWN0000000000"]})).await;
+        )
+        .await;
+    let result = app.execute(&token, &failing, json!({"parameters": {"vins": [VIN, "UNKNOWN0000000000"]}})).await;
     assert_eq!(result["status"], "failed", "{result}");
     let error = result["error"].as_str().expect("error");
     assert!(error.contains("1 of 2 items failed") && error.contains("item 1"), "{error}");
-    let lenient = create(
-        &app,
-        &token,
-        json!({"name": "Stock per VIN, lenient", "parameters": [{"name": "vins", "type": "array", "required": true}],
+    let lenient = app.create_orchestration(&token, json!({"name": "Stock per VIN, lenient", "parameters": [{"name": "vins", "type": "array", "required": true}],
             "steps": [{"name": "each", "type": "for_each", "items": "${parameters.vins}", "steps": [
                 {"name": "stock", "type": "api_call", "connection": "dms", "operation": "get_vehicle",
                  "parameters": {"vin": "${item}"}, "on_error": "continue"}]}]}),
     )
     .await;
-    let result = execute(&app, &token, &lenient, json!({"vins": [VIN, "UNKNOWN0000000000"]})).await;
+    let result = app.execute(&token, &lenient, json!({"parameters": {"vins": [VIN, "UNKNOWN0000000000"]}})).await;
     assert_eq!(result["status"], "partial", "{result}");
     assert_eq!(result["output"][0]["response"]["stock_number"], "STK-1001");
 
-    let result = execute(&app, &token, &lenient, json!({"vins": []})).await;
+    let result = app.execute(&token, &lenient, json!({"parameters": {"vins": []}})).await;
     assert_eq!(result["status"], "success", "an empty list runs nothing: {result}");
     assert_eq!(result["output"], json!([]));
 }
@@ -267,10 +254,7 @@ async fn parallel_runs_every_branch_and_maps_their_outputs() {
     let mock = MockServer::start().await;
     let token = app.admin_token().await;
     connections(&app, &token, &mock).await;
-    let id = create(
-        &app,
-        &token,
-        json!({"name": "Decode and stock at once",
+    let id = app.create_orchestration(&token, json!({"name": "Decode and stock at once",
             "parameters": [{"name": "vin", "type": "string", "required": true}],
             "steps": [
                 {"name": "both", "type": "parallel", "branches": [
@@ -288,23 +272,23 @@ async fn parallel_runs_every_branch_and_maps_their_outputs() {
                  "mapping": {"make": "${both.decoded}", "a": "${both.stock.response.vin}", "b": "${both.stock2.response.vin}"}}]}),
     )
     .await;
-    let result = execute(&app, &token, &id, json!({"vin": VIN})).await;
+    let result = app.execute(&token, &id, json!({"parameters": {"vin": VIN}})).await;
     assert_eq!(result["status"], "success", "{result}");
     assert_eq!(result["output"], json!({"make": "HONDA", "a": "A", "b": "B"}));
     assert_eq!(mock.max_inflight(), 2, "the branches ran at the same time");
 
     // A failing branch fails the step and names the branch; the others still ran.
-    let failing = create(
-        &app,
-        &token,
-        json!({"name": "One branch fails", "steps": [{"name": "both", "type": "parallel", "branches": [
+    let failing = app
+        .create_orchestration(
+            &token,
+            json!({"name": "One branch fails", "steps": [{"name": "both", "type": "parallel", "branches": [
             {"name": "good", "steps": [{"name": "ok", "type": "api_call", "connection": "dms", "operation": "check",
                                         "parameters": {"vin": "C"}}]},
             {"name": "bad", "steps": [{"name": "missing", "type": "api_call", "connection": "dms",
                                        "operation": "get_vehicle", "parameters": {"vin": "NOPE"}}]}]}]}),
-    )
-    .await;
-    let result = execute(&app, &token, &failing, json!({})).await;
+        )
+        .await;
+    let result = app.execute(&token, &failing, json!({"parameters": {}})).await;
     assert_eq!(result["status"], "failed", "{result}");
     assert!(result["error"].as_str().expect("error").contains("branch bad: step missing failed"), "{result}");
     assert_eq!(mock.count("/dms/inflight/C"), 1);
@@ -342,8 +326,8 @@ async fn an_error_handler_runs_after_a_failure_and_may_recover() {
                 {"name": "after", "type": "transform", "transform": "map", "mapping": {"done": true}}],
             "output": {"note": "${note}", "after": "${after}"}})
     };
-    let failing = create(&app, &token, def(false)).await;
-    let result = execute(&app, &token, &failing, json!({"vin": "UNKNOWN0000000000"})).await;
+    let failing = app.create_orchestration(&token, def(false)).await;
+    let result = app.execute(&token, &failing, json!({"parameters": {"vin": "UNKNOWN0000000000"}})).await;
     assert_eq!(result["status"], "failed", "{result}");
     assert!(result["error"].as_str().expect("error").starts_with("step stock failed"), "{result}");
     let execution_id = result["execution_id"].as_str().expect("id");
@@ -354,14 +338,14 @@ async fn an_error_handler_runs_after_a_failure_and_may_recover() {
     assert_eq!(detail["steps"][3]["output"]["failed"], "stock");
     assert!(detail["steps"][3]["output"]["why"].as_str().expect("why").contains("404"), "{detail}");
 
-    let recovering = create(&app, &token, def(true)).await;
-    let result = execute(&app, &token, &recovering, json!({"vin": "UNKNOWN0000000000"})).await;
+    let recovering = app.create_orchestration(&token, def(true)).await;
+    let result = app.execute(&token, &recovering, json!({"parameters": {"vin": "UNKNOWN0000000000"}})).await;
     assert_eq!(result["status"], "partial", "{result}");
     assert_eq!(result["output"]["after"], json!({"done": true}));
     assert_eq!(result["output"]["note"]["failed"], "stock");
 
     // Nothing fails: the handler and its steps are skipped.
-    let result = execute(&app, &token, &recovering, json!({"vin": VIN})).await;
+    let result = app.execute(&token, &recovering, json!({"parameters": {"vin": VIN}})).await;
     assert_eq!(result["status"], "failed", "the output maps a skipped step: {result}");
     let steps = steps_of(&app, &token, result["execution_id"].as_str().expect("id")).await;
     let expected =
@@ -375,8 +359,7 @@ async fn a_sub_orchestration_runs_its_child_and_answers_the_childs_output() {
     let mock = MockServer::start().await;
     let token = app.admin_token().await;
     connections(&app, &token, &mock).await;
-    create(
-        &app,
+    app.create_orchestration(
         &token,
         json!({"name": "Decode", "parameters": [{"name": "vin", "type": "string", "required": true}],
             "steps": [{"name": "decode", "type": "api_call", "connection": "vpic", "operation": "decode_vin",
@@ -384,17 +367,17 @@ async fn a_sub_orchestration_runs_its_child_and_answers_the_childs_output() {
             "output": {"make": "${decode.response.make}", "model": "${decode.response.model}"}}),
     )
     .await;
-    let parent = create(
-        &app,
-        &token,
-        json!({"name": "Lookup via child", "parameters": [{"name": "vin", "type": "string", "required": true}],
+    let parent = app
+        .create_orchestration(
+            &token,
+            json!({"name": "Lookup via child", "parameters": [{"name": "vin", "type": "string", "required": true}],
             "steps": [{"name": "child", "type": "sub_orchestration", "orchestration": "Decode",
                        "parameters": {"vin": "${parameters.vin}"}},
                       {"name": "label", "type": "transform", "transform": "map",
                        "mapping": "${child.make} ${child.model}"}]}),
-    )
-    .await;
-    let result = execute(&app, &token, &parent, json!({"vin": VIN})).await;
+        )
+        .await;
+    let result = app.execute(&token, &parent, json!({"parameters": {"vin": VIN}})).await;
     assert_eq!(result["status"], "success", "{result}");
     assert_eq!(result["output"], "HONDA Accord");
     let execution_id = result["execution_id"].as_str().expect("id");
@@ -407,13 +390,10 @@ async fn a_sub_orchestration_runs_its_child_and_answers_the_childs_output() {
     assert_eq!(child["parameters"], json!({"vin": VIN}));
 
     // Parameters the child refuses fail the step, naming them.
-    let missing_param = create(
-        &app,
-        &token,
-        json!({"name": "Forgets the VIN", "steps": [{"name": "child", "type": "sub_orchestration", "orchestration": "Decode"}]}),
+    let missing_param = app.create_orchestration(&token, json!({"name": "Forgets the VIN", "steps": [{"name": "child", "type": "sub_orchestration", "orchestration": "Decode"}]}),
     )
     .await;
-    let result = execute(&app, &token, &missing_param, json!({})).await;
+    let result = app.execute(&token, &missing_param, json!({"parameters": {}})).await;
     assert_eq!(result["status"], "failed", "{result}");
     assert!(result["error"].as_str().expect("error").contains("parameters.vin is required"), "{result}");
 
@@ -440,13 +420,13 @@ async fn waits_pause_and_long_waits_free_the_worker_until_due() {
             {"name": "pause", "type": "wait", "duration_ms": ms},
             {"name": "after", "type": "transform", "transform": "map", "mapping": {"waited": "${pause.wait_ms}"}}]})
     };
-    let short = create(&app, &token, def("Short wait", 300)).await;
-    let result = execute(&app, &token, &short, json!({})).await;
+    let short = app.create_orchestration(&token, def("Short wait", 300)).await;
+    let result = app.execute(&token, &short, json!({"parameters": {}})).await;
     assert_eq!(result["status"], "success", "{result}");
     assert!(result["duration_ms"].as_i64().expect("duration") >= 300, "{result}");
 
     // A 3 s wait parks the execution: the only worker runs other executions meanwhile.
-    let long = create(&app, &token, def("Long wait", 3_000)).await;
+    let long = app.create_orchestration(&token, def("Long wait", 3_000)).await;
     let parked: Value = app
         .post(&token, &format!("/orchestrations/{long}/execute"), json!({"async": true}))
         .await
@@ -464,7 +444,7 @@ async fn waits_pause_and_long_waits_free_the_worker_until_due() {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     assert!(seen_parked, "the wait step was committed before its time was up");
-    let other = execute(&app, &token, &short, json!({})).await;
+    let other = app.execute(&token, &short, json!({"parameters": {}})).await;
     assert_eq!(other["status"], "success", "the worker was free during the wait: {other}");
     let detail: Value = app.get(&token, &format!("/executions/{parked_id}")).await.json().await.expect("json");
     assert_eq!(detail["status"], "running", "still waiting: {detail}");
@@ -474,7 +454,7 @@ async fn waits_pause_and_long_waits_free_the_worker_until_due() {
     assert_eq!(done["output"], json!({"waited": 3_000}));
 
     // Cancelling a parked execution ends it without waiting out the pause.
-    let day = create(&app, &token, def("A day", 86_400_000)).await;
+    let day = app.create_orchestration(&token, def("A day", 86_400_000)).await;
     let parked: Value = app
         .post(&token, &format!("/orchestrations/{day}/execute"), json!({"async": true}))
         .await
@@ -539,7 +519,7 @@ output: "${greet}"
     assert_eq!(created.status(), StatusCode::CREATED);
     let created: Value = created.json().await.expect("json");
     assert_eq!(created["steps"][0]["mapping"]["count"], 3, "YAML numbers stay numbers");
-    let result = execute(&app, &token, created["id"].as_str().expect("id"), json!({"who": "Ada"})).await;
+    let result = app.execute(&token, created["id"].as_str().expect("id"), json!({"parameters": {"who": "Ada"}})).await;
     assert_eq!(result["output"], json!({"text": "Hello Ada", "count": 3}));
 
     let body = assert_error(send("name: [unclosed").await.expect("send"), StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
@@ -565,10 +545,7 @@ async fn a_long_wait_in_a_body_parks_the_execution_and_nothing_runs_twice() {
     let token = first.admin_token().await;
     connections(&first, &token, &mock).await;
     let vins = ["1HGCM82633A004361", "1HGCM82633A004362", "1HGCM82633A004363"];
-    let id = create(
-        &first,
-        &token,
-        json!({"name": "Check, pause, decode", "parameters": [{"name": "vins", "type": "array", "required": true}],
+    let id = first.create_orchestration(&token, json!({"name": "Check, pause, decode", "parameters": [{"name": "vins", "type": "array", "required": true}],
             "steps": [
                 {"name": "each", "type": "for_each", "items": "${parameters.vins}", "concurrency": 2, "steps": [
                     {"name": "check", "type": "api_call", "connection": "dms", "operation": "check",
@@ -604,13 +581,10 @@ async fn a_long_wait_in_a_body_parks_the_execution_and_nothing_runs_twice() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let quick = create(
-        &first,
-        &token,
-        json!({"name": "Quick", "steps": [{"name": "hi", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}),
+    let quick = first.create_orchestration(&token, json!({"name": "Quick", "steps": [{"name": "hi", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}),
     )
     .await;
-    let run = execute(&first, &token, &quick, json!({})).await;
+    let run = first.execute(&token, &quick, json!({})).await;
     assert_eq!(run["status"], "success", "{run}");
     // Had the waits held the worker, the quick run would have come after the whole execution.
     let detail: Value = first.get(&token, &format!("/executions/{execution}")).await.json().await.expect("json");

@@ -11,12 +11,7 @@ const VIN: &str = "1HGCM82633A004352";
 /// Runs the decode orchestration `id` and answers how long its plugin instantiation took (ms):
 /// zero when a warm instance served the call.
 async fn instantiate_ms(app: &TestApp, token: &str, id: &str, vin: &str) -> (String, f64) {
-    let result: Value = app
-        .post(token, &format!("/orchestrations/{id}/execute"), json!({"parameters": {"vin": vin}}))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let result = app.execute(token, id, json!({"parameters": {"vin": vin}})).await;
     let execution_id = result["execution_id"].as_str().expect("id");
     let trace: Value = app.get(token, &format!("/executions/{execution_id}/trace")).await.json().await.expect("json");
     let span = trace["spans"]
