@@ -542,3 +542,65 @@ async fn condition_steps_run_one_branch_and_skip_the_other() {
         assert!(paths.contains(&path), "{path} in {paths:?}");
     }
 }
+
+#[tokio::test]
+async fn references_into_skipped_or_failed_steps_are_null_and_defaults_fill_them() {
+    let app = TestApp::spawn().await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    connections(&app, &token, &mock).await;
+    let def = json!({
+        "name": "Null-safe",
+        "parameters": [{"name": "vin", "type": "string", "required": true},
+                       {"name": "check", "type": "boolean", "default": false}],
+        "steps": [
+            {"name": "stock", "type": "api_call", "connection": "dms", "operation": "get_vehicle",
+             "parameters": {"vin": "${parameters.vin}"}, "on_error": "continue"},
+            {"name": "checked", "type": "transform", "transform": "vin-check", "mapping": {"vin": "${parameters.vin}"},
+             "when": "${parameters.check}"},
+            {"name": "summary", "type": "transform", "transform": "map", "mapping": {
+                "stock_number": "${stock.response.stock_number}",
+                "stock_or_none": "${stock.response.stock_number ?? 'not in stock'}",
+                "valid": "${checked.valid ?? 'unchecked'}",
+                "label": "VIN ${parameters.vin}: ${stock.response.status ?? 'unknown'}"}}
+        ],
+        "output": {"summary": "${summary}"}
+    });
+    let id = app.create_orchestration(&token, def).await;
+    let missing = "2HGCM82633A004352";
+    let result = app.execute(&token, &id, json!({"parameters": {"vin": missing}})).await;
+    assert_eq!(result["status"], "partial", "{result}");
+    assert_eq!(
+        result["output"]["summary"],
+        json!({"stock_number": null, "stock_or_none": "not in stock", "valid": "unchecked",
+               "label": format!("VIN {missing}: unknown")})
+    );
+    let found = app.execute(&token, &id, json!({"parameters": {"vin": VIN, "check": true}})).await;
+    assert_eq!(found["status"], "success", "{found}");
+    assert_eq!(
+        found["output"]["summary"],
+        json!({"stock_number": "STK-1001", "stock_or_none": "STK-1001", "valid": true,
+               "label": format!("VIN {VIN}: in_stock")})
+    );
+
+    // Save-time validation reads every alternative and refuses a dangling `??`.
+    let bad = json!({
+        "name": "Bad defaults",
+        "steps": [{"name": "a", "type": "transform", "transform": "map", "mapping": {"x": 1}},
+                  {"name": "b", "type": "transform", "transform": "map",
+                   "mapping": {"ok": "${a.x ?? 'none'}", "later": "${a.y ?? c.z}"}},
+                  {"name": "b2", "type": "transform", "transform": "map", "mapping": {"open": "${a.x ??}"}},
+                  {"name": "c", "type": "transform", "transform": "map", "mapping": {"z": 1}}]
+    });
+    let refused = assert_error(
+        app.post(&token, "/orchestrations", bad).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    let messages: Vec<&str> =
+        refused["error"]["details"].as_array().expect("details").iter().filter_map(|d| d["message"].as_str()).collect();
+    assert_eq!(messages.len(), 2, "{refused}");
+    assert!(messages.iter().any(|m| m.contains("\"c\" is not an earlier step")), "{refused}");
+    assert!(messages.iter().any(|m| m.contains("??")), "{refused}");
+}

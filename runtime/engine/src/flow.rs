@@ -99,7 +99,10 @@ impl<'a> Flow<'a> {
                 // A failure inside a handler's steps ends that handler.
                 self.handling = None;
             }
-            StepStatus::Skipped => {}
+            // References into it resolve to null (see `mapping`), as for a failure let through.
+            StepStatus::Skipped => {
+                self.scope[&step.name] = Value::Null;
+            }
         }
     }
 

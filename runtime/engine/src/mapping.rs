@@ -8,6 +8,12 @@
 //! longer string are interpolated as text. A singular reference that matches nothing fails with
 //! a message naming it; a wildcard or filter yields an array (possibly empty).
 //!
+//! Null-safe: a step that was skipped (a `when` that did not hold, a branch not taken) or failed
+//! with `on_error: continue` is `null` in the scope, and any reference into it resolves to
+//! `null` instead of failing. `${a.b ?? 'fallback'}` gives a default: the alternatives after
+//! `??` (references, quoted text or JSON literals such as `0`, `true`, `null`) are tried in order
+//! when the one before cannot be resolved or is `null`.
+//!
 //! Parsed references are kept in a bounded cache by their text (a step's mapping is resolved
 //! again for every execution and every `for_each` item), and so are the regular expressions of
 //! `match()` and `search()` filters (see [`patterns`]).
@@ -64,6 +70,10 @@ impl Reference {
 
     /// The referenced value in `scope`.
     pub fn resolve(&self, scope: &Value) -> Result<Value, MappingError> {
+        // A step that was skipped or failed with `on_error: continue`: everything in it is null.
+        if self.singular && scope.get(&self.root).is_some_and(Value::is_null) {
+            return Ok(Value::Null);
+        }
         let nodes = self.path.query(scope).all();
         if self.singular {
             nodes.first().map(|v| (*v).clone()).ok_or_else(|| MappingError {
@@ -80,17 +90,122 @@ impl Reference {
     }
 }
 
-/// Parsed references kept (least recently used dropped first).
+/// One alternative of an expression: a reference or a literal default.
+enum Alternative {
+    Reference(Reference),
+    Literal(Value),
+}
+
+/// What is between `${` and `}`: one reference, or several alternatives joined by `??`.
+pub struct Expression {
+    alternatives: Vec<Alternative>,
+}
+
+impl Expression {
+    pub fn parse(expression: &str) -> Result<Self, MappingError> {
+        let parts = split_defaults(expression);
+        let error = |message: &str| MappingError { reference: expression.trim().to_owned(), message: message.into() };
+        let mut alternatives = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().map(|p| p.trim()).enumerate() {
+            if part.is_empty() {
+                return Err(error("?? needs a reference or a value on each side"));
+            }
+            alternatives.push(match literal(part) {
+                Some(_) if i == 0 => return Err(error("must start with parameters, _context or a step name")),
+                Some(value) => Alternative::Literal(value),
+                None => Alternative::Reference(Reference::parse(part)?),
+            });
+        }
+        Ok(Self { alternatives })
+    }
+
+    /// The first alternative that resolves to a value other than null, or a literal; else null
+    /// when one resolved to null, else the last one's error.
+    pub fn resolve(&self, scope: &Value) -> Result<Value, MappingError> {
+        let mut last_error = None;
+        let mut saw_null = false;
+        for alternative in &self.alternatives {
+            match alternative {
+                Alternative::Literal(value) => return Ok(value.clone()),
+                Alternative::Reference(reference) => match reference.resolve(scope) {
+                    Ok(Value::Null) => saw_null = true,
+                    Ok(value) => return Ok(value),
+                    Err(e) => last_error = Some(e),
+                },
+            }
+        }
+        match last_error {
+            Some(e) if !saw_null => Err(e),
+            _ => Ok(Value::Null),
+        }
+    }
+
+    /// The references among the alternatives.
+    fn references(self) -> impl Iterator<Item = Reference> {
+        self.alternatives.into_iter().filter_map(|a| match a {
+            Alternative::Reference(r) => Some(r),
+            Alternative::Literal(_) => None,
+        })
+    }
+}
+
+/// A default written after `??`: quoted text (`'x'` or `"x"`) or a JSON number, `true`,
+/// `false` or `null`.
+fn literal(text: &str) -> Option<Value> {
+    if let Some(inner) = text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')) {
+        return Some(Value::String(inner.to_owned()));
+    }
+    if text.starts_with('"') || text.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+        return serde_json::from_str(text).ok();
+    }
+    match text {
+        "true" => Some(Value::Bool(true)),
+        "false" => Some(Value::Bool(false)),
+        "null" => Some(Value::Null),
+        _ => None,
+    }
+}
+
+/// `expression` cut at each `??` outside quotes, brackets and parentheses.
+fn split_defaults(expression: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut quote, mut from) = (0i32, None, 0);
+    let bytes = expression.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                b'\'' | b'"' => quote = Some(c),
+                b'[' | b'(' => depth += 1,
+                b']' | b')' => depth -= 1,
+                b'?' if depth == 0 && bytes.get(i + 1) == Some(&b'?') => {
+                    parts.push(&expression[from..i]);
+                    from = i + 2;
+                    i += 1;
+                }
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    parts.push(&expression[from..]);
+    parts
+}
+
+/// Parsed expressions kept (least recently used dropped first).
 const CACHED_REFERENCES: usize = 1024;
 
-/// The parsed reference of `expression`, from the cache or parsed now (errors are not kept).
-fn parsed(expression: &str) -> Result<Arc<Reference>, MappingError> {
-    static CACHE: LazyLock<Mutex<LruCache<String, Arc<Reference>>>> =
+/// The parsed expression of `expression`, from the cache or parsed now (errors are not kept).
+fn parsed(expression: &str) -> Result<Arc<Expression>, MappingError> {
+    static CACHE: LazyLock<Mutex<LruCache<String, Arc<Expression>>>> =
         LazyLock::new(|| Mutex::new(LruCache::new(CACHED_REFERENCES)));
     if let Some(reference) = CACHE.lock().ok().and_then(|mut cache| cache.get(expression).cloned()) {
         return Ok(reference);
     }
-    let reference = Arc::new(Reference::parse(expression)?);
+    let reference = Arc::new(Expression::parse(expression)?);
     if let Ok(mut cache) = CACHE.lock() {
         cache.insert(expression.to_owned(), reference.clone());
     }
@@ -297,7 +412,8 @@ fn expressions(text: &str) -> Result<Vec<(usize, usize, String)>, MappingError> 
     Ok(found)
 }
 
-/// Every reference in a mapping value (for validation at save time).
+/// Every reference in a mapping value, the alternatives after `??` included (for validation at
+/// save time).
 pub fn references(value: &Value) -> Result<Vec<Reference>, MappingError> {
     let mut out = Vec::new();
     collect(value, &mut out)?;
@@ -308,7 +424,7 @@ fn collect(value: &Value, out: &mut Vec<Reference>) -> Result<(), MappingError> 
     match value {
         Value::String(text) => {
             for (_, _, expression) in expressions(text)? {
-                out.push(Reference::parse(&expression)?);
+                out.extend(Expression::parse(&expression)?.references());
             }
         }
         Value::Array(items) => items.iter().try_for_each(|v| collect(v, out))?,
@@ -519,6 +635,37 @@ mod tests {
         let s = scope();
         let value = json!({"label": "${decode.response.make} ${decode.response.year} (${parameters.vin})", "n": 1});
         assert_eq!(resolve(&value, &s).expect("ok"), json!({"label": "HONDA 2003 (1HGCM82633A004352)", "n": 1}));
+    }
+
+    #[test]
+    fn references_into_a_null_step_are_null_and_defaults_fill_gaps() {
+        let mut s = scope();
+        s["stock"] = Value::Null; // skipped, or failed with on_error: continue
+        assert_eq!(resolve(&json!("${stock.response.stock_number}"), &s).expect("ok"), Value::Null);
+        assert_eq!(resolve(&json!("${stock.items[*].name}"), &s).expect("ok"), json!([]));
+        assert_eq!(resolve(&json!("n=${stock.response.n}"), &s).expect("ok"), json!("n="));
+        let defaults = json!({
+            "a": "${stock.response.stock_number ?? 'none'}",
+            "b": "${decode.response.model ?? decode.response.make}",
+            "c": "${nothing.here ?? 0}",
+            "d": "${decode.response.trim ?? parameters.missing ?? \"x ?? y\"}",
+            "e": "${decode.response.year ?? 1999}",
+            "f": "${stock.items[?(@.x=='??')] ?? true}",
+            "g": "Make: ${decode.response.mk ?? 'unknown'}!",
+            "h": "${nothing.here ?? stock.response}",
+        });
+        assert_eq!(
+            resolve(&defaults, &s).expect("ok"),
+            json!({"a": "none", "b": "HONDA", "c": 0, "d": "x ?? y", "e": 2003, "f": [], "g": "Make: unknown!", "h": null})
+        );
+        let error = resolve(&json!("${decode.response.mk ?? nothing.here}"), &s).expect_err("no alternative resolves");
+        assert_eq!(error.reference, "nothing.here");
+        for bad in ["${decode.x ??}", "${?? 'x'}", "${'x' ?? decode}", "${decode ?? 'open}"] {
+            assert!(references(&json!(bad)).is_err(), "{bad}");
+        }
+        let roots: Vec<String> =
+            references(&json!("${a.b ?? c.d ?? 'x'}")).expect("ok").into_iter().map(|r| r.root).collect();
+        assert_eq!(roots, ["a", "c"]);
     }
 
     #[test]
