@@ -108,7 +108,8 @@ def main():
         idle = memory(server.pid)
         _, login = call(port, "POST", "/api/v1/auth/login", {"email": EMAIL, "password": PASSWORD})
         token = login["access_token"]
-        limits = {"rate_limits": {"api_requests_per_minute": 1000000, "executions_per_minute": 1000000}}
+        limits = {"rate_limits": {"api_requests_per_minute": 1000000, "executions_per_minute": 1000000,
+                                  "outbound_requests_per_minute": 1000000}}
         assert call(port, "PUT", "/api/v1/settings", limits, token)[0] == 200
         connection = {"name": "slow", "system": "rest", "allowed_hosts": [f"127.0.0.1:{mock_port}"],
                       "config": {"base_url": f"http://127.0.0.1:{mock_port}",

@@ -52,7 +52,8 @@ async fn main() -> anyhow::Result<()> {
     client
         .put(format!("{api}/settings"))
         .bearer_auth(&token)
-        .json(&json!({"rate_limits": {"api_requests_per_minute": 1_000_000, "executions_per_minute": 1_000_000}}))
+        .json(&json!({"rate_limits": {"api_requests_per_minute": 1_000_000, "executions_per_minute": 1_000_000,
+                                      "outbound_requests_per_minute": 1_000_000}}))
         .send()
         .await?
         .error_for_status()?;

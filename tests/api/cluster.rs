@@ -107,11 +107,15 @@ async fn three_nodes_on_one_database_run_a_thousand_executions_through_the_death
     assert_eq!(upload.status(), StatusCode::CREATED);
     for connection in [
         json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
+               "resilience": {"rate_limit": {"requests_per_minute": 100000}},
                "allowed_hosts": [mock.authority]}),
         json!({"name": "dms", "system": "rest", "allowed_hosts": [mock.authority],
+               // A thousand executions in well under a minute, on purpose.
+               "resilience": {"rate_limit": {"requests_per_minute": 100000}},
                "config": {"base_url": format!("{}/dms", mock.base),
                           "operations": {"stock": {"method": "GET", "path": "/gate/{vin}"}}}}),
-        json!({"name": "hostile", "system": "hostile", "credentials": {"api_key": "k-1"}}),
+        json!({"name": "hostile", "system": "hostile", "credentials": {"api_key": "k-1"},
+               "resilience": {"rate_limit": {"requests_per_minute": 100000}}}),
     ] {
         let response =
             client.post(nodes[1].api("/connections")).bearer_auth(&token).json(&connection).send().await.expect("post");

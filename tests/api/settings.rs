@@ -12,7 +12,10 @@ async fn settings_have_the_spec_defaults_and_can_be_changed() {
     assert_eq!(settings["timezone"], "UTC");
     assert_eq!(settings["session_duration_minutes"], 60);
     assert_eq!(settings["retention_days"], 90);
-    assert_eq!(settings["rate_limits"], json!({"api_requests_per_minute": 300, "executions_per_minute": 60}));
+    assert_eq!(
+        settings["rate_limits"],
+        json!({"api_requests_per_minute": 300, "executions_per_minute": 60, "outbound_requests_per_minute": 60})
+    );
 
     let changed = app
         .put(

@@ -24,7 +24,9 @@ async fn connections(app: &TestApp, token: &str, mock: &MockServer) {
                           "operations": {"get_vehicle": {"method": "GET", "path": "/vehicles/{vin}"},
                                          "check": {"method": "GET", "path": "/inflight/{vin}"},
                                          "gate": {"method": "GET", "path": "/gate/{vin}"}}},
-               "credentials": {"api_key": "dms-key-123456"}, "allowed_hosts": [mock.authority]}),
+               "credentials": {"api_key": "dms-key-123456"}, "allowed_hosts": [mock.authority],
+               // These tests put hundreds of calls on the system at once on purpose.
+               "resilience": {"rate_limit": {"requests_per_minute": 100000}}}),
     )
     .await;
 }

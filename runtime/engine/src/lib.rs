@@ -17,7 +17,8 @@
 //! (one step by type) -> `blocks` (container steps, which run bodies through `flow` and `step`
 //! again). [`definition`] parses and validates orchestrations, [`mapping`] evaluates their
 //! JSONPath references, [`schedule`] fires cron triggers, [`connections`] calls a connection's
-//! connector and [`canonical`] holds the canonical data domains.
+//! connector, [`resilience`] guards its calls from steps (circuit breaker, outbound rate limit)
+//! and [`canonical`] holds the canonical data domains.
 
 pub mod admission;
 mod blocks;
@@ -28,6 +29,7 @@ pub mod definition;
 mod flow;
 pub mod mapping;
 mod node;
+pub mod resilience;
 mod runner;
 pub mod schedule;
 mod step;

@@ -56,6 +56,10 @@ pub struct Attempt {
     /// Dropping the store.
     pub teardown_us: u64,
     pub error: Option<String>,
+    /// How long the upstream asked to wait (`Retry-After` of a 429 or 503) before the next
+    /// attempt, ms; the next attempt waited at least that long.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl TraceDetail {

@@ -36,7 +36,8 @@ pub struct ApiCallView {
     /// Without user info; sensitive query values and credentials replaced by `****`.
     pub url: String,
     pub status_code: Option<i64>,
-    /// `success`, `error` or `timeout`.
+    /// `success`, `error` or `timeout`; `circuit_open` and `rate_limited` for a step's call that
+    /// the connection's circuit breaker or outbound rate limit refused before it left.
     pub status: String,
     pub duration_ms: i64,
     pub request_bytes: i64,
@@ -104,7 +105,7 @@ impl From<ApiCallRecord> for ApiCallView {
 pub struct ApiCallQuery {
     /// System slug.
     pub system: Option<String>,
-    /// success, error or timeout.
+    /// success, error, timeout, circuit_open or rate_limited.
     pub status: Option<String>,
     /// Start of the range, ISO 8601.
     pub from: Option<String>,
@@ -115,6 +116,9 @@ pub struct ApiCallQuery {
     pub connection_id: Option<String>,
 }
 
+/// The outcomes an API-call row can have.
+const STATUSES: [&str; 5] = ["success", "error", "timeout", "circuit_open", "rate_limited"];
+
 /// List outbound requests, newest first.
 #[utoipa::path(get, path = "/api-calls", tag = "api-calls", params(ApiCallQuery, PageQuery),
     responses((status = 200, description = "One page of API calls", body = Paginated<ApiCallView>)))]
@@ -124,8 +128,10 @@ async fn list_api_calls(
     ApiQuery(query): ApiQuery<ApiCallQuery>,
     pagination: Pagination,
 ) -> AppResult<axum::response::Response> {
-    if let Some(status) = query.status.as_ref().filter(|s| !["success", "error", "timeout"].contains(&s.as_str())) {
-        return Err(AppError::BadRequest(format!("status must be success, error or timeout, got {status:?}")));
+    if let Some(status) = query.status.as_ref().filter(|s| !STATUSES.contains(&s.as_str())) {
+        return Err(AppError::BadRequest(format!(
+            "status must be success, error, timeout, circuit_open or rate_limited, got {status:?}"
+        )));
     }
     let filter = ApiCallFilter {
         from_ms: iso_instant("from", query.from.as_ref())?,
@@ -148,14 +154,18 @@ pub struct SystemStats {
     pub success: u64,
     pub error: u64,
     pub timeout: u64,
+    /// Calls from steps refused by an open circuit or the outbound rate limit (not in `calls`).
+    pub circuit_open: u64,
+    pub rate_limited: u64,
     /// Percent of calls that succeeded.
     pub success_rate: f64,
     pub latency_p50_ms: i64,
     pub latency_p95_ms: i64,
     pub latency_p99_ms: i64,
     pub last_call: Option<DateTime<Utc>>,
-    /// healthy (>= 95% success), degraded (>= 50%), offline (below, or the last 3 calls failed),
-    /// unchecked (no calls in the window).
+    /// healthy (>= 95% success), degraded (>= 50%, or a connection's circuit is half-open, or
+    /// failing calls are being counted towards opening it), offline (below, the last 3 calls
+    /// failed, or a connection's circuit is open), unchecked (no calls in the window).
     pub health: String,
 }
 
@@ -184,28 +194,41 @@ async fn system_stats(
 ) -> AppResult<Json<Vec<SystemStats>>> {
     let window =
         Window::parse(query.window.as_deref().unwrap_or("24h")).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    Ok(Json(stats(&state, &principal.enterprise_id, window).await?))
+}
+
+/// The statistics of every system the enterprise can call (those without calls included).
+pub(super) async fn stats(state: &AppState, enterprise_id: &str, window: Window) -> AppResult<Vec<SystemStats>> {
     let since = dibop_core::now_ms() - window.as_millis();
-    let samples = state.store.api_call_samples(&principal.enterprise_id, since).await?;
+    let samples = state.store.api_call_samples(enterprise_id, since).await?;
     let mut by_system: BTreeMap<String, Vec<_>> = BTreeMap::new();
     for sample in samples {
         by_system.entry(sample.system.clone()).or_default().push(sample);
     }
-    let mut stats = Vec::new();
-    for system in state.registry.newest(&principal.enterprise_id, World::Connector).await? {
+    for system in state.registry.newest(enterprise_id, World::Connector).await? {
         by_system.entry(system.slug).or_default();
     }
-    for (system, samples) in by_system {
-        let count = |s: &str| samples.iter().filter(|x| x.status == s).count() as u64;
+    let circuits = state.store.circuits(enterprise_id).await?;
+    let mut stats = Vec::new();
+    for (system, all) in by_system {
+        let count = |s: &str| all.iter().filter(|x| x.status == s).count() as u64;
+        let (circuit_open, rate_limited) = (count("circuit_open"), count("rate_limited"));
+        let samples: Vec<_> =
+            all.iter().filter(|x| ["success", "error", "timeout"].contains(&x.status.as_str())).collect();
         let (success, error, timeout) = (count("success"), count("error"), count("timeout"));
         let calls = samples.len() as u64;
         let mut durations: Vec<i64> = samples.iter().map(|s| s.duration_ms).collect();
         durations.sort_unstable();
         let rate = if calls == 0 { 0.0 } else { (success as f64 * 10_000.0 / calls as f64).round() / 100.0 };
         let last_three_failed = samples.len() >= 3 && samples.iter().rev().take(3).all(|s| s.status != "success");
+        let circuit = |state: &str| circuits.iter().any(|(s, c)| *s == system && c.state == state);
+        let failing = circuits.iter().any(|(s, c)| *s == system && c.failures > 0);
         let health = match calls {
+            _ if circuit("open") => "offline",
+            0 if circuit("half_open") || failing => "degraded",
             0 => "unchecked",
             _ if last_three_failed || rate < 50.0 => "offline",
-            _ if rate < 95.0 => "degraded",
+            _ if rate < 95.0 || circuit("half_open") || failing => "degraded",
             _ => "healthy",
         };
         stats.push(SystemStats {
@@ -214,6 +237,8 @@ async fn system_stats(
             success,
             error,
             timeout,
+            circuit_open,
+            rate_limited,
             success_rate: rate,
             latency_p50_ms: percentile(&durations, 50.0),
             latency_p95_ms: percentile(&durations, 95.0),
@@ -222,7 +247,7 @@ async fn system_stats(
             health: health.into(),
         });
     }
-    Ok(Json(stats))
+    Ok(stats)
 }
 
 #[cfg(test)]

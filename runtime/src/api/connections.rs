@@ -19,6 +19,7 @@ use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::users::check_name;
 use crate::auth::Principal;
 use crate::connections::{self, Caller};
+use crate::engine::resilience::{self, Resilience};
 use crate::error::{AppError, AppResult, FieldError, OrConflict, OrNotFound, Validator};
 use crate::plugins::host::LogLine;
 use crate::plugins::{CallError, Invocation, MAX_MEMORY_BYTES, PluginInfo};
@@ -46,6 +47,10 @@ pub struct ConnectionView {
     pub allowed_hosts: Vec<String>,
     pub memory_limit_mb: i64,
     pub timeout_ms: i64,
+    pub resilience: Resilience,
+    /// The circuit breaker: `closed` (calls go through), `open` (calls fail at once with
+    /// `circuit_open`) or `half_open` (one trial call is running).
+    pub circuit: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -69,6 +74,10 @@ pub struct ConnectionInput {
     pub memory_limit_mb: Option<i64>,
     /// Deadline of each call, ms (default 30000).
     pub timeout_ms: Option<i64>,
+    /// Circuit breaker and outbound rate limit of the connection's calls from steps; omitted
+    /// fields take their defaults.
+    #[serde(default)]
+    pub resilience: Resilience,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -107,7 +116,7 @@ pub fn mask(secret: &str) -> String {
     }
 }
 
-fn view(state: &AppState, row: ConnectionRow) -> AppResult<ConnectionView> {
+fn view(state: &AppState, row: ConnectionRow, circuit: &str) -> AppResult<ConnectionView> {
     // Credentials that do not open (another key, or sealed for another row) show as none.
     let credentials = connections::credentials(&state.engine, &row)
         .unwrap_or_default()
@@ -115,6 +124,7 @@ fn view(state: &AppState, row: ConnectionRow) -> AppResult<ConnectionView> {
         .map(|(k, v)| (k.clone(), mask(v)))
         .collect();
     Ok(ConnectionView {
+        resilience: Resilience::of(&row),
         config: serde_json::from_str(&row.config).unwrap_or_default(),
         allowed_hosts: serde_json::from_str(&row.allowed_hosts).unwrap_or_default(),
         credentials,
@@ -123,6 +133,7 @@ fn view(state: &AppState, row: ConnectionRow) -> AppResult<ConnectionView> {
         system: row.system,
         memory_limit_mb: row.memory_limit_mb,
         timeout_ms: row.timeout_ms,
+        circuit: circuit.to_owned(),
         created_at: datetime(row.created_at),
         updated_at: datetime(row.updated_at),
     })
@@ -187,6 +198,9 @@ async fn fields(
     v.check((1..=(MAX_MEMORY_BYTES >> 20) as i64).contains(&memory), "memory_limit_mb", "must be from 1 to 512");
     let timeout = input.timeout_ms.unwrap_or(30_000);
     v.check((100..=600_000).contains(&timeout), "timeout_ms", "must be from 100 to 600000");
+    for problem in input.resilience.problems() {
+        v.check(false, &problem.path, problem.message);
+    }
     v.finish()?;
     let plain = serde_json::to_vec(&credentials).map_err(anyhow::Error::from)?;
     let sealed = state.sealer.seal_bound(&plain, &connections::sealing_context(&principal.enterprise_id, id))?;
@@ -198,6 +212,7 @@ async fn fields(
         allowed_hosts: serde_json::to_string(&input.allowed_hosts).map_err(anyhow::Error::from)?,
         memory_limit_mb: memory,
         timeout_ms: timeout,
+        resilience: serde_json::to_string(&input.resilience).map_err(anyhow::Error::from)?,
     })
 }
 
@@ -214,7 +229,14 @@ async fn list_connections(
     pagination: Pagination,
 ) -> AppResult<Json<Paginated<ConnectionView>>> {
     let (rows, total) = state.store.list_connections(&principal.enterprise_id, pagination.page()).await?;
-    let views = rows.into_iter().map(|r| view(&state, r)).collect::<AppResult<Vec<_>>>()?;
+    let circuits = state.store.circuits(&principal.enterprise_id).await?;
+    let views = rows
+        .into_iter()
+        .map(|r| {
+            let circuit = circuits.iter().find(|(_, c)| c.connection_id == r.id).map(|(_, c)| c);
+            view(&state, r, resilience::circuit_state(circuit))
+        })
+        .collect::<AppResult<Vec<_>>>()?;
     Ok(Json(pagination.envelope(views, total)))
 }
 
@@ -234,7 +256,7 @@ async fn create_connection(
     let fields = fields(&state, &principal, &id, input, HashMap::new()).await?;
     let row =
         state.store.create_connection(&principal.enterprise_id, &id, fields).await.or_conflict(|| taken(&name))?;
-    Ok((StatusCode::CREATED, Json(view(&state, row)?)))
+    Ok((StatusCode::CREATED, Json(view(&state, row, "closed")?)))
 }
 
 /// Get one connection (credentials masked).
@@ -250,7 +272,8 @@ async fn get_connection(
 ) -> AppResult<Json<ConnectionView>> {
     let row =
         state.store.get_connection(&principal.enterprise_id, &id).await?.or_not_found(format!("connection {id}"))?;
-    Ok(Json(view(&state, row)?))
+    let circuit = state.store.circuit(&row.id).await?;
+    Ok(Json(view(&state, row, resilience::circuit_state(circuit.as_ref()))?))
 }
 
 /// Replace a connection. Omitted credentials keep their stored values.
@@ -294,7 +317,8 @@ async fn replace_connection(
         .await
         .or_conflict(|| taken(&name))?
         .or_not_found(format!("connection {id}"))?;
-    Ok(Json(view(&state, row)?))
+    let circuit = state.store.circuit(&row.id).await?;
+    Ok(Json(view(&state, row, resilience::circuit_state(circuit.as_ref()))?))
 }
 
 /// Delete a connection.

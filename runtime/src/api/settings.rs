@@ -28,6 +28,11 @@ pub struct RateLimits {
     pub api_requests_per_minute: i64,
     #[schema(example = 60)]
     pub executions_per_minute: i64,
+    /// Calls a minute of each connection that sets no `resilience.rate_limit` of its own
+    /// (default 60). Omitted on `PUT`: unchanged.
+    #[schema(example = 60)]
+    #[serde(default)]
+    pub outbound_requests_per_minute: Option<i64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -56,6 +61,7 @@ impl From<Enterprise> for Settings {
             rate_limits: RateLimits {
                 api_requests_per_minute: e.api_requests_per_minute,
                 executions_per_minute: e.executions_per_minute,
+                outbound_requests_per_minute: Some(e.outbound_requests_per_minute),
             },
         }
     }
@@ -111,6 +117,9 @@ async fn put_settings(
         v.check((1..=1_000_000).contains(&limits.api_requests_per_minute), path, "must be from 1 to 1000000");
         let path = "rate_limits.executions_per_minute";
         v.check((1..=1_000_000).contains(&limits.executions_per_minute), path, "must be from 1 to 1000000");
+        let path = "rate_limits.outbound_requests_per_minute";
+        let outbound = limits.outbound_requests_per_minute.unwrap_or(60);
+        v.check((1..=1_000_000).contains(&outbound), path, "must be from 1 to 1000000");
     }
     v.finish()?;
     if body.rate_limits.is_some() {
@@ -123,6 +132,7 @@ async fn put_settings(
         retention_days: body.retention_days,
         api_requests_per_minute: body.rate_limits.as_ref().map(|l| l.api_requests_per_minute),
         executions_per_minute: body.rate_limits.as_ref().map(|l| l.executions_per_minute),
+        outbound_requests_per_minute: body.rate_limits.as_ref().and_then(|l| l.outbound_requests_per_minute),
     };
     let enterprise = state.store.update_settings(&principal.enterprise_id, patch).await?.or_not_found("enterprise")?;
     Ok(Json(enterprise.into()))

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
-use dibop_core::World;
+use dibop_core::{Window, World};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -33,6 +33,9 @@ pub struct SystemView {
     pub version: String,
     /// Number of operations (APIs).
     pub operations: usize,
+    /// From your calls of the last 24 hours and your connections' circuits, as in
+    /// `GET /api-calls/systems`: healthy, degraded, offline or unchecked.
+    pub health: String,
 }
 
 /// One API (operation) of a system.
@@ -93,9 +96,12 @@ async fn list_systems(
     principal: Principal,
     pagination: Pagination,
 ) -> AppResult<Json<Paginated<SystemView>>> {
+    let stats =
+        super::api_calls::stats(&state, &principal.enterprise_id, Window::parse("24h").expect("a window")).await?;
     let mut systems = Vec::new();
     for row in state.registry.newest(&principal.enterprise_id, World::Connector).await? {
         let info = info(&row)?;
+        let health = stats.iter().find(|s| s.system == row.slug).map_or("unchecked", |s| s.health.as_str()).to_owned();
         systems.push(SystemView {
             slug: row.slug,
             name: row.name,
@@ -103,6 +109,7 @@ async fn list_systems(
             description: row.description,
             version: row.version,
             operations: info.operations.len(),
+            health,
         });
     }
     Ok(Json(paginate(pagination, systems)))

@@ -128,7 +128,7 @@ impl TraceBuilder<'_> {
                 start: datetime(begin),
                 duration_ms: attempt.duration_us as f64 / 1000.0,
                 status: if attempt.error.is_none() { "success" } else { "failed" }.into(),
-                attributes: serde_json::json!({"error": attempt.error}),
+                attributes: serde_json::json!({"error": attempt.error, "retry_after_ms": attempt.retry_after_ms}),
             });
             let mut offset_us = 0;
             for (kind, us) in [

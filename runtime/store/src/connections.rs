@@ -20,6 +20,8 @@ pub struct ConnectionRow {
     pub allowed_hosts: String,
     pub memory_limit_mb: i64,
     pub timeout_ms: i64,
+    /// JSON object: the circuit breaker and outbound rate limit (see the engine's `resilience`).
+    pub resilience: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -33,9 +35,10 @@ pub struct ConnectionFields {
     pub allowed_hosts: String,
     pub memory_limit_mb: i64,
     pub timeout_ms: i64,
+    pub resilience: String,
 }
 
-const COLUMNS: &str = "id, enterprise_id, name, system, config, credentials, allowed_hosts, memory_limit_mb, timeout_ms, created_at, updated_at";
+const COLUMNS: &str = "id, enterprise_id, name, system, config, credentials, allowed_hosts, memory_limit_mb, timeout_ms, resilience, created_at, updated_at";
 
 impl Store {
     /// Creates connection `id` (chosen by the caller: its credentials are sealed for it).
@@ -48,8 +51,8 @@ impl Store {
         let now = now_ms();
         let row = sqlx::query_as(&format!(
             "INSERT INTO connections (id, enterprise_id, name, system, config, credentials, allowed_hosts, \
-             memory_limit_mb, timeout_ms, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING {COLUMNS}"
+             memory_limit_mb, timeout_ms, resilience, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING {COLUMNS}"
         ))
         .bind(id)
         .bind(enterprise_id)
@@ -60,6 +63,7 @@ impl Store {
         .bind(c.allowed_hosts)
         .bind(c.memory_limit_mb)
         .bind(c.timeout_ms)
+        .bind(c.resilience)
         .bind(now)
         .fetch_one(&self.pool)
         .await;
@@ -75,7 +79,7 @@ impl Store {
     ) -> sqlx::Result<Option<ConnectionRow>> {
         let row = sqlx::query_as(&format!(
             "UPDATE connections SET name = $3, system = $4, config = $5, credentials = $6, allowed_hosts = $7, \
-             memory_limit_mb = $8, timeout_ms = $9, updated_at = $10 WHERE enterprise_id = $1 AND id = $2 RETURNING {COLUMNS}"
+             memory_limit_mb = $8, timeout_ms = $9, resilience = $10, updated_at = $11 WHERE enterprise_id = $1 AND id = $2 RETURNING {COLUMNS}"
         ))
         .bind(enterprise_id)
         .bind(id)
@@ -86,6 +90,7 @@ impl Store {
         .bind(c.allowed_hosts)
         .bind(c.memory_limit_mb)
         .bind(c.timeout_ms)
+        .bind(c.resilience)
         .bind(now_ms())
         .fetch_optional(&self.pool)
         .await;

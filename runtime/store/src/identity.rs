@@ -17,6 +17,8 @@ pub struct Enterprise {
     pub retention_days: i64,
     pub api_requests_per_minute: i64,
     pub executions_per_minute: i64,
+    /// Calls a minute of each connection that sets no rate limit of its own.
+    pub outbound_requests_per_minute: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -98,6 +100,7 @@ pub struct SettingsPatch {
     pub retention_days: Option<i64>,
     pub api_requests_per_minute: Option<i64>,
     pub executions_per_minute: Option<i64>,
+    pub outbound_requests_per_minute: Option<i64>,
 }
 
 /// An API key as listed (never the key itself).
@@ -134,7 +137,7 @@ pub struct ApiKeyWithEnterprise {
 }
 
 const ENTERPRISE_COLUMNS: &str = "id, name, slug, timezone, session_duration_minutes, retention_days, \
-     api_requests_per_minute, executions_per_minute, created_at, updated_at";
+     api_requests_per_minute, executions_per_minute, outbound_requests_per_minute, created_at, updated_at";
 const USER_COLUMNS: &str = "id, enterprise_id, email, name, role, platform_access, status, password_hash, \
      token_generation, last_login_at, created_at, updated_at";
 const API_KEY_COLUMNS: &str =
@@ -197,7 +200,8 @@ impl Store {
              session_duration_minutes = COALESCE($4, session_duration_minutes), \
              retention_days = COALESCE($5, retention_days), \
              api_requests_per_minute = COALESCE($6, api_requests_per_minute), \
-             executions_per_minute = COALESCE($7, executions_per_minute), updated_at = $8 \
+             executions_per_minute = COALESCE($7, executions_per_minute), \
+             outbound_requests_per_minute = COALESCE($9, outbound_requests_per_minute), updated_at = $8 \
              WHERE id = $1 RETURNING {ENTERPRISE_COLUMNS}"
         ))
         .bind(enterprise_id)
@@ -208,6 +212,7 @@ impl Store {
         .bind(patch.api_requests_per_minute)
         .bind(patch.executions_per_minute)
         .bind(now_ms())
+        .bind(patch.outbound_requests_per_minute)
         .fetch_optional(&self.pool)
         .await
     }
@@ -244,6 +249,7 @@ impl Store {
             e_retention_days: i64,
             e_api_requests_per_minute: i64,
             e_executions_per_minute: i64,
+            e_outbound_requests_per_minute: i64,
             e_created_at: i64,
             e_updated_at: i64,
         }
@@ -253,7 +259,7 @@ impl Store {
             "SELECT {user_columns}, e.name AS e_name, e.slug AS e_slug, e.timezone AS e_timezone, \
              e.session_duration_minutes AS e_session_duration_minutes, e.retention_days AS e_retention_days, \
              e.api_requests_per_minute AS e_api_requests_per_minute, e.executions_per_minute AS e_executions_per_minute, \
-             e.created_at AS e_created_at, e.updated_at AS e_updated_at \
+             e.outbound_requests_per_minute AS e_outbound_requests_per_minute, e.created_at AS e_created_at, e.updated_at AS e_updated_at \
              FROM users u JOIN enterprises e ON e.id = u.enterprise_id WHERE u.enterprise_id = $1 AND u.id = $2"
         ))
         .bind(enterprise_id)
@@ -270,6 +276,7 @@ impl Store {
                 retention_days: j.e_retention_days,
                 api_requests_per_minute: j.e_api_requests_per_minute,
                 executions_per_minute: j.e_executions_per_minute,
+                outbound_requests_per_minute: j.e_outbound_requests_per_minute,
                 created_at: j.e_created_at,
                 updated_at: j.e_updated_at,
             };

@@ -13,6 +13,7 @@ mod api_calls;
 mod batch;
 mod cache;
 mod canonical;
+mod circuits;
 mod connections;
 mod executions;
 mod identity;
@@ -38,6 +39,7 @@ pub use alerts::{AlertRow, AlertRuleRow, NewAlert};
 pub use api_calls::{ApiCallFilter, ApiCallRow, ApiCallSample};
 pub use api_calls::{ApiCallRecord, CallOrigin};
 pub use canonical::{CanonicalRow, Lineage};
+pub use circuits::CircuitRow;
 pub use connections::{ConnectionFields, ConnectionRow};
 pub use executions::{BodyStepRow, Ended, ExecutionRow, Finish, NewExecution, Recorded, StepResultRow};
 pub use identity::{

@@ -10,6 +10,7 @@ use super::*;
 use crate::Engine;
 use crate::connections::{self, Caller};
 use crate::definition::Step;
+use crate::resilience::{self, Resilience};
 use dibop_plugin_host::{CallError, Invocation};
 use dibop_store::ExecutionRow;
 
@@ -40,6 +41,7 @@ pub(crate) async fn run_api_call(
     }
     let operation = step.operation.clone().unwrap_or_default();
     let idempotency_key = format!("{}:{label}", execution.id);
+    let policy = Resilience::of(&connection);
     let mut retrier = Retrier::new(step, engine.node.signal(&execution.id));
     let mut trace = Trace::default();
     let mut api_calls = Vec::new();
@@ -51,9 +53,24 @@ pub(crate) async fn run_api_call(
             attempt: retrier.attempt,
             idempotency_key: idempotency_key.clone(),
         };
+        let deadline = std::time::Instant::now() + prepared.spec.limits.timeout;
+        if let Err(refused) = resilience::admit(engine, &connection, &policy, &prepared.spec.origin, deadline).await {
+            trace.refused(retrier.attempt, started_ms, &refused.error);
+            api_calls.push(refused.record);
+            match retrier.again(&refused.error, None).await {
+                true => continue,
+                false => break Err(refused.error),
+            }
+        }
+        // The attempt's window in the trace is the call's own (HTTP spans are placed by it).
+        let started_ms = now_ms();
+        let mut retry_after = None;
         let result = match prepared.invoke(engine, &operation, &input, invocation).await {
             Ok(mut report) => {
-                trace.record(retrier.attempt, started_ms, &report);
+                let timed_out = report.result.as_ref().is_err_and(|e| e.code == "timeout");
+                resilience::settle(engine, &connection, &policy, &report.api_calls, timed_out).await;
+                retry_after = resilience::retry_after(&report.api_calls).filter(|_| report.result.is_err());
+                trace.record(retrier.attempt, started_ms, &report, retry_after);
                 let last = report.api_calls.last();
                 let status = last.and_then(|c| c.status_code).unwrap_or(200);
                 let headers: serde_json::Map<String, Value> = last
@@ -68,7 +85,7 @@ pub(crate) async fn run_api_call(
             }
         };
         match result {
-            Err(e) if retrier.again(&e).await => continue,
+            Err(e) if retrier.again(&e, retry_after).await => continue,
             result => break result,
         }
     };

@@ -119,7 +119,20 @@ struct Trace {
 }
 
 impl Trace {
-    fn record<T>(&mut self, attempt: u32, started_ms: i64, report: &CallReport<T>) {
+    /// An attempt refused before it ran (open circuit, no rate permit).
+    fn refused(&mut self, attempt: u32, started_ms: i64, error: &CallError) {
+        let duration_us = u64::try_from((dibop_core::now_ms() - started_ms).max(0)).unwrap_or(0) * 1000;
+        self.attempts.push(Attempt {
+            attempt,
+            started_at_ms: started_ms,
+            duration_us,
+            error: Some(error.to_string()),
+            ..Attempt::default()
+        });
+    }
+
+    /// `retry_after`: how long the upstream asked to wait before the next attempt.
+    fn record<T>(&mut self, attempt: u32, started_ms: i64, report: &CallReport<T>, retry_after: Option<Duration>) {
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let invoke = report.duration.saturating_sub(report.setup + report.instantiate + report.teardown);
         self.attempts.push(Attempt {
@@ -131,6 +144,7 @@ impl Trace {
             invoke_us: micros(invoke),
             teardown_us: micros(report.teardown),
             error: report.result.as_ref().err().map(ToString::to_string),
+            retry_after_ms: retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         });
         for line in &report.logs {
             let mut line = serde_json::to_value(line).unwrap_or(Value::Null);
@@ -156,8 +170,9 @@ impl Retrier {
         Self { policy: step.retry.clone(), attempt: 1, delay_ms, signal }
     }
 
-    /// After a failed attempt: waits and answers true when another attempt is due.
-    async fn again(&mut self, error: &CallError) -> bool {
+    /// After a failed attempt: waits and answers true when another attempt is due. The wait is
+    /// the policy's backoff, or the upstream's `retry_after` when that is longer.
+    async fn again(&mut self, error: &CallError, retry_after: Option<Duration>) -> bool {
         let Some(policy) = &self.policy else { return false };
         let retryable =
             if policy.retry_on.is_empty() { error.retryable } else { policy.retry_on.contains(&error.code) };
@@ -165,7 +180,7 @@ impl Retrier {
             return false;
         }
         let cap = policy.max_interval_ms.unwrap_or(60_000) as f64;
-        let pause = Duration::from_millis(self.delay_ms.min(cap) as u64);
+        let pause = Duration::from_millis(self.delay_ms.min(cap) as u64).max(retry_after.unwrap_or_default());
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             _ = self.signal.stopped() => return false,

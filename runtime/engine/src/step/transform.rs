@@ -42,9 +42,9 @@ pub(crate) async fn run_transform(
     let result = loop {
         let started_ms = now_ms();
         let report = engine.plugins().run_transform(&pre, &spec, &input, &params).await;
-        trace.record(retrier.attempt, started_ms, &report);
+        trace.record(retrier.attempt, started_ms, &report, None);
         match report.result {
-            Err(e) if retrier.again(&e).await => continue,
+            Err(e) if retrier.again(&e, None).await => continue,
             result => break result,
         }
     };
