@@ -176,6 +176,8 @@ async fn the_openapi_document_lists_every_endpoint_with_bearer_auth_and_errors()
         ("/api/v1/orchestrations/{id}", "delete"),
         ("/api/v1/orchestrations/{id}/execute", "post"),
         ("/api/v1/orchestrations/{id}/executions", "get"),
+        ("/api/v1/executions", "get"),
+        ("/api/v1/executions/replay", "post"),
         ("/api/v1/executions/{id}", "get"),
         ("/api/v1/executions/{id}/trace", "get"),
         ("/api/v1/executions/{id}/cancel", "post"),

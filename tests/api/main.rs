@@ -23,6 +23,7 @@ mod orchestrations;
 mod plugins;
 mod polyglot;
 mod process;
+mod replay;
 mod resilience;
 mod retention;
 mod sandbox;

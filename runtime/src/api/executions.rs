@@ -1,5 +1,7 @@
 //! Executions: `POST /orchestrations/{id}/execute` (waiting or async), `GET
-//! /orchestrations/{id}/executions`, `GET /executions/{id}`, cancel and retry.
+//! /orchestrations/{id}/executions` and `GET /executions` (across orchestrations: the dead
+//! letters are its failed ones), `GET /executions/{id}`, cancel and retry (replay is
+//! `replay.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -23,12 +25,13 @@ use crate::engine::admission;
 use crate::engine::definition::{self, Definition};
 use crate::error::{AppError, AppResult, OrNotFound};
 use crate::state::AppState;
-use crate::store::{ExecutionRow, NewExecution, StepResultRow};
+use crate::store::{ExecutionFilter, ExecutionRow, NewExecution, StepResultRow};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(execute))
         .routes(routes!(list_executions))
+        .routes(routes!(list_all_executions))
         .routes(routes!(get_execution))
         .routes(routes!(cancel_execution))
         .routes(routes!(retry_execution))
@@ -186,6 +189,52 @@ pub struct ExecutionQuery {
     pub to: Option<String>,
 }
 
+/// The filters of `GET /executions` (and of a replay by filter).
+#[derive(Deserialize, IntoParams, ToSchema, Default)]
+#[into_params(parameter_in = Query)]
+pub struct ExecutionSearch {
+    pub orchestration_id: Option<String>,
+    /// queued, running, success, failed, partial or cancelled.
+    pub status: Option<String>,
+    /// manual, api, schedule, event or orchestration.
+    pub triggered_by: Option<String>,
+    /// Created at or after, ISO 8601.
+    pub from: Option<String>,
+    /// Created at or before, ISO 8601.
+    pub to: Option<String>,
+    /// Text the execution's error contains (case-insensitive; at most 200 characters).
+    pub error: Option<String>,
+}
+
+/// Longest `error` text filter.
+const MAX_ERROR_FILTER: usize = 200;
+
+impl ExecutionSearch {
+    /// The store's filter, or a 400 naming the bad value.
+    pub(super) fn filter(self) -> AppResult<ExecutionFilter> {
+        if let Some(status) = self.status.as_ref().filter(|s| s.parse::<ExecutionStatus>().is_err()) {
+            return Err(AppError::BadRequest(format!("unknown status {status:?}")));
+        }
+        const TRIGGERS: [&str; 5] = ["manual", "api", "schedule", "event", "orchestration"];
+        if let Some(trigger) = self.triggered_by.as_ref().filter(|t| !TRIGGERS.contains(&t.as_str())) {
+            return Err(AppError::BadRequest(format!(
+                "triggered_by must be manual, api, schedule, event or orchestration, got {trigger:?}"
+            )));
+        }
+        if self.error.as_ref().is_some_and(|e| e.chars().count() > MAX_ERROR_FILTER || e.contains('\0')) {
+            return Err(AppError::BadRequest(format!("error must be at most {MAX_ERROR_FILTER} characters")));
+        }
+        Ok(ExecutionFilter {
+            from_ms: iso_instant("from", self.from.as_ref())?,
+            to_ms: iso_instant("to", self.to.as_ref())?,
+            orchestration_id: self.orchestration_id,
+            status: self.status,
+            triggered_by: self.triggered_by,
+            error: self.error.filter(|e| !e.is_empty()),
+        })
+    }
+}
+
 /// One step's result.
 #[derive(Serialize, ToSchema)]
 pub struct StepView {
@@ -236,6 +285,12 @@ pub struct ExecutionView {
     /// For executions a sub_orchestration step started: the execution that started them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_execution_id: Option<String>,
+    /// For a replay: the execution it replays from its failed step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<String>,
+    /// For a replay: who asked, `user:<id>` or `api_key:<id>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replayed_by: Option<String>,
     pub parameters: Value,
     pub output: Option<Value>,
     pub error: Option<String>,
@@ -263,6 +318,8 @@ fn execution_view(row: ExecutionRow, steps: Option<Vec<StepResultRow>>) -> AppRe
         orchestration_version: row.orchestration_version,
         triggered_by: row.triggered_by,
         parent_execution_id: row.parent_execution_id,
+        replay_of: row.replay_of,
+        replayed_by: row.replayed_by,
         error: row.error,
         error_code: row.error_code,
         started_at: opt_datetime(row.started_at),
@@ -287,14 +344,33 @@ async fn list_executions(
     pagination: Pagination,
 ) -> AppResult<Response> {
     state.store.get_orchestration(&principal.enterprise_id, &id).await?.or_not_found(format!("orchestration {id}"))?;
-    if let Some(status) = query.status.as_ref().filter(|s| s.parse::<ExecutionStatus>().is_err()) {
-        return Err(AppError::BadRequest(format!("unknown status {status:?}")));
-    }
-    let (from, to) = (iso_instant("from", query.from.as_ref())?, iso_instant("to", query.to.as_ref())?);
-    let (rows, total) = state
-        .store
-        .list_executions(&principal.enterprise_id, &id, query.status.as_deref(), from, to, pagination.page())
-        .await?;
+    let search = ExecutionSearch {
+        orchestration_id: Some(id),
+        status: query.status,
+        from: query.from,
+        to: query.to,
+        ..ExecutionSearch::default()
+    };
+    let (rows, total) =
+        state.store.list_executions(&principal.enterprise_id, &search.filter()?, pagination.page()).await?;
+    super::for_reader(
+        &principal,
+        &pagination.envelope(rows.into_iter().map(|r| execution_view(r, None)).collect::<AppResult<_>>()?, total),
+    )
+}
+
+/// The enterprise's executions across orchestrations, newest first; with `status=failed` the
+/// dead letters, which `POST /executions/replay` runs again.
+#[utoipa::path(get, path = "/executions", tag = "executions", params(ExecutionSearch, PageQuery),
+    responses((status = 200, description = "One page of executions", body = Paginated<ExecutionView>)))]
+async fn list_all_executions(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(search): ApiQuery<ExecutionSearch>,
+    pagination: Pagination,
+) -> AppResult<Response> {
+    let (rows, total) =
+        state.store.list_executions(&principal.enterprise_id, &search.filter()?, pagination.page()).await?;
     super::for_reader(
         &principal,
         &pagination.envelope(rows.into_iter().map(|r| execution_view(r, None)).collect::<AppResult<_>>()?, total),

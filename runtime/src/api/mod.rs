@@ -18,6 +18,7 @@ mod health;
 mod observability;
 mod orchestrations;
 mod plugins;
+mod replay;
 mod settings;
 mod systems;
 mod trace;
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api_calls::router())
         .merge(orchestrations::router())
         .merge(executions::router())
+        .merge(replay::router())
         .merge(trace::router())
         .merge(webhooks::router())
         .merge(observability::router())

@@ -1,7 +1,7 @@
 //! Executions: the queue and its leases, step results, body steps kept while parked, cancel
 //! and retry.
 
-use crate::paging::List;
+use crate::paging::{Arg, List};
 use sqlx::FromRow;
 use sqlx::Row;
 
@@ -39,6 +39,9 @@ pub struct ExecutionRow {
     pub body_parked: i64,
     /// Why a failed or cancelled execution ended (see [`Finish::code`]).
     pub error_code: Option<String>,
+    /// The execution this one replays from its failed step, and who asked.
+    pub replay_of: Option<String>,
+    pub replayed_by: Option<String>,
 }
 
 impl ExecutionRow {
@@ -142,7 +145,8 @@ pub struct BodyStepRow {
 }
 
 const EXECUTION: &str = "id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, parameters, output, \
-     error, idempotency_key, steps_completed, steps_total, created_at, started_at, finished_at, parent_execution_id, depth, cancel_requested, body_parked, error_code";
+     error, idempotency_key, steps_completed, steps_total, created_at, started_at, finished_at, parent_execution_id, depth, cancel_requested, body_parked, error_code, \
+     replay_of, replayed_by";
 
 const STEP: &str =
     "position, name, type, status, system, operation, input, output, error, attempts, started_at, duration_ms, detail";
@@ -623,23 +627,168 @@ impl Store {
         Ok(Some(row))
     }
 
+    /// Executions of the enterprise matching `filter`, newest first (one orchestration's when
+    /// the filter names it).
     pub async fn list_executions(
         &self,
         enterprise_id: &str,
-        orchestration_id: &str,
-        status: Option<&str>,
-        from_ms: Option<i64>,
-        to_ms: Option<i64>,
+        filter: &ExecutionFilter,
         page: Page,
     ) -> sqlx::Result<(Vec<ExecutionRow>, i64)> {
-        let list = List {
-            columns: EXECUTION,
-            table: "executions",
-            filter: "enterprise_id = $1 AND orchestration_id = $2 AND ($3 IS NULL OR status = $3) \
-                     AND ($4 IS NULL OR created_at >= $4) AND ($5 IS NULL OR created_at <= $5)",
-            order: "created_at DESC, id DESC",
-            args: vec![enterprise_id.into(), orchestration_id.into(), status.into(), from_ms.into(), to_ms.into()],
-        };
+        let pattern = filter.error_pattern();
+        let (clause, args) = filter.clause(enterprise_id, pattern.as_deref());
+        let list =
+            List { columns: EXECUTION, table: "executions", filter: &clause, order: "created_at DESC, id DESC", args };
         self.page_of(list, page).await
+    }
+
+    /// Up to `limit` replayable executions matching `filter` that were not replayed yet, oldest
+    /// first, and how many such executions there are in all.
+    pub async fn replay_candidates(
+        &self,
+        enterprise_id: &str,
+        filter: &ExecutionFilter,
+        limit: i64,
+    ) -> sqlx::Result<(Vec<String>, i64)> {
+        let pattern = filter.error_pattern();
+        let (clause, args) = filter.clause(enterprise_id, pattern.as_deref());
+        let clause = format!(
+            "{clause} AND status IN ('failed', 'partial', 'cancelled') \
+             AND NOT EXISTS (SELECT 1 FROM executions r WHERE r.replay_of = executions.id)"
+        );
+        let count_sql = format!("SELECT COUNT(*) FROM executions WHERE {clause}");
+        let ids_sql =
+            format!("SELECT id FROM executions WHERE {clause} ORDER BY created_at, id LIMIT ${}", args.len() + 1);
+        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+        let mut ids = sqlx::query_scalar::<_, String>(&ids_sql);
+        for arg in args {
+            match arg {
+                Arg::Text(value) => {
+                    count = count.bind(value);
+                    ids = ids.bind(value);
+                }
+                Arg::Int(value) => {
+                    count = count.bind(value);
+                    ids = ids.bind(value);
+                }
+            }
+        }
+        let total = count.fetch_one(self.reads()).await?;
+        let ids = ids.bind(limit).fetch_all(self.reads()).await?;
+        Ok((ids, total))
+    }
+
+    /// Starts a new execution that replays a failed, partial or cancelled one from its first
+    /// failed (or missing) step: the results before it are copied (those steps are not called
+    /// again), on the same orchestration version, with `parameters`. `None` when the execution
+    /// is not in such a state.
+    pub async fn replay_execution(
+        &self,
+        enterprise_id: &str,
+        id: &str,
+        parameters: Option<&str>,
+        triggered_by: &str,
+        replayed_by: &str,
+    ) -> sqlx::Result<Option<ExecutionRow>> {
+        let mut tx = self.pool.begin().await?;
+        let original: Option<ExecutionRow> = sqlx::query_as(&format!(
+            "SELECT {EXECUTION} FROM executions WHERE enterprise_id = $1 AND id = $2 AND status IN ('failed', 'partial', 'cancelled')"
+        ))
+        .bind(enterprise_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(original) = original else { return Ok(None) };
+        let first_failed: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(position) FROM step_results WHERE execution_id = $1 AND status = 'failed'")
+                .bind(&original.id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let keep = first_failed.unwrap_or(original.steps_completed);
+        let new_id = new_id();
+        sqlx::query(
+            "INSERT INTO executions (id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, \
+             parameters, steps_total, steps_completed, created_at, depth, replay_of, replayed_by) \
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, 0, $10, $11)",
+        )
+        .bind(&new_id)
+        .bind(enterprise_id)
+        .bind(&original.orchestration_id)
+        .bind(original.orchestration_version)
+        .bind(triggered_by)
+        .bind(parameters.unwrap_or(&original.parameters))
+        .bind(original.steps_total)
+        .bind(keep)
+        .bind(now_ms())
+        .bind(&original.id)
+        .bind(replayed_by)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&format!(
+            "INSERT INTO step_results (execution_id, {STEP}) SELECT $1, {STEP} FROM step_results \
+             WHERE execution_id = $2 AND position < $3"
+        ))
+        .bind(&new_id)
+        .bind(&original.id)
+        .bind(keep)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query_as(&format!("SELECT {EXECUTION} FROM executions WHERE id = $1"))
+            .bind(&new_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(row))
+    }
+}
+
+/// Which executions a list or a replay takes.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    pub orchestration_id: Option<String>,
+    pub status: Option<String>,
+    pub triggered_by: Option<String>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// Text the error contains (case-insensitive).
+    pub error: Option<String>,
+}
+
+impl ExecutionFilter {
+    /// The LIKE pattern of `error`: lower-cased, its wildcards escaped.
+    fn error_pattern(&self) -> Option<String> {
+        self.error.as_ref().map(|text| {
+            let escaped = text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            format!("%{escaped}%")
+        })
+    }
+
+    /// The WHERE clause over `executions` and its arguments (`$1` is the enterprise).
+    fn clause<'a>(&'a self, enterprise_id: &'a str, pattern: Option<&'a str>) -> (String, Vec<Arg<'a>>) {
+        let mut clause = String::from("enterprise_id = $1");
+        let mut args: Vec<Arg<'a>> = vec![enterprise_id.into()];
+        let mut add = |condition: &str, value: Arg<'a>| {
+            args.push(value);
+            clause.push_str(&condition.replace("$?", &format!("${}", args.len())));
+        };
+        if let Some(id) = &self.orchestration_id {
+            add(" AND orchestration_id = $?", id.as_str().into());
+        }
+        if let Some(status) = &self.status {
+            add(" AND status = $?", status.as_str().into());
+        }
+        if let Some(trigger) = &self.triggered_by {
+            add(" AND triggered_by = $?", trigger.as_str().into());
+        }
+        if let Some(from) = self.from_ms {
+            add(" AND created_at >= $?", Some(from).into());
+        }
+        if let Some(to) = self.to_ms {
+            add(" AND created_at <= $?", Some(to).into());
+        }
+        if let Some(pattern) = pattern {
+            add(" AND LOWER(error) LIKE $? ESCAPE '\\'", pattern.into());
+        }
+        (clause, args)
     }
 }

@@ -41,7 +41,9 @@ pub use api_calls::{ApiCallRecord, CallOrigin};
 pub use canonical::{CanonicalRow, Lineage};
 pub use circuits::CircuitRow;
 pub use connections::{ConnectionFields, ConnectionRow};
-pub use executions::{BodyStepRow, Ended, ExecutionRow, Finish, NewExecution, Recorded, StepResultRow};
+pub use executions::{
+    BodyStepRow, Ended, ExecutionFilter, ExecutionRow, Finish, NewExecution, Recorded, StepResultRow,
+};
 pub use identity::{
     ApiKey, ApiKeyWithEnterprise, Enterprise, NewApiKey, NewEnterprise, NewUser, PlatformUsers, SettingsPatch, User,
     UserPatch,
