@@ -14,6 +14,7 @@ mod demo;
 mod durability;
 mod hardening;
 mod helpers;
+mod host_auth;
 mod identity_hardening;
 mod mock;
 mod nodes;

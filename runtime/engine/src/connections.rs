@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::Engine;
-use dibop_plugin_host::outbound::CallOrigin;
+use std::sync::Arc;
+
+use dibop_plugin_host::outbound::{AuthHandle, Authenticator, CallOrigin};
 use dibop_plugin_host::{CallReport, CallSpec, HealthReport, Invocation, Limits, Loaded};
 use dibop_store::{ConnectionRow, PluginRow};
 
@@ -81,17 +83,24 @@ pub async fn prepare(engine: &Engine, row: &ConnectionRow, caller: Caller) -> Re
     if let Some(base) = config.get("base_url").and_then(|v| v.as_str()).and_then(url_authority) {
         allowed_hosts.push(base);
     }
+    let origin = CallOrigin {
+        enterprise_id: row.enterprise_id.clone(),
+        system: row.system.clone(),
+        connection_id: Some(row.id.clone()),
+        connection: Some(row.name.clone()),
+        orchestration_id: caller.orchestration_id,
+        execution_id: caller.execution_id,
+        step: caller.step,
+    };
+    let auth = crate::host_auth::authenticator(engine, row, &origin).map_err(|e| {
+        ConnectionError::Unusable(format!(
+            "connection {}: its auth does not open ({e:#}); send it again with PUT",
+            row.name
+        ))
+    })?;
     let spec = CallSpec {
         plugin: format!("{}@{}", plugin.slug, plugin.version),
-        origin: CallOrigin {
-            enterprise_id: row.enterprise_id.clone(),
-            system: row.system.clone(),
-            connection_id: Some(row.id.clone()),
-            connection: Some(row.name.clone()),
-            orchestration_id: caller.orchestration_id,
-            execution_id: caller.execution_id,
-            step: caller.step,
-        },
+        origin,
         config,
         secrets: credentials(engine, row).map_err(|e| {
             ConnectionError::Unusable(format!("connection {}: {e:#}; send its credentials again with PUT", row.name))
@@ -102,6 +111,8 @@ pub async fn prepare(engine: &Engine, row: &ConnectionRow, caller: Caller) -> Re
             timeout: Duration::from_millis(u64::try_from(row.timeout_ms.max(1)).unwrap_or(30_000)),
             ..Limits::default()
         },
+        redact: auth.as_ref().map(|a| a.secrets()).unwrap_or_default(),
+        auth: auth.map(|a| AuthHandle(a as Arc<dyn Authenticator>)),
     };
     Ok(Prepared { plugin, loaded, spec })
 }

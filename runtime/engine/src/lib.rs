@@ -17,7 +17,7 @@
 //! (one step by type) -> `blocks` (container steps, which run bodies through `flow` and `step`
 //! again). [`definition`] parses and validates orchestrations, [`mapping`] evaluates their
 //! JSONPath references, [`schedule`] fires cron triggers, [`connections`] calls a connection's
-//! connector, [`resilience`] guards its calls from steps (circuit breaker, outbound rate limit)
+//! connector ([`host_auth`] adds its host-managed credentials), [`resilience`] guards its calls from steps (circuit breaker, outbound rate limit)
 //! and [`canonical`] holds the canonical data domains.
 
 pub mod admission;
@@ -27,6 +27,7 @@ pub mod canonical;
 pub mod connections;
 pub mod definition;
 mod flow;
+pub mod host_auth;
 pub mod mapping;
 mod node;
 pub mod resilience;

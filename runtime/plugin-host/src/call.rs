@@ -54,7 +54,7 @@ impl PluginHost {
         let deadline = Instant::now() + spec.limits.timeout;
         let call = Arc::new(CallData {
             config: spec.config.clone(),
-            redactor: Redactor::new(spec.secrets.values().cloned()),
+            redactor: Redactor::new(spec.secrets.values().chain(&spec.redact).cloned()),
             secrets: spec.secrets.clone(),
             logs: Mutex::default(),
             log_bytes: Default::default(),
@@ -74,6 +74,7 @@ impl PluginHost {
             origin: Arc::new(spec.origin.clone()),
             recorder: recorder.clone(),
             net: self.net.clone(),
+            auth: spec.auth.clone(),
         };
         (call, outbound, recorder, deadline)
     }

@@ -132,6 +132,11 @@ pub struct CallSpec {
     pub secrets: HashMap<String, String>,
     pub allowed_hosts: Vec<String>,
     pub limits: Limits,
+    /// Host-managed authentication of the connection's requests.
+    pub auth: Option<outbound::AuthHandle>,
+    /// More values to redact from everything the call leaves (credentials the plugin does not
+    /// get, such as host-managed ones).
+    pub redact: Vec<String>,
 }
 
 /// Why a call failed.
@@ -284,6 +289,12 @@ impl PluginHost {
         if let Some(observer) = &self.observer {
             observer(instantiate, api_calls);
         }
+    }
+
+    /// How plugin requests reach the network; the host's own requests (token endpoints) take
+    /// the same path.
+    pub fn net(&self) -> Arc<outbound::Net> {
+        self.net.clone()
     }
 
     /// The same host reaching the network through `net` (e.g. TLS roots with an extra CA).

@@ -50,6 +50,9 @@ pub struct Recorder {
     records: Mutex<Vec<Arc<Mutex<ApiCallRecord>>>>,
     /// Requests the plugin attempted, denied ones included.
     attempts: std::sync::atomic::AtomicUsize,
+    /// Credentials the host added to requests (host-managed authentication), redacted from the
+    /// rows like the connection's own.
+    secrets: Mutex<Vec<String>>,
 }
 
 impl Recorder {
@@ -66,19 +69,43 @@ impl Recorder {
         shared
     }
 
+    /// Rows made outside the hook's own requests (a token request the host made for a call).
+    pub fn extend(&self, records: Vec<ApiCallRecord>) {
+        for record in records {
+            self.push(record);
+        }
+    }
+
+    /// Adds values to redact from the rows.
+    fn secret(&self, values: impl IntoIterator<Item = String>) {
+        if let Ok(mut secrets) = self.secrets.lock() {
+            for value in values {
+                if !value.is_empty() && !secrets.contains(&value) {
+                    secrets.push(value);
+                }
+            }
+        }
+    }
+
     /// The rows so far, redacted.
     pub fn snapshot(&self, redactor: &Redactor) -> Vec<ApiCallRecord> {
         let records = self.records.lock().map(|r| r.clone()).unwrap_or_default();
+        let added = self.secrets.lock().map(|s| s.clone()).unwrap_or_default();
+        let added = (!added.is_empty()).then(|| Redactor::new(added));
+        let redact = |text: &str| {
+            let text = redactor.redact(text);
+            added.as_ref().map_or(text.clone(), |r| r.redact(&text))
+        };
         records
             .iter()
             .filter_map(|r| r.lock().ok().map(|r| r.clone()))
             .map(|mut r| {
-                r.url = redactor.redact(&r.url);
-                r.request_preview = r.request_preview.map(|p| redactor.redact(&p));
-                r.response_preview = r.response_preview.map(|p| redactor.redact(&p));
-                r.error = r.error.map(|e| redactor.redact(&e));
+                r.url = redact(&r.url);
+                r.request_preview = r.request_preview.map(|p| redact(&p));
+                r.response_preview = r.response_preview.map(|p| redact(&p));
+                r.error = r.error.map(|e| redact(&e));
                 for (_, value) in &mut r.response_headers {
-                    *value = redactor.redact(value);
+                    *value = redact(value);
                 }
                 r
             })
@@ -131,12 +158,57 @@ impl Net {
     }
 }
 
+/// Credentials the host adds to a connection's requests (host-managed authentication); the
+/// plugin never sees them.
+pub trait Authenticator: Send + Sync {
+    /// What to add to a request; with `stale`, the token a 401 just refused, so that a fresh
+    /// one is obtained.
+    fn credentials(&self, stale: Option<String>) -> BoxFuture<'static, Credentials>;
+    /// Whether a 401 is answered by refreshing the credential and sending the request again
+    /// (once).
+    fn refreshes(&self) -> bool;
+}
+
+/// What an [`Authenticator`] adds to one request.
+pub struct Credentials {
+    /// The headers, or why there are none (a token endpoint that refused).
+    pub headers: Result<Vec<(http::HeaderName, http::HeaderValue)>, String>,
+    /// The token used, to name it as stale after a 401.
+    pub token: Option<String>,
+    /// Secret values in the headers, redacted from the call's rows.
+    pub secrets: Vec<String>,
+    /// API-call rows of requests made to get them (the token request).
+    pub records: Vec<ApiCallRecord>,
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Self { headers: Ok(Vec::new()), token: None, secrets: Vec::new(), records: Vec::new() }
+    }
+}
+
+/// An [`Authenticator`] in a [`crate::CallSpec`].
+#[derive(Clone)]
+pub struct AuthHandle(pub Arc<dyn Authenticator>);
+
+impl std::fmt::Debug for AuthHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthHandle(..)")
+    }
+}
+
+/// Largest request body kept to send again after a 401; a larger one (by its content-length)
+/// is streamed and not sent again.
+pub const MAX_REPLAYED_BODY: usize = 1 << 20;
+
 /// The `wasi:http` hooks of one call.
 pub struct Outbound {
     pub policy: Arc<NetworkPolicy>,
     pub origin: Arc<CallOrigin>,
     pub recorder: Arc<Recorder>,
     pub net: Arc<Net>,
+    /// Host-managed authentication of the connection's requests.
+    pub auth: Option<AuthHandle>,
 }
 
 type SendFuture = Box<
@@ -160,8 +232,132 @@ impl WasiHttpHooks for Outbound {
         let origin = self.origin.clone();
         let recorder = self.recorder.clone();
         let net = self.net.clone();
-        Box::new(send(net, policy, origin, recorder, request, options))
+        match self.auth.clone() {
+            Some(auth) => Box::new(send_authenticated(net, policy, origin, recorder, auth.0, request, options)),
+            None => Box::new(send(net, policy, origin, recorder, request, options)),
+        }
     }
+}
+
+/// Sends a request with the connection's host-managed credentials when it goes to one of the
+/// connection's hosts (a request elsewhere gets none, and `send` refuses it anyway); after a
+/// 401, refreshes them and sends it once more.
+async fn send_authenticated(
+    net: Arc<Net>,
+    policy: Arc<NetworkPolicy>,
+    origin: Arc<CallOrigin>,
+    recorder: Arc<Recorder>,
+    auth: Arc<dyn Authenticator>,
+    request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+) -> Result<(http::Response<WasiBody>, IoFuture), HttpError> {
+    let uri = request.uri();
+    let host = uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase());
+    let port = uri.port_u16().unwrap_or(if uri.scheme() == Some(&http::uri::Scheme::HTTPS) { 443 } else { 80 });
+    if !host.is_some_and(|host| host_allowed(&policy.allowed_hosts, &host, port)) {
+        return send(net, policy, origin, recorder, request, options).await;
+    }
+    let (parts, body) = request.into_parts();
+    let (method, uri, version, mut headers) = (parts.method, parts.uri, parts.version, parts.headers);
+    let length =
+        headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let kept = if auth.refreshes() && length.is_none_or(|n| n <= MAX_REPLAYED_BODY) {
+        let collected = http_body_util::Limited::new(body, MAX_REPLAYED_BODY)
+            .collect()
+            .await
+            .map_err(|_| HttpError::HttpRequestBodySize(Some(MAX_REPLAYED_BODY as u64)))?;
+        Err(collected.to_bytes())
+    } else {
+        Ok(body)
+    };
+    let build = |headers: &http::HeaderMap, body: WasiBody| {
+        let mut request = http::Request::new(body);
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri.clone();
+        *request.version_mut() = version;
+        *request.headers_mut() = headers.clone();
+        request
+    };
+    let full = |bytes: &Bytes| {
+        http_body_util::Full::new(bytes.clone())
+            .map_err(|never: std::convert::Infallible| match never {})
+            .boxed_unsync()
+    };
+    let token = add_credentials(&recorder, &mut headers, auth.credentials(None).await)?;
+    let first = match &kept {
+        Ok(_) => None,
+        Err(bytes) => Some(bytes.clone()),
+    };
+    let body = match kept {
+        Ok(body) => body,
+        Err(bytes) => full(&bytes),
+    };
+    let answer =
+        send(net.clone(), policy.clone(), origin.clone(), recorder.clone(), build(&headers, body), options).await;
+    match (answer, first) {
+        (Ok((response, _)), Some(bytes)) if response.status() == http::StatusCode::UNAUTHORIZED => {
+            drop(response);
+            add_credentials(&recorder, &mut headers, auth.credentials(token).await)?;
+            send(net, policy, origin, recorder, build(&headers, full(&bytes)), options).await
+        }
+        (answer, _) => answer,
+    }
+}
+
+/// Puts `credentials` on `headers` and their rows and secrets into `recorder`; answers the
+/// token used. A credential that could not be obtained fails the request (with a row saying
+/// why).
+fn add_credentials(
+    recorder: &Recorder,
+    headers: &mut http::HeaderMap,
+    credentials: Credentials,
+) -> Result<Option<String>, HttpError> {
+    recorder.secret(credentials.secrets);
+    recorder.extend(credentials.records);
+    match credentials.headers {
+        Ok(added) => {
+            for (name, value) in added {
+                headers.insert(name, value);
+            }
+            Ok(credentials.token)
+        }
+        Err(why) => Err(HttpError::InternalError(Some(format!("host-managed authentication: {why}")))),
+    }
+}
+
+/// One request the host makes for a call (not the plugin): to a token endpoint. It takes the
+/// plugin requests' path (egress check, one DNS lookup, timeouts, TLS) under `policy` and
+/// answers the status and body (at most `policy.max_response_bytes`), with its API-call row
+/// (previews left out: they would hold the secret and the token).
+pub async fn host_request(
+    net: Arc<Net>,
+    policy: NetworkPolicy,
+    origin: CallOrigin,
+    request: http::Request<Bytes>,
+) -> (Result<(http::StatusCode, Bytes), String>, Vec<ApiCallRecord>) {
+    let recorder = Arc::new(Recorder::default());
+    let max = policy.max_response_bytes;
+    let request = request
+        .map(|b| http_body_util::Full::new(b).map_err(|never: std::convert::Infallible| match never {}).boxed_unsync());
+    let outcome = async {
+        let (response, _) = send(net, Arc::new(policy), Arc::new(origin), recorder.clone(), request, None)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let status = response.status();
+        let body = http_body_util::Limited::new(response.into_body(), usize::try_from(max).unwrap_or(usize::MAX))
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
+        Ok((status, body))
+    }
+    .await;
+    let mut records = recorder.snapshot(&Redactor::new(Vec::new()));
+    for record in &mut records {
+        record.request_preview = None;
+        record.response_preview = None;
+    }
+    (outcome, records)
 }
 
 type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;

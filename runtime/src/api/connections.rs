@@ -19,6 +19,7 @@ use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::users::check_name;
 use crate::auth::Principal;
 use crate::connections::{self, Caller};
+use crate::engine::host_auth::{self, HostAuth};
 use crate::engine::resilience::{self, Resilience};
 use crate::error::{AppError, AppResult, FieldError, OrConflict, OrNotFound, Validator};
 use crate::plugins::host::LogLine;
@@ -48,6 +49,11 @@ pub struct ConnectionView {
     pub memory_limit_mb: i64,
     pub timeout_ms: i64,
     pub resilience: Resilience,
+    /// Host-managed authentication, secrets masked (`{"type": "none"}` without).
+    #[schema(value_type = Object)]
+    pub auth: serde_json::Value,
+    /// Headers added to every request to the connection's hosts.
+    pub headers: BTreeMap<String, String>,
     /// The circuit breaker: `closed` (calls go through), `open` (calls fail at once with
     /// `circuit_open`) or `half_open` (one trial call is running).
     pub circuit: String,
@@ -78,6 +84,25 @@ pub struct ConnectionInput {
     /// fields take their defaults.
     #[serde(default)]
     pub resilience: Resilience,
+    /// Host-managed authentication: the host adds the credentials to every request to the
+    /// connection's hosts and the plugin never sees them. `{"type": "api_key", "header", "key"}`,
+    /// `{"type": "basic", "username", "password"}`, `{"type": "bearer", "token"}` or
+    /// `{"type": "oauth2_client_credentials", "token_url", "client_id", "client_secret",
+    /// "scopes", "token_params", "client_auth": "basic|body"}`. On `PUT`: omitted keeps the
+    /// stored one, `null` removes it, and omitted secrets of the same type (and token URL) keep
+    /// theirs.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub auth: Option<serde_json::Value>,
+    /// Headers added to every request to the connection's hosts, e.g.
+    /// `{"Subscription-Id": "dealer-42"}` (at most 32).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Tells `null` from an absent field: `Some(Value::Null)`.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(deserializer).map(Some)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -117,6 +142,8 @@ pub fn mask(secret: &str) -> String {
 }
 
 fn view(state: &AppState, row: ConnectionRow, circuit: &str) -> AppResult<ConnectionView> {
+    // Auth that does not open (another key) shows as none, like credentials.
+    let auth = host_auth::stored(&state.engine, &row).unwrap_or(HostAuth::None).masked(mask);
     // Credentials that do not open (another key, or sealed for another row) show as none.
     let credentials = connections::credentials(&state.engine, &row)
         .unwrap_or_default()
@@ -124,6 +151,8 @@ fn view(state: &AppState, row: ConnectionRow, circuit: &str) -> AppResult<Connec
         .map(|(k, v)| (k.clone(), mask(v)))
         .collect();
     Ok(ConnectionView {
+        auth,
+        headers: serde_json::from_str(&row.headers).unwrap_or_default(),
         resilience: Resilience::of(&row),
         config: serde_json::from_str(&row.config).unwrap_or_default(),
         allowed_hosts: serde_json::from_str(&row.allowed_hosts).unwrap_or_default(),
@@ -144,8 +173,9 @@ async fn fields(
     state: &AppState,
     principal: &Principal,
     id: &str,
-    input: ConnectionInput,
+    mut input: ConnectionInput,
     mut credentials: HashMap<String, String>,
+    stored_auth: HostAuth,
 ) -> AppResult<ConnectionFields> {
     let mut v = Validator::new();
     check_name(&mut v, "name", &input.name);
@@ -201,7 +231,27 @@ async fn fields(
     for problem in input.resilience.problems() {
         v.check(false, &problem.path, problem.message);
     }
-    v.finish()?;
+    let auth = match input.auth.take() {
+        None => Some(stored_auth),
+        Some(serde_json::Value::Null) => Some(HostAuth::None),
+        Some(given) => v.parse(serde_json::from_value::<HostAuth>(with_stored_secrets(given, &stored_auth)), "auth"),
+    };
+    if let Some(auth) = &auth {
+        let allow_http = state.engine.plugins().allow_private_networks;
+        for problem in auth.problems(allow_http) {
+            v.check(false, &problem.path, problem.message);
+        }
+        let declared = info.auth.as_deref().unwrap_or("none");
+        v.check(
+            auth.kind() == "none" || declared == "none" || declared == auth.kind(),
+            "auth.type",
+            format!("{} authenticates with {declared} itself; it takes no host-managed {}", info.slug, auth.kind()),
+        );
+    }
+    for problem in host_auth::header_problems(&input.headers) {
+        v.check(false, &problem.path, problem.message);
+    }
+    let auth = v.finish_with(auth)?;
     let plain = serde_json::to_vec(&credentials).map_err(anyhow::Error::from)?;
     let sealed = state.sealer.seal_bound(&plain, &connections::sealing_context(&principal.enterprise_id, id))?;
     Ok(ConnectionFields {
@@ -213,7 +263,31 @@ async fn fields(
         memory_limit_mb: memory,
         timeout_ms: timeout,
         resilience: serde_json::to_string(&input.resilience).map_err(anyhow::Error::from)?,
+        auth: match auth {
+            HostAuth::None => String::new(),
+            auth => {
+                let plain = serde_json::to_vec(&auth).map_err(anyhow::Error::from)?;
+                state.sealer.seal_bound(&plain, &host_auth::sealing_context(&principal.enterprise_id, id))?
+            }
+        },
+        headers: serde_json::to_string(&input.headers).map_err(anyhow::Error::from)?,
     })
+}
+
+/// `given` with the secrets it leaves out taken from `stored`, when both are the same type
+/// (and, for OAuth2, the same token URL: a secret never goes to an endpoint it was not sent
+/// for).
+fn with_stored_secrets(mut given: serde_json::Value, stored: &HostAuth) -> serde_json::Value {
+    let stored = serde_json::to_value(stored).unwrap_or_default();
+    let same = given.get("type") == stored.get("type") && given.get("token_url") == stored.get("token_url");
+    if let (true, Some(fields)) = (same, given.as_object_mut()) {
+        for field in host_auth::SECRET_FIELDS {
+            if let (false, Some(secret)) = (fields.contains_key(field), stored.get(field)) {
+                fields.insert(field.to_owned(), secret.clone());
+            }
+        }
+    }
+    given
 }
 
 fn taken(name: &str) -> String {
@@ -253,7 +327,7 @@ async fn create_connection(
 ) -> AppResult<(StatusCode, Json<ConnectionView>)> {
     let name = input.name.clone();
     let id = dibop_core::new_id();
-    let fields = fields(&state, &principal, &id, input, HashMap::new()).await?;
+    let fields = fields(&state, &principal, &id, input, HashMap::new(), HostAuth::None).await?;
     let row =
         state.store.create_connection(&principal.enterprise_id, &id, fields).await.or_conflict(|| taken(&name))?;
     Ok((StatusCode::CREATED, Json(view(&state, row, "closed")?)))
@@ -309,14 +383,29 @@ async fn replace_connection(
         }
         stored.clear();
     }
+    // Host-managed secrets follow the same rule: moved, they are not kept.
+    let mut stored_auth = host_auth::stored(&state.engine, &current).unwrap_or(HostAuth::None);
+    if moved && stored_auth != HostAuth::None {
+        if input.auth.is_none() {
+            return Err(AppError::Validation(vec![FieldError {
+                path: "auth".into(),
+                message: "system, base_url or allowed_hosts changed: send the auth again with the change".into(),
+            }]));
+        }
+        stored_auth = HostAuth::None;
+    }
     let name = input.name.clone();
-    let fields = fields(&state, &principal, &current.id, input, stored).await?;
+    let fields = fields(&state, &principal, &current.id, input, stored, stored_auth).await?;
     let row = state
         .store
         .replace_connection(&principal.enterprise_id, &id, fields)
         .await
         .or_conflict(|| taken(&name))?
         .or_not_found(format!("connection {id}"))?;
+    // A token obtained with the old settings is not used with the new ones.
+    if row.auth != current.auth {
+        state.store.forget_connection_token(&row.id).await?;
+    }
     let circuit = state.store.circuit(&row.id).await?;
     Ok(Json(view(&state, row, resilience::circuit_state(circuit.as_ref()))?))
 }

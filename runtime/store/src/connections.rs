@@ -22,6 +22,10 @@ pub struct ConnectionRow {
     pub timeout_ms: i64,
     /// JSON object: the circuit breaker and outbound rate limit (see the engine's `resilience`).
     pub resilience: String,
+    /// Sealed JSON of the host-managed authentication, `''` for none.
+    pub auth: String,
+    /// JSON object of headers added to every request to the connection's hosts.
+    pub headers: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -36,9 +40,11 @@ pub struct ConnectionFields {
     pub memory_limit_mb: i64,
     pub timeout_ms: i64,
     pub resilience: String,
+    pub auth: String,
+    pub headers: String,
 }
 
-const COLUMNS: &str = "id, enterprise_id, name, system, config, credentials, allowed_hosts, memory_limit_mb, timeout_ms, resilience, created_at, updated_at";
+const COLUMNS: &str = "id, enterprise_id, name, system, config, credentials, allowed_hosts, memory_limit_mb, timeout_ms, resilience, auth, headers, created_at, updated_at";
 
 impl Store {
     /// Creates connection `id` (chosen by the caller: its credentials are sealed for it).
@@ -51,8 +57,8 @@ impl Store {
         let now = now_ms();
         let row = sqlx::query_as(&format!(
             "INSERT INTO connections (id, enterprise_id, name, system, config, credentials, allowed_hosts, \
-             memory_limit_mb, timeout_ms, resilience, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING {COLUMNS}"
+             memory_limit_mb, timeout_ms, resilience, auth, headers, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) RETURNING {COLUMNS}"
         ))
         .bind(id)
         .bind(enterprise_id)
@@ -64,6 +70,8 @@ impl Store {
         .bind(c.memory_limit_mb)
         .bind(c.timeout_ms)
         .bind(c.resilience)
+        .bind(c.auth)
+        .bind(c.headers)
         .bind(now)
         .fetch_one(&self.pool)
         .await;
@@ -79,7 +87,7 @@ impl Store {
     ) -> sqlx::Result<Option<ConnectionRow>> {
         let row = sqlx::query_as(&format!(
             "UPDATE connections SET name = $3, system = $4, config = $5, credentials = $6, allowed_hosts = $7, \
-             memory_limit_mb = $8, timeout_ms = $9, resilience = $10, updated_at = $11 WHERE enterprise_id = $1 AND id = $2 RETURNING {COLUMNS}"
+             memory_limit_mb = $8, timeout_ms = $9, resilience = $10, auth = $11, headers = $12, updated_at = $13 WHERE enterprise_id = $1 AND id = $2 RETURNING {COLUMNS}"
         ))
         .bind(enterprise_id)
         .bind(id)
@@ -91,6 +99,8 @@ impl Store {
         .bind(c.memory_limit_mb)
         .bind(c.timeout_ms)
         .bind(c.resilience)
+        .bind(c.auth)
+        .bind(c.headers)
         .bind(now_ms())
         .fetch_optional(&self.pool)
         .await;

@@ -24,6 +24,7 @@ mod plugins;
 mod ratelimit;
 mod retention;
 mod schedules;
+mod tokens;
 mod webhooks;
 
 use std::path::Path;
@@ -50,6 +51,7 @@ pub use identity::{
 };
 pub use orchestrations::OrchestrationRow;
 pub use plugins::{NewPlugin, PluginRow};
+pub use tokens::TokenRow;
 pub use webhooks::{NewWebhook, WebhookRow};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
