@@ -29,15 +29,7 @@ pub struct Prepared {
     pub spec: CallSpec,
 }
 
-/// `host[:port]` of a URL, for the allow-list.
-pub fn url_authority(url: &str) -> Option<String> {
-    let uri: http::Uri = url.parse().ok()?;
-    let host = uri.host()?.to_ascii_lowercase();
-    Some(match uri.port_u16() {
-        Some(port) => format!("{host}:{port}"),
-        None => host,
-    })
-}
+pub use crate::urls::url_authority;
 
 /// The decrypted credentials of a connection.
 pub fn credentials(engine: &Engine, row: &ConnectionRow) -> anyhow::Result<HashMap<String, String>> {

@@ -136,8 +136,7 @@ impl HostAuth {
             Self::Bearer { token } => check(value_ok(token), "token", "must be 1 to 4096 characters valid in a header"),
             Self::OAuth2 { token_url, client_id, client_secret, scopes, token_params, .. } => {
                 let scheme_ok = token_url.starts_with("https://") || (allow_http && token_url.starts_with("http://"));
-                let url_ok =
-                    scheme_ok && token_url.len() <= 2048 && crate::connections::url_authority(token_url).is_some();
+                let url_ok = scheme_ok && token_url.len() <= 2048 && crate::urls::url_authority(token_url).is_some();
                 let message = if allow_http { "must be an http:// or https:// URL" } else { "must be an https:// URL" };
                 check(url_ok, "token_url", message);
                 check(
@@ -373,7 +372,7 @@ impl ConnectionAuth {
             Err(why) => return (Err(why), Vec::new()),
         };
         let policy = NetworkPolicy {
-            allowed_hosts: crate::connections::url_authority(token_url).into_iter().collect(),
+            allowed_hosts: crate::urls::url_authority(token_url).into_iter().collect(),
             allow_private: self.engine.plugins().allow_private_networks,
             max_requests: 1,
             max_response_bytes: 64 * 1024,

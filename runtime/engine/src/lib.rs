@@ -35,6 +35,7 @@ mod runner;
 pub mod schedule;
 mod step;
 pub mod trace;
+mod urls;
 mod worker;
 
 use std::sync::Arc;
