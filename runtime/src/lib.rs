@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub use dibop_core::bounded;

@@ -151,6 +151,7 @@ async fn the_openapi_document_lists_every_endpoint_with_bearer_auth_and_errors()
         ("/api/v1/settings/api-keys", "get"),
         ("/api/v1/settings/api-keys", "post"),
         ("/api/v1/settings/api-keys/{id}", "delete"),
+        ("/api/v1/audit-log", "get"),
         ("/api/v1/enterprises", "get"),
         ("/api/v1/enterprises", "post"),
         ("/api/v1/enterprises/{id}", "get"),

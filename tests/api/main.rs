@@ -4,6 +4,7 @@
 mod alerts;
 mod alerts_egress;
 mod api_keys;
+mod audit;
 mod auth;
 mod canonical;
 mod cli;

@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 use super::datetime;
 use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination, iso_instant};
 use crate::alerts::{self, RuleDefinition};
+use crate::audit::{self, Change};
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult, OrNotFound};
 use crate::state::AppState;
@@ -91,6 +92,9 @@ async fn create_rule(
     let sealed = state.sealer.seal(secret.as_bytes())?;
     let row =
         state.store.create_alert_rule(&principal.enterprise_id, rule.name.trim(), &text, &sealed, rule.enabled).await?;
+    let after = Some(audit::scrubbed(&view(&row, None)?));
+    let change = Change { action: "create", resource: "alert_rule", resource_id: Some(&row.id), before: None, after };
+    audit::record(&state, &principal, change).await;
     Ok((StatusCode::CREATED, Json(view(&row, Some(secret))?)))
 }
 
@@ -115,12 +119,21 @@ async fn replace_rule(
     ApiJson(rule): ApiJson<RuleDefinition>,
 ) -> AppResult<Json<RuleView>> {
     let text = checked(&rule)?;
+    let before = rule_row(&state, &principal, &id).await?;
     let row = state
         .store
         .replace_alert_rule(&principal.enterprise_id, &id, rule.name.trim(), &text, rule.enabled)
         .await?
         .or_not_found(format!("alert rule {id}"))?;
-    Ok(Json(view(&row, None)?))
+    let shown = view(&row, None)?;
+    let (before, after) = (Some(audit::scrubbed(&view(&before, None)?)), Some(audit::scrubbed(&shown)));
+    audit::record(
+        &state,
+        &principal,
+        Change { action: "update", resource: "alert_rule", resource_id: Some(&id), before, after },
+    )
+    .await;
+    Ok(Json(shown))
 }
 
 /// Delete an alert rule (and its fired alerts).
@@ -131,7 +144,11 @@ async fn delete_rule(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
+    let current = rule_row(&state, &principal, &id).await.ok();
     if state.store.delete_alert_rule(&principal.enterprise_id, &id).await? {
+        let before = current.map(|row| view(&row, None)).transpose()?.map(|v| audit::scrubbed(&v));
+        let change = Change { action: "delete", resource: "alert_rule", resource_id: Some(&id), before, after: None };
+        audit::record(&state, &principal, change).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::not_found(format!("alert rule {id}")))

@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::users::check_name;
 use super::{datetime, opt_datetime};
+use crate::audit::{self, Change};
 use crate::auth::{Principal, api_keys, policy};
 use crate::error::{AppError, AppResult, Validator};
 use crate::state::AppState;
@@ -123,18 +124,23 @@ async fn create_key(
         expires_at: body.expires_at.map(|at| at.timestamp_millis()),
     };
     let key = state.store.create_api_key(&principal.enterprise_id, new).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedApiKey {
-            id: key.id,
-            name: key.name,
-            role: key.role,
-            prefix: key.prefix,
-            key: generated.key,
-            created_at: datetime(key.created_at),
-            expires_at: opt_datetime(key.expires_at),
-        }),
-    ))
+    let created = CreatedApiKey {
+        id: key.id,
+        name: key.name,
+        role: key.role,
+        prefix: key.prefix,
+        key: generated.key,
+        created_at: datetime(key.created_at),
+        expires_at: opt_datetime(key.expires_at),
+    };
+    let after = Some(audit::scrubbed(&created));
+    audit::record(
+        &state,
+        &principal,
+        Change { action: "create", resource: "api_key", resource_id: Some(&created.id), before: None, after },
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// Revoke an API key; it stops authenticating at once.
@@ -149,6 +155,9 @@ async fn revoke_key(
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
     if state.store.revoke_api_key(&principal.enterprise_id, &id).await? {
+        let change =
+            Change { action: "revoke", resource: "api_key", resource_id: Some(&id), before: None, after: None };
+        audit::record(&state, &principal, change).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::not_found(format!("API key {id}")))

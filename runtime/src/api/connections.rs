@@ -17,6 +17,7 @@ use super::api_calls::ApiCallView;
 use super::datetime;
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::users::check_name;
+use crate::audit::{self, Change};
 use crate::auth::Principal;
 use crate::connections::{self, Caller};
 use crate::engine::host_auth::{self, HostAuth};
@@ -330,7 +331,15 @@ async fn create_connection(
     let fields = fields(&state, &principal, &id, input, HashMap::new(), HostAuth::None).await?;
     let row =
         state.store.create_connection(&principal.enterprise_id, &id, fields).await.or_conflict(|| taken(&name))?;
-    Ok((StatusCode::CREATED, Json(view(&state, row, "closed")?)))
+    let shown = view(&state, row, "closed")?;
+    let after = Some(audit::scrubbed(&shown));
+    audit::record(
+        &state,
+        &principal,
+        Change { action: "create", resource: "connection", resource_id: Some(&id), before: None, after },
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(shown)))
 }
 
 /// Get one connection (credentials masked).
@@ -407,7 +416,17 @@ async fn replace_connection(
         state.store.forget_connection_token(&row.id).await?;
     }
     let circuit = state.store.circuit(&row.id).await?;
-    Ok(Json(view(&state, row, resilience::circuit_state(circuit.as_ref()))?))
+    let state_now = resilience::circuit_state(circuit.as_ref());
+    let before = Some(audit::scrubbed(&view(&state, current, state_now)?));
+    let shown = view(&state, row, state_now)?;
+    let after = Some(audit::scrubbed(&shown));
+    audit::record(
+        &state,
+        &principal,
+        Change { action: "update", resource: "connection", resource_id: Some(&id), before, after },
+    )
+    .await;
+    Ok(Json(shown))
 }
 
 /// Delete a connection.
@@ -421,7 +440,11 @@ async fn delete_connection(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
+    let current = state.store.get_connection(&principal.enterprise_id, &id).await?;
     if state.store.delete_connection(&principal.enterprise_id, &id).await? {
+        let before = current.map(|row| view(&state, row, "closed")).transpose()?.map(|v| audit::scrubbed(&v));
+        let change = Change { action: "delete", resource: "connection", resource_id: Some(&id), before, after: None };
+        audit::record(&state, &principal, change).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::not_found(format!("connection {id}")))

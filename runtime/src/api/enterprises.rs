@@ -14,6 +14,7 @@ use super::datetime;
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::settings::{Settings, valid_timezone};
 use super::users::{UserView, check_name, check_password, hash_for};
+use crate::audit::{self, Change};
 use crate::error::{AppResult, OrConflict, OrNotFound, Validator};
 use crate::state::AppState;
 use crate::store::{Enterprise, NewEnterprise, NewUser};
@@ -107,6 +108,7 @@ async fn get_enterprise(State(state): State<AppState>, Path(id): Path<String>) -
     ))]
 async fn create_enterprise(
     State(state): State<AppState>,
+    principal: crate::auth::Principal,
     ApiJson(body): ApiJson<CreateEnterprise>,
 ) -> AppResult<(StatusCode, Json<CreatedEnterprise>)> {
     let slug = body.slug.clone().unwrap_or_else(|| slugify(&body.name));
@@ -136,7 +138,13 @@ async fn create_enterprise(
         .create_enterprise_with_admin(new, admin)
         .await
         .or_conflict(|| "an enterprise with this slug already exists".into())?;
-    Ok((StatusCode::CREATED, Json(CreatedEnterprise { enterprise: enterprise.into(), admin: admin.into() })))
+    let created = CreatedEnterprise { enterprise: enterprise.into(), admin: admin.into() };
+    // In the new enterprise's log, so that its admins see who created it.
+    let id = created.enterprise.id.clone();
+    let after = Some(audit::scrubbed(&created));
+    let change = Change { action: "create", resource: "enterprise", resource_id: Some(&id), before: None, after };
+    audit::write(&state, Some(id.clone()), audit::actor(&principal), change).await;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 #[cfg(test)]

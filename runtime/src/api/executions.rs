@@ -20,6 +20,7 @@ use utoipa_axum::routes;
 use super::authn::rate_limit_headers;
 use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination, iso_instant};
 use super::{datetime, opt_datetime};
+use crate::audit::{self, Change};
 use crate::auth::Principal;
 use crate::engine::admission;
 use crate::engine::definition::{self, Definition};
@@ -417,6 +418,8 @@ async fn cancel_execution(
     // its heartbeat reads the flag. Parked: it is due now, so a worker ends it.
     state.engine.node.stop(&id, crate::engine::Stop::Cancel);
     state.engine.node.wake();
+    let change = Change { action: "cancel", resource: "execution", resource_id: Some(&id), before: None, after: None };
+    audit::record(&state, &principal, change).await;
     Ok(Json(summary(&row)?))
 }
 
@@ -441,5 +444,7 @@ async fn retry_execution(
         .await?
         .ok_or_else(|| AppError::Conflict(format!("execution {id} is not failed, partial or cancelled")))?;
     state.engine.node.wake();
+    let change = Change { action: "retry", resource: "execution", resource_id: Some(&id), before: None, after: None };
+    audit::record(&state, &principal, change).await;
     Ok((StatusCode::ACCEPTED, Json(summary(&row)?)))
 }

@@ -7,6 +7,7 @@
 mod alert_rules;
 mod api_calls;
 mod api_keys;
+mod audit_log;
 mod auth;
 mod authn;
 mod canonical;
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
     let protected = OpenApiRouter::new()
         .merge(users::router())
         .merge(api_keys::router())
+        .merge(audit_log::router())
         .merge(settings::router())
         .merge(enterprises::router())
         .merge(plugins::router())

@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 
 use super::datetime;
 use super::extract::{JsonOrYaml, PageQuery, Paginated, Pagination};
+use crate::audit::{self, Change};
 use crate::auth::Principal;
 use crate::engine::definition::{self, Catalogue, Definition};
 use crate::error::{AppError, AppResult, OrNotFound};
@@ -188,7 +189,12 @@ async fn create_orchestration(
         .store
         .create_orchestration(&principal.enterprise_id, &def.name, &def.status, &text, definition::schedule_of(&def))
         .await?;
-    Ok((StatusCode::CREATED, Json(view(row)?)))
+    let shown = view(row)?;
+    let after = Some(audit::scrubbed(&shown));
+    let change =
+        Change { action: "create", resource: "orchestration", resource_id: Some(&shown.id), before: None, after };
+    audit::record(&state, &principal, change).await;
+    Ok((StatusCode::CREATED, Json(shown)))
 }
 
 /// Get an orchestration.
@@ -222,7 +228,11 @@ async fn replace_orchestration(
     Path(id): Path<String>,
     JsonOrYaml(def): JsonOrYaml<Definition>,
 ) -> AppResult<Json<OrchestrationView>> {
-    state.store.get_orchestration(&principal.enterprise_id, &id).await?.or_not_found(format!("orchestration {id}"))?;
+    let current = state
+        .store
+        .get_orchestration(&principal.enterprise_id, &id)
+        .await?
+        .or_not_found(format!("orchestration {id}"))?;
     let text = validated(&state, &principal, &def, Some(&id)).await?;
     let row = state
         .store
@@ -236,7 +246,15 @@ async fn replace_orchestration(
         )
         .await?
         .or_not_found(format!("orchestration {id}"))?;
-    Ok(Json(view(row)?))
+    let shown = view(row)?;
+    let (before, after) = (Some(audit::scrubbed(&view(current)?)), Some(audit::scrubbed(&shown)));
+    audit::record(
+        &state,
+        &principal,
+        Change { action: "update", resource: "orchestration", resource_id: Some(&id), before, after },
+    )
+    .await;
+    Ok(Json(shown))
 }
 
 /// Delete an orchestration; its executions stay readable.
@@ -250,7 +268,12 @@ async fn delete_orchestration(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
+    let current = state.store.get_orchestration(&principal.enterprise_id, &id).await?;
     if state.store.delete_orchestration(&principal.enterprise_id, &id).await? {
+        let before = current.map(view).transpose()?.map(|v| audit::scrubbed(&v));
+        let change =
+            Change { action: "delete", resource: "orchestration", resource_id: Some(&id), before, after: None };
+        audit::record(&state, &principal, change).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::not_found(format!("orchestration {id}")))

@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 
 use super::datetime;
 use super::extract::{ApiQuery, PageQuery, Paginated, Pagination};
+use crate::audit::{self, Change};
 use crate::auth::{Principal, policy};
 use crate::error::{AppError, AppResult, OrNotFound};
 use crate::plugins::PluginInfo;
@@ -140,7 +141,14 @@ async fn upload_plugin(
         return Err(AppError::invalid("body", "the request body is empty; send the component bytes"));
     }
     match state.registry.upload(enterprise, body.to_vec(), false).await? {
-        Upload::Created(row) => Ok((StatusCode::CREATED, Json(row.into()))),
+        Upload::Created(row) => {
+            let shown = PluginView::from(row);
+            let after = Some(audit::scrubbed(&shown));
+            let change =
+                Change { action: "upload", resource: "plugin", resource_id: Some(&shown.id), before: None, after };
+            audit::record(&state, &principal, change).await;
+            Ok((StatusCode::CREATED, Json(shown)))
+        }
         Upload::Existing(row) => Ok((StatusCode::OK, Json(row.into()))),
     }
 }
@@ -171,7 +179,11 @@ async fn disable_plugin(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
+    let current = state.store.get_plugin(&principal.enterprise_id, &id).await?;
     if state.store.disable_plugin(&principal.enterprise_id, &id, principal.platform).await? > 0 {
+        let before = current.map(|row| audit::scrubbed(&PluginView::from(row)));
+        let change = Change { action: "disable", resource: "plugin", resource_id: Some(&id), before, after: None };
+        audit::record(&state, &principal, change).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::not_found(format!("plugin {id}")))

@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 
 use super::executions::ExecutionSearch;
 use super::extract::ApiJson;
+use crate::audit::{self, Change};
 use crate::auth::Principal;
 use crate::engine::admission::{self, Refusal};
 use crate::engine::definition::{self, Definition};
@@ -131,6 +132,15 @@ async fn replay_executions(
             .await?;
         // Gone or replayed meanwhile into a state that does not replay: left out.
         if let Some(replay) = replay {
+            let after = Some(serde_json::json!({"execution_id": replay.id, "parameters": parameters_shown(&replay)}));
+            let change = Change {
+                action: "replay",
+                resource: "execution",
+                resource_id: Some(&original.id),
+                before: None,
+                after,
+            };
+            audit::record(&state, &principal, change).await;
             replays.push(Replay { execution_id: replay.id, replay_of: original.id.clone() });
         }
     }
@@ -146,6 +156,11 @@ async fn replay_executions(
             remaining,
         }),
     ))
+}
+
+/// The parameters a replay runs with, as JSON.
+fn parameters_shown(row: &ExecutionRow) -> Value {
+    serde_json::from_str(&row.parameters).unwrap_or(Value::Null)
 }
 
 /// The executions named, each of this enterprise and replayable, or 422 listing the others.

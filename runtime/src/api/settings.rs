@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 
 use super::extract::ApiJson;
 use super::users::check_name;
+use crate::audit::{self, Change};
 use crate::auth::{Principal, policy};
 use crate::error::{AppResult, OrNotFound, Validator};
 use crate::state::AppState;
@@ -134,6 +135,17 @@ async fn put_settings(
         executions_per_minute: body.rate_limits.as_ref().map(|l| l.executions_per_minute),
         outbound_requests_per_minute: body.rate_limits.as_ref().and_then(|l| l.outbound_requests_per_minute),
     };
+    let before =
+        state.store.get_enterprise(&principal.enterprise_id).await?.map(|e| audit::scrubbed(&Settings::from(e)));
     let enterprise = state.store.update_settings(&principal.enterprise_id, patch).await?.or_not_found("enterprise")?;
-    Ok(Json(enterprise.into()))
+    let shown = Settings::from(enterprise);
+    let after = Some(audit::scrubbed(&shown));
+    let id = principal.enterprise_id.clone();
+    audit::record(
+        &state,
+        &principal,
+        Change { action: "update", resource: "settings", resource_id: Some(&id), before, after },
+    )
+    .await;
+    Ok(Json(shown))
 }

@@ -24,6 +24,7 @@ use utoipa_axum::routes;
 
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::{datetime, opt_datetime};
+use crate::audit::{self, Change};
 use crate::auth::{Principal, policy};
 use crate::error::{AppError, AppResult, OrConflict, OrNotFound, Validator};
 use crate::state::AppState;
@@ -155,7 +156,15 @@ async fn create_user(
         .create_user(&principal.enterprise_id, &new)
         .await
         .or_conflict(|| format!("this enterprise already has a user with email {}", new.email))?;
-    Ok((StatusCode::CREATED, Json(user.into())))
+    let shown = UserView::from(user);
+    let after = Some(audit::scrubbed(&shown));
+    audit::record(
+        &state,
+        &principal,
+        Change { action: "create", resource: "user", resource_id: Some(&shown.id), before: None, after },
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(shown)))
 }
 
 /// `password` hashed for an account of `email`, with the salt of the address's other accounts.
@@ -241,6 +250,7 @@ async fn update_user(
     if role_changes || grant_changes {
         policy::require_grant(&principal, role, platform_access.unwrap_or(false))?;
     }
+    let password_changed = body.password.is_some();
     let password_hash = match body.password {
         Some(p) => Some(hash_for(&state, &current.email, p).await?),
         None => None,
@@ -253,7 +263,16 @@ async fn update_user(
         password_hash,
     };
     match state.store.update_user(&principal.enterprise_id, &id, patch, platform_users(&principal)).await? {
-        Some(user) => Ok(Json(user.into())),
+        Some(user) => {
+            let shown = UserView::from(user);
+            let before = Some(audit::scrubbed(&UserView::from(current)));
+            let mut after = audit::scrubbed(&shown);
+            after["password_changed"] = serde_json::Value::Bool(password_changed);
+            let change =
+                Change { action: "update", resource: "user", resource_id: Some(&id), before, after: Some(after) };
+            audit::record(&state, &principal, change).await;
+            Ok(Json(shown))
+        }
         None => Err(update_refused(&state, &principal, &id).await),
     }
 }
@@ -279,7 +298,17 @@ async fn delete_user(
     policy::require_may_change(&principal, &current)?;
     let patch = UserPatch { status: Some("deactivated".into()), ..UserPatch::default() };
     match state.store.update_user(&principal.enterprise_id, &id, patch, platform_users(&principal)).await? {
-        Some(_) => Ok(StatusCode::NO_CONTENT),
+        Some(user) => {
+            let (before, after) =
+                (Some(audit::scrubbed(&UserView::from(current))), Some(audit::scrubbed(&UserView::from(user))));
+            audit::record(
+                &state,
+                &principal,
+                Change { action: "deactivate", resource: "user", resource_id: Some(&id), before, after },
+            )
+            .await;
+            Ok(StatusCode::NO_CONTENT)
+        }
         None => Err(update_refused(&state, &principal, &id).await),
     }
 }

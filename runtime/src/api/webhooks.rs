@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 use super::datetime;
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination, parse_json};
 use super::users::check_name;
+use crate::audit::{self, Change};
 use crate::auth::Principal;
 use crate::engine::definition::{self, Definition};
 use crate::engine::mapping;
@@ -150,7 +151,15 @@ async fn create_webhook(
         sealed_secret: state.sealer.seal(secret.as_bytes())?,
     };
     let row = state.store.create_webhook(&principal.enterprise_id, new).await?;
-    Ok((StatusCode::CREATED, Json(view(row, Some(secret)))))
+    let after = Some(audit::scrubbed(&view(row.clone(), None)));
+    let shown = view(row, Some(secret));
+    audit::record(
+        &state,
+        &principal,
+        Change { action: "create", resource: "webhook", resource_id: Some(&shown.id), before: None, after },
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(shown)))
 }
 
 /// Delete a webhook.
@@ -164,7 +173,11 @@ async fn delete_webhook(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
+    let current = state.store.find_webhook(&id).await?.filter(|w| w.enterprise_id == principal.enterprise_id);
     if state.store.delete_webhook(&principal.enterprise_id, &id).await? {
+        let before = current.map(|row| audit::scrubbed(&view(row, None)));
+        let change = Change { action: "delete", resource: "webhook", resource_id: Some(&id), before, after: None };
+        audit::record(&state, &principal, change).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::not_found(format!("webhook {id}")))

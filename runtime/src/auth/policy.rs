@@ -35,7 +35,7 @@ fn area(path: &str) -> Area {
     let first = path.trim_start_matches('/').split('/').next().unwrap_or_default();
     match first {
         "enterprises" => Area::Platform,
-        "users" | "settings" | "plugins" | "systems" | "observability" | "alert-rules" | "alerts" => {
+        "users" | "settings" | "plugins" | "systems" | "observability" | "alert-rules" | "alerts" | "audit-log" => {
             Area::Administration
         }
         _ => Area::TenantData,

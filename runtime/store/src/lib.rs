@@ -10,6 +10,7 @@
 
 mod alerts;
 mod api_calls;
+mod audit;
 mod batch;
 mod cache;
 mod canonical;
@@ -39,6 +40,7 @@ use sqlx::{AnyPool, Executor};
 pub use alerts::{AlertRow, AlertRuleRow, NewAlert};
 pub use api_calls::{ApiCallFilter, ApiCallRow, ApiCallSample};
 pub use api_calls::{ApiCallRecord, CallOrigin};
+pub use audit::{AuditFilter, AuditRow};
 pub use canonical::{CanonicalRow, Lineage};
 pub use circuits::CircuitRow;
 pub use connections::{ConnectionFields, ConnectionRow};

@@ -5,8 +5,9 @@ use dibop_core::now_ms;
 use super::Store;
 
 impl Store {
-    /// Deletes finished executions (with their step results, the trace material) and API-call
-    /// rows older than their enterprise's `retention_days`; answers how many of each went.
+    /// Deletes finished executions (with their step results, the trace material), API-call rows
+    /// and audit-log rows older than their enterprise's `retention_days`; answers how many
+    /// executions and API calls went.
     /// Canonical records are kept.
     pub async fn purge_expired(&self) -> sqlx::Result<(u64, u64)> {
         let now = now_ms();
@@ -28,6 +29,18 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+        sqlx::query(&format!(
+            "DELETE FROM audit_log WHERE enterprise_id IS NOT NULL AND at < {}",
+            cutoff.replace("{table}", "audit_log")
+        ))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        // Platform-level rows (failed logins of unknown addresses) are kept 90 days.
+        sqlx::query("DELETE FROM audit_log WHERE enterprise_id IS NULL AND at < $1")
+            .bind(now - 90 * 86_400_000)
+            .execute(&mut *tx)
+            .await?;
         // Schedule slots only guard against firing twice; a day of them is plenty.
         sqlx::query("DELETE FROM schedule_fires WHERE fired_at < $1").bind(now - 86_400_000).execute(&mut *tx).await?;
         tx.commit().await?;
