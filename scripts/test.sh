@@ -12,6 +12,8 @@ CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/guest-host-tests" \
   cargo test --locked --manifest-path plugins/Cargo.toml --workspace 2>&1 | tee -a "$log"
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/guest-host-tests" \
   cargo test --manifest-path sdk/Cargo.toml 2>&1 | tee -a "$log"
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/guest-host-tests" \
+  cargo test --manifest-path sdk/xml/Cargo.toml 2>&1 | tee -a "$log"
 
 # Connectors in Python and JavaScript (the polyglot tests upload them).
 scripts/build-connectors.sh

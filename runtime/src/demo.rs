@@ -48,6 +48,9 @@ fn sandbox() -> axum::Router {
 
 /// The SPEC's "Vehicle lookup" orchestration (`examples/vehicle-lookup.json`).
 pub const VEHICLE_LOOKUP: &str = include_str!("../../examples/vehicle-lookup.json");
+/// The ADF lead intake orchestration (`examples/adf-lead.json`): an XML lead posted to a
+/// webhook becomes a canonical lead.
+pub const ADF_LEAD: &str = include_str!("../../examples/adf-lead.json");
 
 /// Runs the demo until `shutdown` resolves.
 pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {

@@ -144,6 +144,8 @@ mod types;
 #[doc(hidden)]
 pub mod wit;
 
+/// XML documents as JSON by DIBOP's one rule, and escaping for XML templates.
+pub use dibop_xml as xml;
 pub use error::PluginError;
 pub use serde_json;
 pub use serde_json::{Value, json};

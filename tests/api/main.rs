@@ -36,3 +36,4 @@ mod transforms;
 mod users;
 mod warm;
 mod webhooks;
+mod xml;

@@ -13,15 +13,18 @@
 //!     and `client_secret` as HTTP Basic; `"form"` sends them in the form). The access
 //!     token is fetched once per call.
 //! - `operations` (optional): named operations, each
-//!   `{"method"?: "GET", "path": "/customers/{id}", "query"?: {...}, "headers"?: {...}, "body"?: ...}`
-//!   with templates as described in [`template`].
+//!   `{"method"?: "GET", "path": "/customers/{id}", "query"?: {...}, "headers"?: {...}, "body"?: ...,
+//!   "content_type"?: "application/json"}` with templates as described in [`template`]. With an
+//!   XML `content_type` (`application/xml`, `text/xml`, `application/*+xml`) the body is a
+//!   string template of the document whose references are XML-escaped, sent with that type.
 //! - `headers` (optional): headers sent with every request.
 //! - `ping_path` (optional, default `/`): what [`ping`](Connector::ping) GETs.
 //!
 //! Operations: the built-in `request` (`{"method"?, "path", "query"?, "headers"?, "body"?}`,
 //! taken literally) and every operation named in `operations` (which wins over `request` if
-//! it defines one). The output is the answer's body as JSON, `{"text": ...}` when it is not
-//! JSON, or `null` when it is empty. Error statuses become errors: 404 `not_found`, 401 and
+//! it defines one). The output is the answer's body as JSON; an XML answer (by its
+//! `Content-Type`, or a body that starts with `<`) as JSON by the rule of `dibop_sdk::xml`;
+//! `{"text": ...}` when it is neither, or `null` when it is empty. Error statuses become errors: 404 `not_found`, 401 and
 //! 403 `unauthorized`, others `upstream_error` (retryable for 5xx and 429). Non-GET requests
 //! carry the call's idempotency key as `Idempotency-Key`.
 
@@ -144,8 +147,8 @@ fn base_url() -> Result<String, PluginError> {
 /// idempotency key.
 fn send(base: &str, planned: &Planned, ctx: &CallContext) -> Result<http::Response, PluginError> {
     let auth = Auth::from_config(config::get("auth"))?;
-    let mut request =
-        http::Request::new(planned.method.clone(), planned.url(base)).header("Accept", "application/json");
+    let accept = if planned.xml.is_some() { "application/xml, application/json" } else { "application/json" };
+    let mut request = http::Request::new(planned.method.clone(), planned.url(base)).header("Accept", accept);
     if let Some(Value::Object(headers)) = config::get("headers") {
         for (name, value) in headers.iter().filter(|(_, v)| !v.is_null()) {
             request = request.header(name.clone(), template::to_text(value));
@@ -158,19 +161,32 @@ fn send(base: &str, planned: &Planned, ctx: &CallContext) -> Result<http::Respon
     if !matches!(planned.method.as_str(), "GET" | "HEAD") && !ctx.idempotency_key.is_empty() && !has_key {
         request = request.header("Idempotency-Key", ctx.idempotency_key.clone());
     }
-    if let Some(body) = &planned.body {
-        request = request.json(body);
+    match (&planned.body, &planned.xml) {
+        (Some(Value::String(document)), Some(content_type)) => {
+            request = request.header("Content-Type", content_type.clone()).body(document.clone().into_bytes());
+        }
+        (Some(body), _) => request = request.json(body),
+        (None, _) => {}
     }
     auth.apply(request, base)?.send()
 }
 
-/// The answer's body as the operation's output.
+/// The answer's body as the operation's output: JSON, XML read as JSON, or the text.
 fn output(response: &http::Response) -> Value {
     let text = response.text();
     if text.trim().is_empty() {
         return Value::Null;
     }
-    serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text }))
+    let xml = response.header("content-type").is_some_and(dibop_sdk::xml::is_xml);
+    if !xml && let Ok(json) = serde_json::from_str(&text) {
+        return json;
+    }
+    if (xml || text.trim_start().starts_with('<'))
+        && let Ok(json) = dibop_sdk::xml::to_json(&response.body)
+    {
+        return json;
+    }
+    json!({ "text": text })
 }
 
 /// The connection's `auth` setting.

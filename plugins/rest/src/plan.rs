@@ -2,7 +2,7 @@
 
 use dibop_sdk::{PluginError, Value};
 
-use crate::template::{fill_path, render, to_text};
+use crate::template::{fill_path, render, render_xml, to_text};
 
 /// A request ready to be authenticated and sent.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,8 +15,10 @@ pub struct Planned {
     pub query: Vec<(String, String)>,
     /// Headers, in order.
     pub headers: Vec<(String, String)>,
-    /// JSON body, if any.
+    /// JSON body, if any (for an XML operation, the rendered document as a string).
     pub body: Option<Value>,
+    /// The XML content type of an operation with `content_type` set to one.
+    pub xml: Option<String>,
 }
 
 impl Planned {
@@ -63,7 +65,7 @@ pub fn plan_generic(input: &Value) -> Result<Planned, PluginError> {
         Some(_) => return Err(PluginError::invalid_input("`headers` must be an object")),
     };
     let body = input.get("body").filter(|b| !b.is_null()).cloned();
-    Ok(Planned { method, path: relative_path(path)?, query, headers, body })
+    Ok(Planned { method, path: relative_path(path)?, query, headers, body, xml: None })
 }
 
 /// Plans an operation defined in the connection's `operations` setting:
@@ -102,11 +104,23 @@ pub fn plan_configured(name: &str, spec: &Value, input: &Value) -> Result<Planne
         }
         Some(_) => return Err(misconfigured("`headers` must be an object")),
     }
-    let body = match spec.get("body") {
+    let xml = match spec.get("content_type") {
         None | Some(Value::Null) => None,
-        Some(template) => Some(render(template, input)?),
+        Some(Value::String(t)) if dibop_sdk::xml::is_xml(t) => Some(t.clone()),
+        Some(Value::String(t))
+            if t.split(';').next().is_some_and(|e| e.trim().eq_ignore_ascii_case("application/json")) =>
+        {
+            None
+        }
+        Some(_) => return Err(misconfigured("`content_type` must be application/json or an XML type")),
     };
-    Ok(Planned { method, path, query, headers, body })
+    let body = match (spec.get("body"), &xml) {
+        (None | Some(Value::Null), _) => None,
+        (Some(Value::String(template)), Some(_)) => Some(Value::String(render_xml(template, input)?)),
+        (Some(_), Some(_)) => return Err(misconfigured("an XML `body` must be a string template")),
+        (Some(template), None) => Some(render(template, input)?),
+    };
+    Ok(Planned { method, path, query, headers, body, xml })
 }
 
 /// Adds a query parameter: `null` is left out, arrays repeat the parameter.
@@ -165,6 +179,21 @@ mod tests {
         assert_eq!(plan_generic(&json!({})).unwrap_err().code, "invalid_input");
         assert_eq!(plan_generic(&json!({"path": "https://evil/x"})).unwrap_err().code, "invalid_input");
         assert_eq!(plan_generic(&json!({"path": "/x", "method": "G T"})).unwrap_err().code, "invalid_input");
+    }
+
+    #[test]
+    fn xml_operations_render_an_escaped_document() {
+        let spec = json!({"method": "POST", "path": "/bods", "content_type": "application/xml",
+                          "body": "<Lead><Name>${input.name}</Name></Lead>"});
+        let p = plan_configured("lead", &spec, &json!({"name": "A & B"})).unwrap();
+        assert_eq!(p.xml.as_deref(), Some("application/xml"));
+        assert_eq!(p.body, Some(json!("<Lead><Name>A &amp; B</Name></Lead>")));
+        let object_body = json!({"path": "/x", "content_type": "text/xml", "body": {"a": 1}});
+        assert_eq!(plan_configured("x", &object_body, &json!({})).unwrap_err().code, "invalid_input");
+        let unknown = json!({"path": "/x", "content_type": "text/csv"});
+        assert_eq!(plan_configured("x", &unknown, &json!({})).unwrap_err().code, "invalid_input");
+        let json_type = json!({"path": "/x", "content_type": "application/json", "body": {"a": 1}});
+        assert_eq!(plan_configured("x", &json_type, &json!({})).unwrap().xml, None);
     }
 
     #[test]

@@ -42,6 +42,21 @@ fn render_str(template: &str, input: &Value) -> Result<Value, PluginError> {
     Ok(Value::String(out))
 }
 
+/// Renders an XML body template: references are replaced by their text, XML-escaped (so an
+/// input value can never add markup).
+pub fn render_xml(template: &str, input: &Value) -> Result<String, PluginError> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        let Some(len) = rest[start + 2..].find('}') else { break };
+        out.push_str(&rest[..start]);
+        out.push_str(&dibop_sdk::xml::escape(&to_text(&resolve(&rest[start + 2..start + 2 + len], input)?)));
+        rest = &rest[start + 2 + len + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 /// Resolves `input` or `input.a.b.0` against the input; missing fields are `null`.
 fn resolve(expr: &str, input: &Value) -> Result<Value, PluginError> {
     let expr = expr.trim();
@@ -144,6 +159,14 @@ mod tests {
     fn rejects_foreign_references() {
         assert_eq!(render(&json!("${secrets.api_key}"), &input()).unwrap_err().code, "invalid_input");
         assert_eq!(render(&json!("${inputs}"), &input()).unwrap_err().code, "invalid_input");
+    }
+
+    #[test]
+    fn xml_templates_escape_what_they_interpolate() {
+        let input = json!({"name": "Tom & <Jerry>", "n": 7});
+        let xml = render_xml("<lead><name>${input.name}</name><n>${input.n}</n><x>${input.none}</x></lead>", &input);
+        assert_eq!(xml.unwrap(), "<lead><name>Tom &amp; &lt;Jerry&gt;</name><n>7</n><x></x></lead>");
+        assert_eq!(render_xml("${secrets.x}", &input).unwrap_err().code, "invalid_input");
     }
 
     #[test]

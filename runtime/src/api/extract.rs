@@ -52,6 +52,14 @@ async fn body_bytes<S: Send + Sync>(request: Request, state: &S) -> AppResult<By
 /// Parses `bytes` as a `T`, mapping errors as [`ApiJson`] documents. A string (or key) holding
 /// U+0000 is 422 at its path: PostgreSQL's text and JSONB cannot store it, so no body brings one
 /// into the store on either database.
+/// An XML body as JSON (the rule of `dibop_xml`), 400 when it is not a well-formed document;
+/// like JSON bodies, no U+0000 gets through.
+pub fn parse_xml(bytes: &[u8]) -> AppResult<serde_json::Value> {
+    let tree = dibop_xml::to_json(bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    refuse_nul(&tree)?;
+    Ok(tree)
+}
+
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> AppResult<T> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(shape_error)?;

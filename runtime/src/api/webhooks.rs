@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::datetime;
-use super::extract::{ApiJson, PageQuery, Paginated, Pagination, parse_json};
+use super::extract::{ApiJson, PageQuery, Paginated, Pagination, parse_json, parse_xml};
 use super::users::check_name;
 use crate::audit::{self, Change};
 use crate::auth::Principal;
@@ -204,7 +204,7 @@ pub const WEBHOOK_TOLERANCE_SECS: i64 = 300;
 #[utoipa::path(post, path = "/webhooks/{id}", tag = "webhooks", security(()),
     params(("id" = String, Path), ("X-Webhook-Secret" = String, Header), ("X-Webhook-Signature" = Option<String>, Header),
         ("X-Webhook-Timestamp" = Option<String>, Header, description = "Unix seconds; signed with the body")),
-    request_body(content = Object, description = "The event (JSON, at most 256 KiB)"),
+    request_body(content = Object, description = "The event: JSON, or XML (`application/xml`, `text/xml`, `*+xml`) read as JSON by the documented rule; at most 256 KiB"),
     responses(
         (status = 202, description = "Execution queued", body = Triggered),
         (status = 401, description = "Missing or wrong secret or signature", body = crate::error::ErrorResponse),
@@ -254,7 +254,12 @@ async fn trigger(
         mac.update(&body);
         mac.verify_slice(&signature).map_err(|_| unauthorized())?;
     }
-    let payload: Value = if body.is_empty() { Value::Null } else { parse_json(&body)? };
+    let xml = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(dibop_xml::is_xml);
+    let payload: Value = match (body.is_empty(), xml) {
+        (true, _) => Value::Null,
+        (false, true) => parse_xml(&body)?,
+        (false, false) => parse_json(&body)?,
+    };
     let header_map: serde_json::Map<String, Value> = headers
         .iter()
         .filter(|(name, _)| {
