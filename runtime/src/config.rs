@@ -85,6 +85,12 @@ pub struct Config {
     /// Alerts waiting for delivery (beyond the ones being delivered); when the queue is full, a
     /// new alert's notifications are recorded as `dropped` instead of waiting.
     pub alert_queue: usize,
+    /// OTLP/HTTP endpoint (e.g. `http://127.0.0.1:4318`) that finished executions are exported
+    /// to as traces; unset, nothing is exported.
+    pub otlp_endpoint: Option<String>,
+    /// Whether exported spans carry step inputs, outputs and plugin stderr (tenant payloads);
+    /// off by default: a collector is often shared.
+    pub otlp_payloads: bool,
     /// How long a stopping node (SIGTERM/SIGINT) lets requests and executions finish before it
     /// hands the unfinished executions back to the queue and exits.
     pub shutdown_grace_ms: u64,
@@ -132,6 +138,8 @@ impl Config {
             metrics_token: None,
             alert_eval_ms: 60_000,
             alert_queue: 256,
+            otlp_endpoint: None,
+            otlp_payloads: false,
             login_concurrency: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             login_failures_per_address: 50,
             execute_wait_ms: 30_000,
@@ -216,6 +224,13 @@ pub struct ConfigArgs {
     /// Alerts waiting for delivery before new ones are recorded as dropped.
     #[arg(long, env = "DIBOP_ALERT_QUEUE")]
     pub alert_queue: Option<usize>,
+    /// OTLP/HTTP endpoint finished executions are exported to as traces.
+    #[arg(long, env = "DIBOP_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Export step inputs, outputs and stderr with the spans.
+    #[arg(long, env = "DIBOP_OTLP_PAYLOADS", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub otlp_payloads: Option<bool>,
     /// Grace period on shutdown, in ms.
     #[arg(long, env = "DIBOP_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
@@ -270,6 +285,8 @@ struct FileConfig {
     metrics_token: Option<String>,
     alert_eval_ms: Option<u64>,
     alert_queue: Option<usize>,
+    otlp_endpoint: Option<String>,
+    otlp_payloads: Option<bool>,
     shutdown_grace_ms: Option<u64>,
     enterprise_slots: Option<usize>,
     max_for_each_items: Option<usize>,
@@ -334,6 +351,8 @@ impl ConfigArgs {
             metrics_token: self.metrics_token.or(file.metrics_token).filter(|t| !t.is_empty()).map(SecretString::from),
             alert_eval_ms: self.alert_eval_ms.or(file.alert_eval_ms).unwrap_or(defaults.alert_eval_ms).max(100),
             alert_queue: self.alert_queue.or(file.alert_queue).unwrap_or(defaults.alert_queue).max(1),
+            otlp_endpoint: self.otlp_endpoint.or(file.otlp_endpoint).filter(|e| !e.trim().is_empty()),
+            otlp_payloads: self.otlp_payloads.or(file.otlp_payloads).unwrap_or(defaults.otlp_payloads),
             shutdown_grace_ms: self.shutdown_grace_ms.or(file.shutdown_grace_ms).unwrap_or(defaults.shutdown_grace_ms),
             enterprise_slots: self.enterprise_slots.or(file.enterprise_slots),
             max_for_each_items: self

@@ -20,6 +20,7 @@ pub use dibop_plugin_host::egress;
 pub mod error;
 pub use dibop_core::guard;
 pub mod metrics;
+pub mod otlp;
 pub use dibop_plugin_host as plugins;
 pub use dibop_store::limiter as ratelimit;
 pub mod sla;
@@ -81,6 +82,15 @@ pub async fn serve(
     let sealer = Arc::new(crypto::sealer(config.secret_key.as_ref(), &config.data_dir)?);
     let limiter = Arc::new(RateLimiter::new(&store));
     let alerts = alerts::Alerts { store: store.clone(), sealer: sealer.clone(), outbox: Arc::new(outbox) };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (otlp, exporting) = match &config.otlp_endpoint {
+        Some(endpoint) => {
+            let (exporter, task) =
+                otlp::Exporter::start(endpoint, store.clone(), config.otlp_payloads, stopped.clone())?;
+            (Some(exporter), Some(task))
+        }
+        None => (None, None),
+    };
     let engine = engine::Engine::new(
         store.clone(),
         registry.clone(),
@@ -95,7 +105,7 @@ pub async fn serve(
             max_for_each_items: config.max_for_each_items,
             max_parallel_branches: config.max_parallel_branches,
         },
-        Arc::new(EngineEvents { alerts: alerts.clone() }),
+        Arc::new(EngineEvents { alerts: alerts.clone(), otlp: otlp.clone() }),
     );
     let state = AppState {
         tokens: Arc::new(auth::tokens::Tokens::new(&secret)),
@@ -108,7 +118,6 @@ pub async fn serve(
         config: Arc::new(config),
         alerts,
     };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let housekeeping = tokio::spawn(housekeeping(state.clone(), stopped.clone()));
     let deliveries = tokio::spawn(alerts::send_queued(state.alerts.clone(), queued, stopped.clone()));
     let workers = engine::start(&state.engine, &stopped);
@@ -136,17 +145,22 @@ pub async fn serve(
     let _ = stop.send(true);
     let _ = housekeeping.await;
     stop_executions(&state, deadline, workers).await;
-    // Alert deliveries still queued get a moment to go out.
+    // Alert deliveries and trace exports still queued get a moment to go out.
     let _ = tokio::time::timeout(Duration::from_secs(5), deliveries).await;
+    if let Some(exporting) = exporting {
+        let _ = tokio::time::timeout(Duration::from_secs(5), exporting).await;
+    }
     store.close().await;
     tracing::info!("DIBOP stopped");
     Ok(())
 }
 
 /// The server's subscriptions to the engine's events: ended executions count in the metrics,
-/// and the alert rules are evaluated off the worker's path after each run.
+/// and the alert rules are evaluated (and the trace exported) off the worker's path after each
+/// run.
 struct EngineEvents {
     alerts: alerts::Alerts,
+    otlp: Option<Arc<otlp::Exporter>>,
 }
 
 impl engine::Events for EngineEvents {
@@ -155,6 +169,9 @@ impl engine::Events for EngineEvents {
     }
 
     fn run_over(&self, enterprise_id: &str, execution_id: &str) {
+        if let Some(otlp) = &self.otlp {
+            otlp.offer(enterprise_id, execution_id);
+        }
         tokio::spawn(alerts::execution_ended(self.alerts.clone(), enterprise_id.to_owned(), execution_id.to_owned()));
     }
 }

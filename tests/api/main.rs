@@ -22,6 +22,7 @@ mod nodes;
 mod observability;
 mod openapi;
 mod orchestrations;
+mod otlp;
 mod plugins;
 mod polyglot;
 mod process;

@@ -39,6 +39,7 @@ mod kind;
 mod role;
 mod slug;
 mod status;
+pub mod trace;
 mod window;
 
 pub use digest::sha256_hex;

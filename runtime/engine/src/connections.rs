@@ -20,6 +20,8 @@ pub struct Caller {
     pub orchestration_id: Option<String>,
     pub execution_id: Option<String>,
     pub step: Option<String>,
+    /// The execution's trace (outbound requests carry it).
+    pub trace_id: Option<String>,
 }
 
 /// A connection ready to call: its connector and the spec every call of it runs with.
@@ -83,6 +85,7 @@ pub async fn prepare(engine: &Engine, row: &ConnectionRow, caller: Caller) -> Re
         orchestration_id: caller.orchestration_id,
         execution_id: caller.execution_id,
         step: caller.step,
+        trace_id: caller.trace_id,
     };
     let auth = crate::host_auth::authenticator(engine, row, &origin).map_err(|e| {
         ConnectionError::Unusable(format!(

@@ -130,6 +130,7 @@ async fn start(engine: &Engine, row: &dibop_store::OrchestrationRow, slot_ms: i6
         idempotency_key: Some(format!("schedule:{slot_ms}")),
         steps_total: def.step_count(),
         parent: None,
+        traceparent: None,
     };
     super::admission::submit(engine, &row.enterprise_id, None, new, false).await.map(|_| ()).map_err(|e| e.to_string())
 }

@@ -378,8 +378,16 @@ async fn send(
     if attempt > policy.max_requests as usize + 1 {
         return Err(HttpError::HttpRequestDenied);
     }
+    let id = dibop_core::new_id();
+    // The request continues the execution's trace, as the span of its API-call row.
+    let mut request = request;
+    if let Some(trace) = &origin.trace_id
+        && let Ok(value) = http::HeaderValue::from_str(&dibop_core::trace::outbound_header(trace, &id))
+    {
+        request.headers_mut().insert("traceparent", value);
+    }
     let record = recorder.push(ApiCallRecord {
-        id: dibop_core::new_id(),
+        id,
         timestamp_ms: dibop_core::now_ms(),
         origin: (*origin).clone(),
         method: request.method().to_string(),

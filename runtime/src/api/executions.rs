@@ -128,6 +128,7 @@ async fn execute(
         idempotency_key: key,
         steps_total: def.step_count(),
         parent: None,
+        traceparent: traceparent(&headers),
     };
     // A waiting caller with a free slot on this node runs its execution at once; otherwise (or
     // `async`) it is queued for the workers.
@@ -177,6 +178,12 @@ async fn execute(
     let mut response = (status, Json(summary(&execution)?)).into_response();
     rate_limit_headers(response.headers_mut(), &decision);
     Ok(response)
+}
+
+/// A valid W3C `traceparent` header of the request (an invalid one is ignored, as W3C asks).
+pub(super) fn traceparent(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    dibop_core::trace::TraceParent::parse(value).map(|p| p.header())
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -22,7 +22,7 @@ mod plugins;
 mod replay;
 mod settings;
 mod systems;
-mod trace;
+pub(crate) mod trace;
 mod users;
 mod webhooks;
 

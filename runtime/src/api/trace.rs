@@ -53,8 +53,10 @@ pub struct TraceView {
     pub logs: Vec<Value>,
 }
 
+/// The span id of `seed` (see `dibop_core::trace`); `digits` is always 16.
 fn hex_id(seed: &str, digits: usize) -> String {
-    crate::crypto::sha256_hex(seed.as_bytes())[..digits].to_owned()
+    debug_assert_eq!(digits, 16);
+    dibop_core::trace::span_id(seed)
 }
 
 /// `value` as JSON, or its text cut at the cap with a marker saying how much was left out.
@@ -204,18 +206,26 @@ impl TraceBuilder<'_> {
 async fn get_trace(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> AppResult<Response> {
     let execution =
         state.store.get_execution(&principal.enterprise_id, &id).await?.or_not_found(format!("execution {id}"))?;
-    let steps = state.store.step_results(&execution.id).await?;
+    super::for_reader(&principal, &build(&state.store, execution).await?)
+}
+
+/// The trace of an execution, from its committed step results and API-call rows (what the
+/// endpoint shows and the OTLP export sends).
+pub async fn build(store: &crate::store::Store, execution: crate::store::ExecutionRow) -> AppResult<TraceView> {
+    let steps = store.step_results(&execution.id).await?;
     let filter = crate::store::ApiCallFilter { execution_id: Some(execution.id.clone()), ..Default::default() };
-    let (mut calls, _) = state
-        .store
-        .list_api_calls(&principal.enterprise_id, &filter, crate::store::Page { limit: 10_000, offset: 0 })
+    let (mut calls, _) = store
+        .list_api_calls(&execution.enterprise_id, &filter, crate::store::Page { limit: 10_000, offset: 0 })
         .await?;
     calls.reverse();
     let root = hex_id(&execution.id, 16);
     let start = execution.started_at.unwrap_or(execution.created_at);
+    // A caller's traceparent makes its span the execution's parent.
+    let remote_parent =
+        execution.traceparent.as_deref().and_then(dibop_core::trace::TraceParent::parse).map(|p| p.span_id);
     let spans = vec![Span {
         span_id: root.clone(),
-        parent_id: None,
+        parent_id: remote_parent,
         kind: "execution".into(),
         name: format!("execution {}", execution.id),
         start: datetime(start),
@@ -248,8 +258,5 @@ async fn get_trace(State(state): State<AppState>, principal: Principal, Path(id)
         trace.step(&execution.id, &record, &root);
     }
     let TraceBuilder { spans, logs, .. } = trace;
-    super::for_reader(
-        &principal,
-        &TraceView { trace_id: hex_id(&execution.id, 32), execution_id: execution.id, spans, logs },
-    )
+    Ok(TraceView { trace_id: execution.trace_id(), execution_id: execution.id, spans, logs })
 }

@@ -293,6 +293,7 @@ async fn trigger(
         idempotency_key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned),
         steps_total: def.step_count(),
         parent: None,
+        traceparent: super::executions::traceparent(&headers),
     };
     let admitted = crate::engine::admission::submit(&state.engine, &webhook.enterprise_id, None, new, false).await?;
     Ok((StatusCode::ACCEPTED, Json(Triggered { execution_id: admitted.execution.id })))

@@ -13,6 +13,8 @@ pub struct CallOrigin {
     pub orchestration_id: Option<String>,
     pub execution_id: Option<String>,
     pub step: Option<String>,
+    /// The trace of the execution: outbound requests carry it in `traceparent`.
+    pub trace_id: Option<String>,
 }
 
 /// One outbound request as recorded, before it is stored.

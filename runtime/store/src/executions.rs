@@ -42,6 +42,15 @@ pub struct ExecutionRow {
     /// The execution this one replays from its failed step, and who asked.
     pub replay_of: Option<String>,
     pub replayed_by: Option<String>,
+    /// The W3C `traceparent` it came with, if any.
+    pub traceparent: Option<String>,
+}
+
+impl ExecutionRow {
+    /// Its trace id (the caller's, or derived from its id).
+    pub fn trace_id(&self) -> String {
+        dibop_core::trace::trace_id(&self.id, self.traceparent.as_deref())
+    }
 }
 
 impl ExecutionRow {
@@ -91,6 +100,8 @@ pub struct NewExecution {
     pub steps_total: i64,
     /// (parent execution id, parent depth) for sub-orchestrations.
     pub parent: Option<(String, i64)>,
+    /// The W3C `traceparent` its trace continues from.
+    pub traceparent: Option<String>,
 }
 
 /// How an execution ended.
@@ -146,7 +157,7 @@ pub struct BodyStepRow {
 
 const EXECUTION: &str = "id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, parameters, output, \
      error, idempotency_key, steps_completed, steps_total, created_at, started_at, finished_at, parent_execution_id, depth, cancel_requested, body_parked, error_code, \
-     replay_of, replayed_by";
+     replay_of, replayed_by, traceparent";
 
 const STEP: &str =
     "position, name, type, status, system, operation, input, output, error, attempts, started_at, duration_ms, detail";
@@ -207,8 +218,8 @@ impl Store {
             format!(
                 "INSERT INTO executions (id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, \
                  parameters, idempotency_key, steps_total, created_at, parent_execution_id, depth, lease_owner, \
-                 lease_expires_at, started_at) \
-                 VALUES ($1, $2, $3, $4, $12, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15) RETURNING {EXECUTION}"
+                 lease_expires_at, started_at, traceparent) \
+                 VALUES ($1, $2, $3, $4, $12, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15, $16) RETURNING {EXECUTION}"
             ),
             vec![
                 new_id().into(),
@@ -226,6 +237,7 @@ impl Store {
                 claim.map(|(owner, _)| owner).into(),
                 claim.map(|(_, lease_ms)| now + lease_ms).into(),
                 claim.map(|_| now).into(),
+                new.traceparent.into(),
             ],
         );
         let rows = batch.run(self).await?;

@@ -56,6 +56,15 @@ pub(super) async fn sub_orchestration(
         idempotency_key: Some(format!("{}:{label}", execution.id)),
         steps_total: def.step_count(),
         parent: Some((execution.id.clone(), execution.depth)),
+        // The child's trace continues its parent's, under the parent's execution span.
+        traceparent: Some(
+            dibop_core::trace::TraceParent {
+                trace_id: execution.trace_id(),
+                span_id: dibop_core::trace::span_id(&execution.id),
+                flags: "01".into(),
+            }
+            .header(),
+        ),
     };
     let child = match crate::admission::submit(engine, &execution.enterprise_id, None, new, false).await {
         Ok(admitted) => admitted.execution,

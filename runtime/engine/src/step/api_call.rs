@@ -31,6 +31,7 @@ pub(crate) async fn run_api_call(
         orchestration_id: Some(execution.orchestration_id.clone()),
         execution_id: Some(execution.id.clone()),
         step: Some(label.to_owned()),
+        trace_id: Some(execution.trace_id()),
     };
     let mut prepared = match connections::prepare(engine, &connection, caller).await {
         Ok(p) => p,

@@ -1,0 +1,142 @@
+//! OpenTelemetry through HTTP: a finished execution arrives at an OTLP/HTTP receiver inside
+//! the test as a protobuf trace (decoded with `opentelemetry-proto`) under the caller's
+//! `traceparent`, with the spans and ids of the trace endpoint; outbound requests carry a
+//! `traceparent` naming their HTTP span.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::trace::v1::{Span, span};
+use prost::Message;
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+use crate::mock::MockServer;
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+#[derive(Clone, Default)]
+struct Receiver {
+    requests: Arc<Mutex<Vec<(String, ExportTraceServiceRequest)>>>,
+}
+
+async fn receive(State(receiver): State<Receiver>, headers: axum::http::HeaderMap, body: Bytes) -> &'static str {
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let request = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf request");
+    receiver.requests.lock().expect("lock").push((content_type, request));
+    ""
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes.iter().find(|a| a.key == key).and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+        any_value::Value::StringValue(s) => Some(s.clone()),
+        any_value::Value::IntValue(i) => Some(i.to_string()),
+        other => Some(format!("{other:?}")),
+    })
+}
+
+#[tokio::test]
+async fn finished_executions_export_as_otlp_traces_under_the_callers_traceparent() {
+    let receiver = Receiver::default();
+    let router = Router::new().route("/v1/traces", post(receive)).with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let collector = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let app = TestApp::spawn_with(|config| config.otlp_endpoint = Some(format!("http://{collector}"))).await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    app.create_connection(
+        &token,
+        json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
+               "allowed_hosts": [mock.authority]}),
+    )
+    .await;
+    let orchestration = app
+        .create_orchestration(
+            &token,
+            json!({"name": "Decode", "steps": [{"name": "decode", "type": "api_call", "connection": "vpic",
+                                                "operation": "decode_vin", "parameters": {"vin": "1HGCM82633A004352"}}]}),
+        )
+        .await;
+    let result: Value = app
+        .client
+        .post(app.url(&format!("/orchestrations/{orchestration}/execute")))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{TRACE}-{CALLER_SPAN}-01"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("execute")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(result["status"], "success", "{result}");
+    let execution = result["execution_id"].as_str().expect("id");
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while receiver.requests.lock().expect("lock").is_empty() {
+        assert!(Instant::now() < deadline, "no export arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (content_type, request) = receiver.requests.lock().expect("lock")[0].clone();
+    assert_eq!(content_type, "application/x-protobuf");
+    let resource = request.resource_spans[0].resource.as_ref().expect("resource");
+    assert!(resource.attributes.iter().any(|a| a.key == "service.name"));
+    let spans = &request.resource_spans[0].scope_spans[0].spans;
+    assert!(spans.iter().all(|s| hex(&s.trace_id) == TRACE), "every span is in the caller's trace");
+    let root = spans.iter().find(|s| attribute(s, "dibop.kind").as_deref() == Some("execution")).expect("root");
+    assert_eq!(hex(&root.parent_span_id), CALLER_SPAN);
+    assert_eq!(attribute(root, "dibop.execution_id").as_deref(), Some(execution));
+    let kinds: Vec<String> = spans.iter().filter_map(|s| attribute(s, "dibop.kind")).collect();
+    for kind in ["execution", "step", "attempt", "plugin.instantiate", "plugin.invoke", "http"] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
+    }
+    let ids: Vec<String> = spans.iter().map(|s| hex(&s.span_id)).collect();
+    for s in spans.iter().filter(|s| s.span_id != root.span_id) {
+        assert!(ids.contains(&hex(&s.parent_span_id)), "{} has its parent in the trace", s.name);
+        assert!(s.end_time_unix_nano >= s.start_time_unix_nano);
+    }
+    let http = spans.iter().find(|s| attribute(s, "dibop.kind").as_deref() == Some("http")).expect("http span");
+    assert_eq!(http.kind, span::SpanKind::Client as i32);
+    assert_eq!(attribute(http, "dibop.status_code").as_deref(), Some("200"));
+    assert!(spans.iter().all(|s| attribute(s, "dibop.input").is_none()), "no payloads without otlp_payloads");
+
+    // The trace endpoint shows the same trace, and the request to the system carried its span.
+    let trace: Value = app.get(&token, &format!("/executions/{execution}/trace")).await.json().await.expect("json");
+    assert_eq!(trace["trace_id"], TRACE);
+    assert_eq!(trace["spans"][0]["parent_id"], CALLER_SPAN);
+    let sent = mock.headers_of("/vpic/vehicles/DecodeVinValues/");
+    let traceparent = sent[0].get("traceparent").and_then(|v| v.to_str().ok()).expect("traceparent sent");
+    assert_eq!(traceparent, format!("00-{TRACE}-{}-01", hex(&http.span_id)));
+
+    // Without a valid traceparent the execution has its own trace; an invalid one is ignored.
+    let own: Value = app
+        .client
+        .post(app.url(&format!("/orchestrations/{orchestration}/execute")))
+        .bearer_auth(&token)
+        .header("traceparent", "00-not-a-trace-01")
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("execute")
+        .json()
+        .await
+        .expect("json");
+    let own_id = own["execution_id"].as_str().expect("id");
+    let own_trace: Value = app.get(&token, &format!("/executions/{own_id}/trace")).await.json().await.expect("json");
+    assert_ne!(own_trace["trace_id"], TRACE);
+    assert_eq!(own_trace["spans"][0]["parent_id"], Value::Null);
+}
