@@ -126,7 +126,11 @@ pub fn request(trace: &TraceView, enterprise_id: &str, payloads: bool) -> Export
                     if value.is_null() || (!payloads && PAYLOAD_ATTRIBUTES.contains(&key.as_str())) {
                         continue;
                     }
-                    attributes.push(KeyValue { key: format!("dibop.{key}"), value: Some(any(value)), ..KeyValue::default() });
+                    attributes.push(KeyValue {
+                        key: format!("dibop.{key}"),
+                        value: Some(any(value)),
+                        ..KeyValue::default()
+                    });
                 }
             }
             let failed = ["failed", "error", "timeout", "circuit_open", "rate_limited", "cancelled"]

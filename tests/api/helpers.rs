@@ -300,3 +300,14 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
 pub fn detail_paths(body: &Value) -> Vec<&str> {
     body["error"]["details"].as_array().expect("details").iter().map(|d| d["path"].as_str().expect("path")).collect()
 }
+
+/// Serves `router` on a loopback port of its own (a system, token endpoint or collector the
+/// test plays); answers its `host:port`.
+pub async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let authority = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    authority
+}

@@ -37,12 +37,7 @@ impl Dealer {
             .route("/api/vehicles/{vin}", get(vehicle))
             .route("/other/vehicles/{vin}", get(vehicle))
             .with_state(dealer.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let authority = listener.local_addr().expect("addr").to_string();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        (dealer, authority)
+        (dealer, crate::helpers::serve(app).await)
     }
 
     fn tokens_issued(&self) -> usize {

@@ -66,6 +66,20 @@ impl MockServer {
         Self { base: format!("http://{authority}"), authority, mock }
     }
 
+    /// The SPEC's `vpic` connection to this mock.
+    pub fn vpic(&self) -> Value {
+        json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/vpic", self.base)},
+               "allowed_hosts": [self.authority]})
+    }
+
+    /// The SPEC's generic REST `dms` connection to this mock (its API key, `get_vehicle`).
+    pub fn dms(&self) -> Value {
+        json!({"name": "dms", "system": "rest",
+               "config": {"base_url": format!("{}/dms", self.base), "auth": {"type": "api_key", "header": "X-Api-Key"},
+                          "operations": {"get_vehicle": {"method": "GET", "path": "/vehicles/{vin}"}}},
+               "credentials": {"api_key": "dms-key-123456"}, "allowed_hosts": [self.authority]})
+    }
+
     /// `pick` of each request whose path contains `fragment`, in arrival order.
     fn matching<T>(&self, fragment: &str, pick: impl Fn(&Request) -> T) -> Vec<T> {
         let seen = self.mock.seen.lock().expect("lock");

@@ -8,20 +8,10 @@ const VIN: &str = "1HGCM82633A004352";
 
 /// The connections of SPEC 12: `vpic` and a generic REST `dms`.
 async fn connections(app: &TestApp, token: &str, mock: &MockServer) {
-    app.create_connection(
-        token,
-        json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
-               "credentials": {"api_key": "s3cret"}, "allowed_hosts": [mock.authority]}),
-    )
-    .await;
-    app.create_connection(
-        token,
-        json!({"name": "dms", "system": "rest",
-               "config": {"base_url": format!("{}/dms", mock.base), "auth": {"type": "api_key", "header": "X-Api-Key"},
-                          "operations": {"get_vehicle": {"method": "GET", "path": "/vehicles/{vin}"}}},
-               "credentials": {"api_key": "dms-key-123456"}, "allowed_hosts": [mock.authority]}),
-    )
-    .await;
+    let mut vpic = mock.vpic();
+    vpic["credentials"] = json!({"api_key": "s3cret"});
+    app.create_connection(token, vpic).await;
+    app.create_connection(token, mock.dms()).await;
 }
 
 /// The SPEC's example, as shipped in `examples/` (and run by `dibop demo`).

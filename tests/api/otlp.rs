@@ -46,24 +46,30 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
     })
 }
 
+/// Executes `orchestration` with the header `traceparent`.
+async fn execute_with(app: &TestApp, token: &str, orchestration: &str, traceparent: &str) -> Value {
+    app.client
+        .post(app.url(&format!("/orchestrations/{orchestration}/execute")))
+        .bearer_auth(token)
+        .header("traceparent", traceparent)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("execute")
+        .json()
+        .await
+        .expect("json")
+}
+
 #[tokio::test]
 async fn finished_executions_export_as_otlp_traces_under_the_callers_traceparent() {
     let receiver = Receiver::default();
     let router = Router::new().route("/v1/traces", post(receive)).with_state(receiver.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let collector = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+    let collector = crate::helpers::serve(router).await;
     let app = TestApp::spawn_with(|config| config.otlp_endpoint = Some(format!("http://{collector}"))).await;
     let mock = MockServer::start().await;
     let token = app.admin_token().await;
-    app.create_connection(
-        &token,
-        json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
-               "allowed_hosts": [mock.authority]}),
-    )
-    .await;
+    app.create_connection(&token, mock.vpic()).await;
     let orchestration = app
         .create_orchestration(
             &token,
@@ -71,18 +77,7 @@ async fn finished_executions_export_as_otlp_traces_under_the_callers_traceparent
                                                 "operation": "decode_vin", "parameters": {"vin": "1HGCM82633A004352"}}]}),
         )
         .await;
-    let result: Value = app
-        .client
-        .post(app.url(&format!("/orchestrations/{orchestration}/execute")))
-        .bearer_auth(&token)
-        .header("traceparent", format!("00-{TRACE}-{CALLER_SPAN}-01"))
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("execute")
-        .json()
-        .await
-        .expect("json");
+    let result = execute_with(&app, &token, &orchestration, &format!("00-{TRACE}-{CALLER_SPAN}-01")).await;
     assert_eq!(result["status"], "success", "{result}");
     let execution = result["execution_id"].as_str().expect("id");
 
@@ -123,18 +118,7 @@ async fn finished_executions_export_as_otlp_traces_under_the_callers_traceparent
     assert_eq!(traceparent, format!("00-{TRACE}-{}-01", hex(&http.span_id)));
 
     // Without a valid traceparent the execution has its own trace; an invalid one is ignored.
-    let own: Value = app
-        .client
-        .post(app.url(&format!("/orchestrations/{orchestration}/execute")))
-        .bearer_auth(&token)
-        .header("traceparent", "00-not-a-trace-01")
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("execute")
-        .json()
-        .await
-        .expect("json");
+    let own = execute_with(&app, &token, &orchestration, "00-not-a-trace-01").await;
     let own_id = own["execution_id"].as_str().expect("id");
     let own_trace: Value = app.get(&token, &format!("/executions/{own_id}/trace")).await.json().await.expect("json");
     assert_ne!(own_trace["trace_id"], TRACE);

@@ -14,20 +14,8 @@ const UNKNOWN: &str = "2HGCM82633A004352";
 
 /// A decode step, then a DMS lookup that fails for a VIN the DMS does not have, then a map.
 async fn setup(app: &TestApp, token: &str, mock: &MockServer) -> String {
-    app.create_connection(
-        token,
-        json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
-               "allowed_hosts": [mock.authority]}),
-    )
-    .await;
-    app.create_connection(
-        token,
-        json!({"name": "dms", "system": "rest",
-               "config": {"base_url": format!("{}/dms", mock.base), "auth": {"type": "api_key", "header": "X-Api-Key"},
-                          "operations": {"get_vehicle": {"method": "GET", "path": "/vehicles/{vin}"}}},
-               "credentials": {"api_key": "dms-key-123456"}, "allowed_hosts": [mock.authority]}),
-    )
-    .await;
+    app.create_connection(token, mock.vpic()).await;
+    app.create_connection(token, mock.dms()).await;
     app.create_orchestration(
         token,
         json!({"name": "Lookup", "parameters": [{"name": "vin", "type": "string", "required": true},

@@ -34,12 +34,7 @@ impl Upstream {
             .route("/sys/status", get(status))
             .route("/limited", get(limited))
             .with_state(upstream.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let authority = listener.local_addr().expect("addr").to_string();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        (upstream, authority)
+        (upstream, crate::helpers::serve(app).await)
     }
 
     fn hits(&self) -> usize {

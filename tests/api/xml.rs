@@ -110,11 +110,7 @@ async fn the_rest_connector_sends_xml_from_a_template_and_reads_xml_answers() {
     let token = app.admin_token().await;
     let upstream = Star::default();
     let router = Router::new().route("/star/leads", post(star)).with_state(upstream.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let authority = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+    let authority = crate::helpers::serve(router).await;
     app.create_connection(
         &token,
         json!({"name": "star", "system": "rest", "allowed_hosts": [authority],
