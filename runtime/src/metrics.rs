@@ -59,6 +59,8 @@ pub struct Metrics {
     instantiations: Counter,
     instantiate_micros: Counter,
     pub rate_limited: Counter,
+    /// Trace exports to the OTLP endpoint, by outcome: sent, failed, dropped (queue full).
+    pub otlp_exports: Family<OutcomeLabel, Counter>,
     pub queue_depth: Gauge,
     pub workers_busy: Gauge,
     pub started: Instant,
@@ -81,7 +83,9 @@ impl Metrics {
         let queue_depth = Gauge::default();
         let workers_busy = Gauge::default();
         let api_calls_by_outcome = Family::<OutcomeLabel, Counter>::default();
+        let otlp_exports = Family::<OutcomeLabel, Counter>::default();
         for r in [&mut registry, &mut public] {
+            r.register("otlp_exports", "Execution traces exported over OTLP, by outcome", otlp_exports.clone());
             r.register("executions", "Executions that ended, by status", executions.clone());
             r.register("execution_duration_seconds", "Execution duration", execution_seconds.clone());
             r.register(
@@ -110,10 +114,16 @@ impl Metrics {
             instantiations: Counter::default(),
             instantiate_micros: Counter::default(),
             rate_limited,
+            otlp_exports,
             queue_depth,
             workers_busy,
             started: Instant::now(),
         }
+    }
+
+    /// Counts one trace export with `outcome` (sent, failed or dropped).
+    pub fn otlp_export(&self, outcome: &str) {
+        self.otlp_exports.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
     }
 
     /// An execution ended with `status` after running since `started_at_ms`.

@@ -6,11 +6,11 @@
 //! caller's span. Step inputs, outputs and stderr go along only with `otlp_payloads`.
 //!
 //! Runs off the engine's path: a finished run offers its execution to a bounded queue (a full
-//! queue drops the export and counts it), one task builds and sends each trace, a failure is
-//! logged, and a panic in one export does not stop the task.
+//! queue drops the export), one task builds and sends each trace, a failure is logged, and a
+//! panic in one export does not stop the task. `dibop_otlp_exports_total{outcome}` counts them
+//! (sent, failed, dropped) in `/metrics`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -33,8 +33,6 @@ const PAYLOAD_ATTRIBUTES: [&str; 3] = ["input", "output", "stderr"];
 /// The exporter's side the engine events see.
 pub struct Exporter {
     queue: mpsc::Sender<(String, String)>,
-    /// Exports dropped because the queue was full.
-    pub dropped: AtomicU64,
 }
 
 impl Exporter {
@@ -68,22 +66,28 @@ impl Exporter {
                 let exported =
                     dibop_core::guard::catch(export(&client, &url, &store, &enterprise_id, &execution_id, payloads))
                         .await;
-                match exported {
-                    Ok(Ok(())) => {}
+                let outcome = match exported {
+                    Ok(Ok(true)) => "sent",
+                    Ok(Ok(false)) => continue,
                     Ok(Err(e)) => {
-                        tracing::warn!(execution = %execution_id, error = %format!("{e:#}"), "OTLP export failed")
+                        tracing::warn!(execution = %execution_id, error = %format!("{e:#}"), "OTLP export failed");
+                        "failed"
                     }
-                    Err(panic) => tracing::error!(execution = %execution_id, error = %panic, "OTLP export panicked"),
-                }
+                    Err(panic) => {
+                        tracing::error!(execution = %execution_id, error = %panic, "OTLP export panicked");
+                        "failed"
+                    }
+                };
+                crate::metrics::get().otlp_export(outcome);
             }
         });
-        Ok((Arc::new(Self { queue, dropped: AtomicU64::new(0) }), task))
+        Ok((Arc::new(Self { queue }), task))
     }
 
     /// Offers a finished run's execution for export; never waits.
     pub fn offer(&self, enterprise_id: &str, execution_id: &str) {
         if self.queue.try_send((enterprise_id.to_owned(), execution_id.to_owned())).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::get().otlp_export("dropped");
         }
     }
 }
@@ -95,16 +99,16 @@ async fn export(
     enterprise_id: &str,
     execution_id: &str,
     payloads: bool,
-) -> anyhow::Result<()> {
-    let Some(execution) = store.get_execution(enterprise_id, execution_id).await? else { return Ok(()) };
+) -> anyhow::Result<bool> {
+    let Some(execution) = store.get_execution(enterprise_id, execution_id).await? else { return Ok(false) };
     // A run that parked or went back to the queue is exported when it ends.
     if !execution.is_final() {
-        return Ok(());
+        return Ok(false);
     }
     let trace = crate::api::trace::build(store, execution).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let body = request(&trace, enterprise_id, payloads).encode_to_vec();
     client.post(url).header("content-type", "application/x-protobuf").body(body).send().await?.error_for_status()?;
-    Ok(())
+    Ok(true)
 }
 
 /// The OTLP request of one trace.

@@ -108,6 +108,9 @@ async fn finished_executions_export_as_otlp_traces_under_the_callers_traceparent
     assert_eq!(http.kind, span::SpanKind::Client as i32);
     assert_eq!(attribute(http, "dibop.status_code").as_deref(), Some("200"));
     assert!(spans.iter().all(|s| attribute(s, "dibop.input").is_none()), "no payloads without otlp_payloads");
+    let metrics = app.client.get(app.url("/metrics").replace("/api/v1", "")).send().await.expect("metrics");
+    let metrics = metrics.text().await.expect("text");
+    assert!(metrics.contains("dibop_otlp_exports_total{outcome=\"sent\"}"), "{metrics}");
 
     // The trace endpoint shows the same trace, and the request to the system carried its span.
     let trace: Value = app.get(&token, &format!("/executions/{execution}/trace")).await.json().await.expect("json");
