@@ -131,7 +131,7 @@ pub async fn admit(
     };
     let mut trial = false;
     // A database that does not answer must not stop calls: the breaker fails open.
-    let circuit = engine.store.circuit(&connection.id).await.unwrap_or_else(|e| {
+    let circuit = engine.store.circuit_for_call(&connection.id).await.unwrap_or_else(|e| {
         tracing::warn!(connection = %connection.id, error = %e, "reading the circuit");
         None
     });
@@ -163,11 +163,9 @@ pub async fn admit(
         Some(own) => u64::from(own.requests_per_minute),
         None => engine
             .store
-            .get_enterprise(&connection.enterprise_id)
+            .outbound_limit(&connection.enterprise_id)
             .await
-            .ok()
-            .flatten()
-            .map_or(60, |e| u64::try_from(e.outbound_requests_per_minute).unwrap_or(60)),
+            .map_or(60, |limit| u64::try_from(limit).unwrap_or(60)),
     };
     let bucket = format!("outbound:{}", connection.id);
     loop {

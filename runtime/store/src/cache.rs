@@ -37,6 +37,12 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
         }
     }
 
+    pub fn remove(&self, key: &K) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(key);
+        }
+    }
+
     pub fn clear(&self) {
         if let Ok(mut entries) = self.entries.lock() {
             entries.clear();
@@ -54,6 +60,11 @@ pub struct Caches {
     pub versions: TtlCache<(String, i64), String>,
     /// Enabled alert rules by enterprise id.
     pub alert_rules: TtlCache<String, Vec<super::AlertRuleRow>>,
+    /// The outbound calls a minute of each enterprise's connections without their own limit.
+    pub outbound_limits: TtlCache<String, i64>,
+    /// Connections whose circuit this node saw closed without failures: a step's call does not
+    /// read the circuit again for a second (a failure here forgets the entry at once).
+    pub healthy_circuits: TtlCache<String, ()>,
 }
 
 /// How long a cached plugin list or connection is trusted without a local write.
@@ -66,6 +77,8 @@ impl Default for Caches {
             connections: TtlCache::new(FRESH, 10_000),
             versions: TtlCache::new(Duration::from_secs(3_600), 1_000),
             alert_rules: TtlCache::new(FRESH, 1_000),
+            outbound_limits: TtlCache::new(FRESH, 10_000),
+            healthy_circuits: TtlCache::new(FRESH, 10_000),
         }
     }
 }

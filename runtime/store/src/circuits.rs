@@ -22,11 +22,27 @@ pub struct CircuitRow {
 const COLUMNS: &str = "connection_id, state, failures, opened_at, updated_at";
 
 impl Store {
+    /// A connection's circuit as stored (`None`: closed, no failures).
     pub async fn circuit(&self, connection_id: &str) -> sqlx::Result<Option<CircuitRow>> {
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM circuits WHERE connection_id = $1"))
             .bind(connection_id)
             .fetch_optional(self.reads())
             .await
+    }
+
+    /// A connection's circuit for a call: as [`Store::circuit`], but one this node saw closed
+    /// without failures is not read again for a second (see `cache`), so another node's opening
+    /// shows here within that second, or at this node's next failure.
+    pub async fn circuit_for_call(&self, connection_id: &str) -> sqlx::Result<Option<CircuitRow>> {
+        let key = connection_id.to_owned();
+        if self.caches.healthy_circuits.get(&key).is_some() {
+            return Ok(None);
+        }
+        let row = self.circuit(connection_id).await?;
+        if row.as_ref().is_none_or(|r| r.state == "closed" && r.failures == 0) {
+            self.caches.healthy_circuits.insert(key, ());
+        }
+        Ok(row)
     }
 
     /// The circuits of an enterprise's connections, with each connection's system.
@@ -82,6 +98,7 @@ impl Store {
         threshold: i64,
         now: i64,
     ) -> sqlx::Result<CircuitRow> {
+        self.caches.healthy_circuits.remove(&connection_id.to_owned());
         sqlx::query_as(&format!(
             "INSERT INTO circuits (connection_id, enterprise_id, state, failures, opened_at, updated_at) \
              VALUES ($1, $2, CASE WHEN $3 <= 1 THEN 'open' ELSE 'closed' END, 1, \

@@ -176,6 +176,22 @@ impl Store {
         Ok((ent, user))
     }
 
+    /// The enterprise's `outbound_requests_per_minute` (60 when it is gone). Cached for a
+    /// second (see `cache`): every step that calls a connection reads it.
+    pub async fn outbound_limit(&self, enterprise_id: &str) -> sqlx::Result<i64> {
+        if let Some(limit) = self.caches.outbound_limits.get(&enterprise_id.to_owned()) {
+            return Ok(limit);
+        }
+        let limit: Option<i64> =
+            sqlx::query_scalar("SELECT outbound_requests_per_minute FROM enterprises WHERE id = $1")
+                .bind(enterprise_id)
+                .fetch_optional(self.reads())
+                .await?;
+        let limit = limit.unwrap_or(60);
+        self.caches.outbound_limits.insert(enterprise_id.to_owned(), limit);
+        Ok(limit)
+    }
+
     pub async fn get_enterprise(&self, id: &str) -> sqlx::Result<Option<Enterprise>> {
         sqlx::query_as(&format!("SELECT {ENTERPRISE_COLUMNS} FROM enterprises WHERE id = $1"))
             .bind(id)
@@ -195,7 +211,7 @@ impl Store {
     }
 
     pub async fn update_settings(&self, enterprise_id: &str, patch: SettingsPatch) -> sqlx::Result<Option<Enterprise>> {
-        sqlx::query_as(&format!(
+        let row = sqlx::query_as(&format!(
             "UPDATE enterprises SET name = COALESCE($2, name), timezone = COALESCE($3, timezone), \
              session_duration_minutes = COALESCE($4, session_duration_minutes), \
              retention_days = COALESCE($5, retention_days), \
@@ -214,7 +230,10 @@ impl Store {
         .bind(now_ms())
         .bind(patch.outbound_requests_per_minute)
         .fetch_optional(&self.pool)
-        .await
+        .await;
+        // Cleared after the write, so no reader caches the old limit meanwhile.
+        self.caches.outbound_limits.clear();
+        row
     }
 
     pub async fn create_user(&self, enterprise_id: &str, user: &NewUser) -> sqlx::Result<User> {
