@@ -133,7 +133,8 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             );
         }
     }
-    println!("\nAPI:     {api}   (Swagger UI: {api}/docs)");
+    println!("\nConsole: {base}/console/");
+    println!("API:     {api}   (Swagger UI: {api}/docs)");
     println!("Login:   {email} / {password}");
     println!(
         "Execute: curl -X POST {api}/orchestrations/{id}/execute -H 'Authorization: Bearer <token>' -H 'Content-Type: application/json' -d '{{\"parameters\":{{\"vin\":\"{DEMO_VIN}\"}}}}'"

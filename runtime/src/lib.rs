@@ -12,6 +12,7 @@ pub use dibop_core::bounded;
 pub use dibop_engine::canonical;
 pub mod client;
 pub mod config;
+pub mod console;
 pub use dibop_engine::connections;
 pub mod crypto;
 pub mod demo;

@@ -10,6 +10,7 @@ mod canonical;
 mod cli;
 mod cluster;
 mod connectors;
+mod console;
 mod conventions;
 mod demo;
 mod durability;
