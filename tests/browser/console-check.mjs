@@ -7,6 +7,7 @@
 // Usage: DIBOP_URL=http://127.0.0.1:8080 DIBOP_EMAIL=... DIBOP_PASSWORD=... node console-check.mjs <dir>
 import { mkdirSync } from 'node:fs';
 import { chromium } from 'playwright-core';
+import { launchOptions, token as login } from './common.mjs';
 
 const base = process.env.DIBOP_URL ?? 'http://127.0.0.1:8080';
 const shots = process.argv[2] ?? 'console-shots';
@@ -18,13 +19,7 @@ function fail(message) {
 }
 
 // Something to show: an orchestration with one successful and one failed run.
-const login = await fetch(`${base}/api/v1/auth/login`, {
-  method: 'POST',
-  headers: { 'content-type': 'application/json' },
-  body: JSON.stringify({ email: process.env.DIBOP_EMAIL, password: process.env.DIBOP_PASSWORD }),
-});
-if (!login.ok) fail(`login answered ${login.status}`);
-const { access_token: token } = await login.json();
+const token = await login(base, fail);
 const call = async (method, path, body) => {
   const response = await fetch(`${base}/api/v1${path}`, {
     method,
@@ -43,11 +38,7 @@ const created = await call('POST', '/orchestrations', {
 await call('POST', `/orchestrations/${created.id}/execute`, { parameters: { lead: { region: 'east' } } });
 await call('POST', `/orchestrations/${created.id}/execute`, { parameters: { lead: {} } });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await chromium.launch(launchOptions);
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   const foreign = [];

@@ -4,6 +4,7 @@
 //
 // Usage: DIBOP_URL=http://127.0.0.1:8080 DIBOP_EMAIL=... DIBOP_PASSWORD=... node swagger-check.mjs [screenshot.png]
 import { chromium } from 'playwright-core';
+import { launchOptions, token as login } from './common.mjs';
 
 const base = process.env.DIBOP_URL ?? 'http://127.0.0.1:8080';
 const screenshot = process.argv[2] ?? 'swagger-check.png';
@@ -13,19 +14,9 @@ function fail(message) {
   process.exit(1);
 }
 
-const login = await fetch(`${base}/api/v1/auth/login`, {
-  method: 'POST',
-  headers: { 'content-type': 'application/json' },
-  body: JSON.stringify({ email: process.env.DIBOP_EMAIL, password: process.env.DIBOP_PASSWORD }),
-});
-if (!login.ok) fail(`login answered ${login.status}`);
-const { access_token: token } = await login.json();
+const token = await login(base, fail);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await chromium.launch(launchOptions);
 try {
   const page = await browser.newPage();
   const foreign = [];
