@@ -247,6 +247,7 @@ pub fn authenticator(
 }
 
 /// Host-managed credentials of one connection, for the calls of one step or test.
+#[derive(Clone)]
 pub struct ConnectionAuth {
     engine: Engine,
     connection_id: String,
@@ -441,14 +442,7 @@ fn token_request(auth: &HostAuth) -> Result<http::Request<bytes::Bytes>, String>
 
 impl Authenticator for ConnectionAuth {
     fn credentials(&self, stale: Option<String>) -> BoxFuture<'static, Credentials> {
-        let this = ConnectionAuth {
-            engine: self.engine.clone(),
-            connection_id: self.connection_id.clone(),
-            enterprise_id: self.enterprise_id.clone(),
-            origin: self.origin.clone(),
-            auth: self.auth.clone(),
-            headers: self.headers.clone(),
-        };
+        let this = self.clone();
         Box::pin(async move { this.credentials_now(stale).await })
     }
 

@@ -267,21 +267,12 @@ fn refusal_record(
     started: Instant,
 ) -> ApiCallRecord {
     let config: serde_json::Value = serde_json::from_str(&connection.config).unwrap_or_default();
+    let base_url = config.get("base_url").and_then(|u| u.as_str()).unwrap_or_default().to_owned();
     ApiCallRecord {
-        id: dibop_core::new_id(),
-        timestamp_ms: now_ms(),
-        origin: origin.clone(),
-        method: "-".into(),
-        url: config.get("base_url").and_then(|u| u.as_str()).unwrap_or_default().to_owned(),
-        status_code: None,
         status,
         duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
-        request_bytes: 0,
-        response_bytes: 0,
-        request_preview: None,
-        response_preview: None,
         error: Some(message.to_owned()),
-        response_headers: Vec::new(),
+        ..ApiCallRecord::start(origin.clone(), "-".into(), base_url)
     }
 }
 
@@ -291,20 +282,10 @@ mod tests {
 
     fn call(status: &'static str, code: Option<u16>, headers: &[(&str, &str)]) -> ApiCallRecord {
         ApiCallRecord {
-            id: String::new(),
-            timestamp_ms: 0,
-            origin: CallOrigin::default(),
-            method: "GET".into(),
-            url: String::new(),
             status_code: code,
             status,
-            duration_ms: 0,
-            request_bytes: 0,
-            response_bytes: 0,
-            request_preview: None,
-            response_preview: None,
-            error: None,
             response_headers: headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            ..ApiCallRecord::start(CallOrigin::default(), "GET".into(), String::new())
         }
     }
 

@@ -378,30 +378,15 @@ async fn send(
     if attempt > policy.max_requests as usize + 1 {
         return Err(HttpError::HttpRequestDenied);
     }
-    let id = dibop_core::new_id();
+    let row = ApiCallRecord::start((*origin).clone(), request.method().to_string(), sanitize_url(request.uri()));
     // The request continues the execution's trace, as the span of its API-call row.
     let mut request = request;
     if let Some(trace) = &origin.trace_id
-        && let Ok(value) = http::HeaderValue::from_str(&dibop_core::trace::outbound_header(trace, &id))
+        && let Ok(value) = http::HeaderValue::from_str(&dibop_core::trace::outbound_header(trace, &row.id))
     {
         request.headers_mut().insert("traceparent", value);
     }
-    let record = recorder.push(ApiCallRecord {
-        id,
-        timestamp_ms: dibop_core::now_ms(),
-        origin: (*origin).clone(),
-        method: request.method().to_string(),
-        url: sanitize_url(request.uri()),
-        status_code: None,
-        status: "error",
-        duration_ms: 0,
-        request_bytes: 0,
-        response_bytes: 0,
-        request_preview: None,
-        response_preview: None,
-        error: None,
-        response_headers: Vec::new(),
-    });
+    let record = recorder.push(row);
     let fail = |status: &'static str, message: String, error: HttpError| {
         if let Ok(mut r) = record.lock() {
             r.status = status;

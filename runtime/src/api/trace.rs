@@ -16,6 +16,7 @@ use crate::auth::Principal;
 use crate::engine::trace::TraceDetail;
 use crate::error::{AppResult, OrNotFound};
 use crate::state::AppState;
+use dibop_core::trace::span_id;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_trace))
@@ -53,12 +54,6 @@ pub struct TraceView {
     pub logs: Vec<Value>,
 }
 
-/// The span id of `seed` (see `dibop_core::trace`); `digits` is always 16.
-fn hex_id(seed: &str, digits: usize) -> String {
-    debug_assert_eq!(digits, 16);
-    dibop_core::trace::span_id(seed)
-}
-
 /// `value` as JSON, or its text cut at the cap with a marker saying how much was left out.
 fn capped(value: Option<Value>) -> Value {
     let Some(value) = value else { return Value::Null };
@@ -93,7 +88,7 @@ impl TraceBuilder<'_> {
     /// The spans of one step: itself, its mapping, its attempts with their plugin phases, its
     /// HTTP calls, its log lines, and the steps inside it.
     fn step(&mut self, execution_id: &str, step: &StepRecord, parent: &str) {
-        let step_id = hex_id(&step.seed, 16);
+        let step_id = span_id(&step.seed);
         let detail = &step.detail;
         self.spans.push(Span {
             span_id: step_id.clone(),
@@ -107,7 +102,7 @@ impl TraceBuilder<'_> {
         });
         if let Some(us) = detail.mapping_us {
             self.spans.push(Span {
-                span_id: hex_id(&format!("{}:mapping", step.seed), 16),
+                span_id: span_id(&format!("{}:mapping", step.seed)),
                 parent_id: Some(step_id.clone()),
                 kind: "mapping".into(),
                 name: format!("{} mapping", step.label),
@@ -120,7 +115,7 @@ impl TraceBuilder<'_> {
         let mut windows = Vec::new();
         for attempt in detail.attempts.iter().flatten() {
             let n = attempt.attempt;
-            let attempt_id = hex_id(&format!("{}:{n}", step.seed), 16);
+            let attempt_id = span_id(&format!("{}:{n}", step.seed));
             let begin = if attempt.started_at_ms == 0 { step.started_at } else { attempt.started_at_ms };
             self.spans.push(Span {
                 span_id: attempt_id.clone(),
@@ -140,7 +135,7 @@ impl TraceBuilder<'_> {
                 ("plugin.teardown", attempt.teardown_us),
             ] {
                 self.spans.push(Span {
-                    span_id: hex_id(&format!("{attempt_id}:{kind}"), 16),
+                    span_id: span_id(&format!("{attempt_id}:{kind}")),
                     parent_id: Some(attempt_id.clone()),
                     kind: kind.into(),
                     name: kind.into(),
@@ -159,7 +154,7 @@ impl TraceBuilder<'_> {
                 .find(|(from, to, _)| (*from..=*to).contains(&call.timestamp))
                 .map_or(step_id.clone(), |w| w.2.clone());
             self.spans.push(Span {
-                span_id: hex_id(&call.id, 16),
+                span_id: span_id(&call.id),
                 parent_id: Some(parent),
                 kind: "http".into(),
                 name: format!("{} {}", call.method, call.url),
@@ -173,7 +168,7 @@ impl TraceBuilder<'_> {
         for mut line in detail.logs.iter().flatten().cloned() {
             let n = line["attempt"].as_u64().unwrap_or(1);
             line["step"] = Value::String(step.label.clone());
-            line["span_id"] = Value::String(hex_id(&format!("{}:{n}", step.seed), 16));
+            line["span_id"] = Value::String(span_id(&format!("{}:{n}", step.seed)));
             self.logs.push(line);
         }
         // for_each iterations and parallel branches: their steps, under this one.
@@ -218,7 +213,7 @@ pub async fn build(store: &crate::store::Store, execution: crate::store::Executi
         .list_api_calls(&execution.enterprise_id, &filter, crate::store::Page { limit: 10_000, offset: 0 })
         .await?;
     calls.reverse();
-    let root = hex_id(&execution.id, 16);
+    let root = span_id(&execution.id);
     let start = execution.started_at.unwrap_or(execution.created_at);
     // A caller's traceparent makes its span the execution's parent.
     let remote_parent =

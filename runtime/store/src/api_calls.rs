@@ -38,6 +38,28 @@ pub struct ApiCallRecord {
     pub response_headers: Vec<(String, String)>,
 }
 
+impl ApiCallRecord {
+    /// A row for a request of `origin` starting now: `error` until its outcome is known.
+    pub fn start(origin: CallOrigin, method: String, url: String) -> Self {
+        Self {
+            id: dibop_core::new_id(),
+            timestamp_ms: dibop_core::now_ms(),
+            origin,
+            method,
+            url,
+            status_code: None,
+            status: "error",
+            duration_ms: 0,
+            request_bytes: 0,
+            response_bytes: 0,
+            request_preview: None,
+            response_preview: None,
+            error: None,
+            response_headers: Vec::new(),
+        }
+    }
+}
+
 use super::batch::Batch;
 use super::{Page, Store};
 

@@ -51,9 +51,7 @@ impl ExecutionRow {
     pub fn trace_id(&self) -> String {
         dibop_core::trace::trace_id(&self.id, self.traceparent.as_deref())
     }
-}
 
-impl ExecutionRow {
     /// Whether it has ended (see [`ExecutionStatus::is_final`]).
     pub fn is_final(&self) -> bool {
         self.execution_status().is_ok_and(ExecutionStatus::is_final)
@@ -607,20 +605,7 @@ impl Store {
     /// step; results before it are kept. `None` when it is not in such a state.
     pub async fn retry_execution(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<ExecutionRow>> {
         let mut tx = self.pool.begin().await?;
-        let row: Option<ExecutionRow> = sqlx::query_as(&format!(
-            "SELECT {EXECUTION} FROM executions WHERE enterprise_id = $1 AND id = $2 AND status IN ('failed', 'partial', 'cancelled')"
-        ))
-        .bind(enterprise_id)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let first_failed: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(position) FROM step_results WHERE execution_id = $1 AND status = 'failed'")
-                .bind(&row.id)
-                .fetch_one(&mut *tx)
-                .await?;
-        let keep = first_failed.unwrap_or(row.steps_completed);
+        let Some((row, keep)) = resumable(&mut tx, enterprise_id, id).await? else { return Ok(None) };
         sqlx::query("DELETE FROM step_results WHERE execution_id = $1 AND position >= $2")
             .bind(&row.id)
             .bind(keep)
@@ -668,26 +653,9 @@ impl Store {
             "{clause} AND status IN ('failed', 'partial', 'cancelled') \
              AND NOT EXISTS (SELECT 1 FROM executions r WHERE r.replay_of = executions.id)"
         );
-        let count_sql = format!("SELECT COUNT(*) FROM executions WHERE {clause}");
-        let ids_sql =
-            format!("SELECT id FROM executions WHERE {clause} ORDER BY created_at, id LIMIT ${}", args.len() + 1);
-        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
-        let mut ids = sqlx::query_scalar::<_, String>(&ids_sql);
-        for arg in args {
-            match arg {
-                Arg::Text(value) => {
-                    count = count.bind(value);
-                    ids = ids.bind(value);
-                }
-                Arg::Int(value) => {
-                    count = count.bind(value);
-                    ids = ids.bind(value);
-                }
-            }
-        }
-        let total = count.fetch_one(self.reads()).await?;
-        let ids = ids.bind(limit).fetch_all(self.reads()).await?;
-        Ok((ids, total))
+        let list = List { columns: "id", table: "executions", filter: &clause, order: "created_at, id", args };
+        let (ids, total): (Vec<(String,)>, i64) = self.page_of(list, Page { limit, offset: 0 }).await?;
+        Ok((ids.into_iter().map(|(id,)| id).collect(), total))
     }
 
     /// Starts a new execution that replays a failed, partial or cancelled one from its first
@@ -703,20 +671,7 @@ impl Store {
         replayed_by: &str,
     ) -> sqlx::Result<Option<ExecutionRow>> {
         let mut tx = self.pool.begin().await?;
-        let original: Option<ExecutionRow> = sqlx::query_as(&format!(
-            "SELECT {EXECUTION} FROM executions WHERE enterprise_id = $1 AND id = $2 AND status IN ('failed', 'partial', 'cancelled')"
-        ))
-        .bind(enterprise_id)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(original) = original else { return Ok(None) };
-        let first_failed: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(position) FROM step_results WHERE execution_id = $1 AND status = 'failed'")
-                .bind(&original.id)
-                .fetch_one(&mut *tx)
-                .await?;
-        let keep = first_failed.unwrap_or(original.steps_completed);
+        let Some((original, keep)) = resumable(&mut tx, enterprise_id, id).await? else { return Ok(None) };
         let new_id = new_id();
         sqlx::query(
             "INSERT INTO executions (id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, \
@@ -752,6 +707,31 @@ impl Store {
         tx.commit().await?;
         Ok(Some(row))
     }
+}
+
+/// A failed, partial or cancelled execution of the enterprise, read in `tx`, and the position
+/// it resumes from (its first failed step, or its first missing one): what a retry and a
+/// replay share.
+async fn resumable(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    enterprise_id: &str,
+    id: &str,
+) -> sqlx::Result<Option<(ExecutionRow, i64)>> {
+    let row: Option<ExecutionRow> = sqlx::query_as(&format!(
+        "SELECT {EXECUTION} FROM executions WHERE enterprise_id = $1 AND id = $2 AND status IN ('failed', 'partial', 'cancelled')"
+    ))
+    .bind(enterprise_id)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let first_failed: Option<i64> =
+        sqlx::query_scalar("SELECT MIN(position) FROM step_results WHERE execution_id = $1 AND status = 'failed'")
+            .bind(&row.id)
+            .fetch_one(&mut **tx)
+            .await?;
+    let keep = first_failed.unwrap_or(row.steps_completed);
+    Ok(Some((row, keep)))
 }
 
 /// Which executions a list or a replay takes.
