@@ -1,80 +1,111 @@
 // The DIBOP console: a single page over the public REST API (/api/v1) with the caller's token,
-// so roles and tenancy are enforced where they always are. Plain ES module, no dependencies.
-const API = '/api/v1';
-const TOKEN = 'dibop.token';
-const main = document.getElementById('main');
+// so roles and tenancy are enforced where they always are. Plain ES modules, no dependencies.
+// This module signs in and out and routes `#/...` to the pages.
+import { TOKEN, api, el, errorBox, session, show, tokenSubject, whenSessionEnds } from './lib.js';
+import { dashboard } from './dashboard.js';
+import { orchestrations, orchestration, editor } from './orchestrations.js';
+import { executions, execution } from './executions.js';
+import { apiCalls } from './api-calls.js';
+import { systems, system, plugins } from './systems.js';
+import { connections, connection, newConnection } from './connections.js';
+import { canonical, canonicalDomain, canonicalRecord } from './canonical.js';
+import { alerts } from './alerts.js';
+import { settings, users, apiKeys, webhooks, enterprises } from './settings.js';
 
-/** A failed API call, with the API's message and request id. */
-class ApiError extends Error {
-  constructor(status, body) {
-    const error = body?.error ?? {};
-    super(error.message ?? `HTTP ${status}`);
-    this.status = status;
-    this.code = error.code;
-    this.requestId = error.request_id;
+/** Route patterns, in order; `:name` captures one path segment. */
+const ROUTES = [
+  ['dashboard', dashboard],
+  ['orchestrations', orchestrations],
+  ['orchestrations/new', () => editor(null)],
+  ['orchestrations/:id/edit', ({ id }) => editor(id)],
+  ['orchestrations/:id', ({ id }) => orchestration(id)],
+  ['executions', executions],
+  ['executions/:id', ({ id }) => execution(id)],
+  ['api-calls', apiCalls],
+  ['systems', systems],
+  ['systems/:slug', ({ slug }) => system(slug)],
+  ['plugins', plugins],
+  ['connections', connections],
+  ['connections/new', newConnection],
+  ['connections/:id', ({ id }) => connection(id)],
+  ['canonical', canonical],
+  ['canonical/:domain', ({ domain }) => canonicalDomain(domain)],
+  ['canonical/:domain/:id', ({ domain, id }) => canonicalRecord(domain, id)],
+  ['alerts', alerts],
+  ['settings', settings],
+  ['users', users],
+  ['api-keys', apiKeys],
+  ['webhooks', webhooks],
+  ['enterprises', enterprises],
+];
+
+/** The pages in the navigation; tenant pages are hidden from platform-only accounts. */
+const NAV = [
+  ['dashboard', 'Dashboard', 'any'],
+  ['orchestrations', 'Orchestrations', 'tenant'],
+  ['executions', 'Executions', 'tenant'],
+  ['api-calls', 'API calls', 'tenant'],
+  ['systems', 'Systems', 'any'],
+  ['connections', 'Connections', 'tenant'],
+  ['canonical', 'Canonical data', 'tenant'],
+  ['alerts', 'Alerts', 'any'],
+  ['settings', 'Settings', 'any'],
+  ['enterprises', 'Enterprises', 'platform'],
+];
+
+function match(path) {
+  const parts = path.split('/').filter(Boolean);
+  for (const [pattern, handler] of ROUTES) {
+    const want = pattern.split('/');
+    if (want.length !== parts.length) continue;
+    const params = {};
+    const ok = want.every((w, i) => {
+      if (w.startsWith(':')) {
+        params[w.slice(1)] = decodeURIComponent(parts[i]);
+        return true;
+      }
+      return w === parts[i];
+    });
+    if (ok) return () => handler(params);
   }
+  return null;
 }
 
-async function api(path, options = {}) {
-  const headers = { accept: 'application/json', ...(options.headers ?? {}) };
-  const token = sessionStorage.getItem(TOKEN);
-  if (token) headers.authorization = `Bearer ${token}`;
-  if (options.body !== undefined) headers['content-type'] = 'application/json';
-  const response = await fetch(`${API}${path}`, {
-    method: options.method ?? 'GET',
-    headers,
-    body: options.body === undefined ? undefined : JSON.stringify(options.body),
-  });
-  const text = await response.text();
-  const body = text ? JSON.parse(text) : null;
-  if (response.status === 401 && token) {
-    // The session ended (expired, revoked, password changed): back to sign-in, saying so.
-    sessionStorage.removeItem(TOKEN);
-    signIn('Your session has ended. Sign in again.');
-    throw new ApiError(401, body);
-  }
-  if (!response.ok) throw new ApiError(response.status, body);
-  return body;
-}
-
-/** An element with attributes and children (text is always set as text, never as HTML). */
-function el(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (name === 'class') node.className = value;
-    else if (name.startsWith('on')) node.addEventListener(name.slice(2), value);
-    else node.setAttribute(name, value === true ? '' : value);
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
-
-function errorBox(error) {
-  const id = error.requestId ? ` (request ${error.requestId})` : '';
-  return el('p', { class: 'notice error', role: 'alert' }, `${error.message}${id}`);
-}
-
-function show(title, ...content) {
-  main.replaceChildren(el('h1', {}, title), ...content);
-  document.title = `${title} · DIBOP console`;
-  main.focus();
-}
-
-function chrome(signedIn, who = '') {
-  document.getElementById('nav').hidden = !signedIn;
+function chrome(signedIn) {
+  const nav = document.getElementById('nav');
+  nav.hidden = !signedIn;
   document.getElementById('signout').hidden = !signedIn;
-  document.getElementById('who').textContent = who;
+  const who = document.getElementById('who');
+  who.textContent = '';
+  if (!signedIn) return;
+  const visible = NAV.filter(([, , need]) =>
+    need === 'any' || (need === 'tenant' && session.readsTenantData) || (need === 'platform' && session.platform));
+  nav.replaceChildren(...visible.map(([href, text]) => el('a', { href: `#/${href}`, 'data-nav': href }, text)));
+  const role = session.user.role.replace('_', ' ');
+  who.textContent = `${session.user.email} · ${role}${session.platform ? ' (platform)' : ''} · ${session.enterprise}`;
+  markCurrent();
 }
+
+function markCurrent() {
+  const first = location.hash.replace(/^#\/?/, '').split(/[/?]/)[0];
+  for (const a of document.querySelectorAll('#nav a')) {
+    if (a.dataset.nav === first) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+}
+
+/** Where to go after signing in: the page that asked for it. */
+let wanted = '#/dashboard';
 
 function signIn(message) {
+  session.user = null;
   chrome(false);
-  if (location.hash !== '#/signin') history.replaceState(null, '', '#/signin');
-  const email = el('input', { type: 'email', name: 'email', autocomplete: 'username', required: true });
-  const password = el('input', { type: 'password', name: 'password', autocomplete: 'current-password', required: true });
+  if (location.hash !== '#/signin') {
+    if (location.hash.startsWith('#/')) wanted = location.hash;
+    history.replaceState(null, '', '#/signin');
+  }
+  const email = el('input', { id: 'email', type: 'email', name: 'email', autocomplete: 'username', required: true });
+  const password = el('input', { id: 'password', type: 'password', name: 'password', autocomplete: 'current-password', required: true });
   const status = el('div', { 'aria-live': 'polite' });
   const form = el('form', { class: 'signin', onsubmit: async (event) => {
     event.preventDefault();
@@ -82,82 +113,53 @@ function signIn(message) {
     try {
       const answer = await api('/auth/login', { method: 'POST', body: { email: email.value, password: password.value } });
       sessionStorage.setItem(TOKEN, answer.access_token);
-      location.hash = '#/dashboard';
+      history.replaceState(null, '', wanted);
+      wanted = '#/dashboard';
       route();
     } catch (error) {
       status.replaceChildren(errorBox(error));
     }
   } },
-    el('label', {}, 'E-mail', email),
-    el('label', {}, 'Password', password),
+    el('label', { for: 'email' }, 'E-mail'), email,
+    el('label', { for: 'password' }, 'Password'), password,
     el('button', { class: 'primary', type: 'submit' }, 'Sign in'),
     status);
   show('Sign in', message ? el('p', { class: 'notice', role: 'status' }, message) : null, form);
 }
 
-const fmtRate = (rate) => (rate === null || rate === undefined ? 'no runs' : `${rate.toFixed(2)} %`);
-
-function since(seconds) {
-  if (seconds === null || seconds === undefined) return 'no failure';
-  if (seconds < 60) return 'last failure under a minute ago';
-  if (seconds < 3600) return `${Math.round(seconds / 60)} min since the last failure`;
-  if (seconds < 172800) return `${Math.round(seconds / 3600)} h since the last failure`;
-  return `${Math.round(seconds / 86400)} days since the last failure`;
-}
-
-async function dashboard() {
-  show('Dashboard', el('p', { class: 'muted' }, 'Loading…'));
-  try {
-    const [sla, systems, failures] = await Promise.all([
-      api('/observability/sla?window=7d'),
-      api('/api-calls/systems?window=24h'),
-      api('/executions?status=failed&page_size=10'),
-    ]);
-    const banners = sla.orchestrations.map((o) => el('section', { class: 'card', 'data-sla': o.id },
-      el('h3', {}, o.name),
-      el('span', { class: `state ${o.state}` }, o.state),
-      el('p', {}, `${fmtRate(o.success_rate)} of ${o.executions} runs (target ${o.target} %)`),
-      el('p', { class: 'muted' }, since(o.seconds_since_last_failure))));
-    const tiles = systems.map((s) => el('section', { class: 'card', 'data-system': s.system },
-      el('h3', {}, s.system),
-      el('span', { class: `state ${s.health}` }, s.health),
-      el('p', {}, `${s.calls} calls · p50 ${s.latency_p50_ms} ms · p95 ${s.latency_p95_ms} ms`)));
-    const names = new Map(sla.orchestrations.map((o) => [o.id, o.name]));
-    const rows = failures.data.map((e) => el('tr', {},
-      el('td', {}, e.finished_at ? new Date(e.finished_at).toLocaleString() : ''),
-      el('td', {}, names.get(e.orchestration_id) ?? e.orchestration_id),
-      el('td', {}, e.error ?? '')));
-    show('Dashboard',
-      el('h2', {}, 'Service levels (7 days)'),
-      banners.length ? el('div', { class: 'banners' }, banners) : el('p', { class: 'muted' }, 'No orchestrations yet.'),
-      el('h2', {}, 'Systems (24 hours)'),
-      el('div', { class: 'tiles' }, tiles),
-      el('h2', {}, 'Recent failures'),
-      rows.length
-        ? el('table', {}, el('thead', {}, el('tr', {}, el('th', {}, 'Finished'), el('th', {}, 'Orchestration'), el('th', {}, 'Error'))), el('tbody', {}, rows))
-        : el('p', { class: 'muted' }, 'No failed executions.'));
-  } catch (error) {
-    if (error.status !== 401) show('Dashboard', errorBox(error));
-  }
+/** Loads who is signed in (once per token): role and platform rights come from the server. */
+async function loadSession() {
+  if (session.user) return true;
+  const subject = tokenSubject();
+  const [user, settings] = await Promise.all([api(`/users/${encodeURIComponent(subject)}`), api('/settings')]);
+  session.user = user;
+  session.enterprise = settings.name;
+  return true;
 }
 
 async function route() {
   if (!sessionStorage.getItem(TOKEN)) return signIn();
   try {
-    const settings = await api('/settings');
-    chrome(true, settings.name);
+    await loadSession();
   } catch (error) {
-    if (error.status !== 401) show('Console', errorBox(error));
+    if (error.status !== 401) {
+      chrome(false);
+      show('Console', errorBox(error));
+    }
     return;
   }
-  switch (location.hash) {
-    case '#/dashboard':
-    default:
-      if (location.hash !== '#/dashboard') history.replaceState(null, '', '#/dashboard');
-      return dashboard();
+  chrome(true);
+  const path = location.hash.replace(/^#\/?/, '').split('?')[0];
+  const handler = match(path);
+  if (!handler) {
+    history.replaceState(null, '', '#/dashboard');
+    markCurrent();
+    return dashboard();
   }
+  return handler();
 }
 
+whenSessionEnds(signIn);
 document.getElementById('signout').addEventListener('click', () => {
   sessionStorage.removeItem(TOKEN);
   signIn('Signed out.');

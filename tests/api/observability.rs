@@ -170,3 +170,57 @@ async fn sla_figures_are_exact_for_a_known_set_of_executions() {
     let bad = app.post(&token, "/orchestrations", decode("Impossible", Some(120.0))).await;
     assert_error(bad, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
 }
+
+#[tokio::test]
+async fn the_timeline_counts_finished_executions_per_hour() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let id = app
+        .create_orchestration(
+            &token,
+            json!({"name": "Hourly", "parameters": [{"name": "lead", "type": "object", "required": true}],
+                   "steps": [{"name": "route", "type": "transform", "transform": "map",
+                              "mapping": {"region": "${parameters.lead.region}"}}]}),
+        )
+        .await;
+    let mut runs = Vec::new();
+    for lead in [json!({"region": "east"}), json!({"region": "west"}), json!({})] {
+        runs.push(app.execute(&token, &id, json!({"parameters": {"lead": lead}})).await);
+    }
+    assert_eq!(runs.iter().filter(|r| r["status"] == "success").count(), 2, "{runs:?}");
+    // One success finished three hours ago.
+    let moved = runs[0]["execution_id"].as_str().expect("id");
+    let three_hours_ago = chrono::Utc::now().timestamp_millis() - 3 * 3_600_000;
+    app.sql(&format!("UPDATE executions SET finished_at = {three_hours_ago} WHERE id = '{moved}'")).await;
+
+    let timeline: Value = app.get(&token, "/observability/timeline").await.json().await.expect("json");
+    assert_eq!(timeline["window"], "24h");
+    let buckets = timeline["buckets"].as_array().expect("buckets");
+    assert_eq!(buckets.len(), 24);
+    let start = |b: &Value| chrono::DateTime::parse_from_rfc3339(b["start"].as_str().expect("start")).expect("time");
+    for pair in buckets.windows(2) {
+        assert_eq!((start(&pair[1]) - start(&pair[0])).num_seconds(), 3600, "consecutive hours");
+    }
+    let total = |field: &str| buckets.iter().map(|b| b[field].as_i64().expect("count")).sum::<i64>();
+    assert_eq!((total("successes"), total("failures")), (2, 1));
+    let holding = buckets
+        .iter()
+        .find(|b| {
+            let from = start(b).timestamp_millis();
+            (from..from + 3_600_000).contains(&three_hours_ago)
+        })
+        .expect("the hour three hours ago is in the window");
+    assert_eq!(holding["successes"], 1);
+    assert_eq!(buckets.last().expect("this hour")["failures"], 1);
+
+    let week: Value = app.get(&token, "/observability/timeline?window=7d").await.json().await.expect("json");
+    assert_eq!(week["buckets"].as_array().expect("buckets").len(), 168);
+    for bad in ["8d", "soon"] {
+        let response = app.get(&token, &format!("/observability/timeline?window={bad}")).await;
+        assert_error(response, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    }
+    // Another enterprise's hours are empty.
+    let other = app.second_enterprise("hours").await;
+    let theirs: Value = app.get(&other, "/observability/timeline").await.json().await.expect("json");
+    assert!(theirs["buckets"].as_array().expect("buckets").iter().all(|b| b["successes"] == 0 && b["failures"] == 0));
+}

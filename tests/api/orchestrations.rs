@@ -594,3 +594,42 @@ async fn references_into_skipped_or_failed_steps_are_null_and_defaults_fill_them
     assert!(messages.iter().any(|m| m.contains("\"c\" is not an earlier step")), "{refused}");
     assert!(messages.iter().any(|m| m.contains("??")), "{refused}");
 }
+
+#[tokio::test]
+async fn every_version_is_kept_and_readable_by_its_enterprise_only() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let mut def = json!({"name": "Versioned", "steps": [{"name": "a", "type": "transform", "transform": "map",
+        "mapping": {"x": 1}}]});
+    let id = app.create_orchestration(&token, def.clone()).await;
+    def["status"] = json!("paused");
+    def["steps"][0]["mapping"] = json!({"x": 2});
+    let replaced: Value = app.put(&token, &format!("/orchestrations/{id}"), def).await.json().await.expect("json");
+    assert_eq!(replaced["version"], 2);
+
+    let versions: Value = app.get(&token, &format!("/orchestrations/{id}/versions")).await.json().await.expect("json");
+    assert_eq!(versions["pagination"]["total"], 2);
+    let numbers: Vec<&Value> = versions["data"].as_array().expect("data").iter().map(|v| &v["version"]).collect();
+    assert_eq!(numbers, [&json!(2), &json!(1)], "newest first");
+    assert!(versions["data"][0]["created_at"].is_string());
+
+    let first: Value = app.get(&token, &format!("/orchestrations/{id}/versions/1")).await.json().await.expect("json");
+    assert_eq!((&first["version"], &first["orchestration_id"]), (&json!(1), &json!(id)));
+    assert_eq!(first["definition"]["status"], "active");
+    assert_eq!(first["definition"]["steps"][0]["mapping"], json!({"x": 1}));
+    let second: Value = app.get(&token, &format!("/orchestrations/{id}/versions/2")).await.json().await.expect("json");
+    assert_eq!(second["definition"]["status"], "paused");
+    assert_eq!(second["definition"]["steps"][0]["mapping"], json!({"x": 2}));
+
+    for missing in ["3", "0", "-1"] {
+        let response = app.get(&token, &format!("/orchestrations/{id}/versions/{missing}")).await;
+        assert_error(response, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    }
+    let malformed = app.get(&token, &format!("/orchestrations/{id}/versions/latest")).await;
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+
+    let other = app.second_enterprise("versions").await;
+    for path in [format!("/orchestrations/{id}/versions"), format!("/orchestrations/{id}/versions/1")] {
+        assert_error(app.get(&other, &path).await, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    }
+}

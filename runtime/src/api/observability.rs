@@ -1,5 +1,5 @@
 //! Observability: `GET /observability/metrics` (the enterprise's figures with this node's),
-//! `GET /observability/sla` and
+//! `GET /observability/sla`, `GET /observability/timeline` (finished executions per hour) and
 //! the Prometheus endpoint `/metrics` (outside `/api/v1`; see `crate::metrics`).
 
 use std::collections::BTreeMap;
@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use dibop_core::{ExecutionStatus, Window};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -22,7 +23,7 @@ use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(platform_metrics)).routes(routes!(sla))
+    OpenApiRouter::new().routes(routes!(platform_metrics)).routes(routes!(sla)).routes(routes!(timeline))
 }
 
 /// Outbound requests of one system, by outcome.
@@ -227,4 +228,60 @@ async fn sla(
         .map(|(system, samples)| figures(system.clone(), system, crate::sla::DEFAULT_TARGET, &samples))
         .collect();
     Ok(Json(SlaReport { window, orchestrations, systems }))
+}
+
+/// Longest window of `GET /observability/timeline`: 7 days of hourly buckets.
+pub const MAX_TIMELINE_HOURS: i64 = 7 * 24;
+
+/// Finished executions of one hour.
+#[derive(Serialize, ToSchema)]
+pub struct HourBucket {
+    /// The start of the hour.
+    pub start: DateTime<Utc>,
+    pub successes: i64,
+    /// Failed, partial or cancelled (as the SLA counts them).
+    pub failures: i64,
+}
+
+/// Finished executions per hour over a window, oldest hour first; hours without any are listed
+/// with zeros.
+#[derive(Serialize, ToSchema)]
+pub struct Timeline {
+    pub window: String,
+    pub buckets: Vec<HourBucket>,
+}
+
+/// The enterprise's finished executions per hour (successes and failures) over a window of at
+/// most 7 days (default 24h): the console's chart.
+#[utoipa::path(get, path = "/observability/timeline", tag = "observability", params(SlaQuery),
+    responses(
+        (status = 200, description = "One bucket per hour", body = Timeline),
+        (status = 400, description = "Malformed window, or longer than 7 days", body = crate::error::ErrorResponse),
+    ))]
+async fn timeline(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<SlaQuery>,
+) -> AppResult<Json<Timeline>> {
+    const HOUR_MS: i64 = 3_600_000;
+    let window = query.window.unwrap_or_else(|| "24h".into());
+    let span = Window::parse(&window).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let hours = (span.as_millis() + HOUR_MS - 1) / HOUR_MS;
+    if hours > MAX_TIMELINE_HOURS {
+        return Err(AppError::BadRequest(format!("window {window} is longer than the 7 days the timeline covers")));
+    }
+    let this_hour = dibop_core::now_ms() / HOUR_MS;
+    let first = this_hour - hours + 1;
+    let mut buckets: Vec<HourBucket> = (first..=this_hour)
+        .map(|hour| HourBucket { start: super::datetime(hour * HOUR_MS), successes: 0, failures: 0 })
+        .collect();
+    for (hour, status, count) in state.store.executions_per_hour(&principal.enterprise_id, first * HOUR_MS).await? {
+        let Some(bucket) = usize::try_from(hour - first).ok().and_then(|i| buckets.get_mut(i)) else { continue };
+        if crate::sla::succeeded(&status) {
+            bucket.successes += count;
+        } else {
+            bucket.failures += count;
+        }
+    }
+    Ok(Json(Timeline { window, buckets }))
 }

@@ -1,5 +1,5 @@
-//! Orchestrations: `GET/POST /orchestrations`, `GET/PUT/DELETE /orchestrations/{id}`. Their
-//! executions are in [`super::executions`], traces in [`super::trace`].
+//! Orchestrations: `GET/POST /orchestrations`, `GET/PUT/DELETE /orchestrations/{id}` and the
+//! kept versions (`GET /orchestrations/{id}/versions[/{version}]`). Their executions are in [`super::executions`], traces in [`super::trace`].
 
 use dibop_core::World;
 use std::collections::HashMap;
@@ -25,11 +25,11 @@ use crate::state::AppState;
 use crate::store::OrchestrationRow;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_orchestrations, create_orchestration)).routes(routes!(
-        get_orchestration,
-        replace_orchestration,
-        delete_orchestration
-    ))
+    OpenApiRouter::new()
+        .routes(routes!(list_orchestrations, create_orchestration))
+        .routes(routes!(get_orchestration, replace_orchestration, delete_orchestration))
+        .routes(routes!(list_versions))
+        .routes(routes!(get_version))
 }
 
 /// An orchestration as stored: the definition plus identity and version.
@@ -278,4 +278,66 @@ async fn delete_orchestration(
     } else {
         Err(AppError::not_found(format!("orchestration {id}")))
     }
+}
+
+/// One kept version of an orchestration.
+#[derive(Serialize, ToSchema)]
+pub struct VersionSummary {
+    pub version: i64,
+    /// When this version was saved.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One kept version with its definition, as it was saved.
+#[derive(Serialize, ToSchema)]
+pub struct VersionView {
+    pub orchestration_id: String,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub definition: Definition,
+}
+
+/// The versions of an orchestration, newest first (every `PUT` keeps the one it replaced).
+#[utoipa::path(get, path = "/orchestrations/{id}/versions", tag = "orchestrations", params(("id" = String, Path), PageQuery),
+    responses(
+        (status = 200, description = "Versions, newest first", body = Paginated<VersionSummary>),
+        (status = 404, description = "No such orchestration", body = crate::error::ErrorResponse),
+    ))]
+async fn list_versions(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    pagination: Pagination,
+) -> AppResult<Json<Paginated<VersionSummary>>> {
+    state.store.get_orchestration(&principal.enterprise_id, &id).await?.or_not_found(format!("orchestration {id}"))?;
+    let (rows, total) = state.store.list_orchestration_versions(&id, pagination.page()).await?;
+    let versions =
+        rows.into_iter().map(|row| VersionSummary { version: row.version, created_at: datetime(row.created_at) });
+    Ok(Json(pagination.envelope(versions.collect(), total)))
+}
+
+/// One version of an orchestration with the definition it had.
+#[utoipa::path(get, path = "/orchestrations/{id}/versions/{version}", tag = "orchestrations",
+    params(("id" = String, Path), ("version" = i64, Path)),
+    responses(
+        (status = 200, description = "The version", body = VersionView),
+        (status = 404, description = "No such orchestration or version", body = crate::error::ErrorResponse),
+    ))]
+async fn get_version(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((id, version)): Path<(String, i64)>,
+) -> AppResult<Json<VersionView>> {
+    state.store.get_orchestration(&principal.enterprise_id, &id).await?.or_not_found(format!("orchestration {id}"))?;
+    let (text, created_at) = state
+        .store
+        .orchestration_version_saved(&id, version)
+        .await?
+        .or_not_found(format!("version {version} of orchestration {id}"))?;
+    Ok(Json(VersionView {
+        orchestration_id: id,
+        version,
+        created_at: datetime(created_at),
+        definition: serde_json::from_str(&text).map_err(anyhow::Error::from)?,
+    }))
 }

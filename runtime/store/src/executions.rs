@@ -478,6 +478,24 @@ impl Store {
         .await
     }
 
+    /// Finished executions since `since_ms` counted by hour (of `finished_at`, in hours since
+    /// the epoch) and status, for the console's chart.
+    pub async fn executions_per_hour(
+        &self,
+        enterprise_id: &str,
+        since_ms: i64,
+    ) -> sqlx::Result<Vec<(i64, String, i64)>> {
+        sqlx::query_as(
+            "SELECT finished_at / 3600000, status, COUNT(*) FROM executions \
+             WHERE enterprise_id = $1 AND finished_at >= $2 AND status IN ('success', 'failed', 'partial', 'cancelled') \
+             GROUP BY finished_at / 3600000, status ORDER BY 1",
+        )
+        .bind(enterprise_id)
+        .bind(since_ms)
+        .fetch_all(self.reads())
+        .await
+    }
+
     /// The enterprise's executions by status.
     pub async fn executions_by_status(&self, enterprise_id: &str) -> sqlx::Result<Vec<(String, i64)>> {
         sqlx::query_as(

@@ -51,7 +51,7 @@ pub use identity::{
     ApiKey, ApiKeyWithEnterprise, Enterprise, NewApiKey, NewEnterprise, NewUser, PlatformUsers, SettingsPatch, User,
     UserPatch,
 };
-pub use orchestrations::OrchestrationRow;
+pub use orchestrations::{OrchestrationRow, VersionRow};
 pub use plugins::{NewPlugin, PluginRow};
 pub use tokens::TokenRow;
 pub use webhooks::{NewWebhook, WebhookRow};

@@ -22,6 +22,13 @@ pub struct OrchestrationRow {
     pub schedule_error_at: Option<i64>,
 }
 
+/// One kept version of an orchestration.
+#[derive(Debug, Clone, FromRow)]
+pub struct VersionRow {
+    pub version: i64,
+    pub created_at: i64,
+}
+
 pub(super) const ORCHESTRATION: &str =
     "id, enterprise_id, name, status, version, definition, created_at, updated_at, schedule_error, schedule_error_at";
 
@@ -142,6 +149,38 @@ impl Store {
             self.caches.versions.insert(key, text.clone());
         }
         Ok(text)
+    }
+
+    /// The versions of an orchestration, newest first (without their definitions). The caller
+    /// has checked that the orchestration belongs to its enterprise.
+    pub async fn list_orchestration_versions(
+        &self,
+        orchestration_id: &str,
+        page: Page,
+    ) -> sqlx::Result<(Vec<VersionRow>, i64)> {
+        let list = List {
+            columns: "version, created_at",
+            table: "orchestration_versions",
+            filter: "orchestration_id = $1",
+            order: "version DESC",
+            args: vec![orchestration_id.into()],
+        };
+        self.page_of(list, page).await
+    }
+
+    /// A version's definition and when it was saved.
+    pub async fn orchestration_version_saved(
+        &self,
+        orchestration_id: &str,
+        version: i64,
+    ) -> sqlx::Result<Option<(String, i64)>> {
+        sqlx::query_as(
+            "SELECT definition, created_at FROM orchestration_versions WHERE orchestration_id = $1 AND version = $2",
+        )
+        .bind(orchestration_id)
+        .bind(version)
+        .fetch_optional(self.reads())
+        .await
     }
 
     pub async fn list_orchestrations(
