@@ -11,8 +11,12 @@ if ! command -v chromium >/dev/null; then
 fi
 (cd "$root/tests/browser" && npm ci --no-audit --no-fund --silent)
 
-cargo build -q -p dibop
-bin="${CARGO_TARGET_DIR:-$root/target}/debug/dibop"
+# DIBOP_BIN: a dibop binary to serve instead of building one.
+bin="${DIBOP_BIN:-}"
+if [ -z "$bin" ]; then
+  cargo build -q -p dibop
+  bin="${CARGO_TARGET_DIR:-$root/target}/debug/dibop"
+fi
 data="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 export DIBOP_ADMIN_EMAIL="$1" DIBOP_ADMIN_PASSWORD="browser-check-password"

@@ -70,7 +70,7 @@ const routing = await call(adminToken, 'POST', '/orchestrations', {
   output: { region: '${route.region}' },
 });
 await call(adminToken, 'POST', `/orchestrations/${routing.id}/execute`, { parameters: { lead: { region: 'east' } } });
-await call(adminToken, 'POST', `/orchestrations/${routing.id}/execute`, { parameters: { lead: {} } });
+const failedRun = await call(adminToken, 'POST', `/orchestrations/${routing.id}/execute`, { parameters: { lead: {} } });
 // A customer record, whose e-mail is personal data (masked for viewers).
 const customer = await call(adminToken, 'POST', '/canonical/customer', {
   customer_id: 'C-1', customer_name: 'Ada Lovelace', email: 'ada@example.com', city: 'London', customer_type: 'individual',
@@ -270,6 +270,13 @@ try {
   await visit(page, `#/executions?orchestration_id=${lookupId}&status=success`);
   if ((await page.locator('main tbody tr').count()) !== 1) fail('the filtered executions are not 1');
   await shoot(page, 'executions');
+  // The failed run offers retry (and no cancel); retrying queues it again.
+  await visit(page, `#/executions/${failedRun.execution_id}`);
+  if ((await page.locator('[data-action=cancel]').count()) !== 0) fail('a finished execution offers cancel');
+  await page.evaluate(() => { document.body.dataset.ready = '0'; });
+  await page.click('[data-action=retry]');
+  await page.waitForFunction(() => document.body.dataset.ready === '1', null, { timeout: 20000 });
+  await shoot(page, 'execution-failed');
   await visit(page, '#/api-calls?system=vpic');
   if ((await page.locator('[data-section=log] tbody tr').count()) < 2) fail('the API-call log misses the test and the run');
   await shoot(page, 'api-calls');
@@ -304,6 +311,17 @@ try {
   await shoot(page, 'canonical');
   await visit(page, '#/canonical/customer');
   await shoot(page, 'canonical-records');
+  for (const [city, rows] of [['London', 1], ['Paris', 0]]) {
+    await page.selectOption('select[name=field]', 'city');
+    await page.fill('input[name=value]', city);
+    await page.evaluate(() => { document.body.dataset.ready = '0'; });
+    await page.click('form.filters button[type=submit]');
+    await page.waitForFunction(() => document.body.dataset.ready === '1', null, { timeout: 20000 });
+    const shown = await page.locator('main table').first().locator('tbody tr').count();
+    if (!page.url().includes(`city=${city}`) || (rows === 0 ? (await page.locator('main table').count()) !== 1 : shown !== rows)) {
+      fail(`filtering customers by city ${city} shows ${shown} rows`);
+    }
+  }
   await visit(page, `#/canonical/customer/${customer.id}`);
   if (!(await text(page, 'pre.json')).includes('ada@example.com')) fail('the admin does not see the customer e-mail');
   if (!(await text(page, '[data-lineage]')).includes('api')) fail('no lineage');
@@ -382,7 +400,22 @@ try {
   await page.reload({ waitUntil: 'networkidle' });
   const ended = await text(page, 'main .notice');
   if (!ended.includes('session has ended')) fail(`after the session ended: ${ended}`);
-  await signIn(page, process.env.DIBOP_EMAIL, process.env.DIBOP_PASSWORD);
+  // Signing in and reaching a page work from the keyboard alone.
+  await page.focus('input[name=email]');
+  await page.keyboard.type(process.env.DIBOP_EMAIL);
+  await page.keyboard.press('Tab');
+  await page.keyboard.type(process.env.DIBOP_PASSWORD);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#nav a[data-nav=executions]', { timeout: 15000 });
+  await page.waitForFunction(() => document.body.dataset.ready === '1', null, { timeout: 20000 });
+  let reached = false;
+  for (let i = 0; i < 20 && !reached; i += 1) {
+    await page.keyboard.press('Shift+Tab');
+    reached = await page.evaluate(() => document.activeElement?.dataset?.nav === 'executions');
+  }
+  if (!reached) fail('the navigation is not reachable by keyboard');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => location.hash === '#/executions' && document.body.dataset.ready === '1', null, { timeout: 20000 });
   await page.click('#signout');
   await page.waitForSelector('form.signin');
   if ((await page.evaluate(() => sessionStorage.getItem('dibop.token'))) !== null) fail('the token outlived sign-out');
