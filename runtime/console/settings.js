@@ -146,16 +146,22 @@ export async function apiKeys() {
   await page('API keys', () => render(null));
 }
 
+/** `text` as one single-quoted shell word. */
+const shellWord = (text) => `'${String(text).replace(/'/g, "'\\''")}'`;
+
 /** A ready command that triggers the webhook with a signed body. */
 function curlFor(hook, secret) {
   const url = new URL(hook.url, location.origin).href;
-  const body = JSON.stringify(Object.fromEntries(Object.keys(hook.parameters ?? {}).map((k) => [k, '…'])));
-  const lines = [`SECRET='${secret}'`, `BODY='${body}'`];
+  // The fields the mapping reads from the body (`${body.vin}`), each with a value to fill in.
+  const fields = [...JSON.stringify(hook.parameters ?? {}).matchAll(/\$\{body\.([A-Za-z0-9_-]+)/g)].map((m) => m[1]);
+  const body = JSON.stringify(Object.fromEntries([...new Set(fields)].map((k) => [k, '…'])));
+  const lines = [`SECRET=${shellWord(secret)}`, `BODY=${shellWord(body)}`];
+  const post = `curl -X POST ${shellWord(url)} -H 'Content-Type: application/json' -H "X-Webhook-Secret: $SECRET"`;
   if (hook.signature === 'hmac-sha256') {
     lines.push('SIGNATURE=$(printf %s "$BODY" | openssl dgst -sha256 -hmac "$SECRET" | sed "s/^.* //")');
-    lines.push(`curl -X POST '${url}' -H 'Content-Type: application/json' -H "X-Webhook-Secret: $SECRET" -H "X-Webhook-Signature: sha256=$SIGNATURE" -d "$BODY"`);
+    lines.push(`${post} -H "X-Webhook-Signature: sha256=$SIGNATURE" -d "$BODY"`);
   } else {
-    lines.push(`curl -X POST '${url}' -H 'Content-Type: application/json' -H "X-Webhook-Secret: $SECRET" -d "$BODY"`);
+    lines.push(`${post} -d "$BODY"`);
   }
   return lines.join('\n');
 }
