@@ -625,8 +625,11 @@ async fn every_version_is_kept_and_readable_by_its_enterprise_only() {
         let response = app.get(&token, &format!("/orchestrations/{id}/versions/{missing}")).await;
         assert_error(response, StatusCode::NOT_FOUND, "NOT_FOUND").await;
     }
-    let malformed = app.get(&token, &format!("/orchestrations/{id}/versions/latest")).await;
-    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    for malformed in ["latest", "9223372036854775808", "1.5"] {
+        let response = app.get(&token, &format!("/orchestrations/{id}/versions/{malformed}")).await;
+        let body = assert_error(response, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+        assert!(body["error"]["message"].as_str().expect("message").contains("whole number"), "{body}");
+    }
 
     let other = app.second_enterprise("versions").await;
     for path in [format!("/orchestrations/{id}/versions"), format!("/orchestrations/{id}/versions/1")] {

@@ -321,13 +321,17 @@ async fn list_versions(
     params(("id" = String, Path), ("version" = i64, Path)),
     responses(
         (status = 200, description = "The version", body = VersionView),
+        (status = 400, description = "The version is not a whole number", body = crate::error::ErrorResponse),
         (status = 404, description = "No such orchestration or version", body = crate::error::ErrorResponse),
     ))]
 async fn get_version(
     State(state): State<AppState>,
     principal: Principal,
-    Path((id, version)): Path<(String, i64)>,
+    Path((id, version)): Path<(String, String)>,
 ) -> AppResult<Json<VersionView>> {
+    let version: i64 = version
+        .parse()
+        .map_err(|_| AppError::BadRequest(format!("version {version:?} is not a whole number such as 1")))?;
     state.store.get_orchestration(&principal.enterprise_id, &id).await?.or_not_found(format!("orchestration {id}"))?;
     let (text, created_at) = state
         .store
