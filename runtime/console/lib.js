@@ -259,19 +259,22 @@ export function parseJson(text, what) {
   }
 }
 
+/** Runs a button's action with the button disabled, showing a failure in `status`. */
+async function runFrom(button, action, status) {
+  button.disabled = true;
+  status?.replaceChildren();
+  try {
+    await action();
+  } catch (error) {
+    if (error.status !== 401) status?.replaceChildren(errorBox(error));
+  } finally {
+    button.disabled = false;
+  }
+}
+
 /** A button that runs `action`, showing its errors (and disabling itself while it runs). */
 export function actionButton(text, action, status, attributes = {}) {
-  const button = el('button', { type: 'button', ...attributes, onclick: async () => {
-    button.disabled = true;
-    status?.replaceChildren();
-    try {
-      await action();
-    } catch (error) {
-      if (error.status !== 401) status?.replaceChildren(errorBox(error));
-    } finally {
-      button.disabled = false;
-    }
-  } }, text);
+  const button = el('button', { type: 'button', ...attributes, onclick: () => runFrom(button, action, status) }, text);
   return button;
 }
 
@@ -312,17 +315,9 @@ export function confirmButton(text, action, status) {
       return;
     }
     clearTimeout(timer);
-    button.disabled = true;
-    status?.replaceChildren();
-    try {
-      await action();
-    } catch (error) {
-      if (error.status !== 401) status?.replaceChildren(errorBox(error));
-    } finally {
-      armed = false;
-      button.disabled = false;
-      button.textContent = text;
-    }
+    armed = false;
+    button.textContent = text;
+    await runFrom(button, action, status);
   } }, text);
   return button;
 }
