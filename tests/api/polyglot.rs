@@ -95,19 +95,15 @@ async fn python_and_javascript_connectors_answer_like_the_rust_one() {
         assert_eq!(row["status_code"], 200);
         assert!(row["url"].as_str().expect("url").contains(&format!("/vpic/vehicles/DecodeVinValues/{VIN}")), "{row}");
 
-        // The author's own error reaches the step (code and message).
-        let test: Value = app
-            .post(
-                &token,
-                &format!("/connections/{connection_id}/test"),
-                json!({"operation": "decode_vin", "input": {"vin": "short"}}),
-            )
-            .await
-            .json()
-            .await
-            .expect("json");
+        // Input the declared schema refuses never reaches the plugin; the author's own error
+        // (an operation it does not offer) reaches the step with its code and message.
+        let test = app.test_call(&token, &connection_id, "decode_vin", json!({"vin": "short"})).await;
         let error = test["error"].to_string();
-        assert!(error.contains("invalid_input") && error.contains("is not a VIN"), "{system}: {test}");
+        assert!(error.contains("invalid_input") && error.contains("input_schema of decode_vin"), "{system}: {test}");
+        assert_eq!(test["api_calls"], json!([]), "{system}: {test}");
+        let test = app.test_call(&token, &connection_id, "recall", json!({})).await;
+        let error = test["error"].to_string();
+        assert!(error.contains("invalid_input") && error.contains("unknown operation `recall`"), "{system}: {test}");
 
         // The sandbox applies: a host off the allow-list is refused, and logged as refused.
         let connection: Value = app

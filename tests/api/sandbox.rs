@@ -62,10 +62,14 @@ async fn a_panic_fails_with_the_plugins_own_message() {
     let connection = hostile(&app, &token, vec![], 5000).await;
     let result = app.test_call(&token, &connection, "panic", json!({})).await;
     assert_eq!(result["error"]["code"], "trap", "{result}");
-    assert!(
-        result["error"]["message"].as_str().expect("message").contains("hostile plugin panicked on purpose"),
+    // Once, with its place and message: no empty backtrace header, no RUST_BACKTRACE hint.
+    assert_eq!(
+        result["error"]["message"],
+        "the plugin panicked at test-guests/hostile/src/lib.rs:75:24: hostile plugin panicked on purpose",
         "{result}"
     );
+    // The raw stderr stays available beside it.
+    assert!(result["stderr"].as_str().expect("stderr").contains("panicked at"), "{result}");
     assert_healthy(&app, &token, &connection).await;
 }
 
@@ -210,4 +214,58 @@ async fn oauth_tokens_and_encoded_secrets_are_unreadable_in_api_call_logs() {
         assert!(!text.contains(secret), "{secret} readable: {text}");
     }
     assert!(text.contains("access_token"), "the field itself stays: {text}");
+}
+
+#[tokio::test]
+async fn input_that_breaks_the_declared_schema_never_reaches_the_plugin() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let connection = hostile(&app, &token, vec![], 5000).await;
+    // `fetch` declares {"required": ["url"], "properties": {"url": {"type": "string"}, "count": {"minimum": 1}}}.
+    let result = app.test_call(&token, &connection, "fetch", json!({"count": 0})).await;
+    assert_eq!(result["error"]["code"], "invalid_input", "{result}");
+    let message = result["error"]["message"].as_str().expect("message");
+    assert!(message.starts_with("the input does not match the input_schema of fetch: "), "{message}");
+    assert!(message.contains("(input): \"url\" is a required property"), "{message}");
+    assert!(message.contains("count: 0 is less than the minimum of 1"), "{message}");
+    assert_eq!(result["api_calls"], json!([]));
+    assert_eq!((&result["stdout"], &result["stderr"], &result["logs"]), (&json!(""), &json!(""), &json!([])));
+
+    // In an orchestration the step fails the same way, and its trace shows no plugin call.
+    let id = app
+        .create_orchestration(
+            &token,
+            json!({"name": "Bad input", "steps": [{"name": "get", "type": "api_call", "connection": "hostile",
+                   "operation": "fetch", "parameters": {"url": 42}}]}),
+        )
+        .await;
+    let run = app.execute(&token, &id, json!({})).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(run["error"].as_str().expect("error").contains("url: 42 is not of type \"string\""), "{run}");
+}
+
+#[tokio::test]
+async fn a_panicking_step_shows_a_failed_plugin_call_in_its_trace() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    hostile(&app, &token, vec![], 5000).await;
+    let id = app
+        .create_orchestration(
+            &token,
+            json!({"name": "Panics", "steps": [{"name": "boom", "type": "api_call", "connection": "hostile",
+                   "operation": "panic", "parameters": {}}]}),
+        )
+        .await;
+    let run = app.execute(&token, &id, json!({})).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let execution = run["execution_id"].as_str().expect("id");
+    let trace: Value = app.get(&token, &format!("/executions/{execution}/trace")).await.json().await.expect("json");
+    let spans = trace["spans"].as_array().expect("spans");
+    let of = |kind: &str| spans.iter().find(|s| s["kind"] == kind).unwrap_or_else(|| panic!("no {kind} span: {trace}"));
+    assert_eq!(of("step")["status"], "failed");
+    assert_eq!(of("attempt")["status"], "failed");
+    let invoke = of("plugin.invoke");
+    assert_eq!(invoke["status"], "failed", "{invoke}");
+    assert!(invoke["attributes"]["error"].as_str().expect("error").contains("panicked at"), "{invoke}");
+    assert_eq!(of("plugin.instantiate")["status"], "success");
 }

@@ -29,13 +29,16 @@ async fn warm_instances_serve_one_connection_until_their_share_or_a_failure() {
     let mock = MockServer::start().await;
     let token = app.admin_token().await;
     let mut ids = Vec::new();
+    let mut connections = Vec::new();
     for name in ["vpic_a", "vpic_b"] {
-        app.create_connection(
-            &token,
-            json!({"name": name, "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
+        let connection = app
+            .create_connection(
+                &token,
+                json!({"name": name, "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
                    "allowed_hosts": [mock.authority]}),
-        )
-        .await;
+            )
+            .await;
+        connections.push(connection["id"].as_str().expect("id").to_owned());
         let def = json!({"name": format!("Decode via {name}"), "parameters": [{"name": "vin", "type": "string", "required": true}],
             "steps": [{"name": "decode", "type": "api_call", "connection": name, "operation": "decode_vin",
                        "parameters": {"vin": "${parameters.vin}"}}]});
@@ -57,9 +60,11 @@ async fn warm_instances_serve_one_connection_until_their_share_or_a_failure() {
     let (_, other) = instantiate_ms(&app, &token, b, VIN).await;
     assert!(fresh(other), "another connection never gets this connection's instance");
 
-    // A failed call (the plugin's own error) discards its instance.
-    let (status, _) = instantiate_ms(&app, &token, a, "NOT-A-VIN").await;
-    assert_eq!(status, "failed");
+    // A failed call (the plugin's own error: an operation it does not offer, through the
+    // connection test on the same connection) discards its instance.
+    let failed = app.test_call(&token, &connections[0], "no_such_operation", json!({})).await;
+    assert_eq!(failed["error"]["code"], "invalid_input", "{failed}");
+    assert!(failed["error"]["message"].as_str().expect("message").contains("unknown operation"), "{failed}");
     let (_, after_failure) = instantiate_ms(&app, &token, a, VIN).await;
     assert!(fresh(after_failure), "no reuse after a failed call");
 }

@@ -120,7 +120,8 @@ impl Prepared {
         }
     }
 
-    /// Runs one operation. The caller stores the API calls it made (the engine commits them with
+    /// Runs one operation, after checking its input against the operation's `input_schema`
+    /// (see [`crate::schemas`]). The caller stores the API calls it made (the engine commits them with
     /// the step's result).
     pub async fn invoke(
         &self,
@@ -129,7 +130,22 @@ impl Prepared {
         input: &serde_json::Value,
         invocation: Invocation,
     ) -> Result<CallReport<serde_json::Value>, ConnectionError> {
-        Ok(engine.plugins().invoke(self.connector()?, &self.spec, operation, input, invocation).await)
+        let connector = self.connector()?;
+        // An input the operation's declared schema refuses never reaches the plugin.
+        if let Err(refused) = crate::schemas::check_input(&self.plugin.id, &self.plugin.info, operation, input) {
+            return Ok(CallReport {
+                result: Err(refused),
+                duration: Duration::ZERO,
+                setup: Duration::ZERO,
+                instantiate: Duration::ZERO,
+                teardown: Duration::ZERO,
+                logs: Vec::new(),
+                api_calls: Vec::new(),
+                stdout: String::new(),
+                stderr: String::new(),
+            });
+        }
+        Ok(engine.plugins().invoke(connector, &self.spec, operation, input, invocation).await)
     }
 
     /// Pings the system and stores the API calls it made.

@@ -33,6 +33,7 @@ mod node;
 pub mod resilience;
 mod runner;
 pub mod schedule;
+pub mod schemas;
 mod step;
 pub mod trace;
 mod urls;

@@ -372,14 +372,60 @@ fn classify_trap(err: &wasmtime::Error, spec: &CallSpec, stderr: &str, redactor:
             http_status: None,
         };
     }
-    let stderr = stderr.trim();
-    let message = if stderr.is_empty() {
-        format!("the plugin trapped: {}", redactor.redact(&text))
-    } else {
-        let tail = last_chars(stderr, 2000);
-        format!("the plugin trapped: {}; stderr: {tail}", redactor.redact(text.lines().next().unwrap_or_default()))
+    let message = match (rust_panic(stderr), python_exception(stderr)) {
+        // A Rust panic: once, with its place and message, without the backtrace hint.
+        (Some((place, said)), _) => format!("the plugin panicked at {place}: {said}"),
+        // An uncaught Python exception: its last line and the author's frames.
+        (None, Some(raised)) => format!("the plugin raised {raised}"),
+        (None, None) => {
+            // The trap's own reason (`wasm \`unreachable\` instruction executed`), not the
+            // empty "wasm backtrace:" header around it.
+            let reason = err.downcast_ref::<Trap>().map_or_else(
+                || err.root_cause().to_string().lines().next().unwrap_or_default().to_owned(),
+                ToString::to_string,
+            );
+            let stderr = stderr.trim();
+            if stderr.is_empty() {
+                format!("the plugin trapped: {reason}")
+            } else {
+                format!("the plugin trapped: {reason}; stderr: {}", last_chars(stderr, 2000))
+            }
+        }
     };
-    CallError { code: "trap".into(), message, retryable: false, http_status: None }
+    CallError { code: "trap".into(), message: redactor.redact(&message), retryable: false, http_status: None }
+}
+
+/// The last uncaught Python exception in a plugin's stderr, as `Type: message (at file:line in
+/// function, ...)` with the frames of the author's files (not the runtime's or the bindings').
+fn python_exception(stderr: &str) -> Option<String> {
+    let (_, trace) = stderr.rsplit_once("Traceback (most recent call last):")?;
+    let lines: Vec<&str> = trace.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect();
+    let raised = lines.iter().rev().find(|l| !l.starts_with(' '))?.trim();
+    let frames: Vec<String> = lines
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("File \""))
+        .filter_map(|l| {
+            let (file, rest) = l.split_once("\", line ")?;
+            let (line, function) = rest.split_once(", in ").unwrap_or((rest, "?"));
+            let runtime = file.starts_with('<') || file.contains("componentize_py") || file.contains("/lib/python");
+            (!runtime && !file.ends_with("wit_world/__init__.py")).then(|| format!("{file}:{line} in {function}"))
+        })
+        .collect();
+    let raised = last_chars(raised, 1000);
+    Some(if frames.is_empty() { raised.to_owned() } else { format!("{raised} (at {})", frames.join(", ")) })
+}
+
+/// The place (`src/lib.rs:42:9`) and message of the last Rust panic in a plugin's stderr.
+fn rust_panic(stderr: &str) -> Option<(String, String)> {
+    let (_, rest) = stderr.rsplit_once(" panicked at ")?;
+    let (place, message) = rest.split_once(":\n")?;
+    let said: Vec<&str> = message
+        .lines()
+        .take_while(|line| !line.starts_with("note: run with `RUST_BACKTRACE") && !line.starts_with("stack backtrace:"))
+        .collect();
+    let said = said.join("\n");
+    let said = said.trim();
+    (!place.contains('\n')).then(|| (place.trim().to_owned(), last_chars(said, 2000).to_owned()))
 }
 
 /// The last `n` characters of `text` (the end of a plugin's stderr is where its crash is).
@@ -393,6 +439,25 @@ pub fn last_chars(text: &str, n: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_rust_panic_is_read_once_with_its_place() {
+        let stderr = "\nthread '<unnamed>' (1) panicked at src/lib.rs:75:24:\nno stock for VIN\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(super::rust_panic(stderr), Some(("src/lib.rs:75:24".into(), "no stock for VIN".into())));
+        let two = "thread 'a' panicked at a.rs:1:1:\nfirst\nthread 'b' panicked at b.rs:2:2:\nsecond\nline two\n";
+        assert_eq!(super::rust_panic(two), Some(("b.rs:2:2".into(), "second\nline two".into())));
+        assert_eq!(super::rust_panic("Traceback (most recent call last):\n  ValueError: x"), None);
+    }
+
+    #[test]
+    fn a_python_exception_keeps_its_message_and_the_authors_frames() {
+        let stderr = "Traceback (most recent call last):\n  File \"/lib/python3.12/componentize_py_runtime.py\", line 9, in call\n    x()\n  File \"app.py\", line 42, in invoke\n    return decode(input)\n  File \"app.py\", line 17, in decode\n    raise ValueError(f\"bad vin {vin}\")\nValueError: bad vin 123\n";
+        assert_eq!(
+            super::python_exception(stderr).as_deref(),
+            Some("ValueError: bad vin 123 (at app.py:42 in invoke, app.py:17 in decode)")
+        );
+        assert_eq!(super::python_exception("thread 'a' panicked at a.rs:1:1:\nx"), None);
+    }
+
     #[test]
     fn last_chars_keeps_the_end_on_char_boundaries() {
         assert_eq!(super::last_chars("héllo", 3), "llo");

@@ -293,10 +293,70 @@ fn check_info(info: &PluginInfo) -> Result<(), UploadError> {
         problem("describe.name", "must not be empty".into());
     }
     let mut seen = std::collections::HashSet::new();
-    for op in &info.operations {
+    for (i, op) in info.operations.iter().enumerate() {
         if op.name.trim().is_empty() || !seen.insert(op.name.as_str()) {
             problem("describe.operations", format!("operation names must be unique and non-empty ({:?})", op.name));
         }
+        // Input schemas are enforced before every call, so each must be a schema.
+        for (field, schema) in [("input_schema", &op.input_schema), ("output_schema", &op.output_schema)] {
+            let path = format!("describe.operations[{i}].{field}");
+            if schema.is_null() {
+                problem(&path, "expected JSON text of a JSON Schema (`{}` accepts anything)".into());
+            } else if let Err(err) = jsonschema::validator_for(schema) {
+                problem(&path, format!("not a valid JSON Schema: {err}"));
+            }
+        }
     }
     if problems.is_empty() { Ok(()) } else { Err(UploadError::Invalid(problems)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use dibop_core::World;
+    use serde_json::json;
+
+    use super::{PluginInfo, UploadError, check_info};
+    use crate::OperationInfo;
+
+    fn info(input_schema: serde_json::Value) -> PluginInfo {
+        PluginInfo {
+            world: World::Connector,
+            slug: "lookup".into(),
+            name: "Lookup".into(),
+            version: "1.0.0".into(),
+            description: String::new(),
+            system_type: None,
+            auth: None,
+            config: Vec::new(),
+            operations: vec![OperationInfo {
+                name: "find".into(),
+                method: "GET".into(),
+                path: "/".into(),
+                description: String::new(),
+                input_schema,
+                output_schema: json!({}),
+            }],
+            params_schema: None,
+        }
+    }
+
+    fn paths(result: Result<(), UploadError>) -> Vec<String> {
+        match result {
+            Ok(()) => Vec::new(),
+            Err(UploadError::Invalid(problems)) => {
+                problems.into_iter().map(|p| format!("{}: {}", p.path, p.message)).collect()
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn schemas_that_are_not_schemas_are_named_by_their_path() {
+        assert!(paths(check_info(&info(json!({"type": "object"})))).is_empty());
+        let missing = paths(check_info(&info(serde_json::Value::Null)));
+        assert_eq!(missing.len(), 1);
+        assert!(missing[0].starts_with("describe.operations[0].input_schema: expected JSON text"), "{missing:?}");
+        let wrong = paths(check_info(&info(json!({"type": "no-such-type"}))));
+        assert!(wrong[0].starts_with("describe.operations[0].input_schema: not a valid JSON Schema"), "{wrong:?}");
+    }
 }

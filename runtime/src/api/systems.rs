@@ -36,6 +36,11 @@ pub struct SystemView {
     /// From your calls of the last 24 hours and your connections' circuits, as in
     /// `GET /api-calls/systems`: healthy, degraded, offline or unchecked.
     pub health: String,
+    /// How the connector authenticates: none, api_key, basic, bearer or
+    /// oauth2_client_credentials.
+    pub auth: String,
+    /// What a connection to it needs: its config keys (secret ones go in `credentials`).
+    pub config: Vec<crate::plugins::ConfigKeyInfo>,
 }
 
 /// One API (operation) of a system.
@@ -110,6 +115,8 @@ async fn list_systems(
             version: row.version,
             operations: info.operations.len(),
             health,
+            auth: info.auth.unwrap_or_else(|| "none".into()),
+            config: info.config,
         });
     }
     Ok(Json(paginate(pagination, systems)))

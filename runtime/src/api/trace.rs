@@ -141,8 +141,15 @@ impl TraceBuilder<'_> {
                     name: kind.into(),
                     start: datetime(begin + i64::try_from(offset_us / 1000).unwrap_or(0)),
                     duration_ms: us as f64 / 1000.0,
-                    status: "success".into(),
-                    attributes: Value::Object(serde_json::Map::new()),
+                    // A failed attempt failed in the plugin's call (setup and instantiation
+                    // failures end the attempt before invoke runs, and show there too).
+                    status: if kind == "plugin.invoke" && attempt.error.is_some() { "failed" } else { "success" }
+                        .into(),
+                    attributes: if kind == "plugin.invoke" {
+                        serde_json::json!({"error": attempt.error})
+                    } else {
+                        Value::Object(serde_json::Map::new())
+                    },
                 });
                 offset_us += us;
             }

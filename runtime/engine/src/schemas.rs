@@ -1,0 +1,119 @@
+//! Operation input schemas, enforced before a connector is called: an input that does not match
+//! the `input_schema` its plugin declared fails the call `invalid_input`, listing each field,
+//! and the plugin never sees it. Operations a plugin does not declare (the generic REST
+//! connector takes its operations from the connection) and schemas that constrain nothing are
+//! passed through. Compiled validators are kept per plugin version and operation (versions
+//! never change).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use dibop_plugin_host::{CallError, PluginInfo};
+use serde_json::Value;
+
+/// Most compiled validators kept; the map starts over when full.
+const MAX_KEPT: usize = 2048;
+/// Most problems listed in one error.
+const MAX_LISTED: usize = 20;
+
+type Kept = HashMap<(String, String), Option<Arc<jsonschema::Validator>>>;
+
+fn kept() -> &'static Mutex<Kept> {
+    static KEPT: OnceLock<Mutex<Kept>> = OnceLock::new();
+    KEPT.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The validator of `operation` of the plugin version `plugin_id` described by `info` (its
+/// `describe()` answer as stored), or None when there is nothing to enforce.
+fn validator(plugin_id: &str, info: &str, operation: &str) -> Option<Arc<jsonschema::Validator>> {
+    let key = (plugin_id.to_owned(), operation.to_owned());
+    if let Some(found) = kept().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return found.clone();
+    }
+    let compiled = serde_json::from_str::<PluginInfo>(info)
+        .ok()
+        .and_then(|info| info.operations.into_iter().find(|o| o.name == operation))
+        .filter(|o| constrains(&o.input_schema))
+        .and_then(|o| match jsonschema::validator_for(&o.input_schema) {
+            Ok(v) => Some(Arc::new(v)),
+            Err(err) => {
+                // Uploads refuse such schemas; one stored before that check is not enforced.
+                tracing::warn!(plugin_id, operation, %err, "input schema does not compile; not enforced");
+                None
+            }
+        });
+    let mut map = kept().lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= MAX_KEPT {
+        map.clear();
+    }
+    map.insert(key, compiled.clone());
+    compiled
+}
+
+/// Whether a schema constrains anything (`{}`, `true` and null accept every input).
+fn constrains(schema: &Value) -> bool {
+    match schema {
+        Value::Object(map) => !map.is_empty(),
+        Value::Bool(accepts) => !accepts,
+        _ => false,
+    }
+}
+
+/// Checks `input` against the operation's declared input schema.
+pub fn check_input(plugin_id: &str, info: &str, operation: &str, input: &Value) -> Result<(), CallError> {
+    let Some(validator) = validator(plugin_id, info, operation) else { return Ok(()) };
+    let problems: Vec<String> = validator
+        .iter_errors(input)
+        .take(MAX_LISTED + 1)
+        .map(|e| {
+            let at = e.instance_path.to_string();
+            let field = if at.is_empty() { "(input)".to_owned() } else { at.trim_start_matches('/').replace('/', ".") };
+            format!("{field}: {e}")
+        })
+        .collect();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let more = if problems.len() > MAX_LISTED { " (and more)" } else { "" };
+    let listed = problems.iter().take(MAX_LISTED).cloned().collect::<Vec<_>>().join("; ");
+    Err(CallError {
+        code: "invalid_input".into(),
+        message: format!("the input does not match the input_schema of {operation}: {listed}{more}"),
+        retryable: false,
+        http_status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    fn info(schema: &Value) -> String {
+        json!({"world": "connector", "slug": "s", "name": "S", "version": "1.0.0", "description": "",
+               "config": [], "operations": [{"name": "op", "method": "GET", "path": "/", "description": "",
+               "input_schema": schema, "output_schema": {}}]})
+        .to_string()
+    }
+
+    use super::*;
+
+    #[test]
+    fn every_problem_is_listed_by_field_and_the_plugin_is_not_called() {
+        let info = info(&json!({"type": "object", "required": ["vin"],
+            "properties": {"vin": {"type": "string", "pattern": "^[A-Z0-9]{17}$"}, "year": {"type": "integer"}}}));
+        assert!(check_input("p1", &info, "op", &json!({"vin": "1HGCM82633A004352"})).is_ok());
+        let err = check_input("p1", &info, "op", &json!({"vin": "short", "year": "x"})).expect_err("invalid");
+        assert_eq!(err.code, "invalid_input");
+        assert!(err.message.contains("vin: ") && err.message.contains("year: "), "{}", err.message);
+        let missing = check_input("p1", &info, "op", &json!({})).expect_err("missing");
+        assert!(missing.message.contains("(input): \"vin\" is a required property"), "{}", missing.message);
+    }
+
+    #[test]
+    fn undeclared_operations_and_open_schemas_pass() {
+        let open = info(&json!({}));
+        assert!(check_input("p2", &open, "op", &json!(42)).is_ok());
+        assert!(check_input("p2", &open, "other", &json!(42)).is_ok());
+        assert!(check_input("p3", "not json", "op", &json!(1)).is_ok());
+    }
+}
