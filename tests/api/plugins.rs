@@ -16,6 +16,15 @@ async fn the_bundled_connectors_form_the_catalogue() {
         assert!(vpic[field].as_str().is_some_and(|v| !v.is_empty()), "{field}: {vpic}");
     }
     assert!(vpic["operations"].as_u64().expect("count") >= 1);
+    // What a connection needs: the auth kind and the config keys, secret ones marked.
+    assert_eq!(vpic["auth"], "none", "{vpic}");
+    let keys: Vec<(&str, bool)> = vpic["config"]
+        .as_array()
+        .expect("config")
+        .iter()
+        .map(|k| (k["name"].as_str().expect("name"), k["secret"].as_bool().expect("secret")))
+        .collect();
+    assert_eq!(keys, [("base_url", false), ("api_key", true)], "{vpic}");
 
     let apis: Value = app.get(&token, "/systems/vpic/apis").await.json().await.expect("json");
     let decode = apis["data"].as_array().expect("data").iter().find(|a| a["name"] == "decode_vin").expect("decode_vin");
