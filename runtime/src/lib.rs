@@ -80,6 +80,7 @@ pub async fn serve(
     let registry = Arc::new(plugins::registry::Registry::new(host, store.clone(), &config.data_dir)?);
     registry.register_bundled().await?;
     registry.keep_bytes_in_database().await?;
+    registry.pin_unpinned_connections().await?;
     let sealer = Arc::new(crypto::sealer(config.secret_key.as_ref(), &config.data_dir)?);
     let limiter = Arc::new(RateLimiter::new(&store));
     let alerts = alerts::Alerts { store: store.clone(), sealer: sealer.clone(), outbox: Arc::new(outbox) };

@@ -24,6 +24,7 @@ mod observability;
 mod openapi;
 mod orchestrations;
 mod otlp;
+mod pins;
 mod plugins;
 mod polyglot;
 mod process;

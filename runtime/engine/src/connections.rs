@@ -11,6 +11,7 @@ use crate::Engine;
 use std::sync::Arc;
 
 use dibop_plugin_host::outbound::{AuthHandle, Authenticator, CallOrigin};
+use dibop_plugin_host::registry::VersionPin;
 use dibop_plugin_host::{CallReport, CallSpec, HealthReport, Invocation, Limits, Loaded};
 use dibop_store::{ConnectionRow, PluginRow};
 
@@ -65,11 +66,17 @@ pub fn sealing_context(enterprise_id: &str, connection_id: &str) -> String {
 
 /// Loads the connector serving `row.system` and builds the call spec of the connection.
 pub async fn prepare(engine: &Engine, row: &ConnectionRow, caller: Caller) -> Result<Prepared, ConnectionError> {
-    let plugin = engine
-        .registry
-        .resolve(&row.enterprise_id, World::Connector, &row.system)
-        .await?
-        .ok_or_else(|| ConnectionError::Unusable(format!("no active connector serves system {:?}", row.system)))?;
+    // The connection's pinned versions: a new upload moves no connection.
+    let pin = VersionPin::parse(&row.plugin_version).unwrap_or(VersionPin::Newest);
+    let plugin =
+        engine.registry.resolve_pinned(&row.enterprise_id, World::Connector, &row.system, &pin).await?.ok_or_else(
+            || {
+                ConnectionError::Unusable(format!(
+                    "no active version of connector {:?} matches the connection's plugin_version {:?}",
+                    row.system, row.plugin_version
+                ))
+            },
+        )?;
     let loaded = engine.registry.loaded(&plugin).await?;
     let config: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&row.config).context("stored connection config is not an object")?;

@@ -265,9 +265,81 @@ impl Registry {
         Ok(best)
     }
 
+    /// Pins every connection stored before pinning existed to the version it uses now, so a
+    /// later upload moves none of them. Idempotent; any node may run it at start.
+    pub async fn pin_unpinned_connections(&self) -> sqlx::Result<()> {
+        for row in self.store.unpinned_connections().await? {
+            if let Some(plugin) = self.resolve(&row.enterprise_id, World::Connector, &row.system).await? {
+                self.store.pin_connection(&row.id, &plugin.version).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// The version of `slug` that serves new calls.
     pub async fn resolve(&self, enterprise_id: &str, world: World, slug: &str) -> sqlx::Result<Option<PluginRow>> {
         Ok(self.newest(enterprise_id, world).await?.into_iter().find(|p| p.slug == slug))
+    }
+
+    /// The newest active version of `slug` that `pin` admits (see [`VersionPin`]); the newest
+    /// of all for an empty pin.
+    pub async fn resolve_pinned(
+        &self,
+        enterprise_id: &str,
+        world: World,
+        slug: &str,
+        pin: &VersionPin,
+    ) -> sqlx::Result<Option<PluginRow>> {
+        let mut best: Option<PluginRow> = None;
+        for row in self.store.active_plugins(enterprise_id).await? {
+            if row.world != world.as_str() || row.slug != slug || !pin.admits(&row.version) {
+                continue;
+            }
+            if best.as_ref().is_none_or(|current| newer(&row, current)) {
+                best = Some(row);
+            }
+        }
+        Ok(best)
+    }
+}
+
+/// Which versions of its plugin a connection uses: an exact version (`1.2.0`), a semver range
+/// (`^1.2`, `~1.2.3`, `>=1.0, <2.0`, `1.*`), or nothing (the newest; connections stored
+/// before pinning existed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionPin {
+    Newest,
+    Exact(semver::Version),
+    Range(semver::VersionReq),
+}
+
+impl VersionPin {
+    /// Longest pin accepted, in bytes.
+    pub const MAX_LEN: usize = 100;
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(Self::Newest);
+        }
+        if text.len() > Self::MAX_LEN {
+            return Err(format!("at most {} bytes", Self::MAX_LEN));
+        }
+        if let Ok(exact) = semver::Version::parse(text) {
+            return Ok(Self::Exact(exact));
+        }
+        semver::VersionReq::parse(text)
+            .map(Self::Range)
+            .map_err(|e| format!("{text:?} is neither a version such as 1.2.0 nor a range such as ^1.2 ({e})"))
+    }
+
+    pub fn admits(&self, version: &str) -> bool {
+        let Ok(version) = semver::Version::parse(version) else { return matches!(self, Self::Newest) };
+        match self {
+            Self::Newest => true,
+            Self::Exact(exact) => *exact == version,
+            Self::Range(range) => range.matches(&version),
+        }
     }
 }
 
@@ -348,6 +420,18 @@ mod tests {
             }
             Err(other) => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn pins_are_exact_versions_or_ranges() {
+        use super::VersionPin;
+        let exact = VersionPin::parse("1.2.0").expect("exact");
+        assert!(exact.admits("1.2.0") && !exact.admits("1.2.1"));
+        let caret = VersionPin::parse("^1.2").expect("range");
+        assert!(caret.admits("1.2.0") && caret.admits("1.9.3") && !caret.admits("2.0.0") && !caret.admits("1.1.9"));
+        assert!(VersionPin::parse("").expect("newest").admits("9.9.9"));
+        assert!(VersionPin::parse("latest please").is_err());
+        assert!(VersionPin::parse(&"1".repeat(200)).is_err());
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::engine::host_auth::{self, HostAuth};
 use crate::engine::resilience::{self, Resilience};
 use crate::error::{AppError, AppResult, FieldError, OrConflict, OrNotFound, Validator};
 use crate::plugins::host::LogLine;
+use crate::plugins::registry::VersionPin;
 use crate::plugins::{CallError, Invocation, MAX_MEMORY_BYTES, PluginInfo};
 use crate::state::AppState;
 use crate::store::{ConnectionFields, ConnectionRow};
@@ -58,6 +59,10 @@ pub struct ConnectionView {
     /// The circuit breaker: `closed` (calls go through), `open` (calls fail at once with
     /// `circuit_open`) or `half_open` (one trial call is running).
     pub circuit: String,
+    /// The plugin versions the connection uses: an exact version (a new connection pins the
+    /// newest) or a semver range; the newest active version it admits serves each call, so an
+    /// upload moves no connection unless its range admits the new version.
+    pub plugin_version: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -99,6 +104,11 @@ pub struct ConnectionInput {
     /// `{"Subscription-Id": "dealer-42"}` (at most 32).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// The plugin versions to use: an exact version (`1.2.0`) or a semver range (`^1.2`). A new
+    /// connection without one pins the newest version; on `PUT`, omitted keeps the stored pin
+    /// (changing it is how a connection upgrades).
+    #[schema(example = "1.0.0")]
+    pub plugin_version: Option<String>,
 }
 
 /// Tells `null` from an absent field: `Some(Value::Null)`.
@@ -164,6 +174,7 @@ fn view(state: &AppState, row: ConnectionRow, circuit: &str) -> AppResult<Connec
         memory_limit_mb: row.memory_limit_mb,
         timeout_ms: row.timeout_ms,
         circuit: circuit.to_owned(),
+        plugin_version: row.plugin_version,
         created_at: datetime(row.created_at),
         updated_at: datetime(row.updated_at),
     })
@@ -177,16 +188,29 @@ async fn fields(
     mut input: ConnectionInput,
     mut credentials: HashMap<String, String>,
     stored_auth: HostAuth,
+    stored_pin: &str,
 ) -> AppResult<ConnectionFields> {
     let mut v = Validator::new();
     check_name(&mut v, "name", &input.name);
-    let plugin = state.registry.resolve(&principal.enterprise_id, World::Connector, &input.system).await?;
-    let Some(plugin) = plugin else {
-        return Err(AppError::Validation(vec![FieldError {
-            path: "system".into(),
-            message: format!("no connector {:?} in the catalogue; see GET /systems", input.system),
-        }]));
+    let refused = |path: &str, message: String| AppError::Validation(vec![FieldError { path: path.into(), message }]);
+    let pin_text = input.plugin_version.take().unwrap_or_else(|| stored_pin.to_owned());
+    let pin = VersionPin::parse(&pin_text).map_err(|m| refused("plugin_version", m))?;
+    let registry = &state.registry;
+    let Some(plugin) = registry.resolve_pinned(&principal.enterprise_id, World::Connector, &input.system, &pin).await?
+    else {
+        return Err(match registry.resolve(&principal.enterprise_id, World::Connector, &input.system).await? {
+            Some(newest) => refused(
+                "plugin_version",
+                format!(
+                    "no active version of {} matches {pin_text:?} (the newest is {})",
+                    input.system, newest.version
+                ),
+            ),
+            None => refused("system", format!("no connector {:?} in the catalogue; see GET /systems", input.system)),
+        });
     };
+    // Without a pin, the connection pins the version it gets now.
+    let plugin_version = if pin == VersionPin::Newest { plugin.version.clone() } else { pin_text.trim().to_owned() };
     let info: PluginInfo = serde_json::from_str(&plugin.info).map_err(anyhow::Error::from)?;
     for (key, value) in input.credentials {
         match value {
@@ -272,6 +296,7 @@ async fn fields(
             }
         },
         headers: serde_json::to_string(&input.headers).map_err(anyhow::Error::from)?,
+        plugin_version,
     })
 }
 
@@ -328,7 +353,7 @@ async fn create_connection(
 ) -> AppResult<(StatusCode, Json<ConnectionView>)> {
     let name = input.name.clone();
     let id = dibop_core::new_id();
-    let fields = fields(&state, &principal, &id, input, HashMap::new(), HostAuth::None).await?;
+    let fields = fields(&state, &principal, &id, input, HashMap::new(), HostAuth::None, "").await?;
     let row =
         state.store.create_connection(&principal.enterprise_id, &id, fields).await.or_conflict(|| taken(&name))?;
     let shown = view(&state, row, "closed")?;
@@ -404,7 +429,7 @@ async fn replace_connection(
         stored_auth = HostAuth::None;
     }
     let name = input.name.clone();
-    let fields = fields(&state, &principal, &current.id, input, stored, stored_auth).await?;
+    let fields = fields(&state, &principal, &current.id, input, stored, stored_auth, &current.plugin_version).await?;
     let row = state
         .store
         .replace_connection(&principal.enterprise_id, &id, fields)

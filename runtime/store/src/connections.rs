@@ -26,6 +26,8 @@ pub struct ConnectionRow {
     pub auth: String,
     /// JSON object of headers added to every request to the connection's hosts.
     pub headers: String,
+    /// The plugin versions it uses: an exact version or a semver range ('' before pinning).
+    pub plugin_version: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -42,9 +44,10 @@ pub struct ConnectionFields {
     pub resilience: String,
     pub auth: String,
     pub headers: String,
+    pub plugin_version: String,
 }
 
-const COLUMNS: &str = "id, enterprise_id, name, system, config, credentials, allowed_hosts, memory_limit_mb, timeout_ms, resilience, auth, headers, created_at, updated_at";
+const COLUMNS: &str = "id, enterprise_id, name, system, config, credentials, allowed_hosts, memory_limit_mb, timeout_ms, resilience, auth, headers, plugin_version, created_at, updated_at";
 
 impl Store {
     /// Creates connection `id` (chosen by the caller: its credentials are sealed for it).
@@ -57,8 +60,8 @@ impl Store {
         let now = now_ms();
         let row = sqlx::query_as(&format!(
             "INSERT INTO connections (id, enterprise_id, name, system, config, credentials, allowed_hosts, \
-             memory_limit_mb, timeout_ms, resilience, auth, headers, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) RETURNING {COLUMNS}"
+             memory_limit_mb, timeout_ms, resilience, auth, headers, plugin_version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $13, $13) RETURNING {COLUMNS}"
         ))
         .bind(id)
         .bind(enterprise_id)
@@ -73,6 +76,7 @@ impl Store {
         .bind(c.auth)
         .bind(c.headers)
         .bind(now)
+        .bind(c.plugin_version)
         .fetch_one(&self.pool)
         .await;
         self.caches.connections.clear();
@@ -87,7 +91,8 @@ impl Store {
     ) -> sqlx::Result<Option<ConnectionRow>> {
         let row = sqlx::query_as(&format!(
             "UPDATE connections SET name = $3, system = $4, config = $5, credentials = $6, allowed_hosts = $7, \
-             memory_limit_mb = $8, timeout_ms = $9, resilience = $10, auth = $11, headers = $12, updated_at = $13 WHERE enterprise_id = $1 AND id = $2 RETURNING {COLUMNS}"
+             memory_limit_mb = $8, timeout_ms = $9, resilience = $10, auth = $11, headers = $12, updated_at = $13, \
+             plugin_version = $14 WHERE enterprise_id = $1 AND id = $2 RETURNING {COLUMNS}"
         ))
         .bind(enterprise_id)
         .bind(id)
@@ -102,11 +107,30 @@ impl Store {
         .bind(c.auth)
         .bind(c.headers)
         .bind(now_ms())
+        .bind(c.plugin_version)
         .fetch_optional(&self.pool)
         .await;
         // Cleared after the write, so no reader caches the old row meanwhile.
         self.caches.connections.clear();
         row
+    }
+
+    /// Connections stored before pinning (`plugin_version` ''), every enterprise's.
+    pub async fn unpinned_connections(&self) -> sqlx::Result<Vec<ConnectionRow>> {
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM connections WHERE plugin_version = ''"))
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Pins an unpinned connection (a pin set meanwhile by another node or a `PUT` stays).
+    pub async fn pin_connection(&self, id: &str, version: &str) -> sqlx::Result<()> {
+        sqlx::query("UPDATE connections SET plugin_version = $2 WHERE id = $1 AND plugin_version = ''")
+            .bind(id)
+            .bind(version)
+            .execute(&self.pool)
+            .await?;
+        self.caches.connections.clear();
+        Ok(())
     }
 
     pub async fn get_connection(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<ConnectionRow>> {

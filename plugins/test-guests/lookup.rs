@@ -1,0 +1,47 @@
+// TEST ONLY. The `lookup` connector, built in two versions (`lookup-v1`, `lookup-v2`) for the
+// runtime's tests of version pinning: each answers `find` with the version that served it, and
+// version 2 also offers `find_more`. Included by each version's lib.rs, which sets `VERSION`
+// and `EXTRA`.
+
+use dibop_sdk::{
+    AuthType, CallContext, ConfigKey, Connector, ConnectorInfo, Health, Operation, PluginError, SystemType, Value,
+    json,
+};
+
+struct Lookup;
+
+impl Connector for Lookup {
+    fn describe() -> ConnectorInfo {
+        let mut operations = vec![
+            Operation::new("find", "NONE", "", "Answers the version that served the call.")
+                .input_schema(json!({"type": "object"})),
+        ];
+        if EXTRA {
+            operations.push(Operation::new("find_more", "NONE", "", "Only in version 2."));
+        }
+        ConnectorInfo {
+            slug: "lookup".into(),
+            name: "Lookup (test only)".into(),
+            system_type: SystemType::General,
+            version: VERSION.into(),
+            description: "Test-only connector in two versions, for pinning.".into(),
+            auth: AuthType::None,
+            config: vec![ConfigKey::optional("base_url", "Unused")],
+            operations,
+        }
+    }
+
+    fn invoke(operation: &str, _input: Value, _ctx: &CallContext) -> Result<Value, PluginError> {
+        match operation {
+            "find" => Ok(json!({"version": VERSION})),
+            "find_more" if EXTRA => Ok(json!({"version": VERSION, "more": true})),
+            other => Err(PluginError::invalid_input(format!("unknown operation `{other}`"))),
+        }
+    }
+
+    fn ping() -> Health {
+        Health::online()
+    }
+}
+
+dibop_sdk::export_connector!(Lookup);
