@@ -1,9 +1,10 @@
 // Connections: the list, a form generated from the connector's declared config keys (secrets as
 // password fields, shown masked afterwards), the connection test runner, ping and delete.
 import {
-  actionButton, api, confirmButton, el, errorBox, fill, field, hashQuery, input, jsonBlock, link, ms, page, pager, parseJson, pretty,
+  api, confirmButton, el, errorBox, fill, field, hashQuery, input, jsonBlock, link, ms, page, pager, parseJson, pretty,
   select, session, setHashQuery, show, stateBadge, statusArea, table, when, writer,
 } from './lib.js';
+import { pingButton } from './systems.js';
 
 export async function connections() {
   const number = Number(hashQuery().get('page') ?? 1);
@@ -177,11 +178,7 @@ export async function connection(id) {
       session.canWrite ? connectors() : new Map(),
     ]);
     const status = statusArea();
-    const ping = actionButton('Ping', async () => {
-      const result = await api(`/systems/${encodeURIComponent(current.system)}/ping?connection=${encodeURIComponent(id)}`, { method: 'POST' });
-      status.replaceChildren(el('p', { class: 'notice', 'data-ping': result.status }, stateBadge(result.status),
-        ` ${ms(result.latency_ms)} at ${when(result.checked_at)}`, result.message ? ` · ${result.message}` : ''));
-    }, status);
+    const ping = pingButton(current.system, () => id, status);
     let editing = null;
     if (session.canWrite) {
       const plugin = plugins.get(current.system) ?? { slug: current.system, config: [] };

@@ -43,11 +43,7 @@ export async function system(slug) {
     const status = statusArea();
     const which = select('connection', mine.map((c) => [c.id, c.name]), mine[0]?.id);
     const ping = mine.length && session.administers
-      ? el('div', { class: 'row' }, field('Connection', which), actionButton('Ping', async () => {
-        const result = await api(`/systems/${encodeURIComponent(slug)}/ping?connection=${encodeURIComponent(which.value)}`, { method: 'POST' });
-        status.replaceChildren(el('p', { class: 'notice', 'data-ping': result.status }, stateBadge(result.status),
-          ` ${ms(result.latency_ms)} at ${when(result.checked_at)}`, result.message ? ` · ${result.message}` : ''));
-      }, status))
+      ? el('div', { class: 'row' }, field('Connection', which), pingButton(slug, () => which.value, status))
       : null;
     show(`System ${slug}`, tabs(SECTION, '#/systems'),
       el('h2', {}, 'Health check'),
@@ -57,6 +53,15 @@ export async function system(slug) {
       apis.data.length ? apis.data.map(operation) : el('p', { class: 'muted' }, 'This system declares no operations.'),
       mine.length ? [el('h2', {}, 'Your connections'), el('ul', {}, mine.map((c) => el('li', {}, link(`#/connections/${c.id}`, c.name))))] : null);
   });
+}
+
+/** A button that pings `slug` through the connection `connection()` names, showing the answer. */
+export function pingButton(slug, connection, status) {
+  return actionButton('Ping', async () => {
+    const result = await api(`/systems/${encodeURIComponent(slug)}/ping?connection=${encodeURIComponent(connection())}`, { method: 'POST' });
+    status.replaceChildren(el('p', { class: 'notice', 'data-ping': result.status }, stateBadge(result.status),
+      ` ${ms(result.latency_ms)} at ${when(result.checked_at)}`, result.message ? ` · ${result.message}` : ''));
+  }, status);
 }
 
 /** The drop zone: a file chosen or dropped is uploaded, and the server's verdict shown. */

@@ -6,7 +6,7 @@
 //! never change).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use dibop_plugin_host::{CallError, PluginInfo};
 use serde_json::Value;
@@ -16,19 +16,30 @@ const MAX_KEPT: usize = 2048;
 /// Most problems listed in one error.
 const MAX_LISTED: usize = 20;
 
-type Kept = HashMap<(String, String), Option<Arc<jsonschema::Validator>>>;
+/// Validators by plugin version id, then operation (None: nothing to enforce). Read on every
+/// call without allocating; written once per plugin version and operation.
+#[derive(Default)]
+struct Kept {
+    by_plugin: HashMap<String, HashMap<String, Option<Arc<jsonschema::Validator>>>>,
+    entries: usize,
+}
 
-fn kept() -> &'static Mutex<Kept> {
-    static KEPT: OnceLock<Mutex<Kept>> = OnceLock::new();
-    KEPT.get_or_init(|| Mutex::new(HashMap::new()))
+fn kept() -> &'static RwLock<Kept> {
+    static KEPT: OnceLock<RwLock<Kept>> = OnceLock::new();
+    KEPT.get_or_init(|| RwLock::new(Kept::default()))
 }
 
 /// The validator of `operation` of the plugin version `plugin_id` described by `info` (its
 /// `describe()` answer as stored), or None when there is nothing to enforce.
 fn validator(plugin_id: &str, info: &str, operation: &str) -> Option<Arc<jsonschema::Validator>> {
-    let key = (plugin_id.to_owned(), operation.to_owned());
-    if let Some(found) = kept().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return found.clone();
+    let found = kept()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .by_plugin
+        .get(plugin_id)
+        .and_then(|ops| ops.get(operation).cloned());
+    if let Some(found) = found {
+        return found;
     }
     let compiled = serde_json::from_str::<PluginInfo>(info)
         .ok()
@@ -42,11 +53,12 @@ fn validator(plugin_id: &str, info: &str, operation: &str) -> Option<Arc<jsonsch
                 None
             }
         });
-    let mut map = kept().lock().unwrap_or_else(|e| e.into_inner());
-    if map.len() >= MAX_KEPT {
-        map.clear();
+    let mut kept = kept().write().unwrap_or_else(|e| e.into_inner());
+    if kept.entries >= MAX_KEPT {
+        *kept = Kept::default();
     }
-    map.insert(key, compiled.clone());
+    kept.entries += 1;
+    kept.by_plugin.entry(plugin_id.to_owned()).or_default().insert(operation.to_owned(), compiled.clone());
     compiled
 }
 

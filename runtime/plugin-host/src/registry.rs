@@ -278,7 +278,7 @@ impl Registry {
 
     /// The version of `slug` that serves new calls.
     pub async fn resolve(&self, enterprise_id: &str, world: World, slug: &str) -> sqlx::Result<Option<PluginRow>> {
-        Ok(self.newest(enterprise_id, world).await?.into_iter().find(|p| p.slug == slug))
+        self.resolve_pinned(enterprise_id, world, slug, &VersionPin::Newest).await
     }
 
     /// The newest active version of `slug` that `pin` admits (see [`VersionPin`]); the newest
@@ -290,17 +290,24 @@ impl Registry {
         slug: &str,
         pin: &VersionPin,
     ) -> sqlx::Result<Option<PluginRow>> {
-        let mut best: Option<PluginRow> = None;
-        for row in self.store.active_plugins(enterprise_id).await? {
-            if row.world != world.as_str() || row.slug != slug || !pin.admits(&row.version) {
-                continue;
-            }
-            if best.as_ref().is_none_or(|current| newer(&row, current)) {
-                best = Some(row);
-            }
-        }
-        Ok(best)
+        Ok(pick(&self.store.active_plugins(enterprise_id).await?, world, slug, pin).cloned())
     }
+}
+
+/// Among `rows` (an enterprise's active plugins, as `Store::active_plugins` answers them), the
+/// newest version of `slug` that `pin` admits; its own plugin wins over a global one of the
+/// same version. For callers that pick for many connections from one read.
+pub fn pick<'a>(rows: &'a [PluginRow], world: World, slug: &str, pin: &VersionPin) -> Option<&'a PluginRow> {
+    let mut best: Option<&PluginRow> = None;
+    for row in rows {
+        if row.world != world.as_str() || row.slug != slug || !pin.admits(&row.version) {
+            continue;
+        }
+        if best.is_none_or(|current| newer(row, current)) {
+            best = Some(row);
+        }
+    }
+    best
 }
 
 /// Which versions of its plugin a connection uses: an exact version (`1.2.0`), a semver range

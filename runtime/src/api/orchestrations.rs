@@ -21,7 +21,7 @@ use crate::auth::Principal;
 use crate::engine::definition::{self, Catalogue, Definition};
 use crate::error::{AppError, AppResult, OrNotFound};
 use crate::plugins::PluginInfo;
-use crate::plugins::registry::VersionPin;
+use crate::plugins::registry::{self, VersionPin};
 use crate::state::AppState;
 use crate::store::OrchestrationRow;
 
@@ -107,14 +107,12 @@ impl Catalogue for EnterpriseCatalogue {
 async fn catalogue(state: &AppState, enterprise_id: &str) -> AppResult<EnterpriseCatalogue> {
     let (rows, _) =
         state.store.list_connections(enterprise_id, crate::store::Page { limit: 10_000, offset: 0 }).await?;
+    let plugins = state.store.active_plugins(enterprise_id).await?;
     let mut connections = HashMap::new();
     for row in rows {
         // The operations of the version the connection is pinned to.
         let pin = VersionPin::parse(&row.plugin_version).unwrap_or(VersionPin::Newest);
-        let mut ops = state
-            .registry
-            .resolve_pinned(enterprise_id, World::Connector, &row.system, &pin)
-            .await?
+        let mut ops = registry::pick(&plugins, World::Connector, &row.system, &pin)
             .and_then(|p| serde_json::from_str::<PluginInfo>(&p.info).ok())
             .map(|info| info.operations.into_iter().map(|o| o.name).collect::<Vec<_>>());
         // Connectors configured per connection (the generic REST connector) add its operations.
