@@ -17,7 +17,11 @@ impl Connector for Lookup {
                 .input_schema(json!({"type": "object"})),
         ];
         if EXTRA {
-            operations.push(Operation::new("find_more", "NONE", "", "Only in version 2."));
+            // Its answer breaks its own output_schema (for the tests of output validation).
+            operations.push(
+                Operation::new("find_more", "NONE", "", "Only in version 2.")
+                    .output_schema(json!({"type": "object", "required": ["items"]})),
+            );
         }
         ConnectorInfo {
             slug: "lookup".into(),

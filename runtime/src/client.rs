@@ -121,13 +121,19 @@ pub async fn apply(remote: &Remote, file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `k=v` pairs as a parameters object; each value is JSON when it parses, else a string.
-pub fn parameters(pairs: &[String]) -> anyhow::Result<Value> {
+/// `k=v` pairs as a parameters object; each value is JSON when it parses, else a string, and
+/// always the text as given for the names in `text_params` (parameters declared `string`, so
+/// `--param id=42` passes "42").
+pub fn parameters(pairs: &[String], text_params: &[String]) -> anyhow::Result<Value> {
     let mut map = serde_json::Map::new();
     for pair in pairs {
         let (key, value) =
             pair.split_once('=').with_context(|| format!("--param {pair:?} must look like name=value"))?;
-        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+        let value = if text_params.iter().any(|name| name == key) {
+            Value::String(value.to_owned())
+        } else {
+            serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()))
+        };
         map.insert(key.to_owned(), value);
     }
     Ok(Value::Object(map))
@@ -137,7 +143,14 @@ pub fn parameters(pairs: &[String]) -> anyhow::Result<Value> {
 pub async fn execute(remote: &Remote, name_or_id: &str, params: &[String], run_async: bool) -> anyhow::Result<()> {
     let api = Api::new(remote)?;
     let id = api.resolve(name_or_id).await?;
-    let body = json!({"parameters": parameters(params)?, "async": run_async});
+    let orchestration = api.send(api.get(&format!("/orchestrations/{id}"))).await?;
+    let declared = orchestration["parameters"].as_array().cloned().unwrap_or_default();
+    let text_params: Vec<String> = declared
+        .iter()
+        .filter(|p| p["type"] == "string")
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect();
+    let body = json!({"parameters": parameters(params, &text_params)?, "async": run_async});
     let summary = api.send(api.post(&format!("/orchestrations/{id}/execute")).json(&body)).await?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     if summary["status"] == "failed" {

@@ -255,6 +255,7 @@ impl From<crate::connections::ConnectionError> for AppError {
     fn from(err: crate::connections::ConnectionError) -> Self {
         match err {
             crate::connections::ConnectionError::Unusable(message) => Self::Conflict(message),
+            err @ crate::connections::ConnectionError::Disabled(_) => Self::Conflict(err.to_string()),
             crate::connections::ConnectionError::Internal(err) => Self::Internal(err),
         }
     }

@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod authoring;
 pub mod bootstrap;
 pub use dibop_core::bounded;
 pub use dibop_engine::canonical;

@@ -40,6 +40,9 @@ enum Command {
     /// Manage plugins on a running server.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Write, build and try connectors locally (no server needed).
+    #[command(subcommand)]
+    Connector(dibop::authoring::ConnectorCommand),
 }
 
 #[derive(Subcommand)]
@@ -70,6 +73,8 @@ enum PluginCommand {
 async fn main() -> std::process::ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The report printed says why.
+        Err(err) if err.is::<dibop::authoring::sandbox::Failed>() => std::process::ExitCode::FAILURE,
         Err(err) => {
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE
@@ -104,6 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugin(PluginCommand::Push { file, scope, remote }) => {
             dibop::client::push(&remote, &file, &scope).await
         }
+        Command::Connector(command) => dibop::authoring::run(command).await,
         Command::Migrate(args) => {
             let config = args.resolve()?;
             init_logging(config.log_format);

@@ -32,7 +32,7 @@
 //! ```
 //!
 //! Upload `target/wasm32-wasip2/release/<crate_name>.wasm` to the runtime's `/plugins`
-//! endpoint. `sdk/template/` is a ready-made starting point.
+//! endpoint. `dibop connector new NAME --lang rust` writes a ready-made starting point (`sdk/templates/rust/`).
 //!
 //! ## A complete connector
 //!

@@ -159,6 +159,7 @@ async fn the_openapi_document_lists_every_endpoint_with_bearer_auth_and_errors()
         ("/api/v1/plugins", "post"),
         ("/api/v1/plugins/{id}", "get"),
         ("/api/v1/plugins/{id}", "delete"),
+        ("/api/v1/plugins/{id}", "patch"),
         ("/api/v1/systems", "get"),
         ("/api/v1/systems/{slug}/apis", "get"),
         ("/api/v1/systems/{slug}/ping", "post"),

@@ -6,6 +6,7 @@ mod alerts_egress;
 mod api_keys;
 mod audit;
 mod auth;
+mod authoring;
 mod canonical;
 mod cli;
 mod cluster;

@@ -57,6 +57,8 @@ impl MockServer {
             .route("/dms/slow-customers", post(slow_create_customer))
             .route("/dms/inflight/{vin}", get(inflight))
             .route("/dms/gate/{vin}", get(gated))
+            .route("/shop/items/{id}", get(shop_item))
+            .route("/shop/health", get(makes))
             .with_state(mock.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
         let authority = listener.local_addr().expect("addr").to_string();
@@ -208,6 +210,19 @@ async fn dms_create_customer(State(mock): State<Mock>, headers: HeaderMap, body:
     let mut customer: Value = serde_json::from_str(&body).unwrap_or(json!({}));
     customer["customer_id"] = json!("C-42");
     (StatusCode::CREATED, Json(customer))
+}
+
+/// The API the connector templates (`dibop connector new`) read: `GET /shop/items/{id}` with
+/// the key `shop-key-123456`.
+async fn shop_item(State(mock): State<Mock>, Path(id): Path<String>, headers: HeaderMap) -> impl IntoResponse {
+    remember(&mock, format!("/shop/items/{id}"), &headers);
+    if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some("shop-key-123456") {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "bad key"})));
+    }
+    if id != "42" {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": "no such item"})));
+    }
+    (StatusCode::OK, Json(json!({"id": id, "name": "Wheel", "price": 120.5})))
 }
 
 /// An OAuth token endpoint's answer (the token must never be readable in API-call logs).

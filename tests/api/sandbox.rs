@@ -252,17 +252,25 @@ async fn a_panicking_step_shows_a_failed_plugin_call_in_its_trace() {
     let id = app
         .create_orchestration(
             &token,
-            json!({"name": "Panics", "steps": [{"name": "boom", "type": "api_call", "connection": "hostile",
-                   "operation": "panic", "parameters": {}}]}),
+            json!({"name": "Panics", "steps": [
+                {"name": "first", "type": "transform", "transform": "map", "mapping": {"ok": true}},
+                {"name": "boom", "type": "api_call", "connection": "hostile", "operation": "panic", "parameters": {}}]}),
         )
         .await;
     let run = app.execute(&token, &id, json!({})).await;
     assert_eq!(run["status"], "failed", "{run}");
+    // Only the step that succeeded counts as completed, also after a retry that fails again.
+    assert_eq!((&run["steps_completed"], &run["steps_total"]), (&json!(1), &json!(2)), "{run}");
     let execution = run["execution_id"].as_str().expect("id");
+    let retried = app.post(&token, &format!("/executions/{execution}/retry"), json!({})).await;
+    assert_eq!(retried.status(), StatusCode::ACCEPTED, "{:?}", retried.text().await);
+    let detail = app.wait_finished(&token, execution).await;
+    assert_eq!((&detail["status"], &detail["steps_completed"]), (&json!("failed"), &json!(1)), "{detail}");
     let trace: Value = app.get(&token, &format!("/executions/{execution}/trace")).await.json().await.expect("json");
     let spans = trace["spans"].as_array().expect("spans");
     let of = |kind: &str| spans.iter().find(|s| s["kind"] == kind).unwrap_or_else(|| panic!("no {kind} span: {trace}"));
-    assert_eq!(of("step")["status"], "failed");
+    let boom = spans.iter().find(|s| s["kind"] == "step" && s["name"] == "boom").unwrap_or_else(|| panic!("{trace}"));
+    assert_eq!(boom["status"], "failed");
     assert_eq!(of("attempt")["status"], "failed");
     let invoke = of("plugin.invoke");
     assert_eq!(invoke["status"], "failed", "{invoke}");

@@ -23,6 +23,9 @@ pub struct Caller {
     pub step: Option<String>,
     /// The execution's trace (outbound requests carry it).
     pub trace_id: Option<String>,
+    /// The connection is not stored as given (a test before a save): nothing stored for the
+    /// connection (its OAuth2 token) is read or written.
+    pub unsaved: bool,
 }
 
 /// A connection ready to call: its connector and the spec every call of it runs with.
@@ -30,6 +33,9 @@ pub struct Prepared {
     pub plugin: PluginRow,
     pub loaded: Loaded,
     pub spec: CallSpec,
+    /// Check each output against the operation's `output_schema` (the connection's
+    /// `validate_output`).
+    pub validate_output: bool,
 }
 
 pub use crate::urls::url_authority;
@@ -48,6 +54,10 @@ pub enum ConnectionError {
     /// longer open, a transform where a connector is needed): the HTTP API answers 409.
     #[error("{0}")]
     Unusable(String),
+    /// The only versions its pin admits are disabled: calls fail `plugin_disabled` (the HTTP
+    /// API answers 409) until the connection pins another version or an admin enables one.
+    #[error("plugin_disabled: {0}")]
+    Disabled(String),
     /// Anything unexpected (storage, a stored value that does not read).
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -68,15 +78,21 @@ pub fn sealing_context(enterprise_id: &str, connection_id: &str) -> String {
 pub async fn prepare(engine: &Engine, row: &ConnectionRow, caller: Caller) -> Result<Prepared, ConnectionError> {
     // The connection's pinned versions: a new upload moves no connection.
     let pin = VersionPin::parse(&row.plugin_version).unwrap_or(VersionPin::Newest);
-    let plugin =
-        engine.registry.resolve_pinned(&row.enterprise_id, World::Connector, &row.system, &pin).await?.ok_or_else(
-            || {
-                ConnectionError::Unusable(format!(
-                    "no active version of connector {:?} matches the connection's plugin_version {:?}",
-                    row.system, row.plugin_version
-                ))
-            },
-        )?;
+    let Some(plugin) = engine.registry.resolve_pinned(&row.enterprise_id, World::Connector, &row.system, &pin).await?
+    else {
+        let disabled = engine.store.disabled_versions(&row.enterprise_id, &row.system).await?;
+        if let Some(version) = disabled.iter().find(|v| pin.admits(v)) {
+            return Err(ConnectionError::Disabled(format!(
+                "version {version} of connector {:?} is disabled; pin another version on connection {} (PUT \
+                 /connections/{}) or ask an admin to enable it",
+                row.system, row.name, row.id
+            )));
+        }
+        return Err(ConnectionError::Unusable(format!(
+            "no active version of connector {:?} matches the connection's plugin_version {:?}",
+            row.system, row.plugin_version
+        )));
+    };
     let loaded = engine.registry.loaded(&plugin).await?;
     let config: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&row.config).context("stored connection config is not an object")?;
@@ -94,7 +110,7 @@ pub async fn prepare(engine: &Engine, row: &ConnectionRow, caller: Caller) -> Re
         step: caller.step,
         trace_id: caller.trace_id,
     };
-    let auth = crate::host_auth::authenticator(engine, row, &origin).map_err(|e| {
+    let auth = crate::host_auth::authenticator(engine, row, &origin, caller.unsaved).map_err(|e| {
         ConnectionError::Unusable(format!(
             "connection {}: its auth does not open ({e:#}); send it again with PUT",
             row.name
@@ -116,7 +132,7 @@ pub async fn prepare(engine: &Engine, row: &ConnectionRow, caller: Caller) -> Re
         redact: auth.as_ref().map(|a| a.secrets()).unwrap_or_default(),
         auth: auth.map(|a| AuthHandle(a as Arc<dyn Authenticator>)),
     };
-    Ok(Prepared { plugin, loaded, spec })
+    Ok(Prepared { plugin, loaded, spec, validate_output: row.validate_output != 0 })
 }
 
 impl Prepared {
@@ -128,7 +144,8 @@ impl Prepared {
     }
 
     /// Runs one operation, after checking its input against the operation's `input_schema`
-    /// (see [`crate::schemas`]). The caller stores the API calls it made (the engine commits them with
+    /// (and, when the connection asks, its output against the `output_schema`; see
+    /// [`crate::schemas`]). The caller stores the API calls it made (the engine commits them with
     /// the step's result).
     pub async fn invoke(
         &self,
@@ -152,7 +169,13 @@ impl Prepared {
                 stderr: String::new(),
             });
         }
-        Ok(engine.plugins().invoke(connector, &self.spec, operation, input, invocation).await)
+        let mut report = engine.plugins().invoke(connector, &self.spec, operation, input, invocation).await;
+        if let (true, Ok(output)) = (self.validate_output, &report.result)
+            && let Err(refused) = crate::schemas::check_output(&self.plugin.id, &self.plugin.info, operation, output)
+        {
+            report.result = Err(refused);
+        }
+        Ok(report)
     }
 
     /// Pings the system and stores the API calls it made.

@@ -222,10 +222,13 @@ pub fn stored(engine: &Engine, row: &ConnectionRow) -> anyhow::Result<HostAuth> 
 }
 
 /// The [`Authenticator`] of a connection's calls, if it has auth or headers.
+/// `unsaved`: the row is a connection as it would be stored (a test before a save): its
+/// OAuth2 tokens are fetched for this call only, and the stored connection's are never read.
 pub fn authenticator(
     engine: &Engine,
     row: &ConnectionRow,
     origin: &CallOrigin,
+    unsaved: bool,
 ) -> anyhow::Result<Option<Arc<ConnectionAuth>>> {
     let auth = stored(engine, row)?;
     let configured: BTreeMap<String, String> = serde_json::from_str(&row.headers).unwrap_or_default();
@@ -243,6 +246,7 @@ pub fn authenticator(
         origin: origin.clone(),
         auth,
         headers,
+        unsaved,
     })))
 }
 
@@ -255,6 +259,8 @@ pub struct ConnectionAuth {
     origin: CallOrigin,
     auth: HostAuth,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// Tokens are neither read from nor written to `connection_tokens` (see [`authenticator`]).
+    unsaved: bool,
 }
 
 impl ConnectionAuth {
@@ -300,6 +306,10 @@ impl ConnectionAuth {
     /// A token that is not `stale` and not due for refresh: the stored one, or a new one from
     /// the token endpoint (this node's, or another node's that was refreshing it).
     async fn token(&self, stale: Option<String>) -> (Result<String, String>, Vec<ApiCallRecord>) {
+        if self.unsaved {
+            let (fetched, records) = self.fetch().await;
+            return (fetched.map(|(token, _)| token), records);
+        }
         let flight = flight(&self.connection_id);
         let _one_at_a_time = flight.lock().await;
         let store = &self.engine.store;

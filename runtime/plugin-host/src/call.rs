@@ -372,11 +372,13 @@ fn classify_trap(err: &wasmtime::Error, spec: &CallSpec, stderr: &str, redactor:
             http_status: None,
         };
     }
-    let message = match (rust_panic(stderr), python_exception(stderr)) {
-        // A Rust panic: once, with its place and message, without the backtrace hint.
-        (Some((place, said)), _) => format!("the plugin panicked at {place}: {said}"),
+    // An uncaught Python exception comes first: componentize-py's runtime (Rust) panics after it
+    // with "Python function threw an unexpected exception", which says nothing.
+    let message = match (python_exception(stderr), rust_panic(stderr)) {
         // An uncaught Python exception: its last line and the author's frames.
-        (None, Some(raised)) => format!("the plugin raised {raised}"),
+        (Some(raised), _) => format!("the plugin raised {raised}"),
+        // A Rust panic: once, with its place and message, without the backtrace hint.
+        (None, Some((place, said))) => format!("the plugin panicked at {place}: {said}"),
         (None, None) => {
             // The trap's own reason (`wasm \`unreachable\` instruction executed`), not the
             // empty "wasm backtrace:" header around it.
@@ -399,6 +401,8 @@ fn classify_trap(err: &wasmtime::Error, spec: &CallSpec, stderr: &str, redactor:
 /// function, ...)` with the frames of the author's files (not the runtime's or the bindings').
 fn python_exception(stderr: &str) -> Option<String> {
     let (_, trace) = stderr.rsplit_once("Traceback (most recent call last):")?;
+    // What the runtime printed after the traceback (its panic) is not part of it.
+    let trace = trace.split("\nthread '").next().unwrap_or(trace);
     let lines: Vec<&str> = trace.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect();
     let raised = lines.iter().rev().find(|l| !l.starts_with(' '))?.trim();
     let frames: Vec<String> = lines
@@ -408,6 +412,13 @@ fn python_exception(stderr: &str) -> Option<String> {
             let (file, rest) = l.split_once("\", line ")?;
             let (line, function) = rest.split_once(", in ").unwrap_or((rest, "?"));
             let runtime = file.starts_with('<') || file.contains("componentize_py") || file.contains("/lib/python");
+            // componentize-py mounts each Python path folder as `/0/`, `/1/`, ...: the author's
+            // own path is what follows.
+            let file = file
+                .strip_prefix('/')
+                .and_then(|rest| rest.split_once('/'))
+                .filter(|(mount, _)| !mount.is_empty() && mount.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(file, |(_, own)| own);
             (!runtime && !file.ends_with("wit_world/__init__.py")).then(|| format!("{file}:{line} in {function}"))
         })
         .collect();
@@ -456,6 +467,13 @@ mod tests {
             Some("ValueError: bad vin 123 (at app.py:42 in invoke, app.py:17 in decode)")
         );
         assert_eq!(super::python_exception("thread 'a' panicked at a.rs:1:1:\nx"), None);
+        // As componentize-py 0.25 writes it: its runtime's panic follows the traceback, and the
+        // author's folder is mounted as /0/.
+        let real = "Traceback (most recent call last):\n  File \"/0/app.py\", line 78, in invoke\n  File \"/0/app.py\", line 40, in explode\nKeyError: 'missing'\n\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1293:29:\nPython function threw an unexpected exception\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            super::python_exception(real).as_deref(),
+            Some("KeyError: 'missing' (at app.py:78 in invoke, app.py:40 in explode)")
+        );
     }
 
     #[test]

@@ -125,18 +125,7 @@ impl Registry {
         loaded: &Loaded,
         bundled: bool,
     ) -> Result<Upload, UploadError> {
-        let spec = CallSpec {
-            plugin: format!("upload {sha256}"),
-            limits: Limits { timeout: Duration::from_secs(10), max_requests: 0, ..Limits::default() },
-            ..CallSpec::default()
-        };
-        let info = self
-            .host
-            .describe(loaded, &spec)
-            .await
-            .result
-            .map_err(|e| UploadError::invalid("body", format!("describe() failed: {e}")))?;
-        check_info(&info)?;
+        let info = describe_checked(&self.host, loaded, &sha256).await?;
         if let Some(existing) = self.store.find_plugin_version(enterprise_id, &info.slug, &info.version).await? {
             // The same bytes, stored meanwhile by another request or node (nodes starting
             // together all register the bundled plugins).
@@ -244,17 +233,18 @@ impl Registry {
         }
     }
 
-    /// The newest active version of each slug of `world` the enterprise may use; its own plugins
-    /// win over global ones of the same version.
+    /// The newest active version of each slug of `world` the enterprise may use (the newest
+    /// deprecated one when a slug has no active version); its own plugins win over global ones
+    /// of the same version.
     pub async fn newest(&self, enterprise_id: &str, world: World) -> sqlx::Result<Vec<PluginRow>> {
         let mut best: Vec<PluginRow> = Vec::new();
-        for row in self.store.active_plugins(enterprise_id).await? {
+        for row in self.store.usable_plugins(enterprise_id).await? {
             if row.world != world.as_str() {
                 continue;
             }
             match best.iter_mut().find(|b| b.slug == row.slug) {
                 Some(current) => {
-                    if newer(&row, current) {
+                    if better(&row, current) {
                         *current = row;
                     }
                 }
@@ -281,8 +271,8 @@ impl Registry {
         self.resolve_pinned(enterprise_id, world, slug, &VersionPin::Newest).await
     }
 
-    /// The newest active version of `slug` that `pin` admits (see [`VersionPin`]); the newest
-    /// of all for an empty pin.
+    /// The newest usable version of `slug` that `pin` admits (see [`VersionPin`] and [`pick`]);
+    /// the newest of all for an empty pin.
     pub async fn resolve_pinned(
         &self,
         enterprise_id: &str,
@@ -290,20 +280,22 @@ impl Registry {
         slug: &str,
         pin: &VersionPin,
     ) -> sqlx::Result<Option<PluginRow>> {
-        Ok(pick(&self.store.active_plugins(enterprise_id).await?, world, slug, pin).cloned())
+        Ok(pick(&self.store.usable_plugins(enterprise_id).await?, world, slug, pin).cloned())
     }
 }
 
-/// Among `rows` (an enterprise's active plugins, as `Store::active_plugins` answers them), the
-/// newest version of `slug` that `pin` admits; its own plugin wins over a global one of the
-/// same version. For callers that pick for many connections from one read.
+/// Among `rows` (an enterprise's usable plugins, as `Store::usable_plugins` answers them), the
+/// newest active version of `slug` that `pin` admits, else the newest deprecated one (a
+/// connection pinned to a deprecated version keeps working; new ones are refused at save);
+/// its own plugin wins over a global one of the same version. For callers that pick for many
+/// connections from one read.
 pub fn pick<'a>(rows: &'a [PluginRow], world: World, slug: &str, pin: &VersionPin) -> Option<&'a PluginRow> {
     let mut best: Option<&PluginRow> = None;
     for row in rows {
         if row.world != world.as_str() || row.slug != slug || !pin.admits(&row.version) {
             continue;
         }
-        if best.is_none_or(|current| newer(row, current)) {
+        if best.is_none_or(|current| better(row, current)) {
             best = Some(row);
         }
     }
@@ -350,12 +342,39 @@ impl VersionPin {
     }
 }
 
+/// Whether `candidate` serves before `current`: active before deprecated, then [`newer`].
+fn better(candidate: &PluginRow, current: &PluginRow) -> bool {
+    let active = |row: &PluginRow| row.status == "active";
+    match (active(candidate), active(current)) {
+        (true, false) => true,
+        (false, true) => false,
+        _ => newer(candidate, current),
+    }
+}
+
 fn newer(candidate: &PluginRow, current: &PluginRow) -> bool {
     let version = |v: &str| semver::Version::parse(v).ok();
     match (version(&candidate.version), version(&current.version)) {
         (Some(a), Some(b)) if a != b => a > b,
         _ => candidate.enterprise_id.is_some() && current.enterprise_id.is_none(),
     }
+}
+
+/// `describe()` of a loaded upload, under the limits of an upload (10 s, no requests), checked
+/// as an upload is: what `dibop connector test` reports too.
+pub async fn describe_checked(host: &PluginHost, loaded: &Loaded, sha256: &str) -> Result<PluginInfo, UploadError> {
+    let spec = CallSpec {
+        plugin: format!("upload {sha256}"),
+        limits: Limits { timeout: Duration::from_secs(10), max_requests: 0, ..Limits::default() },
+        ..CallSpec::default()
+    };
+    let info = host
+        .describe(loaded, &spec)
+        .await
+        .result
+        .map_err(|e| UploadError::invalid("body", format!("describe() failed: {e}")))?;
+    check_info(&info)?;
+    Ok(info)
 }
 
 /// What `describe()` answered must be usable: a slug, a semantic version, unique operations.

@@ -9,13 +9,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::api_calls::ApiCallView;
 use super::datetime;
-use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
+use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination};
 use super::users::check_name;
 use crate::audit::{self, Change};
 use crate::auth::Principal;
@@ -63,8 +63,14 @@ pub struct ConnectionView {
     /// newest) or a semver range; the newest active version it admits serves each call, so an
     /// upload moves no connection unless its range admits the new version.
     pub plugin_version: String,
+    /// Each call's output is checked against the operation's declared `output_schema`; one
+    /// that does not match fails the call `invalid_output`.
+    pub validate_output: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The connection test the request asked for (`test`), run with these settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test: Option<TestResult>,
 }
 
 /// A connection to create or replace.
@@ -109,6 +115,22 @@ pub struct ConnectionInput {
     /// (changing it is how a connection upgrades).
     #[schema(example = "1.0.0")]
     pub plugin_version: Option<String>,
+    /// Check each call's output against the operation's declared `output_schema` (an output
+    /// that does not match fails the call `invalid_output`). Default false; on `PUT`, omitted
+    /// keeps the stored setting.
+    pub validate_output: Option<bool>,
+    /// A connection test to run with the new settings before they are stored, e.g. after
+    /// changing `plugin_version`: when it does not succeed nothing is stored and the answer is
+    /// 422 at `test`. With `?dry_run=true` it runs and nothing is stored either way.
+    pub test: Option<TestRequest>,
+}
+
+/// `?dry_run=true`: check the settings (and run `test`) without storing anything.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SaveQuery {
+    /// Answer what would be stored (with the `test` result) and store nothing.
+    pub dry_run: Option<bool>,
 }
 
 /// Tells `null` from an absent field: `Some(Value::Null)`.
@@ -175,9 +197,26 @@ fn view(state: &AppState, row: ConnectionRow, circuit: &str) -> AppResult<Connec
         timeout_ms: row.timeout_ms,
         circuit: circuit.to_owned(),
         plugin_version: row.plugin_version,
+        validate_output: row.validate_output != 0,
         created_at: datetime(row.created_at),
         updated_at: datetime(row.updated_at),
+        test: None,
     })
+}
+
+/// What a connection has stored that an input may keep (nothing, for a new one).
+struct Stored<'a> {
+    /// Credentials kept unless the input changes them.
+    credentials: HashMap<String, String>,
+    auth: HostAuth,
+    pin: &'a str,
+    validate_output: bool,
+}
+
+impl Stored<'_> {
+    fn nothing() -> Self {
+        Self { credentials: HashMap::new(), auth: HostAuth::None, pin: "", validate_output: false }
+    }
 }
 
 /// Validates `input` against what the connector declares and returns the fields to store.
@@ -186,14 +225,16 @@ async fn fields(
     principal: &Principal,
     id: &str,
     mut input: ConnectionInput,
-    mut credentials: HashMap<String, String>,
-    stored_auth: HostAuth,
-    stored_pin: &str,
+    stored: Stored<'_>,
 ) -> AppResult<ConnectionFields> {
+    let Stored { mut credentials, auth: stored_auth, pin: stored_pin, validate_output: stored_validate_output } =
+        stored;
     let mut v = Validator::new();
     check_name(&mut v, "name", &input.name);
     let refused = |path: &str, message: String| AppError::Validation(vec![FieldError { path: path.into(), message }]);
-    let pin_text = input.plugin_version.take().unwrap_or_else(|| stored_pin.to_owned());
+    let given_pin = input.plugin_version.take();
+    let new_pin = stored_pin.is_empty() || given_pin.as_deref().is_some_and(|given| given.trim() != stored_pin);
+    let pin_text = given_pin.unwrap_or_else(|| stored_pin.to_owned());
     let pin = VersionPin::parse(&pin_text).map_err(|m| refused("plugin_version", m))?;
     let registry = &state.registry;
     let Some(plugin) = registry.resolve_pinned(&principal.enterprise_id, World::Connector, &input.system, &pin).await?
@@ -209,6 +250,18 @@ async fn fields(
             None => refused("system", format!("no connector {:?} in the catalogue; see GET /systems", input.system)),
         });
     };
+    // A deprecated version serves the connections that pin it already, and no others.
+    if plugin.status == "deprecated" && new_pin {
+        let newest = registry.resolve(&principal.enterprise_id, World::Connector, &input.system).await?;
+        let hint = match newest.filter(|p| p.status == "active") {
+            Some(active) => format!("; the newest active version is {}", active.version),
+            None => String::new(),
+        };
+        return Err(refused(
+            "plugin_version",
+            format!("{} {} is deprecated: no connection may newly pin it{hint}", plugin.slug, plugin.version),
+        ));
+    }
     // Without a pin, the connection pins the version it gets now.
     let plugin_version = if pin == VersionPin::Newest { plugin.version.clone() } else { pin_text.trim().to_owned() };
     let info: PluginInfo = serde_json::from_str(&plugin.info).map_err(anyhow::Error::from)?;
@@ -297,6 +350,7 @@ async fn fields(
         },
         headers: serde_json::to_string(&input.headers).map_err(anyhow::Error::from)?,
         plugin_version,
+        validate_output: input.validate_output.unwrap_or(stored_validate_output),
     })
 }
 
@@ -341,19 +395,27 @@ async fn list_connections(
 }
 
 /// Create a connection; config and credentials are checked against the connector's declaration.
-#[utoipa::path(post, path = "/connections", tag = "connections", request_body = ConnectionInput,
+#[utoipa::path(post, path = "/connections", tag = "connections", request_body = ConnectionInput, params(SaveQuery),
     responses(
         (status = 201, description = "Created", body = ConnectionView),
+        (status = 200, description = "`dry_run`: what would be created; nothing was", body = ConnectionView),
         (status = 409, description = "Name already in use", body = crate::error::ErrorResponse),
     ))]
 async fn create_connection(
     State(state): State<AppState>,
     principal: Principal,
-    ApiJson(input): ApiJson<ConnectionInput>,
+    ApiQuery(query): ApiQuery<SaveQuery>,
+    ApiJson(mut input): ApiJson<ConnectionInput>,
 ) -> AppResult<(StatusCode, Json<ConnectionView>)> {
     let name = input.name.clone();
     let id = dibop_core::new_id();
-    let fields = fields(&state, &principal, &id, input, HashMap::new(), HostAuth::None, "").await?;
+    let test = input.test.take();
+    let fields = fields(&state, &principal, &id, input, Stored::nothing()).await?;
+    let would_be = fields.clone().into_row(&principal.enterprise_id, &id, dibop_core::now_ms());
+    let tested = tested_first(&state, &would_be, test, query.dry_run.unwrap_or(false)).await?;
+    if query.dry_run.unwrap_or(false) {
+        return Ok((StatusCode::OK, Json(ConnectionView { test: tested, ..view(&state, would_be, "closed")? })));
+    }
     let row =
         state.store.create_connection(&principal.enterprise_id, &id, fields).await.or_conflict(|| taken(&name))?;
     let shown = view(&state, row, "closed")?;
@@ -364,7 +426,7 @@ async fn create_connection(
         Change { action: "create", resource: "connection", resource_id: Some(&id), before: None, after },
     )
     .await;
-    Ok((StatusCode::CREATED, Json(shown)))
+    Ok((StatusCode::CREATED, Json(ConnectionView { test: tested, ..shown })))
 }
 
 /// Get one connection (credentials masked).
@@ -385,9 +447,9 @@ async fn get_connection(
 }
 
 /// Replace a connection. Omitted credentials keep their stored values.
-#[utoipa::path(put, path = "/connections/{id}", tag = "connections", params(("id" = String, Path)), request_body = ConnectionInput,
+#[utoipa::path(put, path = "/connections/{id}", tag = "connections", params(("id" = String, Path), SaveQuery), request_body = ConnectionInput,
     responses(
-        (status = 200, description = "Replaced", body = ConnectionView),
+        (status = 200, description = "Replaced (with `dry_run`: what would be stored; nothing was)", body = ConnectionView),
         (status = 404, description = "No such connection", body = crate::error::ErrorResponse),
         (status = 409, description = "Name already in use", body = crate::error::ErrorResponse),
     ))]
@@ -395,7 +457,8 @@ async fn replace_connection(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    ApiJson(input): ApiJson<ConnectionInput>,
+    ApiQuery(query): ApiQuery<SaveQuery>,
+    ApiJson(mut input): ApiJson<ConnectionInput>,
 ) -> AppResult<Json<ConnectionView>> {
     let current =
         state.store.get_connection(&principal.enterprise_id, &id).await?.or_not_found(format!("connection {id}"))?;
@@ -429,7 +492,20 @@ async fn replace_connection(
         stored_auth = HostAuth::None;
     }
     let name = input.name.clone();
-    let fields = fields(&state, &principal, &current.id, input, stored, stored_auth, &current.plugin_version).await?;
+    let test = input.test.take();
+    // A connection moved to another system pins that system's newest version unless told.
+    let stored_pin = if current.system == input.system { current.plugin_version.as_str() } else { "" };
+    let keep_checks = current.validate_output != 0;
+    let kept = Stored { credentials: stored, auth: stored_auth, pin: stored_pin, validate_output: keep_checks };
+    let fields = fields(&state, &principal, &current.id, input, kept).await?;
+    let dry_run = query.dry_run.unwrap_or(false);
+    let would_be = fields.clone().into_row(&principal.enterprise_id, &current.id, current.created_at);
+    let tested = tested_first(&state, &would_be, test, dry_run).await?;
+    if dry_run {
+        let circuit = state.store.circuit(&current.id).await?;
+        let shown = view(&state, would_be, resilience::circuit_state(circuit.as_ref()))?;
+        return Ok(Json(ConnectionView { test: tested, ..shown }));
+    }
     let row = state
         .store
         .replace_connection(&principal.enterprise_id, &id, fields)
@@ -451,7 +527,29 @@ async fn replace_connection(
         Change { action: "update", resource: "connection", resource_id: Some(&id), before, after },
     )
     .await;
-    Ok(Json(shown))
+    Ok(Json(ConnectionView { test: tested, ..shown }))
+}
+
+/// Runs `test` (when asked) on the connection as it would be stored: a failure refuses the
+/// change (422 at `test`) unless this is a dry run, which answers it.
+async fn tested_first(
+    state: &AppState,
+    would_be: &ConnectionRow,
+    test: Option<TestRequest>,
+    dry_run: bool,
+) -> AppResult<Option<TestResult>> {
+    let Some(request) = test else { return Ok(None) };
+    let operation = request.operation.clone();
+    let result = run_test(state, would_be, request, true).await?;
+    if let (false, Some(error)) = (dry_run, &result.error) {
+        return Err(AppError::Validation(vec![FieldError {
+            path: "test".into(),
+            message: format!(
+                "the connection test ({operation}) failed with the new settings, so nothing was stored: {error}"
+            ),
+        }]));
+    }
+    Ok(Some(result))
 }
 
 /// Delete a connection.
@@ -492,11 +590,18 @@ async fn test_connection(
 ) -> AppResult<Json<TestResult>> {
     let row =
         state.store.get_connection(&principal.enterprise_id, &id).await?.or_not_found(format!("connection {id}"))?;
+    Ok(Json(run_test(&state, &row, request, false).await?))
+}
+
+/// One call of the connection `row` (the stored one, or one about to be stored: `unsaved`):
+/// the connection test.
+async fn run_test(state: &AppState, row: &ConnectionRow, request: TestRequest, unsaved: bool) -> AppResult<TestResult> {
     let mut v = Validator::new();
     v.check(!request.operation.trim().is_empty(), "operation", "must name an operation of the connector");
     v.finish()?;
     let prepared =
-        connections::prepare(&state.engine, &row, Caller { step: Some("test".into()), ..Caller::default() }).await?;
+        connections::prepare(&state.engine, row, Caller { step: Some("test".into()), unsaved, ..Caller::default() })
+            .await?;
     let invocation = Invocation { attempt: 1, idempotency_key: dibop_core::new_id(), ..Invocation::default() };
     let input = if request.input.is_null() { serde_json::json!({}) } else { request.input };
     let report = prepared.invoke(&state.engine, &request.operation, &input, invocation).await?;
@@ -505,7 +610,7 @@ async fn test_connection(
         Ok(output) => ("success", Some(output), None),
         Err(error) => ("error", None, Some(error)),
     };
-    Ok(Json(TestResult {
+    Ok(TestResult {
         status: status.into(),
         output,
         error,
@@ -514,7 +619,7 @@ async fn test_connection(
         logs: report.logs,
         stdout: report.stdout,
         stderr: report.stderr,
-    }))
+    })
 }
 
 #[cfg(test)]

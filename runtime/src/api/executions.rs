@@ -59,6 +59,7 @@ pub struct ExecutionSummary {
     /// or `INTERNAL` (a fault of the platform, logged with the execution id).
     pub error_code: Option<String>,
     pub duration_ms: Option<i64>,
+    /// How many steps succeeded (failed and skipped steps are not counted).
     pub steps_completed: i64,
     pub steps_total: i64,
 }
@@ -79,7 +80,7 @@ fn summary(row: &ExecutionRow) -> AppResult<ExecutionSummary> {
         error: row.error.clone(),
         error_code: row.error_code.clone(),
         duration_ms: duration(row),
-        steps_completed: row.steps_completed,
+        steps_completed: row.steps_succeeded,
         steps_total: row.steps_total,
     })
 }
@@ -308,6 +309,7 @@ pub struct ExecutionView {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
+    /// How many steps succeeded (failed and skipped steps are not counted).
     pub steps_completed: i64,
     pub steps_total: i64,
     /// Only in `GET /executions/{id}`.
@@ -332,7 +334,7 @@ fn execution_view(row: ExecutionRow, steps: Option<Vec<StepResultRow>>) -> AppRe
         error_code: row.error_code,
         started_at: opt_datetime(row.started_at),
         finished_at: opt_datetime(row.finished_at),
-        steps_completed: row.steps_completed,
+        steps_completed: row.steps_succeeded,
         steps_total: row.steps_total,
         steps: steps.map(|s| s.into_iter().map(StepView::try_from).collect()).transpose()?,
     })

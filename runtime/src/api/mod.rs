@@ -5,7 +5,7 @@
 //! domain module, and shape the answer.
 
 mod alert_rules;
-mod api_calls;
+pub(crate) mod api_calls;
 mod api_keys;
 mod audit_log;
 mod auth;

@@ -107,7 +107,7 @@ impl Catalogue for EnterpriseCatalogue {
 async fn catalogue(state: &AppState, enterprise_id: &str) -> AppResult<EnterpriseCatalogue> {
     let (rows, _) =
         state.store.list_connections(enterprise_id, crate::store::Page { limit: 10_000, offset: 0 }).await?;
-    let plugins = state.store.active_plugins(enterprise_id).await?;
+    let plugins = state.store.usable_plugins(enterprise_id).await?;
     let mut connections = HashMap::new();
     for row in rows {
         // The operations of the version the connection is pinned to.

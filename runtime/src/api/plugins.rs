@@ -1,4 +1,5 @@
-//! Plugin versions: `POST /plugins` (component upload), `GET /plugins`, `GET/DELETE /plugins/{id}`.
+//! Plugin versions: `POST /plugins` (component upload), `GET /plugins`, `GET/PATCH/DELETE
+//! /plugins/{id}` (a version's status: active, deprecated, disabled).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -11,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::datetime;
-use super::extract::{ApiQuery, PageQuery, Paginated, Pagination};
+use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination};
 use crate::audit::{self, Change};
 use crate::auth::{Principal, policy};
 use crate::error::{AppError, AppResult, OrNotFound};
@@ -26,7 +27,7 @@ pub const MAX_PLUGIN_BYTES: usize = 64 << 20;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_plugins, upload_plugin))
-        .routes(routes!(get_plugin, disable_plugin))
+        .routes(routes!(get_plugin, set_plugin_status, disable_plugin))
         .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES))
 }
 
@@ -43,7 +44,9 @@ pub struct PluginView {
     pub description: String,
     /// `global` (catalogue) or `enterprise` (private to the uploading enterprise).
     pub scope: String,
-    /// `active` or `disabled`.
+    /// `active`; `deprecated` (connections that pin it keep using it, no connection may newly
+    /// pin it); or `disabled` (calls of connections whose pin admits no other version fail
+    /// `plugin_disabled`).
     pub status: String,
     /// Shipped with DIBOP.
     pub bundled: bool,
@@ -168,7 +171,50 @@ async fn get_plugin(
     Ok(Json(row.into()))
 }
 
-/// Disable a plugin version: new calls use another version; global ones need platform rights.
+/// A version's new status.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusInput {
+    /// `active`, `deprecated` or `disabled`.
+    #[schema(example = "deprecated")]
+    pub status: String,
+}
+
+/// Set a plugin version's status: `deprecated` keeps it serving the connections that pin it and
+/// refuses it to new pins; `disabled` stops it (their calls fail `plugin_disabled`); `active`
+/// restores it. Global versions need platform rights.
+#[utoipa::path(patch, path = "/plugins/{id}", tag = "plugins", params(("id" = String, Path)), request_body = StatusInput,
+    responses(
+        (status = 200, description = "The plugin version with its new status", body = PluginView),
+        (status = 404, description = "No such plugin you may change", body = crate::error::ErrorResponse),
+    ))]
+async fn set_plugin_status(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<StatusInput>,
+) -> AppResult<Json<PluginView>> {
+    if !matches!(input.status.as_str(), "active" | "deprecated" | "disabled") {
+        return Err(AppError::invalid(
+            "status",
+            format!("must be active, deprecated or disabled, got {:?}", input.status),
+        ));
+    }
+    let current = state.store.get_plugin(&principal.enterprise_id, &id).await?.or_not_found(format!("plugin {id}"))?;
+    let row = state
+        .store
+        .set_plugin_status(&principal.enterprise_id, &id, &input.status, principal.platform)
+        .await?
+        .or_not_found(format!("plugin {id}"))?;
+    let shown = PluginView::from(row);
+    let before = Some(audit::scrubbed(&PluginView::from(current)));
+    let after = Some(audit::scrubbed(&shown));
+    let change = Change { action: "update", resource: "plugin", resource_id: Some(&id), before, after };
+    audit::record(&state, &principal, change).await;
+    Ok(Json(shown))
+}
+
+/// Disable a plugin version (as `PATCH` with `disabled`); global ones need platform rights.
 #[utoipa::path(delete, path = "/plugins/{id}", tag = "plugins", params(("id" = String, Path)),
     responses(
         (status = 204, description = "Disabled"),
@@ -180,7 +226,7 @@ async fn disable_plugin(
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
     let current = state.store.get_plugin(&principal.enterprise_id, &id).await?;
-    if state.store.disable_plugin(&principal.enterprise_id, &id, principal.platform).await? > 0 {
+    if state.store.set_plugin_status(&principal.enterprise_id, &id, "disabled", principal.platform).await?.is_some() {
         let before = current.map(|row| audit::scrubbed(&PluginView::from(row)));
         let change = Change { action: "disable", resource: "plugin", resource_id: Some(&id), before, after: None };
         audit::record(&state, &principal, change).await;

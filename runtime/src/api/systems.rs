@@ -9,10 +9,11 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{ApiQuery, PageQuery, Paginated, Pagination};
+use super::extract::{ApiQuery, PageInfo, PageQuery, Paginated, Pagination};
 use crate::auth::Principal;
 use crate::connections::{self, Caller};
 use crate::error::{AppError, AppResult, OrNotFound};
+use crate::plugins::registry::VersionPin;
 use crate::plugins::{OperationInfo, PluginInfo};
 use crate::state::AppState;
 use crate::store::PluginRow;
@@ -65,6 +66,37 @@ impl From<OperationInfo> for ApiView {
             output_schema: o.output_schema,
         }
     }
+}
+
+/// A page of a system's APIs, with the connector version they belong to and what a connection
+/// to it needs.
+#[derive(Serialize, ToSchema)]
+pub struct ApisPage {
+    pub data: Vec<ApiView>,
+    pub pagination: PageInfo,
+    pub system: SystemNeeds,
+}
+
+/// The connector version a page of APIs describes, and what a connection to it needs.
+#[derive(Serialize, ToSchema)]
+pub struct SystemNeeds {
+    pub slug: String,
+    pub version: String,
+    /// `active` or `deprecated`.
+    pub status: String,
+    /// How the connector authenticates: none, api_key, basic, bearer or
+    /// oauth2_client_credentials.
+    pub auth: String,
+    /// Its config keys (secret ones go in a connection's `credentials`).
+    pub config: Vec<crate::plugins::ConfigKeyInfo>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ApisQuery {
+    /// Which version to describe: an exact version or a semver range, as a connection's
+    /// `plugin_version` (default: the newest active one).
+    pub version: Option<String>,
 }
 
 /// The answer of a ping.
@@ -123,24 +155,34 @@ async fn list_systems(
 }
 
 /// The APIs (operations) of a system.
-#[utoipa::path(get, path = "/systems/{slug}/apis", tag = "systems", params(("slug" = String, Path), PageQuery),
+#[utoipa::path(get, path = "/systems/{slug}/apis", tag = "systems", params(("slug" = String, Path), ApisQuery, PageQuery),
     responses(
-        (status = 200, description = "One page of the system's APIs", body = Paginated<ApiView>),
-        (status = 404, description = "No such system", body = crate::error::ErrorResponse),
+        (status = 200, description = "One page of the system's APIs", body = ApisPage),
+        (status = 404, description = "No such system, or no usable version matches `version`", body = crate::error::ErrorResponse),
     ))]
 async fn list_apis(
     State(state): State<AppState>,
     principal: Principal,
     Path(slug): Path<String>,
+    ApiQuery(query): ApiQuery<ApisQuery>,
     pagination: Pagination,
-) -> AppResult<Json<Paginated<ApiView>>> {
-    let row = state
-        .registry
-        .resolve(&principal.enterprise_id, World::Connector, &slug)
-        .await?
-        .or_not_found(format!("system {slug}"))?;
-    let apis = info(&row)?.operations.into_iter().map(ApiView::from).collect();
-    Ok(Json(paginate(pagination, apis)))
+) -> AppResult<Json<ApisPage>> {
+    let pin = VersionPin::parse(query.version.as_deref().unwrap_or_default())
+        .map_err(|message| AppError::invalid("version", message))?;
+    let row =
+        state.registry.resolve_pinned(&principal.enterprise_id, World::Connector, &slug, &pin).await?.or_not_found(
+            format!("system {slug}{}", query.version.map(|v| format!(" version {v}")).unwrap_or_default()),
+        )?;
+    let info = info(&row)?;
+    let page = paginate(pagination, info.operations.into_iter().map(ApiView::from).collect());
+    let system = SystemNeeds {
+        slug: row.slug,
+        version: row.version,
+        status: row.status,
+        auth: info.auth.unwrap_or_else(|| "none".into()),
+        config: info.config,
+    };
+    Ok(Json(ApisPage { data: page.data, pagination: page.pagination, system }))
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -28,11 +28,14 @@ pub struct ConnectionRow {
     pub headers: String,
     /// The plugin versions it uses: an exact version or a semver range ('' before pinning).
     pub plugin_version: String,
+    /// 1 when calls check their output against the operation's `output_schema`.
+    pub validate_output: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 /// The stored fields of a connection (create and replace).
+#[derive(Clone)]
 pub struct ConnectionFields {
     pub name: String,
     pub system: String,
@@ -45,9 +48,34 @@ pub struct ConnectionFields {
     pub auth: String,
     pub headers: String,
     pub plugin_version: String,
+    pub validate_output: bool,
 }
 
-const COLUMNS: &str = "id, enterprise_id, name, system, config, credentials, allowed_hosts, memory_limit_mb, timeout_ms, resilience, auth, headers, plugin_version, created_at, updated_at";
+impl ConnectionFields {
+    /// The row these fields would make of connection `id` (a dry run stores nothing).
+    pub fn into_row(self, enterprise_id: &str, id: &str, created_at: i64) -> ConnectionRow {
+        ConnectionRow {
+            id: id.to_owned(),
+            enterprise_id: enterprise_id.to_owned(),
+            name: self.name,
+            system: self.system,
+            config: self.config,
+            credentials: self.credentials,
+            allowed_hosts: self.allowed_hosts,
+            memory_limit_mb: self.memory_limit_mb,
+            timeout_ms: self.timeout_ms,
+            resilience: self.resilience,
+            auth: self.auth,
+            headers: self.headers,
+            plugin_version: self.plugin_version,
+            validate_output: i64::from(self.validate_output),
+            created_at,
+            updated_at: now_ms(),
+        }
+    }
+}
+
+const COLUMNS: &str = "id, enterprise_id, name, system, config, credentials, allowed_hosts, memory_limit_mb, timeout_ms, resilience, auth, headers, plugin_version, validate_output, created_at, updated_at";
 
 impl Store {
     /// Creates connection `id` (chosen by the caller: its credentials are sealed for it).
@@ -60,8 +88,8 @@ impl Store {
         let now = now_ms();
         let row = sqlx::query_as(&format!(
             "INSERT INTO connections (id, enterprise_id, name, system, config, credentials, allowed_hosts, \
-             memory_limit_mb, timeout_ms, resilience, auth, headers, plugin_version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $13, $13) RETURNING {COLUMNS}"
+             memory_limit_mb, timeout_ms, resilience, auth, headers, plugin_version, validate_output, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15, $13, $13) RETURNING {COLUMNS}"
         ))
         .bind(id)
         .bind(enterprise_id)
@@ -77,6 +105,7 @@ impl Store {
         .bind(c.headers)
         .bind(now)
         .bind(c.plugin_version)
+        .bind(i64::from(c.validate_output))
         .fetch_one(&self.pool)
         .await;
         self.caches.connections.clear();
@@ -92,7 +121,7 @@ impl Store {
         let row = sqlx::query_as(&format!(
             "UPDATE connections SET name = $3, system = $4, config = $5, credentials = $6, allowed_hosts = $7, \
              memory_limit_mb = $8, timeout_ms = $9, resilience = $10, auth = $11, headers = $12, updated_at = $13, \
-             plugin_version = $14 WHERE enterprise_id = $1 AND id = $2 RETURNING {COLUMNS}"
+             plugin_version = $14, validate_output = $15 WHERE enterprise_id = $1 AND id = $2 RETURNING {COLUMNS}"
         ))
         .bind(enterprise_id)
         .bind(id)
@@ -108,6 +137,7 @@ impl Store {
         .bind(c.headers)
         .bind(now_ms())
         .bind(c.plugin_version)
+        .bind(i64::from(c.validate_output))
         .fetch_optional(&self.pool)
         .await;
         // Cleared after the write, so no reader caches the old row meanwhile.

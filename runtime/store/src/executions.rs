@@ -23,7 +23,10 @@ pub struct ExecutionRow {
     pub output: Option<String>,
     pub error: Option<String>,
     pub idempotency_key: Option<String>,
+    /// How many step results are committed: where a run resumes.
     pub steps_completed: i64,
+    /// How many of them succeeded (the API's `steps_completed`).
+    pub steps_succeeded: i64,
     pub steps_total: i64,
     pub created_at: i64,
     pub started_at: Option<i64>,
@@ -154,7 +157,7 @@ pub struct BodyStepRow {
 }
 
 const EXECUTION: &str = "id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, parameters, output, \
-     error, idempotency_key, steps_completed, steps_total, created_at, started_at, finished_at, parent_execution_id, depth, cancel_requested, body_parked, error_code, \
+     error, idempotency_key, steps_completed, steps_succeeded, steps_total, created_at, started_at, finished_at, parent_execution_id, depth, cancel_requested, body_parked, error_code, \
      replay_of, replayed_by, traceparent";
 
 const STEP: &str =
@@ -374,6 +377,7 @@ impl Store {
             batch.push("DELETE FROM body_steps WHERE execution_id = $1", vec![execution_id.into()]);
         }
         let unpark = if clear_body { ", body_parked = 0" } else { "" };
+        let succeeded = i64::from(step.status == "success");
         batch.push(
             format!(
                 "INSERT INTO step_results (execution_id, {STEP}) \
@@ -400,13 +404,16 @@ impl Store {
         let ended = finish.as_ref().map(|f| f.status);
         match finish {
             None => batch.push(
-                format!("UPDATE executions SET steps_completed = $2{unpark} WHERE id = $1 RETURNING cancel_requested"),
-                vec![execution_id.into(), completed.into()],
+                format!(
+                    "UPDATE executions SET steps_completed = $2, steps_succeeded = steps_succeeded + $3{unpark} \
+                     WHERE id = $1 RETURNING cancel_requested"
+                ),
+                vec![execution_id.into(), completed.into(), succeeded.into()],
             ),
             Some(finish) => batch.push(
                 format!(
                     "UPDATE executions SET steps_completed = $2, status = $3, output = $4, error = $5, finished_at = $6, \
-                     error_code = $7, lease_owner = NULL, lease_expires_at = NULL{unpark} WHERE id = $1 \
+                     error_code = $7, steps_succeeded = steps_succeeded + $8, lease_owner = NULL, lease_expires_at = NULL{unpark} WHERE id = $1 \
                      RETURNING cancel_requested, started_at"
                 ),
                 vec![
@@ -417,6 +424,7 @@ impl Store {
                     finish.error.into(),
                     now_ms().into(),
                     finish.code.into(),
+                    succeeded.into(),
                 ],
             ),
         }
@@ -631,8 +639,9 @@ impl Store {
             .await?;
         let row = sqlx::query_as(&format!(
             "UPDATE executions SET status = 'queued', output = NULL, error = NULL, error_code = NULL, finished_at = NULL, \
-             cancel_requested = 0, \
-             steps_completed = $2 WHERE id = $1 RETURNING {EXECUTION}"
+             cancel_requested = 0, steps_completed = $2, \
+             steps_succeeded = (SELECT COUNT(*) FROM step_results s WHERE s.execution_id = $1 AND s.status = 'success') \
+             WHERE id = $1 RETURNING {EXECUTION}"
         ))
         .bind(&row.id)
         .bind(keep)
@@ -716,6 +725,13 @@ impl Store {
         .bind(&new_id)
         .bind(&original.id)
         .bind(keep)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE executions SET steps_succeeded = \
+             (SELECT COUNT(*) FROM step_results s WHERE s.execution_id = $1 AND s.status = 'success') WHERE id = $1",
+        )
+        .bind(&new_id)
         .execute(&mut *tx)
         .await?;
         let row = sqlx::query_as(&format!("SELECT {EXECUTION} FROM executions WHERE id = $1"))

@@ -156,14 +156,15 @@ impl Store {
         self.page_of(list, page).await
     }
 
-    /// Every active plugin the enterprise may use (callers pick the newest version per slug).
-    /// Cached for a second (see `cache`).
-    pub async fn active_plugins(&self, enterprise_id: &str) -> sqlx::Result<Vec<PluginRow>> {
+    /// Every plugin version the enterprise may use: `active` and `deprecated` ones (callers
+    /// pick the newest version per slug, active before deprecated). Cached for a second (see
+    /// `cache`).
+    pub async fn usable_plugins(&self, enterprise_id: &str) -> sqlx::Result<Vec<PluginRow>> {
         if let Some(rows) = self.caches.plugins.get(&enterprise_id.to_owned()) {
             return Ok(rows);
         }
         let rows: Vec<PluginRow> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM plugins WHERE {VISIBLE} AND status = 'active' ORDER BY slug"
+            "SELECT {COLUMNS} FROM plugins WHERE {VISIBLE} AND status IN ('active', 'deprecated') ORDER BY slug"
         ))
         .bind(enterprise_id)
         .fetch_all(self.reads())
@@ -172,15 +173,35 @@ impl Store {
         Ok(rows)
     }
 
-    /// Disables a version. Global ones only with `global_allowed`. `None` when not visible.
-    pub async fn disable_plugin(&self, enterprise_id: &str, id: &str, global_allowed: bool) -> sqlx::Result<u64> {
+    /// The disabled versions of `slug` the enterprise could see (why a connection has none).
+    pub async fn disabled_versions(&self, enterprise_id: &str, slug: &str) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(&format!(
+            "SELECT version FROM plugins WHERE {VISIBLE} AND slug = $2 AND status = 'disabled' ORDER BY version"
+        ))
+        .bind(enterprise_id)
+        .bind(slug)
+        .fetch_all(self.reads())
+        .await
+    }
+
+    /// Sets a version's status (`active`, `deprecated` or `disabled`). Global ones only with
+    /// `global_allowed`. Answers the updated row; `None` when not visible to the caller.
+    pub async fn set_plugin_status(
+        &self,
+        enterprise_id: &str,
+        id: &str,
+        status: &str,
+        global_allowed: bool,
+    ) -> sqlx::Result<Option<PluginRow>> {
         let scope = if global_allowed { VISIBLE } else { "enterprise_id = $1" };
-        let done = sqlx::query(&format!("UPDATE plugins SET status = 'disabled' WHERE {scope} AND id = $2"))
-            .bind(enterprise_id)
-            .bind(id)
-            .execute(&self.pool)
-            .await;
+        let done =
+            sqlx::query_as(&format!("UPDATE plugins SET status = $3 WHERE {scope} AND id = $2 RETURNING {COLUMNS}"))
+                .bind(enterprise_id)
+                .bind(id)
+                .bind(status)
+                .fetch_optional(&self.pool)
+                .await;
         self.caches.plugins.clear();
-        Ok(done?.rows_affected())
+        done
     }
 }

@@ -32,6 +32,7 @@ pub(crate) async fn run_api_call(
         execution_id: Some(execution.id.clone()),
         step: Some(label.to_owned()),
         trace_id: Some(execution.trace_id()),
+        unsaved: false,
     };
     let mut prepared = match connections::prepare(engine, &connection, caller).await {
         Ok(p) => p,

@@ -1,5 +1,6 @@
-//! A minimal DIBOP connector: one operation, `get_item`, reading `GET {base_url}/items/{id}`
-//! with an optional API key. Replace the names, settings and operations with your system's.
+//! {{name}}: a DIBOP connector with one operation, `get_item`, reading
+//! `GET {base_url}/items/{id}` with an optional API key. Replace the settings and operations
+//! with your system's.
 
 use dibop_sdk::{
     AuthType, CallContext, ConfigKey, Connector, ConnectorInfo, Health, Operation, PluginError, SystemType, Value,
@@ -14,8 +15,8 @@ impl Connector for MyConnector {
     fn describe() -> ConnectorInfo {
         ConnectorInfo {
             // Lowercase letters, digits and dashes; with `version` it identifies the upload.
-            slug: "my-connector".into(),
-            name: "My connector".into(),
+            slug: "{{slug}}".into(),
+            name: "{{name}}".into(),
             system_type: SystemType::General,
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Reads items from the Example API.".into(),
@@ -45,7 +46,7 @@ impl Connector for MyConnector {
                     .and_then(Value::as_str)
                     .ok_or_else(|| PluginError::invalid_input("the input needs a string field `id`"))?;
                 log::info("reading an item");
-                let url = format!("{}/items/{}", base_url()?, http::encode(id));
+                let url = item_url(&base_url()?, id);
                 // `error_for_status` turns 404 into not_found, 401/403 into unauthorized and
                 // other error statuses into upstream_error (retryable for 5xx and 429).
                 with_key(http::Request::get(url)).send()?.error_for_status()?.json()
@@ -74,6 +75,11 @@ fn base_url() -> Result<String, PluginError> {
         .ok_or_else(|| PluginError::invalid_input("the connection has no `base_url`"))
 }
 
+/// The URL of one item: the id is percent-encoded, so it cannot change the path.
+fn item_url(base: &str, id: &str) -> String {
+    format!("{base}/items/{}", http::encode(id))
+}
+
 /// Adds the API key, when the connection has one.
 fn with_key(request: http::Request) -> http::Request {
     match secrets::get("api_key") {
@@ -84,3 +90,12 @@ fn with_key(request: http::Request) -> http::Request {
 
 // Generates the component's exports from `MyConnector`.
 dibop_sdk::export_connector!(MyConnector);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_id_cannot_leave_the_items_path() {
+        assert_eq!(super::item_url("https://api.example.com", "42"), "https://api.example.com/items/42");
+        assert_eq!(super::item_url("https://x", "../admin?a=1"), "https://x/items/..%2Fadmin%3Fa%3D1");
+    }
+}
