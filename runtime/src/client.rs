@@ -1,5 +1,6 @@
 //! Client subcommands for automation: `dibop orchestration apply -f FILE`,
-//! `dibop execute NAME_OR_ID --param k=v`, `dibop plugin push FILE`. They talk to a running
+//! `dibop execute NAME_OR_ID --param k=v`, `dibop plugin push FILE`; and `dibop plugin keygen`
+//! and `sign`, which work locally (see [`crate::signing`]). The others talk to a running
 //! server at `DIBOP_URL` with `DIBOP_TOKEN` (a JWT or an API key), over http or https (rustls
 //! with the webpki roots, plus `DIBOP_EXTRA_CA_FILE` for a server behind a private CA).
 
@@ -163,13 +164,28 @@ pub async fn execute(remote: &Remote, name_or_id: &str, params: &[String], run_a
     Ok(())
 }
 
-/// Uploads a component.
-pub async fn push(remote: &Remote, file: &Path, scope: &str) -> anyhow::Result<()> {
+/// `FILE.sig` next to `file`.
+fn signature_file(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".sig");
+    PathBuf::from(name)
+}
+
+/// Uploads a component, with its signature from `signature` (or `FILE.sig` when it exists).
+pub async fn push(remote: &Remote, file: &Path, scope: &str, signature: Option<&Path>) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let signature_path = signature.map(Path::to_path_buf).unwrap_or_else(|| signature_file(file));
+    let signature = match std::fs::read_to_string(&signature_path) {
+        Ok(text) => Some(text.trim().to_owned()),
+        Err(_) if signature.is_none() => None,
+        Err(e) => bail!("reading {}: {e}", signature_path.display()),
+    };
     let api = Api::new(remote)?;
-    let plugin = api
-        .send(api.post(&format!("/plugins?scope={scope}")).header("content-type", "application/wasm").body(bytes))
-        .await?;
+    let mut request = api.post(&format!("/plugins?scope={scope}")).header("content-type", "application/wasm");
+    if let Some(signature) = &signature {
+        request = request.header(crate::signing::HEADER, signature);
+    }
+    let plugin = api.send(request.body(bytes)).await?;
     println!(
         "{} {} {} ({}, sha256 {})",
         plugin["id"].as_str().unwrap_or_default(),
@@ -178,5 +194,40 @@ pub async fn push(remote: &Remote, file: &Path, scope: &str) -> anyhow::Result<(
         plugin["world"].as_str().unwrap_or_default(),
         plugin["sha256"].as_str().unwrap_or_default()
     );
+    if let Some(signer) = plugin["signed_by"].as_str() {
+        println!("signed by {signer}");
+    }
+    Ok(())
+}
+
+/// Writes a new private key to `out` (readable by its owner only) and prints the public key.
+pub fn keygen(out: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (private, public) = crate::signing::generate()?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("creating {} (an existing key is never overwritten)", out.display()))?;
+    writeln!(file, "{private}")?;
+    println!("{public}");
+    eprintln!(
+        "private key in {}; a platform admin trusts the public key above with POST /plugin-signers",
+        out.display()
+    );
+    Ok(())
+}
+
+/// Signs `file` with the private key in `key`; writes `FILE.sig` and prints the signature.
+pub fn sign(file: &Path, key: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let private = std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
+    let (signature, public) = crate::signing::sign(&private, &dibop_core::sha256_hex(&bytes))?;
+    let out = signature_file(file);
+    std::fs::write(&out, format!("{signature}\n")).with_context(|| format!("writing {}", out.display()))?;
+    println!("{signature}");
+    eprintln!("wrote {} (key {public}); dibop plugin push sends it", out.display());
     Ok(())
 }

@@ -23,6 +23,7 @@ pub mod error;
 pub use dibop_core::guard;
 pub mod metrics;
 pub mod otlp;
+pub mod signing;
 pub use dibop_plugin_host as plugins;
 pub use dibop_store::limiter as ratelimit;
 pub mod sla;

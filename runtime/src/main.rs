@@ -58,14 +58,29 @@ enum OrchestrationCommand {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Upload a WebAssembly component.
+    /// Upload a WebAssembly component (with its signature from FILE.sig when that exists).
     Push {
         file: std::path::PathBuf,
         /// enterprise or global.
         #[arg(long, default_value = "enterprise")]
         scope: String,
+        /// The signature file (`dibop plugin sign`); default FILE.sig when it exists.
+        #[arg(long)]
+        signature: Option<std::path::PathBuf>,
         #[command(flatten)]
         remote: dibop::client::Remote,
+    },
+    /// Make an Ed25519 signing key: writes the private key to --out and prints the public key
+    /// (what a platform admin trusts with POST /plugin-signers).
+    Keygen {
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Sign a component with a private key from `keygen`: writes FILE.sig (base64).
+    Sign {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        key: std::path::PathBuf,
     },
 }
 
@@ -106,9 +121,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Execute { name_or_id, params, run_async, remote } => {
             dibop::client::execute(&remote, &name_or_id, &params, run_async).await
         }
-        Command::Plugin(PluginCommand::Push { file, scope, remote }) => {
-            dibop::client::push(&remote, &file, &scope).await
+        Command::Plugin(PluginCommand::Push { file, scope, signature, remote }) => {
+            dibop::client::push(&remote, &file, &scope, signature.as_deref()).await
         }
+        Command::Plugin(PluginCommand::Keygen { out }) => dibop::client::keygen(&out),
+        Command::Plugin(PluginCommand::Sign { file, key }) => dibop::client::sign(&file, &key),
         Command::Connector(command) => dibop::authoring::run(command).await,
         Command::Migrate(args) => {
             let config = args.resolve()?;

@@ -34,6 +34,7 @@ mod resilience;
 mod retention;
 mod sandbox;
 mod settings;
+mod signing;
 mod steps;
 mod tenancy;
 mod transforms;

@@ -92,12 +92,14 @@ impl Registry {
         Ok(Self { host, store, blobs })
     }
 
-    /// Checks, describes and stores an uploaded component in a scope (`None` = global).
+    /// Checks, describes and stores an uploaded component in a scope (`None` = global);
+    /// `signed_by`: the trusted signer whose key verified it (the caller checked).
     pub async fn upload(
         &self,
         enterprise_id: Option<&str>,
         bytes: Vec<u8>,
         bundled: bool,
+        signed_by: Option<String>,
     ) -> Result<Upload, UploadError> {
         let sha256 = sha256_hex(&bytes);
         if let Some(row) = self.store.find_plugin_by_sha(enterprise_id, &sha256).await? {
@@ -106,7 +108,7 @@ impl Registry {
         let loaded =
             if bundled { self.host.load_bundled(&sha256, &bytes).await } else { self.host.load(&sha256, &bytes).await };
         let registered = match loaded {
-            Ok(loaded) => self.register(enterprise_id, &bytes, sha256.clone(), &loaded, bundled).await,
+            Ok(loaded) => self.register(enterprise_id, &bytes, sha256.clone(), &loaded, (bundled, signed_by)).await,
             Err(message) => Err(UploadError::invalid("body", message)),
         };
         // A refused upload leaves nothing cached, unless the same bytes serve another scope.
@@ -123,7 +125,7 @@ impl Registry {
         bytes: &[u8],
         sha256: String,
         loaded: &Loaded,
-        bundled: bool,
+        (bundled, signed_by): (bool, Option<String>),
     ) -> Result<Upload, UploadError> {
         let info = describe_checked(&self.host, loaded, &sha256).await?;
         if let Some(existing) = self.store.find_plugin_version(enterprise_id, &info.slug, &info.version).await? {
@@ -148,6 +150,7 @@ impl Registry {
             description: info.description.clone(),
             info: serde_json::to_string(&info).context("serializing plugin info")?,
             bundled,
+            signed_by,
         };
         let sha256 = new.sha256.clone();
         match self.store.insert_plugin(new, bytes).await {
@@ -171,7 +174,7 @@ impl Registry {
     /// Registers the bundled plugins in the global catalogue (a no-op when already there).
     pub async fn register_bundled(&self) -> anyhow::Result<()> {
         for (name, bytes) in BUNDLED {
-            match self.upload(None, bytes.to_vec(), true).await {
+            match self.upload(None, bytes.to_vec(), true, None).await {
                 Ok(Upload::Created(row)) => {
                     tracing::info!(plugin = name, version = %row.version, "registered bundled plugin")
                 }

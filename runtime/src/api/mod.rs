@@ -18,6 +18,7 @@ pub mod extract;
 mod health;
 mod observability;
 mod orchestrations;
+mod plugin_signers;
 mod plugins;
 mod replay;
 mod settings;
@@ -86,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .merge(settings::router())
         .merge(enterprises::router())
         .merge(plugins::router())
+        .merge(plugin_signers::router())
         .merge(systems::router())
         .merge(connections::router())
         .merge(api_calls::router())

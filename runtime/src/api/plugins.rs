@@ -50,6 +50,8 @@ pub struct PluginView {
     pub status: String,
     /// Shipped with DIBOP.
     pub bundled: bool,
+    /// The trusted signer whose key verified the upload's signature (null: unsigned).
+    pub signed_by: Option<String>,
     pub size_bytes: i64,
     pub system_type: Option<String>,
     pub auth: Option<String>,
@@ -76,6 +78,7 @@ impl From<PluginRow> for PluginView {
             description: row.description,
             status: row.status,
             bundled: row.bundled != 0,
+            signed_by: row.signed_by,
             size_bytes: row.size_bytes,
             system_type,
             auth,
@@ -112,7 +115,10 @@ async fn list_plugins(
 
 /// Upload a WebAssembly component (`Content-Type: application/wasm`). The server checks it is a
 /// component of the connector or transform world, runs `describe()` under limits, stores it by
-/// sha256 and compiles it. Identical bytes again answer 200 with the same record.
+/// sha256 and compiles it. Identical bytes again answer 200 with the same record. An
+/// `X-Dibop-Signature` header (base64 Ed25519 signature of `dibop-plugin-sha256:<hex sha256>`)
+/// must verify with a trusted signer's key (`/plugin-signers`); the version then shows
+/// `signed_by`. An enterprise with `require_signed_plugins` accepts signed uploads only.
 #[utoipa::path(post, path = "/plugins", tag = "plugins", params(UploadQuery),
     request_body(content = ComponentBytes, content_type = "application/wasm", description = "The component bytes"),
     responses(
@@ -143,7 +149,8 @@ async fn upload_plugin(
     if body.is_empty() {
         return Err(AppError::invalid("body", "the request body is empty; send the component bytes"));
     }
-    match state.registry.upload(enterprise, body.to_vec(), false).await? {
+    let signed_by = signer(&state, &principal, &headers, &body).await?;
+    match state.registry.upload(enterprise, body.to_vec(), false, signed_by).await? {
         Upload::Created(row) => {
             let shown = PluginView::from(row);
             let after = Some(audit::scrubbed(&shown));
@@ -154,6 +161,41 @@ async fn upload_plugin(
         }
         Upload::Existing(row) => Ok((StatusCode::OK, Json(row.into()))),
     }
+}
+
+/// The name of the trusted signer whose key verifies the upload's signature, if it carries one;
+/// refuses a signature no trusted key verifies, and an unsigned upload where the enterprise
+/// requires signatures.
+async fn signer(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> AppResult<Option<String>> {
+    let header = crate::signing::HEADER;
+    let Some(given) = headers.get(header) else {
+        let enterprise = state.store.get_enterprise(&principal.enterprise_id).await?.or_not_found("enterprise")?;
+        if enterprise.require_signed_plugins != 0 {
+            return Err(AppError::invalid(
+                header,
+                "this enterprise accepts signed plugins only: send the X-Dibop-Signature header (dibop plugin sign)",
+            ));
+        }
+        return Ok(None);
+    };
+    let signature = given
+        .to_str()
+        .map_err(|_| "not text".to_owned())
+        .and_then(crate::signing::parse_signature)
+        .map_err(|message| AppError::invalid(header, message))?;
+    let sha256 = dibop_core::sha256_hex(body);
+    for trusted in state.store.signers().await? {
+        let key = crate::signing::parse_public_key(&trusted.public_key).unwrap_or_default();
+        if crate::signing::verifies(&key, &sha256, &signature) {
+            return Ok(Some(trusted.name));
+        }
+    }
+    Err(AppError::invalid(header, "the signature does not verify with any trusted signer's key (GET /plugin-signers)"))
 }
 
 /// Get one plugin version.

@@ -48,6 +48,8 @@ pub struct Settings {
     /// Days executions, traces and API-call logs are kept, at least 30.
     pub retention_days: i64,
     pub rate_limits: RateLimits,
+    /// Plugin uploads must carry a trusted signer's signature (`X-Dibop-Signature`).
+    pub require_signed_plugins: bool,
 }
 
 impl From<Enterprise> for Settings {
@@ -64,6 +66,7 @@ impl From<Enterprise> for Settings {
                 executions_per_minute: e.executions_per_minute,
                 outbound_requests_per_minute: Some(e.outbound_requests_per_minute),
             },
+            require_signed_plugins: e.require_signed_plugins != 0,
         }
     }
 }
@@ -78,6 +81,8 @@ pub struct UpdateSettings {
     pub retention_days: Option<i64>,
     /// Changing rate limits needs platform rights.
     pub rate_limits: Option<RateLimits>,
+    /// Accept plugin uploads only with a trusted signer's signature.
+    pub require_signed_plugins: Option<bool>,
 }
 
 pub fn valid_timezone(tz: &str) -> bool {
@@ -134,6 +139,7 @@ async fn put_settings(
         api_requests_per_minute: body.rate_limits.as_ref().map(|l| l.api_requests_per_minute),
         executions_per_minute: body.rate_limits.as_ref().map(|l| l.executions_per_minute),
         outbound_requests_per_minute: body.rate_limits.as_ref().and_then(|l| l.outbound_requests_per_minute),
+        require_signed_plugins: body.require_signed_plugins,
     };
     let before =
         state.store.get_enterprise(&principal.enterprise_id).await?.map(|e| audit::scrubbed(&Settings::from(e)));

@@ -42,6 +42,8 @@ pub struct SystemView {
     pub auth: String,
     /// What a connection to it needs: its config keys (secret ones go in `credentials`).
     pub config: Vec<crate::plugins::ConfigKeyInfo>,
+    /// The trusted signer whose key verified this version (null: unsigned).
+    pub signed_by: Option<String>,
 }
 
 /// One API (operation) of a system.
@@ -149,6 +151,7 @@ async fn list_systems(
             health,
             auth: info.auth.unwrap_or_else(|| "none".into()),
             config: info.config,
+            signed_by: row.signed_by,
         });
     }
     Ok(Json(paginate(pagination, systems)))
@@ -168,7 +171,7 @@ async fn list_apis(
     pagination: Pagination,
 ) -> AppResult<Json<ApisPage>> {
     let pin = VersionPin::parse(query.version.as_deref().unwrap_or_default())
-        .map_err(|message| AppError::invalid("version", message))?;
+        .map_err(|message| AppError::BadRequest(format!("version: {message}")))?;
     let row =
         state.registry.resolve_pinned(&principal.enterprise_id, World::Connector, &slug, &pin).await?.or_not_found(
             format!("system {slug}{}", query.version.map(|v| format!(" version {v}")).unwrap_or_default()),

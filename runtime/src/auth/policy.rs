@@ -2,7 +2,8 @@
 //!
 //! Routes fall into three areas by their first path segment:
 //! - **platform** (`/enterprises`): platform rights for every method;
-//! - **administration** (`/users`, `/settings`, `/plugins`, `/systems`, `/observability`): any
+//! - **administration** (`/users`, `/settings`, `/plugins`, `/plugin-signers`, `/systems`,
+//!   `/observability`): any
 //!   role reads, enterprise and platform admins write;
 //! - **tenant data** (everything else: orchestrations, executions, connections, canonical data,
 //!   API-call logs, webhooks, alerts): any role but `platform_admin` reads, only
@@ -35,9 +36,8 @@ fn area(path: &str) -> Area {
     let first = path.trim_start_matches('/').split('/').next().unwrap_or_default();
     match first {
         "enterprises" => Area::Platform,
-        "users" | "settings" | "plugins" | "systems" | "observability" | "alert-rules" | "alerts" | "audit-log" => {
-            Area::Administration
-        }
+        "users" | "settings" | "plugins" | "plugin-signers" | "systems" | "observability" | "alert-rules"
+        | "alerts" | "audit-log" => Area::Administration,
         _ => Area::TenantData,
     }
 }

@@ -19,6 +19,8 @@ pub struct Enterprise {
     pub executions_per_minute: i64,
     /// Calls a minute of each connection that sets no rate limit of its own.
     pub outbound_requests_per_minute: i64,
+    /// 1 when plugin uploads must carry a signature of a trusted signer.
+    pub require_signed_plugins: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -101,6 +103,7 @@ pub struct SettingsPatch {
     pub api_requests_per_minute: Option<i64>,
     pub executions_per_minute: Option<i64>,
     pub outbound_requests_per_minute: Option<i64>,
+    pub require_signed_plugins: Option<bool>,
 }
 
 /// An API key as listed (never the key itself).
@@ -137,7 +140,8 @@ pub struct ApiKeyWithEnterprise {
 }
 
 const ENTERPRISE_COLUMNS: &str = "id, name, slug, timezone, session_duration_minutes, retention_days, \
-     api_requests_per_minute, executions_per_minute, outbound_requests_per_minute, created_at, updated_at";
+     api_requests_per_minute, executions_per_minute, outbound_requests_per_minute, require_signed_plugins, created_at, \
+     updated_at";
 const USER_COLUMNS: &str = "id, enterprise_id, email, name, role, platform_access, status, password_hash, \
      token_generation, last_login_at, created_at, updated_at";
 const API_KEY_COLUMNS: &str =
@@ -217,7 +221,8 @@ impl Store {
              retention_days = COALESCE($5, retention_days), \
              api_requests_per_minute = COALESCE($6, api_requests_per_minute), \
              executions_per_minute = COALESCE($7, executions_per_minute), \
-             outbound_requests_per_minute = COALESCE($9, outbound_requests_per_minute), updated_at = $8 \
+             outbound_requests_per_minute = COALESCE($9, outbound_requests_per_minute), \
+             require_signed_plugins = COALESCE($10, require_signed_plugins), updated_at = $8 \
              WHERE id = $1 RETURNING {ENTERPRISE_COLUMNS}"
         ))
         .bind(enterprise_id)
@@ -229,6 +234,7 @@ impl Store {
         .bind(patch.executions_per_minute)
         .bind(now_ms())
         .bind(patch.outbound_requests_per_minute)
+        .bind(patch.require_signed_plugins.map(i64::from))
         .fetch_optional(&self.pool)
         .await;
         // Cleared after the write, so no reader caches the old limit meanwhile.
@@ -269,6 +275,7 @@ impl Store {
             e_api_requests_per_minute: i64,
             e_executions_per_minute: i64,
             e_outbound_requests_per_minute: i64,
+            e_require_signed_plugins: i64,
             e_created_at: i64,
             e_updated_at: i64,
         }
@@ -278,7 +285,8 @@ impl Store {
             "SELECT {user_columns}, e.name AS e_name, e.slug AS e_slug, e.timezone AS e_timezone, \
              e.session_duration_minutes AS e_session_duration_minutes, e.retention_days AS e_retention_days, \
              e.api_requests_per_minute AS e_api_requests_per_minute, e.executions_per_minute AS e_executions_per_minute, \
-             e.outbound_requests_per_minute AS e_outbound_requests_per_minute, e.created_at AS e_created_at, e.updated_at AS e_updated_at \
+             e.outbound_requests_per_minute AS e_outbound_requests_per_minute, \
+             e.require_signed_plugins AS e_require_signed_plugins, e.created_at AS e_created_at, e.updated_at AS e_updated_at \
              FROM users u JOIN enterprises e ON e.id = u.enterprise_id WHERE u.enterprise_id = $1 AND u.id = $2"
         ))
         .bind(enterprise_id)
@@ -296,6 +304,7 @@ impl Store {
                 api_requests_per_minute: j.e_api_requests_per_minute,
                 executions_per_minute: j.e_executions_per_minute,
                 outbound_requests_per_minute: j.e_outbound_requests_per_minute,
+                require_signed_plugins: j.e_require_signed_plugins,
                 created_at: j.e_created_at,
                 updated_at: j.e_updated_at,
             };

@@ -25,6 +25,7 @@ mod plugins;
 mod ratelimit;
 mod retention;
 mod schedules;
+mod signers;
 mod tokens;
 mod webhooks;
 
@@ -53,6 +54,7 @@ pub use identity::{
 };
 pub use orchestrations::{OrchestrationRow, VersionRow};
 pub use plugins::{NewPlugin, PluginRow};
+pub use signers::{MAX_SIGNERS, SignerRow};
 pub use tokens::TokenRow;
 pub use webhooks::{NewWebhook, WebhookRow};
 

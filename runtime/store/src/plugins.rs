@@ -22,6 +22,8 @@ pub struct PluginRow {
     pub bundled: i64,
     pub status: String,
     pub created_at: i64,
+    /// The trusted signer whose key verified the upload.
+    pub signed_by: Option<String>,
 }
 
 pub struct NewPlugin {
@@ -35,10 +37,11 @@ pub struct NewPlugin {
     pub description: String,
     pub info: String,
     pub bundled: bool,
+    pub signed_by: Option<String>,
 }
 
-const COLUMNS: &str =
-    "id, enterprise_id, slug, version, world, sha256, size_bytes, name, description, info, bundled, status, created_at";
+const COLUMNS: &str = "id, enterprise_id, slug, version, world, sha256, size_bytes, name, description, info, bundled, status, created_at, \
+     signed_by";
 
 /// Stores a component's bytes once, whichever plugin rows share them.
 const KEEP_BYTES: &str =
@@ -56,7 +59,8 @@ impl Store {
         let scope = plugin.enterprise_id.clone().unwrap_or_else(|| "global".into());
         let row: PluginRow = sqlx::query_as(&format!(
             "INSERT INTO plugins (id, enterprise_id, scope, slug, version, world, sha256, size_bytes, name, description, \
-             info, bundled, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {COLUMNS}"
+             info, bundled, created_at, signed_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             RETURNING {COLUMNS}"
         ))
         .bind(new_id())
         .bind(plugin.enterprise_id)
@@ -71,6 +75,7 @@ impl Store {
         .bind(plugin.info)
         .bind(i64::from(plugin.bundled))
         .bind(now_ms())
+        .bind(plugin.signed_by)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
