@@ -1,11 +1,11 @@
 // TEST ONLY. The `lookup` connector, built in two versions (`lookup-v1`, `lookup-v2`) for the
 // runtime's tests of version pinning: each answers `find` with the version that served it, and
-// version 2 also offers `find_more`. Included by each version's lib.rs, which sets `VERSION`
-// and `EXTRA`.
+// version 2 also offers `find_more` and declares one host more. Included by each version's
+// lib.rs, which sets `VERSION`, `EXTRA` and `HOSTS`.
 
 use dibop_sdk::{
-    AuthType, CallContext, ConfigKey, Connector, ConnectorInfo, Health, Operation, PluginError, SystemType, Value,
-    json,
+    AuthType, CallContext, Capabilities, ConfigKey, Connector, ConnectorInfo, Health, Operation, PluginError,
+    SystemType, Value, json,
 };
 
 struct Lookup;
@@ -45,6 +45,10 @@ impl Connector for Lookup {
 
     fn ping() -> Health {
         Health::online()
+    }
+
+    fn capabilities() -> Option<Capabilities> {
+        Some(Capabilities::hosts(HOSTS.iter().copied()))
     }
 }
 

@@ -6,7 +6,8 @@
 // - invoke() runs the operation; a PluginError becomes the WIT plugin-error, and anything else
 //   thrown (a bug) becomes code `trap` with the exception's message and the connector's own
 //   frames;
-// - ping() answers the connector's health check (offline when it throws).
+// - ping() answers the connector's health check (offline when it throws);
+// - capabilities() answers `connector.capabilities` ({hosts, memory_mb}) as JSON, or null.
 import { get as __dibopConfigGet } from 'dibop:plugin/config@0.1.0';
 import { get as __dibopSecretGet } from 'dibop:plugin/secrets@0.1.0';
 import { write as __dibopLogWrite } from 'dibop:plugin/log@0.1.0';
@@ -131,6 +132,21 @@ function __dibopError(exception) {
 
 export function describe() {
   return __dibopInfo(connector);
+}
+
+export function capabilities() {
+  const declared = connector?.capabilities;
+  if (declared === undefined || declared === null) return 'null';
+  const problems = [];
+  if (!Array.isArray(declared.hosts) || declared.hosts.some((h) => typeof h !== 'string')) {
+    problems.push('capabilities.hosts: expected an array of host patterns such as "api.example.com" or "*.example.com"');
+  }
+  const memory = declared.memory_mb ?? declared.memoryMb;
+  if (memory !== undefined && !(Number.isInteger(memory) && memory >= 1 && memory <= 512)) {
+    problems.push(`capabilities.memory_mb: expected an integer from 1 to 512, got ${JSON.stringify(memory)}`);
+  }
+  if (problems.length) throw new Error(`describe(): ${problems.join('; ')}`);
+  return JSON.stringify({ hosts: declared.hosts, memory_mb: memory ?? null });
 }
 
 export async function invoke(operation, input, context) {

@@ -150,12 +150,13 @@ pub use error::PluginError;
 pub use serde_json;
 pub use serde_json::{Value, json};
 pub use types::{
-    AuthType, CallContext, ConfigKey, ConnectorInfo, Health, HealthStatus, Operation, SystemType, TransformInfo,
+    AuthType, CallContext, Capabilities, ConfigKey, ConnectorInfo, Health, HealthStatus, Operation, SystemType,
+    TransformInfo,
 };
 
 /// A connector: the bridge between DIBOP and one kind of business system.
 ///
-/// Implement it on a unit struct and export that with [`export_connector!`]. All three
+/// Implement it on a unit struct and export that with [`export_connector!`]. All its
 /// functions may run in a fresh or a reused (warm) instance, so keep no state between calls.
 pub trait Connector {
     /// Describes the connector: identity, the settings a connection needs, the operations
@@ -169,6 +170,14 @@ pub trait Connector {
 
     /// Checks that the system is reachable with the connection's settings and credentials.
     fn ping() -> Health;
+
+    /// What the connector needs from the host: the hosts it reaches and the memory a call
+    /// wants. A connection's `allowed_hosts` and `base_url` host must fit the hosts, and a new
+    /// version that declares more than the one before it waits for an admin's approval.
+    /// `None` (the default) declares nothing.
+    fn capabilities() -> Option<Capabilities> {
+        None
+    }
 }
 
 /// A transform: custom step logic that computes an output from its input, with no I/O.
@@ -183,7 +192,8 @@ pub trait Transform {
     fn run(input: Value, params: Value) -> Result<Value, PluginError>;
 }
 
-/// Exports a [`Connector`] implementation as the plugin's `connector` world.
+/// Exports a [`Connector`] implementation as the plugin's `connector-with-capabilities` world (a
+/// `connector` that also answers [`Connector::capabilities`]).
 ///
 /// Use it once, at the top level of a `cdylib` crate:
 ///
@@ -223,6 +233,10 @@ macro_rules! export_connector {
             fn ping() -> $crate::wit::connector::Health {
                 $crate::__private::connector_ping::<$ty>()
             }
+
+            fn capabilities() -> ::std::string::String {
+                $crate::__private::connector_capabilities::<$ty>()
+            }
         }
 
         #[cfg(target_arch = "wasm32")]
@@ -236,6 +250,7 @@ macro_rules! export_connector {
             let _ = <__DibopConnectorExport as $crate::wit::connector::Guest>::describe;
             let _ = <__DibopConnectorExport as $crate::wit::connector::Guest>::invoke;
             let _ = <__DibopConnectorExport as $crate::wit::connector::Guest>::ping;
+            let _ = <__DibopConnectorExport as $crate::wit::connector::Guest>::capabilities;
         }
     };
 }
@@ -375,6 +390,13 @@ pub mod __private {
         };
         let input = parse(&input, "the input").map_err(connector_error)?;
         C::invoke(&operation, input, &ctx).map(|output| output.to_string()).map_err(connector_error)
+    }
+
+    pub fn connector_capabilities<C: Connector>() -> String {
+        match C::capabilities() {
+            None => "null".into(),
+            Some(c) => serde_json::json!({"hosts": c.hosts, "memory_mb": c.memory_mb}).to_string(),
+        }
     }
 
     pub fn connector_ping<C: Connector>() -> ct::Health {

@@ -129,6 +129,36 @@ impl Operation {
     }
 }
 
+/// What a connector needs from the host; returned by
+/// [`Connector::capabilities`](crate::Connector::capabilities).
+///
+/// ```
+/// let needs = dibop_sdk::Capabilities::hosts(["api.example.com", "*.example.com"]).memory_mb(32);
+/// assert_eq!(needs.memory_mb, Some(32));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// Outbound host patterns: `host`, `*.domain` or `*` (any host), each with an optional
+    /// `:port`.
+    pub hosts: Vec<String>,
+    /// The memory a call wants, MiB (a connection's default; at most 512).
+    pub memory_mb: Option<u32>,
+}
+
+impl Capabilities {
+    /// Declares the hosts the connector reaches.
+    pub fn hosts<I: IntoIterator<Item = S>, S: Into<String>>(hosts: I) -> Self {
+        Self { hosts: hosts.into_iter().map(Into::into).collect(), memory_mb: None }
+    }
+
+    /// Declares the memory a call wants, MiB.
+    #[must_use]
+    pub fn memory_mb(mut self, mib: u32) -> Self {
+        self.memory_mb = Some(mib);
+        self
+    }
+}
+
 /// What a connector says about itself; returned by [`Connector::describe`](crate::Connector::describe).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectorInfo {

@@ -4,11 +4,12 @@
 
 #![allow(missing_docs, clippy::all)]
 
-/// Bindings of the `connector` world.
+/// Bindings of the `connector-with-capabilities` world (a `connector` that also declares what
+/// it needs; the host loads both).
 pub mod connector {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "dibop:plugin/connector",
+        world: "dibop:plugin/connector-with-capabilities",
         generate_all,
         pub_export_macro: true,
         export_macro_name: "export_connector_world",

@@ -137,6 +137,7 @@ async fn a_rust_connector_goes_from_new_to_an_executed_orchestration() {
     assert!(test.status.success(), "{}", String::from_utf8_lossy(&test.stderr));
     let (ok, report) = try_call(&component, &mock, &[]);
     assert!(ok && report["describe"]["slug"] == "shop-items", "{report}");
+    assert_eq!(report["describe"]["capabilities"], json!({"hosts": ["*"], "memory_mb": 64}), "{report}");
     assert_reads_the_item(&component, &mock);
     let (ok, report) = try_call(&component, &mock, &["--ping"]);
     assert!(ok && report["output"]["status"] == "online", "{report}");
@@ -180,16 +181,17 @@ async fn javascript_and_python_connectors_keep_the_authors_words_when_they_throw
     // JavaScript: the template, plus an operation with a bug.
     let (project, component) = new_and_build(dir.path(), "shop-js", "js", |project| {
         let file = project.join("src").join("connector.js");
-        let source = std::fs::read_to_string(&file).expect("source").replace(
-            "  ping: checkHealth,",
-            "  ping: checkHealth,\n};\nconnector.operations.explode = {\n  run: (input) => input.missing.name,",
-        );
+        let source = std::fs::read_to_string(&file)
+            .expect("source")
+            .replace("  operations: {\n", "  operations: {\n    explode: { run: (input) => input.missing.name },\n");
         std::fs::write(&file, source).expect("edited");
     });
     let unit = tokio::task::block_in_place(|| Command::new("npm").arg("test").current_dir(&project).output())
         .expect("npm test");
     assert!(unit.status.success(), "{}", String::from_utf8_lossy(&unit.stdout));
     assert_reads_the_item(&component, &mock);
+    let (_, report) = try_call(&component, &mock, &[]);
+    assert_eq!(report["describe"]["capabilities"], json!({"hosts": ["*"], "memory_mb": 64}), "{report}");
     let (ok, report) = try_call(&component, &mock, &["--operation", "explode"]);
     assert!(!ok);
     assert_eq!(report["error"]["code"], "trap", "{report}");
@@ -224,6 +226,8 @@ async fn javascript_and_python_connectors_keep_the_authors_words_when_they_throw
             .expect("python3 -m unittest");
     assert!(unit.status.success(), "{}", String::from_utf8_lossy(&unit.stderr));
     assert_reads_the_item(&component, &mock);
+    let (_, report) = try_call(&component, &mock, &[]);
+    assert_eq!(report["describe"]["capabilities"], json!({"hosts": ["*"], "memory_mb": 64}), "{report}");
     let (ok, report) = try_call(&component, &mock, &["--operation", "explode"]);
     assert!(!ok);
     assert_eq!(report["error"]["code"], "trap", "{report}");

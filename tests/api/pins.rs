@@ -21,8 +21,13 @@ async fn an_upload_moves_no_connection_and_an_upgrade_is_a_put() {
         app.create_connection(&token, json!({"name": "ranged", "system": "lookup", "plugin_version": ">=1"})).await;
     let (pinned, ranged) = (pinned["id"].as_str().expect("id"), ranged["id"].as_str().expect("id"));
 
-    // Version 2 arrives: the exact pin stays on 1.0.0, the range takes 2.0.0.
-    assert_eq!(app.upload(&token, guest("lookup_v2"), None).await.status(), StatusCode::CREATED);
+    // Version 2 arrives declaring one host more, so it waits for approval and serves nothing.
+    let uploaded: Value = app.upload(&token, guest("lookup_v2"), None).await.json().await.expect("json");
+    assert_eq!(uploaded["status"], "pending", "{uploaded}");
+    assert_eq!(uploaded["capabilities"]["hosts"][2], "more.example", "{uploaded}");
+    assert_eq!(find(&app, &token, ranged).await, "1.0.0");
+    // Approved, the exact pin stays on 1.0.0 and the range takes 2.0.0.
+    approve(&app, &token, "2.0.0").await;
     assert_eq!(find(&app, &token, pinned).await, "1.0.0");
     assert_eq!(find(&app, &token, ranged).await, "2.0.0");
     // Orchestrations see the operations of the pinned version.
@@ -81,6 +86,13 @@ async fn set_status(app: &TestApp, token: &str, id: &str, status: &str) -> reqwe
     app.request(reqwest::Method::PATCH, token, &format!("/plugins/{id}"), Some(json!({"status": status}))).await
 }
 
+/// Approves `lookup` `version` (uploaded `pending`: it declares more hosts than the one before).
+async fn approve(app: &TestApp, token: &str, version: &str) {
+    let id = plugin_id(app, token, "lookup", version).await;
+    let approved: Value = set_status(app, token, &id, "active").await.json().await.expect("json");
+    assert_eq!(approved["status"], "active", "{approved}");
+}
+
 #[tokio::test]
 async fn deprecated_versions_serve_only_their_connections_and_disabled_ones_fail_plugin_disabled() {
     let app = TestApp::spawn().await;
@@ -88,6 +100,7 @@ async fn deprecated_versions_serve_only_their_connections_and_disabled_ones_fail
     for guest_name in ["lookup_v1", "lookup_v2"] {
         assert_eq!(app.upload(&token, guest(guest_name), None).await.status(), StatusCode::CREATED);
     }
+    approve(&app, &token, "2.0.0").await;
     let v2 = plugin_id(&app, &token, "lookup", "2.0.0").await;
     let on_two = app.create_connection(&token, json!({"name": "on-two", "system": "lookup"})).await;
     let on_two = on_two["id"].as_str().expect("id").to_owned();
@@ -152,6 +165,7 @@ async fn an_upgrade_can_be_tried_first_and_outputs_checked_per_connection() {
     let id = connection["id"].as_str().expect("id").to_owned();
     assert_eq!(connection["validate_output"], false, "{connection}");
     assert_eq!(app.upload(&token, guest("lookup_v2"), None).await.status(), StatusCode::CREATED);
+    approve(&app, &token, "2.0.0").await;
 
     // A dry run answers the connection as it would be, with the test's result, and stores nothing.
     let body = json!({"name": "c", "system": "lookup", "plugin_version": "2.0.0", "test": {"operation": "find_more"}});
@@ -221,4 +235,47 @@ async fn connections_stored_before_pinning_are_pinned_when_a_node_starts() {
     let other = app.another_node().await;
     let shown: Value = other.get(&token, &format!("/connections/{id}")).await.json().await.expect("json");
     assert_eq!(shown["plugin_version"], "0.1.0", "{shown}");
+}
+
+#[tokio::test]
+async fn declared_hosts_bound_connections_and_a_version_asking_for_more_waits_for_approval() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let uploaded: Value = app.upload(&token, guest("lookup_v1"), None).await.json().await.expect("json");
+    assert_eq!(uploaded["status"], "active", "the first version has nothing to exceed: {uploaded}");
+    assert_eq!(uploaded["capabilities"]["hosts"], json!(["lookup.example", "*.lookup.example"]), "{uploaded}");
+
+    // Hosts outside the declaration are refused at their field; inside, the connection is saved.
+    let outside = json!({"name": "c", "system": "lookup", "config": {"base_url": "https://elsewhere.test"},
+                         "allowed_hosts": ["lookup.example", "evil.test:443"]});
+    let error = assert_error(
+        app.post(&token, "/connections", outside).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    let paths: Vec<&str> =
+        error["error"]["details"].as_array().expect("details").iter().filter_map(|d| d["path"].as_str()).collect();
+    assert_eq!(paths, ["config.base_url", "allowed_hosts[1]"], "{error}");
+    assert!(error.to_string().contains("evil.test:443 is outside the hosts lookup 1.0.0 declares"), "{error}");
+    let inside = json!({"name": "c", "system": "lookup", "config": {"base_url": "https://api.lookup.example/v1"},
+                        "allowed_hosts": ["lookup.example:8443"]});
+    let created = app.create_connection(&token, inside).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+
+    // Version 2 declares more.example too: it waits, and nothing may pin it until approved.
+    let uploaded: Value = app.upload(&token, guest("lookup_v2"), None).await.json().await.expect("json");
+    assert_eq!(uploaded["status"], "pending", "{uploaded}");
+    let early = json!({"name": "c", "system": "lookup", "config": {"base_url": "https://api.lookup.example/v1"},
+                       "allowed_hosts": ["lookup.example:8443"], "plugin_version": "2.0.0"});
+    let refused = app.put(&token, &format!("/connections/{id}"), early.clone()).await;
+    let error = assert_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
+    assert!(error.to_string().contains("lookup 2.0.0 declares more hosts or memory"), "{error}");
+    let systems: Value = app.get(&token, "/systems/lookup/apis").await.json().await.expect("json");
+    assert_eq!(systems["system"]["version"], "1.0.0", "{systems}");
+    approve(&app, &token, "2.0.0").await;
+    let moved: Value = app.put(&token, &format!("/connections/{id}"), early).await.json().await.expect("json");
+    assert_eq!(moved["plugin_version"], "2.0.0", "{moved}");
+    let more = json!({"name": "c", "system": "lookup", "allowed_hosts": ["more.example"]});
+    assert_eq!(app.put(&token, &format!("/connections/{id}"), more).await.status(), StatusCode::OK);
 }

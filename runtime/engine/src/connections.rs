@@ -80,7 +80,7 @@ pub async fn prepare(engine: &Engine, row: &ConnectionRow, caller: Caller) -> Re
     let pin = VersionPin::parse(&row.plugin_version).unwrap_or(VersionPin::Newest);
     let Some(plugin) = engine.registry.resolve_pinned(&row.enterprise_id, World::Connector, &row.system, &pin).await?
     else {
-        let disabled = engine.store.disabled_versions(&row.enterprise_id, &row.system).await?;
+        let disabled = engine.store.versions_in_status(&row.enterprise_id, &row.system, "disabled").await?;
         if let Some(version) = disabled.iter().find(|v| pin.admits(v)) {
             return Err(ConnectionError::Disabled(format!(
                 "version {version} of connector {:?} is disabled; pin another version on connection {} (PUT \

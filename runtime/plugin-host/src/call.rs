@@ -178,9 +178,29 @@ impl PluginHost {
             Loaded::Connector(pre) => {
                 self.call(spec, async |store, instantiate| {
                     let t = Instant::now();
-                    let instance: Connector = pre.instantiate_async(&mut *store).await?;
+                    let instance = pre.instance_pre().instantiate_async(&mut *store).await?;
                     *instantiate = t.elapsed();
-                    Ok(Ok(PluginInfo::from(instance.call_describe(&mut *store).await?)))
+                    let connector = Connector::new(&mut *store, &instance)?;
+                    let mut info = PluginInfo::from(connector.call_describe(&mut *store).await?);
+                    // A component of the `connector-with-capabilities` world also says what it
+                    // needs; one of the plain `connector` world declares nothing.
+                    if let Ok(capabilities) = instance.get_typed_func::<(), (String,)>(&mut *store, "capabilities") {
+                        let (text,) = capabilities.call_async(&mut *store, ()).await?;
+                        match serde_json::from_str::<Option<crate::capabilities::Capabilities>>(&text) {
+                            Ok(declared) => info.capabilities = declared,
+                            Err(e) => {
+                                return Ok(Err(CallError {
+                                    code: "invalid_output".into(),
+                                    message: format!(
+                                        "capabilities: expected null or {{\"hosts\": [...], \"memory_mb\": N}}: {e}"
+                                    ),
+                                    retryable: false,
+                                    http_status: None,
+                                }));
+                            }
+                        }
+                    }
+                    Ok(Ok(info))
                 })
                 .await
             }

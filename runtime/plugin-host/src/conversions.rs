@@ -51,6 +51,7 @@ impl From<types::ConnectorInfo> for PluginInfo {
             version: info.version,
             description: info.description,
             params_schema: None,
+            capabilities: None,
         }
     }
 }
@@ -68,6 +69,7 @@ impl From<types::TransformInfo> for PluginInfo {
             config: Vec::new(),
             operations: Vec::new(),
             params_schema: Some(schema(&info.params_schema)),
+            capabilities: None,
         }
     }
 }

@@ -35,6 +35,7 @@
 
 mod bindings;
 mod call;
+pub mod capabilities;
 mod compile;
 mod conversions;
 mod cpu;
@@ -199,6 +200,10 @@ pub struct PluginInfo {
     pub operations: Vec<OperationInfo>,
     /// Transform only: JSON Schema of the step parameters.
     pub params_schema: Option<serde_json::Value>,
+    /// Connector only: what it declares it needs (components of the
+    /// `connector-with-capabilities` world); `None` when it declares nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<capabilities::Capabilities>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -139,7 +139,16 @@ impl Registry {
                 info.slug, info.version, existing.sha256
             )));
         }
+        // A version that declares more than the newest one in use waits for an admin's approval
+        // (`pending`): no connection moves to it, and none may pin it, until then.
+        let before = self.newest_in_scope(enterprise_id, &info.slug).await?;
+        let before = before.and_then(|row| serde_json::from_str::<PluginInfo>(&row.info).ok());
+        let wants_more = info.world == World::Connector
+            && before.as_ref().is_some_and(|before| {
+                crate::capabilities::Capabilities::exceeds(info.capabilities.as_ref(), before.capabilities.as_ref())
+            });
         let new = NewPlugin {
+            status: if wants_more && !bundled { "pending" } else { "active" }.into(),
             enterprise_id: enterprise_id.map(str::to_owned),
             slug: info.slug.clone(),
             version: info.version.clone(),
@@ -226,6 +235,15 @@ impl Registry {
             }
         };
         self.host.load(&row.sha256, &bytes).await.map_err(|m| anyhow::anyhow!(m))
+    }
+
+    /// The newest usable connector version of `slug` that uploads to this scope are compared
+    /// with: global ones for the catalogue, the enterprise's own and global ones for an
+    /// enterprise.
+    async fn newest_in_scope(&self, enterprise_id: Option<&str>, slug: &str) -> sqlx::Result<Option<PluginRow>> {
+        // No enterprise has the id "": that reads the global catalogue alone.
+        let rows = self.store.usable_plugins(enterprise_id.unwrap_or("")).await?;
+        Ok(pick(&rows, World::Connector, slug, &VersionPin::Newest).cloned())
     }
 
     /// Keeps a copy of a component's bytes in this node's data directory (a cache: the database
@@ -393,6 +411,9 @@ fn check_info(info: &PluginInfo) -> Result<(), UploadError> {
     if info.name.trim().is_empty() {
         problem("describe.name", "must not be empty".into());
     }
+    for (path, message) in info.capabilities.as_ref().map(|c| c.problems()).unwrap_or_default() {
+        problem(&format!("describe.capabilities.{path}"), message);
+    }
     let mut seen = std::collections::HashSet::new();
     for (i, op) in info.operations.iter().enumerate() {
         if op.name.trim().is_empty() || !seen.insert(op.name.as_str()) {
@@ -438,6 +459,7 @@ mod tests {
                 output_schema: json!({}),
             }],
             params_schema: None,
+            capabilities: None,
         }
     }
 

@@ -88,7 +88,7 @@ pub struct ConnectionInput {
     pub credentials: BTreeMap<String, Option<String>>,
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
-    /// Memory limit of each call, MiB (default 64).
+    /// Memory limit of each call, MiB (default: what the connector declares it wants, else 64).
     pub memory_limit_mb: Option<i64>,
     /// Deadline of each call, ms (default 30000).
     pub timeout_ms: Option<i64>,
@@ -239,6 +239,17 @@ async fn fields(
     let registry = &state.registry;
     let Some(plugin) = registry.resolve_pinned(&principal.enterprise_id, World::Connector, &input.system, &pin).await?
     else {
+        let pending = state.store.versions_in_status(&principal.enterprise_id, &input.system, "pending").await?;
+        if let Some(waiting) = pending.iter().find(|v| pin.admits(v)) {
+            return Err(refused(
+                "plugin_version",
+                format!(
+                    "{} {waiting} declares more hosts or memory than the version before it and waits for an \
+                     admin's approval (PATCH /plugins/{{id}} with status active)",
+                    input.system
+                ),
+            ));
+        }
         return Err(match registry.resolve(&principal.enterprise_id, World::Connector, &input.system).await? {
             Some(newest) => refused(
                 "plugin_version",
@@ -302,7 +313,26 @@ async fn fields(
         let ok = !host.is_empty() && !host.contains('/') && !host.contains(' ') && !host.contains('*');
         v.check(ok, &format!("allowed_hosts[{i}]"), "must be host or host:port, without scheme, path or wildcards");
     }
-    let memory = input.memory_limit_mb.unwrap_or(64);
+    // A connector that declares the hosts it reaches gets no connection to others.
+    if let Some(declared) = &info.capabilities {
+        let outside = |host: &str| {
+            format!(
+                "{host} is outside the hosts {} {} declares it reaches ({})",
+                plugin.slug,
+                plugin.version,
+                declared.hosts.join(", ")
+            )
+        };
+        let base = input.config.get("base_url").and_then(|u| u.as_str()).and_then(connections::url_authority);
+        if let Some(base) = base {
+            v.check(declared.admits(&base), "config.base_url", outside(&base));
+        }
+        for (i, host) in input.allowed_hosts.iter().enumerate() {
+            v.check(declared.admits(host), &format!("allowed_hosts[{i}]"), outside(host));
+        }
+    }
+    let wanted = info.capabilities.as_ref().and_then(|c| c.memory_mb).map_or(64, i64::from);
+    let memory = input.memory_limit_mb.unwrap_or(wanted);
     v.check((1..=(MAX_MEMORY_BYTES >> 20) as i64).contains(&memory), "memory_limit_mb", "must be from 1 to 512");
     let timeout = input.timeout_ms.unwrap_or(30_000);
     v.check((100..=600_000).contains(&timeout), "timeout_ms", "must be from 100 to 600000");

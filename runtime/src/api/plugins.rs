@@ -45,9 +45,12 @@ pub struct PluginView {
     /// `global` (catalogue) or `enterprise` (private to the uploading enterprise).
     pub scope: String,
     /// `active`; `deprecated` (connections that pin it keep using it, no connection may newly
-    /// pin it); or `disabled` (calls of connections whose pin admits no other version fail
-    /// `plugin_disabled`).
+    /// pin it); `disabled` (calls of connections whose pin admits no other version fail
+    /// `plugin_disabled`); or `pending` (it declares more hosts or memory than the version
+    /// before it: it serves nothing until an admin approves it with `PATCH` `active`).
     pub status: String,
+    /// What the connector declares it needs (null: nothing declared).
+    pub capabilities: Option<crate::plugins::capabilities::Capabilities>,
     /// Shipped with DIBOP.
     pub bundled: bool,
     /// The trusted signer whose key verified the upload's signature (null: unsigned).
@@ -63,9 +66,9 @@ pub struct PluginView {
 impl From<PluginRow> for PluginView {
     fn from(row: PluginRow) -> Self {
         let info: Option<PluginInfo> = serde_json::from_str(&row.info).ok();
-        let (system_type, auth, config, operations) = match info {
-            Some(i) => (i.system_type, i.auth, i.config, i.operations),
-            None => (None, None, Vec::new(), Vec::new()),
+        let (system_type, auth, config, operations, capabilities) = match info {
+            Some(i) => (i.system_type, i.auth, i.config, i.operations, i.capabilities),
+            None => (None, None, Vec::new(), Vec::new(), None),
         };
         Self {
             scope: if row.enterprise_id.is_some() { "enterprise" } else { "global" }.into(),
@@ -77,6 +80,7 @@ impl From<PluginRow> for PluginView {
             name: row.name,
             description: row.description,
             status: row.status,
+            capabilities,
             bundled: row.bundled != 0,
             signed_by: row.signed_by,
             size_bytes: row.size_bytes,
@@ -224,7 +228,8 @@ pub struct StatusInput {
 
 /// Set a plugin version's status: `deprecated` keeps it serving the connections that pin it and
 /// refuses it to new pins; `disabled` stops it (their calls fail `plugin_disabled`); `active`
-/// restores it. Global versions need platform rights.
+/// restores it, or approves a `pending` version (one that declares more than the version before
+/// it). Global versions need platform rights.
 #[utoipa::path(patch, path = "/plugins/{id}", tag = "plugins", params(("id" = String, Path)), request_body = StatusInput,
     responses(
         (status = 200, description = "The plugin version with its new status", body = PluginView),

@@ -23,7 +23,7 @@ const WIT: &[(&str, &str)] = &[
     ("deps/random@0.2.12/random.wit", include_str!("../../../wit/deps/random@0.2.12/random.wit")),
     ("deps/sockets@0.2.12/sockets.wit", include_str!("../../../wit/deps/sockets@0.2.12/sockets.wit")),
 ];
-const WORLD: &str = "dibop:plugin/connector@0.1.0";
+const WORLD: &str = "dibop:plugin/connector-with-capabilities@0.1.0";
 const JS_PACKAGE: &str = include_str!("../../../plugins/js/package.json");
 const JS_LOCK: &str = include_str!("../../../plugins/js/package-lock.json");
 const JS_GLUE: &str = include_str!("../../../sdk/js/dibop.mjs");
@@ -34,7 +34,7 @@ const JS_BUILD: &str = r#"import { componentize } from '@bytecodealliance/compon
 import { writeFile } from 'node:fs/promises';
 const [sourcePath, witPath, out] = process.argv.slice(2);
 const { component } = await componentize({
-  sourcePath, witPath, worldName: 'dibop:plugin/connector@0.1.0',
+  sourcePath, witPath, worldName: 'dibop:plugin/connector-with-capabilities@0.1.0',
   // Only outbound HTTP (fetch) and clocks; no stdio, no randomness.
   disableFeatures: ['random', 'fetch-event'],
 });

@@ -38,6 +38,8 @@ pub struct NewPlugin {
     pub info: String,
     pub bundled: bool,
     pub signed_by: Option<String>,
+    /// `active`, or `pending` for a version that waits for an admin's approval.
+    pub status: String,
 }
 
 const COLUMNS: &str = "id, enterprise_id, slug, version, world, sha256, size_bytes, name, description, info, bundled, status, created_at, \
@@ -59,7 +61,8 @@ impl Store {
         let scope = plugin.enterprise_id.clone().unwrap_or_else(|| "global".into());
         let row: PluginRow = sqlx::query_as(&format!(
             "INSERT INTO plugins (id, enterprise_id, scope, slug, version, world, sha256, size_bytes, name, description, \
-             info, bundled, created_at, signed_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             info, bundled, created_at, signed_by, status) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
              RETURNING {COLUMNS}"
         ))
         .bind(new_id())
@@ -76,6 +79,7 @@ impl Store {
         .bind(i64::from(plugin.bundled))
         .bind(now_ms())
         .bind(plugin.signed_by)
+        .bind(plugin.status)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -178,13 +182,15 @@ impl Store {
         Ok(rows)
     }
 
-    /// The disabled versions of `slug` the enterprise could see (why a connection has none).
-    pub async fn disabled_versions(&self, enterprise_id: &str, slug: &str) -> sqlx::Result<Vec<String>> {
+    /// The versions of `slug` in `status` (`disabled`, `pending`) the enterprise could see: why
+    /// a pin admits no usable version.
+    pub async fn versions_in_status(&self, enterprise_id: &str, slug: &str, status: &str) -> sqlx::Result<Vec<String>> {
         sqlx::query_scalar(&format!(
-            "SELECT version FROM plugins WHERE {VISIBLE} AND slug = $2 AND status = 'disabled' ORDER BY version"
+            "SELECT version FROM plugins WHERE {VISIBLE} AND slug = $2 AND status = $3 ORDER BY version"
         ))
         .bind(enterprise_id)
         .bind(slug)
+        .bind(status)
         .fetch_all(self.reads())
         .await
     }

@@ -73,6 +73,12 @@ class WitWorld(wit_world.WitWorld):
             raise dibop.plugin_error("invalid_input", f"unknown operation `{operation}`")
         return json.dumps(run(json.loads(input)))
 
+    def capabilities(self) -> str:
+        # The hosts it reaches ("api.example.com", "*.example.com") and the memory a call wants:
+        # a connection's hosts must fit them, and a version that declares more waits for an
+        # admin's approval. "*" leaves the hosts to each connection's allowed_hosts.
+        return json.dumps({"hosts": ["*"], "memory_mb": 64})
+
     def ping(self) -> t.Health:
         try:
             response = dibop.http("GET", f"{dibop.config('base_url').rstrip('/')}/health", headers())

@@ -6,7 +6,8 @@ UPDATE executions SET steps_succeeded =
 -- Whether a connection's calls check their output against the operation's output_schema.
 ALTER TABLE connections ADD COLUMN validate_output INTEGER NOT NULL DEFAULT 0;
 -- A plugin version may also be 'deprecated' (it serves the connections that pin it; no new pin
--- may choose it). SQLite cannot change a CHECK, so the table is rebuilt (nothing references it).
+-- may choose it) or 'pending' (it declares more than the version before it and waits for an
+-- admin's approval). SQLite cannot change a CHECK, so the table is rebuilt (nothing references it).
 CREATE TABLE plugins_new (
     id TEXT PRIMARY KEY,
     enterprise_id TEXT REFERENCES enterprises(id) ON DELETE CASCADE,
@@ -20,7 +21,7 @@ CREATE TABLE plugins_new (
     description TEXT NOT NULL,
     info TEXT NOT NULL,
     bundled INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'deprecated', 'disabled')),
+    status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'deprecated', 'disabled', 'pending')),
     created_at INTEGER NOT NULL,
     UNIQUE (scope, slug, version)
 );

@@ -30,6 +30,10 @@ export const connector = {
     },
   },
   ping: checkHealth,
+  // The hosts it reaches (`api.example.com`, `*.example.com`) and the memory a call wants: a
+  // connection's hosts must fit them, and a version that declares more waits for an admin's
+  // approval. `*` leaves the hosts to each connection's allowed_hosts.
+  capabilities: { hosts: ['*'], memory_mb: 64 },
 };
 
 /** The URL of one item: the id is percent-encoded, so it cannot change the path. */

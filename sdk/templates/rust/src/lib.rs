@@ -3,8 +3,8 @@
 //! with your system's.
 
 use dibop_sdk::{
-    AuthType, CallContext, ConfigKey, Connector, ConnectorInfo, Health, Operation, PluginError, SystemType, Value,
-    config, http, json, log, secrets,
+    AuthType, CallContext, Capabilities, ConfigKey, Connector, ConnectorInfo, Health, Operation, PluginError,
+    SystemType, Value, config, http, json, log, secrets,
 };
 
 /// The connector. It keeps no state: a call may run in a fresh or a reused (warm) instance.
@@ -53,6 +53,13 @@ impl Connector for MyConnector {
             }
             other => Err(PluginError::invalid_input(format!("unknown operation `{other}`"))),
         }
+    }
+
+    /// The hosts it reaches (`api.example.com`, `*.example.com`) and the memory a call wants: a
+    /// connection's hosts must fit them, and a version that declares more waits for an admin's
+    /// approval. `*` leaves the hosts to each connection's `allowed_hosts`.
+    fn capabilities() -> Option<Capabilities> {
+        Some(Capabilities::hosts(["*"]).memory_mb(64))
     }
 
     /// Tells whether the system answers with this connection's settings.
