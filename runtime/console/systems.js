@@ -105,6 +105,14 @@ function uploader(done) {
   return el('section', { 'aria-labelledby': 'upload-h' }, el('h2', { id: 'upload-h' }, 'Upload'), zone, status);
 }
 
+/** What an admin may do with a version in each status: [button, new status]. */
+const STATUS_ACTIONS = {
+  pending: [['Approve', 'active']],
+  active: [['Deprecate', 'deprecated'], ['Disable', 'disabled']],
+  deprecated: [['Activate', 'active'], ['Disable', 'disabled']],
+  disabled: [['Activate', 'active']],
+};
+
 export async function plugins() {
   const number = Number(hashQuery().get('page') ?? 1);
   let verdict = null;
@@ -117,11 +125,16 @@ export async function plugins() {
       ['World', (p) => p.world],
       ['Scope', (p) => p.scope],
       ['Status', (p) => stateBadge(p.status)],
+      ['Signed by', (p) => p.signed_by ?? '—'],
       ['Operations', (p) => p.operations.map((o) => o.name).join(', ')],
       ['Size', (p) => `${Math.round(p.size_bytes / 1024)} KiB`],
       ['Uploaded', (p) => (p.bundled ? 'bundled' : when(p.created_at))],
-      ...(session.administers ? [['Actions', (p) => (p.status === 'active' && !p.bundled && (p.scope === 'enterprise' || session.platform)
-        ? actionButton('Disable', async () => { await api(`/plugins/${p.id}`, { method: 'DELETE' }); await render(); }, status) : '')]] : []),
+      ...(session.administers ? [['Actions', (p) => (!p.bundled && (p.scope === 'enterprise' || session.platform)
+        ? (STATUS_ACTIONS[p.status] ?? []).map(([label, to]) => actionButton(label, async () => {
+          await api(`/plugins/${p.id}`, { method: 'PATCH', body: { status: to } });
+          await render();
+        }, status, { 'data-status-to': to, 'aria-label': `${label} ${p.slug} ${p.version}` }))
+        : '')]] : []),
     ], list.data);
     if (again || !verdict) verdict = uploader(() => render(false));
     show('Plugins', tabs(SECTION, '#/plugins'),

@@ -296,6 +296,11 @@ try {
   await page.setInputFiles('input[name=component]', join(guests, 'not_a_plugin.wasm'));
   const refusedUpload = await text(page, '[data-upload="422"]');
   if (!/request [0-9a-f-]{36}/.test(refusedUpload)) fail(`the refused upload showed ${refusedUpload}`);
+  // A version's status: the uploaded one is deprecated, then made active again.
+  await page.click('button[aria-label^="Deprecate hostile "]');
+  await page.waitForSelector('button[aria-label^="Activate hostile "]', { timeout: 10000 });
+  await page.click('button[aria-label^="Activate hostile "]');
+  await page.waitForSelector('button[aria-label^="Deprecate hostile "]', { timeout: 10000 });
   await shoot(page, 'plugins');
   await visit(page, '#/systems');
   await shoot(page, 'systems');
