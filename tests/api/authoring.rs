@@ -117,6 +117,19 @@ fn assert_reads_the_item(component: &Path, mock: &MockServer) {
     assert_eq!(report["api_calls"][0]["status"], "error", "{report}");
 }
 
+/// The template's operation and capabilities work, and its `explode` operation (a bug the test
+/// added) fails `trap` naming the `exception` and the author's `file`.
+fn assert_works_and_keeps_the_words_of(component: &Path, mock: &MockServer, exception: &str, file: &str) {
+    assert_reads_the_item(component, mock);
+    let (_, report) = try_call(component, mock, &[]);
+    assert_eq!(report["describe"]["capabilities"], json!({"hosts": ["*"], "memory_mb": 64}), "{report}");
+    let (ok, report) = try_call(component, mock, &["--operation", "explode"]);
+    assert!(!ok);
+    assert_eq!(report["error"]["code"], "trap", "{report}");
+    let message = report["error"]["message"].as_str().expect("message");
+    assert!(message.contains(exception) && message.contains(file), "{message}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rust_connector_goes_from_new_to_an_executed_orchestration() {
     if on_postgres_pass() {
@@ -145,13 +158,8 @@ async fn a_rust_connector_goes_from_new_to_an_executed_orchestration() {
     // Upload, connect, apply the project's orchestration.yaml, execute: the README's steps.
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
-    let key: Value = app
-        .post(&token, "/settings/api-keys", json!({"name": "author", "role": "enterprise_admin"}))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let env = [("DIBOP_URL", app.address.as_str()), ("DIBOP_TOKEN", key["key"].as_str().expect("key"))];
+    let key = app.api_key(&token, "author").await;
+    let env = [("DIBOP_URL", app.address.as_str()), ("DIBOP_TOKEN", key.as_str())];
     let (ok, out, err) = dibop(&["plugin", "push", component.to_str().expect("utf-8")], &env);
     assert!(ok && out.contains("shop-items 0.1.0"), "{out}{err}");
     app.create_connection(
@@ -189,14 +197,7 @@ async fn javascript_and_python_connectors_keep_the_authors_words_when_they_throw
     let unit = tokio::task::block_in_place(|| Command::new("npm").arg("test").current_dir(&project).output())
         .expect("npm test");
     assert!(unit.status.success(), "{}", String::from_utf8_lossy(&unit.stdout));
-    assert_reads_the_item(&component, &mock);
-    let (_, report) = try_call(&component, &mock, &[]);
-    assert_eq!(report["describe"]["capabilities"], json!({"hosts": ["*"], "memory_mb": 64}), "{report}");
-    let (ok, report) = try_call(&component, &mock, &["--operation", "explode"]);
-    assert!(!ok);
-    assert_eq!(report["error"]["code"], "trap", "{report}");
-    let message = report["error"]["message"].as_str().expect("message");
-    assert!(message.contains("TypeError") && message.contains("connector.js:"), "{message}");
+    assert_works_and_keeps_the_words_of(&component, &mock, "TypeError", "connector.js:");
 
     // A describe() mistake names its field and fails at once.
     let (_, broken) = new_and_build(dir.path(), "shop-broken", "js", |project| {
@@ -225,12 +226,5 @@ async fn javascript_and_python_connectors_keep_the_authors_words_when_they_throw
         tokio::task::block_in_place(|| Command::new("python3").args(["-m", "unittest"]).current_dir(&project).output())
             .expect("python3 -m unittest");
     assert!(unit.status.success(), "{}", String::from_utf8_lossy(&unit.stderr));
-    assert_reads_the_item(&component, &mock);
-    let (_, report) = try_call(&component, &mock, &[]);
-    assert_eq!(report["describe"]["capabilities"], json!({"hosts": ["*"], "memory_mb": 64}), "{report}");
-    let (ok, report) = try_call(&component, &mock, &["--operation", "explode"]);
-    assert!(!ok);
-    assert_eq!(report["error"]["code"], "trap", "{report}");
-    let message = report["error"]["message"].as_str().expect("message");
-    assert!(message.contains("KeyError") && message.contains("app.py:"), "{message}");
+    assert_works_and_keeps_the_words_of(&component, &mock, "KeyError", "app.py:");
 }

@@ -26,13 +26,7 @@ fn dibop(app: &TestApp, key: &str, args: &[&str]) -> (bool, String, String) {
 async fn apply_execute_and_push_from_the_command_line() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
-    let key: Value = app
-        .post(&token, "/settings/api-keys", json!({"name": "cli", "role": "enterprise_admin"}))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let key = key["key"].as_str().expect("key").to_owned();
+    let key = app.api_key(&token, "cli").await;
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("greet.json");
     let mut definition = json!({"name": "Greet", "parameters": [{"name": "who", "type": "string", "required": true}, {"name": "n", "type": "integer"}],

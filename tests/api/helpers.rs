@@ -222,6 +222,17 @@ pub fn guest(name: &str) -> Vec<u8> {
 }
 
 impl TestApp {
+    /// A new enterprise-admin API key (its secret) made with `token`.
+    pub async fn api_key(&self, token: &str, name: &str) -> String {
+        let created: Value = self
+            .post(token, "/settings/api-keys", json!({"name": name, "role": "enterprise_admin"}))
+            .await
+            .json()
+            .await
+            .expect("json");
+        created["key"].as_str().unwrap_or_else(|| panic!("no key: {created}")).to_owned()
+    }
+
     /// `POST /plugins` with raw component bytes.
     pub async fn upload(&self, token: &str, bytes: Vec<u8>, scope: Option<&str>) -> Response {
         let query = scope.map(|s| format!("?scope={s}")).unwrap_or_default();

@@ -106,15 +106,9 @@ async fn uploads_are_verified_against_trusted_signers_and_enterprises_may_requir
     let (ok, _, err) =
         dibop(&["plugin", "sign", second.to_str().expect("utf-8"), "--key", key.to_str().expect("utf-8")]);
     assert!(ok, "{err}");
-    let key_body: Value = app
-        .post(&token, "/settings/api-keys", json!({"name": "pusher", "role": "enterprise_admin"}))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let api_key = app.api_key(&token, "pusher").await;
     let output = tokio::task::spawn_blocking({
-        let (component, address) = (second.clone(), app.address.clone());
-        let key = key_body["key"].as_str().expect("key").to_owned();
+        let (component, address, key) = (second.clone(), app.address.clone(), api_key);
         move || {
             Command::new(dibop_binary())
                 .args(["plugin", "push", component.to_str().expect("utf-8")])
