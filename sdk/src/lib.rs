@@ -7,7 +7,8 @@
 //! - a **connector** ([`Connector`], exported with [`export_connector!`]) bridges DIBOP and
 //!   one kind of business system. It reads its connection's settings through [`config`] and
 //!   [`secrets`] and reaches the system through the blocking [`http`] client, which may only
-//!   contact the hosts its connection allows;
+//!   contact the hosts its connection allows; it may declare the hosts it needs and the memory
+//!   it wants ([`Connector::capabilities`]);
 //! - a **transform** ([`Transform`], exported with [`export_transform!`]) is custom step
 //!   logic that computes an output from an input, with no I/O at all (only [`log`]).
 //!
@@ -32,7 +33,9 @@
 //! ```
 //!
 //! Upload `target/wasm32-wasip2/release/<crate_name>.wasm` to the runtime's `/plugins`
-//! endpoint. `dibop connector new NAME --lang rust` writes a ready-made starting point (`sdk/templates/rust/`).
+//! endpoint. `dibop connector new NAME --lang rust` writes a ready-made starting point
+//! (`sdk/templates/rust/`), `dibop connector build` builds it and `dibop connector test` runs
+//! one call in the server's sandbox.
 //!
 //! ## A complete connector
 //!

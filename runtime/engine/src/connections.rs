@@ -100,6 +100,15 @@ pub async fn prepare(engine: &Engine, row: &ConnectionRow, caller: Caller) -> Re
     if let Some(base) = config.get("base_url").and_then(|v| v.as_str()).and_then(url_authority) {
         allowed_hosts.push(base);
     }
+    // Saving checked the hosts against the version pinned then; a range pin may have moved the
+    // connection to a version that declares fewer, and only the declared ones are reachable.
+    if let Some(declared) = dibop_plugin_host::capabilities::declared(&plugin.id, &plugin.info) {
+        let listed = allowed_hosts.len();
+        allowed_hosts.retain(|host| declared.admits(host));
+        if allowed_hosts.len() < listed {
+            tracing::warn!(connection = %row.id, plugin = %plugin.id, "hosts outside the connector's declared capabilities are not reachable");
+        }
+    }
     let origin = CallOrigin {
         enterprise_id: row.enterprise_id.clone(),
         system: row.system.clone(),

@@ -7,6 +7,9 @@
 //! itself), each with an optional `:port`; without a port it admits any port. Hosts compare
 //! ASCII case-insensitively.
 
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -25,6 +28,33 @@ pub struct Capabilities {
     /// The memory a call wants, MiB (a new connection's default).
     #[serde(default)]
     pub memory_mb: Option<u32>,
+}
+
+/// Most plugin versions whose declarations are kept parsed; the map starts over when full.
+const MAX_KEPT: usize = 2048;
+
+/// What the plugin version `plugin_id` declares, read from its stored `describe()` answer
+/// (`info`) once and kept (versions never change). For the call path: a connection reaches only
+/// the hosts its connector's version declares, whatever was checked when it was saved.
+pub fn declared(plugin_id: &str, info: &str) -> Option<Arc<Capabilities>> {
+    type Kept = HashMap<String, Option<Arc<Capabilities>>>;
+    static KEPT: OnceLock<RwLock<Kept>> = OnceLock::new();
+    let kept = KEPT.get_or_init(RwLock::default);
+    if let Some(found) = kept.read().unwrap_or_else(|e| e.into_inner()).get(plugin_id) {
+        return found.clone();
+    }
+    #[derive(Deserialize)]
+    struct Only {
+        #[serde(default)]
+        capabilities: Option<Capabilities>,
+    }
+    let parsed = serde_json::from_str::<Only>(info).ok().and_then(|o| o.capabilities).map(Arc::new);
+    let mut kept = kept.write().unwrap_or_else(|e| e.into_inner());
+    if kept.len() >= MAX_KEPT {
+        kept.clear();
+    }
+    kept.insert(plugin_id.to_owned(), parsed.clone());
+    parsed
 }
 
 /// One pattern, parsed: the host part (`None` for `*`, `Some((true, d))` for `*.d`) and port.
@@ -174,6 +204,15 @@ mod tests {
         assert!(hosts(&["*"]).admits("anything.test:1"));
         let bad = hosts(&["http://x", "*.*.x", "a:99999", ""]).problems();
         assert_eq!(bad.len(), 4, "{bad:?}");
+    }
+
+    #[test]
+    fn declarations_are_read_from_the_stored_info_once() {
+        let info = r#"{"slug": "s", "operations": [], "capabilities": {"hosts": ["*.d.example"], "memory_mb": 8}}"#;
+        let declared = super::declared("plugin-cap-1", info).expect("declared");
+        assert!(declared.admits("a.d.example") && !declared.admits("e.example"));
+        assert!(super::declared("plugin-cap-1", "{}").is_some(), "kept by plugin version");
+        assert!(super::declared("plugin-cap-2", r#"{"slug": "s"}"#).is_none());
     }
 
     #[test]
