@@ -33,11 +33,12 @@ pub struct Capabilities {
 /// Most plugin versions whose declarations are kept parsed; the map starts over when full.
 const MAX_KEPT: usize = 2048;
 
-/// What the plugin version `plugin_id` declares, read from its stored `describe()` answer
-/// (`info`) once and kept (versions never change). For the call path: a connection reaches only
-/// the hosts its connector's version declares, whatever was checked when it was saved.
-pub fn declared(plugin_id: &str, info: &str) -> Option<Arc<Capabilities>> {
-    type Kept = HashMap<String, Option<Arc<Capabilities>>>;
+/// The host patterns the plugin version `plugin_id` declares, read from its stored `describe()`
+/// answer (`info`) and parsed once, then kept (versions never change). For the call path: a
+/// connection reaches only the hosts its connector's version declares, whatever was checked when
+/// it was saved.
+pub fn declared(plugin_id: &str, info: &str) -> Option<Arc<HostPatterns>> {
+    type Kept = HashMap<String, Option<Arc<HostPatterns>>>;
     static KEPT: OnceLock<RwLock<Kept>> = OnceLock::new();
     let kept = KEPT.get_or_init(RwLock::default);
     if let Some(found) = kept.read().unwrap_or_else(|e| e.into_inner()).get(plugin_id) {
@@ -48,13 +49,38 @@ pub fn declared(plugin_id: &str, info: &str) -> Option<Arc<Capabilities>> {
         #[serde(default)]
         capabilities: Option<Capabilities>,
     }
-    let parsed = serde_json::from_str::<Only>(info).ok().and_then(|o| o.capabilities).map(Arc::new);
+    let parsed =
+        serde_json::from_str::<Only>(info).ok().and_then(|o| o.capabilities).map(|c| Arc::new(c.host_patterns()));
     let mut kept = kept.write().unwrap_or_else(|e| e.into_inner());
     if kept.len() >= MAX_KEPT {
         kept.clear();
     }
     kept.insert(plugin_id.to_owned(), parsed.clone());
     parsed
+}
+
+/// A declaration's host patterns, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPatterns(Vec<Pattern>);
+
+impl HostPatterns {
+    /// Whether `authority` (`host` or `host:port`, as a connection lists it) fits a pattern.
+    pub fn admits(&self, authority: &str) -> bool {
+        let authority = authority.trim().to_ascii_lowercase();
+        // `host:port`, `[v6]:port`; a bare IPv6 address has colons and no port.
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port))
+                if !port.is_empty()
+                    && port.bytes().all(|b| b.is_ascii_digit())
+                    && (!host.contains(':') || host.ends_with(']')) =>
+            {
+                (host, port.parse().ok())
+            }
+            _ => (authority.as_str(), None),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        self.0.iter().any(|p| p.admits(host, port))
+    }
 }
 
 /// One pattern, parsed: the host part (`None` for `*`, `Some((true, d))` for `*.d`) and port.
@@ -148,23 +174,15 @@ impl Capabilities {
         self.hosts.iter().filter_map(|h| parse(h).ok()).collect()
     }
 
+    /// The declared host patterns, parsed (invalid ones, refused at upload, are left out).
+    pub fn host_patterns(&self) -> HostPatterns {
+        HostPatterns(self.patterns())
+    }
+
     /// Whether `authority` (`host` or `host:port`, as a connection lists it) fits a declared
     /// pattern.
     pub fn admits(&self, authority: &str) -> bool {
-        let authority = authority.trim().to_ascii_lowercase();
-        // `host:port`, `[v6]:port`; a bare IPv6 address has colons and no port.
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port))
-                if !port.is_empty()
-                    && port.bytes().all(|b| b.is_ascii_digit())
-                    && (!host.contains(':') || host.ends_with(']')) =>
-            {
-                (host.to_owned(), port.parse().ok())
-            }
-            _ => (authority.clone(), None),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        self.patterns().iter().any(|p| p.admits(host, port))
+        self.host_patterns().admits(authority)
     }
 
     /// Whether a version declaring `self` needs more than one declaring `before` (`None`:

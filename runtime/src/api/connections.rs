@@ -315,6 +315,7 @@ async fn fields(
     }
     // A connector that declares the hosts it reaches gets no connection to others.
     if let Some(declared) = &info.capabilities {
+        let patterns = declared.host_patterns();
         let outside = |host: &str| {
             format!(
                 "{host} is outside the hosts {} {} declares it reaches ({})",
@@ -325,10 +326,10 @@ async fn fields(
         };
         let base = input.config.get("base_url").and_then(|u| u.as_str()).and_then(connections::url_authority);
         if let Some(base) = base {
-            v.check(declared.admits(&base), "config.base_url", outside(&base));
+            v.check(patterns.admits(&base), "config.base_url", outside(&base));
         }
         for (i, host) in input.allowed_hosts.iter().enumerate() {
-            v.check(declared.admits(host), &format!("allowed_hosts[{i}]"), outside(host));
+            v.check(patterns.admits(host), &format!("allowed_hosts[{i}]"), outside(host));
         }
     }
     let wanted = info.capabilities.as_ref().and_then(|c| c.memory_mb).map_or(64, i64::from);
@@ -442,8 +443,9 @@ async fn create_connection(
     let test = input.test.take();
     let fields = fields(&state, &principal, &id, input, Stored::nothing()).await?;
     let would_be = fields.clone().into_row(&principal.enterprise_id, &id, dibop_core::now_ms());
-    let tested = tested_first(&state, &would_be, test, query.dry_run.unwrap_or(false)).await?;
-    if query.dry_run.unwrap_or(false) {
+    let dry_run = query.dry_run.unwrap_or(false);
+    let tested = tested_first(&state, &would_be, test, dry_run).await?;
+    if dry_run {
         return Ok((StatusCode::OK, Json(ConnectionView { test: tested, ..view(&state, would_be, "closed")? })));
     }
     let row =
