@@ -46,7 +46,10 @@ const shownValue = (value) => (value === undefined || value === null ? '' : type
 
 /**
  * The connection form for `plugin` (its declared config keys), filled from `current` when
- * editing. Answers the form and a function reading the request body from it.
+ * editing. Answers the form and a function reading the request body from it. The body holds
+ * only what the form shows, and a shown value left as it was goes back as stored (not as
+ * re-read text), so saving without a change changes nothing; what the form does not show
+ * (auth, headers, resilience, the plugin version) is left out, and the API keeps it.
  */
 function connectionForm(plugin, current) {
   const declared = plugin?.config ?? [];
@@ -66,12 +69,17 @@ function connectionForm(plugin, current) {
   const hosts = input('allowed_hosts', { value: (current?.allowed_hosts ?? []).join(' ') });
   const timeout = el('input', { type: 'number', name: 'timeout_ms', min: 1, value: current?.timeout_ms ?? '' });
   const memory = el('input', { type: 'number', name: 'memory_limit_mb', min: 1, value: current?.memory_limit_mb ?? '' });
+  const stored = current?.config ?? {};
+  const shownOther = other.value;
+  const unchanged = (control, value) => current && control.value === shownValue(value);
   const body = () => {
-    const config = { ...(parseJson(other.value, 'Other config') ?? {}) };
+    const config = current && other.value === shownOther ? { ...extra } : { ...(parseJson(other.value, 'Other config') ?? {}) };
     const credentials = {};
     for (const [key, , control] of keys) {
       if (key.secret) {
         if (control.value) credentials[key.name] = control.value;
+      } else if (key.name in stored && unchanged(control, stored[key.name])) {
+        config[key.name] = stored[key.name];
       } else if (control.value !== '') {
         config[key.name] = configValue(control.value, key.name);
       }

@@ -308,6 +308,17 @@ function selectLine(textarea, line) {
   textarea.scrollTop = Math.max(0, (line - 3) * height);
 }
 
+/**
+ * `edited` with each top-level field of `shown` it no longer has sent as null: a PUT keeps the
+ * fields it leaves out, so a field deleted in the editor is reset this way.
+ */
+export function removedAsNull(edited, shown) {
+  if (!edited || typeof edited !== 'object' || Array.isArray(edited)) return edited;
+  const answer = { ...edited };
+  for (const key of Object.keys(shown)) if (!(key in answer)) answer[key] = null;
+  return answer;
+}
+
 export async function editor(id) {
   const title = id ? 'Edit orchestration' : 'New orchestration';
   await page(title, async () => {
@@ -362,7 +373,7 @@ export async function editor(id) {
     const save = async () => {
       problems.replaceChildren();
       const options = format === 'json'
-        ? { body: parseJson(text.value, 'The definition') ?? {} }
+        ? { body: removedAsNull(parseJson(text.value, 'The definition') ?? {}, current ? initial : {}) }
         : { raw: text.value, type: 'application/yaml' };
       try {
         const saved = await api(id ? `/orchestrations/${id}` : '/orchestrations', { method: id ? 'PUT' : 'POST', ...options });
@@ -373,7 +384,8 @@ export async function editor(id) {
       }
     };
     show(title,
-      el('p', { class: 'muted' }, 'The whole definition as the API takes it. Errors are listed at their paths; choose one to go to its line.'),
+      el('p', { class: 'muted' }, 'The whole definition as the API takes it. Errors are listed at their paths; choose one to go to its line. '
+        + 'A field removed from the YAML keeps its stored value; set it to null to reset it.'),
       formats,
       field('Definition', text),
       el('div', { class: 'actions' },

@@ -97,12 +97,49 @@ pub async fn write(state: &AppState, enterprise_id: Option<String>, actor: Strin
     }
 }
 
+/// Who a failed login was in the log: `email:<address>` with control and invisible format
+/// characters escaped and at most [`dibop_core::MAX_EMAIL_BYTES`] bytes kept, or
+/// `email:[not an address]` when the text is not an address (a password typed into the wrong
+/// field must not be kept where admins read it).
+pub fn failed_login_actor(email: &str) -> String {
+    let Ok(address) = dibop_core::Email::parse(email) else { return "email:[not an address]".into() };
+    let mut escaped = String::with_capacity(address.as_str().len());
+    for c in address.as_str().chars() {
+        if c.is_control() || is_invisible(c) {
+            escaped.extend(c.escape_unicode());
+        } else {
+            escaped.push(c);
+        }
+    }
+    format!("email:{}", dibop_core::bounded::clip(&escaped, dibop_core::MAX_EMAIL_BYTES))
+}
+
+/// Characters that change how the text around them shows without showing themselves
+/// (direction overrides and isolates, zero-width characters, the BOM).
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
 /// Longest stored before or after snapshot (a definition can be large); longer ones are cut
 /// with a marker.
 pub const MAX_SNAPSHOT: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_failed_login_keeps_an_escaped_address_or_a_marker() {
+        use super::failed_login_actor as actor;
+        assert_eq!(actor("Ada@Example.com"), "email:ada@example.com");
+        assert_eq!(actor("ada\u{1b}[2J@example.com"), "email:ada\\u{1b}[2j@example.com");
+        assert_eq!(actor("ada\u{202e}moc@example.com"), "email:ada\\u{202e}moc@example.com");
+        for password in ["hunter2", "correct horse battery staple", "p@ss word", "x".repeat(300).as_str()] {
+            assert_eq!(actor(password), "email:[not an address]");
+        }
+        // Escaping lengthens an address; what is kept stays bounded.
+        let long = format!("{}@example.com", "\u{1}".repeat(240));
+        assert!(actor(&long).len() < 300, "{}", actor(&long));
+    }
+
     #[test]
     fn secrets_are_removed_at_any_depth() {
         let value = serde_json::json!({"name": "x", "secret": "s", "auth": {"type": "basic", "password": "****word"},

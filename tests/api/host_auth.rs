@@ -224,7 +224,7 @@ async fn api_keys_and_headers_go_only_to_the_connections_hosts_and_settings_are_
     assert_eq!(kept.status(), StatusCode::OK);
     let kept: Value = kept.json().await.expect("json");
     assert_eq!(kept["auth"]["key"], "****abcd");
-    assert_eq!(kept["headers"], json!({}), "headers are replaced like the other fields");
+    assert_eq!(kept["headers"], json!({"Subscription-Id": "dealer-42"}), "headers a PUT leaves out are kept");
     body["config"]["base_url"] = json!(format!("http://{authority}/other"));
     body.as_object_mut().expect("object").remove("auth");
     let moved = app.put(&token, &format!("/connections/{connection}"), body).await;

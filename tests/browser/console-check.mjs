@@ -3,7 +3,8 @@
 // vPIC server, writes an orchestration in the editor (first with a mistake shown at its path,
 // then fixed), pauses and re-activates it and compares versions, runs it from the run form and
 // opens its trace waterfall, uploads a plugin by drag-and-drop (and a non-component, refused),
-// creates an API key and a webhook, and visits every page. Then a viewer finds no write action,
+// creates an API key and a webhook, saves each edit form unchanged (nothing may change), and
+// visits every page. Then a viewer finds no write action,
 // a second enterprise sees nothing of the first, an ended session returns to sign-in, and sign
 // out forgets the token. axe-core runs on every page (no serious or critical violation allowed).
 // Fails on any page error, any request to a host other than the server, or any Content-Security-
@@ -368,6 +369,46 @@ try {
   await shoot(page, 'webhooks');
   await visit(page, '#/enterprises');
   await shoot(page, 'enterprises');
+
+  // An unchanged save changes nothing: each edit form, saved as it opened, leaves its resource
+  // byte-identical apart from updated_at. The console edits connections, orchestrations and the
+  // settings in forms; alert rules and webhooks have none, and a user's role and status change
+  // one field at a time. The connection is the one that lost its settings: host-managed api-key
+  // auth, a static header and resilience, none of which its form shows.
+  const dealer = await call(adminToken, 'POST', '/connections', {
+    name: 'dealer', system: 'vpic', config: { base_url: `http://${upstreamHost}/vpic` }, credentials: { api_key: 'k-dealer-5678' },
+    allowed_hosts: [upstreamHost], auth: { type: 'api_key', header: 'X-Dealer-Key', key: 'dealer-key-9012' }, headers: { 'X-Dealer': '42' },
+    resilience: { circuit_breaker: { failure_threshold: 3, open_ms: 5000 }, rate_limit: { requests_per_minute: 30 } },
+  });
+  const stored = async (path) => {
+    const { updated_at: _ignored, ...rest } = await call(adminToken, 'GET', path);
+    return JSON.stringify(rest);
+  };
+  const saves = [
+    [`/connections/${dealer.id}`, `#/connections/${dealer.id}`, async () => {
+      await page.click('details.edit summary');
+      await page.evaluate(() => { document.body.dataset.ready = '0'; });
+      await page.click('details.edit form button[type=submit]');
+      await page.waitForFunction(() => document.body.dataset.ready === '1', null, { timeout: 20000 });
+    }],
+    [`/orchestrations/${lookupId}`, `#/orchestrations/${lookupId}/edit`, async () => {
+      await page.click('[data-save]');
+      await page.waitForFunction((id) => location.hash === `#/orchestrations/${id}` && document.body.dataset.ready === '1', lookupId, { timeout: 20000 });
+    }],
+    ['/settings', '#/settings', async () => {
+      await page.click('button:has-text("Save settings")');
+      await page.waitForSelector('p.notice[role=status]', { timeout: 15000 });
+    }],
+  ];
+  for (const [path, hash, save] of saves) {
+    const before = await stored(path);
+    await visit(page, hash);
+    await save();
+    const problem = page.locator('main .notice.error');
+    if ((await problem.count()) > 0) fail(`saving ${hash} unchanged showed ${await problem.first().textContent()}`);
+    const after = await stored(path);
+    if (after !== before) fail(`saving ${hash} unchanged changed ${path}: ${before} became ${after}`);
+  }
 
   // The failure of the first run fired the rule: the dashboard lists it.
   await visit(page, '#/dashboard');

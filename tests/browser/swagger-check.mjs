@@ -1,6 +1,7 @@
 // Loads the Swagger UI of a running DIBOP server in headless Chromium, authorizes with a bearer
 // token through the "Authorize" dialog, runs `GET /api/v1/settings` with "Try it out" and checks
-// the answer, as a user would. Fails if the page asks anything of a host other than the server.
+// the answer, as a user would. Fails if the page asks anything of a host other than the server,
+// or if its Content-Security-Policy refuses anything the page needs.
 //
 // Usage: DIBOP_URL=http://127.0.0.1:8080 DIBOP_EMAIL=... DIBOP_PASSWORD=... node swagger-check.mjs [screenshot.png]
 import { chromium } from 'playwright-core';
@@ -26,8 +27,14 @@ try {
   });
   const errors = [];
   page.on('pageerror', (error) => errors.push(String(error)));
+  // A Content-Security-Policy violation ("Refused to ...") is logged as a console error.
+  page.on('console', (message) => {
+    if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) errors.push(message.text());
+  });
 
-  await page.goto(`${base}/api/v1/docs/`, { waitUntil: 'networkidle' });
+  const docs = await page.goto(`${base}/api/v1/docs/`, { waitUntil: 'networkidle' });
+  const policy = docs.headers()['content-security-policy'] ?? '';
+  if (!policy.includes("frame-ancestors 'none'") || !policy.includes("script-src 'self'")) fail(`the Swagger UI's policy: ${policy}`);
   await page.waitForSelector('.swagger-ui .info .title', { timeout: 15000 });
   const title = await page.textContent('.swagger-ui .info .title');
   if (!title.includes('DIBOP API')) fail(`unexpected title ${title}`);

@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 
 use super::datetime;
 use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination, iso_instant};
+use super::kept;
 use crate::alerts::{self, RuleDefinition};
 use crate::audit::{self, Change};
 use crate::auth::Principal;
@@ -109,17 +110,19 @@ async fn get_rule(
     Ok(Json(view(&rule_row(&state, &principal, &id).await?, None)?))
 }
 
-/// Replace an alert rule (its secret stays).
+/// Replace an alert rule (its secret stays). Fields left out keep their stored values (`null`
+/// resets one to its default).
 #[utoipa::path(put, path = "/alert-rules/{id}", tag = "alerts", params(("id" = String, Path)), request_body = RuleDefinition,
     responses((status = 200, description = "Replaced", body = RuleView)))]
 async fn replace_rule(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    ApiJson(rule): ApiJson<RuleDefinition>,
+    ApiJson(body): ApiJson<serde_json::Map<String, Value>>,
 ) -> AppResult<Json<RuleView>> {
-    let text = checked(&rule)?;
     let before = rule_row(&state, &principal, &id).await?;
+    let rule: RuleDefinition = kept::over_stored(kept::object(&before.definition), body)?;
+    let text = checked(&rule)?;
     let row = state
         .store
         .replace_alert_rule(&principal.enterprise_id, &id, rule.name.trim(), &text, rule.enabled)

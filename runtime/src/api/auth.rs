@@ -128,7 +128,7 @@ async fn login(
         let enterprise = accounts.first().map(|a| a.enterprise_id.clone());
         let change =
             Change { action: "login_failed", resource: "session", resource_id: None, before: None, after: None };
-        audit::write(&state, enterprise, format!("email:{email}"), change).await;
+        audit::write(&state, enterprise, audit::failed_login_actor(&email), change).await;
         return Err(AppError::Unauthorized("invalid email or password".into()));
     };
     state.limiter.clear(&account_bucket).await?;

@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 use super::api_calls::ApiCallView;
 use super::datetime;
 use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination};
+use super::kept;
 use super::users::check_name;
 use crate::audit::{self, Change};
 use crate::auth::Principal;
@@ -73,7 +74,8 @@ pub struct ConnectionView {
     pub test: Option<TestResult>,
 }
 
-/// A connection to create or replace.
+/// A connection to create or replace. On `PUT`, a field left out keeps its stored value and
+/// `null` resets it to its default.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionInput {
@@ -478,7 +480,7 @@ async fn get_connection(
     Ok(Json(view(&state, row, resilience::circuit_state(circuit.as_ref()))?))
 }
 
-/// Replace a connection. Omitted credentials keep their stored values.
+/// Replace a connection. Omitted fields and credentials keep their stored values.
 #[utoipa::path(put, path = "/connections/{id}", tag = "connections", params(("id" = String, Path), SaveQuery), request_body = ConnectionInput,
     responses(
         (status = 200, description = "Replaced (with `dry_run`: what would be stored; nothing was)", body = ConnectionView),
@@ -490,10 +492,11 @@ async fn replace_connection(
     principal: Principal,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<SaveQuery>,
-    ApiJson(mut input): ApiJson<ConnectionInput>,
+    ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> AppResult<Json<ConnectionView>> {
     let current =
         state.store.get_connection(&principal.enterprise_id, &id).await?.or_not_found(format!("connection {id}"))?;
+    let mut input: ConnectionInput = kept::over_stored(as_input(&current), body)?;
     let mut stored = connections::credentials(&state.engine, &current).unwrap_or_default();
     // Stored credentials go only where they went before: a new system, base URL or host list
     // needs them sent again with the change (omitted ones are dropped, so a required one that
@@ -560,6 +563,23 @@ async fn replace_connection(
     )
     .await;
     Ok(Json(ConnectionView { test: tested, ..shown }))
+}
+
+/// The stored settings a `PUT` keeps when it leaves them out (credentials, auth, the pin and
+/// output checks keep theirs by their own rules).
+fn as_input(row: &ConnectionRow) -> serde_json::Map<String, serde_json::Value> {
+    let stored = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap_or_default();
+    let mut fields = serde_json::Map::new();
+    fields.insert("name".into(), row.name.clone().into());
+    fields.insert("system".into(), row.system.clone().into());
+    fields.insert("config".into(), stored(&row.config));
+    fields.insert("allowed_hosts".into(), stored(&row.allowed_hosts));
+    fields.insert("memory_limit_mb".into(), row.memory_limit_mb.into());
+    fields.insert("timeout_ms".into(), row.timeout_ms.into());
+    fields.insert("resilience".into(), serde_json::to_value(Resilience::of(row)).unwrap_or_default());
+    fields.insert("headers".into(), stored(&row.headers));
+    fields.retain(|_, value| !value.is_null());
+    fields
 }
 
 /// Runs `test` (when asked) on the connection as it would be stored: a failure refuses the

@@ -16,6 +16,7 @@ mod enterprises;
 mod executions;
 pub mod extract;
 mod health;
+mod kept;
 mod observability;
 mod orchestrations;
 mod plugin_signers;
@@ -109,9 +110,11 @@ pub fn router(state: AppState) -> Router {
     merge_closed_all_ofs(&mut openapi);
 
     let max_body = state.config.max_body_bytes;
+    let docs = Router::from(SwaggerUi::new(format!("{BASE}/docs")).url(format!("{BASE}/openapi.json"), openapi))
+        .layer(middleware::map_response(swagger_policy));
     let app = Router::new()
         .merge(api)
-        .merge(SwaggerUi::new(format!("{BASE}/docs")).url(format!("{BASE}/openapi.json"), openapi))
+        .merge(docs)
         .merge(crate::console::router())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -125,7 +128,7 @@ pub fn router(state: AppState) -> Router {
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 
 /// The middleware every response passes through, outermost last: request id, tracing, error
-/// shape, panic catching and the body limit.
+/// shape, panic catching and the body limit; the security headers go on every answer.
 fn with_common_layers(router: Router, max_body: usize) -> Router {
     router
         .layer(DefaultBodyLimit::max(max_body))
@@ -134,6 +137,37 @@ fn with_common_layers(router: Router, max_body: usize) -> Router {
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(middleware::map_response(security_headers))
+}
+
+/// What every answer carries unless it set its own (the console and the Swagger UI set fuller
+/// policies): no content-type sniffing, no referrer, and no framing by any page, so a JSON answer
+/// or an error cannot be rendered as a document or framed for clickjacking.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CONTENT_SECURITY_POLICY, API_CSP),
+    ] {
+        headers.entry(name).or_insert(HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// The policy of API answers (JSON, nothing to run or show).
+pub const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// The Swagger UI's policy: its own scripts, styles and the API, nothing from elsewhere. Its
+/// styles are partly inline (set by its scripts), and its icons are `data:` images.
+pub const SWAGGER_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
+async fn swagger_policy(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(SWAGGER_CSP));
+    response
 }
 
 /// Renders every error answer in the API's shape with the request id, whoever produced it: a

@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 
 use super::datetime;
 use super::extract::{JsonOrYaml, PageQuery, Paginated, Pagination};
+use super::kept;
 use crate::audit::{self, Change};
 use crate::auth::Principal;
 use crate::engine::definition::{self, Catalogue, Definition};
@@ -217,7 +218,9 @@ async fn get_orchestration(
     Ok(Json(view(row)?))
 }
 
-/// Replace an orchestration; its version increments and the old definition is kept.
+/// Replace an orchestration; its version increments and the old definition is kept. Fields
+/// left out keep their stored values (`null` resets one to its default); a definition equal to
+/// the stored one changes nothing.
 #[utoipa::path(put, path = "/orchestrations/{id}", tag = "orchestrations", params(("id" = String, Path)), request_body(content((Definition = "application/json"), (Definition = "application/yaml"))),
     responses(
         (status = 200, description = "Replaced", body = OrchestrationView),
@@ -227,14 +230,18 @@ async fn replace_orchestration(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    JsonOrYaml(def): JsonOrYaml<Definition>,
+    JsonOrYaml(body): JsonOrYaml<serde_json::Map<String, Value>>,
 ) -> AppResult<Json<OrchestrationView>> {
     let current = state
         .store
         .get_orchestration(&principal.enterprise_id, &id)
         .await?
         .or_not_found(format!("orchestration {id}"))?;
+    let def: Definition = kept::over_stored(kept::object(&current.definition), body)?;
     let text = validated(&state, &principal, &def, Some(&id)).await?;
+    if text == current.definition {
+        return Ok(Json(view(current)?));
+    }
     let row = state
         .store
         .update_orchestration(
