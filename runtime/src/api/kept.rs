@@ -50,7 +50,10 @@ mod tests {
     }
 
     fn map(value: Value) -> Map<String, Value> {
-        value.as_object().cloned().expect("object")
+        match value {
+            Value::Object(fields) => fields,
+            other => panic!("not an object: {other}"),
+        }
     }
 
     #[test]
