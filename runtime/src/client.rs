@@ -109,8 +109,12 @@ pub async fn apply(remote: &Remote, file: &Path) -> anyhow::Result<()> {
     let name = definition["name"].as_str().with_context(|| format!("{} has no \"name\"", file.display()))?;
     let api = Api::new(remote)?;
     let existing = api.orchestrations().await?.into_iter().find(|o| o["name"] == name);
-    let saved = match existing.and_then(|o| o["id"].as_str().map(str::to_owned)) {
-        Some(id) => api.send(api.http.put(format!("{}/orchestrations/{id}", api.base)).json(&definition)).await?,
+    let saved = match existing {
+        Some(stored) => {
+            let id = stored["id"].as_str().context("an orchestration without an id")?;
+            let whole = replacing(definition, &stored);
+            api.send(api.http.put(format!("{}/orchestrations/{id}", api.base)).json(&whole)).await?
+        }
         None => api.send(api.post("/orchestrations").json(&definition)).await?,
     };
     println!(
@@ -120,6 +124,20 @@ pub async fn apply(remote: &Remote, file: &Path) -> anyhow::Result<()> {
         saved["version"]
     );
     Ok(())
+}
+
+/// The file's `definition` as a whole replacement of `stored` (an orchestration as the API shows
+/// it): a `PUT` keeps the fields it leaves out, so each one the file no longer has is sent as
+/// `null`, which resets it.
+fn replacing(mut definition: Value, stored: &Value) -> Value {
+    const NOT_DEFINITION: [&str; 7] =
+        ["id", "enterprise_id", "version", "created_at", "updated_at", "schedule_error", "schedule_error_at"];
+    if let (Some(fields), Some(stored)) = (definition.as_object_mut(), stored.as_object()) {
+        for key in stored.keys().filter(|k| !NOT_DEFINITION.contains(&k.as_str())) {
+            fields.entry(key.clone()).or_insert(Value::Null);
+        }
+    }
+    definition
 }
 
 /// `k=v` pairs as a parameters object; each value is JSON when it parses, else a string, and
