@@ -110,6 +110,10 @@ pub struct Config {
     /// Failed logins one client address may make per 15 minutes, across accounts, before its
     /// logins get 429. The address is the TCP peer: behind a reverse proxy, the proxy's.
     pub login_failures_per_address: u64,
+    /// SQLite only (PostgreSQL keeps the counters in the database): the most rate-limit
+    /// counters kept in memory in each of the two tables (logins', tenants'); see
+    /// `dibop_store::limiter`.
+    pub limiter_buckets: usize,
     pub log_format: LogFormat,
     /// SQLite only: `PRAGMA synchronous`.
     pub sqlite_synchronous: SqliteSynchronous,
@@ -142,6 +146,7 @@ impl Config {
             otlp_payloads: false,
             login_concurrency: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             login_failures_per_address: 50,
+            limiter_buckets: crate::store::limiter::MAX_LOCAL_BUCKETS,
             execute_wait_ms: 30_000,
             shutdown_grace_ms: 10_000,
             enterprise_slots: None,
@@ -252,6 +257,9 @@ pub struct ConfigArgs {
     /// Failed logins per client address and 15 minutes before 429.
     #[arg(long, env = "DIBOP_LOGIN_FAILURES_PER_ADDRESS")]
     pub login_failures_per_address: Option<u64>,
+    /// SQLite only: rate-limit counters kept in memory per table (logins', tenants').
+    #[arg(long, env = "DIBOP_LIMITER_BUCKETS")]
+    pub limiter_buckets: Option<usize>,
     /// Log format.
     #[arg(long, env = "DIBOP_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -294,6 +302,7 @@ struct FileConfig {
     min_cron_interval_secs: Option<u64>,
     login_concurrency: Option<usize>,
     login_failures_per_address: Option<u64>,
+    limiter_buckets: Option<usize>,
     log_format: Option<LogFormat>,
     sqlite_synchronous: Option<SqliteSynchronous>,
 }
@@ -373,6 +382,7 @@ impl ConfigArgs {
                 .or(file.login_failures_per_address)
                 .unwrap_or(defaults.login_failures_per_address)
                 .max(1),
+            limiter_buckets: self.limiter_buckets.or(file.limiter_buckets).unwrap_or(defaults.limiter_buckets).max(8),
             log_format: self.log_format.or(file.log_format).unwrap_or(defaults.log_format),
             sqlite_synchronous: self
                 .sqlite_synchronous
