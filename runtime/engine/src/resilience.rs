@@ -34,7 +34,7 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 pub struct Resilience {
     pub circuit_breaker: CircuitBreaker,
     /// `null` (the default): the enterprise's `rate_limits.outbound_requests_per_minute`
-    /// (60 unless a platform admin changed it).
+    /// (60 unless a platform admin changed it), which also bounds a connection's own limit.
     pub rate_limit: Option<RateLimit>,
 }
 
@@ -159,14 +159,14 @@ pub async fn admit(
         }
         trial = true;
     }
-    let limit = match &policy.rate_limit {
-        Some(own) => u64::from(own.requests_per_minute),
-        None => engine
-            .store
-            .outbound_limit(&connection.enterprise_id)
-            .await
-            .map_or(60, |limit| u64::try_from(limit).unwrap_or(60)),
-    };
+    // The enterprise's quota bounds every connection's own limit, also one saved before the
+    // quota was lowered.
+    let quota = engine
+        .store
+        .outbound_limit(&connection.enterprise_id)
+        .await
+        .map_or(60, |limit| u64::try_from(limit).unwrap_or(60));
+    let limit = policy.rate_limit.as_ref().map_or(quota, |own| u64::from(own.requests_per_minute).min(quota));
     let bucket = format!("outbound:{}", connection.id);
     loop {
         let decision = match engine.limiter.hit(&bucket, limit, 60).await {
