@@ -213,27 +213,6 @@ fn error_code(error: &str) -> &str {
     if named { code } else { "error" }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn http_spans_are_named_by_method_and_host() {
-        assert_eq!(http_name("GET https://api.example.com/v1/vehicles/1HGCM?token=t"), "GET api.example.com");
-        assert_eq!(http_name("POST http://127.0.0.1:8080/x"), "POST 127.0.0.1:8080");
-        assert_eq!(http_name("GET not a url"), "GET");
-    }
-
-    #[test]
-    fn error_codes_are_the_code_of_the_text_or_error() {
-        assert_eq!(error_code("upstream_error: upstream answered HTTP 500: body"), "upstream_error");
-        assert_eq!(error_code("timeout"), "timeout");
-        assert_eq!(error_code("step balance failed: upstream_error: x"), "error");
-        assert_eq!(error_code("error sending request for url (http://h/p?token=t)"), "error");
-        assert_eq!(error_code(""), "error");
-    }
-}
-
 fn text(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
@@ -260,4 +239,25 @@ fn any(value: &Value) -> AnyValue {
 /// Hex ids as the bytes OTLP carries.
 fn bytes(hex: &str) -> Vec<u8> {
     (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_spans_are_named_by_method_and_host() {
+        assert_eq!(http_name("GET https://api.example.com/v1/vehicles/1HGCM?token=t"), "GET api.example.com");
+        assert_eq!(http_name("POST http://127.0.0.1:8080/x"), "POST 127.0.0.1:8080");
+        assert_eq!(http_name("GET not a url"), "GET");
+    }
+
+    #[test]
+    fn error_codes_are_the_code_of_the_text_or_error() {
+        assert_eq!(error_code("upstream_error: upstream answered HTTP 500: body"), "upstream_error");
+        assert_eq!(error_code("timeout"), "timeout");
+        assert_eq!(error_code("step balance failed: upstream_error: x"), "error");
+        assert_eq!(error_code("error sending request for url (http://h/p?token=t)"), "error");
+        assert_eq!(error_code(""), "error");
+    }
 }
