@@ -160,13 +160,19 @@ pub async fn admit(
         trial = true;
     }
     // The enterprise's quota bounds every connection's own limit, also one saved before the
-    // quota was lowered.
-    let quota = engine
-        .store
-        .outbound_limit(&connection.enterprise_id)
-        .await
-        .map_or(60, |limit| u64::try_from(limit).unwrap_or(60));
-    let limit = policy.rate_limit.as_ref().map_or(quota, |own| u64::from(own.requests_per_minute).min(quota));
+    // quota was lowered (unread, the connection's own limit or 60 applies).
+    let quota = match engine.store.outbound_limit(&connection.enterprise_id).await {
+        Ok(limit) => Some(u64::try_from(limit).unwrap_or(60)),
+        Err(e) => {
+            tracing::warn!(connection = %connection.id, error = %e, "reading the outbound quota");
+            None
+        }
+    };
+    let own = policy.rate_limit.as_ref().map(|own| u64::from(own.requests_per_minute));
+    let limit = match (own, quota) {
+        (Some(own), Some(quota)) => own.min(quota),
+        (own, quota) => own.or(quota).unwrap_or(60),
+    };
     let bucket = format!("outbound:{}", connection.id);
     loop {
         let decision = match engine.limiter.hit(&bucket, limit, 60).await {
