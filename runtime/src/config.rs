@@ -88,8 +88,9 @@ pub struct Config {
     /// OTLP/HTTP endpoint (e.g. `http://127.0.0.1:4318`) that finished executions are exported
     /// to as traces; unset, nothing is exported.
     pub otlp_endpoint: Option<String>,
-    /// Whether exported spans carry step inputs, outputs and plugin stderr (tenant payloads);
-    /// off by default: a collector is often shared.
+    /// Whether exported spans carry step inputs, outputs, plugin stderr and error texts (tenant
+    /// payloads; without it an error goes out as its code); off by default: a collector is
+    /// often shared.
     pub otlp_payloads: bool,
     /// How long a stopping node (SIGTERM/SIGINT) lets requests and executions finish before it
     /// hands the unfinished executions back to the queue and exits.
@@ -232,7 +233,7 @@ pub struct ConfigArgs {
     /// OTLP/HTTP endpoint finished executions are exported to as traces.
     #[arg(long, env = "DIBOP_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
-    /// Export step inputs, outputs and stderr with the spans.
+    /// Export step inputs, outputs, stderr and error texts with the spans.
     #[arg(long, env = "DIBOP_OTLP_PAYLOADS", num_args = 0..=1, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub otlp_payloads: Option<bool>,
