@@ -88,8 +88,9 @@ pub struct Config {
     /// OTLP/HTTP endpoint (e.g. `http://127.0.0.1:4318`) that finished executions are exported
     /// to as traces; unset, nothing is exported.
     pub otlp_endpoint: Option<String>,
-    /// Whether exported spans carry step inputs, outputs and plugin stderr (tenant payloads);
-    /// off by default: a collector is often shared.
+    /// Whether exported spans carry step inputs, outputs, plugin stderr and error texts (tenant
+    /// payloads; without it an error goes out as its code); off by default: a collector is
+    /// often shared.
     pub otlp_payloads: bool,
     /// How long a stopping node (SIGTERM/SIGINT) lets requests and executions finish before it
     /// hands the unfinished executions back to the queue and exits.
@@ -110,6 +111,10 @@ pub struct Config {
     /// Failed logins one client address may make per 15 minutes, across accounts, before its
     /// logins get 429. The address is the TCP peer: behind a reverse proxy, the proxy's.
     pub login_failures_per_address: u64,
+    /// SQLite only (PostgreSQL keeps the counters in the database): the most rate-limit
+    /// counters kept in memory in each of the two tables (logins', tenants'); see
+    /// `dibop_store::limiter`.
+    pub limiter_buckets: usize,
     pub log_format: LogFormat,
     /// SQLite only: `PRAGMA synchronous`.
     pub sqlite_synchronous: SqliteSynchronous,
@@ -142,6 +147,7 @@ impl Config {
             otlp_payloads: false,
             login_concurrency: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             login_failures_per_address: 50,
+            limiter_buckets: crate::store::limiter::MAX_LOCAL_BUCKETS,
             execute_wait_ms: 30_000,
             shutdown_grace_ms: 10_000,
             enterprise_slots: None,
@@ -227,7 +233,7 @@ pub struct ConfigArgs {
     /// OTLP/HTTP endpoint finished executions are exported to as traces.
     #[arg(long, env = "DIBOP_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
-    /// Export step inputs, outputs and stderr with the spans.
+    /// Export step inputs, outputs, stderr and error texts with the spans.
     #[arg(long, env = "DIBOP_OTLP_PAYLOADS", num_args = 0..=1, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub otlp_payloads: Option<bool>,
@@ -252,6 +258,9 @@ pub struct ConfigArgs {
     /// Failed logins per client address and 15 minutes before 429.
     #[arg(long, env = "DIBOP_LOGIN_FAILURES_PER_ADDRESS")]
     pub login_failures_per_address: Option<u64>,
+    /// SQLite only: rate-limit counters kept in memory per table (logins', tenants').
+    #[arg(long, env = "DIBOP_LIMITER_BUCKETS")]
+    pub limiter_buckets: Option<usize>,
     /// Log format.
     #[arg(long, env = "DIBOP_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -294,6 +303,7 @@ struct FileConfig {
     min_cron_interval_secs: Option<u64>,
     login_concurrency: Option<usize>,
     login_failures_per_address: Option<u64>,
+    limiter_buckets: Option<usize>,
     log_format: Option<LogFormat>,
     sqlite_synchronous: Option<SqliteSynchronous>,
 }
@@ -373,6 +383,7 @@ impl ConfigArgs {
                 .or(file.login_failures_per_address)
                 .unwrap_or(defaults.login_failures_per_address)
                 .max(1),
+            limiter_buckets: self.limiter_buckets.or(file.limiter_buckets).unwrap_or(defaults.limiter_buckets).max(8),
             log_format: self.log_format.or(file.log_format).unwrap_or(defaults.log_format),
             sqlite_synchronous: self
                 .sqlite_synchronous

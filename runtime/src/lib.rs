@@ -84,7 +84,7 @@ pub async fn serve(
     registry.keep_bytes_in_database().await?;
     registry.pin_unpinned_connections().await?;
     let sealer = Arc::new(crypto::sealer(config.secret_key.as_ref(), &config.data_dir)?);
-    let limiter = Arc::new(RateLimiter::new(&store));
+    let limiter = Arc::new(RateLimiter::new(&store, config.limiter_buckets));
     let alerts = alerts::Alerts { store: store.clone(), sealer: sealer.clone(), outbox: Arc::new(outbox) };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (otlp, exporting) = match &config.otlp_endpoint {

@@ -3,7 +3,10 @@
 //! the steps inside containers), attempts, plugin phases and HTTP calls, the spans
 //! `GET /executions/{id}/trace` shows, with the same ids and attributes. The messages are the
 //! `opentelemetry-proto` types; an execution that came with a `traceparent` is a child of the
-//! caller's span. Step inputs, outputs and stderr go along only with `otlp_payloads`.
+//! caller's span. Span names carry no values: an HTTP call's span is named by its method and
+//! host, never its path or query (they hold ids and tokens). Step inputs, outputs, stderr and
+//! error texts (which quote the upstream's answer) go along only with `otlp_payloads`; without
+//! it an error is exported as its code (`dibop.error_code`, and the span status's message).
 //!
 //! Runs off the engine's path: a finished run offers its execution to a bounded queue (a full
 //! queue drops the export), one task builds and sends each trace, a failure is logged, and a
@@ -27,8 +30,9 @@ use crate::store::Store;
 /// Executions waiting to be exported; more are dropped (and counted).
 pub const QUEUE: usize = 1024;
 
-/// Attributes that carry tenant payloads, exported only with `otlp_payloads`.
-const PAYLOAD_ATTRIBUTES: [&str; 3] = ["input", "output", "stderr"];
+/// Attributes that carry tenant payloads (error texts quote the upstream's answer), exported
+/// only with `otlp_payloads`.
+const PAYLOAD_ATTRIBUTES: [&str; 4] = ["input", "output", "stderr", "error"];
 
 /// The exporter's side the engine events see.
 pub struct Exporter {
@@ -137,20 +141,25 @@ pub fn request(trace: &TraceView, enterprise_id: &str, payloads: bool) -> Export
                     });
                 }
             }
+            let error = s.attributes.get("error").and_then(Value::as_str);
+            let code = match s.attributes.get("error_code").and_then(Value::as_str) {
+                Some(given) => Some(given),
+                None => error.map(error_code).inspect(|code| attributes.push(text("dibop.error_code", code))),
+            };
             let failed = ["failed", "error", "timeout", "circuit_open", "rate_limited", "cancelled"]
                 .contains(&s.status.as_str());
-            let message = s.attributes.get("error").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let message = if payloads { error } else { code };
             Span {
                 trace_id: trace_id.clone(),
                 span_id: bytes(&s.span_id),
                 parent_span_id: s.parent_id.as_deref().map(bytes).unwrap_or_default(),
-                name: s.name.clone(),
+                name: if s.kind == "http" { http_name(&s.name) } else { s.name.clone() },
                 kind: if s.kind == "http" { span::SpanKind::Client } else { span::SpanKind::Internal } as i32,
                 start_time_unix_nano: start,
                 end_time_unix_nano: end,
                 attributes,
                 status: Some(Status {
-                    message: if failed { message } else { String::new() },
+                    message: if failed { message.unwrap_or_default().to_owned() } else { String::new() },
                     code: if failed { status::StatusCode::Error } else { status::StatusCode::Ok } as i32,
                 }),
                 ..Span::default()
@@ -181,6 +190,29 @@ pub fn request(trace: &TraceView, enterprise_id: &str, payloads: bool) -> Export
     }
 }
 
+/// The name of an HTTP call's span, `<method> <url>` in the trace, as `<method> <host[:port]>`:
+/// the path and query hold ids and tokens.
+fn http_name(name: &str) -> String {
+    let (method, url) = name.split_once(' ').unwrap_or((name, ""));
+    let host = reqwest::Url::parse(url).ok().and_then(|u| {
+        let host = u.host_str()?.to_owned();
+        Some(u.port().map_or_else(|| host.clone(), |port| format!("{host}:{port}")))
+    });
+    match host {
+        Some(host) => format!("{method} {host}"),
+        None => method.to_owned(),
+    }
+}
+
+/// The code of an error text (`<code>: <message>`, as steps and plugins write them), or
+/// `error` when it has none.
+fn error_code(error: &str) -> &str {
+    let code = error.split_once(':').map_or(error, |(code, _)| code);
+    let plain = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.');
+    let named = code.starts_with(|c: char| c.is_ascii_lowercase()) && code.len() <= 64 && code.chars().all(plain);
+    if named { code } else { "error" }
+}
+
 fn text(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
@@ -207,4 +239,25 @@ fn any(value: &Value) -> AnyValue {
 /// Hex ids as the bytes OTLP carries.
 fn bytes(hex: &str) -> Vec<u8> {
     (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_spans_are_named_by_method_and_host() {
+        assert_eq!(http_name("GET https://api.example.com/v1/vehicles/1HGCM?token=t"), "GET api.example.com");
+        assert_eq!(http_name("POST http://127.0.0.1:8080/x"), "POST 127.0.0.1:8080");
+        assert_eq!(http_name("GET not a url"), "GET");
+    }
+
+    #[test]
+    fn error_codes_are_the_code_of_the_text_or_error() {
+        assert_eq!(error_code("upstream_error: upstream answered HTTP 500: body"), "upstream_error");
+        assert_eq!(error_code("timeout"), "timeout");
+        assert_eq!(error_code("step balance failed: upstream_error: x"), "error");
+        assert_eq!(error_code("error sending request for url (http://h/p?token=t)"), "error");
+        assert_eq!(error_code(""), "error");
+    }
 }

@@ -150,3 +150,60 @@ async fn changes_are_logged_with_who_what_and_before_after_without_secrets() {
     assert!(gone, "the sweep removed the old row");
     assert_eq!(entries(&app, &token, "&resource=connection").await.len(), 1, "the newer row stays");
 }
+
+#[tokio::test]
+async fn platform_rights_see_who_did_what_in_other_enterprises_but_not_their_payloads() {
+    let app = TestApp::spawn().await;
+    let platform = app.admin_token().await;
+    let tenant = app.second_enterprise("tenant").await;
+    let settings: Value = app.get(&tenant, "/settings").await.json().await.expect("json");
+    let tenant_id = settings["enterprise_id"].as_str().expect("id").to_owned();
+
+    // The tenant saves a definition and a connection configuration carrying its data.
+    let def = json!({"name": "Payroll", "description": "ssn 078-05-1120",
+                     "steps": [{"name": "m", "type": "transform", "transform": "map", "mapping": {"ssn": "078-05-1120"}}]});
+    let orchestration = app.create_orchestration(&tenant, def).await;
+    let connection = app
+        .create_connection(
+            &tenant,
+            json!({"name": "hr", "system": "rest", "config": {"base_url": "http://127.0.0.1:9/hr-private-path"}}),
+        )
+        .await;
+    // The platform admin changes something in its own enterprise.
+    let own_def = json!({"name": "Own", "steps": [{"name": "m", "type": "transform", "transform": "map",
+                                                    "mapping": {"own": "platform-own-marker"}}]});
+    let own_orchestration = app.create_orchestration(&platform, own_def).await;
+
+    // Another enterprise's rows: who, what, which resource and when; no before or after.
+    for query in [format!("&enterprise_id={tenant_id}"), String::new()] {
+        let response = app.get(&platform, &format!("/audit-log?page_size=100{query}")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = response.text().await.expect("text");
+        assert!(!text.contains("078-05-1120") && !text.contains("hr-private-path"), "{text}");
+        let rows: Vec<Value> =
+            serde_json::from_str::<Value>(&text).expect("json")["data"].as_array().expect("data").clone();
+        let theirs: Vec<&Value> = rows.iter().filter(|r| r["enterprise_id"] == tenant_id.as_str()).collect();
+        for resource_id in [orchestration.as_str(), connection["id"].as_str().expect("id")] {
+            let row = theirs
+                .iter()
+                .find(|r| r["action"] == "create" && r["resource_id"] == resource_id)
+                .unwrap_or_else(|| panic!("the create of {resource_id} in {rows:#?}"));
+            assert!(row["actor"].as_str().is_some_and(|a| a.starts_with("user:")), "{row}");
+            assert!(row["at"].is_string(), "{row}");
+            assert_eq!((&row["before"], &row["after"]), (&Value::Null, &Value::Null), "{row}");
+            assert_eq!(row["payload_withheld"], true, "{row}");
+        }
+        assert!(theirs.iter().all(|r| r["after"].is_null() && r["before"].is_null()), "{theirs:#?}");
+    }
+
+    // Its own enterprise's rows the platform admin still reads whole.
+    let own = entries(&app, &platform, "&resource=orchestration").await;
+    let created = own.iter().find(|r| r["resource_id"] == own_orchestration.as_str()).expect("own create");
+    assert_eq!(created["after"]["steps"][0]["mapping"]["own"], "platform-own-marker", "{created}");
+    assert_eq!(created["payload_withheld"], false);
+    // And the tenant's admin reads its own rows whole.
+    let tenant_rows = entries(&app, &tenant, "&resource=orchestration").await;
+    let created = find(&tenant_rows, "create", "orchestration");
+    assert_eq!(created["after"]["description"], "ssn 078-05-1120", "{created}");
+    assert_eq!(created["payload_withheld"], false);
+}

@@ -91,7 +91,8 @@ async fn three_nodes_on_one_database_run_a_thousand_executions_through_the_death
         node.wait_ready(&client).await;
     }
     let token = nodes[0].token(&client, ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    let limits = json!({"rate_limits": {"api_requests_per_minute": 100000, "executions_per_minute": 100000}});
+    let limits = json!({"rate_limits": {"api_requests_per_minute": 100000, "executions_per_minute": 100000,
+                                        "outbound_requests_per_minute": 100000}});
     let response = client.put(nodes[1].api("/settings")).bearer_auth(&token).json(&limits).send().await.expect("put");
     assert_eq!(response.status(), StatusCode::OK);
 

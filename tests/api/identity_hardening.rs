@@ -429,3 +429,45 @@ async fn one_password_in_two_enterprises_logs_into_the_oldest_unless_one_is_name
     let named: Value = named.json().await.expect("json");
     assert_eq!(slug(named["access_token"].as_str().expect("token").to_owned()).await, "southside");
 }
+
+#[tokio::test]
+async fn a_flood_of_unknown_logins_resets_neither_a_lockout_nor_the_api_counter() {
+    // A small table, so a few hundred unauthenticated logins would have evicted everything.
+    let app = TestApp::spawn_with(|config| {
+        config.limiter_buckets = 16;
+        config.login_failures_per_address = 100_000;
+    })
+    .await;
+    let token = app.admin_token().await;
+    let standing = async || {
+        let response = app.get(&token, "/settings").await;
+        let header = |name: &str| -> i64 { response.headers()[name].to_str().expect("ascii").parse().expect("number") };
+        (header("x-ratelimit-remaining"), header("x-ratelimit-reset"))
+    };
+    // Start early in a minute window, so the flood ends inside it.
+    let (_, reset) = standing().await;
+    let left = reset - chrono::Utc::now().timestamp();
+    if left < 30 {
+        tokio::time::sleep(Duration::from_secs(u64::try_from(left + 1).unwrap_or(1))).await;
+    }
+    for _ in 0..5 {
+        app.get(&token, "/settings").await;
+    }
+    let (before, window) = standing().await;
+    // The admin's account is locked.
+    for _ in 0..5 {
+        assert_eq!(app.login(ADMIN_EMAIL, "wrong-guess").await.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // 400 logins with addresses nobody has, most of them refused at the password gate.
+    let statuses = parallel_logins(&app, 400, |i| format!("flood{i}@nowhere.example"), "x").await;
+    assert_eq!(count(&statuses, StatusCode::TOO_MANY_REQUESTS), 0, "{statuses:?}");
+
+    // Still locked, and the enterprise's API counter went on from where it stood.
+    let locked = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_error(locked, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMIT").await;
+    let (after, same_window) = standing().await;
+    assert_eq!(same_window, window, "the test ran across a window boundary");
+    assert_eq!(after, before - 1);
+}

@@ -20,6 +20,7 @@ mod helpers;
 mod host_auth;
 mod identity_hardening;
 mod mock;
+mod nesting;
 mod nodes;
 mod observability;
 mod openapi;

@@ -127,3 +127,92 @@ async fn finished_executions_export_as_otlp_traces_under_the_callers_traceparent
     assert_ne!(own_trace["trace_id"], TRACE);
     assert_eq!(own_trace["spans"][0]["parent_id"], Value::Null);
 }
+
+/// A system whose accounts answer 500 with a body the step's error quotes.
+async fn failing_system() -> String {
+    let router = Router::new().route(
+        "/accounts/{id}",
+        axum::routing::get(|| async {
+            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "ledger says secret-body-4471 is overdrawn")
+        }),
+    );
+    crate::helpers::serve(router).await
+}
+
+/// Runs one call of `GET /accounts/acct-55231?sig=query-token-8812` that fails, with the
+/// export going to a collector; answers the exported spans.
+async fn export_of_a_failed_call(payloads: bool) -> (Vec<Span>, String) {
+    let receiver = Receiver::default();
+    let router = Router::new().route("/v1/traces", post(receive)).with_state(receiver.clone());
+    let collector = crate::helpers::serve(router).await;
+    let app = TestApp::spawn_with(|config| {
+        config.otlp_endpoint = Some(format!("http://{collector}"));
+        config.otlp_payloads = payloads;
+    })
+    .await;
+    let token = app.admin_token().await;
+    let system = failing_system().await;
+    app.create_connection(
+        &token,
+        json!({"name": "ledger", "system": "rest", "allowed_hosts": [system],
+               "config": {"base_url": format!("http://{system}")}}),
+    )
+    .await;
+    let orchestration = app
+        .create_orchestration(
+            &token,
+            json!({"name": "Balance", "steps": [{"name": "balance", "type": "api_call", "connection": "ledger",
+                    "operation": "request", "retry": {"max_attempts": 1},
+                    "parameters": {"path": "/accounts/acct-55231", "query": {"sig": "query-token-8812"}}}]}),
+        )
+        .await;
+    let result = app.execute(&token, &orchestration, json!({})).await;
+    assert_eq!(result["status"], "failed", "{result}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while receiver.requests.lock().expect("lock").is_empty() {
+        assert!(Instant::now() < deadline, "no export arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, request) = receiver.requests.lock().expect("lock")[0].clone();
+    (request.resource_spans[0].scope_spans[0].spans.clone(), system)
+}
+
+/// Every text a span exports: its name, attribute values and status message.
+fn texts(span: &Span) -> Vec<String> {
+    let mut all = vec![span.name.clone(), span.status.as_ref().map(|s| s.message.clone()).unwrap_or_default()];
+    all.extend(span.attributes.iter().filter_map(|a| attribute(span, &a.key)));
+    all
+}
+
+#[tokio::test]
+async fn exported_spans_name_no_path_or_query_and_carry_no_upstream_error_text_without_payloads() {
+    let (spans, system) = export_of_a_failed_call(false).await;
+    for span in &spans {
+        for text in texts(span) {
+            for value in ["acct-55231", "query-token-8812", "/accounts", "secret-body-4471"] {
+                assert!(!text.contains(value), "{value} in {text:?} of span {}", span.name);
+            }
+        }
+    }
+    let http = spans.iter().find(|s| attribute(s, "dibop.kind").as_deref() == Some("http")).expect("http span");
+    assert_eq!(http.name, format!("GET {system}"));
+    assert_eq!(attribute(http, "dibop.status_code").as_deref(), Some("500"));
+    let step = spans.iter().find(|s| attribute(s, "dibop.kind").as_deref() == Some("step")).expect("step span");
+    assert_eq!(attribute(step, "dibop.error_code").as_deref(), Some("upstream_error"));
+    assert_eq!(step.status.as_ref().map(|s| s.message.as_str()), Some("upstream_error"));
+    assert!(attribute(step, "dibop.error").is_none());
+    let root = spans.iter().find(|s| attribute(s, "dibop.kind").as_deref() == Some("execution")).expect("root");
+    assert_eq!(attribute(root, "dibop.error_code").as_deref(), Some("STEP_FAILED"));
+}
+
+#[tokio::test]
+async fn with_otlp_payloads_error_texts_go_out_but_span_names_stay_templates() {
+    let (spans, system) = export_of_a_failed_call(true).await;
+    let step = spans.iter().find(|s| attribute(s, "dibop.kind").as_deref() == Some("step")).expect("step span");
+    let error = attribute(step, "dibop.error").expect("the error text");
+    assert!(error.contains("secret-body-4471"), "{error}");
+    assert!(step.status.as_ref().is_some_and(|s| s.message.contains("secret-body-4471")));
+    let http = spans.iter().find(|s| attribute(s, "dibop.kind").as_deref() == Some("http")).expect("http span");
+    assert_eq!(http.name, format!("GET {system}"));
+    assert!(spans.iter().all(|s| !s.name.contains("acct-55231") && !s.name.contains('?')));
+}

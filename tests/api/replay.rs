@@ -152,3 +152,38 @@ async fn bad_replays_are_refused_and_start_nothing() {
     let refused = assert_error(response, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
     assert_eq!(detail_paths(&refused), ["execution_ids[0]"]);
 }
+
+#[tokio::test]
+async fn paused_and_archived_orchestrations_do_not_replay() {
+    let app = TestApp::spawn().await;
+    let mock = MockServer::start().await;
+    let token = app.admin_token().await;
+    let lookup = setup(&app, &token, &mock).await;
+    let failed = app.execute(&token, &lookup, json!({"parameters": {"vin": VIN, "stock_vin": UNKNOWN}})).await;
+    let failed = failed["execution_id"].as_str().expect("id").to_owned();
+    let shown: Value = app.get(&token, &format!("/orchestrations/{lookup}")).await.json().await.expect("json");
+    let mut def = shown.clone();
+    for field in ["id", "enterprise_id", "version", "created_at", "updated_at"] {
+        def.as_object_mut().expect("object").remove(field);
+    }
+    let before = list(&app, &token, "").await.len();
+
+    for status in ["paused", "archived"] {
+        def["status"] = json!(status);
+        let saved = app.put(&token, &format!("/orchestrations/{lookup}"), def.clone()).await;
+        assert_eq!(saved.status(), StatusCode::OK, "{}", saved.text().await.unwrap_or_default());
+        for body in [json!({"execution_ids": [failed]}), json!({"filter": {"orchestration_id": lookup}})] {
+            let response = app.post(&token, "/executions/replay", body.clone()).await;
+            let refused = assert_error(response, StatusCode::CONFLICT, "CONFLICT").await;
+            let message = refused["error"]["message"].as_str().expect("message");
+            assert!(message.contains(&format!("is {status}")), "{body}: {message}");
+        }
+        assert_eq!(list(&app, &token, "").await.len(), before, "nothing was started while {status}");
+    }
+
+    // Active again, it replays.
+    def["status"] = json!("active");
+    assert_eq!(app.put(&token, &format!("/orchestrations/{lookup}"), def).await.status(), StatusCode::OK);
+    let response = app.post(&token, "/executions/replay", json!({"execution_ids": [failed]})).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}

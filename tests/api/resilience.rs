@@ -300,3 +300,63 @@ async fn a_connection_without_its_own_rate_limit_takes_the_enterprise_default() 
     assert!(second["error"].as_str().is_some_and(|e| e.contains("rate_limited")), "{second}");
     assert_eq!(upstream.hits(), 1);
 }
+
+#[tokio::test]
+async fn a_connection_rate_limit_above_the_enterprise_outbound_quota_is_refused_at_its_path() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let limits = json!({"rate_limits": {"api_requests_per_minute": 300, "executions_per_minute": 60,
+                                        "outbound_requests_per_minute": 2}});
+    assert_eq!(app.put(&token, "/settings", limits).await.status(), StatusCode::OK);
+    let body = |rate: u32| {
+        json!({"name": "dealer", "system": "rest", "config": {"base_url": "http://127.0.0.1:9/"},
+               "resilience": {"rate_limit": {"requests_per_minute": rate}}})
+    };
+    let refused = crate::helpers::assert_error(
+        app.post(&token, "/connections", body(1_000_000)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_eq!(crate::helpers::detail_paths(&refused), ["resilience.rate_limit.requests_per_minute"]);
+    let message = refused["error"]["details"][0]["message"].as_str().expect("message");
+    assert!(message.contains("outbound quota of 2"), "{message}");
+    let listed: Value = app.get(&token, "/connections").await.json().await.expect("json");
+    assert_eq!(listed["pagination"]["total"], 0, "nothing was stored: {listed}");
+
+    // At the quota it is stored; raised past it on a replace, it is refused and kept as it was.
+    let connection = app.create_connection(&token, body(2)).await;
+    let path = format!("/connections/{}", connection["id"].as_str().expect("id"));
+    let refused = crate::helpers::assert_error(
+        app.put(&token, &path, body(3)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_eq!(crate::helpers::detail_paths(&refused), ["resilience.rate_limit.requests_per_minute"]);
+    let stored: Value = app.get(&token, &path).await.json().await.expect("json");
+    assert_eq!(stored["resilience"]["rate_limit"]["requests_per_minute"], 2, "{stored}");
+}
+
+#[tokio::test]
+async fn a_quota_lowered_after_a_connection_was_saved_bounds_its_own_rate_limit() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let (upstream, authority) = Upstream::start().await;
+    upstream.up.store(true, Ordering::SeqCst);
+    let policy = json!({"rate_limit": {"requests_per_minute": 60}});
+    let (_, id) = setup(&app, &token, &authority, policy, json!({"timeout_ms": 1000})).await;
+    let limits = json!({"rate_limits": {"api_requests_per_minute": 300, "executions_per_minute": 60,
+                                        "outbound_requests_per_minute": 1}});
+    assert_eq!(app.put(&token, "/settings", limits).await.status(), StatusCode::OK);
+    // Not in the last 2 s of a minute, so both calls fall in one window.
+    while SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() % 60 >= 58 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first = app.execute(&token, &id, json!({})).await;
+    assert_eq!(first["status"], "success", "{first}");
+    let second = app.execute(&token, &id, json!({})).await;
+    assert_eq!(second["status"], "failed", "{second}");
+    assert!(second["error"].as_str().is_some_and(|e| e.contains("allows 1 calls a minute")), "{second}");
+    assert_eq!(upstream.hits(), 1, "the quota of 1, not the connection's 60, held");
+}

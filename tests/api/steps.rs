@@ -11,6 +11,8 @@ const VIN: &str = "1HGCM82633A004352";
 
 /// `vpic` and a REST `dms` with `get_vehicle` and `check` (the overlap-counting endpoint).
 async fn connections(app: &TestApp, token: &str, mock: &MockServer) {
+    // The connections' own rate limit stays within the enterprises' outbound quota.
+    app.sql("UPDATE enterprises SET outbound_requests_per_minute = 100000").await;
     app.create_connection(
         token,
         json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},

@@ -36,6 +36,7 @@ mod field;
 pub mod guard;
 mod ids;
 mod kind;
+pub mod nesting;
 mod role;
 mod slug;
 mod status;

@@ -182,6 +182,32 @@ pub const MAX_BRANCHES: usize = 64;
 /// Most items of one `for_each` running at once.
 pub const MAX_CONCURRENCY: u32 = 16;
 
+/// Most levels of steps inside steps (`then`, `else`, `steps`, `branches`): validation, the
+/// trace and the engine walk them recursively.
+pub const MAX_STEP_NESTING: usize = 16;
+
+/// How deeply blocks of steps nest in `steps` (a flat list is 1), measured without recursion;
+/// counting stops past [`MAX_STEP_NESTING`].
+pub fn step_nesting(steps: &[Step]) -> usize {
+    let mut deepest = 0;
+    let mut pending: Vec<(&[Step], usize)> = vec![(steps, 1)];
+    while let Some((block, depth)) = pending.pop() {
+        deepest = deepest.max(depth);
+        if deepest > MAX_STEP_NESTING {
+            break;
+        }
+        for step in block {
+            for inner in [&step.then_steps, &step.else_steps, &step.steps] {
+                if !inner.is_empty() {
+                    pending.push((inner, depth + 1));
+                }
+            }
+            pending.extend(step.branches.iter().map(|branch| (&branch.steps[..], depth + 1)));
+        }
+    }
+    deepest
+}
+
 /// A step in execution order, with the conditions (and branches) it sits under.
 pub struct FlatStep<'a> {
     pub step: &'a Step,
@@ -369,6 +395,14 @@ pub fn validate(def: &Definition, catalogue: &dyn Catalogue) -> Vec<FieldError> 
         } else if p.default.as_ref().is_some_and(|d| !d.is_null() && !has_type(d, &p.kind)) {
             err(format!("parameters[{i}].default"), format!("must be of type {} like the parameter", p.kind));
         }
+    }
+    if step_nesting(&def.steps) > MAX_STEP_NESTING {
+        // The checks below walk the blocks recursively: refuse before they start.
+        errors.push(FieldError {
+            path: "steps".into(),
+            message: format!("steps nest inside other steps deeper than {MAX_STEP_NESTING} levels"),
+        });
+        return errors;
     }
     let mut checker = Checker { catalogue, params, names: HashSet::new(), errors, own_name: &def.name };
     let mut visible = Vec::new();

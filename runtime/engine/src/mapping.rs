@@ -20,6 +20,7 @@
 
 use std::sync::{Arc, LazyLock, Mutex};
 
+use dibop_core::nesting;
 use hashlink::LruCache;
 use serde_json::{Map, Value};
 use serde_json_path::JsonPath;
@@ -33,6 +34,9 @@ pub struct MappingError {
 
 impl std::fmt::Display for MappingError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.reference.is_empty() {
+            return f.write_str(&self.message);
+        }
         write!(f, "${{{}}}: {}", self.reference, self.message)
     }
 }
@@ -57,6 +61,8 @@ impl Reference {
         if let Some(problem) = regex_problem(expression) {
             return Err(error(problem));
         }
+        // The JSONPath parser recurses once per nested filter, function or parenthesis.
+        nesting::check_expression(expression).map_err(error)?;
         let root: String = expression.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '-').collect();
         if root.is_empty() {
             return Err(error("must start with parameters, _context or a step name".into()));
@@ -434,8 +440,41 @@ fn collect(value: &Value, out: &mut Vec<Reference>) -> Result<(), MappingError> 
     Ok(())
 }
 
-/// Resolves every reference in `value` against `scope`.
+/// Resolves every reference in `value` against `scope`. The result may nest at most
+/// [`nesting::MAX_VALUE_DEPTH`] levels: a mapping that wraps a referenced value deeper than that
+/// fails (the template and the referenced values are each within the bound, so what is built
+/// before the check stays within twice of it).
 pub fn resolve(value: &Value, scope: &Value) -> Result<Value, MappingError> {
+    // The template is walked recursively below: measure it first.
+    if let Err(message) = nesting::check_value(value, "the mapping") {
+        return Err(MappingError { reference: String::new(), message });
+    }
+    let resolved = resolve_within(value, scope)?;
+    if let Err(message) = nesting::check_value(&resolved, "the mapped value") {
+        return Err(MappingError { reference: first_expression(value).unwrap_or_default(), message });
+    }
+    Ok(resolved)
+}
+
+/// The text of the first `${...}` in `value` (to name a mapping in an error).
+fn first_expression(value: &Value) -> Option<String> {
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::String(text) => {
+                if let Some((_, _, expression)) = expressions(text).ok().and_then(|found| found.into_iter().next()) {
+                    return Some(expression);
+                }
+            }
+            Value::Array(items) => pending.extend(items.iter().rev()),
+            Value::Object(map) => pending.extend(map.values().rev()),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn resolve_within(value: &Value, scope: &Value) -> Result<Value, MappingError> {
     Ok(match value {
         Value::String(text) => {
             let found = expressions(text)?;
@@ -459,10 +498,10 @@ pub fn resolve(value: &Value, scope: &Value) -> Result<Value, MappingError> {
                 }
             }
         }
-        Value::Array(items) => Value::Array(items.iter().map(|v| resolve(v, scope)).collect::<Result<_, _>>()?),
+        Value::Array(items) => Value::Array(items.iter().map(|v| resolve_within(v, scope)).collect::<Result<_, _>>()?),
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(k, v)| Ok((k.clone(), resolve(v, scope)?)))
+                .map(|(k, v)| Ok((k.clone(), resolve_within(v, scope)?)))
                 .collect::<Result<Map<_, _>, MappingError>>()?,
         ),
         other => other.clone(),
@@ -578,6 +617,54 @@ mod properties {
         fn conditions_never_panic(text in tricky(), any_text in any::<String>()) {
             let _ = super::condition(&text, &scope());
             let _ = super::condition(&any_text, &scope());
+        }
+
+        /// Parentheses, brackets and filters nested up to ten thousand deep in a reference, a
+        /// `??` default or a condition are refused by their depth before the JSONPath parser
+        /// recurses; within the bound they parse or fail like any other text.
+        #[test]
+        fn deep_expressions_are_refused_before_parsing(
+            depth in 0usize..10_000,
+            shape in 0usize..4,
+        ) {
+            let text = match shape {
+                0 => format!("parameters.list[?{}@.a == 1{}]", "(".repeat(depth), ")".repeat(depth)),
+                1 => format!("parameters{}", "[?@.a".repeat(depth) + &"]".repeat(depth)),
+                2 => format!("parameters.list[?{}@.a{}]", "length(".repeat(depth), ")".repeat(depth)),
+                _ => format!("parameters.n ?? {}1{}", "[".repeat(depth), "]".repeat(depth)),
+            };
+            let parsed = super::Reference::parse(&text).err().map(|e| e.message);
+            if depth > dibop_core::nesting::MAX_EXPRESSION_DEPTH && shape != 3 {
+                // Refused by its depth, or by its length first when that is over the cap.
+                prop_assert!(parsed.is_some_and(|m| m.contains("nest deeper") || m.contains("longer than")));
+            }
+            let _ = super::resolve(&Value::String(format!("${{{text}}}")), &scope());
+            let _ = super::condition(&format!("${{{text}}} == 1"), &scope());
+            let _ = super::references(&Value::String(format!("x ${{{text}}} y")));
+        }
+
+        /// The value builder: a template nested up to ten thousand levels around a reference
+        /// to a value nested up to the bound either builds a value within the bound or fails
+        /// with the bound in its message; it never recurses past it.
+        #[test]
+        fn built_values_stay_within_the_bound(template_depth in 0usize..10_000, value_depth in 0usize..=100) {
+            use dibop_core::nesting::{MAX_VALUE_DEPTH, dismantle, nested_value, value_depth as depth_of};
+            let mut template = Value::String("${parameters.deep}".into());
+            for _ in 0..template_depth {
+                template = Value::Array(vec![template]);
+            }
+            let scope = json!({"parameters": {"deep": nested_value(value_depth)}});
+            match super::resolve(&template, &scope) {
+                Ok(built) => {
+                    prop_assert!(template_depth + value_depth <= MAX_VALUE_DEPTH);
+                    prop_assert_eq!(depth_of(&built, 1000), template_depth + value_depth);
+                }
+                Err(e) => {
+                    prop_assert!(template_depth + value_depth > MAX_VALUE_DEPTH);
+                    prop_assert!(e.message.contains("deeper than 100 levels"), "{}", e.message);
+                }
+            }
+            dismantle(template);
         }
 
         #[test]

@@ -34,7 +34,7 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 pub struct Resilience {
     pub circuit_breaker: CircuitBreaker,
     /// `null` (the default): the enterprise's `rate_limits.outbound_requests_per_minute`
-    /// (60 unless a platform admin changed it).
+    /// (60 unless a platform admin changed it), which also bounds a connection's own limit.
     pub rate_limit: Option<RateLimit>,
 }
 
@@ -159,13 +159,19 @@ pub async fn admit(
         }
         trial = true;
     }
-    let limit = match &policy.rate_limit {
-        Some(own) => u64::from(own.requests_per_minute),
-        None => engine
-            .store
-            .outbound_limit(&connection.enterprise_id)
-            .await
-            .map_or(60, |limit| u64::try_from(limit).unwrap_or(60)),
+    // The enterprise's quota bounds every connection's own limit, also one saved before the
+    // quota was lowered (unread, the connection's own limit or 60 applies).
+    let quota = match engine.store.outbound_limit(&connection.enterprise_id).await {
+        Ok(limit) => Some(u64::try_from(limit).unwrap_or(60)),
+        Err(e) => {
+            tracing::warn!(connection = %connection.id, error = %e, "reading the outbound quota");
+            None
+        }
+    };
+    let own = policy.rate_limit.as_ref().map(|own| u64::from(own.requests_per_minute));
+    let limit = match (own, quota) {
+        (Some(own), Some(quota)) => own.min(quota),
+        (own, quota) => own.or(quota).unwrap_or(60),
     };
     let bucket = format!("outbound:{}", connection.id);
     loop {

@@ -356,12 +356,11 @@ fn parse_output(text: &str) -> Result<serde_json::Value, CallError> {
             http_status: None,
         });
     }
-    serde_json::from_str(text).map_err(|e| CallError {
-        code: "invalid_output".into(),
-        message: format!("the plugin answered text that is not JSON: {e}"),
-        retryable: false,
-        http_status: None,
-    })
+    let invalid =
+        |message: String| CallError { code: "invalid_output".into(), message, retryable: false, http_status: None };
+    // Measured before the parser recurses (see `dibop_core::nesting`).
+    dibop_core::nesting::check_json_text(text.as_bytes(), "the plugin's answer").map_err(invalid)?;
+    serde_json::from_str(text).map_err(|e| invalid(format!("the plugin answered text that is not JSON: {e}")))
 }
 
 fn timeout_error(ms: u128) -> CallError {

@@ -20,7 +20,12 @@ impl From<types::PluginError> for CallError {
     }
 }
 
+/// A declared schema; `null` (refused at upload) when it is not JSON or nests deeper than
+/// `dibop_core::nesting::MAX_VALUE_DEPTH` (schemas are compiled and walked recursively).
 fn schema(text: &str) -> serde_json::Value {
+    if dibop_core::nesting::check_json_text(text.as_bytes(), "the schema").is_err() {
+        return serde_json::Value::Null;
+    }
     serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
 }
 

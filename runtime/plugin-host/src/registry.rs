@@ -423,7 +423,10 @@ fn check_info(info: &PluginInfo) -> Result<(), UploadError> {
         for (field, schema) in [("input_schema", &op.input_schema), ("output_schema", &op.output_schema)] {
             let path = format!("describe.operations[{i}].{field}");
             if schema.is_null() {
-                problem(&path, "expected JSON text of a JSON Schema (`{}` accepts anything)".into());
+                problem(
+                    &path,
+                    "expected JSON text of a JSON Schema nested at most 100 levels (`{}` accepts anything)".into(),
+                );
             } else if let Err(err) = jsonschema::validator_for(schema) {
                 problem(&path, format!("not a valid JSON Schema: {err}"));
             }

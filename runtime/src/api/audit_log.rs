@@ -1,6 +1,11 @@
 //! `GET /audit-log`: who changed what and when. Enterprise admins see their enterprise's rows;
 //! callers with platform rights see every enterprise's (and the platform-level ones), or one
 //! enterprise's with `enterprise_id`. Viewers see none.
+//!
+//! Platform rights do not read tenant payloads (as they get 403 on another enterprise's
+//! executions): in another enterprise's rows they see who did what to which resource and when,
+//! with `before` and `after` withheld. Their own enterprise's rows, and the platform-level ones
+//! (which belong to no enterprise), they read whole.
 
 use axum::extract::State;
 use chrono::{DateTime, Utc};
@@ -43,6 +48,22 @@ pub struct AuditEntry {
     pub before: Option<Value>,
     #[schema(value_type = Option<Object>)]
     pub after: Option<Value>,
+    /// True when `before` and `after` are withheld: a row of another enterprise read with
+    /// platform rights.
+    pub payload_withheld: bool,
+}
+
+impl AuditEntry {
+    /// `row` as `principal` may read it: another enterprise's payloads are withheld from
+    /// platform rights.
+    fn shown_to(row: AuditRow, principal: &Principal) -> Self {
+        let foreign = row.enterprise_id.as_ref().is_some_and(|e| *e != principal.enterprise_id);
+        if foreign {
+            Self { payload_withheld: true, ..Self::from(AuditRow { before: None, after: None, ..row }) }
+        } else {
+            Self::from(row)
+        }
+    }
 }
 
 impl From<AuditRow> for AuditEntry {
@@ -58,6 +79,7 @@ impl From<AuditRow> for AuditEntry {
             resource_id: row.resource_id,
             before: json(row.before),
             after: json(row.after),
+            payload_withheld: false,
         }
     }
 }
@@ -102,5 +124,7 @@ async fn list_audit_log(
         to_ms: iso_instant("to", query.to.as_ref())?,
     };
     let (rows, total) = state.store.list_audit(&filter, pagination.page()).await?;
-    Ok(axum::Json(pagination.envelope(rows.into_iter().map(AuditEntry::from).collect(), total)))
+    Ok(axum::Json(
+        pagination.envelope(rows.into_iter().map(|row| AuditEntry::shown_to(row, &principal)).collect(), total),
+    ))
 }

@@ -342,6 +342,19 @@ async fn fields(
     for problem in input.resilience.problems() {
         v.check(false, &problem.path, problem.message);
     }
+    // A connection's own rate limit stays within the enterprise's outbound quota, which only
+    // platform rights set (calls also take the lower of the two when the quota drops later).
+    if let Some(rate) = &input.resilience.rate_limit {
+        let quota = state.store.outbound_limit(&principal.enterprise_id).await?;
+        v.check(
+            i64::from(rate.requests_per_minute) <= quota,
+            "resilience.rate_limit.requests_per_minute",
+            format!(
+                "must be at most the enterprise's outbound quota of {quota} calls a minute \
+                 (rate_limits.outbound_requests_per_minute of /settings, set with platform rights)"
+            ),
+        );
+    }
     let auth = match input.auth.take() {
         None => Some(stored_auth),
         Some(serde_json::Value::Null) => Some(HostAuth::None),

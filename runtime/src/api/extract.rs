@@ -9,6 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use dibop_core::nesting;
+
 use crate::error::{AppError, AppResult, FieldError};
 use crate::store::Page;
 
@@ -56,11 +58,14 @@ async fn body_bytes<S: Send + Sync>(request: Request, state: &S) -> AppResult<By
 /// like JSON bodies, no U+0000 gets through.
 pub fn parse_xml(bytes: &[u8]) -> AppResult<serde_json::Value> {
     let tree = dibop_xml::to_json(bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    nesting::check_value(&tree, "the XML document as JSON").map_err(AppError::BadRequest)?;
     refuse_nul(&tree)?;
     Ok(tree)
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> AppResult<T> {
+    // Measured before anything recursive reads it (see `dibop_core::nesting`).
+    nesting::check_json_text(bytes, "the JSON body").map_err(AppError::BadRequest)?;
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(shape_error)?;
     deserializer.end().map_err(|err| AppError::BadRequest(format!("malformed JSON: {err}")))?;
@@ -152,8 +157,13 @@ pub const YAML_MAX_TEXT_BYTES: usize = 4 * 1024 * 1024;
 pub fn yaml_value(bytes: &[u8]) -> AppResult<serde_json::Value> {
     use serde::de::DeserializeSeed;
     let budget = yaml::Budget::default();
-    yaml::Node(&budget).deserialize(serde_norway::Deserializer::from_slice(bytes)).map_err(|err| {
-        if budget.exhausted() {
+    yaml::Node(&budget, 0).deserialize(serde_norway::Deserializer::from_slice(bytes)).map_err(|err| {
+        if budget.too_deep() {
+            AppError::BadRequest(format!(
+                "the YAML document nests sequences and mappings deeper than {} levels (aliases included)",
+                nesting::MAX_VALUE_DEPTH
+            ))
+        } else if budget.exhausted() {
             AppError::BadRequest(format!(
                 "the YAML document expands to more than {YAML_MAX_NODES} nodes or {YAML_MAX_TEXT_BYTES} bytes of text \
                  (anchors and aliases count each time they are used)"
@@ -168,6 +178,7 @@ mod yaml {
     use std::cell::Cell;
     use std::fmt;
 
+    use dibop_core::nesting::MAX_VALUE_DEPTH;
     use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
     use serde_json::{Map, Value};
 
@@ -179,6 +190,7 @@ mod yaml {
         nodes: Cell<usize>,
         bytes: Cell<usize>,
         exhausted: Cell<bool>,
+        too_deep: Cell<bool>,
     }
 
     impl Budget {
@@ -195,10 +207,26 @@ mod yaml {
         pub fn exhausted(&self) -> bool {
             self.exhausted.get()
         }
+
+        pub fn too_deep(&self) -> bool {
+            self.too_deep.get()
+        }
     }
 
-    /// One node, built as JSON while the budget is charged.
-    pub struct Node<'a>(pub &'a Budget);
+    /// One node at a nesting depth, built as JSON while the budget is charged.
+    pub struct Node<'a>(pub &'a Budget, pub usize);
+
+    impl Node<'_> {
+        /// A sequence's or mapping's children are one level deeper; past the bound the
+        /// document is refused before the parser recurses further.
+        fn inner<E: de::Error>(&self) -> Result<Node<'_>, E> {
+            if self.1 >= MAX_VALUE_DEPTH {
+                self.0.too_deep.set(true);
+                return Err(E::custom("nested too deeply"));
+            }
+            Ok(Node(self.0, self.1 + 1))
+        }
+    }
 
     impl<'de> DeserializeSeed<'de> for Node<'_> {
         type Value = Value;
@@ -255,8 +283,9 @@ mod yaml {
 
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
             self.0.charge(0)?;
+            let inner = self.inner()?;
             let mut items = Vec::new();
-            while let Some(item) = seq.next_element_seed(Node(self.0))? {
+            while let Some(item) = seq.next_element_seed(Node(inner.0, inner.1))? {
                 items.push(item);
             }
             Ok(Value::Array(items))
@@ -264,13 +293,14 @@ mod yaml {
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
             self.0.charge(0)?;
+            let inner = self.inner()?;
             let mut out = Map::new();
-            while let Some(key) = map.next_key_seed(Node(self.0))? {
+            while let Some(key) = map.next_key_seed(Node(inner.0, inner.1))? {
                 let key = match key {
                     Value::String(text) => text,
                     other => other.to_string(),
                 };
-                let value = map.next_value_seed(Node(self.0))?;
+                let value = map.next_value_seed(Node(inner.0, inner.1))?;
                 out.insert(key, value);
             }
             Ok(Value::Object(out))
@@ -389,6 +419,96 @@ pub struct PageInfo {
     pub page_size: u32,
     pub total: i64,
     pub total_pages: i64,
+}
+
+/// Every body parser against nesting up to ten thousand levels and arbitrary bytes: a body
+/// within [`nesting::MAX_VALUE_DEPTH`] parses, a deeper one is a 400 naming the bound, and none
+/// recurses past it (a stack overflow would abort this test process, and CI with it).
+#[cfg(test)]
+mod nesting_properties {
+    use dibop_core::nesting::MAX_VALUE_DEPTH;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// `depth` arrays and objects around a scalar, in JSON (or YAML flow) text.
+    fn nested_text(depth: usize, yaml: bool) -> String {
+        let mut text = String::from("1");
+        for level in 0..depth {
+            text = if level % 2 == 0 {
+                format!("[{text}]")
+            } else if yaml {
+                format!("{{a: {text}}}")
+            } else {
+                format!("{{\"a\":{text}}}")
+            };
+        }
+        text
+    }
+
+    fn refused_for_depth(result: AppResult<Value>) -> bool {
+        matches!(result, Err(AppError::BadRequest(message)) if message.contains("deeper than 100 levels"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn json_bodies(depth in 0usize..10_000) {
+            let parsed = parse_json::<Value>(nested_text(depth, false).as_bytes());
+            if depth <= MAX_VALUE_DEPTH {
+                prop_assert!(parsed.is_ok());
+            } else {
+                prop_assert!(refused_for_depth(parsed));
+            }
+        }
+
+        #[test]
+        fn yaml_bodies(depth in 0usize..10_000, block in 0usize..300) {
+            let parsed = yaml_value(nested_text(depth, true).as_bytes());
+            if depth <= MAX_VALUE_DEPTH {
+                prop_assert!(parsed.is_ok());
+            } else {
+                prop_assert!(refused_for_depth(parsed));
+            }
+            // Block style: each level one more indentation.
+            let text: String = (0..block).map(|i| format!("{}a:\n", "  ".repeat(i))).collect::<String>()
+                + &"  ".repeat(block) + "b: 1\n";
+            let parsed = yaml_value(text.as_bytes());
+            if block < MAX_VALUE_DEPTH {
+                prop_assert!(parsed.is_ok());
+            } else {
+                prop_assert!(refused_for_depth(parsed));
+            }
+        }
+
+        #[test]
+        fn yaml_aliases_count_their_depth(depth in 1usize..60) {
+            // A sequence nested `depth` deep, anchored, then used `depth` deep: the expanded
+            // document (a mapping around both) is `1 + 2 * depth` deep.
+            let anchored = format!("&x {}1{}", "[".repeat(depth), "]".repeat(depth));
+            let text = format!("a: {anchored}\nb: {}*x{}\n", "[".repeat(depth), "]".repeat(depth));
+            let parsed = yaml_value(text.as_bytes());
+            prop_assert_eq!(parsed.is_ok(), 2 * depth < MAX_VALUE_DEPTH);
+        }
+
+        #[test]
+        fn xml_bodies(depth in 0usize..10_000) {
+            let text = format!("{}x{}", "<a>".repeat(depth.max(1)), "</a>".repeat(depth.max(1)));
+            let parsed = parse_xml(text.as_bytes());
+            prop_assert_eq!(parsed.is_ok(), depth <= dibop_xml::MAX_DEPTH);
+        }
+
+        #[test]
+        fn any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048), text in "[\\[\\]{}<>a:\"/ ,&*-]{0,400}") {
+            for input in [&bytes[..], text.as_bytes()] {
+                let _ = parse_json::<Value>(input);
+                let _ = yaml_value(input);
+                let _ = parse_xml(input);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

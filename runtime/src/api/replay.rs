@@ -1,7 +1,8 @@
 //! Dead letters and replay: `POST /executions/replay` starts failed, partial or cancelled
 //! executions again, each as a new execution from its first failed step (the results before it
 //! are copied, those steps are not called again), on the version it ran, optionally with some
-//! parameters changed. Each replay records what it replays and who asked.
+//! parameters changed. Each replay records what it replays and who asked. Like execute, it
+//! refuses (409) executions whose orchestration is paused or archived.
 
 use axum::Json;
 use axum::extract::State;
@@ -82,6 +83,7 @@ pub struct ReplayResult {
 #[utoipa::path(post, path = "/executions/replay", tag = "executions", request_body = ReplayRequest,
     responses(
         (status = 202, description = "The replays were queued", body = ReplayResult),
+        (status = 409, description = "An execution's orchestration is paused or archived; nothing was replayed", body = crate::error::ErrorResponse),
         (status = 422, description = "No executions, both or neither of execution_ids and filter, an execution that cannot replay, or parameters its orchestration does not take", body = crate::error::ErrorResponse),
         (status = 429, description = "The enterprise's execution rate limit refused the first replay", body = crate::error::ErrorResponse),
     ))]
@@ -108,6 +110,22 @@ async fn replay_executions(
             }]));
         }
     };
+    // A paused or archived orchestration runs nothing, replays included (as execute).
+    let mut checked: Vec<&str> = Vec::new();
+    for original in &originals {
+        let id = original.orchestration_id.as_str();
+        if checked.contains(&id) {
+            continue;
+        }
+        checked.push(id);
+        let status = state.store.get_orchestration(&enterprise, id).await?.map(|o| o.status);
+        if let Some(status) = status.filter(|s| matches!(s.as_str(), "paused" | "archived")) {
+            return Err(AppError::Conflict(format!(
+                "orchestration {id} is {status}; only active or draft orchestrations run (execution {} was not replayed)",
+                original.id
+            )));
+        }
+    }
     // Every replay's parameters are checked before any starts.
     let mut planned = Vec::with_capacity(originals.len());
     for original in &originals {

@@ -234,7 +234,8 @@ pub async fn build(store: &crate::store::Store, execution: crate::store::Executi
         duration_ms: duration(&execution).unwrap_or(0) as f64,
         status: execution.status.clone(),
         attributes: serde_json::json!({"orchestration_id": execution.orchestration_id, "orchestration_version": execution.orchestration_version,
-                                       "triggered_by": execution.triggered_by, "error": execution.error}),
+                                       "triggered_by": execution.triggered_by, "error": execution.error,
+                                       "error_code": execution.error_code}),
     }];
     let mut trace = TraceBuilder { calls: &calls, spans, logs: Vec::new() };
     for step in steps {

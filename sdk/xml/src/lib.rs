@@ -33,6 +33,8 @@ use serde_json::{Map, Value};
 pub const MAX_DEPTH: usize = 64;
 /// Most elements and attributes in one document.
 pub const MAX_NODES: usize = 100_000;
+/// Most attributes of one element.
+pub const MAX_ATTRIBUTES: usize = 256;
 
 /// Why a document could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,12 +94,20 @@ fn text_of(bytes: &[u8]) -> Result<String, XmlError> {
 fn open(start: &BytesStart<'_>, nodes: &mut usize) -> Result<Frame, XmlError> {
     let name = text_of(start.name().as_ref())?;
     let mut fields = Map::new();
-    for attribute in start.attributes() {
+    // quick-xml's own duplicate check compares each attribute with every earlier one (quadratic
+    // in the attributes of an element); the map finds a repeat in logarithmic time instead.
+    for (count, attribute) in start.attributes().with_checks(false).enumerate() {
+        if count >= MAX_ATTRIBUTES {
+            return Err(XmlError(format!("element <{name}> has more than {MAX_ATTRIBUTES} attributes")));
+        }
         let attribute = attribute.map_err(|e| XmlError(e.to_string()))?;
         *nodes += 1;
         let key = format!("@{}", text_of(attribute.key.as_ref())?);
         let value = attribute.unescape_value().map_err(|e| XmlError(e.to_string()))?;
-        fields.insert(key, Value::String(value.into_owned()));
+        if fields.insert(key, Value::String(value.into_owned())).is_some() {
+            let key = text_of(attribute.key.as_ref())?;
+            return Err(XmlError(format!("element <{name}> repeats the attribute {key}")));
+        }
     }
     let structured = !fields.is_empty();
     Ok(Frame { name, fields, structured, text: String::new() })
@@ -234,6 +244,22 @@ mod tests {
         assert!(to_json(deep.as_bytes()).is_err());
         let many = format!("<a>{}</a>", "<b/>".repeat(MAX_NODES + 1));
         assert!(to_json(many.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn attributes_are_unique_and_bounded_per_element() {
+        let err = to_json(br#"<a x="1" y="2" x="3"/>"#).expect_err("a repeat");
+        assert!(err.0.contains("repeats the attribute x"), "{err}");
+        let attributes = |n: usize| (0..n).map(|i| format!(" a{i}=\"{i}\"")).collect::<String>();
+        let most = format!("<a{}/>", attributes(MAX_ATTRIBUTES));
+        assert_eq!(to_json(most.as_bytes()).expect("reads")["a"]["@a255"], "255");
+        // The document of the report: 37,000 attributes on one element, refused at the bound.
+        let flood = format!("<a{}/>", attributes(37_000));
+        let err = to_json(flood.as_bytes()).expect_err("too many");
+        assert!(err.0.contains("more than 256 attributes"), "{err}");
+        // Many attributes spread over many elements are read (each element's are checked by map).
+        let spread = format!("<r>{}</r>", format!("<e{}/>", attributes(200)).repeat(150));
+        assert_eq!(to_json(spread.as_bytes()).expect("reads")["r"]["e"].as_array().map(Vec::len), Some(150));
     }
 
     #[test]

@@ -229,6 +229,15 @@ pub(super) fn run_step<'a>(
                 StepOutcome::failed(None, None, error, 1)
             }
         };
+        // Measured first: serializing (and storing, and reading back) recurses once per level.
+        if let Some(Err(error)) =
+            outcome.output.as_ref().map(|o| dibop_core::nesting::check_value(o, "the step's output"))
+        {
+            outcome = StepOutcome {
+                detail: outcome.detail.take(),
+                ..StepOutcome::failed(outcome.system.take(), None, error, outcome.attempts)
+            };
+        }
         if let Some(size) = outcome.output.as_ref().map(|o| o.to_string().len()).filter(|n| *n > MAX_STEP_OUTPUT) {
             let error = format!("the step's output is {size} bytes; at most {MAX_STEP_OUTPUT} are kept");
             outcome = StepOutcome {
