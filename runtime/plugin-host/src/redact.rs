@@ -10,6 +10,17 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 const TOKEN_FIELDS: [&str; 6] =
     ["access_token", "refresh_token", "id_token", "client_secret", "password", "client_assertion"];
 
+/// Parts of the names of headers, query parameters and fields whose values are credentials.
+const SENSITIVE_NAMES: [&str; 9] =
+    ["key", "token", "secret", "password", "signature", "auth", "credential", "cookie", "session"];
+
+/// Whether a header, query parameter or field named `name` holds a credential
+/// (`Authorization`, `X-Api-Key`, `Cookie`, `access_token`, ...).
+pub fn is_sensitive_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SENSITIVE_NAMES.iter().any(|s| name.contains(s))
+}
+
 /// Replaces credential values with `****`.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
@@ -33,12 +44,55 @@ impl Redactor {
             if let Ok(quoted) = serde_json::to_string(&secret) {
                 forms.push(quoted.trim_matches('"').to_owned());
             }
+            // As XML or HTML text or attribute.
+            forms.push(
+                secret
+                    .replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+                    .replace('"', "&quot;")
+                    .replace('\'', "&apos;"),
+            );
             forms.push(secret);
         }
         forms.retain(|f| f.len() >= 3);
         forms.sort_by_key(|s| std::cmp::Reverse(s.len()));
         forms.dedup();
         Self { forms }
+    }
+
+    /// Itself and the forms of `more` secrets (a token obtained during the call).
+    pub fn with(&self, more: impl IntoIterator<Item = String>) -> Self {
+        let mut forms = self.forms.clone();
+        forms.extend(Self::new(more).forms);
+        forms.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        forms.dedup();
+        Self { forms }
+    }
+
+    /// Every string of `value`, keys included, redacted: a plugin's answer that echoes a secret
+    /// (an upstream body read as text, XML or JSON) shows `****` instead.
+    pub fn redact_value(&self, value: &mut serde_json::Value) {
+        use serde_json::Value;
+        let mut pending = vec![value];
+        while let Some(value) = pending.pop() {
+            match value {
+                Value::String(text) => {
+                    let redacted = self.redact(text);
+                    if redacted != *text {
+                        *text = redacted;
+                    }
+                }
+                Value::Array(items) => pending.extend(items.iter_mut()),
+                Value::Object(fields) => {
+                    if fields.keys().any(|k| self.redact(k) != *k) {
+                        *fields = std::mem::take(fields).into_iter().map(|(k, v)| (self.redact(&k), v)).collect();
+                    }
+                    pending.extend(fields.values_mut());
+                }
+                _ => {}
+            }
+        }
     }
 
     pub fn redact(&self, text: &str) -> String {
@@ -166,6 +220,16 @@ mod tests {
         }
         assert_eq!(r.redact("Authorization: Basic dXNlcjpwYXNz"), "Authorization: Basic ****");
         assert_eq!(r.redact("Bearer eyJhbGciOi.x-y_z"), "Bearer ****");
+    }
+
+    #[test]
+    fn values_are_redacted_in_every_string_and_key_and_in_xml_text() {
+        let r = Redactor::new(["k&y-123".to_owned()]).with(["tok-live-9".to_owned()]);
+        let mut value = serde_json::json!({
+            "text": "echo: tok-live-9", "k&amp;y-123": [{"x": "<key>k&amp;y-123</key>"}], "n": 3
+        });
+        r.redact_value(&mut value);
+        assert_eq!(value, serde_json::json!({"text": "echo: ****", "****": [{"x": "<key>****</key>"}], "n": 3}));
     }
 
     #[test]
