@@ -488,7 +488,7 @@ pub fn origins(row: &ConnectionRow) -> Vec<Origin> {
     let scheme = base.as_ref().map_or("https", |b| b.scheme.as_str()).to_owned();
     let default = if scheme == "https" { 443 } else { 80 };
     let hosts: Vec<String> = serde_json::from_str(&row.allowed_hosts).unwrap_or_default();
-    let mut origins: Vec<Origin> = base.clone().into_iter().collect();
+    let mut origins: Vec<Origin> = base.into_iter().collect();
     for entry in hosts {
         let entry = entry.trim().to_ascii_lowercase();
         let (host, port) = match entry.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())) {

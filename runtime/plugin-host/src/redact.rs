@@ -70,23 +70,30 @@ impl Redactor {
         Self { forms }
     }
 
-    /// Every string of `value`, keys included, redacted: a plugin's answer that echoes a secret
-    /// (an upstream body read as text, XML or JSON) shows `****` instead.
+    /// The known secrets in every string of `value`, keys included, replaced by value: a
+    /// plugin's answer that echoes one (an upstream body read as text, XML or JSON) shows `****`
+    /// instead. Only the values: an answer is data, and `Bearer` or `password=` in it that is no
+    /// known secret stays as it is.
     pub fn redact_value(&self, value: &mut serde_json::Value) {
         use serde_json::Value;
+        if self.forms.is_empty() {
+            return;
+        }
         let mut pending = vec![value];
         while let Some(value) = pending.pop() {
             match value {
                 Value::String(text) => {
-                    let redacted = self.redact(text);
-                    if redacted != *text {
+                    if let Some(redacted) = self.replace_forms(text) {
                         *text = redacted;
                     }
                 }
                 Value::Array(items) => pending.extend(items.iter_mut()),
                 Value::Object(fields) => {
-                    if fields.keys().any(|k| self.redact(k) != *k) {
-                        *fields = std::mem::take(fields).into_iter().map(|(k, v)| (self.redact(&k), v)).collect();
+                    if fields.keys().any(|k| self.replace_forms(k).is_some()) {
+                        *fields = std::mem::take(fields)
+                            .into_iter()
+                            .map(|(k, v)| (self.replace_forms(&k).unwrap_or(k), v))
+                            .collect();
                     }
                     pending.extend(fields.values_mut());
                 }
@@ -96,14 +103,21 @@ impl Redactor {
     }
 
     pub fn redact(&self, text: &str) -> String {
-        let mut text = text.to_owned();
-        for form in &self.forms {
-            if text.contains(form.as_str()) {
-                text = text.replace(form.as_str(), "****");
-            }
-        }
+        let text = self.replace_forms(text).unwrap_or_else(|| text.to_owned());
         let text = redact_schemes(&text);
         redact_token_fields(&text)
+    }
+
+    /// `text` with every form of every secret replaced, if it holds one.
+    fn replace_forms(&self, text: &str) -> Option<String> {
+        let mut replaced: Option<String> = None;
+        for form in &self.forms {
+            let current = replaced.as_deref().unwrap_or(text);
+            if current.contains(form.as_str()) {
+                replaced = Some(current.replace(form.as_str(), "****"));
+            }
+        }
+        replaced
     }
 }
 
@@ -230,6 +244,10 @@ mod tests {
         });
         r.redact_value(&mut value);
         assert_eq!(value, serde_json::json!({"text": "echo: ****", "****": [{"x": "<key>****</key>"}], "n": 3}));
+        // Data that only looks like a credential is left alone in an answer.
+        let mut data = serde_json::json!({"note": "Bearer abc; password=x"});
+        r.redact_value(&mut data);
+        assert_eq!(data["note"], "Bearer abc; password=x");
     }
 
     #[test]
