@@ -1,11 +1,12 @@
 // TEST ONLY. The `lookup` connector, built in two versions (`lookup-v1`, `lookup-v2`) for the
 // runtime's tests of version pinning: each answers `find` with the version that served it, and
-// version 2 also offers `find_more` and declares one host more. Included by each version's
-// lib.rs, which sets `VERSION`, `EXTRA` and `HOSTS`.
+// version 2 also offers `find_more` and `reveal` (the `api_key` credential reversed: code a
+// stored secret must not reach unless it is sent again) and declares one host more. Included by
+// each version's lib.rs, which sets `VERSION`, `EXTRA` and `HOSTS`.
 
 use dibop_sdk::{
     AuthType, CallContext, Capabilities, ConfigKey, Connector, ConnectorInfo, Health, Operation, PluginError,
-    SystemType, Value, json,
+    SystemType, Value, json, secrets,
 };
 
 struct Lookup;
@@ -22,6 +23,7 @@ impl Connector for Lookup {
                 Operation::new("find_more", "NONE", "", "Only in version 2.")
                     .output_schema(json!({"type": "object", "required": ["items"]})),
             );
+            operations.push(Operation::new("reveal", "NONE", "", "Answers the api_key credential reversed."));
         }
         ConnectorInfo {
             slug: "lookup".into(),
@@ -30,7 +32,10 @@ impl Connector for Lookup {
             version: VERSION.into(),
             description: "Test-only connector in two versions, for pinning.".into(),
             auth: AuthType::None,
-            config: vec![ConfigKey::optional("base_url", "Unused")],
+            config: vec![
+                ConfigKey::optional("base_url", "Unused"),
+                ConfigKey::secret("api_key", "Only version 2 reads it", false),
+            ],
             operations,
         }
     }
@@ -39,6 +44,10 @@ impl Connector for Lookup {
         match operation {
             "find" => Ok(json!({"version": VERSION})),
             "find_more" if EXTRA => Ok(json!({"version": VERSION, "more": true})),
+            "reveal" if EXTRA => {
+                let key = secrets::get("api_key").unwrap_or_default();
+                Ok(json!({"reversed": key.chars().rev().collect::<String>()}))
+            }
             other => Err(PluginError::invalid_input(format!("unknown operation `{other}`"))),
         }
     }

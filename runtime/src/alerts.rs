@@ -78,6 +78,37 @@ pub struct Channel {
     pub url: Option<String>,
 }
 
+impl Channel {
+    /// Whether its URL carries a secret: a Slack webhook URL (the path is the credential), or a
+    /// URL with user info or a credential-named query parameter (`?token=`, `?key=`).
+    pub fn url_is_secret(&self) -> bool {
+        let Some(url) = self.url.as_deref() else { return false };
+        let Ok(parsed) = reqwest::Url::parse(url) else { return true };
+        let slack = self.kind == ChannelKind::Slack
+            || parsed.host_str().is_some_and(|h| h == "hooks.slack.com" || h.ends_with(".slack.com"));
+        let userinfo = !parsed.username().is_empty() || parsed.password().is_some();
+        let query = parsed.query_pairs().any(|(name, _)| dibop_plugin_host::redact::is_sensitive_name(&name));
+        slack || userinfo || query
+    }
+
+    /// Its URL as answers show it: one that carries a secret is masked down to its scheme and
+    /// host and the last four characters (`https://hooks.slack.com/****Xk9z`), so that a `PUT`
+    /// can send it back unchanged to keep the stored one.
+    pub fn shown_url(&self) -> Option<String> {
+        let url = self.url.as_deref()?;
+        if !self.url_is_secret() {
+            return Some(url.to_owned());
+        }
+        let origin = reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| Some(format!("{}://{}", u.scheme(), u.host_str()?)))
+            .unwrap_or_default();
+        let chars: Vec<char> = url.chars().collect();
+        let last: String = chars[chars.len().saturating_sub(4)..].iter().collect();
+        Some(format!("{origin}/****{last}"))
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Notification {
@@ -508,7 +539,7 @@ impl Alerts {
                 let outcomes = Value::Array(
                     channels(rule)
                         .map(|c| {
-                            json!({"type": c.kind, "url": c.url, "attempts": 0, "status": "dropped",
+                            json!({"type": c.kind, "url": c.shown_url(), "attempts": 0, "status": "dropped",
                                         "error": "delivery queue full"})
                         })
                         .collect(),
@@ -536,7 +567,7 @@ impl Alerts {
             Ok(Ok(outcomes)) => Ok(outcomes),
             Ok(Err(_)) => anyhow::bail!("delivering alert {} failed", alert.id),
             Err(_) => Ok(Value::Array(
-                channels(rule).map(|c| json!({"type": c.kind, "url": c.url, "status": "pending"})).collect(),
+                channels(rule).map(|c| json!({"type": c.kind, "url": c.shown_url(), "status": "pending"})).collect(),
             )),
         }
     }
@@ -606,7 +637,7 @@ async fn deliver(ctx: &Alerts, row: &AlertRuleRow, rule: &RuleDefinition, alert:
             let url = channel.url.clone().unwrap_or_default();
             let (attempts, error) = post(&ctx.outbox, &url, payload, signed).await;
             json!({
-                "type": channel.kind, "url": url, "attempts": attempts,
+                "type": channel.kind, "url": channel.shown_url(), "attempts": attempts,
                 "status": if error.is_none() { "delivered" } else { "failed" }, "error": error,
             })
         }

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::Engine;
 use dibop_core::{FieldError, now_ms};
-use dibop_plugin_host::outbound::{self, ApiCallRecord, Authenticator, CallOrigin, Credentials, NetworkPolicy};
+use dibop_plugin_host::outbound::{self, ApiCallRecord, Authenticator, CallOrigin, Credentials, NetworkPolicy, Origin};
 use dibop_store::ConnectionRow;
 
 /// A connection's `auth`. Secret fields: `key`, `password`, `token`, `client_secret`.
@@ -244,6 +244,7 @@ pub fn authenticator(
         connection_id: row.id.clone(),
         enterprise_id: row.enterprise_id.clone(),
         origin: origin.clone(),
+        origins: origins(row),
         auth,
         headers,
         unsaved,
@@ -257,6 +258,8 @@ pub struct ConnectionAuth {
     connection_id: String,
     enterprise_id: String,
     origin: CallOrigin,
+    /// Where the credentials and headers go (see [`origins`]).
+    origins: Vec<Origin>,
     auth: HostAuth,
     headers: Vec<(HeaderName, HeaderValue)>,
     /// Tokens are neither read from nor written to `connection_tokens` (see [`authenticator`]).
@@ -264,14 +267,23 @@ pub struct ConnectionAuth {
 }
 
 impl ConnectionAuth {
-    /// The secrets to redact from the call besides the tokens (those are added per request).
+    /// The secrets to redact from the call besides the tokens (those are added per request):
+    /// the auth's and the values of credential-named static headers.
     pub fn secrets(&self) -> Vec<String> {
-        self.auth.secrets()
+        let mut secrets = self.auth.secrets();
+        for (name, value) in &self.headers {
+            if dibop_plugin_host::redact::is_sensitive_name(name.as_str())
+                && let Ok(value) = value.to_str()
+            {
+                secrets.push(value.to_owned());
+            }
+        }
+        secrets
     }
 
     async fn credentials_now(&self, stale: Option<String>) -> Credentials {
         let mut headers = self.headers.clone();
-        let mut credentials = Credentials { secrets: self.auth.secrets(), ..Credentials::default() };
+        let mut credentials = Credentials { secrets: self.secrets(), ..Credentials::default() };
         let header = |name: &str, value: &str| -> Result<(HeaderName, HeaderValue), String> {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
             let mut value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
@@ -459,6 +471,36 @@ impl Authenticator for ConnectionAuth {
     fn refreshes(&self) -> bool {
         matches!(self.auth, HostAuth::OAuth2 { .. })
     }
+
+    fn sends_to(&self, origin: &Origin) -> bool {
+        self.origins.contains(origin)
+    }
+}
+
+/// The origins a connection's credentials and static headers go to: its `base_url`'s exactly,
+/// and each of its `allowed_hosts` with the same scheme (`https` without a `base_url`) and the
+/// port it names, else that scheme's default port. An entry without a port admits the host on
+/// any port for the plugin's requests; credentials go to one port only.
+pub fn origins(row: &ConnectionRow) -> Vec<Origin> {
+    let config: serde_json::Map<String, Value> = serde_json::from_str(&row.config).unwrap_or_default();
+    let base = config.get("base_url").and_then(Value::as_str).and_then(|u| u.parse::<http::Uri>().ok());
+    let base = base.as_ref().and_then(Origin::of);
+    let scheme = base.as_ref().map_or("https", |b| b.scheme.as_str()).to_owned();
+    let default = if scheme == "https" { 443 } else { 80 };
+    let hosts: Vec<String> = serde_json::from_str(&row.allowed_hosts).unwrap_or_default();
+    let mut origins: Vec<Origin> = base.into_iter().collect();
+    for entry in hosts {
+        let entry = entry.trim().to_ascii_lowercase();
+        let (host, port) = match entry.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())) {
+            Some((host, port)) => (host.to_owned(), port.parse::<u16>().ok()),
+            None => (entry.clone(), Some(default)),
+        };
+        if let Some(port) = port {
+            let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+            origins.push(Origin { scheme: scheme.clone(), host, port });
+        }
+    }
+    origins
 }
 
 /// The lock that lets one request of this node at a time get a connection's token.

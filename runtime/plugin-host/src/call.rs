@@ -41,6 +41,48 @@ fn settle<R>(
     })
 }
 
+/// What a call answers, with credential values redacted from it.
+trait Redacted {
+    fn redacted(self, redactor: &Redactor) -> Self;
+}
+
+impl Redacted for serde_json::Value {
+    fn redacted(mut self, redactor: &Redactor) -> Self {
+        redactor.redact_value(&mut self);
+        self
+    }
+}
+
+impl Redacted for HealthReport {
+    fn redacted(mut self, redactor: &Redactor) -> Self {
+        self.message = self.message.map(|m| redactor.redact(&m));
+        self
+    }
+}
+
+impl Redacted for PluginInfo {
+    /// `describe()` runs without a connection's credentials.
+    fn redacted(self, _: &Redactor) -> Self {
+        self
+    }
+}
+
+/// The call's redactor with the credentials the host added meanwhile (an OAuth2 token), and
+/// its log lines redacted again with them.
+fn final_redactor(call: &CallData, recorder: &Recorder) -> (Redactor, Vec<crate::host::LogLine>) {
+    let added = recorder.added_secrets();
+    let mut logs = call.logs.lock().map(|l| l.clone()).unwrap_or_default();
+    if added.is_empty() {
+        return (call.redactor.clone(), logs);
+    }
+    let redactor = call.redactor.with(added);
+    for line in &mut logs {
+        line.message = redactor.redact(&line.message);
+        redactor.redact_value(&mut line.fields);
+    }
+    (redactor, logs)
+}
+
 /// The permits of one call with a live instance: its enterprise's and the node's.
 struct LivePermits {
     _all: Option<OwnedSemaphorePermit>,
@@ -135,7 +177,7 @@ impl PluginHost {
     }
 
     /// Runs `body` in a fresh store under `spec`'s limits and collects what the call left.
-    async fn call<R>(
+    async fn call<R: Redacted>(
         &self,
         spec: &CallSpec,
         body: impl AsyncFnOnce(&mut Store<State>, &mut Duration) -> wasmtime::Result<Result<R, CallError>>,
@@ -154,9 +196,10 @@ impl PluginHost {
         drop(store);
         let teardown = dropping.elapsed();
         let duration = started.elapsed();
-        let redactor = &call.redactor;
+        let (redactor, logs) = final_redactor(&call, &recorder);
+        let redactor = &redactor;
         let stderr_text = redactor.redact(&String::from_utf8_lossy(&stderr.contents()));
-        let result = settle(outcome, spec, &stderr_text, redactor);
+        let result = settle(outcome, spec, &stderr_text, redactor).map(|r| r.redacted(redactor));
         let api_calls = recorder.snapshot(redactor);
         self.observe(instantiate, &api_calls);
         CallReport {
@@ -165,7 +208,7 @@ impl PluginHost {
             setup,
             instantiate,
             teardown,
-            logs: call.logs.lock().map(|l| l.clone()).unwrap_or_default(),
+            logs,
             api_calls,
             stdout: redactor.redact(&String::from_utf8_lossy(&stdout.contents())),
             stderr: stderr_text,
@@ -285,13 +328,14 @@ impl PluginHost {
         };
         let outcome = tokio::time::timeout(outer, crate::cpu::OnCpu::new(run, crate::cpu::permits())).await;
         w.uses += 1;
-        let redactor = &call.redactor;
+        let (redactor, logs) = final_redactor(&call, &recorder);
+        let redactor = &redactor;
         let tail = |pipe: &MemoryOutputPipe, from: usize| {
             let bytes = pipe.contents();
             redactor.redact(&String::from_utf8_lossy(bytes.get(from..).unwrap_or_default()))
         };
         let (stdout_text, stderr_text) = (tail(&w.stdout, out_from), tail(&w.stderr, err_from));
-        let result = settle(outcome, spec, &stderr_text, redactor);
+        let result = settle(outcome, spec, &stderr_text, redactor).map(|r| r.redacted(redactor));
         let dropping = Instant::now();
         // Only a clean call leaves an instance fit for another; its output pipes must have room.
         let roomy = w.stdout.contents().len() < OUTPUT_CAPACITY / 2 && w.stderr.contents().len() < OUTPUT_CAPACITY / 2;
@@ -309,7 +353,7 @@ impl PluginHost {
             setup,
             instantiate,
             teardown,
-            logs: call.logs.lock().map(|l| l.clone()).unwrap_or_default(),
+            logs,
             api_calls,
             stdout: stdout_text,
             stderr: stderr_text,

@@ -42,6 +42,7 @@ pub struct NetworkPolicy {
 }
 
 pub use super::redact::Redactor;
+use super::redact::is_sensitive_name;
 pub use dibop_store::{ApiCallRecord, CallOrigin};
 
 /// Collects the rows of one call; shared between the hook, the bodies it wraps and the caller.
@@ -85,6 +86,11 @@ impl Recorder {
                 }
             }
         }
+    }
+
+    /// The credentials the host added to the call's requests (a token obtained meanwhile).
+    pub fn added_secrets(&self) -> Vec<String> {
+        self.secrets.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// The rows so far, redacted.
@@ -167,6 +173,32 @@ pub trait Authenticator: Send + Sync {
     /// Whether a 401 is answered by refreshing the credential and sending the request again
     /// (once).
     fn refreshes(&self) -> bool;
+    /// Whether a request to this exact origin gets the credentials: a secret goes only to the
+    /// scheme, host and port it was given for, not to every port of an allowed host.
+    fn sends_to(&self, origin: &Origin) -> bool;
+}
+
+/// The origin of a request (RFC 6454): scheme, lowercase host (without brackets) and port (the
+/// scheme's default when the URL has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Origin {
+    /// The origin of an `http` or `https` URI with a host.
+    pub fn of(uri: &http::Uri) -> Option<Self> {
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let default = match scheme.as_str() {
+            "https" => 443,
+            "http" => 80,
+            _ => return None,
+        };
+        let host = uri.host()?.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        Some(Self { port: uri.port_u16().unwrap_or(default), scheme, host })
+    }
 }
 
 /// What an [`Authenticator`] adds to one request.
@@ -240,8 +272,9 @@ impl WasiHttpHooks for Outbound {
 }
 
 /// Sends a request with the connection's host-managed credentials when it goes to one of the
-/// connection's hosts (a request elsewhere gets none, and `send` refuses it anyway); after a
-/// 401, refreshes them and sends it once more.
+/// connection's origins (a request elsewhere, another port or scheme of an allowed host
+/// included, gets none; `send` refuses it if the host is not allowed); after a 401, refreshes
+/// them and sends it once more.
 async fn send_authenticated(
     net: Arc<Net>,
     policy: Arc<NetworkPolicy>,
@@ -251,10 +284,9 @@ async fn send_authenticated(
     request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
 ) -> Result<(http::Response<WasiBody>, IoFuture), HttpError> {
-    let uri = request.uri();
-    let host = uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase());
-    let port = uri.port_u16().unwrap_or(if uri.scheme() == Some(&http::uri::Scheme::HTTPS) { 443 } else { 80 });
-    if !host.is_some_and(|host| host_allowed(&policy.allowed_hosts, &host, port)) {
+    let exact = Origin::of(request.uri());
+    let admitted = exact.as_ref().is_some_and(|o| host_allowed(&policy.allowed_hosts, &o.host, o.port));
+    if !admitted || !exact.is_some_and(|o| auth.sends_to(&o)) {
         return send(net, policy, origin, recorder, request, options).await;
     }
     let (parts, body) = request.into_parts();
@@ -768,11 +800,6 @@ pub fn sanitize_url(uri: &http::Uri) -> String {
         format!("?{}", pairs.join("&"))
     });
     format!("{scheme}://{host}{port}{path}{}", query.unwrap_or_default())
-}
-
-fn is_sensitive_name(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    ["key", "token", "secret", "password", "signature", "auth", "credential"].iter().any(|s| name.contains(s))
 }
 
 #[cfg(test)]

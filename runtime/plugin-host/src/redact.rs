@@ -10,6 +10,17 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 const TOKEN_FIELDS: [&str; 6] =
     ["access_token", "refresh_token", "id_token", "client_secret", "password", "client_assertion"];
 
+/// Parts of the names of headers, query parameters and fields whose values are credentials.
+const SENSITIVE_NAMES: [&str; 9] =
+    ["key", "token", "secret", "password", "signature", "auth", "credential", "cookie", "session"];
+
+/// Whether a header, query parameter or field named `name` holds a credential
+/// (`Authorization`, `X-Api-Key`, `Cookie`, `access_token`, ...).
+pub fn is_sensitive_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SENSITIVE_NAMES.iter().any(|s| name.contains(s))
+}
+
 /// Replaces credential values with `****`.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
@@ -33,6 +44,15 @@ impl Redactor {
             if let Ok(quoted) = serde_json::to_string(&secret) {
                 forms.push(quoted.trim_matches('"').to_owned());
             }
+            // As XML or HTML text or attribute.
+            forms.push(
+                secret
+                    .replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+                    .replace('"', "&quot;")
+                    .replace('\'', "&apos;"),
+            );
             forms.push(secret);
         }
         forms.retain(|f| f.len() >= 3);
@@ -41,15 +61,63 @@ impl Redactor {
         Self { forms }
     }
 
-    pub fn redact(&self, text: &str) -> String {
-        let mut text = text.to_owned();
-        for form in &self.forms {
-            if text.contains(form.as_str()) {
-                text = text.replace(form.as_str(), "****");
+    /// Itself and the forms of `more` secrets (a token obtained during the call).
+    pub fn with(&self, more: impl IntoIterator<Item = String>) -> Self {
+        let mut forms = self.forms.clone();
+        forms.extend(Self::new(more).forms);
+        forms.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        forms.dedup();
+        Self { forms }
+    }
+
+    /// The known secrets in every string of `value`, keys included, replaced by value: a
+    /// plugin's answer that echoes one (an upstream body read as text, XML or JSON) shows `****`
+    /// instead. Only the values: an answer is data, and `Bearer` or `password=` in it that is no
+    /// known secret stays as it is.
+    pub fn redact_value(&self, value: &mut serde_json::Value) {
+        use serde_json::Value;
+        if self.forms.is_empty() {
+            return;
+        }
+        let mut pending = vec![value];
+        while let Some(value) = pending.pop() {
+            match value {
+                Value::String(text) => {
+                    if let Some(redacted) = self.replace_forms(text) {
+                        *text = redacted;
+                    }
+                }
+                Value::Array(items) => pending.extend(items.iter_mut()),
+                Value::Object(fields) => {
+                    if fields.keys().any(|k| self.replace_forms(k).is_some()) {
+                        *fields = std::mem::take(fields)
+                            .into_iter()
+                            .map(|(k, v)| (self.replace_forms(&k).unwrap_or(k), v))
+                            .collect();
+                    }
+                    pending.extend(fields.values_mut());
+                }
+                _ => {}
             }
         }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let text = self.replace_forms(text).unwrap_or_else(|| text.to_owned());
         let text = redact_schemes(&text);
         redact_token_fields(&text)
+    }
+
+    /// `text` with every form of every secret replaced, if it holds one.
+    fn replace_forms(&self, text: &str) -> Option<String> {
+        let mut replaced: Option<String> = None;
+        for form in &self.forms {
+            let current = replaced.as_deref().unwrap_or(text);
+            if current.contains(form.as_str()) {
+                replaced = Some(current.replace(form.as_str(), "****"));
+            }
+        }
+        replaced
     }
 }
 
@@ -166,6 +234,20 @@ mod tests {
         }
         assert_eq!(r.redact("Authorization: Basic dXNlcjpwYXNz"), "Authorization: Basic ****");
         assert_eq!(r.redact("Bearer eyJhbGciOi.x-y_z"), "Bearer ****");
+    }
+
+    #[test]
+    fn values_are_redacted_in_every_string_and_key_and_in_xml_text() {
+        let r = Redactor::new(["k&y-123".to_owned()]).with(["tok-live-9".to_owned()]);
+        let mut value = serde_json::json!({
+            "text": "echo: tok-live-9", "k&amp;y-123": [{"x": "<key>k&amp;y-123</key>"}], "n": 3
+        });
+        r.redact_value(&mut value);
+        assert_eq!(value, serde_json::json!({"text": "echo: ****", "****": [{"x": "<key>****</key>"}], "n": 3}));
+        // Data that only looks like a credential is left alone in an answer.
+        let mut data = serde_json::json!({"note": "Bearer abc; password=x"});
+        r.redact_value(&mut data);
+        assert_eq!(data["note"], "Bearer abc; password=x");
     }
 
     #[test]

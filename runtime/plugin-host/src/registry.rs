@@ -141,7 +141,7 @@ impl Registry {
         }
         // A version that declares more than the newest one in use waits for an admin's approval
         // (`pending`): no connection moves to it, and none may pin it, until then.
-        let before = self.newest_in_scope(enterprise_id, &info.slug).await?;
+        let before = self.newest_approved(enterprise_id, &info.slug).await?;
         let before = before.and_then(|row| serde_json::from_str::<PluginInfo>(&row.info).ok());
         let wants_more = info.world == World::Connector
             && before.as_ref().is_some_and(|before| {
@@ -240,9 +240,14 @@ impl Registry {
     /// The newest usable connector version of `slug` that uploads to this scope are compared
     /// with: global ones for the catalogue, the enterprise's own and global ones for an
     /// enterprise.
-    async fn newest_in_scope(&self, enterprise_id: Option<&str>, slug: &str) -> sqlx::Result<Option<PluginRow>> {
+    /// The version an upload to `enterprise_id`'s scope is compared with to tell whether it
+    /// declares more: the newest one the enterprise sees that is not itself waiting for approval
+    /// (disabled and deprecated ones included, so that disabling the last narrow version does
+    /// not let a wider one in unapproved).
+    async fn newest_approved(&self, enterprise_id: Option<&str>, slug: &str) -> sqlx::Result<Option<PluginRow>> {
         // No enterprise has the id "": that reads the global catalogue alone.
-        let rows = self.store.usable_plugins(enterprise_id.unwrap_or("")).await?;
+        let mut rows = self.store.visible_versions(enterprise_id.unwrap_or(""), slug).await?;
+        rows.retain(|row| row.status != "pending");
         Ok(pick(&rows, World::Connector, slug, &VersionPin::Newest).cloned())
     }
 

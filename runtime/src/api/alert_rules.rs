@@ -45,9 +45,14 @@ pub struct RuleView {
 }
 
 fn view(row: &AlertRuleRow, secret: Option<String>) -> AppResult<RuleView> {
+    let mut rule: RuleDefinition = serde_json::from_str(&row.definition).map_err(anyhow::Error::from)?;
+    // Channel URLs that carry a secret are write-only, for every reader.
+    for channel in &mut rule.notification.channels {
+        channel.url = channel.shown_url();
+    }
     Ok(RuleView {
         id: row.id.clone(),
-        rule: serde_json::from_str(&row.definition).map_err(anyhow::Error::from)?,
+        rule,
         last_fired_at: row.last_fired_at.map(datetime),
         created_at: datetime(row.created_at),
         updated_at: datetime(row.updated_at),
@@ -55,8 +60,34 @@ fn view(row: &AlertRuleRow, secret: Option<String>) -> AppResult<RuleView> {
     })
 }
 
+/// `rule` with the stored URL back in each channel that sends it masked (as shown) or leaves
+/// it out where the stored channel at the same place, of the same type, has a secret one.
+fn with_stored_urls(mut rule: RuleDefinition, stored: &AlertRuleRow) -> AppResult<RuleDefinition> {
+    let stored: RuleDefinition = serde_json::from_str(&stored.definition).map_err(anyhow::Error::from)?;
+    let stored = &stored.notification.channels;
+    for (i, channel) in rule.notification.channels.iter_mut().enumerate() {
+        let masked = |kept: &&alerts::Channel| kept.url_is_secret() && kept.shown_url() == channel.url;
+        let kept = match &channel.url {
+            Some(_) => stored.iter().find(masked),
+            None => stored.get(i).filter(|kept| kept.kind == channel.kind && kept.url_is_secret()),
+        };
+        if let Some(kept) = kept {
+            channel.url.clone_from(&kept.url);
+        }
+    }
+    Ok(rule)
+}
+
 fn checked(rule: &RuleDefinition) -> AppResult<String> {
-    let errors = alerts::validate(rule);
+    let mut errors = alerts::validate(rule);
+    for (i, channel) in rule.notification.channels.iter().enumerate() {
+        if channel.url.as_deref().is_some_and(|u| u.contains("/****")) {
+            errors.push(dibop_core::FieldError::new(
+                format!("notification.channels[{i}].url"),
+                "a masked URL matches no stored channel of this rule: send the full URL",
+            ));
+        }
+    }
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
@@ -122,6 +153,7 @@ async fn replace_rule(
 ) -> AppResult<Json<RuleView>> {
     let before = rule_row(&state, &principal, &id).await?;
     let rule: RuleDefinition = kept::over_stored(kept::object(&before.definition), body)?;
+    let rule = with_stored_urls(rule, &before)?;
     let text = checked(&rule)?;
     let row = state
         .store
@@ -177,8 +209,18 @@ pub struct AlertView {
 }
 
 fn alert_view(row: AlertRow) -> AlertView {
+    let mut deliveries: Value = serde_json::from_str(&row.deliveries).unwrap_or(Value::Null);
+    // Deliveries stored before URLs were masked in them.
+    for delivery in deliveries.as_array_mut().into_iter().flatten() {
+        let kind = serde_json::from_value(delivery["type"].clone()).ok();
+        let url = delivery["url"].as_str().map(str::to_owned);
+        if let (Some(kind), Some(url)) = (kind, url) {
+            let shown = alerts::Channel { kind, url: Some(url) }.shown_url();
+            delivery["url"] = shown.map_or(Value::Null, Value::String);
+        }
+    }
     AlertView {
-        deliveries: serde_json::from_str(&row.deliveries).unwrap_or(Value::Null),
+        deliveries,
         id: row.id,
         rule_id: row.rule_id,
         severity: row.severity,

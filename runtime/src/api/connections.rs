@@ -25,6 +25,7 @@ use crate::engine::host_auth::{self, HostAuth};
 use crate::engine::resilience::{self, Resilience};
 use crate::error::{AppError, AppResult, FieldError, OrConflict, OrNotFound, Validator};
 use crate::plugins::host::LogLine;
+use crate::plugins::redact::is_sensitive_name;
 use crate::plugins::registry::VersionPin;
 use crate::plugins::{CallError, Invocation, MAX_MEMORY_BYTES, PluginInfo};
 use crate::state::AppState;
@@ -55,7 +56,8 @@ pub struct ConnectionView {
     /// Host-managed authentication, secrets masked (`{"type": "none"}` without).
     #[schema(value_type = Object)]
     pub auth: serde_json::Value,
-    /// Headers added to every request to the connection's hosts.
+    /// Headers added to every request to the connection's origins; the values of those named
+    /// like credentials (`Authorization`, `X-Api-Key`, `Cookie`, ...) are masked.
     pub headers: BTreeMap<String, String>,
     /// The circuit breaker: `closed` (calls go through), `open` (calls fail at once with
     /// `circuit_open`) or `half_open` (one trial call is running).
@@ -108,8 +110,10 @@ pub struct ConnectionInput {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Object>)]
     pub auth: Option<serde_json::Value>,
-    /// Headers added to every request to the connection's hosts, e.g.
-    /// `{"Subscription-Id": "dealer-42"}` (at most 32).
+    /// Headers added to every request to the connection's origins, e.g.
+    /// `{"Subscription-Id": "dealer-42"}` (at most 32). Those named like credentials
+    /// (`Authorization`, `X-Api-Key`, `Cookie`, ...) are write-only: on `PUT`, the masked value
+    /// as shown keeps the stored one (unless the system, `base_url` or hosts change).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// The plugin versions to use: an exact version (`1.2.0`) or a semver range (`^1.2`). A new
@@ -187,7 +191,7 @@ fn view(state: &AppState, row: ConnectionRow, circuit: &str) -> AppResult<Connec
         .collect();
     Ok(ConnectionView {
         auth,
-        headers: serde_json::from_str(&row.headers).unwrap_or_default(),
+        headers: shown_headers(&row.headers),
         resilience: Resilience::of(&row),
         config: serde_json::from_str(&row.config).unwrap_or_default(),
         allowed_hosts: serde_json::from_str(&row.allowed_hosts).unwrap_or_default(),
@@ -204,6 +208,42 @@ fn view(state: &AppState, row: ConnectionRow, circuit: &str) -> AppResult<Connec
         updated_at: datetime(row.updated_at),
         test: None,
     })
+}
+
+/// Static headers as shown: the values of those named like credentials (`Authorization`,
+/// `X-Api-Key`, `Cookie`, ...) masked like `auth` secrets; they are write-only.
+fn shown_headers(stored: &str) -> BTreeMap<String, String> {
+    let headers: BTreeMap<String, String> = serde_json::from_str(stored).unwrap_or_default();
+    headers
+        .into_iter()
+        .map(|(name, value)| {
+            let value = if is_sensitive_name(&name) { mask(&value) } else { value };
+            (name, value)
+        })
+        .collect()
+}
+
+/// Puts the stored values back into credential-named headers that `input` sends masked (as
+/// shown); `moved`, a masked one is refused: the value must be sent again with the change.
+fn kept_headers(input: &mut BTreeMap<String, String>, stored: &str, moved: bool) -> AppResult<()> {
+    let stored: BTreeMap<String, String> = serde_json::from_str(stored).unwrap_or_default();
+    for (name, value) in input.iter_mut().filter(|(name, _)| is_sensitive_name(name)) {
+        let Some(kept) = stored.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v) else {
+            continue;
+        };
+        if *value != mask(kept) {
+            continue;
+        }
+        if moved {
+            return Err(AppError::Validation(vec![FieldError {
+                path: format!("headers.{name}"),
+                message: "system, base_url or allowed_hosts changed: send this header's value again with the change"
+                    .into(),
+            }]));
+        }
+        value.clone_from(kept);
+    }
+    Ok(())
 }
 
 /// What a connection has stored that an input may keep (nothing, for a new one).
@@ -274,6 +314,21 @@ async fn fields(
             "plugin_version",
             format!("{} {} is deprecated: no connection may newly pin it{hint}", plugin.slug, plugin.version),
         ));
+    }
+    // An enterprise that accepts signed plugins only connects to none unsigned, the global
+    // catalogue's included (the plugins shipped with DIBOP are part of the runtime).
+    if new_pin && plugin.enterprise_id.is_none() && plugin.signed_by.is_none() && plugin.bundled == 0 {
+        let enterprise = state.store.get_enterprise(&principal.enterprise_id).await?.or_not_found("enterprise")?;
+        if enterprise.require_signed_plugins != 0 {
+            return Err(refused(
+                "plugin_version",
+                format!(
+                    "{} {} is an unsigned plugin of the global catalogue and this enterprise accepts signed plugins \
+                     only (require_signed_plugins)",
+                    plugin.slug, plugin.version
+                ),
+            ));
+        }
     }
     // Without a pin, the connection pins the version it gets now.
     let plugin_version = if pin == VersionPin::Newest { plugin.version.clone() } else { pin_text.trim().to_owned() };
@@ -416,6 +471,19 @@ fn with_stored_secrets(mut given: serde_json::Value, stored: &HostAuth) -> serde
     given
 }
 
+/// Whether moving a connection from the pin `stored` to `given` keeps its credentials with the
+/// code they were given to: the same pin, or one exact version the stored pin admits.
+fn trusted_pin(stored: &str, given: &str) -> bool {
+    let given = given.trim();
+    if given == stored.trim() {
+        return true;
+    }
+    match (VersionPin::parse(stored), VersionPin::parse(given)) {
+        (Ok(stored), Ok(VersionPin::Exact(exact))) => stored != VersionPin::Newest && stored.admits(&exact.to_string()),
+        _ => false,
+    }
+}
+
 fn taken(name: &str) -> String {
     format!("a connection named {name:?} already exists")
 }
@@ -459,9 +527,11 @@ async fn create_connection(
     let fields = fields(&state, &principal, &id, input, Stored::nothing()).await?;
     let would_be = fields.clone().into_row(&principal.enterprise_id, &id, dibop_core::now_ms());
     let dry_run = query.dry_run.unwrap_or(false);
-    let tested = tested_first(&state, &would_be, test, dry_run).await?;
+    let tested = tested_first(&state, &principal, &would_be, test, dry_run).await?;
     if dry_run {
-        return Ok((StatusCode::OK, Json(ConnectionView { test: tested, ..view(&state, would_be, "closed")? })));
+        let shown = view(&state, would_be, "closed")?;
+        record_dry_run(&state, &principal, None, &shown).await;
+        return Ok((StatusCode::OK, Json(ConnectionView { test: tested, ..shown })));
     }
     let row =
         state.store.create_connection(&principal.enterprise_id, &id, fields).await.or_conflict(|| taken(&name))?;
@@ -519,12 +589,20 @@ async fn replace_connection(
     let moved = current.system != input.system
         || old_config.get("base_url") != input.config.get("base_url")
         || old_hosts != input.allowed_hosts;
-    if moved && !stored.is_empty() {
+    // Credentials reach the plugin's code: another version gets them only when the stored pin
+    // already gave them to it (an exact version the pin admits); any other pin needs them sent
+    // again.
+    let repinned = current.system == input.system
+        && input.plugin_version.as_deref().is_some_and(|given| !trusted_pin(&current.plugin_version, given));
+    if (moved || repinned) && !stored.is_empty() {
         if input.credentials.is_empty() {
-            return Err(AppError::Validation(vec![FieldError {
-                path: "credentials".into(),
-                message: "system, base_url or allowed_hosts changed: send the credentials again with the change".into(),
-            }]));
+            let message = if moved {
+                "system, base_url or allowed_hosts changed: send the credentials again with the change"
+            } else {
+                "plugin_version changed to versions the credentials were not given to: send the credentials again \
+                 with the change"
+            };
+            return Err(AppError::Validation(vec![FieldError { path: "credentials".into(), message: message.into() }]));
         }
         stored.clear();
     }
@@ -539,6 +617,7 @@ async fn replace_connection(
         }
         stored_auth = HostAuth::None;
     }
+    kept_headers(&mut input.headers, &current.headers, moved)?;
     let name = input.name.clone();
     let test = input.test.take();
     // A connection moved to another system pins that system's newest version unless told.
@@ -548,10 +627,11 @@ async fn replace_connection(
     let fields = fields(&state, &principal, &current.id, input, kept).await?;
     let dry_run = query.dry_run.unwrap_or(false);
     let would_be = fields.clone().into_row(&principal.enterprise_id, &current.id, current.created_at);
-    let tested = tested_first(&state, &would_be, test, dry_run).await?;
+    let tested = tested_first(&state, &principal, &would_be, test, dry_run).await?;
     if dry_run {
         let circuit = state.store.circuit(&current.id).await?;
         let shown = view(&state, would_be, resilience::circuit_state(circuit.as_ref()))?;
+        record_dry_run(&state, &principal, Some(&id), &shown).await;
         return Ok(Json(ConnectionView { test: tested, ..shown }));
     }
     let row = state
@@ -590,7 +670,9 @@ fn as_input(row: &ConnectionRow) -> serde_json::Map<String, serde_json::Value> {
     fields.insert("memory_limit_mb".into(), row.memory_limit_mb.into());
     fields.insert("timeout_ms".into(), row.timeout_ms.into());
     fields.insert("resilience".into(), serde_json::to_value(Resilience::of(row)).unwrap_or_default());
-    fields.insert("headers".into(), stored(&row.headers));
+    // As shown (credential-named ones masked): `kept_headers` puts their values back, or
+    // refuses them when the connection moves to other hosts.
+    fields.insert("headers".into(), serde_json::to_value(shown_headers(&row.headers)).unwrap_or_default());
     fields.retain(|_, value| !value.is_null());
     fields
 }
@@ -599,13 +681,14 @@ fn as_input(row: &ConnectionRow) -> serde_json::Map<String, serde_json::Value> {
 /// change (422 at `test`) unless this is a dry run, which answers it.
 async fn tested_first(
     state: &AppState,
+    principal: &Principal,
     would_be: &ConnectionRow,
     test: Option<TestRequest>,
     dry_run: bool,
 ) -> AppResult<Option<TestResult>> {
     let Some(request) = test else { return Ok(None) };
     let operation = request.operation.clone();
-    let result = run_test(state, would_be, request, true).await?;
+    let result = run_test(state, principal, would_be, request, true).await?;
     if let (false, Some(error)) = (dry_run, &result.error) {
         return Err(AppError::Validation(vec![FieldError {
             path: "test".into(),
@@ -655,15 +738,31 @@ async fn test_connection(
 ) -> AppResult<Json<TestResult>> {
     let row =
         state.store.get_connection(&principal.enterprise_id, &id).await?.or_not_found(format!("connection {id}"))?;
-    Ok(Json(run_test(&state, &row, request, false).await?))
+    Ok(Json(run_test(&state, &principal, &row, request, false).await?))
+}
+
+/// A dry run in the audit log: who tried which settings (as shown, secrets removed; the test's
+/// answer is left out, it is the connector's, not the connection's).
+async fn record_dry_run(state: &AppState, principal: &Principal, id: Option<&str>, shown: &ConnectionView) {
+    let after = Some(audit::scrubbed(shown));
+    let change = Change { action: "dry_run", resource: "connection", resource_id: id, before: None, after };
+    audit::record(state, principal, change).await;
 }
 
 /// One call of the connection `row` (the stored one, or one about to be stored: `unsaved`):
-/// the connection test.
-async fn run_test(state: &AppState, row: &ConnectionRow, request: TestRequest, unsaved: bool) -> AppResult<TestResult> {
+/// the connection test. It runs the connector with the connection's credentials, so the audit
+/// log records who ran which operation and how it ended.
+async fn run_test(
+    state: &AppState,
+    principal: &Principal,
+    row: &ConnectionRow,
+    request: TestRequest,
+    unsaved: bool,
+) -> AppResult<TestResult> {
     let mut v = Validator::new();
     v.check(!request.operation.trim().is_empty(), "operation", "must name an operation of the connector");
     v.finish()?;
+    let operation = request.operation.clone();
     let prepared =
         connections::prepare(&state.engine, row, Caller { step: Some("test".into()), unsaved, ..Caller::default() })
             .await?;
@@ -675,6 +774,18 @@ async fn run_test(state: &AppState, row: &ConnectionRow, request: TestRequest, u
         Ok(output) => ("success", Some(output), None),
         Err(error) => ("error", None, Some(error)),
     };
+    let after = serde_json::json!({
+        "operation": operation,
+        "status": status,
+        "error_code": error.as_ref().map(|e| e.code.clone()),
+        "unsaved": unsaved,
+        "plugin_version": row.plugin_version,
+    });
+    // A test of settings not stored yet names no stored connection when it is a new one.
+    let stored_id = state.store.get_connection(&principal.enterprise_id, &row.id).await?.map(|_| row.id.as_str());
+    let change =
+        Change { action: "test", resource: "connection", resource_id: stored_id, before: None, after: Some(after) };
+    audit::record(state, principal, change).await;
     Ok(TestResult {
         status: status.into(),
         output,

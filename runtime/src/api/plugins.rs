@@ -229,10 +229,12 @@ pub struct StatusInput {
 /// Set a plugin version's status: `deprecated` keeps it serving the connections that pin it and
 /// refuses it to new pins; `disabled` stops it (their calls fail `plugin_disabled`); `active`
 /// restores it, or approves a `pending` version (one that declares more than the version before
-/// it). Global versions need platform rights.
+/// it; someone other than its uploader, or with platform rights, approves it). Global versions
+/// need platform rights.
 #[utoipa::path(patch, path = "/plugins/{id}", tag = "plugins", params(("id" = String, Path)), request_body = StatusInput,
     responses(
         (status = 200, description = "The plugin version with its new status", body = PluginView),
+        (status = 403, description = "A pending version's uploader may not approve it", body = crate::error::ErrorResponse),
         (status = 404, description = "No such plugin you may change", body = crate::error::ErrorResponse),
     ))]
 async fn set_plugin_status(
@@ -248,6 +250,9 @@ async fn set_plugin_status(
         ));
     }
     let current = state.store.get_plugin(&principal.enterprise_id, &id).await?.or_not_found(format!("plugin {id}"))?;
+    if current.status == "pending" && input.status == "active" && !principal.platform {
+        approver_is_not_uploader(&state, &principal, &current).await?;
+    }
     let row = state
         .store
         .set_plugin_status(&principal.enterprise_id, &id, &input.status, principal.platform)
@@ -259,6 +264,34 @@ async fn set_plugin_status(
     let change = Change { action: "update", resource: "plugin", resource_id: Some(&id), before, after };
     audit::record(&state, &principal, change).await;
     Ok(Json(shown))
+}
+
+/// Four eyes on a capability widening: a `pending` version is approved by someone other than
+/// the person who uploaded it (an API key counts as the user who made it), unless with platform
+/// rights. When the log no longer names the uploader, only platform rights approve it.
+async fn approver_is_not_uploader(state: &AppState, principal: &Principal, plugin: &PluginRow) -> AppResult<()> {
+    let person = async |actor: String| -> AppResult<String> {
+        Ok(match actor.strip_prefix("api_key:") {
+            Some(key) => match state.store.api_key_creator(&principal.enterprise_id, key).await? {
+                Some(user) => format!("user:{user}"),
+                None => actor,
+            },
+            None => actor,
+        })
+    };
+    let approver = person(audit::actor(principal)).await?;
+    let uploader = match state.store.plugin_uploader(&plugin.id).await? {
+        Some(actor) => Some(person(actor).await?),
+        None => None,
+    };
+    if uploader.is_some_and(|uploader| uploader != approver) {
+        return Ok(());
+    }
+    Err(AppError::Forbidden(format!(
+        "{} {} declares more hosts or memory than the version before it: someone other than its uploader (or \
+         with platform rights) approves it",
+        plugin.slug, plugin.version
+    )))
 }
 
 /// Disable a plugin version (as `PATCH` with `disabled`); global ones need platform rights.

@@ -48,9 +48,10 @@ pub struct TestArgs {
     /// The call's deadline, ms.
     #[arg(long, default_value_t = 30_000)]
     pub timeout_ms: u64,
-    /// The call's memory limit, MiB.
-    #[arg(long, default_value_t = 64)]
-    pub memory_mb: usize,
+    /// The call's memory limit, MiB (default: what the connector declares it wants, else 64,
+    /// as a new connection on the server).
+    #[arg(long)]
+    pub memory_mb: Option<usize>,
 }
 
 /// `key=value` pairs as a map; values read as JSON when they are JSON (`secrets`: as text).
@@ -87,7 +88,7 @@ pub async fn run(args: TestArgs, cache_dir: &Path) -> anyhow::Result<()> {
         .into_iter()
         .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned()))
         .collect();
-    if !(1..=MAX_MEMORY_BYTES >> 20).contains(&args.memory_mb) {
+    if args.memory_mb.is_some_and(|mb| !(1..=MAX_MEMORY_BYTES >> 20).contains(&mb)) {
         bail!("--memory-mb must be from 1 to {}", MAX_MEMORY_BYTES >> 20);
     }
 
@@ -111,6 +112,24 @@ pub async fn run(args: TestArgs, cache_dir: &Path) -> anyhow::Result<()> {
     if let Some(base) = config.get("base_url").and_then(Value::as_str).and_then(crate::connections::url_authority) {
         allowed_hosts.push(base);
     }
+    // As on the server: a connector that declares the hosts it reaches gets no others.
+    if let Some(declared) = &info.capabilities {
+        let patterns = declared.host_patterns();
+        if let Some(outside) = allowed_hosts.iter().find(|host| !patterns.admits(host)) {
+            bail!(
+                "{outside} is outside the hosts {} {} declares it reaches ({}); the server refuses a connection to it",
+                info.slug,
+                info.version,
+                declared.hosts.join(", ")
+            );
+        }
+    }
+    let wanted = info.capabilities.as_ref().and_then(|c| c.memory_mb).and_then(|mb| usize::try_from(mb).ok());
+    let wanted = wanted.unwrap_or(64);
+    let memory_mb = args.memory_mb.unwrap_or(wanted);
+    if !(1..=MAX_MEMORY_BYTES >> 20).contains(&memory_mb) {
+        bail!("{} declares {memory_mb} MiB; at most {} are allowed", info.slug, MAX_MEMORY_BYTES >> 20);
+    }
     let spec = CallSpec {
         plugin: format!("{}@{}", info.slug, info.version),
         origin: CallOrigin {
@@ -124,7 +143,7 @@ pub async fn run(args: TestArgs, cache_dir: &Path) -> anyhow::Result<()> {
         secrets,
         allowed_hosts,
         limits: Limits {
-            memory_bytes: args.memory_mb << 20,
+            memory_bytes: memory_mb << 20,
             timeout: Duration::from_millis(args.timeout_ms.clamp(100, 600_000)),
             ..Limits::default()
         },

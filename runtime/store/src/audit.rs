@@ -34,6 +34,17 @@ pub struct AuditFilter {
 const COLUMNS: &str = "id, enterprise_id, at, actor, action, resource, resource_id, before, after";
 
 impl Store {
+    /// Who uploaded a plugin version (the actor of its `upload` row), if the log still has it.
+    pub async fn plugin_uploader(&self, plugin_id: &str) -> sqlx::Result<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT actor FROM audit_log WHERE resource = 'plugin' AND action = 'upload' AND resource_id = $1 \
+             ORDER BY at LIMIT 1",
+        )
+        .bind(plugin_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
     pub async fn insert_audit(&self, row: &AuditRow) -> sqlx::Result<()> {
         sqlx::query(&format!("INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
             .bind(&row.id)

@@ -428,6 +428,18 @@ impl Store {
         self.page_of(list, page).await
     }
 
+    /// The user who created an API key of the enterprise (`None`: no such key, or made without
+    /// a user).
+    pub async fn api_key_creator(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<String>> {
+        let creator: Option<Option<String>> =
+            sqlx::query_scalar("SELECT created_by FROM api_keys WHERE enterprise_id = $1 AND id = $2")
+                .bind(enterprise_id)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(creator.flatten())
+    }
+
     /// Revokes a key; `false` when the enterprise has no such key. Revoking twice is harmless.
     pub async fn revoke_api_key(&self, enterprise_id: &str, id: &str) -> sqlx::Result<bool> {
         let done = sqlx::query(

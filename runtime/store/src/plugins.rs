@@ -182,6 +182,16 @@ impl Store {
         Ok(rows)
     }
 
+    /// Every version of `slug` the enterprise sees (the global catalogue's and its own), in any
+    /// status; `""` reads the global catalogue alone.
+    pub async fn visible_versions(&self, enterprise_id: &str, slug: &str) -> sqlx::Result<Vec<PluginRow>> {
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM plugins WHERE {VISIBLE} AND slug = $2"))
+            .bind(enterprise_id)
+            .bind(slug)
+            .fetch_all(self.reads())
+            .await
+    }
+
     /// The versions of `slug` in `status` (`disabled`, `pending`) the enterprise could see: why
     /// a pin admits no usable version.
     pub async fn versions_in_status(&self, enterprise_id: &str, slug: &str, status: &str) -> sqlx::Result<Vec<String>> {
