@@ -262,6 +262,15 @@ async fn credential_headers_are_write_only_and_masked_and_secret_alert_urls_too(
     let refused = app.put(&token, &format!("/connections/{id}"), moved).await;
     let error = assert_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
     assert_eq!(detail_paths(&error), ["headers.Authorization"], "{error}");
+    // So is leaving the headers out (a PUT keeps what it omits, as shown): the secret does not
+    // ride along to the new hosts.
+    let mut omitted = body(json!({}));
+    omitted.as_object_mut().expect("object").remove("headers");
+    omitted["config"]["base_url"] = json!("http://127.0.0.1:9/api");
+    omitted["allowed_hosts"] = json!(["127.0.0.1:9"]);
+    let refused = app.put(&token, &format!("/connections/{id}"), omitted).await;
+    let error = assert_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
+    assert_eq!(detail_paths(&error), ["headers.Authorization"], "{error}");
 
     // Alert channel URLs that carry a secret are masked for everyone and write-only.
     let slack = "https://hooks.slack.com/services/T000/B000/XXXXsecretXk9z";
