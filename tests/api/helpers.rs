@@ -274,6 +274,13 @@ impl TestApp {
         self.post(token, &format!("/orchestrations/{id}/execute"), body).await.json().await.expect("json")
     }
 
+    /// Executes orchestration `id` with `body` and answers the finished execution.
+    pub async fn run_to_end(&self, token: &str, id: &str, body: Value) -> Value {
+        let started = self.execute(token, id, body).await;
+        let execution_id = started["execution_id"].as_str().unwrap_or_else(|| panic!("not started: {started}"));
+        self.wait_finished(token, execution_id).await
+    }
+
     pub async fn create_connection(&self, token: &str, body: Value) -> Value {
         let response = self.post(token, "/connections", body.clone()).await;
         let status = response.status();

@@ -84,9 +84,8 @@ async fn map_steps_that_wrap_each_other_fail_at_the_bound_instead_of_ending_the_
             json!({"name": "Onion", "parameters": [{"name": "x", "type": "string"}], "steps": steps}),
         )
         .await;
-    let started = app.execute(&token, &id, json!({"parameters": {"x": "core"}})).await;
-    let execution_id = started["execution_id"].as_str().unwrap_or_else(|| panic!("{started}")).to_owned();
-    let done = app.wait_finished(&token, &execution_id).await;
+    let done = app.run_to_end(&token, &id, json!({"parameters": {"x": "core"}})).await;
+    let execution_id = done["id"].as_str().expect("id").to_owned();
     assert_eq!(done["status"], "failed", "{done}");
     let failed: Vec<&Value> =
         done["steps"].as_array().expect("steps").iter().filter(|s| s["status"] == "failed").collect();
@@ -136,8 +135,7 @@ async fn steps_nested_deeper_than_sixteen_blocks_are_refused() {
     };
     // The top-level block and 15 more: accepted and run.
     let id = app.create_orchestration(&token, nest(15)).await;
-    let started = app.execute(&token, &id, json!({"parameters": {"x": true}})).await;
-    let done = app.wait_finished(&token, started["execution_id"].as_str().expect("id")).await;
+    let done = app.run_to_end(&token, &id, json!({"parameters": {"x": true}})).await;
     assert_eq!(done["status"], "success", "{done}");
     // One more level is refused at save.
     let body = assert_error(
@@ -234,8 +232,7 @@ async fn an_upstream_answer_past_the_bound_fails_its_step() {
             json!({"name": "Deep answer", "steps": [{"name": "fetch", "type": "api_call", "connection": "deep", "operation": "get", "parameters": {}}]}),
         )
         .await;
-    let started = app.execute(&token, &id, json!({})).await;
-    let done = app.wait_finished(&token, started["execution_id"].as_str().expect("id")).await;
+    let done = app.run_to_end(&token, &id, json!({})).await;
     assert_eq!(done["status"], "failed", "{done}");
     let error = done["steps"][0]["error"].as_str().unwrap_or_default();
     assert!(error.contains("deeper than 100 levels"), "{done}");

@@ -69,7 +69,12 @@ impl Reference {
         }
         let rest = &expression[root.len()..];
         let path_text = format!("$['{root}']{}", shorthand_to_brackets(rest));
-        let path = JsonPath::parse(&path_text).map_err(|e| error(format!("invalid JSONPath: {e}")))?;
+        // `serde_json_path` 0.7.2 panics ("we do not use streaming parsers") on some unfinished
+        // escapes such as `\u` at the end of a quoted name: a panic there is an invalid path.
+        let path = match std::panic::catch_unwind(|| JsonPath::parse(&path_text)) {
+            Ok(parsed) => parsed.map_err(|e| error(format!("invalid JSONPath: {e}")))?,
+            Err(_) => return Err(error("invalid JSONPath: an escape sequence is not finished".into())),
+        };
         let singular = !(rest.contains('*') || rest.contains("[?") || rest.contains("..") || has_slice(rest));
         Ok(Self { expression: expression.to_owned(), root, path, singular })
     }
@@ -688,6 +693,13 @@ mod tests {
             "decode": {"status_code": 200, "response": {"make": "HONDA", "year": 2003}},
             "stock": {"items": [{"name": "a", "status": "active"}, {"name": "b", "status": "sold"}, {"name": "c", "status": "active"}]}
         })
+    }
+
+    #[test]
+    fn an_unfinished_escape_is_an_invalid_path_not_a_panic() {
+        let err = Reference::parse(r"parameters.'['}\u").err().expect("refused");
+        assert!(err.message.contains("escape sequence is not finished"), "{}", err.message);
+        assert!(resolve(&json!(r"${parameters.'['}\u}"), &scope()).is_err());
     }
 
     #[test]
