@@ -309,3 +309,47 @@ async fn credential_headers_are_write_only_and_masked_and_secret_alert_urls_too(
     let error = assert_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
     assert_eq!(detail_paths(&error), ["notification.channels[0].url"], "{error}");
 }
+
+#[tokio::test]
+async fn a_range_pin_does_not_carry_credentials_to_a_newer_upload() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    assert_eq!(app.upload(&token, guest("lookup_v1"), None).await.status(), StatusCode::CREATED);
+    let with_secret = app
+        .create_connection(
+            &token,
+            json!({"name": "kept", "system": "lookup", "plugin_version": ">=1",
+                   "credentials": {"api_key": "sk-range-0123456789"}}),
+        )
+        .await;
+    let without =
+        app.create_connection(&token, json!({"name": "free", "system": "lookup", "plugin_version": ">=1"})).await;
+    let (kept, free) = (with_secret["id"].as_str().expect("id"), without["id"].as_str().expect("id"));
+    // A version 2 that answers the credential reversed arrives and is approved; the range admits it.
+    let key = app.api_key(&token, "ci").await;
+    let uploaded: Value = app.upload(&key, guest("lookup_v2"), None).await.json().await.expect("json");
+    let path = format!("/plugins/{}", uploaded["id"].as_str().expect("id"));
+    let approved = app.request(reqwest::Method::PATCH, &token, &path, Some(json!({"status": "active"}))).await;
+    assert_eq!(approved.status(), StatusCode::OK);
+
+    // The connection without credentials moves with its range; the one with them stays on the
+    // build they were given to, so version 2 never sees them.
+    assert_eq!(app.test_call(&token, free, "find", json!({})).await["output"]["version"], "2.0.0");
+    assert_eq!(app.test_call(&token, kept, "find", json!({})).await["output"]["version"], "1.0.0");
+    let revealed =
+        app.post(&key, &format!("/connections/{kept}/test"), json!({"operation": "reveal", "input": {}})).await;
+    let revealed = revealed.text().await.expect("text");
+    assert!(!revealed.contains("9876543210"), "{revealed}");
+
+    // Sent again, the credential goes to the newest build the range admits.
+    let resent = json!({"name": "kept", "system": "lookup", "credentials": {"api_key": "given-again-42"}});
+    assert_eq!(app.put(&token, &format!("/connections/{kept}"), resent).await.status(), StatusCode::OK);
+    let answered = app.test_call(&token, kept, "reveal", json!({})).await;
+    assert_eq!(answered["output"], json!({"reversed": "24-niaga-nevig"}), "{answered}");
+
+    // A new pin that does not admit the build the credentials were given to needs them again.
+    let pinned = json!({"name": "kept", "system": "lookup", "plugin_version": "1.0.0"});
+    let refused = app.put(&token, &format!("/connections/{kept}"), pinned).await;
+    let body = assert_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
+    assert_eq!(detail_paths(&body), ["credentials"], "{body}");
+}

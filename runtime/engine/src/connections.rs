@@ -74,6 +74,36 @@ pub fn sealing_context(enterprise_id: &str, connection_id: &str) -> String {
     format!("connection:{enterprise_id}:{connection_id}")
 }
 
+/// The component that runs a connection's calls: the one its credentials were given with while
+/// its pin admits it (a range pin does not carry them to a newer upload), else `newest` when
+/// the credentials are not bound (none, or saved before the binding). A connection whose
+/// credentials' component its pin no longer admits fails its calls until they are sent again.
+async fn bound_component(
+    engine: &Engine,
+    row: &ConnectionRow,
+    pin: &VersionPin,
+    newest: PluginRow,
+) -> Result<PluginRow, ConnectionError> {
+    if row.credentials_for.is_empty() || newest.sha256 == row.credentials_for {
+        return Ok(newest);
+    }
+    let usable = engine.store.usable_plugins(&row.enterprise_id).await?;
+    // The same bytes describe the same version: any row of them will do.
+    let mut bound = usable.into_iter().filter(|p| {
+        p.world == World::Connector.as_str()
+            && p.slug == row.system
+            && p.sha256 == row.credentials_for
+            && pin.admits(&p.version)
+    });
+    bound.next().ok_or_else(|| {
+        ConnectionError::Unusable(format!(
+            "connection {}: its credentials were given to a build of connector {:?} that its plugin_version {:?} \
+             no longer admits; send them again with PUT /connections/{}",
+            row.name, row.system, row.plugin_version, row.id
+        ))
+    })
+}
+
 /// Loads the connector serving `row.system` and builds the call spec of the connection.
 pub async fn prepare(engine: &Engine, row: &ConnectionRow, caller: Caller) -> Result<Prepared, ConnectionError> {
     // The connection's pinned versions: a new upload moves no connection.
@@ -93,6 +123,7 @@ pub async fn prepare(engine: &Engine, row: &ConnectionRow, caller: Caller) -> Re
             row.system, row.plugin_version
         )));
     };
+    let plugin = bound_component(engine, row, &pin, plugin).await?;
     let loaded = engine.registry.loaded(&plugin).await?;
     let config: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&row.config).context("stored connection config is not an object")?;

@@ -253,11 +253,13 @@ struct Stored<'a> {
     auth: HostAuth,
     pin: &'a str,
     validate_output: bool,
+    /// The component the stored credentials were given with (sha256; `''` for none).
+    credentials_for: &'a str,
 }
 
 impl Stored<'_> {
     fn nothing() -> Self {
-        Self { credentials: HashMap::new(), auth: HostAuth::None, pin: "", validate_output: false }
+        Self { credentials: HashMap::new(), auth: HostAuth::None, pin: "", validate_output: false, credentials_for: "" }
     }
 }
 
@@ -269,8 +271,13 @@ async fn fields(
     mut input: ConnectionInput,
     stored: Stored<'_>,
 ) -> AppResult<ConnectionFields> {
-    let Stored { mut credentials, auth: stored_auth, pin: stored_pin, validate_output: stored_validate_output } =
-        stored;
+    let Stored {
+        mut credentials,
+        auth: stored_auth,
+        pin: stored_pin,
+        validate_output: stored_validate_output,
+        credentials_for: stored_for,
+    } = stored;
     let mut v = Validator::new();
     check_name(&mut v, "name", &input.name);
     let refused = |path: &str, message: String| AppError::Validation(vec![FieldError { path: path.into(), message }]);
@@ -333,6 +340,7 @@ async fn fields(
     // Without a pin, the connection pins the version it gets now.
     let plugin_version = if pin == VersionPin::Newest { plugin.version.clone() } else { pin_text.trim().to_owned() };
     let info: PluginInfo = serde_json::from_str(&plugin.info).map_err(anyhow::Error::from)?;
+    let sent_credentials = input.credentials.values().any(Option::is_some);
     for (key, value) in input.credentials {
         match value {
             Some(value) => {
@@ -431,6 +439,34 @@ async fn fields(
         v.check(false, &problem.path, problem.message);
     }
     let auth = v.finish_with(auth)?;
+    // Credentials are bound to the component they were given with: calls run it while the pin
+    // admits it, and a new pin keeps them only when it admits that component.
+    let credentials_for = if credentials.is_empty() {
+        String::new()
+    } else if sent_credentials || stored_for.is_empty() {
+        plugin.sha256.clone()
+    } else if !new_pin {
+        stored_for.to_owned()
+    } else {
+        let usable = state.store.usable_plugins(&principal.enterprise_id).await?;
+        let admitted = usable.iter().any(|row| {
+            row.world == World::Connector.as_str()
+                && row.slug == plugin.slug
+                && row.sha256 == stored_for
+                && pin.admits(&row.version)
+        });
+        if !admitted {
+            return Err(refused(
+                "credentials",
+                format!(
+                    "the credentials were given to another build of {} than {pin_text:?} admits: send them again \
+                     with the new plugin_version",
+                    plugin.slug
+                ),
+            ));
+        }
+        stored_for.to_owned()
+    };
     let plain = serde_json::to_vec(&credentials).map_err(anyhow::Error::from)?;
     let sealed = state.sealer.seal_bound(&plain, &connections::sealing_context(&principal.enterprise_id, id))?;
     Ok(ConnectionFields {
@@ -452,6 +488,7 @@ async fn fields(
         headers: serde_json::to_string(&input.headers).map_err(anyhow::Error::from)?,
         plugin_version,
         validate_output: input.validate_output.unwrap_or(stored_validate_output),
+        credentials_for,
     })
 }
 
@@ -623,7 +660,15 @@ async fn replace_connection(
     // A connection moved to another system pins that system's newest version unless told.
     let stored_pin = if current.system == input.system { current.plugin_version.as_str() } else { "" };
     let keep_checks = current.validate_output != 0;
-    let kept = Stored { credentials: stored, auth: stored_auth, pin: stored_pin, validate_output: keep_checks };
+    // A new system starts without credentials of the old one's.
+    let credentials_for = if current.system == input.system { current.credentials_for.as_str() } else { "" };
+    let kept = Stored {
+        credentials: stored,
+        auth: stored_auth,
+        pin: stored_pin,
+        validate_output: keep_checks,
+        credentials_for,
+    };
     let fields = fields(&state, &principal, &current.id, input, kept).await?;
     let dry_run = query.dry_run.unwrap_or(false);
     let would_be = fields.clone().into_row(&principal.enterprise_id, &current.id, current.created_at);

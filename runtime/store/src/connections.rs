@@ -30,6 +30,9 @@ pub struct ConnectionRow {
     pub plugin_version: String,
     /// 1 when calls check their output against the operation's `output_schema`.
     pub validate_output: i64,
+    /// The sha256 of the component the credentials were given with; `''` without credentials
+    /// (or saved before the binding).
+    pub credentials_for: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -49,6 +52,7 @@ pub struct ConnectionFields {
     pub headers: String,
     pub plugin_version: String,
     pub validate_output: bool,
+    pub credentials_for: String,
 }
 
 impl ConnectionFields {
@@ -69,13 +73,14 @@ impl ConnectionFields {
             headers: self.headers,
             plugin_version: self.plugin_version,
             validate_output: i64::from(self.validate_output),
+            credentials_for: self.credentials_for,
             created_at,
             updated_at: now_ms(),
         }
     }
 }
 
-const COLUMNS: &str = "id, enterprise_id, name, system, config, credentials, allowed_hosts, memory_limit_mb, timeout_ms, resilience, auth, headers, plugin_version, validate_output, created_at, updated_at";
+const COLUMNS: &str = "id, enterprise_id, name, system, config, credentials, allowed_hosts, memory_limit_mb, timeout_ms, resilience, auth, headers, plugin_version, validate_output, credentials_for, created_at, updated_at";
 
 impl Store {
     /// Creates connection `id` (chosen by the caller: its credentials are sealed for it).
@@ -88,8 +93,9 @@ impl Store {
         let now = now_ms();
         let row = sqlx::query_as(&format!(
             "INSERT INTO connections (id, enterprise_id, name, system, config, credentials, allowed_hosts, \
-             memory_limit_mb, timeout_ms, resilience, auth, headers, plugin_version, validate_output, created_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15, $13, $13) RETURNING {COLUMNS}"
+             memory_limit_mb, timeout_ms, resilience, auth, headers, plugin_version, validate_output, credentials_for, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15, $16, $13, $13) \
+             RETURNING {COLUMNS}"
         ))
         .bind(id)
         .bind(enterprise_id)
@@ -106,6 +112,7 @@ impl Store {
         .bind(now)
         .bind(c.plugin_version)
         .bind(i64::from(c.validate_output))
+        .bind(c.credentials_for)
         .fetch_one(&self.pool)
         .await;
         self.caches.connections.clear();
@@ -121,7 +128,8 @@ impl Store {
         let row = sqlx::query_as(&format!(
             "UPDATE connections SET name = $3, system = $4, config = $5, credentials = $6, allowed_hosts = $7, \
              memory_limit_mb = $8, timeout_ms = $9, resilience = $10, auth = $11, headers = $12, updated_at = $13, \
-             plugin_version = $14, validate_output = $15 WHERE enterprise_id = $1 AND id = $2 RETURNING {COLUMNS}"
+             plugin_version = $14, validate_output = $15, credentials_for = $16 WHERE enterprise_id = $1 AND id = $2 \
+             RETURNING {COLUMNS}"
         ))
         .bind(enterprise_id)
         .bind(id)
@@ -138,6 +146,7 @@ impl Store {
         .bind(now_ms())
         .bind(c.plugin_version)
         .bind(i64::from(c.validate_output))
+        .bind(c.credentials_for)
         .fetch_optional(&self.pool)
         .await;
         // Cleared after the write, so no reader caches the old row meanwhile.
