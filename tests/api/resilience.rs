@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, assert_error, detail_paths};
 
 /// A system that is down (503) until told otherwise, optionally slow, and one that answers
 /// 429 with `Retry-After: 1` to its first request. Counts requests and remembers when they came.
@@ -345,10 +345,17 @@ async fn a_quota_lowered_after_a_connection_was_saved_bounds_its_own_rate_limit(
     let (upstream, authority) = Upstream::start().await;
     upstream.up.store(true, Ordering::SeqCst);
     let policy = json!({"rate_limit": {"requests_per_minute": 60}});
-    let (_, id) = setup(&app, &token, &authority, policy, json!({"timeout_ms": 1000})).await;
+    let (connection, id) = setup(&app, &token, &authority, policy, json!({"timeout_ms": 1000})).await;
     let limits = json!({"rate_limits": {"api_requests_per_minute": 300, "executions_per_minute": 60,
                                         "outbound_requests_per_minute": 1}});
     assert_eq!(app.put(&token, "/settings", limits).await.status(), StatusCode::OK);
+    // Saving the connection unchanged still works (its limit is not new); raising it is refused.
+    let path = format!("/connections/{connection}");
+    assert_eq!(app.put(&token, &path, json!({"timeout_ms": 20000})).await.status(), StatusCode::OK);
+    let raised = json!({"resilience": {"rate_limit": {"requests_per_minute": 61}}});
+    let body =
+        assert_error(app.put(&token, &path, raised).await, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
+    assert_eq!(detail_paths(&body), ["resilience.rate_limit.requests_per_minute"], "{body}");
     // Not in the last 2 s of a minute, so both calls fall in one window.
     while SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() % 60 >= 58 {
         tokio::time::sleep(Duration::from_millis(200)).await;

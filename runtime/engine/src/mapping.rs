@@ -840,3 +840,41 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &again));
     }
 }
+
+#[cfg(test)]
+mod extreme_paths {
+    use serde_json::json;
+
+    /// Indexes and slices at the ends of the integer range, and numbers past `f64`, resolve or
+    /// fail like any other reference (no overflow panics in the JSONPath evaluation).
+    #[test]
+    fn extreme_indexes_and_slices_do_not_panic() {
+        let scope = json!({"parameters": {"list": [1, 2, 3]}});
+        // Singular: nothing there, or a number outside what RFC 9535 allows (±2^53).
+        for text in [
+            "${parameters.list[-9223372036854775808]}",
+            "${parameters.list[9223372036854775807]}",
+            "${parameters.list[-9007199254740991]}",
+        ] {
+            let resolved = super::resolve(&json!(text), &scope);
+            let refused = |e: &super::MappingError| {
+                e.message.contains("did not resolve") || e.message.starts_with("invalid JSONPath")
+            };
+            assert!(resolved.as_ref().is_err_and(refused), "{text}: {resolved:?}");
+        }
+        // Slices and filters: an array, or a refusal of the number at parse time.
+        for text in [
+            "${parameters.list[::-9223372036854775808]}",
+            "${parameters.list[-9223372036854775808:9223372036854775807:9223372036854775807]}",
+            "${parameters.list[9007199254740991:-9007199254740991:-1]}",
+            "${parameters.list[?@ == -9223372036854775808]}",
+            "${parameters.list[?@ > 1e400]}",
+            "${parameters.list[?length(@) > 99999999999999999999999]}",
+        ] {
+            match super::resolve(&json!(text), &scope) {
+                Ok(value) => assert!(value.is_array(), "{text}: {value}"),
+                Err(e) => assert!(e.message.starts_with("invalid JSONPath"), "{text}: {e}"),
+            }
+        }
+    }
+}

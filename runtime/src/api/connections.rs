@@ -255,11 +255,21 @@ struct Stored<'a> {
     validate_output: bool,
     /// The component the stored credentials were given with (sha256; `''` for none).
     credentials_for: &'a str,
+    /// The stored outbound limit: kept unchanged, it is not checked against a quota lowered
+    /// since (calls take the lower of the two anyway).
+    rate_limit: Option<u32>,
 }
 
 impl Stored<'_> {
     fn nothing() -> Self {
-        Self { credentials: HashMap::new(), auth: HostAuth::None, pin: "", validate_output: false, credentials_for: "" }
+        Self {
+            credentials: HashMap::new(),
+            auth: HostAuth::None,
+            pin: "",
+            validate_output: false,
+            credentials_for: "",
+            rate_limit: None,
+        }
     }
 }
 
@@ -277,6 +287,7 @@ async fn fields(
         pin: stored_pin,
         validate_output: stored_validate_output,
         credentials_for: stored_for,
+        rate_limit: stored_rate,
     } = stored;
     let mut v = Validator::new();
     check_name(&mut v, "name", &input.name);
@@ -405,9 +416,10 @@ async fn fields(
     for problem in input.resilience.problems() {
         v.check(false, &problem.path, problem.message);
     }
-    // A connection's own rate limit stays within the enterprise's outbound quota, which only
-    // platform rights set (calls also take the lower of the two when the quota drops later).
-    if let Some(rate) = &input.resilience.rate_limit {
+    // A connection's new rate limit stays within the enterprise's outbound quota, which only
+    // platform rights set; one saved before the quota dropped may stay (calls take the lower
+    // of the two), so an unchanged save still goes through.
+    if let Some(rate) = input.resilience.rate_limit.as_ref().filter(|r| Some(r.requests_per_minute) != stored_rate) {
         let quota = state.store.outbound_limit(&principal.enterprise_id).await?;
         v.check(
             i64::from(rate.requests_per_minute) <= quota,
@@ -668,6 +680,7 @@ async fn replace_connection(
         pin: stored_pin,
         validate_output: keep_checks,
         credentials_for,
+        rate_limit: Resilience::of(&current).rate_limit.map(|r| r.requests_per_minute),
     };
     let fields = fields(&state, &principal, &current.id, input, kept).await?;
     let dry_run = query.dry_run.unwrap_or(false);
