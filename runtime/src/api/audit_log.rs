@@ -34,10 +34,11 @@ pub struct AuditEntry {
     /// `null` for platform-level rows (a failed login of an unknown address).
     pub enterprise_id: Option<String>,
     pub at: DateTime<Utc>,
-    /// `user:<id>`, `api_key:<id>`, or `email:<address>` for a failed login.
+    /// `user:<id>`, `api_key:<id>`, or for a failed login `email:<address>` (escaped, at most
+    /// 254 bytes) or `email:[not an address]` when the text given was none.
     pub actor: String,
     /// create, update, delete, upload, disable, revoke, deactivate, cancel, retry, replay,
-    /// login or login_failed.
+    /// dry_run, test, login or login_failed.
     pub action: String,
     /// orchestration, connection, plugin, user, api_key, settings, webhook, alert_rule,
     /// enterprise, execution or session.
