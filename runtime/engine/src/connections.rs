@@ -88,14 +88,7 @@ async fn bound_component(
         return Ok(newest);
     }
     let usable = engine.store.usable_plugins(&row.enterprise_id).await?;
-    // The same bytes describe the same version: any row of them will do.
-    let mut bound = usable.into_iter().filter(|p| {
-        p.world == World::Connector.as_str()
-            && p.slug == row.system
-            && p.sha256 == row.credentials_for
-            && pin.admits(&p.version)
-    });
-    bound.next().ok_or_else(|| {
+    dibop_plugin_host::registry::pick_build(&usable, &row.system, pin, &row.credentials_for).cloned().ok_or_else(|| {
         ConnectionError::Unusable(format!(
             "connection {}: its credentials were given to a build of connector {:?} that its plugin_version {:?} \
              no longer admits; send them again with PUT /connections/{}",

@@ -490,13 +490,9 @@ pub fn origins(row: &ConnectionRow) -> Vec<Origin> {
     let hosts: Vec<String> = serde_json::from_str(&row.allowed_hosts).unwrap_or_default();
     let mut origins: Vec<Origin> = base.into_iter().collect();
     for entry in hosts {
-        let entry = entry.trim().to_ascii_lowercase();
-        let (host, port) = match entry.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())) {
-            Some((host, port)) => (host.to_owned(), port.parse::<u16>().ok()),
-            None => (entry.clone(), Some(default)),
-        };
-        if let Some(port) = port {
-            let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let (host, port) = outbound::allow_list_entry(&entry);
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        if let Some(port) = port.unwrap_or(Some(default)) {
             origins.push(Origin { scheme: scheme.clone(), host, port });
         }
     }

@@ -206,6 +206,17 @@ pub struct PluginInfo {
     pub capabilities: Option<capabilities::Capabilities>,
 }
 
+impl PluginInfo {
+    /// The memory a call of this connector gets unless a connection says otherwise: what it
+    /// declares it wants, else [`DEFAULT_MEMORY_MB`].
+    pub fn wanted_memory_mb(&self) -> u32 {
+        self.capabilities.as_ref().and_then(|c| c.memory_mb).unwrap_or(DEFAULT_MEMORY_MB)
+    }
+}
+
+/// A connection's memory per call when neither it nor its connector names one, MiB.
+pub const DEFAULT_MEMORY_MB: u32 = 64;
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ConfigKeyInfo {
     pub name: String,

@@ -772,15 +772,21 @@ fn elapsed_ms(since: Instant) -> i64 {
 
 /// Whether `host:port` matches an allow-list entry (`host` for any port, or `host:port`).
 pub fn host_allowed(allowed: &[String], host: &str, port: u16) -> bool {
-    allowed.iter().any(|entry| {
-        let entry = entry.trim().to_ascii_lowercase();
-        match entry.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())) {
-            Some((h, p)) => {
-                h.trim_start_matches('[').trim_end_matches(']') == host && p.parse::<u16>().ok() == Some(port)
-            }
-            None => entry == host,
-        }
+    allowed.iter().any(|entry| match allow_list_entry(entry) {
+        (h, Some(p)) => h == host && p == Some(port),
+        (h, None) => h == host,
     })
+}
+
+/// An allow-list entry as its lowercase host and, when it names one, its port: `None` for an
+/// entry without a port (any port), `Some(None)` for a port that is no `u16`. The brackets of
+/// an IPv6 address are dropped where a port follows.
+pub fn allow_list_entry(entry: &str) -> (String, Option<Option<u16>>) {
+    let entry = entry.trim().to_ascii_lowercase();
+    match entry.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())) {
+        Some((host, port)) => (host.trim_start_matches('[').trim_end_matches(']').to_owned(), Some(port.parse().ok())),
+        None => (entry, None),
+    }
 }
 
 /// The URL as logged: no user info, sensitive query values replaced.

@@ -237,9 +237,6 @@ impl Registry {
         self.host.load(&row.sha256, &bytes).await.map_err(|m| anyhow::anyhow!(m))
     }
 
-    /// The newest usable connector version of `slug` that uploads to this scope are compared
-    /// with: global ones for the catalogue, the enterprise's own and global ones for an
-    /// enterprise.
     /// The version an upload to `enterprise_id`'s scope is compared with to tell whether it
     /// declares more: the newest one the enterprise sees that is not itself waiting for approval
     /// (disabled and deprecated ones included, so that disabling the last narrow version does
@@ -326,6 +323,15 @@ pub fn pick<'a>(rows: &'a [PluginRow], world: World, slug: &str, pin: &VersionPi
         }
     }
     best
+}
+
+/// Among `rows` (as for [`pick`]), a connector version of `slug` built from the bytes `sha256`
+/// that `pin` admits: the component a connection's credentials were given with, if it still
+/// serves the connection. The same bytes describe the same version, so any such row will do.
+pub fn pick_build<'a>(rows: &'a [PluginRow], slug: &str, pin: &VersionPin, sha256: &str) -> Option<&'a PluginRow> {
+    rows.iter().find(|row| {
+        row.world == World::Connector.as_str() && row.slug == slug && row.sha256 == sha256 && pin.admits(&row.version)
+    })
 }
 
 /// Which versions of its plugin a connection uses: an exact version (`1.2.0`), a semver range

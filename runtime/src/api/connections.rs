@@ -408,8 +408,7 @@ async fn fields(
             v.check(patterns.admits(host), &format!("allowed_hosts[{i}]"), outside(host));
         }
     }
-    let wanted = info.capabilities.as_ref().and_then(|c| c.memory_mb).map_or(64, i64::from);
-    let memory = input.memory_limit_mb.unwrap_or(wanted);
+    let memory = input.memory_limit_mb.unwrap_or_else(|| i64::from(info.wanted_memory_mb()));
     v.check((1..=(MAX_MEMORY_BYTES >> 20) as i64).contains(&memory), "memory_limit_mb", "must be from 1 to 512");
     let timeout = input.timeout_ms.unwrap_or(30_000);
     v.check((100..=600_000).contains(&timeout), "timeout_ms", "must be from 100 to 600000");
@@ -461,13 +460,7 @@ async fn fields(
         stored_for.to_owned()
     } else {
         let usable = state.store.usable_plugins(&principal.enterprise_id).await?;
-        let admitted = usable.iter().any(|row| {
-            row.world == World::Connector.as_str()
-                && row.slug == plugin.slug
-                && row.sha256 == stored_for
-                && pin.admits(&row.version)
-        });
-        if !admitted {
+        if crate::plugins::registry::pick_build(&usable, &plugin.slug, &pin, stored_for).is_none() {
             return Err(refused(
                 "credentials",
                 format!(
@@ -576,7 +569,7 @@ async fn create_connection(
     let fields = fields(&state, &principal, &id, input, Stored::nothing()).await?;
     let would_be = fields.clone().into_row(&principal.enterprise_id, &id, dibop_core::now_ms());
     let dry_run = query.dry_run.unwrap_or(false);
-    let tested = tested_first(&state, &principal, &would_be, test, dry_run).await?;
+    let tested = tested_first(&state, &principal, &would_be, None, test, dry_run).await?;
     if dry_run {
         let shown = view(&state, would_be, "closed")?;
         record_dry_run(&state, &principal, None, &shown).await;
@@ -685,7 +678,7 @@ async fn replace_connection(
     let fields = fields(&state, &principal, &current.id, input, kept).await?;
     let dry_run = query.dry_run.unwrap_or(false);
     let would_be = fields.clone().into_row(&principal.enterprise_id, &current.id, current.created_at);
-    let tested = tested_first(&state, &principal, &would_be, test, dry_run).await?;
+    let tested = tested_first(&state, &principal, &would_be, Some(&current.id), test, dry_run).await?;
     if dry_run {
         let circuit = state.store.circuit(&current.id).await?;
         let shown = view(&state, would_be, resilience::circuit_state(circuit.as_ref()))?;
@@ -735,18 +728,20 @@ fn as_input(row: &ConnectionRow) -> serde_json::Map<String, serde_json::Value> {
     fields
 }
 
-/// Runs `test` (when asked) on the connection as it would be stored: a failure refuses the
-/// change (422 at `test`) unless this is a dry run, which answers it.
+/// Runs `test` (when asked) on the connection as it would be stored (`stored_id`: the one it
+/// replaces): a failure refuses the change (422 at `test`) unless this is a dry run, which
+/// answers it.
 async fn tested_first(
     state: &AppState,
     principal: &Principal,
     would_be: &ConnectionRow,
+    stored_id: Option<&str>,
     test: Option<TestRequest>,
     dry_run: bool,
 ) -> AppResult<Option<TestResult>> {
     let Some(request) = test else { return Ok(None) };
     let operation = request.operation.clone();
-    let result = run_test(state, principal, would_be, request, true).await?;
+    let result = run_test(state, principal, would_be, stored_id, request, true).await?;
     if let (false, Some(error)) = (dry_run, &result.error) {
         return Err(AppError::Validation(vec![FieldError {
             path: "test".into(),
@@ -796,7 +791,7 @@ async fn test_connection(
 ) -> AppResult<Json<TestResult>> {
     let row =
         state.store.get_connection(&principal.enterprise_id, &id).await?.or_not_found(format!("connection {id}"))?;
-    Ok(Json(run_test(&state, &principal, &row, request, false).await?))
+    Ok(Json(run_test(&state, &principal, &row, Some(&row.id), request, false).await?))
 }
 
 /// A dry run in the audit log: who tried which settings (as shown, secrets removed; the test's
@@ -809,11 +804,13 @@ async fn record_dry_run(state: &AppState, principal: &Principal, id: Option<&str
 
 /// One call of the connection `row` (the stored one, or one about to be stored: `unsaved`):
 /// the connection test. It runs the connector with the connection's credentials, so the audit
-/// log records who ran which operation and how it ended.
+/// log records who ran which operation and how it ended, under `stored_id`, the stored
+/// connection it is (or replaces; `None` for a new one).
 async fn run_test(
     state: &AppState,
     principal: &Principal,
     row: &ConnectionRow,
+    stored_id: Option<&str>,
     request: TestRequest,
     unsaved: bool,
 ) -> AppResult<TestResult> {
@@ -839,8 +836,6 @@ async fn run_test(
         "unsaved": unsaved,
         "plugin_version": row.plugin_version,
     });
-    // A test of settings not stored yet names no stored connection when it is a new one.
-    let stored_id = state.store.get_connection(&principal.enterprise_id, &row.id).await?.map(|_| row.id.as_str());
     let change =
         Change { action: "test", resource: "connection", resource_id: stored_id, before: None, after: Some(after) };
     audit::record(state, principal, change).await;

@@ -124,9 +124,7 @@ pub async fn run(args: TestArgs, cache_dir: &Path) -> anyhow::Result<()> {
             );
         }
     }
-    let wanted = info.capabilities.as_ref().and_then(|c| c.memory_mb).and_then(|mb| usize::try_from(mb).ok());
-    let wanted = wanted.unwrap_or(64);
-    let memory_mb = args.memory_mb.unwrap_or(wanted);
+    let memory_mb = args.memory_mb.unwrap_or_else(|| usize::try_from(info.wanted_memory_mb()).unwrap_or(usize::MAX));
     if !(1..=MAX_MEMORY_BYTES >> 20).contains(&memory_mb) {
         bail!("{} declares {memory_mb} MiB; at most {} are allowed", info.slug, MAX_MEMORY_BYTES >> 20);
     }
