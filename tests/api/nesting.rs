@@ -59,6 +59,38 @@ async fn a_filter_with_hundreds_of_nested_parentheses_is_refused_at_its_field() 
     still_serving(&app, &token).await;
 }
 
+/// Filters inside filters: the JSONPath parser's time doubles with each level (32 levels took
+/// hours of a worker's time), so more than four are refused at their field, in a mapping and in
+/// a condition, and four still save and run.
+#[tokio::test]
+async fn filters_nested_in_filters_are_refused_past_four_levels() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let nested = |n: usize| format!("parameters.list{}{}", "[?@.a".repeat(n), "]".repeat(n));
+    let def = |reference: String| {
+        json!({"name": "Nested filters", "parameters": [{"name": "list", "type": "array"}],
+            "steps": [{"name": "s", "type": "condition", "condition": format!("${{{reference}}} == 1"),
+                       "then": [{"name": "pick", "type": "transform", "transform": "map",
+                                 "mapping": {"x": format!("${{{reference}}}")}}]}]})
+    };
+    let body = assert_error(
+        app.post(&token, "/orchestrations", def(nested(32))).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert!(body.to_string().contains("filters ([?...]) nest deeper than 4 levels"), "{body}");
+    assert_eq!(body["error"]["details"][0]["path"], "steps[0].condition", "{body}");
+
+    let response = app.post(&token, "/orchestrations", def(nested(4))).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let id = response.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_owned();
+    let list = json!([{"a": [{"a": [{"a": [{"a": [1]}]}]}]}]);
+    let body = app.run_to_end(&token, &id, json!({"parameters": {"list": list}})).await;
+    assert_eq!(body["status"], "success", "{body}");
+    still_serving(&app, &token).await;
+}
+
 #[tokio::test]
 async fn map_steps_that_wrap_each_other_fail_at_the_bound_instead_of_ending_the_process() {
     let app = TestApp::spawn().await;

@@ -14,6 +14,11 @@
 //!   `serde_json`'s own limit of 128, so whatever is stored can always be read back.
 //! - [`MAX_EXPRESSION_DEPTH`] (32) nested brackets, parentheses and braces in one `${...}`
 //!   reference (JSONPath filters included) or condition.
+//! - [`MAX_FILTER_DEPTH`] (4) JSONPath filters nested inside one another (`[?@.a[?@.b]]` is
+//!   2). This bound is about time, not stack: the JSONPath parser tries its alternatives again
+//!   at every nested filter, so parsing time doubles with each level (20 levels take seconds,
+//!   32 take hours, and nothing can interrupt a parser). Four levels parse in well under a
+//!   millisecond at the 2,048-byte reference cap.
 
 use serde_json::Value;
 
@@ -22,6 +27,9 @@ pub const MAX_VALUE_DEPTH: usize = 100;
 
 /// Most brackets, parentheses and braces nested in one expression (outside quotes).
 pub const MAX_EXPRESSION_DEPTH: usize = 32;
+
+/// Most JSONPath filter selectors (`[?...]`) nested inside one another in one expression.
+pub const MAX_FILTER_DEPTH: usize = 4;
 
 /// How deeply arrays and objects nest in `value` (a scalar is 0, `[]` is 1, `[{}]` is 2),
 /// measured without recursion; counting stops past `limit`, so the answer is at most
@@ -56,7 +64,21 @@ pub fn check_value(value: &Value, what: &str) -> Result<(), String> {
 /// How deeply `(`, `[` and `{` nest in `text`, outside single- or double-quoted strings (a
 /// backslash escapes the next character inside quotes). Unbalanced closers count as nothing.
 pub fn bracket_depth(text: &str) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
+    depths(text).0
+}
+
+/// How deeply JSONPath filter selectors nest in `text`: a `[` whose selectors include a `?`
+/// (outside quotes, directly inside that bracket) is a filter; the answer is the most filters
+/// open at once.
+pub fn filter_depth(text: &str) -> usize {
+    depths(text).1
+}
+
+/// The deepest bracket nesting and the deepest filter nesting of `text`, in one pass.
+fn depths(text: &str) -> (usize, usize) {
+    // The open brackets, innermost last, each with whether it is a filter.
+    let mut open: Vec<(char, bool)> = Vec::new();
+    let (mut filters, mut deepest, mut deepest_filters) = (0usize, 0usize, 0usize);
     let mut quote = None;
     let mut escaped = false;
     for c in text.chars() {
@@ -68,15 +90,26 @@ pub fn bracket_depth(text: &str) -> usize {
             None => match c {
                 '\'' | '"' => quote = Some(c),
                 '(' | '[' | '{' => {
-                    depth += 1;
-                    deepest = deepest.max(depth);
+                    open.push((c, false));
+                    deepest = deepest.max(open.len());
                 }
-                ')' | ']' | '}' => depth = depth.saturating_sub(1),
+                ')' | ']' | '}' => {
+                    if let Some((_, true)) = open.pop() {
+                        filters -= 1;
+                    }
+                }
+                '?' => {
+                    if let Some(top @ ('[', false)) = open.last_mut() {
+                        top.1 = true;
+                        filters += 1;
+                        deepest_filters = deepest_filters.max(filters);
+                    }
+                }
                 _ => {}
             },
         }
     }
-    deepest
+    (deepest, deepest_filters)
 }
 
 /// How deeply arrays and objects nest in the JSON text `bytes`, read as bytes outside strings
@@ -120,10 +153,15 @@ pub fn check_json_text(bytes: &[u8], what: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `Err` with a sentence when `text` nests brackets deeper than [`MAX_EXPRESSION_DEPTH`].
+/// `Err` with a sentence when `text` nests brackets deeper than [`MAX_EXPRESSION_DEPTH`] or
+/// JSONPath filters deeper than [`MAX_FILTER_DEPTH`].
 pub fn check_expression(text: &str) -> Result<(), String> {
-    if bracket_depth(text) > MAX_EXPRESSION_DEPTH {
+    let (brackets, filters) = depths(text);
+    if brackets > MAX_EXPRESSION_DEPTH {
         return Err(format!("brackets and parentheses nest deeper than {MAX_EXPRESSION_DEPTH} levels"));
+    }
+    if filters > MAX_FILTER_DEPTH {
+        return Err(format!("JSONPath filters ([?...]) nest deeper than {MAX_FILTER_DEPTH} levels"));
     }
     Ok(())
 }
@@ -189,6 +227,20 @@ mod tests {
         assert!(check_expression(&"(".repeat(MAX_EXPRESSION_DEPTH)).is_ok());
     }
 
+    #[test]
+    fn filters_count_where_a_question_mark_opens_them() {
+        assert_eq!(filter_depth("list[?@.a[?@.b == 1]]"), 2);
+        assert_eq!(filter_depth("list[?@.a][?@.b][?@.c]"), 1);
+        assert_eq!(filter_depth("list[1, ?@.a[ ?(@.b)]]"), 2);
+        // `??` defaults, quoted question marks and parentheses are not filters.
+        assert_eq!(filter_depth("a ?? b"), 0);
+        assert_eq!(filter_depth("list[?@.a == '[?[?[?']"), 1);
+        assert_eq!(filter_depth("list[?(@.a ? 1)]"), 1);
+        let nested = |n: usize| format!("p{}{}", "[?@.a".repeat(n), "]".repeat(n));
+        assert!(check_expression(&nested(MAX_FILTER_DEPTH)).is_ok());
+        assert!(check_expression(&nested(MAX_FILTER_DEPTH + 1)).is_err_and(|e| e.contains("filters")));
+    }
+
     proptest! {
         /// Deep values are measured (and dropped after leaving the measure) without recursion
         /// reaching the depth: a value ten thousand levels deep is measured at the limit.
@@ -204,6 +256,7 @@ mod tests {
         #[test]
         fn bracket_depth_never_panics(text in any::<String>(), bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = bracket_depth(&text);
+            let _ = filter_depth(&text);
             let _ = json_text_depth(&bytes, MAX_VALUE_DEPTH);
         }
 
