@@ -19,6 +19,7 @@ mod hardening;
 mod helpers;
 mod host_auth;
 mod identity_hardening;
+mod leases;
 mod mock;
 mod nesting;
 mod nodes;

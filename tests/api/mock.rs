@@ -98,6 +98,11 @@ impl MockServer {
         self.mock.gate.send_replace(true);
     }
 
+    /// Makes `/dms/gate/...` requests wait again (those already answered stay answered).
+    pub fn close_gate(&self) {
+        self.mock.gate.send_replace(false);
+    }
+
     /// The most `/dms/inflight/...` requests served at once.
     pub fn max_inflight(&self) -> usize {
         self.mock.inflight.lock().expect("lock").1

@@ -97,6 +97,12 @@ impl Server {
         created["id"].as_str().unwrap_or_else(|| panic!("no id: {created}")).to_owned()
     }
 
+    /// Sends the signal `name` (e.g. `STOP`, `CONT`, `TERM`) to the process.
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -{name} failed");
+    }
+
     /// SIGKILL, and wait until the process is gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

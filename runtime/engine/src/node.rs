@@ -12,6 +12,9 @@ pub enum Stop {
     Cancel,
     /// This node shuts down: it goes back to the queue and resumes elsewhere (or after a restart).
     Shutdown,
+    /// Its lease is no longer held (this node stalled past it, or could not renew it, and the
+    /// execution was claimed again): the run stops at once and writes nothing more.
+    LeaseLost,
 }
 
 impl Stop {
@@ -19,7 +22,14 @@ impl Stop {
         match self {
             Self::Cancel => "cancelled",
             Self::Shutdown => "interrupted by the node shutting down",
+            Self::LeaseLost => "interrupted: this node lost the execution's lease",
         }
+    }
+
+    /// Whether the run must leave at once, abandoning the step in flight (a shutdown past its
+    /// grace period, or a lost lease), rather than before its next step.
+    pub fn abandons(self) -> bool {
+        matches!(self, Self::Shutdown | Self::LeaseLost)
     }
 }
 
@@ -43,9 +53,9 @@ impl StopSignal {
         self.wait(|why| why.is_some()).await.unwrap_or(Stop::Cancel)
     }
 
-    /// Waits until the node shuts down.
-    pub async fn shutdown(&mut self) {
-        self.wait(|why| *why == Some(Stop::Shutdown)).await;
+    /// Waits until the run must be abandoned (see [`Stop::abandons`]); answers why.
+    pub async fn abandoned(&mut self) -> Stop {
+        self.wait(|why| why.is_some_and(Stop::abandons)).await.unwrap_or(Stop::Shutdown)
     }
 
     async fn wait(&mut self, until: impl FnMut(&Option<Stop>) -> bool) -> Option<Stop> {
@@ -58,6 +68,9 @@ impl StopSignal {
         }
     }
 }
+
+/// The stop switch of one running execution, and the lease epoch it runs under.
+type Switch = (watch::Sender<Option<Stop>>, i64);
 
 /// Shared by the API (to wake the claim loops and wait for results) and the claim loops.
 pub struct Node {
@@ -72,8 +85,11 @@ pub struct Node {
     pub(super) wake: Notify,
     /// Callers waiting for one execution to finish on this node, by execution id.
     waiters: std::sync::Mutex<std::collections::HashMap<String, Vec<tokio::sync::oneshot::Sender<()>>>>,
-    /// The stop switch of each execution running on this node.
-    running: std::sync::Mutex<std::collections::HashMap<String, watch::Sender<Option<Stop>>>>,
+    /// The stop switch of each execution running on this node, with the lease epoch it runs
+    /// under: the heartbeat renews exactly these leases.
+    running: std::sync::Mutex<std::collections::HashMap<String, Switch>>,
+    /// Consecutive store failures of claims and runs (see [`Node::store_failed`]).
+    store_failures: std::sync::atomic::AtomicU32,
     /// Executions of each enterprise in this node's slots.
     in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
@@ -91,6 +107,7 @@ impl Node {
             wake: Notify::new(),
             waiters: std::sync::Mutex::default(),
             running: std::sync::Mutex::default(),
+            store_failures: std::sync::atomic::AtomicU32::new(0),
             in_flight: std::sync::Mutex::default(),
         }
     }
@@ -119,24 +136,52 @@ impl Node {
 
     /// The stop signal of an execution running on this node (one that never fires otherwise).
     pub fn signal(&self, execution_id: &str) -> StopSignal {
-        StopSignal(self.running.lock().ok().and_then(|m| m.get(execution_id).map(watch::Sender::subscribe)))
+        StopSignal(self.running.lock().ok().and_then(|m| m.get(execution_id).map(|(tx, _)| tx.subscribe())))
     }
 
     /// Tells an execution running on this node to stop; false when it does not run here.
     pub fn stop(&self, execution_id: &str, why: Stop) -> bool {
         let Ok(m) = self.running.lock() else { return false };
-        m.get(execution_id).is_some_and(|tx| {
-            // A shutdown overrides a cancellation (the flag in the database still ends the
-            // execution `cancelled` wherever it resumes).
-            tx.send_if_modified(|current| {
-                let change = current.is_none() || (why == Stop::Shutdown && *current != Some(why));
-                if change {
-                    *current = Some(why);
-                }
-                change
-            });
+        m.get(execution_id).is_some_and(|(tx, _)| {
+            send(tx, why);
             true
         })
+    }
+
+    /// Tells the run of `execution_id` under lease `epoch` that its lease is lost (a run under
+    /// a newer lease of the same execution on this node goes on).
+    pub fn lose_lease(&self, execution_id: &str, epoch: i64) {
+        if let Ok(m) = self.running.lock()
+            && let Some((tx, _)) = m.get(execution_id).filter(|(_, held)| *held == epoch)
+        {
+            send(tx, Stop::LeaseLost);
+        }
+    }
+
+    /// The leases of the executions running on this node: (execution id, epoch).
+    pub fn leases(&self) -> Vec<(String, i64)> {
+        self.running.lock().map(|m| m.iter().map(|(id, (_, epoch))| (id.clone(), *epoch)).collect()).unwrap_or_default()
+    }
+
+    /// Counts a claim or a run that ended in a store error (the database or the disk failing):
+    /// the claim loops wait longer before each claim while failures repeat, so a failing
+    /// store is not hammered and no execution is started over and over.
+    pub fn store_failed(&self) {
+        self.store_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Clears the count of [`Node::store_failed`]: a run committed again.
+    pub fn store_ok(&self) {
+        self.store_failures.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long a claim loop waits before its next claim: nothing while the store works, then
+    /// 0.5 s doubling with each consecutive failure up to 10 s.
+    pub fn claim_backoff(&self) -> std::time::Duration {
+        match self.store_failures.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => std::time::Duration::ZERO,
+            n => std::time::Duration::from_millis((500_u64 << (n - 1).min(5)).min(10_000)),
+        }
     }
 
     /// Tells every execution running on this node to stop.
@@ -216,24 +261,54 @@ impl Drop for Occupied {
     }
 }
 
-/// Registers an execution's stop switch while it runs on this node.
+/// Sets why a run must stop. A shutdown or a lost lease overrides a cancellation (the flag in
+/// the database still ends the execution `cancelled` wherever it resumes); a lost lease
+/// overrides everything.
+fn send(tx: &watch::Sender<Option<Stop>>, why: Stop) {
+    tx.send_if_modified(|current| {
+        let change = match (*current, why) {
+            (None, _) => true,
+            (Some(Stop::LeaseLost), _) => false,
+            (Some(now), why) => why.abandons() && now != why,
+        };
+        if change {
+            *current = Some(why);
+        }
+        change
+    });
+}
+
+/// Registers an execution's stop switch and lease while it runs on this node.
 pub(super) struct Running {
     engine: Arc<Node>,
     id: String,
+    epoch: i64,
 }
 
 impl Running {
-    pub(super) fn new(engine: &Arc<Node>, id: &str) -> Self {
+    pub(super) fn new(engine: &Arc<Node>, id: &str, epoch: i64) -> Self {
         if let Ok(mut m) = engine.running.lock() {
-            m.entry(id.to_owned()).or_insert_with(|| watch::channel(None).0);
+            match m.get(id) {
+                Some((_, held)) if *held == epoch => {}
+                stale => {
+                    // This node claimed the execution again while an older run of it was still
+                    // going (its lease had expired): that run is over.
+                    if let Some((tx, _)) = stale {
+                        send(tx, Stop::LeaseLost);
+                    }
+                    m.insert(id.to_owned(), (watch::channel(None).0, epoch));
+                }
+            }
         }
-        Self { engine: engine.clone(), id: id.to_owned() }
+        Self { engine: engine.clone(), id: id.to_owned(), epoch }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.engine.running.lock() {
+        if let Ok(mut m) = self.engine.running.lock()
+            && m.get(&self.id).is_some_and(|(_, held)| *held == self.epoch)
+        {
             m.remove(&self.id);
         }
     }

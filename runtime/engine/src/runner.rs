@@ -10,13 +10,90 @@ use dibop_core::{ExecutionStatus, StepKind, StepStatus, now_ms};
 use super::blocks::run_step;
 use super::definition::{self, Definition};
 use super::flow::{Decision, Flow};
+use super::node::StopSignal;
 use super::step::StepOutcome;
 use super::{MAX_STEP_OUTPUT, Stop, blocks, flow, mapping};
 use crate::Engine;
-use dibop_store::{ExecutionRow, Finish, StepResultRow};
+use dibop_store::{ExecutionRow, Finish, Lease, StepResultRow};
 
-/// Runs (or resumes) one claimed execution to its end, or until a long `wait` parks it.
-pub(super) async fn run(engine: &Engine, execution: ExecutionRow) -> anyhow::Result<()> {
+/// The run stopped because its lease is no longer held (see [`Stop::LeaseLost`]).
+#[derive(Debug)]
+pub(super) struct LeaseLost;
+
+impl std::fmt::Display for LeaseLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the execution's lease is no longer held by this node")
+    }
+}
+
+impl std::error::Error for LeaseLost {}
+
+/// Whether a run ended because its lease was lost: told so by the heartbeat, or a write of it
+/// was refused by the store's fence.
+pub(super) fn lease_lost(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.is::<LeaseLost>() || e.downcast_ref::<sqlx::Error>().is_some_and(dibop_store::is_lease_lost))
+}
+
+/// How long a run keeps trying to commit what it has (a step's result, a park, its end) while
+/// the database or the disk fails, before it gives the execution up: the step already ran, and
+/// committing its result late is better than running it again elsewhere.
+const COMMIT_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether a failed write may succeed when tried again (the database or the disk failing), as
+/// opposed to a lost lease or a write the database refuses for what it is.
+fn retryable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            !(dibop_store::is_lease_lost(err)
+                || db.is_unique_violation()
+                || db.is_foreign_key_violation()
+                || db.is_check_violation())
+        }
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+/// Runs the write `op` of a claimed execution, trying again with growing pauses (0.1 s up to
+/// 2 s) while it fails for a reason that may pass, for up to [`COMMIT_RETRY`], unless the run
+/// must be abandoned meanwhile. A lost lease is never retried.
+async fn commit<T, F, Fut>(signal: &mut StopSignal, what: &str, mut op: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = sqlx::Result<T>>,
+{
+    let started = Instant::now();
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(err) if retryable(&err) && started.elapsed() + pause < COMMIT_RETRY => {
+                tracing::warn!(error = %err, "committing {what} failed; trying again in {pause:?}");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    _ = signal.abandoned() => return Err(anyhow::Error::new(err).context(format!("committing {what}"))),
+                }
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            }
+            Err(err) => return Err(anyhow::Error::new(err).context(format!("committing {what}"))),
+        }
+    }
+}
+
+/// Leaves a run that must be abandoned: a shutdown hands the execution back to the queue (it
+/// resumes from its last committed step), a lost lease leaves it to the node that holds it.
+async fn abandon(engine: &Engine, lease: &Lease, why: Stop) -> anyhow::Result<()> {
+    match why {
+        Stop::LeaseLost => Err(LeaseLost.into()),
+        _ => Ok(engine.store.release_execution(lease, 0).await?),
+    }
+}
+
+/// Runs (or resumes) one claimed execution to its end, or until a long `wait` parks it. Every
+/// write names `lease`: once another claim took the execution, nothing more of this run is
+/// stored.
+pub(super) async fn run(engine: &Engine, execution: ExecutionRow, lease: &Lease) -> anyhow::Result<()> {
     let text = engine
         .store
         .orchestration_version(&execution.orchestration_id, execution.orchestration_version)
@@ -52,23 +129,23 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow) -> anyhow::Res
     let mut cancelled = execution.cancel_requested != 0;
     if !cancelled && let Some(delay) = done.last().and_then(wait_remaining).filter(|ms| *ms > 0) {
         // Resumed before a parked wait is due (a lease expired): park it again.
-        engine.store.release_execution(&execution.id, delay).await?;
+        engine.store.release_execution(lease, delay).await?;
         return Ok(());
     }
     for (position, f) in flat.iter().enumerate().skip(done.len()) {
         let step = f.step;
         match signal.get() {
-            Some(Stop::Shutdown) => {
-                // Back to the queue: another node (or this one after a restart) resumes here.
-                engine.store.release_execution(&execution.id, 0).await?;
-                return Ok(());
-            }
-            Some(Stop::Cancel) => cancelled = true,
+            // Back to the queue: another node (or this one after a restart) resumes here.
+            Some(why) if why.abandons() => return abandon(engine, lease, why).await,
+            Some(_) => cancelled = true,
             None => {}
         }
         if cancelled {
             let error = format!("cancelled before step {}", step.name);
-            engine.report_ended(engine.store.finish_execution(&execution.id, Finish::cancelled(error)).await?);
+            let end = Finish::cancelled(error);
+            engine.report_ended(Some(
+                commit(&mut signal, "the end", || engine.store.finish_execution(lease, end.clone())).await?,
+            ));
             // Children it was waiting for (parked with it) are cancelled too.
             engine.store.cancel_children(&execution.enterprise_id, &execution.id).await?;
             return Ok(());
@@ -77,33 +154,34 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow) -> anyhow::Res
         let clock = Instant::now();
         let mut outcome = match flow.decide(f, ahead[position]) {
             Decision::Fail(error) => {
-                engine.report_ended(
-                    engine.store.finish_execution(&execution.id, Finish::failed("STEP_FAILED", error)).await?,
-                );
+                let end = Finish::failed("STEP_FAILED", error);
+                let ended =
+                    commit(&mut signal, "the end", || engine.store.finish_execution(lease, end.clone())).await?;
+                engine.report_ended(Some(ended));
                 return Ok(());
             }
             Decision::Skip => StepOutcome::skipped(),
             Decision::Handle(output) => StepOutcome::success(output),
             Decision::Run => tokio::select! {
                 outcome = run_step(engine, &execution, &kept, step, &flow.scope, &step.name, true) => outcome,
-                // The grace period is over: the step in flight is abandoned, not recorded, and
-                // runs again (same idempotency key) where the execution resumes.
-                () = signal.shutdown() => {
-                    engine.store.release_execution(&execution.id, 0).await?;
-                    return Ok(());
-                }
+                // The grace period is over (or the lease is lost): the step in flight is
+                // abandoned, not recorded, and runs again (same idempotency key) where the
+                // execution resumes.
+                why = signal.abandoned() => return abandon(engine, lease, why).await,
             },
         };
-        if signal.get() == Some(Stop::Shutdown) {
+        if let Some(why) = signal.get().filter(|why| why.abandons()) {
             // Whatever the step made of being interrupted is not its result.
-            engine.store.release_execution(&execution.id, 0).await?;
-            return Ok(());
+            return abandon(engine, lease, why).await;
         }
         if let Some(parked) = outcome.parked.take() {
             // A long wait in the container's body (or a parked child): what finished inside is
             // kept, the step has no result yet, and the execution waits for the earliest due time.
             let delay = parked.due_ms.saturating_sub(now_ms()).max(0);
-            engine.store.park_in_body(&execution.id, &parked.steps, &outcome.api_calls, delay).await?;
+            commit(&mut signal, "a park", || {
+                engine.store.park_in_body(lease, &parked.steps, &outcome.api_calls, delay)
+            })
+            .await?;
             return Ok(());
         }
         let result = outcome.row(step, i64::try_from(position)?, started, clock.elapsed());
@@ -119,8 +197,10 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow) -> anyhow::Res
         };
         let completed = i64::try_from(position + 1)?;
         let clear = std::mem::take(&mut clear_body);
-        let recorded =
-            engine.store.record_step(&execution.id, &result, &outcome.api_calls, completed, end, clear).await?;
+        let recorded = commit(&mut signal, "a step's result", || {
+            engine.store.record_step(lease, &result, &outcome.api_calls, completed, end.clone(), clear)
+        })
+        .await?;
         engine.report_ended(recorded.ended);
         cancelled = recorded.cancel_requested || signal.get() == Some(Stop::Cancel);
         if last {
@@ -129,7 +209,7 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow) -> anyhow::Res
         if let Some(delay) = park
             && !cancelled
         {
-            engine.store.release_execution(&execution.id, delay).await?;
+            commit(&mut signal, "a wait", || engine.store.release_execution(lease, delay)).await?;
             return Ok(());
         }
     }
@@ -140,7 +220,9 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow) -> anyhow::Res
     } else {
         conclude(&mut flow, &def)
     };
-    engine.report_ended(engine.store.finish_execution(&execution.id, end).await?);
+    engine.report_ended(Some(
+        commit(&mut signal, "the end", || engine.store.finish_execution(lease, end.clone())).await?,
+    ));
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::node::Running;
+use super::runner::lease_lost;
 use super::runner::run;
 use super::{Stop, schedule};
 use crate::Engine;
@@ -55,8 +56,10 @@ fn lease_ms(engine: &Engine) -> i64 {
     i64::try_from(engine.settings.lease_ms).unwrap_or(30_000)
 }
 
-/// Renews this node's leases six times per lease period, and passes on cancellations that
-/// reached another node (they are flags in the database) to the executions running here.
+/// Renews the leases of the executions running on this node (and no others: one whose run
+/// ended without handing it back expires and any node resumes it) six times per lease period,
+/// stops the runs whose lease another claim took, and passes on cancellations that reached
+/// another node (they are flags in the database) to the executions running here.
 async fn heartbeat(engine: Engine, mut stop: watch::Receiver<bool>) {
     let every = Duration::from_millis(engine.settings.lease_ms / 6);
     loop {
@@ -65,7 +68,14 @@ async fn heartbeat(engine: Engine, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         let beat = async {
-            engine.store.renew_leases(&engine.node.node_id, lease_ms(&engine)).await?;
+            let leases = engine.node.leases();
+            if !leases.is_empty() {
+                for id in engine.store.renew_leases(&engine.node.node_id, &leases, lease_ms(&engine)).await? {
+                    let epoch = leases.iter().find(|(held, _)| *held == id).map_or(0, |(_, epoch)| *epoch);
+                    tracing::warn!(execution = %id, "this node lost the execution's lease; its run stops");
+                    engine.node.lose_lease(&id, epoch);
+                }
+            }
             for id in engine.store.cancel_requested_on(&engine.node.node_id).await? {
                 engine.node.stop(&id, Stop::Cancel);
             }
@@ -86,6 +96,14 @@ async fn claimer(engine: Engine, mut stop: watch::Receiver<bool>) {
         while running.try_join_next().is_some() {}
         if *stop.borrow() {
             return;
+        }
+        // While the store keeps failing, claims slow down instead of spinning on it.
+        let backoff = engine.node.claim_backoff();
+        if !backoff.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return,
+            }
         }
         let slot = tokio::select! {
             slot = engine.node.slots.clone().acquire_owned() => match slot {
@@ -117,43 +135,67 @@ async fn claimer(engine: Engine, mut stop: watch::Receiver<bool>) {
             }
             Err(err) => {
                 drop(slot);
+                engine.node.store_failed();
                 tracing::warn!(error = %err, "claiming an execution failed");
-                tokio::time::sleep(POLL).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = stop.changed() => return,
+                }
             }
         }
     }
 }
 
 /// Runs one claimed execution and handles what can go wrong around it: a database error hands
-/// it back to the queue (it resumes from the last committed step), anything else fails it.
-/// Wakes the callers waiting for it. Boxed: a `sub_orchestration` step runs its child with it.
+/// it back to the queue (it resumes from the last committed step; if handing back fails too,
+/// its lease is no longer renewed and expires), a lost lease stops it with nothing more
+/// written, anything else fails it. Wakes the callers waiting for it. Boxed: a
+/// `sub_orchestration` step runs its child with it.
 pub(super) fn run_claimed(engine: Engine, execution: ExecutionRow) -> BoxFuture<'static, ()> {
     Box::pin(async move {
         let id = execution.id.clone();
         let enterprise_id = execution.enterprise_id.clone();
-        let running = Running::new(&engine.node, &id);
-        let outcome = dibop_core::guard::catch(run(&engine, execution)).await;
+        let Some(lease) = execution.lease() else {
+            tracing::error!(execution = %id, "asked to run an execution no node holds the lease of");
+            return;
+        };
+        let running = Running::new(&engine.node, &id, lease.epoch);
+        let outcome = dibop_core::guard::catch(run(&engine, execution, &lease)).await;
+        // From here on the heartbeat no longer renews the lease.
         drop(running);
         let internal = |error: String| Finish::failed("INTERNAL", error);
+        let store_error = |err: &anyhow::Error| err.chain().find_map(|e| e.downcast_ref::<sqlx::Error>()).is_some();
         match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) if err.downcast_ref::<sqlx::Error>().is_some() => {
-                // Transient (the database): resume later from the last committed step.
+            Ok(Ok(())) => engine.node.store_ok(),
+            Ok(Err(err)) if lease_lost(&err) => {
+                tracing::warn!(execution = %id, "this node lost the execution's lease; its run stopped with nothing more written");
+            }
+            Ok(Err(err)) if store_error(&err) => {
+                // Transient (the database or the disk): resume later from the last committed step.
+                engine.node.store_failed();
                 tracing::warn!(execution = %id, error = %format!("{err:#}"), "execution interrupted; it will resume");
-                let _ = engine.store.release_execution(&id, 5_000).await;
+                if let Err(err) = engine.store.release_execution(&lease, 5_000).await {
+                    tracing::warn!(execution = %id, error = %err, "handing the execution back failed; its lease expires instead");
+                }
             }
             Ok(Err(err)) => {
                 tracing::error!(execution = %id, error = %format!("{err:#}"), "execution failed in the engine");
-                if let Ok(ended) = engine.store.finish_execution(&id, internal("internal engine error".into())).await {
-                    engine.report_ended(ended);
+                match engine.store.finish_execution(&lease, internal("internal engine error".into())).await {
+                    Ok(ended) => engine.report_ended(Some(ended)),
+                    Err(err) => {
+                        tracing::warn!(execution = %id, error = %err, "ending the execution failed; its lease expires and it resumes")
+                    }
                 }
             }
             Err(panic) => {
                 // Never left `running` without an owner: the panic ends it, with its message.
                 tracing::error!(execution = %id, enterprise = %enterprise_id, panic = %panic, "the engine panicked");
                 let error = format!("the engine panicked: {}", dibop_core::bounded::clip(&panic, 500));
-                if let Ok(ended) = engine.store.finish_execution(&id, internal(error)).await {
-                    engine.report_ended(ended);
+                match engine.store.finish_execution(&lease, internal(error)).await {
+                    Ok(ended) => engine.report_ended(Some(ended)),
+                    Err(err) => {
+                        tracing::warn!(execution = %id, error = %err, "ending the execution failed; its lease expires and it resumes")
+                    }
                 }
             }
         }

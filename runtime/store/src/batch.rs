@@ -72,6 +72,8 @@ pub struct Batch {
     statements: Vec<(String, Vec<Param>)>,
     /// See [`Batch::independent`].
     independent: bool,
+    /// See [`Batch::fence`].
+    fenced: bool,
 }
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
@@ -107,6 +109,30 @@ fn renumber(sql: &str, offset: usize) -> String {
 impl Batch {
     pub fn push(&mut self, sql: impl Into<String>, params: Vec<Param>) {
         self.statements.push((sql.into(), params));
+    }
+
+    /// Makes the whole batch conditional on `lease` still being held, so a lost lease aborts
+    /// the transaction with nothing written and [`is_lease_lost`](crate::is_lease_lost)
+    /// recognizes the error. The fence tries to insert a NULL into `lease_fence` (whose column
+    /// is NOT NULL) when the lease is not held:
+    ///
+    /// - on SQLite, as the first statement, when the execution is not `running` under that
+    ///   owner and epoch (the one writer serializes every claim against it);
+    /// - on PostgreSQL, after the batch's last statement, which must be an `UPDATE` of the
+    ///   execution that names the owner and epoch in its `WHERE` and has a `RETURNING` clause,
+    ///   when it updated nothing: that `UPDATE` locks the row and re-reads it past a claim that
+    ///   committed meanwhile, so no claim slips between the check and the writes.
+    ///
+    /// A fenced batch is [`independent`](Batch::independent): one statement on PostgreSQL.
+    pub fn fence(&mut self, lease: &crate::executions::Lease, backend: Backend) {
+        self.independent = true;
+        self.fenced = true;
+        if backend == Backend::Sqlite {
+            let guard = "INSERT INTO lease_fence (held) SELECT NULL WHERE NOT EXISTS (SELECT 1 FROM executions \
+                         WHERE id = $1 AND lease_owner = $2 AND lease_epoch = $3 AND status = 'running')";
+            let params = vec![(&lease.execution_id).into(), (&lease.owner).into(), lease.epoch.into()];
+            self.statements.insert(0, (guard.to_owned(), params));
+        }
     }
 
     /// Declares that no statement touches a row another one touches or reads what another one
@@ -198,12 +224,19 @@ fn postgres_statement(batch: &Batch) -> (String, Vec<Param>) {
     for (i, (sql, params)) in batch.statements.iter().enumerate() {
         let sql = renumber(sql, values.len());
         text.push_str(&match i {
+            _ if batch.fenced => format!("{} w{i} AS ({sql})", if i == 0 { "WITH" } else { "," }),
             _ if i == last && i == 0 => sql,
             _ if i == last => format!(" {sql}"),
             0 => format!("WITH w0 AS ({sql})"),
             _ => format!(", w{i} AS ({sql})"),
         });
         values.extend(params.iter().cloned());
+    }
+    if batch.fenced {
+        text.push_str(&format!(
+            ", fence AS (INSERT INTO lease_fence (held) SELECT NULL WHERE NOT EXISTS (SELECT 1 FROM w{last})) \
+             SELECT * FROM w{last}"
+        ));
     }
     (text, values)
 }
@@ -413,6 +446,32 @@ mod tests {
             "WITH w0 AS (INSERT INTO a (x) VALUES ($1)), w1 AS (DELETE FROM b WHERE y = $2) \
              UPDATE c SET z = $4 WHERE id = $3 RETURNING z"
         );
+        assert_eq!(values.len(), 4);
+    }
+
+    #[test]
+    fn a_fenced_batch_fails_on_postgres_when_its_last_update_found_nothing() {
+        let lease = crate::Lease { execution_id: "e".into(), owner: "n".into(), epoch: 2 };
+        let mut batch = Batch::default();
+        batch.push("INSERT INTO a (x) VALUES ($1)", vec!["1".into()]);
+        batch.push(
+            "UPDATE executions SET z = 1 WHERE id = $1 AND lease_epoch = $2 RETURNING z",
+            vec!["e".into(), 2_i64.into()],
+        );
+        batch.fence(&lease, Backend::Postgres);
+        let (text, _) = postgres_statement(&batch);
+        assert_eq!(
+            text,
+            "WITH w0 AS (INSERT INTO a (x) VALUES ($1)), w1 AS (UPDATE executions SET z = 1 WHERE id = $2 AND lease_epoch = $3 RETURNING z), \
+             fence AS (INSERT INTO lease_fence (held) SELECT NULL WHERE NOT EXISTS (SELECT 1 FROM w1)) SELECT * FROM w1"
+        );
+        // On SQLite the check goes first, on the lease itself.
+        let mut batch = Batch::default();
+        batch.push("UPDATE executions SET z = 1 WHERE id = $1", vec!["e".into()]);
+        batch.fence(&lease, Backend::Sqlite);
+        let (text, values) = sqlite_command(&[&batch]);
+        assert!(text.starts_with("BEGIN;\nINSERT INTO lease_fence"), "{text}");
+        assert!(text.contains("UPDATE executions SET z = 1 WHERE id = $4"), "{text}");
         assert_eq!(values.len(), 4);
     }
 

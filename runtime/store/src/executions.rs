@@ -8,7 +8,7 @@ use sqlx::Row;
 use dibop_core::{ExecutionStatus, StepStatus, UnknownStatus, new_id, now_ms};
 
 use super::api_calls::ApiCallRecord;
-use super::batch::Batch;
+use super::batch::{Batch, Param};
 use super::{Backend, Page, Store};
 
 #[derive(Debug, Clone, FromRow)]
@@ -47,6 +47,21 @@ pub struct ExecutionRow {
     pub replayed_by: Option<String>,
     /// The W3C `traceparent` it came with, if any.
     pub traceparent: Option<String>,
+    /// The node that holds its lease (none while queued, parked or final).
+    pub lease_owner: Option<String>,
+    /// Raised by every claim: with the owner, it names one lease (see [`Lease`]).
+    pub lease_epoch: i64,
+}
+
+/// The lease a node holds on an execution it claimed. Every write of a claimed execution names
+/// it and is refused, with nothing written, once the execution was claimed again (its lease
+/// expired and another node, or another run on this node, took it over): see
+/// [`is_lease_lost`](crate::is_lease_lost).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub execution_id: String,
+    pub owner: String,
+    pub epoch: i64,
 }
 
 impl ExecutionRow {
@@ -58,6 +73,12 @@ impl ExecutionRow {
     /// Whether it has ended (see [`ExecutionStatus::is_final`]).
     pub fn is_final(&self) -> bool {
         self.execution_status().is_ok_and(ExecutionStatus::is_final)
+    }
+
+    /// The lease it was claimed under, when a node holds it.
+    pub fn lease(&self) -> Option<Lease> {
+        let owner = self.lease_owner.clone()?;
+        Some(Lease { execution_id: self.id.clone(), owner, epoch: self.lease_epoch })
     }
 
     /// Its status; an error for a name no status has (the row was not written by this store).
@@ -106,6 +127,7 @@ pub struct NewExecution {
 }
 
 /// How an execution ended.
+#[derive(Debug, Clone)]
 pub struct Finish {
     pub status: ExecutionStatus,
     pub output: Option<String>,
@@ -158,7 +180,14 @@ pub struct BodyStepRow {
 
 const EXECUTION: &str = "id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, parameters, output, \
      error, idempotency_key, steps_completed, steps_succeeded, steps_total, created_at, started_at, finished_at, parent_execution_id, depth, cancel_requested, body_parked, error_code, \
-     replay_of, replayed_by, traceparent";
+     replay_of, replayed_by, traceparent, lease_owner, lease_epoch";
+
+/// The condition of a fenced write's last `UPDATE` (see [`Batch::fence`]): the execution is
+/// running under the lease whose owner and epoch are the statement's values 4 and 5 (or 7 and
+/// 8, or 9 and 10).
+const HELD_4_5: &str = "status = 'running' AND lease_owner = $4 AND lease_epoch = $5";
+const HELD_7_8: &str = "status = 'running' AND lease_owner = $7 AND lease_epoch = $8";
+const HELD_9_10: &str = "status = 'running' AND lease_owner = $9 AND lease_epoch = $10";
 
 const STEP: &str =
     "position, name, type, status, system, operation, input, output, error, attempts, started_at, duration_ms, detail";
@@ -219,8 +248,8 @@ impl Store {
             format!(
                 "INSERT INTO executions (id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, \
                  parameters, idempotency_key, steps_total, created_at, parent_execution_id, depth, lease_owner, \
-                 lease_expires_at, started_at, traceparent) \
-                 VALUES ($1, $2, $3, $4, $12, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15, $16) RETURNING {EXECUTION}"
+                 lease_expires_at, started_at, traceparent, lease_epoch) \
+                 VALUES ($1, $2, $3, $4, $12, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15, $16, $17) RETURNING {EXECUTION}"
             ),
             vec![
                 new_id().into(),
@@ -239,6 +268,7 @@ impl Store {
                 claim.map(|(_, lease_ms)| now + lease_ms).into(),
                 claim.map(|_| now).into(),
                 new.traceparent.into(),
+                i64::from(claim.is_some()).into(),
             ],
         );
         let rows = batch.run(self).await?;
@@ -274,15 +304,24 @@ impl Store {
         };
         let sql = format!(
             "UPDATE executions SET status = 'running', lease_owner = $1, lease_expires_at = $2, \
-             started_at = COALESCE(started_at, $3) WHERE id = (SELECT id FROM executions \
+             lease_epoch = lease_epoch + 1, started_at = COALESCE(started_at, $3) WHERE id = (SELECT id FROM executions \
              WHERE (status = 'queued' OR (status = 'running' AND lease_expires_at < $3)) {exclude} \
              ORDER BY {order} LIMIT 1 {lock}) RETURNING {EXECUTION}"
         );
-        let mut query = sqlx::query_as(&sql).bind(owner).bind(now + lease_ms).bind(now);
-        for enterprise in full.iter().chain(busy) {
-            query = query.bind(enterprise);
-        }
-        query.fetch_optional(&self.pool).await
+        let mut params: Vec<Param> = vec![owner.into(), (now + lease_ms).into(), now.into()];
+        params.extend(full.iter().chain(busy).map(Param::from));
+        self.claim(sql, params).await
+    }
+
+    /// Runs a claiming `UPDATE ... RETURNING` as a batch: its answer comes only after the
+    /// claim committed. (Read with `fetch_optional`, sqlx's SQLite driver stops at the first
+    /// row and never reports a failed implicit commit, such as a full disk: the claim looked
+    /// taken, was not stored, and the same execution was handed out again and again.)
+    async fn claim(&self, sql: String, params: Vec<Param>) -> sqlx::Result<Option<ExecutionRow>> {
+        let mut batch = Batch::default();
+        batch.push(sql, params);
+        let rows = batch.run(self).await?;
+        rows.first().map(ExecutionRow::from_row).transpose()
     }
 
     /// Executions this node runs that someone asked to cancel (possibly through another node).
@@ -317,42 +356,72 @@ impl Store {
         lease_ms: i64,
     ) -> sqlx::Result<Option<ExecutionRow>> {
         let now = now_ms();
-        sqlx::query_as(&format!(
+        let sql = format!(
             "UPDATE executions SET status = 'running', lease_owner = $1, lease_expires_at = $2, \
-             started_at = COALESCE(started_at, $3) WHERE id = $4 \
+             lease_epoch = lease_epoch + 1, started_at = COALESCE(started_at, $3) WHERE id = $4 \
              AND (status = 'queued' OR (status = 'running' AND lease_expires_at < $3)) RETURNING {EXECUTION}"
-        ))
-        .bind(owner)
-        .bind(now + lease_ms)
-        .bind(now)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
+        );
+        self.claim(sql, vec![owner.into(), (now + lease_ms).into(), now.into(), id.into()]).await
     }
 
-    /// Extends the lease of executions `owner` runs.
-    pub async fn renew_leases(&self, owner: &str, lease_ms: i64) -> sqlx::Result<()> {
-        sqlx::query("UPDATE executions SET lease_expires_at = $2 WHERE lease_owner = $1 AND status = 'running'")
-            .bind(owner)
-            .bind(now_ms() + lease_ms)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Extends the leases `owner` holds on `leases` (the executions it is running now, and no
+    /// others: an execution whose run ended without handing it back must expire); answers
+    /// those that are no longer held, which their runs must stop at once.
+    pub async fn renew_leases(
+        &self,
+        owner: &str,
+        leases: &[(String, i64)],
+        lease_ms: i64,
+    ) -> sqlx::Result<Vec<String>> {
+        let mut lost = Vec::new();
+        // Bounded statements: a node runs at most its slots, but keep each list short anyway.
+        for chunk in leases.chunks(200) {
+            let held = (0..chunk.len())
+                .map(|i| format!("(id = ${} AND lease_epoch = ${})", 3 + 2 * i, 4 + 2 * i))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            let mut params: Vec<Param> = vec![owner.into(), (now_ms() + lease_ms).into()];
+            for (id, epoch) in chunk {
+                params.push(id.into());
+                params.push((*epoch).into());
+            }
+            let mut batch = Batch::default();
+            batch.push(
+                format!(
+                    "UPDATE executions SET lease_expires_at = $2 WHERE lease_owner = $1 AND status = 'running' \
+                     AND ({held}) RETURNING id"
+                ),
+                params,
+            );
+            let renewed: Vec<String> =
+                batch.run(self).await?.iter().map(|row| row.try_get::<String, _>(0)).collect::<Result<_, _>>()?;
+            lost.extend(chunk.iter().filter(|(id, _)| !renewed.contains(id)).map(|(id, _)| id.clone()));
+        }
+        Ok(lost)
     }
 
     /// Hands a running execution back to the queue after `delay_ms` (its worker hit a transient
-    /// error such as a database outage): any node may resume it from the last committed step.
-    pub async fn release_execution(&self, id: &str, delay_ms: i64) -> sqlx::Result<()> {
+    /// error such as a database outage, or it waits): any node may resume it from the last
+    /// committed step. Refused when `lease` is no longer held.
+    pub async fn release_execution(&self, lease: &Lease, delay_ms: i64) -> sqlx::Result<()> {
+        let mut batch = Batch::default();
+        batch.independent();
+        batch.fence(lease, self.backend);
         // A cancellation asked for meanwhile makes it due at once, so that it ends now.
-        sqlx::query(
-            "UPDATE executions SET lease_owner = NULL, \
-             lease_expires_at = CASE WHEN cancel_requested = 1 THEN $3 ELSE $2 END WHERE id = $1 AND status = 'running'",
-        )
-        .bind(id)
-        .bind(now_ms() + delay_ms)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+        batch.push(
+            format!(
+                "UPDATE executions SET lease_owner = NULL, lease_expires_at = CASE WHEN cancel_requested = 1 THEN $3 ELSE $2 END \
+                 WHERE id = $1 AND {HELD_4_5} RETURNING id"
+            ),
+            vec![
+                (&lease.execution_id).into(),
+                (now_ms() + delay_ms).into(),
+                now_ms().into(),
+                (&lease.owner).into(),
+                lease.epoch.into(),
+            ],
+        );
+        batch.run(self).await?;
         Ok(())
     }
 
@@ -361,15 +430,17 @@ impl Store {
     /// requested and whether the execution ended.
     pub async fn record_step(
         &self,
-        execution_id: &str,
+        lease: &Lease,
         step: &StepResultRow,
         api_calls: &[ApiCallRecord],
         completed: i64,
         finish: Option<Finish>,
         clear_body: bool,
     ) -> sqlx::Result<Recorded> {
+        let execution_id = lease.execution_id.as_str();
         let mut batch = Batch::default();
         batch.independent();
+        batch.fence(lease, self.backend);
         super::api_calls::push_api_calls(&mut batch, api_calls);
         if clear_body {
             // The container whose body progress was kept has its own result now (and the
@@ -406,15 +477,21 @@ impl Store {
             None => batch.push(
                 format!(
                     "UPDATE executions SET steps_completed = $2, steps_succeeded = steps_succeeded + $3{unpark} \
-                     WHERE id = $1 RETURNING cancel_requested"
+                     WHERE id = $1 AND {HELD_4_5} RETURNING cancel_requested"
                 ),
-                vec![execution_id.into(), completed.into(), succeeded.into()],
+                vec![
+                    execution_id.into(),
+                    completed.into(),
+                    succeeded.into(),
+                    (&lease.owner).into(),
+                    lease.epoch.into(),
+                ],
             ),
             Some(finish) => batch.push(
                 format!(
                     "UPDATE executions SET steps_completed = $2, status = $3, output = $4, error = $5, finished_at = $6, \
-                     error_code = $7, steps_succeeded = steps_succeeded + $8, lease_owner = NULL, lease_expires_at = NULL{unpark} WHERE id = $1 \
-                     RETURNING cancel_requested, started_at"
+                     error_code = $7, steps_succeeded = steps_succeeded + $8, lease_owner = NULL, lease_expires_at = NULL{unpark} \
+                     WHERE id = $1 AND {HELD_9_10} RETURNING cancel_requested, started_at"
                 ),
                 vec![
                     execution_id.into(),
@@ -425,6 +502,8 @@ impl Store {
                     now_ms().into(),
                     finish.code.into(),
                     succeeded.into(),
+                    (&lease.owner).into(),
+                    lease.epoch.into(),
                 ],
             ),
         }
@@ -440,22 +519,31 @@ impl Store {
         Ok(Recorded { cancel_requested: cancel != 0, ended })
     }
 
-    /// Ends an execution; `None` when there is no such execution.
-    pub async fn finish_execution(&self, execution_id: &str, finish: Finish) -> sqlx::Result<Option<Ended>> {
+    /// Ends an execution this node holds the `lease` of.
+    pub async fn finish_execution(&self, lease: &Lease, finish: Finish) -> sqlx::Result<Ended> {
         let status = finish.status;
-        let started: Option<Option<i64>> = sqlx::query_scalar(
-            "UPDATE executions SET status = $2, output = $3, error = $4, finished_at = $5, error_code = $6, \
-             lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 RETURNING started_at",
-        )
-        .bind(execution_id)
-        .bind(finish.status.as_str())
-        .bind(finish.output)
-        .bind(finish.error)
-        .bind(now_ms())
-        .bind(finish.code)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(started.map(|started_at| Ended { status, started_at }))
+        let mut batch = Batch::default();
+        batch.independent();
+        batch.fence(lease, self.backend);
+        batch.push(
+            format!(
+                "UPDATE executions SET status = $2, output = $3, error = $4, finished_at = $5, error_code = $6, \
+                 lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND {HELD_7_8} RETURNING started_at"
+            ),
+            vec![
+                (&lease.execution_id).into(),
+                finish.status.as_str().into(),
+                finish.output.into(),
+                finish.error.into(),
+                now_ms().into(),
+                finish.code.into(),
+                (&lease.owner).into(),
+                lease.epoch.into(),
+            ],
+        );
+        let rows = batch.run(self).await?;
+        let started_at: Option<i64> = rows.first().map(|row| row.try_get(0)).transpose()?.flatten();
+        Ok(Ended { status, started_at })
     }
 
     /// Queued executions of every enterprise (the queue depth), or of one.
@@ -567,13 +655,15 @@ impl Store {
     /// is due again after `delay_ms`. The container step itself has no result yet.
     pub async fn park_in_body(
         &self,
-        execution_id: &str,
+        lease: &Lease,
         steps: &[BodyStepRow],
         api_calls: &[ApiCallRecord],
         delay_ms: i64,
     ) -> sqlx::Result<()> {
+        let execution_id = lease.execution_id.as_str();
         let mut batch = Batch::default();
         batch.independent();
+        batch.fence(lease, self.backend);
         super::api_calls::push_api_calls(&mut batch, api_calls);
         for step in steps {
             batch.push(
@@ -591,9 +681,11 @@ impl Store {
             );
         }
         batch.push(
-            "UPDATE executions SET body_parked = 1, lease_owner = NULL, \
-             lease_expires_at = CASE WHEN cancel_requested = 1 THEN $3 ELSE $2 END WHERE id = $1 AND status = 'running'",
-            vec![execution_id.into(), (now_ms() + delay_ms).into(), now_ms().into()],
+            format!(
+                "UPDATE executions SET body_parked = 1, lease_owner = NULL, \
+                 lease_expires_at = CASE WHEN cancel_requested = 1 THEN $3 ELSE $2 END WHERE id = $1 AND {HELD_4_5} RETURNING id"
+            ),
+            vec![execution_id.into(), (now_ms() + delay_ms).into(), now_ms().into(), (&lease.owner).into(), lease.epoch.into()],
         );
         batch.run(self).await?;
         Ok(())
@@ -816,5 +908,164 @@ impl ExecutionFilter {
             add(" AND LOWER(error) LIKE $? ESCAPE '\\'", pattern.into());
         }
         (clause, args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Executor;
+
+    use super::*;
+    use crate::{NewEnterprise, NewUser, is_lease_lost};
+
+    /// A store with one enterprise, one orchestration and one queued execution: SQLite in a
+    /// temporary directory, or a fresh PostgreSQL database when `DIBOP_TEST_DATABASE_URL` is set.
+    async fn queued(name: &str) -> (Store, std::path::PathBuf, String, String) {
+        let dir = std::env::temp_dir().join(format!("dibop-executions-{name}-{}", new_id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let url = match std::env::var("DIBOP_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+            Some(base) => {
+                sqlx::any::install_default_drivers();
+                let db = format!("dibop_t_{name}_{}", new_id().replace('-', ""));
+                let admin = sqlx::AnyPool::connect(&base).await.expect("connect");
+                admin.execute(format!("CREATE DATABASE {db}").as_str()).await.expect("create database");
+                admin.close().await;
+                let (server, _) = base.split('?').next().unwrap_or(&base).rsplit_once('/').expect("path");
+                Some(secrecy::SecretString::from(format!("{server}/{db}")))
+            }
+            None => None,
+        };
+        let store = Store::connect(url.as_ref(), &dir, 2, false).await.expect("connects");
+        store.migrate().await.expect("migrates");
+        let (enterprise, _) = store
+            .create_enterprise_with_admin(
+                NewEnterprise { name: "E".into(), slug: format!("e-{name}"), timezone: "UTC".into() },
+                NewUser {
+                    email: format!("{name}@e.example"),
+                    name: "A".into(),
+                    role: dibop_core::Role::EnterpriseAdmin,
+                    platform_access: false,
+                    password_hash: "x".into(),
+                },
+            )
+            .await
+            .expect("enterprise");
+        let orchestration =
+            store.create_orchestration(&enterprise.id, "O", "active", "{}", None).await.expect("orchestration");
+        let new = NewExecution {
+            orchestration_id: orchestration.id.clone(),
+            orchestration_version: 1,
+            triggered_by: "api".into(),
+            parameters: "{}".into(),
+            idempotency_key: None,
+            steps_total: 2,
+            parent: None,
+            traceparent: None,
+        };
+        let (execution, _) = store.enqueue_execution(&enterprise.id, new).await.expect("queued");
+        (store, dir, enterprise.id, execution.id)
+    }
+
+    fn step(position: i64) -> StepResultRow {
+        StepResultRow {
+            position,
+            name: format!("s{position}"),
+            kind: "transform".into(),
+            status: "success".into(),
+            system: None,
+            operation: None,
+            input: None,
+            output: Some("{}".into()),
+            error: None,
+            attempts: 1,
+            started_at: now_ms(),
+            duration_ms: 1,
+            detail: None,
+        }
+    }
+
+    fn call(enterprise_id: &str, execution_id: &str) -> ApiCallRecord {
+        let origin = crate::CallOrigin {
+            enterprise_id: enterprise_id.into(),
+            system: "rest".into(),
+            connection_id: None,
+            connection: None,
+            orchestration_id: None,
+            execution_id: Some(execution_id.into()),
+            step: Some("s0".into()),
+            trace_id: None,
+        };
+        ApiCallRecord::start(origin, "GET".into(), "http://127.0.0.1/x".into())
+    }
+
+    async fn count(store: &Store, table: &str, id: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE execution_id = $1"))
+            .bind(id)
+            .fetch_one(&store.pool)
+            .await
+            .expect("count")
+    }
+
+    /// A node that stalled past its lease (here: claimed with a lease that is already over,
+    /// then claimed again by another node) can neither record, park, finish nor release the
+    /// execution: each write is refused as a lost lease with nothing of it stored, the
+    /// heartbeat reports the lease lost, and the new owner's writes go through.
+    #[tokio::test]
+    async fn writes_under_a_lease_another_claim_took_are_refused_with_nothing_written() {
+        let (store, dir, enterprise, id) = queued("fence").await;
+        let stale = store.claim_execution("node-a", -1, &[], &[]).await.expect("claim").expect("claimed");
+        let stale = stale.lease().expect("leased");
+        assert_eq!(stale.epoch, 1);
+        let fresh = store.claim_execution("node-b", 30_000, &[], &[]).await.expect("claim").expect("expired lease");
+        let fresh = fresh.lease().expect("leased");
+        assert_eq!((fresh.owner.as_str(), fresh.epoch), ("node-b", 2));
+
+        let refused = store.record_step(&stale, &step(0), &[call(&enterprise, &id)], 1, None, false).await;
+        assert!(refused.as_ref().is_err_and(is_lease_lost), "{:?}", refused.err());
+        let finished = Finish { status: ExecutionStatus::Success, output: None, error: None, code: None };
+        assert!(store.finish_execution(&stale, finished).await.is_err_and(|e| is_lease_lost(&e)));
+        assert!(store.release_execution(&stale, 0).await.is_err_and(|e| is_lease_lost(&e)));
+        let parked = store.park_in_body(&stale, &[], &[call(&enterprise, &id)], 1_000).await;
+        assert!(parked.is_err_and(|e| is_lease_lost(&e)));
+        assert_eq!(count(&store, "step_results", &id).await, 0);
+        assert_eq!(count(&store, "api_calls", &id).await, 0);
+        let lost = store.renew_leases("node-a", &[(id.clone(), 1)], 30_000).await.expect("renew");
+        assert_eq!(lost, std::slice::from_ref(&id));
+        assert!(store.renew_leases("node-b", &[(id.clone(), 2)], 30_000).await.expect("renew").is_empty());
+
+        let row = store.get_execution(&enterprise, &id).await.expect("read").expect("row");
+        assert_eq!(
+            (row.status.as_str(), row.lease_owner.as_deref(), row.steps_completed),
+            ("running", Some("node-b"), 0)
+        );
+        store.record_step(&fresh, &step(0), &[call(&enterprise, &id)], 1, None, false).await.expect("owner records");
+        let finished = Finish { status: ExecutionStatus::Success, output: Some("{}".into()), error: None, code: None };
+        store.record_step(&fresh, &step(1), &[], 2, Some(finished), false).await.expect("owner finishes");
+        let row = store.get_execution(&enterprise, &id).await.expect("read").expect("row");
+        assert_eq!((row.status.as_str(), row.steps_completed), ("success", 2));
+        assert_eq!(count(&store, "api_calls", &id).await, 1);
+        // A finished execution has no lease to write under any more.
+        assert!(store.release_execution(&fresh, 0).await.is_err_and(|e| is_lease_lost(&e)));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Only the leases a node names are renewed: an execution whose run ended without handing
+    /// it back (the release failed too) expires and is claimed again.
+    #[tokio::test]
+    async fn a_lease_the_node_no_longer_names_expires_and_is_claimed_again() {
+        let (store, dir, _enterprise, id) = queued("expire").await;
+        let first = store.claim_execution("node-a", 300, &[], &[]).await.expect("claim").expect("claimed");
+        // The heartbeat of node-a runs, but this execution is no longer in its set.
+        assert!(store.renew_leases("node-a", &[], 300).await.expect("renew").is_empty());
+        assert!(
+            store.claim_execution("node-a", 300, &[], &[]).await.expect("claim").is_none(),
+            "held until it expires"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+        let again = store.claim_execution("node-a", 300, &[], &[]).await.expect("claim").expect("expired: claimable");
+        assert_eq!((again.id.as_str(), again.lease_epoch), (id.as_str(), first.lease_epoch + 1));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

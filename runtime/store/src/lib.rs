@@ -46,7 +46,7 @@ pub use canonical::{CanonicalRow, Lineage};
 pub use circuits::CircuitRow;
 pub use connections::{ConnectionFields, ConnectionRow};
 pub use executions::{
-    BodyStepRow, Ended, ExecutionFilter, ExecutionRow, Finish, NewExecution, Recorded, StepResultRow,
+    BodyStepRow, Ended, ExecutionFilter, ExecutionRow, Finish, Lease, NewExecution, Recorded, StepResultRow,
 };
 pub use identity::{
     ApiKey, ApiKeyWithEnterprise, Enterprise, NewApiKey, NewEnterprise, NewUser, PlatformUsers, SettingsPatch, User,
@@ -193,6 +193,13 @@ impl Store {
         self.reads.close().await;
         self.pool.close().await;
     }
+}
+
+/// Whether `err` is a write refused because the execution's lease is no longer held (see
+/// [`Lease`]): another node, or another run on this node, claimed it after the lease expired.
+/// Nothing of the refused write was stored; the run that made it must stop at once.
+pub fn is_lease_lost(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.message().contains("lease_fence"))
 }
 
 /// Whether `err` is a violation of a unique constraint (mapped to 409 by callers).
