@@ -66,8 +66,9 @@ impl Store {
         .bind(sealed_secret)
         .bind(i64::from(enabled))
         .bind(now)
-        .fetch_one(&self.pool)
-        .await;
+        .fetch_all(&self.pool)
+        .await
+        .and_then(crate::only);
         self.caches.alert_rules.clear();
         row
     }
@@ -90,8 +91,9 @@ impl Store {
         .bind(definition)
         .bind(i64::from(enabled))
         .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await;
+        .fetch_all(&self.pool)
+        .await
+        .map(crate::first);
         self.caches.alert_rules.clear();
         row
     }
@@ -176,8 +178,8 @@ impl Store {
         .bind(alert.threshold)
         .bind(alert.message)
         .bind(now_ms())
-        .fetch_one(&self.pool)
-        .await
+        .fetch_all(&self.pool)
+        .await.and_then(crate::only)
     }
 
     pub async fn set_alert_deliveries(&self, id: &str, deliveries: &str) -> sqlx::Result<()> {

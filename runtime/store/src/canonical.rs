@@ -89,8 +89,8 @@ impl Store {
         .bind(lineage.execution_id)
         .bind(lineage.created_by)
         .bind(now_ms())
-        .fetch_one(&self.pool)
-        .await
+        .fetch_all(&self.pool)
+        .await.and_then(crate::only)
     }
 
     pub async fn replace_canonical(
@@ -111,8 +111,9 @@ impl Store {
         .bind(key)
         .bind(data)
         .bind(now_ms())
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await
+        .map(crate::first)
     }
 
     pub async fn get_canonical(

@@ -117,8 +117,9 @@ impl Store {
         .bind(enterprise_id)
         .bind(threshold)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await
+        .and_then(crate::only)
     }
 
     /// Counts a call the system answered: the circuit closes and its failures start over.

@@ -113,8 +113,8 @@ impl Store {
         .bind(c.plugin_version)
         .bind(i64::from(c.validate_output))
         .bind(c.credentials_for)
-        .fetch_one(&self.pool)
-        .await;
+        .fetch_all(&self.pool)
+        .await.and_then(crate::only);
         self.caches.connections.clear();
         row
     }
@@ -147,8 +147,9 @@ impl Store {
         .bind(c.plugin_version)
         .bind(i64::from(c.validate_output))
         .bind(c.credentials_for)
-        .fetch_optional(&self.pool)
-        .await;
+        .fetch_all(&self.pool)
+        .await
+        .map(crate::first);
         // Cleared after the write, so no reader caches the old row meanwhile.
         self.caches.connections.clear();
         row

@@ -235,8 +235,9 @@ impl Store {
         .bind(now_ms())
         .bind(patch.outbound_requests_per_minute)
         .bind(patch.require_signed_plugins.map(i64::from))
-        .fetch_optional(&self.pool)
-        .await;
+        .fetch_all(&self.pool)
+        .await
+        .map(crate::first);
         // Cleared after the write, so no reader caches the old limit meanwhile.
         self.caches.outbound_limits.clear();
         row
@@ -386,8 +387,9 @@ impl Store {
         .bind(patch.platform_access.map(i64::from))
         .bind(i64::from(ends_tokens))
         .bind(i64::from(platform_users == PlatformUsers::MayChange))
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await
+        .map(crate::first)
     }
 
     pub async fn record_login(&self, user_id: &str) -> sqlx::Result<()> {
@@ -413,8 +415,8 @@ impl Store {
         .bind(key.created_by)
         .bind(now_ms())
         .bind(key.expires_at)
-        .fetch_one(&self.pool)
-        .await
+        .fetch_all(&self.pool)
+        .await.and_then(crate::only)
     }
 
     pub async fn list_api_keys(&self, enterprise_id: &str, page: Page) -> sqlx::Result<(Vec<ApiKey>, i64)> {

@@ -195,6 +195,19 @@ impl Store {
     }
 }
 
+/// The one row a writing statement with `RETURNING` answered, read with `fetch_all`: on
+/// SQLite such a statement commits (in autocommit) only when it is stepped to its end, and
+/// reports a failed commit (a full disk) only there. `fetch_one` and `fetch_optional` stop at
+/// the first row and never see it, so a write that was never stored would be answered as done.
+fn only<T>(rows: Vec<T>) -> sqlx::Result<T> {
+    rows.into_iter().next().ok_or(sqlx::Error::RowNotFound)
+}
+
+/// Like [`only`], for a write that may touch no row.
+fn first<T>(rows: Vec<T>) -> Option<T> {
+    rows.into_iter().next()
+}
+
 /// Whether `err` is a write refused because the execution's lease is no longer held (see
 /// [`Lease`]): another node, or another run on this node, claimed it after the lease expired.
 /// Nothing of the refused write was stored; the run that made it must stop at once.

@@ -220,8 +220,9 @@ impl Store {
                 .bind(enterprise_id)
                 .bind(id)
                 .bind(status)
-                .fetch_optional(&self.pool)
-                .await;
+                .fetch_all(&self.pool)
+                .await
+                .map(crate::first);
         self.caches.plugins.clear();
         done
     }

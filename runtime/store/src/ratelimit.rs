@@ -12,8 +12,9 @@ impl Store {
         )
         .bind(bucket)
         .bind(window_start)
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await
+        .and_then(crate::only)
     }
 
     /// The hits of `bucket` in the window starting at `window_start`.

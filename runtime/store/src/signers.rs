@@ -37,15 +37,17 @@ impl Store {
         .bind(name)
         .bind(public_key)
         .bind(now_ms())
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await
+        .and_then(crate::only)
     }
 
     /// Removes a signer (versions it signed keep their `signed_by`); `None` when there is none.
     pub async fn delete_signer(&self, id: &str) -> sqlx::Result<Option<SignerRow>> {
         sqlx::query_as(&format!("DELETE FROM plugin_signers WHERE id = $1 RETURNING {COLUMNS}"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_all(&self.pool)
             .await
+            .map(crate::first)
     }
 }

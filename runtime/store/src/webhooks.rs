@@ -44,8 +44,8 @@ impl Store {
         .bind(new.signature)
         .bind(new.sealed_secret)
         .bind(now_ms())
-        .fetch_one(&self.pool)
-        .await
+        .fetch_all(&self.pool)
+        .await.and_then(crate::only)
     }
 
     pub async fn list_webhooks(&self, enterprise_id: &str, page: Page) -> sqlx::Result<(Vec<WebhookRow>, i64)> {
