@@ -313,3 +313,51 @@ impl Drop for Running {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{Node, Running, Stop};
+
+    #[test]
+    fn claims_back_off_while_the_store_fails_and_not_after() {
+        let node = Node::new(4, 2);
+        assert_eq!(node.claim_backoff(), Duration::ZERO);
+        let waits: Vec<u64> = (0..8)
+            .map(|_| {
+                node.store_failed();
+                u64::try_from(node.claim_backoff().as_millis()).unwrap_or(u64::MAX)
+            })
+            .collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 10_000, 10_000, 10_000]);
+        node.store_ok();
+        assert_eq!(node.claim_backoff(), Duration::ZERO);
+    }
+
+    #[test]
+    fn only_running_leases_are_named_and_a_newer_claim_supersedes_an_older_run() {
+        let node = Arc::new(Node::new(4, 2));
+        let first = Running::new(&node, "e1", 1);
+        let stale = node.signal("e1");
+        assert_eq!(node.leases(), [("e1".to_owned(), 1)]);
+        // Claimed again on this node (the first lease had expired): the older run is over.
+        let second = Running::new(&node, "e1", 2);
+        assert_eq!(stale.get(), Some(Stop::LeaseLost));
+        assert_eq!(node.leases(), [("e1".to_owned(), 2)]);
+        // The older run ending leaves the newer one registered.
+        drop(first);
+        assert_eq!(node.leases(), [("e1".to_owned(), 2)]);
+        // A loss reported for another epoch does not touch the run.
+        node.lose_lease("e1", 1);
+        assert_eq!(node.signal("e1").get(), None);
+        node.lose_lease("e1", 2);
+        assert_eq!(node.signal("e1").get(), Some(Stop::LeaseLost));
+        // A cancellation cannot hide a lost lease.
+        node.stop("e1", Stop::Cancel);
+        assert_eq!(node.signal("e1").get(), Some(Stop::LeaseLost));
+        drop(second);
+        assert!(node.leases().is_empty());
+    }
+}
