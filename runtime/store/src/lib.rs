@@ -17,6 +17,7 @@ mod canonical;
 mod circuits;
 mod connections;
 mod executions;
+mod fault;
 mod identity;
 pub mod limiter;
 mod orchestrations;
@@ -45,6 +46,7 @@ pub use audit::{AuditFilter, AuditRow};
 pub use canonical::{CanonicalRow, Lineage};
 pub use circuits::CircuitRow;
 pub use connections::{ConnectionFields, ConnectionRow};
+pub use fault::{ACQUIRE_TIMEOUT, is_unavailable, unavailable_in};
 pub use executions::{
     BodyStepRow, Ended, ExecutionFilter, ExecutionRow, Finish, NewExecution, Recorded, StepResultRow,
 };
@@ -116,9 +118,12 @@ impl Store {
         let connect = |connections: u32, read_only: bool| {
             AnyPoolOptions::new()
                 .max_connections(connections)
+                // A request waits seconds at most for a connection: a database that refuses
+                // them is answered 503 in seconds, not after sqlx's default 30 s.
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 // A pinged-before-use connection costs a round trip per query. A SQLite file
                 // cannot drop the connection; PostgreSQL ones are checked (a server restart
-                // drops them).
+                // drops them), within the acquire timeout.
                 .test_before_acquire(backend == Backend::Postgres)
                 .after_connect(move |conn, _meta| {
                     Box::pin(async move {
