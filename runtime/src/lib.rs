@@ -47,9 +47,12 @@ use store::Store;
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let full_sync = config.sqlite_synchronous == config::SqliteSynchronous::Full;
-    let store =
-        Store::connect(config.database_url.as_ref(), &config.data_dir, config.db_max_connections, full_sync).await?;
+    let options = store::Options {
+        max_connections: config.db_max_connections,
+        full_sync: config.sqlite_synchronous == config::SqliteSynchronous::Full,
+        sqlite_max_bytes: config.sqlite_max_size_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
+    };
+    let store = Store::open(config.database_url.as_ref(), &config.data_dir, &options).await?;
     store.migrate().await?;
     Ok(store)
 }

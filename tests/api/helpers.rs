@@ -101,8 +101,17 @@ impl TestApp {
             server: Some(server),
         };
         // The listener is bound, so requests queue until the server has migrated and accepts.
-        let health = app.client.get(format!("{}/readyz", app.address)).send().await.expect("readyz");
-        assert_eq!(health.status(), StatusCode::OK);
+        // Readiness is bounded (a probe slower than its bound answers 503): on a loaded machine
+        // the first probes may be refused.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let health = app.client.get(format!("{}/readyz", app.address)).send().await.expect("readyz");
+            if health.status() == StatusCode::OK {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the server is not ready: {}", health.status());
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         app
     }
 
