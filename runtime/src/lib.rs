@@ -114,6 +114,8 @@ pub async fn serve(
         },
         Arc::new(EngineEvents { alerts: alerts.clone(), otlp: otlp.clone() }),
     );
+    // Flipped with the shutdown signal: waiting handlers answer before their connection closes.
+    let (drain, draining) = state::Draining::new();
     let state = AppState {
         tokens: Arc::new(auth::tokens::Tokens::new(&secret)),
         passwords: Arc::new(auth::password::Passwords::new(config.login_concurrency).await?),
@@ -124,6 +126,7 @@ pub async fn serve(
         store: store.clone(),
         config: Arc::new(config),
         alerts,
+        draining,
     };
     let housekeeping = tokio::spawn(housekeeping(state.clone(), stopped.clone()));
     let deliveries = tokio::spawn(alerts::send_queued(state.alerts.clone(), queued, stopped.clone()));
@@ -138,11 +141,13 @@ pub async fn serve(
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = signalled.send(Some(tokio::time::Instant::now()));
+            let _ = drain.send(true);
         })
         .into_future();
     tokio::select! {
         served = http => served.context("serving HTTP")?,
-        // Requests still open when the grace period ends (a long execute wait) are dropped.
+        // Requests still open when the grace period ends are dropped (an execute that waits
+        // answers 202 when the shutdown starts, so none of those).
         () = async {
             let _ = signal.wait_for(Option::is_some).await;
             tokio::time::sleep(grace).await;
