@@ -1,4 +1,7 @@
-//! `TestApp`: a real server on port 0 with its own fresh database, and a client for it.
+//! `TestApp`: a real server on port 0 with its own fresh database, and a client for it;
+//! `db_proxy`: a proxy that fails the database under a server.
+
+pub mod db_proxy;
 
 use std::path::PathBuf;
 
@@ -66,6 +69,19 @@ impl TestApp {
         config.database_url = database_url.clone().map(Into::into);
         adjust(&mut config);
         Self::start(config, data_dir, database_url).await
+    }
+
+    /// On PostgreSQL (`DIBOP_TEST_DATABASE_URL`), a server whose database connections go
+    /// through a [`db_proxy::DbProxy`] the test controls, and the proxy; `None` on SQLite.
+    /// The app's `database_url` is the direct one (for [`TestApp::sql`]).
+    pub async fn spawn_through_proxy(adjust: impl FnOnce(&mut Config)) -> Option<(Self, db_proxy::DbProxy)> {
+        let direct = fresh_database().await?;
+        let proxy = db_proxy::DbProxy::start(db_proxy::target_of(&direct)).await;
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(&data_dir);
+        config.database_url = Some(proxy.url_through(&direct).into());
+        adjust(&mut config);
+        Some((Self::start(config, data_dir, Some(direct)).await, proxy))
     }
 
     /// Another node on this server's database: its own data directory (no plugin bytes or

@@ -97,6 +97,22 @@ impl Server {
         created["id"].as_str().unwrap_or_else(|| panic!("no id: {created}")).to_owned()
     }
 
+    /// SIGTERM (a graceful stop), then waits until the process is gone (SIGKILL after
+    /// `within`); answers whether it exited by itself.
+    pub async fn terminate(&mut self, within: Duration) -> bool {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("running kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.kill();
+        false
+    }
+
     /// SIGKILL, and wait until the process is gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
