@@ -229,9 +229,9 @@ async fn housekeeping(state: AppState, mut stopped: tokio::sync::watch::Receiver
             }).await,
             _ = retention.tick() => guard::catch(async {
                 match state.store.purge_expired().await {
-                    Ok((0, 0)) => {}
-                    Ok((executions, api_calls)) => {
-                        tracing::info!(executions, api_calls, "purged data past its retention");
+                    Ok(store::Purged { executions: 0, api_calls: 0, pages_released: 0, .. }) => {}
+                    Ok(store::Purged { executions, api_calls, batches, pages_released }) => {
+                        tracing::info!(executions, api_calls, batches, pages_released, "purged data past its retention");
                     }
                     Err(err) => tracing::warn!(error = %format!("{err:#}"), "purging data past its retention failed"),
                 }

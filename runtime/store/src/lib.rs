@@ -56,6 +56,7 @@ pub use identity::{
 };
 pub use orchestrations::{OrchestrationRow, VersionRow};
 pub use plugins::{NewPlugin, PluginRow};
+pub use retention::{PURGE_BATCH, Purged};
 pub use signers::{MAX_SIGNERS, SignerRow};
 pub use tokens::TokenRow;
 pub use webhooks::{NewWebhook, WebhookRow};
@@ -153,6 +154,9 @@ impl Store {
                             if read_only {
                                 conn.execute("PRAGMA query_only = ON").await?;
                             } else {
+                                // Takes effect on a new file (before its first table); an
+                                // existing one is switched once by `Store::migrate`.
+                                conn.execute("PRAGMA auto_vacuum = INCREMENTAL").await?;
                                 conn.execute("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;").await?;
                                 conn.execute(if full_sync {
                                     "PRAGMA synchronous = FULL"
@@ -207,9 +211,23 @@ impl Store {
         }
     }
 
-    /// Applies the embedded migrations that are not applied yet.
+    /// Applies the embedded migrations that are not applied yet; on SQLite, then switches a
+    /// database made before incremental auto-vacuum to it (once: one `VACUUM`, which rewrites
+    /// the file and needs about its size free on the disk; when that fails the server starts
+    /// anyway, and purged pages are reused instead of returned).
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        self.migrator().run(&self.pool).await.context("applying migrations")
+        self.migrator().run(&self.pool).await.context("applying migrations")?;
+        if self.backend == Backend::Sqlite {
+            let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum").fetch_one(&self.pool).await?;
+            if mode != retention::AUTO_VACUUM_INCREMENTAL {
+                tracing::info!("switching the SQLite file to incremental auto-vacuum (one VACUUM)");
+                let mut conn = self.pool.acquire().await?;
+                if let Err(err) = conn.execute("PRAGMA auto_vacuum = INCREMENTAL; VACUUM").await {
+                    tracing::warn!(error = %err, "switching the SQLite file to incremental auto-vacuum failed; purged pages are reused but not returned to the disk");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether the database answers, every embedded migration is applied and a write commits,
