@@ -226,7 +226,7 @@ mod tests {
             None => None,
             Some(base) => {
                 sqlx::any::install_default_drivers();
-                let database = format!("dibop_r_{}_{}", name, std::process::id());
+                let database = format!("dibop_t_retention_{}_{}", name, std::process::id());
                 let mut admin = sqlx::AnyConnection::connect(base).await.expect("connect to PostgreSQL");
                 let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {database}")).execute(&mut admin).await;
                 sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await.expect("create");
@@ -371,7 +371,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         if let Some(base) = postgres {
             let mut admin = sqlx::AnyConnection::connect(base).await.expect("connect to PostgreSQL");
-            let database = format!("dibop_r_{}_{}", name, std::process::id());
+            let database = format!("dibop_t_retention_{}_{}", name, std::process::id());
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {database}")).execute(&mut admin).await;
         }
     }
