@@ -253,7 +253,7 @@ impl Store {
         sqlx::query("UPDATE write_probe SET at = $1 WHERE id = 1").bind(dibop_core::now_ms()).execute(&mut *tx).await?;
         let mut room = tx.begin().await?;
         sqlx::query("INSERT INTO write_probe (id, at, room) VALUES (2, 0, $1)")
-            .bind(probe_room())
+            .bind(PROBE_TEXT.as_str())
             .execute(&mut *room)
             .await?;
         room.rollback().await?;
@@ -282,7 +282,9 @@ pub enum NotReady {
 pub const PROBE_ROOM: usize = 16 * 1024;
 
 /// [`PROBE_ROOM`] bytes of text that no compression shrinks (PostgreSQL compresses long
-/// values; a compressed probe would need no room).
+/// values; a compressed probe would need no room). Made once.
+static PROBE_TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(probe_room);
+
 fn probe_room() -> String {
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut text = String::with_capacity(PROBE_ROOM);
