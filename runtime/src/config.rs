@@ -118,6 +118,12 @@ pub struct Config {
     pub log_format: LogFormat,
     /// SQLite only: `PRAGMA synchronous`.
     pub sqlite_synchronous: SqliteSynchronous,
+    /// SQLite only: the largest the database file may grow to, in MiB (unset: as large as the
+    /// disk allows). At the cap, writes that need more room are answered 503 with
+    /// `Retry-After` and `/readyz` answers 503, as on a full disk, while the disk still has
+    /// room for the write-ahead log, the logs and the plugin cache; deleting data (or a shorter
+    /// retention) makes room again without a restart.
+    pub sqlite_max_size_mb: Option<u64>,
 }
 
 impl Config {
@@ -156,6 +162,7 @@ impl Config {
             min_cron_interval_secs: 60,
             log_format: LogFormat::Pretty,
             sqlite_synchronous: SqliteSynchronous::Normal,
+            sqlite_max_size_mb: None,
         }
     }
 }
@@ -267,6 +274,9 @@ pub struct ConfigArgs {
     /// SQLite only: when a commit is durable (normal or full).
     #[arg(long, env = "DIBOP_SQLITE_SYNCHRONOUS", value_enum)]
     pub sqlite_synchronous: Option<SqliteSynchronous>,
+    /// SQLite only: cap on the database file, in MiB (writes beyond it get 503).
+    #[arg(long, env = "DIBOP_SQLITE_MAX_SIZE_MB")]
+    pub sqlite_max_size_mb: Option<u64>,
 }
 
 /// The TOML file: the same settings as the flags, all optional.
@@ -306,6 +316,7 @@ struct FileConfig {
     limiter_buckets: Option<usize>,
     log_format: Option<LogFormat>,
     sqlite_synchronous: Option<SqliteSynchronous>,
+    sqlite_max_size_mb: Option<u64>,
 }
 
 impl ConfigArgs {
@@ -389,6 +400,7 @@ impl ConfigArgs {
                 .sqlite_synchronous
                 .or(file.sqlite_synchronous)
                 .unwrap_or(defaults.sqlite_synchronous),
+            sqlite_max_size_mb: self.sqlite_max_size_mb.or(file.sqlite_max_size_mb).filter(|mb| *mb > 0),
             ..defaults
         })
     }

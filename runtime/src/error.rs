@@ -32,16 +32,28 @@ pub enum AppError {
     Validation(Vec<FieldError>),
     #[error("{message}")]
     RateLimited { message: String, retry_after_secs: u64 },
+    /// 503 with `Retry-After` ([`UNAVAILABLE_RETRY_AFTER_SECS`]): something the server needs
+    /// (the database, the disk under it) cannot serve now.
     #[error("{0}")]
     Unavailable(String),
     /// 503 with `Retry-After`: the server is at a capacity bound (e.g. password checks) and
     /// refuses rather than queues.
     #[error("{message}")]
     Overloaded { message: String, retry_after_secs: u64 },
-    /// Anything unexpected. The message is logged with the request id and never sent.
+    /// Anything unexpected. The message is logged with the request id and never sent. One
+    /// whose cause is the database being unavailable (`dibop_store::unavailable_in`: down,
+    /// refusing or dropping connections, out of space, slow past the pool's bound) is answered
+    /// like [`AppError::Unavailable`] instead, wherever it was raised.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
+
+/// The `Retry-After` of a 503 for an unavailable database: a little longer than the pool's
+/// acquire bound, so a retry does not queue behind the failing attempts.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
+
+/// What a client is told when the database cannot serve its request.
+const DATABASE_UNAVAILABLE: &str = "the database is unavailable; retry after the Retry-After seconds";
 
 pub type AppResult<T> = Result<T, AppError>;
 
@@ -96,6 +108,7 @@ impl AppError {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(err) if crate::store::unavailable_in(err) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -135,11 +148,14 @@ pub struct ErrorBody {
     pub details: Option<Vec<FieldError>>,
     /// Logged with the request id, never sent to the client.
     pub internal: Option<String>,
+    /// The `internal` cause is a fault that passes (the database is unavailable): logged as a
+    /// warning, not as an error of the server.
+    pub transient: bool,
 }
 
 impl ErrorBody {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { code: code_for(status), message: message.into(), details: None, internal: None }
+        Self { code: code_for(status), message: message.into(), details: None, internal: None, transient: false }
     }
 
     /// The JSON document sent to the client.
@@ -183,6 +199,13 @@ impl IntoResponse for AppError {
         let mut retry_after = None;
         match self {
             Self::Validation(details) => body.details = Some(details),
+            Self::Unavailable(_) => retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECS),
+            Self::Internal(err) if crate::store::unavailable_in(&err) => {
+                body.message = DATABASE_UNAVAILABLE.into();
+                body.internal = Some(format!("{err:#}"));
+                body.transient = true;
+                retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECS);
+            }
             Self::Internal(err) => {
                 body.message = "internal server error".into();
                 body.internal = Some(format!("{err:#}"));

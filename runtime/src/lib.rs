@@ -47,9 +47,12 @@ use store::Store;
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let full_sync = config.sqlite_synchronous == config::SqliteSynchronous::Full;
-    let store =
-        Store::connect(config.database_url.as_ref(), &config.data_dir, config.db_max_connections, full_sync).await?;
+    let options = store::Options {
+        max_connections: config.db_max_connections,
+        full_sync: config.sqlite_synchronous == config::SqliteSynchronous::Full,
+        sqlite_max_bytes: config.sqlite_max_size_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
+    };
+    let store = Store::open(config.database_url.as_ref(), &config.data_dir, &options).await?;
     store.migrate().await?;
     Ok(store)
 }
@@ -111,6 +114,8 @@ pub async fn serve(
         },
         Arc::new(EngineEvents { alerts: alerts.clone(), otlp: otlp.clone() }),
     );
+    // Flipped with the shutdown signal: waiting handlers answer before their connection closes.
+    let (drain, draining) = state::Draining::new();
     let state = AppState {
         tokens: Arc::new(auth::tokens::Tokens::new(&secret)),
         passwords: Arc::new(auth::password::Passwords::new(config.login_concurrency).await?),
@@ -121,6 +126,7 @@ pub async fn serve(
         store: store.clone(),
         config: Arc::new(config),
         alerts,
+        draining,
     };
     let housekeeping = tokio::spawn(housekeeping(state.clone(), stopped.clone()));
     let deliveries = tokio::spawn(alerts::send_queued(state.alerts.clone(), queued, stopped.clone()));
@@ -135,11 +141,13 @@ pub async fn serve(
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = signalled.send(Some(tokio::time::Instant::now()));
+            let _ = drain.send(true);
         })
         .into_future();
     tokio::select! {
         served = http => served.context("serving HTTP")?,
-        // Requests still open when the grace period ends (a long execute wait) are dropped.
+        // Requests still open when the grace period ends are dropped (an execute that waits
+        // answers 202 when the shutdown starts, so none of those).
         () = async {
             let _ = signal.wait_for(Option::is_some).await;
             tokio::time::sleep(grace).await;
@@ -221,9 +229,9 @@ async fn housekeeping(state: AppState, mut stopped: tokio::sync::watch::Receiver
             }).await,
             _ = retention.tick() => guard::catch(async {
                 match state.store.purge_expired().await {
-                    Ok((0, 0)) => {}
-                    Ok((executions, api_calls)) => {
-                        tracing::info!(executions, api_calls, "purged data past its retention");
+                    Ok(store::Purged { executions: 0, api_calls: 0, pages_released: 0, .. }) => {}
+                    Ok(store::Purged { executions, api_calls, batches, pages_released }) => {
+                        tracing::info!(executions, api_calls, batches, pages_released, "purged data past its retention");
                     }
                     Err(err) => tracing::warn!(error = %format!("{err:#}"), "purging data past its retention failed"),
                 }

@@ -28,6 +28,32 @@ pub struct AppState {
     pub engine: Engine,
     /// Alert evaluation and the delivery queue.
     pub alerts: Alerts,
+    /// Flips when the node starts shutting down: handlers that wait (execute) answer then.
+    pub draining: Draining,
+}
+
+/// Whether the node started shutting down. A handler that waits selects on
+/// [`Draining::started`] so that it answers (with what it knows so far) while the connection is
+/// still open, instead of being cut when the grace period ends.
+#[derive(Clone)]
+pub struct Draining(tokio::sync::watch::Receiver<bool>);
+
+impl Draining {
+    /// A switch and the [`Draining`] it flips (send `true` when the shutdown starts).
+    pub fn new() -> (tokio::sync::watch::Sender<bool>, Self) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (tx, Self(rx))
+    }
+
+    /// Whether the shutdown has started.
+    pub fn now(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves when the shutdown starts (at once if it has, or if the switch is gone).
+    pub async fn started(&self) {
+        let _ = self.0.clone().wait_for(|draining| *draining).await;
+    }
 }
 
 impl AppState {

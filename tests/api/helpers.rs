@@ -1,4 +1,7 @@
-//! `TestApp`: a real server on port 0 with its own fresh database, and a client for it.
+//! `TestApp`: a real server on port 0 with its own fresh database, and a client for it;
+//! `db_proxy`: a proxy that fails the database under a server.
+
+pub mod db_proxy;
 
 use std::path::PathBuf;
 
@@ -68,6 +71,19 @@ impl TestApp {
         Self::start(config, data_dir, database_url).await
     }
 
+    /// On PostgreSQL (`DIBOP_TEST_DATABASE_URL`), a server whose database connections go
+    /// through a [`db_proxy::DbProxy`] the test controls, and the proxy; `None` on SQLite.
+    /// The app's `database_url` is the direct one (for [`TestApp::sql`]).
+    pub async fn spawn_through_proxy(adjust: impl FnOnce(&mut Config)) -> Option<(Self, db_proxy::DbProxy)> {
+        let direct = fresh_database().await?;
+        let proxy = db_proxy::DbProxy::start(db_proxy::target_of(&direct)).await;
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(&data_dir);
+        config.database_url = Some(proxy.url_through(&direct).into());
+        adjust(&mut config);
+        Some((Self::start(config, data_dir, Some(direct)).await, proxy))
+    }
+
     /// Another node on this server's database: its own data directory (no plugin bytes or
     /// compiled artifacts of the first), the same secret key and JWT secret, as several nodes
     /// behind a load balancer are configured.
@@ -101,8 +117,17 @@ impl TestApp {
             server: Some(server),
         };
         // The listener is bound, so requests queue until the server has migrated and accepts.
-        let health = app.client.get(format!("{}/readyz", app.address)).send().await.expect("readyz");
-        assert_eq!(health.status(), StatusCode::OK);
+        // Readiness is bounded (a probe slower than its bound answers 503): on a loaded machine
+        // the first probes may be refused.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let health = app.client.get(format!("{}/readyz", app.address)).send().await.expect("readyz");
+            if health.status() == StatusCode::OK {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the server is not ready: {}", health.status());
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         app
     }
 

@@ -27,6 +27,7 @@ mod observability;
 mod openapi;
 mod orchestrations;
 mod otlp;
+mod outages;
 mod pins;
 mod plugins;
 mod polyglot;

@@ -103,6 +103,21 @@ impl Server {
         assert!(sent.is_ok_and(|s| s.success()), "kill -{name} failed");
     }
 
+    /// SIGTERM (a graceful stop), then waits until the process is gone (SIGKILL after
+    /// `within`); answers whether it exited by itself.
+    pub async fn terminate(&mut self, within: Duration) -> bool {
+        self.signal("TERM");
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.kill();
+        false
+    }
+
     /// SIGKILL, and wait until the process is gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

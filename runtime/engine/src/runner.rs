@@ -39,25 +39,10 @@ pub(super) fn lease_lost(err: &anyhow::Error) -> bool {
 /// committing its result late is better than running it again elsewhere.
 const COMMIT_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Whether a failed write may succeed when tried again (the database or the disk failing), as
-/// opposed to a lost lease or a write the database refuses for what it is.
-fn retryable(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db) => {
-            !(dibop_store::is_lease_lost(err)
-                || db.is_unique_violation()
-                || db.is_foreign_key_violation()
-                || db.is_check_violation())
-        }
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::WorkerCrashed => true,
-        _ => false,
-    }
-}
-
 /// Runs the write `op` of a claimed execution, trying again with growing pauses (0.1 s up to
-/// 2 s) while it fails for a reason that may pass, for up to [`COMMIT_RETRY`], unless the run
-/// must be abandoned meanwhile. A lost lease is never retried.
+/// 2 s) while the database or the disk cannot serve ([`dibop_store::is_unavailable`]), for up
+/// to [`COMMIT_RETRY`], unless the run must be abandoned meanwhile. A lost lease, or a write
+/// the database refuses for what it is, is never retried.
 async fn commit<T, F, Fut>(signal: &mut StopSignal, what: &str, mut op: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
@@ -68,7 +53,7 @@ where
     loop {
         match op().await {
             Ok(value) => return Ok(value),
-            Err(err) if retryable(&err) && started.elapsed() + pause < COMMIT_RETRY => {
+            Err(err) if dibop_store::is_unavailable(&err) && started.elapsed() + pause < COMMIT_RETRY => {
                 tracing::warn!(error = %err, "committing {what} failed; trying again in {pause:?}");
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}

@@ -164,13 +164,12 @@ pub(super) fn run_claimed(engine: Engine, execution: ExecutionRow) -> BoxFuture<
         // From here on the heartbeat no longer renews the lease.
         drop(running);
         let internal = |error: String| Finish::failed("INTERNAL", error);
-        let store_error = |err: &anyhow::Error| err.chain().find_map(|e| e.downcast_ref::<sqlx::Error>()).is_some();
         match outcome {
             Ok(Ok(())) => engine.node.store_ok(),
             Ok(Err(err)) if lease_lost(&err) => {
                 tracing::warn!(execution = %id, "this node lost the execution's lease; its run stopped with nothing more written");
             }
-            Ok(Err(err)) if store_error(&err) => {
+            Ok(Err(err)) if dibop_store::unavailable_in(&err) => {
                 // Transient (the database or the disk): resume later from the last committed step.
                 engine.node.store_failed();
                 tracing::warn!(execution = %id, error = %format!("{err:#}"), "execution interrupted; it will resume");

@@ -86,14 +86,15 @@ fn summary(row: &ExecutionRow) -> AppResult<ExecutionSummary> {
 }
 
 /// Execute an orchestration with parameters. Waits for the result up to the server's bound
-/// (200), or answers 202 with the execution id (`"async": true`, or when the bound passes).
+/// (200), or answers 202 with the execution id and its state (`"async": true`, when the bound
+/// passes, or when the node starts shutting down meanwhile).
 /// The same `Idempotency-Key` within 24 h answers the same execution.
 #[utoipa::path(post, path = "/orchestrations/{id}/execute", tag = "orchestrations", params(("id" = String, Path),
         ("Idempotency-Key" = Option<String>, Header, description = "Same key within 24 h: same execution")),
     request_body = ExecuteRequest,
     responses(
         (status = 200, description = "Finished", body = ExecutionSummary),
-        (status = 202, description = "Queued or still running", body = ExecutionSummary),
+        (status = 202, description = "Queued or still running (async, the wait's bound passed, or the node is shutting down)", body = ExecutionSummary),
         (status = 404, description = "No such orchestration", body = crate::error::ErrorResponse),
         (status = 409, description = "The orchestration is paused or archived", body = crate::error::ErrorResponse),
     ))]
@@ -148,17 +149,24 @@ async fn execute(
     .await?;
     let (mut execution, created, decision) = (admitted.execution, admitted.created, admitted.decision);
     let deadline = Instant::now() + Duration::from_millis(state.config.execute_wait_ms);
+    // A node that starts shutting down stops every wait: the caller gets the execution's id and
+    // state (202) before the connection closes, and the execution finishes here within the
+    // grace period or resumes elsewhere.
+    let draining = &state.draining;
     if let Some(slot) = slot
         && created
     {
         let done = crate::engine::run_now(&state.engine, execution.clone(), slot);
-        let _ = tokio::time::timeout(Duration::from_millis(state.config.execute_wait_ms), done).await;
+        tokio::select! {
+            _ = tokio::time::timeout(Duration::from_millis(state.config.execute_wait_ms), done) => {}
+            () = draining.started() => {}
+        }
     }
     if !request.run_async {
         execution =
             state.store.get_execution(&principal.enterprise_id, &execution.id).await?.or_not_found("execution")?;
         // Queued (or run by another node, or a duplicate request): wait for it, bounded.
-        while !execution.is_final() && Instant::now() < deadline {
+        while !execution.is_final() && Instant::now() < deadline && !draining.now() {
             let done = state.engine.node.watch(&execution.id);
             execution =
                 state.store.get_execution(&principal.enterprise_id, &execution.id).await?.or_not_found("execution")?;
@@ -166,11 +174,11 @@ async fn execute(
                 break;
             }
             // Woken by the local worker; the bound covers executions run by another node.
-            let _ = tokio::time::timeout(
-                deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(500)),
-                done,
-            )
-            .await;
+            let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(500));
+            tokio::select! {
+                _ = tokio::time::timeout(wait, done) => {}
+                () = draining.started() => {}
+            }
             execution =
                 state.store.get_execution(&principal.enterprise_id, &execution.id).await?.or_not_found("execution")?;
         }

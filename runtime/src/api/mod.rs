@@ -207,8 +207,12 @@ async fn error_shape(request: Request, next: Next) -> Response {
         };
         ErrorBody::new(status, message)
     });
-    if let Some(internal) = &body.internal {
-        tracing::error!(request_id, %method, path, error = %internal, "request failed");
+    match &body.internal {
+        Some(internal) if body.transient => {
+            tracing::warn!(request_id, %method, path, error = %internal, "request refused: the database is unavailable");
+        }
+        Some(internal) => tracing::error!(request_id, %method, path, error = %internal, "request failed"),
+        None => {}
     }
     let (mut parts, _) = response.into_parts();
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -275,6 +279,7 @@ fn document_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
                 operation.security = Some(vec![requirement.clone()]);
             }
             add("500", "Internal error; nothing leaked, logged with the request id");
+            add("503", "The database is unavailable (down, refusing connections, out of space); see Retry-After");
         }
     }
 }

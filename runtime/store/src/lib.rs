@@ -17,6 +17,7 @@ mod canonical;
 mod circuits;
 mod connections;
 mod executions;
+mod fault;
 mod identity;
 pub mod limiter;
 mod orchestrations;
@@ -36,7 +37,7 @@ use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor};
+use sqlx::{Acquire, AnyPool, Executor};
 
 pub use alerts::{AlertRow, AlertRuleRow, NewAlert};
 pub use api_calls::{ApiCallFilter, ApiCallRow, ApiCallSample};
@@ -48,12 +49,14 @@ pub use connections::{ConnectionFields, ConnectionRow};
 pub use executions::{
     BodyStepRow, Ended, ExecutionFilter, ExecutionRow, Finish, Lease, NewExecution, Recorded, StepResultRow,
 };
+pub use fault::{ACQUIRE_TIMEOUT, is_unavailable, unavailable_in};
 pub use identity::{
     ApiKey, ApiKeyWithEnterprise, Enterprise, NewApiKey, NewEnterprise, NewUser, PlatformUsers, SettingsPatch, User,
     UserPatch,
 };
 pub use orchestrations::{OrchestrationRow, VersionRow};
 pub use plugins::{NewPlugin, PluginRow};
+pub use retention::{PURGE_BATCH, Purged};
 pub use signers::{MAX_SIGNERS, SignerRow};
 pub use tokens::TokenRow;
 pub use webhooks::{NewWebhook, WebhookRow};
@@ -90,6 +93,20 @@ pub struct Store {
     group: std::sync::Arc<batch::Group>,
 }
 
+/// How [`Store::open`] opens the database.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Connections of the pool (on SQLite: of the read-only pool; the writer is one).
+    pub max_connections: u32,
+    /// SQLite only: every commit waits for the disk (`PRAGMA synchronous = FULL` instead of
+    /// `NORMAL`).
+    pub full_sync: bool,
+    /// SQLite only: the largest the database file may grow to, in bytes (`PRAGMA
+    /// max_page_count` on the writer). A write that would grow it further fails with
+    /// `SQLITE_FULL` (answered 503), as a full disk does, before the disk is full.
+    pub sqlite_max_bytes: Option<u64>,
+}
+
 impl Store {
     /// Opens the database named by `url` (or the default SQLite file in `data_dir`); on SQLite,
     /// `full_sync` makes every commit wait for the disk (`PRAGMA synchronous = FULL` instead of
@@ -100,6 +117,12 @@ impl Store {
         max_connections: u32,
         full_sync: bool,
     ) -> anyhow::Result<Self> {
+        Self::open(url, data_dir, &Options { max_connections, full_sync, sqlite_max_bytes: None }).await
+    }
+
+    /// Opens the database named by `url` (or the default SQLite file in `data_dir`) with
+    /// `options`.
+    pub async fn open(url: Option<&SecretString>, data_dir: &Path, options: &Options) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let url = match url {
             Some(url) => url.expose_secret().to_owned(),
@@ -112,13 +135,17 @@ impl Store {
         } else {
             anyhow::bail!("DATABASE_URL must start with postgres:// or sqlite:");
         };
-        let options = AnyConnectOptions::from_str(&url).context("parsing the database URL")?;
+        let connect_options = AnyConnectOptions::from_str(&url).context("parsing the database URL")?;
+        let (full_sync, max_bytes) = (options.full_sync, options.sqlite_max_bytes);
         let connect = |connections: u32, read_only: bool| {
             AnyPoolOptions::new()
                 .max_connections(connections)
+                // A request waits seconds at most for a connection: a database that refuses
+                // them is answered 503 in seconds, not after sqlx's default 30 s.
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 // A pinged-before-use connection costs a round trip per query. A SQLite file
                 // cannot drop the connection; PostgreSQL ones are checked (a server restart
-                // drops them).
+                // drops them), within the acquire timeout.
                 .test_before_acquire(backend == Backend::Postgres)
                 .after_connect(move |conn, _meta| {
                     Box::pin(async move {
@@ -127,6 +154,9 @@ impl Store {
                             if read_only {
                                 conn.execute("PRAGMA query_only = ON").await?;
                             } else {
+                                // Takes effect on a new file (before its first table); an
+                                // existing one is switched once by `Store::migrate`.
+                                conn.execute("PRAGMA auto_vacuum = INCREMENTAL").await?;
                                 conn.execute("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;").await?;
                                 conn.execute(if full_sync {
                                     "PRAGMA synchronous = FULL"
@@ -134,17 +164,23 @@ impl Store {
                                     "PRAGMA synchronous = NORMAL"
                                 })
                                 .await?;
+                                if let Some(max_bytes) = max_bytes {
+                                    let page_size: i64 =
+                                        sqlx::query_scalar("PRAGMA page_size").fetch_one(&mut *conn).await?;
+                                    let pages = i64::try_from(max_bytes).unwrap_or(i64::MAX) / page_size.max(1);
+                                    conn.execute(format!("PRAGMA max_page_count = {}", pages.max(1)).as_str()).await?;
+                                }
                             }
                         }
                         Ok(())
                     })
                 })
-                .connect_with(options.clone())
+                .connect_with(connect_options.clone())
         };
         let context = || format!("connecting to the {backend:?} database");
         let (pool, reads) = match backend {
             Backend::Postgres => {
-                let pool = connect(max_connections.max(1), false).await.with_context(context)?;
+                let pool = connect(options.max_connections.max(1), false).await.with_context(context)?;
                 (pool.clone(), pool)
             }
             // SQLite has one writer: a single connection serializes writes in the pool instead
@@ -152,7 +188,7 @@ impl Store {
             // wait for it in WAL mode (the writer's first connection switched the file to it).
             Backend::Sqlite => {
                 let pool = connect(1, false).await.with_context(context)?;
-                let reads = connect(max_connections.max(1), true).await.with_context(context)?;
+                let reads = connect(options.max_connections.max(1), true).await.with_context(context)?;
                 (pool, reads)
             }
         };
@@ -175,18 +211,53 @@ impl Store {
         }
     }
 
-    /// Applies the embedded migrations that are not applied yet.
+    /// Applies the embedded migrations that are not applied yet; on SQLite, then switches a
+    /// database made before incremental auto-vacuum to it (once: one `VACUUM`, which rewrites
+    /// the file and needs about its size free on the disk; when that fails the server starts
+    /// anyway, and purged pages are reused instead of returned).
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        self.migrator().run(&self.pool).await.context("applying migrations")
+        self.migrator().run(&self.pool).await.context("applying migrations")?;
+        if self.backend == Backend::Sqlite {
+            let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum").fetch_one(&self.pool).await?;
+            if mode != retention::AUTO_VACUUM_INCREMENTAL {
+                tracing::info!("switching the SQLite file to incremental auto-vacuum (one VACUUM)");
+                let mut conn = self.pool.acquire().await?;
+                if let Err(err) = conn.execute("PRAGMA auto_vacuum = INCREMENTAL; VACUUM").await {
+                    tracing::warn!(error = %err, "switching the SQLite file to incremental auto-vacuum failed; purged pages are reused but not returned to the disk");
+                }
+            }
+        }
+        Ok(())
     }
 
-    /// Whether the database answers and every embedded migration is applied.
-    pub async fn ready(&self) -> anyhow::Result<bool> {
+    /// Whether the database answers, every embedded migration is applied and a write commits,
+    /// with room for one more: the probe rewrites `write_probe`'s row and, inside the same
+    /// transaction, inserts [`PROBE_ROOM`] bytes and rolls them back. A read alone does not
+    /// notice a full disk; the rolled-back insert notices a database at its size cap (it needs
+    /// pages) without leaving anything behind, and the committed update notices a write-ahead
+    /// log, a disk or a server that cannot take a commit. Unbounded: the caller bounds it.
+    pub async fn ready(&self) -> Result<(), NotReady> {
         let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = $1")
             .bind(true)
             .fetch_one(self.reads())
+            .await
+            .map_err(NotReady::Unreadable)?;
+        if (applied as usize) < self.migrator().iter().count() {
+            return Err(NotReady::Migrations);
+        }
+        self.probe_write().await.map_err(NotReady::Unwritable)
+    }
+
+    async fn probe_write(&self) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE write_probe SET at = $1 WHERE id = 1").bind(dibop_core::now_ms()).execute(&mut *tx).await?;
+        let mut room = tx.begin().await?;
+        sqlx::query("INSERT INTO write_probe (id, at, room) VALUES (2, 0, $1)")
+            .bind(PROBE_TEXT.as_str())
+            .execute(&mut *room)
             .await?;
-        Ok(applied as usize >= self.migrator().iter().count())
+        room.rollback().await?;
+        tx.commit().await
     }
 
     pub async fn close(&self) {
@@ -213,6 +284,39 @@ fn first<T>(rows: Vec<T>) -> Option<T> {
 /// Nothing of the refused write was stored; the run that made it must stop at once.
 pub fn is_lease_lost(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.message().contains("lease_fence"))
+}
+
+/// Why [`Store::ready`] says no.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("migrations are not all applied")]
+    Migrations,
+    #[error("the database cannot be read: {0}")]
+    Unreadable(sqlx::Error),
+    #[error("the database cannot commit a write: {0}")]
+    Unwritable(sqlx::Error),
+}
+
+/// Bytes the readiness probe inserts and rolls back: about four pages, a little more than one
+/// execution's rows take (see the README's storage figures).
+pub const PROBE_ROOM: usize = 16 * 1024;
+
+/// [`PROBE_ROOM`] bytes of text that no compression shrinks (PostgreSQL compresses long
+/// values; a compressed probe would need no room). Made once.
+static PROBE_TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(probe_room);
+
+fn probe_room() -> String {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut text = String::with_capacity(PROBE_ROOM);
+    while text.len() < PROBE_ROOM {
+        // xorshift64: cheap bytes with no repeats a compressor could use.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        text.push_str(&format!("{state:016x}"));
+    }
+    text.truncate(PROBE_ROOM);
+    text
 }
 
 /// Whether `err` is a violation of a unique constraint (mapped to 409 by callers).
