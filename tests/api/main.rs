@@ -15,6 +15,7 @@ mod console;
 mod conventions;
 mod demo;
 mod durability;
+mod executions_under_faults;
 mod hardening;
 mod helpers;
 mod host_auth;
