@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, fresh_database, guest};
+use crate::helpers::{ADMIN_PASSWORD, fresh_database, guest};
 use crate::mock::MockServer;
-use crate::process::{Server, free_port};
+use crate::process::{Server, cluster};
 
 const EXECUTIONS: usize = 1_000;
 /// `DIBOP_LEASE_MS` of every node ([`Server::start`]).
@@ -23,8 +23,6 @@ const LEASE: Duration = Duration::from_secs(2);
 /// Executions a node runs at once (all of one enterprise here): with a thousand queued, the
 /// queue in the database feeds all three, and the killed node runs exactly this many.
 const IN_FLIGHT: usize = 64;
-/// Any 32 bytes, base64: the key every node seals and opens credentials with.
-const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 fn vin(i: usize) -> String {
     format!("CLUSTER{i:010}")
@@ -76,25 +74,14 @@ async fn three_nodes_on_one_database_run_a_thousand_executions_through_the_death
         return;
     };
     let mock = MockServer::start().await;
-    let client = reqwest::Client::new();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("data dir")).collect();
     let in_flight = IN_FLIGHT.to_string();
     let extra = [
-        ("DIBOP_SECRET_KEY", SECRET_KEY),
         ("DIBOP_MIN_CRON_INTERVAL_SECS", "1"),
         ("DIBOP_MAX_IN_FLIGHT", in_flight.as_str()),
         ("DIBOP_ENTERPRISE_SLOTS", in_flight.as_str()),
     ];
-    let mut nodes: Vec<Server> =
-        dirs.iter().map(|dir| Server::start(dir.path(), Some(&database), free_port(), &extra)).collect();
-    for node in &nodes {
-        node.wait_ready(&client).await;
-    }
-    let token = nodes[0].token(&client, ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    let limits = json!({"rate_limits": {"api_requests_per_minute": 100000, "executions_per_minute": 100000,
-                                        "outbound_requests_per_minute": 100000}});
-    let response = client.put(nodes[1].api("/settings")).bearer_auth(&token).json(&limits).send().await.expect("put");
-    assert_eq!(response.status(), StatusCode::OK);
+    let (nodes, client, token) = cluster(&database, 3, &extra).await;
+    let (mut nodes, _dirs): (Vec<Server>, Vec<_>) = nodes.into_iter().unzip();
 
     // An upload on the first node; its connection's credentials are sealed by the second.
     let upload = client

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
-use crate::helpers::TestApp;
 use crate::helpers::db_proxy::Mode;
+use crate::helpers::{TestApp, unlimited};
 use crate::mock::MockServer;
 
 /// Executions started before each fault.
@@ -25,9 +25,7 @@ fn vin(i: usize) -> String {
 /// A connection to the mock's 150 ms endpoint and an orchestration of three calls to it, each
 /// with its own path per execution and step.
 async fn setup(app: &TestApp, token: &str, mock: &MockServer) -> String {
-    let limits = json!({"rate_limits": {"api_requests_per_minute": 100000, "executions_per_minute": 100000,
-                                        "outbound_requests_per_minute": 100000}});
-    let response = app.put(token, "/settings", limits).await;
+    let response = app.put(token, "/settings", unlimited()).await;
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
     app.create_connection(
         token,
@@ -56,9 +54,7 @@ async fn setup(app: &TestApp, token: &str, mock: &MockServer) -> String {
 async fn start_all(app: &TestApp, token: &str, orchestration: &str) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..EXECUTIONS {
-        let started = app
-            .execute(token, orchestration, json!({"parameters": {"vin": vin(i)}, "async": true}))
-            .await;
+        let started = app.execute(token, orchestration, json!({"parameters": {"vin": vin(i)}, "async": true})).await;
         ids.push(started["execution_id"].as_str().unwrap_or_else(|| panic!("not accepted: {started}")).to_owned());
     }
     ids
@@ -89,8 +85,10 @@ async fn all_succeed_once(app: &TestApp, token: &str, mock: &MockServer, ids: &[
         *calls.entry(path).or_default() += 1;
     }
     for i in 0..EXECUTIONS {
-        let counts: Vec<usize> =
-            STEPS.iter().map(|step| calls.get(&format!("/dms/inflight/{}-{step}", vin(i))).copied().unwrap_or(0)).collect();
+        let counts: Vec<usize> = STEPS
+            .iter()
+            .map(|step| calls.get(&format!("/dms/inflight/{}-{step}", vin(i))).copied().unwrap_or(0))
+            .collect();
         assert!(counts.iter().all(|n| (1..=2).contains(n)), "{}: calls per step {counts:?}", vin(i));
         assert!(counts.iter().filter(|n| **n == 2).count() <= 1, "{}: calls per step {counts:?}", vin(i));
     }
@@ -146,21 +144,13 @@ async fn executions_in_flight_finish_after_the_sqlite_file_had_no_room() {
     let token = first.admin_token().await;
     let orchestration = setup(&first, &token, &mock).await;
     first.stop_keep_data().await.expect("stopped");
-    let url = format!("sqlite://{}", first.data_dir().join("dibop.db").display());
-    let mut disk = sqlx::SqliteConnection::connect(&url).await.expect("open the database file");
-    let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&mut disk).await.expect("page_count");
-    let page_size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&mut disk).await.expect("page_size");
-    let cap_mb = u64::try_from(pages * page_size).expect("size") / (1024 * 1024) + 2;
-    let (data_dir, shared) = (first.data_dir().to_path_buf(), url.clone());
-    let app = TestApp::spawn_with(move |config| {
-        config.data_dir = data_dir;
-        config.database_url = Some(shared.into());
-        config.sqlite_max_size_mb = Some(cap_mb);
-        config.lease_ms = 3_000;
-        config.max_in_flight = 8;
-        config.enterprise_slots = Some(8);
-    })
-    .await;
+    let (app, mut disk, cap_mb) = first
+        .restart_with_sqlite_cap(|config| {
+            config.lease_ms = 3_000;
+            config.max_in_flight = 8;
+            config.enterprise_slots = Some(8);
+        })
+        .await;
     let token = app.admin_token().await;
     let ids = start_all(&app, &token, &orchestration).await;
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -44,6 +44,12 @@ pub async fn fresh_database() -> Option<String> {
     })
 }
 
+/// `PUT /settings` rate limits far above what a test sends.
+pub fn unlimited() -> Value {
+    json!({"rate_limits": {"api_requests_per_minute": 100000, "executions_per_minute": 100000,
+                                       "outbound_requests_per_minute": 100000}})
+}
+
 /// The configuration every test server starts from, with its data in `data_dir`.
 fn test_config(data_dir: &tempfile::TempDir) -> Config {
     let mut config = Config::new(PathBuf::from(data_dir.path()));
@@ -146,6 +152,29 @@ impl TestApp {
             let _ = tx.send(());
         }
         self.server.take().expect("server handle").await.expect("server task")
+    }
+
+    /// Starts a server on this stopped server's SQLite file ([`TestApp::stop_keep_data`]) with
+    /// the file capped 2 MiB above its size (`sqlite_max_size_mb`) and `adjust` applied; answers
+    /// it, a connection of the test's own to the file (to fill it), and the cap in MiB.
+    pub async fn restart_with_sqlite_cap(
+        &self,
+        adjust: impl FnOnce(&mut Config),
+    ) -> (TestApp, sqlx::SqliteConnection, u64) {
+        let url = format!("sqlite://{}", self.data_dir().join("dibop.db").display());
+        let mut disk = sqlx::SqliteConnection::connect(&url).await.expect("open the database file");
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&mut disk).await.expect("page_count");
+        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&mut disk).await.expect("page_size");
+        let cap_mb = u64::try_from(pages * page_size).expect("size") / (1024 * 1024) + 2;
+        let data_dir = self.data_dir().to_path_buf();
+        let app = TestApp::spawn_with(move |config| {
+            config.data_dir = data_dir;
+            config.database_url = Some(url.into());
+            config.sqlite_max_size_mb = Some(cap_mb);
+            adjust(config);
+        })
+        .await;
+        (app, disk, cap_mb)
     }
 
     /// Runs one SQL statement on the server's database (tests use it to age rows).

@@ -6,20 +6,17 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, fresh_database};
+use crate::helpers::fresh_database;
 use crate::mock::MockServer;
-use crate::process::{Server, free_port};
+use crate::process::{Server, cluster};
 
 /// `DIBOP_LEASE_MS` of both nodes.
 const LEASE_MS: &str = "3000";
 /// Executions each node runs at once; exactly twice this many are started, so each node holds
 /// this many and nothing waits in the queue.
 const IN_FLIGHT: usize = 6;
-/// Any 32 bytes, base64: the key both nodes seal and open credentials with.
-const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 fn vin(i: usize) -> String {
     format!("STALL{i:04}")
@@ -41,25 +38,14 @@ async fn a_node_stalled_past_its_lease_writes_nothing_more_and_runs_no_further_s
         return;
     };
     let mock = MockServer::start().await;
-    let client = reqwest::Client::new();
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("data dir")).collect();
     let in_flight = IN_FLIGHT.to_string();
     let extra = [
         ("DIBOP_LEASE_MS", LEASE_MS),
-        ("DIBOP_SECRET_KEY", SECRET_KEY),
         ("DIBOP_MAX_IN_FLIGHT", in_flight.as_str()),
         ("DIBOP_ENTERPRISE_SLOTS", in_flight.as_str()),
     ];
-    let nodes: Vec<Server> =
-        dirs.iter().map(|dir| Server::start(dir.path(), Some(&database), free_port(), &extra)).collect();
-    for node in &nodes {
-        node.wait_ready(&client).await;
-    }
-    let token = nodes[0].token(&client, ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    let limits = json!({"rate_limits": {"api_requests_per_minute": 100000, "executions_per_minute": 100000,
-                                        "outbound_requests_per_minute": 100000}});
-    let response = client.put(nodes[0].api("/settings")).bearer_auth(&token).json(&limits).send().await.expect("put");
-    assert_eq!(response.status(), StatusCode::OK);
+    let (nodes, client, token) = cluster(&database, 2, &extra).await;
+    let (nodes, _dirs): (Vec<Server>, Vec<_>) = nodes.into_iter().unzip();
     nodes[0]
         .create(
             &client,

@@ -154,20 +154,8 @@ async fn a_sqlite_database_at_its_size_cap_is_answered_503_until_room_is_made() 
     let token = first.admin_token().await;
     let id = first.create_orchestration(&token, echo()).await;
     first.stop_keep_data().await.expect("stopped");
-    let url = format!("sqlite://{}", first.data_dir().join("dibop.db").display());
-    let mut disk = sqlx::SqliteConnection::connect(&url).await.expect("open the database file");
-    let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&mut disk).await.expect("page_count");
-    let page_size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&mut disk).await.expect("page_size");
-    let cap_mb = u64::try_from(pages * page_size).expect("size") / (1024 * 1024) + 2;
-
     // The same data under a cap with room to spare.
-    let (data_dir, shared) = (first.data_dir().to_path_buf(), url.clone());
-    let app = TestApp::spawn_with(move |config| {
-        config.data_dir = data_dir;
-        config.database_url = Some(shared.into());
-        config.sqlite_max_size_mb = Some(cap_mb);
-    })
-    .await;
+    let (app, mut disk, cap_mb) = first.restart_with_sqlite_cap(|_| {}).await;
     let token = app.admin_token().await;
     let mut accepted = vec![run(&app, &token, &id, "before").await];
 

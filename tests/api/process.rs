@@ -8,7 +8,37 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET};
+use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET, unlimited};
+
+/// Any 32 bytes, base64: the key every node of a test cluster seals and opens credentials with.
+pub const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// `count` nodes on the PostgreSQL `database`, each with its own data directory, the same
+/// secret key and `extra` variables, all ready, with the enterprise's rate limits raised far
+/// above what a test sends; answers them (each keeps its data directory), a client and an
+/// admin token.
+pub async fn cluster(
+    database: &str,
+    count: usize,
+    extra: &[(&str, &str)],
+) -> (Vec<(Server, tempfile::TempDir)>, reqwest::Client, String) {
+    let client = reqwest::Client::new();
+    let mut variables = vec![("DIBOP_SECRET_KEY", SECRET_KEY)];
+    variables.extend_from_slice(extra);
+    let nodes: Vec<(Server, tempfile::TempDir)> = (0..count)
+        .map(|_| {
+            let dir = tempfile::tempdir().expect("data dir");
+            (Server::start(dir.path(), Some(database), free_port(), &variables), dir)
+        })
+        .collect();
+    for (node, _) in &nodes {
+        node.wait_ready(&client).await;
+    }
+    let token = nodes[0].0.token(&client, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let response = client.put(nodes[0].0.api("/settings")).bearer_auth(&token).json(&unlimited()).send().await;
+    assert_eq!(response.expect("put").status(), StatusCode::OK);
+    (nodes, client, token)
+}
 
 /// The `dibop` binary next to this test binary (`target/<profile>/dibop`).
 pub fn dibop_binary() -> PathBuf {
