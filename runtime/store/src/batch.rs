@@ -124,7 +124,7 @@ impl Batch {
     ///   committed meanwhile, so no claim slips between the check and the writes.
     ///
     /// A fenced batch is [`independent`](Batch::independent): one statement on PostgreSQL.
-    pub fn fence(&mut self, lease: &crate::executions::Lease, backend: Backend) {
+    pub fn fence(&mut self, lease: &crate::lease::Lease, backend: Backend) {
         self.independent = true;
         self.fenced = true;
         if backend == Backend::Sqlite {

@@ -9,6 +9,7 @@ use dibop_core::{ExecutionStatus, StepStatus, UnknownStatus, new_id, now_ms};
 
 use super::api_calls::ApiCallRecord;
 use super::batch::{Batch, Param};
+use super::lease::Lease;
 use super::{Backend, Page, Store};
 
 #[derive(Debug, Clone, FromRow)]
@@ -51,17 +52,6 @@ pub struct ExecutionRow {
     pub lease_owner: Option<String>,
     /// Raised by every claim: with the owner, it names one lease (see [`Lease`]).
     pub lease_epoch: i64,
-}
-
-/// The lease a node holds on an execution it claimed. Every write of a claimed execution names
-/// it and is refused, with nothing written, once the execution was claimed again (its lease
-/// expired and another node, or another run on this node, took it over): see
-/// [`is_lease_lost`](crate::is_lease_lost).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    pub execution_id: String,
-    pub owner: String,
-    pub epoch: i64,
 }
 
 impl ExecutionRow {

@@ -19,6 +19,7 @@ mod connections;
 mod executions;
 mod fault;
 mod identity;
+mod lease;
 pub mod limiter;
 mod orchestrations;
 mod paging;
@@ -47,13 +48,14 @@ pub use canonical::{CanonicalRow, Lineage};
 pub use circuits::CircuitRow;
 pub use connections::{ConnectionFields, ConnectionRow};
 pub use executions::{
-    BodyStepRow, Ended, ExecutionFilter, ExecutionRow, Finish, Lease, NewExecution, Recorded, StepResultRow,
+    BodyStepRow, Ended, ExecutionFilter, ExecutionRow, Finish, NewExecution, Recorded, StepResultRow,
 };
 pub use fault::{ACQUIRE_TIMEOUT, is_unavailable, unavailable_in};
 pub use identity::{
     ApiKey, ApiKeyWithEnterprise, Enterprise, NewApiKey, NewEnterprise, NewUser, PlatformUsers, SettingsPatch, User,
     UserPatch,
 };
+pub use lease::{Lease, is_lease_lost};
 pub use orchestrations::{OrchestrationRow, VersionRow};
 pub use plugins::{NewPlugin, PluginRow};
 pub use retention::{PURGE_BATCH, Purged};
@@ -277,13 +279,6 @@ fn only<T>(rows: Vec<T>) -> sqlx::Result<T> {
 /// Like [`only`], for a write that may touch no row.
 fn first<T>(rows: Vec<T>) -> Option<T> {
     rows.into_iter().next()
-}
-
-/// Whether `err` is a write refused because the execution's lease is no longer held (see
-/// [`Lease`]): another node, or another run on this node, claimed it after the lease expired.
-/// Nothing of the refused write was stored; the run that made it must stop at once.
-pub fn is_lease_lost(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.message().contains("lease_fence"))
 }
 
 /// Why [`Store::ready`] says no.
