@@ -11,11 +11,9 @@ running ones wait on the mock, the rest wait in the database. Only the standard 
 """
 
 import asyncio
-import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,17 +21,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from dibop_http import call, free_port
+
 EXECUTIONS = int(os.environ.get("EXECUTIONS", "10000"))
 MOCK_DELAY_S = float(os.environ.get("MOCK_DELAY_S", "120"))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("DIBOP_BIN", os.path.join(ROOT, "target", "release", "dibop"))
 EMAIL, PASSWORD = "parked@example.com", "Parked-Pass-42"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_mock(port, waiting):
@@ -62,18 +56,6 @@ def start_mock(port, waiting):
             await server.serve_forever()
 
     threading.Thread(target=lambda: asyncio.run(main()), daemon=True).start()
-
-
-def call(port, method, path, body=None, token=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"content-type": "application/json"}
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    conn.request(method, path, json.dumps(body) if body is not None else None, headers)
-    response = conn.getresponse()
-    data = response.read()
-    conn.close()
-    return response.status, (json.loads(data) if data else None)
 
 
 def memory(pid):

@@ -11,11 +11,9 @@ VACUUM. Only the standard library (and psql on PostgreSQL).
     cargo build -p dibop --bin dibop && scripts/measure-storage.py
 """
 
-import http.client
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,30 +21,14 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from dibop_http import call, free_port
+
 EXECUTIONS = int(os.environ.get("EXECUTIONS", "1000"))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("DIBOP_BIN", os.path.join(ROOT, "target", "debug", "dibop"))
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 EMAIL, PASSWORD = "storage@example.com", "Storage-Pass-42"
 VIN = "1HGCM82633A004352"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def call(port, method, path, body=None, token=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    conn.request(method, path, json.dumps(body) if body is not None else None, headers)
-    response = conn.getresponse()
-    data = response.read()
-    conn.close()
-    return response.status, (json.loads(data) if data else None)
 
 
 def used_bytes(data_dir):
