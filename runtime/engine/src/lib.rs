@@ -111,9 +111,10 @@ impl Engine {
         &self.registry.host
     }
 
-    /// Reports an execution that a write just ended (the store reports nothing).
-    fn report_ended(&self, ended: Option<Ended>) {
-        if let Some(ended) = ended {
+    /// Reports an execution that a write just ended (the store reports nothing): what
+    /// `finish_execution` answers, or a step's `Recorded::ended` (none when it did not end it).
+    fn report_ended(&self, ended: impl Into<Option<Ended>>) {
+        if let Some(ended) = ended.into() {
             self.events.execution_ended(ended);
         }
     }

@@ -127,10 +127,7 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow, lease: &Lease)
         }
         if cancelled {
             let error = format!("cancelled before step {}", step.name);
-            let end = Finish::cancelled(error);
-            engine.report_ended(Some(
-                commit(&mut signal, "the end", || engine.store.finish_execution(lease, end.clone())).await?,
-            ));
+            end(engine, &mut signal, lease, Finish::cancelled(error)).await?;
             // Children it was waiting for (parked with it) are cancelled too.
             engine.store.cancel_children(&execution.enterprise_id, &execution.id).await?;
             return Ok(());
@@ -139,11 +136,7 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow, lease: &Lease)
         let clock = Instant::now();
         let mut outcome = match flow.decide(f, ahead[position]) {
             Decision::Fail(error) => {
-                let end = Finish::failed("STEP_FAILED", error);
-                let ended =
-                    commit(&mut signal, "the end", || engine.store.finish_execution(lease, end.clone())).await?;
-                engine.report_ended(Some(ended));
-                return Ok(());
+                return end(engine, &mut signal, lease, Finish::failed("STEP_FAILED", error)).await;
             }
             Decision::Skip => StepOutcome::skipped(),
             Decision::Handle(output) => StepOutcome::success(output),
@@ -174,7 +167,7 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow, lease: &Lease)
         let park = wait_remaining(&result).filter(|ms| *ms > 0);
         // The last step commits together with the end of the execution.
         let last = position + 1 == flat.len() && park.is_none();
-        let end = match (last, signal.get()) {
+        let ending = match (last, signal.get()) {
             (false, _) => None,
             // Cancelled while this step ran: the execution ends `cancelled`, not by the step.
             (true, Some(Stop::Cancel)) => Some(Finish::cancelled(format!("cancelled during step {}", step.name))),
@@ -183,7 +176,7 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow, lease: &Lease)
         let completed = i64::try_from(position + 1)?;
         let clear = std::mem::take(&mut clear_body);
         let recorded = commit(&mut signal, "a step's result", || {
-            engine.store.record_step(lease, &result, &outcome.api_calls, completed, end.clone(), clear)
+            engine.store.record_step(lease, &result, &outcome.api_calls, completed, ending.clone(), clear)
         })
         .await?;
         engine.report_ended(recorded.ended);
@@ -200,14 +193,19 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow, lease: &Lease)
     }
     // Every step was committed before (a resumed execution whose last step was a wait): one
     // cancelled while it waited ends cancelled, not by its steps.
-    let end = if cancelled || signal.get() == Some(Stop::Cancel) {
+    let finish = if cancelled || signal.get() == Some(Stop::Cancel) {
         Finish::cancelled("cancelled while waiting".into())
     } else {
         conclude(&mut flow, &def)
     };
-    engine.report_ended(Some(
-        commit(&mut signal, "the end", || engine.store.finish_execution(lease, end.clone())).await?,
-    ));
+    end(engine, &mut signal, lease, finish).await
+}
+
+/// Ends the execution as `finish` says (committed like a step's result, see [`commit`]) and
+/// reports it.
+async fn end(engine: &Engine, signal: &mut StopSignal, lease: &Lease, finish: Finish) -> anyhow::Result<()> {
+    let ended = commit(signal, "the end", || engine.store.finish_execution(lease, finish.clone())).await?;
+    engine.report_ended(ended);
     Ok(())
 }
 

@@ -70,8 +70,7 @@ async fn heartbeat(engine: Engine, mut stop: watch::Receiver<bool>) {
         let beat = async {
             let leases = engine.node.leases();
             if !leases.is_empty() {
-                for id in engine.store.renew_leases(&engine.node.node_id, &leases, lease_ms(&engine)).await? {
-                    let epoch = leases.iter().find(|(held, _)| *held == id).map_or(0, |(_, epoch)| *epoch);
+                for (id, epoch) in engine.store.renew_leases(&engine.node.node_id, &leases, lease_ms(&engine)).await? {
                     tracing::warn!(execution = %id, "this node lost the execution's lease; its run stops");
                     engine.node.lose_lease(&id, epoch);
                 }
@@ -163,7 +162,16 @@ pub(super) fn run_claimed(engine: Engine, execution: ExecutionRow) -> BoxFuture<
         let outcome = dibop_core::guard::catch(run(&engine, execution, &lease)).await;
         // From here on the heartbeat no longer renews the lease.
         drop(running);
-        let internal = |error: String| Finish::failed("INTERNAL", error);
+        // Never left `running` without an owner: an engine error or a panic ends it `INTERNAL`
+        // (or, when even that write fails, its lease expires and it resumes).
+        let end_internal = |error: String| async {
+            match engine.store.finish_execution(&lease, Finish::failed("INTERNAL", error)).await {
+                Ok(ended) => engine.report_ended(ended),
+                Err(err) => {
+                    tracing::warn!(execution = %id, error = %err, "ending the execution failed; its lease expires and it resumes");
+                }
+            }
+        };
         match outcome {
             Ok(Ok(())) => engine.node.store_ok(),
             Ok(Err(err)) if lease_lost(&err) => {
@@ -179,23 +187,12 @@ pub(super) fn run_claimed(engine: Engine, execution: ExecutionRow) -> BoxFuture<
             }
             Ok(Err(err)) => {
                 tracing::error!(execution = %id, error = %format!("{err:#}"), "execution failed in the engine");
-                match engine.store.finish_execution(&lease, internal("internal engine error".into())).await {
-                    Ok(ended) => engine.report_ended(Some(ended)),
-                    Err(err) => {
-                        tracing::warn!(execution = %id, error = %err, "ending the execution failed; its lease expires and it resumes")
-                    }
-                }
+                end_internal("internal engine error".into()).await;
             }
             Err(panic) => {
-                // Never left `running` without an owner: the panic ends it, with its message.
+                // The panic ends it, with its message.
                 tracing::error!(execution = %id, enterprise = %enterprise_id, panic = %panic, "the engine panicked");
-                let error = format!("the engine panicked: {}", dibop_core::bounded::clip(&panic, 500));
-                match engine.store.finish_execution(&lease, internal(error)).await {
-                    Ok(ended) => engine.report_ended(Some(ended)),
-                    Err(err) => {
-                        tracing::warn!(execution = %id, error = %err, "ending the execution failed; its lease expires and it resumes")
-                    }
-                }
+                end_internal(format!("the engine panicked: {}", dibop_core::bounded::clip(&panic, 500))).await;
             }
         }
         engine.node.finished(&id);

@@ -173,11 +173,14 @@ const EXECUTION: &str = "id, enterprise_id, orchestration_id, orchestration_vers
      replay_of, replayed_by, traceparent, lease_owner, lease_epoch";
 
 /// The condition of a fenced write's last `UPDATE` (see [`Batch::fence`]): the execution is
-/// running under the lease whose owner and epoch are the statement's values 4 and 5 (or 7 and
-/// 8, or 9 and 10).
-const HELD_4_5: &str = "status = 'running' AND lease_owner = $4 AND lease_epoch = $5";
-const HELD_7_8: &str = "status = 'running' AND lease_owner = $7 AND lease_epoch = $8";
-const HELD_9_10: &str = "status = 'running' AND lease_owner = $9 AND lease_epoch = $10";
+/// running under `lease`. Its owner and epoch are appended to `params`, and the condition names
+/// them by their places there.
+fn held(lease: &Lease, params: &mut Vec<Param>) -> String {
+    params.push((&lease.owner).into());
+    params.push(lease.epoch.into());
+    let owner = params.len() - 1;
+    format!("status = 'running' AND lease_owner = ${owner} AND lease_epoch = ${}", owner + 1)
+}
 
 const STEP: &str =
     "position, name, type, status, system, operation, input, output, error, attempts, started_at, duration_ms, detail";
@@ -354,15 +357,15 @@ impl Store {
         self.claim(sql, vec![owner.into(), (now + lease_ms).into(), now.into(), id.into()]).await
     }
 
-    /// Extends the leases `owner` holds on `leases` (the executions it is running now, and no
-    /// others: an execution whose run ended without handing it back must expire); answers
-    /// those that are no longer held, which their runs must stop at once.
+    /// Extends the leases `owner` holds on `leases` (execution id and epoch: the executions it is
+    /// running now, and no others, so an execution whose run ended without handing it back
+    /// expires); answers those that are no longer held, whose runs must stop at once.
     pub async fn renew_leases(
         &self,
         owner: &str,
         leases: &[(String, i64)],
         lease_ms: i64,
-    ) -> sqlx::Result<Vec<String>> {
+    ) -> sqlx::Result<Vec<(String, i64)>> {
         let mut lost = Vec::new();
         // Bounded statements: a node runs at most its slots, but keep each list short anyway.
         for chunk in leases.chunks(200) {
@@ -385,7 +388,7 @@ impl Store {
             );
             let renewed: Vec<String> =
                 batch.run(self).await?.iter().map(|row| row.try_get::<String, _>(0)).collect::<Result<_, _>>()?;
-            lost.extend(chunk.iter().filter(|(id, _)| !renewed.contains(id)).map(|(id, _)| id.clone()));
+            lost.extend(chunk.iter().filter(|(id, _)| !renewed.contains(id)).cloned());
         }
         Ok(lost)
     }
@@ -398,18 +401,14 @@ impl Store {
         batch.independent();
         batch.fence(lease, self.backend);
         // A cancellation asked for meanwhile makes it due at once, so that it ends now.
+        let mut params = vec![(&lease.execution_id).into(), (now_ms() + delay_ms).into(), now_ms().into()];
+        let held = held(lease, &mut params);
         batch.push(
             format!(
                 "UPDATE executions SET lease_owner = NULL, lease_expires_at = CASE WHEN cancel_requested = 1 THEN $3 ELSE $2 END \
-                 WHERE id = $1 AND {HELD_4_5} RETURNING id"
+                 WHERE id = $1 AND {held} RETURNING id"
             ),
-            vec![
-                (&lease.execution_id).into(),
-                (now_ms() + delay_ms).into(),
-                now_ms().into(),
-                (&lease.owner).into(),
-                lease.epoch.into(),
-            ],
+            params,
         );
         batch.run(self).await?;
         Ok(())
@@ -464,26 +463,19 @@ impl Store {
         // The progress update also reads whether someone asked to cancel, saving a query per step.
         let ended = finish.as_ref().map(|f| f.status);
         match finish {
-            None => batch.push(
-                format!(
-                    "UPDATE executions SET steps_completed = $2, steps_succeeded = steps_succeeded + $3{unpark} \
-                     WHERE id = $1 AND {HELD_4_5} RETURNING cancel_requested"
-                ),
-                vec![
-                    execution_id.into(),
-                    completed.into(),
-                    succeeded.into(),
-                    (&lease.owner).into(),
-                    lease.epoch.into(),
-                ],
-            ),
-            Some(finish) => batch.push(
-                format!(
-                    "UPDATE executions SET steps_completed = $2, status = $3, output = $4, error = $5, finished_at = $6, \
-                     error_code = $7, steps_succeeded = steps_succeeded + $8, lease_owner = NULL, lease_expires_at = NULL{unpark} \
-                     WHERE id = $1 AND {HELD_9_10} RETURNING cancel_requested, started_at"
-                ),
-                vec![
+            None => {
+                let mut params = vec![execution_id.into(), completed.into(), succeeded.into()];
+                let held = held(lease, &mut params);
+                batch.push(
+                    format!(
+                        "UPDATE executions SET steps_completed = $2, steps_succeeded = steps_succeeded + $3{unpark} \
+                         WHERE id = $1 AND {held} RETURNING cancel_requested"
+                    ),
+                    params,
+                );
+            }
+            Some(finish) => {
+                let mut params = vec![
                     execution_id.into(),
                     completed.into(),
                     finish.status.as_str().into(),
@@ -492,10 +484,17 @@ impl Store {
                     now_ms().into(),
                     finish.code.into(),
                     succeeded.into(),
-                    (&lease.owner).into(),
-                    lease.epoch.into(),
-                ],
-            ),
+                ];
+                let held = held(lease, &mut params);
+                batch.push(
+                    format!(
+                        "UPDATE executions SET steps_completed = $2, status = $3, output = $4, error = $5, finished_at = $6, \
+                         error_code = $7, steps_succeeded = steps_succeeded + $8, lease_owner = NULL, lease_expires_at = NULL{unpark} \
+                         WHERE id = $1 AND {held} RETURNING cancel_requested, started_at"
+                    ),
+                    params,
+                );
+            }
         }
         let rows = batch.run(self).await?;
         let cancel: i64 = rows.last().map(|row| row.try_get(0)).transpose()?.unwrap_or(0);
@@ -515,21 +514,21 @@ impl Store {
         let mut batch = Batch::default();
         batch.independent();
         batch.fence(lease, self.backend);
+        let mut params = vec![
+            (&lease.execution_id).into(),
+            finish.status.as_str().into(),
+            finish.output.into(),
+            finish.error.into(),
+            now_ms().into(),
+            finish.code.into(),
+        ];
+        let held = held(lease, &mut params);
         batch.push(
             format!(
                 "UPDATE executions SET status = $2, output = $3, error = $4, finished_at = $5, error_code = $6, \
-                 lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND {HELD_7_8} RETURNING started_at"
+                 lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND {held} RETURNING started_at"
             ),
-            vec![
-                (&lease.execution_id).into(),
-                finish.status.as_str().into(),
-                finish.output.into(),
-                finish.error.into(),
-                now_ms().into(),
-                finish.code.into(),
-                (&lease.owner).into(),
-                lease.epoch.into(),
-            ],
+            params,
         );
         let rows = batch.run(self).await?;
         let started_at: Option<i64> = rows.first().map(|row| row.try_get(0)).transpose()?.flatten();
@@ -670,12 +669,14 @@ impl Store {
                 ],
             );
         }
+        let mut params = vec![execution_id.into(), (now_ms() + delay_ms).into(), now_ms().into()];
+        let held = held(lease, &mut params);
         batch.push(
             format!(
                 "UPDATE executions SET body_parked = 1, lease_owner = NULL, \
-                 lease_expires_at = CASE WHEN cancel_requested = 1 THEN $3 ELSE $2 END WHERE id = $1 AND {HELD_4_5} RETURNING id"
+                 lease_expires_at = CASE WHEN cancel_requested = 1 THEN $3 ELSE $2 END WHERE id = $1 AND {held} RETURNING id"
             ),
-            vec![execution_id.into(), (now_ms() + delay_ms).into(), now_ms().into(), (&lease.owner).into(), lease.epoch.into()],
+            params,
         );
         batch.run(self).await?;
         Ok(())
@@ -1020,7 +1021,7 @@ mod tests {
         assert_eq!(count(&store, "step_results", &id).await, 0);
         assert_eq!(count(&store, "api_calls", &id).await, 0);
         let lost = store.renew_leases("node-a", &[(id.clone(), 1)], 30_000).await.expect("renew");
-        assert_eq!(lost, std::slice::from_ref(&id));
+        assert_eq!(lost, [(id.clone(), 1)]);
         assert!(store.renew_leases("node-b", &[(id.clone(), 2)], 30_000).await.expect("renew").is_empty());
 
         let row = store.get_execution(&enterprise, &id).await.expect("read").expect("row");
