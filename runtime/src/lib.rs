@@ -114,8 +114,9 @@ pub async fn serve(
         },
         Arc::new(EngineEvents { alerts: alerts.clone(), otlp: otlp.clone() }),
     );
-    // Flipped with the shutdown signal: waiting handlers answer before their connection closes.
-    let (drain, draining) = state::Draining::new();
+    // When the shutdown signal came: the grace period counts from there, and waiting handlers
+    // answer then, before their connection closes.
+    let (signalled, mut signal) = tokio::sync::watch::channel(None);
     let state = AppState {
         tokens: Arc::new(auth::tokens::Tokens::new(&secret)),
         passwords: Arc::new(auth::password::Passwords::new(config.login_concurrency).await?),
@@ -126,7 +127,7 @@ pub async fn serve(
         store: store.clone(),
         config: Arc::new(config),
         alerts,
-        draining,
+        draining: state::Draining::new(signal.clone()),
     };
     let housekeeping = tokio::spawn(housekeeping(state.clone(), stopped.clone()));
     let deliveries = tokio::spawn(alerts::send_queued(state.alerts.clone(), queued, stopped.clone()));
@@ -135,13 +136,10 @@ pub async fn serve(
     let app = api::router(state.clone());
     tracing::info!(address = %listener.local_addr()?, "DIBOP API listening");
     let grace = Duration::from_millis(state.config.shutdown_grace_ms);
-    // When the shutdown signal came: the grace period counts from there.
-    let (signalled, mut signal) = tokio::sync::watch::channel(None);
     let http = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = signalled.send(Some(tokio::time::Instant::now()));
-            let _ = drain.send(true);
         })
         .into_future();
     tokio::select! {

@@ -36,23 +36,23 @@ pub struct AppState {
 /// [`Draining::started`] so that it answers (with what it knows so far) while the connection is
 /// still open, instead of being cut when the grace period ends.
 #[derive(Clone)]
-pub struct Draining(tokio::sync::watch::Receiver<bool>);
+pub struct Draining(tokio::sync::watch::Receiver<Option<tokio::time::Instant>>);
 
 impl Draining {
-    /// A switch and the [`Draining`] it flips (send `true` when the shutdown starts).
-    pub fn new() -> (tokio::sync::watch::Sender<bool>, Self) {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        (tx, Self(rx))
+    /// Watches `since`: when the shutdown signal came (`serve` sends it; the grace period
+    /// counts from there).
+    pub fn new(since: tokio::sync::watch::Receiver<Option<tokio::time::Instant>>) -> Self {
+        Self(since)
     }
 
     /// Whether the shutdown has started.
     pub fn now(&self) -> bool {
-        *self.0.borrow()
+        self.0.borrow().is_some()
     }
 
     /// Resolves when the shutdown starts (at once if it has, or if the switch is gone).
     pub async fn started(&self) {
-        let _ = self.0.clone().wait_for(|draining| *draining).await;
+        let _ = self.0.clone().wait_for(Option::is_some).await;
     }
 }
 
