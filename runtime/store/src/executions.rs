@@ -904,30 +904,13 @@ impl ExecutionFilter {
 
 #[cfg(test)]
 mod tests {
-    use sqlx::Executor;
-
     use super::*;
     use crate::{NewEnterprise, NewUser, is_lease_lost};
 
     /// A store with one enterprise, one orchestration and one queued execution: SQLite in a
     /// temporary directory, or a fresh PostgreSQL database when `DIBOP_TEST_DATABASE_URL` is set.
     async fn queued(name: &str) -> (Store, std::path::PathBuf, String, String) {
-        let dir = std::env::temp_dir().join(format!("dibop-executions-{name}-{}", new_id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let url = match std::env::var("DIBOP_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) {
-            Some(base) => {
-                sqlx::any::install_default_drivers();
-                let db = format!("dibop_t_{name}_{}", new_id().replace('-', ""));
-                let admin = sqlx::AnyPool::connect(&base).await.expect("connect");
-                admin.execute(format!("CREATE DATABASE {db}").as_str()).await.expect("create database");
-                admin.close().await;
-                let (server, _) = base.split('?').next().unwrap_or(&base).rsplit_once('/').expect("path");
-                Some(secrecy::SecretString::from(format!("{server}/{db}")))
-            }
-            None => None,
-        };
-        let store = Store::connect(url.as_ref(), &dir, 2, false).await.expect("connects");
-        store.migrate().await.expect("migrates");
+        let (store, dir) = crate::testing::fresh_store(crate::testing::postgres().as_deref(), name).await;
         let (enterprise, _) = store
             .create_enterprise_with_admin(
                 NewEnterprise { name: "E".into(), slug: format!("e-{name}"), timezone: "UTC".into() },

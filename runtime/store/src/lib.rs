@@ -319,6 +319,43 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+/// What the store's unit tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use sqlx::Connection;
+
+    use super::Store;
+
+    /// A migrated store: SQLite in a new temporary directory, or, given `postgres` (the URL of
+    /// an existing database), a new database on that server, named `dibop_t_*` so that CI's
+    /// cleanup drops it when a test fails midway. Answers the store and its directory.
+    pub async fn fresh_store(postgres: Option<&str>, name: &str) -> (Store, std::path::PathBuf) {
+        let unique = dibop_core::new_id().replace('-', "");
+        let dir = std::env::temp_dir().join(format!("dibop-store-{name}-{unique}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let url = match postgres {
+            None => None,
+            Some(base) => {
+                sqlx::any::install_default_drivers();
+                let database = format!("dibop_t_{name}_{unique}");
+                let mut admin = sqlx::AnyConnection::connect(base).await.expect("connect to PostgreSQL");
+                sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await.expect("create");
+                admin.close().await.expect("close");
+                let (server, _) = base.split('?').next().unwrap_or(base).rsplit_once('/').expect("a path");
+                Some(secrecy::SecretString::from(format!("{server}/{database}")))
+            }
+        };
+        let store = Store::connect(url.as_ref(), &dir, 2, false).await.expect("connects");
+        store.migrate().await.expect("migrates");
+        (store, dir)
+    }
+
+    /// The PostgreSQL database tests may create theirs beside (`DIBOP_TEST_DATABASE_URL`).
+    pub fn postgres() -> Option<String> {
+        std::env::var("DIBOP_TEST_DATABASE_URL").ok().filter(|url| !url.is_empty())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Store;

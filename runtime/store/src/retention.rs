@@ -208,6 +208,7 @@ mod tests {
     use sqlx::Connection;
 
     use super::*;
+    use crate::testing::fresh_store as fresh;
 
     const NOW: i64 = 1_800_000_000_000;
     /// Finished executions past the retention: three batches (1,000, 1,000, 500).
@@ -215,29 +216,6 @@ mod tests {
     /// API-call rows past the retention that belong to no execution (connection tests): two
     /// batches (1,000, 200).
     const LOOSE_CALLS: i64 = 1_200;
-
-    /// A fresh store: SQLite in a temporary directory, or a new PostgreSQL database on the
-    /// server of `postgres` (the URL of an existing database).
-    async fn fresh(postgres: Option<&str>, name: &str) -> (Store, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("dibop-retention-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let url = match postgres {
-            None => None,
-            Some(base) => {
-                sqlx::any::install_default_drivers();
-                let database = format!("dibop_t_retention_{}_{}", name, std::process::id());
-                let mut admin = sqlx::AnyConnection::connect(base).await.expect("connect to PostgreSQL");
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {database}")).execute(&mut admin).await;
-                sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await.expect("create");
-                let (server, _) = base.split('?').next().unwrap_or(base).rsplit_once('/').expect("a path");
-                Some(secrecy::SecretString::from(format!("{server}/{database}")))
-            }
-        };
-        let store = Store::connect(url.as_ref(), &dir, 2, false).await.expect("connects");
-        store.migrate().await.expect("migrates");
-        (store, dir)
-    }
 
     async fn run(store: &Store, sql: &str) {
         sqlx::query(sql).execute(&store.pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -368,12 +346,9 @@ mod tests {
         let again = store.purge_expired_at(NOW).await.expect("purges");
         assert_eq!((again.executions, again.api_calls), (0, 0));
         store.close().await;
+        // A PostgreSQL database is left to the suite's cleanup (`dibop_t_*`), as the e2e
+        // tests' are.
         let _ = std::fs::remove_dir_all(&dir);
-        if let Some(base) = postgres {
-            let mut admin = sqlx::AnyConnection::connect(base).await.expect("connect to PostgreSQL");
-            let database = format!("dibop_t_retention_{}_{}", name, std::process::id());
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {database}")).execute(&mut admin).await;
-        }
     }
 
     #[tokio::test]
@@ -384,7 +359,7 @@ mod tests {
     /// Runs when `DIBOP_TEST_DATABASE_URL` names a PostgreSQL server (as the e2e suite does).
     #[tokio::test]
     async fn postgres_purges_in_batches() {
-        let Some(base) = std::env::var("DIBOP_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+        let Some(base) = crate::testing::postgres() else {
             eprintln!("skipped: set DIBOP_TEST_DATABASE_URL to run on PostgreSQL");
             return;
         };
