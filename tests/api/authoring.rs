@@ -8,15 +8,11 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, on_postgres};
 use crate::mock::MockServer;
 use crate::process::dibop_binary;
 
 const KEY: &str = "shop-key-123456";
-
-fn on_postgres_pass() -> bool {
-    std::env::var("DIBOP_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty())
-}
 
 /// Runs `dibop ARGS` (blocking this worker thread); answers success, stdout, stderr.
 fn dibop(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
@@ -132,7 +128,7 @@ fn assert_works_and_keeps_the_words_of(component: &Path, mock: &MockServer, exce
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rust_connector_goes_from_new_to_an_executed_orchestration() {
-    if on_postgres_pass() {
+    if on_postgres() {
         return eprintln!("skipped on the PostgreSQL pass: no database involved");
     }
     let mock = MockServer::start().await;
@@ -180,7 +176,7 @@ async fn a_rust_connector_goes_from_new_to_an_executed_orchestration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_and_python_connectors_keep_the_authors_words_when_they_throw() {
-    if on_postgres_pass() {
+    if on_postgres() {
         return eprintln!("skipped on the PostgreSQL pass: no database involved");
     }
     let mock = MockServer::start().await;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 
 use crate::helpers::db_proxy::Mode;
-use crate::helpers::{TestApp, unlimited};
+use crate::helpers::{TestApp, on_postgres, unlimited};
 use crate::mock::MockServer;
 
 /// Executions started before each fault.
@@ -134,7 +134,7 @@ async fn executions_in_flight_finish_after_40_s_of_refused_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn executions_in_flight_finish_after_the_sqlite_file_had_no_room() {
-    if std::env::var("DIBOP_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+    if on_postgres() {
         eprintln!("skipped: the size cap is SQLite's");
         return;
     }

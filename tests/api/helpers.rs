@@ -44,6 +44,11 @@ pub async fn fresh_database() -> Option<String> {
     })
 }
 
+/// Whether this run of the suite is the one on PostgreSQL (`DIBOP_TEST_DATABASE_URL` is set).
+pub fn on_postgres() -> bool {
+    std::env::var("DIBOP_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty())
+}
+
 /// `PUT /settings` rate limits far above what a test sends.
 pub fn unlimited() -> Value {
     json!({"rate_limits": {"api_requests_per_minute": 100000, "executions_per_minute": 100000,

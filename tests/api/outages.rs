@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 
 use crate::helpers::db_proxy::Mode;
-use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, assert_error, fresh_database};
+use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, assert_error, fresh_database, on_postgres};
 use crate::mock::MockServer;
 use crate::process::{Server, free_port};
 
@@ -19,10 +19,6 @@ use crate::process::{Server, free_port};
 const READY_WITHIN: Duration = Duration::from_secs(1);
 /// The pool's acquire bound (3 s) and slack for a loaded test machine.
 const API_WITHIN: Duration = Duration::from_secs(6);
-
-fn on_postgres() -> bool {
-    std::env::var("DIBOP_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty())
-}
 
 /// One step that copies the `note` parameter into the output.
 fn echo() -> Value {
