@@ -16,6 +16,7 @@ mod conventions;
 mod demo;
 mod durability;
 mod executions_under_faults;
+mod flow_control;
 mod hardening;
 mod helpers;
 mod host_auth;

@@ -1,7 +1,7 @@
 //! Resilience of connections through HTTP: the circuit breaker (opens after consecutive
 //! failures, refuses at once while open, lets one trial through, shared by nodes, shown as
-//! health), the outbound rate limit (refuses past the deadline, waits for the next window
-//! otherwise) and an upstream's `Retry-After`.
+//! health), the outbound rate limit's bounds (the enterprise's quota; waiting and parking for
+//! permits is in `flow_control`) and an upstream's `Retry-After`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -188,48 +188,6 @@ async fn a_failed_trial_opens_the_circuit_again() {
 }
 
 #[tokio::test]
-async fn the_outbound_rate_limit_refuses_past_the_deadline_and_waits_for_the_next_minute_otherwise() {
-    let app = TestApp::spawn().await;
-    let token = app.admin_token().await;
-    let (upstream, authority) = Upstream::start().await;
-    upstream.up.store(true, Ordering::SeqCst);
-    let policy = json!({"rate_limit": {"requests_per_minute": 2}});
-    let (_, short) = setup(&app, &token, &authority, policy, json!({"timeout_ms": 1000})).await;
-    let long = app
-        .create_orchestration(
-            &token,
-            json!({"name": "Patient", "steps": [{"name": "call", "type": "api_call", "connection": "dealer",
-                                                 "operation": "status", "timeout_ms": 20000}]}),
-        )
-        .await;
-    // Windows are whole minutes of the clock: start 5 to 10 s before one ends.
-    loop {
-        let second = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() % 60;
-        if (50..55).contains(&second) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    for _ in 0..2 {
-        let result = app.execute(&token, &short, json!({})).await;
-        assert_eq!(result["status"], "success", "{result}");
-    }
-    let refused = app.execute(&token, &short, json!({})).await;
-    assert_eq!(refused["status"], "failed", "{refused}");
-    assert!(refused["error"].as_str().is_some_and(|e| e.contains("rate_limited")), "{refused}");
-    assert_eq!(upstream.hits(), 2);
-    let rows: Value = app.get(&token, "/api-calls?status=rate_limited").await.json().await.expect("json");
-    assert_eq!(rows["data"].as_array().expect("rows").len(), 1, "{rows}");
-
-    let started = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
-    let waited = app.execute(&token, &long, json!({})).await;
-    assert_eq!(waited["status"], "success", "{waited}");
-    assert_eq!(upstream.hits(), 3);
-    let finished = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
-    assert!(finished / 60 > started / 60, "the call waited for the next minute ({started} -> {finished})");
-}
-
-#[tokio::test]
 async fn retry_after_of_a_429_delays_the_next_attempt_and_the_attempt_records_it() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
@@ -289,7 +247,9 @@ async fn a_connection_without_its_own_rate_limit_takes_the_enterprise_default() 
     let limits = json!({"rate_limits": {"api_requests_per_minute": 300, "executions_per_minute": 60,
                                         "outbound_requests_per_minute": 1}});
     assert_eq!(app.put(&token, "/settings", limits).await.status(), StatusCode::OK);
-    let (_, id) = setup(&app, &token, &authority, json!({}), json!({"timeout_ms": 1000})).await;
+    // No rate of its own; it waits for no permit, so a call past the quota fails at once.
+    let policy = json!({"rate_limit": {"max_wait_ms": 0}});
+    let (_, id) = setup(&app, &token, &authority, policy, json!({})).await;
     // Not in the last 2 s of a minute, so both calls fall in one window.
     while SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() % 60 >= 58 {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -344,15 +304,15 @@ async fn a_quota_lowered_after_a_connection_was_saved_bounds_its_own_rate_limit(
     let token = app.admin_token().await;
     let (upstream, authority) = Upstream::start().await;
     upstream.up.store(true, Ordering::SeqCst);
-    let policy = json!({"rate_limit": {"requests_per_minute": 60}});
-    let (connection, id) = setup(&app, &token, &authority, policy, json!({"timeout_ms": 1000})).await;
+    let policy = json!({"rate_limit": {"requests_per_minute": 60, "max_wait_ms": 0}});
+    let (connection, id) = setup(&app, &token, &authority, policy, json!({})).await;
     let limits = json!({"rate_limits": {"api_requests_per_minute": 300, "executions_per_minute": 60,
                                         "outbound_requests_per_minute": 1}});
     assert_eq!(app.put(&token, "/settings", limits).await.status(), StatusCode::OK);
     // Saving the connection unchanged still works (its limit is not new); raising it is refused.
     let path = format!("/connections/{connection}");
     assert_eq!(app.put(&token, &path, json!({"timeout_ms": 20000})).await.status(), StatusCode::OK);
-    let raised = json!({"resilience": {"rate_limit": {"requests_per_minute": 61}}});
+    let raised = json!({"resilience": {"rate_limit": {"requests_per_minute": 61, "max_wait_ms": 0}}});
     let body =
         assert_error(app.put(&token, &path, raised).await, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
     assert_eq!(detail_paths(&body), ["resilience.rate_limit.requests_per_minute"], "{body}");

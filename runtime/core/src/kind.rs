@@ -121,9 +121,10 @@ impl StepKind {
         matches!(self, Self::ForEach | Self::Parallel | Self::SubOrchestration | Self::Wait)
     }
 
-    /// Steps that can park their execution (a long wait, or a child that parks).
+    /// Steps that can park their execution (a long wait, a child that parks, a call waiting
+    /// for a permit of its connection's rate limit).
     pub fn may_park(&self) -> bool {
-        matches!(self, Self::Wait | Self::SubOrchestration)
+        matches!(self, Self::Wait | Self::SubOrchestration | Self::ApiCall)
     }
 }
 

@@ -3,12 +3,20 @@
 //!
 //! A step's call is admitted by [`admit`] before it runs: a circuit that is open refuses it at
 //! once (`circuit_open`); one whose open time passed lets exactly one trial call through (the
-//! node that claims it in the database) and refuses the others until the trial ends; then a
-//! permit of the connection's rate limit is taken, waiting for the next minute's window while
-//! the step's deadline allows (`rate_limited` when it does not). After the call, [`settle`]
-//! counts it: a call whose system did not answer (connection error, timeout, 5xx) is a failure,
-//! one it answered (any other status) is a success, and a call that made no request (or was
-//! denied by the allow-list, or answered 429) changes nothing.
+//! node that claims it in the database) and refuses the others until the trial ends. Then the
+//! call takes a permit of the connection's rate limit. Permits are granted in arrival order by
+//! every node together ([`dibop_store::Store::reserve_permit`]): the next free one may belong
+//! to a later window, and the call waits for it. A wait of up to [`INLINE_PERMIT_MS`] is slept
+//! in place; a longer one parks the execution like a long `wait` ([`Throttled::Park`]): its
+//! slot is free, and the step, when the execution resumes (on any node), uses the permit it
+//! holds instead of queueing again. Only a permit further away than the policy's
+//! `max_wait_ms` (an hour unless set) fails the call `rate_limited`; the time spent waiting
+//! never counts against the step's `timeout_ms`. A call starts in the first part of its
+//! permit's window only ([`Permit::usable_until`]), so a system counting calls by the clock
+//! never sees more than the limit in one window. After the call, [`settle`] counts it: a call
+//! whose system did not answer (connection error, timeout, 5xx) is a failure, one it answered
+//! (any other status) is a success, and a call that made no request (or was denied by the
+//! allow-list, or answered 429) changes nothing.
 //!
 //! A refused call leaves an API-call row with status `circuit_open` or `rate_limited`, so the
 //! refusals show in `GET /api-calls` next to the requests. The connection test runner and
@@ -57,13 +65,126 @@ impl Default for CircuitBreaker {
     }
 }
 
-/// Calls a minute the connection's steps make, counted by all nodes together.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+/// How many calls the connection's steps make, counted by all nodes together, and how long a
+/// call may wait for its turn.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
 pub struct RateLimit {
-    /// 1 to 1000000.
+    /// Calls a minute, 1 to 1000000. Give this or `requests_per_second` (or neither: the
+    /// enterprise's outbound quota applies); either is bounded by that quota.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = 60)]
-    pub requests_per_minute: u32,
+    pub requests_per_minute: Option<u32>,
+    /// Calls a second, 1 to 10000 (60 times it at most the enterprise's outbound quota).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = 20)]
+    pub requests_per_second: Option<u32>,
+    /// Longest a call waits for a permit, ms (0 to 604800000; default 3600000, an hour). A call
+    /// whose turn is further away fails `rate_limited`; a shorter wait parks the execution.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = 3_600_000)]
+    pub max_wait_ms: Option<u64>,
+}
+
+/// How long a call waits for a permit unless its connection says otherwise: an hour.
+pub const DEFAULT_MAX_WAIT_MS: u64 = 3_600_000;
+
+/// Longest `max_wait_ms`: a week.
+pub const MAX_MAX_WAIT_MS: u64 = 604_800_000;
+
+/// A wait for a permit up to this long is slept in place (holding the execution's slot); a
+/// longer one parks the execution, so that throttled work leaves the slots to other work.
+pub const INLINE_PERMIT_MS: i64 = 250;
+
+/// A parked call's execution is due this long before its permit's window begins, so that a
+/// node has claimed and replayed it when the window opens (it sleeps the rest in place; at
+/// most [`INLINE_PERMIT_MS`], or it would park again).
+pub const PARK_LEAD_MS: i64 = 200;
+
+impl RateLimit {
+    /// The limit in calls a minute, for comparing with the enterprise's quota.
+    pub fn per_minute(&self) -> Option<u64> {
+        match (self.requests_per_minute, self.requests_per_second) {
+            (Some(minute), _) => Some(u64::from(minute)),
+            (None, Some(second)) => Some(u64::from(second) * 60),
+            (None, None) => None,
+        }
+    }
+
+    /// The field that states the limit, for errors about it.
+    pub fn field(&self) -> &'static str {
+        if self.requests_per_second.is_some() && self.requests_per_minute.is_none() {
+            "resilience.rate_limit.requests_per_second"
+        } else {
+            "resilience.rate_limit.requests_per_minute"
+        }
+    }
+}
+
+/// The limit a connection's calls are held to: `limit` calls per `period_ms` (a second or a
+/// minute), windows aligned to the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub limit: u64,
+    pub period_ms: i64,
+}
+
+impl Rate {
+    /// The stricter of the connection's own limit and the enterprise's outbound `quota` (calls a
+    /// minute; `None` when it could not be read). A per-second limit above the quota (one saved
+    /// before the quota was lowered) becomes the quota spread over the minute's seconds, or the
+    /// quota a minute when that is under one a second.
+    pub fn of(own: Option<&RateLimit>, quota: Option<u64>) -> Self {
+        let minute = |limit: u64| Self { limit: limit.max(1), period_ms: 60_000 };
+        let second = |limit: u64| Self { limit: limit.max(1), period_ms: 1_000 };
+        match (own.and_then(|o| o.requests_per_second), own.and_then(|o| o.requests_per_minute), quota) {
+            (_, Some(own), quota) => minute(quota.map_or(u64::from(own), |q| q.min(u64::from(own)))),
+            (Some(own), None, Some(quota)) if u64::from(own) * 60 > quota => {
+                if quota >= 60 {
+                    second(quota / 60)
+                } else {
+                    minute(quota)
+                }
+            }
+            (Some(own), None, _) => second(u64::from(own)),
+            (None, None, quota) => minute(quota.unwrap_or(60)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let unit = if self.period_ms == 1_000 { "second" } else { "minute" };
+        format!("{} calls a {unit}", self.limit)
+    }
+}
+
+/// A permit of an outbound rate limit: a call may start once its window has begun and until
+/// [`Permit::usable_until`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permit {
+    pub bucket: String,
+    /// Start of the permit's window, unix ms.
+    pub window_ms: i64,
+    pub period_ms: i64,
+}
+
+impl Permit {
+    /// How much of the end of a window no call starts in (a quarter, at most 2 s): a request
+    /// started late in its window must not reach the system in the next one.
+    fn margin(period_ms: i64) -> i64 {
+        (period_ms / 4).min(2_000)
+    }
+
+    /// The last instant (unix ms) a call may start on this permit.
+    pub fn usable_until(&self) -> i64 {
+        self.window_ms + self.period_ms - Self::margin(self.period_ms)
+    }
+}
+
+/// The first window (unix ms) a call asking at `now` may take a permit of: the running one,
+/// unless it is in the part of it no call starts in.
+fn earliest_window(now: i64, period_ms: i64) -> i64 {
+    let shifted = now + Permit::margin(period_ms);
+    shifted - shifted.rem_euclid(period_ms)
 }
 
 impl Resilience {
@@ -88,8 +209,20 @@ impl Resilience {
         );
         check((100..=3_600_000).contains(&breaker.open_ms), "circuit_breaker.open_ms", "must be from 100 to 3600000");
         if let Some(rate) = &self.rate_limit {
-            let ok = (1..=1_000_000).contains(&rate.requests_per_minute);
-            check(ok, "rate_limit.requests_per_minute", "must be from 1 to 1000000");
+            if let Some(minute) = rate.requests_per_minute {
+                check((1..=1_000_000).contains(&minute), "rate_limit.requests_per_minute", "must be from 1 to 1000000");
+            }
+            if let Some(second) = rate.requests_per_second {
+                check((1..=10_000).contains(&second), "rate_limit.requests_per_second", "must be from 1 to 10000");
+            }
+            check(
+                rate.requests_per_minute.is_none() || rate.requests_per_second.is_none(),
+                "rate_limit",
+                "give requests_per_minute or requests_per_second, not both",
+            );
+            if let Some(wait) = rate.max_wait_ms {
+                check(wait <= MAX_MAX_WAIT_MS, "rate_limit.max_wait_ms", "must be from 0 to 604800000");
+            }
         }
         errors
     }
@@ -116,18 +249,30 @@ pub struct Refused {
     pub record: ApiCallRecord,
 }
 
-/// Admits one call of `connection` from a step whose call must end by `deadline`.
+/// A call that may not go ahead now.
+pub enum Throttled {
+    /// Refused (circuit open, or no permit within the policy's `max_wait_ms`).
+    Refused(Box<Refused>),
+    /// Its permit's window is too far away to sleep for: the execution parks until it begins
+    /// ([`PARK_LEAD_MS`] before) and the step calls again with `permit`.
+    Park(Permit),
+}
+
+/// Admits one call of `connection` from a step. `held` is the permit the step took before its
+/// execution parked, used when it is still good; otherwise the call takes the next permit.
 pub async fn admit(
     engine: &Engine,
     connection: &ConnectionRow,
     policy: &Resilience,
     origin: &CallOrigin,
-    deadline: Instant,
-) -> Result<Admitted, Refused> {
+    held: Option<Permit>,
+) -> Result<Admitted, Throttled> {
     let started = Instant::now();
-    let refuse = |code: &'static str, message: String| Refused {
-        record: refusal_record(connection, origin, code, &message, started),
-        error: CallError { code: code.into(), message, retryable: true, http_status: None },
+    let refuse = |code: &'static str, message: String| {
+        Throttled::Refused(Box::new(Refused {
+            record: refusal_record(connection, origin, code, &message, started),
+            error: CallError { code: code.into(), message, retryable: true, http_status: None },
+        }))
     };
     let mut trial = false;
     // A database that does not answer must not stop calls: the breaker fails open.
@@ -159,8 +304,43 @@ pub async fn admit(
         }
         trial = true;
     }
+    // The trial did not run (the call waits or was refused): the next caller may claim it.
+    let untried = || async {
+        if trial && let Err(e) = engine.store.release_circuit_trial(&connection.id).await {
+            tracing::warn!(connection = %connection.id, error = %e, "releasing a circuit trial");
+        }
+    };
+    let permit = match permit(engine, connection, policy, held).await {
+        Ok(permit) => permit,
+        Err(message) => {
+            untried().await;
+            return Err(refuse("rate_limited", message));
+        }
+    };
+    if let Some(permit) = permit {
+        let wait = permit.window_ms - now_ms();
+        if wait > INLINE_PERMIT_MS {
+            untried().await;
+            return Err(Throttled::Park(permit));
+        }
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
+        }
+    }
+    Ok(Admitted { trial })
+}
+
+/// The permit a call of `connection` goes on: `held` when it is still good, else the next one
+/// of the connection's limit (`None` when the database could not say: calls are not stopped by
+/// it). The error, a message, when the next permit is further away than the policy allows.
+async fn permit(
+    engine: &Engine,
+    connection: &ConnectionRow,
+    policy: &Resilience,
+    held: Option<Permit>,
+) -> Result<Option<Permit>, String> {
     // The enterprise's quota bounds every connection's own limit, also one saved before the
-    // quota was lowered (unread, the connection's own limit or 60 applies).
+    // quota was lowered (unread, the connection's own limit or 60 a minute applies).
     let quota = match engine.store.outbound_limit(&connection.enterprise_id).await {
         Ok(limit) => Some(u64::try_from(limit).unwrap_or(60)),
         Err(e) => {
@@ -168,40 +348,28 @@ pub async fn admit(
             None
         }
     };
-    let own = policy.rate_limit.as_ref().map(|own| u64::from(own.requests_per_minute));
-    let limit = match (own, quota) {
-        (Some(own), Some(quota)) => own.min(quota),
-        (own, quota) => own.or(quota).unwrap_or(60),
-    };
-    let bucket = format!("outbound:{}", connection.id);
-    loop {
-        let decision = match engine.limiter.hit(&bucket, limit, 60).await {
-            Ok(decision) => decision,
-            Err(e) => {
-                tracing::warn!(connection = %connection.id, error = %e, "counting an outbound call");
-                break;
-            }
-        };
-        if decision.allowed {
-            break;
-        }
-        let reset = Duration::from_millis(u64::try_from(decision.reset_unix * 1000 - now_ms()).unwrap_or(0));
-        if Instant::now() + reset >= deadline {
-            let message = format!(
-                "connection {} allows {limit} calls a minute and its steps used them; no permit came before the step's deadline",
-                connection.name
-            );
-            if trial {
-                // The trial did not run: the next caller may claim it.
-                if let Err(e) = engine.store.release_circuit_trial(&connection.id).await {
-                    tracing::warn!(connection = %connection.id, error = %e, "releasing a circuit trial");
-                }
-            }
-            return Err(refuse("rate_limited", message));
-        }
-        tokio::time::sleep(reset + Duration::from_millis(5)).await;
+    let rate = Rate::of(policy.rate_limit.as_ref(), quota);
+    let bucket = format!("outbound:{}:{}", connection.id, rate.period_ms);
+    let now = now_ms();
+    if let Some(held) = held.filter(|p| p.bucket == bucket && now <= p.usable_until()) {
+        return Ok(Some(held));
     }
-    Ok(Admitted { trial })
+    let max_wait = policy.rate_limit.as_ref().and_then(|r| r.max_wait_ms).unwrap_or(DEFAULT_MAX_WAIT_MS);
+    let latest = now.saturating_add(i64::try_from(max_wait).unwrap_or(i64::MAX / 2));
+    let earliest = earliest_window(now, rate.period_ms);
+    let limit = i64::try_from(rate.limit).unwrap_or(i64::MAX);
+    match engine.store.reserve_permit(&bucket, earliest, limit, rate.period_ms, latest).await {
+        Ok(Some(window_ms)) => Ok(Some(Permit { bucket, window_ms, period_ms: rate.period_ms })),
+        Ok(None) => Err(format!(
+            "connection {} allows {} and its calls already waiting take them for longer than this call may wait ({max_wait} ms, resilience.rate_limit.max_wait_ms)",
+            connection.name,
+            rate.describe()
+        )),
+        Err(e) => {
+            tracing::warn!(connection = %connection.id, error = %e, "taking an outbound permit");
+            Ok(None)
+        }
+    }
 }
 
 /// Counts one finished call of `connection` for its circuit.
@@ -319,12 +487,44 @@ mod tests {
         assert_eq!(retry_after(&[call("error", Some(429), &[("retry-after", "soon")])]), None);
     }
 
+    fn limit(minute: Option<u32>, second: Option<u32>) -> RateLimit {
+        RateLimit { requests_per_minute: minute, requests_per_second: second, max_wait_ms: None }
+    }
+
+    #[test]
+    fn the_stricter_of_the_connections_limit_and_the_quota_holds() {
+        let minute = |limit| Rate { limit, period_ms: 60_000 };
+        let second = |limit| Rate { limit, period_ms: 1_000 };
+        assert_eq!(Rate::of(None, Some(60)), minute(60));
+        assert_eq!(Rate::of(None, None), minute(60), "unread quota: 60 a minute");
+        assert_eq!(Rate::of(Some(&limit(None, None)), Some(90)), minute(90), "only a max wait: the quota");
+        assert_eq!(Rate::of(Some(&limit(Some(30), None)), Some(60)), minute(30));
+        assert_eq!(Rate::of(Some(&limit(Some(100), None)), Some(60)), minute(60));
+        assert_eq!(Rate::of(Some(&limit(None, Some(20))), Some(1200)), second(20));
+        assert_eq!(Rate::of(Some(&limit(None, Some(20))), None), second(20));
+        // A quota lowered under a per-second limit: spread over the seconds, or per minute.
+        assert_eq!(Rate::of(Some(&limit(None, Some(20))), Some(600)), second(10));
+        assert_eq!(Rate::of(Some(&limit(None, Some(20))), Some(30)), minute(30));
+        assert_eq!(Rate::of(None, Some(0)), minute(1), "never zero: work waits, it is not stranded");
+    }
+
+    #[test]
+    fn a_call_late_in_a_window_takes_a_permit_of_the_next() {
+        assert_eq!(earliest_window(10_000, 1_000), 10_000);
+        assert_eq!(earliest_window(10_749, 1_000), 10_000);
+        assert_eq!(earliest_window(10_750, 1_000), 11_000, "the last quarter of a second is not started in");
+        assert_eq!(earliest_window(119_000, 60_000), 120_000, "the last 2 s of a minute are not started in");
+        assert_eq!(earliest_window(117_999, 60_000), 60_000);
+        let permit = Permit { bucket: "b".into(), window_ms: 11_000, period_ms: 1_000 };
+        assert_eq!(permit.usable_until(), 11_750);
+    }
+
     #[test]
     fn policy_bounds() {
         assert!(Resilience::default().problems().is_empty());
         let bad = Resilience {
             circuit_breaker: CircuitBreaker { failure_threshold: 0, open_ms: 10 },
-            rate_limit: Some(RateLimit { requests_per_minute: 0 }),
+            rate_limit: Some(RateLimit { requests_per_minute: Some(0), ..RateLimit::default() }),
         };
         let paths: Vec<String> = bad.problems().into_iter().map(|e| e.path).collect();
         assert_eq!(
@@ -335,5 +535,21 @@ mod tests {
                 "resilience.rate_limit.requests_per_minute"
             ]
         );
+    }
+
+    #[test]
+    fn a_rate_is_per_minute_or_per_second_not_both_and_its_wait_is_bounded() {
+        let paths = |rate: RateLimit| -> Vec<String> {
+            let policy = Resilience { rate_limit: Some(rate), ..Resilience::default() };
+            policy.problems().into_iter().map(|e| e.path).collect()
+        };
+        assert!(paths(limit(None, Some(20))).is_empty());
+        assert!(paths(RateLimit { max_wait_ms: Some(0), ..limit(None, None) }).is_empty());
+        assert_eq!(paths(limit(Some(60), Some(1))), ["resilience.rate_limit"]);
+        assert_eq!(paths(limit(None, Some(10_001))), ["resilience.rate_limit.requests_per_second"]);
+        let forever = RateLimit { max_wait_ms: Some(MAX_MAX_WAIT_MS + 1), ..limit(None, Some(1)) };
+        assert_eq!(paths(forever), ["resilience.rate_limit.max_wait_ms"]);
+        assert_eq!(limit(None, Some(20)).per_minute(), Some(1200));
+        assert_eq!(limit(None, Some(20)).field(), "resilience.rate_limit.requests_per_second");
     }
 }

@@ -160,6 +160,7 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow, lease: &Lease)
                 engine.store.park_in_body(lease, &parked.steps, &outcome.api_calls, delay)
             })
             .await?;
+            wake_when_due(engine, delay);
             return Ok(());
         }
         let result = outcome.row(step, i64::try_from(position)?, started, clock.elapsed());
@@ -199,6 +200,21 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow, lease: &Lease)
         conclude(&mut flow, &def)
     };
     end(engine, &mut signal, lease, finish).await
+}
+
+/// Wakes this node's claim loops when an execution parked for `delay_ms` is due, so that a
+/// short park (a call waiting for its permit) resumes on time rather than at the next poll;
+/// other nodes find it by polling. Longer parks are left to polling.
+fn wake_when_due(engine: &Engine, delay_ms: i64) {
+    if delay_ms > 60_000 {
+        return;
+    }
+    let node = engine.node.clone();
+    let delay = std::time::Duration::from_millis(u64::try_from(delay_ms).unwrap_or(0) + 5);
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        node.wake();
+    });
 }
 
 /// Ends the execution as `finish` says (committed like a step's result, see [`commit`]) and

@@ -257,7 +257,8 @@ struct Stored<'a> {
     credentials_for: &'a str,
     /// The stored outbound limit: kept unchanged, it is not checked against a quota lowered
     /// since (calls take the lower of the two anyway).
-    rate_limit: Option<u32>,
+    /// (calls a minute).
+    rate_limit: Option<u64>,
 }
 
 impl Stored<'_> {
@@ -418,14 +419,18 @@ async fn fields(
     // A connection's new rate limit stays within the enterprise's outbound quota, which only
     // platform rights set; one saved before the quota dropped may stay (calls take the lower
     // of the two), so an unchanged save still goes through.
-    if let Some(rate) = input.resilience.rate_limit.as_ref().filter(|r| Some(r.requests_per_minute) != stored_rate) {
+    if let Some(rate) =
+        input.resilience.rate_limit.as_ref().filter(|r| r.per_minute().is_some_and(|m| Some(m) != stored_rate))
+    {
         let quota = state.store.outbound_limit(&principal.enterprise_id).await?;
+        let per_minute = rate.per_minute().unwrap_or(0);
         v.check(
-            i64::from(rate.requests_per_minute) <= quota,
-            "resilience.rate_limit.requests_per_minute",
+            i64::try_from(per_minute).is_ok_and(|m| m <= quota),
+            rate.field(),
             format!(
                 "must be at most the enterprise's outbound quota of {quota} calls a minute \
-                 (rate_limits.outbound_requests_per_minute of /settings, set with platform rights)"
+                 (rate_limits.outbound_requests_per_minute of /settings, set with platform rights); \
+                 this limit is {per_minute} calls a minute"
             ),
         );
     }
@@ -673,7 +678,7 @@ async fn replace_connection(
         pin: stored_pin,
         validate_output: keep_checks,
         credentials_for,
-        rate_limit: Resilience::of(&current).rate_limit.map(|r| r.requests_per_minute),
+        rate_limit: Resilience::of(&current).rate_limit.and_then(|r| r.per_minute()),
     };
     let fields = fields(&state, &principal, &current.id, input, kept).await?;
     let dry_run = query.dry_run.unwrap_or(false);

@@ -233,6 +233,14 @@ impl Store {
             .execute(&self.pool)
             .await;
         self.caches.connections.clear();
-        Ok(done?.rows_affected() > 0)
+        let deleted = done?.rows_affected() > 0;
+        if deleted {
+            // Its permit cursors (`outbound:{id}:{period}`; ids are ours, no LIKE wildcards).
+            sqlx::query("DELETE FROM outbound_permits WHERE bucket LIKE $1")
+                .bind(format!("outbound:{id}:%"))
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(deleted)
     }
 }

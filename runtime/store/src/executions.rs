@@ -639,9 +639,11 @@ impl Store {
             .await
     }
 
-    /// Parks an execution whose container step waits in a body: the body steps that finished
-    /// since it last ran and the API calls they made are committed with the hand-back, and it
-    /// is due again after `delay_ms`. The container step itself has no result yet.
+    /// Parks an execution whose container step waits in a body (or whose step waits for a
+    /// permit of a rate limit): the body steps that finished since it last ran and the API calls
+    /// they made are committed with the hand-back, and it is due again after `delay_ms`. The
+    /// parked step itself has no result yet. A kept row with status `permit` (a step holding a
+    /// permit) is replaced by what the step holds or answered later; finished rows stay.
     pub async fn park_in_body(
         &self,
         lease: &Lease,
@@ -657,7 +659,9 @@ impl Store {
         for step in steps {
             batch.push(
                 "INSERT INTO body_steps (execution_id, label, status, output, error, partial, record) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (execution_id, label) DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (execution_id, label) DO UPDATE SET \
+                 status = excluded.status, output = excluded.output, error = excluded.error, \
+                 partial = excluded.partial, record = excluded.record WHERE body_steps.status = 'permit'",
                 vec![
                     execution_id.into(),
                     (&step.label).into(),

@@ -3,6 +3,40 @@
 use super::Store;
 
 impl Store {
+    /// Takes the next permit of the outbound limit `bucket` (`limit` calls per `period_ms`, in
+    /// windows aligned to the period), in arrival order across nodes: one of the window starting
+    /// at `earliest` when it has permits left, else the first later window that has. Answers the
+    /// start of the permit's window (unix ms), or `None`, taking nothing, when that window would
+    /// begin after `latest`. One statement: the row lock orders concurrent callers.
+    pub async fn reserve_permit(
+        &self,
+        bucket: &str,
+        earliest: i64,
+        limit: i64,
+        period_ms: i64,
+        latest: i64,
+    ) -> sqlx::Result<Option<i64>> {
+        const NEXT: &str = "CASE WHEN outbound_permits.window_start < $2 THEN $2 \
+                            WHEN outbound_permits.granted < $3 THEN outbound_permits.window_start \
+                            ELSE outbound_permits.window_start + $4 END";
+        let sql = format!(
+            "INSERT INTO outbound_permits (bucket, window_start, granted) SELECT $1, $2, 1 WHERE $2 <= $5 \
+             ON CONFLICT (bucket) DO UPDATE SET window_start = {NEXT}, \
+             granted = CASE WHEN outbound_permits.window_start < $2 THEN 1 \
+                            WHEN outbound_permits.granted < $3 THEN outbound_permits.granted + 1 ELSE 1 END \
+             WHERE {NEXT} <= $5 RETURNING window_start"
+        );
+        sqlx::query_scalar(&sql)
+            .bind(bucket)
+            .bind(earliest)
+            .bind(limit)
+            .bind(period_ms)
+            .bind(latest)
+            .fetch_all(&self.pool)
+            .await
+            .map(crate::first)
+    }
+
     /// Adds one hit to `bucket` in the window starting at `window_start` and returns the count.
     pub async fn rate_limit_hit(&self, bucket: &str, window_start: i64) -> sqlx::Result<i64> {
         sqlx::query_scalar(

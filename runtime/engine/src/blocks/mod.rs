@@ -50,6 +50,16 @@ impl Kept {
         let rows = engine.store.body_steps(&execution.id).await?;
         Ok(Self(rows.into_iter().map(|row| (row.label.clone(), row)).collect()))
     }
+
+    /// The permit the `api_call` step `label` holds, if it parked waiting for one.
+    fn held(&self, label: &str) -> Option<step::Held> {
+        self.0.get(label).and_then(step::Held::of)
+    }
+
+    /// The finished step `label`, to replay (a step holding a permit has not finished).
+    fn finished(&self, label: &str) -> Option<&BodyStepRow> {
+        self.0.get(label).filter(|row| row.status != step::PERMIT)
+    }
 }
 
 /// A step of a body that finished in this run (not replayed).
@@ -200,7 +210,9 @@ pub(super) fn run_step<'a>(
                     };
                     step::run_transform(engine, execution, step, slug, input, params).await
                 }
-                (StepKind::ApiCall, _) => step::run_api_call(engine, execution, step, label, input).await,
+                (StepKind::ApiCall, _) => {
+                    step::run_api_call(engine, execution, step, label, input, kept.held(label)).await
+                }
                 (StepKind::ForEach, _) => for_each(engine, execution, kept, step, scope, label).await,
                 (StepKind::Parallel, _) => parallel(engine, execution, kept, step, scope, label).await,
                 (StepKind::SubOrchestration, _) => sub_orchestration(engine, execution, step, label, input).await,
@@ -298,7 +310,7 @@ fn run_block<'a>(
                 }
                 Decision::Skip => StepOutcome::skipped(),
                 Decision::Handle(output) => StepOutcome::success(output),
-                Decision::Run => match kept.0.get(&step_label) {
+                Decision::Run => match kept.finished(&step_label) {
                     // Finished before the execution parked: replayed, not run again.
                     Some(row) => match replay(engine, execution, row).await {
                         Ok(Replay::Done(outcome, record)) => {
@@ -329,7 +341,8 @@ fn run_block<'a>(
             let row = outcome.row(f.step, i64::try_from(i).unwrap_or(0), started, clock.elapsed());
             result.api_calls.append(&mut outcome.api_calls);
             // A wait that parks is itself finished (its output is its due time) and kept; a
-            // nested container that parks is not: it runs again when the execution resumes.
+            // nested container (or a call waiting for its permit) that parks is not: it runs
+            // again when the execution resumes.
             if parked.is_none() || f.step.kind == StepKind::Wait {
                 result.steps.push(record_of(&step_label, &row, outcome.detail.take()));
                 flow.record(f.step, outcome.status, outcome.output.as_ref(), outcome.error.as_deref(), outcome.partial);

@@ -1,4 +1,6 @@
-//! `api_call`: an operation of a connection's connector, with retries.
+//! `api_call`: an operation of a connection's connector, with retries. A call whose permit of
+//! the connection's rate limit is far away parks the execution ([`Held`] keeps the permit and
+//! the attempt for when it resumes).
 
 use std::time::Duration;
 
@@ -10,9 +12,39 @@ use super::*;
 use crate::Engine;
 use crate::connections::{self, Caller};
 use crate::definition::Step;
-use crate::resilience::{self, Resilience};
+use crate::resilience::{self, PARK_LEAD_MS, Permit, Resilience, Throttled};
 use dibop_plugin_host::{CallError, Invocation};
-use dibop_store::ExecutionRow;
+use dibop_store::{BodyStepRow, ExecutionRow};
+
+/// The status of the kept row of a step parked for a permit (it has no result yet).
+pub(crate) const PERMIT: &str = "permit";
+
+/// What a step parked for a permit holds until its execution resumes: the permit, and the
+/// attempt it was about to make (retries already made are not made again).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Held {
+    pub(crate) permit: Permit,
+    pub(crate) attempt: u32,
+}
+
+impl Held {
+    /// The kept row of the step `label` holding it.
+    fn row(&self, label: &str) -> BodyStepRow {
+        BodyStepRow {
+            label: label.to_owned(),
+            status: PERMIT.into(),
+            output: Some(json!(self).to_string()),
+            error: None,
+            partial: 0,
+            record: json!({"label": label, "type": "api_call", "status": "throttled"}).to_string(),
+        }
+    }
+
+    /// What a kept row holds, if it is a held permit.
+    pub(crate) fn of(row: &BodyStepRow) -> Option<Self> {
+        (row.status == PERMIT).then(|| serde_json::from_str(row.output.as_deref()?).ok()).flatten()
+    }
+}
 
 pub(crate) async fn run_api_call(
     engine: &Engine,
@@ -20,6 +52,7 @@ pub(crate) async fn run_api_call(
     step: &Step,
     label: &str,
     input: Value,
+    held: Option<Held>,
 ) -> StepOutcome {
     let name = step.connection.clone().unwrap_or_default();
     let connection = match engine.store.find_connection(&execution.enterprise_id, &name).await {
@@ -45,6 +78,10 @@ pub(crate) async fn run_api_call(
     let idempotency_key = format!("{}:{label}", execution.id);
     let policy = Resilience::of(&connection);
     let mut retrier = Retrier::new(step, engine.node.signal(&execution.id));
+    let mut permit = held.map(|held| {
+        retrier.resume_at(held.attempt);
+        held.permit
+    });
     let mut trace = Trace::default();
     let mut api_calls = Vec::new();
     let result = loop {
@@ -55,13 +92,21 @@ pub(crate) async fn run_api_call(
             attempt: retrier.attempt,
             idempotency_key: idempotency_key.clone(),
         };
-        let deadline = std::time::Instant::now() + prepared.spec.limits.timeout;
-        if let Err(refused) = resilience::admit(engine, &connection, &policy, &prepared.spec.origin, deadline).await {
-            trace.refused(retrier.attempt, started_ms, &refused.error);
-            api_calls.push(refused.record);
-            match retrier.again(&refused.error, None).await {
-                true => continue,
-                false => break Err(refused.error),
+        match resilience::admit(engine, &connection, &policy, &prepared.spec.origin, permit.take()).await {
+            Ok(_) => {}
+            Err(Throttled::Park(permit)) => {
+                // No result yet: the step runs again with its permit when the execution resumes.
+                let due_ms = permit.window_ms - PARK_LEAD_MS;
+                let held = Held { permit, attempt: retrier.attempt };
+                return StepOutcome::parked(Parked { due_ms, steps: vec![held.row(label)] }, api_calls);
+            }
+            Err(Throttled::Refused(refused)) => {
+                trace.refused(retrier.attempt, started_ms, &refused.error);
+                api_calls.push(refused.record);
+                match retrier.again(&refused.error, None).await {
+                    true => continue,
+                    false => break Err(refused.error),
+                }
             }
         }
         // The attempt's window in the trace is the call's own (HTTP spans are placed by it).

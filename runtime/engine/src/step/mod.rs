@@ -170,6 +170,15 @@ impl Retrier {
         Self { policy: step.retry.clone(), attempt: 1, delay_ms, signal }
     }
 
+    /// Goes on from `attempt` (a step that parked before it), its backoff grown as far.
+    fn resume_at(&mut self, attempt: u32) {
+        let attempt = attempt.min(self.policy.as_ref().map_or(1, |p| p.max_attempts));
+        while self.attempt < attempt {
+            self.delay_ms *= self.policy.as_ref().map_or(1.0, |p| p.backoff_coefficient);
+            self.attempt += 1;
+        }
+    }
+
     /// After a failed attempt: waits and answers true when another attempt is due. The wait is
     /// the policy's backoff, or the upstream's `retry_after` when that is longer.
     async fn again(&mut self, error: &CallError, retry_after: Option<Duration>) -> bool {
@@ -191,6 +200,6 @@ impl Retrier {
     }
 }
 
-pub(crate) use api_call::run_api_call;
+pub(crate) use api_call::{Held, PERMIT, run_api_call};
 pub(crate) use canonical_upsert::canonical_upsert;
 pub(crate) use transform::run_transform;

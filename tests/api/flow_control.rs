@@ -1,0 +1,374 @@
+//! Flow control through HTTP: calls throttled by a connection's rate limit park their execution
+//! (its slot is free meanwhile) and drain at the limit, each call made once; the time a call
+//! waits for its permit is not part of its step's timeout; a call whose turn is further away than
+//! its `max_wait_ms` fails `rate_limited`. On three nodes of one PostgreSQL database the limit
+//! holds across the nodes, and a node killed in the middle of a drain loses nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, fresh_database, unlimited};
+use crate::process::{Server, cluster};
+
+fn wall_ms() -> i64 {
+    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis()).expect("ms")
+}
+
+/// A system that counts calls by the clock: each request's `{step}/{id}` and when it came
+/// (unix ms).
+#[derive(Clone, Default)]
+struct Upstream {
+    calls: Arc<Mutex<Vec<(String, i64)>>>,
+}
+
+impl Upstream {
+    async fn start() -> (Self, String) {
+        let upstream = Self::default();
+        let app = Router::new().route("/t/{step}/{id}", get(call)).with_state(upstream.clone());
+        (upstream, crate::helpers::serve(app).await)
+    }
+
+    fn calls(&self) -> Vec<(String, i64)> {
+        self.calls.lock().expect("lock").clone()
+    }
+
+    fn count(&self) -> usize {
+        self.calls.lock().expect("lock").len()
+    }
+
+    /// The most calls of `step`s (`{step}/...`, all when empty) that came in one second of the
+    /// clock.
+    fn busiest_second(&self, steps: &[&str]) -> usize {
+        let mut per_second: HashMap<i64, usize> = HashMap::new();
+        let counted = |key: &str| steps.is_empty() || steps.iter().any(|s| key.starts_with(&format!("{s}/")));
+        for (_, at) in self.calls().into_iter().filter(|(key, _)| counted(key)) {
+            *per_second.entry(at.div_euclid(1000)).or_default() += 1;
+        }
+        per_second.into_values().max().unwrap_or(0)
+    }
+
+    /// How many times each call came, by `{step}/{id}`.
+    fn times_each(&self) -> HashMap<String, usize> {
+        let mut times = HashMap::new();
+        for (key, _) in self.calls() {
+            *times.entry(key).or_default() += 1;
+        }
+        times
+    }
+}
+
+async fn call(State(upstream): State<Upstream>, Path((step, id)): Path<(String, String)>) -> axum::Json<Value> {
+    upstream.calls.lock().expect("lock").push((format!("{step}/{id}"), wall_ms()));
+    axum::Json(json!({"ok": true, "step": step, "id": id}))
+}
+
+/// A `rest` connection `name` to the upstream with `rate_limit` (JSON `null`: the quota's).
+fn connection(authority: &str, name: &str, rate_limit: &Value) -> Value {
+    json!({"name": name, "system": "rest", "allowed_hosts": [authority],
+           "resilience": {"rate_limit": rate_limit},
+           "config": {"base_url": format!("http://{authority}"),
+                      "operations": {"hit": {"method": "GET", "path": "/t/{step}/{id}"}}}})
+}
+
+/// An orchestration calling `connection` once per step name, each with the execution's `id`;
+/// `extra` is merged into every step.
+fn calls(name: &str, connection: &str, steps: &[&str], extra: &Value) -> Value {
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|step| {
+            let mut call = json!({"name": step, "type": "api_call", "connection": connection, "operation": "hit",
+                                  "parameters": {"step": step, "id": "${parameters.id}"}});
+            for (key, value) in extra.as_object().expect("fields") {
+                call[key] = value.clone();
+            }
+            call
+        })
+        .collect();
+    json!({"name": name, "parameters": [{"name": "id", "type": "string", "required": true}], "steps": steps})
+}
+
+async fn successes(app: &TestApp, token: &str, orchestration: &str) -> u64 {
+    let page: Value = app
+        .get(token, &format!("/orchestrations/{orchestration}/executions?status=success&page_size=1"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    page["pagination"]["total"].as_u64().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_calls_park_without_a_slot_and_drain_at_the_limit_each_once() {
+    const EXECUTIONS: usize = 30;
+    // Four slots: were throttled executions to hold theirs, nothing else could run.
+    let app = TestApp::spawn_with(|config| {
+        config.max_in_flight = 4;
+        config.enterprise_slots = Some(4);
+    })
+    .await;
+    let token = app.admin_token().await;
+    assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
+    let (upstream, authority) = Upstream::start().await;
+    app.create_connection(&token, connection(&authority, "dealer", &json!({"requests_per_second": 5}))).await;
+    app.create_connection(&token, connection(&authority, "quick", &Value::Null)).await;
+    let throttled = app.create_orchestration(&token, calls("Sync", "dealer", &["one", "two"], &json!({}))).await;
+    let fast = app.create_orchestration(&token, calls("Look up", "quick", &["fast"], &json!({}))).await;
+
+    let mut ids = Vec::new();
+    for i in 0..EXECUTIONS {
+        let accepted =
+            app.execute(&token, &throttled, json!({"parameters": {"id": format!("n{i}")}, "async": true})).await;
+        ids.push(accepted["execution_id"].as_str().unwrap_or_else(|| panic!("{accepted}")).to_owned());
+    }
+    // The drain is under way (5 calls a second, 60 to make): another connection's execution
+    // finds a free slot at once and ends long before the throttled ones do.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while upstream.count() < 10 {
+        assert!(Instant::now() < deadline, "the drain did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let quick = app.execute(&token, &fast, json!({"parameters": {"id": "q"}})).await;
+    assert_eq!(quick["status"], "success", "{quick}");
+    let done = successes(&app, &token, &throttled).await;
+    assert!(done <= (EXECUTIONS as u64) - 10, "{done} throttled executions had ended before the quick one did");
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while successes(&app, &token, &throttled).await < EXECUTIONS as u64 {
+        assert!(Instant::now() < deadline, "the throttled executions did not all succeed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for id in &ids {
+        let detail: Value = app.get(&token, &format!("/executions/{id}")).await.json().await.expect("json");
+        let steps: Vec<&str> =
+            detail["steps"].as_array().expect("steps").iter().map(|s| s["name"].as_str().unwrap_or("?")).collect();
+        assert_eq!((detail["status"].as_str(), steps), (Some("success"), vec!["one", "two"]), "{detail}");
+    }
+    let times = upstream.times_each();
+    assert_eq!(times.len(), 2 * EXECUTIONS + 1, "{times:?}");
+    assert!(times.values().all(|n| *n == 1), "a call was made twice: {times:?}");
+    let busiest = upstream.busiest_second(&["one", "two"]);
+    assert!(busiest <= 5, "{busiest} calls in one second of the clock");
+    // Nothing was refused on the way.
+    let refused: Value = app.get(&token, "/api-calls?status=rate_limited").await.json().await.expect("json");
+    assert_eq!(refused["data"].as_array().expect("rows").len(), 0, "{refused}");
+}
+
+#[tokio::test]
+async fn throttled_calls_in_a_for_each_park_and_every_item_is_called_once() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
+    let (upstream, authority) = Upstream::start().await;
+    app.create_connection(&token, connection(&authority, "dealer", &json!({"requests_per_second": 2}))).await;
+    let items: Vec<String> = (0..8).map(|i| format!("v{i}")).collect();
+    let id = app
+        .create_orchestration(
+            &token,
+            json!({"name": "Stock list", "parameters": [{"name": "ids", "type": "array", "required": true}],
+            "steps": [
+                {"name": "each", "type": "for_each", "items": "${parameters.ids}", "concurrency": 4, "steps": [
+                    {"name": "first", "type": "api_call", "connection": "dealer", "operation": "hit",
+                     "parameters": {"step": "first", "id": "${item}"}},
+                    {"name": "row", "type": "transform", "transform": "map",
+                     "mapping": {"n": "${index}", "id": "${first.response.id}"}}]}],
+            "output": {"rows": "${each}"}}),
+        )
+        .await;
+    // Eight calls at two a second: most items park, some more than once, and replay the rest.
+    let run = app.run_to_end(&token, &id, json!({"parameters": {"ids": items}})).await;
+    assert_eq!(run["status"], "success", "{run}");
+    let rows: Vec<Value> = (0..8).map(|i| json!({"n": i, "id": format!("v{i}")})).collect();
+    assert_eq!(run["output"]["rows"], json!(rows), "{run}");
+    let times = upstream.times_each();
+    assert_eq!(times.len(), 8, "{times:?}");
+    assert!(times.values().all(|n| *n == 1), "an item was called twice: {times:?}");
+    assert!(upstream.busiest_second(&[]) <= 2);
+}
+
+#[tokio::test]
+async fn waiting_for_a_permit_is_not_part_of_the_steps_timeout() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
+    let (upstream, authority) = Upstream::start().await;
+    app.create_connection(&token, connection(&authority, "dealer", &json!({"requests_per_second": 1}))).await;
+    // Four calls at one a second wait seconds for their permits; each call itself is quick.
+    let steps = ["a", "b", "c", "d"];
+    let id = app.create_orchestration(&token, calls("Patient", "dealer", &steps, &json!({"timeout_ms": 300}))).await;
+    let started = Instant::now();
+    let run = app.run_to_end(&token, &id, json!({"parameters": {"id": "x"}})).await;
+    assert_eq!(run["status"], "success", "{run}");
+    assert!(started.elapsed() >= Duration::from_secs(2), "the calls waited for their permits");
+    assert_eq!(upstream.count(), 4);
+    assert_eq!(upstream.busiest_second(&[]), 1);
+}
+
+#[tokio::test]
+async fn a_call_whose_turn_is_further_away_than_its_max_wait_fails_rate_limited() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let (upstream, authority) = Upstream::start().await;
+    let limit = json!({"requests_per_minute": 1, "max_wait_ms": 10000});
+    app.create_connection(&token, connection(&authority, "dealer", &limit)).await;
+    let id = app.create_orchestration(&token, calls("Impatient", "dealer", &["call"], &json!({}))).await;
+    // Windows are minutes of the clock: the next one is more than 10 s away.
+    while SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() % 60 >= 45 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first = app.execute(&token, &id, json!({"parameters": {"id": "1"}})).await;
+    assert_eq!(first["status"], "success", "{first}");
+    let second = app.execute(&token, &id, json!({"parameters": {"id": "2"}})).await;
+    assert_eq!(second["status"], "failed", "{second}");
+    let error = second["error"].as_str().unwrap_or_default();
+    assert!(error.contains("rate_limited") && error.contains("max_wait_ms"), "{second}");
+    assert_eq!(upstream.count(), 1);
+    let rows: Value = app.get(&token, "/api-calls?status=rate_limited").await.json().await.expect("json");
+    assert_eq!(rows["data"].as_array().expect("rows").len(), 1, "{rows}");
+}
+
+#[tokio::test]
+async fn a_rate_is_per_second_or_per_minute_within_the_quota_and_its_wait_is_bounded() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let refused = |rate: Value| connection("127.0.0.1:9", "dealer", &rate);
+    for (rate, path) in [
+        (json!({"requests_per_second": 2}), "resilience.rate_limit.requests_per_second"),
+        (json!({"requests_per_second": 1, "requests_per_minute": 1}), "resilience.rate_limit"),
+        (json!({"max_wait_ms": -1}), "resilience.rate_limit.max_wait_ms"),
+        (json!({"max_wait_ms": 604_800_001_u64}), "resilience.rate_limit.max_wait_ms"),
+    ] {
+        // The default quota is 60 calls a minute: 2 a second is 120.
+        let body = crate::helpers::assert_error(
+            app.post(&token, "/connections", refused(rate.clone())).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+        )
+        .await;
+        assert_eq!(crate::helpers::detail_paths(&body), [path], "{rate}: {body}");
+    }
+    let listed: Value = app.get(&token, "/connections").await.json().await.expect("json");
+    assert_eq!(listed["pagination"]["total"], 0, "nothing was stored: {listed}");
+    let stored = app.create_connection(&token, refused(json!({"requests_per_second": 1, "max_wait_ms": 0}))).await;
+    assert_eq!(stored["resilience"]["rate_limit"], json!({"requests_per_second": 1, "max_wait_ms": 0}), "{stored}");
+}
+
+/// Three nodes of one database, a connection limited to 20 calls a second to `upstream`, and
+/// a two-call orchestration on it.
+struct Drain {
+    nodes: Vec<Server>,
+    _dirs: Vec<tempfile::TempDir>,
+    client: reqwest::Client,
+    token: String,
+    orchestration: String,
+    upstream: Upstream,
+}
+
+impl Drain {
+    async fn start(database: &str) -> Self {
+        let (nodes, client, token) = cluster(database, 3, &[("DIBOP_MAX_IN_FLIGHT", "16")]).await;
+        let (nodes, _dirs): (Vec<Server>, Vec<_>) = nodes.into_iter().unzip();
+        let (upstream, authority) = Upstream::start().await;
+        let response = client
+            .post(nodes[1].api("/connections"))
+            .bearer_auth(&token)
+            .json(&connection(&authority, "dealer", &json!({"requests_per_second": 20})))
+            .send()
+            .await
+            .expect("connection");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let sync = calls("Sync", "dealer", &["one", "two"], &json!({}));
+        let orchestration = nodes[2].create(&client, &token, "/orchestrations", sync).await;
+        Self { nodes, _dirs, client, token, orchestration, upstream }
+    }
+
+    /// Submits `count` executions (ids `n{i}`) to the nodes in turn.
+    async fn submit(&self, count: usize) {
+        for i in 0..count {
+            let node = &self.nodes[i % self.nodes.len()];
+            let response = self
+                .client
+                .post(node.api(&format!("/orchestrations/{}/execute", self.orchestration)))
+                .bearer_auth(&self.token)
+                .json(&json!({"parameters": {"id": format!("n{i}")}, "async": true}))
+                .send()
+                .await
+                .expect("execute");
+            assert_eq!(response.status(), StatusCode::ACCEPTED);
+        }
+    }
+
+    /// Waits until `count` executions succeeded, asking the first node.
+    async fn all_succeed(&self, count: u64) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let path = format!("/orchestrations/{}/executions?status=success&page_size=1", self.orchestration);
+        loop {
+            let page: Value = self
+                .client
+                .get(self.nodes[0].api(&path))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .expect("list")
+                .json()
+                .await
+                .expect("json");
+            let total = page["pagination"]["total"].as_u64().unwrap_or_default();
+            if total == count {
+                return;
+            }
+            assert!(Instant::now() < deadline, "only {total} of {count} executions succeeded");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_drain_three_hundred_executions_at_twenty_calls_a_second_each_call_once() {
+    const EXECUTIONS: usize = 300;
+    let Some(database) = fresh_database().await else {
+        eprintln!("skipped: several nodes need PostgreSQL (set DIBOP_TEST_DATABASE_URL)");
+        return;
+    };
+    let drain = Drain::start(&database).await;
+    drain.submit(EXECUTIONS).await;
+    drain.all_succeed(EXECUTIONS as u64).await;
+    let upstream = &drain.upstream;
+    let times = upstream.times_each();
+    assert_eq!(times.len(), 2 * EXECUTIONS);
+    assert!(times.values().all(|n| *n == 1), "a call was made twice: {times:?}");
+    let busiest = upstream.busiest_second(&[]);
+    assert!(busiest <= 20, "{busiest} calls in one second of the clock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_in_the_middle_of_a_throttled_drain_loses_nothing() {
+    const EXECUTIONS: usize = 120;
+    let Some(database) = fresh_database().await else {
+        eprintln!("skipped: several nodes need PostgreSQL (set DIBOP_TEST_DATABASE_URL)");
+        return;
+    };
+    let mut drain = Drain::start(&database).await;
+    drain.submit(EXECUTIONS).await;
+    let upstream = drain.upstream.clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while upstream.count() < 80 {
+        assert!(Instant::now() < deadline, "the drain did not get going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drain.nodes[2].kill();
+    drain.all_succeed(EXECUTIONS as u64).await;
+    let times = upstream.times_each();
+    assert_eq!(times.len(), 2 * EXECUTIONS, "every call was made");
+    // Only a call in flight on the killed node may have been made again (same idempotency key).
+    let again = times.values().filter(|n| **n > 1).count();
+    assert!(again <= 16 && times.values().all(|n| *n <= 2), "{again} calls made again: {times:?}");
+    let busiest = upstream.busiest_second(&[]);
+    assert!(busiest <= 20, "{busiest} calls in one second of the clock");
+}
