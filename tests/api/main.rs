@@ -3,6 +3,7 @@
 
 mod alerts;
 mod alerts_egress;
+mod admission;
 mod api_keys;
 mod audit;
 mod auth;

@@ -139,15 +139,23 @@ async fn replay_executions(
     };
     let mut replays = Vec::new();
     for (original, parameters) in originals.iter().zip(planned) {
-        match admission::count(&state.engine, &enterprise, Some(principal.executions_per_minute)).await {
-            Ok(_) => {}
-            Err(Refusal::RateLimited { .. }) if !replays.is_empty() => break,
+        let replay = match admission::count(&state.engine, &enterprise, Some(principal.executions_per_minute)).await {
+            Ok(_) => {
+                let replayed = state
+                    .store
+                    .replay_execution(&enterprise, &original.id, parameters.as_deref(), triggered_by, &actor)
+                    .await;
+                admission::settle(&state.engine, &enterprise, replayed).await
+            }
+            Err(refusal) => Err(refusal),
+        };
+        let replay = match replay {
+            Ok(replay) => replay,
+            // The limit or the queue's bound reached after some replays: those stand, and
+            // `remaining` says how many are left.
+            Err(Refusal::RateLimited { .. } | Refusal::QueueFull { .. }) if !replays.is_empty() => break,
             Err(refusal) => return Err(refusal.into()),
-        }
-        let replay = state
-            .store
-            .replay_execution(&enterprise, &original.id, parameters.as_deref(), triggered_by, &actor)
-            .await?;
+        };
         // Gone or replayed meanwhile into a state that does not replay: left out.
         if let Some(replay) = replay {
             let after = Some(serde_json::json!({"execution_id": replay.id, "parameters": parameters_shown(&replay)}));
