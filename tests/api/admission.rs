@@ -54,7 +54,14 @@ async fn gated(app: &TestApp, token: &str, mock: &MockServer) -> String {
 
 /// `POST /orchestrations/{id}/execute` with `parameters`, `async` or waiting, with an
 /// `Idempotency-Key` when given.
-async fn execute(app: &TestApp, token: &str, id: &str, parameters: Value, run_async: bool, key: Option<&str>) -> Response {
+async fn execute(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    parameters: Value,
+    run_async: bool,
+    key: Option<&str>,
+) -> Response {
     let mut request = app
         .client
         .post(app.url(&format!("/orchestrations/{id}/execute")))
@@ -136,8 +143,9 @@ async fn past_the_queue_bound_execute_answers_429_and_leaves_nothing_behind() {
     for id in &ids {
         assert_eq!(app.wait_finished(&token, id).await["status"], "success");
     }
-    let late = accepted(execute(&app, &token, &orchestration, json!({"key": "late"}), true, Some("late-delivery")).await)
-        .await;
+    let late =
+        accepted(execute(&app, &token, &orchestration, json!({"key": "late"}), true, Some("late-delivery")).await)
+            .await;
     assert!(!ids.contains(&late), "a new execution");
     let again = execute(&app, &token, &orchestration, json!({"key": "late"}), true, Some("late-delivery")).await;
     // 200 once the execution finished, 202 before.
@@ -265,4 +273,43 @@ async fn a_schedule_slot_past_the_queue_bound_is_recorded_as_missed_and_later_sl
     }
     until("a later slot's execution", || async { total(&app, &token, &format!("{runs}?status=success")).await > 0 })
         .await;
+}
+
+#[tokio::test]
+async fn past_the_queue_bound_a_retry_and_a_replay_are_refused_with_nothing_changed() {
+    let app = one_slot(|_| {}).await;
+    let token = app.admin_token().await;
+    let mock = MockServer::start().await;
+    let orchestration = gated(&app, &token, &mock).await;
+    limits(&app, &token, 1, 100_000).await;
+    // An execution that gives up at the closed gate: failed, to retry and to replay.
+    let impatient = app
+        .create_orchestration(
+            &token,
+            json!({"name": "Impatient", "steps": [{"name": "gated", "type": "api_call", "connection": "dms",
+                   "operation": "gated", "parameters": {"key": "impatient"}, "timeout_ms": 200}]}),
+        )
+        .await;
+    let failed = accepted(execute(&app, &token, &impatient, json!({}), true, None).await).await;
+    assert_eq!(app.wait_finished(&token, &failed).await["status"], "failed");
+    let ids = fill(&app, &token, &mock, &orchestration, 1).await;
+
+    assert_queue_full(app.post(&token, &format!("/executions/{failed}/retry"), json!({})).await).await;
+    assert_queue_full(app.post(&token, "/executions/replay", json!({"execution_ids": [failed]})).await).await;
+    let unchanged: Value = app.get(&token, &format!("/executions/{failed}")).await.json().await.expect("json");
+    assert_eq!(unchanged["status"], "failed", "{unchanged}");
+    assert_eq!(total(&app, &token, "/executions").await, 3, "no replay was stored");
+
+    mock.open_gate();
+    for id in &ids {
+        assert_eq!(app.wait_finished(&token, id).await["status"], "success");
+    }
+    let replayed = app.post(&token, "/executions/replay", json!({"execution_ids": [failed]})).await;
+    assert_eq!(replayed.status(), StatusCode::ACCEPTED);
+    let replayed: Value = replayed.json().await.expect("json");
+    let replay = replayed["execution_ids"][0].as_str().expect("replay id");
+    assert_eq!(app.wait_finished(&token, replay).await["status"], "success");
+    let retried = app.post(&token, &format!("/executions/{failed}/retry"), json!({})).await;
+    assert_eq!(retried.status(), StatusCode::ACCEPTED);
+    assert_eq!(app.wait_finished(&token, &failed).await["status"], "success");
 }

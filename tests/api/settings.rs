@@ -80,11 +80,14 @@ async fn rate_limits_need_platform_rights() {
 async fn the_queue_bound_is_a_rate_limit_setting_kept_when_left_out() {
     let app = TestApp::spawn().await;
     let admin = app.admin_token().await;
-    let limits = |queued: Value| {
-        json!({"rate_limits": {"api_requests_per_minute": 300, "executions_per_minute": 60, "max_queued_executions": queued}})
-    };
+    let limits = |queued: Value| json!({"rate_limits": {"api_requests_per_minute": 300, "executions_per_minute": 60, "max_queued_executions": queued}});
     for bad in [json!(0), json!(1_000_001)] {
-        let body = assert_error(app.put(&admin, "/settings", limits(bad)).await, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
+        let body = assert_error(
+            app.put(&admin, "/settings", limits(bad)).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+        )
+        .await;
         assert_eq!(detail_paths(&body), ["rate_limits.max_queued_executions"], "{body}");
     }
     let other = app.second_enterprise("queuecity").await;

@@ -449,6 +449,7 @@ async fn cancel_execution(
         (status = 202, description = "Queued again", body = ExecutionSummary),
         (status = 404, description = "No such execution", body = crate::error::ErrorResponse),
         (status = 409, description = "The execution did not fail", body = crate::error::ErrorResponse),
+        (status = 429, description = "Execution rate limit exceeded, or the enterprise's queue is at its `max_queued_executions`: nothing changed", body = crate::error::ErrorResponse),
     ))]
 async fn retry_execution(
     State(state): State<AppState>,

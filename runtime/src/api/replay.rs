@@ -75,7 +75,7 @@ pub struct ReplayResult {
     pub execution_ids: Vec<String>,
     pub replays: Vec<Replay>,
     /// Executions the filter matches that were not replayed by this request (past the 100, or
-    /// refused by the enterprise's execution rate limit).
+    /// refused by the enterprise's execution rate limit or its full queue).
     pub remaining: i64,
 }
 
@@ -85,7 +85,7 @@ pub struct ReplayResult {
         (status = 202, description = "The replays were queued", body = ReplayResult),
         (status = 409, description = "An execution's orchestration is paused or archived; nothing was replayed", body = crate::error::ErrorResponse),
         (status = 422, description = "No executions, both or neither of execution_ids and filter, an execution that cannot replay, or parameters its orchestration does not take", body = crate::error::ErrorResponse),
-        (status = 429, description = "The enterprise's execution rate limit refused the first replay", body = crate::error::ErrorResponse),
+        (status = 429, description = "The enterprise's execution rate limit, or its full queue (`max_queued_executions`), refused the first replay", body = crate::error::ErrorResponse),
     ))]
 async fn replay_executions(
     State(state): State<AppState>,

@@ -1195,11 +1195,8 @@ mod tests {
                 // A table this small is read whole unless the planner is told not to.
                 let mut tx = store.pool.begin().await.expect("begin");
                 sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await.expect("set");
-                let rows = sqlx::query(&format!("EXPLAIN {count}"))
-                    .bind(&enterprise)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .expect("plan");
+                let rows =
+                    sqlx::query(&format!("EXPLAIN {count}")).bind(&enterprise).fetch_all(&mut *tx).await.expect("plan");
                 rows.iter().map(|r| r.try_get::<String, _>(0).expect("line")).collect()
             }
         };

@@ -68,12 +68,11 @@ pub(super) async fn sub_orchestration(
     };
     // The parent was admitted, so its child is not refused for a full queue (admitted work
     // completes); the executions-per-minute limit still counts it.
-    let child = match crate::admission::submit(engine, &execution.enterprise_id, None, new, false, QueueBound::Exempt)
-        .await
-    {
-        Ok(admitted) => admitted.execution,
-        Err(e) => return fail(format!("starting orchestration {name:?}: {e}")),
-    };
+    let child =
+        match crate::admission::submit(engine, &execution.enterprise_id, None, new, false, QueueBound::Exempt).await {
+            Ok(admitted) => admitted.execution,
+            Err(e) => return fail(format!("starting orchestration {name:?}: {e}")),
+        };
     let lease = i64::try_from(engine.settings.lease_ms).unwrap_or(30_000);
     let mut signal = engine.node.signal(&execution.id);
     let child = loop {
