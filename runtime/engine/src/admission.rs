@@ -3,13 +3,14 @@
 //! row), so the enterprise's executions-per-minute limit holds whatever started the work.
 //!
 //! Admission also pushes back when the enterprise's queue is long: a trigger from outside
-//! ([`QueueBound::Enforced`]: execute, webhook, schedule) is refused while the enterprise has
-//! `max_queued_executions` executions with status `queued` (parked and running ones do not
-//! count), instead of being accepted and failing later. The count and the insert are one
-//! statement serialized per enterprise, so the bound is exact across nodes; a refusal writes
-//! nothing and gives the executions-per-minute hit back. A sub-orchestration's child
-//! ([`QueueBound::Exempt`]) is never refused by the bound: its parent was admitted, and
-//! admitted work completes.
+//! ([`QueueBound::Enforced`]: execute, webhook, schedule; retries and replays through
+//! [`settle`]) is refused while the enterprise has `max_queued_executions` executions with
+//! status `queued` (parked and running ones do not count), instead of being accepted and
+//! failing later. The count and the insert are one statement serialized per enterprise, so the
+//! bound is exact across nodes; a refusal writes nothing and gives the executions-per-minute hit
+//! back. A sub-orchestration's child ([`QueueBound::Exempt`]) is never refused by the bound:
+//! its parent was admitted, and admitted work completes. A schedule slot refused this way is
+//! recorded as missed by the scheduler; nothing fails.
 
 use crate::Engine;
 use dibop_store::limiter::Decision;
@@ -79,13 +80,15 @@ pub async fn settle(
     let refusal = match tried {
         Ok(Some(Inserted::Created(row) | Inserted::Existing(row))) => return Ok(Some(row)),
         Ok(None) => return Ok(None),
-        Ok(Some(Inserted::QueueFull { bound })) => {
-            Refusal::QueueFull { bound, retry_after_secs: QUEUE_FULL_RETRY_AFTER_SECS }
-        }
+        Ok(Some(Inserted::QueueFull { bound })) => queue_full(bound),
         Err(err) => Refusal::from(err),
     };
     give_back(engine, enterprise_id).await;
     Err(refusal)
+}
+
+fn queue_full(bound: i64) -> Refusal {
+    Refusal::QueueFull { bound, retry_after_secs: QUEUE_FULL_RETRY_AFTER_SECS }
 }
 
 /// Gives the executions-per-minute hit of an admission that did not happen back (hit, then
@@ -128,9 +131,7 @@ pub async fn submit(
             return Ok(Admitted { execution, created: true, decision });
         }
         Ok(Inserted::Existing(execution)) => return Ok(Admitted { execution, created: false, decision }),
-        Ok(Inserted::QueueFull { bound }) => {
-            Refusal::QueueFull { bound, retry_after_secs: QUEUE_FULL_RETRY_AFTER_SECS }
-        }
+        Ok(Inserted::QueueFull { bound }) => queue_full(bound),
         Err(err) => Refusal::from(err),
     };
     give_back(engine, enterprise_id).await;
