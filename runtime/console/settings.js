@@ -39,18 +39,21 @@ export async function settings() {
     const api_ = el('input', { type: 'number', name: 'api_requests_per_minute', min: 1, value: limits.api_requests_per_minute, disabled: !session.platform });
     const exec = el('input', { type: 'number', name: 'executions_per_minute', min: 1, value: limits.executions_per_minute, disabled: !session.platform });
     const outbound = el('input', { type: 'number', name: 'outbound_requests_per_minute', min: 1, value: limits.outbound_requests_per_minute ?? '', disabled: !session.platform });
+    const queued = el('input', { type: 'number', name: 'max_queued_executions', min: 1, max: 1000000, value: limits.max_queued_executions ?? '', disabled: !session.platform });
     const saved = el('div', { 'aria-live': 'polite' });
     const controls = [
       field('Name', name), field('Slug', input('slug', { value: s.slug, disabled: true })), field('Time zone', timezone, 'IANA name, e.g. Europe/Berlin'),
       field('Session (minutes)', session_, '60 to 240'), field('Retention (days)', retention, 'at least 30'),
       field('API requests per minute', api_, session.platform ? null : 'changed by platform administrators'),
       field('Executions per minute', exec), field('Outbound requests per minute', outbound),
+      field('Queued executions at most', queued, 'past it, execute and webhooks answer 429'),
     ];
     const save = async () => {
       const body = { name: name.value, timezone: timezone.value, session_duration_minutes: Number(session_.value), retention_days: Number(retention.value) };
       if (session.platform) {
         body.rate_limits = { api_requests_per_minute: Number(api_.value), executions_per_minute: Number(exec.value) };
         if (outbound.value) body.rate_limits.outbound_requests_per_minute = Number(outbound.value);
+        if (queued.value) body.rate_limits.max_queued_executions = Number(queued.value);
       }
       await api('/settings', { method: 'PUT', body });
       saved.replaceChildren(el('p', { class: 'notice', role: 'status' }, 'Saved.'));

@@ -302,6 +302,13 @@ impl From<crate::engine::admission::Refusal> for AppError {
                 message: format!("execution rate limit of {limit} per minute exceeded"),
                 retry_after_secs,
             },
+            crate::engine::admission::Refusal::QueueFull { bound, retry_after_secs } => Self::RateLimited {
+                message: format!(
+                    "{bound} executions are queued, the enterprise's max_queued_executions; nothing was started, \
+                     retry after the Retry-After seconds"
+                ),
+                retry_after_secs,
+            },
             crate::engine::admission::Refusal::Failed(err) => Self::from(err),
         }
     }

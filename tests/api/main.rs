@@ -1,6 +1,7 @@
 //! End-to-end tests of the DIBOP runtime through real HTTP: each test starts a server on port 0
 //! with a fresh database (SQLite, or PostgreSQL when `DIBOP_TEST_DATABASE_URL` is set).
 
+mod admission;
 mod alerts;
 mod alerts_egress;
 mod api_keys;

@@ -14,7 +14,8 @@ async fn settings_have_the_spec_defaults_and_can_be_changed() {
     assert_eq!(settings["retention_days"], 90);
     assert_eq!(
         settings["rate_limits"],
-        json!({"api_requests_per_minute": 300, "executions_per_minute": 60, "outbound_requests_per_minute": 60})
+        json!({"api_requests_per_minute": 300, "executions_per_minute": 60, "outbound_requests_per_minute": 60,
+               "max_queued_executions": 10000})
     );
 
     let changed = app
@@ -73,4 +74,30 @@ async fn rate_limits_need_platform_rights() {
     let admin = app.admin_token().await;
     let changed: Value = app.put(&admin, "/settings", limits).await.json().await.expect("json");
     assert_eq!(changed["rate_limits"]["executions_per_minute"], 5000);
+}
+
+#[tokio::test]
+async fn the_queue_bound_is_a_rate_limit_setting_kept_when_left_out() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let limits = |queued: Value| json!({"rate_limits": {"api_requests_per_minute": 300, "executions_per_minute": 60, "max_queued_executions": queued}});
+    for bad in [json!(0), json!(1_000_001)] {
+        let body = assert_error(
+            app.put(&admin, "/settings", limits(bad)).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+        )
+        .await;
+        assert_eq!(detail_paths(&body), ["rate_limits.max_queued_executions"], "{body}");
+    }
+    let other = app.second_enterprise("queuecity").await;
+    assert_error(app.put(&other, "/settings", limits(json!(50))).await, StatusCode::FORBIDDEN, "FORBIDDEN").await;
+
+    let changed: Value = app.put(&admin, "/settings", limits(json!(5000))).await.json().await.expect("json");
+    assert_eq!(changed["rate_limits"]["max_queued_executions"], 5000, "{changed}");
+    let without = json!({"rate_limits": {"api_requests_per_minute": 300, "executions_per_minute": 60}});
+    let kept: Value = app.put(&admin, "/settings", without).await.json().await.expect("json");
+    assert_eq!(kept["rate_limits"]["max_queued_executions"], 5000, "left out: unchanged: {kept}");
+    let theirs: Value = app.get(&other, "/settings").await.json().await.expect("json");
+    assert_eq!(theirs["rate_limits"]["max_queued_executions"], 10000, "another enterprise keeps the default");
 }

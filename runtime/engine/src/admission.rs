@@ -1,16 +1,35 @@
 //! The one way an execution comes into being. Every trigger (execute, webhook, schedule,
 //! sub-orchestration, retry) passes [`submit`] (or [`count`] for a retry, which reuses its
 //! row), so the enterprise's executions-per-minute limit holds whatever started the work.
+//!
+//! Admission also pushes back when the enterprise's queue is long: a trigger from outside
+//! ([`QueueBound::Enforced`]: execute, webhook, schedule; retries and replays through
+//! [`settle`]) is refused while the enterprise has `max_queued_executions` executions with
+//! status `queued` (parked and running ones do not count), instead of being accepted and
+//! failing later. The count and the insert are one statement serialized per enterprise, so the
+//! bound is exact across nodes; a refusal writes nothing and gives the executions-per-minute hit
+//! back. A sub-orchestration's child ([`QueueBound::Exempt`]) is never refused by the bound:
+//! its parent was admitted, and admitted work completes. A schedule slot refused this way is
+//! recorded as missed by the scheduler; nothing fails.
 
 use crate::Engine;
 use dibop_store::limiter::Decision;
-use dibop_store::{ExecutionRow, NewExecution};
+use dibop_store::{ExecutionRow, Inserted, NewExecution, QueueBound};
+
+/// The `Retry-After` of a refusal for a full queue: queues drain at the pace of the workers and
+/// the systems they call, so a sender (an event relay retransmitting on non-2xx) comes back
+/// after a few seconds rather than at once.
+pub const QUEUE_FULL_RETRY_AFTER_SECS: u64 = 5;
 
 /// Why an execution was not admitted.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     #[error("execution rate limit of {limit} per minute exceeded")]
     RateLimited { limit: u64, retry_after_secs: u64 },
+    /// The enterprise has `bound` (its `max_queued_executions`) executions queued; nothing
+    /// was written.
+    #[error("{bound} executions are queued, the enterprise's max_queued_executions")]
+    QueueFull { bound: i64, retry_after_secs: u64 },
     #[error(transparent)]
     Failed(#[from] anyhow::Error),
 }
@@ -43,32 +62,78 @@ pub async fn count(engine: &Engine, enterprise_id: &str, per_minute: Option<i64>
             .ok_or_else(|| anyhow::anyhow!("enterprise {enterprise_id} no longer exists"))?,
     };
     let limit = u64::try_from(per_minute).unwrap_or(0);
-    let decision = engine.limiter.hit(&format!("exec:{enterprise_id}"), limit, 60).await?;
+    let decision = engine.limiter.hit(&bucket(enterprise_id), limit, 60).await?;
     if !decision.allowed {
         return Err(Refusal::RateLimited { limit, retry_after_secs: decision.retry_after_secs() });
     }
     Ok(decision)
 }
 
+/// The end of an admission that [`count`] counted and the store then tried (a retry or a
+/// replay, which have their own writes): the row it created, `None` when the store found
+/// nothing to do, or the refusal for a full queue or a failed write, with the count given back.
+pub async fn settle(
+    engine: &Engine,
+    enterprise_id: &str,
+    tried: sqlx::Result<Option<Inserted>>,
+) -> Result<Option<ExecutionRow>, Refusal> {
+    let refusal = match tried {
+        Ok(Some(Inserted::Created(row) | Inserted::Existing(row))) => return Ok(Some(row)),
+        Ok(None) => return Ok(None),
+        Ok(Some(Inserted::QueueFull { bound })) => queue_full(bound),
+        Err(err) => Refusal::from(err),
+    };
+    give_back(engine, enterprise_id).await;
+    Err(refusal)
+}
+
+fn queue_full(bound: i64) -> Refusal {
+    Refusal::QueueFull { bound, retry_after_secs: QUEUE_FULL_RETRY_AFTER_SECS }
+}
+
+/// Gives the executions-per-minute hit of an admission that did not happen back (hit, then
+/// act; release when not acting). A failed release leaves one hit too many in this window.
+async fn give_back(engine: &Engine, enterprise_id: &str) {
+    if let Err(err) = engine.limiter.release(&bucket(enterprise_id), 60).await {
+        tracing::warn!(enterprise = %enterprise_id, error = %err, "giving back an execution-limit hit failed");
+    }
+}
+
+/// The executions-per-minute counter of the enterprise.
+fn bucket(enterprise_id: &str) -> String {
+    format!("exec:{enterprise_id}")
+}
+
 /// Admits a new execution: counts it, then queues it (or, with `run_here`, inserts it already
-/// running under this node's lease) and wakes a worker for a queued one.
+/// running under this node's lease) and wakes a worker for a queued one. With
+/// [`QueueBound::Enforced`], a full queue refuses it ([`Refusal::QueueFull`]) with nothing
+/// written and the count given back, as does a failed insert.
 pub async fn submit(
     engine: &Engine,
     enterprise_id: &str,
     per_minute: Option<i64>,
     new: NewExecution,
     run_here: bool,
+    bound: QueueBound,
 ) -> Result<Admitted, Refusal> {
     let decision = count(engine, enterprise_id, per_minute).await?;
-    let (execution, created) = if run_here {
+    let inserted = if run_here {
         let lease = i64::try_from(engine.settings.lease_ms).unwrap_or(30_000);
-        engine.store.start_execution(enterprise_id, new, &engine.node.node_id, lease).await?
+        engine.store.start_execution(enterprise_id, new, &engine.node.node_id, lease, bound).await
     } else {
-        let queued = engine.store.enqueue_execution(enterprise_id, new).await?;
-        if queued.1 {
-            engine.node.wake();
-        }
-        queued
+        engine.store.enqueue_execution(enterprise_id, new, bound).await
     };
-    Ok(Admitted { execution, created, decision })
+    let refusal = match inserted {
+        Ok(Inserted::Created(execution)) => {
+            if !run_here {
+                engine.node.wake();
+            }
+            return Ok(Admitted { execution, created: true, decision });
+        }
+        Ok(Inserted::Existing(execution)) => return Ok(Admitted { execution, created: false, decision }),
+        Ok(Inserted::QueueFull { bound }) => queue_full(bound),
+        Err(err) => Refusal::from(err),
+    };
+    give_back(engine, enterprise_id).await;
+    Err(refusal)
 }

@@ -8,7 +8,8 @@
 //!   that was in flight when a node died runs again with the same key.
 //! - Every execution comes into being through [`admission::submit`] (execute, webhook,
 //!   schedule, sub-orchestration; a retry through [`admission::count`]), so the enterprise's
-//!   execution limit holds whatever started it.
+//!   execution limit holds whatever started it, and its queue bound holds for every trigger but
+//!   a sub-orchestration's child (admitted work completes).
 //! - The engine knows nothing of HTTP: it answers domain errors ([`admission::Refusal`],
 //!   [`connections::ConnectionError`]) and tells the server what happened through [`Events`].
 //!

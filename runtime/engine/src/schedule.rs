@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::calendar::{parse, slots};
 use super::definition::{self, Definition};
 use crate::Engine;
-use dibop_store::NewExecution;
+use dibop_store::{NewExecution, QueueBound};
 
 const TICK: Duration = Duration::from_millis(500);
 
@@ -132,5 +132,10 @@ async fn start(engine: &Engine, row: &dibop_store::OrchestrationRow, slot_ms: i6
         parent: None,
         traceparent: None,
     };
-    super::admission::submit(engine, &row.enterprise_id, None, new, false).await.map(|_| ()).map_err(|e| e.to_string())
+    // A full queue refuses the slot like the rate limit does: it is recorded as missed (with a
+    // warning in the log), nothing fails, and the next slot tries again.
+    super::admission::submit(engine, &row.enterprise_id, None, new, false, QueueBound::Enforced)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

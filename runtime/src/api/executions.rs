@@ -26,7 +26,7 @@ use crate::engine::admission;
 use crate::engine::definition::{self, Definition};
 use crate::error::{AppError, AppResult, OrNotFound};
 use crate::state::AppState;
-use crate::store::{ExecutionFilter, ExecutionRow, NewExecution, StepResultRow};
+use crate::store::{ExecutionFilter, ExecutionRow, NewExecution, QueueBound, StepResultRow};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -97,6 +97,7 @@ fn summary(row: &ExecutionRow) -> AppResult<ExecutionSummary> {
         (status = 202, description = "Queued or still running (async, the wait's bound passed, or the node is shutting down)", body = ExecutionSummary),
         (status = 404, description = "No such orchestration", body = crate::error::ErrorResponse),
         (status = 409, description = "The orchestration is paused or archived", body = crate::error::ErrorResponse),
+        (status = 429, description = "Execution rate limit exceeded, or the enterprise's queue is at its `max_queued_executions`: nothing was started and the `Idempotency-Key` stays free; retry after `Retry-After` seconds", body = crate::error::ErrorResponse),
     ))]
 async fn execute(
     State(state): State<AppState>,
@@ -145,6 +146,7 @@ async fn execute(
         Some(principal.executions_per_minute),
         new,
         slot.is_some(),
+        QueueBound::Enforced,
     )
     .await?;
     let (mut execution, created, decision) = (admitted.execution, admitted.created, admitted.decision);
@@ -447,6 +449,7 @@ async fn cancel_execution(
         (status = 202, description = "Queued again", body = ExecutionSummary),
         (status = 404, description = "No such execution", body = crate::error::ErrorResponse),
         (status = 409, description = "The execution did not fail", body = crate::error::ErrorResponse),
+        (status = 429, description = "Execution rate limit exceeded, or the enterprise's queue is at its `max_queued_executions`: nothing changed", body = crate::error::ErrorResponse),
     ))]
 async fn retry_execution(
     State(state): State<AppState>,
@@ -455,11 +458,11 @@ async fn retry_execution(
 ) -> AppResult<(StatusCode, Json<ExecutionSummary>)> {
     state.store.get_execution(&principal.enterprise_id, &id).await?.or_not_found(format!("execution {id}"))?;
     admission::count(&state.engine, &principal.enterprise_id, Some(principal.executions_per_minute)).await?;
-    let row = state
-        .store
-        .retry_execution(&principal.enterprise_id, &id)
-        .await?
-        .ok_or_else(|| AppError::Conflict(format!("execution {id} is not failed, partial or cancelled")))?;
+    let retried = state.store.retry_execution(&principal.enterprise_id, &id).await;
+    let row = match admission::settle(&state.engine, &principal.enterprise_id, retried).await? {
+        Some(row) => row,
+        None => return Err(AppError::Conflict(format!("execution {id} is not failed, partial or cancelled"))),
+    };
     state.engine.node.wake();
     let change = Change { action: "retry", resource: "execution", resource_id: Some(&id), before: None, after: None };
     audit::record(&state, &principal, change).await;

@@ -75,7 +75,7 @@ pub struct ReplayResult {
     pub execution_ids: Vec<String>,
     pub replays: Vec<Replay>,
     /// Executions the filter matches that were not replayed by this request (past the 100, or
-    /// refused by the enterprise's execution rate limit).
+    /// refused by the enterprise's execution rate limit or its full queue).
     pub remaining: i64,
 }
 
@@ -85,7 +85,7 @@ pub struct ReplayResult {
         (status = 202, description = "The replays were queued", body = ReplayResult),
         (status = 409, description = "An execution's orchestration is paused or archived; nothing was replayed", body = crate::error::ErrorResponse),
         (status = 422, description = "No executions, both or neither of execution_ids and filter, an execution that cannot replay, or parameters its orchestration does not take", body = crate::error::ErrorResponse),
-        (status = 429, description = "The enterprise's execution rate limit refused the first replay", body = crate::error::ErrorResponse),
+        (status = 429, description = "The enterprise's execution rate limit, or its full queue (`max_queued_executions`), refused the first replay", body = crate::error::ErrorResponse),
     ))]
 async fn replay_executions(
     State(state): State<AppState>,
@@ -139,15 +139,23 @@ async fn replay_executions(
     };
     let mut replays = Vec::new();
     for (original, parameters) in originals.iter().zip(planned) {
-        match admission::count(&state.engine, &enterprise, Some(principal.executions_per_minute)).await {
-            Ok(_) => {}
-            Err(Refusal::RateLimited { .. }) if !replays.is_empty() => break,
+        let replay = match admission::count(&state.engine, &enterprise, Some(principal.executions_per_minute)).await {
+            Ok(_) => {
+                let replayed = state
+                    .store
+                    .replay_execution(&enterprise, &original.id, parameters.as_deref(), triggered_by, &actor)
+                    .await;
+                admission::settle(&state.engine, &enterprise, replayed).await
+            }
+            Err(refusal) => Err(refusal),
+        };
+        let replay = match replay {
+            Ok(replay) => replay,
+            // The limit or the queue's bound reached after some replays: those stand, and
+            // `remaining` says how many are left.
+            Err(Refusal::RateLimited { .. } | Refusal::QueueFull { .. }) if !replays.is_empty() => break,
             Err(refusal) => return Err(refusal.into()),
-        }
-        let replay = state
-            .store
-            .replay_execution(&enterprise, &original.id, parameters.as_deref(), triggered_by, &actor)
-            .await?;
+        };
         // Gone or replayed meanwhile into a state that does not replay: left out.
         if let Some(replay) = replay {
             let after = Some(serde_json::json!({"execution_id": replay.id, "parameters": parameters_shown(&replay)}));

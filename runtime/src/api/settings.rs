@@ -34,6 +34,12 @@ pub struct RateLimits {
     #[schema(example = 60)]
     #[serde(default)]
     pub outbound_requests_per_minute: Option<i64>,
+    /// Queued executions (status `queued`) past which execute and webhook triggers answer 429
+    /// `RATE_LIMIT` with `Retry-After` and schedule slots are recorded as missed (1 to
+    /// 1,000,000; default 10,000). Omitted on `PUT`: unchanged.
+    #[schema(example = 10_000)]
+    #[serde(default)]
+    pub max_queued_executions: Option<i64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -65,6 +71,7 @@ impl From<Enterprise> for Settings {
                 api_requests_per_minute: e.api_requests_per_minute,
                 executions_per_minute: e.executions_per_minute,
                 outbound_requests_per_minute: Some(e.outbound_requests_per_minute),
+                max_queued_executions: Some(e.max_queued_executions),
             },
             require_signed_plugins: e.require_signed_plugins != 0,
         }
@@ -126,6 +133,10 @@ async fn put_settings(
         let path = "rate_limits.outbound_requests_per_minute";
         let outbound = limits.outbound_requests_per_minute.unwrap_or(60);
         v.check((1..=1_000_000).contains(&outbound), path, "must be from 1 to 1000000");
+        if let Some(queued) = limits.max_queued_executions {
+            let path = "rate_limits.max_queued_executions";
+            v.check((1..=1_000_000).contains(&queued), path, "must be from 1 to 1000000");
+        }
     }
     v.finish()?;
     if body.rate_limits.is_some() {
@@ -139,6 +150,7 @@ async fn put_settings(
         api_requests_per_minute: body.rate_limits.as_ref().map(|l| l.api_requests_per_minute),
         executions_per_minute: body.rate_limits.as_ref().map(|l| l.executions_per_minute),
         outbound_requests_per_minute: body.rate_limits.as_ref().and_then(|l| l.outbound_requests_per_minute),
+        max_queued_executions: body.rate_limits.as_ref().and_then(|l| l.max_queued_executions),
         require_signed_plugins: body.require_signed_plugins,
     };
     let before =

@@ -25,7 +25,7 @@ use crate::engine::definition::{self, Definition};
 use crate::engine::mapping;
 use crate::error::{AppError, AppResult, FieldError, OrNotFound, Validator};
 use crate::state::AppState;
-use crate::store::{NewExecution, NewWebhook, WebhookRow};
+use crate::store::{NewExecution, NewWebhook, QueueBound, WebhookRow};
 
 /// Largest payload a webhook accepts.
 pub const MAX_WEBHOOK_BYTES: usize = 256 << 10;
@@ -209,10 +209,10 @@ pub const WEBHOOK_TOLERANCE_SECS: i64 = 300;
         ("X-Webhook-Timestamp" = Option<String>, Header, description = "Unix seconds; signed with the body")),
     request_body(content = Object, description = "The event: JSON, or XML (`application/xml`, `text/xml`, `*+xml`) read as JSON by the documented rule; at most 256 KiB"),
     responses(
-        (status = 202, description = "Execution queued", body = Triggered),
+        (status = 202, description = "Execution stored and queued", body = Triggered),
         (status = 401, description = "Missing or wrong secret or signature", body = crate::error::ErrorResponse),
         (status = 404, description = "No such webhook", body = crate::error::ErrorResponse),
-        (status = 429, description = "Execution rate limit exceeded", body = crate::error::ErrorResponse),
+        (status = 429, description = "Execution rate limit exceeded, or the enterprise's queue is at its `max_queued_executions`: nothing was queued; send again after `Retry-After` seconds", body = crate::error::ErrorResponse),
     ))]
 async fn trigger(
     State(state): State<AppState>,
@@ -303,6 +303,10 @@ async fn trigger(
         parent: None,
         traceparent: super::executions::traceparent(&headers),
     };
-    let admitted = crate::engine::admission::submit(&state.engine, &webhook.enterprise_id, None, new, false).await?;
+    // Answered only once the execution is committed `queued`; a full queue answers 429 with
+    // `Retry-After` and nothing written, so a relay that retransmits on non-2xx comes back.
+    let admitted =
+        crate::engine::admission::submit(&state.engine, &webhook.enterprise_id, None, new, false, QueueBound::Enforced)
+            .await?;
     Ok((StatusCode::ACCEPTED, Json(Triggered { execution_id: admitted.execution.id })))
 }

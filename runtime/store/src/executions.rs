@@ -185,15 +185,54 @@ fn held(lease: &Lease, params: &mut Vec<Param>) -> String {
 const STEP: &str =
     "position, name, type, status, system, operation, input, output, error, attempts, started_at, duration_ms, detail";
 
+/// The places left in the queue of the enterprise `$n` (NULL when it is gone), as an admission
+/// reads them. On PostgreSQL, `admission_room` (migration 0024) first takes an advisory lock on
+/// the enterprise held until the admission commits, and counts in a snapshot taken after it:
+/// admissions of one enterprise are serialized across nodes and each sees those before it. On
+/// SQLite the one writer runs admissions one after another anyway.
+fn room(backend: Backend, n: usize) -> String {
+    match backend {
+        Backend::Postgres => format!("admission_room(${n})"),
+        Backend::Sqlite => format!(
+            "(SELECT e.max_queued_executions - (SELECT COUNT(*) FROM executions q \
+             WHERE q.enterprise_id = ${n} AND q.status = 'queued') FROM enterprises e WHERE e.id = ${n})"
+        ),
+    }
+}
+
+/// Whether a new execution must fit under its enterprise's `max_queued_executions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueBound {
+    /// Refused while the enterprise has `max_queued_executions` executions queued (status
+    /// `queued`): a trigger from outside (execute, webhook, schedule).
+    Enforced,
+    /// Always inserted: work an admitted execution started (a sub-orchestration's child), which
+    /// must not fail for want of room.
+    Exempt,
+}
+
+/// What admitting an execution into the store did.
+#[derive(Debug)]
+pub enum Inserted {
+    /// A new execution (queued, or running under the claim).
+    Created(ExecutionRow),
+    /// The execution of the same idempotency key, created within the last 24 h.
+    Existing(ExecutionRow),
+    /// Nothing was written: the enterprise has `bound` (its `max_queued_executions`) executions
+    /// queued or more.
+    QueueFull { bound: i64 },
+}
+
 impl Store {
     /// Queues an execution. With an idempotency key already used for this orchestration in the
-    /// last 24 h, answers that execution instead (`false` = not newly created).
+    /// last 24 h, answers that execution instead.
     pub async fn enqueue_execution(
         &self,
         enterprise_id: &str,
         new: NewExecution,
-    ) -> sqlx::Result<(ExecutionRow, bool)> {
-        self.insert_execution(enterprise_id, new, None).await
+        bound: QueueBound,
+    ) -> sqlx::Result<Inserted> {
+        self.insert_execution(enterprise_id, new, None, bound).await
     }
 
     /// Like [`Store::enqueue_execution`], but a new execution starts `running` under a lease of
@@ -204,8 +243,9 @@ impl Store {
         new: NewExecution,
         owner: &str,
         lease_ms: i64,
-    ) -> sqlx::Result<(ExecutionRow, bool)> {
-        self.insert_execution(enterprise_id, new, Some((owner, lease_ms))).await
+        bound: QueueBound,
+    ) -> sqlx::Result<Inserted> {
+        self.insert_execution(enterprise_id, new, Some((owner, lease_ms)), bound).await
     }
 
     async fn insert_execution(
@@ -213,7 +253,8 @@ impl Store {
         enterprise_id: &str,
         new: NewExecution,
         claim: Option<(&str, i64)>,
-    ) -> sqlx::Result<(ExecutionRow, bool)> {
+        bound: QueueBound,
+    ) -> sqlx::Result<Inserted> {
         let now = now_ms();
         if let Some(key) = &new.idempotency_key {
             let existing: Option<ExecutionRow> = sqlx::query_as(&format!(
@@ -226,7 +267,7 @@ impl Store {
             .await?;
             if let Some(existing) = existing {
                 if existing.created_at > now_ms() - 24 * 3_600_000 {
-                    return Ok((existing, false));
+                    return Ok(Inserted::Existing(existing));
                 }
                 // An expired key may be used again.
                 sqlx::query("UPDATE executions SET idempotency_key = NULL WHERE id = $1")
@@ -235,15 +276,23 @@ impl Store {
                     .await?;
             }
         }
+        const COLUMNS: &str = "id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, \
+             parameters, idempotency_key, steps_total, created_at, parent_execution_id, depth, lease_owner, \
+             lease_expires_at, started_at, traceparent, lease_epoch";
+        const VALUES: &str = "$1, $2, $3, $4, $12, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15, $16, $17";
         // Through a batch: on SQLite the insert commits with the other writes of the moment.
         let mut batch = Batch::default();
-        batch.push(
-            format!(
-                "INSERT INTO executions (id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, \
-                 parameters, idempotency_key, steps_total, created_at, parent_execution_id, depth, lease_owner, \
-                 lease_expires_at, started_at, traceparent, lease_epoch) \
-                 VALUES ($1, $2, $3, $4, $12, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15, $16, $17) RETURNING {EXECUTION}"
+        let sql = match bound {
+            QueueBound::Exempt => format!("INSERT INTO executions ({COLUMNS}) VALUES ({VALUES}) RETURNING {EXECUTION}"),
+            // The count and the insert are one statement, serialized per enterprise (see
+            // `room`): two admissions never both take the last place.
+            QueueBound::Enforced => format!(
+                "INSERT INTO executions ({COLUMNS}) SELECT {VALUES} WHERE {} > 0 RETURNING {EXECUTION}",
+                room(self.backend, 2)
             ),
+        };
+        batch.push(
+            sql,
             vec![
                 new_id().into(),
                 enterprise_id.into(),
@@ -265,8 +314,31 @@ impl Store {
             ],
         );
         let rows = batch.run(self).await?;
-        let row = rows.first().map(ExecutionRow::from_row).transpose()?.ok_or(sqlx::Error::RowNotFound)?;
-        Ok((row, true))
+        if let Some(row) = rows.first() {
+            return Ok(Inserted::Created(ExecutionRow::from_row(row)?));
+        }
+        // Refused by the bound (or the enterprise is gone): say which bound.
+        self.queue_full(enterprise_id).await
+    }
+
+    /// The refusal of an admission that found no room: the enterprise's bound (`RowNotFound`
+    /// when the enterprise is gone).
+    async fn queue_full(&self, enterprise_id: &str) -> sqlx::Result<Inserted> {
+        let bound: Option<i64> = sqlx::query_scalar("SELECT max_queued_executions FROM enterprises WHERE id = $1")
+            .bind(enterprise_id)
+            .fetch_optional(self.reads())
+            .await?;
+        bound.map(|bound| Inserted::QueueFull { bound }).ok_or(sqlx::Error::RowNotFound)
+    }
+
+    /// In `tx`, serialized with every other admission of the enterprise until `tx` ends (see
+    /// `room`): whether it has fewer than `max_queued_executions` queued.
+    async fn has_room(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, enterprise_id: &str) -> sqlx::Result<bool> {
+        let room: Option<i64> = sqlx::query_scalar(&format!("SELECT {}", room(self.backend, 1)))
+            .bind(enterprise_id)
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(room.is_some_and(|room| room > 0))
     }
 
     /// Claims the oldest queued execution, or a running one whose lease expired, for `owner`.
@@ -715,9 +787,14 @@ impl Store {
     }
 
     /// Queues a failed, partial or cancelled execution again from its first failed (or missing)
-    /// step; results before it are kept. `None` when it is not in such a state.
-    pub async fn retry_execution(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<ExecutionRow>> {
+    /// step; results before it are kept. `None` when it is not in such a state; refused with
+    /// nothing changed while the enterprise's queue is full.
+    pub async fn retry_execution(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<Inserted>> {
         let mut tx = self.pool.begin().await?;
+        if !self.has_room(&mut tx, enterprise_id).await? {
+            drop(tx);
+            return self.queue_full(enterprise_id).await.map(Some);
+        }
         let Some((row, keep)) = resumable(&mut tx, enterprise_id, id).await? else { return Ok(None) };
         sqlx::query("DELETE FROM step_results WHERE execution_id = $1 AND position >= $2")
             .bind(&row.id)
@@ -735,7 +812,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Some(row))
+        Ok(Some(Inserted::Created(row)))
     }
 
     /// Executions of the enterprise matching `filter`, newest first (one orchestration's when
@@ -775,7 +852,7 @@ impl Store {
     /// Starts a new execution that replays a failed, partial or cancelled one from its first
     /// failed (or missing) step: the results before it are copied (those steps are not called
     /// again), on the same orchestration version, with `parameters`. `None` when the execution
-    /// is not in such a state.
+    /// is not in such a state; refused with nothing written while the enterprise's queue is full.
     pub async fn replay_execution(
         &self,
         enterprise_id: &str,
@@ -783,8 +860,12 @@ impl Store {
         parameters: Option<&str>,
         triggered_by: &str,
         replayed_by: &str,
-    ) -> sqlx::Result<Option<ExecutionRow>> {
+    ) -> sqlx::Result<Option<Inserted>> {
         let mut tx = self.pool.begin().await?;
+        if !self.has_room(&mut tx, enterprise_id).await? {
+            drop(tx);
+            return self.queue_full(enterprise_id).await.map(Some);
+        }
         let Some((original, keep)) = resumable(&mut tx, enterprise_id, id).await? else { return Ok(None) };
         let new_id = new_id();
         sqlx::query(
@@ -826,7 +907,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some(row))
+        Ok(Some(Inserted::Created(row)))
     }
 }
 
@@ -940,7 +1021,11 @@ mod tests {
             parent: None,
             traceparent: None,
         };
-        let (execution, _) = store.enqueue_execution(&enterprise.id, new).await.expect("queued");
+        let Inserted::Created(execution) =
+            store.enqueue_execution(&enterprise.id, new, QueueBound::Enforced).await.expect("queued")
+        else {
+            panic!("not created")
+        };
         (store, dir, enterprise.id, execution.id)
     }
 
@@ -1043,6 +1128,83 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(350)).await;
         let again = store.claim_execution("node-a", 300, &[], &[]).await.expect("claim").expect("expired: claimable");
         assert_eq!((again.id.as_str(), again.lease_epoch), (id.as_str(), first.lease_epoch + 1));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The queue bound holds under concurrent admissions (on PostgreSQL through the advisory
+    /// lock of `admission_room`, on SQLite through the one writer): exactly the free places are taken, the others
+    /// write nothing; a sub-orchestration's child is inserted past it.
+    #[tokio::test]
+    async fn concurrent_admissions_take_exactly_the_free_places_of_the_queue() {
+        let (store, dir, enterprise, id) = queued("bound").await;
+        let orchestration = store.get_execution(&enterprise, &id).await.expect("read").expect("row").orchestration_id;
+        sqlx::query("UPDATE enterprises SET max_queued_executions = 4 WHERE id = $1")
+            .bind(&enterprise)
+            .execute(&store.pool)
+            .await
+            .expect("bound");
+        let new = |parent: Option<(String, i64)>| NewExecution {
+            orchestration_id: orchestration.clone(),
+            orchestration_version: 1,
+            triggered_by: "api".into(),
+            parameters: "{}".into(),
+            idempotency_key: None,
+            steps_total: 1,
+            parent,
+            traceparent: None,
+        };
+        // On PostgreSQL through as many connections as tries, so that the admissions race.
+        let wide = match store.backend {
+            Backend::Postgres => {
+                let url = store.pool.connect_options().database_url.to_string();
+                Some(Store::connect(Some(&url.into()), &dir, 16, false).await.expect("connects"))
+            }
+            Backend::Sqlite => None,
+        };
+        let racing = wide.as_ref().unwrap_or(&store);
+        let tries = (0..16).map(|_| racing.enqueue_execution(&enterprise, new(None), QueueBound::Enforced));
+        let outcomes = futures_util::future::join_all(tries).await;
+        let created = outcomes.iter().filter(|o| matches!(o, Ok(Inserted::Created(_)))).count();
+        let full = outcomes.iter().filter(|o| matches!(o, Ok(Inserted::QueueFull { bound: 4 }))).count();
+        let errors: Vec<String> = outcomes.iter().filter_map(|o| o.as_ref().err().map(ToString::to_string)).collect();
+        assert_eq!((created, full), (3, 13), "one was queued before; errors: {errors:?}");
+        assert_eq!(store.queued_executions(Some(&enterprise)).await.expect("count"), 4);
+        // A child of an admitted execution is never refused.
+        let child = store.enqueue_execution(&enterprise, new(Some((id.clone(), 0))), QueueBound::Exempt).await;
+        assert!(matches!(child, Ok(Inserted::Created(_))), "{child:?}");
+        assert_eq!(store.queued_executions(Some(&enterprise)).await.expect("count"), 5);
+        if let Some(wide) = wide {
+            wide.close().await;
+        }
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Admission's count reads the partial index of queued executions, not the table.
+    #[tokio::test]
+    async fn the_queue_count_reads_the_index_of_queued_executions() {
+        let (store, dir, enterprise, _id) = queued("plan").await;
+        let count = "SELECT COUNT(*) FROM executions q WHERE q.enterprise_id = $1 AND q.status = 'queued'";
+        let plan: Vec<String> = match store.backend {
+            Backend::Sqlite => {
+                let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {count}"))
+                    .bind(&enterprise)
+                    .fetch_all(&store.pool)
+                    .await
+                    .expect("plan");
+                rows.iter().map(|r| r.try_get::<String, _>(3).expect("detail")).collect()
+            }
+            Backend::Postgres => {
+                // A table this small is read whole unless the planner is told not to.
+                let mut tx = store.pool.begin().await.expect("begin");
+                sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await.expect("set");
+                let rows =
+                    sqlx::query(&format!("EXPLAIN {count}")).bind(&enterprise).fetch_all(&mut *tx).await.expect("plan");
+                rows.iter().map(|r| r.try_get::<String, _>(0).expect("line")).collect()
+            }
+        };
+        assert!(plan.iter().any(|line| line.contains("executions_queued_by_enterprise")), "{plan:?}");
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -19,6 +19,8 @@ pub struct Enterprise {
     pub executions_per_minute: i64,
     /// Calls a minute of each connection that sets no rate limit of its own.
     pub outbound_requests_per_minute: i64,
+    /// Queued executions past which execute and webhook triggers are refused (429).
+    pub max_queued_executions: i64,
     /// 1 when plugin uploads must carry a signature of a trusted signer.
     pub require_signed_plugins: i64,
     pub created_at: i64,
@@ -103,6 +105,7 @@ pub struct SettingsPatch {
     pub api_requests_per_minute: Option<i64>,
     pub executions_per_minute: Option<i64>,
     pub outbound_requests_per_minute: Option<i64>,
+    pub max_queued_executions: Option<i64>,
     pub require_signed_plugins: Option<bool>,
 }
 
@@ -140,8 +143,8 @@ pub struct ApiKeyWithEnterprise {
 }
 
 const ENTERPRISE_COLUMNS: &str = "id, name, slug, timezone, session_duration_minutes, retention_days, \
-     api_requests_per_minute, executions_per_minute, outbound_requests_per_minute, require_signed_plugins, created_at, \
-     updated_at";
+     api_requests_per_minute, executions_per_minute, outbound_requests_per_minute, max_queued_executions, require_signed_plugins, \
+     created_at, updated_at";
 const USER_COLUMNS: &str = "id, enterprise_id, email, name, role, platform_access, status, password_hash, \
      token_generation, last_login_at, created_at, updated_at";
 const API_KEY_COLUMNS: &str =
@@ -222,7 +225,8 @@ impl Store {
              api_requests_per_minute = COALESCE($6, api_requests_per_minute), \
              executions_per_minute = COALESCE($7, executions_per_minute), \
              outbound_requests_per_minute = COALESCE($9, outbound_requests_per_minute), \
-             require_signed_plugins = COALESCE($10, require_signed_plugins), updated_at = $8 \
+             require_signed_plugins = COALESCE($10, require_signed_plugins), \
+             max_queued_executions = COALESCE($11, max_queued_executions), updated_at = $8 \
              WHERE id = $1 RETURNING {ENTERPRISE_COLUMNS}"
         ))
         .bind(enterprise_id)
@@ -235,6 +239,7 @@ impl Store {
         .bind(now_ms())
         .bind(patch.outbound_requests_per_minute)
         .bind(patch.require_signed_plugins.map(i64::from))
+        .bind(patch.max_queued_executions)
         .fetch_all(&self.pool)
         .await
         .map(crate::first);
@@ -276,6 +281,7 @@ impl Store {
             e_api_requests_per_minute: i64,
             e_executions_per_minute: i64,
             e_outbound_requests_per_minute: i64,
+            e_max_queued_executions: i64,
             e_require_signed_plugins: i64,
             e_created_at: i64,
             e_updated_at: i64,
@@ -287,6 +293,7 @@ impl Store {
              e.session_duration_minutes AS e_session_duration_minutes, e.retention_days AS e_retention_days, \
              e.api_requests_per_minute AS e_api_requests_per_minute, e.executions_per_minute AS e_executions_per_minute, \
              e.outbound_requests_per_minute AS e_outbound_requests_per_minute, \
+             e.max_queued_executions AS e_max_queued_executions, \
              e.require_signed_plugins AS e_require_signed_plugins, e.created_at AS e_created_at, e.updated_at AS e_updated_at \
              FROM users u JOIN enterprises e ON e.id = u.enterprise_id WHERE u.enterprise_id = $1 AND u.id = $2"
         ))
@@ -305,6 +312,7 @@ impl Store {
                 api_requests_per_minute: j.e_api_requests_per_minute,
                 executions_per_minute: j.e_executions_per_minute,
                 outbound_requests_per_minute: j.e_outbound_requests_per_minute,
+                max_queued_executions: j.e_max_queued_executions,
                 require_signed_plugins: j.e_require_signed_plugins,
                 created_at: j.e_created_at,
                 updated_at: j.e_updated_at,

@@ -48,7 +48,8 @@ pub use canonical::{CanonicalRow, Lineage};
 pub use circuits::CircuitRow;
 pub use connections::{ConnectionFields, ConnectionRow};
 pub use executions::{
-    BodyStepRow, Ended, ExecutionFilter, ExecutionRow, Finish, NewExecution, Recorded, StepResultRow,
+    BodyStepRow, Ended, ExecutionFilter, ExecutionRow, Finish, Inserted, NewExecution, QueueBound, Recorded,
+    StepResultRow,
 };
 pub use fault::{ACQUIRE_TIMEOUT, is_unavailable, unavailable_in};
 pub use identity::{

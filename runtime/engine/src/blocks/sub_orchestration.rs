@@ -10,7 +10,7 @@ use crate::Engine;
 use crate::definition::{self, Definition, Step};
 use crate::step::{Parked, StepOutcome};
 use crate::{INLINE_WAIT_MS, Stop};
-use dibop_store::{ExecutionRow, NewExecution};
+use dibop_store::{ExecutionRow, NewExecution, QueueBound};
 
 /// Starts the child execution (once: its idempotency key is this step's), runs it on this
 /// worker unless another node has it, and answers its output.
@@ -66,10 +66,13 @@ pub(super) async fn sub_orchestration(
             .header(),
         ),
     };
-    let child = match crate::admission::submit(engine, &execution.enterprise_id, None, new, false).await {
-        Ok(admitted) => admitted.execution,
-        Err(e) => return fail(format!("starting orchestration {name:?}: {e}")),
-    };
+    // The parent was admitted, so its child is not refused for a full queue (admitted work
+    // completes); the executions-per-minute limit still counts it.
+    let child =
+        match crate::admission::submit(engine, &execution.enterprise_id, None, new, false, QueueBound::Exempt).await {
+            Ok(admitted) => admitted.execution,
+            Err(e) => return fail(format!("starting orchestration {name:?}: {e}")),
+        };
     let lease = i64::try_from(engine.settings.lease_ms).unwrap_or(30_000);
     let mut signal = engine.node.signal(&execution.id);
     let child = loop {
