@@ -29,6 +29,7 @@ mod openapi;
 mod orchestrations;
 mod otlp;
 mod outages;
+mod pause;
 mod pins;
 mod plugins;
 mod polyglot;
