@@ -92,7 +92,7 @@ async fn orchestration(app: &TestApp, token: &str, name: &str, on_step: bool) ->
              "parameters": {"vin": "${parameters.vin}"}},
             price.clone(),
             {"name": "summary", "type": "transform", "transform": "map",
-             "mapping": {"stock_number": "${vehicle.stock_number}", "price": "${price.price}"}}],
+             "mapping": {"stock_number": "${vehicle.response.stock_number}", "price": "${price.response.price}"}}],
         "output": "${summary}"});
     if on_step {
         price["on_exhausted"] = json!("pause");
@@ -106,22 +106,11 @@ async fn orchestration(app: &TestApp, token: &str, name: &str, on_step: bool) ->
 /// Executes and answers the execution as `GET /executions/{id}` shows it once the execute
 /// answered (it waits for the run, which ends or pauses).
 async fn run(app: &TestApp, token: &str, orchestration: &str, vin: &str) -> Value {
-    let response = app.post(token, &format!("/orchestrations/{orchestration}/execute"), json!({"parameters": {"vin": vin}})).await;
+    let response =
+        app.post(token, &format!("/orchestrations/{orchestration}/execute"), json!({"parameters": {"vin": vin}})).await;
     let summary: Value = response.json().await.expect("json");
     let id = summary["execution_id"].as_str().unwrap_or_else(|| panic!("not started: {summary}"));
     app.get(token, &format!("/executions/{id}")).await.json().await.expect("json")
-}
-
-/// Polls `GET /executions/{id}` until its status is `status` (30 s at most).
-async fn wait_status(app: &TestApp, token: &str, id: &str, status: &str) -> Value {
-    for _ in 0..600 {
-        let detail: Value = app.get(token, &format!("/executions/{id}")).await.json().await.expect("json");
-        if detail["status"] == status {
-            return detail;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("execution {id} did not become {status}");
 }
 
 fn id_of(execution: &Value) -> String {
@@ -145,7 +134,10 @@ async fn a_step_out_of_attempts_pauses_its_execution_and_a_resume_finishes_it_wi
     let steps = paused["steps"].as_array().expect("steps");
     assert_eq!(steps.len(), 2, "the completed step and the one that paused: {paused}");
     assert_eq!((&steps[0]["name"], &steps[0]["status"]), (&json!("vehicle"), &json!("success")));
-    assert_eq!((&steps[1]["name"], &steps[1]["status"], &steps[1]["attempts"]), (&json!("price"), &json!("failed"), &json!(2)));
+    assert_eq!(
+        (&steps[1]["name"], &steps[1]["status"], &steps[1]["attempts"]),
+        (&json!("price"), &json!("failed"), &json!(2))
+    );
     assert!(steps[1]["error"].as_str().expect("the step's error").contains("503"), "{paused}");
     assert_eq!((dealer.vehicles(), dealer.prices()), (1, 2));
     let id = id_of(&paused);
@@ -161,7 +153,8 @@ async fn a_step_out_of_attempts_pauses_its_execution_and_a_resume_finishes_it_wi
     // Listed as paused, across orchestrations and per orchestration; still paused.
     let listed: Value = app.get(&token, "/executions?status=paused").await.json().await.expect("json");
     assert_eq!(listed["data"].as_array().expect("data").len(), 1, "{listed}");
-    let listed: Value = app.get(&token, &format!("/orchestrations/{sync}/executions?status=paused")).await.json().await.expect("json");
+    let listed: Value =
+        app.get(&token, &format!("/orchestrations/{sync}/executions?status=paused")).await.json().await.expect("json");
     assert_eq!(listed["data"][0]["id"], id.as_str());
 
     // Fixed, resumed: the price step runs once more, the vehicle step not at all.
@@ -184,7 +177,8 @@ async fn a_step_out_of_attempts_pauses_its_execution_and_a_resume_finishes_it_wi
     assert!(refused["error"]["message"].as_str().expect("message").contains("is success"), "{refused}");
     let response = app.post(&token, "/executions/nope/resume", json!({})).await;
     assert_error(response, StatusCode::NOT_FOUND, "NOT_FOUND").await;
-    let doc: Value = app.client.get(app.url("/openapi.json")).send().await.expect("openapi").json().await.expect("json");
+    let doc: Value =
+        app.client.get(app.url("/openapi.json")).send().await.expect("openapi").json().await.expect("json");
     let statuses = &doc["components"]["schemas"]["ExecutionStatus"]["enum"];
     assert!(statuses.as_array().expect("enum").contains(&json!("paused")), "{statuses}");
     assert_eq!((dealer.vehicles(), dealer.prices()), (1, 3), "a refused resume runs nothing");
@@ -205,14 +199,19 @@ async fn a_resume_may_skip_the_step_with_an_output_or_change_the_parameters() {
     assert_eq!(paused["status"], "paused", "{paused}");
     let id = id_of(&paused);
     let prices = dealer.prices();
-    let response =
-        app.post(&token, &format!("/executions/{id}/resume"), json!({"skip": {"output": {"price": 4200, "source": "manual"}}})).await;
+    let response = app
+        .post(
+            &token,
+            &format!("/executions/{id}/resume"),
+            json!({"skip": {"output": {"response": {"price": 4200}, "source": "manual"}}}),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let done = app.wait_finished(&token, &id).await;
     assert_eq!(done["status"], "success", "{done}");
     assert_eq!(done["output"], json!({"stock_number": "STK-VIN2", "price": 4200}));
     assert_eq!(done["steps"][1]["status"], "success");
-    assert_eq!(done["steps"][1]["output"], json!({"price": 4200, "source": "manual"}));
+    assert_eq!(done["steps"][1]["output"], json!({"response": {"price": 4200}, "source": "manual"}));
     assert_eq!(dealer.prices(), prices, "the skipped step was not called");
     assert_eq!(dealer.vehicles(), 1);
 
@@ -223,10 +222,9 @@ async fn a_resume_may_skip_the_step_with_an_output_or_change_the_parameters() {
     assert_eq!(paused["status"], "paused", "{paused}");
     let id = id_of(&paused);
     // Bad parameters are refused and change nothing.
-    for (body, path) in [
-        (json!({"parameters": {"vin": 7}}), "vin"),
-        (json!({"parameters": {"colour": "red"}}), "colour"),
-    ] {
+    for (body, path) in
+        [(json!({"parameters": {"vin": 7}}), "vin"), (json!({"parameters": {"colour": "red"}}), "colour")]
+    {
         let response = app.post(&token, &format!("/executions/{id}/resume"), body.clone()).await;
         let refused = assert_error(response, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
         assert!(detail_paths(&refused).iter().any(|p| p.ends_with(path)), "{body}: {refused}");

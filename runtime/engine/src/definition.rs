@@ -656,7 +656,10 @@ impl<'a> Checker<'a> {
                 "steps inside for_each and parallel bodies cannot pause; set on_exhausted on the container".into(),
             ),
             Some("pause") if step.on_error.as_deref() == Some("continue") => {
-                self.err(at("on_exhausted"), "a step with on_error continue lets its failure through; it cannot pause".into());
+                self.err(
+                    at("on_exhausted"),
+                    "a step with on_error continue lets its failure through; it cannot pause".into(),
+                );
             }
             Some(_) => {}
         }

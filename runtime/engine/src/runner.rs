@@ -165,8 +165,12 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow, lease: &Lease)
         let result = outcome.row(step, i64::try_from(position)?, started, clock.elapsed());
         // A step that failed after its attempts pauses the execution when it says so (never a
         // child's: its parent waits for it to end).
-        let pause = (outcome.status == StepStatus::Failed && execution.parent_execution_id.is_none() && def.pauses(step))
-            .then(|| Finish::paused(format!("step {} failed: {}", step.name, outcome.error.as_deref().unwrap_or_default())));
+        let pause = (outcome.status == StepStatus::Failed
+            && execution.parent_execution_id.is_none()
+            && def.pauses(step))
+        .then(|| {
+            Finish::paused(format!("step {} failed: {}", step.name, outcome.error.as_deref().unwrap_or_default()))
+        });
         flow.record(step, outcome.status, outcome.output.as_ref(), outcome.error.as_deref(), outcome.partial);
         let park = wait_remaining(&result).filter(|ms| *ms > 0);
         // The last step (or one that pauses) commits together with the end of the execution.

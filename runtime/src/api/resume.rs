@@ -73,7 +73,8 @@ async fn resume_execution(
     Path(id): Path<String>,
     body: Bytes,
 ) -> AppResult<(StatusCode, Json<ExecutionSummary>)> {
-    let request: ResumeRequest = if body.iter().all(u8::is_ascii_whitespace) { ResumeRequest::default() } else { parse_json(&body)? };
+    let request: ResumeRequest =
+        if body.iter().all(u8::is_ascii_whitespace) { ResumeRequest::default() } else { parse_json(&body)? };
     let enterprise = principal.enterprise_id.as_str();
     let row = state.store.get_execution(enterprise, &id).await?.or_not_found(format!("execution {id}"))?;
     if row.status != ExecutionStatus::Paused.as_str() {
@@ -102,8 +103,10 @@ async fn resume_execution(
         // Resumed or cancelled by someone else meanwhile.
         .ok_or_else(|| AppError::Conflict(format!("execution {id} is no longer paused")))?;
     state.engine.node.wake();
-    let after = serde_json::json!({"parameters": parameters.is_some().then(|| shown(&resumed)), "skipped": skip.is_some()});
-    let change = Change { action: "resume", resource: "execution", resource_id: Some(&id), before: None, after: Some(after) };
+    let after =
+        serde_json::json!({"parameters": parameters.is_some().then(|| shown(&resumed)), "skipped": skip.is_some()});
+    let change =
+        Change { action: "resume", resource: "execution", resource_id: Some(&id), before: None, after: Some(after) };
     audit::record(&state, &principal, change).await;
     Ok((StatusCode::ACCEPTED, Json(summary(&resumed)?)))
 }
@@ -206,8 +209,13 @@ async fn resume_executions(
         // Resumed or cancelled by someone else meanwhile: left out.
         if let Some(row) = state.store.resume_execution(&enterprise, &row.id, parameters.as_deref(), None).await? {
             let after = serde_json::json!({"parameters": parameters.is_some().then(|| shown(&row)), "skipped": false});
-            let change =
-                Change { action: "resume", resource: "execution", resource_id: Some(&row.id), before: None, after: Some(after) };
+            let change = Change {
+                action: "resume",
+                resource: "execution",
+                resource_id: Some(&row.id),
+                before: None,
+                after: Some(after),
+            };
             audit::record(&state, &principal, change).await;
             resumed.push(row.id);
         }

@@ -827,7 +827,9 @@ impl Store {
         replayed_by: &str,
     ) -> sqlx::Result<Option<ExecutionRow>> {
         let mut tx = self.pool.begin().await?;
-        let Some((original, keep)) = resumable(&mut tx, enterprise_id, id, ENDED_UNWELL).await? else { return Ok(None) };
+        let Some((original, keep)) = resumable(&mut tx, enterprise_id, id, ENDED_UNWELL).await? else {
+            return Ok(None);
+        };
         let new_id = new_id();
         sqlx::query(
             "INSERT INTO executions (id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, \
@@ -1194,7 +1196,7 @@ mod tests {
     /// a paused execution is cancelled at once.
     #[tokio::test]
     async fn a_cancelled_execution_does_not_pause_and_a_paused_one_cancels_at_once() {
-        let (store, dir, enterprise, id) = queued("pause-cancel").await;
+        let (store, dir, enterprise, id) = queued("pausecancel").await;
         let lease = store.claim_execution("node-a", 30_000, &[], &[]).await.expect("claim").expect("claimed");
         let lease = lease.lease().expect("leased");
         store.cancel_execution(&enterprise, &id).await.expect("cancel asked");
@@ -1205,7 +1207,7 @@ mod tests {
         assert_eq!((row.status.as_str(), row.error_code.as_deref()), ("cancelled", Some("CANCELLED")));
         assert!(row.finished_at.is_some());
 
-        let (store2, dir2, enterprise, id) = queued("pause-then-cancel").await;
+        let (store2, dir2, enterprise, id) = queued("pausedcancel").await;
         let lease = store2.claim_execution("node-a", 30_000, &[], &[]).await.expect("claim").expect("claimed");
         let (row, pause) = failed(0);
         store2.record_step(&lease.lease().expect("leased"), &row, &[], 1, Some(pause), false).await.expect("pauses");
