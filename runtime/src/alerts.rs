@@ -7,8 +7,9 @@
 //! redirects, connects only to checked addresses and stores outcomes in its own words.
 //!
 //! Evaluated on execution completion: `execution_failure`, `consecutive_failures`,
-//! `latency_threshold`, and `execution_paused` when a run ends with its execution paused. A rule fires at most once per cooldown, across nodes (the firing is
-//! claimed with one conditional update of the rule row).
+//! `latency_threshold`, and `execution_paused` when a run ends with its execution paused. A
+//! rule fires at most once per cooldown, across nodes (the firing is claimed with one
+//! conditional update of the rule row).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -56,7 +56,8 @@ pub struct ExecutionSummary {
     pub output: Option<Value>,
     pub error: Option<String>,
     /// Why a failed or cancelled execution ended: `STEP_FAILED`, `OUTPUT_FAILED`, `CANCELLED`
-    /// or `INTERNAL` (a fault of the platform, logged with the execution id).
+    /// or `INTERNAL` (a fault of the platform, logged with the execution id); `STEP_FAILED` for
+    /// a paused one.
     pub error_code: Option<String>,
     pub duration_ms: Option<i64>,
     /// How many steps succeeded (failed and skipped steps are not counted).
@@ -314,7 +315,8 @@ pub struct ExecutionView {
     pub output: Option<Value>,
     pub error: Option<String>,
     /// Why a failed or cancelled execution ended: `STEP_FAILED`, `OUTPUT_FAILED`, `CANCELLED`
-    /// or `INTERNAL` (a fault of the platform, logged with the execution id).
+    /// or `INTERNAL` (a fault of the platform, logged with the execution id); `STEP_FAILED` for
+    /// a paused one.
     pub error_code: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
