@@ -136,7 +136,7 @@ function resumeForm(e, status) {
   };
   return el('section', { class: 'resume', 'data-resume': '' },
     el('h2', {}, 'Resume'),
-    el('p', {}, `Paused at step ${step?.name ?? '?'}: its attempts are over. The steps before it keep their results and do not run again.`),
+    el('p', {}, `Paused at step ${step?.name ?? '?'}, which failed (its attempts are over). The steps before it keep their results and do not run again.`),
     field('Parameters (JSON)', parameters, 'Values changed here replace the execution\'s own from the paused step on.'),
     el('div', { class: 'actions' }, actionButton('Resume', async () => resume({
       parameters: changed(parseJson(parameters.value, 'Parameters'), e.parameters),
