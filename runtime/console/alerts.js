@@ -12,6 +12,7 @@ const TYPES = {
   sla_breach: { label: 'The SLA falls below target', scope: ['orchestration'], condition: [] },
   system_down: { label: 'A system is down', scope: ['system'], condition: [] },
   error_rate_spike: { label: 'The error rate of calls exceeds', scope: ['system'], condition: [['threshold_percent', 'Percent', 20]] },
+  execution_paused: { label: 'An execution pauses (a step ran out of attempts)', scope: ['orchestration'], condition: [] },
 };
 
 function channelRow(channel = { type: 'log' }) {

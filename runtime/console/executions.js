@@ -1,11 +1,12 @@
-// Executions: the list across orchestrations with filters, and one execution with its trace
-// waterfall, the input/output/error/log of every step, and cancel and retry.
+// Executions: the list across orchestrations with filters (and the resume of the paused ones it
+// shows), and one execution with its trace waterfall, the input/output/error/log of every step,
+// and cancel, retry and resume.
 import {
-  actionButton, api, el, field, hashQuery, input, jsonBlock, link, ms, page, pager, select, setHashQuery, show,
-  stateBadge, statusArea, svg, table, when, writer,
+  actionButton, api, el, field, hashQuery, input, jsonBlock, link, ms, page, pager, parseJson, pretty, select,
+  setHashQuery, show, stateBadge, statusArea, svg, table, when, writer,
 } from './lib.js';
 
-const STATUSES = ['', 'queued', 'running', 'success', 'failed', 'partial', 'cancelled'];
+const STATUSES = ['', 'queued', 'running', 'paused', 'success', 'failed', 'partial', 'cancelled'];
 const TRIGGERS = ['', 'manual', 'api', 'schedule', 'event', 'orchestration'];
 
 /** A datetime-local value as ISO 8601 (the API's filters), or '' when empty. */
@@ -50,7 +51,19 @@ export async function executions() {
       field('Orchestration', controls.orchestration_id), field('Status', controls.status),
       field('Trigger', controls.triggered_by), field('From', controls.from), field('To', controls.to),
       field('Error contains', controls.error), el('button', { type: 'submit' }, 'Filter'));
-    show('Executions', filters,
+    // Listing paused executions: resume every one the filter matches (100 per request).
+    const status = statusArea();
+    const resumeAll = query.get('status') === 'paused' && list.pagination.total > 0 ? writer(
+      actionButton(`Resume the ${list.pagination.total} paused`, async () => {
+        const filter = {};
+        for (const key of ['orchestration_id', 'triggered_by', 'from', 'to', 'error']) {
+          if (query.get(key)) filter[key] = query.get(key);
+        }
+        await api('/executions/resume', { method: 'POST', body: { filter } });
+        // The list shows what is still paused.
+        await executions();
+      }, status, { 'data-action': 'resume-all' })) : [];
+    show('Executions', filters, resumeAll.length ? el('div', { class: 'actions' }, resumeAll) : null, status,
       table([
         ['Created', (e) => link(`#/executions/${e.id}`, when(e.created_at ?? e.started_at))],
         ['Orchestration', (e) => names.get(e.orchestration_id) ?? e.orchestration_id],
@@ -105,15 +118,45 @@ function stepDetails(step, logs) {
       mine.map((l) => `${new Date(l.timestamp_ms ?? 0).toISOString()} ${l.level ?? ''} ${l.message ?? ''}${l.fields && Object.keys(l.fields).length ? ` ${JSON.stringify(l.fields)}` : ''}\n`))] : null);
 }
 
+/** The parameters in `edited` that differ from `current` (what a resume sends to change). */
+function changed(edited, current) {
+  return Object.fromEntries(Object.entries(edited ?? {})
+    .filter(([key, value]) => JSON.stringify(value) !== JSON.stringify(current?.[key])));
+}
+
+/** Resuming a paused execution: as it is or with changed parameters, or skipping the step that
+ * paused it with an output given here. */
+function resumeForm(e, status) {
+  const step = e.steps[e.steps.length - 1];
+  const parameters = el('textarea', { name: 'parameters', class: 'code', rows: 4, value: pretty(e.parameters ?? {}) });
+  const output = el('textarea', { name: 'skip_output', class: 'code', rows: 4, value: '' });
+  const resume = async (body) => {
+    await api(`/executions/${e.id}/resume`, { method: 'POST', body });
+    await execution(e.id);
+  };
+  return el('section', { class: 'resume', 'data-resume': '' },
+    el('h2', {}, 'Resume'),
+    el('p', {}, `Paused at step ${step?.name ?? '?'}, which failed (its attempts are over). The steps before it keep their results and do not run again.`),
+    field('Parameters (JSON)', parameters, 'Values changed here replace the execution\'s own from the paused step on.'),
+    el('div', { class: 'actions' }, actionButton('Resume', async () => resume({
+      parameters: changed(parseJson(parameters.value, 'Parameters'), e.parameters),
+    }), status, { 'data-action': 'resume' })),
+    field(`Output of ${step?.name ?? 'the step'} (JSON)`, output, 'The step does not run again; later steps read this output.'),
+    el('div', { class: 'actions' }, actionButton(`Skip ${step?.name ?? 'the step'} and resume`, async () => resume({
+      skip: { output: parseJson(output.value, 'Output') ?? null },
+    }), status, { 'data-action': 'skip' })));
+}
+
 export async function execution(id) {
   await page('Execution', async () => {
     const [e, trace] = await Promise.all([api(`/executions/${id}`), api(`/executions/${id}/trace`)]);
     const status = statusArea();
     const orchestration = await api(`/orchestrations/${e.orchestration_id}`).catch(() => null);
+    const paused = e.status === 'paused';
     const live = e.status === 'queued' || e.status === 'running';
     const again = ['failed', 'partial', 'cancelled'].includes(e.status);
     const actions = writer(
-      live ? actionButton('Cancel', async () => {
+      live || paused ? actionButton('Cancel', async () => {
         await api(`/executions/${id}/cancel`, { method: 'POST' });
         await execution(id);
       }, status, { 'data-action': 'cancel' }) : null,
@@ -130,6 +173,7 @@ export async function execution(id) {
         e.replayed_by ? [' · replayed by ', link(`#/executions/${e.replayed_by}`, e.replayed_by)] : null),
       e.error ? el('p', { class: 'notice error' }, e.error) : null,
       actions.length ? el('div', { class: 'actions' }, actions) : null,
+      paused ? writer(resumeForm(e, status)) : null,
       status,
       live ? el('p', {}, actionButton('Refresh', () => execution(id), status)) : null,
       el('h2', {}, 'Trace'),

@@ -62,6 +62,7 @@ export function drawSteps(steps = []) {
       step.retry ? `retry up to ${step.retry.max_attempts}×` : null,
       step.timeout_ms ? `timeout ${step.timeout_ms} ms` : null,
       step.on_error === 'continue' ? 'continues on error' : null,
+      step.on_exhausted === 'pause' ? 'pauses when out of attempts' : null,
     ].filter(Boolean);
     let inner = null;
     if (step.type === 'condition') inner = el('div', { class: 'lanes' }, lane('then', step.then), lane('else', step.else));

@@ -7,8 +7,9 @@
 //! redirects, connects only to checked addresses and stores outcomes in its own words.
 //!
 //! Evaluated on execution completion: `execution_failure`, `consecutive_failures`,
-//! `latency_threshold`. A rule fires at most once per cooldown, across nodes (the firing is
-//! claimed with one conditional update of the rule row).
+//! `latency_threshold`, and `execution_paused` when a run ends with its execution paused. A
+//! rule fires at most once per cooldown, across nodes (the firing is claimed with one
+//! conditional update of the rule row).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +25,8 @@ use utoipa::ToSchema;
 use crate::store::{AlertRow, AlertRuleRow, ExecutionRow, NewAlert, Store};
 
 dibop_core::kinds! {
-    /// Rule types this runtime evaluates: the first three when an execution ends, the others
-    /// periodically.
+    /// Rule types this runtime evaluates: the first three and `execution_paused` when a run of
+    /// an execution is over, the others periodically.
     pub enum RuleKind {
         /// An execution ended `failed` or `cancelled`.
         ExecutionFailure = "execution_failure",
@@ -39,6 +40,9 @@ dibop_core::kinds! {
         SystemDown = "system_down",
         /// The share of failed calls over a window passed `threshold_percent`.
         ErrorRateSpike = "error_rate_spike",
+        /// An execution paused: a step ran out of attempts with `on_exhausted: pause`, and the
+        /// execution waits for a resume.
+        ExecutionPaused = "execution_paused",
     }
 }
 
@@ -123,8 +127,8 @@ pub struct RuleDefinition {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    /// execution_failure, consecutive_failures, latency_threshold, sla_breach, system_down or
-    /// error_rate_spike.
+    /// execution_failure, consecutive_failures, latency_threshold, sla_breach, system_down,
+    /// error_rate_spike or execution_paused.
     #[serde(rename = "type")]
     #[schema(value_type = String)]
     pub kind: RuleKind,
@@ -168,7 +172,7 @@ pub fn validate(rule: &RuleDefinition) -> Vec<FieldError> {
         err("name", "must be 1 to 200 characters".into());
     }
     match &rule.kind {
-        RuleKind::ExecutionFailure => {}
+        RuleKind::ExecutionFailure | RuleKind::ExecutionPaused => {}
         RuleKind::ConsecutiveFailures if positive(&rule.condition, "threshold").is_none() => {
             err("condition.threshold", "consecutive_failures needs a threshold of at least 1".into());
         }
@@ -258,7 +262,7 @@ async fn evaluate(ctx: &Alerts, enterprise_id: &str, execution_id: &str) -> anyh
         return Ok(());
     }
     let Some(execution) = ctx.store.get_execution(enterprise_id, execution_id).await? else { return Ok(()) };
-    if !execution.is_final() {
+    if !execution.is_final() && execution.status != ExecutionStatus::Paused.as_str() {
         return Ok(());
     }
     for row in rules {
@@ -304,6 +308,17 @@ async fn check(
                 execution.id,
                 execution.orchestration_id,
                 execution.status,
+                execution.error.as_deref().unwrap_or("no error given")
+            ),
+        )),
+        RuleKind::ExecutionPaused if execution.status == ExecutionStatus::Paused.as_str() => Some(alert(
+            "execution_paused",
+            1.0,
+            1.0,
+            format!(
+                "execution {} of orchestration {} paused: {}",
+                execution.id,
+                execution.orchestration_id,
                 execution.error.as_deref().unwrap_or("no error given")
             ),
         )),

@@ -192,6 +192,18 @@ impl TestApp {
         sqlx::query(statement).execute(&mut conn).await.expect("statement");
     }
 
+    /// The first column of the first row `query` answers on the server's database, as text
+    /// (`None` for no row or NULL); tests use it to read what the API does not show.
+    pub async fn sql_text(&self, query: &str) -> Option<String> {
+        let url = match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir().join("dibop.db").display()),
+        };
+        let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect to the test database");
+        let row: Option<(Option<String>,)> = sqlx::query_as(query).fetch_optional(&mut conn).await.expect("query");
+        row.and_then(|(text,)| text)
+    }
+
     pub fn data_dir(&self) -> &std::path::Path {
         self._data_dir.path()
     }

@@ -31,6 +31,7 @@ mod openapi;
 mod orchestrations;
 mod otlp;
 mod outages;
+mod pause;
 mod pins;
 mod plugins;
 mod polyglot;

@@ -2,7 +2,7 @@
 // reads the dashboard, creates a connection in its form and runs the test runner against a mock
 // vPIC server, writes an orchestration in the editor (first with a mistake shown at its path,
 // then fixed), pauses and re-activates it and compares versions, runs it from the run form and
-// opens its trace waterfall, uploads a plugin by drag-and-drop (and a non-component, refused),
+// opens its trace waterfall, resumes a paused run with changed parameters, uploads a plugin by drag-and-drop (and a non-component, refused),
 // creates an API key and a webhook, saves each edit form unchanged (nothing may change), and
 // visits every page. Then a viewer finds no write action,
 // a second enterprise sees nothing of the first, an ended session returns to sign-in, and sign
@@ -73,6 +73,16 @@ const routing = await call(adminToken, 'POST', '/orchestrations', {
 });
 await call(adminToken, 'POST', `/orchestrations/${routing.id}/execute`, { parameters: { lead: { region: 'east' } } });
 const failedRun = await call(adminToken, 'POST', `/orchestrations/${routing.id}/execute`, { parameters: { lead: {} } });
+// The same routing, paused instead of failed when its step fails: a run to resume from the console.
+const pausing = await call(adminToken, 'POST', '/orchestrations', {
+  name: 'Lead routing (pauses)',
+  on_exhausted: 'pause',
+  parameters: [{ name: 'lead', type: 'object', required: true }],
+  steps: [{ name: 'route', type: 'transform', transform: 'map', mapping: { region: '${parameters.lead.region}' } }],
+  output: { region: '${route.region}' },
+});
+const pausedRun = await call(adminToken, 'POST', `/orchestrations/${pausing.id}/execute`, { parameters: { lead: {} } });
+if (pausedRun.status !== 'paused') fail(`the pausing run ended ${pausedRun.status}`);
 // A customer record, whose e-mail is personal data (masked for viewers).
 const customer = await call(adminToken, 'POST', '/canonical/customer', {
   customer_id: 'C-1', customer_name: 'Ada Lovelace', email: 'ada@example.com', city: 'London', customer_type: 'individual',
@@ -279,6 +289,24 @@ try {
   await page.click('[data-action=retry]');
   await page.waitForFunction(() => document.body.dataset.ready === '1', null, { timeout: 20000 });
   await shoot(page, 'execution-failed');
+  // The paused run: listed under its status with a resume for all of them; its page resumes it
+  // with changed parameters (or would skip its step with an output).
+  await visit(page, '#/executions?status=paused');
+  if ((await page.locator('[data-action=resume-all]').count()) !== 1) fail('the paused executions offer no resume');
+  await visit(page, `#/executions/${pausedRun.execution_id}`);
+  if ((await page.locator('[data-resume] [data-action=skip]').count()) !== 1) fail('a paused execution offers no skip');
+  if ((await page.locator('[data-action=cancel]').count()) !== 1) fail('a paused execution offers no cancel');
+  await shoot(page, 'execution-paused');
+  await page.fill('[data-resume] textarea[name=parameters]', JSON.stringify({ lead: { region: 'west' } }));
+  await page.evaluate(() => { document.body.dataset.ready = '0'; });
+  await page.click('[data-action=resume]');
+  await page.waitForFunction(() => document.body.dataset.ready === '1', null, { timeout: 20000 });
+  let resumed = null;
+  for (let i = 0; i < 100 && resumed?.status !== 'success'; i += 1) {
+    resumed = await call(adminToken, 'GET', `/executions/${pausedRun.execution_id}`);
+    if (resumed.status !== 'success') await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  if (resumed.status !== 'success' || resumed.output?.region !== 'west') fail(`the resumed run: ${JSON.stringify(resumed)}`);
   await visit(page, '#/api-calls?system=vpic');
   if ((await page.locator('[data-section=log] tbody tr').count()) < 2) fail('the API-call log misses the test and the run');
   await shoot(page, 'api-calls');

@@ -23,12 +23,16 @@ pub enum ExecutionStatus {
     Partial,
     /// Stopped on request.
     Cancelled,
+    /// A step ran out of attempts and its `on_exhausted` is `pause`: it holds no slot and no
+    /// lease, keeps its committed steps, and waits for `POST /executions/{id}/resume` (or a
+    /// cancel). Not final: no worker claims it, and it is not purged as finished.
+    Paused,
 }
 
 impl ExecutionStatus {
     /// Every status, in the order the API lists them.
-    pub const ALL: [Self; 6] =
-        [Self::Queued, Self::Running, Self::Success, Self::Failed, Self::Partial, Self::Cancelled];
+    pub const ALL: [Self; 7] =
+        [Self::Queued, Self::Running, Self::Success, Self::Failed, Self::Partial, Self::Cancelled, Self::Paused];
 
     /// The status's name, as stored and answered.
     pub fn as_str(self) -> &'static str {
@@ -39,6 +43,7 @@ impl ExecutionStatus {
             Self::Failed => "failed",
             Self::Partial => "partial",
             Self::Cancelled => "cancelled",
+            Self::Paused => "paused",
         }
     }
 
@@ -131,7 +136,7 @@ mod tests {
     #[test]
     fn execution_statuses_round_trip_through_text_and_json() {
         let names: Vec<_> = ExecutionStatus::ALL.iter().map(|s| s.as_str()).collect();
-        assert_eq!(names, ["queued", "running", "success", "failed", "partial", "cancelled"]);
+        assert_eq!(names, ["queued", "running", "success", "failed", "partial", "cancelled", "paused"]);
         for status in ExecutionStatus::ALL {
             assert_eq!(status.as_str().parse::<ExecutionStatus>(), Ok(status));
             assert_eq!(status.to_string(), status.as_str());
@@ -169,10 +174,11 @@ mod tests {
     }
 
     #[test]
-    fn an_execution_ends_in_success_failed_partial_or_cancelled() {
+    fn an_execution_ends_in_success_failed_partial_or_cancelled_and_a_paused_one_has_not_ended() {
         let ended: Vec<_> = ExecutionStatus::ALL.into_iter().filter(|s| s.is_final()).collect();
         use ExecutionStatus::*;
         assert_eq!(ended, [Success, Failed, Partial, Cancelled]);
+        assert!(!Paused.is_final());
         assert!(StepStatus::ALL.iter().all(|s| s.is_final()));
     }
 }

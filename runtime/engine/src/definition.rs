@@ -113,6 +113,12 @@ pub struct Step {
     /// fail (default) or continue (the execution ends `partial`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_error: Option<String>,
+    /// What happens when the step's attempts are over and it failed: `fail` (what `on_error`
+    /// says) or `pause` (the execution is `paused`, keeping its completed steps, until
+    /// `POST /executions/{id}/resume`). Default: the orchestration's `on_exhausted`, else
+    /// `fail`. Not for steps inside `for_each` or `parallel` bodies (set it on the container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_exhausted: Option<String>,
     /// A reference; the step runs only when it resolves to a truthy value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
@@ -268,6 +274,22 @@ pub struct Definition {
     /// Success-rate target in percent for `GET /observability/sla` (default 99.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sla_target: Option<f64>,
+    /// The `on_exhausted` of every step that sets none: `fail` (default) or `pause`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_exhausted: Option<String>,
+}
+
+/// The values of `on_exhausted`.
+const ON_EXHAUSTED: [&str; 2] = ["fail", "pause"];
+
+impl Definition {
+    /// Whether `step` (of the top-level block, condition branches and error handlers included)
+    /// pauses the execution when it failed after its attempts: its `on_exhausted`, else the
+    /// orchestration's, is `pause`, and it does not let failures through (`on_error: continue`).
+    pub fn pauses(&self, step: &Step) -> bool {
+        let choice = step.on_exhausted.as_deref().or(self.on_exhausted.as_deref());
+        choice == Some("pause") && step.on_error.as_deref() != Some("continue")
+    }
 }
 
 fn active() -> String {
@@ -350,6 +372,9 @@ pub fn validate(def: &Definition, catalogue: &dyn Catalogue) -> Vec<FieldError> 
     if !["draft", "active", "paused", "archived"].contains(&def.status.as_str()) {
         err("status".into(), "must be draft, active, paused or archived".into());
     }
+    if def.on_exhausted.as_deref().is_some_and(|o| !ON_EXHAUSTED.contains(&o)) {
+        err("on_exhausted".into(), "must be fail or pause".into());
+    }
     if def.sla_target.is_some_and(|t| !(0.0..=100.0).contains(&t)) {
         err("sla_target".into(), "must be a percentage from 0 to 100".into());
     }
@@ -404,7 +429,7 @@ pub fn validate(def: &Definition, catalogue: &dyn Catalogue) -> Vec<FieldError> 
         });
         return errors;
     }
-    let mut checker = Checker { catalogue, params, names: HashSet::new(), errors, own_name: &def.name };
+    let mut checker = Checker { catalogue, params, names: HashSet::new(), errors, own_name: &def.name, in_body: 0 };
     let mut visible = Vec::new();
     checker.block(&def.steps, "steps", &mut visible, false);
     if let Some(output) = &def.output {
@@ -421,6 +446,8 @@ struct Checker<'a> {
     names: HashSet<&'a str>,
     errors: Vec<FieldError>,
     own_name: &'a str,
+    /// How many `for_each` or `parallel` bodies the block at hand is in.
+    in_body: usize,
 }
 
 impl<'a> Checker<'a> {
@@ -509,7 +536,9 @@ impl<'a> Checker<'a> {
                     self.err(at("concurrency"), format!("must be from 1 to {MAX_CONCURRENCY}"));
                 }
                 // The body sees the outer steps, `item` and `index`; its names stay inside.
+                self.in_body += 1;
                 self.block(&step.steps, &at("steps"), &mut visible.to_vec(), true);
+                self.in_body -= 1;
             }
             StepKind::Parallel => {
                 if step.branches.is_empty() {
@@ -526,7 +555,9 @@ impl<'a> Checker<'a> {
                             format!("{:?} must be a unique identifier", branch.name),
                         );
                     }
+                    self.in_body += 1;
                     self.block(&branch.steps, &format!("{path}.branches[{i}].steps"), &mut visible.to_vec(), in_loop);
+                    self.in_body -= 1;
                 }
             }
             StepKind::SubOrchestration => match step.orchestration.as_deref() {
@@ -613,6 +644,24 @@ impl<'a> Checker<'a> {
             && !["fail", "continue"].contains(&on_error.as_str())
         {
             self.err(at("on_error"), "must be fail or continue".into());
+        }
+        match step.on_exhausted.as_deref() {
+            None => {}
+            Some(choice) if !ON_EXHAUSTED.contains(&choice) => {
+                self.err(at("on_exhausted"), "must be fail or pause".into());
+            }
+            // A body's steps have no committed result of their own to pause at.
+            Some(_) if self.in_body > 0 => self.err(
+                at("on_exhausted"),
+                "steps inside for_each and parallel bodies cannot pause; set on_exhausted on the container".into(),
+            ),
+            Some("pause") if step.on_error.as_deref() == Some("continue") => {
+                self.err(
+                    at("on_exhausted"),
+                    "a step with on_error continue lets its failure through; it cannot pause".into(),
+                );
+            }
+            Some(_) => {}
         }
     }
 }

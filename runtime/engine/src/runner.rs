@@ -164,15 +164,23 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow, lease: &Lease)
             return Ok(());
         }
         let result = outcome.row(step, i64::try_from(position)?, started, clock.elapsed());
+        // A step that failed after its attempts pauses the execution when it says so (never a
+        // child's: its parent waits for it to end).
+        let pause = (outcome.status == StepStatus::Failed
+            && execution.parent_execution_id.is_none()
+            && def.pauses(step))
+        .then(|| {
+            Finish::paused(format!("step {} failed: {}", step.name, outcome.error.as_deref().unwrap_or_default()))
+        });
         flow.record(step, outcome.status, outcome.output.as_ref(), outcome.error.as_deref(), outcome.partial);
         let park = wait_remaining(&result).filter(|ms| *ms > 0);
-        // The last step commits together with the end of the execution.
-        let last = position + 1 == flat.len() && park.is_none();
+        // The last step (or one that pauses) commits together with the end of the execution.
+        let last = (position + 1 == flat.len() && park.is_none()) || pause.is_some();
         let ending = match (last, signal.get()) {
             (false, _) => None,
             // Cancelled while this step ran: the execution ends `cancelled`, not by the step.
             (true, Some(Stop::Cancel)) => Some(Finish::cancelled(format!("cancelled during step {}", step.name))),
-            (true, _) => Some(conclude(&mut flow, &def)),
+            (true, _) => Some(pause.unwrap_or_else(|| conclude(&mut flow, &def))),
         };
         let completed = i64::try_from(position + 1)?;
         let clear = std::mem::take(&mut clear_body);

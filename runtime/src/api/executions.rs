@@ -1,7 +1,7 @@
 //! Executions: `POST /orchestrations/{id}/execute` (waiting or async), `GET
 //! /orchestrations/{id}/executions` and `GET /executions` (across orchestrations: the dead
 //! letters are its failed ones), `GET /executions/{id}`, cancel and retry (replay is
-//! `replay.rs`).
+//! `replay.rs`, the resume of paused executions `resume.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,8 @@ pub struct ExecutionSummary {
     pub output: Option<Value>,
     pub error: Option<String>,
     /// Why a failed or cancelled execution ended: `STEP_FAILED`, `OUTPUT_FAILED`, `CANCELLED`
-    /// or `INTERNAL` (a fault of the platform, logged with the execution id).
+    /// or `INTERNAL` (a fault of the platform, logged with the execution id); `STEP_FAILED` for
+    /// a paused one.
     pub error_code: Option<String>,
     pub duration_ms: Option<i64>,
     /// How many steps succeeded (failed and skipped steps are not counted).
@@ -72,7 +73,7 @@ pub(super) fn duration(row: &ExecutionRow) -> Option<i64> {
     row.finished_at.zip(row.started_at).map(|(f, s)| f - s)
 }
 
-fn summary(row: &ExecutionRow) -> AppResult<ExecutionSummary> {
+pub(super) fn summary(row: &ExecutionRow) -> AppResult<ExecutionSummary> {
     Ok(ExecutionSummary {
         execution_id: row.id.clone(),
         status: row.execution_status()?,
@@ -94,7 +95,7 @@ fn summary(row: &ExecutionRow) -> AppResult<ExecutionSummary> {
     request_body = ExecuteRequest,
     responses(
         (status = 200, description = "Finished", body = ExecutionSummary),
-        (status = 202, description = "Queued or still running (async, the wait's bound passed, or the node is shutting down)", body = ExecutionSummary),
+        (status = 202, description = "Queued or still running (async, the wait's bound passed, or the node is shutting down), or paused (a step ran out of attempts; see resume)", body = ExecutionSummary),
         (status = 404, description = "No such orchestration", body = crate::error::ErrorResponse),
         (status = 409, description = "The orchestration is paused or archived", body = crate::error::ErrorResponse),
         (status = 429, description = "Execution rate limit exceeded, or the enterprise's queue is at its `max_queued_executions`: nothing was started and the `Idempotency-Key` stays free; retry after `Retry-After` seconds", body = crate::error::ErrorResponse),
@@ -167,12 +168,14 @@ async fn execute(
     if !request.run_async {
         execution =
             state.store.get_execution(&principal.enterprise_id, &execution.id).await?.or_not_found("execution")?;
-        // Queued (or run by another node, or a duplicate request): wait for it, bounded.
-        while !execution.is_final() && Instant::now() < deadline && !draining.now() {
+        // Queued (or run by another node, or a duplicate request): wait for it, bounded. A
+        // paused execution waits for a resume: no point waiting for it here.
+        let waits = |row: &ExecutionRow| !row.is_final() && row.status != ExecutionStatus::Paused.as_str();
+        while waits(&execution) && Instant::now() < deadline && !draining.now() {
             let done = state.engine.node.watch(&execution.id);
             execution =
                 state.store.get_execution(&principal.enterprise_id, &execution.id).await?.or_not_found("execution")?;
-            if execution.is_final() {
+            if !waits(&execution) {
                 break;
             }
             // Woken by the local worker; the bound covers executions run by another node.
@@ -200,7 +203,7 @@ pub(super) fn traceparent(headers: &HeaderMap) -> Option<String> {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ExecutionQuery {
-    /// queued, running, success, failed, partial or cancelled.
+    /// queued, running, success, failed, partial, cancelled or paused.
     pub status: Option<String>,
     /// ISO 8601.
     pub from: Option<String>,
@@ -213,7 +216,7 @@ pub struct ExecutionQuery {
 #[into_params(parameter_in = Query)]
 pub struct ExecutionSearch {
     pub orchestration_id: Option<String>,
-    /// queued, running, success, failed, partial or cancelled.
+    /// queued, running, success, failed, partial, cancelled or paused.
     pub status: Option<String>,
     /// manual, api, schedule, event or orchestration.
     pub triggered_by: Option<String>,
@@ -314,7 +317,8 @@ pub struct ExecutionView {
     pub output: Option<Value>,
     pub error: Option<String>,
     /// Why a failed or cancelled execution ended: `STEP_FAILED`, `OUTPUT_FAILED`, `CANCELLED`
-    /// or `INTERNAL` (a fault of the platform, logged with the execution id).
+    /// or `INTERNAL` (a fault of the platform, logged with the execution id); `STEP_FAILED` for
+    /// a paused one.
     pub error_code: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -414,7 +418,7 @@ async fn get_execution(
     super::for_reader(&principal, &execution_view(row, Some(steps))?)
 }
 
-/// Cancel an execution: a queued one at once, a running one before its next step.
+/// Cancel an execution: a queued or paused one at once, a running one before its next step.
 #[utoipa::path(post, path = "/executions/{id}/cancel", tag = "executions", params(("id" = String, Path)),
     responses(
         (status = 200, description = "Cancelled, or cancellation requested (status still running)", body = ExecutionSummary),

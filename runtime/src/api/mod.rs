@@ -22,6 +22,7 @@ mod orchestrations;
 mod plugin_signers;
 mod plugins;
 mod replay;
+mod resume;
 mod settings;
 mod systems;
 pub(crate) mod trace;
@@ -95,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .merge(orchestrations::router())
         .merge(executions::router())
         .merge(replay::router())
+        .merge(resume::router())
         .merge(trace::router())
         .merge(webhooks::router())
         .merge(observability::router())

@@ -242,7 +242,7 @@ async fn by_filter(state: &AppState, enterprise: &str, filter: ReplayFilter) -> 
 
 /// The parameters a replay of `original` runs with: `None` (its own) without overrides, else
 /// its own with `overrides` merged in, bound to its orchestration version's declaration.
-async fn parameters_for(
+pub(super) async fn parameters_for(
     state: &AppState,
     original: &ExecutionRow,
     overrides: &Map<String, Value>,

@@ -1,5 +1,5 @@
-//! Executions: the queue and its leases, step results, body steps kept while parked, cancel
-//! and retry.
+//! Executions: the queue and its leases, step results, body steps kept while parked, cancel,
+//! retry and the resume of paused executions.
 
 use crate::paging::{Arg, List};
 use sqlx::FromRow;
@@ -122,7 +122,8 @@ pub struct Finish {
     pub status: ExecutionStatus,
     pub output: Option<String>,
     pub error: Option<String>,
-    /// For `failed` and `cancelled`: `STEP_FAILED`, `OUTPUT_FAILED`, `CANCELLED` or `INTERNAL`.
+    /// For `failed` and `cancelled`: `STEP_FAILED`, `OUTPUT_FAILED`, `CANCELLED` or `INTERNAL`;
+    /// `STEP_FAILED` for `paused`.
     pub code: Option<&'static str>,
 }
 
@@ -135,6 +136,12 @@ impl Finish {
     /// Ended `cancelled`.
     pub fn cancelled(error: String) -> Self {
         Self { status: ExecutionStatus::Cancelled, output: None, error: Some(error), code: Some("CANCELLED") }
+    }
+
+    /// Paused by the step that failed with `error` (not an end: it has no `finished_at`, and a
+    /// resume queues it again).
+    pub fn paused(error: String) -> Self {
+        Self { status: ExecutionStatus::Paused, output: None, error: Some(error), code: Some("STEP_FAILED") }
     }
 }
 
@@ -487,8 +494,8 @@ impl Store {
     }
 
     /// Commits one step's result, the API calls it made and the execution's progress together
-    /// (and, for the last step, how the execution ended); answers whether a cancellation was
-    /// requested and whether the execution ended.
+    /// (and, for the last step or one that pauses it, how the execution ended or paused);
+    /// answers whether a cancellation was requested and whether the execution ended.
     pub async fn record_step(
         &self,
         lease: &Lease,
@@ -558,11 +565,24 @@ impl Store {
                     succeeded.into(),
                 ];
                 let held = held(lease, &mut params);
+                // A pause is no end: no `finished_at`. A cancellation asked for while the step
+                // ran ends the execution `cancelled` instead (a paused one would wait for a
+                // resume nobody means to send).
+                let (status, finished_at, code) = if finish.status == ExecutionStatus::Paused {
+                    (
+                        "CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE $3 END",
+                        "CASE WHEN cancel_requested = 1 THEN $6 END",
+                        "CASE WHEN cancel_requested = 1 THEN 'CANCELLED' ELSE $7 END",
+                    )
+                } else {
+                    ("$3", "$6", "$7")
+                };
                 batch.push(
                     format!(
-                        "UPDATE executions SET steps_completed = $2, status = $3, output = $4, error = $5, finished_at = $6, \
-                         error_code = $7, steps_succeeded = steps_succeeded + $8, lease_owner = NULL, lease_expires_at = NULL{unpark} \
-                         WHERE id = $1 AND {held} RETURNING cancel_requested, started_at"
+                        "UPDATE executions SET steps_completed = $2, status = {status}, output = $4, error = $5, \
+                         finished_at = {finished_at}, error_code = {code}, steps_succeeded = steps_succeeded + $8, \
+                         lease_owner = NULL, lease_expires_at = NULL{unpark} \
+                         WHERE id = $1 AND {held} RETURNING cancel_requested, started_at, status"
                     ),
                     params,
                 );
@@ -571,9 +591,14 @@ impl Store {
         let rows = batch.run(self).await?;
         let cancel: i64 = rows.last().map(|row| row.try_get(0)).transpose()?.unwrap_or(0);
         let ended = match ended {
-            Some(status) => {
+            Some(_) => {
                 let started_at: Option<i64> = rows.last().map(|row| row.try_get(1)).transpose()?.flatten();
-                Some(Ended { status, started_at })
+                let status: Option<String> = rows.last().map(|row| row.try_get(2)).transpose()?;
+                // A paused execution has not ended (see `Events::execution_ended`).
+                status
+                    .and_then(|s| s.parse::<ExecutionStatus>().ok())
+                    .filter(|s| s.is_final())
+                    .map(|status| Ended { status, started_at })
             }
             None => None,
         };
@@ -758,14 +783,14 @@ impl Store {
         Ok(())
     }
 
-    /// Cancels a queued execution at once, or asks the worker of a running one to stop before
-    /// its next step. Returns the row, or `None` when there is no such execution.
+    /// Cancels a queued or paused execution at once, or asks the worker of a running one to
+    /// stop before its next step. Returns the row, or `None` when there is no such execution.
     pub async fn cancel_execution(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<ExecutionRow>> {
         let now = now_ms();
         sqlx::query(
-            "UPDATE executions SET status = 'cancelled', finished_at = $3, error = 'cancelled before it started', \
-             error_code = 'CANCELLED' \
-             WHERE enterprise_id = $1 AND id = $2 AND status = 'queued'",
+            "UPDATE executions SET status = 'cancelled', finished_at = $3, error_code = 'CANCELLED', \
+             error = CASE WHEN status = 'paused' THEN 'cancelled while paused' ELSE 'cancelled before it started' END \
+             WHERE enterprise_id = $1 AND id = $2 AND status IN ('queued', 'paused')",
         )
         .bind(enterprise_id)
         .bind(id)
@@ -795,24 +820,45 @@ impl Store {
             drop(tx);
             return self.queue_full(enterprise_id).await.map(Some);
         }
-        let Some((row, keep)) = resumable(&mut tx, enterprise_id, id).await? else { return Ok(None) };
-        sqlx::query("DELETE FROM step_results WHERE execution_id = $1 AND position >= $2")
-            .bind(&row.id)
-            .bind(keep)
-            .execute(&mut *tx)
-            .await?;
-        let row = sqlx::query_as(&format!(
-            "UPDATE executions SET status = 'queued', output = NULL, error = NULL, error_code = NULL, finished_at = NULL, \
-             cancel_requested = 0, steps_completed = $2, \
-             steps_succeeded = (SELECT COUNT(*) FROM step_results s WHERE s.execution_id = $1 AND s.status = 'success') \
-             WHERE id = $1 RETURNING {EXECUTION}"
-        ))
-        .bind(&row.id)
-        .bind(keep)
-        .fetch_one(&mut *tx)
-        .await?;
+        let Some((row, keep)) = resumable(&mut tx, enterprise_id, id, ENDED_UNWELL).await? else { return Ok(None) };
+        let Some(row) = requeue(&mut tx, &row, keep, None, None).await? else { return Ok(None) };
         tx.commit().await?;
         Ok(Some(Inserted::Created(row)))
+    }
+
+    /// Queues a paused execution again from the step that paused it (the results before it are
+    /// kept, those steps are not run again), with `parameters` when given. With `skip`, that
+    /// step is not run again either: its result becomes `success` with `skip` as its output
+    /// (JSON text), and the execution goes on after it. `None` when it is not paused (any
+    /// more: of two resumes at once, one queues it).
+    pub async fn resume_execution(
+        &self,
+        enterprise_id: &str,
+        id: &str,
+        parameters: Option<&str>,
+        skip: Option<&str>,
+    ) -> sqlx::Result<Option<ExecutionRow>> {
+        let mut tx = self.pool.begin().await?;
+        let Some((row, keep)) = resumable(&mut tx, enterprise_id, id, PAUSED).await? else { return Ok(None) };
+        let row = requeue(&mut tx, &row, keep, parameters, skip).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Up to `limit` paused executions matching `filter` (its status aside), oldest first, and
+    /// how many there are in all.
+    pub async fn paused_executions(
+        &self,
+        enterprise_id: &str,
+        filter: &ExecutionFilter,
+        limit: i64,
+    ) -> sqlx::Result<(Vec<String>, i64)> {
+        let filter = ExecutionFilter { status: Some(ExecutionStatus::Paused.as_str().into()), ..filter.clone() };
+        let pattern = filter.error_pattern();
+        let (clause, args) = filter.clause(enterprise_id, pattern.as_deref());
+        let list = List { columns: "id", table: "executions", filter: &clause, order: "created_at, id", args };
+        let (ids, total): (Vec<(String,)>, i64) = self.page_of(list, Page { limit, offset: 0 }).await?;
+        Ok((ids.into_iter().map(|(id,)| id).collect(), total))
     }
 
     /// Executions of the enterprise matching `filter`, newest first (one orchestration's when
@@ -866,7 +912,9 @@ impl Store {
             drop(tx);
             return self.queue_full(enterprise_id).await.map(Some);
         }
-        let Some((original, keep)) = resumable(&mut tx, enterprise_id, id).await? else { return Ok(None) };
+        let Some((original, keep)) = resumable(&mut tx, enterprise_id, id, ENDED_UNWELL).await? else {
+            return Ok(None);
+        };
         let new_id = new_id();
         sqlx::query(
             "INSERT INTO executions (id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, \
@@ -911,22 +959,34 @@ impl Store {
     }
 }
 
-/// A failed, partial or cancelled execution of the enterprise, read in `tx`, and the position
-/// it resumes from (its first failed step, or its first missing one): what a retry and a
-/// replay share.
+/// The statuses a retry and a replay take.
+const ENDED_UNWELL: &str = "('failed', 'partial', 'cancelled')";
+/// The status a resume takes.
+const PAUSED: &str = "('paused')";
+
+/// An execution of the enterprise in one of `statuses` (an SQL list), read in `tx`, and the
+/// position it resumes from (its first failed step, or its first missing one): what a retry, a
+/// replay and a resume share.
 async fn resumable(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     enterprise_id: &str,
     id: &str,
+    statuses: &str,
 ) -> sqlx::Result<Option<(ExecutionRow, i64)>> {
     let row: Option<ExecutionRow> = sqlx::query_as(&format!(
-        "SELECT {EXECUTION} FROM executions WHERE enterprise_id = $1 AND id = $2 AND status IN ('failed', 'partial', 'cancelled')"
+        "SELECT {EXECUTION} FROM executions WHERE enterprise_id = $1 AND id = $2 AND status IN {statuses}"
     ))
     .bind(enterprise_id)
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?;
     let Some(row) = row else { return Ok(None) };
+    if row.status == ExecutionStatus::Paused.as_str() {
+        // The step that paused it is its last committed result (an earlier step may have
+        // failed with `on_error: continue`).
+        let keep = (row.steps_completed - 1).max(0);
+        return Ok(Some((row, keep)));
+    }
     let first_failed: Option<i64> =
         sqlx::query_scalar("SELECT MIN(position) FROM step_results WHERE execution_id = $1 AND status = 'failed'")
             .bind(&row.id)
@@ -934,6 +994,61 @@ async fn resumable(
             .await?;
     let keep = first_failed.unwrap_or(row.steps_completed);
     Ok(Some((row, keep)))
+}
+
+/// Queues `row` again in `tx` from position `keep`: the results from there on are dropped
+/// (with `skip`, the result at `keep` becomes `success` with that output, JSON text, and the
+/// run goes on after it), the end it had is cleared, and `parameters` replace its own when
+/// given. The status is checked again by the update itself, so that of two requests at once
+/// only one queues it; `None` for the other.
+async fn requeue(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    row: &ExecutionRow,
+    keep: i64,
+    parameters: Option<&str>,
+    skip: Option<&str>,
+) -> sqlx::Result<Option<ExecutionRow>> {
+    let resume_at = keep + i64::from(skip.is_some());
+    // First the execution row (it locks it on PostgreSQL), then its results.
+    let queued = sqlx::query(
+        "UPDATE executions SET status = 'queued', output = NULL, error = NULL, error_code = NULL, finished_at = NULL, \
+         cancel_requested = 0, steps_completed = $2, parameters = COALESCE($4, parameters) \
+         WHERE id = $1 AND status = $3",
+    )
+    .bind(&row.id)
+    .bind(resume_at)
+    .bind(&row.status)
+    .bind(parameters)
+    .execute(&mut **tx)
+    .await?;
+    if queued.rows_affected() == 0 {
+        return Ok(None);
+    }
+    sqlx::query("DELETE FROM step_results WHERE execution_id = $1 AND position >= $2")
+        .bind(&row.id)
+        .bind(resume_at)
+        .execute(&mut **tx)
+        .await?;
+    if let Some(output) = skip {
+        sqlx::query(
+            "UPDATE step_results SET status = 'success', output = $3, error = NULL \
+             WHERE execution_id = $1 AND position = $2",
+        )
+        .bind(&row.id)
+        .bind(keep)
+        .bind(output)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let row = sqlx::query_as(&format!(
+        "UPDATE executions SET \
+         steps_succeeded = (SELECT COUNT(*) FROM step_results s WHERE s.execution_id = $1 AND s.status = 'success') \
+         WHERE id = $1 RETURNING {EXECUTION}"
+    ))
+    .bind(&row.id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(Some(row))
 }
 
 /// Which executions a list or a replay takes.
@@ -1111,6 +1226,87 @@ mod tests {
         assert!(store.release_execution(&fresh, 0).await.is_err_and(|e| is_lease_lost(&e)));
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A failed step of `position` and how it pauses its execution.
+    fn failed(position: i64) -> (StepResultRow, Finish) {
+        let mut row = step(position);
+        row.status = "failed".into();
+        row.output = None;
+        row.error = Some("upstream_error: 503".into());
+        (row, Finish::paused(format!("step s{position} failed: upstream_error: 503")))
+    }
+
+    /// A paused execution holds no lease and has not ended; no claim takes it (nor a retry),
+    /// and a resume queues it again once, here skipping the step that paused it.
+    #[tokio::test]
+    async fn a_paused_execution_is_claimed_by_no_one_until_it_is_resumed() {
+        let (store, dir, enterprise, id) = queued("pause").await;
+        let claimed = store.claim_execution("node-a", 30_000, &[], &[]).await.expect("claim").expect("claimed");
+        let lease = claimed.lease().expect("leased");
+        store.record_step(&lease, &step(0), &[], 1, None, false).await.expect("first step");
+        let (row, pause) = failed(1);
+        let recorded = store.record_step(&lease, &row, &[], 2, Some(pause), false).await.expect("pauses");
+        assert!(recorded.ended.is_none(), "a pause is no end");
+        let row = store.get_execution(&enterprise, &id).await.expect("read").expect("row");
+        assert_eq!(
+            (row.status.as_str(), row.lease_owner.as_deref(), row.finished_at, row.steps_completed),
+            ("paused", None, None, 2)
+        );
+        assert_eq!((row.error_code.as_deref(), row.is_final()), (Some("STEP_FAILED"), false));
+        assert!(store.claim_execution("node-b", -1, &[], &[]).await.expect("claim").is_none());
+        assert!(store.claim_execution_by_id(&id, "node-b", 30_000).await.expect("claim").is_none());
+        assert!(store.retry_execution(&enterprise, &id).await.expect("retry").is_none(), "retries take ended ones");
+        assert!(store.resume_execution("another", &id, None, None).await.expect("resume").is_none());
+
+        let resumed = store
+            .resume_execution(&enterprise, &id, Some(r#"{"vin":"x"}"#), Some(r#"{"price":1}"#))
+            .await
+            .expect("resume")
+            .expect("it was paused");
+        assert_eq!(
+            (resumed.status.as_str(), resumed.steps_completed, resumed.steps_succeeded, resumed.parameters.as_str()),
+            ("queued", 2, 2, r#"{"vin":"x"}"#)
+        );
+        assert!(resumed.error.is_none() && resumed.error_code.is_none());
+        assert!(store.resume_execution(&enterprise, &id, None, None).await.expect("resume").is_none(), "only once");
+        let results = store.step_results(&id).await.expect("results");
+        assert_eq!(
+            (results[1].status.as_str(), results[1].output.as_deref(), results[1].error.as_deref()),
+            ("success", Some(r#"{"price":1}"#), None)
+        );
+        let again = store.claim_execution("node-b", 30_000, &[], &[]).await.expect("claim").expect("queued again");
+        assert_eq!(again.id, id);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A cancellation asked for while the step that pauses ran ends the execution instead, and
+    /// a paused execution is cancelled at once.
+    #[tokio::test]
+    async fn a_cancelled_execution_does_not_pause_and_a_paused_one_cancels_at_once() {
+        let (store, dir, enterprise, id) = queued("pausecancel").await;
+        let lease = store.claim_execution("node-a", 30_000, &[], &[]).await.expect("claim").expect("claimed");
+        let lease = lease.lease().expect("leased");
+        store.cancel_execution(&enterprise, &id).await.expect("cancel asked");
+        let (row, pause) = failed(0);
+        let recorded = store.record_step(&lease, &row, &[], 1, Some(pause), false).await.expect("ends");
+        assert_eq!(recorded.ended.map(|e| e.status), Some(ExecutionStatus::Cancelled));
+        let row = store.get_execution(&enterprise, &id).await.expect("read").expect("row");
+        assert_eq!((row.status.as_str(), row.error_code.as_deref()), ("cancelled", Some("CANCELLED")));
+        assert!(row.finished_at.is_some());
+
+        let (store2, dir2, enterprise, id) = queued("pausedcancel").await;
+        let lease = store2.claim_execution("node-a", 30_000, &[], &[]).await.expect("claim").expect("claimed");
+        let (row, pause) = failed(0);
+        store2.record_step(&lease.lease().expect("leased"), &row, &[], 1, Some(pause), false).await.expect("pauses");
+        let row = store2.cancel_execution(&enterprise, &id).await.expect("cancel").expect("row");
+        assert_eq!((row.status.as_str(), row.error.as_deref()), ("cancelled", Some("cancelled while paused")));
+        assert!(store2.resume_execution(&enterprise, &id, None, None).await.expect("resume").is_none());
+        for (store, dir) in [(store, dir), (store2, dir2)] {
+            store.close().await;
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 
     /// Only the leases a node names are renewed: an execution whose run ended without handing

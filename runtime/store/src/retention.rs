@@ -34,7 +34,8 @@ const VACUUM_PAGES: i64 = 2_048;
 /// `PRAGMA auto_vacuum`'s value for INCREMENTAL.
 pub(crate) const AUTO_VACUUM_INCREMENTAL: i64 = 2;
 const DAY_MS: i64 = 86_400_000;
-/// Statuses of finished executions, the only ones purged.
+/// Statuses of finished executions, the only ones purged (a `paused` execution waits for a
+/// resume: it is kept with its steps however old it is).
 const FINISHED: &str = "('success', 'failed', 'partial', 'cancelled')";
 
 /// What one sweep did.

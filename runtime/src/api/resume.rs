@@ -1,0 +1,271 @@
+//! Paused executions (a step ran out of attempts and its `on_exhausted` is `pause`):
+//! `POST /executions/{id}/resume` queues one again from the step that paused it, optionally
+//! with some parameters changed or with that step skipped for a given output; `POST
+//! /executions/resume` resumes several, by id or by a filter like `GET /executions`'s. The
+//! steps that completed are not run again. Like execute and replay, it refuses (409)
+//! executions whose orchestration is paused or archived, and counts against the enterprise's
+//! executions-per-minute limit.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use dibop_core::ExecutionStatus;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::executions::{ExecutionSearch, ExecutionSummary, summary};
+use super::extract::{ApiJson, parse_json};
+use super::replay::parameters_for;
+use crate::audit::{self, Change};
+use crate::auth::Principal;
+use crate::engine::admission::{self, Refusal};
+use crate::error::{AppError, AppResult, FieldError, OrNotFound};
+use crate::state::AppState;
+use crate::store::ExecutionRow;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(resume_execution)).routes(routes!(resume_executions))
+}
+
+/// Most executions one bulk resume takes.
+pub const MAX_RESUMES: usize = 100;
+
+/// How to resume one paused execution. An empty body (or `{}`) resumes it as it is.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeRequest {
+    /// Parameters to change, merged into the execution's own and checked against its
+    /// orchestration version's declaration. Steps that completed keep what they made of the
+    /// old ones.
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+    /// Do not run the step that paused it again: it counts as succeeded with this output, and
+    /// the execution goes on after it.
+    pub skip: Option<Skip>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Skip {
+    /// What later steps read as the skipped step's output (`${step.field}`); null when absent.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub output: Value,
+}
+
+/// Resume a paused execution from the step that paused it.
+#[utoipa::path(post, path = "/executions/{id}/resume", tag = "executions", params(("id" = String, Path)),
+    request_body(content = ResumeRequest, description = "Optional: changed parameters, or skip the step with an output"),
+    responses(
+        (status = 202, description = "Queued again", body = ExecutionSummary),
+        (status = 404, description = "No such execution", body = crate::error::ErrorResponse),
+        (status = 409, description = "The execution is not paused, or its orchestration is paused or archived", body = crate::error::ErrorResponse),
+        (status = 422, description = "Parameters its orchestration does not take, or a skip output larger than a step's output may be", body = crate::error::ErrorResponse),
+        (status = 429, description = "The enterprise's execution rate limit", body = crate::error::ErrorResponse),
+    ))]
+async fn resume_execution(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> AppResult<(StatusCode, Json<ExecutionSummary>)> {
+    let request: ResumeRequest =
+        if body.iter().all(u8::is_ascii_whitespace) { ResumeRequest::default() } else { parse_json(&body)? };
+    let enterprise = principal.enterprise_id.as_str();
+    let row = state.store.get_execution(enterprise, &id).await?.or_not_found(format!("execution {id}"))?;
+    if row.status != ExecutionStatus::Paused.as_str() {
+        return Err(AppError::Conflict(format!("execution {id} is {}; only paused executions resume", row.status)));
+    }
+    runnable(&state, enterprise, &row).await?;
+    let parameters = parameters_for(&state, &row, &request.parameters).await?;
+    let skip = match &request.skip {
+        Some(skip) => {
+            let text = skip.output.to_string();
+            if text.len() > crate::engine::MAX_STEP_OUTPUT {
+                return Err(AppError::invalid(
+                    "skip.output",
+                    format!("must be at most {} bytes as JSON", crate::engine::MAX_STEP_OUTPUT),
+                ));
+            }
+            Some(text)
+        }
+        None => None,
+    };
+    admission::count(&state.engine, enterprise, Some(principal.executions_per_minute)).await?;
+    let resumed = state
+        .store
+        .resume_execution(enterprise, &id, parameters.as_deref(), skip.as_deref())
+        .await?
+        // Resumed or cancelled by someone else meanwhile.
+        .ok_or_else(|| AppError::Conflict(format!("execution {id} is no longer paused")))?;
+    state.engine.node.wake();
+    let after =
+        serde_json::json!({"parameters": parameters.is_some().then(|| shown(&resumed)), "skipped": skip.is_some()});
+    let change =
+        Change { action: "resume", resource: "execution", resource_id: Some(&id), before: None, after: Some(after) };
+    audit::record(&state, &principal, change).await;
+    Ok((StatusCode::ACCEPTED, Json(summary(&resumed)?)))
+}
+
+/// Which paused executions to resume: `execution_ids`, or a `filter` like `GET /executions`'s.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkResumeRequest {
+    /// 1 to 100 executions, each paused.
+    pub execution_ids: Option<Vec<String>>,
+    /// The paused executions it matches, oldest first, at most 100 (`remaining` says how many
+    /// are left).
+    pub filter: Option<ResumeFilter>,
+    /// Parameters to change, merged into each execution's own and checked against its
+    /// orchestration version's declaration.
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+}
+
+/// The filters of `GET /executions` but its status (always paused).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeFilter {
+    pub orchestration_id: Option<String>,
+    /// manual, api, schedule, event or orchestration.
+    pub triggered_by: Option<String>,
+    /// Created at or after, ISO 8601.
+    pub from: Option<String>,
+    /// Created at or before, ISO 8601.
+    pub to: Option<String>,
+    /// Text the error contains (case-insensitive), e.g. the paused step's name.
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BulkResumeResult {
+    /// The executions queued again, oldest first.
+    pub resumed: Vec<String>,
+    /// Paused executions asked for that were not resumed by this request (past the 100,
+    /// refused by the enterprise's execution rate limit, or resumed by someone else meanwhile).
+    pub remaining: i64,
+}
+
+/// Resume paused executions by id or by filter.
+#[utoipa::path(post, path = "/executions/resume", tag = "executions", request_body = BulkResumeRequest,
+    responses(
+        (status = 202, description = "The executions were queued again", body = BulkResumeResult),
+        (status = 409, description = "An execution's orchestration is paused or archived; nothing was resumed", body = crate::error::ErrorResponse),
+        (status = 422, description = "No executions, both or neither of execution_ids and filter, an execution that is not paused, or parameters its orchestration does not take", body = crate::error::ErrorResponse),
+        (status = 429, description = "The enterprise's execution rate limit refused the first resume", body = crate::error::ErrorResponse),
+    ))]
+async fn resume_executions(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(request): ApiJson<BulkResumeRequest>,
+) -> AppResult<(StatusCode, Json<BulkResumeResult>)> {
+    let enterprise = principal.enterprise_id.clone();
+    let (rows, matched) = match (request.execution_ids, request.filter) {
+        (Some(ids), None) => (by_ids(&state, &enterprise, ids).await?, None),
+        (None, Some(filter)) => {
+            let search = ExecutionSearch {
+                orchestration_id: filter.orchestration_id,
+                status: None,
+                triggered_by: filter.triggered_by,
+                from: filter.from,
+                to: filter.to,
+                error: filter.error,
+            };
+            let limit = i64::try_from(MAX_RESUMES).unwrap_or(100);
+            let (ids, total) = state.store.paused_executions(&enterprise, &search.filter()?, limit).await?;
+            let mut rows = Vec::with_capacity(ids.len());
+            for id in ids {
+                rows.extend(state.store.get_execution(&enterprise, &id).await?);
+            }
+            (rows, Some(total))
+        }
+        _ => {
+            return Err(AppError::invalid("execution_ids", "give either execution_ids or filter"));
+        }
+    };
+    // Checked before any resumes: orchestrations that run, parameters they take.
+    let mut checked: Vec<&str> = Vec::new();
+    for row in &rows {
+        if !checked.contains(&row.orchestration_id.as_str()) {
+            runnable(&state, &enterprise, row).await?;
+            checked.push(&row.orchestration_id);
+        }
+    }
+    let mut planned = Vec::with_capacity(rows.len());
+    for row in &rows {
+        planned.push(parameters_for(&state, row, &request.parameters).await?);
+    }
+    let mut resumed = Vec::new();
+    for (row, parameters) in rows.iter().zip(planned) {
+        match admission::count(&state.engine, &enterprise, Some(principal.executions_per_minute)).await {
+            Ok(_) => {}
+            Err(Refusal::RateLimited { .. }) if !resumed.is_empty() => break,
+            Err(refusal) => return Err(refusal.into()),
+        }
+        // Resumed or cancelled by someone else meanwhile: left out.
+        if let Some(row) = state.store.resume_execution(&enterprise, &row.id, parameters.as_deref(), None).await? {
+            let after = serde_json::json!({"parameters": parameters.is_some().then(|| shown(&row)), "skipped": false});
+            let change = Change {
+                action: "resume",
+                resource: "execution",
+                resource_id: Some(&row.id),
+                before: None,
+                after: Some(after),
+            };
+            audit::record(&state, &principal, change).await;
+            resumed.push(row.id);
+        }
+    }
+    state.engine.node.wake();
+    tracing::info!(enterprise = %enterprise, resumed = resumed.len(), "paused executions resumed");
+    let done = i64::try_from(resumed.len()).unwrap_or(i64::MAX);
+    let asked = matched.unwrap_or_else(|| i64::try_from(rows.len()).unwrap_or(0));
+    Ok((StatusCode::ACCEPTED, Json(BulkResumeResult { resumed, remaining: (asked - done).max(0) })))
+}
+
+/// The parameters an execution runs with, as JSON.
+fn shown(row: &ExecutionRow) -> Value {
+    serde_json::from_str(&row.parameters).unwrap_or(Value::Null)
+}
+
+/// 409 when the execution's orchestration is paused or archived: it runs nothing (as execute).
+async fn runnable(state: &AppState, enterprise: &str, row: &ExecutionRow) -> AppResult<()> {
+    let id = &row.orchestration_id;
+    let status = state.store.get_orchestration(enterprise, id).await?.map(|o| o.status);
+    match status.filter(|s| matches!(s.as_str(), "paused" | "archived")) {
+        Some(status) => Err(AppError::Conflict(format!(
+            "orchestration {id} is {status}; only active or draft orchestrations run (execution {} was not resumed)",
+            row.id
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The executions named, each of this enterprise and paused, or 422 listing the others.
+async fn by_ids(state: &AppState, enterprise: &str, ids: Vec<String>) -> AppResult<Vec<ExecutionRow>> {
+    if ids.is_empty() || ids.len() > MAX_RESUMES {
+        return Err(AppError::invalid("execution_ids", format!("must name 1 to {MAX_RESUMES} executions")));
+    }
+    let mut rows = Vec::with_capacity(ids.len());
+    let mut errors = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let path = format!("execution_ids[{i}]");
+        if ids[..i].contains(id) {
+            errors.push(FieldError { path, message: "named twice".into() });
+            continue;
+        }
+        match state.store.get_execution(enterprise, id).await? {
+            None => errors.push(FieldError { path, message: format!("no execution {id}") }),
+            Some(row) if row.status != ExecutionStatus::Paused.as_str() => errors.push(FieldError {
+                path,
+                message: format!("execution {id} is {}; only paused executions resume", row.status),
+            }),
+            Some(row) => rows.push(row),
+        }
+    }
+    if errors.is_empty() { Ok(rows) } else { Err(AppError::Validation(errors)) }
+}
