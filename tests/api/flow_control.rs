@@ -31,7 +31,10 @@ struct Upstream {
 impl Upstream {
     async fn start() -> (Self, String) {
         let upstream = Self::default();
-        let app = Router::new().route("/t/{step}/{id}", get(call)).with_state(upstream.clone());
+        let app = Router::new()
+            .route("/t/{step}/{id}", get(call))
+            .route("/hang/{id}", get(hang))
+            .with_state(upstream.clone());
         (upstream, crate::helpers::serve(app).await)
     }
 
@@ -69,12 +72,20 @@ async fn call(State(upstream): State<Upstream>, Path((step, id)): Path<(String, 
     axum::Json(json!({"ok": true, "step": step, "id": id}))
 }
 
+/// A system that accepts the request and never answers (counted like the others, as `hang/{id}`).
+async fn hang(State(upstream): State<Upstream>, Path(id): Path<String>) -> axum::Json<Value> {
+    upstream.calls.lock().expect("lock").push((format!("hang/{id}"), wall_ms()));
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    axum::Json(json!({"ok": true}))
+}
+
 /// A `rest` connection `name` to the upstream with `rate_limit` (JSON `null`: the quota's).
 fn connection(authority: &str, name: &str, rate_limit: &Value) -> Value {
     json!({"name": name, "system": "rest", "allowed_hosts": [authority],
            "resilience": {"rate_limit": rate_limit},
            "config": {"base_url": format!("http://{authority}"),
-                      "operations": {"hit": {"method": "GET", "path": "/t/{step}/{id}"}}}})
+                      "operations": {"hit": {"method": "GET", "path": "/t/{step}/{id}"},
+                                     "hang": {"method": "GET", "path": "/hang/{id}"}}}})
 }
 
 /// An orchestration calling `connection` once per step name, each with the execution's `id`;
@@ -190,6 +201,70 @@ async fn throttled_calls_in_a_for_each_park_and_every_item_is_called_once() {
     assert_eq!(times.len(), 8, "{times:?}");
     assert!(times.values().all(|n| *n == 1), "an item was called twice: {times:?}");
     assert!(upstream.busiest_second(&[]) <= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_system_holds_only_its_connections_share_of_live_calls() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
+    let (upstream, authority) = Upstream::start().await;
+    let mut stuck = connection(&authority, "stuck", &Value::Null);
+    // The breaker stays closed: this is about the live calls, not the circuit.
+    stuck["resilience"]["circuit_breaker"] = json!({"failure_threshold": 1000});
+    app.create_connection(&token, stuck).await;
+    app.create_connection(&token, connection(&authority, "quick", &Value::Null)).await;
+    let hanging = |name: &str, timeout_ms: u64| {
+        json!({"name": name, "parameters": [{"name": "id", "type": "string", "required": true}],
+               "steps": [{"name": "call", "type": "api_call", "connection": "stuck", "operation": "hang",
+                          "parameters": {"id": "${parameters.id}"}, "timeout_ms": timeout_ms}]})
+    };
+    let patient = app.create_orchestration(&token, hanging("Patient", 10_000)).await;
+    let hasty = app.create_orchestration(&token, hanging("Hasty", 1_500)).await;
+    let fast = app.create_orchestration(&token, calls("Look up", "quick", &["fast"], &json!({}))).await;
+    let submit = async |orchestration: &str, prefix: &str, count: usize| {
+        let mut ids = Vec::new();
+        for i in 0..count {
+            let body = json!({"parameters": {"id": format!("{prefix}{i}")}, "async": true});
+            let accepted = app.execute(&token, orchestration, body).await;
+            ids.push(accepted["execution_id"].as_str().unwrap_or_else(|| panic!("{accepted}")).to_owned());
+        }
+        ids
+    };
+    // More calls than the connection's share (40 of the enterprise's 80 live calls): the stuck
+    // system holds 40 and no more.
+    let patient_ids = submit(&patient, "p", 50).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while upstream.count() < 40 {
+        assert!(Instant::now() < deadline, "the stuck calls did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The same tenant's healthy system answers at once, before any stuck call gave up.
+    let quick = app.execute(&token, &fast, json!({"parameters": {"id": "q"}})).await;
+    assert_eq!(quick["status"], "success", "{quick}");
+    let hung = || upstream.calls().iter().filter(|(key, _)| key.starts_with("hang/")).count();
+    assert_eq!(hung(), 40, "one connection's live calls at once");
+
+    // Calls that find no live call of their connection free wait for one within their own
+    // timeout: they end by it, long before the calls that hold them.
+    for id in submit(&hasty, "h", 5).await {
+        let detail = app.wait_finished(&token, &id).await;
+        assert_eq!(detail["status"], "failed", "{detail}");
+        let error = detail["error"].as_str().unwrap_or_default();
+        assert!(error.contains("for a live call") && error.contains("1500 ms"), "{detail}");
+    }
+    let failed: Value = app
+        .get(&token, &format!("/orchestrations/{patient}/executions?status=failed"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(failed["pagination"]["total"], 0, "the hasty calls did not wait for the stuck ones: {failed}");
+    assert_eq!(hung(), 40, "the hasty calls made no request");
+    for id in &patient_ids {
+        let detail = app.wait_finished(&token, id).await;
+        assert_eq!(detail["status"], "failed", "{detail}");
+    }
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 //! what the call left behind, with traps and timeouts turned into clear errors and credentials
 //! redacted.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,8 +19,9 @@ use crate::bindings::types;
 use crate::host::{self, CallData, State};
 use crate::outbound::{NetworkPolicy, Outbound, Recorder, Redactor};
 use crate::{
-    CallError, CallReport, CallSpec, ConnectorPre, HealthReport, Invocation, Loaded, MAX_LIVE_CALLS_PER_ENTERPRISE,
-    MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES, OUTPUT_CAPACITY, PluginHost, PluginInfo, TransformPre, warm,
+    CallError, CallReport, CallSpec, ConnectorPre, HealthReport, Invocation, Loaded, MAX_LIVE_CALLS_PER_CONNECTION,
+    MAX_LIVE_CALLS_PER_ENTERPRISE, MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES, OUTPUT_CAPACITY, PluginHost, PluginInfo,
+    TransformPre, warm,
 };
 
 /// What a call's body came to, as its caller sees it: the outer timeout and traps classified,
@@ -83,10 +85,56 @@ fn final_redactor(call: &CallData, recorder: &Recorder) -> (Redactor, Vec<crate:
     (redactor, logs)
 }
 
-/// The permits of one call with a live instance: its enterprise's and the node's.
+/// The permits of one call with a live instance: its connection's, its enterprise's and the
+/// node's.
 struct LivePermits {
     _all: Option<OwnedSemaphorePermit>,
     _share: Option<OwnedSemaphorePermit>,
+    _connection: Option<OwnedSemaphorePermit>,
+}
+
+/// The permit of `key` in `map` (made with `cap` permits when missing); maps of more than 1024
+/// keys forget those with no call in flight first.
+async fn permit_of<K: Clone + Eq + std::hash::Hash>(
+    map: &Mutex<HashMap<K, Arc<Semaphore>>>,
+    key: &K,
+    cap: usize,
+) -> Option<OwnedSemaphorePermit> {
+    let semaphore = {
+        let mut map = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() > 1024 {
+            map.retain(|_, s| s.available_permits() < cap);
+        }
+        map.entry(key.clone()).or_insert_with(|| Arc::new(Semaphore::new(cap))).clone()
+    };
+    semaphore.acquire_owned().await.ok()
+}
+
+/// The answer of a call that found no live instance free within its timeout: it made no request.
+fn no_live_call<R>(spec: &CallSpec, waited: Duration) -> CallReport<R> {
+    let scope =
+        if spec.origin.connection_id.is_some() { "its connection's and enterprise's" } else { "its enterprise's" };
+    CallReport {
+        result: Err(CallError {
+            code: "timeout".into(),
+            message: format!(
+                "waited {} ms for a live call and none of {scope} freed within the deadline of {} ms \
+                 (their other calls hold them all: a system that does not answer?)",
+                waited.as_millis(),
+                spec.limits.timeout.as_millis()
+            ),
+            retryable: true,
+            http_status: None,
+        }),
+        duration: waited,
+        setup: Duration::ZERO,
+        instantiate: Duration::ZERO,
+        teardown: Duration::ZERO,
+        logs: Vec::new(),
+        api_calls: Vec::new(),
+        stdout: String::new(),
+        stderr: String::new(),
+    }
 }
 
 impl PluginHost {
@@ -157,23 +205,36 @@ impl PluginHost {
         (store, call, recorder, stdout, stderr)
     }
 
-    /// Waits until the call may hold an instance: within its enterprise's share of the live
-    /// calls first, then within all of them. The permits go back when dropped.
-    async fn live_permits(&self, spec: &CallSpec) -> LivePermits {
-        let share = {
-            let mut shares = self.enterprise_calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            // Forget the shares of enterprises with no call in flight (bounded by the enterprises).
-            if shares.len() > 1024 {
-                shares.retain(|_, s| s.available_permits() < MAX_LIVE_CALLS_PER_ENTERPRISE);
-            }
-            shares
-                .entry(spec.origin.enterprise_id.clone())
-                .or_insert_with(|| Arc::new(Semaphore::new(MAX_LIVE_CALLS_PER_ENTERPRISE)))
-                .clone()
+    /// Waits until the call may hold an instance: within its connection's share of the live
+    /// calls, then its enterprise's, then all of them, for at most the call's timeout (the wait
+    /// is part of it). Answers the permits (they go back when dropped) and the spec with the
+    /// time that is left, or the report of a call that waited out its timeout.
+    async fn live_permits<R>(&self, spec: &CallSpec) -> Result<(LivePermits, Option<CallSpec>), CallReport<R>> {
+        let waiting = Instant::now();
+        let acquire = async {
+            let connection = match &spec.origin.connection_id {
+                Some(id) => {
+                    let key = (spec.origin.enterprise_id.clone(), id.clone());
+                    permit_of(&self.connection_calls, &key, MAX_LIVE_CALLS_PER_CONNECTION).await
+                }
+                None => None,
+            };
+            let share =
+                permit_of(&self.enterprise_calls, &spec.origin.enterprise_id, MAX_LIVE_CALLS_PER_ENTERPRISE).await;
+            let all = crate::compile::live_calls().clone().acquire_owned().await.ok();
+            LivePermits { _all: all, _share: share, _connection: connection }
         };
-        let share = share.acquire_owned().await.ok();
-        let all = crate::compile::live_calls().clone().acquire_owned().await.ok();
-        LivePermits { _all: all, _share: share }
+        let Ok(permits) = tokio::time::timeout(spec.limits.timeout, acquire).await else {
+            return Err(no_live_call(spec, waiting.elapsed()));
+        };
+        // A wait long enough to matter shortens the call's own deadline.
+        let waited = waiting.elapsed();
+        let narrowed = (waited >= Duration::from_millis(5)).then(|| {
+            let mut narrowed = spec.clone();
+            narrowed.limits.timeout = spec.limits.timeout.saturating_sub(waited).max(Duration::from_millis(1));
+            narrowed
+        });
+        Ok((permits, narrowed))
     }
 
     /// Runs `body` in a fresh store under `spec`'s limits and collects what the call left.
@@ -183,7 +244,11 @@ impl PluginHost {
         body: impl AsyncFnOnce(&mut Store<State>, &mut Duration) -> wasmtime::Result<Result<R, CallError>>,
     ) -> CallReport<R> {
         // Held until the store is dropped: its instance goes back to the pool first.
-        let _live = self.live_permits(spec).await;
+        let (_live, narrowed) = match self.live_permits(spec).await {
+            Ok(live) => live,
+            Err(report) => return report,
+        };
+        let spec = narrowed.as_ref().unwrap_or(spec);
         let started = Instant::now();
         let (mut store, call, recorder, stdout, stderr) = self.store(spec);
         let setup = started.elapsed();
@@ -294,7 +359,11 @@ impl PluginHost {
         context: &types::CallContext,
     ) -> CallReport<serde_json::Value> {
         // Held until the instance is back in the warm pool or dropped.
-        let _live = self.live_permits(spec).await;
+        let (_live, narrowed) = match self.live_permits(spec).await {
+            Ok(live) => live,
+            Err(report) => return report,
+        };
+        let spec = narrowed.as_ref().unwrap_or(spec);
         let started = Instant::now();
         let key = warm::key(spec);
         let mut instantiate = Duration::ZERO;

@@ -83,6 +83,9 @@ pub const MAX_LIVE_CALLS: usize = 160;
 /// Calls with a live instance one enterprise may hold at once: a tenant whose calls all wait
 /// on a slow (or hostile) system leaves the other half of [`MAX_LIVE_CALLS`] to the others.
 pub const MAX_LIVE_CALLS_PER_ENTERPRISE: usize = MAX_LIVE_CALLS / 2;
+/// Calls with a live instance one connection may hold at once: a system that hangs holds at
+/// most half of its enterprise's share, and the tenant's other systems keep the rest.
+pub const MAX_LIVE_CALLS_PER_CONNECTION: usize = MAX_LIVE_CALLS_PER_ENTERPRISE / 2;
 /// Largest memory any call may be given, whatever a connection asks for.
 pub const MAX_MEMORY_BYTES: usize = 512 * 1024 * 1024;
 
@@ -250,6 +253,9 @@ pub struct PluginHost {
     /// Permits for calls with a live instance per enterprise (see
     /// [`MAX_LIVE_CALLS_PER_ENTERPRISE`]; the process-wide ones are `compile::live_calls`).
     enterprise_calls: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// Permits for calls with a live instance per connection (see
+    /// [`MAX_LIVE_CALLS_PER_CONNECTION`]), by enterprise and connection.
+    connection_calls: Mutex<HashMap<(String, String), Arc<tokio::sync::Semaphore>>>,
     linker: Linker<State>,
     artifacts: PathBuf,
     loaded: Mutex<HashMap<String, Loaded>>,
@@ -289,6 +295,7 @@ impl PluginHost {
             compile_timeout: Duration::from_secs(180),
             warm: warm::Pool::new(warm_calls),
             enterprise_calls: Mutex::default(),
+            connection_calls: Mutex::default(),
             net: Arc::new(outbound::Net::new(crate::egress::tls_config(None)?)),
             observer: None,
         })
