@@ -40,6 +40,7 @@ mod replay;
 mod resilience;
 mod response_headers;
 mod retention;
+mod retry_policies;
 mod sandbox;
 mod secret_scope;
 mod settings;

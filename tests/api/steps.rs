@@ -19,18 +19,20 @@ async fn connections(app: &TestApp, token: &str, mock: &MockServer) {
                "allowed_hosts": [mock.authority]}),
     )
     .await;
-    app.create_connection(
-        token,
-        json!({"name": "dms", "system": "rest",
-               "config": {"base_url": format!("{}/dms", mock.base), "auth": {"type": "api_key", "header": "X-Api-Key"},
-                          "operations": {"get_vehicle": {"method": "GET", "path": "/vehicles/{vin}"},
-                                         "check": {"method": "GET", "path": "/inflight/{vin}"},
-                                         "gate": {"method": "GET", "path": "/gate/{vin}"}}},
-               "credentials": {"api_key": "dms-key-123456"}, "allowed_hosts": [mock.authority],
-               // These tests put hundreds of calls on the system at once on purpose.
-               "resilience": {"rate_limit": {"requests_per_minute": 100000}}}),
-    )
-    .await;
+    app.create_connection(token, dms(mock, "dms")).await;
+}
+
+/// A REST connection `name` to the mock's DMS with `get_vehicle`, `check` (the
+/// overlap-counting endpoint) and `gate`.
+fn dms(mock: &MockServer, name: &str) -> Value {
+    json!({"name": name, "system": "rest",
+           "config": {"base_url": format!("{}/dms", mock.base), "auth": {"type": "api_key", "header": "X-Api-Key"},
+                      "operations": {"get_vehicle": {"method": "GET", "path": "/vehicles/{vin}"},
+                                     "check": {"method": "GET", "path": "/inflight/{vin}"},
+                                     "gate": {"method": "GET", "path": "/gate/{vin}"}}},
+           "credentials": {"api_key": "dms-key-123456"}, "allowed_hosts": [mock.authority],
+           // These tests put hundreds of calls on the system at once on purpose.
+           "resilience": {"rate_limit": {"requests_per_minute": 100000}}})
 }
 
 async fn steps_of(app: &TestApp, token: &str, execution_id: &str) -> Vec<(String, String)> {
@@ -43,25 +45,32 @@ async fn steps_of(app: &TestApp, token: &str, execution_id: &str) -> Vec<(String
         .collect()
 }
 
-/// Queues `count` executions of an orchestration whose one step calls the mock's gated DMS
-/// endpoint (with VINs `<prefix>0`, `<prefix>1`, ...) and answers their ids.
+/// Queues `count` executions of orchestrations whose one step calls the mock's gated DMS
+/// endpoint (with VINs `<prefix>0`, `<prefix>1`, ...), through two connections in turn (one
+/// connection holds at most half of its enterprise's live calls), and answers their ids.
 async fn queue_at_the_gate(app: &TestApp, token: &str, mock: &MockServer, prefix: &str, count: usize) -> Vec<String> {
     connections(app, token, mock).await;
-    let id = app
-        .create_orchestration(
-            token,
-            json!({"name": "Wait on the DMS", "parameters": [{"name": "vin", "type": "string", "required": true}],
-               "steps": [{"name": "check", "type": "api_call", "connection": "dms", "operation": "gate",
-                          "parameters": {"vin": "${parameters.vin}"}}],
-               "output": {"checked": "${check.response.checked}"}}),
-        )
-        .await;
+    app.create_connection(token, dms(mock, "dms-b")).await;
+    let mut ids = Vec::new();
+    for connection in ["dms", "dms-b"] {
+        let id = app
+            .create_orchestration(
+                token,
+                json!({"name": format!("Wait on {connection}"),
+                   "parameters": [{"name": "vin", "type": "string", "required": true}],
+                   "steps": [{"name": "check", "type": "api_call", "connection": connection, "operation": "gate",
+                              "parameters": {"vin": "${parameters.vin}"}}],
+                   "output": {"checked": "${check.response.checked}"}}),
+            )
+            .await;
+        ids.push(id);
+    }
     let mut executions = Vec::new();
     for i in 0..count {
         let queued: Value = app
             .post(
                 token,
-                &format!("/orchestrations/{id}/execute"),
+                &format!("/orchestrations/{}/execute", ids[i % 2]),
                 json!({"parameters": {"vin": format!("{prefix}{i}")}, "async": true}),
             )
             .await

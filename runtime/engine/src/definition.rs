@@ -66,9 +66,71 @@ pub struct Retry {
     pub backoff_coefficient: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_interval_ms: Option<u64>,
-    /// Error codes to retry; empty means every error the plugin marks retryable.
+    /// What to try again: error codes (`timeout`, `upstream_error`), HTTP statuses (`503`),
+    /// status ranges (`500-599`, `5xx`) and `connection` (no answer, other than a timeout); at
+    /// most 32. Empty: every error the connector marks retryable (its 5xx, 429, timeouts and
+    /// transient connection errors).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retry_on: Vec<String>,
+    /// Never tried again, whatever `retry_on` or the connector says (e.g. `400`, `401`, `422`):
+    /// entries of the same kinds, at most 32.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub never_retry: Vec<String>,
+    /// Spread of each pause, 0 to 1 (default 0): a pause of d lasts between d × (1 − jitter)
+    /// and d, so that retries of many executions do not arrive together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<f64>,
+}
+
+/// Longest pause between attempts a policy may ask for (`initial_interval_ms`,
+/// `max_interval_ms`): an hour.
+pub const MAX_RETRY_INTERVAL_MS: u64 = 3_600_000;
+
+/// Most entries in `retry_on` and in `never_retry`.
+pub const MAX_RETRY_RULES: usize = 32;
+
+/// One entry of `retry_on` or `never_retry`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryRule {
+    /// The error's code.
+    Code(String),
+    /// An HTTP status the system answered, in this inclusive range.
+    Status(u16, u16),
+    /// The request got no answer (refused, reset, closed), other than by a timeout.
+    Connection,
+}
+
+impl RetryRule {
+    /// The rule an entry states, or why it states none.
+    pub fn parse(entry: &str) -> Result<Self, String> {
+        let status = |text: &str| text.parse::<u16>().ok().filter(|n| (100..=599).contains(n));
+        let wrong = || {
+            format!(
+                "{entry:?} is not an error code, an HTTP status (503), a range of them (500-599, 5xx) or `connection`"
+            )
+        };
+        if entry == "connection" {
+            return Ok(Self::Connection);
+        }
+        if let Some(class) = entry.strip_suffix("xx").filter(|c| c.len() == 1) {
+            let first = status(&format!("{class}00")).ok_or_else(wrong)?;
+            return Ok(Self::Status(first, first + 99));
+        }
+        if entry.bytes().any(|b| b.is_ascii_digit()) && entry.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+            return match entry.split_once('-') {
+                None => status(entry).map(|s| Self::Status(s, s)).ok_or_else(wrong),
+                Some((low, high)) => match (status(low), status(high)) {
+                    (Some(low), Some(high)) if low <= high => Ok(Self::Status(low, high)),
+                    _ => Err(wrong()),
+                },
+            };
+        }
+        let code = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'.';
+        if (1..=64).contains(&entry.len()) && entry.bytes().all(code) {
+            return Ok(Self::Code(entry.to_owned()));
+        }
+        Err(wrong())
+    }
 }
 
 fn one() -> u32 {
@@ -638,6 +700,27 @@ impl<'a> Checker<'a> {
             }
             if !(1.0..=10.0).contains(&r.backoff_coefficient) {
                 self.err(at("retry.backoff_coefficient"), "must be from 1.0 to 10.0".into());
+            }
+            let longest = MAX_RETRY_INTERVAL_MS;
+            if r.initial_interval_ms > longest {
+                self.err(at("retry.initial_interval_ms"), format!("must be at most {longest} (an hour)"));
+            }
+            if r.max_interval_ms.is_some_and(|ms| ms > longest) {
+                self.err(at("retry.max_interval_ms"), format!("must be at most {longest} (an hour)"));
+            }
+            if r.jitter.is_some_and(|j| !(0.0..=1.0).contains(&j)) {
+                self.err(at("retry.jitter"), "must be from 0 to 1".into());
+            }
+            for (field, entries) in [("retry_on", &r.retry_on), ("never_retry", &r.never_retry)] {
+                if entries.len() > MAX_RETRY_RULES {
+                    self.err(at(&format!("retry.{field}")), format!("at most {} entries", MAX_RETRY_RULES));
+                    continue;
+                }
+                for (i, entry) in entries.iter().enumerate() {
+                    if let Err(problem) = RetryRule::parse(entry) {
+                        self.err(at(&format!("retry.{field}[{i}]")), problem);
+                    }
+                }
             }
         }
         if let Some(on_error) = &step.on_error

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use dibop_core::now_ms;
 
+use super::retry::{Failure, Retrier};
 use super::*;
 use crate::Engine;
 use crate::connections::{self, Caller};
@@ -86,6 +87,8 @@ pub(crate) async fn run_api_call(
     let mut api_calls = Vec::new();
     let result = loop {
         let started_ms = now_ms();
+        // This attempt's requests are those after it.
+        let made = api_calls.len();
         let invocation = Invocation {
             execution_id: Some(execution.id.clone()),
             step: Some(label.to_owned()),
@@ -103,7 +106,7 @@ pub(crate) async fn run_api_call(
             Err(Throttled::Refused(refused)) => {
                 trace.refused(retrier.attempt, started_ms, &refused.error);
                 api_calls.push(refused.record);
-                match retrier.again(&refused.error, None).await {
+                match retrier.again(&Failure::of(&refused.error, &[]), None).await {
                     true => continue,
                     false => break Err(refused.error),
                 }
@@ -132,7 +135,7 @@ pub(crate) async fn run_api_call(
             }
         };
         match result {
-            Err(e) if retrier.again(&e, retry_after).await => continue,
+            Err(e) if retrier.again(&Failure::of(&e, &api_calls[made..]), retry_after).await => continue,
             result => break result,
         }
     };

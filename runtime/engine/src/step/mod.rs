@@ -2,10 +2,12 @@
 //! answers ([`StepOutcome`]) and leaves for the trace. Steps of every kind are dispatched by
 //! `blocks::run_step`, next to the containers that run bodies of steps through it again.
 //!
-//! One file per leaf step: `api_call`, `transform`, `canonical_upsert`.
+//! One file per leaf step: `api_call`, `transform`, `canonical_upsert`; `retry` holds the retry
+//! policies both plugin steps apply.
 
 mod api_call;
 mod canonical_upsert;
+pub mod retry;
 mod transform;
 
 use std::time::Duration;
@@ -14,8 +16,8 @@ use serde_json::{Value, json};
 
 use dibop_core::StepStatus;
 
-use super::definition::{self, Step};
-use super::{MAX_STORED_DETAIL, MAX_STORED_ERROR, StopSignal, stored};
+use super::definition::Step;
+use super::{MAX_STORED_DETAIL, MAX_STORED_ERROR, stored};
 use crate::trace::{Attempt, TraceDetail};
 use dibop_plugin_host::outbound::ApiCallRecord;
 use dibop_plugin_host::{CallError, CallReport};
@@ -152,51 +154,6 @@ impl Trace {
             self.logs.push(line);
         }
         self.stderr = dibop_plugin_host::last_chars(&report.stderr, 4096).to_owned();
-    }
-}
-
-/// A step's retry policy in motion: which attempt this is and how long to wait before the next.
-struct Retrier {
-    policy: Option<definition::Retry>,
-    attempt: u32,
-    delay_ms: f64,
-    /// A stopped execution makes no further attempt.
-    signal: StopSignal,
-}
-
-impl Retrier {
-    fn new(step: &Step, signal: StopSignal) -> Self {
-        let delay_ms = step.retry.as_ref().map_or(0, |r| r.initial_interval_ms) as f64;
-        Self { policy: step.retry.clone(), attempt: 1, delay_ms, signal }
-    }
-
-    /// Goes on from `attempt` (a step that parked before it), its backoff grown as far.
-    fn resume_at(&mut self, attempt: u32) {
-        let attempt = attempt.min(self.policy.as_ref().map_or(1, |p| p.max_attempts));
-        while self.attempt < attempt {
-            self.delay_ms *= self.policy.as_ref().map_or(1.0, |p| p.backoff_coefficient);
-            self.attempt += 1;
-        }
-    }
-
-    /// After a failed attempt: waits and answers true when another attempt is due. The wait is
-    /// the policy's backoff, or the upstream's `retry_after` when that is longer.
-    async fn again(&mut self, error: &CallError, retry_after: Option<Duration>) -> bool {
-        let Some(policy) = &self.policy else { return false };
-        let retryable =
-            if policy.retry_on.is_empty() { error.retryable } else { policy.retry_on.contains(&error.code) };
-        if !retryable || self.attempt >= policy.max_attempts {
-            return false;
-        }
-        let cap = policy.max_interval_ms.unwrap_or(60_000) as f64;
-        let pause = Duration::from_millis(self.delay_ms.min(cap) as u64).max(retry_after.unwrap_or_default());
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            _ = self.signal.stopped() => return false,
-        }
-        self.delay_ms *= policy.backoff_coefficient;
-        self.attempt += 1;
-        true
     }
 }
 

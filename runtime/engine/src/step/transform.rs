@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use dibop_core::{World, now_ms};
 
+use super::retry::{Failure, Retrier};
 use super::*;
 use crate::Engine;
 use crate::definition::Step;
@@ -44,7 +45,7 @@ pub(crate) async fn run_transform(
         let report = engine.plugins().run_transform(&pre, &spec, &input, &params).await;
         trace.record(retrier.attempt, started_ms, &report, None);
         match report.result {
-            Err(e) if retrier.again(&e, None).await => continue,
+            Err(e) if retrier.again(&Failure::of(&e, &[]), None).await => continue,
             result => break result,
         }
     };
