@@ -190,17 +190,7 @@ impl Prepared {
         let connector = self.connector()?;
         // An input the operation's declared schema refuses never reaches the plugin.
         if let Err(refused) = crate::schemas::check_input(&self.plugin.id, &self.plugin.info, operation, input) {
-            return Ok(CallReport {
-                result: Err(refused),
-                duration: Duration::ZERO,
-                setup: Duration::ZERO,
-                instantiate: Duration::ZERO,
-                teardown: Duration::ZERO,
-                logs: Vec::new(),
-                api_calls: Vec::new(),
-                stdout: String::new(),
-                stderr: String::new(),
-            });
+            return Ok(CallReport::not_run(refused, Duration::ZERO));
         }
         let mut report = engine.plugins().invoke(connector, &self.spec, operation, input, invocation).await;
         if let (true, Ok(output)) = (self.validate_output, &report.result)

@@ -114,27 +114,18 @@ async fn permit_of<K: Clone + Eq + std::hash::Hash>(
 fn no_live_call<R>(spec: &CallSpec, waited: Duration) -> CallReport<R> {
     let scope =
         if spec.origin.connection_id.is_some() { "its connection's and enterprise's" } else { "its enterprise's" };
-    CallReport {
-        result: Err(CallError {
-            code: "timeout".into(),
-            message: format!(
-                "waited {} ms for a live call and none of {scope} freed within the deadline of {} ms \
-                 (their other calls hold them all: a system that does not answer?)",
-                waited.as_millis(),
-                spec.limits.timeout.as_millis()
-            ),
-            retryable: true,
-            http_status: None,
-        }),
-        duration: waited,
-        setup: Duration::ZERO,
-        instantiate: Duration::ZERO,
-        teardown: Duration::ZERO,
-        logs: Vec::new(),
-        api_calls: Vec::new(),
-        stdout: String::new(),
-        stderr: String::new(),
-    }
+    let error = CallError {
+        code: "timeout".into(),
+        message: format!(
+            "waited {} ms for a live call and none of {scope} freed within the deadline of {} ms \
+             (their other calls hold them all: a system that does not answer?)",
+            waited.as_millis(),
+            spec.limits.timeout.as_millis()
+        ),
+        retryable: true,
+        http_status: None,
+    };
+    CallReport::not_run(error, waited)
 }
 
 impl PluginHost {

@@ -185,6 +185,23 @@ pub struct CallReport<T> {
     pub stderr: String,
 }
 
+impl<T> CallReport<T> {
+    /// The report of a call that never ran its plugin: `error`, after `waited`.
+    pub fn not_run(error: CallError, waited: Duration) -> Self {
+        Self {
+            result: Err(error),
+            duration: waited,
+            setup: Duration::ZERO,
+            instantiate: Duration::ZERO,
+            teardown: Duration::ZERO,
+            logs: Vec::new(),
+            api_calls: Vec::new(),
+            stdout: String::new(),
+            stderr: String::new(),
+        }
+    }
+}
+
 /// What a plugin says about itself (`describe()`), in one shape for both worlds.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PluginInfo {
