@@ -21,8 +21,10 @@ const EXECUTIONS: usize = 1_000;
 /// `DIBOP_LEASE_MS` of every node ([`Server::start`]).
 const LEASE: Duration = Duration::from_secs(2);
 /// Executions a node runs at once (all of one enterprise here): with a thousand queued, the
-/// queue in the database feeds all three, and the killed node runs exactly this many.
-const IN_FLIGHT: usize = 64;
+/// queue in the database feeds all three, and the killed node runs exactly this many. All of
+/// them wait at one connection's gate, which holds at most its share of the live calls.
+const IN_FLIGHT: usize = 32;
+const _: () = assert!(IN_FLIGHT <= dibop::plugins::MAX_LIVE_CALLS_PER_CONNECTION);
 
 fn vin(i: usize) -> String {
     format!("CLUSTER{i:010}")

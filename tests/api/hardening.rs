@@ -307,7 +307,7 @@ async fn the_execution_limit_applies_to_schedules_and_is_shown_on_the_orchestrat
 }
 
 #[tokio::test]
-async fn sub_orchestrations_count_against_the_limit_and_cycles_are_refused() {
+async fn sub_orchestrations_count_against_the_limit_and_wait_for_it_and_cycles_are_refused() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
     let leaf = json!({"name": "Leaf", "steps": [{"name": "x", "type": "transform", "transform": "map", "mapping": {"ok": true}}]});
@@ -327,10 +327,19 @@ async fn sub_orchestrations_count_against_the_limit_and_cycles_are_refused() {
     assert_eq!(detail_paths(&body), ["steps[0].orchestration"], "{body}");
     assert!(body["error"]["details"][0]["message"].as_str().unwrap_or_default().contains("cycle"), "{body}");
 
+    // The child is one execution too many for the minute: the admitted parent waits for the
+    // next minute's window (parked) and then completes; it does not fail.
     app.sql("UPDATE enterprises SET executions_per_minute = 1").await;
-    let run = app.execute(&token, &parent, json!({"parameters": {}})).await;
-    assert_eq!(run["status"], "failed", "the child is one execution too many: {run}");
-    assert!(run["error"].as_str().unwrap_or_default().contains("rate limit"), "{run}");
+    // Late in a minute (so the wait is short), not so late that the parent starts in the next.
+    while !(50..55).contains(&(chrono::Utc::now().timestamp() % 60)) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let minute = chrono::Utc::now().timestamp() / 60;
+    let started = app.execute(&token, &parent, json!({"parameters": {}, "async": true})).await;
+    let id = started["execution_id"].as_str().unwrap_or_else(|| panic!("{started}")).to_owned();
+    let run = app.wait_finished(&token, &id).await;
+    assert_eq!(run["status"], "success", "the child waited for the limit's next window: {run}");
+    assert!(chrono::Utc::now().timestamp() / 60 > minute, "it ran in a later minute");
 }
 
 #[tokio::test]

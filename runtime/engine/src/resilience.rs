@@ -168,10 +168,11 @@ pub struct Permit {
 }
 
 impl Permit {
-    /// How much of the end of a window no call starts in (a quarter, at most 2 s): a request
+    /// How much of the end of a window no call starts in (a quarter, at most 250 ms, so that a
+    /// call waits for the next window no longer than it would sleep in place): a request
     /// started late in its window must not reach the system in the next one.
     fn margin(period_ms: i64) -> i64 {
-        (period_ms / 4).min(2_000)
+        (period_ms / 4).min(INLINE_PERMIT_MS)
     }
 
     /// The last instant (unix ms) a call may start on this permit.
@@ -513,8 +514,8 @@ mod tests {
         assert_eq!(earliest_window(10_000, 1_000), 10_000);
         assert_eq!(earliest_window(10_749, 1_000), 10_000);
         assert_eq!(earliest_window(10_750, 1_000), 11_000, "the last quarter of a second is not started in");
-        assert_eq!(earliest_window(119_000, 60_000), 120_000, "the last 2 s of a minute are not started in");
-        assert_eq!(earliest_window(117_999, 60_000), 60_000);
+        assert_eq!(earliest_window(119_750, 60_000), 120_000, "the last 250 ms of a minute are not started in");
+        assert_eq!(earliest_window(119_749, 60_000), 60_000);
         let permit = Permit { bucket: "b".into(), window_ms: 11_000, period_ms: 1_000 };
         assert_eq!(permit.usable_until(), 11_750);
     }

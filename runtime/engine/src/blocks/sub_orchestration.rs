@@ -67,10 +67,15 @@ pub(super) async fn sub_orchestration(
         ),
     };
     // The parent was admitted, so its child is not refused for a full queue (admitted work
-    // completes); the executions-per-minute limit still counts it.
+    // completes); the executions-per-minute limit still counts it, and past it the parent
+    // waits, parked, for the limit's next window instead of failing.
     let child =
         match crate::admission::submit(engine, &execution.enterprise_id, None, new, false, QueueBound::Exempt).await {
             Ok(admitted) => admitted.execution,
+            Err(crate::admission::Refusal::RateLimited { retry_after_secs, .. }) => {
+                let due_ms = now_ms() + i64::try_from(retry_after_secs.max(1)).unwrap_or(60) * 1000;
+                return StepOutcome::parked(Parked { due_ms, steps: Vec::new() }, Vec::new());
+            }
             Err(e) => return fail(format!("starting orchestration {name:?}: {e}")),
         };
     let lease = i64::try_from(engine.settings.lease_ms).unwrap_or(30_000);
