@@ -121,6 +121,37 @@ async fn connection_errors_are_a_class_of_their_own() {
 }
 
 #[tokio::test]
+async fn a_long_pause_between_attempts_parks_the_execution_and_frees_its_slot() {
+    // One slot: were the waiting step to hold it, nothing else could run meanwhile.
+    let app = TestApp::spawn_with(|config| {
+        config.max_in_flight = 1;
+        config.enterprise_slots = Some(1);
+    })
+    .await;
+    let token = app.admin_token().await;
+    let (system, authority) = Scripted::start().await;
+    app.create_connection(&token, connection("dms", &authority)).await;
+    system.script("later", &[503]);
+    let patient = calling(&app, &token, "dms", "later", json!({"max_attempts": 2, "initial_interval_ms": 5000})).await;
+    let quick = calling(&app, &token, "dms", "now", json!({"max_attempts": 1})).await;
+    let started = app.execute(&token, &patient, json!({"async": true})).await;
+    let id = started["execution_id"].as_str().unwrap_or_else(|| panic!("{started}")).to_owned();
+    for _ in 0..600 {
+        if system.seen("later") == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let done = app.execute(&token, &quick, json!({})).await;
+    assert_eq!(done["status"], "success", "{done}");
+    assert_eq!(system.seen("later"), 1, "the quick execution ran while the other waited for its next attempt");
+    let run = app.wait_finished(&token, &id).await;
+    assert_eq!(run["status"], "success", "{run}");
+    assert_eq!(run["steps"][0]["attempts"], 2, "{run}");
+    assert_eq!(system.seen("later"), 2);
+}
+
+#[tokio::test]
 async fn a_policy_that_does_not_read_is_refused_at_its_paths() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;

@@ -51,7 +51,8 @@ impl Kept {
         Ok(Self(rows.into_iter().map(|row| (row.label.clone(), row)).collect()))
     }
 
-    /// The permit the `api_call` step `label` holds, if it parked waiting for one.
+    /// What the `api_call` step `label` holds, if it parked waiting for a permit or between
+    /// attempts.
     fn held(&self, label: &str) -> Option<step::Held> {
         self.0.get(label).and_then(step::Held::of)
     }

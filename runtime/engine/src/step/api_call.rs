@@ -10,21 +10,23 @@ use dibop_core::now_ms;
 
 use super::retry::{Failure, Retrier};
 use super::*;
-use crate::Engine;
 use crate::connections::{self, Caller};
 use crate::definition::Step;
 use crate::resilience::{self, PARK_LEAD_MS, Permit, Resilience, Throttled};
+use crate::{Engine, INLINE_WAIT_MS};
 use dibop_plugin_host::{CallError, Invocation};
 use dibop_store::{BodyStepRow, ExecutionRow};
 
 /// The status of the kept row of a step parked for a permit (it has no result yet).
 pub(crate) const PERMIT: &str = "permit";
 
-/// What a step parked for a permit holds until its execution resumes: the permit, and the
-/// attempt it was about to make (retries already made are not made again).
+/// What a step parked for a permit (or for a long pause between attempts) holds until its
+/// execution resumes: the permit, if it took one, and the attempt it was about to make
+/// (attempts already made are not made again).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Held {
-    pub(crate) permit: Permit,
+    #[serde(default)]
+    pub(crate) permit: Option<Permit>,
     pub(crate) attempt: u32,
 }
 
@@ -79,10 +81,15 @@ pub(crate) async fn run_api_call(
     let idempotency_key = format!("{}:{label}", execution.id);
     let policy = Resilience::of(&connection);
     let mut retrier = Retrier::new(step, engine.node.signal(&execution.id));
-    let mut permit = held.map(|held| {
+    let mut permit = held.and_then(|held| {
         retrier.resume_at(held.attempt);
         held.permit
     });
+    // A pause between attempts longer than this parks the execution instead of holding its slot.
+    let park = |attempt: u32, due_ms: i64, permit: Option<Permit>, api_calls: Vec<_>| {
+        let held = Held { permit, attempt };
+        StepOutcome::parked(Parked { due_ms, steps: vec![held.row(label)] }, api_calls)
+    };
     let mut trace = Trace::default();
     let mut api_calls = Vec::new();
     let result = loop {
@@ -100,15 +107,17 @@ pub(crate) async fn run_api_call(
             Err(Throttled::Park(permit)) => {
                 // No result yet: the step runs again with its permit when the execution resumes.
                 let due_ms = permit.window_ms - PARK_LEAD_MS;
-                let held = Held { permit, attempt: retrier.attempt };
-                return StepOutcome::parked(Parked { due_ms, steps: vec![held.row(label)] }, api_calls);
+                return park(retrier.attempt, due_ms, Some(permit), api_calls);
             }
             Err(Throttled::Refused(refused)) => {
                 trace.refused(retrier.attempt, started_ms, &refused.error);
                 api_calls.push(refused.record);
-                match retrier.again(&Failure::of(&refused.error, &[]), None).await {
-                    true => continue,
-                    false => break Err(refused.error),
+                match retrier.next_pause(&Failure::of(&refused.error, &[]), None) {
+                    Some(pause) if pause_ms(pause) > INLINE_WAIT_MS => {
+                        return park(retrier.attempt, now_ms() + pause_ms(pause), None, api_calls);
+                    }
+                    Some(pause) if retrier.sleep(pause).await => continue,
+                    _ => break Err(refused.error),
                 }
             }
         }
@@ -134,10 +143,20 @@ pub(crate) async fn run_api_call(
                 Err(CallError { code: "internal".into(), message: e.to_string(), retryable: false, http_status: None })
             }
         };
-        match result {
-            Err(e) if retrier.again(&Failure::of(&e, &api_calls[made..]), retry_after).await => continue,
-            result => break result,
+        let Err(e) = result else { break result };
+        match retrier.next_pause(&Failure::of(&e, &api_calls[made..]), retry_after) {
+            Some(pause) if pause_ms(pause) > INLINE_WAIT_MS => {
+                return park(retrier.attempt, now_ms() + pause_ms(pause), None, api_calls);
+            }
+            Some(pause) if retrier.sleep(pause).await => {}
+            _ => break Err(e),
         }
     };
-    StepOutcome { api_calls, ..StepOutcome::finish(result, Some(connection.system), input, trace) }
+    let outcome = StepOutcome::finish(result, Some(connection.system), input, trace);
+    // Attempts made before the execution parked count too.
+    StepOutcome { api_calls, attempts: outcome.attempts.max(retrier.attempt), ..outcome }
+}
+
+fn pause_ms(pause: Duration) -> i64 {
+    i64::try_from(pause.as_millis()).unwrap_or(i64::MAX / 2)
 }

@@ -6,7 +6,8 @@
 //! codes (`timeout`, `upstream_error`), HTTP statuses (`503`), status ranges (`500-599`,
 //! `5xx`) and `connection` (a request that got no answer, not a timeout). The pause grows from
 //! `initial_interval_ms` by `backoff_coefficient` up to `max_interval_ms` (60 s unless set),
-//! less a random share of up to `jitter` of it; a system's `Retry-After` wins when longer.
+//! less a random share of up to `jitter` of it; a system's `Retry-After` wins when longer. A
+//! plugin call's step sleeps a short pause in place and parks its execution for a longer one.
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
@@ -94,23 +95,35 @@ impl Retrier {
         }
     }
 
-    /// After a failed attempt: waits and answers true when another attempt is due. The wait is
-    /// the policy's backoff (less its jitter), or the upstream's `retry_after` when that is longer.
-    pub async fn again(&mut self, failure: &Failure<'_>, retry_after: Option<Duration>) -> bool {
-        let Some(policy) = &self.policy else { return false };
+    /// After a failed attempt: the pause before the next one (the policy's backoff less its
+    /// jitter, or the upstream's `retry_after` when that is longer), counting that attempt; `None`
+    /// when no other attempt is due.
+    pub fn next_pause(&mut self, failure: &Failure<'_>, retry_after: Option<Duration>) -> Option<Duration> {
+        let policy = self.policy.as_ref()?;
         if !self.retries(failure) || self.attempt >= policy.max_attempts {
-            return false;
+            return None;
         }
         let cap = policy.max_interval_ms.unwrap_or(DEFAULT_MAX_INTERVAL_MS) as f64;
         let backoff = self.delay_ms.min(cap) * (1.0 - policy.jitter.unwrap_or(0.0).clamp(0.0, 1.0) * unit_random());
-        let pause = Duration::from_millis(backoff as u64).max(retry_after.unwrap_or_default());
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            _ = self.signal.stopped() => return false,
-        }
         self.delay_ms *= policy.backoff_coefficient;
         self.attempt += 1;
-        true
+        Some(Duration::from_millis(backoff as u64).max(retry_after.unwrap_or_default()))
+    }
+
+    /// Sleeps `pause`; false when the execution stopped meanwhile (no further attempt).
+    pub async fn sleep(&mut self, pause: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(pause) => true,
+            _ = self.signal.stopped() => false,
+        }
+    }
+
+    /// After a failed attempt: waits and answers true when another attempt is due.
+    pub async fn again(&mut self, failure: &Failure<'_>, retry_after: Option<Duration>) -> bool {
+        match self.next_pause(failure, retry_after) {
+            Some(pause) => self.sleep(pause).await,
+            None => false,
+        }
     }
 }
 
