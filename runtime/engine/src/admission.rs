@@ -77,18 +77,28 @@ pub async fn settle(
     enterprise_id: &str,
     tried: sqlx::Result<Option<Inserted>>,
 ) -> Result<Option<ExecutionRow>, Refusal> {
+    match tried.transpose() {
+        None => Ok(None),
+        Some(tried) => conclude(engine, enterprise_id, tried).await.map(Some),
+    }
+}
+
+/// The row of a counted admission the store made (created or found by its idempotency key), or
+/// the refusal for a full queue or a failed write, with the count given back.
+async fn conclude(
+    engine: &Engine,
+    enterprise_id: &str,
+    tried: sqlx::Result<Inserted>,
+) -> Result<ExecutionRow, Refusal> {
     let refusal = match tried {
-        Ok(Some(Inserted::Created(row) | Inserted::Existing(row))) => return Ok(Some(row)),
-        Ok(None) => return Ok(None),
-        Ok(Some(Inserted::QueueFull { bound })) => queue_full(bound),
+        Ok(Inserted::Created(row) | Inserted::Existing(row)) => return Ok(row),
+        Ok(Inserted::QueueFull { bound }) => {
+            Refusal::QueueFull { bound, retry_after_secs: QUEUE_FULL_RETRY_AFTER_SECS }
+        }
         Err(err) => Refusal::from(err),
     };
     give_back(engine, enterprise_id).await;
     Err(refusal)
-}
-
-fn queue_full(bound: i64) -> Refusal {
-    Refusal::QueueFull { bound, retry_after_secs: QUEUE_FULL_RETRY_AFTER_SECS }
 }
 
 /// Gives the executions-per-minute hit of an admission that did not happen back (hit, then
@@ -123,17 +133,10 @@ pub async fn submit(
     } else {
         engine.store.enqueue_execution(enterprise_id, new, bound).await
     };
-    let refusal = match inserted {
-        Ok(Inserted::Created(execution)) => {
-            if !run_here {
-                engine.node.wake();
-            }
-            return Ok(Admitted { execution, created: true, decision });
-        }
-        Ok(Inserted::Existing(execution)) => return Ok(Admitted { execution, created: false, decision }),
-        Ok(Inserted::QueueFull { bound }) => queue_full(bound),
-        Err(err) => Refusal::from(err),
-    };
-    give_back(engine, enterprise_id).await;
-    Err(refusal)
+    let created = matches!(inserted, Ok(Inserted::Created(_)));
+    let execution = conclude(engine, enterprise_id, inserted).await?;
+    if created && !run_here {
+        engine.node.wake();
+    }
+    Ok(Admitted { execution, created, decision })
 }

@@ -350,7 +350,7 @@ async fn permit(
         }
     };
     let rate = Rate::of(policy.rate_limit.as_ref(), quota);
-    let bucket = format!("outbound:{}:{}", connection.id, rate.period_ms);
+    let bucket = dibop_store::outbound_bucket(&connection.id, rate.period_ms);
     let now = now_ms();
     if let Some(held) = held.filter(|p| p.bucket == bucket && now <= p.usable_until()) {
         return Ok(Some(held));

@@ -235,11 +235,7 @@ impl Store {
         self.caches.connections.clear();
         let deleted = done?.rows_affected() > 0;
         if deleted {
-            // Its permit cursors (`outbound:{id}:{period}`; ids are ours, no LIKE wildcards).
-            sqlx::query("DELETE FROM outbound_permits WHERE bucket LIKE $1")
-                .bind(format!("outbound:{id}:%"))
-                .execute(&self.pool)
-                .await?;
+            self.forget_permits(id).await?;
         }
         Ok(deleted)
     }

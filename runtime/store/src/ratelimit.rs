@@ -1,6 +1,35 @@
-//! Fixed-window counters in the database, so every node sharing it counts the same hits.
+//! Fixed-window counters in the database, so every node sharing it counts the same hits, and the
+//! permit cursors of outbound rate limits (`outbound_permits`), which every node takes permits from.
+
+use std::sync::LazyLock;
 
 use super::Store;
+
+/// The permit cursor of a connection's outbound limit per `period_ms` (see
+/// [`Store::reserve_permit`]).
+pub fn outbound_bucket(connection_id: &str, period_ms: i64) -> String {
+    format!("{}{period_ms}", outbound_prefix(connection_id))
+}
+
+/// What the permit cursors of a connection's limits (one per period) begin with.
+fn outbound_prefix(connection_id: &str) -> String {
+    format!("outbound:{connection_id}:")
+}
+
+/// `reserve_permit`'s statement: the window of the next permit, granted only when it begins by
+/// `$5`. `$2` is the earliest window, `$3` the limit, `$4` the period.
+static RESERVE: LazyLock<String> = LazyLock::new(|| {
+    const NEXT: &str = "CASE WHEN outbound_permits.window_start < $2 THEN $2 \
+                        WHEN outbound_permits.granted < $3 THEN outbound_permits.window_start \
+                        ELSE outbound_permits.window_start + $4 END";
+    format!(
+        "INSERT INTO outbound_permits (bucket, window_start, granted) SELECT $1, $2, 1 WHERE $2 <= $5 \
+         ON CONFLICT (bucket) DO UPDATE SET window_start = {NEXT}, \
+         granted = CASE WHEN outbound_permits.window_start < $2 THEN 1 \
+                        WHEN outbound_permits.granted < $3 THEN outbound_permits.granted + 1 ELSE 1 END \
+         WHERE {NEXT} <= $5 RETURNING window_start"
+    )
+});
 
 impl Store {
     /// Takes the next permit of the outbound limit `bucket` (`limit` calls per `period_ms`, in
@@ -16,17 +45,7 @@ impl Store {
         period_ms: i64,
         latest: i64,
     ) -> sqlx::Result<Option<i64>> {
-        const NEXT: &str = "CASE WHEN outbound_permits.window_start < $2 THEN $2 \
-                            WHEN outbound_permits.granted < $3 THEN outbound_permits.window_start \
-                            ELSE outbound_permits.window_start + $4 END";
-        let sql = format!(
-            "INSERT INTO outbound_permits (bucket, window_start, granted) SELECT $1, $2, 1 WHERE $2 <= $5 \
-             ON CONFLICT (bucket) DO UPDATE SET window_start = {NEXT}, \
-             granted = CASE WHEN outbound_permits.window_start < $2 THEN 1 \
-                            WHEN outbound_permits.granted < $3 THEN outbound_permits.granted + 1 ELSE 1 END \
-             WHERE {NEXT} <= $5 RETURNING window_start"
-        );
-        sqlx::query_scalar(&sql)
+        sqlx::query_scalar(&RESERVE)
             .bind(bucket)
             .bind(earliest)
             .bind(limit)
@@ -35,6 +54,16 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map(crate::first)
+    }
+
+    /// Forgets the permit cursors of a deleted connection.
+    pub(crate) async fn forget_permits(&self, connection_id: &str) -> sqlx::Result<()> {
+        // Ids are ours (no LIKE wildcards in them).
+        sqlx::query("DELETE FROM outbound_permits WHERE bucket LIKE $1")
+            .bind(format!("{}%", outbound_prefix(connection_id)))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Adds one hit to `bucket` in the window starting at `window_start` and returns the count.

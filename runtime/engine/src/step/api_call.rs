@@ -85,7 +85,8 @@ pub(crate) async fn run_api_call(
         retrier.resume_at(held.attempt);
         held.permit
     });
-    // A pause between attempts longer than this parks the execution instead of holding its slot.
+    // The step has no result yet: it parks the execution and, when that resumes, goes on with
+    // `attempt` (and the permit, if it took one).
     let park = |attempt: u32, due_ms: i64, permit: Option<Permit>, api_calls: Vec<_>| {
         let held = Held { permit, attempt };
         StepOutcome::parked(Parked { due_ms, steps: vec![held.row(label)] }, api_calls)
@@ -94,7 +95,7 @@ pub(crate) async fn run_api_call(
     let mut api_calls = Vec::new();
     let result = loop {
         let started_ms = now_ms();
-        // This attempt's requests are those after it.
+        // This attempt's requests (or its refusal) are those after it.
         let made = api_calls.len();
         let invocation = Invocation {
             execution_id: Some(execution.id.clone()),
@@ -102,48 +103,49 @@ pub(crate) async fn run_api_call(
             attempt: retrier.attempt,
             idempotency_key: idempotency_key.clone(),
         };
-        match resilience::admit(engine, &connection, &policy, &prepared.spec.origin, permit.take()).await {
-            Ok(_) => {}
+        let mut retry_after = None;
+        let result = match resilience::admit(engine, &connection, &policy, &prepared.spec.origin, permit.take()).await {
             Err(Throttled::Park(permit)) => {
-                // No result yet: the step runs again with its permit when the execution resumes.
                 let due_ms = permit.window_ms - PARK_LEAD_MS;
                 return park(retrier.attempt, due_ms, Some(permit), api_calls);
             }
             Err(Throttled::Refused(refused)) => {
                 trace.refused(retrier.attempt, started_ms, &refused.error);
                 api_calls.push(refused.record);
-                match retrier.next_pause(&Failure::of(&refused.error, &[]), None) {
-                    Some(pause) if pause_ms(pause) > INLINE_WAIT_MS => {
-                        return park(retrier.attempt, now_ms() + pause_ms(pause), None, api_calls);
+                Err(refused.error)
+            }
+            Ok(_) => {
+                // The attempt's window in the trace is the call's own (HTTP spans are placed by it).
+                let started_ms = now_ms();
+                match prepared.invoke(engine, &operation, &input, invocation).await {
+                    Ok(mut report) => {
+                        let timed_out = report.result.as_ref().is_err_and(|e| e.code == "timeout");
+                        resilience::settle(engine, &connection, &policy, &report.api_calls, timed_out).await;
+                        retry_after = resilience::retry_after(&report.api_calls).filter(|_| report.result.is_err());
+                        trace.record(retrier.attempt, started_ms, &report, retry_after);
+                        let last = report.api_calls.last();
+                        let status = last.and_then(|c| c.status_code).unwrap_or(200);
+                        let headers: serde_json::Map<String, Value> = last
+                            .map(|c| {
+                                c.response_headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()
+                            })
+                            .unwrap_or_default();
+                        let duration = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
+                        api_calls.append(&mut report.api_calls);
+                        report.result.map(|response| json!({"status_code": status, "headers": headers, "response": response, "duration_ms": duration}))
                     }
-                    Some(pause) if retrier.sleep(pause).await => continue,
-                    _ => break Err(refused.error),
+                    Err(e) => Err(CallError {
+                        code: "internal".into(),
+                        message: e.to_string(),
+                        retryable: false,
+                        http_status: None,
+                    }),
                 }
-            }
-        }
-        // The attempt's window in the trace is the call's own (HTTP spans are placed by it).
-        let started_ms = now_ms();
-        let mut retry_after = None;
-        let result = match prepared.invoke(engine, &operation, &input, invocation).await {
-            Ok(mut report) => {
-                let timed_out = report.result.as_ref().is_err_and(|e| e.code == "timeout");
-                resilience::settle(engine, &connection, &policy, &report.api_calls, timed_out).await;
-                retry_after = resilience::retry_after(&report.api_calls).filter(|_| report.result.is_err());
-                trace.record(retrier.attempt, started_ms, &report, retry_after);
-                let last = report.api_calls.last();
-                let status = last.and_then(|c| c.status_code).unwrap_or(200);
-                let headers: serde_json::Map<String, Value> = last
-                    .map(|c| c.response_headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
-                    .unwrap_or_default();
-                let duration = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
-                api_calls.append(&mut report.api_calls);
-                report.result.map(|response| json!({"status_code": status, "headers": headers, "response": response, "duration_ms": duration}))
-            }
-            Err(e) => {
-                Err(CallError { code: "internal".into(), message: e.to_string(), retryable: false, http_status: None })
             }
         };
         let Err(e) = result else { break result };
+        // A pause of up to INLINE_WAIT_MS is slept here; a longer one parks the execution
+        // instead of holding its slot.
         match retrier.next_pause(&Failure::of(&e, &api_calls[made..]), retry_after) {
             Some(pause) if pause_ms(pause) > INLINE_WAIT_MS => {
                 return park(retrier.attempt, now_ms() + pause_ms(pause), None, api_calls);
