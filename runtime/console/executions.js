@@ -105,11 +105,22 @@ export function waterfall(trace) {
     el('ol', { class: 'spans' }, rows));
 }
 
-function stepDetails(step, logs) {
-  const mine = logs.filter((line) => line.step === step.name || String(line.step ?? '').startsWith(`${step.name}[`));
+/** A for_each's items as counts (its trace keeps the spans of a few items only). */
+function itemCounts(step, spans) {
+  const span = spans.find((s) => s.kind === 'step' && s.name === step.name && s.attributes?.outcomes);
+  if (!span) return null;
+  const { items, outcomes, items_left_out: leftOut } = span.attributes;
+  const counts = Object.entries(outcomes).map(([how, n]) => `${n.toLocaleString()} ${how}`).join(' · ');
+  return el('p', { 'data-item-counts': '' }, `${Number(items).toLocaleString()} items: ${counts || 'none ran'}`,
+    leftOut ? el('span', { class: 'muted' }, ` (the waterfall shows ${Number(items - leftOut).toLocaleString()} of them)`) : null);
+}
+
+function stepDetails(step, trace) {
+  const mine = trace.logs.filter((line) => line.step === step.name || String(line.step ?? '').startsWith(`${step.name}[`));
   return el('details', { class: 'step', 'data-step-result': step.name },
     el('summary', {}, stateBadge(step.status), ` ${step.name} `, el('span', { class: 'kind' }, step.type),
       step.system ? ` ${step.system}.${step.operation ?? ''}` : '', ` · ${ms(step.duration_ms)} · ${step.attempts} attempt${step.attempts === 1 ? '' : 's'}`),
+    itemCounts(step, trace.spans),
     step.error ? el('p', { class: 'error-text' }, step.error) : null,
     el('div', { class: 'io' },
       el('div', {}, el('h3', { class: 'sub' }, 'Input'), jsonBlock(step.input ?? null, `Input of ${step.name}`)),
@@ -179,7 +190,7 @@ export async function execution(id) {
       el('h2', {}, 'Trace'),
       waterfall(trace),
       el('h2', {}, 'Steps'),
-      e.steps.length ? e.steps.map((step) => stepDetails(step, trace.logs)) : el('p', { class: 'muted' }, 'No step ran.'),
+      e.steps.length ? e.steps.map((step) => stepDetails(step, trace)) : el('p', { class: 'muted' }, 'No step ran.'),
       el('h2', {}, 'Parameters and output'),
       el('div', { class: 'io' },
         el('div', {}, el('h3', { class: 'sub' }, 'Parameters'), jsonBlock(e.parameters, 'Parameters')),

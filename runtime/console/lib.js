@@ -180,9 +180,19 @@ export function stateBadge(state) {
   return el('span', { class: `state ${String(state).replace(/[^a-z_]/g, '')}` }, state);
 }
 
-/** A JSON value in a scrollable block, with a label for screen readers. */
+/** Longest text a JSON block shows (a step's output may be 32 MiB). */
+const JSON_BLOCK_CHARS = 200_000;
+
+/** A JSON value in a scrollable block, with a label for screen readers; past
+ * `JSON_BLOCK_CHARS` it shows the beginning and says how much is left out. */
 export function jsonBlock(value, label = 'JSON') {
-  return el('pre', { class: 'json', tabindex: '0', 'aria-label': label }, value === undefined ? '' : pretty(value));
+  const text = value === undefined ? '' : pretty(value);
+  if (text.length <= JSON_BLOCK_CHARS) return el('pre', { class: 'json', tabindex: '0', 'aria-label': label }, text);
+  const rest = text.length - JSON_BLOCK_CHARS;
+  return el('div', {},
+    el('pre', { class: 'json', tabindex: '0', 'aria-label': label }, text.slice(0, JSON_BLOCK_CHARS)),
+    el('p', { class: 'muted', 'data-json-cut': '' },
+      `… ${rest.toLocaleString()} more characters not shown here; the API answers the whole value.`));
 }
 
 export function link(href, text) {

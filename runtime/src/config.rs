@@ -157,7 +157,7 @@ impl Config {
             execute_wait_ms: 30_000,
             shutdown_grace_ms: 10_000,
             enterprise_slots: None,
-            max_for_each_items: 1_000,
+            max_for_each_items: 10_000,
             max_parallel_branches: 16,
             min_cron_interval_secs: 60,
             log_format: LogFormat::Pretty,

@@ -2,7 +2,8 @@
 //! (its slot is free meanwhile) and drain at the limit, each call made once; the time a call
 //! waits for its permit is not part of its step's timeout; a call whose turn is further away than
 //! its `max_wait_ms` fails `rate_limited`. On three nodes of one PostgreSQL database the limit
-//! holds across the nodes, and a node killed in the middle of a drain loses nothing.
+//! holds across the nodes, a node killed in the middle of a drain loses nothing, and another
+//! enterprise's executions run at once while one enterprise drains a flood.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -446,4 +447,59 @@ async fn a_node_killed_in_the_middle_of_a_throttled_drain_loses_nothing() {
     assert!(again <= 16 && times.values().all(|n| *n <= 2), "{again} calls made again: {times:?}");
     let busiest = upstream.busiest_second(&[]);
     assert!(busiest <= 20, "{busiest} calls in one second of the clock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_enterprise_runs_at_once_on_three_nodes_while_one_drains_a_flood() {
+    const FLOOD: usize = 400;
+    let Some(database) = fresh_database().await else {
+        eprintln!("skipped: several nodes need PostgreSQL (set DIBOP_TEST_DATABASE_URL)");
+        return;
+    };
+    let drain = Drain::start(&database).await;
+    let (client, nodes) = (&drain.client, &drain.nodes);
+    // A second enterprise with its own connection to a system without a limit.
+    let email = "admin@b.example";
+    let created = client
+        .post(nodes[0].api("/enterprises"))
+        .bearer_auth(&drain.token)
+        .json(&json!({"name": "Enterprise B", "slug": "b", "admin_email": email,
+                      "admin_password": crate::helpers::ADMIN_PASSWORD}))
+        .send()
+        .await
+        .expect("enterprise");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    // Its limits stay the defaults (60 executions a minute): twelve executions fit in them.
+    let b_token = nodes[0].token(client, email, crate::helpers::ADMIN_PASSWORD).await;
+    let (quick, authority) = Upstream::start().await;
+    nodes[1].create(client, &b_token, "/connections", connection(&authority, "quick", &Value::Null)).await;
+    let lookup =
+        nodes[2].create(client, &b_token, "/orchestrations", calls("Look up", "quick", &["b"], &json!({}))).await;
+
+    // 400 executions of two calls at 20 calls a second: a 40 s drain.
+    drain.submit(FLOOD).await;
+    for i in 0..12 {
+        let node = &nodes[i % nodes.len()];
+        let answer: Value = client
+            .post(node.api(&format!("/orchestrations/{lookup}/execute")))
+            .bearer_auth(&b_token)
+            .json(&json!({"parameters": {"id": format!("b{i}")}}))
+            .send()
+            .await
+            .expect("execute")
+            .json()
+            .await
+            .expect("json");
+        // It ended within the call (not 202 still queued behind the flood).
+        assert_eq!(answer["status"], "success", "{answer}");
+    }
+    let flooded = drain.upstream.count();
+    assert!(flooded < FLOOD, "the flood had made {flooded} of its {} calls: B did not run during it", 2 * FLOOD);
+    assert_eq!(quick.times_each().len(), 12);
+    // And the flood all completes, each call once, within its limit.
+    drain.all_succeed(FLOOD as u64).await;
+    let times = drain.upstream.times_each();
+    assert_eq!(times.len(), 2 * FLOOD);
+    assert!(times.values().all(|n| *n == 1), "a call was made twice");
+    assert!(drain.upstream.busiest_second(&[]) <= 20);
 }

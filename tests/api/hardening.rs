@@ -513,16 +513,21 @@ async fn sealed_credentials_copied_to_another_connection_do_not_open_there() {
 async fn a_step_output_past_its_bound_fails_the_step_with_a_clear_error() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
-    let id = app.create_orchestration(&token, json!({"name": "Amplifier", "parameters": [{"name": "blob", "type": "string", "required": true}],
-               "steps": [{"name": "copies", "type": "transform", "transform": "map",
-                          "mapping": {"a": "${parameters.blob}", "b": "${parameters.blob}", "c": "${parameters.blob}"}}]}),
-    )
-    .await;
+    // 24 copies of a 1.5 MB parameter: 36 MB, past the 32 MiB a step's output may be.
+    let copies: serde_json::Map<String, Value> =
+        (0..24).map(|i| (format!("c{i}"), json!("${parameters.blob}"))).collect();
+    let id = app
+        .create_orchestration(
+            &token,
+            json!({"name": "Amplifier", "parameters": [{"name": "blob", "type": "string", "required": true}],
+               "steps": [{"name": "copies", "type": "transform", "transform": "map", "mapping": copies}]}),
+        )
+        .await;
     let blob = "x".repeat(1_500_000);
     let run = app.execute(&token, &id, json!({"parameters": {"blob": blob}})).await;
     assert_eq!(run["status"], "failed", "{}", &run.to_string()[..300.min(run.to_string().len())]);
     let error = run["error"].as_str().unwrap_or_default();
-    assert!(error.contains("at most 4194304"), "{error}");
+    assert!(error.contains("at most 33554432"), "{error}");
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ mod api_keys;
 mod audit;
 mod auth;
 mod authoring;
+mod bulk;
 mod canonical;
 mod cli;
 mod cluster;

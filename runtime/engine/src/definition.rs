@@ -203,7 +203,7 @@ pub struct Step {
     /// for_each: a reference to an array; the body sees `${item}` and `${index}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<String>,
-    /// for_each: how many items run at once (1 to 16; default 1).
+    /// for_each: how many items run at once (1 to 32; default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
     /// parallel: branches run at once; the output maps each branch name to its last output.
@@ -248,7 +248,7 @@ pub const MAX_ITEMS: usize = 10_000;
 /// Most branches of one `parallel` step.
 pub const MAX_BRANCHES: usize = 64;
 /// Most items of one `for_each` running at once.
-pub const MAX_CONCURRENCY: u32 = 16;
+pub const MAX_CONCURRENCY: u32 = 32;
 
 /// Most levels of steps inside steps (`then`, `else`, `steps`, `branches`): validation, the
 /// trace and the engine walk them recursively.
@@ -1026,7 +1026,7 @@ mod tests {
                 {"name": "check", "type": "condition", "condition": "${item.ok}",
                  "then": [{"name": "pause", "type": "wait"}],
                  "else": [{"name": "sleep", "type": "wait", "duration_ms": 1, "until": "soon"}]},
-                {"name": "each", "type": "for_each", "concurrency": 17,
+                {"name": "each", "type": "for_each", "concurrency": 33,
                  "steps": [{"name": "inner", "type": "transform", "transform": "map"}]},
                 {"name": "both", "type": "parallel", "branches": [
                     {"name": "a", "steps": []},
@@ -1051,7 +1051,7 @@ mod tests {
                 ("steps[0].then[0].duration_ms", "wait needs exactly one of duration_ms and until"),
                 ("steps[0].else[0].duration_ms", "wait needs exactly one of duration_ms and until"),
                 ("steps[1].items", "for_each needs items (a reference to an array)"),
-                ("steps[1].concurrency", "must be from 1 to 16"),
+                ("steps[1].concurrency", "must be from 1 to 32"),
                 ("steps[1].steps[0].mapping", "transform map needs a mapping"),
                 ("steps[2].branches[0].steps", "needs at least one step"),
                 ("steps[2].branches[1].name", "\"a\" must be a unique identifier"),

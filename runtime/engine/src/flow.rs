@@ -6,7 +6,7 @@ use dibop_core::{StepKind, StepStatus};
 use serde_json::{Value, json};
 
 use super::definition::{FlatStep, Step};
-use super::mapping;
+use super::mapping::{self, Lookup, Scope};
 
 /// What to do with the step at hand.
 pub enum Decision {
@@ -21,9 +21,11 @@ pub enum Decision {
 /// The running state of one block.
 pub struct Flow<'a> {
     /// What references resolve against: parameters, `_context`, finished steps (and `item`,
-    /// `index` in a `for_each` body).
-    pub scope: Value,
-    pub last_output: Value,
+    /// `index` in a `for_each` body, over the scope of the block it runs in).
+    pub scope: Scope<'a>,
+    /// The step that succeeded last: its output (read from the scope, not kept twice) is the
+    /// block's.
+    last: Option<String>,
     /// A step failed with `on_error: continue`, or a handler recovered.
     pub partial: bool,
     /// The failed step and its error, until a handler takes it.
@@ -33,8 +35,14 @@ pub struct Flow<'a> {
 }
 
 impl<'a> Flow<'a> {
-    pub fn new(scope: Value) -> Self {
-        Self { scope, last_output: Value::Null, partial: false, failure: None, handling: None }
+    pub fn new(scope: Scope<'a>) -> Self {
+        Self { scope, last: None, partial: false, failure: None, handling: None }
+    }
+
+    /// The output of the step that succeeded last (null when none did).
+    pub fn last_output(&self) -> &Value {
+        static NULL: Value = Value::Null;
+        self.last.as_deref().and_then(|name| self.scope.root(name)).unwrap_or(&NULL)
     }
 
     /// Decides about `flat`; `handler_ahead` says whether an error handler comes at or after it.
@@ -49,8 +57,9 @@ impl<'a> Flow<'a> {
             self.partial = true;
             self.handling = None;
         }
-        let in_branch =
-            flat.guards.iter().all(|(name, then)| self.scope[*name]["branch"] == if *then { "then" } else { "else" });
+        let in_branch = flat.guards.iter().all(|(name, then)| {
+            self.scope.root(name).is_some_and(|v| v["branch"] == if *then { "then" } else { "else" })
+        });
         if let Some((failed_step, error)) = &self.failure {
             if flat.step.kind == StepKind::ErrorHandler && in_branch {
                 let output = json!({"branch": "then", "failed_step": failed_step, "error": error});
@@ -85,13 +94,12 @@ impl<'a> Flow<'a> {
         self.partial |= partial;
         match status {
             StepStatus::Success => {
-                let output = output.cloned().unwrap_or(Value::Null);
-                self.scope[&step.name] = output.clone();
-                self.last_output = output;
+                self.scope.set(&step.name, output.cloned().unwrap_or(Value::Null));
+                self.last = Some(step.name.clone());
             }
             StepStatus::Failed if step.on_error.as_deref() == Some("continue") => {
                 self.partial = true;
-                self.scope[&step.name] = Value::Null;
+                self.scope.set(&step.name, Value::Null);
             }
             StepStatus::Failed => {
                 let error = format!("step {} failed: {}", step.name, error.unwrap_or_default());
@@ -101,7 +109,7 @@ impl<'a> Flow<'a> {
             }
             // References into it resolve to null (see `mapping`), as for a failure let through.
             StepStatus::Skipped => {
-                self.scope[&step.name] = Value::Null;
+                self.scope.set(&step.name, Value::Null);
             }
         }
     }
@@ -139,7 +147,7 @@ mod tests {
 
     use serde_json::{Value, json};
 
-    use super::{Decision, Flow, handlers_ahead};
+    use super::{Decision, Flow, Scope, handlers_ahead};
     use crate::definition::{Step, flatten};
 
     fn steps(value: Value) -> Vec<Step> {
@@ -164,14 +172,19 @@ mod tests {
     fn drive(steps: &[Step], scope: Value, outcomes: &HashMap<&str, Outcome>) -> Run {
         let flat = flatten(steps);
         let ahead = handlers_ahead(&flat);
-        let mut flow = Flow::new(scope);
+        let mut flow = Flow::new(Scope::new(scope));
         let mut trace = Vec::new();
         for (i, f) in flat.iter().enumerate() {
             let name = f.step.name.as_str();
             let (word, status, output, error) = match flow.decide(f, ahead[i]) {
                 Decision::Fail(error) => {
                     trace.push(format!("{name}:fail"));
-                    return Run { trace, end: Err(error), scope: flow.scope, last_output: flow.last_output };
+                    return Run {
+                        trace,
+                        end: Err(error),
+                        last_output: flow.last_output().clone(),
+                        scope: flow.scope.into_local(),
+                    };
                 }
                 Decision::Skip => ("skip", "skipped", None, None),
                 Decision::Handle(output) => ("handle", "success", Some(output), None),
@@ -184,7 +197,7 @@ mod tests {
             flow.record(f.step, status.parse().expect("a step status"), output.as_ref(), error, false);
         }
         let end = flow.finish().map(|()| flow.partial);
-        Run { trace, end, scope: flow.scope, last_output: flow.last_output }
+        Run { trace, end, last_output: flow.last_output().clone(), scope: flow.scope.into_local() }
     }
 
     fn branch(which: &str) -> Outcome {

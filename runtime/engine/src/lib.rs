@@ -126,8 +126,9 @@ impl Engine {
 const INLINE_WAIT_MS: i64 = 2_000;
 
 /// Largest output of a step (and of an execution), as JSON text: later steps read it, so a
-/// larger one fails the step instead of being cut.
-pub const MAX_STEP_OUTPUT: usize = 4 * 1024 * 1024;
+/// larger one fails the step instead of being cut. A `for_each` over the items of one large
+/// upstream answer reads it in place (see `mapping::Scope`), not once per item.
+pub const MAX_STEP_OUTPUT: usize = 32 * 1024 * 1024;
 /// Largest stored input and trace detail of a step; larger ones are replaced by a note.
 const MAX_STORED_DETAIL: usize = 1024 * 1024;
 /// Longest stored error of a step.

@@ -68,7 +68,9 @@ impl Reference {
             return Err(error("must start with parameters, _context or a step name".into()));
         }
         let rest = &expression[root.len()..];
-        let path_text = format!("$['{root}']{}", shorthand_to_brackets(rest));
+        // The path is taken from the root's value (see `Lookup`): a body's scope is layered
+        // over its container's instead of being a copy of it.
+        let path_text = format!("${}", shorthand_to_brackets(rest));
         // `serde_json_path` 0.7.2 panics ("we do not use streaming parsers") on some unfinished
         // escapes such as `\u` at the end of a quoted name: a panic there is an invalid path.
         let path = match std::panic::catch_unwind(|| JsonPath::parse(&path_text)) {
@@ -80,16 +82,17 @@ impl Reference {
     }
 
     /// The referenced value in `scope`.
-    pub fn resolve(&self, scope: &Value) -> Result<Value, MappingError> {
+    pub fn resolve<S: Lookup + ?Sized>(&self, scope: &S) -> Result<Value, MappingError> {
+        let root = scope.root(&self.root);
         // A step that was skipped or failed with `on_error: continue`: everything in it is null.
-        if self.singular && scope.get(&self.root).is_some_and(Value::is_null) {
+        if self.singular && root.is_some_and(Value::is_null) {
             return Ok(Value::Null);
         }
-        let nodes = self.path.query(scope).all();
+        let nodes = root.map(|value| self.path.query(value).all()).unwrap_or_default();
         if self.singular {
             nodes.first().map(|v| (*v).clone()).ok_or_else(|| MappingError {
                 reference: self.expression.clone(),
-                message: if scope.get(&self.root).is_none() {
+                message: if root.is_none() {
                     format!("{} is not available (no such parameter, context value or completed step)", self.root)
                 } else {
                     "did not resolve to a value".into()
@@ -98,6 +101,56 @@ impl Reference {
         } else {
             Ok(Value::Array(nodes.into_iter().cloned().collect()))
         }
+    }
+}
+
+/// What references resolve against: a JSON object (`parameters`, `_context`, one member per
+/// completed step), or a [`Scope`] of such objects layered one over another.
+pub trait Lookup {
+    /// The value a reference starting with `name` reads.
+    fn root(&self, name: &str) -> Option<&Value>;
+}
+
+impl Lookup for Value {
+    fn root(&self, name: &str) -> Option<&Value> {
+        self.as_object()?.get(name)
+    }
+}
+
+/// The scope of one block of steps: its own values (the steps it completed; `item` and
+/// `index` in a `for_each` body) over those of the block it runs in, which are read in place,
+/// not copied, so that 10,000 items of a body over a large step output cost no copy of it.
+/// A body nests at most `MAX_STEP_NESTING` levels, so a lookup walks at most that many.
+pub struct Scope<'s> {
+    local: Value,
+    outer: Option<&'s Scope<'s>>,
+}
+
+impl<'s> Scope<'s> {
+    /// A scope of its own (the top level of an execution).
+    pub fn new(local: Value) -> Self {
+        Self { local, outer: None }
+    }
+
+    /// A body's scope: `local` over `outer`.
+    pub fn within(outer: &'s Scope<'s>, local: Value) -> Self {
+        Self { local, outer: Some(outer) }
+    }
+
+    /// Sets `name` in this layer (over any `name` of the layers beneath).
+    pub fn set(&mut self, name: &str, value: Value) {
+        self.local[name] = value;
+    }
+
+    /// This layer's own values.
+    pub fn into_local(self) -> Value {
+        self.local
+    }
+}
+
+impl Lookup for Scope<'_> {
+    fn root(&self, name: &str) -> Option<&Value> {
+        self.local.root(name).or_else(|| self.outer.and_then(|outer| outer.root(name)))
     }
 }
 
@@ -132,7 +185,7 @@ impl Expression {
 
     /// The first alternative that resolves to a value other than null, or a literal; else null
     /// when one resolved to null, else the last one's error.
-    pub fn resolve(&self, scope: &Value) -> Result<Value, MappingError> {
+    pub fn resolve<S: Lookup + ?Sized>(&self, scope: &S) -> Result<Value, MappingError> {
         let mut last_error = None;
         let mut saw_null = false;
         for alternative in &self.alternatives {
@@ -449,7 +502,7 @@ fn collect(value: &Value, out: &mut Vec<Reference>) -> Result<(), MappingError> 
 /// [`nesting::MAX_VALUE_DEPTH`] levels: a mapping that wraps a referenced value deeper than that
 /// fails (the template and the referenced values are each within the bound, so what is built
 /// before the check stays within twice of it).
-pub fn resolve(value: &Value, scope: &Value) -> Result<Value, MappingError> {
+pub fn resolve<S: Lookup + ?Sized>(value: &Value, scope: &S) -> Result<Value, MappingError> {
     // The template is walked recursively below: measure it first.
     if let Err(message) = nesting::check_value(value, "the mapping") {
         return Err(MappingError { reference: String::new(), message });
@@ -479,7 +532,7 @@ fn first_expression(value: &Value) -> Option<String> {
     None
 }
 
-fn resolve_within(value: &Value, scope: &Value) -> Result<Value, MappingError> {
+fn resolve_within<S: Lookup + ?Sized>(value: &Value, scope: &S) -> Result<Value, MappingError> {
     Ok(match value {
         Value::String(text) => {
             let found = expressions(text)?;
@@ -516,7 +569,7 @@ fn resolve_within(value: &Value, scope: &Value) -> Result<Value, MappingError> {
 /// Evaluates a condition: `<operand> <op> <operand>` with op one of ==, !=, >=, <=, >, <, or a
 /// single operand judged by truthiness. An operand is a `${...}` reference or a JSON literal
 /// (single-quoted text is a string too).
-pub fn condition(expression: &str, scope: &Value) -> Result<bool, MappingError> {
+pub fn condition<S: Lookup + ?Sized>(expression: &str, scope: &S) -> Result<bool, MappingError> {
     let operand = |text: &str| -> Result<Value, MappingError> {
         let text = text.trim();
         if text.starts_with("${") && text.ends_with('}') {
@@ -709,6 +762,27 @@ mod tests {
         let err = Reference::parse(r"parameters.'['}\u").err().expect("refused");
         assert!(err.message.contains("escape sequence is not finished"), "{}", err.message);
         assert!(resolve(&json!(r"${parameters.'['}\u}"), &scope()).is_err());
+    }
+
+    #[test]
+    fn a_body_scope_reads_its_own_values_over_its_containers() {
+        let outer = Scope::new(scope());
+        let mut body = Scope::within(&outer, json!({"item": {"vin": "V1"}, "index": 4}));
+        assert_eq!(resolve(&json!("${item.vin}"), &body).expect("own"), json!("V1"));
+        assert_eq!(resolve(&json!("${decode.response.make}"), &body).expect("outer"), json!("HONDA"));
+        assert_eq!(resolve(&json!("${stock.items[?(@.status=='sold')].name}"), &body).expect("filter"), json!(["b"]));
+        assert_eq!(resolve(&json!("${stock..name}"), &body).expect("descendants"), json!(["a", "b", "c"]));
+        // A step of the body named like one outside it hides it; skipped, it reads as null.
+        body.set("decode", json!({"response": {"make": "FORD"}}));
+        assert_eq!(resolve(&json!("${decode.response.make}"), &body).expect("own"), json!("FORD"));
+        body.set("stock", Value::Null);
+        assert_eq!(resolve(&json!("${stock.items[0]}"), &body).expect("null-safe"), Value::Null);
+        let nested = Scope::within(&body, json!({"item": 7}));
+        assert_eq!(resolve(&json!("${item} of ${index}"), &nested).expect("layers"), json!("7 of 4"));
+        let missing = resolve(&json!("${nothing.here}"), &nested).expect_err("missing");
+        assert!(missing.message.contains("nothing is not available"), "{missing}");
+        assert_eq!(resolve(&json!("${nothing[*]}"), &nested).expect("empty"), json!([]));
+        assert_eq!(outer.root("decode").expect("outer")["response"]["make"], "HONDA", "the outer scope is unchanged");
     }
 
     #[test]

@@ -96,6 +96,12 @@ pub const MAX_MAX_WAIT_MS: u64 = 604_800_000;
 /// longer one parks the execution, so that throttled work leaves the slots to other work.
 pub const INLINE_PERMIT_MS: i64 = 250;
 
+/// In a `for_each` or `parallel` body a call sleeps in place for a permit up to this long: its
+/// container drains the limit with its other bodies meanwhile, and a park would hand back and
+/// replay the whole container for every permit. A longer wait (the connection's permits are
+/// taken by other work) parks the execution.
+pub const BODY_PERMIT_MS: i64 = 10_000;
+
 /// A parked call's execution is due this long before its permit's window begins, so that a
 /// node has claimed and replayed it when the window opens (it sleeps the rest in place; at
 /// most [`INLINE_PERMIT_MS`], or it would park again).
@@ -260,13 +266,16 @@ pub enum Throttled {
 }
 
 /// Admits one call of `connection` from a step. `held` is the permit the step took before its
-/// execution parked, used when it is still good; otherwise the call takes the next permit.
+/// execution parked, used when it is still good; otherwise the call takes the next permit. A
+/// permit at most `inline_ms` away ([`INLINE_PERMIT_MS`], or [`BODY_PERMIT_MS`] in a body) is
+/// slept for; a later one parks.
 pub async fn admit(
     engine: &Engine,
     connection: &ConnectionRow,
     policy: &Resilience,
     origin: &CallOrigin,
     held: Option<Permit>,
+    inline_ms: i64,
 ) -> Result<Admitted, Throttled> {
     let started = Instant::now();
     let refuse = |code: &'static str, message: String| {
@@ -320,7 +329,7 @@ pub async fn admit(
     };
     if let Some(permit) = permit {
         let wait = permit.window_ms - now_ms();
-        if wait > INLINE_PERMIT_MS {
+        if wait > inline_ms {
             untried().await;
             return Err(Throttled::Park(permit));
         }

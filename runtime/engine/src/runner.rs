@@ -10,9 +10,10 @@ use dibop_core::{ExecutionStatus, StepKind, StepStatus, now_ms};
 use super::blocks::run_step;
 use super::definition::{self, Definition};
 use super::flow::{Decision, Flow};
+use super::mapping::{self, Scope};
 use super::node::StopSignal;
 use super::step::StepOutcome;
-use super::{MAX_STEP_OUTPUT, Stop, blocks, flow, mapping};
+use super::{MAX_STEP_OUTPUT, Stop, blocks, flow};
 use crate::Engine;
 use dibop_store::{ExecutionRow, Finish, Lease, StepResultRow};
 
@@ -90,7 +91,7 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow, lease: &Lease)
         if execution.steps_completed == 0 { Vec::new() } else { engine.store.step_results(&execution.id).await? };
     let flat = definition::flatten(&def.steps);
     let ahead = flow::handlers_ahead(&flat);
-    let mut flow = Flow::new(json!({
+    let mut flow = Flow::new(Scope::new(json!({
         "parameters": serde_json::from_str::<Value>(&execution.parameters)?,
         "_context": {
             "timestamp": chrono::Utc::now().to_rfc3339(),
@@ -98,7 +99,7 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow, lease: &Lease)
             "orchestration_id": execution.orchestration_id,
             "enterprise_id": execution.enterprise_id,
         },
-    }));
+    })));
     // Replay what is committed.
     for (result, f) in done.iter().zip(&flat) {
         let output = result.output.as_deref().map(serde_json::from_str::<Value>).transpose()?;
@@ -109,6 +110,7 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow, lease: &Lease)
     }
     // Steps finished inside the body of the container it resumes at, if a long wait there parked it.
     let kept = blocks::Kept::load(engine, &execution).await?;
+    let run = blocks::Run { engine, execution: &execution, lease, kept: &kept };
     let mut clear_body = execution.body_parked != 0;
     let mut signal = engine.node.signal(&execution.id);
     let mut cancelled = execution.cancel_requested != 0;
@@ -141,7 +143,7 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow, lease: &Lease)
             Decision::Skip => StepOutcome::skipped(),
             Decision::Handle(output) => StepOutcome::success(output),
             Decision::Run => tokio::select! {
-                outcome = run_step(engine, &execution, &kept, step, &flow.scope, &step.name, true) => outcome,
+                outcome = run_step(run, step, &flow.scope, &step.name, true) => outcome,
                 // The grace period is over (or the lease is lost): the step in flight is
                 // abandoned, not recorded, and runs again (same idempotency key) where the
                 // execution resumes.
@@ -183,7 +185,8 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow, lease: &Lease)
             (true, _) => Some(pause.unwrap_or_else(|| conclude(&mut flow, &def))),
         };
         let completed = i64::try_from(position + 1)?;
-        let clear = std::mem::take(&mut clear_body);
+        // A for_each (also one inside a parallel branch) may have kept finished items.
+        let clear = std::mem::take(&mut clear_body) || matches!(step.kind, StepKind::ForEach | StepKind::Parallel);
         let recorded = commit(&mut signal, "a step's result", || {
             engine.store.record_step(lease, &result, &outcome.api_calls, completed, ending.clone(), clear)
         })
@@ -241,7 +244,7 @@ fn conclude(flow: &mut Flow<'_>, def: &Definition) -> Finish {
             let status = if flow.partial { ExecutionStatus::Partial } else { ExecutionStatus::Success };
             // Serialized once: the stored text is also what the bound is measured on.
             match def.output.as_ref().map(|o| mapping::resolve(o, &flow.scope)) {
-                None => (status, Some(flow.last_output.to_string()), None),
+                None => (status, Some(flow.last_output().to_string()), None),
                 Some(Ok(output)) => match output.to_string() {
                     text if text.len() > MAX_STEP_OUTPUT => (
                         ExecutionStatus::Failed,

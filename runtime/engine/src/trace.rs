@@ -30,9 +30,16 @@ pub struct TraceDetail {
     pub branches: Option<usize>,
     /// `for_each` and `parallel`: one record per body step (label, name, type, status, system,
     /// operation, error, attempts, timing and its own `detail`); a record
-    /// kept while the execution was parked is replayed as it was stored.
+    /// kept while the execution was parked is replayed as it was stored. A `for_each` keeps
+    /// the records of its first items and of its first failed items only (see `outcomes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<Value>>,
+    /// `for_each`: how many items ended each way (`success`, `partial`, `failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcomes: Option<std::collections::BTreeMap<String, usize>>,
+    /// `for_each`: how many items' records were left out of `steps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items_left_out: Option<usize>,
     /// `sub_orchestration`: the child execution and how it stood.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child_execution_id: Option<String>,

@@ -24,6 +24,9 @@ use crate::{
     TransformPre, warm,
 };
 
+/// An instance whose memories grew past this is dropped after its call instead of kept warm.
+const WARM_MEMORY_BYTES: usize = 64 << 20;
+
 /// What a call's body came to, as its caller sees it: the outer timeout and traps classified,
 /// credentials redacted from the message.
 fn settle<R>(
@@ -397,8 +400,12 @@ impl PluginHost {
         let (stdout_text, stderr_text) = (tail(&w.stdout, out_from), tail(&w.stderr, err_from));
         let result = settle(outcome, spec, &stderr_text, redactor).map(|r| r.redacted(redactor));
         let dropping = Instant::now();
-        // Only a clean call leaves an instance fit for another; its output pipes must have room.
-        let roomy = w.stdout.contents().len() < OUTPUT_CAPACITY / 2 && w.stderr.contents().len() < OUTPUT_CAPACITY / 2;
+        // Only a clean call leaves an instance fit for another; its output pipes must have room,
+        // and an instance whose memory grew large (a call that read a large answer) is not kept
+        // (the pool would hold that memory while idle).
+        let roomy = w.stdout.contents().len() < OUTPUT_CAPACITY / 2
+            && w.stderr.contents().len() < OUTPUT_CAPACITY / 2
+            && w.store.data().limits.memory_used() <= WARM_MEMORY_BYTES;
         if result.is_ok() && roomy {
             self.warm.give_back(key, w);
         } else {

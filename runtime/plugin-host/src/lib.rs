@@ -121,7 +121,7 @@ impl Default for Limits {
             memory_bytes: 64 << 20,
             timeout: Duration::from_secs(30),
             max_requests: 20,
-            max_response_bytes: 10 << 20,
+            max_response_bytes: 32 << 20,
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -167,7 +167,7 @@ impl std::error::Error for CallError {}
 pub(crate) const MAX_ERROR_CODE: usize = 64;
 pub(crate) const MAX_ERROR_MESSAGE: usize = 4096;
 /// Largest output (JSON text) a plugin may answer, in bytes.
-pub const MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_OUTPUT_BYTES: usize = 32 * 1024 * 1024;
 
 /// The outcome of one call, with everything it left behind.
 #[derive(Debug)]

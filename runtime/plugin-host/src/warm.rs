@@ -4,8 +4,8 @@
 //!
 //! Invariant: an instance is only reused for the same enterprise, connection, plugin version,
 //! configuration, credentials and limits (all part of its key), at most `max_uses` times, never
-//! after a call that failed in any way (trap, limit, timeout or a plugin error), and never after
-//! sitting idle for a minute. The pool is bounded per key and in total.
+//! after a call that failed in any way (trap, limit, timeout or a plugin error) or whose
+//! memories grew past 64 MiB, and never after sitting idle for a minute. The pool is bounded per key and in total.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};

@@ -314,7 +314,13 @@ pub struct ExecutionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replayed_by: Option<String>,
     pub parameters: Value,
+    /// Lists leave out an output larger than 64 KiB (null here, its size in `output_bytes`);
+    /// `GET /executions/{id}` answers it whole.
     pub output: Option<Value>,
+    /// The size in bytes of an output larger than 64 KiB, kept by reference out of the
+    /// execution's row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_bytes: Option<i64>,
     pub error: Option<String>,
     /// Why a failed or cancelled execution ended: `STEP_FAILED`, `OUTPUT_FAILED`, `CANCELLED`
     /// or `INTERNAL` (a fault of the platform, logged with the execution id); `STEP_FAILED` for
@@ -337,6 +343,7 @@ fn execution_view(row: ExecutionRow, steps: Option<Vec<StepResultRow>>) -> AppRe
         duration_ms: duration(&row),
         parameters: serde_json::from_str(&row.parameters).unwrap_or(Value::Null),
         output: json_column(row.output.as_ref()),
+        output_bytes: row.output_bytes,
         id: row.id,
         orchestration_id: row.orchestration_id,
         orchestration_version: row.orchestration_version,

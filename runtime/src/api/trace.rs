@@ -244,11 +244,17 @@ pub async fn build(store: &crate::store::Store, execution: crate::store::Executi
             .as_deref()
             .and_then(|d| serde_json::from_str(d).ok())
             .map_or_else(TraceDetail::default, |d| TraceDetail::read(&d));
-        let attributes = serde_json::json!({"type": step.kind, "system": step.system, "operation": step.operation,
+        let mut attributes = serde_json::json!({"type": step.kind, "system": step.system, "operation": step.operation,
             "attempts": step.attempts, "error": step.error,
             "input": capped(step.input.as_deref().and_then(|t| serde_json::from_str(t).ok())),
             "output": capped(step.output.as_deref().and_then(|t| serde_json::from_str(t).ok())),
             "stderr": detail.stderr});
+        // A for_each: how its items ended, and how many have no spans of their own.
+        if let Some(outcomes) = &detail.outcomes {
+            attributes["items"] = detail.items.into();
+            attributes["outcomes"] = serde_json::json!(outcomes);
+            attributes["items_left_out"] = detail.items_left_out.unwrap_or(0).into();
+        }
         let record = StepRecord {
             seed: format!("{}:{}", execution.id, step.position),
             label: step.name.clone(),

@@ -21,6 +21,8 @@ pub struct ExecutionRow {
     pub status: String,
     pub triggered_by: String,
     pub parameters: String,
+    /// Its output when at most [`INLINE_OUTPUT_BYTES`]; a larger one is kept by reference (see
+    /// `output_bytes`) and only [`get_execution`](crate::Store::get_execution) reads it.
     pub output: Option<String>,
     pub error: Option<String>,
     pub idempotency_key: Option<String>,
@@ -52,6 +54,31 @@ pub struct ExecutionRow {
     pub lease_owner: Option<String>,
     /// Raised by every claim: with the owner, it names one lease (see [`Lease`]).
     pub lease_epoch: i64,
+    /// The size of an output larger than [`INLINE_OUTPUT_BYTES`], kept in `payloads` instead
+    /// of this row (the queue, the claims and every list read this row).
+    pub output_bytes: Option<i64>,
+}
+
+/// An execution's output up to this many bytes is kept in its row; a larger one (up to the
+/// engine's 32 MiB) by reference, in `payloads`.
+pub const INLINE_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// The output of an execution as its row takes it, with the size of one kept by reference:
+/// larger than [`INLINE_OUTPUT_BYTES`], it goes to `payloads` with a statement pushed to
+/// `batch` (before the row's `UPDATE`, in the same transaction).
+fn by_reference(batch: &mut Batch, execution_id: &str, output: Option<String>) -> (Option<String>, Option<i64>) {
+    match output {
+        Some(text) if text.len() > INLINE_OUTPUT_BYTES => {
+            let bytes = i64::try_from(text.len()).unwrap_or(i64::MAX);
+            batch.push(
+                "INSERT INTO payloads (execution_id, name, body) VALUES ($1, 'output', $2) \
+                 ON CONFLICT (execution_id, name) DO UPDATE SET body = excluded.body",
+                vec![execution_id.into(), text.into()],
+            );
+            (None, Some(bytes))
+        }
+        inline => (inline, None),
+    }
 }
 
 impl ExecutionRow {
@@ -177,7 +204,7 @@ pub struct BodyStepRow {
 
 const EXECUTION: &str = "id, enterprise_id, orchestration_id, orchestration_version, status, triggered_by, parameters, output, \
      error, idempotency_key, steps_completed, steps_succeeded, steps_total, created_at, started_at, finished_at, parent_execution_id, depth, cancel_requested, body_parked, error_code, \
-     replay_of, replayed_by, traceparent, lease_owner, lease_epoch";
+     replay_of, replayed_by, traceparent, lease_owner, lease_epoch, output_bytes";
 
 /// The condition of a fenced write's last `UPDATE` (see [`Batch::fence`]): the execution is
 /// running under `lease`. Its owner and epoch are appended to `params`, and the condition names
@@ -480,7 +507,7 @@ impl Store {
         batch.independent();
         batch.fence(lease, self.backend);
         // A cancellation asked for meanwhile makes it due at once, so that it ends now.
-        let mut params = vec![(&lease.execution_id).into(), (now_ms() + delay_ms).into(), now_ms().into()];
+        let mut params = vec![lease.execution_id.as_str().into(), (now_ms() + delay_ms).into(), now_ms().into()];
         let held = held(lease, &mut params);
         batch.push(
             format!(
@@ -554,15 +581,17 @@ impl Store {
                 );
             }
             Some(finish) => {
+                let (output, output_bytes) = by_reference(&mut batch, execution_id, finish.output);
                 let mut params = vec![
                     execution_id.into(),
                     completed.into(),
                     finish.status.as_str().into(),
-                    finish.output.into(),
+                    output.into(),
                     finish.error.into(),
                     now_ms().into(),
                     finish.code.into(),
                     succeeded.into(),
+                    output_bytes.into(),
                 ];
                 let held = held(lease, &mut params);
                 // A pause is no end: no `finished_at`. A cancellation asked for while the step
@@ -581,6 +610,7 @@ impl Store {
                     format!(
                         "UPDATE executions SET steps_completed = $2, status = {status}, output = $4, error = $5, \
                          finished_at = {finished_at}, error_code = {code}, steps_succeeded = steps_succeeded + $8, \
+                         output_bytes = $9, \
                          lease_owner = NULL, lease_expires_at = NULL{unpark} \
                          WHERE id = $1 AND {held} RETURNING cancel_requested, started_at, status"
                     ),
@@ -611,19 +641,21 @@ impl Store {
         let mut batch = Batch::default();
         batch.independent();
         batch.fence(lease, self.backend);
+        let (output, output_bytes) = by_reference(&mut batch, &lease.execution_id, finish.output);
         let mut params = vec![
-            (&lease.execution_id).into(),
+            lease.execution_id.as_str().into(),
             finish.status.as_str().into(),
-            finish.output.into(),
+            output.into(),
             finish.error.into(),
             now_ms().into(),
             finish.code.into(),
+            output_bytes.into(),
         ];
         let held = held(lease, &mut params);
         batch.push(
             format!(
                 "UPDATE executions SET status = $2, output = $3, error = $4, finished_at = $5, error_code = $6, \
-                 lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND {held} RETURNING started_at"
+                 output_bytes = $7, lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND {held} RETURNING started_at"
             ),
             params,
         );
@@ -688,12 +720,22 @@ impl Store {
         .await
     }
 
+    /// One execution of `enterprise_id`, with its output also when it is kept by reference.
     pub async fn get_execution(&self, enterprise_id: &str, id: &str) -> sqlx::Result<Option<ExecutionRow>> {
-        sqlx::query_as(&format!("SELECT {EXECUTION} FROM executions WHERE enterprise_id = $1 AND id = $2"))
-            .bind(enterprise_id)
-            .bind(id)
-            .fetch_optional(self.reads())
-            .await
+        let row: Option<ExecutionRow> =
+            sqlx::query_as(&format!("SELECT {EXECUTION} FROM executions WHERE enterprise_id = $1 AND id = $2"))
+                .bind(enterprise_id)
+                .bind(id)
+                .fetch_optional(self.reads())
+                .await?;
+        let Some(mut row) = row else { return Ok(None) };
+        if row.output.is_none() && row.output_bytes.is_some() {
+            row.output = sqlx::query_scalar("SELECT body FROM payloads WHERE execution_id = $1 AND name = 'output'")
+                .bind(id)
+                .fetch_optional(self.reads())
+                .await?;
+        }
+        Ok(Some(row))
     }
 
     pub async fn step_results(&self, execution_id: &str) -> sqlx::Result<Vec<StepResultRow>> {
@@ -748,7 +790,40 @@ impl Store {
         api_calls: &[ApiCallRecord],
         delay_ms: i64,
     ) -> sqlx::Result<()> {
-        let execution_id = lease.execution_id.as_str();
+        let mut batch = self.keeping(lease, steps, api_calls);
+        let mut params = vec![lease.execution_id.as_str().into(), (now_ms() + delay_ms).into(), now_ms().into()];
+        let held = held(lease, &mut params);
+        batch.push(
+            format!(
+                "UPDATE executions SET body_parked = 1, lease_owner = NULL, \
+                 lease_expires_at = CASE WHEN cancel_requested = 1 THEN $3 ELSE $2 END WHERE id = $1 AND {held} RETURNING id"
+            ),
+            params,
+        );
+        batch.run(self).await?;
+        Ok(())
+    }
+
+    /// Commits body steps that finished while their container runs on (the items a `for_each`
+    /// finished) and the API calls they made, as [`park_in_body`](Self::park_in_body) does
+    /// without handing the execution back: if it resumes elsewhere, they are replayed.
+    pub async fn keep_body_steps(
+        &self,
+        lease: &Lease,
+        steps: &[BodyStepRow],
+        api_calls: &[ApiCallRecord],
+    ) -> sqlx::Result<()> {
+        let mut batch = self.keeping(lease, steps, api_calls);
+        let mut params = vec![lease.execution_id.as_str().into()];
+        let held = held(lease, &mut params);
+        batch.push(format!("UPDATE executions SET body_parked = 1 WHERE id = $1 AND {held} RETURNING id"), params);
+        batch.run(self).await?;
+        Ok(())
+    }
+
+    /// A fenced batch that keeps `steps` (see [`park_in_body`](Self::park_in_body)) and
+    /// stores `api_calls`.
+    fn keeping(&self, lease: &Lease, steps: &[BodyStepRow], api_calls: &[ApiCallRecord]) -> Batch {
         let mut batch = Batch::default();
         batch.independent();
         batch.fence(lease, self.backend);
@@ -760,7 +835,7 @@ impl Store {
                  status = excluded.status, output = excluded.output, error = excluded.error, \
                  partial = excluded.partial, record = excluded.record WHERE body_steps.status = 'permit'",
                 vec![
-                    execution_id.into(),
+                    lease.execution_id.as_str().into(),
                     (&step.label).into(),
                     (&step.status).into(),
                     (&step.output).into(),
@@ -770,17 +845,7 @@ impl Store {
                 ],
             );
         }
-        let mut params = vec![execution_id.into(), (now_ms() + delay_ms).into(), now_ms().into()];
-        let held = held(lease, &mut params);
-        batch.push(
-            format!(
-                "UPDATE executions SET body_parked = 1, lease_owner = NULL, \
-                 lease_expires_at = CASE WHEN cancel_requested = 1 THEN $3 ELSE $2 END WHERE id = $1 AND {held} RETURNING id"
-            ),
-            params,
-        );
-        batch.run(self).await?;
-        Ok(())
+        batch
     }
 
     /// Cancels a queued or paused execution at once, or asks the worker of a running one to
@@ -1011,7 +1076,7 @@ async fn requeue(
     let resume_at = keep + i64::from(skip.is_some());
     // First the execution row (it locks it on PostgreSQL), then its results.
     let queued = sqlx::query(
-        "UPDATE executions SET status = 'queued', output = NULL, error = NULL, error_code = NULL, finished_at = NULL, \
+        "UPDATE executions SET status = 'queued', output = NULL, output_bytes = NULL, error = NULL, error_code = NULL, finished_at = NULL, \
          cancel_requested = 0, steps_completed = $2, parameters = COALESCE($4, parameters) \
          WHERE id = $1 AND status = $3",
     )

@@ -26,12 +26,23 @@ use serde_json::{Value, json};
 
 use super::definition::{self, Step};
 use super::flow::{self, Decision, Flow};
+use super::mapping::{self, Scope};
 use super::step::{self, Parked, StepOutcome};
-use super::{INLINE_WAIT_MS, MAX_STEP_OUTPUT, MAX_STORED_DETAIL, MAX_STORED_ERROR, mapping};
+use super::{INLINE_WAIT_MS, MAX_STEP_OUTPUT, MAX_STORED_DETAIL, MAX_STORED_ERROR};
 use crate::Engine;
 use crate::trace::TraceDetail;
 use dibop_plugin_host::outbound::ApiCallRecord;
-use dibop_store::{BodyStepRow, ExecutionRow};
+use dibop_store::{BodyStepRow, ExecutionRow, Lease};
+
+/// The run a step belongs to: the execution, the lease its writes name, and what its bodies
+/// kept before it last parked.
+#[derive(Clone, Copy)]
+pub(crate) struct Run<'a> {
+    pub(crate) engine: &'a Engine,
+    pub(crate) execution: &'a ExecutionRow,
+    pub(crate) lease: &'a Lease,
+    pub(crate) kept: &'a Kept,
+}
 
 /// How deeply orchestrations may start one another.
 pub const MAX_DEPTH: i64 = 8;
@@ -39,7 +50,7 @@ pub const MAX_DEPTH: i64 = 8;
 /// The body steps an execution finished before a long wait in a body parked it, by label
 /// (`each[2].decode`): replayed when it resumes.
 #[derive(Default)]
-pub(super) struct Kept(HashMap<String, BodyStepRow>);
+pub(crate) struct Kept(HashMap<String, BodyStepRow>);
 
 impl Kept {
     /// What `execution` kept, if a wait in a body parked it.
@@ -93,22 +104,26 @@ struct BlockResult {
 impl BlockResult {
     /// Its finished steps as rows to keep, plus those of the bodies nested in it.
     fn into_kept(mut self) -> Vec<BodyStepRow> {
-        let mut rows: Vec<BodyStepRow> = self
-            .done
-            .iter()
+        let mut rows = self.take_done();
+        if let Some(parked) = self.parked.take() {
+            rows.extend(parked.steps);
+        }
+        rows
+    }
+
+    /// Its finished steps as rows to keep (taken: they are kept once).
+    fn take_done(&mut self) -> Vec<BodyStepRow> {
+        std::mem::take(&mut self.done)
+            .into_iter()
             .map(|done| BodyStepRow {
-                label: done.label.clone(),
+                label: done.label,
                 status: done.status.as_str().to_owned(),
                 output: done.output.as_ref().map(Value::to_string),
                 error: done.error.as_deref().map(|e| dibop_core::bounded::clip(e, MAX_STORED_ERROR).into_owned()),
                 partial: i64::from(done.partial),
                 record: super::stored(&self.steps[done.record], MAX_STORED_DETAIL, "trace detail"),
             })
-            .collect();
-        if let Some(parked) = self.parked.take() {
-            rows.extend(parked.steps);
-        }
-        rows
+            .collect()
     }
 }
 
@@ -116,9 +131,10 @@ impl BlockResult {
 struct Siblings {
     /// Set once one of them parked: bodies that have not begun wait for the execution to resume.
     parked: AtomicBool,
-    /// Whether any of them holds a `wait` or a `sub_orchestration` (nested bodies included), so
-    /// that it can park: only then are finished steps collected to be kept.
-    may_park: bool,
+    /// Whether their finished steps are collected to be kept: when any of them holds a step
+    /// that can park (nested bodies included), and in a `for_each`, which keeps its finished
+    /// items as it goes.
+    keeps: bool,
 }
 
 impl Siblings {
@@ -130,7 +146,12 @@ impl Siblings {
                     || s.branches.iter().any(|b| may_park(&b.steps))
             })
         }
-        Self { parked: AtomicBool::new(false), may_park: bodies.into_iter().any(may_park) }
+        Self { parked: AtomicBool::new(false), keeps: bodies.into_iter().any(may_park) }
+    }
+
+    /// Bodies whose finished steps are kept whether or not they can park.
+    fn keeping(self) -> Self {
+        Self { keeps: true, ..self }
     }
 }
 
@@ -171,16 +192,15 @@ async fn replay(engine: &Engine, execution: &ExecutionRow, row: &BodyStepRow) ->
 
 /// Runs one step against `scope`. `label` names it in API-call rows and idempotency keys
 /// (`decode`, or `each[3].decode` inside a for_each); `top` is false inside for_each and parallel
-/// bodies, whose steps kept from before the execution parked are in `kept`.
-pub(super) fn run_step<'a>(
-    engine: &'a Engine,
-    execution: &'a ExecutionRow,
-    kept: &'a Kept,
+/// bodies, whose steps kept from before the execution parked are in `run.kept`.
+pub(crate) fn run_step<'a>(
+    run: Run<'a>,
     step: &'a Step,
-    scope: &'a Value,
+    scope: &'a Scope<'a>,
     label: &'a str,
     top: bool,
 ) -> BoxFuture<'a, StepOutcome> {
+    let Run { engine, execution, kept, .. } = run;
     Box::pin(async move {
         let clock = Instant::now();
         let input_template = match step.kind {
@@ -212,10 +232,10 @@ pub(super) fn run_step<'a>(
                     step::run_transform(engine, execution, step, slug, input, params).await
                 }
                 (StepKind::ApiCall, _) => {
-                    step::run_api_call(engine, execution, step, label, input, kept.held(label)).await
+                    step::run_api_call(engine, execution, step, label, input, kept.held(label), top).await
                 }
-                (StepKind::ForEach, _) => for_each(engine, execution, kept, step, scope, label).await,
-                (StepKind::Parallel, _) => parallel(engine, execution, kept, step, scope, label).await,
+                (StepKind::ForEach, _) => for_each(run, step, scope, label).await,
+                (StepKind::Parallel, _) => parallel(run, step, scope, label).await,
                 (StepKind::SubOrchestration, _) => sub_orchestration(engine, execution, step, label, input).await,
                 (StepKind::Wait, _) => wait(engine, execution, step, scope, top).await,
                 (StepKind::CanonicalUpsert, _) => step::canonical_upsert(engine, execution, step, input).await,
@@ -263,18 +283,19 @@ pub(super) fn run_step<'a>(
     })
 }
 
-/// Runs a body to its end (or until a long wait parks it) against `scope`; `label` prefixes
-/// its steps' labels. `siblings` is shared by the bodies of one container: once one parks, bodies
-/// that have not begun wait for the execution to resume.
+/// Runs a body to its end (or until a long wait parks it) against `local` (its own values,
+/// such as `item`) over `scope`; `label` prefixes its steps' labels. `siblings` is shared by the
+/// bodies of one container: once one parks, bodies that have not begun wait for the execution
+/// to resume.
 fn run_block<'a>(
-    engine: &'a Engine,
-    execution: &'a ExecutionRow,
-    kept: &'a Kept,
+    run: Run<'a>,
     siblings: &'a Siblings,
     steps: &'a [Step],
-    scope: Value,
+    scope: &'a Scope<'a>,
+    local: Value,
     label: String,
 ) -> BoxFuture<'a, BlockResult> {
+    let Run { engine, execution, kept, .. } = run;
     Box::pin(async move {
         let mut result = BlockResult {
             last: Value::Null,
@@ -292,7 +313,7 @@ fn run_block<'a>(
         }
         let flat = definition::flatten(steps);
         let ahead = flow::handlers_ahead(&flat);
-        let mut flow = Flow::new(scope);
+        let mut flow = Flow::new(Scope::within(scope, local));
         for (i, f) in flat.iter().enumerate() {
             // Cancellation (and shutdown) reach inside bodies between their steps.
             if let Some(why) = engine.node.signal(&execution.id).get() {
@@ -335,7 +356,7 @@ fn run_block<'a>(
                             break;
                         }
                     },
-                    None => run_step(engine, execution, kept, f.step, &flow.scope, &step_label, false).await,
+                    None => run_step(run, f.step, &flow.scope, &step_label, false).await,
                 },
             };
             let parked = outcome.parked.take();
@@ -349,7 +370,7 @@ fn run_block<'a>(
                 flow.record(f.step, outcome.status, outcome.output.as_ref(), outcome.error.as_deref(), outcome.partial);
                 // Only steps that ran are kept (skips and handlers are decided again on replay),
                 // and only when a body of this container can park at all.
-                if ran && siblings.may_park {
+                if ran && siblings.keeps {
                     result.done.push(Done {
                         label: step_label,
                         status: outcome.status,
@@ -369,7 +390,7 @@ fn run_block<'a>(
         if result.error.is_none() && result.parked.is_none() {
             result.error = flow.finish().err();
         }
-        result.last = flow.last_output;
+        result.last = flow.last_output().clone();
         result.partial = flow.partial;
         result
     })

@@ -1,22 +1,14 @@
 //! `parallel`: branches run side by side.
 
-use serde_json::Value;
+use serde_json::json;
 
 use super::*;
-use crate::Engine;
 use crate::definition::{MAX_BRANCHES, Step};
 use crate::step::StepOutcome;
-use dibop_store::ExecutionRow;
 
 /// Runs every branch at once; the output maps each branch to its last output.
-pub(super) async fn parallel(
-    engine: &Engine,
-    execution: &ExecutionRow,
-    kept: &Kept,
-    step: &Step,
-    scope: &Value,
-    label: &str,
-) -> StepOutcome {
+pub(super) async fn parallel<'a>(run: Run<'a>, step: &'a Step, scope: &'a Scope<'a>, label: &'a str) -> StepOutcome {
+    let Run { engine, execution, .. } = run;
     let max_branches = engine.settings.max_parallel_branches.min(MAX_BRANCHES);
     if step.branches.len() > max_branches {
         let error = format!(
@@ -26,9 +18,10 @@ pub(super) async fn parallel(
         return StepOutcome::failed(None, None, error, 1);
     }
     let siblings = Siblings::of(step.branches.iter().map(|branch| &branch.steps[..]));
-    let runs = step.branches.iter().map(|branch| {
-        run_block(engine, execution, kept, &siblings, &branch.steps, scope.clone(), format!("{label}.{}", branch.name))
-    });
+    let runs = step
+        .branches
+        .iter()
+        .map(|branch| run_block(run, &siblings, &branch.steps, scope, json!({}), format!("{label}.{}", branch.name)));
     let mut results = futures_util::future::join_all(runs).await;
     let mut api_calls = Vec::new();
     if let Some(parked) = park(stopping(engine, execution), &mut results, &mut api_calls) {

@@ -6,9 +6,10 @@ use dibop_core::now_ms;
 use serde_json::{Value, json};
 
 use crate::Engine;
+use crate::INLINE_WAIT_MS;
 use crate::definition::Step;
+use crate::mapping::{self, Scope};
 use crate::step::{Parked, StepOutcome};
-use crate::{INLINE_WAIT_MS, mapping};
 use dibop_store::ExecutionRow;
 
 /// Sleeps `ms` (nothing when it is not positive), ending early with the reason when the
@@ -38,7 +39,7 @@ pub(crate) async fn wait(
     engine: &Engine,
     execution: &ExecutionRow,
     step: &Step,
-    scope: &Value,
+    scope: &Scope<'_>,
     top: bool,
 ) -> StepOutcome {
     let now = now_ms();

@@ -12,7 +12,7 @@ use super::retry::{Failure, Retrier};
 use super::*;
 use crate::connections::{self, Caller};
 use crate::definition::Step;
-use crate::resilience::{self, PARK_LEAD_MS, Permit, Resilience, Throttled};
+use crate::resilience::{self, BODY_PERMIT_MS, INLINE_PERMIT_MS, PARK_LEAD_MS, Permit, Resilience, Throttled};
 use crate::{Engine, INLINE_WAIT_MS};
 use dibop_plugin_host::{CallError, Invocation};
 use dibop_store::{BodyStepRow, ExecutionRow};
@@ -56,6 +56,7 @@ pub(crate) async fn run_api_call(
     label: &str,
     input: Value,
     held: Option<Held>,
+    top: bool,
 ) -> StepOutcome {
     let name = step.connection.clone().unwrap_or_default();
     let connection = match engine.store.find_connection(&execution.enterprise_id, &name).await {
@@ -104,7 +105,9 @@ pub(crate) async fn run_api_call(
             idempotency_key: idempotency_key.clone(),
         };
         let mut retry_after = None;
-        let result = match resilience::admit(engine, &connection, &policy, &prepared.spec.origin, permit.take()).await {
+        let inline_ms = if top { INLINE_PERMIT_MS } else { BODY_PERMIT_MS };
+        let admitted = resilience::admit(engine, &connection, &policy, &prepared.spec.origin, permit.take(), inline_ms);
+        let result = match admitted.await {
             Err(Throttled::Park(permit)) => {
                 let due_ms = permit.window_ms - PARK_LEAD_MS;
                 return park(retrier.attempt, due_ms, Some(permit), api_calls);

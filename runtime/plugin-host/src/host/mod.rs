@@ -36,6 +36,11 @@ impl CallLimits {
     pub fn new(memory_max: usize) -> Self {
         Self { memory_max, memory_used: 0 }
     }
+
+    /// Bytes the call's memories have grown to.
+    pub fn memory_used(&self) -> usize {
+        self.memory_used
+    }
 }
 
 impl wasmtime::ResourceLimiter for CallLimits {

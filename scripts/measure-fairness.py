@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Fairness between tenants under a flood, on several nodes of one PostgreSQL database.
+
+Starts NODES (default 3) `dibop serve` processes (DIBOP_BIN, default target/release/dibop) on a
+fresh database of the PostgreSQL at PG_URL (default postgres://postgres@127.0.0.1:5432), and a
+loopback mock system that answers at once. Enterprise A (the first one) gets a connection
+limited to FLOOD_RATE calls a second (default 50); enterprise B one without a limit. B runs a
+steady trickle of synchronous executions (TRICKLE_HZ a second, default 0.9: B keeps the default
+quota of 60 executions a minute, which only platform rights in B could raise) alone for IDLE_S
+seconds (default 60), then A submits FLOOD (default 5,000) asynchronous executions of a
+one-call orchestration and the trickle goes on until all of A's executions have ended.
+Reports B's latency alone and during the flood (p50, p99; the ratio of the p99s is what the
+flow-control issue bounds by 2) and how A's executions ended. Only the standard library.
+
+    cargo build --release && scripts/measure-fairness.py
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from dibop_http import call, free_port
+
+NODES = int(os.environ.get("NODES", "3"))
+FLOOD = int(os.environ.get("FLOOD", "5000"))
+FLOOD_RATE = int(os.environ.get("FLOOD_RATE", "50"))
+TRICKLE_HZ = float(os.environ.get("TRICKLE_HZ", "0.9"))
+IDLE_S = float(os.environ.get("IDLE_S", "60"))
+PG_URL = os.environ.get("PG_URL", "postgres://postgres@127.0.0.1:5432")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("DIBOP_BIN", os.path.join(ROOT, "target", "release", "dibop"))
+EMAIL, PASSWORD = "fair@example.com", "Fair-Pass-42"
+B_EMAIL = "admin@b.example"
+LIMITS = {"rate_limits": {"api_requests_per_minute": 1000000, "executions_per_minute": 1000000,
+                          "outbound_requests_per_minute": 1000000}}
+
+
+class Answer(BaseHTTPRequestHandler):
+    """The mock system: every GET answers 200 with a small JSON body at once."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = b'{"ok":true}'
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_):
+        pass
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
+
+
+def psql(sql):
+    subprocess.run(["psql", f"{PG_URL}/postgres", "-qc", sql], check=True, stdout=subprocess.DEVNULL)
+
+
+def tenant(port, token, mock, name, rate_limit):
+    """A connection `name` to the mock and a one-call orchestration on it; answers its execute path."""
+    connection = {"name": name, "system": "rest", "allowed_hosts": [f"127.0.0.1:{mock}"],
+                  "resilience": {"rate_limit": rate_limit},
+                  "config": {"base_url": f"http://127.0.0.1:{mock}",
+                             "operations": {"hit": {"method": "GET", "path": "/hit/{id}"}}}}
+    status, body = call(port, "POST", "/api/v1/connections", connection, token)
+    assert status == 201, body
+    definition = {"name": f"Call {name}", "parameters": [{"name": "id", "type": "string", "required": True}],
+                  "steps": [{"name": "hit", "type": "api_call", "connection": name, "operation": "hit",
+                             "parameters": {"id": "${parameters.id}"}}]}
+    status, created = call(port, "POST", "/api/v1/orchestrations", definition, token)
+    assert status == 201, created
+    return created["id"]
+
+
+def main():
+    if not os.access(BIN, os.X_OK):
+        sys.exit(f"{BIN} missing: run `cargo build --release` or set DIBOP_BIN")
+    mock = free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", mock), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    database = f"dibop_fair_{uuid.uuid4().hex[:12]}"
+    psql(f'CREATE DATABASE "{database}"')
+    data = tempfile.TemporaryDirectory(prefix="dibop-fair-")
+    ports = [free_port() for _ in range(NODES)]
+    nodes = []
+    try:
+        for i, port in enumerate(ports):
+            env = dict(os.environ, DIBOP_LISTEN=f"127.0.0.1:{port}", DIBOP_DATA_DIR=os.path.join(data.name, str(i)),
+                       DATABASE_URL=f"{PG_URL}/{database}", DIBOP_ADMIN_EMAIL=EMAIL, DIBOP_ADMIN_PASSWORD=PASSWORD,
+                       DIBOP_JWT_SECRET="fair-bench-secret-0123456789abcdef0123",
+                       DIBOP_SECRET_KEY="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+                       DIBOP_ALLOW_PRIVATE_NETWORKS="true", DIBOP_LOG="warn")
+            nodes.append(subprocess.Popen([BIN, "serve"], env=env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+            # The first node migrates the database before the others start.
+            for _ in range(600):
+                try:
+                    if call(port, "GET", "/readyz")[0] == 200:
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.1)
+        _, login = call(ports[0], "POST", "/api/v1/auth/login", {"email": EMAIL, "password": PASSWORD})
+        a_token = login["access_token"]
+        assert call(ports[0], "PUT", "/api/v1/settings", LIMITS, a_token)[0] == 200
+        status, body = call(ports[0], "POST", "/api/v1/enterprises",
+                            {"name": "Enterprise B", "slug": "b", "admin_email": B_EMAIL, "admin_password": PASSWORD},
+                            a_token)
+        assert status == 201, body
+        _, login = call(ports[0], "POST", "/api/v1/auth/login", {"email": B_EMAIL, "password": PASSWORD})
+        b_token = login["access_token"]
+        flood_id = tenant(ports[0], a_token, mock, "dms", {"requests_per_second": FLOOD_RATE})
+        trickle_id = tenant(ports[0], b_token, mock, "fast", None)
+
+        phase = ["idle"]
+        latencies = {"idle": [], "flood": []}
+        failures = []
+        stop = threading.Event()
+
+        def trickle():
+            i = 0
+            while not stop.is_set():
+                began = time.monotonic()
+                port = ports[i % NODES]
+                status, body = call(port, "POST", f"/api/v1/orchestrations/{trickle_id}/execute",
+                                    {"parameters": {"id": f"b{i}"}}, b_token)
+                took = (time.monotonic() - began) * 1000
+                if status == 200 and body.get("status") == "success":
+                    latencies[phase[0]].append(took)
+                else:
+                    failures.append((status, body))
+                i += 1
+                time.sleep(max(0.0, 1 / TRICKLE_HZ - (time.monotonic() - began)))
+
+        worker = threading.Thread(target=trickle, daemon=True)
+        worker.start()
+        time.sleep(IDLE_S)
+        phase[0] = "flood"
+        started = time.monotonic()
+
+        def submit(i):
+            return call(ports[i % NODES], "POST", f"/api/v1/orchestrations/{flood_id}/execute",
+                        {"parameters": {"id": f"a{i}"}, "async": True}, a_token)[0]
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = list(pool.map(submit, range(FLOOD)))
+        submitted = time.monotonic() - started
+        ended = {}
+        while True:
+            ended = {}
+            for status in ("success", "failed", "cancelled", "partial"):
+                _, page = call(ports[0], "GET",
+                               f"/api/v1/orchestrations/{flood_id}/executions?status={status}&page_size=1", None,
+                               a_token)
+                ended[status] = page["pagination"]["total"]
+            if sum(ended.values()) >= statuses.count(202):
+                break
+            time.sleep(1)
+        drained = time.monotonic() - started
+        stop.set()
+        worker.join()
+        idle, flood = latencies["idle"], latencies["flood"]
+        print(f"nodes: {NODES} on PostgreSQL; A's connection {FLOOD_RATE} calls/s; B's trickle {TRICKLE_HZ}/s")
+        print(f"A: {statuses.count(202)} of {FLOOD} accepted in {submitted:.1f} s; ended {ended} "
+              f"after {drained:.1f} s ({statuses.count(202) / drained:.1f}/s)")
+        for name, values in (("B alone:  ", idle), ("B flooded:", flood)):
+            print(f"{name} {len(values)} executions, p50 {percentile(values, 0.5):.1f} ms, "
+                  f"p90 {percentile(values, 0.9):.1f} ms, p99 {percentile(values, 0.99):.1f} ms, "
+                  f"max {max(values, default=float('nan')):.1f} ms")
+        print(f"B's p99 flooded / alone: {percentile(flood, 0.99) / percentile(idle, 0.99):.2f}; "
+              f"B's failures: {len(failures)} {failures[:3]}")
+    finally:
+        for node in nodes:
+            node.terminate()
+        for node in nodes:
+            try:
+                node.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                node.kill()
+        server.shutdown()
+        psql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        data.cleanup()
+
+
+if __name__ == "__main__":
+    main()
