@@ -191,8 +191,9 @@ async fn down() -> impl IntoResponse {
     (StatusCode::SERVICE_UNAVAILABLE, "maintenance")
 }
 
+/// 40 MiB: more than a plugin may read of one answer (32 MiB).
 async fn big() -> impl IntoResponse {
-    "x".repeat(12 << 20)
+    "x".repeat(40 << 20)
 }
 
 async fn dms_vehicle(State(mock): State<Mock>, Path(vin): Path<String>, headers: HeaderMap) -> impl IntoResponse {

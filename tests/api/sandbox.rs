@@ -113,9 +113,20 @@ async fn oversized_responses_and_request_floods_are_cut_off() {
     let mock = MockServer::start().await;
     let token = app.admin_token().await;
     let connection = hostile(&app, &token, vec![mock.authority.clone()], 10_000).await;
-    let big = app.test_call(&token, &connection, "fetch", json!({"url": format!("{}/big", mock.base)})).await;
-    assert_eq!(big["status"], "error", "{big}");
-    assert!(big["api_calls"][0]["error"].as_str().expect("error").contains("exceeds the limit"), "{big}");
+    // 40 MiB, past the 32 MiB a plugin may read of one answer; with memory enough to read that
+    // much, so that the host's bound (not the plugin's memory) ends it.
+    let roomy = app
+        .create_connection(
+            &token,
+            json!({"name": "roomy", "system": "hostile", "memory_limit_mb": 256,
+                                           "allowed_hosts": [mock.authority], "timeout_ms": 10_000}),
+        )
+        .await;
+    let roomy = roomy["id"].as_str().expect("id");
+    let big = app.test_call(&token, roomy, "fetch", json!({"url": format!("{}/big", mock.base)})).await;
+    assert_eq!(big["status"], "error", "{}", big["error"]);
+    let error = big["api_calls"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("exceeds the limit"), "{error} {}", big["error"]);
 
     let url = format!("{}/vpic/vehicles/GetMakesForVehicleType/car", mock.base);
     let flood = app.test_call(&token, &connection, "fetch", json!({"url": url, "count": 25})).await;
@@ -169,7 +180,15 @@ async fn log_output_and_error_bombs_are_cut_to_their_bounds() {
     assert!(logs[0]["message"].as_str().expect("message").contains("[truncated"), "{}", logs[0]);
     assert!(logs[0]["fields"]["_truncated"].as_str().expect("note").contains("bytes of fields left out"));
 
-    let output = app.test_call(&token, &connection, "big_output", json!({"mib": 5})).await;
+    // Past the 32 MiB a plugin may answer, with memory enough to build it.
+    let roomy = app
+        .create_connection(
+            &token,
+            json!({"name": "roomy", "system": "hostile", "memory_limit_mb": 256, "timeout_ms": 20_000}),
+        )
+        .await;
+    let roomy = roomy["id"].as_str().expect("id");
+    let output = app.test_call(&token, roomy, "big_output", json!({"mib": 33})).await;
     assert_eq!(output["error"]["code"], "output_too_large", "{}", output["error"]);
     let error = app.test_call(&token, &connection, "big_error", json!({"mib": 1})).await;
     let message = error["error"]["message"].as_str().expect("message");
