@@ -65,6 +65,9 @@ pub struct Caches {
     /// Connections whose circuit this node saw closed without failures: a step's call does not
     /// read the circuit again for a second (a failure here forgets the entry at once).
     pub healthy_circuits: TtlCache<String, ()>,
+    /// SQLite only (one node): the permit cursors of outbound limits, by bucket, as
+    /// `(window_start, granted)` (see `Store::reserve_permit`).
+    pub permits: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
 }
 
 /// How long a cached plugin list or connection is trusted without a local write.
@@ -79,6 +82,7 @@ impl Default for Caches {
             alert_rules: TtlCache::new(FRESH, 1_000),
             outbound_limits: TtlCache::new(FRESH, 10_000),
             healthy_circuits: TtlCache::new(FRESH, 10_000),
+            permits: std::sync::Mutex::default(),
         }
     }
 }

@@ -31,12 +31,28 @@ static RESERVE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The cursor `(window_start, granted)` after one more permit: [`RESERVE`]'s arithmetic.
+fn next_permit((window_start, granted): (i64, i64), earliest: i64, limit: i64, period_ms: i64) -> (i64, i64) {
+    if window_start < earliest {
+        (earliest, 1)
+    } else if granted < limit {
+        (window_start, granted + 1)
+    } else {
+        (window_start + period_ms, 1)
+    }
+}
+
 impl Store {
     /// Takes the next permit of the outbound limit `bucket` (`limit` calls per `period_ms`, in
     /// windows aligned to the period), in arrival order across nodes: one of the window starting
     /// at `earliest` when it has permits left, else the first later window that has. Answers the
     /// start of the permit's window (unix ms), or `None`, taking nothing, when that window would
-    /// begin after `latest`. One statement: the row lock orders concurrent callers.
+    /// begin after `latest`. On PostgreSQL one statement, whose row lock orders the nodes'
+    /// callers. On SQLite (one node) the cursor is kept in memory, read from the database the
+    /// first time, and only a permit of a later window is written through before it is given
+    /// (those are what parked calls hold across a restart): a call in the running window costs
+    /// no write. After a crash, the window it happened in may see up to one more limit's worth
+    /// of calls.
     pub async fn reserve_permit(
         &self,
         bucket: &str,
@@ -45,6 +61,9 @@ impl Store {
         period_ms: i64,
         latest: i64,
     ) -> sqlx::Result<Option<i64>> {
+        if self.backend == crate::Backend::Sqlite {
+            return self.reserve_locally(bucket, earliest, limit, period_ms, latest).await;
+        }
         sqlx::query_scalar(&RESERVE)
             .bind(bucket)
             .bind(earliest)
@@ -56,8 +75,62 @@ impl Store {
             .map(crate::first)
     }
 
+    /// [`reserve_permit`](Self::reserve_permit) on SQLite: the same arithmetic as [`RESERVE`] on
+    /// a cursor in memory.
+    async fn reserve_locally(
+        &self,
+        bucket: &str,
+        earliest: i64,
+        limit: i64,
+        period_ms: i64,
+        latest: i64,
+    ) -> sqlx::Result<Option<i64>> {
+        let cursors = &self.caches.permits;
+        let known = cursors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(bucket);
+        if !known {
+            let stored: Option<(i64, i64)> =
+                sqlx::query_as("SELECT window_start, granted FROM outbound_permits WHERE bucket = $1")
+                    .bind(bucket)
+                    .fetch_optional(self.reads())
+                    .await?;
+            let mut map = cursors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            map.entry(bucket.to_owned()).or_insert(stored.unwrap_or((i64::MIN, 0)));
+        }
+        let granted = {
+            let mut map = cursors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let cursor = map.entry(bucket.to_owned()).or_insert((i64::MIN, 0));
+            let next = next_permit(*cursor, earliest, limit, period_ms);
+            if next.0 > latest {
+                return Ok(None);
+            }
+            *cursor = next;
+            next
+        };
+        if granted.0 > earliest {
+            // Moves the stored cursor forward only (concurrent writes may land out of order).
+            sqlx::query(
+                "INSERT INTO outbound_permits (bucket, window_start, granted) VALUES ($1, $2, $3) \
+                 ON CONFLICT (bucket) DO UPDATE SET window_start = excluded.window_start, granted = excluded.granted \
+                 WHERE excluded.window_start > outbound_permits.window_start \
+                 OR (excluded.window_start = outbound_permits.window_start AND excluded.granted > outbound_permits.granted)",
+            )
+            .bind(bucket)
+            .bind(granted.0)
+            .bind(granted.1)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(Some(granted.0))
+    }
+
     /// Forgets the permit cursors of a deleted connection.
     pub(crate) async fn forget_permits(&self, connection_id: &str) -> sqlx::Result<()> {
+        let prefix = outbound_prefix(connection_id);
+        self.caches
+            .permits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|b, _| !b.starts_with(&prefix));
         // Ids are ours (no LIKE wildcards in them).
         sqlx::query("DELETE FROM outbound_permits WHERE bucket LIKE $1")
             .bind(format!("{}%", outbound_prefix(connection_id)))
@@ -116,5 +189,56 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_permit;
+
+    #[test]
+    fn a_cursor_fills_its_window_then_moves_to_the_next() {
+        let second = 1_000;
+        assert_eq!(
+            next_permit((i64::MIN, 0), 5_000, 2, second),
+            (5_000, 1),
+            "a new cursor starts at the earliest window"
+        );
+        assert_eq!(next_permit((5_000, 1), 5_000, 2, second), (5_000, 2));
+        assert_eq!(next_permit((5_000, 2), 5_000, 2, second), (6_000, 1), "a full window gives the next one's");
+        assert_eq!(next_permit((6_000, 1), 5_000, 2, second), (6_000, 2), "permits ahead are taken in order");
+        assert_eq!(next_permit((6_000, 2), 9_000, 2, second), (9_000, 1), "a cursor left behind starts again");
+    }
+
+    /// On SQLite the cursor lives in memory; a permit of a later window is written through, so
+    /// a new process on the same file (after a restart) goes on after it.
+    #[tokio::test]
+    async fn sqlite_keeps_the_cursor_in_memory_and_writes_later_windows_through() {
+        let (store, _dir) = crate::testing::fresh_store(None, "permits").await;
+        let bucket = crate::outbound_bucket("c1", 1_000);
+        let take = |earliest| {
+            let (store, bucket) = (store.clone(), bucket.clone());
+            async move { store.reserve_permit(&bucket, earliest, 2, 1_000, earliest + 10_000).await.expect("permit") }
+        };
+        assert_eq!(take(5_000).await, Some(5_000));
+        assert_eq!(take(5_000).await, Some(5_000));
+        let stored = |store: crate::Store, bucket: String| async move {
+            sqlx::query_as::<_, (i64, i64)>("SELECT window_start, granted FROM outbound_permits WHERE bucket = $1")
+                .bind(bucket)
+                .fetch_optional(store.reads())
+                .await
+                .expect("read")
+        };
+        assert_eq!(stored(store.clone(), bucket.clone()).await, None, "the running window's permits cost no write");
+        assert_eq!(take(5_000).await, Some(6_000));
+        assert_eq!(stored(store.clone(), bucket.clone()).await, Some((6_000, 1)), "a later window's is written");
+        // Too far for this caller: nothing taken.
+        assert_eq!(store.reserve_permit(&bucket, 5_000, 2, 1_000, 5_500).await.expect("permit"), None);
+        // Another process (its memory empty) reads the cursor and goes on after it.
+        store.caches.permits.lock().expect("cursors").clear();
+        assert_eq!(take(5_000).await, Some(6_000));
+        assert_eq!(take(5_000).await, Some(7_000));
+        store.forget_permits("c1").await.expect("forget");
+        assert_eq!(take(5_000).await, Some(5_000), "a deleted connection's cursor is gone");
     }
 }
