@@ -125,7 +125,7 @@ def main():
         trickle_id = tenant(ports[0], b_token, mock, "fast", None)
 
         phase = ["idle"]
-        latencies = {"idle": [], "flood": []}
+        latencies = {"idle": [], "submitting": [], "draining": []}
         failures = []
         stop = threading.Event()
 
@@ -149,7 +149,7 @@ def main():
         worker = threading.Thread(target=trickle, daemon=True)
         worker.start()
         time.sleep(IDLE_S)
-        phase[0] = "flood"
+        phase[0] = "submitting"
         started = time.monotonic()
 
         def submit(i):
@@ -159,6 +159,7 @@ def main():
         with ThreadPoolExecutor(max_workers=8) as pool:
             statuses = list(pool.map(submit, range(FLOOD)))
         submitted = time.monotonic() - started
+        phase[0] = "draining"
         ended = {}
         while True:
             ended = {}
@@ -173,11 +174,13 @@ def main():
         drained = time.monotonic() - started
         stop.set()
         worker.join()
-        idle, flood = latencies["idle"], latencies["flood"]
+        idle, flood = latencies["idle"], latencies["submitting"] + latencies["draining"]
         print(f"nodes: {NODES} on PostgreSQL; A's connection {FLOOD_RATE} calls/s; B's trickle {TRICKLE_HZ}/s")
         print(f"A: {statuses.count(202)} of {FLOOD} accepted in {submitted:.1f} s; ended {ended} "
               f"after {drained:.1f} s ({statuses.count(202) / drained:.1f}/s)")
-        for name, values in (("B alone:  ", idle), ("B flooded:", flood)):
+        phases = (("B alone:     ", idle), ("B, A submits:", latencies["submitting"]),
+                  ("B, A drains: ", latencies["draining"]), ("B flooded:   ", flood))
+        for name, values in phases:
             print(f"{name} {len(values)} executions, p50 {percentile(values, 0.5):.1f} ms, "
                   f"p90 {percentile(values, 0.9):.1f} ms, p99 {percentile(values, 0.99):.1f} ms, "
                   f"max {max(values, default=float('nan')):.1f} ms")
