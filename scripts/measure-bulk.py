@@ -22,11 +22,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from dibop_http import call, free_port
+from dibop_http import LIMITS, call, free_port, json_server, login, memory, serve, wait_ready
 
 ITEMS = int(os.environ.get("ITEMS", "10000"))
 PRICED = int(os.environ.get("PRICED", "200"))
@@ -38,29 +36,9 @@ STOCK = json.dumps({"vehicles": [{"id": f"v{i}", "vin": f"VIN{i:014d}", "notes":
                                  for i in range(ITEMS)]}).encode()
 
 
-class Dealer(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        body = STOCK if self.path == "/stock" else json.dumps({"id": self.path.rsplit("/", 1)[-1]}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_):
-        pass
-
-
-def memory(pid):
-    fields = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                fields[name] = int(value.split()[0]) // 1024
-    return fields
+def dealer(path):
+    """The mock dealer: the stock list, or one vehicle's price."""
+    return STOCK if path == "/stock" else json.dumps({"id": path.rsplit("/", 1)[-1]}).encode()
 
 
 def run(port, token, orchestration):
@@ -79,29 +57,15 @@ def run(port, token, orchestration):
 def main():
     if not os.access(BIN, os.X_OK):
         sys.exit(f"{BIN} missing: run `cargo build --release` or set DIBOP_BIN")
-    mock = free_port()
-    dealer = ThreadingHTTPServer(("127.0.0.1", mock), Dealer)
-    threading.Thread(target=dealer.serve_forever, daemon=True).start()
+    mock_server, mock = json_server(dealer)
     port = free_port()
     data = tempfile.mkdtemp(prefix="dibop-bulk-")
-    env = dict(os.environ, DIBOP_LISTEN=f"127.0.0.1:{port}", DIBOP_DATA_DIR=data, DIBOP_ADMIN_EMAIL=EMAIL,
-               DIBOP_ADMIN_PASSWORD=PASSWORD, DIBOP_JWT_SECRET="bulk-bench-secret-0123456789abcdef0123",
-               DIBOP_ALLOW_PRIVATE_NETWORKS="true", DIBOP_LOG="warn")
-    server = subprocess.Popen([BIN, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = serve(BIN, port, data, EMAIL, PASSWORD)
     try:
-        for _ in range(600):
-            try:
-                if call(port, "GET", "/readyz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
+        wait_ready(port)
         idle = memory(server.pid)
-        _, login = call(port, "POST", "/api/v1/auth/login", {"email": EMAIL, "password": PASSWORD})
-        token = login["access_token"]
-        limits = {"rate_limits": {"api_requests_per_minute": 1000000, "executions_per_minute": 1000000,
-                                  "outbound_requests_per_minute": 1000000}}
-        assert call(port, "PUT", "/api/v1/settings", limits, token)[0] == 200
+        token = login(port, EMAIL, PASSWORD)
+        assert call(port, "PUT", "/api/v1/settings", LIMITS, token)[0] == 200
         connection = {"name": "dealer", "system": "rest", "allowed_hosts": [f"127.0.0.1:{mock}"],
                       "memory_limit_mb": 256, "resilience": {"rate_limit": {"requests_per_second": RATE}},
                       "config": {"base_url": f"http://127.0.0.1:{mock}",
@@ -132,7 +96,7 @@ def main():
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
-        dealer.shutdown()
+        mock_server.shutdown()
         shutil.rmtree(data, ignore_errors=True)
 
 

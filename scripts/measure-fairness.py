@@ -23,9 +23,8 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from dibop_http import call, free_port
+from dibop_http import LIMITS, call, free_port, json_server, login, serve, wait_ready
 
 NODES = int(os.environ.get("NODES", "3"))
 FLOOD = int(os.environ.get("FLOOD", "5000"))
@@ -38,26 +37,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("DIBOP_BIN", os.path.join(ROOT, "target", "release", "dibop"))
 EMAIL, PASSWORD = "fair@example.com", "Fair-Pass-42"
 B_EMAIL = "admin@b.example"
-LIMITS = {"rate_limits": {"api_requests_per_minute": 1000000, "executions_per_minute": 1000000,
-                          "outbound_requests_per_minute": 1000000}}
-
-
-class Answer(BaseHTTPRequestHandler):
-    """The mock system: every GET answers 200 with a small JSON body at once."""
-
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        body = b'{"ok":true}'
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_):
-        pass
-
 
 def percentile(values, p):
     ordered = sorted(values)
@@ -87,9 +66,8 @@ def tenant(port, token, mock, name, rate_limit):
 def main():
     if not os.access(BIN, os.X_OK):
         sys.exit(f"{BIN} missing: run `cargo build --release` or set DIBOP_BIN")
-    mock = free_port()
-    server = ThreadingHTTPServer(("127.0.0.1", mock), Answer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # The mock system: every GET answers at once.
+    server, mock = json_server(lambda _path: b'{"ok":true}')
     database = f"dibop_fair_{uuid.uuid4().hex[:12]}"
     psql(f'CREATE DATABASE "{database}"')
     data = tempfile.TemporaryDirectory(prefix="dibop-fair-")
@@ -97,30 +75,18 @@ def main():
     nodes = []
     try:
         for i, port in enumerate(ports):
-            env = dict(os.environ, DIBOP_LISTEN=f"127.0.0.1:{port}", DIBOP_DATA_DIR=os.path.join(data.name, str(i)),
-                       DATABASE_URL=f"{PG_URL}/{database}", DIBOP_ADMIN_EMAIL=EMAIL, DIBOP_ADMIN_PASSWORD=PASSWORD,
-                       DIBOP_JWT_SECRET="fair-bench-secret-0123456789abcdef0123",
-                       DIBOP_SECRET_KEY="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-                       DIBOP_ALLOW_PRIVATE_NETWORKS="true", DIBOP_LOG="warn")
-            nodes.append(subprocess.Popen([BIN, "serve"], env=env, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))
+            nodes.append(serve(BIN, port, os.path.join(data.name, str(i)), EMAIL, PASSWORD,
+                               DATABASE_URL=f"{PG_URL}/{database}",
+                               DIBOP_SECRET_KEY="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="))
             # The first node migrates the database before the others start.
-            for _ in range(600):
-                try:
-                    if call(port, "GET", "/readyz")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                time.sleep(0.1)
-        _, login = call(ports[0], "POST", "/api/v1/auth/login", {"email": EMAIL, "password": PASSWORD})
-        a_token = login["access_token"]
+            wait_ready(port)
+        a_token = login(ports[0], EMAIL, PASSWORD)
         assert call(ports[0], "PUT", "/api/v1/settings", LIMITS, a_token)[0] == 200
         status, body = call(ports[0], "POST", "/api/v1/enterprises",
                             {"name": "Enterprise B", "slug": "b", "admin_email": B_EMAIL, "admin_password": PASSWORD},
                             a_token)
         assert status == 201, body
-        _, login = call(ports[0], "POST", "/api/v1/auth/login", {"email": B_EMAIL, "password": PASSWORD})
-        b_token = login["access_token"]
+        b_token = login(ports[0], B_EMAIL, PASSWORD)
         flood_id = tenant(ports[0], a_token, mock, "dms", {"requests_per_second": FLOOD_RATE})
         trickle_id = tenant(ports[0], b_token, mock, "fast", None)
 

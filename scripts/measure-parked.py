@@ -11,7 +11,6 @@ running ones wait on the mock, the rest wait in the database. Only the standard 
 """
 
 import asyncio
-import json
 import os
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from dibop_http import call, free_port
+from dibop_http import LIMITS, call, free_port, login, memory, serve, wait_ready
 
 EXECUTIONS = int(os.environ.get("EXECUTIONS", "10000"))
 MOCK_DELAY_S = float(os.environ.get("MOCK_DELAY_S", "120"))
@@ -58,16 +57,6 @@ def start_mock(port, waiting):
     threading.Thread(target=lambda: asyncio.run(main()), daemon=True).start()
 
 
-def memory(pid):
-    fields = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                fields[name] = int(value.split()[0]) // 1024
-    return fields
-
-
 def main():
     if not os.access(BIN, os.X_OK):
         sys.exit(f"{BIN} missing: run `cargo build --release` or set DIBOP_BIN")
@@ -75,24 +64,12 @@ def main():
     waiting = [0, 0]
     start_mock(mock_port, waiting)
     data = tempfile.mkdtemp(prefix="dibop-parked-")
-    env = dict(os.environ, DIBOP_LISTEN=f"127.0.0.1:{port}", DIBOP_DATA_DIR=data, DIBOP_ADMIN_EMAIL=EMAIL,
-               DIBOP_ADMIN_PASSWORD=PASSWORD, DIBOP_JWT_SECRET="parked-bench-secret-0123456789abcdef",
-               DIBOP_ALLOW_PRIVATE_NETWORKS="true", DIBOP_LOG="warn")
-    server = subprocess.Popen([BIN, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = serve(BIN, port, data, EMAIL, PASSWORD)
     try:
-        for _ in range(600):
-            try:
-                if call(port, "GET", "/readyz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
+        wait_ready(port)
         idle = memory(server.pid)
-        _, login = call(port, "POST", "/api/v1/auth/login", {"email": EMAIL, "password": PASSWORD})
-        token = login["access_token"]
-        limits = {"rate_limits": {"api_requests_per_minute": 1000000, "executions_per_minute": 1000000,
-                                  "outbound_requests_per_minute": 1000000}}
-        assert call(port, "PUT", "/api/v1/settings", limits, token)[0] == 200
+        token = login(port, EMAIL, PASSWORD)
+        assert call(port, "PUT", "/api/v1/settings", LIMITS, token)[0] == 200
         connection = {"name": "slow", "system": "rest", "allowed_hosts": [f"127.0.0.1:{mock_port}"],
                       "config": {"base_url": f"http://127.0.0.1:{mock_port}",
                                  "operations": {"check": {"method": "GET", "path": "/check/{vin}"}}}}

@@ -4,9 +4,8 @@
 //! called once; and one whose node is killed half-way resumes on a new process without calling
 //! again the items it had finished (they were committed as it went).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -14,6 +13,7 @@ use axum::routing::get;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::helpers::call_log::CallLog;
 use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, fresh_database, unlimited};
 use crate::process::{SECRET_KEY, Server, free_port};
 
@@ -22,51 +22,25 @@ const VEHICLES: usize = 10_000;
 const FILLER: usize = 1_950;
 
 /// A system with a large stock list (`GET /stock`, about 20 MB) and a per-vehicle call
-/// (`GET /v/{id}`) that counts how often each vehicle came and when (unix ms).
-#[derive(Clone, Default)]
-struct Dealer {
-    calls: Arc<Mutex<Vec<(String, i64)>>>,
-}
+/// (`GET /v/{id}`) that notes how often each vehicle came and when.
+type Dealer = CallLog;
 
-impl Dealer {
-    async fn start() -> (Self, String) {
-        let dealer = Self::default();
-        let stock: Vec<Value> = (0..VEHICLES)
-            .map(|i| json!({"id": format!("v{i}"), "vin": format!("VIN{i:014}"), "notes": "n".repeat(FILLER)}))
-            .collect();
-        let stock = Arc::new(json!({"vehicles": stock}).to_string());
-        let app = Router::new()
-            .route("/stock", get(move || async move { ([("content-type", "application/json")], stock.to_string()) }))
-            .route("/v/{id}", get(vehicle))
-            .with_state(dealer.clone());
-        (dealer, crate::helpers::serve(app).await)
-    }
-
-    fn times_each(&self) -> HashMap<String, usize> {
-        let mut times = HashMap::new();
-        for (id, _) in self.calls.lock().expect("lock").iter() {
-            *times.entry(id.clone()).or_default() += 1;
-        }
-        times
-    }
-
-    fn count(&self) -> usize {
-        self.calls.lock().expect("lock").len()
-    }
-
-    /// The most calls that came in one second of the clock.
-    fn busiest_second(&self) -> usize {
-        let mut per_second: HashMap<i64, usize> = HashMap::new();
-        for (_, at) in self.calls.lock().expect("lock").iter() {
-            *per_second.entry(at.div_euclid(1000)).or_default() += 1;
-        }
-        per_second.into_values().max().unwrap_or(0)
-    }
+/// The dealer, serving on loopback, and its authority.
+async fn start_dealer() -> (Dealer, String) {
+    let dealer = Dealer::default();
+    let stock: Vec<Value> = (0..VEHICLES)
+        .map(|i| json!({"id": format!("v{i}"), "vin": format!("VIN{i:014}"), "notes": "n".repeat(FILLER)}))
+        .collect();
+    let stock = Arc::new(json!({"vehicles": stock}).to_string());
+    let app = Router::new()
+        .route("/stock", get(move || async move { ([("content-type", "application/json")], stock.to_string()) }))
+        .route("/v/{id}", get(vehicle))
+        .with_state(dealer.clone());
+    (dealer, crate::helpers::serve(app).await)
 }
 
 async fn vehicle(State(dealer): State<Dealer>, Path(id): Path<String>) -> axum::Json<Value> {
-    let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis()).expect("ms");
-    dealer.calls.lock().expect("lock").push((id.clone(), now));
+    dealer.record(id.clone());
     axum::Json(json!({"id": id, "priced": true}))
 }
 
@@ -94,7 +68,7 @@ async fn a_for_each_over_ten_thousand_items_of_a_twenty_megabyte_answer_complete
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
     assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
-    let (_dealer, authority) = Dealer::start().await;
+    let (_dealer, authority) = start_dealer().await;
     app.create_connection(&token, connection(&authority, &Value::Null)).await;
     let row = json!({"name": "row", "type": "transform", "transform": "map",
                      "mapping": {"n": "${index}", "vin": "${item.vin}", "size": "${fetch.status_code}"}});
@@ -135,7 +109,7 @@ async fn a_for_each_against_a_throttled_system_drains_at_the_limit_calling_each_
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
     assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
-    let (dealer, authority) = Dealer::start().await;
+    let (dealer, authority) = start_dealer().await;
     app.create_connection(&token, connection(&authority, &json!({"requests_per_second": 50}))).await;
     let price = json!({"name": "price", "type": "api_call", "connection": "dealer", "operation": "price",
                        "parameters": {"id": "${item.id}"}});
@@ -145,7 +119,7 @@ async fn a_for_each_against_a_throttled_system_drains_at_the_limit_calling_each_
     let times = dealer.times_each();
     assert_eq!(times.len(), 200, "every item under 200 was priced");
     assert!(times.values().all(|n| *n == 1), "an item was called twice: {times:?}");
-    let busiest = dealer.busiest_second();
+    let busiest = dealer.busiest_second(&[]);
     assert!(busiest <= 50, "{busiest} calls in one second of the clock");
     // The stock call took a permit too: 201 calls at 50 a second take about four seconds.
     let started = run["started_at"].as_str().expect("started");
@@ -167,7 +141,7 @@ async fn a_for_each_whose_node_is_killed_half_way_does_not_call_its_finished_ite
     let token = first.token(&client, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let response = client.put(first.api("/settings")).bearer_auth(&token).json(&unlimited()).send().await;
     assert_eq!(response.expect("settings").status(), StatusCode::OK);
-    let (dealer, authority) = Dealer::start().await;
+    let (dealer, authority) = start_dealer().await;
     first.create(&client, &token, "/connections", connection(&authority, &json!({"requests_per_second": 30}))).await;
     let price = json!({"name": "price", "type": "api_call", "connection": "dealer", "operation": "price",
                        "parameters": {"id": "${item.id}"}});
@@ -194,23 +168,7 @@ async fn a_for_each_whose_node_is_killed_half_way_does_not_call_its_finished_ite
     // A new process on the same database takes the execution over once its lease expires.
     let second = Server::start(dir.path(), database.as_deref(), free_port(), &variables);
     second.wait_ready(&client).await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let run = loop {
-        let run: Value = client
-            .get(second.api(&format!("/executions/{execution}")))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
-        if !["queued", "running"].contains(&run["status"].as_str().unwrap_or_default()) {
-            break run;
-        }
-        assert!(Instant::now() < deadline, "the execution did not end: {}", run["status"]);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let run = second.wait_ended(&client, &token, &execution, Duration::from_secs(90)).await;
     assert_eq!(run["status"], "success", "{}", run["error"]);
     let times = dealer.times_each();
     assert_eq!(times.len(), ITEMS, "every item was priced");

@@ -5,8 +5,6 @@
 //! holds across the nodes, a node killed in the middle of a drain loses nothing, and another
 //! enterprise's executions run at once while one enterprise drains a flood.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -15,67 +13,29 @@ use axum::routing::get;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::helpers::call_log::CallLog;
 use crate::helpers::{TestApp, fresh_database, unlimited};
 use crate::process::{Server, cluster};
 
-fn wall_ms() -> i64 {
-    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis()).expect("ms")
-}
+/// A system that counts calls by the clock: each request's `{step}/{id}` and when it came.
+type Upstream = CallLog;
 
-/// A system that counts calls by the clock: each request's `{step}/{id}` and when it came
-/// (unix ms).
-#[derive(Clone, Default)]
-struct Upstream {
-    calls: Arc<Mutex<Vec<(String, i64)>>>,
-}
-
-impl Upstream {
-    async fn start() -> (Self, String) {
-        let upstream = Self::default();
-        let app = Router::new()
-            .route("/t/{step}/{id}", get(call))
-            .route("/hang/{id}", get(hang))
-            .with_state(upstream.clone());
-        (upstream, crate::helpers::serve(app).await)
-    }
-
-    fn calls(&self) -> Vec<(String, i64)> {
-        self.calls.lock().expect("lock").clone()
-    }
-
-    fn count(&self) -> usize {
-        self.calls.lock().expect("lock").len()
-    }
-
-    /// The most calls of `step`s (`{step}/...`, all when empty) that came in one second of the
-    /// clock.
-    fn busiest_second(&self, steps: &[&str]) -> usize {
-        let mut per_second: HashMap<i64, usize> = HashMap::new();
-        let counted = |key: &str| steps.is_empty() || steps.iter().any(|s| key.starts_with(&format!("{s}/")));
-        for (_, at) in self.calls().into_iter().filter(|(key, _)| counted(key)) {
-            *per_second.entry(at.div_euclid(1000)).or_default() += 1;
-        }
-        per_second.into_values().max().unwrap_or(0)
-    }
-
-    /// How many times each call came, by `{step}/{id}`.
-    fn times_each(&self) -> HashMap<String, usize> {
-        let mut times = HashMap::new();
-        for (key, _) in self.calls() {
-            *times.entry(key).or_default() += 1;
-        }
-        times
-    }
+/// The upstream, serving on loopback, and its authority.
+async fn start_upstream() -> (Upstream, String) {
+    let upstream = Upstream::default();
+    let app =
+        Router::new().route("/t/{step}/{id}", get(call)).route("/hang/{id}", get(hang)).with_state(upstream.clone());
+    (upstream, crate::helpers::serve(app).await)
 }
 
 async fn call(State(upstream): State<Upstream>, Path((step, id)): Path<(String, String)>) -> axum::Json<Value> {
-    upstream.calls.lock().expect("lock").push((format!("{step}/{id}"), wall_ms()));
+    upstream.record(format!("{step}/{id}"));
     axum::Json(json!({"ok": true, "step": step, "id": id}))
 }
 
 /// A system that accepts the request and never answers (counted like the others, as `hang/{id}`).
 async fn hang(State(upstream): State<Upstream>, Path(id): Path<String>) -> axum::Json<Value> {
-    upstream.calls.lock().expect("lock").push((format!("hang/{id}"), wall_ms()));
+    upstream.record(format!("hang/{id}"));
     tokio::time::sleep(Duration::from_secs(120)).await;
     axum::Json(json!({"ok": true}))
 }
@@ -127,7 +87,7 @@ async fn throttled_calls_park_without_a_slot_and_drain_at_the_limit_each_once() 
     .await;
     let token = app.admin_token().await;
     assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
-    let (upstream, authority) = Upstream::start().await;
+    let (upstream, authority) = start_upstream().await;
     app.create_connection(&token, connection(&authority, "dealer", &json!({"requests_per_second": 5}))).await;
     app.create_connection(&token, connection(&authority, "quick", &Value::Null)).await;
     let throttled = app.create_orchestration(&token, calls("Sync", "dealer", &["one", "two"], &json!({}))).await;
@@ -177,7 +137,7 @@ async fn throttled_calls_in_a_for_each_park_and_every_item_is_called_once() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
     assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
-    let (upstream, authority) = Upstream::start().await;
+    let (upstream, authority) = start_upstream().await;
     app.create_connection(&token, connection(&authority, "dealer", &json!({"requests_per_second": 2}))).await;
     let items: Vec<String> = (0..8).map(|i| format!("v{i}")).collect();
     let id = app
@@ -209,7 +169,7 @@ async fn a_hanging_system_holds_only_its_connections_share_of_live_calls() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
     assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
-    let (upstream, authority) = Upstream::start().await;
+    let (upstream, authority) = start_upstream().await;
     let mut stuck = connection(&authority, "stuck", &Value::Null);
     // The breaker stays closed: this is about the live calls, not the circuit.
     stuck["resilience"]["circuit_breaker"] = json!({"failure_threshold": 1000});
@@ -273,7 +233,7 @@ async fn waiting_for_a_permit_is_not_part_of_the_steps_timeout() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
     assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
-    let (upstream, authority) = Upstream::start().await;
+    let (upstream, authority) = start_upstream().await;
     app.create_connection(&token, connection(&authority, "dealer", &json!({"requests_per_second": 1}))).await;
     // Four calls at one a second wait seconds for their permits; each call itself is quick.
     let steps = ["a", "b", "c", "d"];
@@ -290,7 +250,7 @@ async fn waiting_for_a_permit_is_not_part_of_the_steps_timeout() {
 async fn a_call_whose_turn_is_further_away_than_its_max_wait_fails_rate_limited() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
-    let (upstream, authority) = Upstream::start().await;
+    let (upstream, authority) = start_upstream().await;
     let limit = json!({"requests_per_minute": 1, "max_wait_ms": 10000});
     app.create_connection(&token, connection(&authority, "dealer", &limit)).await;
     let id = app.create_orchestration(&token, calls("Impatient", "dealer", &["call"], &json!({}))).await;
@@ -350,7 +310,7 @@ impl Drain {
     async fn start(database: &str) -> Self {
         let (nodes, client, token) = cluster(database, 3, &[("DIBOP_MAX_IN_FLIGHT", "16")]).await;
         let (nodes, _dirs): (Vec<Server>, Vec<_>) = nodes.into_iter().unzip();
-        let (upstream, authority) = Upstream::start().await;
+        let (upstream, authority) = start_upstream().await;
         let response = client
             .post(nodes[1].api("/connections"))
             .bearer_auth(&token)
@@ -471,7 +431,7 @@ async fn another_enterprise_runs_at_once_on_three_nodes_while_one_drains_a_flood
     assert_eq!(created.status(), StatusCode::CREATED);
     // Its limits stay the defaults (60 executions a minute): twelve executions fit in them.
     let b_token = nodes[0].token(client, email, crate::helpers::ADMIN_PASSWORD).await;
-    let (quick, authority) = Upstream::start().await;
+    let (quick, authority) = start_upstream().await;
     nodes[1].create(client, &b_token, "/connections", connection(&authority, "quick", &Value::Null)).await;
     let lookup =
         nodes[2].create(client, &b_token, "/orchestrations", calls("Look up", "quick", &["b"], &json!({}))).await;

@@ -1,6 +1,7 @@
 //! `TestApp`: a real server on port 0 with its own fresh database, and a client for it;
 //! `db_proxy`: a proxy that fails the database under a server.
 
+pub mod call_log;
 pub mod db_proxy;
 
 use std::path::PathBuf;

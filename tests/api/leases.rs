@@ -121,23 +121,7 @@ async fn a_node_stalled_past_its_lease_writes_nothing_more_and_runs_no_further_s
 
     // Every execution ends successfully with each step recorded once.
     for id in &ids {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let detail = loop {
-            let detail: Value = client
-                .get(nodes[1].api(&format!("/executions/{id}")))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .expect("get")
-                .json()
-                .await
-                .expect("json");
-            if detail["status"] != "running" && detail["status"] != "queued" {
-                break detail;
-            }
-            assert!(Instant::now() < deadline, "not final: {detail}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let detail = nodes[1].wait_ended(&client, &token, id, Duration::from_secs(60)).await;
         assert_eq!(detail["status"], "success", "{detail}");
         let steps: Vec<&str> =
             detail["steps"].as_array().expect("steps").iter().map(|s| s["name"].as_str().unwrap_or("?")).collect();

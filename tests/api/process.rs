@@ -127,6 +127,28 @@ impl Server {
         created["id"].as_str().unwrap_or_else(|| panic!("no id: {created}")).to_owned()
     }
 
+    /// `GET /executions/{id}` until it is neither queued nor running (at most `within`);
+    /// answers it.
+    pub async fn wait_ended(&self, client: &reqwest::Client, token: &str, id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let execution: Value = client
+                .get(self.api(&format!("/executions/{id}")))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            if !["queued", "running"].contains(&execution["status"].as_str().unwrap_or_default()) {
+                return execution;
+            }
+            assert!(Instant::now() < deadline, "execution {id} did not end: {execution}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Sends the signal `name` (e.g. `STOP`, `CONT`, `TERM`) to the process.
     pub fn signal(&self, name: &str) {
         let sent = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();

@@ -61,44 +61,21 @@ impl Store {
         period_ms: i64,
         latest: i64,
     ) -> sqlx::Result<Option<i64>> {
-        if self.backend == crate::Backend::Sqlite {
-            return self.reserve_locally(bucket, earliest, limit, period_ms, latest).await;
+        if self.backend == crate::Backend::Postgres {
+            return sqlx::query_scalar(&RESERVE)
+                .bind(bucket)
+                .bind(earliest)
+                .bind(limit)
+                .bind(period_ms)
+                .bind(latest)
+                .fetch_all(&self.pool)
+                .await
+                .map(crate::first);
         }
-        sqlx::query_scalar(&RESERVE)
-            .bind(bucket)
-            .bind(earliest)
-            .bind(limit)
-            .bind(period_ms)
-            .bind(latest)
-            .fetch_all(&self.pool)
-            .await
-            .map(crate::first)
-    }
-
-    /// [`reserve_permit`](Self::reserve_permit) on SQLite: the same arithmetic as [`RESERVE`] on
-    /// a cursor in memory.
-    async fn reserve_locally(
-        &self,
-        bucket: &str,
-        earliest: i64,
-        limit: i64,
-        period_ms: i64,
-        latest: i64,
-    ) -> sqlx::Result<Option<i64>> {
-        let cursors = &self.caches.permits;
-        let known = cursors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(bucket);
-        if !known {
-            let stored: Option<(i64, i64)> =
-                sqlx::query_as("SELECT window_start, granted FROM outbound_permits WHERE bucket = $1")
-                    .bind(bucket)
-                    .fetch_optional(self.reads())
-                    .await?;
-            let mut map = cursors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            map.entry(bucket.to_owned()).or_insert(stored.unwrap_or((i64::MIN, 0)));
-        }
+        self.load_cursor(bucket).await?;
         let granted = {
-            let mut map = cursors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let cursor = map.entry(bucket.to_owned()).or_insert((i64::MIN, 0));
+            let mut cursors = self.caches.permits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let cursor = cursors.entry(bucket.to_owned()).or_insert((i64::MIN, 0));
             let next = next_permit(*cursor, earliest, limit, period_ms);
             if next.0 > latest {
                 return Ok(None);
@@ -121,6 +98,23 @@ impl Store {
             .await?;
         }
         Ok(Some(granted.0))
+    }
+
+    /// SQLite: reads the cursor of `bucket` from the database the first time this process
+    /// takes a permit of it.
+    async fn load_cursor(&self, bucket: &str) -> sqlx::Result<()> {
+        let cursors = &self.caches.permits;
+        if cursors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(bucket) {
+            return Ok(());
+        }
+        let stored: Option<(i64, i64)> =
+            sqlx::query_as("SELECT window_start, granted FROM outbound_permits WHERE bucket = $1")
+                .bind(bucket)
+                .fetch_optional(self.reads())
+                .await?;
+        let mut map = cursors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.entry(bucket.to_owned()).or_insert(stored.unwrap_or((i64::MIN, 0)));
+        Ok(())
     }
 
     /// Forgets the permit cursors of a deleted connection.
