@@ -56,6 +56,15 @@ def wait_ready(port, tries=600):
     raise SystemExit(f"dibop on port {port} did not become ready")
 
 
+def admin(port, email, password):
+    """The access token of the first admin `email` of a node on `port` that is ready, with the
+    rate limits of its enterprise raised to `LIMITS`."""
+    token = login(port, email, password)
+    status, body = call(port, "PUT", "/api/v1/settings", LIMITS, token)
+    assert status == 200, body
+    return token
+
+
 def memory(pid):
     """The resident memory of process `pid` now (VmRSS) and at its peak (VmHWM), in MiB."""
     fields = {}

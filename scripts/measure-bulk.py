@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 
-from dibop_http import LIMITS, call, free_port, json_server, login, memory, serve, wait_ready
+from dibop_http import admin, call, free_port, json_server, memory, serve, wait_ready
 
 ITEMS = int(os.environ.get("ITEMS", "10000"))
 PRICED = int(os.environ.get("PRICED", "200"))
@@ -64,8 +64,7 @@ def main():
     try:
         wait_ready(port)
         idle = memory(server.pid)
-        token = login(port, EMAIL, PASSWORD)
-        assert call(port, "PUT", "/api/v1/settings", LIMITS, token)[0] == 200
+        token = admin(port, EMAIL, PASSWORD)
         connection = {"name": "dealer", "system": "rest", "allowed_hosts": [f"127.0.0.1:{mock}"],
                       "memory_limit_mb": 256, "resilience": {"rate_limit": {"requests_per_second": RATE}},
                       "config": {"base_url": f"http://127.0.0.1:{mock}",

@@ -24,7 +24,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from dibop_http import LIMITS, call, free_port, json_server, login, serve, wait_ready
+from dibop_http import admin, call, free_port, json_server, login, serve, wait_ready
 
 NODES = int(os.environ.get("NODES", "3"))
 FLOOD = int(os.environ.get("FLOOD", "5000"))
@@ -80,8 +80,7 @@ def main():
                                DIBOP_SECRET_KEY="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="))
             # The first node migrates the database before the others start.
             wait_ready(port)
-        a_token = login(ports[0], EMAIL, PASSWORD)
-        assert call(ports[0], "PUT", "/api/v1/settings", LIMITS, a_token)[0] == 200
+        a_token = admin(ports[0], EMAIL, PASSWORD)
         status, body = call(ports[0], "POST", "/api/v1/enterprises",
                             {"name": "Enterprise B", "slug": "b", "admin_email": B_EMAIL, "admin_password": PASSWORD},
                             a_token)

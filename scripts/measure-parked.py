@@ -20,7 +20,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from dibop_http import LIMITS, call, free_port, login, memory, serve, wait_ready
+from dibop_http import admin, call, free_port, memory, serve, wait_ready
 
 EXECUTIONS = int(os.environ.get("EXECUTIONS", "10000"))
 MOCK_DELAY_S = float(os.environ.get("MOCK_DELAY_S", "120"))
@@ -68,8 +68,7 @@ def main():
     try:
         wait_ready(port)
         idle = memory(server.pid)
-        token = login(port, EMAIL, PASSWORD)
-        assert call(port, "PUT", "/api/v1/settings", LIMITS, token)[0] == 200
+        token = admin(port, EMAIL, PASSWORD)
         connection = {"name": "slow", "system": "rest", "allowed_hosts": [f"127.0.0.1:{mock_port}"],
                       "config": {"base_url": f"http://127.0.0.1:{mock_port}",
                                  "operations": {"check": {"method": "GET", "path": "/check/{vin}"}}}}
