@@ -97,11 +97,7 @@ async fn replay_executions(
         (Some(ids), None) => (by_ids(&state, &enterprise, ids).await?, None),
         (None, Some(filter)) => {
             let (ids, total) = by_filter(&state, &enterprise, filter).await?;
-            let mut rows = Vec::with_capacity(ids.len());
-            for id in ids {
-                rows.extend(state.store.get_execution(&enterprise, &id).await?);
-            }
-            (rows, Some(total))
+            (rows(&state, &enterprise, ids).await?, Some(total))
         }
         _ => {
             return Err(AppError::Validation(vec![FieldError {
@@ -111,21 +107,7 @@ async fn replay_executions(
         }
     };
     // A paused or archived orchestration runs nothing, replays included (as execute).
-    let mut checked: Vec<&str> = Vec::new();
-    for original in &originals {
-        let id = original.orchestration_id.as_str();
-        if checked.contains(&id) {
-            continue;
-        }
-        checked.push(id);
-        let status = state.store.get_orchestration(&enterprise, id).await?.map(|o| o.status);
-        if let Some(status) = status.filter(|s| matches!(s.as_str(), "paused" | "archived")) {
-            return Err(AppError::Conflict(format!(
-                "orchestration {id} is {status}; only active or draft orchestrations run (execution {} was not replayed)",
-                original.id
-            )));
-        }
-    }
+    runnable(&state, &enterprise, &originals, "replayed").await?;
     // Every replay's parameters are checked before any starts.
     let mut planned = Vec::with_capacity(originals.len());
     for original in &originals {
@@ -184,17 +166,34 @@ async fn replay_executions(
     ))
 }
 
-/// The parameters a replay runs with, as JSON.
-fn parameters_shown(row: &ExecutionRow) -> Value {
+/// The parameters an execution runs with, as JSON.
+pub(super) fn parameters_shown(row: &ExecutionRow) -> Value {
     serde_json::from_str(&row.parameters).unwrap_or(Value::Null)
 }
 
 /// The executions named, each of this enterprise and replayable, or 422 listing the others.
 async fn by_ids(state: &AppState, enterprise: &str, ids: Vec<String>) -> AppResult<Vec<ExecutionRow>> {
-    if ids.is_empty() || ids.len() > MAX_REPLAYS {
+    named(state, enterprise, ids, MAX_REPLAYS, |row| {
+        (!["failed", "partial", "cancelled"].contains(&row.status.as_str()))
+            .then(|| format!("execution {} is {}; only failed, partial or cancelled ones replay", row.id, row.status))
+    })
+    .await
+}
+
+/// The executions of `enterprise` that `ids` names (1 to `max`, each once), each one that
+/// `refusal` has nothing against (it answers why an execution cannot be taken), or 422 listing
+/// the others. Shared by replay and bulk resume.
+pub(super) async fn named(
+    state: &AppState,
+    enterprise: &str,
+    ids: Vec<String>,
+    max: usize,
+    refusal: impl Fn(&ExecutionRow) -> Option<String>,
+) -> AppResult<Vec<ExecutionRow>> {
+    if ids.is_empty() || ids.len() > max {
         return Err(AppError::Validation(vec![FieldError {
             path: "execution_ids".into(),
-            message: format!("must name 1 to {MAX_REPLAYS} executions"),
+            message: format!("must name 1 to {max} executions"),
         }]));
     }
     let mut rows = Vec::with_capacity(ids.len());
@@ -207,16 +206,44 @@ async fn by_ids(state: &AppState, enterprise: &str, ids: Vec<String>) -> AppResu
         }
         match state.store.get_execution(enterprise, id).await? {
             None => errors.push(FieldError { path, message: format!("no execution {id}") }),
-            Some(row) if !["failed", "partial", "cancelled"].contains(&row.status.as_str()) => {
-                errors.push(FieldError {
-                    path,
-                    message: format!("execution {id} is {}; only failed, partial or cancelled ones replay", row.status),
-                });
-            }
-            Some(row) => rows.push(row),
+            Some(row) => match refusal(&row) {
+                Some(message) => errors.push(FieldError { path, message }),
+                None => rows.push(row),
+            },
         }
     }
     if errors.is_empty() { Ok(rows) } else { Err(AppError::Validation(errors)) }
+}
+
+/// The executions `ids` (what a filter matched), as rows; one gone meanwhile is left out.
+pub(super) async fn rows(state: &AppState, enterprise: &str, ids: Vec<String>) -> AppResult<Vec<ExecutionRow>> {
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in ids {
+        rows.extend(state.store.get_execution(enterprise, &id).await?);
+    }
+    Ok(rows)
+}
+
+/// 409 when the orchestration of one of `rows` is paused or archived: it runs nothing (as
+/// execute), and the message says that execution was not `done` (`replayed`, `resumed`). Each
+/// orchestration is read once.
+pub(super) async fn runnable(state: &AppState, enterprise: &str, rows: &[ExecutionRow], done: &str) -> AppResult<()> {
+    let mut checked: Vec<&str> = Vec::new();
+    for row in rows {
+        let id = row.orchestration_id.as_str();
+        if checked.contains(&id) {
+            continue;
+        }
+        checked.push(id);
+        let status = state.store.get_orchestration(enterprise, id).await?.map(|o| o.status);
+        if let Some(status) = status.filter(|s| matches!(s.as_str(), "paused" | "archived")) {
+            return Err(AppError::Conflict(format!(
+                "orchestration {id} is {status}; only active or draft orchestrations run (execution {} was not {done})",
+                row.id
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Up to [`MAX_REPLAYS`] executions the filter matches, and how many it matches in all.

@@ -19,11 +19,11 @@ use utoipa_axum::routes;
 
 use super::executions::{ExecutionSearch, ExecutionSummary, summary};
 use super::extract::{ApiJson, parse_json};
-use super::replay::parameters_for;
+use super::replay::{named, parameters_for, parameters_shown, rows, runnable};
 use crate::audit::{self, Change};
 use crate::auth::Principal;
 use crate::engine::admission::{self, Refusal};
-use crate::error::{AppError, AppResult, FieldError, OrNotFound};
+use crate::error::{AppError, AppResult, OrNotFound};
 use crate::state::AppState;
 use crate::store::ExecutionRow;
 
@@ -80,7 +80,7 @@ async fn resume_execution(
     if row.status != ExecutionStatus::Paused.as_str() {
         return Err(AppError::Conflict(format!("execution {id} is {}; only paused executions resume", row.status)));
     }
-    runnable(&state, enterprise, &row).await?;
+    runnable(&state, enterprise, std::slice::from_ref(&row), "resumed").await?;
     let parameters = parameters_for(&state, &row, &request.parameters).await?;
     let skip = match &request.skip {
         Some(skip) => {
@@ -103,8 +103,7 @@ async fn resume_execution(
         // Resumed or cancelled by someone else meanwhile.
         .ok_or_else(|| AppError::Conflict(format!("execution {id} is no longer paused")))?;
     state.engine.node.wake();
-    let after =
-        serde_json::json!({"parameters": parameters.is_some().then(|| shown(&resumed)), "skipped": skip.is_some()});
+    let after = serde_json::json!({"parameters": parameters.is_some().then(|| parameters_shown(&resumed)), "skipped": skip.is_some()});
     let change =
         Change { action: "resume", resource: "execution", resource_id: Some(&id), before: None, after: Some(after) };
     audit::record(&state, &principal, change).await;
@@ -177,24 +176,14 @@ async fn resume_executions(
             };
             let limit = i64::try_from(MAX_RESUMES).unwrap_or(100);
             let (ids, total) = state.store.paused_executions(&enterprise, &search.filter()?, limit).await?;
-            let mut rows = Vec::with_capacity(ids.len());
-            for id in ids {
-                rows.extend(state.store.get_execution(&enterprise, &id).await?);
-            }
-            (rows, Some(total))
+            (rows(&state, &enterprise, ids).await?, Some(total))
         }
         _ => {
             return Err(AppError::invalid("execution_ids", "give either execution_ids or filter"));
         }
     };
     // Checked before any resumes: orchestrations that run, parameters they take.
-    let mut checked: Vec<&str> = Vec::new();
-    for row in &rows {
-        if !checked.contains(&row.orchestration_id.as_str()) {
-            runnable(&state, &enterprise, row).await?;
-            checked.push(&row.orchestration_id);
-        }
-    }
+    runnable(&state, &enterprise, &rows, "resumed").await?;
     let mut planned = Vec::with_capacity(rows.len());
     for row in &rows {
         planned.push(parameters_for(&state, row, &request.parameters).await?);
@@ -208,7 +197,7 @@ async fn resume_executions(
         }
         // Resumed or cancelled by someone else meanwhile: left out.
         if let Some(row) = state.store.resume_execution(&enterprise, &row.id, parameters.as_deref(), None).await? {
-            let after = serde_json::json!({"parameters": parameters.is_some().then(|| shown(&row)), "skipped": false});
+            let after = serde_json::json!({"parameters": parameters.is_some().then(|| parameters_shown(&row)), "skipped": false});
             let change = Change {
                 action: "resume",
                 resource: "execution",
@@ -227,45 +216,11 @@ async fn resume_executions(
     Ok((StatusCode::ACCEPTED, Json(BulkResumeResult { resumed, remaining: (asked - done).max(0) })))
 }
 
-/// The parameters an execution runs with, as JSON.
-fn shown(row: &ExecutionRow) -> Value {
-    serde_json::from_str(&row.parameters).unwrap_or(Value::Null)
-}
-
-/// 409 when the execution's orchestration is paused or archived: it runs nothing (as execute).
-async fn runnable(state: &AppState, enterprise: &str, row: &ExecutionRow) -> AppResult<()> {
-    let id = &row.orchestration_id;
-    let status = state.store.get_orchestration(enterprise, id).await?.map(|o| o.status);
-    match status.filter(|s| matches!(s.as_str(), "paused" | "archived")) {
-        Some(status) => Err(AppError::Conflict(format!(
-            "orchestration {id} is {status}; only active or draft orchestrations run (execution {} was not resumed)",
-            row.id
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// The executions named, each of this enterprise and paused, or 422 listing the others.
+/// The paused executions named, each of this enterprise, or 422 listing the others.
 async fn by_ids(state: &AppState, enterprise: &str, ids: Vec<String>) -> AppResult<Vec<ExecutionRow>> {
-    if ids.is_empty() || ids.len() > MAX_RESUMES {
-        return Err(AppError::invalid("execution_ids", format!("must name 1 to {MAX_RESUMES} executions")));
-    }
-    let mut rows = Vec::with_capacity(ids.len());
-    let mut errors = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let path = format!("execution_ids[{i}]");
-        if ids[..i].contains(id) {
-            errors.push(FieldError { path, message: "named twice".into() });
-            continue;
-        }
-        match state.store.get_execution(enterprise, id).await? {
-            None => errors.push(FieldError { path, message: format!("no execution {id}") }),
-            Some(row) if row.status != ExecutionStatus::Paused.as_str() => errors.push(FieldError {
-                path,
-                message: format!("execution {id} is {}; only paused executions resume", row.status),
-            }),
-            Some(row) => rows.push(row),
-        }
-    }
-    if errors.is_empty() { Ok(rows) } else { Err(AppError::Validation(errors)) }
+    named(state, enterprise, ids, MAX_RESUMES, |row| {
+        (row.status != ExecutionStatus::Paused.as_str())
+            .then(|| format!("execution {} is {}; only paused executions resume", row.id, row.status))
+    })
+    .await
 }
