@@ -170,15 +170,10 @@ async fn three_nodes_on_one_database_run_a_thousand_executions_through_the_death
     mock.open_gate();
 
     // Every accepted execution ends, successfully.
-    let succeeded = |node: &Server| {
-        client
-            .get(node.api(&format!("/orchestrations/{orchestration}/executions?status=success&page_size=1")))
-            .bearer_auth(&token)
-            .send()
-    };
+    let succeeded = format!("/orchestrations/{orchestration}/executions?status=success&page_size=1");
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let page: Value = succeeded(&nodes[0]).await.expect("list").json().await.expect("json");
+        let page = nodes[0].get_json(&client, &token, &succeeded).await;
         let total = page["pagination"]["total"].as_u64().unwrap_or_default();
         if total as usize == EXECUTIONS {
             break;
@@ -232,15 +227,7 @@ async fn three_nodes_on_one_database_run_a_thousand_executions_through_the_death
 
     // The schedule fired once per second, not once per node per second.
     let window = schedule_from.elapsed().as_secs() + 2;
-    let page: Value = client
-        .get(nodes[1].api(&format!("/orchestrations/{schedule}/executions?page_size=1")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let page = nodes[1].get_json(&client, &token, &format!("/orchestrations/{schedule}/executions?page_size=1")).await;
     let fired = page["pagination"]["total"].as_u64().unwrap_or_default();
     assert!(fired >= 2 && fired <= window, "fired {fired} times in about {window} s");
 

@@ -345,16 +345,7 @@ impl Drain {
         let deadline = Instant::now() + Duration::from_secs(120);
         let path = format!("/orchestrations/{}/executions?status=success&page_size=1", self.orchestration);
         loop {
-            let page: Value = self
-                .client
-                .get(self.nodes[0].api(&path))
-                .bearer_auth(&self.token)
-                .send()
-                .await
-                .expect("list")
-                .json()
-                .await
-                .expect("json");
+            let page = self.nodes[0].get_json(&self.client, &self.token, &path).await;
             let total = page["pagination"]["total"].as_u64().unwrap_or_default();
             if total == count {
                 return;

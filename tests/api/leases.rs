@@ -149,15 +149,7 @@ async fn a_node_stalled_past_its_lease_writes_nothing_more_and_runs_no_further_s
 
     // The API-call log holds the calls the owners recorded: none from the stalled run.
     for id in &ids {
-        let page: Value = client
-            .get(nodes[1].api(&format!("/api-calls?execution_id={id}&page_size=50")))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("api calls")
-            .json()
-            .await
-            .expect("json");
+        let page = nodes[1].get_json(&client, &token, &format!("/api-calls?execution_id={id}&page_size=50")).await;
         let total = page["pagination"]["total"].as_u64();
         assert_eq!(total, Some(4), "{id}: one row per recorded step: {page}");
     }

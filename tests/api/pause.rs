@@ -28,14 +28,17 @@ struct Dealer {
 }
 
 impl Dealer {
-    async fn start() -> (Self, String) {
+    /// The dealer (its prices broken), serving, with `app`'s enterprise connected to it (see
+    /// [`connect`]).
+    async fn start(app: &TestApp, token: &str) -> Self {
         let dealer = Self::default();
         dealer.broken.store(true, Ordering::SeqCst);
         let router = Router::new()
             .route("/vehicles/{vin}", get(vehicle))
             .route("/prices/{vin}", get(price))
             .with_state(dealer.clone());
-        (dealer, serve(router).await)
+        connect(app, token, &serve(router).await).await;
+        dealer
     }
 
     fn fix(&self) {
@@ -122,8 +125,7 @@ async fn a_step_out_of_attempts_pauses_its_execution_and_a_resume_finishes_it_wi
     // One slot: a paused execution that held it would keep the next one from running.
     let app = TestApp::spawn_with(|config| config.max_in_flight = 1).await;
     let token = app.admin_token().await;
-    let (dealer, authority) = Dealer::start().await;
-    connect(&app, &token, &authority).await;
+    let dealer = Dealer::start(&app, &token).await;
     let sync = orchestration(&app, &token, "Price sync", false).await;
 
     let paused = run(&app, &token, &sync, "VIN1").await;
@@ -188,8 +190,7 @@ async fn a_step_out_of_attempts_pauses_its_execution_and_a_resume_finishes_it_wi
 async fn a_resume_may_skip_the_step_with_an_output_or_change_the_parameters() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
-    let (dealer, authority) = Dealer::start().await;
-    connect(&app, &token, &authority).await;
+    let dealer = Dealer::start(&app, &token).await;
     let sync = orchestration(&app, &token, "Price sync", false).await;
     // The step's own option works the same as the orchestration's.
     let own = orchestration(&app, &token, "Price sync, step option", true).await;
@@ -252,8 +253,7 @@ async fn a_resume_may_skip_the_step_with_an_output_or_change_the_parameters() {
 async fn paused_executions_resume_by_filter_and_cancel() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
-    let (dealer, authority) = Dealer::start().await;
-    connect(&app, &token, &authority).await;
+    let dealer = Dealer::start(&app, &token).await;
     let sync = orchestration(&app, &token, "Price sync", false).await;
     let own = orchestration(&app, &token, "Price sync, step option", true).await;
     let mut ours = Vec::new();
@@ -320,8 +320,7 @@ async fn paused_executions_resume_by_filter_and_cancel() {
 async fn an_execution_paused_rule_fires_when_an_execution_pauses() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
-    let (dealer, authority) = Dealer::start().await;
-    connect(&app, &token, &authority).await;
+    let dealer = Dealer::start(&app, &token).await;
     let sync = orchestration(&app, &token, "Price sync", false).await;
     let response = app
         .post(
@@ -359,8 +358,7 @@ async fn an_execution_paused_rule_fires_when_an_execution_pauses() {
 async fn on_exhausted_is_checked_when_an_orchestration_is_saved() {
     let app = TestApp::spawn().await;
     let token = app.admin_token().await;
-    let (_dealer, authority) = Dealer::start().await;
-    connect(&app, &token, &authority).await;
+    let _dealer = Dealer::start(&app, &token).await;
     let map = json!({"name": "m", "type": "transform", "transform": "map", "mapping": {"a": 1}});
     let with = |field: &str, value: Value| {
         let mut step = map.clone();

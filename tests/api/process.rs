@@ -127,20 +127,18 @@ impl Server {
         created["id"].as_str().unwrap_or_else(|| panic!("no id: {created}")).to_owned()
     }
 
+    /// `GET path` with `token`; answers the JSON body.
+    pub async fn get_json(&self, client: &reqwest::Client, token: &str, path: &str) -> Value {
+        let response = client.get(self.api(path)).bearer_auth(token).send().await.expect("get");
+        response.json().await.expect("json")
+    }
+
     /// `GET /executions/{id}` until it is neither queued nor running (at most `within`);
     /// answers it.
     pub async fn wait_ended(&self, client: &reqwest::Client, token: &str, id: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
-            let execution: Value = client
-                .get(self.api(&format!("/executions/{id}")))
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("get")
-                .json()
-                .await
-                .expect("json");
+            let execution = self.get_json(client, token, &format!("/executions/{id}")).await;
             if !["queued", "running"].contains(&execution["status"].as_str().unwrap_or_default()) {
                 return execution;
             }
