@@ -271,7 +271,8 @@ pub(crate) fn run_step<'a>(
                 ..StepOutcome::failed(outcome.system.take(), None, error, outcome.attempts)
             };
         }
-        if let Some(size) = outcome.output.as_ref().map(|o| o.to_string().len()).filter(|n| *n > MAX_STEP_OUTPUT) {
+        if let Some(size) = outcome.output.as_ref().map(dibop_core::bounded::json_len).filter(|n| *n > MAX_STEP_OUTPUT)
+        {
             let error = format!("the step's output is {size} bytes; at most {MAX_STEP_OUTPUT} are kept");
             outcome = StepOutcome {
                 detail: outcome.detail.take(),

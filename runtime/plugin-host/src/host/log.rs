@@ -36,7 +36,7 @@ impl log::Host for State {
                 .unwrap_or_else(|| serde_json::json!({}))
         };
         tracing::debug!(plugin = %self.call.plugin, level, %message, "plugin log");
-        let size = message.len() + fields.to_string().len();
+        let size = message.len() + dibop_core::bounded::json_len(&fields);
         if self.call.log_bytes.load(Ordering::Relaxed) + size > MAX_LOG_BYTES {
             return Ok(());
         }
