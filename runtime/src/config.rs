@@ -95,8 +95,8 @@ pub struct Config {
     /// How long a stopping node (SIGTERM/SIGINT) lets requests and executions finish before it
     /// hands the unfinished executions back to the queue and exits.
     pub shutdown_grace_ms: u64,
-    /// Most executions of one enterprise a node runs at once (fair share); unset: one less than
-    /// `workers` (at least 1), so one tenant never holds every slot.
+    /// Most executions of one enterprise a node runs at once (fair share); unset: half of
+    /// `max_in_flight` (at least 1), so one tenant never holds every slot.
     pub enterprise_slots: Option<usize>,
     /// Most items one `for_each` step takes (at most 10,000).
     pub max_for_each_items: usize,

@@ -295,6 +295,20 @@ impl From<crate::plugins::registry::UploadError> for AppError {
     }
 }
 
+impl From<crate::engine::executions::ExecutionError> for AppError {
+    fn from(err: crate::engine::executions::ExecutionError) -> Self {
+        use crate::engine::executions::ExecutionError;
+        match err {
+            ExecutionError::NotFound(what) => Self::not_found(what),
+            ExecutionError::Conflict(message) => Self::Conflict(message),
+            ExecutionError::BadRequest(message) => Self::BadRequest(message),
+            ExecutionError::Invalid(problems) => Self::Validation(problems),
+            ExecutionError::Refused(refusal) => refusal.into(),
+            ExecutionError::Failed(err) => Self::from(err),
+        }
+    }
+}
+
 impl From<crate::engine::admission::Refusal> for AppError {
     fn from(refusal: crate::engine::admission::Refusal) -> Self {
         match refusal {

@@ -26,7 +26,6 @@ pub mod otlp;
 pub mod signing;
 pub use dibop_plugin_host as plugins;
 pub use dibop_store::limiter as ratelimit;
-pub mod sla;
 pub mod state;
 pub use dibop_store as store;
 
@@ -127,7 +126,7 @@ pub async fn serve(
         store: store.clone(),
         config: Arc::new(config),
         alerts,
-        draining: state::Draining::new(signal.clone()),
+        draining: engine::executions::Draining::new(signal.clone()),
     };
     let housekeeping = tokio::spawn(housekeeping(state.clone(), stopped.clone()));
     let deliveries = tokio::spawn(alerts::send_queued(state.alerts.clone(), queued, stopped.clone()));
@@ -154,7 +153,7 @@ pub async fn serve(
     let deadline = signal.borrow().map_or_else(tokio::time::Instant::now, |at| at + grace);
     let _ = stop.send(true);
     let _ = housekeeping.await;
-    stop_executions(&state, deadline, workers).await;
+    engine::stop(&state.engine, deadline, workers).await;
     // Alert deliveries and trace exports still queued get a moment to go out.
     let _ = tokio::time::timeout(Duration::from_secs(5), deliveries).await;
     if let Some(exporting) = exporting {
@@ -183,32 +182,6 @@ impl engine::Events for EngineEvents {
             otlp.offer(enterprise_id, execution_id);
         }
         tokio::spawn(alerts::execution_ended(self.alerts.clone(), enterprise_id.to_owned(), execution_id.to_owned()));
-    }
-}
-
-/// Lets the executions running on this node finish until `deadline`, then tells them to stop
-/// (each hands itself back to the queue at once, abandoning the step in flight) and hands back
-/// whatever is left, so another node or a restart resumes them from their last committed step.
-async fn stop_executions(state: &AppState, deadline: tokio::time::Instant, workers: Vec<tokio::task::JoinHandle<()>>) {
-    while !state.engine.node.idle() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    if !state.engine.node.idle() {
-        tracing::warn!("executions still running after the shutdown grace period; handing them back to the queue");
-        state.engine.node.stop_all(engine::Stop::Shutdown);
-        let give_up = tokio::time::Instant::now() + Duration::from_secs(2);
-        while !state.engine.node.idle() && tokio::time::Instant::now() < give_up {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    for worker in workers {
-        worker.abort();
-        let _ = worker.await;
-    }
-    match state.store.release_all(&state.engine.node.node_id).await {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(executions = n, "handed executions back to the queue"),
-        Err(err) => tracing::warn!(error = %err, "handing executions back failed; their leases expire instead"),
     }
 }
 

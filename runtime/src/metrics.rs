@@ -137,9 +137,9 @@ impl Metrics {
 
     pub fn api_calls_made(&self, records: &[ApiCallRecord]) {
         for r in records {
-            let labels = ApiCallLabels { system: r.origin.system.clone(), outcome: r.status.to_owned() };
+            let labels = ApiCallLabels { system: r.origin.system.clone(), outcome: r.status.as_str().to_owned() };
             self.api_calls.get_or_create(&labels).inc();
-            self.api_calls_by_outcome.get_or_create(&OutcomeLabel { outcome: r.status.to_owned() }).inc();
+            self.api_calls_by_outcome.get_or_create(&OutcomeLabel { outcome: r.status.as_str().to_owned() }).inc();
             self.api_call_seconds
                 .get_or_create(&SystemLabel { system: r.origin.system.clone() })
                 .observe(r.duration_ms as f64 / 1000.0);

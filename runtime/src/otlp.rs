@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dibop_core::ApiCallStatus;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -24,7 +25,7 @@ use prost::Message;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
-use crate::api::trace::TraceView;
+use crate::engine::trace::TraceView;
 use crate::store::Store;
 
 /// Executions waiting to be exported; more are dropped (and counted).
@@ -109,7 +110,7 @@ async fn export(
     if !execution.is_final() {
         return Ok(false);
     }
-    let trace = crate::api::trace::build(store, execution).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let trace = crate::engine::trace::build(store, execution).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let body = request(&trace, enterprise_id, payloads).encode_to_vec();
     client.post(url).header("content-type", "application/x-protobuf").body(body).send().await?.error_for_status()?;
     Ok(true)
@@ -146,8 +147,11 @@ pub fn request(trace: &TraceView, enterprise_id: &str, payloads: bool) -> Export
                 Some(given) => Some(given),
                 None => error.map(error_code).inspect(|code| attributes.push(text("dibop.error_code", code))),
             };
-            let failed = ["failed", "error", "timeout", "circuit_open", "rate_limited", "cancelled"]
-                .contains(&s.status.as_str());
+            let failed = if s.kind == "http" {
+                s.status.parse::<ApiCallStatus>().is_ok_and(ApiCallStatus::is_failure)
+            } else {
+                ["failed", "cancelled"].contains(&s.status.as_str())
+            };
             let message = if payloads { error } else { code };
             Span {
                 trace_id: trace_id.clone(),

@@ -1,7 +1,11 @@
 //! Alert rules: validation, firing on execution completion (execution_failure,
 //! consecutive_failures, latency_threshold), cooldown, signed webhook and Slack-style
-//! deliveries, the test endpoint and the list of fired alerts.
+//! deliveries, the test endpoint and the list of fired alerts; and how deliveries leave the
+//! server: https with a CA from the configuration, no redirects, at most five channels, refused
+//! addresses reported in our own words (never connected to), and a full delivery queue that
+//! drops and records while the server stays responsive. Every receiver is on loopback.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::http::HeaderMap;
@@ -10,13 +14,14 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::helpers::{TestApp, assert_error, detail_paths};
+use crate::helpers::tls::{test_pki, tls_server};
+use crate::helpers::{TestApp, assert_error, detail_paths, merged};
 use crate::mock::MockServer;
 
-pub type Received = Arc<Mutex<Vec<(String, HeaderMap, String)>>>;
+type Received = Arc<Mutex<Vec<(String, HeaderMap, String)>>>;
 
 /// A webhook receiver on loopback that remembers (path, headers, body).
-pub async fn receiver() -> (String, Received) {
+async fn receiver() -> (String, Received) {
     let (app, received) = recording_router();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
@@ -25,7 +30,7 @@ pub async fn receiver() -> (String, Received) {
 }
 
 /// The routes of a receiver: every POST is remembered and answered `ok`.
-pub fn recording_router() -> (axum::Router, Received) {
+fn recording_router() -> (axum::Router, Received) {
     let received: Received = Arc::default();
     let store = received.clone();
     let app = axum::Router::new().route(
@@ -43,7 +48,7 @@ pub fn recording_router() -> (axum::Router, Received) {
     (app, received)
 }
 
-pub async fn wait_for(received: &Received, path: &str, n: usize) -> Vec<(HeaderMap, String)> {
+async fn wait_for(received: &Received, path: &str, n: usize) -> Vec<(HeaderMap, String)> {
     for _ in 0..200 {
         let got: Vec<_> = received
             .lock()
@@ -60,7 +65,7 @@ pub async fn wait_for(received: &Received, path: &str, n: usize) -> Vec<(HeaderM
     panic!("{path} did not receive {n} notifications");
 }
 
-pub fn verify(secret: &str, headers: &HeaderMap, body: &str) {
+fn verify(secret: &str, headers: &HeaderMap, body: &str) {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
     mac.update(body.as_bytes());
     let expected =
@@ -74,12 +79,7 @@ async fn rules_fire_on_completion_respect_cooldown_and_sign_their_notifications(
     let mock = MockServer::start().await;
     let token = app.admin_token().await;
     let (hooks, received) = receiver().await;
-    app.create_connection(
-        &token,
-        json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
-               "allowed_hosts": [mock.authority]}),
-    )
-    .await;
+    app.create_connection(&token, mock.vpic()).await;
     let decode = json!({"name": "Decode", "parameters": [{"name": "vin", "type": "string", "required": true}],
         "steps": [{"name": "decode", "type": "api_call", "connection": "vpic", "operation": "decode_vin",
                    "parameters": {"vin": "${parameters.vin}"}}]});
@@ -210,8 +210,7 @@ async fn periodic_rules_watch_sla_systems_and_error_rates() {
     // A connection whose every call fails (the mock answers 404 under /missing).
     app.create_connection(
         &token,
-        json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/missing", mock.base)},
-               "allowed_hosts": [mock.authority]}),
+        merged(mock.vpic(), json!({"config": {"base_url": format!("{}/missing", mock.base)}})),
     )
     .await;
     let decode = json!({"name": "Decode", "sla_target": 90.0, "steps": [{"name": "decode", "type": "api_call",
@@ -266,4 +265,271 @@ async fn periodic_rules_watch_sla_systems_and_error_rates() {
     for path in ["sla", "down", "spike"] {
         assert_eq!(wait_for(&received, path, 1).await.len(), 1, "{path} fired once");
     }
+}
+
+/// An https receiver on 127.0.0.1 serving `server`'s certificate: its port, what it received and
+/// how many handshakes failed.
+async fn tls_receiver(server: rustls::ServerConfig) -> (u16, Received, Arc<AtomicUsize>) {
+    let (app, received) = recording_router();
+    let (port, handshakes_failed, _) = tls_server(server, app).await;
+    (port, received, handshakes_failed)
+}
+
+/// Creates a rule whose notifications go to `channels` and answers (id, secret).
+async fn rule_to(app: &TestApp, token: &str, channels: Value) -> (String, String) {
+    let body = json!({"name": "Egress", "type": "execution_failure", "notification": {"channels": channels}});
+    let response = app.post(token, "/alert-rules", body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: Value = response.json().await.expect("json");
+    (created["id"].as_str().expect("id").to_owned(), created["secret"].as_str().expect("secret").to_owned())
+}
+
+/// `POST /alert-rules/{id}/test` and the deliveries it answers.
+async fn test_deliveries(app: &TestApp, token: &str, id: &str) -> Value {
+    let response = app.post(token, &format!("/alert-rules/{id}/test"), json!({})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    body["deliveries"].clone()
+}
+
+#[tokio::test]
+async fn https_channels_are_delivered_when_the_configured_ca_signed_the_receiver() {
+    let pki = test_pki();
+    let (port, received, handshakes_failed) = tls_receiver(pki.server).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca_file = dir.path().join("extra-ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).expect("write CA");
+
+    let app = TestApp::spawn_with(|config| config.extra_ca_file = Some(ca_file.clone())).await;
+    let token = app.admin_token().await;
+    // `localhost` goes through the checked resolver and is the TLS server name.
+    let (id, secret) = rule_to(
+        &app,
+        &token,
+        json!([{"type": "webhook", "url": format!("https://localhost:{port}/signed")},
+               {"type": "slack", "url": format!("https://localhost:{port}/slack")}]),
+    )
+    .await;
+    let deliveries = test_deliveries(&app, &token, &id).await;
+    let statuses: Vec<&str> =
+        deliveries.as_array().expect("array").iter().filter_map(|d| d["status"].as_str()).collect();
+    assert_eq!(statuses, ["delivered", "delivered"], "{deliveries}");
+    let signed = wait_for(&received, "signed", 1).await;
+    verify(&secret, &signed[0].0, &signed[0].1);
+    let alert: Value = serde_json::from_str(&signed[0].1).expect("json");
+    assert_eq!(alert["metric"], "test");
+    let slack: Value = serde_json::from_str(&wait_for(&received, "slack", 1).await[0].1).expect("json");
+    assert!(slack["text"].as_str().expect("text").contains("Egress"), "{slack}");
+    assert_eq!(handshakes_failed.load(Ordering::SeqCst), 0);
+
+    // A server without the extra CA does not trust the receiver: nothing is delivered.
+    let untrusting = TestApp::spawn().await;
+    let token = untrusting.admin_token().await;
+    let (id, _) = rule_to(
+        &untrusting,
+        &token,
+        json!([{"type": "webhook", "url": format!("https://localhost:{port}/untrusted")}]),
+    )
+    .await;
+    let deliveries = test_deliveries(&untrusting, &token, &id).await;
+    assert_eq!(
+        (&deliveries[0]["status"], &deliveries[0]["error"]),
+        (&json!("failed"), &json!("tls failed")),
+        "{deliveries}"
+    );
+    assert!(handshakes_failed.load(Ordering::SeqCst) >= 1);
+    assert!(received.lock().expect("lock").iter().all(|(path, _, _)| path != "untrusted"));
+}
+
+#[tokio::test]
+async fn a_redirect_is_a_failed_delivery_and_is_not_followed() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let (target, stolen) = receiver().await;
+    // The receiver answers 307 (which would repeat the signed POST) towards another listener.
+    let location = format!("{target}/stolen");
+    let redirecting = axum::Router::new().fallback(move || {
+        let location = location.clone();
+        async move { (StatusCode::TEMPORARY_REDIRECT, [("location", location)]) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, redirecting).await });
+
+    let (id, _) = rule_to(&app, &token, json!([{"type": "webhook", "url": format!("http://{address}/hook")}])).await;
+    let deliveries = test_deliveries(&app, &token, &id).await;
+    assert_eq!(deliveries[0]["status"], "failed", "{deliveries}");
+    assert_eq!(deliveries[0]["error"], "redirect refused", "{deliveries}");
+    assert_eq!(deliveries[0]["attempts"], 1, "a redirect is not retried: {deliveries}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(stolen.lock().expect("lock").is_empty(), "the redirect target got nothing");
+
+    // The stored alert says the same.
+    let alerts: Value = app.get(&token, &format!("/alerts?rule_id={id}")).await.json().await.expect("json");
+    assert_eq!(alerts["data"][0]["deliveries"][0]["error"], "redirect refused", "{alerts}");
+}
+
+#[tokio::test]
+async fn a_rule_has_at_most_five_channels() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let six = vec![json!({"type": "log"}); 6];
+    let body = json!({"name": "Loud", "type": "execution_failure", "notification": {"channels": six}});
+    let response = app.post(&token, "/alert-rules", body).await;
+    let error = assert_error(response, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
+    assert_eq!(detail_paths(&error), ["notification.channels"], "{error}");
+
+    let (id, _) = rule_to(&app, &token, json!(vec![json!({"type": "log"}); 5])).await;
+    let body = json!({"name": "Loud", "type": "execution_failure", "notification": {"channels": vec![json!({"type": "log"}); 6]}});
+    let response = app.put(&token, &format!("/alert-rules/{id}"), body).await;
+    let error = assert_error(response, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
+    assert_eq!(detail_paths(&error), ["notification.channels"], "{error}");
+}
+
+#[tokio::test]
+async fn refused_private_addresses_are_reported_without_system_error_text() {
+    let app = TestApp::spawn_with(|config| config.allow_private_networks = false).await;
+    let token = app.admin_token().await;
+    // A listener that would see any connection: none may arrive.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let seen = accepted.clone();
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let (id, _) = rule_to(
+        &app,
+        &token,
+        json!([{"type": "webhook", "url": format!("http://127.0.0.1:{port}/literal")},
+               {"type": "webhook", "url": format!("http://localhost:{port}/name")},
+               {"type": "slack", "url": format!("http://[::ffff:127.0.0.1]:{port}/mapped")},
+               {"type": "webhook", "url": "http://[::1]:9/closed"},
+               {"type": "webhook", "url": "http://2130706433:9/decimal"}]),
+    )
+    .await;
+    let deliveries = test_deliveries(&app, &token, &id).await;
+    for delivery in deliveries.as_array().expect("array") {
+        assert_eq!(delivery["status"], "failed", "{delivery}");
+        assert_eq!(delivery["error"], "address refused", "{delivery}");
+    }
+    let text = deliveries.to_string().to_ascii_lowercase();
+    for leak in ["os error", "refused (", "connection refused", "tcp", "errno", "dns"] {
+        assert!(!text.contains(leak), "{leak:?} in {text}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 0, "no connection reached loopback");
+}
+
+/// A receiver on 127.0.0.1 that holds every request until `release` is sent `true`: its base
+/// URL and how many requests it is holding or has held.
+async fn holding_receiver(release: tokio::sync::watch::Receiver<bool>) -> (String, Arc<AtomicUsize>) {
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let count = arrived.clone();
+    let app = axum::Router::new().fallback(move || {
+        let mut release = release.clone();
+        count.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let _ = release.wait_for(|released| *released).await;
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, arrived)
+}
+
+#[tokio::test]
+async fn a_full_delivery_queue_records_dropped_notifications_and_the_server_stays_responsive() {
+    // Given a queue of one alert and a receiver that holds every delivery.
+    let app = TestApp::spawn_with(|config| config.alert_queue = 1).await;
+    let token = app.admin_token().await;
+    let (release, held) = tokio::sync::watch::channel(false);
+    let (base, arrived) = holding_receiver(held).await;
+    let (id, _) = rule_to(&app, &token, json!([{"type": "webhook", "url": format!("{base}/held")}])).await;
+    let test = {
+        let (client, url, token) = (app.client.clone(), app.url(&format!("/alert-rules/{id}/test")), token.clone());
+        move || {
+            let (client, url, token) = (client.clone(), url.clone(), token.clone());
+            tokio::spawn(async move {
+                let response = client.post(url).bearer_auth(token).json(&json!({})).send().await.expect("test");
+                assert_eq!(response.status(), StatusCode::OK);
+                let body: Value = response.json().await.expect("json");
+                body["deliveries"][0].clone()
+            })
+        }
+    };
+
+    // When the sender is busy with as many deliveries as it runs at once (sent one after the
+    // other: alerts queued at the same moment could overflow a queue of one already)...
+    let mut busy = Vec::new();
+    for n in 1..=dibop::alerts::CONCURRENT_DELIVERIES {
+        busy.push(test());
+        for _ in 0..200 {
+            if arrived.load(Ordering::SeqCst) >= n {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(arrived.load(Ordering::SeqCst), n, "delivery {n} is held by the receiver");
+    }
+    // ...and three more alerts come: one fits in the queue, two do not.
+    let extra: Vec<_> = (0..3).map(|_| test()).collect();
+    // A dropped alert is answered at once; the queued one waits for its delivery.
+    for _ in 0..200 {
+        if extra.iter().filter(|task| task.is_finished()).count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (answered, waiting): (Vec<_>, Vec<_>) = extra.into_iter().partition(|task| task.is_finished());
+
+    // Then two are recorded as dropped, answered and stored alike...
+    assert_eq!((answered.len(), waiting.len()), (2, 1));
+    let mut dropped = Vec::new();
+    for task in answered {
+        dropped.push(task.await.expect("test task"));
+    }
+    for delivery in &dropped {
+        assert_eq!((&delivery["status"], &delivery["error"]), (&json!("dropped"), &json!("delivery queue full")));
+        assert_eq!(delivery["attempts"], 0, "{delivery}");
+    }
+    // ...while the server answers other requests promptly.
+    let prompt = std::time::Duration::from_secs(2);
+    let ready = tokio::time::timeout(prompt, app.client.get(format!("{}/readyz", app.address)).send())
+        .await
+        .expect("readyz answers promptly")
+        .expect("readyz");
+    assert_eq!(ready.status(), StatusCode::OK);
+    let alerts: Value = tokio::time::timeout(prompt, app.get(&token, &format!("/alerts?rule_id={id}")))
+        .await
+        .expect("alerts answer promptly")
+        .json()
+        .await
+        .expect("json");
+    let statuses = |alerts: &Value, status: &str| {
+        alerts["data"].as_array().expect("data").iter().filter(|a| a["deliveries"][0]["status"] == status).count()
+    };
+    assert_eq!(statuses(&alerts, "dropped"), 2, "{alerts}");
+
+    // Once the receiver answers, every alert that was queued or in flight is delivered.
+    release.send(true).expect("release");
+    for task in busy {
+        let delivery = task.await.expect("test task");
+        assert_eq!(delivery["status"], "delivered", "{delivery}");
+    }
+    let delivered = dibop::alerts::CONCURRENT_DELIVERIES + 1;
+    for _ in 0..200 {
+        let alerts: Value = app.get(&token, &format!("/alerts?rule_id={id}")).await.json().await.expect("json");
+        if statuses(&alerts, "delivered") == delivered {
+            assert_eq!(statuses(&alerts, "dropped"), 2, "{alerts}");
+            assert_eq!(arrived.load(Ordering::SeqCst), delivered, "dropped alerts never reached the receiver");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the queued alert was not delivered");
 }

@@ -10,25 +10,17 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, on_postgres};
 use crate::mock::MockServer;
-use crate::process::dibop_binary;
+use crate::process::run_dibop;
 
 const KEY: &str = "shop-key-123456";
 
 /// Runs `dibop ARGS` (blocking this worker thread); answers success, stdout, stderr.
 fn dibop(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let mut command = Command::new(dibop_binary());
-    command.args(args);
     // Rust projects share one build cache across runs of the suite.
-    command.env("CARGO_TARGET_DIR", target_dir().join("connector-projects"));
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let output = tokio::task::block_in_place(|| command.output()).expect("running dibop");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let projects = target_dir().join("connector-projects");
+    let mut env = env.to_vec();
+    env.push(("CARGO_TARGET_DIR", projects.to_str().expect("utf-8")));
+    tokio::task::block_in_place(|| run_dibop(args, &env))
 }
 
 /// `target/` (or CARGO_TARGET_DIR) of this build.

@@ -4,6 +4,7 @@
 //! called once; and one whose node is killed half-way resumes on a new process without calling
 //! again the items it had finished (they were committed as it went).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -164,6 +165,7 @@ async fn a_for_each_whose_node_is_killed_half_way_does_not_call_its_finished_ite
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     first.kill();
+    let killed_at = chrono::Utc::now().timestamp_millis();
     let before = dealer.count();
     // A new process on the same database takes the execution over once its lease expires.
     let second = Server::start(dir.path(), database.as_deref(), free_port(), &variables);
@@ -172,10 +174,19 @@ async fn a_for_each_whose_node_is_killed_half_way_does_not_call_its_finished_ite
     assert_eq!(run["status"], "success", "{}", run["error"]);
     let times = dealer.times_each();
     assert_eq!(times.len(), ITEMS, "every item was priced");
-    // Items finished more than a second before the kill were committed and are not called
-    // again; those finished in the last second and those in flight (20) may be.
-    let again = times.values().filter(|n| **n > 1).count();
-    assert!(again <= 60, "{again} of the {before} items called before the kill were called again");
+    // Finished items are committed at most a second after they end, by a commit that may
+    // itself take a while on a loaded machine; so items first called more than three seconds
+    // before the kill were committed and are not called again. Those finished later and those
+    // in flight (20) may be, once.
+    let mut first_call: HashMap<String, i64> = HashMap::new();
+    for (id, at) in dealer.calls() {
+        first_call.entry(id).or_insert(at);
+    }
+    let settled: Vec<&String> =
+        first_call.iter().filter(|(_, at)| **at < killed_at - 3_000).map(|(id, _)| id).collect();
+    assert!(settled.len() >= 30, "only {} of the {before} items were called early enough to check", settled.len());
+    let again: Vec<&&String> = settled.iter().filter(|id| times[id.as_str()] > 1).collect();
+    assert!(again.is_empty(), "{again:?} of the {} items settled before the kill were called again", settled.len());
     assert!(times.values().all(|n| *n <= 2), "{times:?}");
     let rows = run["output"]["rows"].as_array().expect("rows");
     assert_eq!(rows.len(), ITEMS);

@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_PASSWORD, TestApp, assert_error, detail_paths};
+use crate::helpers::{ADMIN_PASSWORD, TestApp, assert_error, detail_paths, merged};
 
 const VIN: &str = "1HGCM82633A004352";
 
@@ -160,12 +160,7 @@ async fn an_upsert_names_the_connection_and_system_its_data_came_from() {
     let app = TestApp::spawn().await;
     let mock = crate::mock::MockServer::start().await;
     let token = app.admin_token().await;
-    app.create_connection(
-        &token,
-        json!({"name": "decoder", "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
-               "allowed_hosts": [mock.authority]}),
-    )
-    .await;
+    app.create_connection(&token, merged(mock.vpic(), json!({"name": "decoder"}))).await;
     let def = json!({"name": "Decode and store", "parameters": [{"name": "vin", "type": "string", "required": true}],
         "steps": [
             {"name": "decode", "type": "api_call", "connection": "decoder", "operation": "decode_vin",

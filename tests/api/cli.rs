@@ -1,25 +1,9 @@
 //! The client subcommands against a running server, authenticated with an API key.
 
-use std::process::Command;
-
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, guest};
-use crate::process::dibop_binary;
-
-fn dibop(app: &TestApp, key: &str, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(dibop_binary())
-        .args(args)
-        .env("DIBOP_URL", &app.address)
-        .env("DIBOP_TOKEN", key)
-        .output()
-        .expect("running dibop");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
+use crate::process::run_dibop;
 
 // The server runs on this runtime while the blocking subprocess waits on another thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,7 +22,9 @@ async fn apply_execute_and_push_from_the_command_line() {
     let run = |args: Vec<String>| {
         let key = key.clone();
         async move {
-            tokio::task::block_in_place(|| dibop(app_ref, &key, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let env = [("DIBOP_URL", app_ref.address.as_str()), ("DIBOP_TOKEN", key.as_str())];
+            tokio::task::block_in_place(|| run_dibop(&args, &env))
         }
     };
     let (ok, out, err) = run(vec!["orchestration".into(), "apply".into(), "-f".into(), path.clone()]).await;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_PASSWORD, fresh_database, guest};
+use crate::helpers::{ADMIN_PASSWORD, fresh_database, guest, merged};
 use crate::mock::MockServer;
 use crate::process::{Server, cluster};
 
@@ -96,9 +96,7 @@ async fn three_nodes_on_one_database_run_a_thousand_executions_through_the_death
         .expect("upload");
     assert_eq!(upload.status(), StatusCode::CREATED);
     for connection in [
-        json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
-               "resilience": {"rate_limit": {"requests_per_minute": 100000}},
-               "allowed_hosts": [mock.authority]}),
+        merged(mock.vpic(), json!({"resilience": {"rate_limit": {"requests_per_minute": 100000}}})),
         json!({"name": "dms", "system": "rest", "allowed_hosts": [mock.authority],
                // A thousand executions in well under a minute, on purpose.
                "resilience": {"rate_limit": {"requests_per_minute": 100000}},

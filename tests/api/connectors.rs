@@ -1,20 +1,24 @@
+//! The bundled connectors through their connections: `vpic` decodes a VIN (each request an
+//! API-call row) and reports its own errors, pings tell online from offline and timeout, the
+//! `dms` connector reads and creates idempotently, and the generic `rest` connector follows its
+//! connection's configuration. Connections themselves are in `connections.rs`.
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error, detail_paths};
+use crate::helpers::{TestApp, assert_error, merged};
 use crate::mock::MockServer;
 
 const VIN: &str = "1HGCM82633A004352";
 const VPIC_KEY: &str = "vpic-secret-key-987654";
 
+/// The mock's `vpic` connection with a key, under `prefix` of the mock (`/down`, `/slow`) and
+/// named after it (`vpic-down`), with a timeout of `timeout_ms`.
 async fn vpic_connection(app: &TestApp, token: &str, mock: &MockServer, prefix: &str, timeout_ms: u64) -> Value {
-    app.create_connection(
-        token,
-        json!({"name": format!("vpic{}", prefix.replace('/', "-")), "system": "vpic",
-               "config": {"base_url": format!("{}{prefix}/vpic", mock.base)},
-               "credentials": {"api_key": VPIC_KEY}, "allowed_hosts": [mock.authority], "timeout_ms": timeout_ms}),
-    )
-    .await
+    let variant = json!({"name": format!("vpic{}", prefix.replace('/', "-")),
+                         "config": {"base_url": format!("{}{prefix}/vpic", mock.base)},
+                         "credentials": {"api_key": VPIC_KEY}, "timeout_ms": timeout_ms});
+    app.create_connection(token, merged(mock.vpic(), variant)).await
 }
 
 #[tokio::test]
@@ -168,91 +172,4 @@ async fn the_generic_rest_connector_follows_its_connection_config() {
     assert_eq!(created["output"], json!({"customer_name": "Grace", "customer_id": "C-42"}), "{created}");
     let unknown = app.test_call(&token, id, "delete_everything", json!({})).await;
     assert_eq!(unknown["error"]["code"], "invalid_input", "{unknown}");
-}
-
-#[tokio::test]
-async fn connections_are_validated_against_the_connector() {
-    let app = TestApp::spawn().await;
-    let token = app.admin_token().await;
-    let bad = app
-        .post(
-            &token,
-            "/connections",
-            json!({"name": "x", "system": "dms", "config": {"colour": "red", "base_url": "ftp://x"},
-                                              "credentials": {"password": "p"}, "allowed_hosts": ["http://a/b"]}),
-        )
-        .await;
-    let body = assert_error(bad, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
-    let paths = detail_paths(&body);
-    for path in ["credentials.api_key", "config.colour", "credentials.password", "config.base_url", "allowed_hosts[0]"]
-    {
-        assert!(paths.contains(&path), "{path} in {paths:?}");
-    }
-    let unknown = app.post(&token, "/connections", json!({"name": "y", "system": "sap"})).await;
-    assert_error(unknown, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
-    let listed: Value = app.get(&token, "/connections").await.json().await.expect("json");
-    assert_eq!(listed["pagination"]["total"], 0);
-
-    let good = json!({"name": "vpic", "system": "vpic", "credentials": {"api_key": "abcdefgh"}});
-    app.create_connection(&token, good.clone()).await;
-    assert_error(app.post(&token, "/connections", good).await, StatusCode::CONFLICT, "CONFLICT").await;
-}
-
-#[tokio::test]
-async fn credentials_are_write_only_and_never_leak() {
-    let app = TestApp::spawn().await;
-    let mock = MockServer::start().await;
-    let token = app.admin_token().await;
-    let connection = vpic_connection(&app, &token, &mock, "", 5000).await;
-    let id = connection["id"].as_str().expect("id");
-    app.test_call(&token, id, "decode_vin", json!({"vin": VIN})).await;
-
-    // Replace without credentials keeps them; the plugin still sends the key.
-    let replaced = app
-        .put(
-            &token,
-            &format!("/connections/{id}"),
-            json!({"name": "vpic", "system": "vpic",
-             "config": {"base_url": format!("{}/vpic", mock.base)}, "allowed_hosts": [mock.authority]}),
-        )
-        .await;
-    assert_eq!(replaced.status(), StatusCode::OK);
-    app.test_call(&token, id, "decode_vin", json!({"vin": VIN})).await;
-    assert_eq!(mock.headers_of("DecodeVinValues")[1]["x-api-key"], VPIC_KEY);
-
-    // Pointing the connection somewhere else needs the credentials again: stored ones are
-    // never sent to a new destination.
-    let moved = app
-        .put(
-            &token,
-            &format!("/connections/{id}"),
-            json!({"name": "vpic", "system": "vpic",
-             "config": {"base_url": "http://127.0.0.1:9/elsewhere"}, "allowed_hosts": ["127.0.0.1:9"]}),
-        )
-        .await;
-    let body = assert_error(moved, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
-    assert_eq!(detail_paths(&body), ["credentials"], "{body}");
-    let shown: Value = app.get(&token, &format!("/connections/{id}")).await.json().await.expect("json");
-    assert_eq!(shown["config"]["base_url"], format!("{}/vpic", mock.base), "nothing changed: {shown}");
-
-    for path in [
-        format!("/connections/{id}"),
-        "/connections".into(),
-        "/api-calls?page_size=200".into(),
-        "/api-calls/systems".into(),
-    ] {
-        let text = app.get(&token, &path).await.text().await.expect("body");
-        assert!(!text.contains(VPIC_KEY), "{path} leaked the credential: {text}");
-    }
-    // At rest (SQLite lives in the data directory) the key is sealed, never plaintext.
-    for entry in std::fs::read_dir(app.data_dir()).expect("data dir").flatten() {
-        if entry.path().is_file() {
-            let bytes = std::fs::read(entry.path()).expect("read");
-            assert!(
-                !bytes.windows(VPIC_KEY.len()).any(|w| w == VPIC_KEY.as_bytes()),
-                "{} holds the plaintext key",
-                entry.path().display()
-            );
-        }
-    }
 }

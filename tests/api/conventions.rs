@@ -1,3 +1,7 @@
+//! The API's conventions on every route: the error shape (malformed JSON, unknown routes, bodies
+//! and URIs too long), request ids, pagination, rate-limit headers, probes, the OpenAPI document,
+//! and text (NUL characters refused, non-ASCII text handled wherever it is read).
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -45,6 +49,15 @@ async fn oversized_bodies_are_413() {
     assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
     let settings: Value = app.get(&admin, "/settings").await.json().await.expect("json");
     assert_eq!(settings["name"], "Default");
+}
+
+#[tokio::test]
+async fn a_long_uri_is_refused_in_the_error_shape() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let path = format!("/users?filter={}", "a".repeat(9_000));
+    let body = assert_error(app.get(&token, &path).await, StatusCode::URI_TOO_LONG, "URI_TOO_LONG").await;
+    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("8192"), "{body}");
 }
 
 #[tokio::test]
@@ -274,4 +287,29 @@ async fn nul_characters_are_refused_in_bodies_paths_and_queries() {
     assert_error(app.get(&admin, "/users/a%00b").await, StatusCode::NOT_FOUND, "NOT_FOUND").await;
     assert_error(app.get(&admin, "/api-calls?system=a%00b").await, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
     assert_error(app.get(&admin, "/canonical/vehicle?make=a%00").await, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+}
+
+#[tokio::test]
+async fn non_ascii_text_in_conditions_and_windows_is_handled_not_panicked() {
+    let app = TestApp::spawn_with(|config| config.max_in_flight = 2).await;
+    let token = app.admin_token().await;
+    let id = app.create_orchestration(&token, json!({"name": "Umlauts", "parameters": [{"name": "city", "type": "string", "required": true}],
+               "steps": [{"name": "where", "type": "condition", "condition": "${parameters.city} == Zürich",
+                          "then": [{"name": "swiss", "type": "transform", "transform": "map", "mapping": {"desk": "CH – Zürich"}}]}],
+               "output": {"branch": "${where.branch}"}}),
+    )
+    .await;
+    // More executions than workers: a panicking parser used to end a worker per execution.
+    for city in ["Zürich", "Köln", "東京", "Zürich", "🚗"] {
+        let run = app.execute(&token, &id, json!({"parameters": {"city": city}})).await;
+        assert_eq!(run["status"], "success", "{run}");
+        assert_eq!(run["output"]["branch"] == "then", city == "Zürich", "{city}: {run}");
+    }
+    for path in ["/observability/sla?window=7é", "/api-calls/systems?window=é", "/observability/sla?window=1ß"] {
+        assert_error(app.get(&token, path).await, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    }
+    let rule = json!({"name": "rate", "type": "error_rate_spike", "condition": {"threshold_percent": 10, "window": "5é"},
+                      "channels": [{"type": "log"}]});
+    assert_error(app.post(&token, "/alert-rules", rule).await, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR")
+        .await;
 }

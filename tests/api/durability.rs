@@ -35,7 +35,7 @@ async fn a_killed_server_resumes_the_execution_without_repeating_committed_steps
     let token = first.token(&client, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let post = |path: &str, body: Value| client.post(format!("{api}{path}")).bearer_auth(&token).json(&body).send();
     for connection in [
-        json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)}, "allowed_hosts": [mock.authority]}),
+        mock.vpic(),
         json!({"name": "dms", "system": "rest", "allowed_hosts": [mock.authority],
                "config": {"base_url": format!("{}/dms", mock.base),
                           "operations": {"create": {"method": "POST", "path": "/slow-customers", "body": "${input}"}}}}),

@@ -1,8 +1,10 @@
-//! `TestApp`: a real server on port 0 with its own fresh database, and a client for it;
-//! `db_proxy`: a proxy that fails the database under a server.
+//! `TestApp`: a real server on port 0 with its own fresh database, and a client for it, and the
+//! fixtures several test files share; `db_proxy`: a proxy that fails the database under a
+//! server; `tls`: a test CA and https servers it signed.
 
 pub mod call_log;
 pub mod db_proxy;
+pub mod tls;
 
 use std::path::PathBuf;
 
@@ -234,6 +236,13 @@ impl TestApp {
         self.token(ADMIN_EMAIL, ADMIN_PASSWORD).await
     }
 
+    /// The id of the user with `email` in the token's enterprise.
+    pub async fn user_id(&self, token: &str, email: &str) -> String {
+        let users: Value = self.get(token, "/users?page_size=200").await.json().await.expect("json");
+        let user = users["data"].as_array().expect("data").iter().find(|u| u["email"] == email).expect("user listed");
+        user["id"].as_str().expect("id").to_owned()
+    }
+
     pub async fn request(&self, method: Method, token: &str, path: &str, body: Option<Value>) -> Response {
         let mut request = self.client.request(method, self.url(path)).bearer_auth(token);
         if let Some(body) = body {
@@ -331,7 +340,6 @@ impl TestApp {
         panic!("execution {execution_id} did not finish");
     }
 
-    /// Creates a connection and returns its JSON.
     /// `POST /orchestrations`, which must answer 201; answers the new id.
     pub async fn create_orchestration(&self, token: &str, def: Value) -> String {
         let response = self.post(token, "/orchestrations", def).await;
@@ -353,6 +361,7 @@ impl TestApp {
         self.wait_finished(token, execution_id).await
     }
 
+    /// `POST /connections`, which must answer 201; answers the connection's JSON.
     pub async fn create_connection(&self, token: &str, body: Value) -> Value {
         let response = self.post(token, "/connections", body.clone()).await;
         let status = response.status();
@@ -371,6 +380,31 @@ impl TestApp {
         assert_eq!(status, StatusCode::OK, "test call {operation}: {json}");
         json
     }
+}
+
+/// `base` with `extra` laid over it: objects are merged key by key (recursively), anything else
+/// in `extra` replaces what `base` had. Tests use it for a variant of a shared fixture, e.g.
+/// `merged(mock.vpic(), json!({"name": "decoder"}))`.
+pub fn merged(base: Value, extra: Value) -> Value {
+    match (base, extra) {
+        (Value::Object(mut fields), Value::Object(extra)) => {
+            for (key, value) in extra {
+                let slot = fields.entry(key).or_insert(Value::Null);
+                *slot = merged(slot.take(), value);
+            }
+            Value::Object(fields)
+        }
+        (_, extra) => extra,
+    }
+}
+
+/// An orchestration `name` whose `for_each` waits `ms` for each of its `items` parameter
+/// (default `[1]`): short waits run in the worker, long ones park the execution.
+pub fn wait_per_item(name: &str, ms: u64) -> Value {
+    json!({"name": name, "steps": [
+        {"name": "each", "type": "for_each", "items": "${parameters.items}",
+         "steps": [{"name": "pause", "type": "wait", "duration_ms": ms}]}],
+        "parameters": [{"name": "items", "type": "array", "default": [1]}]})
 }
 
 /// Asserts `response` has `status` and the SPEC error shape with `code`; returns the body.

@@ -68,7 +68,8 @@ impl MockServer {
         Self { base: format!("http://{authority}"), authority, mock }
     }
 
-    /// The SPEC's `vpic` connection to this mock.
+    /// The SPEC's `vpic` connection to this mock: the one fixture of it; a test that needs another
+    /// name or field lays it over this one with [`crate::helpers::merged`].
     pub fn vpic(&self) -> Value {
         json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/vpic", self.base)},
                "allowed_hosts": [self.authority]})

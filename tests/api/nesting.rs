@@ -1,6 +1,7 @@
 //! No input ends the process: everything recursive a tenant controls is refused by its depth
-//! before it is parsed or built (SPEC §13). Each test sends what aborted the process before and
-//! checks the server still answers afterwards.
+//! before it is parsed or built (SPEC §13), and what expands is refused by its size (a YAML alias
+//! bomb while it is parsed, a step's output past its bound when it is built). The depth tests
+//! send what aborted the process before and check the server still answers afterwards.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -269,4 +270,41 @@ async fn an_upstream_answer_past_the_bound_fails_its_step() {
     let error = done["steps"][0]["error"].as_str().unwrap_or_default();
     assert!(error.contains("deeper than 100 levels"), "{done}");
     still_serving(&app, &token).await;
+}
+
+#[tokio::test]
+async fn a_yaml_alias_bomb_is_refused_while_parsing() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    // Nine levels of ten aliases each: 10^9 nodes once expanded, from a few hundred bytes.
+    let mut yaml = String::from("l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for level in 1..10 {
+        let refs = vec![format!("*l{}", level - 1); 10].join(", ");
+        yaml.push_str(&format!("l{level}: &l{level} [{refs}]\n"));
+    }
+    yaml.push_str("name: bomb\nsteps: []\n");
+    let response = post_text(&app, &token, "/orchestrations", "application/yaml", yaml).await;
+    let body = assert_error(response, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("expands to more than"), "{body}");
+}
+
+#[tokio::test]
+async fn a_step_output_past_its_bound_fails_the_step_with_a_clear_error() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    // 24 copies of a 1.5 MB parameter: 36 MB, past the 32 MiB a step's output may be.
+    let copies: serde_json::Map<String, Value> =
+        (0..24).map(|i| (format!("c{i}"), json!("${parameters.blob}"))).collect();
+    let id = app
+        .create_orchestration(
+            &token,
+            json!({"name": "Amplifier", "parameters": [{"name": "blob", "type": "string", "required": true}],
+               "steps": [{"name": "copies", "type": "transform", "transform": "map", "mapping": copies}]}),
+        )
+        .await;
+    let blob = "x".repeat(1_500_000);
+    let run = app.execute(&token, &id, json!({"parameters": {"blob": blob}})).await;
+    assert_eq!(run["status"], "failed", "{}", &run.to_string()[..300.min(run.to_string().len())]);
+    let error = run["error"].as_str().unwrap_or_default();
+    assert!(error.contains("at most 33554432"), "{error}");
 }

@@ -1,5 +1,5 @@
-//! Observability: `/metrics` (Prometheus exposition format, token-protected when configured) and
-//! `GET /observability/metrics`.
+//! Observability: `/metrics` (Prometheus exposition format, token-protected when configured;
+//! naming no tenant's systems when open) and `GET /observability/metrics`.
 
 use std::collections::HashMap;
 
@@ -47,12 +47,7 @@ async fn metrics_count_executions_and_api_calls() {
     let app = TestApp::spawn_with(|config| config.metrics_token = Some("metrics-token-1".to_owned().into())).await;
     let mock = MockServer::start().await;
     let token = app.admin_token().await;
-    app.create_connection(
-        &token,
-        json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
-               "allowed_hosts": [mock.authority]}),
-    )
-    .await;
+    app.create_connection(&token, mock.vpic()).await;
     let def = json!({"name": "Decode", "parameters": [{"name": "vin", "type": "string", "required": true}],
         "steps": [{"name": "decode", "type": "api_call", "connection": "vpic", "operation": "decode_vin",
                    "parameters": {"vin": "${parameters.vin}"}}]});
@@ -102,12 +97,7 @@ async fn sla_figures_are_exact_for_a_known_set_of_executions() {
     let app = TestApp::spawn().await;
     let mock = MockServer::start().await;
     let token = app.admin_token().await;
-    app.create_connection(
-        &token,
-        json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
-               "allowed_hosts": [mock.authority]}),
-    )
-    .await;
+    app.create_connection(&token, mock.vpic()).await;
     let decode = |name: &str, target: Option<f64>| {
         let mut def = json!({"name": name, "parameters": [{"name": "vin", "type": "string", "required": true}],
             "steps": [{"name": "decode", "type": "api_call", "connection": "vpic", "operation": "decode_vin",
@@ -223,4 +213,21 @@ async fn the_timeline_counts_finished_executions_per_hour() {
     let other = app.second_enterprise("hours").await;
     let theirs: Value = app.get(&other, "/observability/timeline").await.json().await.expect("json");
     assert!(theirs["buckets"].as_array().expect("buckets").iter().all(|b| b["successes"] == 0 && b["failures"] == 0));
+}
+
+#[tokio::test]
+async fn open_metrics_name_no_tenant_systems() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    // One execution of its own, so that the executions family has a value whatever else ran.
+    let id = app.create_orchestration(&token, json!({"name": "Counted", "steps": [{"name": "m", "type": "transform", "transform": "map", "mapping": {"ok": true}}]}),
+    )
+    .await;
+    let run = app.execute(&token, &id, json!({"parameters": {}})).await;
+    assert_eq!(run["status"], "success", "{run}");
+    let metrics = app.client.get(app.url("/metrics").replace("/api/v1", "")).send().await.expect("send");
+    assert_eq!(metrics.status(), StatusCode::OK);
+    let text = metrics.text().await.expect("text");
+    assert!(text.contains("dibop_executions_total{status=\"success\"}"), "{text}");
+    assert!(!text.contains("system=\""), "an open /metrics carries no system labels: {text}");
 }

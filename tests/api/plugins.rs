@@ -1,3 +1,7 @@
+//! Plugin uploads and the catalogue: the bundled connectors, idempotent uploads of immutable
+//! versions, refused uploads (with the reason, leaving no compiled artifact behind), who may
+//! upload and publish globally, disabled versions, and the compile timeout.
+
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -114,6 +118,24 @@ async fn uploads_that_are_not_plugin_components_are_rejected_with_the_reason() {
     assert_error(wrong_type, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
     let listed: Value = app.get(&token, "/plugins?page_size=200").await.json().await.expect("json");
     assert!(listed["data"].as_array().expect("data").iter().all(|p| p["bundled"] == true), "nothing stored");
+}
+
+#[tokio::test]
+async fn a_refused_upload_leaves_no_compiled_artifact_behind() {
+    use sha2::Digest;
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let bytes = guest("not_a_plugin");
+    let sha = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_error(app.upload(&token, bytes, None).await, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
+    let artifacts = app.data_dir().join("plugins").join("artifacts");
+    let left: Vec<String> = std::fs::read_dir(&artifacts)
+        .expect("artifacts dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&sha))
+        .collect();
+    assert!(left.is_empty(), "compiled artifacts of a refused upload: {left:?}");
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! `dibop serve` as a real process: started with the test configuration, killed with SIGKILL
-//! by the test or when it ends, however it ends.
+//! by the test or when it ends, however it ends; and `run_dibop` for the binary's other
+//! subcommands.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -47,6 +48,18 @@ pub fn dibop_binary() -> PathBuf {
     let binary = dir.join("dibop");
     assert!(binary.exists(), "{} missing or stale: run scripts/test.sh, which builds it first", binary.display());
     binary
+}
+
+/// Runs `dibop ARGS` with `env` added to the test's environment and waits for it to end
+/// (blocking the calling thread: on a runtime, from `block_in_place` or `spawn_blocking`);
+/// answers whether it succeeded, its stdout and its stderr.
+pub fn run_dibop(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let output = Command::new(dibop_binary()).args(args).envs(env.iter().copied()).output().expect("running dibop");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// A free port on loopback.

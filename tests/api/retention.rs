@@ -24,12 +24,7 @@ async fn the_sweep_purges_what_is_older_than_the_enterprises_retention() {
     let app = TestApp::spawn_with(|config| config.retention_sweep_ms = 100).await;
     let mock = MockServer::start().await;
     let token = app.admin_token().await;
-    app.create_connection(
-        &token,
-        json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
-               "allowed_hosts": [mock.authority]}),
-    )
-    .await;
+    app.create_connection(&token, mock.vpic()).await;
     let def = json!({"name": "Decode", "steps": [{"name": "decode", "type": "api_call", "connection": "vpic",
         "operation": "decode_vin", "parameters": {"vin": "1HGCM82633A004352"}}]});
     let created: Value = app.post(&token, "/orchestrations", def).await.json().await.expect("json");

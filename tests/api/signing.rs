@@ -1,21 +1,16 @@
 //! Signed plugins: keys made and components signed with the CLI, signers trusted by platform
 //! admins, uploads verified, and enterprises that accept signed uploads only.
 
-use std::process::Command;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, assert_error, guest};
-use crate::process::dibop_binary;
+use crate::process::run_dibop;
 
+/// `dibop ARGS` with its stdout trimmed (a public key or a signature).
 fn dibop(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(dibop_binary()).args(args).output().expect("running dibop");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let (ok, out, err) = run_dibop(args, &[]);
+    (ok, out.trim().to_owned(), err)
 }
 
 async fn upload_signed(app: &TestApp, token: &str, bytes: Vec<u8>, signature: Option<&str>) -> reqwest::Response {
@@ -107,25 +102,16 @@ async fn uploads_are_verified_against_trusted_signers_and_enterprises_may_requir
         dibop(&["plugin", "sign", second.to_str().expect("utf-8"), "--key", key.to_str().expect("utf-8")]);
     assert!(ok, "{err}");
     let api_key = app.api_key(&token, "pusher").await;
-    let output = tokio::task::spawn_blocking({
+    let (ok, out, err) = tokio::task::spawn_blocking({
         let (component, address, key) = (second.clone(), app.address.clone(), api_key);
         move || {
-            Command::new(dibop_binary())
-                .args(["plugin", "push", component.to_str().expect("utf-8")])
-                .env("DIBOP_URL", address)
-                .env("DIBOP_TOKEN", key)
-                .output()
-                .expect("push")
+            let env = [("DIBOP_URL", address.as_str()), ("DIBOP_TOKEN", key.as_str())];
+            run_dibop(&["plugin", "push", component.to_str().expect("utf-8")], &env)
         }
     })
     .await
     .expect("joined");
-    let out = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && out.contains("lookup 2.0.0") && out.contains("signed by Acme connectors"),
-        "{out}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(ok && out.contains("lookup 2.0.0") && out.contains("signed by Acme connectors"), "{out}{err}");
 
     // Removing the signer (platform rights) leaves what it signed as it was.
     let id = signer["id"].as_str().expect("id");

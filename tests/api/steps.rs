@@ -1,10 +1,10 @@
 //! The container and control steps: for_each, parallel, error_handler, sub_orchestration, wait;
-//! and YAML definitions.
+//! their bounds (fan-out, sub-orchestration cycles and limits); and YAML definitions.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error, detail_paths};
+use crate::helpers::{TestApp, assert_error, detail_paths, wait_per_item};
 use crate::mock::MockServer;
 
 const VIN: &str = "1HGCM82633A004352";
@@ -13,12 +13,7 @@ const VIN: &str = "1HGCM82633A004352";
 async fn connections(app: &TestApp, token: &str, mock: &MockServer) {
     // The connections' own rate limit stays within the enterprises' outbound quota.
     app.sql("UPDATE enterprises SET outbound_requests_per_minute = 100000").await;
-    app.create_connection(
-        token,
-        json!({"name": "vpic", "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
-               "allowed_hosts": [mock.authority]}),
-    )
-    .await;
+    app.create_connection(token, mock.vpic()).await;
     app.create_connection(token, dms(mock, "dms")).await;
 }
 
@@ -322,6 +317,40 @@ async fn parallel_runs_every_branch_and_maps_their_outputs() {
 }
 
 #[tokio::test]
+async fn fan_out_is_bounded_with_a_clear_error() {
+    let app = TestApp::spawn_with(|config| {
+        config.max_parallel_branches = 2;
+        config.max_for_each_items = 3;
+    })
+    .await;
+    let token = app.admin_token().await;
+    let map = |name: &str| json!({"name": name, "steps": [{"name": format!("{name}_x"), "type": "transform", "transform": "map", "mapping": {"ok": true}}]});
+    let wide = app.create_orchestration(&token, json!({"name": "Wide", "steps": [{"name": "all", "type": "parallel", "branches": [map("a"), map("b"), map("c")]}]}),
+    )
+    .await;
+    let run = app.execute(&token, &wide, json!({"parameters": {}})).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(run["error"].as_str().unwrap_or_default().contains("at most 2"), "{run}");
+    let many = app.create_orchestration(&token, wait_per_item("Many", 1)).await;
+    let run = app.execute(&token, &many, json!({"parameters": {"items": [1, 2, 3, 4]}})).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(run["error"].as_str().unwrap_or_default().contains("at most 3"), "{run}");
+    let branches: Vec<Value> = (0..65).map(|i| map(&format!("b{i}"))).collect();
+    let body = assert_error(
+        app.post(
+            &token,
+            "/orchestrations",
+            json!({"name": "Too wide", "steps": [{"name": "all", "type": "parallel", "branches": branches}]}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert!(detail_paths(&body).contains(&"steps[0].branches"), "{body}");
+}
+
+#[tokio::test]
 async fn an_error_handler_runs_after_a_failure_and_may_recover() {
     let app = TestApp::spawn().await;
     let mock = MockServer::start().await;
@@ -423,6 +452,42 @@ async fn a_sub_orchestration_runs_its_child_and_answers_the_childs_output() {
     )
     .await;
     assert_eq!(detail_paths(&body), ["steps[0].orchestration", "steps[1].orchestration"]);
+}
+
+#[tokio::test]
+async fn sub_orchestrations_count_against_the_limit_and_wait_for_it_and_cycles_are_refused() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let leaf = json!({"name": "Leaf", "steps": [{"name": "x", "type": "transform", "transform": "map", "mapping": {"ok": true}}]});
+    let leaf_id = app.create_orchestration(&token, leaf.clone()).await;
+    let parent = app.create_orchestration(&token, json!({"name": "Parent", "steps": [{"name": "child", "type": "sub_orchestration", "orchestration": "Leaf"}]}),
+    )
+    .await;
+    // Leaf -> Parent -> Leaf would be a cycle.
+    let mut cyclic = leaf;
+    cyclic["steps"] = json!([{"name": "back", "type": "sub_orchestration", "orchestration": "Parent"}]);
+    let body = assert_error(
+        app.put(&token, &format!("/orchestrations/{leaf_id}"), cyclic).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_eq!(detail_paths(&body), ["steps[0].orchestration"], "{body}");
+    assert!(body["error"]["details"][0]["message"].as_str().unwrap_or_default().contains("cycle"), "{body}");
+
+    // The child is one execution too many for the minute: the admitted parent waits for the
+    // next minute's window (parked) and then completes; it does not fail.
+    app.sql("UPDATE enterprises SET executions_per_minute = 1").await;
+    // Late in a minute (so the wait is short), not so late that the parent starts in the next.
+    while !(50..55).contains(&(chrono::Utc::now().timestamp() % 60)) {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let minute = chrono::Utc::now().timestamp() / 60;
+    let started = app.execute(&token, &parent, json!({"parameters": {}, "async": true})).await;
+    let id = started["execution_id"].as_str().unwrap_or_else(|| panic!("{started}")).to_owned();
+    let run = app.wait_finished(&token, &id).await;
+    assert_eq!(run["status"], "success", "the child waited for the limit's next window: {run}");
+    assert!(chrono::Utc::now().timestamp() / 60 > minute, "it ran in a later minute");
 }
 
 #[tokio::test]

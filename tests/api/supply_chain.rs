@@ -3,13 +3,11 @@
 //! plugins connects to no unsigned global one; `dibop connector test` keeps a component to the
 //! hosts it declares, as the server does.
 
-use std::process::Command;
-
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{ADMIN_PASSWORD, TestApp, assert_error, detail_paths, guest};
-use crate::process::dibop_binary;
+use crate::process::run_dibop;
 
 async fn set_status(app: &TestApp, token: &str, id: &str, status: &str) -> reqwest::Response {
     app.request(Method::PATCH, token, &format!("/plugins/{id}"), Some(json!({"status": status}))).await
@@ -95,12 +93,7 @@ fn connector_test_keeps_a_component_to_the_hosts_it_declares() {
     let run = |extra: &[&str]| {
         let mut args = vec!["connector", "test", component.to_str().expect("utf-8"), "--operation", "find"];
         args.extend_from_slice(extra);
-        let output = Command::new(dibop_binary()).args(&args).output().expect("running dibop");
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        run_dibop(&args, &[])
     };
     let (ok, out, err) = run(&[]);
     assert!(ok && out.contains("1.0.0"), "{out}{err}");

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, merged};
 use crate::mock::MockServer;
 
 const VIN: &str = "1HGCM82633A004352";
@@ -31,13 +31,7 @@ async fn warm_instances_serve_one_connection_until_their_share_or_a_failure() {
     let mut ids = Vec::new();
     let mut connections = Vec::new();
     for name in ["vpic_a", "vpic_b"] {
-        let connection = app
-            .create_connection(
-                &token,
-                json!({"name": name, "system": "vpic", "config": {"base_url": format!("{}/vpic", mock.base)},
-                   "allowed_hosts": [mock.authority]}),
-            )
-            .await;
+        let connection = app.create_connection(&token, merged(mock.vpic(), json!({"name": name}))).await;
         connections.push(connection["id"].as_str().expect("id").to_owned());
         let def = json!({"name": format!("Decode via {name}"), "parameters": [{"name": "vin", "type": "string", "required": true}],
             "steps": [{"name": "decode", "type": "api_call", "connection": name, "operation": "decode_vin",

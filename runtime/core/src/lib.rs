@@ -50,5 +50,5 @@ pub use ids::{new_id, now_ms};
 pub use kind::{StepKind, World};
 pub use role::Role;
 pub use slug::{InvalidSlug, Slug};
-pub use status::{ExecutionStatus, StepStatus, UnknownStatus};
+pub use status::{ApiCallStatus, ExecutionStatus, StepStatus, UnknownStatus};
 pub use window::{InvalidWindow, Window};

@@ -1,5 +1,6 @@
-//! Where an execution and each of its steps stand. Rows store the lowercase names and the API
-//! answers with them; these enums are the one list of what the names can be.
+//! Where an execution, each of its steps and each outbound request stand. Rows store the
+//! lowercase names and the API answers with them; these enums are the one list of what the
+//! names can be, and rows are converted to them once, in the store.
 
 use std::fmt;
 use std::str::FromStr;
@@ -53,20 +54,6 @@ impl ExecutionStatus {
     }
 }
 
-impl FromStr for ExecutionStatus {
-    type Err = UnknownStatus;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text).ok_or_else(|| UnknownStatus(text.to_owned()))
-    }
-}
-
-impl fmt::Display for ExecutionStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// The status of one step of an execution, as its committed result records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -103,19 +90,80 @@ impl StepStatus {
     }
 }
 
-impl FromStr for StepStatus {
-    type Err = UnknownStatus;
+/// How one outbound request ended, as its API-call row records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ApiCallStatus {
+    /// The system answered with a success (or a status the plugin accepted).
+    Success,
+    /// The request failed: refused by the egress policy, unreachable, or answered with an error.
+    Error,
+    /// No answer within the call's deadline.
+    Timeout,
+    /// Not sent: the connection's circuit breaker is open.
+    CircuitOpen,
+    /// Not sent: the connection's outbound rate limit had no permit in time.
+    RateLimited,
+}
 
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text).ok_or_else(|| UnknownStatus(text.to_owned()))
+impl ApiCallStatus {
+    /// Every status, in the order the API lists them.
+    pub const ALL: [Self; 5] = [Self::Success, Self::Error, Self::Timeout, Self::CircuitOpen, Self::RateLimited];
+
+    /// The status's name, as stored and answered.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Error => "error",
+            Self::Timeout => "timeout",
+            Self::CircuitOpen => "circuit_open",
+            Self::RateLimited => "rate_limited",
+        }
+    }
+
+    /// Whether the call did not get what it asked for: every status but `success`. The one
+    /// answer to "did this call fail" for system health, metrics, alert rules and traces.
+    pub fn is_failure(self) -> bool {
+        self != Self::Success
+    }
+
+    /// Whether the request went out to the system (a refusal by the circuit breaker or the
+    /// rate limit did not): system health and latency count only these.
+    pub fn reached_system(self) -> bool {
+        matches!(self, Self::Success | Self::Error | Self::Timeout)
     }
 }
 
-impl fmt::Display for StepStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// `FromStr` (exact names only), `TryFrom<String>` (rows) and `Display` for a status with
+/// `ALL` and `as_str`.
+macro_rules! named_status {
+    ($($name:ident),+) => {$(
+        impl FromStr for $name {
+            type Err = UnknownStatus;
+
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                Self::ALL.into_iter().find(|s| s.as_str() == text).ok_or_else(|| UnknownStatus(text.to_owned()))
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = UnknownStatus;
+
+            fn try_from(text: String) -> Result<Self, UnknownStatus> {
+                text.parse()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )+};
 }
+
+named_status!(ExecutionStatus, StepStatus, ApiCallStatus);
 
 /// A text that names no status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +205,25 @@ mod tests {
             assert_eq!(json, format!("\"{status}\""));
             assert_eq!(serde_json::from_str::<StepStatus>(&json).expect("deserializes"), status);
         }
+    }
+
+    #[test]
+    fn api_call_statuses_round_trip_and_only_success_is_not_a_failure() {
+        let names: Vec<_> = ApiCallStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, ["success", "error", "timeout", "circuit_open", "rate_limited"]);
+        for status in ApiCallStatus::ALL {
+            assert_eq!(status.as_str().parse::<ApiCallStatus>(), Ok(status));
+            assert_eq!(ApiCallStatus::try_from(status.as_str().to_owned()), Ok(status));
+            let json = serde_json::to_string(&status).expect("serializes");
+            assert_eq!(json, format!("\"{status}\""));
+            assert_eq!(serde_json::from_str::<ApiCallStatus>(&json).expect("deserializes"), status);
+        }
+        let failures: Vec<_> = ApiCallStatus::ALL.into_iter().filter(|s| s.is_failure()).collect();
+        use ApiCallStatus::*;
+        assert_eq!(failures, [Error, Timeout, CircuitOpen, RateLimited]);
+        let sent: Vec<_> = ApiCallStatus::ALL.into_iter().filter(|s| s.reached_system()).collect();
+        assert_eq!(sent, [Success, Error, Timeout]);
+        assert!("failed".parse::<ApiCallStatus>().is_err());
     }
 
     #[test]

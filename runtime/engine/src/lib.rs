@@ -6,10 +6,13 @@
 //! - A step's result is committed before the next step starts, and a step's idempotency key
 //!   (`<execution id>:<step name>`) is the same on every attempt and after a restart, so a step
 //!   that was in flight when a node died runs again with the same key.
-//! - Every execution comes into being through [`admission::submit`] (execute, webhook,
-//!   schedule, sub-orchestration; a retry through [`admission::count`]), so the enterprise's
-//!   execution limit holds whatever started it, and its queue bound holds for every trigger but
-//!   a sub-orchestration's child (admitted work completes).
+//! - Every execution comes into being through [`executions::start`] (execute, webhook,
+//!   schedule, sub-orchestration: one status check, one parameter binding, then
+//!   [`admission::submit`]; a retry, replay or resume through [`executions`]' operator actions,
+//!   which count it with [`admission::count`]), so the enterprise's execution limit holds
+//!   whatever started it, and its queue bound holds for every trigger but a
+//!   sub-orchestration's child (admitted work completes).
+//! - The server writes no execution itself: [`executions`] is its surface (checked in CI).
 //! - The engine knows nothing of HTTP: it answers domain errors ([`admission::Refusal`],
 //!   [`connections::ConnectionError`]) and tells the server what happened through [`Events`].
 //!
@@ -27,7 +30,9 @@ pub mod calendar;
 pub mod canonical;
 pub mod connections;
 pub mod definition;
+pub mod executions;
 mod flow;
+pub mod health;
 pub mod host_auth;
 pub mod mapping;
 mod node;
@@ -52,7 +57,7 @@ use serde_json::{Value, json};
 use dibop_store::ExecutionRow;
 use futures_util::future::BoxFuture;
 pub use node::{Node, Stop, StopSignal};
-pub use worker::{run_now, start};
+pub use worker::{start, stop};
 
 /// The settings of the server that the engine reads.
 #[derive(Debug, Clone)]
@@ -78,17 +83,18 @@ pub trait Events: Send + Sync {
 /// and watches executions. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    pub store: Store,
-    pub registry: Arc<Registry>,
+    store: Store,
+    registry: Arc<Registry>,
     /// Opens connection credentials for a call.
-    pub sealer: Arc<Sealer>,
+    sealer: Arc<Sealer>,
     /// Counts executions against the enterprise's limit.
-    pub limiter: Arc<RateLimiter>,
-    pub node: Arc<Node>,
-    pub settings: Arc<Settings>,
+    limiter: Arc<RateLimiter>,
+    node: Arc<Node>,
+    settings: Arc<Settings>,
     events: Arc<dyn Events>,
-    /// Runs a claimed child execution to its end for a `sub_orchestration` step: the worker's
-    /// own path, handed to the container steps so that they do not reach up into the worker.
+    /// Runs a claimed execution to its end: the worker's own path, handed to a
+    /// `sub_orchestration` step (its child) and to `executions::execute` (a waiting caller's
+    /// execution in a free slot) so that they do not reach up into the worker.
     run_child: fn(Engine, ExecutionRow) -> BoxFuture<'static, ()>,
 }
 
@@ -105,6 +111,11 @@ impl Engine {
     ) -> Self {
         let run_child = worker::run_claimed;
         Self { store, registry, sealer, limiter, node, settings: Arc::new(settings), events, run_child }
+    }
+
+    /// How many executions this node runs now.
+    pub fn busy(&self) -> usize {
+        self.node.busy()
     }
 
     /// The WebAssembly plugin host the registry loads into.

@@ -202,7 +202,7 @@ impl Node {
         self.capacity.saturating_sub(self.slots.available_permits())
     }
 
-    /// A free slot, if any: the caller may claim an execution and run it with [`run_now`].
+    /// A free slot, if any: the caller may claim an execution and run it there (execute does).
     pub fn free_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.slots.clone().try_acquire_owned().ok()
     }

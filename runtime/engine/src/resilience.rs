@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::Engine;
-use dibop_core::{FieldError, now_ms};
+use dibop_core::{ApiCallStatus, FieldError, now_ms};
 use dibop_plugin_host::CallError;
 use dibop_plugin_host::outbound::{ApiCallRecord, CallOrigin};
 use dibop_store::{CircuitRow, ConnectionRow};
@@ -278,10 +278,10 @@ pub async fn admit(
     inline_ms: i64,
 ) -> Result<Admitted, Throttled> {
     let started = Instant::now();
-    let refuse = |code: &'static str, message: String| {
+    let refuse = |status: ApiCallStatus, message: String| {
         Throttled::Refused(Box::new(Refused {
-            record: refusal_record(connection, origin, code, &message, started),
-            error: CallError { code: code.into(), message, retryable: true, http_status: None },
+            record: refusal_record(connection, origin, status, &message, started),
+            error: CallError { code: status.as_str().into(), message, retryable: true, http_status: None },
         }))
     };
     let mut trial = false;
@@ -310,7 +310,7 @@ pub async fn admit(
             } else {
                 format!("circuit of connection {} is half-open and its trial call is still running", connection.name)
             };
-            return Err(refuse("circuit_open", message));
+            return Err(refuse(ApiCallStatus::CircuitOpen, message));
         }
         trial = true;
     }
@@ -324,7 +324,7 @@ pub async fn admit(
         Ok(permit) => permit,
         Err(message) => {
             untried().await;
-            return Err(refuse("rate_limited", message));
+            return Err(refuse(ApiCallStatus::RateLimited, message));
         }
     };
     if let Some(permit) = permit {
@@ -414,7 +414,7 @@ fn outcome(calls: &[ApiCallRecord], timed_out: bool) -> Option<bool> {
         calls.iter().filter(|c| !c.error.as_deref().is_some_and(|e| e.starts_with("denied"))).collect();
     let last = sent.last()?;
     let down = |c: &ApiCallRecord| match c.status_code {
-        None => c.status == "timeout" || c.status == "error",
+        None => matches!(c.status, ApiCallStatus::Timeout | ApiCallStatus::Error),
         Some(code) => code >= 500,
     };
     if down(last) || (timed_out && last.status_code.is_none()) {
@@ -446,7 +446,7 @@ pub fn retry_after(calls: &[ApiCallRecord]) -> Option<Duration> {
 fn refusal_record(
     connection: &ConnectionRow,
     origin: &CallOrigin,
-    status: &'static str,
+    status: ApiCallStatus,
     message: &str,
     started: Instant,
 ) -> ApiCallRecord {
@@ -464,10 +464,10 @@ fn refusal_record(
 mod tests {
     use super::*;
 
-    fn call(status: &'static str, code: Option<u16>, headers: &[(&str, &str)]) -> ApiCallRecord {
+    fn call(status: &str, code: Option<u16>, headers: &[(&str, &str)]) -> ApiCallRecord {
         ApiCallRecord {
             status_code: code,
-            status,
+            status: status.parse().expect("an API-call status"),
             response_headers: headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             ..ApiCallRecord::start(CallOrigin::default(), "GET".into(), String::new())
         }

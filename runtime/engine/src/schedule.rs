@@ -9,9 +9,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use super::calendar::{parse, slots};
-use super::definition::{self, Definition};
-use crate::Engine;
-use dibop_store::{NewExecution, QueueBound};
+use crate::{Engine, executions};
 
 const TICK: Duration = Duration::from_millis(500);
 
@@ -117,25 +115,23 @@ async fn fire_due(
 
 /// Starts the execution of one slot, or says why it cannot.
 async fn start(engine: &Engine, row: &dibop_store::OrchestrationRow, slot_ms: i64) -> Result<(), String> {
-    let def: Definition = serde_json::from_str(&row.definition).map_err(|e| format!("stored definition: {e}"))?;
-    let parameters = definition::bind_parameters(&def, &serde_json::Map::new()).map_err(|errors| {
-        let list: Vec<String> = errors.iter().map(|e| format!("{} {}", e.path, e.message)).collect();
-        format!("scheduled parameters: {}", list.join("; "))
-    })?;
-    let new = NewExecution {
-        orchestration_id: row.id.clone(),
-        orchestration_version: row.version,
-        triggered_by: "schedule".into(),
-        parameters: parameters.to_string(),
-        idempotency_key: Some(format!("schedule:{slot_ms}")),
-        steps_total: def.step_count(),
-        parent: None,
+    let start = executions::Start {
+        enterprise_id: &row.enterprise_id,
+        orchestration: executions::Target::Row(row),
+        trigger: executions::Trigger::Schedule { slot_ms },
+        parameters: &serde_json::Map::new(),
+        idempotency_key: None,
         traceparent: None,
+        per_minute: None,
     };
     // A full queue refuses the slot like the rate limit does: it is recorded as missed (with a
     // warning in the log), nothing fails, and the next slot tries again.
-    super::admission::submit(engine, &row.enterprise_id, None, new, false, QueueBound::Enforced)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    match executions::start(engine, start).await {
+        Ok(_) => Ok(()),
+        Err(executions::ExecutionError::Invalid(errors)) => {
+            let list: Vec<String> = errors.iter().map(|e| format!("{} {}", e.path, e.message)).collect();
+            Err(format!("scheduled parameters: {}", list.join("; ")))
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }

@@ -23,25 +23,6 @@ const POLL: Duration = Duration::from_millis(500);
 /// waits for the database.
 const CLAIMERS: usize = 2;
 
-/// Runs an execution this node claimed in a slot it holds, on its own task (a caller that goes
-/// away does not stop it); the receiver resolves when it ended or was handed back.
-pub fn run_now(
-    engine: &Engine,
-    execution: ExecutionRow,
-    slot: tokio::sync::OwnedSemaphorePermit,
-) -> tokio::sync::oneshot::Receiver<()> {
-    let (done, receiver) = tokio::sync::oneshot::channel();
-    let engine = engine.clone();
-    let occupied = engine.node.occupy(&execution.enterprise_id);
-    tokio::spawn(async move {
-        run_claimed(engine, execution).await;
-        drop(occupied);
-        drop(slot);
-        let _ = done.send(());
-    });
-    receiver
-}
-
 /// Starts the claim loops, the lease heartbeat and the scheduler; they stop when `stop` flips.
 /// Aborting a claim loop aborts the executions it started (shutdown does so only after
 /// handing them back).
@@ -50,6 +31,34 @@ pub fn start(engine: &Engine, stop: &watch::Receiver<bool>) -> Vec<tokio::task::
     tasks.push(tokio::spawn(heartbeat(engine.clone(), stop.clone())));
     tasks.push(tokio::spawn(schedule::run(engine.clone(), stop.clone())));
     tasks
+}
+
+/// Stops this node's executions at shutdown: lets those running finish until `deadline`, then
+/// tells them to stop (each hands itself back to the queue at once, abandoning the step in
+/// flight), ends the `tasks` [`start`] began and hands back whatever is left, so another node
+/// or a restart resumes them from their last committed step.
+pub async fn stop(engine: &Engine, deadline: tokio::time::Instant, tasks: Vec<tokio::task::JoinHandle<()>>) {
+    let node = &engine.node;
+    while !node.idle() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !node.idle() {
+        tracing::warn!("executions still running after the shutdown grace period; handing them back to the queue");
+        node.stop_all(Stop::Shutdown);
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !node.idle() && tokio::time::Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for task in tasks {
+        task.abort();
+        let _ = task.await;
+    }
+    match engine.store.release_all(&node.node_id).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(executions = n, "handed executions back to the queue"),
+        Err(err) => tracing::warn!(error = %err, "handing executions back failed; their leases expire instead"),
+    }
 }
 
 fn lease_ms(engine: &Engine) -> i64 {

@@ -202,7 +202,7 @@ impl<T> CallReport<T> {
     }
 }
 
-/// What a plugin says about itself (`describe()`), in one shape for both worlds.
+/// What a plugin says about itself (`describe()`), in one shape for every world.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PluginInfo {
     pub world: World,

@@ -3,7 +3,7 @@
 //! letters are its failed ones), `GET /executions/{id}`, cancel and retry (replay is
 //! `replay.rs`, the resume of paused executions `resume.rs`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -22,11 +22,10 @@ use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination, iso_in
 use super::{datetime, opt_datetime};
 use crate::audit::{self, Change};
 use crate::auth::Principal;
-use crate::engine::admission;
-use crate::engine::definition::{self, Definition};
+use crate::engine::executions;
 use crate::error::{AppError, AppResult, OrNotFound};
 use crate::state::AppState;
-use crate::store::{ExecutionFilter, ExecutionRow, NewExecution, QueueBound, StepResultRow};
+use crate::store::{ExecutionFilter, ExecutionRow, StepResultRow};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -69,7 +68,7 @@ fn json_column(text: Option<&String>) -> Option<Value> {
     text.and_then(|t| serde_json::from_str(t).ok())
 }
 
-pub(super) fn duration(row: &ExecutionRow) -> Option<i64> {
+fn duration(row: &ExecutionRow) -> Option<i64> {
     row.finished_at.zip(row.started_at).map(|(f, s)| f - s)
 }
 
@@ -107,90 +106,24 @@ async fn execute(
     headers: HeaderMap,
     ApiJson(request): ApiJson<ExecuteRequest>,
 ) -> AppResult<Response> {
-    let row = state
-        .store
-        .get_orchestration(&principal.enterprise_id, &id)
-        .await?
-        .or_not_found(format!("orchestration {id}"))?;
-    if matches!(row.status.as_str(), "paused" | "archived") {
-        return Err(AppError::Conflict(format!(
-            "orchestration {id} is {}; only active or draft orchestrations run",
-            row.status
-        )));
-    }
-    let def: Definition = serde_json::from_str(&row.definition).map_err(anyhow::Error::from)?;
-    let parameters = definition::bind_parameters(&def, &request.parameters).map_err(AppError::Validation)?;
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
-        return Err(AppError::BadRequest("Idempotency-Key must be 1 to 200 characters".into()));
-    }
-    let new = NewExecution {
-        orchestration_id: row.id.clone(),
-        orchestration_version: row.version,
-        triggered_by: if principal.api_key_id.is_some() { "api" } else { "manual" }.into(),
-        parameters: parameters.to_string(),
-        idempotency_key: key,
-        steps_total: def.step_count(),
-        parent: None,
+    let start = executions::Start {
+        enterprise_id: &principal.enterprise_id,
+        orchestration: executions::Target::Id(&id),
+        trigger: executions::Trigger::Execute { api_key: principal.api_key_id.is_some() },
+        parameters: &request.parameters,
+        idempotency_key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned),
         traceparent: traceparent(&headers),
+        per_minute: Some(principal.executions_per_minute),
     };
-    // A waiting caller with a free slot on this node runs its execution at once; otherwise (or
-    // `async`) it is queued for the workers.
-    let slot = if request.run_async || !state.engine.node.has_share(&principal.enterprise_id) {
-        None
-    } else {
-        state.engine.node.free_slot()
-    };
-    let admitted = admission::submit(
-        &state.engine,
-        &principal.enterprise_id,
-        Some(principal.executions_per_minute),
-        new,
-        slot.is_some(),
-        QueueBound::Enforced,
-    )
-    .await?;
-    let (mut execution, created, decision) = (admitted.execution, admitted.created, admitted.decision);
-    let deadline = Instant::now() + Duration::from_millis(state.config.execute_wait_ms);
     // A node that starts shutting down stops every wait: the caller gets the execution's id and
     // state (202) before the connection closes, and the execution finishes here within the
     // grace period or resumes elsewhere.
-    let draining = &state.draining;
-    if let Some(slot) = slot
-        && created
-    {
-        let done = crate::engine::run_now(&state.engine, execution.clone(), slot);
-        tokio::select! {
-            _ = tokio::time::timeout(Duration::from_millis(state.config.execute_wait_ms), done) => {}
-            () = draining.started() => {}
-        }
-    }
-    if !request.run_async {
-        execution =
-            state.store.get_execution(&principal.enterprise_id, &execution.id).await?.or_not_found("execution")?;
-        // Queued (or run by another node, or a duplicate request): wait for it, bounded. A
-        // paused execution waits for a resume: no point waiting for it here.
-        let waits = |row: &ExecutionRow| !row.is_final() && row.status != ExecutionStatus::Paused.as_str();
-        while waits(&execution) && Instant::now() < deadline && !draining.now() {
-            let done = state.engine.node.watch(&execution.id);
-            execution =
-                state.store.get_execution(&principal.enterprise_id, &execution.id).await?.or_not_found("execution")?;
-            if !waits(&execution) {
-                break;
-            }
-            // Woken by the local worker; the bound covers executions run by another node.
-            let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(500));
-            tokio::select! {
-                _ = tokio::time::timeout(wait, done) => {}
-                () = draining.started() => {}
-            }
-            execution =
-                state.store.get_execution(&principal.enterprise_id, &execution.id).await?.or_not_found("execution")?;
-        }
-    }
+    let wait = (!request.run_async).then(|| Duration::from_millis(state.config.execute_wait_ms));
+    let started = executions::execute(&state.engine, start, wait, &state.draining).await?;
+    let execution = started.execution;
     let status = if execution.is_final() { StatusCode::OK } else { StatusCode::ACCEPTED };
     let mut response = (status, Json(summary(&execution)?)).into_response();
-    rate_limit_headers(response.headers_mut(), &decision);
+    rate_limit_headers(response.headers_mut(), &started.decision);
     Ok(response)
 }
 
@@ -437,17 +370,7 @@ async fn cancel_execution(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<Json<ExecutionSummary>> {
-    let current =
-        state.store.get_execution(&principal.enterprise_id, &id).await?.or_not_found(format!("execution {id}"))?;
-    if current.is_final() {
-        return Err(AppError::Conflict(format!("execution {id} already finished ({})", current.status)));
-    }
-    let row =
-        state.store.cancel_execution(&principal.enterprise_id, &id).await?.or_not_found(format!("execution {id}"))?;
-    // Running here: stop before the next step (inside bodies too). Running on another node:
-    // its heartbeat reads the flag. Parked: it is due now, so a worker ends it.
-    state.engine.node.stop(&id, crate::engine::Stop::Cancel);
-    state.engine.node.wake();
+    let row = executions::cancel(&state.engine, &principal.enterprise_id, &id).await?;
     let change = Change { action: "cancel", resource: "execution", resource_id: Some(&id), before: None, after: None };
     audit::record(&state, &principal, change).await;
     Ok(Json(summary(&row)?))
@@ -467,14 +390,8 @@ async fn retry_execution(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<(StatusCode, Json<ExecutionSummary>)> {
-    state.store.get_execution(&principal.enterprise_id, &id).await?.or_not_found(format!("execution {id}"))?;
-    admission::count(&state.engine, &principal.enterprise_id, Some(principal.executions_per_minute)).await?;
-    let retried = state.store.retry_execution(&principal.enterprise_id, &id).await;
-    let row = match admission::settle(&state.engine, &principal.enterprise_id, retried).await? {
-        Some(row) => row,
-        None => return Err(AppError::Conflict(format!("execution {id} is not failed, partial or cancelled"))),
-    };
-    state.engine.node.wake();
+    let row =
+        executions::retry(&state.engine, &principal.enterprise_id, &id, Some(principal.executions_per_minute)).await?;
     let change = Change { action: "retry", resource: "execution", resource_id: Some(&id), before: None, after: None };
     audit::record(&state, &principal, change).await;
     Ok((StatusCode::ACCEPTED, Json(summary(&row)?)))

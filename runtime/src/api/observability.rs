@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use dibop_core::{ExecutionStatus, Window};
+use dibop_core::{ApiCallStatus, ExecutionStatus, Window};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 
 use super::extract::ApiQuery;
 use crate::auth::Principal;
+use crate::engine::health::{self, SlaFigures};
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
@@ -70,9 +71,10 @@ async fn platform_metrics(State(state): State<AppState>, principal: Principal) -
             api_calls.push(SystemCalls { system, ..SystemCalls::default() });
         }
         if let Some(entry) = api_calls.last_mut() {
-            match outcome.as_str() {
-                "success" => entry.success += count,
-                "timeout" => entry.timeout += count,
+            match outcome {
+                ApiCallStatus::Success => entry.success += count,
+                ApiCallStatus::Timeout => entry.timeout += count,
+                // Failures of every other kind, refusals before the call left included.
                 _ => entry.error += count,
             }
         }
@@ -83,7 +85,7 @@ async fn platform_metrics(State(state): State<AppState>, principal: Principal) -
         executions,
         api_calls,
         queue_depth: state.store.queued_executions(Some(enterprise)).await?,
-        workers_busy: state.engine.node.busy(),
+        workers_busy: state.engine.busy(),
         workers: state.config.max_in_flight,
         plugin_instantiations,
         plugin_instantiation_mean_ms,
@@ -107,7 +109,7 @@ pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap) -> Ap
     }
     let metrics = crate::metrics::get();
     metrics.queue_depth.set(state.store.queued_executions(None).await?);
-    metrics.workers_busy.set(i64::try_from(state.engine.node.busy()).unwrap_or(i64::MAX));
+    metrics.workers_busy.set(i64::try_from(state.engine.busy()).unwrap_or(i64::MAX));
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
@@ -124,65 +126,12 @@ pub struct SlaQuery {
     pub window: Option<String>,
 }
 
-/// Service level of one orchestration or system over the window.
-#[derive(Serialize, ToSchema)]
-pub struct SlaFigures {
-    /// Orchestration id, or system slug.
-    pub id: String,
-    pub name: String,
-    /// Executions (orchestrations) or API calls (systems) in the window.
-    pub executions: u64,
-    pub successes: u64,
-    pub failures: u64,
-    /// Successes in percent of all, two decimals; `null` without executions.
-    pub success_rate: Option<f64>,
-    /// The target in percent (the orchestration's `sla_target`, default 99.0).
-    pub target: f64,
-    /// green: at or above target; amber: less than one point below; red: further below.
-    pub state: String,
-    /// Seconds since the last failure in the window, `null` without one.
-    pub seconds_since_last_failure: Option<i64>,
-    pub duration_p50_ms: i64,
-    pub duration_p95_ms: i64,
-    pub duration_p99_ms: i64,
-}
-
 /// SLA per orchestration and per system.
 #[derive(Serialize, ToSchema)]
 pub struct SlaReport {
     pub window: String,
     pub orchestrations: Vec<SlaFigures>,
     pub systems: Vec<SlaFigures>,
-}
-
-/// Figures from (succeeded, duration ms, at ms) samples.
-fn figures(id: String, name: String, target: f64, samples: &[(bool, i64, i64)]) -> SlaFigures {
-    let now = dibop_core::now_ms();
-    let executions = samples.len() as u64;
-    let successes = samples.iter().filter(|s| s.0).count() as u64;
-    let success_rate = crate::sla::success_rate(successes, executions).map(|rate| (rate * 100.0).round() / 100.0);
-    let state = match success_rate {
-        Some(rate) if rate < target - 1.0 => "red",
-        Some(rate) if rate < target => "amber",
-        _ => "green",
-    };
-    let last_failure = samples.iter().filter(|s| !s.0).map(|s| s.2).max();
-    let mut durations: Vec<i64> = samples.iter().map(|s| s.1).collect();
-    durations.sort_unstable();
-    SlaFigures {
-        id,
-        name,
-        executions,
-        successes,
-        failures: executions - successes,
-        success_rate,
-        target,
-        state: state.into(),
-        seconds_since_last_failure: last_failure.map(|at| (now - at).max(0) / 1000),
-        duration_p50_ms: super::api_calls::percentile(&durations, 50.0),
-        duration_p95_ms: super::api_calls::percentile(&durations, 95.0),
-        duration_p99_ms: super::api_calls::percentile(&durations, 99.0),
-    }
 }
 
 /// SLA figures per orchestration (its executions; `partial` and `cancelled` count as failures)
@@ -201,32 +150,7 @@ async fn sla(
     let window = query.window.unwrap_or_else(|| "7d".into());
     let span = Window::parse(&window).map_err(|e| AppError::BadRequest(e.to_string()))?;
     let since = dibop_core::now_ms() - span.as_millis();
-    let enterprise = principal.enterprise_id.as_str();
-    let mut by_orchestration: BTreeMap<String, Vec<(bool, i64, i64)>> = BTreeMap::new();
-    for (orchestration, status, duration, at) in state.store.finished_executions(enterprise, since).await? {
-        let success = crate::sla::succeeded(&status);
-        by_orchestration.entry(orchestration).or_default().push((success, duration, at));
-    }
-    let (rows, _) =
-        state.store.list_orchestrations(enterprise, crate::store::Page { limit: 10_000, offset: 0 }).await?;
-    let mut orchestrations = Vec::new();
-    for row in rows {
-        let target = crate::sla::target(&row);
-        let samples = by_orchestration.remove(&row.id).unwrap_or_default();
-        orchestrations.push(figures(row.id, row.name, target, &samples));
-    }
-    let mut by_system: BTreeMap<String, Vec<(bool, i64, i64)>> = BTreeMap::new();
-    for sample in state.store.api_call_samples(enterprise, since).await? {
-        by_system.entry(sample.system).or_default().push((
-            sample.status == "success",
-            sample.duration_ms,
-            sample.timestamp,
-        ));
-    }
-    let systems = by_system
-        .into_iter()
-        .map(|(system, samples)| figures(system.clone(), system, crate::sla::DEFAULT_TARGET, &samples))
-        .collect();
+    let (orchestrations, systems) = health::sla(&state.store, &principal.enterprise_id, since).await?;
     Ok(Json(SlaReport { window, orchestrations, systems }))
 }
 
@@ -277,7 +201,7 @@ async fn timeline(
         .collect();
     for (hour, status, count) in state.store.executions_per_hour(&principal.enterprise_id, first * HOUR_MS).await? {
         let Some(bucket) = usize::try_from(hour - first).ok().and_then(|i| buckets.get_mut(i)) else { continue };
-        if crate::sla::succeeded(&status) {
+        if health::succeeded(&status) {
             bucket.successes += count;
         } else {
             bucket.failures += count;

@@ -17,18 +17,14 @@ use super::executions::ExecutionSearch;
 use super::extract::ApiJson;
 use crate::audit::{self, Change};
 use crate::auth::Principal;
-use crate::engine::admission::{self, Refusal};
-use crate::engine::definition::{self, Definition};
-use crate::error::{AppError, AppResult, FieldError};
+use crate::engine::executions::{self, Selection};
+use crate::error::{AppError, AppResult};
 use crate::state::AppState;
-use crate::store::ExecutionRow;
+use crate::store::{ExecutionFilter, ExecutionRow};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(replay_executions))
 }
-
-/// Most executions one request replays.
-pub const MAX_REPLAYS: usize = 100;
 
 /// Which executions to replay: `execution_ids`, or a `filter` like `GET /executions`'s.
 #[derive(Deserialize, ToSchema)]
@@ -92,76 +88,44 @@ async fn replay_executions(
     principal: Principal,
     ApiJson(request): ApiJson<ReplayRequest>,
 ) -> AppResult<(StatusCode, Json<ReplayResult>)> {
-    let enterprise = principal.enterprise_id.clone();
-    let (originals, matched) = match (request.execution_ids, request.filter) {
-        (Some(ids), None) => (by_ids(&state, &enterprise, ids).await?, None),
-        (None, Some(filter)) => {
-            let (ids, total) = by_filter(&state, &enterprise, filter).await?;
-            (rows(&state, &enterprise, ids).await?, Some(total))
-        }
-        _ => {
-            return Err(AppError::Validation(vec![FieldError {
-                path: "execution_ids".into(),
-                message: "give either execution_ids or filter".into(),
-            }]));
-        }
+    let selection = match (request.execution_ids, request.filter) {
+        (Some(ids), None) => Selection::Ids(ids),
+        (None, Some(filter)) => Selection::Filter(filter_of(filter)?),
+        _ => return Err(AppError::invalid("execution_ids", "give either execution_ids or filter")),
     };
-    // A paused or archived orchestration runs nothing, replays included (as execute).
-    runnable(&state, &enterprise, &originals, "replayed").await?;
-    // Every replay's parameters are checked before any starts.
-    let mut planned = Vec::with_capacity(originals.len());
-    for original in &originals {
-        planned.push(parameters_for(&state, original, &request.parameters).await?);
-    }
     let triggered_by = if principal.api_key_id.is_some() { "api" } else { "manual" };
     let actor = match (&principal.api_key_id, &principal.user_id) {
         (Some(key), _) => format!("api_key:{key}"),
         (None, Some(user)) => format!("user:{user}"),
         (None, None) => "unknown".into(),
     };
-    let mut replays = Vec::new();
-    for (original, parameters) in originals.iter().zip(planned) {
-        let replay = match admission::count(&state.engine, &enterprise, Some(principal.executions_per_minute)).await {
-            Ok(_) => {
-                let replayed = state
-                    .store
-                    .replay_execution(&enterprise, &original.id, parameters.as_deref(), triggered_by, &actor)
-                    .await;
-                admission::settle(&state.engine, &enterprise, replayed).await
-            }
-            Err(refusal) => Err(refusal),
-        };
-        let replay = match replay {
-            Ok(replay) => replay,
-            // The limit or the queue's bound reached after some replays: those stand, and
-            // `remaining` says how many are left.
-            Err(Refusal::RateLimited { .. } | Refusal::QueueFull { .. }) if !replays.is_empty() => break,
-            Err(refusal) => return Err(refusal.into()),
-        };
-        // Gone or replayed meanwhile into a state that does not replay: left out.
-        if let Some(replay) = replay {
-            let after = Some(serde_json::json!({"execution_id": replay.id, "parameters": parameters_shown(&replay)}));
-            let change = Change {
-                action: "replay",
-                resource: "execution",
-                resource_id: Some(&original.id),
-                before: None,
-                after,
-            };
-            audit::record(&state, &principal, change).await;
-            replays.push(Replay { execution_id: replay.id, replay_of: original.id.clone() });
-        }
+    let per_minute = Some(principal.executions_per_minute);
+    let enterprise = principal.enterprise_id.as_str();
+    let bulk = executions::replay(
+        &state.engine,
+        enterprise,
+        selection,
+        &request.parameters,
+        per_minute,
+        (triggered_by, &actor),
+    )
+    .await?;
+    for replayed in &bulk.done {
+        let (original, replay) = (&replayed.original, &replayed.replay);
+        let after = Some(serde_json::json!({"execution_id": replay.id, "parameters": parameters_shown(replay)}));
+        let change =
+            Change { action: "replay", resource: "execution", resource_id: Some(original), before: None, after };
+        audit::record(&state, &principal, change).await;
     }
-    state.engine.node.wake();
-    tracing::info!(enterprise = %enterprise, actor = %actor, replays = replays.len(), "executions replayed");
-    let done = i64::try_from(replays.len()).unwrap_or(i64::MAX);
-    let remaining = matched.map_or(i64::try_from(originals.len()).unwrap_or(0) - done, |total| total - done).max(0);
+    tracing::info!(enterprise = %enterprise, actor = %actor, replays = bulk.done.len(), "executions replayed");
+    let replays: Vec<Replay> =
+        bulk.done.into_iter().map(|r| Replay { execution_id: r.replay.id, replay_of: r.original }).collect();
     Ok((
         StatusCode::ACCEPTED,
         Json(ReplayResult {
             execution_ids: replays.iter().map(|r| r.execution_id.clone()).collect(),
             replays,
-            remaining,
+            remaining: bulk.remaining,
         }),
     ))
 }
@@ -171,89 +135,11 @@ pub(super) fn parameters_shown(row: &ExecutionRow) -> Value {
     serde_json::from_str(&row.parameters).unwrap_or(Value::Null)
 }
 
-/// The executions named, each of this enterprise and replayable, or 422 listing the others.
-async fn by_ids(state: &AppState, enterprise: &str, ids: Vec<String>) -> AppResult<Vec<ExecutionRow>> {
-    named(state, enterprise, ids, MAX_REPLAYS, |row| {
-        (!["failed", "partial", "cancelled"].contains(&row.status.as_str()))
-            .then(|| format!("execution {} is {}; only failed, partial or cancelled ones replay", row.id, row.status))
-    })
-    .await
-}
-
-/// The executions of `enterprise` that `ids` names (1 to `max`, each once), each one that
-/// `refusal` has nothing against (it answers why an execution cannot be taken), or 422 listing
-/// the others. Shared by replay and bulk resume.
-pub(super) async fn named(
-    state: &AppState,
-    enterprise: &str,
-    ids: Vec<String>,
-    max: usize,
-    refusal: impl Fn(&ExecutionRow) -> Option<String>,
-) -> AppResult<Vec<ExecutionRow>> {
-    if ids.is_empty() || ids.len() > max {
-        return Err(AppError::Validation(vec![FieldError {
-            path: "execution_ids".into(),
-            message: format!("must name 1 to {max} executions"),
-        }]));
-    }
-    let mut rows = Vec::with_capacity(ids.len());
-    let mut errors = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let path = format!("execution_ids[{i}]");
-        if ids[..i].contains(id) {
-            errors.push(FieldError { path, message: "named twice".into() });
-            continue;
-        }
-        match state.store.get_execution(enterprise, id).await? {
-            None => errors.push(FieldError { path, message: format!("no execution {id}") }),
-            Some(row) => match refusal(&row) {
-                Some(message) => errors.push(FieldError { path, message }),
-                None => rows.push(row),
-            },
-        }
-    }
-    if errors.is_empty() { Ok(rows) } else { Err(AppError::Validation(errors)) }
-}
-
-/// The executions `ids` (what a filter matched), as rows; one gone meanwhile is left out.
-pub(super) async fn rows(state: &AppState, enterprise: &str, ids: Vec<String>) -> AppResult<Vec<ExecutionRow>> {
-    let mut rows = Vec::with_capacity(ids.len());
-    for id in ids {
-        rows.extend(state.store.get_execution(enterprise, &id).await?);
-    }
-    Ok(rows)
-}
-
-/// 409 when the orchestration of one of `rows` is paused or archived: it runs nothing (as
-/// execute), and the message says that execution was not `done` (`replayed`, `resumed`). Each
-/// orchestration is read once.
-pub(super) async fn runnable(state: &AppState, enterprise: &str, rows: &[ExecutionRow], done: &str) -> AppResult<()> {
-    let mut checked: Vec<&str> = Vec::new();
-    for row in rows {
-        let id = row.orchestration_id.as_str();
-        if checked.contains(&id) {
-            continue;
-        }
-        checked.push(id);
-        let status = state.store.get_orchestration(enterprise, id).await?.map(|o| o.status);
-        if let Some(status) = status.filter(|s| matches!(s.as_str(), "paused" | "archived")) {
-            return Err(AppError::Conflict(format!(
-                "orchestration {id} is {status}; only active or draft orchestrations run (execution {} was not {done})",
-                row.id
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Up to [`MAX_REPLAYS`] executions the filter matches, and how many it matches in all.
-async fn by_filter(state: &AppState, enterprise: &str, filter: ReplayFilter) -> AppResult<(Vec<String>, i64)> {
+/// The store's filter of a replay's `filter` (status `failed` unless given).
+fn filter_of(filter: ReplayFilter) -> AppResult<ExecutionFilter> {
     let status = filter.status.unwrap_or_else(|| "failed".into());
     if !["failed", "partial", "cancelled"].contains(&status.as_str()) {
-        return Err(AppError::Validation(vec![FieldError {
-            path: "filter.status".into(),
-            message: "must be failed, partial or cancelled".into(),
-        }]));
+        return Err(AppError::invalid("filter.status", "must be failed, partial or cancelled"));
     }
     let search = ExecutionSearch {
         orchestration_id: filter.orchestration_id,
@@ -263,37 +149,5 @@ async fn by_filter(state: &AppState, enterprise: &str, filter: ReplayFilter) -> 
         to: filter.to,
         error: filter.error,
     };
-    let limit = i64::try_from(MAX_REPLAYS).unwrap_or(100);
-    Ok(state.store.replay_candidates(enterprise, &search.filter()?, limit).await?)
-}
-
-/// The parameters a replay of `original` runs with: `None` (its own) without overrides, else
-/// its own with `overrides` merged in, bound to its orchestration version's declaration.
-pub(super) async fn parameters_for(
-    state: &AppState,
-    original: &ExecutionRow,
-    overrides: &Map<String, Value>,
-) -> AppResult<Option<String>> {
-    if overrides.is_empty() {
-        return Ok(None);
-    }
-    let text = state
-        .store
-        .orchestration_version(&original.orchestration_id, original.orchestration_version)
-        .await?
-        .ok_or_else(|| {
-            AppError::Conflict(format!("the orchestration of execution {} no longer exists", original.id))
-        })?;
-    let def: Definition = serde_json::from_str(&text).map_err(anyhow::Error::from)?;
-    let mut merged: Map<String, Value> = serde_json::from_str(&original.parameters).unwrap_or_default();
-    merged.extend(overrides.clone());
-    let bound = definition::bind_parameters(&def, &merged).map_err(|errors| {
-        AppError::Validation(
-            errors
-                .into_iter()
-                .map(|e| FieldError { path: e.path, message: format!("execution {}: {}", original.id, e.message) })
-                .collect(),
-        )
-    })?;
-    Ok(Some(bound.to_string()))
+    search.filter()
 }

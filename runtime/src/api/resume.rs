@@ -10,7 +10,6 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use dibop_core::ExecutionStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -19,20 +18,16 @@ use utoipa_axum::routes;
 
 use super::executions::{ExecutionSearch, ExecutionSummary, summary};
 use super::extract::{ApiJson, parse_json};
-use super::replay::{named, parameters_for, parameters_shown, rows, runnable};
+use super::replay::parameters_shown;
 use crate::audit::{self, Change};
 use crate::auth::Principal;
-use crate::engine::admission::{self, Refusal};
-use crate::error::{AppError, AppResult, OrNotFound};
+use crate::engine::executions::{self, Resumed, Selection};
+use crate::error::{AppError, AppResult};
 use crate::state::AppState;
-use crate::store::ExecutionRow;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(resume_execution)).routes(routes!(resume_executions))
 }
-
-/// Most executions one bulk resume takes.
-pub const MAX_RESUMES: usize = 100;
 
 /// How to resume one paused execution. An empty body (or `{}`) resumes it as it is.
 #[derive(Deserialize, ToSchema, Default)]
@@ -75,39 +70,12 @@ async fn resume_execution(
 ) -> AppResult<(StatusCode, Json<ExecutionSummary>)> {
     let request: ResumeRequest =
         if body.iter().all(u8::is_ascii_whitespace) { ResumeRequest::default() } else { parse_json(&body)? };
-    let enterprise = principal.enterprise_id.as_str();
-    let row = state.store.get_execution(enterprise, &id).await?.or_not_found(format!("execution {id}"))?;
-    if row.status != ExecutionStatus::Paused.as_str() {
-        return Err(AppError::Conflict(format!("execution {id} is {}; only paused executions resume", row.status)));
-    }
-    runnable(&state, enterprise, std::slice::from_ref(&row), "resumed").await?;
-    let parameters = parameters_for(&state, &row, &request.parameters).await?;
-    let skip = match &request.skip {
-        Some(skip) => {
-            let text = skip.output.to_string();
-            if text.len() > crate::engine::MAX_STEP_OUTPUT {
-                return Err(AppError::invalid(
-                    "skip.output",
-                    format!("must be at most {} bytes as JSON", crate::engine::MAX_STEP_OUTPUT),
-                ));
-            }
-            Some(text)
-        }
-        None => None,
-    };
-    admission::count(&state.engine, enterprise, Some(principal.executions_per_minute)).await?;
-    let resumed = state
-        .store
-        .resume_execution(enterprise, &id, parameters.as_deref(), skip.as_deref())
-        .await?
-        // Resumed or cancelled by someone else meanwhile.
-        .ok_or_else(|| AppError::Conflict(format!("execution {id} is no longer paused")))?;
-    state.engine.node.wake();
-    let after = serde_json::json!({"parameters": parameters.is_some().then(|| parameters_shown(&resumed)), "skipped": skip.is_some()});
-    let change =
-        Change { action: "resume", resource: "execution", resource_id: Some(&id), before: None, after: Some(after) };
-    audit::record(&state, &principal, change).await;
-    Ok((StatusCode::ACCEPTED, Json(summary(&resumed)?)))
+    let skip = request.skip.as_ref().map(|skip| &skip.output);
+    let per_minute = Some(principal.executions_per_minute);
+    let resumed =
+        executions::resume(&state.engine, &principal.enterprise_id, &id, &request.parameters, skip, per_minute).await?;
+    record(&state, &principal, &resumed, skip.is_some()).await;
+    Ok((StatusCode::ACCEPTED, Json(summary(&resumed.execution)?)))
 }
 
 /// Which paused executions to resume: `execution_ids`, or a `filter` like `GET /executions`'s.
@@ -162,9 +130,8 @@ async fn resume_executions(
     principal: Principal,
     ApiJson(request): ApiJson<BulkResumeRequest>,
 ) -> AppResult<(StatusCode, Json<BulkResumeResult>)> {
-    let enterprise = principal.enterprise_id.clone();
-    let (rows, matched) = match (request.execution_ids, request.filter) {
-        (Some(ids), None) => (by_ids(&state, &enterprise, ids).await?, None),
+    let selection = match (request.execution_ids, request.filter) {
+        (Some(ids), None) => Selection::Ids(ids),
         (None, Some(filter)) => {
             let search = ExecutionSearch {
                 orchestration_id: filter.orchestration_id,
@@ -174,53 +141,33 @@ async fn resume_executions(
                 to: filter.to,
                 error: filter.error,
             };
-            let limit = i64::try_from(MAX_RESUMES).unwrap_or(100);
-            let (ids, total) = state.store.paused_executions(&enterprise, &search.filter()?, limit).await?;
-            (rows(&state, &enterprise, ids).await?, Some(total))
+            Selection::Filter(search.filter()?)
         }
-        _ => {
-            return Err(AppError::invalid("execution_ids", "give either execution_ids or filter"));
-        }
+        _ => return Err(AppError::invalid("execution_ids", "give either execution_ids or filter")),
     };
-    // Checked before any resumes: orchestrations that run, parameters they take.
-    runnable(&state, &enterprise, &rows, "resumed").await?;
-    let mut planned = Vec::with_capacity(rows.len());
-    for row in &rows {
-        planned.push(parameters_for(&state, row, &request.parameters).await?);
+    let enterprise = principal.enterprise_id.as_str();
+    let per_minute = Some(principal.executions_per_minute);
+    let bulk = executions::resume_many(&state.engine, enterprise, selection, &request.parameters, per_minute).await?;
+    for resumed in &bulk.done {
+        record(&state, &principal, resumed, false).await;
     }
-    let mut resumed = Vec::new();
-    for (row, parameters) in rows.iter().zip(planned) {
-        match admission::count(&state.engine, &enterprise, Some(principal.executions_per_minute)).await {
-            Ok(_) => {}
-            Err(Refusal::RateLimited { .. }) if !resumed.is_empty() => break,
-            Err(refusal) => return Err(refusal.into()),
-        }
-        // Resumed or cancelled by someone else meanwhile: left out.
-        if let Some(row) = state.store.resume_execution(&enterprise, &row.id, parameters.as_deref(), None).await? {
-            let after = serde_json::json!({"parameters": parameters.is_some().then(|| parameters_shown(&row)), "skipped": false});
-            let change = Change {
-                action: "resume",
-                resource: "execution",
-                resource_id: Some(&row.id),
-                before: None,
-                after: Some(after),
-            };
-            audit::record(&state, &principal, change).await;
-            resumed.push(row.id);
-        }
-    }
-    state.engine.node.wake();
-    tracing::info!(enterprise = %enterprise, resumed = resumed.len(), "paused executions resumed");
-    let done = i64::try_from(resumed.len()).unwrap_or(i64::MAX);
-    let asked = matched.unwrap_or_else(|| i64::try_from(rows.len()).unwrap_or(0));
-    Ok((StatusCode::ACCEPTED, Json(BulkResumeResult { resumed, remaining: (asked - done).max(0) })))
+    tracing::info!(enterprise = %enterprise, resumed = bulk.done.len(), "paused executions resumed");
+    let resumed = bulk.done.into_iter().map(|r| r.execution.id).collect();
+    Ok((StatusCode::ACCEPTED, Json(BulkResumeResult { resumed, remaining: bulk.remaining })))
 }
 
-/// The paused executions named, each of this enterprise, or 422 listing the others.
-async fn by_ids(state: &AppState, enterprise: &str, ids: Vec<String>) -> AppResult<Vec<ExecutionRow>> {
-    named(state, enterprise, ids, MAX_RESUMES, |row| {
-        (row.status != ExecutionStatus::Paused.as_str())
-            .then(|| format!("execution {} is {}; only paused executions resume", row.id, row.status))
-    })
-    .await
+/// The audit record of one resume: the parameters when they changed, and whether the step that
+/// paused it was skipped.
+async fn record(state: &AppState, principal: &Principal, resumed: &Resumed, skipped: bool) {
+    let execution = &resumed.execution;
+    let parameters = resumed.parameters_changed.then(|| parameters_shown(execution));
+    let after = serde_json::json!({"parameters": parameters, "skipped": skipped});
+    let change = Change {
+        action: "resume",
+        resource: "execution",
+        resource_id: Some(&execution.id),
+        before: None,
+        after: Some(after),
+    };
+    audit::record(state, principal, change).await;
 }

@@ -135,8 +135,8 @@ async fn list_systems(
     principal: Principal,
     pagination: Pagination,
 ) -> AppResult<Json<Paginated<SystemView>>> {
-    let stats =
-        super::api_calls::stats(&state, &principal.enterprise_id, Window::parse("24h").expect("a window")).await?;
+    let day = Window::parse("24h").expect("a window");
+    let stats = crate::engine::health::systems(&state.store, &state.registry, &principal.enterprise_id, day).await?;
     let mut systems = Vec::new();
     for row in state.registry.newest(&principal.enterprise_id, World::Connector).await? {
         let info = info(&row)?;

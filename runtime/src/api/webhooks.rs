@@ -21,11 +21,12 @@ use super::extract::{ApiJson, PageQuery, Paginated, Pagination, parse_json, pars
 use super::users::check_name;
 use crate::audit::{self, Change};
 use crate::auth::Principal;
-use crate::engine::definition::{self, Definition};
+use crate::engine::definition::Definition;
+use crate::engine::executions;
 use crate::engine::mapping;
 use crate::error::{AppError, AppResult, FieldError, OrNotFound, Validator};
 use crate::state::AppState;
-use crate::store::{NewExecution, NewWebhook, QueueBound, WebhookRow};
+use crate::store::{NewWebhook, WebhookRow};
 
 /// Largest payload a webhook accepts.
 pub const MAX_WEBHOOK_BYTES: usize = 256 << 10;
@@ -282,31 +283,21 @@ async fn trigger(
     let mapping: Value = serde_json::from_str(&webhook.parameters).map_err(anyhow::Error::from)?;
     let parameters = mapping::resolve(&mapping, &scope)
         .map_err(|e| AppError::Validation(vec![FieldError { path: "body".into(), message: e.to_string() }]))?;
-    let orchestration = state
-        .store
-        .get_orchestration(&webhook.enterprise_id, &webhook.orchestration_id)
-        .await?
-        .ok_or_else(|| AppError::Conflict("the webhook's orchestration was deleted".into()))?;
-    if matches!(orchestration.status.as_str(), "paused" | "archived") {
-        return Err(AppError::Conflict(format!("the orchestration is {}", orchestration.status)));
-    }
-    let def: Definition = serde_json::from_str(&orchestration.definition).map_err(anyhow::Error::from)?;
     let given = parameters.as_object().cloned().unwrap_or_default();
-    let parameters = definition::bind_parameters(&def, &given).map_err(AppError::Validation)?;
-    let new = NewExecution {
-        orchestration_id: orchestration.id.clone(),
-        orchestration_version: orchestration.version,
-        triggered_by: "event".into(),
-        parameters: parameters.to_string(),
+    let start = executions::Start {
+        enterprise_id: &webhook.enterprise_id,
+        orchestration: executions::Target::Id(&webhook.orchestration_id),
+        trigger: executions::Trigger::Webhook,
+        parameters: &given,
         idempotency_key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned),
-        steps_total: def.step_count(),
-        parent: None,
         traceparent: super::executions::traceparent(&headers),
+        per_minute: None,
     };
     // Answered only once the execution is committed `queued`; a full queue answers 429 with
     // `Retry-After` and nothing written, so a relay that retransmits on non-2xx comes back.
-    let admitted =
-        crate::engine::admission::submit(&state.engine, &webhook.enterprise_id, None, new, false, QueueBound::Enforced)
-            .await?;
+    let admitted = executions::start(&state.engine, start).await.map_err(|err| match err {
+        executions::ExecutionError::NotFound(_) => AppError::Conflict("the webhook's orchestration was deleted".into()),
+        err => err.into(),
+    })?;
     Ok((StatusCode::ACCEPTED, Json(Triggered { execution_id: admitted.execution.id })))
 }

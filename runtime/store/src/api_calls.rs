@@ -1,6 +1,7 @@
 //! The log of outbound requests plugins made.
 
 use crate::paging::{Arg, List};
+use dibop_core::ApiCallStatus;
 use sqlx::FromRow;
 
 /// Who a request is made for; copied into its API-call row.
@@ -26,8 +27,7 @@ pub struct ApiCallRecord {
     pub method: String,
     pub url: String,
     pub status_code: Option<u16>,
-    /// `success`, `error` or `timeout`.
-    pub status: &'static str,
+    pub status: ApiCallStatus,
     pub duration_ms: i64,
     pub request_bytes: i64,
     pub response_bytes: i64,
@@ -48,7 +48,7 @@ impl ApiCallRecord {
             method,
             url,
             status_code: None,
-            status: "error",
+            status: ApiCallStatus::Error,
             duration_ms: 0,
             request_bytes: 0,
             response_bytes: 0,
@@ -73,7 +73,8 @@ pub struct ApiCallRow {
     pub method: String,
     pub url: String,
     pub status_code: Option<i64>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: ApiCallStatus,
     pub duration_ms: i64,
     pub request_bytes: i64,
     pub response_bytes: i64,
@@ -89,7 +90,7 @@ pub struct ApiCallRow {
 #[derive(Debug, Default, Clone)]
 pub struct ApiCallFilter {
     pub system: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<ApiCallStatus>,
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
     pub orchestration_id: Option<String>,
@@ -102,7 +103,8 @@ pub struct ApiCallFilter {
 pub struct ApiCallSample {
     pub system: String,
     pub timestamp: i64,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: ApiCallStatus,
     pub duration_ms: i64,
 }
 
@@ -113,7 +115,7 @@ const COLUMNS: &str = "id, timestamp, system, connection_id, connection, method,
 fn where_clause(filter: &ApiCallFilter) -> (String, Vec<Arg<'_>>) {
     let conditions = [
         ("system = ", filter.system.as_deref().map(|v| Arg::Text(Some(v)))),
-        ("status = ", filter.status.as_deref().map(|v| Arg::Text(Some(v)))),
+        ("status = ", filter.status.map(|v| Arg::Text(Some(v.as_str())))),
         ("orchestration_id = ", filter.orchestration_id.as_deref().map(|v| Arg::Text(Some(v)))),
         ("execution_id = ", filter.execution_id.as_deref().map(|v| Arg::Text(Some(v)))),
         ("connection_id = ", filter.connection_id.as_deref().map(|v| Arg::Text(Some(v)))),
@@ -144,14 +146,20 @@ impl Store {
     }
 
     /// The enterprise's API calls by system and outcome.
-    pub async fn api_calls_by_outcome(&self, enterprise_id: &str) -> sqlx::Result<Vec<(String, String, i64)>> {
-        sqlx::query_as(
+    pub async fn api_calls_by_outcome(&self, enterprise_id: &str) -> sqlx::Result<Vec<(String, ApiCallStatus, i64)>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
             "SELECT system, status, COUNT(*) FROM api_calls WHERE enterprise_id = $1 GROUP BY system, status \
              ORDER BY system, status",
         )
         .bind(enterprise_id)
         .fetch_all(self.reads())
-        .await
+        .await?;
+        rows.into_iter()
+            .map(|(system, status, count)| {
+                let status = status.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                Ok((system, status, count))
+            })
+            .collect()
     }
 
     pub async fn list_api_calls(
@@ -198,7 +206,7 @@ pub(super) fn push_api_calls(batch: &mut Batch, records: &[ApiCallRecord]) {
                 (&r.method).into(),
                 (&r.url).into(),
                 r.status_code.map(i64::from).into(),
-                r.status.into(),
+                r.status.as_str().into(),
                 r.duration_ms.into(),
                 r.request_bytes.into(),
                 r.response_bytes.into(),

@@ -44,9 +44,6 @@ pub(crate) struct Run<'a> {
     pub(crate) kept: &'a Kept,
 }
 
-/// How deeply orchestrations may start one another.
-pub const MAX_DEPTH: i64 = 8;
-
 /// The body steps an execution finished before a long wait in a body parked it, by label
 /// (`each[2].decode`): replayed when it resumes.
 #[derive(Default)]

@@ -7,10 +7,12 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::Engine;
-use crate::definition::{self, Definition, Step};
+use crate::admission::Refusal;
+use crate::definition::Step;
+use crate::executions::{self, ExecutionError, Start, Started, Target, Trigger};
 use crate::step::{Parked, StepOutcome};
 use crate::{INLINE_WAIT_MS, Stop};
-use dibop_store::{ExecutionRow, NewExecution, QueueBound};
+use dibop_store::ExecutionRow;
 
 /// Starts the child execution (once: its idempotency key is this step's), runs it on this
 /// worker unless another node has it, and answers its output.
@@ -22,62 +24,36 @@ pub(super) async fn sub_orchestration(
     input: Value,
 ) -> StepOutcome {
     let fail = |message: String| StepOutcome::failed(None, Some(input.clone()), message, 1);
-    if execution.depth >= MAX_DEPTH {
-        return fail(format!("orchestrations nested deeper than {MAX_DEPTH} levels"));
-    }
     let name = step.orchestration.clone().unwrap_or_default();
-    let row = match engine.store.find_orchestration(&execution.enterprise_id, &name).await {
-        Ok(Some(row)) => row,
-        Ok(None) => return fail(format!("orchestration {name:?} no longer exists")),
-        Err(e) => return fail(format!("loading orchestration {name:?}: {e}")),
-    };
-    if matches!(row.status.as_str(), "paused" | "archived") {
-        return fail(format!("orchestration {name:?} is {}", row.status));
-    }
-    let def: Definition = match serde_json::from_str(&row.definition) {
-        Ok(def) => def,
-        Err(e) => return fail(format!("orchestration {name:?}: {e}")),
-    };
     let Value::Object(given) = &input else {
         return fail("parameters must be an object".into());
     };
-    let parameters = match definition::bind_parameters(&def, given) {
-        Ok(p) => p,
-        Err(errors) => {
+    let start = Start {
+        enterprise_id: &execution.enterprise_id,
+        orchestration: Target::Name(&name),
+        trigger: Trigger::Child { parent: execution, label },
+        parameters: given,
+        idempotency_key: None,
+        traceparent: None,
+        per_minute: None,
+    };
+    // The executions-per-minute limit counts the child; past it the parent waits, parked, for
+    // the limit's next window instead of failing.
+    let Started { execution: child, parameters, .. } = match executions::start(engine, start).await {
+        Ok(started) => started,
+        Err(ExecutionError::Refused(Refusal::RateLimited { retry_after_secs, .. })) => {
+            let due_ms = now_ms() + i64::try_from(retry_after_secs.max(1)).unwrap_or(60) * 1000;
+            return StepOutcome::parked(Parked { due_ms, steps: Vec::new() }, Vec::new());
+        }
+        Err(ExecutionError::NotFound(what)) => return fail(format!("{what} no longer exists")),
+        // Nested too deep, or its orchestration is paused or archived.
+        Err(ExecutionError::Conflict(why)) => return fail(why),
+        Err(ExecutionError::Invalid(errors)) => {
             let list: Vec<String> = errors.iter().map(|e| format!("{} {}", e.path, e.message)).collect();
             return fail(format!("orchestration {name:?}: {}", list.join("; ")));
         }
+        Err(e) => return fail(format!("starting orchestration {name:?}: {e}")),
     };
-    let new = NewExecution {
-        orchestration_id: row.id.clone(),
-        orchestration_version: row.version,
-        triggered_by: "orchestration".into(),
-        parameters: parameters.to_string(),
-        idempotency_key: Some(format!("{}:{label}", execution.id)),
-        steps_total: def.step_count(),
-        parent: Some((execution.id.clone(), execution.depth)),
-        // The child's trace continues its parent's, under the parent's execution span.
-        traceparent: Some(
-            dibop_core::trace::TraceParent {
-                trace_id: execution.trace_id(),
-                span_id: dibop_core::trace::span_id(&execution.id),
-                flags: "01".into(),
-            }
-            .header(),
-        ),
-    };
-    // The parent was admitted, so its child is not refused for a full queue (admitted work
-    // completes); the executions-per-minute limit still counts it, and past it the parent
-    // waits, parked, for the limit's next window instead of failing.
-    let child =
-        match crate::admission::submit(engine, &execution.enterprise_id, None, new, false, QueueBound::Exempt).await {
-            Ok(admitted) => admitted.execution,
-            Err(crate::admission::Refusal::RateLimited { retry_after_secs, .. }) => {
-                let due_ms = now_ms() + i64::try_from(retry_after_secs.max(1)).unwrap_or(60) * 1000;
-                return StepOutcome::parked(Parked { due_ms, steps: Vec::new() }, Vec::new());
-            }
-            Err(e) => return fail(format!("starting orchestration {name:?}: {e}")),
-        };
     let lease = i64::try_from(engine.settings.lease_ms).unwrap_or(30_000);
     let mut signal = engine.node.signal(&execution.id);
     let child = loop {
@@ -129,7 +105,8 @@ pub(super) async fn sub_orchestration(
         child_status: Some(child.status.clone()),
         ..TraceDetail::default()
     });
-    let input = Some(json!({"orchestration_id": row.id, "execution_id": child.id, "parameters": parameters}));
+    let input =
+        Some(json!({"orchestration_id": child.orchestration_id, "execution_id": child.id, "parameters": parameters}));
     match child.status.as_str() {
         "success" | "partial" => {
             let output = child.output.as_deref().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(Value::Null);

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::definition::{Retry, RetryRule as Rule, Step};
 use crate::node::StopSignal;
+use dibop_core::ApiCallStatus;
 use dibop_plugin_host::CallError;
 use dibop_plugin_host::outbound::ApiCallRecord;
 
@@ -49,8 +50,8 @@ impl<'a> Failure<'a> {
     pub fn of(error: &'a CallError, calls: &[ApiCallRecord]) -> Self {
         let last = calls.iter().rev().find(|c| !c.error.as_deref().is_some_and(|e| e.starts_with("denied")));
         let status = error.http_status.or_else(|| last.and_then(|c| c.status_code));
-        let connection =
-            error.code != "timeout" && last.is_some_and(|c| c.status_code.is_none() && c.status == "error");
+        let connection = error.code != "timeout"
+            && last.is_some_and(|c| c.status_code.is_none() && c.status == ApiCallStatus::Error);
         Self { error, status, connection }
     }
 }
@@ -143,9 +144,9 @@ mod tests {
         CallError { code: code.into(), message: String::new(), retryable, http_status }
     }
 
-    fn call(status: &'static str, code: Option<u16>) -> ApiCallRecord {
+    fn call(status: &str, code: Option<u16>) -> ApiCallRecord {
         ApiCallRecord {
-            status,
+            status: status.parse().expect("an API-call status"),
             status_code: code,
             ..ApiCallRecord::start(Default::default(), "GET".into(), String::new())
         }

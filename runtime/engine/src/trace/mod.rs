@@ -1,6 +1,10 @@
 //! What a step leaves for its trace: one typed shape for every kind, stored as JSON with the
-//! step's result and read by the HTTP API's trace builder. Fields a kind does not produce are
-//! left out of the JSON.
+//! step's result and read by [`build`], which assembles an execution's trace. Fields a kind
+//! does not produce are left out of the JSON.
+
+mod assemble;
+
+pub use assemble::{Span, TraceView, build};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
