@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use dibop_core::FieldError;
+pub use dibop_core::{FieldError, Validator};
 
 /// What went wrong in a request. Each variant maps to one status and one error code.
 #[derive(Debug, thiserror::Error)]
@@ -226,38 +226,11 @@ impl IntoResponse for AppError {
     }
 }
 
-/// Collects every problem of a request body before answering 422 once.
-#[derive(Default)]
-pub struct Validator(Vec<FieldError>);
-
-impl Validator {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Records `message` at `path` unless `ok`.
-    pub fn check(&mut self, ok: bool, path: &str, message: impl Into<String>) -> &mut Self {
-        if !ok {
-            self.0.push(FieldError { path: path.into(), message: message.into() });
-        }
-        self
-    }
-
-    /// The value `parsed` holds, or `None` with its error recorded at `path`: parse at the edge
-    /// into a domain type and keep collecting the other fields' problems.
-    pub fn parse<T, E: std::fmt::Display>(&mut self, parsed: Result<T, E>, path: &str) -> Option<T> {
-        parsed.map_err(|err| self.0.push(FieldError { path: path.into(), message: err.to_string() })).ok()
-    }
-
-    pub fn finish(&mut self) -> AppResult<()> {
-        if self.0.is_empty() { Ok(()) } else { Err(AppError::Validation(std::mem::take(&mut self.0))) }
-    }
-
-    /// [`Validator::finish`], then the value of a [`Validator::parse`] (present whenever no
-    /// problem was recorded, since a failed parse records one).
-    pub fn finish_with<T>(&mut self, parsed: Option<T>) -> AppResult<T> {
-        self.finish()?;
-        parsed.ok_or_else(|| AppError::Internal(anyhow::anyhow!("a parsed field has no value and no problem")))
+/// Every problem of a request body, collected before one 422 answers them all: `finish()?` in
+/// a handler turns them into [`AppError::Validation`].
+impl From<Vec<FieldError>> for AppError {
+    fn from(problems: Vec<FieldError>) -> Self {
+        Self::Validation(problems)
     }
 }
 
@@ -280,6 +253,15 @@ impl From<crate::connections::ConnectionError> for AppError {
             crate::connections::ConnectionError::Unusable(message) => Self::Conflict(message),
             err @ crate::connections::ConnectionError::Disabled(_) => Self::Conflict(err.to_string()),
             crate::connections::ConnectionError::Internal(err) => Self::Internal(err),
+        }
+    }
+}
+
+impl From<crate::connections::SaveError> for AppError {
+    fn from(err: crate::connections::SaveError) -> Self {
+        match err {
+            crate::connections::SaveError::Invalid(problems) => Self::Validation(problems),
+            crate::connections::SaveError::Failed(err) => Self::from(err),
         }
     }
 }

@@ -128,6 +128,44 @@ impl StepKind {
     }
 }
 
+kinds! {
+    /// Where an orchestration stands; only active and draft ones run.
+    pub enum OrchestrationStatus {
+        /// Being written: runs when asked (execute), not from its triggers' schedule.
+        Draft = "draft",
+        /// Runs from every trigger.
+        Active = "active",
+        /// Runs nothing until it is active again (executions, webhooks, schedules, replays and
+        /// resumes are refused).
+        Paused = "paused",
+        /// Kept for its history; runs nothing.
+        Archived = "archived",
+    }
+}
+
+impl OrchestrationStatus {
+    /// Whether executions of it may start (a new one, a replay or a resume).
+    pub fn runs(&self) -> bool {
+        matches!(self, Self::Draft | Self::Active)
+    }
+}
+
+kinds! {
+    /// What started an execution (`triggered_by`).
+    pub enum TriggeredBy {
+        /// A person, through execute (or a replay they asked for).
+        Manual = "manual",
+        /// An API key, through execute (or a replay it asked for).
+        Api = "api",
+        /// A schedule's slot.
+        Schedule = "schedule",
+        /// A webhook.
+        Event = "event",
+        /// A `sub_orchestration` step of another execution.
+        Orchestration = "orchestration",
+    }
+}
+
 /// The WIT world a plugin component implements: what it can be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -165,5 +203,13 @@ mod tests {
             assert_eq!(StepKind::parse(kind.as_str()), kind);
         }
         assert_eq!(StepKind::parse("API_CALL"), StepKind::Unknown("API_CALL".into()));
+    }
+
+    #[test]
+    fn only_active_and_draft_orchestrations_run() {
+        let running: Vec<_> = OrchestrationStatus::KNOWN.into_iter().filter(OrchestrationStatus::runs).collect();
+        assert_eq!(running, [OrchestrationStatus::Draft, OrchestrationStatus::Active]);
+        assert!(!OrchestrationStatus::parse("deleted").runs());
+        assert_eq!(TriggeredBy::names(), "manual, api, schedule, event, orchestration");
     }
 }

@@ -45,9 +45,9 @@ mod window;
 
 pub use digest::sha256_hex;
 pub use email::{Email, InvalidEmail, MAX_EMAIL_BYTES};
-pub use field::FieldError;
+pub use field::{FieldError, Validator};
 pub use ids::{new_id, now_ms};
-pub use kind::{StepKind, World};
+pub use kind::{OrchestrationStatus, StepKind, TriggeredBy, World};
 pub use role::Role;
 pub use slug::{InvalidSlug, Slug};
 pub use status::{ApiCallStatus, ExecutionStatus, StepStatus, UnknownStatus};

@@ -15,7 +15,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
-use super::users::check_name;
 use super::{datetime, opt_datetime};
 use crate::audit::{self, Change};
 use crate::auth::{Principal, api_keys, policy};
@@ -108,7 +107,7 @@ async fn create_key(
     ApiJson(body): ApiJson<CreateApiKey>,
 ) -> AppResult<(StatusCode, Json<CreatedApiKey>)> {
     let mut v = Validator::new();
-    check_name(&mut v, "name", &body.name);
+    v.check_name("name", &body.name);
     if let Some(at) = body.expires_at {
         v.check(at > Utc::now(), "expires_at", "must be in the future");
     }

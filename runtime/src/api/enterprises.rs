@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::datetime;
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::settings::{Settings, valid_timezone};
-use super::users::{UserView, check_name, check_password, hash_for};
+use super::users::{UserView, check_password, hash_for};
 use crate::audit::{self, Change};
 use crate::error::{AppResult, OrConflict, OrNotFound, Validator};
 use crate::state::AppState;
@@ -114,13 +114,13 @@ async fn create_enterprise(
     let slug = body.slug.clone().unwrap_or_else(|| slugify(&body.name));
     let timezone = body.timezone.clone().unwrap_or_else(|| "UTC".into());
     let mut v = Validator::new();
-    check_name(&mut v, "name", &body.name);
+    v.check_name("name", &body.name);
     v.check(Slug::parse_enterprise(&slug).is_ok(), "slug", "must be 1-63 lowercase letters, digits or dashes");
     v.check(valid_timezone(&timezone), "timezone", "must be an IANA time zone such as Europe/Berlin");
     let email = v.parse(Email::parse(&body.admin_email), "admin_email");
     check_password(&mut v, "admin_password", &body.admin_password);
     if let Some(name) = &body.admin_name {
-        check_name(&mut v, "admin_name", name);
+        v.check_name("admin_name", name);
     }
     let email = v.finish_with(email)?.into_string();
     // The admin's address may have accounts in other enterprises (addresses are unique per

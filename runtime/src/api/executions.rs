@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use dibop_core::{ExecutionStatus, StepKind, StepStatus};
+use dibop_core::{ExecutionStatus, StepKind, StepStatus, TriggeredBy};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -170,8 +170,8 @@ impl ExecutionSearch {
         if let Some(status) = self.status.as_ref().filter(|s| s.parse::<ExecutionStatus>().is_err()) {
             return Err(AppError::BadRequest(format!("unknown status {status:?}")));
         }
-        const TRIGGERS: [&str; 5] = ["manual", "api", "schedule", "event", "orchestration"];
-        if let Some(trigger) = self.triggered_by.as_ref().filter(|t| !TRIGGERS.contains(&t.as_str())) {
+        let unknown = |t: &&String| matches!(TriggeredBy::parse(t), TriggeredBy::Unknown(_));
+        if let Some(trigger) = self.triggered_by.as_ref().filter(unknown) {
             return Err(AppError::BadRequest(format!(
                 "triggered_by must be manual, api, schedule, event or orchestration, got {trigger:?}"
             )));

@@ -13,7 +13,6 @@ use utoipa_axum::routes;
 
 use super::datetime;
 use super::extract::ApiJson;
-use super::users::check_name;
 use crate::audit::{self, Change};
 use crate::auth::{Principal, policy};
 use crate::error::{AppError, AppResult, OrConflict, OrNotFound, Validator};
@@ -80,7 +79,7 @@ async fn create_signer(
 ) -> AppResult<(StatusCode, Json<SignerView>)> {
     policy::require_platform(&principal, "trusting a plugin signer")?;
     let mut v = Validator::new();
-    check_name(&mut v, "name", &input.name);
+    v.check_name("name", &input.name);
     let key = v.parse(signing::parse_public_key(&input.public_key), "public_key");
     let key = v.finish_with(key)?;
     if i64::try_from(state.store.signers().await?.len()).unwrap_or(i64::MAX) >= MAX_SIGNERS {

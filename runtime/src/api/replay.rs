@@ -21,6 +21,7 @@ use crate::engine::executions::{self, Selection};
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 use crate::store::{ExecutionFilter, ExecutionRow};
+use dibop_core::TriggeredBy;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(replay_executions))
@@ -93,7 +94,7 @@ async fn replay_executions(
         (None, Some(filter)) => Selection::Filter(filter_of(filter)?),
         _ => return Err(AppError::invalid("execution_ids", "give either execution_ids or filter")),
     };
-    let triggered_by = if principal.api_key_id.is_some() { "api" } else { "manual" };
+    let triggered_by = if principal.api_key_id.is_some() { TriggeredBy::Api } else { TriggeredBy::Manual };
     let actor = match (&principal.api_key_id, &principal.user_id) {
         (Some(key), _) => format!("api_key:{key}"),
         (None, Some(user)) => format!("user:{user}"),

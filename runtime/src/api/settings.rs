@@ -10,7 +10,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::ApiJson;
-use super::users::check_name;
 use crate::audit::{self, Change};
 use crate::auth::{Principal, policy};
 use crate::error::{AppResult, OrNotFound, Validator};
@@ -114,7 +113,7 @@ async fn put_settings(
 ) -> AppResult<Json<Settings>> {
     let mut v = Validator::new();
     if let Some(name) = &body.name {
-        check_name(&mut v, "name", name);
+        v.check_name("name", name);
     }
     if let Some(tz) = &body.timezone {
         v.check(valid_timezone(tz), "timezone", "must be an IANA time zone such as Europe/Berlin");

@@ -107,11 +107,6 @@ fn check_grant(v: &mut Validator, role: Role, platform_access: bool) {
     v.check(!platform_access || role != Role::Viewer, "platform_access", "a viewer cannot have platform rights");
 }
 
-pub fn check_name(v: &mut Validator, path: &str, name: &str) {
-    v.check(!name.trim().is_empty(), path, "must not be empty");
-    v.check(name.chars().count() <= 200, path, "must be at most 200 characters");
-}
-
 /// List the enterprise's users.
 #[utoipa::path(get, path = "/users", tag = "users", params(PageQuery),
     responses((status = 200, description = "One page of users", body = Paginated<UserView>)))]
@@ -138,7 +133,7 @@ async fn create_user(
 ) -> AppResult<(StatusCode, Json<UserView>)> {
     let mut v = Validator::new();
     let email = v.parse(Email::parse(&body.email), "email");
-    check_name(&mut v, "name", &body.name);
+    v.check_name("name", &body.name);
     check_password(&mut v, "password", &body.password);
     check_grant(&mut v, body.role, body.platform_access);
     let email = v.finish_with(email)?;
@@ -222,7 +217,7 @@ async fn update_user(
 ) -> AppResult<Json<UserView>> {
     let mut v = Validator::new();
     if let Some(name) = &body.name {
-        check_name(&mut v, "name", name);
+        v.check_name("name", name);
     }
     if let Some(password) = &body.password {
         check_password(&mut v, "password", password);

@@ -18,7 +18,6 @@ use utoipa_axum::routes;
 
 use super::datetime;
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination, parse_json, parse_xml};
-use super::users::check_name;
 use crate::audit::{self, Change};
 use crate::auth::Principal;
 use crate::engine::definition::Definition;
@@ -113,7 +112,7 @@ async fn create_webhook(
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> AppResult<(StatusCode, Json<WebhookView>)> {
     let mut v = Validator::new();
-    check_name(&mut v, "name", &body.name);
+    v.check_name("name", &body.name);
     v.check(["none", "hmac-sha256"].contains(&body.signature.as_str()), "signature", "must be none or hmac-sha256");
     let orchestration = state.store.get_orchestration(&principal.enterprise_id, &body.orchestration_id).await?;
     v.check(orchestration.is_some(), "orchestration_id", "no such orchestration");

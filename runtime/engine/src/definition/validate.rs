@@ -71,7 +71,7 @@ pub fn validate(def: &Definition, catalogue: &dyn Catalogue) -> Vec<FieldError> 
     if def.name.trim().is_empty() || def.name.len() > 200 {
         err("name".into(), "must be 1 to 200 characters".into());
     }
-    if !["draft", "active", "paused", "archived"].contains(&def.status.as_str()) {
+    if let dibop_core::OrchestrationStatus::Unknown(_) = dibop_core::OrchestrationStatus::parse(&def.status) {
         err("status".into(), "must be draft, active, paused or archived".into());
     }
     if def.on_exhausted.as_deref().is_some_and(|o| !ON_EXHAUSTED.contains(&o)) {

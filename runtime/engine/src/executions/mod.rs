@@ -69,5 +69,5 @@ fn list(errors: &[FieldError]) -> String {
 
 /// Whether an orchestration in `status` runs (active and draft ones do).
 fn runs(status: &str) -> bool {
-    !matches!(status, "paused" | "archived")
+    dibop_core::OrchestrationStatus::parse(status).runs()
 }

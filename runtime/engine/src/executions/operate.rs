@@ -9,7 +9,7 @@ use super::{ExecutionError, runs};
 use crate::admission::{self, Refusal};
 use crate::definition::{self, Definition};
 use crate::{Engine, MAX_STEP_OUTPUT, Stop};
-use dibop_core::{ExecutionStatus, FieldError};
+use dibop_core::{ExecutionStatus, FieldError, TriggeredBy};
 use dibop_store::{ExecutionFilter, ExecutionRow};
 
 /// Most executions one replay or bulk resume takes.
@@ -181,7 +181,7 @@ pub async fn replay(
     selection: Selection,
     overrides: &Map<String, Value>,
     per_minute: Option<i64>,
-    (triggered_by, replayed_by): (&str, &str),
+    (triggered_by, replayed_by): (TriggeredBy, &str),
 ) -> Result<Bulk<Replayed>, ExecutionError> {
     let (originals, matched) = select(engine, enterprise_id, selection, |row| {
         (!ENDED_UNWELL.contains(&row.status.as_str()))
@@ -196,7 +196,13 @@ pub async fn replay(
             Ok(_) => {
                 let replayed = engine
                     .store
-                    .replay_execution(enterprise_id, &original.id, parameters.as_deref(), triggered_by, replayed_by)
+                    .replay_execution(
+                        enterprise_id,
+                        &original.id,
+                        parameters.as_deref(),
+                        triggered_by.as_str(),
+                        replayed_by,
+                    )
                     .await;
                 admission::settle(engine, enterprise_id, replayed).await
             }

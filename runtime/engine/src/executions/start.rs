@@ -10,6 +10,7 @@ use super::{Draining, ExecutionError, runs, wait_for_end};
 use crate::Engine;
 use crate::admission::{self, Refusal};
 use crate::definition::{self, Definition};
+use dibop_core::TriggeredBy;
 use dibop_core::trace::{TraceParent, span_id};
 use dibop_store::limiter::Decision;
 use dibop_store::{ExecutionRow, NewExecution, OrchestrationRow, QueueBound};
@@ -37,13 +38,13 @@ pub enum Trigger<'a> {
 }
 
 impl Trigger<'_> {
-    fn triggered_by(self) -> &'static str {
+    fn triggered_by(self) -> TriggeredBy {
         match self {
-            Self::Execute { api_key: true } => "api",
-            Self::Execute { api_key: false } => "manual",
-            Self::Webhook => "event",
-            Self::Schedule { .. } => "schedule",
-            Self::Child { .. } => "orchestration",
+            Self::Execute { api_key: true } => TriggeredBy::Api,
+            Self::Execute { api_key: false } => TriggeredBy::Manual,
+            Self::Webhook => TriggeredBy::Event,
+            Self::Schedule { .. } => TriggeredBy::Schedule,
+            Self::Child { .. } => TriggeredBy::Orchestration,
         }
     }
 
@@ -194,7 +195,7 @@ async fn admit(engine: &Engine, start: Start<'_>, run_here: bool) -> Result<Star
     let new = NewExecution {
         orchestration_id: row.id.clone(),
         orchestration_version: row.version,
-        triggered_by: trigger.triggered_by().into(),
+        triggered_by: trigger.triggered_by().as_str().into(),
         parameters: bound.to_string(),
         idempotency_key,
         steps_total: def.step_count(),

@@ -1,5 +1,10 @@
 //! Running a connection's connector: decrypting its credentials for one call, deriving the
 //! network policy from its configuration, and storing the API-call rows the call produced.
+//! What a connection may be saved as is `save.rs`.
+
+mod save;
+
+pub use save::{Proposed, SaveError, Stored, validate};
 
 use dibop_core::World;
 use std::collections::HashMap;
