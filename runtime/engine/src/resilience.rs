@@ -13,7 +13,12 @@
 //! `max_wait_ms` (an hour unless set) fails the call `rate_limited`; the time spent waiting
 //! never counts against the step's `timeout_ms`. A call starts in the first part of its
 //! permit's window only ([`Permit::usable_until`]), so a system counting calls by the clock
-//! never sees more than the limit in one window. After the call, [`settle`] counts it: a call
+//! sees no more than the limit in one window as long as each request leaves within that margin
+//! of its admission. Known gap: the permit is taken before the plugin runs, so when many calls
+//! wake at one window's start on few cores (they take turns on the guest cores), some requests
+//! leave after the window and land in the next one, which then sees up to the calls in flight
+//! more than the limit; pacing at the moment a request leaves would close it. After the call,
+//! [`settle`] counts it: a call
 //! whose system did not answer (connection error, timeout, 5xx) is a failure, one it answered
 //! (any other status) is a success, and a call that made no request (or was denied by the
 //! allow-list, or answered 429) changes nothing.
