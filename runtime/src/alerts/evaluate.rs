@@ -35,6 +35,25 @@ async fn evaluate(ctx: &Alerts, enterprise_id: &str, execution_id: &str) -> anyh
     Ok(())
 }
 
+/// The alert `rule` (stored as `row`) raises: `metric` at `value` against `threshold`.
+fn new_alert(
+    row: &AlertRuleRow,
+    rule: &RuleDefinition,
+    metric: &str,
+    value: f64,
+    threshold: f64,
+    message: String,
+) -> NewAlert {
+    NewAlert {
+        rule_id: row.id.clone(),
+        severity: rule.severity.clone(),
+        metric: metric.into(),
+        value,
+        threshold,
+        message,
+    }
+}
+
 /// Whether an execution ended `failed` or `cancelled`: what the failure rules count.
 fn ended_badly(status: &str) -> bool {
     matches!(status.parse(), Ok(ExecutionStatus::Failed | ExecutionStatus::Cancelled))
@@ -47,13 +66,8 @@ async fn check(
     row: &AlertRuleRow,
     execution: &ExecutionRow,
 ) -> anyhow::Result<Option<NewAlert>> {
-    let alert = |metric: &str, value: f64, threshold: f64, message: String| NewAlert {
-        rule_id: row.id.clone(),
-        severity: rule.severity.clone(),
-        metric: metric.into(),
-        value,
-        threshold,
-        message,
+    let alert = |metric: &str, value: f64, threshold: f64, message: String| {
+        new_alert(row, rule, metric, value, threshold, message)
     };
     let failed = ended_badly(&execution.status);
     Ok(match rule.kind {
@@ -126,13 +140,8 @@ pub async fn evaluate_periodic(ctx: &Alerts) -> anyhow::Result<()> {
                 .or_else(|| Window::parse(default).ok())
                 .map_or(3_600_000, Window::as_millis)
         };
-        let alert = |metric: &str, value: f64, threshold: f64, message: String| NewAlert {
-            rule_id: row.id.clone(),
-            severity: rule.severity.clone(),
-            metric: metric.into(),
-            value,
-            threshold,
-            message,
+        let alert = |metric: &str, value: f64, threshold: f64, message: String| {
+            new_alert(&row, &rule, metric, value, threshold, message)
         };
         let fired = match rule.kind {
             RuleKind::SlaBreach => {
