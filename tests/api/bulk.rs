@@ -120,12 +120,11 @@ async fn a_for_each_against_a_throttled_system_drains_at_the_limit_calling_each_
     let times = dealer.times_each();
     assert_eq!(times.len(), 200, "every item under 200 was priced");
     assert!(times.values().all(|n| *n == 1), "an item was called twice: {times:?}");
-    // No window admits more than 50. A request leaves its guest after its admission, and when
-    // the twenty bodies wake at a window's start they take turns on the guest cores: on a busy
-    // two-core machine some leave after their window and land in the next second (the known gap
-    // in `resilience`), so a second may see up to the calls in flight more, never further.
+    // No second of the clock sees more than 50: when the twenty bodies wake at a window's start
+    // they take turns on the guest cores, and a request that reaches the network after its
+    // window takes the next permit at that moment (or is not sent) instead of landing late.
     let busiest = dealer.busiest_second(&[]);
-    assert!(busiest <= 50 + 20, "{busiest} calls in one second of the clock");
+    assert!(busiest <= 50, "{busiest} calls in one second of the clock");
     // The stock call took a permit too: 201 calls at 50 a second take about four seconds.
     let started = run["started_at"].as_str().expect("started");
     let finished = run["finished_at"].as_str().expect("finished");

@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::call_log::CallLog;
-use crate::helpers::{TestApp, fresh_database, unlimited};
+use crate::helpers::{TestApp, fresh_database, guest, unlimited};
 use crate::process::{Server, cluster};
 
 /// A system that counts calls by the clock: each request's `{step}/{id}` and when it came.
@@ -244,6 +244,49 @@ async fn waiting_for_a_permit_is_not_part_of_the_steps_timeout() {
     assert!(started.elapsed() >= Duration::from_secs(2), "the calls waited for their permits");
     assert_eq!(upstream.count(), 4);
     assert_eq!(upstream.busiest_second(&[]), 1);
+}
+
+/// A connector that computes for longer than a window before its first request reaches the
+/// network after its permit's window: the request takes the next permit at that moment (and,
+/// when that is not near, is not sent and the same attempt goes again on it) instead of
+/// landing in a second another call's permit already holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_leaves_after_its_window_takes_the_next_permit_instead_of_crowding_that_second() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
+    let (upstream, authority) = start_upstream().await;
+    assert!(app.upload(&token, guest("hostile"), None).await.status().is_success());
+    app.create_connection(
+        &token,
+        json!({"name": "slowpoke", "system": "hostile", "allowed_hosts": [authority],
+               "resilience": {"rate_limit": {"requests_per_second": 1}}}),
+    )
+    .await;
+    let definition = json!({
+        "name": "Late", "parameters": [{"name": "id", "type": "string", "required": true},
+                                      {"name": "spin", "type": "integer", "required": true}],
+        "steps": [{"name": "fetch", "type": "api_call", "connection": "slowpoke", "operation": "fetch",
+                   "parameters": {"url": format!("http://{authority}/t/late/${{parameters.id}}"),
+                                  "spin_ms": "${parameters.spin}"}}]});
+    let id = app.create_orchestration(&token, definition).await;
+    // The slow call takes the first permit and reaches the network 1.3 s later; the quick one
+    // takes the next second's permit and sends at its start.
+    let mut ids = Vec::new();
+    for (name, spin) in [("slow", 1300), ("quick", 0)] {
+        let accepted = app.execute(&token, &id, json!({"parameters": {"id": name, "spin": spin}, "async": true})).await;
+        ids.push(accepted["execution_id"].as_str().unwrap_or_else(|| panic!("{accepted}")).to_owned());
+    }
+    for execution in &ids {
+        let run = app.wait_finished(&token, execution).await;
+        assert_eq!(run["status"], "success", "{run}");
+        assert_eq!(run["steps"][0]["attempts"], 1, "a late try is not an attempt: {run}");
+    }
+    let times = upstream.times_each();
+    assert_eq!(times.len(), 2, "{times:?}");
+    assert!(times.values().all(|n| *n == 1), "a call was made twice: {times:?}");
+    let calls = upstream.calls();
+    assert_eq!(upstream.busiest_second(&[]), 1, "both requests came in one second of the clock: {calls:?}");
 }
 
 #[tokio::test]

@@ -65,7 +65,7 @@ async fn a_panic_fails_with_the_plugins_own_message() {
     // Once, with its place and message: no empty backtrace header, no RUST_BACKTRACE hint.
     assert_eq!(
         result["error"]["message"],
-        "the plugin panicked at test-guests/hostile/src/lib.rs:75:24: hostile plugin panicked on purpose",
+        "the plugin panicked at test-guests/hostile/src/lib.rs:79:24: hostile plugin panicked on purpose",
         "{result}"
     );
     // The raw stderr stays available beside it.

@@ -12,13 +12,13 @@
 //! holds instead of queueing again. Only a permit further away than the policy's
 //! `max_wait_ms` (an hour unless set) fails the call `rate_limited`; the time spent waiting
 //! never counts against the step's `timeout_ms`. A call starts in the first part of its
-//! permit's window only ([`Permit::usable_until`]), so a system counting calls by the clock
-//! sees no more than the limit in one window as long as each request leaves within that margin
-//! of its admission. Known gap: the permit is taken before the plugin runs, so when many calls
-//! wake at one window's start on few cores (they take turns on the guest cores), some requests
-//! leave after the window and land in the next one, which then sees up to the calls in flight
-//! more than the limit; pacing at the moment a request leaves would close it. After the call,
-//! [`settle`] counts it: a call
+//! permit's window only ([`Permit::usable_until`]), and its first request is paced again when
+//! it leaves ([`StepPacer`]): one that reaches the network after [`Permit::send_by`] (many
+//! calls that woke at one window's start take turns on few cores) takes the next permit and
+//! waits for its window in place when that is near, or is not sent and the step tries again
+//! on that permit (parking if it is far). So a system counting calls by the clock sees no
+//! more than the limit in any window. After the call,
+//! //! [`settle`] counts it: a call
 //! whose system did not answer (connection error, timeout, 5xx) is a failure, one it answered
 //! (any other status) is a success, and a call that made no request (or was denied by the
 //! allow-list, or answered 429) changes nothing.
@@ -27,7 +27,10 @@
 //! refusals show in `GET /api-calls` next to the requests. The connection test runner and
 //! `POST /systems/{slug}/ping` are not guarded: they are how an operator checks a system.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -35,7 +38,7 @@ use utoipa::ToSchema;
 use crate::Engine;
 use dibop_core::{ApiCallStatus, FieldError, now_ms};
 use dibop_plugin_host::CallError;
-use dibop_plugin_host::outbound::{ApiCallRecord, CallOrigin};
+use dibop_plugin_host::outbound::{ApiCallRecord, CallOrigin, Pacer};
 use dibop_store::{CircuitRow, ConnectionRow};
 
 /// Longest a `Retry-After` of an upstream delays a step's next attempt.
@@ -190,6 +193,12 @@ impl Permit {
     pub fn usable_until(&self) -> i64 {
         self.window_ms + self.period_ms - Self::margin(self.period_ms)
     }
+
+    /// The last instant (unix ms) the call's first request may leave on this permit: before
+    /// the window's end by a tenth of it, at most 100 ms (the way to the system).
+    pub fn send_by(&self) -> i64 {
+        self.window_ms + self.period_ms - (self.period_ms / 10).min(100)
+    }
 }
 
 /// The first window (unix ms) a call asking at `now` may take a permit of: the running one,
@@ -249,10 +258,12 @@ pub fn circuit_state(row: Option<&CircuitRow>) -> &'static str {
     }
 }
 
-/// A call that may go ahead; `trial` when it is the trial call of a half-open circuit.
+/// A call that may go ahead; `trial` when it is the trial call of a half-open circuit, on
+/// `permit` (none when the database could not give one: calls are not stopped by it).
 #[derive(Debug)]
 pub struct Admitted {
     pub trial: bool,
+    pub permit: Option<Permit>,
 }
 
 /// Why a step's call did not go ahead: the error the step sees and the API-call row to keep.
@@ -321,8 +332,8 @@ pub async fn admit(
     }
     // The trial did not run (the call waits or was refused): the next caller may claim it.
     let untried = || async {
-        if trial && let Err(e) = engine.store.release_circuit_trial(&connection.id).await {
-            tracing::warn!(connection = %connection.id, error = %e, "releasing a circuit trial");
+        if trial {
+            untried(engine, connection).await;
         }
     };
     let permit = match permit(engine, connection, policy, held).await {
@@ -332,17 +343,92 @@ pub async fn admit(
             return Err(refuse(ApiCallStatus::RateLimited, message));
         }
     };
-    if let Some(permit) = permit {
+    if let Some(permit) = &permit {
         let wait = permit.window_ms - now_ms();
         if wait > inline_ms {
             untried().await;
-            return Err(Throttled::Park(permit));
+            return Err(Throttled::Park(permit.clone()));
         }
         if wait > 0 {
             tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
         }
     }
-    Ok(Admitted { trial })
+    Ok(Admitted { trial, permit })
+}
+
+/// The trial call of `connection`'s half-open circuit did not run: the next caller may claim it.
+pub async fn untried(engine: &Engine, connection: &ConnectionRow) {
+    if let Err(e) = engine.store.release_circuit_trial(&connection.id).await {
+        tracing::warn!(connection = %connection.id, error = %e, "releasing a circuit trial");
+    }
+}
+
+/// The [`Pacer`] of one attempt of a step's call: its first request leaves inside the window
+/// of the permit it was admitted with. Late, it takes the connection's next permit (in arrival
+/// order, as [`admit`] does) and waits for its window in place when that is at most
+/// `inline_ms` away and within half of the call's remaining time; otherwise the request is not
+/// sent and the pacer keeps that permit ([`StepPacer::kept`]) for the step's next try.
+pub struct StepPacer {
+    engine: Engine,
+    connection: Arc<ConnectionRow>,
+    policy: Arc<Resilience>,
+    permit: Permit,
+    inline_ms: i64,
+    kept: Arc<Mutex<Option<Permit>>>,
+}
+
+impl StepPacer {
+    pub fn new(
+        engine: &Engine,
+        connection: &ConnectionRow,
+        policy: &Resilience,
+        permit: Permit,
+        inline_ms: i64,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            engine: engine.clone(),
+            connection: Arc::new(connection.clone()),
+            policy: Arc::new(policy.clone()),
+            permit,
+            inline_ms,
+            kept: Arc::default(),
+        })
+    }
+
+    /// The permit a late first request took and could not wait for, if any.
+    pub fn kept(&self) -> Option<Permit> {
+        self.kept.lock().ok().and_then(|mut kept| kept.take())
+    }
+}
+
+impl Pacer for StepPacer {
+    fn send_by(&self) -> i64 {
+        self.permit.send_by()
+    }
+
+    fn repace(&self, remaining: Duration) -> BoxFuture<'static, Option<Duration>> {
+        let (engine, connection, policy) = (self.engine.clone(), self.connection.clone(), self.policy.clone());
+        let (inline_ms, kept) = (self.inline_ms, self.kept.clone());
+        Box::pin(async move {
+            match permit(&engine, &connection, &policy, None).await {
+                Ok(Some(next)) => {
+                    let wait = (next.window_ms - now_ms()).max(0);
+                    let half = i64::try_from(remaining.as_millis() / 2).unwrap_or(i64::MAX);
+                    if wait <= inline_ms.min(half) {
+                        return Some(Duration::from_millis(u64::try_from(wait).unwrap_or(0)));
+                    }
+                    if let Ok(mut kept) = kept.lock() {
+                        *kept = Some(next);
+                    }
+                    None
+                }
+                // The database could not say: calls are not stopped by it.
+                Ok(None) => Some(Duration::ZERO),
+                // Further away than the call may wait: the step asks again and is refused.
+                Err(_) => None,
+            }
+        })
+    }
 }
 
 /// The permit a call of `connection` goes on: `held` when it is still good, else the next one
@@ -532,6 +618,9 @@ mod tests {
         assert_eq!(earliest_window(119_749, 60_000), 60_000);
         let permit = Permit { bucket: "b".into(), window_ms: 11_000, period_ms: 1_000 };
         assert_eq!(permit.usable_until(), 11_750);
+        assert_eq!(permit.send_by(), 11_900, "its first request leaves by a tenth of the window before its end");
+        let minute = Permit { bucket: "b".into(), window_ms: 60_000, period_ms: 60_000 };
+        assert_eq!(minute.send_by(), 119_900, "at most 100 ms before");
     }
 
     #[test]

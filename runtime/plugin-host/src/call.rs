@@ -159,6 +159,7 @@ impl PluginHost {
             recorder: recorder.clone(),
             net: self.net.clone(),
             auth: spec.auth.clone(),
+            pacer: spec.pacer.clone(),
         };
         (call, outbound, recorder, deadline)
     }
@@ -271,6 +272,7 @@ impl PluginHost {
             api_calls,
             stdout: redactor.redact(&String::from_utf8_lossy(&stdout.contents())),
             stderr: stderr_text,
+            late: recorder.late(),
         }
     }
 
@@ -424,6 +426,7 @@ impl PluginHost {
             api_calls,
             stdout: stdout_text,
             stderr: stderr_text,
+            late: recorder.late(),
         }
     }
 

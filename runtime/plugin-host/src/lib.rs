@@ -138,6 +138,9 @@ pub struct CallSpec {
     pub limits: Limits,
     /// Host-managed authentication of the connection's requests.
     pub auth: Option<outbound::AuthHandle>,
+    /// The rate limit of the call's first request at the moment it leaves (a step's call on a
+    /// permit of its connection's limit).
+    pub pacer: Option<outbound::PaceHandle>,
     /// More values to redact from everything the call leaves (credentials the plugin does not
     /// get, such as host-managed ones).
     pub redact: Vec<String>,
@@ -183,6 +186,9 @@ pub struct CallReport<T> {
     pub api_calls: Vec<ApiCallRecord>,
     pub stdout: String,
     pub stderr: String,
+    /// The call's first request could not leave on its rate-limit permit, so it sent nothing;
+    /// its result says nothing about the system ([`outbound::Pacer`]).
+    pub late: bool,
 }
 
 impl<T> CallReport<T> {
@@ -198,6 +204,7 @@ impl<T> CallReport<T> {
             api_calls: Vec::new(),
             stdout: String::new(),
             stderr: String::new(),
+            late: false,
         }
     }
 }

@@ -146,6 +146,7 @@ pub async fn run(args: TestArgs, cache_dir: &Path) -> anyhow::Result<()> {
             ..Limits::default()
         },
         auth: None,
+        pacer: None,
         redact: Vec::new(),
     };
     let plugin_id = format!("local:{sha256}");

@@ -45,16 +45,20 @@ impl Connector for Hostile {
                     .input_schema(json!({"type": "object", "properties": {"mib": {"type": "integer", "minimum": 0}}})),
                 op("panic", "Panics."),
                 op("env", "Reports environment variables, arguments, /etc/passwd and the root directory."),
-                op("fetch", "Sends `count` requests to `url` and reports the last status and body length.")
-                    .input_schema(json!({
-                        "type": "object",
-                        "required": ["url"],
-                        "properties": {
-                            "url": {"type": "string"},
-                            "method": {"type": "string"},
-                            "count": {"type": "integer", "minimum": 1}
-                        }
-                    })),
+                op(
+                    "fetch",
+                    "Computes for `spin_ms`, then sends `count` requests to `url` and reports the last status and body length.",
+                )
+                .input_schema(json!({
+                    "type": "object",
+                    "required": ["url"],
+                    "properties": {
+                        "url": {"type": "string"},
+                        "method": {"type": "string"},
+                        "count": {"type": "integer", "minimum": 1},
+                        "spin_ms": {"type": "integer", "minimum": 0}
+                    }
+                })),
                 op("log", "Writes a log line and prints to stdout and stderr."),
                 op("secret", "Tells whether the api_key credential is set."),
                 op("log_flood", "Logs `lines` lines with `bytes`-byte messages and fields."),
@@ -154,6 +158,12 @@ fn fetch(input: &Value) -> Result<Value, PluginError> {
     let method = input.get("method").and_then(Value::as_str).unwrap_or("GET");
     let count = input.get("count").and_then(Value::as_u64).unwrap_or(1).max(1);
     let keep_going = input.get("keep_going").and_then(Value::as_bool).unwrap_or(false);
+    // A connector that computes before its first request (it reaches the network late).
+    let spin = std::time::Duration::from_millis(input.get("spin_ms").and_then(Value::as_u64).unwrap_or(0));
+    let started = std::time::Instant::now();
+    while started.elapsed() < spin {
+        black_box(started);
+    }
     let mut last = json!({});
     let mut failed = 0;
     for _ in 0..count {

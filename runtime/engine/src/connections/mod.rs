@@ -169,6 +169,7 @@ pub async fn prepare(engine: &Engine, row: &ConnectionRow, caller: Caller) -> Re
         },
         redact: auth.as_ref().map(|a| a.secrets()).unwrap_or_default(),
         auth: auth.map(|a| AuthHandle(a as Arc<dyn Authenticator>)),
+        pacer: None,
     };
     Ok(Prepared { plugin, loaded, spec, validate_output: row.validate_output != 0 })
 }

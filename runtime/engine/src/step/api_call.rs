@@ -1,7 +1,10 @@
 //! `api_call`: an operation of a connection's connector, with retries. A call whose permit of
 //! the connection's rate limit is far away parks the execution ([`Held`] keeps the permit and
-//! the attempt for when it resumes).
+//! the attempt for when it resumes). A call whose first request could not leave on its permit
+//! (it reached the network late, see [`resilience::StepPacer`]) sent nothing: the same attempt
+//! goes again on the next permit.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -12,13 +15,21 @@ use super::retry::{Failure, Retrier};
 use super::*;
 use crate::connections::{self, Caller};
 use crate::definition::Step;
-use crate::resilience::{self, BODY_PERMIT_MS, INLINE_PERMIT_MS, PARK_LEAD_MS, Permit, Resilience, Throttled};
+use crate::resilience::{
+    self, BODY_PERMIT_MS, INLINE_PERMIT_MS, PARK_LEAD_MS, Permit, Resilience, StepPacer, Throttled,
+};
 use crate::{Engine, INLINE_WAIT_MS};
+use dibop_plugin_host::outbound::{PaceHandle, Pacer};
 use dibop_plugin_host::{CallError, Invocation};
 use dibop_store::{BodyStepRow, ExecutionRow};
 
 /// The status of the kept row of a step parked for a permit (it has no result yet).
 pub(crate) const PERMIT: &str = "permit";
+
+/// Tries of one attempt whose first request reached the network after its permit's window;
+/// past them the request is sent late rather than never (a connector that takes longer than a
+/// window before its first request would otherwise never send it).
+const MAX_LATE: u32 = 3;
 
 /// What a step parked for a permit (or for a long pause between attempts) holds until its
 /// execution resumes: the permit, if it took one, and the attempt it was about to make
@@ -28,6 +39,13 @@ pub(crate) struct Held {
     #[serde(default)]
     pub(crate) permit: Option<Permit>,
     pub(crate) attempt: u32,
+    /// Tries of this attempt whose first request was late ([`MAX_LATE`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) late: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Held {
@@ -82,14 +100,15 @@ pub(crate) async fn run_api_call(
     let idempotency_key = format!("{}:{label}", execution.id);
     let policy = Resilience::of(&connection);
     let mut retrier = Retrier::new(step, engine.node.signal(&execution.id));
+    let mut late = held.as_ref().map_or(0, |held| held.late);
     let mut permit = held.and_then(|held| {
         retrier.resume_at(held.attempt);
         held.permit
     });
     // The step has no result yet: it parks the execution and, when that resumes, goes on with
     // `attempt` (and the permit, if it took one).
-    let park = |attempt: u32, due_ms: i64, permit: Option<Permit>, api_calls: Vec<_>| {
-        let held = Held { permit, attempt };
+    let park = |attempt: u32, late: u32, due_ms: i64, permit: Option<Permit>, api_calls: Vec<_>| {
+        let held = Held { permit, attempt, late };
         StepOutcome::parked(Parked { due_ms, steps: vec![held.row(label)] }, api_calls)
     };
     let mut trace = Trace::default();
@@ -110,17 +129,34 @@ pub(crate) async fn run_api_call(
         let result = match admitted.await {
             Err(Throttled::Park(permit)) => {
                 let due_ms = permit.window_ms - PARK_LEAD_MS;
-                return park(retrier.attempt, due_ms, Some(permit), api_calls);
+                return park(retrier.attempt, late, due_ms, Some(permit), api_calls);
             }
             Err(Throttled::Refused(refused)) => {
                 trace.refused(retrier.attempt, started_ms, &refused.error);
                 api_calls.push(refused.record);
                 Err(refused.error)
             }
-            Ok(_) => {
+            Ok(admitted) => {
+                // The first request leaves on this permit's window, or not at all.
+                let pacer = admitted
+                    .permit
+                    .filter(|_| late < MAX_LATE)
+                    .map(|permit| StepPacer::new(engine, &connection, &policy, permit, inline_ms));
+                prepared.spec.pacer = pacer.clone().map(|p| PaceHandle(p as Arc<dyn Pacer>));
                 // The attempt's window in the trace is the call's own (HTTP spans are placed by it).
                 let started_ms = now_ms();
                 match prepared.invoke(engine, &operation, &input, invocation).await {
+                    Ok(report) if report.late => {
+                        // Nothing was sent: the same attempt goes again on the permit the late
+                        // request took (or the next one), and the circuit heard nothing.
+                        if admitted.trial {
+                            resilience::untried(engine, &connection).await;
+                        }
+                        late += 1;
+                        permit = pacer.and_then(|p| p.kept());
+                        tracing::debug!(execution = %execution.id, step = label, late, "first request late for its permit");
+                        continue;
+                    }
                     Ok(mut report) => {
                         let timed_out = report.result.as_ref().is_err_and(|e| e.code == "timeout");
                         resilience::settle(engine, &connection, &policy, &report.api_calls, timed_out).await;
@@ -151,9 +187,9 @@ pub(crate) async fn run_api_call(
         // instead of holding its slot.
         match retrier.next_pause(&Failure::of(&e, &api_calls[made..]), retry_after) {
             Some(pause) if pause_ms(pause) > INLINE_WAIT_MS => {
-                return park(retrier.attempt, now_ms() + pause_ms(pause), None, api_calls);
+                return park(retrier.attempt, 0, now_ms() + pause_ms(pause), None, api_calls);
             }
-            Some(pause) if retrier.sleep(pause).await => {}
+            Some(pause) if retrier.sleep(pause).await => late = 0,
             _ => break Err(e),
         }
     };

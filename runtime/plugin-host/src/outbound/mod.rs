@@ -4,16 +4,19 @@
 //! resolve the name again), caps requests and response sizes, applies timeouts and records one
 //! API-call row per request.
 //!
-//! One file per job: `auth.rs` (host-managed credentials), `send.rs` (the sender), `body.rs`
-//! (body metering) and `record.rs` (the API-call rows); the hook and the allow-list are here.
+//! One file per job: `auth.rs` (host-managed credentials), `pace.rs` (the rate limit at the
+//! moment a request leaves), `send.rs` (the sender), `body.rs` (body metering) and `record.rs`
+//! (the API-call rows); the hook and the allow-list are here.
 
 mod auth;
 mod body;
+mod pace;
 mod record;
 mod send;
 
 pub use auth::*;
 use body::*;
+pub use pace::{PaceHandle, Pacer};
 pub use record::*;
 pub use send::*;
 
@@ -66,6 +69,8 @@ pub struct Outbound {
     pub net: Arc<Net>,
     /// Host-managed authentication of the connection's requests.
     pub auth: Option<AuthHandle>,
+    /// The connection's rate limit at the moment the call's first request leaves.
+    pub pacer: Option<PaceHandle>,
 }
 
 type SendFuture = Box<
@@ -89,10 +94,20 @@ impl WasiHttpHooks for Outbound {
         let origin = self.origin.clone();
         let recorder = self.recorder.clone();
         let net = self.net.clone();
-        match self.auth.clone() {
-            Some(auth) => Box::new(send_authenticated(net, policy, origin, recorder, auth.0, request, options)),
-            None => Box::new(send(net, policy, origin, recorder, request, options)),
-        }
+        let auth = self.auth.clone();
+        // Which request is the first is settled here, in the order the guest made them.
+        let paced = self.pacer.clone().map(|pacer| (pacer.0, self.recorder.first()));
+        Box::new(async move {
+            if let Some((pacer, first)) = paced
+                && !pace::paced(pacer, &recorder, first, policy.deadline).await
+            {
+                return Err(HttpError::ConnectionLimitReached);
+            }
+            match auth {
+                Some(auth) => send_authenticated(net, policy, origin, recorder, auth.0, request, options).await,
+                None => send(net, policy, origin, recorder, request, options).await,
+            }
+        })
     }
 }
 

@@ -15,12 +15,31 @@ pub struct Recorder {
     /// Credentials the host added to requests (host-managed authentication), redacted from the
     /// rows like the connection's own.
     secrets: Mutex<Vec<String>>,
+    /// Whether the call's first request was handed to the hook (it is the one paced).
+    first_taken: std::sync::atomic::AtomicBool,
+    /// The first request could not leave on its rate-limit permit: the call sends nothing.
+    late: std::sync::atomic::AtomicBool,
 }
 
 impl Recorder {
     /// Counts one attempted request and answers its number (1 for the first).
     pub(super) fn attempt(&self) -> usize {
         self.attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+    }
+
+    /// Whether this is the call's first request (true once).
+    pub(super) fn first(&self) -> bool {
+        !self.first_taken.swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether the call's first request could not leave on its rate-limit permit (and nothing
+    /// was sent): the step runs the call again on a later permit.
+    pub fn late(&self) -> bool {
+        self.late.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(super) fn mark_late(&self) {
+        self.late.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub(super) fn push(&self, record: ApiCallRecord) -> Arc<Mutex<ApiCallRecord>> {
