@@ -65,6 +65,13 @@ macro_rules! kinds {
             }
         }
 
+        /// Stored rows: a name no kind has reads as `Unknown`.
+        impl From<String> for $name {
+            fn from(text: String) -> Self {
+                Self::parse(&text)
+            }
+        }
+
         impl $crate::serde::Serialize for $name {
             fn serialize<S: $crate::serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 serializer.serialize_str(self.as_str())
@@ -125,6 +132,18 @@ impl StepKind {
     /// for a permit of its connection's rate limit).
     pub fn may_park(&self) -> bool {
         matches!(self, Self::Wait | Self::SubOrchestration | Self::ApiCall)
+    }
+}
+
+kinds! {
+    /// How much an alert matters (a rule's `severity`, copied to the alerts it fires).
+    pub enum Severity {
+        /// For the record.
+        Info = "info",
+        /// Someone should look (the default).
+        Warning = "warning",
+        /// Someone must act now.
+        Critical = "critical",
     }
 }
 

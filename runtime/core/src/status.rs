@@ -135,6 +135,94 @@ impl ApiCallStatus {
     }
 }
 
+/// How a connection's circuit breaker stands (no stored row: `Closed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    /// Calls go through.
+    #[default]
+    Closed,
+    /// Calls fail at once with `circuit_open` until the open time has passed.
+    Open,
+    /// One trial call is running; the others fail at once.
+    HalfOpen,
+}
+
+impl CircuitState {
+    /// Every state, in the order the API lists them.
+    pub const ALL: [Self; 3] = [Self::Closed, Self::Open, Self::HalfOpen];
+
+    /// The state's name, as stored and answered.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// Where a plugin version stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PluginStatus {
+    /// Declares more than the version before it: serves nothing until someone other than its
+    /// uploader (or with platform rights) approves it.
+    Pending,
+    /// Serves the connections whose pin admits it.
+    Active,
+    /// Serves the connections that pin it; refused to new pins.
+    Deprecated,
+    /// Serves nothing: calls of connections whose pin admits no other version fail.
+    Disabled,
+}
+
+impl PluginStatus {
+    /// Every status, in the order the API lists them.
+    pub const ALL: [Self; 4] = [Self::Pending, Self::Active, Self::Deprecated, Self::Disabled];
+
+    /// The status's name, as stored and answered.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::Deprecated => "deprecated",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    /// Whether a version in this status serves calls.
+    pub fn serves(self) -> bool {
+        matches!(self, Self::Active | Self::Deprecated)
+    }
+}
+
+/// Whether a user may sign in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    /// Signs in and calls the API.
+    Active,
+    /// Signs in no more; deactivating ends the user's access tokens.
+    Deactivated,
+}
+
+impl UserStatus {
+    /// Every status, in the order the API lists them.
+    pub const ALL: [Self; 2] = [Self::Active, Self::Deactivated];
+
+    /// The status's name, as stored and answered.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Deactivated => "deactivated",
+        }
+    }
+}
+
 /// `FromStr` (exact names only), `TryFrom<String>` (rows) and `Display` for a status with
 /// `ALL` and `as_str`.
 macro_rules! named_status {
@@ -163,7 +251,7 @@ macro_rules! named_status {
     )+};
 }
 
-named_status!(ExecutionStatus, StepStatus, ApiCallStatus);
+named_status!(ExecutionStatus, StepStatus, ApiCallStatus, CircuitState, PluginStatus, UserStatus);
 
 /// A text that names no status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +312,36 @@ mod tests {
         let sent: Vec<_> = ApiCallStatus::ALL.into_iter().filter(|s| s.reached_system()).collect();
         assert_eq!(sent, [Success, Error, Timeout]);
         assert!("failed".parse::<ApiCallStatus>().is_err());
+    }
+
+    #[test]
+    fn circuit_states_round_trip_as_stored_and_answered() {
+        let names: Vec<_> = CircuitState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, ["closed", "open", "half_open"]);
+        for state in CircuitState::ALL {
+            assert_eq!(CircuitState::try_from(state.as_str().to_owned()), Ok(state));
+            let json = serde_json::to_string(&state).expect("serializes");
+            assert_eq!(json, format!("\"{state}\""));
+        }
+        assert_eq!(CircuitState::default(), CircuitState::Closed);
+        assert!("halfopen".parse::<CircuitState>().is_err());
+    }
+
+    #[test]
+    fn plugin_statuses_round_trip_and_active_and_deprecated_versions_serve() {
+        let names: Vec<_> = PluginStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, ["pending", "active", "deprecated", "disabled"]);
+        for status in PluginStatus::ALL {
+            assert_eq!(PluginStatus::try_from(status.as_str().to_owned()), Ok(status));
+            assert_eq!(serde_json::to_string(&status).expect("serializes"), format!("\"{status}\""));
+        }
+        let serving: Vec<_> = PluginStatus::ALL.into_iter().filter(|s| s.serves()).collect();
+        assert_eq!(serving, [PluginStatus::Active, PluginStatus::Deprecated]);
+        let users: Vec<_> = UserStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(users, ["active", "deactivated"]);
+        for status in UserStatus::ALL {
+            assert_eq!(UserStatus::try_from(status.as_str().to_owned()), Ok(status));
+        }
     }
 
     #[test]

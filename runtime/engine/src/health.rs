@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use dibop_core::{ApiCallStatus, ExecutionStatus, Window, World};
+use dibop_core::{ApiCallStatus, CircuitState, ExecutionStatus, Window, World};
 use dibop_plugin_host::registry::Registry;
 use dibop_store::{OrchestrationRow, Page, Store};
 use serde::Serialize;
@@ -97,14 +97,14 @@ pub async fn systems(
         durations.sort_unstable();
         let rate = if calls == 0 { 0.0 } else { (success as f64 * 10_000.0 / calls as f64).round() / 100.0 };
         let last_three_failed = samples.len() >= 3 && samples.iter().rev().take(3).all(|s| s.status.is_failure());
-        let circuit = |state: &str| circuits.iter().any(|(s, c)| *s == system && c.state == state);
+        let circuit = |state: CircuitState| circuits.iter().any(|(s, c)| *s == system && c.state == state);
         let failing = circuits.iter().any(|(s, c)| *s == system && c.failures > 0);
         let health = match calls {
-            _ if circuit("open") => "offline",
-            0 if circuit("half_open") || failing => "degraded",
+            _ if circuit(CircuitState::Open) => "offline",
+            0 if circuit(CircuitState::HalfOpen) || failing => "degraded",
             0 => "unchecked",
             _ if last_three_failed || rate < 50.0 => "offline",
-            _ if rate < 95.0 || circuit("half_open") || failing => "degraded",
+            _ if rate < 95.0 || circuit(CircuitState::HalfOpen) || failing => "degraded",
             _ => "healthy",
         };
         stats.push(SystemStats {

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::Engine;
-use dibop_core::{ApiCallStatus, FieldError, now_ms};
+use dibop_core::{ApiCallStatus, CircuitState, FieldError, now_ms};
 use dibop_plugin_host::CallError;
 use dibop_plugin_host::outbound::{ApiCallRecord, CallOrigin, Pacer};
 use dibop_store::{CircuitRow, ConnectionRow};
@@ -249,13 +249,9 @@ impl Resilience {
     }
 }
 
-/// How a connection's circuit stands, as shown.
-pub fn circuit_state(row: Option<&CircuitRow>) -> &'static str {
-    match row.map(|r| r.state.as_str()) {
-        Some("open") => "open",
-        Some("half_open") => "half_open",
-        _ => "closed",
-    }
+/// How a connection's circuit stands, as shown (no stored row: closed).
+pub fn circuit_state(row: Option<&CircuitRow>) -> CircuitState {
+    row.map_or(CircuitState::Closed, |r| r.state)
 }
 
 /// A call that may go ahead; `trial` when it is the trial call of a half-open circuit, on
@@ -306,7 +302,7 @@ pub async fn admit(
         tracing::warn!(connection = %connection.id, error = %e, "reading the circuit");
         None
     });
-    if let Some(circuit) = circuit.filter(|c| c.state != "closed") {
+    if let Some(circuit) = circuit.filter(|c| c.state != CircuitState::Closed) {
         let open_ms = i64::try_from(policy.circuit_breaker.open_ms).unwrap_or(i64::MAX);
         let now = now_ms();
         let since = circuit.opened_at.unwrap_or(now);
@@ -318,7 +314,7 @@ pub async fn admit(
         if !claimed {
             let retry_at = chrono::DateTime::from_timestamp_millis(since + open_ms)
                 .map_or_else(String::new, |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-            let message = if circuit.state == "open" {
+            let message = if circuit.state == CircuitState::Open {
                 format!(
                     "circuit of connection {} is open after {} consecutive failures; the next trial call is due at {retry_at}",
                     connection.name, circuit.failures
@@ -488,7 +484,7 @@ pub async fn settle(
     } else {
         let threshold = i64::from(policy.circuit_breaker.failure_threshold);
         engine.store.circuit_failed(&connection.enterprise_id, &connection.id, threshold, now).await.map(|row| {
-            if row.state == "open" && row.opened_at == Some(now) {
+            if row.state == CircuitState::Open && row.opened_at == Some(now) {
                 tracing::warn!(connection = %connection.id, failures = row.failures, "circuit opened");
             }
         })

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
-use dibop_core::{Slug, World};
+use dibop_core::{PluginStatus, Slug, World};
 
 use super::{CallSpec, Limits, Loaded, PluginHost, PluginInfo};
 use dibop_core::FieldError;
@@ -148,7 +148,7 @@ impl Registry {
                 crate::capabilities::Capabilities::exceeds(info.capabilities.as_ref(), before.capabilities.as_ref())
             });
         let new = NewPlugin {
-            status: if wants_more && !bundled { "pending" } else { "active" }.into(),
+            status: if wants_more && !bundled { PluginStatus::Pending } else { PluginStatus::Active },
             enterprise_id: enterprise_id.map(str::to_owned),
             slug: info.slug.clone(),
             version: info.version.clone(),
@@ -244,7 +244,7 @@ impl Registry {
     async fn newest_approved(&self, enterprise_id: Option<&str>, slug: &str) -> sqlx::Result<Option<PluginRow>> {
         // No enterprise has the id "": that reads the global catalogue alone.
         let mut rows = self.store.visible_versions(enterprise_id.unwrap_or(""), slug).await?;
-        rows.retain(|row| row.status != "pending");
+        rows.retain(|row| row.status != PluginStatus::Pending);
         Ok(pick(&rows, World::Connector, slug, &VersionPin::Newest).cloned())
     }
 
@@ -376,7 +376,7 @@ impl VersionPin {
 
 /// Whether `candidate` serves before `current`: active before deprecated, then [`newer`].
 fn better(candidate: &PluginRow, current: &PluginRow) -> bool {
-    let active = |row: &PluginRow| row.status == "active";
+    let active = |row: &PluginRow| row.status == PluginStatus::Active;
     match (active(candidate), active(current)) {
         (true, false) => true,
         (false, true) => false,

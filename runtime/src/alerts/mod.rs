@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dibop_core::crypto::Sealer;
-use dibop_core::{ExecutionStatus, FieldError, Window};
+use dibop_core::{ExecutionStatus, FieldError, Severity, Window};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

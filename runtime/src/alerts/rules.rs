@@ -118,7 +118,8 @@ pub struct RuleDefinition {
     pub enabled: bool,
     /// info, warning (default) or critical.
     #[serde(default = "warning")]
-    pub severity: String,
+    #[schema(value_type = String)]
+    pub severity: Severity,
 }
 
 fn fifteen() -> u32 {
@@ -129,8 +130,8 @@ fn yes() -> bool {
     true
 }
 
-fn warning() -> String {
-    "warning".into()
+fn warning() -> Severity {
+    Severity::Warning
 }
 
 pub(super) fn positive(condition: &Value, key: &str) -> Option<u64> {
@@ -178,8 +179,8 @@ pub fn validate(rule: &RuleDefinition) -> Vec<FieldError> {
     if rule.condition.get("target").is_some_and(|t| !t.as_f64().is_some_and(|t| (0.0..=100.0).contains(&t))) {
         err("condition.target", "must be a percentage from 0 to 100".into());
     }
-    if !["info", "warning", "critical"].contains(&rule.severity.as_str()) {
-        err("severity", "must be info, warning or critical".into());
+    if let Severity::Unknown(other) = &rule.severity {
+        err("severity", format!("must be {}, got {other:?}", Severity::names()));
     }
     if rule.cooldown_minutes > 10_080 {
         err("cooldown_minutes", "must be at most 10080 (a week)".into());

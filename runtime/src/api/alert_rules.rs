@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
+use dibop_core::Severity;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -195,7 +196,8 @@ async fn delete_rule(
 pub struct AlertView {
     pub id: String,
     pub rule_id: String,
-    pub severity: String,
+    #[schema(value_type = String)]
+    pub severity: Severity,
     pub metric: String,
     pub value: f64,
     pub threshold: f64,
@@ -246,7 +248,7 @@ async fn test_rule(
     let rule: RuleDefinition = serde_json::from_str(&row.definition).map_err(anyhow::Error::from)?;
     let alert = NewAlert {
         rule_id: row.id.clone(),
-        severity: "info".into(),
+        severity: Severity::Info,
         metric: "test".into(),
         value: 0.0,
         threshold: 0.0,

@@ -28,6 +28,7 @@ use crate::plugins::registry::VersionPin;
 use crate::plugins::{CallError, Invocation};
 use crate::state::AppState;
 use crate::store::ConnectionRow;
+use dibop_core::CircuitState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -59,7 +60,7 @@ pub struct ConnectionView {
     pub headers: BTreeMap<String, String>,
     /// The circuit breaker: `closed` (calls go through), `open` (calls fail at once with
     /// `circuit_open`) or `half_open` (one trial call is running).
-    pub circuit: String,
+    pub circuit: CircuitState,
     /// The plugin versions the connection uses: an exact version (a new connection pins the
     /// newest) or a semver range; the newest active version it admits serves each call, so an
     /// upload moves no connection unless its range admits the new version.
@@ -178,7 +179,7 @@ pub fn mask(secret: &str) -> String {
     }
 }
 
-fn view(state: &AppState, row: ConnectionRow, circuit: &str) -> AppResult<ConnectionView> {
+fn view(state: &AppState, row: ConnectionRow, circuit: CircuitState) -> AppResult<ConnectionView> {
     // Auth that does not open (another key) shows as none, like credentials.
     let auth = host_auth::stored(&state.engine, &row).unwrap_or(HostAuth::None).masked(mask);
     // Credentials that do not open (another key, or sealed for another row) show as none.
@@ -199,7 +200,7 @@ fn view(state: &AppState, row: ConnectionRow, circuit: &str) -> AppResult<Connec
         system: row.system,
         memory_limit_mb: row.memory_limit_mb,
         timeout_ms: row.timeout_ms,
-        circuit: circuit.to_owned(),
+        circuit,
         plugin_version: row.plugin_version,
         validate_output: row.validate_output != 0,
         created_at: datetime(row.created_at),
@@ -321,13 +322,13 @@ async fn create_connection(
     let dry_run = query.dry_run.unwrap_or(false);
     let tested = tested_first(&state, &principal, &would_be, None, test, dry_run).await?;
     if dry_run {
-        let shown = view(&state, would_be, "closed")?;
+        let shown = view(&state, would_be, CircuitState::Closed)?;
         record_dry_run(&state, &principal, None, &shown).await;
         return Ok((StatusCode::OK, Json(ConnectionView { test: tested, ..shown })));
     }
     let row =
         state.store.create_connection(&principal.enterprise_id, &id, fields).await.or_conflict(|| taken(&name))?;
-    let shown = view(&state, row, "closed")?;
+    let shown = view(&state, row, CircuitState::Closed)?;
     let after = Some(audit::scrubbed(&shown));
     audit::record(
         &state,
@@ -517,7 +518,8 @@ async fn delete_connection(
 ) -> AppResult<StatusCode> {
     let current = state.store.get_connection(&principal.enterprise_id, &id).await?;
     if state.store.delete_connection(&principal.enterprise_id, &id).await? {
-        let before = current.map(|row| view(&state, row, "closed")).transpose()?.map(|v| audit::scrubbed(&v));
+        let before =
+            current.map(|row| view(&state, row, CircuitState::Closed)).transpose()?.map(|v| audit::scrubbed(&v));
         let change = Change { action: "delete", resource: "connection", resource_id: Some(&id), before, after: None };
         audit::record(&state, &principal, change).await;
         Ok(StatusCode::NO_CONTENT)

@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use chrono::{DateTime, Utc};
+use dibop_core::PluginStatus;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -48,7 +49,7 @@ pub struct PluginView {
     /// pin it); `disabled` (calls of connections whose pin admits no other version fail
     /// `plugin_disabled`); or `pending` (it declares more hosts or memory than the version
     /// before it: it serves nothing until an admin approves it with `PATCH` `active`).
-    pub status: String,
+    pub status: PluginStatus,
     /// What the connector declares it needs (null: nothing declared).
     pub capabilities: Option<crate::plugins::capabilities::Capabilities>,
     /// Shipped with DIBOP.
@@ -221,8 +222,8 @@ async fn get_plugin(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusInput {
-    /// `active`, `deprecated` or `disabled`.
-    #[schema(example = "deprecated")]
+    /// `active`, `deprecated` or `disabled` (`pending` is set by an upload only).
+    #[schema(example = "deprecated", value_type = String)]
     pub status: String,
 }
 
@@ -243,19 +244,22 @@ async fn set_plugin_status(
     Path(id): Path<String>,
     ApiJson(input): ApiJson<StatusInput>,
 ) -> AppResult<Json<PluginView>> {
-    if !matches!(input.status.as_str(), "active" | "deprecated" | "disabled") {
-        return Err(AppError::invalid(
-            "status",
-            format!("must be active, deprecated or disabled, got {:?}", input.status),
-        ));
-    }
+    let status = match input.status.parse() {
+        Ok(status @ (PluginStatus::Active | PluginStatus::Deprecated | PluginStatus::Disabled)) => status,
+        _ => {
+            return Err(AppError::invalid(
+                "status",
+                format!("must be active, deprecated or disabled, got {:?}", input.status),
+            ));
+        }
+    };
     let current = state.store.get_plugin(&principal.enterprise_id, &id).await?.or_not_found(format!("plugin {id}"))?;
-    if current.status == "pending" && input.status == "active" && !principal.platform {
+    if current.status == PluginStatus::Pending && status == PluginStatus::Active && !principal.platform {
         approver_is_not_uploader(&state, &principal, &current).await?;
     }
     let row = state
         .store
-        .set_plugin_status(&principal.enterprise_id, &id, &input.status, principal.platform)
+        .set_plugin_status(&principal.enterprise_id, &id, status, principal.platform)
         .await?
         .or_not_found(format!("plugin {id}"))?;
     let shown = PluginView::from(row);
@@ -306,7 +310,8 @@ async fn disable_plugin(
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
     let current = state.store.get_plugin(&principal.enterprise_id, &id).await?;
-    if state.store.set_plugin_status(&principal.enterprise_id, &id, "disabled", principal.platform).await?.is_some() {
+    let disabled = PluginStatus::Disabled;
+    if state.store.set_plugin_status(&principal.enterprise_id, &id, disabled, principal.platform).await?.is_some() {
         let before = current.map(|row| audit::scrubbed(&PluginView::from(row)));
         let change = Change { action: "disable", resource: "plugin", resource_id: Some(&id), before, after: None };
         audit::record(&state, &principal, change).await;

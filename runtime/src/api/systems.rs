@@ -85,7 +85,7 @@ pub struct SystemNeeds {
     pub slug: String,
     pub version: String,
     /// `active` or `deprecated`.
-    pub status: String,
+    pub status: dibop_core::PluginStatus,
     /// How the connector authenticates: none, api_key, basic, bearer or
     /// oauth2_client_credentials.
     pub auth: String,

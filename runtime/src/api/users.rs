@@ -16,7 +16,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use dibop_core::{Email, Role};
+use dibop_core::{Email, Role, UserStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -45,7 +45,7 @@ pub struct UserView {
     /// `platform_admin`, or by an explicit grant on an `enterprise_admin`.
     pub platform_access: bool,
     /// `active` or `deactivated`.
-    pub status: String,
+    pub status: UserStatus,
     pub last_login_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -222,10 +222,10 @@ async fn update_user(
     if let Some(password) = &body.password {
         check_password(&mut v, "password", password);
     }
-    if let Some(status) = &body.status {
-        v.check(status == "active" || status == "deactivated", "status", "must be active or deactivated");
-    }
+    let status = body.status.as_deref().map(str::parse::<UserStatus>);
+    v.check(status.as_ref().is_none_or(Result::is_ok), "status", "must be active or deactivated");
     v.finish()?;
+    let status = status.and_then(Result::ok);
     let current = state.store.get_user(&principal.enterprise_id, &id).await?.or_not_found(format!("user {id}"))?;
     let role = body.role.unwrap_or(current.role);
     let role_changes = role != current.role;
@@ -233,7 +233,7 @@ async fn update_user(
     let platform_access = body.platform_access.or(role_changes.then_some(false));
     let grant_changes = platform_access.is_some_and(|p| p != (current.platform_access != 0));
     let is_self = principal.user_id.as_deref() == Some(current.id.as_str());
-    if is_self && (role_changes || grant_changes || body.status.as_deref() == Some("deactivated")) {
+    if is_self && (role_changes || grant_changes || status == Some(UserStatus::Deactivated)) {
         return Err(AppError::Conflict(
             "you cannot change your own role or platform grant, or deactivate yourself".into(),
         ));
@@ -254,7 +254,7 @@ async fn update_user(
         name: body.name.map(|n| n.trim().to_owned()),
         role: body.role,
         platform_access,
-        status: body.status,
+        status,
         password_hash,
     };
     match state.store.update_user(&principal.enterprise_id, &id, patch, platform_users(&principal)).await? {
@@ -291,7 +291,7 @@ async fn delete_user(
     }
     let current = state.store.get_user(&principal.enterprise_id, &id).await?.or_not_found(format!("user {id}"))?;
     policy::require_may_change(&principal, &current)?;
-    let patch = UserPatch { status: Some("deactivated".into()), ..UserPatch::default() };
+    let patch = UserPatch { status: Some(UserStatus::Deactivated), ..UserPatch::default() };
     match state.store.update_user(&principal.enterprise_id, &id, patch, platform_users(&principal)).await? {
         Some(user) => {
             let (before, after) =

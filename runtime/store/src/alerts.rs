@@ -1,7 +1,7 @@
 //! Alert rules, fired alerts and their delivery outcomes.
 
 use crate::paging::List;
-use dibop_core::{new_id, now_ms};
+use dibop_core::{Severity, new_id, now_ms};
 use sqlx::FromRow;
 
 use super::{Page, Store};
@@ -23,7 +23,8 @@ pub struct AlertRuleRow {
 pub struct AlertRow {
     pub id: String,
     pub rule_id: String,
-    pub severity: String,
+    #[sqlx(try_from = "String")]
+    pub severity: Severity,
     pub metric: String,
     pub value: f64,
     pub threshold: f64,
@@ -35,7 +36,7 @@ pub struct AlertRow {
 /// An alert to store.
 pub struct NewAlert {
     pub rule_id: String,
-    pub severity: String,
+    pub severity: Severity,
     pub metric: String,
     pub value: f64,
     pub threshold: f64,
@@ -172,7 +173,7 @@ impl Store {
         .bind(new_id())
         .bind(enterprise_id)
         .bind(alert.rule_id)
-        .bind(alert.severity)
+        .bind(alert.severity.as_str())
         .bind(alert.metric)
         .bind(alert.value)
         .bind(alert.threshold)

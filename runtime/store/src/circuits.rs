@@ -5,13 +5,14 @@
 use sqlx::FromRow;
 
 use super::Store;
+use dibop_core::CircuitState;
 
 /// The stored state of one connection's circuit (no row: closed, no failures).
 #[derive(Debug, Clone, FromRow)]
 pub struct CircuitRow {
     pub connection_id: String,
-    /// `closed`, `open` or `half_open`.
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: CircuitState,
     /// Consecutive failed calls.
     pub failures: i64,
     /// When it opened, or when the trial call of a half-open circuit began (unix ms).
@@ -39,7 +40,7 @@ impl Store {
             return Ok(None);
         }
         let row = self.circuit(connection_id).await?;
-        if row.as_ref().is_none_or(|r| r.state == "closed" && r.failures == 0) {
+        if row.as_ref().is_none_or(|r| r.state == CircuitState::Closed && r.failures == 0) {
             self.caches.healthy_circuits.insert(key, ());
         }
         Ok(row)
@@ -54,12 +55,12 @@ impl Store {
         .bind(enterprise_id)
         .fetch_all(self.reads())
         .await?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|(system, connection_id, state, failures, opened_at, updated_at)| {
-                (system, CircuitRow { connection_id, state, failures, opened_at, updated_at })
+                let state = state.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                Ok((system, CircuitRow { connection_id, state, failures, opened_at, updated_at }))
             })
-            .collect())
+            .collect()
     }
 
     /// Claims the trial call of a circuit that has been open (or whose last trial began) at

@@ -1,7 +1,7 @@
 //! Enterprises, users and API keys.
 
 use crate::paging::List;
-use dibop_core::{Role, new_id, now_ms};
+use dibop_core::{Role, UserStatus, new_id, now_ms};
 use sqlx::FromRow;
 
 use super::{Page, Store};
@@ -46,7 +46,8 @@ pub struct User {
     /// The explicit grant of platform rights on top of `role` (the bootstrap admin has it); see
     /// [`User::has_platform_rights`].
     pub platform_access: i64,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: UserStatus,
     pub password_hash: String,
     /// Moves on when the password changes or the user is deactivated; access tokens carry the
     /// generation they were issued under and are refused once it moved on.
@@ -58,7 +59,7 @@ pub struct User {
 
 impl User {
     pub fn is_active(&self) -> bool {
-        self.status == "active"
+        self.status == UserStatus::Active
     }
 
     /// Platform rights: the role `platform_admin`, or the explicit `platform_access` grant.
@@ -83,7 +84,7 @@ pub struct UserPatch {
     pub name: Option<String>,
     pub role: Option<Role>,
     pub platform_access: Option<bool>,
-    pub status: Option<String>,
+    pub status: Option<UserStatus>,
     pub password_hash: Option<String>,
 }
 
@@ -377,7 +378,7 @@ impl Store {
         patch: UserPatch,
         platform_users: PlatformUsers,
     ) -> sqlx::Result<Option<User>> {
-        let ends_tokens = patch.password_hash.is_some() || patch.status.as_deref() == Some("deactivated");
+        let ends_tokens = patch.password_hash.is_some() || patch.status == Some(UserStatus::Deactivated);
         sqlx::query_as(&format!(
             "UPDATE users SET name = COALESCE($3, name), role = COALESCE($4, role), \
              status = COALESCE($5, status), password_hash = COALESCE($6, password_hash), updated_at = $7, \
@@ -389,7 +390,7 @@ impl Store {
         .bind(id)
         .bind(patch.name)
         .bind(patch.role.map(|r| r.as_str()))
-        .bind(patch.status)
+        .bind(patch.status.map(UserStatus::as_str))
         .bind(patch.password_hash)
         .bind(now_ms())
         .bind(patch.platform_access.map(i64::from))

@@ -1,7 +1,7 @@
 //! Plugin versions: the global catalogue (enterprise_id NULL) and enterprises' private ones.
 
 use crate::paging::List;
-use dibop_core::{new_id, now_ms};
+use dibop_core::{PluginStatus, new_id, now_ms};
 use sqlx::FromRow;
 
 use super::{Page, Store};
@@ -20,7 +20,8 @@ pub struct PluginRow {
     /// The `describe()` answer as JSON.
     pub info: String,
     pub bundled: i64,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: PluginStatus,
     pub created_at: i64,
     /// The trusted signer whose key verified the upload.
     pub signed_by: Option<String>,
@@ -38,8 +39,8 @@ pub struct NewPlugin {
     pub info: String,
     pub bundled: bool,
     pub signed_by: Option<String>,
-    /// `active`, or `pending` for a version that waits for an admin's approval.
-    pub status: String,
+    /// `Active`, or `Pending` for a version that waits for an admin's approval.
+    pub status: PluginStatus,
 }
 
 const COLUMNS: &str = "id, enterprise_id, slug, version, world, sha256, size_bytes, name, description, info, bundled, status, created_at, \
@@ -79,7 +80,7 @@ impl Store {
         .bind(i64::from(plugin.bundled))
         .bind(now_ms())
         .bind(plugin.signed_by)
-        .bind(plugin.status)
+        .bind(plugin.status.as_str())
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -192,26 +193,31 @@ impl Store {
             .await
     }
 
-    /// The versions of `slug` in `status` (`disabled`, `pending`) the enterprise could see: why
+    /// The versions of `slug` in `status` (`Disabled`, `Pending`) the enterprise could see: why
     /// a pin admits no usable version.
-    pub async fn versions_in_status(&self, enterprise_id: &str, slug: &str, status: &str) -> sqlx::Result<Vec<String>> {
+    pub async fn versions_in_status(
+        &self,
+        enterprise_id: &str,
+        slug: &str,
+        status: PluginStatus,
+    ) -> sqlx::Result<Vec<String>> {
         sqlx::query_scalar(&format!(
             "SELECT version FROM plugins WHERE {VISIBLE} AND slug = $2 AND status = $3 ORDER BY version"
         ))
         .bind(enterprise_id)
         .bind(slug)
-        .bind(status)
+        .bind(status.as_str())
         .fetch_all(self.reads())
         .await
     }
 
-    /// Sets a version's status (`active`, `deprecated` or `disabled`). Global ones only with
+    /// Sets a version's status (`Active`, `Deprecated` or `Disabled`). Global ones only with
     /// `global_allowed`. Answers the updated row; `None` when not visible to the caller.
     pub async fn set_plugin_status(
         &self,
         enterprise_id: &str,
         id: &str,
-        status: &str,
+        status: PluginStatus,
         global_allowed: bool,
     ) -> sqlx::Result<Option<PluginRow>> {
         let scope = if global_allowed { VISIBLE } else { "enterprise_id = $1" };
@@ -219,7 +225,7 @@ impl Store {
             sqlx::query_as(&format!("UPDATE plugins SET status = $3 WHERE {scope} AND id = $2 RETURNING {COLUMNS}"))
                 .bind(enterprise_id)
                 .bind(id)
-                .bind(status)
+                .bind(status.as_str())
                 .fetch_all(&self.pool)
                 .await
                 .map(crate::first);

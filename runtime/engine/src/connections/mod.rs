@@ -6,7 +6,7 @@ mod save;
 
 pub use save::{Proposed, SaveError, Stored, validate};
 
-use dibop_core::World;
+use dibop_core::{PluginStatus, World};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -108,7 +108,7 @@ pub async fn prepare(engine: &Engine, row: &ConnectionRow, caller: Caller) -> Re
     let pin = VersionPin::parse(&row.plugin_version).unwrap_or(VersionPin::Newest);
     let Some(plugin) = engine.registry.resolve_pinned(&row.enterprise_id, World::Connector, &row.system, &pin).await?
     else {
-        let disabled = engine.store.versions_in_status(&row.enterprise_id, &row.system, "disabled").await?;
+        let disabled = engine.store.versions_in_status(&row.enterprise_id, &row.system, PluginStatus::Disabled).await?;
         if let Some(version) = disabled.iter().find(|v| pin.admits(v)) {
             return Err(ConnectionError::Disabled(format!(
                 "version {version} of connector {:?} is disabled; pin another version on connection {} (PUT \

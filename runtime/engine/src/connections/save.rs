@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use dibop_core::{FieldError, Validator, World};
+use dibop_core::{FieldError, PluginStatus, Validator, World};
 use dibop_plugin_host::registry::VersionPin;
 use dibop_plugin_host::{MAX_MEMORY_BYTES, PluginInfo};
 use dibop_store::ConnectionFields;
@@ -112,7 +112,7 @@ pub async fn validate(
     let pin = VersionPin::parse(&pin_text).map_err(|m| refused("plugin_version", m))?;
     let registry = &engine.registry;
     let Some(plugin) = registry.resolve_pinned(enterprise_id, World::Connector, &input.system, &pin).await? else {
-        let pending = engine.store.versions_in_status(enterprise_id, &input.system, "pending").await?;
+        let pending = engine.store.versions_in_status(enterprise_id, &input.system, PluginStatus::Pending).await?;
         if let Some(waiting) = pending.iter().find(|v| pin.admits(v)) {
             return Err(refused(
                 "plugin_version",
@@ -135,9 +135,9 @@ pub async fn validate(
         });
     };
     // A deprecated version serves the connections that pin it already, and no others.
-    if plugin.status == "deprecated" && new_pin {
+    if plugin.status == PluginStatus::Deprecated && new_pin {
         let newest = registry.resolve(enterprise_id, World::Connector, &input.system).await?;
-        let hint = match newest.filter(|p| p.status == "active") {
+        let hint = match newest.filter(|p| p.status == PluginStatus::Active) {
             Some(active) => format!("; the newest active version is {}", active.version),
             None => String::new(),
         };
