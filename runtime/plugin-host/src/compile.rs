@@ -14,23 +14,17 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use crate::{ConnectorPreOf, Loaded, MAX_MEMORY_BYTES, PluginHost, TICK, TransformPreOf};
 
-/// Component instances the process-wide pooling allocator holds: [`crate::MAX_LIVE_CALLS`]
-/// live calls and twice the idle warm instances one host keeps (`warm::TOTAL`, 32).
-const POOLED_INSTANCES: u32 = 240;
-
 /// The process-wide engine, with the pooling allocator and epoch interruption, and the thread
 /// that advances its epoch.
 pub(crate) fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        // Room for the live calls and the idle warm instances of two hosts (a test process
-        // runs two tests side by side, each with its own host); addresses only, not memory.
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(POOLED_INSTANCES)
-            .total_core_instances(10 * POOLED_INSTANCES)
-            .total_memories(2 * POOLED_INSTANCES)
-            .total_tables(2 * POOLED_INSTANCES)
-            .total_stacks(POOLED_INSTANCES)
+        pool.total_component_instances(200)
+            .total_core_instances(2000)
+            .total_memories(400)
+            .total_tables(400)
+            .total_stacks(200)
             .max_memory_size(MAX_MEMORY_BYTES)
             .table_elements(200_000)
             .max_component_instance_size(4 << 20)

@@ -75,10 +75,10 @@ const TICK: Duration = Duration::from_millis(10);
 /// Bytes of stdout and of stderr kept per call.
 const OUTPUT_CAPACITY: usize = 256 * 1024;
 /// Calls with a live instance at once in the process; more wait for one to end instead of
-/// failing. With the idle warm instances of up to two hosts (`warm::TOTAL`, 32 each; a test
-/// process runs two tests side by side) they stay within the process-wide pooling allocator's
-/// 240 component instances, 240 stacks and 480 memories (two per instance at most): a node runs
-/// up to `max_in_flight` executions, far more than the pool holds.
+/// failing. With the idle warm instances of one host (`warm::TOTAL`, 32) they stay within the
+/// process-wide pooling allocator's 200 component instances, 200 stacks and 400 memories (two
+/// per instance at most): a node runs up to `max_in_flight` executions, far more than the pool
+/// holds.
 pub const MAX_LIVE_CALLS: usize = 160;
 /// Calls with a live instance one enterprise may hold at once: a tenant whose calls all wait
 /// on a slow (or hostile) system leaves the other half of [`MAX_LIVE_CALLS`] to the others.
