@@ -39,7 +39,7 @@ use crate::Engine;
 use dibop_core::{ApiCallStatus, CircuitState, FieldError, now_ms};
 use dibop_plugin_host::CallError;
 use dibop_plugin_host::outbound::{ApiCallRecord, CallOrigin, Pacer};
-use dibop_store::{CircuitRow, ConnectionRow};
+use dibop_store::{CircuitRow, ConnectionRow, Store};
 
 /// Longest a `Retry-After` of an upstream delays a step's next attempt.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
@@ -332,7 +332,7 @@ pub async fn admit(
             untried(engine, connection).await;
         }
     };
-    let permit = match permit(engine, connection, policy, held).await {
+    let permit = match permit(&engine.store, connection, policy, held).await {
         Ok(permit) => permit,
         Err(message) => {
             untried().await;
@@ -363,9 +363,11 @@ pub async fn untried(engine: &Engine, connection: &ConnectionRow) {
 /// of the permit it was admitted with. Late, it takes the connection's next permit (in arrival
 /// order, as [`admit`] does) and waits for its window in place when that is at most
 /// `inline_ms` away and within half of the call's remaining time; otherwise the request is not
-/// sent and the pacer keeps that permit ([`StepPacer::kept`]) for the step's next try.
+/// sent and the pacer keeps that permit ([`StepPacer::kept`]) for the step's next try. It holds
+/// the store, not the engine: a warm instance keeps its last call's hooks, and the engine owns
+/// the warm pool (a circle would keep every instance alive).
 pub struct StepPacer {
-    engine: Engine,
+    store: Store,
     connection: Arc<ConnectionRow>,
     policy: Arc<Resilience>,
     permit: Permit,
@@ -382,7 +384,7 @@ impl StepPacer {
         inline_ms: i64,
     ) -> Arc<Self> {
         Arc::new(Self {
-            engine: engine.clone(),
+            store: engine.store.clone(),
             connection: Arc::new(connection.clone()),
             policy: Arc::new(policy.clone()),
             permit,
@@ -403,10 +405,10 @@ impl Pacer for StepPacer {
     }
 
     fn repace(&self, remaining: Duration) -> BoxFuture<'static, Option<Duration>> {
-        let (engine, connection, policy) = (self.engine.clone(), self.connection.clone(), self.policy.clone());
+        let (store, connection, policy) = (self.store.clone(), self.connection.clone(), self.policy.clone());
         let (inline_ms, kept) = (self.inline_ms, self.kept.clone());
         Box::pin(async move {
-            match permit(&engine, &connection, &policy, None).await {
+            match permit(&store, &connection, &policy, None).await {
                 Ok(Some(next)) => {
                     let wait = (next.window_ms - now_ms()).max(0);
                     let half = i64::try_from(remaining.as_millis() / 2).unwrap_or(i64::MAX);
@@ -431,14 +433,14 @@ impl Pacer for StepPacer {
 /// of the connection's limit (`None` when the database could not say: calls are not stopped by
 /// it). The error, a message, when the next permit is further away than the policy allows.
 async fn permit(
-    engine: &Engine,
+    store: &Store,
     connection: &ConnectionRow,
     policy: &Resilience,
     held: Option<Permit>,
 ) -> Result<Option<Permit>, String> {
     // The enterprise's quota bounds every connection's own limit, also one saved before the
     // quota was lowered (unread, the connection's own limit or 60 a minute applies).
-    let quota = match engine.store.outbound_limit(&connection.enterprise_id).await {
+    let quota = match store.outbound_limit(&connection.enterprise_id).await {
         Ok(limit) => Some(u64::try_from(limit).unwrap_or(60)),
         Err(e) => {
             tracing::warn!(connection = %connection.id, error = %e, "reading the outbound quota");
@@ -455,7 +457,7 @@ async fn permit(
     let latest = now.saturating_add(i64::try_from(max_wait).unwrap_or(i64::MAX / 2));
     let earliest = earliest_window(now, rate.period_ms);
     let limit = i64::try_from(rate.limit).unwrap_or(i64::MAX);
-    match engine.store.reserve_permit(&bucket, earliest, limit, rate.period_ms, latest).await {
+    match store.reserve_permit(&bucket, earliest, limit, rate.period_ms, latest).await {
         Ok(Some(window_ms)) => Ok(Some(Permit { bucket, window_ms, period_ms: rate.period_ms })),
         Ok(None) => Err(format!(
             "connection {} allows {} and its calls already waiting take them for longer than this call may wait ({max_wait} ms, resilience.rate_limit.max_wait_ms)",

@@ -409,6 +409,12 @@ impl PluginHost {
             && w.stderr.contents().len() < OUTPUT_CAPACITY / 2
             && w.store.data().limits.memory_used() <= WARM_MEMORY_BYTES;
         if result.is_ok() && roomy {
+            // An idle instance keeps no hooks of its last call: the engine's authenticator and
+            // pacer hold parts of the engine, which owns this pool (a circle would keep every
+            // pooled instance alive); the next call sets its own.
+            let outbound = &mut w.store.data_mut().outbound;
+            outbound.auth = None;
+            outbound.pacer = None;
             self.warm.give_back(key, w);
         } else {
             drop(w);
@@ -607,6 +613,41 @@ mod tests {
             super::python_exception(real).as_deref(),
             Some("KeyError: 'missing' (at app.py:78 in invoke, app.py:40 in explode)")
         );
+    }
+
+    /// A pacer that only holds `marker` (as the engine's hold the engine's parts).
+    struct Holding(#[allow(dead_code)] std::sync::Arc<()>);
+
+    impl crate::outbound::Pacer for Holding {
+        fn send_by(&self) -> i64 {
+            i64::MAX
+        }
+
+        fn repace(
+            &self,
+            _: std::time::Duration,
+        ) -> futures_util::future::BoxFuture<'static, Option<std::time::Duration>> {
+            Box::pin(async { None })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pooled_instance_keeps_no_hooks_of_its_last_call() {
+        let dir = tempfile::tempdir().expect("dir");
+        let host = crate::PluginHost::new(dir.path(), true, u32::MAX).expect("host");
+        let bytes = std::fs::read(format!("{}/hostile.wasm", crate::registry::GUEST_DIR)).expect("guest");
+        let loaded = host.load(&dibop_core::sha256_hex(&bytes), &bytes).await.expect("loads");
+        let crate::Loaded::Connector(connector) = loaded else { panic!("a connector") };
+        let marker = std::sync::Arc::new(());
+        let pacer = crate::outbound::PaceHandle(std::sync::Arc::new(Holding(marker.clone())));
+        let spec = crate::CallSpec { plugin: "hostile".into(), pacer: Some(pacer), ..crate::CallSpec::default() };
+        let input = serde_json::json!({"still": "here"});
+        let report = host.invoke(&connector, &spec, "echo", &input, crate::Invocation::default()).await;
+        assert_eq!(report.result.expect("echo"), input);
+        drop(spec);
+        // The instance went back to the pool (a clean call); it must not keep the pacer, or a
+        // pacer holding the engine that owns the pool would keep both alive for ever.
+        assert_eq!(std::sync::Arc::strong_count(&marker), 1, "the pooled instance holds its last call's pacer");
     }
 
     #[test]
