@@ -58,10 +58,76 @@ fn scrub(value: &mut Value) {
     }
 }
 
+dibop_core::kinds! {
+    /// What was done (an entry's `action`).
+    pub enum Action {
+        /// A resource was made.
+        Create = "create",
+        /// A resource was changed.
+        Update = "update",
+        /// A resource was removed.
+        Delete = "delete",
+        /// A plugin version was uploaded.
+        Upload = "upload",
+        /// A plugin version was disabled.
+        Disable = "disable",
+        /// An API key was revoked.
+        Revoke = "revoke",
+        /// A user was deactivated.
+        Deactivate = "deactivate",
+        /// A connection was tested.
+        Test = "test",
+        /// A connection's change was tried without saving it.
+        DryRun = "dry_run",
+        /// An execution was cancelled.
+        Cancel = "cancel",
+        /// An execution was retried.
+        Retry = "retry",
+        /// Executions were replayed.
+        Replay = "replay",
+        /// Paused executions were resumed.
+        Resume = "resume",
+        /// Someone signed in.
+        Login = "login",
+        /// A sign-in was refused.
+        LoginFailed = "login_failed",
+    }
+}
+
+dibop_core::kinds! {
+    /// What it was done to (an entry's `resource`).
+    pub enum Resource {
+        /// An orchestration.
+        Orchestration = "orchestration",
+        /// A connection.
+        Connection = "connection",
+        /// A plugin version.
+        Plugin = "plugin",
+        /// A trusted plugin signer.
+        PluginSigner = "plugin_signer",
+        /// A user.
+        User = "user",
+        /// An API key.
+        ApiKey = "api_key",
+        /// The enterprise's settings.
+        Settings = "settings",
+        /// A webhook.
+        Webhook = "webhook",
+        /// An alert rule.
+        AlertRule = "alert_rule",
+        /// An enterprise.
+        Enterprise = "enterprise",
+        /// An execution.
+        Execution = "execution",
+        /// A sign-in session.
+        Session = "session",
+    }
+}
+
 /// One change, as a handler reports it.
 pub struct Change<'a> {
-    pub action: &'a str,
-    pub resource: &'a str,
+    pub action: Action,
+    pub resource: Resource,
     pub resource_id: Option<&'a str>,
     pub before: Option<Value>,
     pub after: Option<Value>,
@@ -86,8 +152,8 @@ pub async fn write(state: &AppState, enterprise_id: Option<String>, actor: Strin
         enterprise_id,
         at: dibop_core::now_ms(),
         actor,
-        action: change.action.to_owned(),
-        resource: change.resource.to_owned(),
+        action: change.action.as_str().to_owned(),
+        resource: change.resource.as_str().to_owned(),
         resource_id: change.resource_id.map(str::to_owned),
         before: text(change.before),
         after: text(change.after),

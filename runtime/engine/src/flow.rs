@@ -5,7 +5,7 @@
 use dibop_core::{StepKind, StepStatus};
 use serde_json::{Value, json};
 
-use super::definition::{FlatStep, Step};
+use super::definition::{FlatStep, OnError, Step};
 use super::mapping::{self, Lookup, Scope};
 
 /// What to do with the step at hand.
@@ -97,7 +97,7 @@ impl<'a> Flow<'a> {
                 self.scope.set(&step.name, output.cloned().unwrap_or(Value::Null));
                 self.last = Some(step.name.clone());
             }
-            StepStatus::Failed if step.on_error.as_deref() == Some("continue") => {
+            StepStatus::Failed if step.on_error == Some(OnError::Continue) => {
                 self.partial = true;
                 self.scope.set(&step.name, Value::Null);
             }

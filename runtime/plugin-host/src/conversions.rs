@@ -29,26 +29,36 @@ fn schema(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
 }
 
-fn snake(debug: impl std::fmt::Debug) -> String {
-    let full = format!("{debug:?}");
-    // The generated Debug may name the type (`AuthType::ApiKey`): keep the variant.
-    let name = full.rsplit("::").next().unwrap_or(&full);
-    let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_lowercase());
+/// A system type's name, as the API shows it.
+fn system_type(kind: types::SystemType) -> &'static str {
+    match kind {
+        types::SystemType::General => "general",
+        types::SystemType::Oem => "oem",
+        types::SystemType::Dms => "dms",
+        types::SystemType::Crm => "crm",
+        types::SystemType::Finance => "finance",
+        types::SystemType::Telematics => "telematics",
+        types::SystemType::Logistics => "logistics",
     }
-    out
+}
+
+/// An auth type's name, as the API shows it and connections' `auth` names it.
+fn auth_type(kind: types::AuthType) -> &'static str {
+    match kind {
+        types::AuthType::None => "none",
+        types::AuthType::ApiKey => "api_key",
+        types::AuthType::Basic => "basic",
+        types::AuthType::Bearer => "bearer",
+        types::AuthType::Oauth2ClientCredentials => "oauth2_client_credentials",
+    }
 }
 
 impl From<types::ConnectorInfo> for PluginInfo {
     fn from(info: types::ConnectorInfo) -> Self {
         Self {
             world: World::Connector,
-            system_type: Some(snake(info.system_type)),
-            auth: Some(snake(info.auth)),
+            system_type: Some(system_type(info.system_type).to_owned()),
+            auth: Some(auth_type(info.auth).to_owned()),
             config: info.config.into_iter().map(ConfigKeyInfo::from).collect(),
             operations: info.operations.into_iter().map(OperationInfo::from).collect(),
             slug: info.slug,

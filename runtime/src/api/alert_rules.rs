@@ -17,7 +17,7 @@ use super::datetime;
 use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination, iso_instant};
 use super::kept;
 use crate::alerts::{self, RuleDefinition};
-use crate::audit::{self, Change};
+use crate::audit::{self, Action, Change, Resource};
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult, OrNotFound};
 use crate::state::AppState;
@@ -126,7 +126,13 @@ async fn create_rule(
     let row =
         state.store.create_alert_rule(&principal.enterprise_id, rule.name.trim(), &text, &sealed, rule.enabled).await?;
     let after = Some(audit::scrubbed(&view(&row, None)?));
-    let change = Change { action: "create", resource: "alert_rule", resource_id: Some(&row.id), before: None, after };
+    let change = Change {
+        action: Action::Create,
+        resource: Resource::AlertRule,
+        resource_id: Some(&row.id),
+        before: None,
+        after,
+    };
     audit::record(&state, &principal, change).await;
     Ok((StatusCode::CREATED, Json(view(&row, Some(secret))?)))
 }
@@ -166,7 +172,7 @@ async fn replace_rule(
     audit::record(
         &state,
         &principal,
-        Change { action: "update", resource: "alert_rule", resource_id: Some(&id), before, after },
+        Change { action: Action::Update, resource: Resource::AlertRule, resource_id: Some(&id), before, after },
     )
     .await;
     Ok(Json(shown))
@@ -183,7 +189,13 @@ async fn delete_rule(
     let current = rule_row(&state, &principal, &id).await.ok();
     if state.store.delete_alert_rule(&principal.enterprise_id, &id).await? {
         let before = current.map(|row| view(&row, None)).transpose()?.map(|v| audit::scrubbed(&v));
-        let change = Change { action: "delete", resource: "alert_rule", resource_id: Some(&id), before, after: None };
+        let change = Change {
+            action: Action::Delete,
+            resource: Resource::AlertRule,
+            resource_id: Some(&id),
+            before,
+            after: None,
+        };
         audit::record(&state, &principal, change).await;
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::{datetime, opt_datetime};
-use crate::audit::{self, Change};
+use crate::audit::{self, Action, Change, Resource};
 use crate::auth::{Principal, api_keys, policy};
 use crate::error::{AppError, AppResult, Validator};
 use crate::state::AppState;
@@ -136,7 +136,13 @@ async fn create_key(
     audit::record(
         &state,
         &principal,
-        Change { action: "create", resource: "api_key", resource_id: Some(&created.id), before: None, after },
+        Change {
+            action: Action::Create,
+            resource: Resource::ApiKey,
+            resource_id: Some(&created.id),
+            before: None,
+            after,
+        },
     )
     .await;
     Ok((StatusCode::CREATED, Json(created)))
@@ -154,8 +160,13 @@ async fn revoke_key(
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
     if state.store.revoke_api_key(&principal.enterprise_id, &id).await? {
-        let change =
-            Change { action: "revoke", resource: "api_key", resource_id: Some(&id), before: None, after: None };
+        let change = Change {
+            action: Action::Revoke,
+            resource: Resource::ApiKey,
+            resource_id: Some(&id),
+            before: None,
+            after: None,
+        };
         audit::record(&state, &principal, change).await;
         Ok(StatusCode::NO_CONTENT)
     } else {

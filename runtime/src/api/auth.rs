@@ -24,7 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::ApiJson;
-use crate::audit::{self, Change};
+use crate::audit::{self, Action, Change, Resource};
 use crate::error::{AppError, AppResult, Validator};
 use crate::ratelimit::Decision;
 use crate::state::AppState;
@@ -126,8 +126,13 @@ async fn login(
     let Some(user) = check.matches.iter().map(|&i| &accounts[i]).find(|u| u.is_active()) else {
         // In the enterprise of the address's (oldest) account; platform-wide for an unknown one.
         let enterprise = accounts.first().map(|a| a.enterprise_id.clone());
-        let change =
-            Change { action: "login_failed", resource: "session", resource_id: None, before: None, after: None };
+        let change = Change {
+            action: Action::LoginFailed,
+            resource: Resource::Session,
+            resource_id: None,
+            before: None,
+            after: None,
+        };
         audit::write(&state, enterprise, audit::failed_login_actor(&email), change).await;
         return Err(AppError::Unauthorized("invalid email or password".into()));
     };
@@ -140,8 +145,13 @@ async fn login(
         .ok_or_else(|| AppError::Unauthorized("invalid email or password".into()))?;
     let (access_token, expires_in) = state.tokens.issue(user, enterprise.session_duration_minutes)?;
     state.store.record_login(&user.id).await?;
-    let change =
-        Change { action: "login", resource: "session", resource_id: Some(&user.id), before: None, after: None };
+    let change = Change {
+        action: Action::Login,
+        resource: Resource::Session,
+        resource_id: Some(&user.id),
+        before: None,
+        after: None,
+    };
     audit::write(&state, Some(user.enterprise_id.clone()), format!("user:{}", user.id), change).await;
     Ok(Json(LoginResponse { access_token, token_type: "bearer", expires_in }))
 }

@@ -16,7 +16,7 @@ use super::api_calls::ApiCallView;
 use super::datetime;
 use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination};
 use super::kept;
-use crate::audit::{self, Change};
+use crate::audit::{self, Action, Change, Resource};
 use crate::auth::Principal;
 use crate::connections::{self, Caller, Proposed, Stored};
 use crate::engine::host_auth::{self, HostAuth};
@@ -333,7 +333,7 @@ async fn create_connection(
     audit::record(
         &state,
         &principal,
-        Change { action: "create", resource: "connection", resource_id: Some(&id), before: None, after },
+        Change { action: Action::Create, resource: Resource::Connection, resource_id: Some(&id), before: None, after },
     )
     .await;
     Ok((StatusCode::CREATED, Json(ConnectionView { test: tested, ..shown })))
@@ -455,7 +455,7 @@ async fn replace_connection(
     audit::record(
         &state,
         &principal,
-        Change { action: "update", resource: "connection", resource_id: Some(&id), before, after },
+        Change { action: Action::Update, resource: Resource::Connection, resource_id: Some(&id), before, after },
     )
     .await;
     Ok(Json(ConnectionView { test: tested, ..shown }))
@@ -520,7 +520,13 @@ async fn delete_connection(
     if state.store.delete_connection(&principal.enterprise_id, &id).await? {
         let before =
             current.map(|row| view(&state, row, CircuitState::Closed)).transpose()?.map(|v| audit::scrubbed(&v));
-        let change = Change { action: "delete", resource: "connection", resource_id: Some(&id), before, after: None };
+        let change = Change {
+            action: Action::Delete,
+            resource: Resource::Connection,
+            resource_id: Some(&id),
+            before,
+            after: None,
+        };
         audit::record(&state, &principal, change).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -551,7 +557,8 @@ async fn test_connection(
 /// answer is left out, it is the connector's, not the connection's).
 async fn record_dry_run(state: &AppState, principal: &Principal, id: Option<&str>, shown: &ConnectionView) {
     let after = Some(audit::scrubbed(shown));
-    let change = Change { action: "dry_run", resource: "connection", resource_id: id, before: None, after };
+    let change =
+        Change { action: Action::DryRun, resource: Resource::Connection, resource_id: id, before: None, after };
     audit::record(state, principal, change).await;
 }
 
@@ -589,8 +596,13 @@ async fn run_test(
         "unsaved": unsaved,
         "plugin_version": row.plugin_version,
     });
-    let change =
-        Change { action: "test", resource: "connection", resource_id: stored_id, before: None, after: Some(after) };
+    let change = Change {
+        action: Action::Test,
+        resource: Resource::Connection,
+        resource_id: stored_id,
+        before: None,
+        after: Some(after),
+    };
     audit::record(state, principal, change).await;
     Ok(TestResult {
         status: status.into(),

@@ -14,7 +14,7 @@ use super::datetime;
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::settings::{Settings, valid_timezone};
 use super::users::{UserView, check_password, hash_for};
-use crate::audit::{self, Change};
+use crate::audit::{self, Action, Change, Resource};
 use crate::error::{AppResult, OrConflict, OrNotFound, Validator};
 use crate::state::AppState;
 use crate::store::{Enterprise, NewEnterprise, NewUser};
@@ -142,7 +142,8 @@ async fn create_enterprise(
     // In the new enterprise's log, so that its admins see who created it.
     let id = created.enterprise.id.clone();
     let after = Some(audit::scrubbed(&created));
-    let change = Change { action: "create", resource: "enterprise", resource_id: Some(&id), before: None, after };
+    let change =
+        Change { action: Action::Create, resource: Resource::Enterprise, resource_id: Some(&id), before: None, after };
     audit::write(&state, Some(id.clone()), audit::actor(&principal), change).await;
     Ok((StatusCode::CREATED, Json(created)))
 }

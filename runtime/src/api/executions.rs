@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 use super::authn::rate_limit_headers;
 use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination, iso_instant};
 use super::{datetime, opt_datetime};
-use crate::audit::{self, Change};
+use crate::audit::{self, Action, Change, Resource};
 use crate::auth::Principal;
 use crate::engine::executions;
 use crate::error::{AppError, AppResult, OrNotFound};
@@ -371,7 +371,13 @@ async fn cancel_execution(
     Path(id): Path<String>,
 ) -> AppResult<Json<ExecutionSummary>> {
     let row = executions::cancel(&state.engine, &principal.enterprise_id, &id).await?;
-    let change = Change { action: "cancel", resource: "execution", resource_id: Some(&id), before: None, after: None };
+    let change = Change {
+        action: Action::Cancel,
+        resource: Resource::Execution,
+        resource_id: Some(&id),
+        before: None,
+        after: None,
+    };
     audit::record(&state, &principal, change).await;
     Ok(Json(summary(&row)?))
 }
@@ -392,7 +398,13 @@ async fn retry_execution(
 ) -> AppResult<(StatusCode, Json<ExecutionSummary>)> {
     let row =
         executions::retry(&state.engine, &principal.enterprise_id, &id, Some(principal.executions_per_minute)).await?;
-    let change = Change { action: "retry", resource: "execution", resource_id: Some(&id), before: None, after: None };
+    let change = Change {
+        action: Action::Retry,
+        resource: Resource::Execution,
+        resource_id: Some(&id),
+        before: None,
+        after: None,
+    };
     audit::record(&state, &principal, change).await;
     Ok((StatusCode::ACCEPTED, Json(summary(&row)?)))
 }

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use super::datetime;
 use super::extract::{JsonOrYaml, PageQuery, Paginated, Pagination};
 use super::kept;
-use crate::audit::{self, Change};
+use crate::audit::{self, Action, Change, Resource};
 use crate::auth::Principal;
 use crate::engine::definition::{self, Catalogue, Definition};
 use crate::error::{AppError, AppResult, OrNotFound};
@@ -193,8 +193,13 @@ async fn create_orchestration(
         .await?;
     let shown = view(row)?;
     let after = Some(audit::scrubbed(&shown));
-    let change =
-        Change { action: "create", resource: "orchestration", resource_id: Some(&shown.id), before: None, after };
+    let change = Change {
+        action: Action::Create,
+        resource: Resource::Orchestration,
+        resource_id: Some(&shown.id),
+        before: None,
+        after,
+    };
     audit::record(&state, &principal, change).await;
     Ok((StatusCode::CREATED, Json(shown)))
 }
@@ -259,7 +264,7 @@ async fn replace_orchestration(
     audit::record(
         &state,
         &principal,
-        Change { action: "update", resource: "orchestration", resource_id: Some(&id), before, after },
+        Change { action: Action::Update, resource: Resource::Orchestration, resource_id: Some(&id), before, after },
     )
     .await;
     Ok(Json(shown))
@@ -279,8 +284,13 @@ async fn delete_orchestration(
     let current = state.store.get_orchestration(&principal.enterprise_id, &id).await?;
     if state.store.delete_orchestration(&principal.enterprise_id, &id).await? {
         let before = current.map(view).transpose()?.map(|v| audit::scrubbed(&v));
-        let change =
-            Change { action: "delete", resource: "orchestration", resource_id: Some(&id), before, after: None };
+        let change = Change {
+            action: Action::Delete,
+            resource: Resource::Orchestration,
+            resource_id: Some(&id),
+            before,
+            after: None,
+        };
         audit::record(&state, &principal, change).await;
         Ok(StatusCode::NO_CONTENT)
     } else {

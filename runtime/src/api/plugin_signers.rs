@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use super::datetime;
 use super::extract::ApiJson;
-use crate::audit::{self, Change};
+use crate::audit::{self, Action, Change, Resource};
 use crate::auth::{Principal, policy};
 use crate::error::{AppError, AppResult, OrConflict, OrNotFound, Validator};
 use crate::signing;
@@ -95,8 +95,13 @@ async fn create_signer(
         .or_conflict(|| format!("a signer named {name:?} or with this key is trusted already"))?;
     let shown = SignerView::from(row);
     let after = Some(audit::scrubbed(&shown));
-    let change =
-        Change { action: "create", resource: "plugin_signer", resource_id: Some(&shown.id), before: None, after };
+    let change = Change {
+        action: Action::Create,
+        resource: Resource::PluginSigner,
+        resource_id: Some(&shown.id),
+        before: None,
+        after,
+    };
     audit::record(&state, &principal, change).await;
     Ok((StatusCode::CREATED, Json(shown)))
 }
@@ -115,7 +120,13 @@ async fn delete_signer(
     policy::require_platform(&principal, "removing a plugin signer")?;
     let row = state.store.delete_signer(&id).await?.or_not_found(format!("signer {id}"))?;
     let before = Some(audit::scrubbed(&SignerView::from(row)));
-    let change = Change { action: "delete", resource: "plugin_signer", resource_id: Some(&id), before, after: None };
+    let change = Change {
+        action: Action::Delete,
+        resource: Resource::PluginSigner,
+        resource_id: Some(&id),
+        before,
+        after: None,
+    };
     audit::record(&state, &principal, change).await;
     Ok(StatusCode::NO_CONTENT)
 }

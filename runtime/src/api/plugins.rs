@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use super::datetime;
 use super::extract::{ApiJson, ApiQuery, PageQuery, Paginated, Pagination};
-use crate::audit::{self, Change};
+use crate::audit::{self, Action, Change, Resource};
 use crate::auth::{Principal, policy};
 use crate::error::{AppError, AppResult, OrNotFound};
 use crate::plugins::PluginInfo;
@@ -159,8 +159,13 @@ async fn upload_plugin(
         Upload::Created(row) => {
             let shown = PluginView::from(row);
             let after = Some(audit::scrubbed(&shown));
-            let change =
-                Change { action: "upload", resource: "plugin", resource_id: Some(&shown.id), before: None, after };
+            let change = Change {
+                action: Action::Upload,
+                resource: Resource::Plugin,
+                resource_id: Some(&shown.id),
+                before: None,
+                after,
+            };
             audit::record(&state, &principal, change).await;
             Ok((StatusCode::CREATED, Json(shown)))
         }
@@ -265,7 +270,7 @@ async fn set_plugin_status(
     let shown = PluginView::from(row);
     let before = Some(audit::scrubbed(&PluginView::from(current)));
     let after = Some(audit::scrubbed(&shown));
-    let change = Change { action: "update", resource: "plugin", resource_id: Some(&id), before, after };
+    let change = Change { action: Action::Update, resource: Resource::Plugin, resource_id: Some(&id), before, after };
     audit::record(&state, &principal, change).await;
     Ok(Json(shown))
 }
@@ -313,7 +318,8 @@ async fn disable_plugin(
     let disabled = PluginStatus::Disabled;
     if state.store.set_plugin_status(&principal.enterprise_id, &id, disabled, principal.platform).await?.is_some() {
         let before = current.map(|row| audit::scrubbed(&PluginView::from(row)));
-        let change = Change { action: "disable", resource: "plugin", resource_id: Some(&id), before, after: None };
+        let change =
+            Change { action: Action::Disable, resource: Resource::Plugin, resource_id: Some(&id), before, after: None };
         audit::record(&state, &principal, change).await;
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use super::executions::ExecutionSearch;
 use super::extract::ApiJson;
-use crate::audit::{self, Change};
+use crate::audit::{self, Action, Change, Resource};
 use crate::auth::Principal;
 use crate::engine::executions::{self, Selection};
 use crate::error::{AppError, AppResult};
@@ -114,8 +114,13 @@ async fn replay_executions(
     for replayed in &bulk.done {
         let (original, replay) = (&replayed.original, &replayed.replay);
         let after = Some(serde_json::json!({"execution_id": replay.id, "parameters": parameters_shown(replay)}));
-        let change =
-            Change { action: "replay", resource: "execution", resource_id: Some(original), before: None, after };
+        let change = Change {
+            action: Action::Replay,
+            resource: Resource::Execution,
+            resource_id: Some(original),
+            before: None,
+            after,
+        };
         audit::record(&state, &principal, change).await;
     }
     tracing::info!(enterprise = %enterprise, actor = %actor, replays = bulk.done.len(), "executions replayed");

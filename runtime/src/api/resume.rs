@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use super::executions::{ExecutionSearch, ExecutionSummary, summary};
 use super::extract::{ApiJson, parse_json};
 use super::replay::parameters_shown;
-use crate::audit::{self, Change};
+use crate::audit::{self, Action, Change, Resource};
 use crate::auth::Principal;
 use crate::engine::executions::{self, Resumed, Selection};
 use crate::error::{AppError, AppResult};
@@ -163,8 +163,8 @@ async fn record(state: &AppState, principal: &Principal, resumed: &Resumed, skip
     let parameters = resumed.parameters_changed.then(|| parameters_shown(execution));
     let after = serde_json::json!({"parameters": parameters, "skipped": skipped});
     let change = Change {
-        action: "resume",
-        resource: "execution",
+        action: Action::Resume,
+        resource: Resource::Execution,
         resource_id: Some(&execution.id),
         before: None,
         after: Some(after),

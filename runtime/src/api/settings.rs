@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::ApiJson;
-use crate::audit::{self, Change};
+use crate::audit::{self, Action, Change, Resource};
 use crate::auth::{Principal, policy};
 use crate::error::{AppResult, OrNotFound, Validator};
 use crate::state::AppState;
@@ -161,7 +161,7 @@ async fn put_settings(
     audit::record(
         &state,
         &principal,
-        Change { action: "update", resource: "settings", resource_id: Some(&id), before, after },
+        Change { action: Action::Update, resource: Resource::Settings, resource_id: Some(&id), before, after },
     )
     .await;
     Ok(Json(shown))

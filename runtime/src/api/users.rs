@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination};
 use super::{datetime, opt_datetime};
-use crate::audit::{self, Change};
+use crate::audit::{self, Action, Change, Resource};
 use crate::auth::{Principal, policy};
 use crate::error::{AppError, AppResult, OrConflict, OrNotFound, Validator};
 use crate::state::AppState;
@@ -156,7 +156,7 @@ async fn create_user(
     audit::record(
         &state,
         &principal,
-        Change { action: "create", resource: "user", resource_id: Some(&shown.id), before: None, after },
+        Change { action: Action::Create, resource: Resource::User, resource_id: Some(&shown.id), before: None, after },
     )
     .await;
     Ok((StatusCode::CREATED, Json(shown)))
@@ -263,8 +263,13 @@ async fn update_user(
             let before = Some(audit::scrubbed(&UserView::from(current)));
             let mut after = audit::scrubbed(&shown);
             after["password_changed"] = serde_json::Value::Bool(password_changed);
-            let change =
-                Change { action: "update", resource: "user", resource_id: Some(&id), before, after: Some(after) };
+            let change = Change {
+                action: Action::Update,
+                resource: Resource::User,
+                resource_id: Some(&id),
+                before,
+                after: Some(after),
+            };
             audit::record(&state, &principal, change).await;
             Ok(Json(shown))
         }
@@ -299,7 +304,7 @@ async fn delete_user(
             audit::record(
                 &state,
                 &principal,
-                Change { action: "deactivate", resource: "user", resource_id: Some(&id), before, after },
+                Change { action: Action::Deactivate, resource: Resource::User, resource_id: Some(&id), before, after },
             )
             .await;
             Ok(StatusCode::NO_CONTENT)

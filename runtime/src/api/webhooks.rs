@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 use super::datetime;
 use super::extract::{ApiJson, PageQuery, Paginated, Pagination, parse_json, parse_xml};
-use crate::audit::{self, Change};
+use crate::audit::{self, Action, Change, Resource};
 use crate::auth::Principal;
 use crate::engine::definition::Definition;
 use crate::engine::executions;
@@ -156,7 +156,13 @@ async fn create_webhook(
     audit::record(
         &state,
         &principal,
-        Change { action: "create", resource: "webhook", resource_id: Some(&shown.id), before: None, after },
+        Change {
+            action: Action::Create,
+            resource: Resource::Webhook,
+            resource_id: Some(&shown.id),
+            before: None,
+            after,
+        },
     )
     .await;
     Ok((StatusCode::CREATED, Json(shown)))
@@ -176,7 +182,8 @@ async fn delete_webhook(
     let current = state.store.find_webhook(&id).await?.filter(|w| w.enterprise_id == principal.enterprise_id);
     if state.store.delete_webhook(&principal.enterprise_id, &id).await? {
         let before = current.map(|row| audit::scrubbed(&view(row, None)));
-        let change = Change { action: "delete", resource: "webhook", resource_id: Some(&id), before, after: None };
+        let change =
+            Change { action: Action::Delete, resource: Resource::Webhook, resource_id: Some(&id), before, after: None };
         audit::record(&state, &principal, change).await;
         Ok(StatusCode::NO_CONTENT)
     } else {

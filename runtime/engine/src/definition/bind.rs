@@ -4,18 +4,6 @@
 use super::*;
 
 /// Whether `value` is of the declared parameter type.
-pub(super) fn has_type(value: &Value, kind: &str) -> bool {
-    match kind {
-        "string" => value.is_string(),
-        "number" => value.is_number(),
-        "integer" => value.is_i64() || value.is_u64(),
-        "boolean" => value.is_boolean(),
-        "object" => value.is_object(),
-        "array" => value.is_array(),
-        _ => true,
-    }
-}
-
 /// Checks `given` parameters against the declaration and fills defaults.
 pub fn bind_parameters(def: &Definition, given: &serde_json::Map<String, Value>) -> Result<Value, Vec<FieldError>> {
     let mut errors = Vec::new();
@@ -26,7 +14,7 @@ pub fn bind_parameters(def: &Definition, given: &serde_json::Map<String, Value>)
             None if p.required => errors.push(FieldError { path, message: "is required".into() }),
             None => {}
             Some(value) => {
-                if has_type(value, &p.kind) {
+                if p.kind.holds(value) {
                     bound.insert(p.name.clone(), value.clone());
                 } else {
                     errors.push(FieldError { path, message: format!("must be of type {}", p.kind) });

@@ -22,13 +22,79 @@ use utoipa::ToSchema;
 use super::mapping::{self, Reference};
 use dibop_core::{FieldError, StepKind};
 
+dibop_core::kinds! {
+    /// What starts an orchestration's executions (`trigger.type`); execute always does.
+    pub enum TriggerKind {
+        /// Only execute.
+        Manual = "manual",
+        /// The slots of a cron expression.
+        Schedule = "schedule",
+        /// Webhook deliveries.
+        Event = "event",
+    }
+}
+
+dibop_core::kinds! {
+    /// The type of a declared parameter.
+    pub enum ParamType {
+        /// A JSON string.
+        String = "string",
+        /// Any JSON number.
+        Number = "number",
+        /// A JSON number without a fraction.
+        Integer = "integer",
+        /// `true` or `false`.
+        Boolean = "boolean",
+        /// A JSON object.
+        Object = "object",
+        /// A JSON array.
+        Array = "array",
+    }
+}
+
+impl ParamType {
+    /// Whether `value` is of this type (an unknown type, refused at save, holds anything).
+    pub fn holds(&self, value: &Value) -> bool {
+        match self {
+            Self::String => value.is_string(),
+            Self::Number => value.is_number(),
+            Self::Integer => value.is_i64() || value.is_u64(),
+            Self::Boolean => value.is_boolean(),
+            Self::Object => value.is_object(),
+            Self::Array => value.is_array(),
+            Self::Unknown(_) => true,
+        }
+    }
+}
+
+dibop_core::kinds! {
+    /// What a failed step does to its block (`on_error`).
+    pub enum OnError {
+        /// The block fails (the default).
+        Fail = "fail",
+        /// The block goes on with a null output and ends `partial`.
+        Continue = "continue",
+    }
+}
+
+dibop_core::kinds! {
+    /// What a step's failure after its last attempt does to the execution (`on_exhausted`).
+    pub enum OnExhausted {
+        /// What `on_error` says (the default).
+        Fail = "fail",
+        /// The execution is `paused`, keeping its completed steps, until it is resumed.
+        Pause = "pause",
+    }
+}
+
 /// What triggers an orchestration.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Trigger {
     /// manual, schedule or event.
     #[serde(rename = "type", default = "manual")]
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: TriggerKind,
     /// For schedules: a cron expression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
@@ -37,8 +103,8 @@ pub struct Trigger {
     pub timezone: Option<String>,
 }
 
-fn manual() -> String {
-    "manual".into()
+fn manual() -> TriggerKind {
+    TriggerKind::Manual
 }
 
 impl Default for Trigger {
@@ -54,7 +120,8 @@ pub struct Parameter {
     pub name: String,
     /// string, number, integer, boolean, object or array.
     #[serde(rename = "type", default = "string")]
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: ParamType,
     #[serde(default)]
     pub required: bool,
     #[serde(default)]
@@ -63,8 +130,8 @@ pub struct Parameter {
     pub default: Option<Value>,
 }
 
-fn string() -> String {
-    "string".into()
+fn string() -> ParamType {
+    ParamType::String
 }
 
 /// How a step is retried.
@@ -189,13 +256,15 @@ pub struct Step {
     pub retry: Option<Retry>,
     /// fail (default) or continue (the execution ends `partial`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_error: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub on_error: Option<OnError>,
     /// What happens when the step's attempts are over and it failed: `fail` (what `on_error`
     /// says) or `pause` (the execution is `paused`, keeping its completed steps, until
     /// `POST /executions/{id}/resume`). Default: the orchestration's `on_exhausted`, else
     /// `fail`. Not for steps inside `for_each` or `parallel` bodies (set it on the container).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_exhausted: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub on_exhausted: Option<OnExhausted>,
     /// A reference; the step runs only when it resolves to a truthy value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
@@ -292,19 +361,17 @@ pub struct Definition {
     pub sla_target: Option<f64>,
     /// The `on_exhausted` of every step that sets none: `fail` (default) or `pause`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_exhausted: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub on_exhausted: Option<OnExhausted>,
 }
-
-/// The values of `on_exhausted`.
-const ON_EXHAUSTED: [&str; 2] = ["fail", "pause"];
 
 impl Definition {
     /// Whether `step` (of the top-level block, condition branches and error handlers included)
     /// pauses the execution when it failed after its attempts: its `on_exhausted`, else the
     /// orchestration's, is `pause`, and it does not let failures through (`on_error: continue`).
     pub fn pauses(&self, step: &Step) -> bool {
-        let choice = step.on_exhausted.as_deref().or(self.on_exhausted.as_deref());
-        choice == Some("pause") && step.on_error.as_deref() != Some("continue")
+        let choice = step.on_exhausted.as_ref().or(self.on_exhausted.as_ref());
+        choice == Some(&OnExhausted::Pause) && step.on_error != Some(OnError::Continue)
     }
 }
 

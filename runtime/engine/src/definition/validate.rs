@@ -1,6 +1,5 @@
 //! A definition's validation at save time: every problem, with its path, block by block.
 
-use super::bind::has_type;
 use super::*;
 
 /// What validation needs to know about the enterprise's connections and plugins.
@@ -74,16 +73,16 @@ pub fn validate(def: &Definition, catalogue: &dyn Catalogue) -> Vec<FieldError> 
     if let dibop_core::OrchestrationStatus::Unknown(_) = dibop_core::OrchestrationStatus::parse(&def.status) {
         err("status".into(), "must be draft, active, paused or archived".into());
     }
-    if def.on_exhausted.as_deref().is_some_and(|o| !ON_EXHAUSTED.contains(&o)) {
+    if let Some(OnExhausted::Unknown(_)) = &def.on_exhausted {
         err("on_exhausted".into(), "must be fail or pause".into());
     }
     if def.sla_target.is_some_and(|t| !(0.0..=100.0).contains(&t)) {
         err("sla_target".into(), "must be a percentage from 0 to 100".into());
     }
-    if !["manual", "schedule", "event"].contains(&def.trigger.kind.as_str()) {
+    if let TriggerKind::Unknown(_) = &def.trigger.kind {
         err("trigger.type".into(), "must be manual, schedule or event".into());
     }
-    if def.trigger.kind == "schedule" {
+    if def.trigger.kind == TriggerKind::Schedule {
         let minimum = catalogue.min_cron_interval_secs();
         match def.trigger.cron.as_deref().map(crate::calendar::parse) {
             None => err("trigger.cron".into(), "schedule triggers need a cron expression".into()),
@@ -117,9 +116,9 @@ pub fn validate(def: &Definition, catalogue: &dyn Catalogue) -> Vec<FieldError> 
         if !identifier(&p.name) || !params.insert(p.name.as_str()) {
             err(format!("parameters[{i}].name"), format!("{:?} must be a unique identifier", p.name));
         }
-        if !["string", "number", "integer", "boolean", "object", "array"].contains(&p.kind.as_str()) {
+        if let ParamType::Unknown(_) = &p.kind {
             err(format!("parameters[{i}].type"), "must be string, number, integer, boolean, object or array".into());
-        } else if p.default.as_ref().is_some_and(|d| !d.is_null() && !has_type(d, &p.kind)) {
+        } else if p.default.as_ref().is_some_and(|d| !d.is_null() && !p.kind.holds(d)) {
             err(format!("parameters[{i}].default"), format!("must be of type {} like the parameter", p.kind));
         }
     }
@@ -363,14 +362,12 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        if let Some(on_error) = &step.on_error
-            && !["fail", "continue"].contains(&on_error.as_str())
-        {
+        if let Some(OnError::Unknown(_)) = &step.on_error {
             self.err(at("on_error"), "must be fail or continue".into());
         }
-        match step.on_exhausted.as_deref() {
+        match &step.on_exhausted {
             None => {}
-            Some(choice) if !ON_EXHAUSTED.contains(&choice) => {
+            Some(OnExhausted::Unknown(_)) => {
                 self.err(at("on_exhausted"), "must be fail or pause".into());
             }
             // A body's steps have no committed result of their own to pause at.
@@ -378,7 +375,7 @@ impl<'a> Checker<'a> {
                 at("on_exhausted"),
                 "steps inside for_each and parallel bodies cannot pause; set on_exhausted on the container".into(),
             ),
-            Some("pause") if step.on_error.as_deref() == Some("continue") => {
+            Some(OnExhausted::Pause) if step.on_error == Some(OnError::Continue) => {
                 self.err(
                     at("on_exhausted"),
                     "a step with on_error continue lets its failure through; it cannot pause".into(),
