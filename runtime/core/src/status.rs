@@ -192,11 +192,6 @@ impl PluginStatus {
             Self::Disabled => "disabled",
         }
     }
-
-    /// Whether a version in this status serves calls.
-    pub fn serves(self) -> bool {
-        matches!(self, Self::Active | Self::Deprecated)
-    }
 }
 
 /// Whether a user may sign in.
@@ -328,15 +323,13 @@ mod tests {
     }
 
     #[test]
-    fn plugin_statuses_round_trip_and_active_and_deprecated_versions_serve() {
+    fn plugin_and_user_statuses_round_trip() {
         let names: Vec<_> = PluginStatus::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(names, ["pending", "active", "deprecated", "disabled"]);
         for status in PluginStatus::ALL {
             assert_eq!(PluginStatus::try_from(status.as_str().to_owned()), Ok(status));
             assert_eq!(serde_json::to_string(&status).expect("serializes"), format!("\"{status}\""));
         }
-        let serving: Vec<_> = PluginStatus::ALL.into_iter().filter(|s| s.serves()).collect();
-        assert_eq!(serving, [PluginStatus::Active, PluginStatus::Deprecated]);
         let users: Vec<_> = UserStatus::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(users, ["active", "deactivated"]);
         for status in UserStatus::ALL {

@@ -17,9 +17,8 @@
 //! calls that woke at one window's start take turns on few cores) takes the next permit and
 //! waits for its window in place when that is near, or is not sent and the step tries again
 //! on that permit (parking if it is far). So a system counting calls by the clock sees no
-//! more than the limit in any window. After the call,
-//! //! [`settle`] counts it: a call
-//! whose system did not answer (connection error, timeout, 5xx) is a failure, one it answered
+//! more than the limit in any window. After the call, [`settle`] counts it: a call whose
+//! system did not answer (connection error, timeout, 5xx) is a failure, one it answered
 //! (any other status) is a success, and a call that made no request (or was denied by the
 //! allow-list, or answered 429) changes nothing.
 //!
@@ -329,7 +328,7 @@ pub async fn admit(
     // The trial did not run (the call waits or was refused): the next caller may claim it.
     let untried = || async {
         if trial {
-            untried(engine, connection).await;
+            release_trial(engine, connection).await;
         }
     };
     let permit = match permit(&engine.store, connection, policy, held).await {
@@ -353,7 +352,7 @@ pub async fn admit(
 }
 
 /// The trial call of `connection`'s half-open circuit did not run: the next caller may claim it.
-pub async fn untried(engine: &Engine, connection: &ConnectionRow) {
+pub async fn release_trial(engine: &Engine, connection: &ConnectionRow) {
     if let Err(e) = engine.store.release_circuit_trial(&connection.id).await {
         tracing::warn!(connection = %connection.id, error = %e, "releasing a circuit trial");
     }
@@ -378,15 +377,15 @@ pub struct StepPacer {
 impl StepPacer {
     pub fn new(
         engine: &Engine,
-        connection: &ConnectionRow,
-        policy: &Resilience,
+        connection: &Arc<ConnectionRow>,
+        policy: &Arc<Resilience>,
         permit: Permit,
         inline_ms: i64,
     ) -> Arc<Self> {
         Arc::new(Self {
             store: engine.store.clone(),
-            connection: Arc::new(connection.clone()),
-            policy: Arc::new(policy.clone()),
+            connection: connection.clone(),
+            policy: policy.clone(),
             permit,
             inline_ms,
             kept: Arc::default(),

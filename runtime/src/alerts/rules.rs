@@ -179,8 +179,8 @@ pub fn validate(rule: &RuleDefinition) -> Vec<FieldError> {
     if rule.condition.get("target").is_some_and(|t| !t.as_f64().is_some_and(|t| (0.0..=100.0).contains(&t))) {
         err("condition.target", "must be a percentage from 0 to 100".into());
     }
-    if let Severity::Unknown(other) = &rule.severity {
-        err("severity", format!("must be {}, got {other:?}", Severity::names()));
+    if let Severity::Unknown(_) = &rule.severity {
+        err("severity", "must be info, warning or critical".into());
     }
     if rule.cooldown_minutes > 10_080 {
         err("cooldown_minutes", "must be at most 10080 (a week)".into());

@@ -3,7 +3,6 @@
 
 use super::*;
 
-/// Whether `value` is of the declared parameter type.
 /// Checks `given` parameters against the declaration and fills defaults.
 pub fn bind_parameters(def: &Definition, given: &serde_json::Map<String, Value>) -> Result<Value, Vec<FieldError>> {
     let mut errors = Vec::new();

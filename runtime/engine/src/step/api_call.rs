@@ -98,7 +98,9 @@ pub(crate) async fn run_api_call(
     }
     let operation = step.operation.clone().unwrap_or_default();
     let idempotency_key = format!("{}:{label}", execution.id);
-    let policy = Resilience::of(&connection);
+    // Shared with each attempt's pacer without copying them.
+    let policy = Arc::new(Resilience::of(&connection));
+    let connection = Arc::new(connection);
     let mut retrier = Retrier::new(step, engine.node.signal(&execution.id));
     let mut late = held.as_ref().map_or(0, |held| held.late);
     let mut permit = held.and_then(|held| {
@@ -150,7 +152,7 @@ pub(crate) async fn run_api_call(
                         // Nothing was sent: the same attempt goes again on the permit the late
                         // request took (or the next one), and the circuit heard nothing.
                         if admitted.trial {
-                            resilience::untried(engine, &connection).await;
+                            resilience::release_trial(engine, &connection).await;
                         }
                         late += 1;
                         permit = pacer.and_then(|p| p.kept());
@@ -193,7 +195,7 @@ pub(crate) async fn run_api_call(
             _ => break Err(e),
         }
     };
-    let outcome = StepOutcome::finish(result, Some(connection.system), input, trace);
+    let outcome = StepOutcome::finish(result, Some(connection.system.clone()), input, trace);
     // Attempts made before the execution parked count too.
     StepOutcome { api_calls, attempts: outcome.attempts.max(retrier.attempt), ..outcome }
 }
