@@ -92,6 +92,8 @@ def main():
         phase = ["idle"]
         latencies = {"idle": [], "submitting": [], "draining": []}
         failures = []
+        slowest = []
+        started = time.monotonic()
         stop = threading.Event()
 
         def trickle():
@@ -106,6 +108,8 @@ def main():
                     # The first few warm the nodes up (plugin instances, connections).
                     if i >= WARMUP:
                         latencies[phase[0]].append(took)
+                        if phase[0] != "idle":
+                            slowest.append((took, began - started, port))
                 else:
                     failures.append((status, body))
                 i += 1
@@ -149,6 +153,8 @@ def main():
             print(f"{name} {len(values)} executions, p50 {percentile(values, 0.5):.1f} ms, "
                   f"p90 {percentile(values, 0.9):.1f} ms, p99 {percentile(values, 0.99):.1f} ms, "
                   f"max {max(values, default=float('nan')):.1f} ms")
+        print("B's slowest while flooded (ms, s after the flood began, node):",
+              ", ".join(f"{took:.0f} at {at:.1f} s on {ports.index(port)}" for took, at, port in sorted(slowest)[-5:]))
         print(f"B's p99 flooded / alone: {percentile(flood, 0.99) / percentile(idle, 0.99):.2f}; "
               f"B's failures: {len(failures)} {failures[:3]}")
     finally:

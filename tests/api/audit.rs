@@ -116,6 +116,15 @@ async fn changes_are_logged_with_who_what_and_before_after_without_secrets() {
     assert_eq!(by_key.len(), 1);
     assert!(entries(&app, &token, "&from=2099-01-01T00:00:00Z").await.is_empty());
     assert!(entries(&app, &token, &format!("&to={}", "2000-01-01T00:00:00Z")).await.is_empty());
+    // A name no action or resource has is refused, naming the ones there are (a typo must not
+    // read as "no such changes").
+    for (query, names) in [("action=updated", "create, update"), ("resource=connections", "orchestration, connection")]
+    {
+        let refused = app.get(&token, &format!("/audit-log?{query}")).await;
+        let body = assert_error(refused, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(names) && message.contains(query.split('=').nth(1).unwrap_or("?")), "{body}");
+    }
 
     // Viewers read none; another enterprise's admin sees only its own.
     let viewer = app.token("clerk@example.com", "another-long-password-9").await;

@@ -1,7 +1,8 @@
 //! Flow control through HTTP: calls throttled by a connection's rate limit park their execution
 //! (its slot is free meanwhile) and drain at the limit, each call made once; the time a call
 //! waits for its permit is not part of its step's timeout; a call whose turn is further away than
-//! its `max_wait_ms` fails `rate_limited`. On three nodes of one PostgreSQL database the limit
+//! its `max_wait_ms` fails `rate_limited`; a sender flooding a throttled orchestration is paced to
+//! its drain. On three nodes of one PostgreSQL database the limit
 //! holds across the nodes, a node killed in the middle of a drain loses nothing, and another
 //! enterprise's executions run at once while one enterprise drains a flood.
 
@@ -93,10 +94,12 @@ async fn throttled_calls_park_without_a_slot_and_drain_at_the_limit_each_once() 
     let throttled = app.create_orchestration(&token, calls("Sync", "dealer", &["one", "two"], &json!({}))).await;
     let fast = app.create_orchestration(&token, calls("Look up", "quick", &["fast"], &json!({}))).await;
 
+    // Sent together, as a burst: a sender going on one by one would be paced by admission
+    // (see `a_sender_flooding_a_throttled_orchestration_is_paced_to_its_drain`).
+    let sent = (0..EXECUTIONS)
+        .map(|i| app.execute(&token, &throttled, json!({"parameters": {"id": format!("n{i}")}, "async": true})));
     let mut ids = Vec::new();
-    for i in 0..EXECUTIONS {
-        let accepted =
-            app.execute(&token, &throttled, json!({"parameters": {"id": format!("n{i}")}, "async": true})).await;
+    for accepted in futures_util::future::join_all(sent).await {
         ids.push(accepted["execution_id"].as_str().unwrap_or_else(|| panic!("{accepted}")).to_owned());
     }
     // The drain is under way (5 calls a second, 60 to make): another connection's execution
@@ -130,6 +133,41 @@ async fn throttled_calls_park_without_a_slot_and_drain_at_the_limit_each_once() 
     // Nothing was refused on the way.
     let refused: Value = app.get(&token, "/api-calls?status=rate_limited").await.json().await.expect("json");
     assert_eq!(refused["data"].as_array().expect("rows").len(), 0, "{refused}");
+}
+
+/// A sender that submits one execution after another of an orchestration whose calls are
+/// throttled is slowed to about the pace they drain at once they are booked more than 1 s
+/// ahead (each submission held up to 1 s), rather than filling the line as fast as it can send:
+/// every submission is still accepted, and every call made once within the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_flooding_a_throttled_orchestration_is_paced_to_its_drain() {
+    const EXECUTIONS: usize = 60;
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
+    let (upstream, authority) = start_upstream().await;
+    app.create_connection(&token, connection(&authority, "dealer", &json!({"requests_per_second": 5}))).await;
+    let throttled = app.create_orchestration(&token, calls("Sync", "dealer", &["one"], &json!({}))).await;
+
+    let began = Instant::now();
+    for i in 0..EXECUTIONS {
+        let accepted =
+            app.execute(&token, &throttled, json!({"parameters": {"id": format!("n{i}")}, "async": true})).await;
+        assert!(accepted["execution_id"].is_string(), "{accepted}");
+    }
+    // 60 calls at 5 a second drain in 12 s; unpaced, a sender submits them in well under 3 s.
+    // Paced, the 55 or so past the first second of bookings wait about 200 ms each.
+    let took = began.elapsed();
+    assert!(took >= Duration::from_secs(6), "60 submissions took {took:?}: they were not paced");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while successes(&app, &token, &throttled).await < EXECUTIONS as u64 {
+        assert!(Instant::now() < deadline, "the paced executions did not all succeed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let times = upstream.times_each();
+    assert_eq!(times.len(), EXECUTIONS, "{times:?}");
+    assert!(times.values().all(|n| *n == 1), "a call was made twice: {times:?}");
+    assert!(upstream.busiest_second(&["one"]) <= 5);
 }
 
 #[tokio::test]
@@ -470,24 +508,32 @@ async fn another_enterprise_runs_at_once_on_three_nodes_while_one_drains_a_flood
     let lookup =
         nodes[2].create(client, &b_token, "/orchestrations", calls("Look up", "quick", &["b"], &json!({}))).await;
 
-    // 400 executions of two calls at 20 calls a second: a 40 s drain.
-    drain.submit(FLOOD).await;
-    for i in 0..12 {
-        let node = &nodes[i % nodes.len()];
-        let answer: Value = client
-            .post(node.api(&format!("/orchestrations/{lookup}/execute")))
-            .bearer_auth(&b_token)
-            .json(&json!({"parameters": {"id": format!("b{i}")}}))
-            .send()
-            .await
-            .expect("execute")
-            .json()
-            .await
-            .expect("json");
-        // It ended within the call (not 202 still queued behind the flood).
-        assert_eq!(answer["status"], "success", "{answer}");
-    }
-    let flooded = drain.upstream.count();
+    // 400 executions of two calls at 20 calls a second: a 40 s drain, submitted one by one
+    // (admission paces them to the drain) while B runs twelve executions.
+    let b_runs = async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while drain.upstream.count() < 40 {
+            assert!(Instant::now() < deadline, "the flood did not start draining");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for i in 0..12 {
+            let node = &nodes[i % nodes.len()];
+            let answer: Value = client
+                .post(node.api(&format!("/orchestrations/{lookup}/execute")))
+                .bearer_auth(&b_token)
+                .json(&json!({"parameters": {"id": format!("b{i}")}}))
+                .send()
+                .await
+                .expect("execute")
+                .json()
+                .await
+                .expect("json");
+            // It ended within the call (not 202 still queued behind the flood).
+            assert_eq!(answer["status"], "success", "{answer}");
+        }
+        drain.upstream.count()
+    };
+    let ((), flooded) = tokio::join!(drain.submit(FLOOD), b_runs);
     assert!(flooded < FLOOD, "the flood had made {flooded} of its {} calls: B did not run during it", 2 * FLOOD);
     assert_eq!(quick.times_each().len(), 12);
     // And the flood all completes, each call once, within its limit.

@@ -11,8 +11,22 @@
 //! back. A sub-orchestration's child ([`QueueBound::Exempt`]) is never refused by the bound:
 //! its parent was admitted, and admitted work completes. A schedule slot refused this way is
 //! recorded as missed by the scheduler; nothing fails.
+//!
+//! Before that, admission paces an orchestration whose calls are throttled ([`pace`]): when
+//! its executions parked for outbound permits that are booked more than [`PACE_AFTER_MS`]
+//! ahead, each new execute or webhook admission of it waits a little (at most [`MAX_HOLD_MS`])
+//! before it is counted and queued. Work booked that far ahead only lengthens the line; a
+//! sender flooding such an orchestration is slowed to about the pace its work drains at,
+//! instead of taking the nodes' and the database's time from every other tenant (measured
+//! by `scripts/measure-fairness.py`). Nothing is refused by it, and the enterprise's other
+//! orchestrations are not slowed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::Engine;
+use dibop_core::now_ms;
 use dibop_store::limiter::Decision;
 use dibop_store::{ExecutionRow, Inserted, NewExecution, QueueBound};
 
@@ -139,4 +153,112 @@ pub async fn submit(
         engine.node.wake();
     }
     Ok(Admitted { execution, created, decision })
+}
+
+/// Admissions of an orchestration are held while its throttled calls are booked more than
+/// this far ahead (ms): up to it, a burst is admitted at once.
+pub const PACE_AFTER_MS: i64 = 1_000;
+
+/// An admission is held for this share (1 / n) of how far the bookings reach past
+/// [`PACE_AFTER_MS`].
+const HOLD_SHARE: i64 = 4;
+
+/// Longest hold of one admission (ms): a sender waits at most this long for an answer.
+pub const MAX_HOLD_MS: i64 = 1_000;
+
+/// Most orchestrations a node remembers a throttled horizon of; past it, horizons already
+/// passed are forgotten, and while all are still ahead a new one is not noted (its admissions
+/// are not held; nothing else changes).
+const MAX_HORIZONS: usize = 10_000;
+
+/// How far ahead each orchestration's throttled calls are booked, as this node saw them park:
+/// the latest start of an outbound permit one of its executions parked for (unix ms), by
+/// enterprise and orchestration (another tenant naming the id learns nothing from a hold).
+#[derive(Default)]
+pub struct Horizons(Mutex<HashMap<(String, String), i64>>);
+
+impl Horizons {
+    /// Notes that a call of an execution of `orchestration_id` parked for a permit starting at
+    /// `starts_at`.
+    pub fn throttled(&self, enterprise_id: &str, orchestration_id: &str, starts_at: i64) {
+        let key = (enterprise_id.to_owned(), orchestration_id.to_owned());
+        let mut horizons = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if horizons.len() >= MAX_HORIZONS && !horizons.contains_key(&key) {
+            let now = now_ms();
+            horizons.retain(|_, until| *until > now);
+            if horizons.len() >= MAX_HORIZONS {
+                return;
+            }
+        }
+        let until = horizons.entry(key).or_insert(starts_at);
+        *until = (*until).max(starts_at);
+    }
+
+    /// How long an admission of `orchestration_id` at `now` waits: a quarter of how far its
+    /// throttled calls are booked beyond [`PACE_AFTER_MS`], at most [`MAX_HOLD_MS`]. A sender
+    /// with `n` submissions in flight is held to about `n` per hold, and the hold shrinks as
+    /// the booked calls drain, so the line settles a little over [`PACE_AFTER_MS`] long.
+    pub fn hold(&self, enterprise_id: &str, orchestration_id: &str, now: i64) -> Duration {
+        let key = (enterprise_id.to_owned(), orchestration_id.to_owned());
+        let horizons = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ahead = horizons.get(&key).map_or(0, |until| until - now);
+        Duration::from_millis(u64::try_from(((ahead - PACE_AFTER_MS) / HOLD_SHARE).clamp(0, MAX_HOLD_MS)).unwrap_or(0))
+    }
+}
+
+/// Holds an admission of `orchestration_id` from outside while its throttled calls are booked
+/// far ahead (see [`Horizons::hold`]). Nothing is written before or during the hold: a caller
+/// that goes away meanwhile left nothing behind.
+pub async fn pace(engine: &Engine, enterprise_id: &str, orchestration_id: &str) {
+    let hold = engine.node.horizons.hold(enterprise_id, orchestration_id, now_ms());
+    if !hold.is_zero() {
+        tokio::time::sleep(hold).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Horizons, MAX_HOLD_MS, MAX_HORIZONS, PACE_AFTER_MS};
+    use std::time::Duration;
+
+    #[test]
+    fn admissions_are_held_by_how_far_their_throttled_calls_are_booked_beyond_the_mark() {
+        let horizons = Horizons::default();
+        let now = 1_000_000;
+        assert_eq!(horizons.hold("e", "o1", now), Duration::ZERO, "nothing throttled, nothing held");
+        horizons.throttled("e", "o1", now + PACE_AFTER_MS);
+        assert_eq!(horizons.hold("e", "o1", now), Duration::ZERO, "a burst up to the mark goes at once");
+        horizons.throttled("e", "o1", now + PACE_AFTER_MS + 1_200);
+        assert_eq!(horizons.hold("e", "o1", now), Duration::from_millis(300));
+        horizons.throttled("e", "o1", now + 500);
+        assert_eq!(horizons.hold("e", "o1", now), Duration::from_millis(300), "the latest booking counts");
+        assert_eq!(horizons.hold("e", "o1", now + 800), Duration::from_millis(100), "the hold shrinks as it drains");
+        assert_eq!(horizons.hold("e", "o2", now), Duration::ZERO, "other orchestrations are not held");
+        assert_eq!(horizons.hold("other", "o1", now), Duration::ZERO, "nor another enterprise naming the id");
+        horizons.throttled("e", "o1", now + 3_600_000);
+        assert_eq!(
+            horizons.hold("e", "o1", now),
+            Duration::from_millis(MAX_HOLD_MS as u64),
+            "never longer than the bound"
+        );
+    }
+
+    #[test]
+    fn a_node_remembers_a_bounded_number_of_horizons_and_forgets_passed_ones_first() {
+        let horizons = Horizons::default();
+        let now = dibop_core::now_ms();
+        for i in 0..MAX_HORIZONS {
+            horizons.throttled("e", &format!("o{i}"), now + 60_000);
+        }
+        horizons.throttled("e", "late", now + 60_000);
+        assert_eq!(horizons.hold("e", "late", now), Duration::ZERO, "full of horizons ahead: a new one is not noted");
+        horizons.throttled("e", "o0", now + 120_000);
+        assert!(!horizons.hold("e", "o0", now).is_zero(), "a known one still moves on");
+        let passed = Horizons::default();
+        for i in 0..MAX_HORIZONS {
+            passed.throttled("e", &format!("o{i}"), now - 1);
+        }
+        passed.throttled("e", "late", now + 60_000);
+        assert!(!passed.hold("e", "late", now).is_zero(), "passed horizons make room");
+    }
 }

@@ -92,6 +92,8 @@ pub struct Node {
     store_failures: std::sync::atomic::AtomicU32,
     /// Executions of each enterprise in this node's slots.
     in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// How far ahead each orchestration's throttled calls are booked (admission paces by it).
+    pub(super) horizons: crate::admission::Horizons,
 }
 
 impl Node {
@@ -109,6 +111,7 @@ impl Node {
             running: std::sync::Mutex::default(),
             store_failures: std::sync::atomic::AtomicU32::new(0),
             in_flight: std::sync::Mutex::default(),
+            horizons: crate::admission::Horizons::default(),
         }
     }
 

@@ -6,8 +6,10 @@
 //! node that claims it in the database) and refuses the others until the trial ends. Then the
 //! call takes a permit of the connection's rate limit. Permits are granted in arrival order by
 //! every node together ([`dibop_store::Store::reserve_permit`]): the next free one may belong
-//! to a later window, and the call waits for it. A wait of up to [`INLINE_PERMIT_MS`] is slept
-//! in place; a longer one parks the execution like a long `wait` ([`Throttled::Park`]): its
+//! to a later window, and the call waits for it (for its slot: the calls queued for one window
+//! start one after another over its first half, [`Permit::slot`]). A wait of up to
+//! [`INLINE_PERMIT_MS`] is slept in place; a longer one parks the execution like a long `wait`
+//! ([`Throttled::Park`]): its
 //! slot is free, and the step, when the execution resumes (on any node), uses the permit it
 //! holds instead of queueing again. Only a permit further away than the policy's
 //! `max_wait_ms` (an hour unless set) fails the call `rate_limited`; the time spent waiting
@@ -170,17 +172,38 @@ impl Rate {
     }
 }
 
-/// A permit of an outbound rate limit: a call may start once its window has begun and until
-/// [`Permit::usable_until`].
+/// A permit of an outbound rate limit: a call may start once its window has begun (a permit of
+/// a later window: at its slot, [`Permit::starts_at`]) and until [`Permit::usable_until`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Permit {
     pub bucket: String,
     /// Start of the permit's window, unix ms.
     pub window_ms: i64,
     pub period_ms: i64,
+    /// When a permit of a later window starts (unix ms): the calls queued for one window are
+    /// spread evenly over its first half in the order they took their permits, rather than
+    /// all woken at its start (see [`Permit::slot`]). Absent for a permit of the running window
+    /// (and in permits parked by earlier versions): its window's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_ms: Option<i64>,
 }
 
 impl Permit {
+    /// The slot of the `place`-th (from 1) of `limit` permits of the window starting at
+    /// `window_ms`, taken at `now`: a window still to come is drained in its first half, one
+    /// permit every `period / 2 / limit`, so a backlog reaches the nodes and the system as a
+    /// steady stream at the limit, not as a burst at each window's start (which took both
+    /// cores of a small node at every second and slowed every tenant's requests then). The
+    /// running window's permits start at once: nobody queues for them.
+    fn slot(window_ms: i64, place: i64, limit: i64, period_ms: i64, now: i64) -> Option<i64> {
+        (window_ms > now).then(|| window_ms + (place - 1).clamp(0, limit) * (period_ms / 2) / limit.max(1))
+    }
+
+    /// When a call may start on this permit (unix ms): its slot, or its window's start.
+    pub fn starts_at(&self) -> i64 {
+        self.slot_ms.map_or(self.window_ms, |slot| slot.max(self.window_ms))
+    }
+
     /// How much of the end of a window no call starts in (a quarter, at most 250 ms, so that a
     /// call waits for the next window no longer than it would sleep in place): a request
     /// started late in its window must not reach the system in the next one.
@@ -339,7 +362,7 @@ pub async fn admit(
         }
     };
     if let Some(permit) = &permit {
-        let wait = permit.window_ms - now_ms();
+        let wait = permit.starts_at() - now_ms();
         if wait > inline_ms {
             untried().await;
             return Err(Throttled::Park(permit.clone()));
@@ -409,7 +432,7 @@ impl Pacer for StepPacer {
         Box::pin(async move {
             match permit(&store, &connection, &policy, None).await {
                 Ok(Some(next)) => {
-                    let wait = (next.window_ms - now_ms()).max(0);
+                    let wait = (next.starts_at() - now_ms()).max(0);
                     let half = i64::try_from(remaining.as_millis() / 2).unwrap_or(i64::MAX);
                     if wait <= inline_ms.min(half) {
                         return Some(Duration::from_millis(u64::try_from(wait).unwrap_or(0)));
@@ -457,7 +480,10 @@ async fn permit(
     let earliest = earliest_window(now, rate.period_ms);
     let limit = i64::try_from(rate.limit).unwrap_or(i64::MAX);
     match store.reserve_permit(&bucket, earliest, limit, rate.period_ms, latest).await {
-        Ok(Some(window_ms)) => Ok(Some(Permit { bucket, window_ms, period_ms: rate.period_ms })),
+        Ok(Some((window_ms, place))) => {
+            let slot_ms = Permit::slot(window_ms, place, limit, rate.period_ms, now);
+            Ok(Some(Permit { bucket, window_ms, period_ms: rate.period_ms, slot_ms }))
+        }
         Ok(None) => Err(format!(
             "connection {} allows {} and its calls already waiting take them for longer than this call may wait ({max_wait} ms, resilience.rate_limit.max_wait_ms)",
             connection.name,
@@ -613,11 +639,30 @@ mod tests {
         assert_eq!(earliest_window(10_750, 1_000), 11_000, "the last quarter of a second is not started in");
         assert_eq!(earliest_window(119_750, 60_000), 120_000, "the last 250 ms of a minute are not started in");
         assert_eq!(earliest_window(119_749, 60_000), 60_000);
-        let permit = Permit { bucket: "b".into(), window_ms: 11_000, period_ms: 1_000 };
+        let permit = Permit { bucket: "b".into(), window_ms: 11_000, period_ms: 1_000, slot_ms: None };
         assert_eq!(permit.usable_until(), 11_750);
         assert_eq!(permit.send_by(), 11_900, "its first request leaves by a tenth of the window before its end");
-        let minute = Permit { bucket: "b".into(), window_ms: 60_000, period_ms: 60_000 };
+        let minute = Permit { bucket: "b".into(), window_ms: 60_000, period_ms: 60_000, slot_ms: None };
         assert_eq!(minute.send_by(), 119_900, "at most 100 ms before");
+    }
+
+    #[test]
+    fn the_permits_of_a_later_window_are_spread_over_its_first_half_in_order() {
+        // 50 a second, taken at 10_300 for the window at 11_000: one every 10 ms from its start.
+        let slots: Vec<_> = (1..=50).map(|place| Permit::slot(11_000, place, 50, 1_000, 10_300)).collect();
+        assert_eq!(slots[0], Some(11_000));
+        assert_eq!(slots[1], Some(11_010));
+        assert_eq!(slots[49], Some(11_490), "the last starts in the window's first half");
+        assert!(slots.windows(2).all(|pair| pair[0] < pair[1]), "in the order the permits were taken");
+        // A minute's 60 permits: one every half second.
+        assert_eq!(Permit::slot(120_000, 60, 60, 60_000, 100_000), Some(149_500));
+        // The running window's permits start at once.
+        assert_eq!(Permit::slot(11_000, 7, 50, 1_000, 11_200), None);
+        let permit = Permit { bucket: "b".into(), window_ms: 11_000, period_ms: 1_000, slot_ms: Some(11_250) };
+        assert_eq!(permit.starts_at(), 11_250);
+        assert!(permit.starts_at() < permit.usable_until(), "a slot leaves the call time to start in its window");
+        let earlier = Permit { slot_ms: None, ..permit };
+        assert_eq!(earlier.starts_at(), 11_000, "a permit parked by an earlier version starts with its window");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use utoipa_axum::routes;
 
 use super::datetime;
 use super::extract::{ApiQuery, PageQuery, Paginated, Pagination, iso_instant};
+use crate::audit::{Action, Resource};
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
@@ -90,7 +91,9 @@ impl From<AuditRow> for AuditEntry {
 pub struct AuditQuery {
     /// `user:<id>`, `api_key:<id>` or `email:<address>`.
     pub actor: Option<String>,
+    /// What it was done to (`orchestration`, `connection`, ...; an unknown name is a 400).
     pub resource: Option<String>,
+    /// What was done (`create`, `update`, ...; an unknown name is a 400).
     pub action: Option<String>,
     /// ISO 8601.
     pub from: Option<String>,
@@ -116,6 +119,12 @@ async fn list_audit_log(
         return Err(AppError::Forbidden("the audit log is for administrators".into()));
     }
     let enterprise_id = if principal.platform { query.enterprise_id } else { Some(principal.enterprise_id.clone()) };
+    if let Some(action) = query.action.as_ref().filter(|a| matches!(Action::parse(a), Action::Unknown(_))) {
+        return Err(AppError::BadRequest(format!("action must be one of {}, got {action:?}", Action::names())));
+    }
+    if let Some(resource) = query.resource.as_ref().filter(|r| matches!(Resource::parse(r), Resource::Unknown(_))) {
+        return Err(AppError::BadRequest(format!("resource must be one of {}, got {resource:?}", Resource::names())));
+    }
     let filter = AuditFilter {
         enterprise_id,
         actor: query.actor,

@@ -16,8 +16,8 @@ fn outbound_prefix(connection_id: &str) -> String {
     format!("outbound:{connection_id}:")
 }
 
-/// `reserve_permit`'s statement: the window of the next permit, granted only when it begins by
-/// `$5`. `$2` is the earliest window, `$3` the limit, `$4` the period.
+/// `reserve_permit`'s statement: the window of the next permit and its place in it, granted only
+/// when it begins by `$5`. `$2` is the earliest window, `$3` the limit, `$4` the period.
 static RESERVE: LazyLock<String> = LazyLock::new(|| {
     const NEXT: &str = "CASE WHEN outbound_permits.window_start < $2 THEN $2 \
                         WHEN outbound_permits.granted < $3 THEN outbound_permits.window_start \
@@ -27,7 +27,7 @@ static RESERVE: LazyLock<String> = LazyLock::new(|| {
          ON CONFLICT (bucket) DO UPDATE SET window_start = {NEXT}, \
          granted = CASE WHEN outbound_permits.window_start < $2 THEN 1 \
                         WHEN outbound_permits.granted < $3 THEN outbound_permits.granted + 1 ELSE 1 END \
-         WHERE {NEXT} <= $5 RETURNING window_start"
+         WHERE {NEXT} <= $5 RETURNING window_start, granted"
     )
 });
 
@@ -46,8 +46,9 @@ impl Store {
     /// Takes the next permit of the outbound limit `bucket` (`limit` calls per `period_ms`, in
     /// windows aligned to the period), in arrival order across nodes: one of the window starting
     /// at `earliest` when it has permits left, else the first later window that has. Answers the
-    /// start of the permit's window (unix ms), or `None`, taking nothing, when that window would
-    /// begin after `latest`. On PostgreSQL one statement, whose row lock orders the nodes'
+    /// start of the permit's window (unix ms) and the permit's place in it (1 to `limit`, in
+    /// the order they were taken), or `None`, taking nothing, when that window would begin
+    /// after `latest`. On PostgreSQL one statement, whose row lock orders the nodes'
     /// callers. On SQLite (one node) the cursor is kept in memory, read from the database the
     /// first time, and only a permit of a later window is written through before it is given
     /// (those are what parked calls hold across a restart): a call in the running window costs
@@ -60,9 +61,9 @@ impl Store {
         limit: i64,
         period_ms: i64,
         latest: i64,
-    ) -> sqlx::Result<Option<i64>> {
+    ) -> sqlx::Result<Option<(i64, i64)>> {
         if self.backend == crate::Backend::Postgres {
-            return sqlx::query_scalar(&RESERVE)
+            return sqlx::query_as(&RESERVE)
                 .bind(bucket)
                 .bind(earliest)
                 .bind(limit)
@@ -97,7 +98,7 @@ impl Store {
             .execute(&self.pool)
             .await?;
         }
-        Ok(Some(granted.0))
+        Ok(Some(granted))
     }
 
     /// SQLite: reads the cursor of `bucket` from the database the first time this process
@@ -214,8 +215,8 @@ mod tests {
             let (store, bucket) = (store.clone(), bucket.clone());
             async move { store.reserve_permit(&bucket, earliest, 2, 1_000, earliest + 10_000).await.expect("permit") }
         };
-        assert_eq!(take(5_000).await, Some(5_000));
-        assert_eq!(take(5_000).await, Some(5_000));
+        assert_eq!(take(5_000).await, Some((5_000, 1)));
+        assert_eq!(take(5_000).await, Some((5_000, 2)));
         let stored = |store: crate::Store, bucket: String| async move {
             sqlx::query_as::<_, (i64, i64)>("SELECT window_start, granted FROM outbound_permits WHERE bucket = $1")
                 .bind(bucket)
@@ -224,15 +225,15 @@ mod tests {
                 .expect("read")
         };
         assert_eq!(stored(store.clone(), bucket.clone()).await, None, "the running window's permits cost no write");
-        assert_eq!(take(5_000).await, Some(6_000));
+        assert_eq!(take(5_000).await, Some((6_000, 1)));
         assert_eq!(stored(store.clone(), bucket.clone()).await, Some((6_000, 1)), "a later window's is written");
         // Too far for this caller: nothing taken.
         assert_eq!(store.reserve_permit(&bucket, 5_000, 2, 1_000, 5_500).await.expect("permit"), None);
         // Another process (its memory empty) reads the cursor and goes on after it.
         store.caches.permits.lock().expect("cursors").clear();
-        assert_eq!(take(5_000).await, Some(6_000));
-        assert_eq!(take(5_000).await, Some(7_000));
+        assert_eq!(take(5_000).await, Some((6_000, 2)));
+        assert_eq!(take(5_000).await, Some((7_000, 1)));
         store.forget_permits("c1").await.expect("forget");
-        assert_eq!(take(5_000).await, Some(5_000), "a deleted connection's cursor is gone");
+        assert_eq!(take(5_000).await, Some((5_000, 1)), "a deleted connection's cursor is gone");
     }
 }

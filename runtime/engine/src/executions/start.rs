@@ -97,7 +97,18 @@ pub struct Started {
 
 /// Starts an execution for the workers (queued; they are woken).
 pub async fn start(engine: &Engine, start: Start<'_>) -> Result<Started, ExecutionError> {
+    pace(engine, &start).await;
     admit(engine, start, false).await
+}
+
+/// Holds an execute or webhook admission of an orchestration whose throttled calls are booked
+/// far ahead ([`admission::pace`]). A schedule fires once a slot (and one node's scheduler
+/// serves every tenant: a hold would delay the others' slots); a sub-orchestration's child
+/// is not held (its parent was admitted).
+async fn pace(engine: &Engine, start: &Start<'_>) {
+    if let (Trigger::Execute { .. } | Trigger::Webhook, Target::Id(id)) = (start.trigger, start.orchestration) {
+        admission::pace(engine, start.enterprise_id, id).await;
+    }
 }
 
 /// Starts an execution for a caller that may wait (`wait`: how long; `None` for an async
@@ -110,6 +121,8 @@ pub async fn execute(
     wait: Option<Duration>,
     draining: &Draining,
 ) -> Result<Started, ExecutionError> {
+    // Before a slot is taken: a held caller holds nothing.
+    pace(engine, &start).await;
     let Some(wait) = wait else { return admit(engine, start, false).await };
     let deadline = Instant::now() + wait;
     let enterprise_id = start.enterprise_id;

@@ -130,7 +130,12 @@ pub(crate) async fn run_api_call(
         let admitted = resilience::admit(engine, &connection, &policy, &prepared.spec.origin, permit.take(), inline_ms);
         let result = match admitted.await {
             Err(Throttled::Park(permit)) => {
-                let due_ms = permit.window_ms - PARK_LEAD_MS;
+                engine.node.horizons.throttled(
+                    &execution.enterprise_id,
+                    &execution.orchestration_id,
+                    permit.starts_at(),
+                );
+                let due_ms = permit.starts_at() - PARK_LEAD_MS;
                 return park(retrier.attempt, late, due_ms, Some(permit), api_calls);
             }
             Err(Throttled::Refused(refused)) => {
