@@ -151,16 +151,7 @@ async fn a_for_each_whose_node_is_killed_half_way_does_not_call_its_finished_ite
                        "parameters": {"id": "${item.id}"}});
     let items = format!("[0:{ITEMS}]");
     let orchestration = first.create(&client, &token, "/orchestrations", pricing(&items, 20, &price)).await;
-    let started: Value = client
-        .post(first.api(&format!("/orchestrations/{orchestration}/execute")))
-        .bearer_auth(&token)
-        .json(&json!({"async": true}))
-        .send()
-        .await
-        .expect("execute")
-        .json()
-        .await
-        .expect("json");
+    let (_, started) = first.execute(&client, &token, &orchestration, &json!({"async": true})).await;
     let execution = started["execution_id"].as_str().expect("execution id").to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
     while dealer.count() < 150 {

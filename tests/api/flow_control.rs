@@ -170,6 +170,44 @@ async fn a_sender_flooding_a_throttled_orchestration_is_paced_to_its_drain() {
     assert!(upstream.busiest_second(&["one"]) <= 5);
 }
 
+/// A call asking in the last quarter of a second (where calls wait for the next second, so that
+/// a request cannot reach the system in a second it was not counted in) goes at once while that
+/// second still has permits: it is counted in the next second instead. Unpaced it could not
+/// reach the system before the next second began; each try here that asks in time shows it.
+#[tokio::test]
+async fn a_call_late_in_a_second_that_has_permits_left_goes_at_once() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
+    let (upstream, authority) = start_upstream().await;
+    app.create_connection(&token, connection(&authority, "dealer", &json!({"requests_per_second": 50}))).await;
+    let lookup = app.create_orchestration(&token, calls("Look up", "dealer", &["one"], &json!({}))).await;
+    let warm = app.execute(&token, &lookup, json!({"parameters": {"id": "warm"}})).await;
+    assert_eq!(warm["status"], "success", "{warm}");
+    let now_ms =
+        || i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis()).expect("ms");
+    let mut tries = Vec::new();
+    for attempt in 0..8 {
+        // 800 ms into a second: in its last quarter.
+        let into = now_ms().rem_euclid(1_000);
+        tokio::time::sleep(Duration::from_millis(u64::try_from((1_800 - into).rem_euclid(1_000)).unwrap_or(0))).await;
+        let asked = now_ms();
+        let id = format!("late{attempt}");
+        let answer = app.execute(&token, &lookup, json!({"parameters": {"id": id}})).await;
+        assert_eq!(answer["status"], "success", "{answer}");
+        let arrived = upstream.calls().into_iter().find(|(key, _)| *key == format!("one/{id}")).map(|(_, at)| at);
+        let arrived = arrived.expect("the call was made");
+        // Only a try that asked inside the last quarter says anything.
+        if asked.rem_euclid(1_000) >= 760 {
+            tries.push((asked, arrived));
+            if arrived.div_euclid(1_000) == asked.div_euclid(1_000) {
+                return;
+            }
+        }
+    }
+    panic!("no call asked late in a second reached the system in that second: {tries:?}");
+}
+
 #[tokio::test]
 async fn throttled_calls_in_a_for_each_park_and_every_item_is_called_once() {
     let app = TestApp::spawn().await;
@@ -409,15 +447,9 @@ impl Drain {
     async fn submit(&self, count: usize) {
         for i in 0..count {
             let node = &self.nodes[i % self.nodes.len()];
-            let response = self
-                .client
-                .post(node.api(&format!("/orchestrations/{}/execute", self.orchestration)))
-                .bearer_auth(&self.token)
-                .json(&json!({"parameters": {"id": format!("n{i}")}, "async": true}))
-                .send()
-                .await
-                .expect("execute");
-            assert_eq!(response.status(), StatusCode::ACCEPTED);
+            let body = json!({"parameters": {"id": format!("n{i}")}, "async": true});
+            let (status, answer) = node.execute(&self.client, &self.token, &self.orchestration, &body).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
         }
     }
 
@@ -518,16 +550,8 @@ async fn another_enterprise_runs_at_once_on_three_nodes_while_one_drains_a_flood
         }
         for i in 0..12 {
             let node = &nodes[i % nodes.len()];
-            let answer: Value = client
-                .post(node.api(&format!("/orchestrations/{lookup}/execute")))
-                .bearer_auth(&b_token)
-                .json(&json!({"parameters": {"id": format!("b{i}")}}))
-                .send()
-                .await
-                .expect("execute")
-                .json()
-                .await
-                .expect("json");
+            let (_, answer) =
+                node.execute(client, &b_token, &lookup, &json!({"parameters": {"id": format!("b{i}")}})).await;
             // It ended within the call (not 202 still queued behind the flood).
             assert_eq!(answer["status"], "success", "{answer}");
         }

@@ -76,14 +76,9 @@ async fn a_node_stalled_past_its_lease_writes_nothing_more_and_runs_no_further_s
     // Each node takes its share and waits at the gate with it.
     let mut ids = Vec::new();
     for i in 0..2 * IN_FLIGHT {
-        let response = client
-            .post(nodes[i % 2].api(&format!("/orchestrations/{orchestration}/execute")))
-            .bearer_auth(&token)
-            .json(&json!({"parameters": {"vin": vin(i)}, "async": true}))
-            .send()
-            .await
-            .expect("execute");
-        let body: Value = response.json().await.expect("json");
+        let (_, body) = nodes[i % 2]
+            .execute(&client, &token, &orchestration, &json!({"parameters": {"vin": vin(i)}, "async": true}))
+            .await;
         ids.push(body["execution_id"].as_str().unwrap_or_else(|| panic!("not accepted: {body}")).to_owned());
     }
     let deadline = Instant::now() + Duration::from_secs(60);

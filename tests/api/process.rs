@@ -140,6 +140,21 @@ impl Server {
         created["id"].as_str().unwrap_or_else(|| panic!("no id: {created}")).to_owned()
     }
 
+    /// `POST /orchestrations/{orchestration}/execute` with `body`; answers the status and the
+    /// JSON body.
+    pub async fn execute(
+        &self,
+        client: &reqwest::Client,
+        token: &str,
+        orchestration: &str,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let path = format!("/orchestrations/{orchestration}/execute");
+        let response = client.post(self.api(&path)).bearer_auth(token).json(body).send().await.expect("execute");
+        let status = response.status();
+        (status, response.json().await.expect("json"))
+    }
+
     /// `GET path` with `token`; answers the JSON body.
     pub async fn get_json(&self, client: &reqwest::Client, token: &str, path: &str) -> Value {
         let response = client.get(self.api(path)).bearer_auth(token).send().await.expect("get");

@@ -182,8 +182,10 @@ pub struct Permit {
     pub period_ms: i64,
     /// When a permit of a later window starts (unix ms): the calls queued for one window are
     /// spread evenly over its first half in the order they took their permits, rather than
-    /// all woken at its start (see [`Permit::slot`]). Absent for a permit of the running window
-    /// (and in permits parked by earlier versions): its window's start.
+    /// all woken at its start (see [`Permit::slot`]). A call asking in the last part of the
+    /// running window while that window had permits left starts at once on the next window's
+    /// permit (see `permit`). Absent for a permit of the running window (and in permits parked
+    /// by earlier versions): its window's start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_ms: Option<i64>,
 }
@@ -201,7 +203,7 @@ impl Permit {
 
     /// When a call may start on this permit (unix ms): its slot, or its window's start.
     pub fn starts_at(&self) -> i64 {
-        self.slot_ms.map_or(self.window_ms, |slot| slot.max(self.window_ms))
+        self.slot_ms.unwrap_or(self.window_ms)
     }
 
     /// How much of the end of a window no call starts in (a quarter, at most 250 ms, so that a
@@ -478,11 +480,21 @@ async fn permit(
     let max_wait = policy.rate_limit.as_ref().and_then(|r| r.max_wait_ms).unwrap_or(DEFAULT_MAX_WAIT_MS);
     let latest = now.saturating_add(i64::try_from(max_wait).unwrap_or(i64::MAX / 2));
     let earliest = earliest_window(now, rate.period_ms);
+    let running = now - now.rem_euclid(rate.period_ms);
     let limit = i64::try_from(rate.limit).unwrap_or(i64::MAX);
-    match store.reserve_permit(&bucket, earliest, limit, rate.period_ms, latest).await {
-        Ok(Some((window_ms, place))) => {
-            let slot_ms = Permit::slot(window_ms, place, limit, rate.period_ms, now);
-            Ok(Some(Permit { bucket, window_ms, period_ms: rate.period_ms, slot_ms }))
+    match store.reserve_permit(&bucket, (earliest, running), limit, rate.period_ms, latest).await {
+        Ok(Some(granted)) => {
+            // Asked in the last part of the running window, which still had permits: the call
+            // is counted in the next window (its permit) and starts now. Whichever of the two
+            // the system counts it in stays within the limit: the running one had room and
+            // gives no more permits, the next one counts it.
+            let early = granted.window_ms == earliest && earliest > running && granted.running_had_room;
+            let slot_ms = if early {
+                Some(now)
+            } else {
+                Permit::slot(granted.window_ms, granted.place, limit, rate.period_ms, now)
+            };
+            Ok(Some(Permit { bucket, window_ms: granted.window_ms, period_ms: rate.period_ms, slot_ms }))
         }
         Ok(None) => Err(format!(
             "connection {} allows {} and its calls already waiting take them for longer than this call may wait ({max_wait} ms, resilience.rate_limit.max_wait_ms)",

@@ -25,7 +25,7 @@ mod orchestrations;
 mod paging;
 mod plugins;
 mod ratelimit;
-pub use ratelimit::outbound_bucket;
+pub use ratelimit::{Granted, outbound_bucket};
 mod retention;
 mod schedules;
 mod signers;

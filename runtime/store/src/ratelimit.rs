@@ -16,20 +16,41 @@ fn outbound_prefix(connection_id: &str) -> String {
     format!("outbound:{connection_id}:")
 }
 
-/// `reserve_permit`'s statement: the window of the next permit and its place in it, granted only
-/// when it begins by `$5`. `$2` is the earliest window, `$3` the limit, `$4` the period.
+/// `reserve_permit`'s statement: the window of the next permit, its place in it, and whether
+/// the running window `$6` had permits left before (1 or 0, kept in `room_before`), granted only
+/// when it begins by `$5`. `$2` is the earliest window, `$3` the limit, `$4` the period. Every
+/// expression reads the cursor as it is under the row's lock, so callers on any node agree.
 static RESERVE: LazyLock<String> = LazyLock::new(|| {
     const NEXT: &str = "CASE WHEN outbound_permits.window_start < $2 THEN $2 \
                         WHEN outbound_permits.granted < $3 THEN outbound_permits.window_start \
                         ELSE outbound_permits.window_start + $4 END";
     format!(
-        "INSERT INTO outbound_permits (bucket, window_start, granted) SELECT $1, $2, 1 WHERE $2 <= $5 \
+        "INSERT INTO outbound_permits (bucket, window_start, granted, room_before) SELECT $1, $2, 1, 1 WHERE $2 <= $5 \
          ON CONFLICT (bucket) DO UPDATE SET window_start = {NEXT}, \
          granted = CASE WHEN outbound_permits.window_start < $2 THEN 1 \
-                        WHEN outbound_permits.granted < $3 THEN outbound_permits.granted + 1 ELSE 1 END \
-         WHERE {NEXT} <= $5 RETURNING window_start, granted"
+                        WHEN outbound_permits.granted < $3 THEN outbound_permits.granted + 1 ELSE 1 END, \
+         room_before = CASE WHEN outbound_permits.window_start < $6 \
+                            OR (outbound_permits.window_start = $6 AND outbound_permits.granted < $3) THEN 1 ELSE 0 END \
+         WHERE {NEXT} <= $5 RETURNING window_start, granted, room_before"
     )
 });
+
+/// A permit [`Store::reserve_permit`] gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Granted {
+    /// Start of its window (unix ms).
+    pub window_ms: i64,
+    /// Its place in the window: 1 to the limit, in the order the permits were taken.
+    pub place: i64,
+    /// The running window still had permits left when this one was taken (its remaining ones
+    /// are given to nobody any more: the cursor moved on).
+    pub running_had_room: bool,
+}
+
+/// Whether the running window `running` has permits left, by the cursor as it is.
+fn has_room((window_start, granted): (i64, i64), running: i64, limit: i64) -> bool {
+    window_start < running || (window_start == running && granted < limit)
+}
 
 /// The cursor `(window_start, granted)` after one more permit: [`RESERVE`]'s arithmetic.
 fn next_permit((window_start, granted): (i64, i64), earliest: i64, limit: i64, period_ms: i64) -> (i64, i64) {
@@ -47,8 +68,9 @@ impl Store {
     /// windows aligned to the period), in arrival order across nodes: one of the window starting
     /// at `earliest` when it has permits left, else the first later window that has. Answers the
     /// start of the permit's window (unix ms) and the permit's place in it (1 to `limit`, in
-    /// the order they were taken), or `None`, taking nothing, when that window would begin
-    /// after `latest`. On PostgreSQL one statement, whose row lock orders the nodes'
+    /// the order they were taken), whether the window running at the time (`running`, which
+    /// may be before `earliest`) still had permits left, or `None`, taking nothing, when that
+    /// window would begin after `latest`. On PostgreSQL one statement, whose row lock orders the nodes'
     /// callers. On SQLite (one node) the cursor is kept in memory, read from the database the
     /// first time, and only a permit of a later window is written through before it is given
     /// (those are what parked calls hold across a restart): a call in the running window costs
@@ -57,32 +79,35 @@ impl Store {
     pub async fn reserve_permit(
         &self,
         bucket: &str,
-        earliest: i64,
+        (earliest, running): (i64, i64),
         limit: i64,
         period_ms: i64,
         latest: i64,
-    ) -> sqlx::Result<Option<(i64, i64)>> {
+    ) -> sqlx::Result<Option<Granted>> {
         if self.backend == crate::Backend::Postgres {
-            return sqlx::query_as(&RESERVE)
+            let taken: Option<(i64, i64, i64)> = sqlx::query_as(&RESERVE)
                 .bind(bucket)
                 .bind(earliest)
                 .bind(limit)
                 .bind(period_ms)
                 .bind(latest)
+                .bind(running)
                 .fetch_all(&self.pool)
                 .await
-                .map(crate::first);
+                .map(crate::first)?;
+            return Ok(taken.map(|(window_ms, place, room)| Granted { window_ms, place, running_had_room: room == 1 }));
         }
         self.load_cursor(bucket).await?;
-        let granted = {
+        let (granted, running_had_room) = {
             let mut cursors = self.caches.permits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let cursor = cursors.entry(bucket.to_owned()).or_insert((i64::MIN, 0));
             let next = next_permit(*cursor, earliest, limit, period_ms);
             if next.0 > latest {
                 return Ok(None);
             }
+            let room = has_room(*cursor, running, limit);
             *cursor = next;
-            next
+            (next, room)
         };
         if granted.0 > earliest {
             // Moves the stored cursor forward only (concurrent writes may land out of order).
@@ -98,7 +123,7 @@ impl Store {
             .execute(&self.pool)
             .await?;
         }
-        Ok(Some(granted))
+        Ok(Some(Granted { window_ms: granted.0, place: granted.1, running_had_room }))
     }
 
     /// SQLite: reads the cursor of `bucket` from the database the first time this process
@@ -189,7 +214,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::next_permit;
+    use super::{has_room, next_permit};
 
     #[test]
     fn a_cursor_fills_its_window_then_moves_to_the_next() {
@@ -203,6 +228,10 @@ mod tests {
         assert_eq!(next_permit((5_000, 2), 5_000, 2, second), (6_000, 1), "a full window gives the next one's");
         assert_eq!(next_permit((6_000, 1), 5_000, 2, second), (6_000, 2), "permits ahead are taken in order");
         assert_eq!(next_permit((6_000, 2), 9_000, 2, second), (9_000, 1), "a cursor left behind starts again");
+        assert!(has_room((4_000, 2), 5_000, 2), "a window nobody took permits of has room");
+        assert!(has_room((5_000, 1), 5_000, 2));
+        assert!(!has_room((5_000, 2), 5_000, 2), "a full window has none");
+        assert!(!has_room((6_000, 1), 5_000, 2), "nor one the cursor has left");
     }
 
     /// On SQLite the cursor lives in memory; a permit of a later window is written through, so
@@ -213,7 +242,10 @@ mod tests {
         let bucket = crate::outbound_bucket("c1", 1_000);
         let take = |earliest| {
             let (store, bucket) = (store.clone(), bucket.clone());
-            async move { store.reserve_permit(&bucket, earliest, 2, 1_000, earliest + 10_000).await.expect("permit") }
+            async move {
+                let taken = store.reserve_permit(&bucket, (earliest, earliest), 2, 1_000, earliest + 10_000).await;
+                taken.expect("permit").map(|g| (g.window_ms, g.place))
+            }
         };
         assert_eq!(take(5_000).await, Some((5_000, 1)));
         assert_eq!(take(5_000).await, Some((5_000, 2)));
@@ -228,12 +260,21 @@ mod tests {
         assert_eq!(take(5_000).await, Some((6_000, 1)));
         assert_eq!(stored(store.clone(), bucket.clone()).await, Some((6_000, 1)), "a later window's is written");
         // Too far for this caller: nothing taken.
-        assert_eq!(store.reserve_permit(&bucket, 5_000, 2, 1_000, 5_500).await.expect("permit"), None);
+        assert_eq!(store.reserve_permit(&bucket, (5_000, 5_000), 2, 1_000, 5_500).await.expect("permit"), None);
         // Another process (its memory empty) reads the cursor and goes on after it.
         store.caches.permits.lock().expect("cursors").clear();
         assert_eq!(take(5_000).await, Some((6_000, 2)));
         assert_eq!(take(5_000).await, Some((7_000, 1)));
         store.forget_permits("c1").await.expect("forget");
         assert_eq!(take(5_000).await, Some((5_000, 1)), "a deleted connection's cursor is gone");
+        // Asked in the last part of the running window 5_000 for the next one: whether 5_000 had
+        // permits left is said, for the first such call only (the cursor moved on).
+        let late = |store: crate::Store, bucket: String| async move {
+            store.reserve_permit(&bucket, (6_000, 5_000), 2, 1_000, 20_000).await.expect("permit").expect("granted")
+        };
+        let first = late(store.clone(), bucket.clone()).await;
+        assert_eq!((first.window_ms, first.place, first.running_had_room), (6_000, 1, true));
+        let second = late(store.clone(), bucket.clone()).await;
+        assert_eq!((second.window_ms, second.place, second.running_had_room), (6_000, 2, false));
     }
 }
