@@ -41,6 +41,16 @@ async fn hang(State(upstream): State<Upstream>, Path(id): Path<String>) -> axum:
     axum::Json(json!({"ok": true}))
 }
 
+/// A node whose enterprise's own limits are raised out of the way, its admin's token, and the
+/// upstream with its authority.
+async fn unlimited_node() -> (TestApp, String, Upstream, String) {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
+    let (upstream, authority) = start_upstream().await;
+    (app, token, upstream, authority)
+}
+
 /// A `rest` connection `name` to the upstream with `rate_limit` (JSON `null`: the quota's).
 fn connection(authority: &str, name: &str, rate_limit: &Value) -> Value {
     json!({"name": name, "system": "rest", "allowed_hosts": [authority],
@@ -142,10 +152,7 @@ async fn throttled_calls_park_without_a_slot_and_drain_at_the_limit_each_once() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_flooding_a_throttled_orchestration_is_paced_to_its_drain() {
     const EXECUTIONS: usize = 60;
-    let app = TestApp::spawn().await;
-    let token = app.admin_token().await;
-    assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
-    let (upstream, authority) = start_upstream().await;
+    let (app, token, upstream, authority) = unlimited_node().await;
     app.create_connection(&token, connection(&authority, "dealer", &json!({"requests_per_second": 5}))).await;
     let throttled = app.create_orchestration(&token, calls("Sync", "dealer", &["one"], &json!({}))).await;
 
@@ -176,10 +183,7 @@ async fn a_sender_flooding_a_throttled_orchestration_is_paced_to_its_drain() {
 /// reach the system before the next second began; each try here that asks in time shows it.
 #[tokio::test]
 async fn a_call_late_in_a_second_that_has_permits_left_goes_at_once() {
-    let app = TestApp::spawn().await;
-    let token = app.admin_token().await;
-    assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
-    let (upstream, authority) = start_upstream().await;
+    let (app, token, upstream, authority) = unlimited_node().await;
     app.create_connection(&token, connection(&authority, "dealer", &json!({"requests_per_second": 50}))).await;
     let lookup = app.create_orchestration(&token, calls("Look up", "dealer", &["one"], &json!({}))).await;
     let warm = app.execute(&token, &lookup, json!({"parameters": {"id": "warm"}})).await;
@@ -210,10 +214,7 @@ async fn a_call_late_in_a_second_that_has_permits_left_goes_at_once() {
 
 #[tokio::test]
 async fn throttled_calls_in_a_for_each_park_and_every_item_is_called_once() {
-    let app = TestApp::spawn().await;
-    let token = app.admin_token().await;
-    assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
-    let (upstream, authority) = start_upstream().await;
+    let (app, token, upstream, authority) = unlimited_node().await;
     app.create_connection(&token, connection(&authority, "dealer", &json!({"requests_per_second": 2}))).await;
     let items: Vec<String> = (0..8).map(|i| format!("v{i}")).collect();
     let id = app
@@ -242,10 +243,7 @@ async fn throttled_calls_in_a_for_each_park_and_every_item_is_called_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_system_holds_only_its_connections_share_of_live_calls() {
-    let app = TestApp::spawn().await;
-    let token = app.admin_token().await;
-    assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
-    let (upstream, authority) = start_upstream().await;
+    let (app, token, upstream, authority) = unlimited_node().await;
     let mut stuck = connection(&authority, "stuck", &Value::Null);
     // The breaker stays closed: this is about the live calls, not the circuit.
     stuck["resilience"]["circuit_breaker"] = json!({"failure_threshold": 1000});
@@ -306,10 +304,7 @@ async fn a_hanging_system_holds_only_its_connections_share_of_live_calls() {
 
 #[tokio::test]
 async fn waiting_for_a_permit_is_not_part_of_the_steps_timeout() {
-    let app = TestApp::spawn().await;
-    let token = app.admin_token().await;
-    assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
-    let (upstream, authority) = start_upstream().await;
+    let (app, token, upstream, authority) = unlimited_node().await;
     app.create_connection(&token, connection(&authority, "dealer", &json!({"requests_per_second": 1}))).await;
     // Four calls at one a second wait seconds for their permits; each call itself is quick.
     let steps = ["a", "b", "c", "d"];
@@ -328,10 +323,7 @@ async fn waiting_for_a_permit_is_not_part_of_the_steps_timeout() {
 /// landing in a second another call's permit already holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_leaves_after_its_window_takes_the_next_permit_instead_of_crowding_that_second() {
-    let app = TestApp::spawn().await;
-    let token = app.admin_token().await;
-    assert_eq!(app.put(&token, "/settings", unlimited()).await.status(), StatusCode::OK);
-    let (upstream, authority) = start_upstream().await;
+    let (app, token, upstream, authority) = unlimited_node().await;
     assert!(app.upload(&token, guest("hostile"), None).await.status().is_success());
     app.create_connection(
         &token,

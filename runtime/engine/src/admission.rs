@@ -172,25 +172,27 @@ pub const MAX_HOLD_MS: i64 = 1_000;
 const MAX_HORIZONS: usize = 10_000;
 
 /// How far ahead each orchestration's throttled calls are booked, as this node saw them park:
-/// the latest start of an outbound permit one of its executions parked for (unix ms), by
-/// enterprise and orchestration (another tenant naming the id learns nothing from a hold).
+/// by orchestration id, its enterprise and the latest start of an outbound permit one of its
+/// executions parked for (unix ms). A hold is asked for by enterprise and orchestration, so
+/// another tenant naming the id learns nothing from it; the lookup allocates nothing (every
+/// execute and webhook asks).
 #[derive(Default)]
-pub struct Horizons(Mutex<HashMap<(String, String), i64>>);
+pub struct Horizons(Mutex<HashMap<String, (String, i64)>>);
 
 impl Horizons {
     /// Notes that a call of an execution of `orchestration_id` parked for a permit starting at
     /// `starts_at`.
     pub fn throttled(&self, enterprise_id: &str, orchestration_id: &str, starts_at: i64) {
-        let key = (enterprise_id.to_owned(), orchestration_id.to_owned());
         let mut horizons = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if horizons.len() >= MAX_HORIZONS && !horizons.contains_key(&key) {
+        if horizons.len() >= MAX_HORIZONS && !horizons.contains_key(orchestration_id) {
             let now = now_ms();
-            horizons.retain(|_, until| *until > now);
+            horizons.retain(|_, (_, until)| *until > now);
             if horizons.len() >= MAX_HORIZONS {
                 return;
             }
         }
-        let until = horizons.entry(key).or_insert(starts_at);
+        let (_, until) =
+            horizons.entry(orchestration_id.to_owned()).or_insert_with(|| (enterprise_id.to_owned(), starts_at));
         *until = (*until).max(starts_at);
     }
 
@@ -199,9 +201,11 @@ impl Horizons {
     /// with `n` submissions in flight is held to about `n` per hold, and the hold shrinks as
     /// the booked calls drain, so the line settles a little over [`PACE_AFTER_MS`] long.
     pub fn hold(&self, enterprise_id: &str, orchestration_id: &str, now: i64) -> Duration {
-        let key = (enterprise_id.to_owned(), orchestration_id.to_owned());
         let horizons = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let ahead = horizons.get(&key).map_or(0, |until| until - now);
+        let ahead = match horizons.get(orchestration_id) {
+            Some((enterprise, until)) if enterprise == enterprise_id => until - now,
+            _ => 0,
+        };
         Duration::from_millis(u64::try_from(((ahead - PACE_AFTER_MS) / HOLD_SHARE).clamp(0, MAX_HOLD_MS)).unwrap_or(0))
     }
 }

@@ -9,20 +9,20 @@
 //! to a later window, and the call waits for it (for its slot: the calls queued for one window
 //! start one after another over its first half, [`Permit::slot`]). A wait of up to
 //! [`INLINE_PERMIT_MS`] is slept in place; a longer one parks the execution like a long `wait`
-//! ([`Throttled::Park`]): its
-//! slot is free, and the step, when the execution resumes (on any node), uses the permit it
-//! holds instead of queueing again. Only a permit further away than the policy's
-//! `max_wait_ms` (an hour unless set) fails the call `rate_limited`; the time spent waiting
-//! never counts against the step's `timeout_ms`. A call starts in the first part of its
-//! permit's window only ([`Permit::usable_until`]), and its first request is paced again when
-//! it leaves ([`StepPacer`]): one that reaches the network after [`Permit::send_by`] (many
-//! calls that woke at one window's start take turns on few cores) takes the next permit and
-//! waits for its window in place when that is near, or is not sent and the step tries again
-//! on that permit (parking if it is far). So a system counting calls by the clock sees no
-//! more than the limit in any window. After the call, [`settle`] counts it: a call whose
-//! system did not answer (connection error, timeout, 5xx) is a failure, one it answered
-//! (any other status) is a success, and a call that made no request (or was denied by the
-//! allow-list, or answered 429) changes nothing.
+//! ([`Throttled::Park`]): its slot is free, and the step, when the execution resumes (on any
+//! node), uses the permit it holds instead of queueing again. Only a permit further away than
+//! the policy's `max_wait_ms` (an hour unless set) fails the call `rate_limited`; the time
+//! spent waiting never counts against the step's `timeout_ms`. A call starts in the first part
+//! of its permit's window only ([`Permit::usable_until`]; the first to ask in the last part of
+//! a window that has permits left starts at once, counted in the next one), and its first
+//! request is paced again when it leaves ([`StepPacer`]): one that reaches the network after
+//! [`Permit::send_by`] (many calls that woke at one window's start take turns on few cores)
+//! takes the next permit and waits for its window in place when that is near, or is not sent
+//! and the step tries again on that permit (parking if it is far). So a system counting calls
+//! by the clock sees no more than the limit in any window. After the call, [`settle`] counts
+//! it: a call whose system did not answer (connection error, timeout, 5xx) is a failure, one it
+//! answered (any other status) is a success, and a call that made no request (or was denied by
+//! the allow-list, or answered 429) changes nothing.
 //!
 //! A refused call leaves an API-call row with status `circuit_open` or `rate_limited`, so the
 //! refusals show in `GET /api-calls` next to the requests. The connection test runner and
@@ -480,15 +480,14 @@ async fn permit(
     let max_wait = policy.rate_limit.as_ref().and_then(|r| r.max_wait_ms).unwrap_or(DEFAULT_MAX_WAIT_MS);
     let latest = now.saturating_add(i64::try_from(max_wait).unwrap_or(i64::MAX / 2));
     let earliest = earliest_window(now, rate.period_ms);
-    let running = now - now.rem_euclid(rate.period_ms);
     let limit = i64::try_from(rate.limit).unwrap_or(i64::MAX);
-    match store.reserve_permit(&bucket, (earliest, running), limit, rate.period_ms, latest).await {
+    match store.reserve_permit(&bucket, earliest, limit, rate.period_ms, latest).await {
         Ok(Some(granted)) => {
-            // Asked in the last part of the running window, which still had permits: the call
-            // is counted in the next window (its permit) and starts now. Whichever of the two
-            // the system counts it in stays within the limit: the running one had room and
-            // gives no more permits, the next one counts it.
-            let early = granted.window_ms == earliest && earliest > running && granted.running_had_room;
+            // Asked in the last part of the running window (the earliest is the next one),
+            // which still had permits: the call is counted in the next window (its permit) and
+            // starts now. Whichever of the two the system counts it in stays within the limit:
+            // the running one had room and gives no more permits, the next one counts it.
+            let early = earliest > now && granted.window_ms == earliest && granted.room_before;
             let slot_ms = if early {
                 Some(now)
             } else {

@@ -17,9 +17,9 @@ fn outbound_prefix(connection_id: &str) -> String {
 }
 
 /// `reserve_permit`'s statement: the window of the next permit, its place in it, and whether
-/// the running window `$6` had permits left before (1 or 0, kept in `room_before`), granted only
-/// when it begins by `$5`. `$2` is the earliest window, `$3` the limit, `$4` the period. Every
-/// expression reads the cursor as it is under the row's lock, so callers on any node agree.
+/// the window before the earliest one had permits left (1 or 0, kept in `room_before`), granted
+/// only when it begins by `$5`. `$2` is the earliest window, `$3` the limit, `$4` the period.
+/// Every expression reads the cursor as it is under the row's lock, so callers on any node agree.
 static RESERVE: LazyLock<String> = LazyLock::new(|| {
     const NEXT: &str = "CASE WHEN outbound_permits.window_start < $2 THEN $2 \
                         WHEN outbound_permits.granted < $3 THEN outbound_permits.window_start \
@@ -29,8 +29,8 @@ static RESERVE: LazyLock<String> = LazyLock::new(|| {
          ON CONFLICT (bucket) DO UPDATE SET window_start = {NEXT}, \
          granted = CASE WHEN outbound_permits.window_start < $2 THEN 1 \
                         WHEN outbound_permits.granted < $3 THEN outbound_permits.granted + 1 ELSE 1 END, \
-         room_before = CASE WHEN outbound_permits.window_start < $6 \
-                            OR (outbound_permits.window_start = $6 AND outbound_permits.granted < $3) THEN 1 ELSE 0 END \
+         room_before = CASE WHEN outbound_permits.window_start < $2 - $4 \
+                            OR (outbound_permits.window_start = $2 - $4 AND outbound_permits.granted < $3) THEN 1 ELSE 0 END \
          WHERE {NEXT} <= $5 RETURNING window_start, granted, room_before"
     )
 });
@@ -42,14 +42,15 @@ pub struct Granted {
     pub window_ms: i64,
     /// Its place in the window: 1 to the limit, in the order the permits were taken.
     pub place: i64,
-    /// The running window still had permits left when this one was taken (its remaining ones
-    /// are given to nobody any more: the cursor moved on).
-    pub running_had_room: bool,
+    /// The window before the earliest one asked for still had permits left when this one was
+    /// taken (they are given to nobody any more: the cursor moved on). A call asking late in
+    /// the running window (`earliest` is the next one) may then start at once.
+    pub room_before: bool,
 }
 
-/// Whether the running window `running` has permits left, by the cursor as it is.
-fn has_room((window_start, granted): (i64, i64), running: i64, limit: i64) -> bool {
-    window_start < running || (window_start == running && granted < limit)
+/// Whether the window starting at `window` has permits left, by the cursor as it is.
+fn has_room((window_start, granted): (i64, i64), window: i64, limit: i64) -> bool {
+    window_start < window || (window_start == window && granted < limit)
 }
 
 /// The cursor `(window_start, granted)` after one more permit: [`RESERVE`]'s arithmetic.
@@ -67,19 +68,18 @@ impl Store {
     /// Takes the next permit of the outbound limit `bucket` (`limit` calls per `period_ms`, in
     /// windows aligned to the period), in arrival order across nodes: one of the window starting
     /// at `earliest` when it has permits left, else the first later window that has. Answers the
-    /// start of the permit's window (unix ms) and the permit's place in it (1 to `limit`, in
-    /// the order they were taken), whether the window running at the time (`running`, which
-    /// may be before `earliest`) still had permits left, or `None`, taking nothing, when that
-    /// window would begin after `latest`. On PostgreSQL one statement, whose row lock orders the nodes'
-    /// callers. On SQLite (one node) the cursor is kept in memory, read from the database the
-    /// first time, and only a permit of a later window is written through before it is given
-    /// (those are what parked calls hold across a restart): a call in the running window costs
-    /// no write. After a crash, the window it happened in may see up to one more limit's worth
+    /// start of the permit's window (unix ms), the permit's place in it (1 to `limit`, in the
+    /// order they were taken) and whether the window before `earliest` still had permits left,
+    /// or `None`, taking nothing, when that window would begin after `latest`. On PostgreSQL
+    /// one statement, whose row lock orders the nodes' callers. On SQLite (one node) the cursor
+    /// is kept in memory, read from the database the first time, and only a permit of a later
+    /// window is written through before it is given (those are what parked calls hold across a
+    /// restart): a call in the running window costs no write. After a crash, the window it happened in may see up to one more limit's worth
     /// of calls.
     pub async fn reserve_permit(
         &self,
         bucket: &str,
-        (earliest, running): (i64, i64),
+        earliest: i64,
         limit: i64,
         period_ms: i64,
         latest: i64,
@@ -91,21 +91,20 @@ impl Store {
                 .bind(limit)
                 .bind(period_ms)
                 .bind(latest)
-                .bind(running)
                 .fetch_all(&self.pool)
                 .await
                 .map(crate::first)?;
-            return Ok(taken.map(|(window_ms, place, room)| Granted { window_ms, place, running_had_room: room == 1 }));
+            return Ok(taken.map(|(window_ms, place, room)| Granted { window_ms, place, room_before: room == 1 }));
         }
         self.load_cursor(bucket).await?;
-        let (granted, running_had_room) = {
+        let (granted, room_before) = {
             let mut cursors = self.caches.permits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let cursor = cursors.entry(bucket.to_owned()).or_insert((i64::MIN, 0));
             let next = next_permit(*cursor, earliest, limit, period_ms);
             if next.0 > latest {
                 return Ok(None);
             }
-            let room = has_room(*cursor, running, limit);
+            let room = has_room(*cursor, earliest - period_ms, limit);
             *cursor = next;
             (next, room)
         };
@@ -123,7 +122,7 @@ impl Store {
             .execute(&self.pool)
             .await?;
         }
-        Ok(Some(Granted { window_ms: granted.0, place: granted.1, running_had_room }))
+        Ok(Some(Granted { window_ms: granted.0, place: granted.1, room_before }))
     }
 
     /// SQLite: reads the cursor of `bucket` from the database the first time this process
@@ -243,7 +242,7 @@ mod tests {
         let take = |earliest| {
             let (store, bucket) = (store.clone(), bucket.clone());
             async move {
-                let taken = store.reserve_permit(&bucket, (earliest, earliest), 2, 1_000, earliest + 10_000).await;
+                let taken = store.reserve_permit(&bucket, earliest, 2, 1_000, earliest + 10_000).await;
                 taken.expect("permit").map(|g| (g.window_ms, g.place))
             }
         };
@@ -260,21 +259,21 @@ mod tests {
         assert_eq!(take(5_000).await, Some((6_000, 1)));
         assert_eq!(stored(store.clone(), bucket.clone()).await, Some((6_000, 1)), "a later window's is written");
         // Too far for this caller: nothing taken.
-        assert_eq!(store.reserve_permit(&bucket, (5_000, 5_000), 2, 1_000, 5_500).await.expect("permit"), None);
+        assert_eq!(store.reserve_permit(&bucket, 5_000, 2, 1_000, 5_500).await.expect("permit"), None);
         // Another process (its memory empty) reads the cursor and goes on after it.
         store.caches.permits.lock().expect("cursors").clear();
         assert_eq!(take(5_000).await, Some((6_000, 2)));
         assert_eq!(take(5_000).await, Some((7_000, 1)));
         store.forget_permits("c1").await.expect("forget");
         assert_eq!(take(5_000).await, Some((5_000, 1)), "a deleted connection's cursor is gone");
-        // Asked in the last part of the running window 5_000 for the next one: whether 5_000 had
-        // permits left is said, for the first such call only (the cursor moved on).
+        // Asked for 6_000 (late in the running window 5_000): whether 5_000 had permits left is
+        // said, for the first such call only (the cursor moved on).
         let late = |store: crate::Store, bucket: String| async move {
-            store.reserve_permit(&bucket, (6_000, 5_000), 2, 1_000, 20_000).await.expect("permit").expect("granted")
+            store.reserve_permit(&bucket, 6_000, 2, 1_000, 20_000).await.expect("permit").expect("granted")
         };
         let first = late(store.clone(), bucket.clone()).await;
-        assert_eq!((first.window_ms, first.place, first.running_had_room), (6_000, 1, true));
+        assert_eq!((first.window_ms, first.place, first.room_before), (6_000, 1, true));
         let second = late(store.clone(), bucket.clone()).await;
-        assert_eq!((second.window_ms, second.place, second.running_had_room), (6_000, 2, false));
+        assert_eq!((second.window_ms, second.place, second.room_before), (6_000, 2, false));
     }
 }
