@@ -158,7 +158,7 @@ pub async fn write(state: &AppState, enterprise_id: Option<String>, actor: Strin
         before: text(change.before),
         after: text(change.after),
     };
-    if let Err(e) = state.store.insert_audit(&row).await {
+    if let Err(e) = state.store().insert_audit(&row).await {
         tracing::error!(error = %e, action = %row.action, resource = %row.resource, "writing the audit log");
     }
 }

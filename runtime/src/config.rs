@@ -1,5 +1,10 @@
 //! Settings of one `dibop serve` process: flags, `DIBOP_*` environment variables and an optional
 //! TOML file, in that order of precedence, with defaults for everything but secrets.
+//!
+//! Each setting is written in three places: its field of [`Config`] (what it means), its default
+//! in [`Config::default`], and its flag in [`ConfigArgs`] (which the TOML file shares, key for
+//! key). [`ConfigArgs::resolve`] lays the flags over the file and both over the defaults by
+//! name; [`Config::normalized`] then applies the few bounds and "empty means unset" rules.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,10 +12,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -19,7 +25,7 @@ pub enum LogFormat {
 }
 
 /// When SQLite makes a commit durable (`PRAGMA synchronous`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum SqliteSynchronous {
     /// In WAL mode a commit survives a crash of the process, and may be lost only when the
@@ -31,8 +37,10 @@ pub enum SqliteSynchronous {
 }
 
 /// The effective configuration of a server. Secrets are [`SecretString`]s, so a `{:?}` of this
-/// struct never prints them.
-#[derive(Debug, Clone)]
+/// struct never prints them. Deserialized from the layers of [`ConfigArgs::resolve`]; a setting
+/// no layer names keeps its default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct Config {
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
@@ -126,12 +134,12 @@ pub struct Config {
     pub sqlite_max_size_mb: Option<u64>,
 }
 
-impl Config {
-    /// Defaults for a server keeping its state in `data_dir`.
-    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+impl Default for Config {
+    /// The defaults: a server on 127.0.0.1:8080 keeping its state in `dibop-data`.
+    fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            data_dir: data_dir.into(),
+            data_dir: PathBuf::from("dibop-data"),
             database_url: None,
             jwt_secret: None,
             secret_key: None,
@@ -167,11 +175,50 @@ impl Config {
     }
 }
 
-/// Flags of `dibop serve` and `dibop migrate`. Each also reads its environment variable.
-#[derive(Debug, Args, Default)]
+impl Config {
+    /// Defaults for a server keeping its state in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self { data_dir: data_dir.into(), ..Self::default() }
+    }
+
+    /// The settings with their bounds applied, and empty texts (an unset variable in a
+    /// container's environment is often an empty one) taken as unset.
+    fn normalized(self) -> Self {
+        let secret = |s: Option<SecretString>| {
+            use secrecy::ExposeSecret;
+            s.filter(|s| !s.expose_secret().is_empty())
+        };
+        Self {
+            database_url: secret(self.database_url),
+            jwt_secret: secret(self.jwt_secret),
+            secret_key: secret(self.secret_key),
+            admin_password: secret(self.admin_password),
+            metrics_token: secret(self.metrics_token),
+            admin_email: self.admin_email.filter(|s| !s.is_empty()),
+            extra_ca_file: self.extra_ca_file.filter(|p| !p.as_os_str().is_empty()),
+            otlp_endpoint: self.otlp_endpoint.filter(|e| !e.trim().is_empty()),
+            sqlite_max_size_mb: self.sqlite_max_size_mb.filter(|mb| *mb > 0),
+            max_in_flight: self.max_in_flight.max(1),
+            lease_ms: self.lease_ms.max(1000),
+            compile_timeout_ms: self.compile_timeout_ms.max(1),
+            retention_sweep_ms: self.retention_sweep_ms.max(100),
+            alert_eval_ms: self.alert_eval_ms.max(100),
+            alert_queue: self.alert_queue.max(1),
+            login_failures_per_address: self.login_failures_per_address.max(1),
+            limiter_buckets: self.limiter_buckets.max(8),
+            ..self
+        }
+    }
+}
+
+/// Flags of `dibop serve` and `dibop migrate`. Each also reads its environment variable. The
+/// TOML file is one more layer of the same settings, under the same (snake_case) names.
+#[derive(Debug, Args, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConfigArgs {
     /// TOML file with any of the settings below (snake_case keys).
     #[arg(long, env = "DIBOP_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Listen address.
     #[arg(long, env = "DIBOP_LISTEN")]
@@ -279,134 +326,29 @@ pub struct ConfigArgs {
     pub sqlite_max_size_mb: Option<u64>,
 }
 
-/// The TOML file: the same settings as the flags, all optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<SocketAddr>,
-    data_dir: Option<PathBuf>,
-    database_url: Option<String>,
-    jwt_secret: Option<String>,
-    secret_key: Option<String>,
-    admin_email: Option<String>,
-    admin_password: Option<String>,
-    allow_private_networks: Option<bool>,
-    extra_ca_file: Option<PathBuf>,
-    max_body_bytes: Option<usize>,
-    db_max_connections: Option<u32>,
-    max_in_flight: Option<usize>,
-    workers: Option<usize>,
-    lease_ms: Option<u64>,
-    execute_wait_ms: Option<u64>,
-    warm_instance_calls: Option<u32>,
-    compile_timeout_ms: Option<u64>,
-    retention_sweep_ms: Option<u64>,
-    metrics_token: Option<String>,
-    alert_eval_ms: Option<u64>,
-    alert_queue: Option<usize>,
-    otlp_endpoint: Option<String>,
-    otlp_payloads: Option<bool>,
-    shutdown_grace_ms: Option<u64>,
-    enterprise_slots: Option<usize>,
-    max_for_each_items: Option<usize>,
-    max_parallel_branches: Option<usize>,
-    min_cron_interval_secs: Option<u64>,
-    login_concurrency: Option<usize>,
-    login_failures_per_address: Option<u64>,
-    limiter_buckets: Option<usize>,
-    log_format: Option<LogFormat>,
-    sqlite_synchronous: Option<SqliteSynchronous>,
-    sqlite_max_size_mb: Option<u64>,
-}
-
 impl ConfigArgs {
-    /// Merges flags/environment over the TOML file over the defaults.
+    /// Lays the flags (and their environment variables) over the TOML file over the defaults.
     pub fn resolve(self) -> anyhow::Result<Config> {
         let file = match &self.config {
             Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+            None => ConfigArgs::default(),
         };
-        let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("dibop-data"));
-        let defaults = Config::new(data_dir);
-        let secret = |s: Option<String>| s.filter(|s| !s.is_empty()).map(SecretString::from);
-        Ok(Config {
-            listen: self.listen.or(file.listen).unwrap_or(defaults.listen),
-            database_url: secret(self.database_url.or(file.database_url)),
-            jwt_secret: secret(self.jwt_secret.or(file.jwt_secret)),
-            secret_key: secret(self.secret_key.or(file.secret_key)),
-            admin_email: self.admin_email.or(file.admin_email).filter(|s| !s.is_empty()),
-            admin_password: secret(self.admin_password.or(file.admin_password)),
-            allow_private_networks: self
-                .allow_private_networks
-                .or(file.allow_private_networks)
-                .unwrap_or(defaults.allow_private_networks),
-            extra_ca_file: self.extra_ca_file.or(file.extra_ca_file).filter(|p| !p.as_os_str().is_empty()),
-            max_body_bytes: self.max_body_bytes.or(file.max_body_bytes).unwrap_or(defaults.max_body_bytes),
-            db_max_connections: self
-                .db_max_connections
-                .or(file.db_max_connections)
-                .unwrap_or(defaults.db_max_connections),
-            max_in_flight: self
-                .max_in_flight
-                .or(file.max_in_flight)
-                .or(self.workers)
-                .or(file.workers)
-                .unwrap_or(defaults.max_in_flight)
-                .max(1),
-            lease_ms: self.lease_ms.or(file.lease_ms).unwrap_or(defaults.lease_ms).max(1000),
-            execute_wait_ms: self.execute_wait_ms.or(file.execute_wait_ms).unwrap_or(defaults.execute_wait_ms),
-            warm_instance_calls: self
-                .warm_instance_calls
-                .or(file.warm_instance_calls)
-                .unwrap_or(defaults.warm_instance_calls),
-            compile_timeout_ms: self
-                .compile_timeout_ms
-                .or(file.compile_timeout_ms)
-                .unwrap_or(defaults.compile_timeout_ms)
-                .max(1),
-            retention_sweep_ms: self
-                .retention_sweep_ms
-                .or(file.retention_sweep_ms)
-                .unwrap_or(defaults.retention_sweep_ms)
-                .max(100),
-            metrics_token: self.metrics_token.or(file.metrics_token).filter(|t| !t.is_empty()).map(SecretString::from),
-            alert_eval_ms: self.alert_eval_ms.or(file.alert_eval_ms).unwrap_or(defaults.alert_eval_ms).max(100),
-            alert_queue: self.alert_queue.or(file.alert_queue).unwrap_or(defaults.alert_queue).max(1),
-            otlp_endpoint: self.otlp_endpoint.or(file.otlp_endpoint).filter(|e| !e.trim().is_empty()),
-            otlp_payloads: self.otlp_payloads.or(file.otlp_payloads).unwrap_or(defaults.otlp_payloads),
-            shutdown_grace_ms: self.shutdown_grace_ms.or(file.shutdown_grace_ms).unwrap_or(defaults.shutdown_grace_ms),
-            enterprise_slots: self.enterprise_slots.or(file.enterprise_slots),
-            max_for_each_items: self
-                .max_for_each_items
-                .or(file.max_for_each_items)
-                .unwrap_or(defaults.max_for_each_items),
-            max_parallel_branches: self
-                .max_parallel_branches
-                .or(file.max_parallel_branches)
-                .unwrap_or(defaults.max_parallel_branches),
-            min_cron_interval_secs: self
-                .min_cron_interval_secs
-                .or(file.min_cron_interval_secs)
-                .unwrap_or(defaults.min_cron_interval_secs),
-            login_concurrency: self.login_concurrency.or(file.login_concurrency).unwrap_or(defaults.login_concurrency),
-            login_failures_per_address: self
-                .login_failures_per_address
-                .or(file.login_failures_per_address)
-                .unwrap_or(defaults.login_failures_per_address)
-                .max(1),
-            limiter_buckets: self.limiter_buckets.or(file.limiter_buckets).unwrap_or(defaults.limiter_buckets).max(8),
-            log_format: self.log_format.or(file.log_format).unwrap_or(defaults.log_format),
-            sqlite_synchronous: self
-                .sqlite_synchronous
-                .or(file.sqlite_synchronous)
-                .unwrap_or(defaults.sqlite_synchronous),
-            sqlite_max_size_mb: self.sqlite_max_size_mb.or(file.sqlite_max_size_mb).filter(|mb| *mb > 0),
-            ..defaults
-        })
+        let mut layers = Map::new();
+        for layer in [file, self] {
+            if let Value::Object(named) = serde_json::to_value(layer)? {
+                layers.extend(named.into_iter().filter(|(_, value)| !value.is_null()));
+            }
+        }
+        // `workers` is the former name of `max_in_flight`, read when neither layer names that.
+        if let Some(workers) = layers.remove("workers") {
+            layers.entry("max_in_flight").or_insert(workers);
+        }
+        let config: Config = serde_json::from_value(Value::Object(layers)).context("reading the settings")?;
+        Ok(config.normalized())
     }
 }
 
-fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+fn read_file(path: &Path) -> anyhow::Result<ConfigArgs> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
@@ -441,6 +383,42 @@ mod tests {
         std::fs::write(&path, "lisen = \"x\"\n").expect("write config");
         let err = ConfigArgs { config: Some(path), ..Default::default() }.resolve().expect_err("must fail");
         assert!(format!("{err:#}").contains("lisen"), "{err:#}");
+    }
+
+    #[test]
+    fn unnamed_settings_keep_their_defaults_and_bounds_and_empty_texts_apply() {
+        let config = ConfigArgs {
+            lease_ms: Some(5),
+            alert_queue: Some(0),
+            jwt_secret: Some(String::new()),
+            otlp_endpoint: Some("  ".into()),
+            sqlite_max_size_mb: Some(0),
+            log_format: Some(LogFormat::Json),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("resolve");
+        let defaults = Config::default();
+        assert_eq!((config.lease_ms, config.alert_queue), (1000, 1));
+        assert!(config.jwt_secret.is_none() && config.otlp_endpoint.is_none() && config.sqlite_max_size_mb.is_none());
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!((config.listen, config.data_dir), (defaults.listen, defaults.data_dir));
+        assert_eq!((config.max_in_flight, config.execute_wait_ms), (defaults.max_in_flight, defaults.execute_wait_ms));
+    }
+
+    #[test]
+    fn workers_is_read_only_when_no_layer_names_max_in_flight() {
+        let dir = tempfile_dir();
+        let path = dir.join("dibop.toml");
+        std::fs::write(&path, "workers = 3\nlog_format = \"json\"\nsqlite_synchronous = \"full\"\n").expect("write");
+        let file_only = ConfigArgs { config: Some(path.clone()), ..Default::default() }.resolve().expect("resolve");
+        assert_eq!(file_only.max_in_flight, 3);
+        assert_eq!((file_only.log_format, file_only.sqlite_synchronous), (LogFormat::Json, SqliteSynchronous::Full));
+        let flag = ConfigArgs { config: Some(path.clone()), workers: Some(5), ..Default::default() };
+        assert_eq!(flag.resolve().expect("resolve").max_in_flight, 5);
+        std::fs::write(&path, "workers = 3\nmax_in_flight = 7\n").expect("write");
+        let named = ConfigArgs { config: Some(path), workers: Some(5), ..Default::default() };
+        assert_eq!(named.resolve().expect("resolve").max_in_flight, 7);
     }
 
     fn tempfile_dir() -> PathBuf {

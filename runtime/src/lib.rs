@@ -119,11 +119,7 @@ pub async fn serve(
     let state = AppState {
         tokens: Arc::new(auth::tokens::Tokens::new(&secret)),
         passwords: Arc::new(auth::password::Passwords::new(config.login_concurrency).await?),
-        limiter,
-        sealer,
-        registry,
         engine,
-        store: store.clone(),
         config: Arc::new(config),
         alerts,
         draining: engine::executions::Draining::new(signal.clone()),
@@ -194,12 +190,12 @@ async fn housekeeping(state: AppState, mut stopped: tokio::sync::watch::Receiver
         // Each pass is guarded: a panic in one is logged and the next pass runs as usual.
         let pass = tokio::select! {
             _ = tick.tick() => guard::catch(async {
-                if let Err(err) = state.limiter.prune().await {
+                if let Err(err) = state.limiter().prune().await {
                     tracing::warn!(error = %format!("{err:#}"), "pruning rate-limit windows failed");
                 }
             }).await,
             _ = retention.tick() => guard::catch(async {
-                match state.store.purge_expired().await {
+                match state.store().purge_expired().await {
                     Ok(store::Purged { executions: 0, api_calls: 0, pages_released: 0, .. }) => {}
                     Ok(store::Purged { executions, api_calls, batches, pages_released }) => {
                         tracing::info!(executions, api_calls, batches, pages_released, "purged data past its retention");

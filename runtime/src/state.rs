@@ -17,16 +17,12 @@ use crate::store::Store;
 /// Shared state of a running server. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Store,
     pub tokens: Arc<Tokens>,
     /// The Argon2 gate and the dummy hash.
     pub passwords: Arc<Passwords>,
-    pub limiter: Arc<RateLimiter>,
     pub config: Arc<Config>,
-    pub registry: Arc<Registry>,
-    pub sealer: Arc<Sealer>,
-    /// Starts, runs and watches executions (`engine::executions`); its store, registry, sealer
-    /// and limiter are its own (the handlers use the fields above).
+    /// Starts, runs and watches executions (`engine::executions`), and holds the parts every
+    /// handler reaches through the methods below (one copy of each, the engine's).
     pub engine: Engine,
     /// Alert evaluation and the delivery queue.
     pub alerts: Alerts,
@@ -35,7 +31,23 @@ pub struct AppState {
 }
 
 impl AppState {
+    pub fn store(&self) -> &Store {
+        self.engine.store()
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        self.engine.registry()
+    }
+
+    pub fn sealer(&self) -> &Arc<Sealer> {
+        self.engine.sealer()
+    }
+
+    pub fn limiter(&self) -> &Arc<RateLimiter> {
+        self.engine.limiter()
+    }
+
     pub fn plugins(&self) -> &PluginHost {
-        &self.registry.host
+        self.engine.plugins()
     }
 }

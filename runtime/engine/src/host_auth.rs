@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Engine;
+use dibop_core::crypto::Sealer;
 use dibop_core::{FieldError, now_ms};
 use dibop_plugin_host::outbound::{self, ApiCallRecord, Authenticator, CallOrigin, Credentials, NetworkPolicy, Origin};
-use dibop_store::ConnectionRow;
+use dibop_store::{ConnectionRow, Store};
 
 /// A connection's `auth`. Secret fields: `key`, `password`, `token`, `client_secret`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -240,7 +241,10 @@ pub fn authenticator(
         .filter_map(|(k, v)| Some((HeaderName::from_bytes(k.as_bytes()).ok()?, HeaderValue::from_str(v).ok()?)))
         .collect();
     Ok(Some(Arc::new(ConnectionAuth {
-        engine: engine.clone(),
+        store: engine.store.clone(),
+        sealer: engine.sealer.clone(),
+        allow_private: engine.plugins().allow_private_networks,
+        net: engine.plugins().net(),
         connection_id: row.id.clone(),
         enterprise_id: row.enterprise_id.clone(),
         origin: origin.clone(),
@@ -254,7 +258,13 @@ pub fn authenticator(
 /// Host-managed credentials of one connection, for the calls of one step or test.
 #[derive(Clone)]
 pub struct ConnectionAuth {
-    engine: Engine,
+    /// Where OAuth2 tokens are kept, sealed, for every node.
+    store: Store,
+    sealer: Arc<Sealer>,
+    /// The token endpoint may be on a private network (the plugin host's setting).
+    allow_private: bool,
+    /// The plugin host's client, which the token request shares.
+    net: Arc<outbound::Net>,
     connection_id: String,
     enterprise_id: String,
     origin: CallOrigin,
@@ -324,10 +334,10 @@ impl ConnectionAuth {
         }
         let flight = flight(&self.connection_id);
         let _one_at_a_time = flight.lock().await;
-        let store = &self.engine.store;
+        let store = &self.store;
         let context = token_context(&self.enterprise_id, &self.connection_id);
         let open = |sealed: &str| {
-            self.engine.sealer.open_bound(sealed, &context).ok().and_then(|plain| String::from_utf8(plain).ok())
+            self.sealer.open_bound(sealed, &context).ok().and_then(|plain| String::from_utf8(plain).ok())
         };
         let waited_until = Instant::now() + Duration::from_secs(10);
         loop {
@@ -347,7 +357,7 @@ impl ConnectionAuth {
                     let (fetched, records) = self.fetch().await;
                     let outcome = match fetched {
                         Ok((token, lifetime_ms)) => {
-                            let sealed = self.engine.sealer.seal_bound(token.as_bytes(), &context);
+                            let sealed = self.sealer.seal_bound(token.as_bytes(), &context);
                             let now = now_ms();
                             let refresh_at = now + lifetime_ms - (lifetime_ms / 2).min(60_000);
                             let stored = match sealed {
@@ -396,14 +406,13 @@ impl ConnectionAuth {
         };
         let policy = NetworkPolicy {
             allowed_hosts: crate::urls::url_authority(token_url).into_iter().collect(),
-            allow_private: self.engine.plugins().allow_private_networks,
+            allow_private: self.allow_private,
             max_requests: 1,
             max_response_bytes: 64 * 1024,
             connect_timeout: Duration::from_secs(10),
             deadline: Instant::now() + Duration::from_secs(15),
         };
-        let net = self.engine.plugins().net();
-        let (answer, records) = outbound::host_request(net, policy, self.origin.clone(), request).await;
+        let (answer, records) = outbound::host_request(self.net.clone(), policy, self.origin.clone(), request).await;
         let outcome = answer.and_then(|(status, body)| {
             let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             if !status.is_success() {

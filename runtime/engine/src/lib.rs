@@ -123,6 +123,27 @@ impl Engine {
         &self.registry.host
     }
 
+    /// The database the engine writes executions to; the server's handlers read and write the
+    /// rest through it too.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The plugin versions this node has loaded.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Seals and opens connection credentials.
+    pub fn sealer(&self) -> &Arc<Sealer> {
+        &self.sealer
+    }
+
+    /// The enterprise rate limits (API requests, executions, outbound calls).
+    pub fn limiter(&self) -> &Arc<RateLimiter> {
+        &self.limiter
+    }
+
     /// Reports an execution that a write just ended (the store reports nothing): what
     /// `finish_execution` answers, or a step's `Recorded::ended` (none when it did not end it).
     fn report_ended(&self, ended: impl Into<Option<Ended>>) {

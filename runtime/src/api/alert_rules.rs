@@ -96,7 +96,7 @@ fn checked(rule: &RuleDefinition) -> AppResult<String> {
 }
 
 async fn rule_row(state: &AppState, principal: &Principal, id: &str) -> AppResult<AlertRuleRow> {
-    state.store.get_alert_rule(&principal.enterprise_id, id).await?.or_not_found(format!("alert rule {id}"))
+    state.store().get_alert_rule(&principal.enterprise_id, id).await?.or_not_found(format!("alert rule {id}"))
 }
 
 /// List alert rules.
@@ -107,7 +107,7 @@ async fn list_rules(
     principal: Principal,
     pagination: Pagination,
 ) -> AppResult<Json<Paginated<RuleView>>> {
-    let (rows, total) = state.store.list_alert_rules(&principal.enterprise_id, pagination.page()).await?;
+    let (rows, total) = state.store().list_alert_rules(&principal.enterprise_id, pagination.page()).await?;
     let views = rows.iter().map(|row| view(row, None)).collect::<AppResult<_>>()?;
     Ok(Json(pagination.envelope(views, total)))
 }
@@ -122,9 +122,11 @@ async fn create_rule(
 ) -> AppResult<(StatusCode, Json<RuleView>)> {
     let text = checked(&rule)?;
     let secret = crate::crypto::random_secret("alsec_", 32);
-    let sealed = state.sealer.seal(secret.as_bytes())?;
-    let row =
-        state.store.create_alert_rule(&principal.enterprise_id, rule.name.trim(), &text, &sealed, rule.enabled).await?;
+    let sealed = state.sealer().seal(secret.as_bytes())?;
+    let row = state
+        .store()
+        .create_alert_rule(&principal.enterprise_id, rule.name.trim(), &text, &sealed, rule.enabled)
+        .await?;
     let after = Some(audit::scrubbed(&view(&row, None)?));
     let change = Change {
         action: Action::Create,
@@ -163,7 +165,7 @@ async fn replace_rule(
     let rule = with_stored_urls(rule, &before)?;
     let text = checked(&rule)?;
     let row = state
-        .store
+        .store()
         .replace_alert_rule(&principal.enterprise_id, &id, rule.name.trim(), &text, rule.enabled)
         .await?
         .or_not_found(format!("alert rule {id}"))?;
@@ -187,7 +189,7 @@ async fn delete_rule(
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
     let current = rule_row(&state, &principal, &id).await.ok();
-    if state.store.delete_alert_rule(&principal.enterprise_id, &id).await? {
+    if state.store().delete_alert_rule(&principal.enterprise_id, &id).await? {
         let before = current.map(|row| view(&row, None)).transpose()?.map(|v| audit::scrubbed(&v));
         let change = Change {
             action: Action::Delete,
@@ -266,7 +268,7 @@ async fn test_rule(
         threshold: 0.0,
         message: format!("test notification of alert rule {}", row.name),
     };
-    let mut alert = state.store.insert_alert(&principal.enterprise_id, alert).await?;
+    let mut alert = state.store().insert_alert(&principal.enterprise_id, alert).await?;
     let outcomes = state.alerts.deliver_and_wait(&row, &rule, &alert, alerts::TEST_WAIT).await?;
     alert.deliveries = outcomes.to_string();
     Ok(Json(alert_view(alert)))
@@ -294,7 +296,7 @@ async fn list_alerts(
     let from = iso_instant("from", query.from.as_ref())?;
     let to = iso_instant("to", query.to.as_ref())?;
     let (rows, total) = state
-        .store
+        .store()
         .list_alerts(&principal.enterprise_id, query.rule_id.as_deref(), from, to, pagination.page())
         .await?;
     Ok(Json(pagination.envelope(rows.into_iter().map(alert_view).collect(), total)))

@@ -143,7 +143,7 @@ async fn list_api_calls(
         execution_id: query.execution_id,
         connection_id: query.connection_id,
     };
-    let (rows, total) = state.store.list_api_calls(&principal.enterprise_id, &filter, pagination.page()).await?;
+    let (rows, total) = state.store().list_api_calls(&principal.enterprise_id, &filter, pagination.page()).await?;
     super::for_reader(&principal, &pagination.envelope(rows.into_iter().map(ApiCallView::from).collect(), total))
 }
 
@@ -164,5 +164,5 @@ async fn system_stats(
 ) -> AppResult<Json<Vec<SystemStats>>> {
     let window =
         Window::parse(query.window.as_deref().unwrap_or("24h")).map_err(|e| AppError::BadRequest(e.to_string()))?;
-    Ok(Json(health::systems(&state.store, &state.registry, &principal.enterprise_id, window).await?))
+    Ok(Json(health::systems(state.store(), state.registry(), &principal.enterprise_id, window).await?))
 }

@@ -91,7 +91,7 @@ async fn list_keys(
     principal: Principal,
     pagination: Pagination,
 ) -> AppResult<Json<Paginated<ApiKeyView>>> {
-    let (rows, total) = state.store.list_api_keys(&principal.enterprise_id, pagination.page()).await?;
+    let (rows, total) = state.store().list_api_keys(&principal.enterprise_id, pagination.page()).await?;
     Ok(Json(pagination.envelope(rows.into_iter().map(ApiKeyView::from).collect(), total)))
 }
 
@@ -122,7 +122,7 @@ async fn create_key(
         created_by: principal.user_id.clone(),
         expires_at: body.expires_at.map(|at| at.timestamp_millis()),
     };
-    let key = state.store.create_api_key(&principal.enterprise_id, new).await?;
+    let key = state.store().create_api_key(&principal.enterprise_id, new).await?;
     let created = CreatedApiKey {
         id: key.id,
         name: key.name,
@@ -159,7 +159,7 @@ async fn revoke_key(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
-    if state.store.revoke_api_key(&principal.enterprise_id, &id).await? {
+    if state.store().revoke_api_key(&principal.enterprise_id, &id).await? {
         let change = Change {
             action: Action::Revoke,
             resource: Resource::ApiKey,

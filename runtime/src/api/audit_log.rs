@@ -133,7 +133,7 @@ async fn list_audit_log(
         from_ms: iso_instant("from", query.from.as_ref())?,
         to_ms: iso_instant("to", query.to.as_ref())?,
     };
-    let (rows, total) = state.store.list_audit(&filter, pagination.page()).await?;
+    let (rows, total) = state.store().list_audit(&filter, pagination.page()).await?;
     Ok(axum::Json(
         pagination.envelope(rows.into_iter().map(|row| AuditEntry::shown_to(row, &principal)).collect(), total),
     ))

@@ -97,29 +97,29 @@ async fn login(
     let address_bucket = format!("login-address:{}", client_key(peer.ip()));
     let account_bucket = format!("login:{email}");
     let limit = state.config.login_failures_per_address;
-    let address = state.limiter.hit(&address_bucket, limit, FAILURE_WINDOW_SECS).await?;
+    let address = state.limiter().hit(&address_bucket, limit, FAILURE_WINDOW_SECS).await?;
     if !address.allowed {
         return Err(throttled("too many failed logins from this address; try again later", &address));
     }
-    let account = state.limiter.hit(&account_bucket, MAX_FAILURES, FAILURE_WINDOW_SECS).await?;
+    let account = state.limiter().hit(&account_bucket, MAX_FAILURES, FAILURE_WINDOW_SECS).await?;
     if !account.allowed {
         return Err(throttled("too many failed logins for this account; try again later", &account));
     }
     let Some(permit) = state.passwords.try_enter() else {
-        state.limiter.release(&address_bucket, FAILURE_WINDOW_SECS).await?;
-        state.limiter.release(&account_bucket, FAILURE_WINDOW_SECS).await?;
+        state.limiter().release(&address_bucket, FAILURE_WINDOW_SECS).await?;
+        state.limiter().release(&account_bucket, FAILURE_WINDOW_SECS).await?;
         return Err(AppError::Overloaded {
             message: "too many logins in progress; try again in a moment".into(),
             retry_after_secs: 1,
         });
     };
 
-    let accounts = state.store.find_users_by_email(&email, body.enterprise.as_deref()).await?;
+    let accounts = state.store().find_users_by_email(&email, body.enterprise.as_deref()).await?;
     let hashes = accounts.iter().map(|u| u.password_hash.clone()).collect();
     let check = state.passwords.check(permit, body.password, hashes).await?;
     for (position, rehashed) in &check.rehash {
         let account = &accounts[*position];
-        state.store.rehash_password(&account.id, &account.password_hash, rehashed).await?;
+        state.store().rehash_password(&account.id, &account.password_hash, rehashed).await?;
     }
     // The oldest active account the password opens (several only when someone uses one password
     // for accounts in several enterprises; `enterprise` picks another).
@@ -136,15 +136,15 @@ async fn login(
         audit::write(&state, enterprise, audit::failed_login_actor(&email), change).await;
         return Err(AppError::Unauthorized("invalid email or password".into()));
     };
-    state.limiter.clear(&account_bucket).await?;
-    state.limiter.release(&address_bucket, FAILURE_WINDOW_SECS).await?;
+    state.limiter().clear(&account_bucket).await?;
+    state.limiter().release(&address_bucket, FAILURE_WINDOW_SECS).await?;
     let enterprise = state
-        .store
+        .store()
         .get_enterprise(&user.enterprise_id)
         .await?
         .ok_or_else(|| AppError::Unauthorized("invalid email or password".into()))?;
     let (access_token, expires_in) = state.tokens.issue(user, enterprise.session_duration_minutes)?;
-    state.store.record_login(&user.id).await?;
+    state.store().record_login(&user.id).await?;
     let change = Change {
         action: Action::Login,
         resource: Resource::Session,

@@ -22,7 +22,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         Err(err) => return err.into_response(),
     };
     let bucket = format!("api:{}", principal.enterprise_id);
-    let decision = match state.limiter.hit(&bucket, api_limit, 60).await {
+    let decision = match state.limiter().hit(&bucket, api_limit, 60).await {
         Ok(decision) => decision,
         Err(err) => return AppError::Internal(err).into_response(),
     };
@@ -62,13 +62,13 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> AppResult<(Principal,
 
     if token.starts_with(api_keys::PREFIX) {
         let found = state
-            .store
+            .store()
             .find_active_api_key(&api_keys::hash(token))
             .await?
             .ok_or_else(|| AppError::Unauthorized("invalid, revoked or expired API key".into()))?;
         // Record the use at most once a minute, so most requests stay reads.
         if found.key.last_used_at.is_none_or(|at| at < dibop_core::now_ms() - 60_000) {
-            state.store.touch_api_key(&found.key.id).await?;
+            state.store().touch_api_key(&found.key.id).await?;
         }
         let principal = Principal {
             enterprise_id: found.enterprise.id,
@@ -84,7 +84,7 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> AppResult<(Principal,
 
     let claims = state.tokens.verify(token)?;
     let invalid = || AppError::Unauthorized("token no longer valid".into());
-    let (user, enterprise) = state.store.user_with_enterprise(&claims.ent, &claims.sub).await?.ok_or_else(invalid)?;
+    let (user, enterprise) = state.store().user_with_enterprise(&claims.ent, &claims.sub).await?.ok_or_else(invalid)?;
     // A password change or a deactivation moved the generation on: earlier tokens are over.
     if !user.is_active() || claims.r#gen != user.token_generation {
         return Err(invalid());

@@ -107,7 +107,7 @@ fn conflict(domain: &Domain, key: &str) -> String {
     responses((status = 200, description = "Every domain", body = Vec<DomainView>)))]
 async fn list_domains(State(state): State<AppState>, principal: Principal) -> AppResult<Json<Vec<DomainView>>> {
     let counts: HashMap<String, i64> =
-        state.store.canonical_counts(&principal.enterprise_id).await?.into_iter().collect();
+        state.store().canonical_counts(&principal.enterprise_id).await?.into_iter().collect();
     Ok(Json(
         canonical::domains()
             .iter()
@@ -151,7 +151,7 @@ async fn list_records(
         return Err(AppError::Forbidden(format!("viewers cannot filter on the personal field {field}")));
     }
     let (rows, total) =
-        state.store.list_canonical(&principal.enterprise_id, &name, &filters, pagination.page()).await?;
+        state.store().list_canonical(&principal.enterprise_id, &name, &filters, pagination.page()).await?;
     let views = rows.into_iter().map(|row| record_view(row, domain, &principal)).collect();
     Ok(Json(pagination.envelope(views, total)))
 }
@@ -179,7 +179,7 @@ async fn create_record(
         ..Lineage::default()
     };
     let row = state
-        .store
+        .store()
         .insert_canonical(&principal.enterprise_id, &name, &key, &record.to_string(), lineage)
         .await
         .or_conflict(|| conflict(domain, &key))?;
@@ -197,7 +197,7 @@ async fn get_record(
 ) -> AppResult<Json<RecordView>> {
     let domain = find(&name)?;
     let row = state
-        .store
+        .store()
         .get_canonical(&principal.enterprise_id, &name, &id)
         .await?
         .or_not_found(format!("{name} record {id}"))?;
@@ -217,7 +217,7 @@ async fn replace_record(
     let domain = find(&name)?;
     let key = checked(domain, &record)?;
     let row = state
-        .store
+        .store()
         .replace_canonical(&principal.enterprise_id, &name, &id, &key, &record.to_string())
         .await
         .or_conflict(|| conflict(domain, &key))?

@@ -288,8 +288,8 @@ async fn list_connections(
     principal: Principal,
     pagination: Pagination,
 ) -> AppResult<Json<Paginated<ConnectionView>>> {
-    let (rows, total) = state.store.list_connections(&principal.enterprise_id, pagination.page()).await?;
-    let circuits = state.store.circuits(&principal.enterprise_id).await?;
+    let (rows, total) = state.store().list_connections(&principal.enterprise_id, pagination.page()).await?;
+    let circuits = state.store().circuits(&principal.enterprise_id).await?;
     let views = rows
         .into_iter()
         .map(|r| {
@@ -327,7 +327,7 @@ async fn create_connection(
         return Ok((StatusCode::OK, Json(ConnectionView { test: tested, ..shown })));
     }
     let row =
-        state.store.create_connection(&principal.enterprise_id, &id, fields).await.or_conflict(|| taken(&name))?;
+        state.store().create_connection(&principal.enterprise_id, &id, fields).await.or_conflict(|| taken(&name))?;
     let shown = view(&state, row, CircuitState::Closed)?;
     let after = Some(audit::scrubbed(&shown));
     audit::record(
@@ -351,8 +351,8 @@ async fn get_connection(
     Path(id): Path<String>,
 ) -> AppResult<Json<ConnectionView>> {
     let row =
-        state.store.get_connection(&principal.enterprise_id, &id).await?.or_not_found(format!("connection {id}"))?;
-    let circuit = state.store.circuit(&row.id).await?;
+        state.store().get_connection(&principal.enterprise_id, &id).await?.or_not_found(format!("connection {id}"))?;
+    let circuit = state.store().circuit(&row.id).await?;
     Ok(Json(view(&state, row, resilience::circuit_state(circuit.as_ref()))?))
 }
 
@@ -371,7 +371,7 @@ async fn replace_connection(
     ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> AppResult<Json<ConnectionView>> {
     let current =
-        state.store.get_connection(&principal.enterprise_id, &id).await?.or_not_found(format!("connection {id}"))?;
+        state.store().get_connection(&principal.enterprise_id, &id).await?.or_not_found(format!("connection {id}"))?;
     let mut input: ConnectionInput = kept::over_stored(as_input(&current), body)?;
     let mut stored = connections::credentials(&state.engine, &current).unwrap_or_default();
     // Stored credentials go only where they went before: a new system, base URL or host list
@@ -432,22 +432,22 @@ async fn replace_connection(
     let would_be = fields.clone().into_row(&principal.enterprise_id, &current.id, current.created_at);
     let tested = tested_first(&state, &principal, &would_be, Some(&current.id), test, dry_run).await?;
     if dry_run {
-        let circuit = state.store.circuit(&current.id).await?;
+        let circuit = state.store().circuit(&current.id).await?;
         let shown = view(&state, would_be, resilience::circuit_state(circuit.as_ref()))?;
         record_dry_run(&state, &principal, Some(&id), &shown).await;
         return Ok(Json(ConnectionView { test: tested, ..shown }));
     }
     let row = state
-        .store
+        .store()
         .replace_connection(&principal.enterprise_id, &id, fields)
         .await
         .or_conflict(|| taken(&name))?
         .or_not_found(format!("connection {id}"))?;
     // A token obtained with the old settings is not used with the new ones.
     if row.auth != current.auth {
-        state.store.forget_connection_token(&row.id).await?;
+        state.store().forget_connection_token(&row.id).await?;
     }
-    let circuit = state.store.circuit(&row.id).await?;
+    let circuit = state.store().circuit(&row.id).await?;
     let state_now = resilience::circuit_state(circuit.as_ref());
     let before = Some(audit::scrubbed(&view(&state, current, state_now)?));
     let shown = view(&state, row, state_now)?;
@@ -516,8 +516,8 @@ async fn delete_connection(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
-    let current = state.store.get_connection(&principal.enterprise_id, &id).await?;
-    if state.store.delete_connection(&principal.enterprise_id, &id).await? {
+    let current = state.store().get_connection(&principal.enterprise_id, &id).await?;
+    if state.store().delete_connection(&principal.enterprise_id, &id).await? {
         let before =
             current.map(|row| view(&state, row, CircuitState::Closed)).transpose()?.map(|v| audit::scrubbed(&v));
         let change = Change {
@@ -549,7 +549,7 @@ async fn test_connection(
     ApiJson(request): ApiJson<TestRequest>,
 ) -> AppResult<Json<TestResult>> {
     let row =
-        state.store.get_connection(&principal.enterprise_id, &id).await?.or_not_found(format!("connection {id}"))?;
+        state.store().get_connection(&principal.enterprise_id, &id).await?.or_not_found(format!("connection {id}"))?;
     Ok(Json(run_test(&state, &principal, &row, Some(&row.id), request, false).await?))
 }
 
@@ -584,7 +584,7 @@ async fn run_test(
     let invocation = Invocation { attempt: 1, idempotency_key: dibop_core::new_id(), ..Invocation::default() };
     let input = if request.input.is_null() { serde_json::json!({}) } else { request.input };
     let report = prepared.invoke(&state.engine, &request.operation, &input, invocation).await?;
-    state.store.insert_api_calls(&report.api_calls).await?;
+    state.store().insert_api_calls(&report.api_calls).await?;
     let (status, output, error) = match report.result {
         Ok(output) => ("success", Some(output), None),
         Err(error) => ("error", None, Some(error)),

@@ -85,7 +85,7 @@ async fn list_enterprises(
     State(state): State<AppState>,
     pagination: Pagination,
 ) -> AppResult<Json<Paginated<EnterpriseView>>> {
-    let (rows, total) = state.store.list_enterprises(pagination.page()).await?;
+    let (rows, total) = state.store().list_enterprises(pagination.page()).await?;
     Ok(Json(pagination.envelope(rows.into_iter().map(EnterpriseView::from).collect(), total)))
 }
 
@@ -96,7 +96,7 @@ async fn list_enterprises(
         (status = 404, description = "No such enterprise", body = crate::error::ErrorResponse),
     ))]
 async fn get_enterprise(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<Json<EnterpriseView>> {
-    let enterprise = state.store.get_enterprise(&id).await?.or_not_found(format!("enterprise {id}"))?;
+    let enterprise = state.store().get_enterprise(&id).await?.or_not_found(format!("enterprise {id}"))?;
     Ok(Json(enterprise.into()))
 }
 
@@ -134,7 +134,7 @@ async fn create_enterprise(
     };
     let new = NewEnterprise { name: body.name.trim().to_owned(), slug, timezone };
     let (enterprise, admin) = state
-        .store
+        .store()
         .create_enterprise_with_admin(new, admin)
         .await
         .or_conflict(|| "an enterprise with this slug already exists".into())?;

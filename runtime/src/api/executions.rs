@@ -307,7 +307,11 @@ async fn list_executions(
     ApiQuery(query): ApiQuery<ExecutionQuery>,
     pagination: Pagination,
 ) -> AppResult<Response> {
-    state.store.get_orchestration(&principal.enterprise_id, &id).await?.or_not_found(format!("orchestration {id}"))?;
+    state
+        .store()
+        .get_orchestration(&principal.enterprise_id, &id)
+        .await?
+        .or_not_found(format!("orchestration {id}"))?;
     let search = ExecutionSearch {
         orchestration_id: Some(id),
         status: query.status,
@@ -316,7 +320,7 @@ async fn list_executions(
         ..ExecutionSearch::default()
     };
     let (rows, total) =
-        state.store.list_executions(&principal.enterprise_id, &search.filter()?, pagination.page()).await?;
+        state.store().list_executions(&principal.enterprise_id, &search.filter()?, pagination.page()).await?;
     super::for_reader(
         &principal,
         &pagination.envelope(rows.into_iter().map(|r| execution_view(r, None)).collect::<AppResult<_>>()?, total),
@@ -334,7 +338,7 @@ async fn list_all_executions(
     pagination: Pagination,
 ) -> AppResult<Response> {
     let (rows, total) =
-        state.store.list_executions(&principal.enterprise_id, &search.filter()?, pagination.page()).await?;
+        state.store().list_executions(&principal.enterprise_id, &search.filter()?, pagination.page()).await?;
     super::for_reader(
         &principal,
         &pagination.envelope(rows.into_iter().map(|r| execution_view(r, None)).collect::<AppResult<_>>()?, total),
@@ -353,8 +357,8 @@ async fn get_execution(
     Path(id): Path<String>,
 ) -> AppResult<Response> {
     let row =
-        state.store.get_execution(&principal.enterprise_id, &id).await?.or_not_found(format!("execution {id}"))?;
-    let steps = state.store.step_results(&row.id).await?;
+        state.store().get_execution(&principal.enterprise_id, &id).await?.or_not_found(format!("execution {id}"))?;
+    let steps = state.store().step_results(&row.id).await?;
     super::for_reader(&principal, &execution_view(row, Some(steps))?)
 }
 

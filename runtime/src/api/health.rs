@@ -27,7 +27,7 @@ pub async fn healthz() -> Json<Value> {
 
 /// The database answers, every migration is applied and a write commits.
 pub async fn readyz(State(state): State<AppState>) -> AppResult<Json<Value>> {
-    let message = match tokio::time::timeout(READY_WITHIN, state.store.ready()).await {
+    let message = match tokio::time::timeout(READY_WITHIN, state.store().ready()).await {
         Ok(Ok(())) => return Ok(Json(json!({"status": "ready"}))),
         Ok(Err(NotReady::Migrations)) => "migrations are not all applied",
         Ok(Err(err @ NotReady::Unreadable(_))) => {

@@ -64,9 +64,9 @@ async fn platform_metrics(State(state): State<AppState>, principal: Principal) -
     let enterprise = principal.enterprise_id.as_str();
     let mut executions: BTreeMap<String, i64> =
         ExecutionStatus::ALL.iter().map(|s| (s.as_str().to_owned(), 0)).collect();
-    executions.extend(state.store.executions_by_status(enterprise).await?);
+    executions.extend(state.store().executions_by_status(enterprise).await?);
     let mut api_calls: Vec<SystemCalls> = Vec::new();
-    for (system, outcome, count) in state.store.api_calls_by_outcome(enterprise).await? {
+    for (system, outcome, count) in state.store().api_calls_by_outcome(enterprise).await? {
         if api_calls.last().is_none_or(|s| s.system != system) {
             api_calls.push(SystemCalls { system, ..SystemCalls::default() });
         }
@@ -84,7 +84,7 @@ async fn platform_metrics(State(state): State<AppState>, principal: Principal) -
     Ok(Json(PlatformMetrics {
         executions,
         api_calls,
-        queue_depth: state.store.queued_executions(Some(enterprise)).await?,
+        queue_depth: state.store().queued_executions(Some(enterprise)).await?,
         workers_busy: state.engine.busy(),
         workers: state.config.max_in_flight,
         plugin_instantiations,
@@ -108,7 +108,7 @@ pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap) -> Ap
         }
     }
     let metrics = crate::metrics::get();
-    metrics.queue_depth.set(state.store.queued_executions(None).await?);
+    metrics.queue_depth.set(state.store().queued_executions(None).await?);
     metrics.workers_busy.set(i64::try_from(state.engine.busy()).unwrap_or(i64::MAX));
     Ok((
         StatusCode::OK,
@@ -150,7 +150,7 @@ async fn sla(
     let window = query.window.unwrap_or_else(|| "7d".into());
     let span = Window::parse(&window).map_err(|e| AppError::BadRequest(e.to_string()))?;
     let since = dibop_core::now_ms() - span.as_millis();
-    let (orchestrations, systems) = health::sla(&state.store, &principal.enterprise_id, since).await?;
+    let (orchestrations, systems) = health::sla(state.store(), &principal.enterprise_id, since).await?;
     Ok(Json(SlaReport { window, orchestrations, systems }))
 }
 
@@ -199,7 +199,7 @@ async fn timeline(
     let mut buckets: Vec<HourBucket> = (first..=this_hour)
         .map(|hour| HourBucket { start: super::datetime(hour * HOUR_MS), successes: 0, failures: 0 })
         .collect();
-    for (hour, status, count) in state.store.executions_per_hour(&principal.enterprise_id, first * HOUR_MS).await? {
+    for (hour, status, count) in state.store().executions_per_hour(&principal.enterprise_id, first * HOUR_MS).await? {
         let Some(bucket) = usize::try_from(hour - first).ok().and_then(|i| buckets.get_mut(i)) else { continue };
         if health::succeeded(&status) {
             bucket.successes += count;

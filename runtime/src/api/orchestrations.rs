@@ -107,8 +107,8 @@ impl Catalogue for EnterpriseCatalogue {
 
 async fn catalogue(state: &AppState, enterprise_id: &str) -> AppResult<EnterpriseCatalogue> {
     let (rows, _) =
-        state.store.list_connections(enterprise_id, crate::store::Page { limit: 10_000, offset: 0 }).await?;
-    let plugins = state.store.usable_plugins(enterprise_id).await?;
+        state.store().list_connections(enterprise_id, crate::store::Page { limit: 10_000, offset: 0 }).await?;
+    let plugins = state.store().usable_plugins(enterprise_id).await?;
     let mut connections = HashMap::new();
     for row in rows {
         // The operations of the version the connection is pinned to.
@@ -127,9 +127,9 @@ async fn catalogue(state: &AppState, enterprise_id: &str) -> AppResult<Enterpris
         connections.insert(row.name.clone(), ops);
     }
     let transforms =
-        state.registry.newest(enterprise_id, World::Transform).await?.into_iter().map(|p| p.slug).collect();
+        state.registry().newest(enterprise_id, World::Transform).await?.into_iter().map(|p| p.slug).collect();
     let (rows, _) =
-        state.store.list_orchestrations(enterprise_id, crate::store::Page { limit: 10_000, offset: 0 }).await?;
+        state.store().list_orchestrations(enterprise_id, crate::store::Page { limit: 10_000, offset: 0 }).await?;
     let mut calls = HashMap::new();
     for row in &rows {
         let targets = serde_json::from_str::<Definition>(&row.definition)
@@ -173,7 +173,7 @@ async fn list_orchestrations(
     principal: Principal,
     pagination: Pagination,
 ) -> AppResult<Json<Paginated<OrchestrationView>>> {
-    let (rows, total) = state.store.list_orchestrations(&principal.enterprise_id, pagination.page()).await?;
+    let (rows, total) = state.store().list_orchestrations(&principal.enterprise_id, pagination.page()).await?;
     Ok(Json(pagination.envelope(rows.into_iter().map(view).collect::<AppResult<_>>()?, total)))
 }
 
@@ -188,7 +188,7 @@ async fn create_orchestration(
 ) -> AppResult<(StatusCode, Json<OrchestrationView>)> {
     let text = validated(&state, &principal, &def, None).await?;
     let row = state
-        .store
+        .store()
         .create_orchestration(&principal.enterprise_id, &def.name, &def.status, &text, definition::schedule_of(&def))
         .await?;
     let shown = view(row)?;
@@ -216,7 +216,7 @@ async fn get_orchestration(
     Path(id): Path<String>,
 ) -> AppResult<Json<OrchestrationView>> {
     let row = state
-        .store
+        .store()
         .get_orchestration(&principal.enterprise_id, &id)
         .await?
         .or_not_found(format!("orchestration {id}"))?;
@@ -238,7 +238,7 @@ async fn replace_orchestration(
     JsonOrYaml(body): JsonOrYaml<serde_json::Map<String, Value>>,
 ) -> AppResult<Json<OrchestrationView>> {
     let current = state
-        .store
+        .store()
         .get_orchestration(&principal.enterprise_id, &id)
         .await?
         .or_not_found(format!("orchestration {id}"))?;
@@ -248,7 +248,7 @@ async fn replace_orchestration(
         return Ok(Json(view(current)?));
     }
     let row = state
-        .store
+        .store()
         .update_orchestration(
             &principal.enterprise_id,
             &id,
@@ -281,8 +281,8 @@ async fn delete_orchestration(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
-    let current = state.store.get_orchestration(&principal.enterprise_id, &id).await?;
-    if state.store.delete_orchestration(&principal.enterprise_id, &id).await? {
+    let current = state.store().get_orchestration(&principal.enterprise_id, &id).await?;
+    if state.store().delete_orchestration(&principal.enterprise_id, &id).await? {
         let before = current.map(view).transpose()?.map(|v| audit::scrubbed(&v));
         let change = Change {
             action: Action::Delete,
@@ -327,8 +327,12 @@ async fn list_versions(
     Path(id): Path<String>,
     pagination: Pagination,
 ) -> AppResult<Json<Paginated<VersionSummary>>> {
-    state.store.get_orchestration(&principal.enterprise_id, &id).await?.or_not_found(format!("orchestration {id}"))?;
-    let (rows, total) = state.store.list_orchestration_versions(&id, pagination.page()).await?;
+    state
+        .store()
+        .get_orchestration(&principal.enterprise_id, &id)
+        .await?
+        .or_not_found(format!("orchestration {id}"))?;
+    let (rows, total) = state.store().list_orchestration_versions(&id, pagination.page()).await?;
     let versions =
         rows.into_iter().map(|row| VersionSummary { version: row.version, created_at: datetime(row.created_at) });
     Ok(Json(pagination.envelope(versions.collect(), total)))
@@ -350,9 +354,13 @@ async fn get_version(
     let version: i64 = version
         .parse()
         .map_err(|_| AppError::BadRequest(format!("version {version:?} is not a whole number such as 1")))?;
-    state.store.get_orchestration(&principal.enterprise_id, &id).await?.or_not_found(format!("orchestration {id}"))?;
+    state
+        .store()
+        .get_orchestration(&principal.enterprise_id, &id)
+        .await?
+        .or_not_found(format!("orchestration {id}"))?;
     let (text, created_at) = state
-        .store
+        .store()
         .orchestration_version_saved(&id, version)
         .await?
         .or_not_found(format!("version {version} of orchestration {id}"))?;

@@ -63,7 +63,7 @@ pub struct SignerInput {
 #[utoipa::path(get, path = "/plugin-signers", tag = "plugins",
     responses((status = 200, description = "Every trusted signer", body = Vec<SignerView>)))]
 async fn list_signers(State(state): State<AppState>, _principal: Principal) -> AppResult<Json<Vec<SignerView>>> {
-    Ok(Json(state.store.signers().await?.into_iter().map(SignerView::from).collect()))
+    Ok(Json(state.store().signers().await?.into_iter().map(SignerView::from).collect()))
 }
 
 /// Trust a signer's key (platform rights).
@@ -82,14 +82,14 @@ async fn create_signer(
     v.check_name("name", &input.name);
     let key = v.parse(signing::parse_public_key(&input.public_key), "public_key");
     let key = v.finish_with(key)?;
-    if i64::try_from(state.store.signers().await?.len()).unwrap_or(i64::MAX) >= MAX_SIGNERS {
+    if i64::try_from(state.store().signers().await?.len()).unwrap_or(i64::MAX) >= MAX_SIGNERS {
         return Err(AppError::Conflict(format!("at most {MAX_SIGNERS} signers; remove one first")));
     }
     use base64::Engine;
     let canonical = base64::engine::general_purpose::STANDARD.encode(&key);
     let name = input.name.trim().to_owned();
     let row = state
-        .store
+        .store()
         .create_signer(&name, &canonical)
         .await
         .or_conflict(|| format!("a signer named {name:?} or with this key is trusted already"))?;
@@ -118,7 +118,7 @@ async fn delete_signer(
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
     policy::require_platform(&principal, "removing a plugin signer")?;
-    let row = state.store.delete_signer(&id).await?.or_not_found(format!("signer {id}"))?;
+    let row = state.store().delete_signer(&id).await?.or_not_found(format!("signer {id}"))?;
     let before = Some(audit::scrubbed(&SignerView::from(row)));
     let change = Change {
         action: Action::Delete,

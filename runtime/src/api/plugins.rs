@@ -114,7 +114,7 @@ async fn list_plugins(
     principal: Principal,
     pagination: Pagination,
 ) -> AppResult<Json<Paginated<PluginView>>> {
-    let (rows, total) = state.store.list_plugins(&principal.enterprise_id, pagination.page()).await?;
+    let (rows, total) = state.store().list_plugins(&principal.enterprise_id, pagination.page()).await?;
     Ok(Json(pagination.envelope(rows.into_iter().map(PluginView::from).collect(), total)))
 }
 
@@ -155,7 +155,7 @@ async fn upload_plugin(
         return Err(AppError::invalid("body", "the request body is empty; send the component bytes"));
     }
     let signed_by = signer(&state, &principal, &headers, &body).await?;
-    match state.registry.upload(enterprise, body.to_vec(), false, signed_by).await? {
+    match state.registry().upload(enterprise, body.to_vec(), false, signed_by).await? {
         Upload::Created(row) => {
             let shown = PluginView::from(row);
             let after = Some(audit::scrubbed(&shown));
@@ -184,7 +184,7 @@ async fn signer(
 ) -> AppResult<Option<String>> {
     let header = crate::signing::HEADER;
     let Some(given) = headers.get(header) else {
-        let enterprise = state.store.get_enterprise(&principal.enterprise_id).await?.or_not_found("enterprise")?;
+        let enterprise = state.store().get_enterprise(&principal.enterprise_id).await?.or_not_found("enterprise")?;
         if enterprise.require_signed_plugins != 0 {
             return Err(AppError::invalid(
                 header,
@@ -199,7 +199,7 @@ async fn signer(
         .and_then(crate::signing::parse_signature)
         .map_err(|message| AppError::invalid(header, message))?;
     let sha256 = dibop_core::sha256_hex(body);
-    for trusted in state.store.signers().await? {
+    for trusted in state.store().signers().await? {
         let key = crate::signing::parse_public_key(&trusted.public_key).unwrap_or_default();
         if crate::signing::verifies(&key, &sha256, &signature) {
             return Ok(Some(trusted.name));
@@ -219,7 +219,7 @@ async fn get_plugin(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<Json<PluginView>> {
-    let row = state.store.get_plugin(&principal.enterprise_id, &id).await?.or_not_found(format!("plugin {id}"))?;
+    let row = state.store().get_plugin(&principal.enterprise_id, &id).await?.or_not_found(format!("plugin {id}"))?;
     Ok(Json(row.into()))
 }
 
@@ -258,12 +258,13 @@ async fn set_plugin_status(
             ));
         }
     };
-    let current = state.store.get_plugin(&principal.enterprise_id, &id).await?.or_not_found(format!("plugin {id}"))?;
+    let current =
+        state.store().get_plugin(&principal.enterprise_id, &id).await?.or_not_found(format!("plugin {id}"))?;
     if current.status == PluginStatus::Pending && status == PluginStatus::Active && !principal.platform {
         approver_is_not_uploader(&state, &principal, &current).await?;
     }
     let row = state
-        .store
+        .store()
         .set_plugin_status(&principal.enterprise_id, &id, status, principal.platform)
         .await?
         .or_not_found(format!("plugin {id}"))?;
@@ -281,7 +282,7 @@ async fn set_plugin_status(
 async fn approver_is_not_uploader(state: &AppState, principal: &Principal, plugin: &PluginRow) -> AppResult<()> {
     let person = async |actor: String| -> AppResult<String> {
         Ok(match actor.strip_prefix("api_key:") {
-            Some(key) => match state.store.api_key_creator(&principal.enterprise_id, key).await? {
+            Some(key) => match state.store().api_key_creator(&principal.enterprise_id, key).await? {
                 Some(user) => format!("user:{user}"),
                 None => actor,
             },
@@ -289,7 +290,7 @@ async fn approver_is_not_uploader(state: &AppState, principal: &Principal, plugi
         })
     };
     let approver = person(audit::actor(principal)).await?;
-    let uploader = match state.store.plugin_uploader(&plugin.id).await? {
+    let uploader = match state.store().plugin_uploader(&plugin.id).await? {
         Some(actor) => Some(person(actor).await?),
         None => None,
     };
@@ -314,9 +315,9 @@ async fn disable_plugin(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
-    let current = state.store.get_plugin(&principal.enterprise_id, &id).await?;
+    let current = state.store().get_plugin(&principal.enterprise_id, &id).await?;
     let disabled = PluginStatus::Disabled;
-    if state.store.set_plugin_status(&principal.enterprise_id, &id, disabled, principal.platform).await?.is_some() {
+    if state.store().set_plugin_status(&principal.enterprise_id, &id, disabled, principal.platform).await?.is_some() {
         let before = current.map(|row| audit::scrubbed(&PluginView::from(row)));
         let change =
             Change { action: Action::Disable, resource: Resource::Plugin, resource_id: Some(&id), before, after: None };

@@ -99,7 +99,7 @@ pub fn valid_timezone(tz: &str) -> bool {
 #[utoipa::path(get, path = "/settings", tag = "settings",
     responses((status = 200, description = "Settings", body = Settings)))]
 async fn get_settings(State(state): State<AppState>, principal: Principal) -> AppResult<Json<Settings>> {
-    let enterprise = state.store.get_enterprise(&principal.enterprise_id).await?.or_not_found("enterprise")?;
+    let enterprise = state.store().get_enterprise(&principal.enterprise_id).await?.or_not_found("enterprise")?;
     Ok(Json(enterprise.into()))
 }
 
@@ -153,8 +153,9 @@ async fn put_settings(
         require_signed_plugins: body.require_signed_plugins,
     };
     let before =
-        state.store.get_enterprise(&principal.enterprise_id).await?.map(|e| audit::scrubbed(&Settings::from(e)));
-    let enterprise = state.store.update_settings(&principal.enterprise_id, patch).await?.or_not_found("enterprise")?;
+        state.store().get_enterprise(&principal.enterprise_id).await?.map(|e| audit::scrubbed(&Settings::from(e)));
+    let enterprise =
+        state.store().update_settings(&principal.enterprise_id, patch).await?.or_not_found("enterprise")?;
     let shown = Settings::from(enterprise);
     let after = Some(audit::scrubbed(&shown));
     let id = principal.enterprise_id.clone();

@@ -136,9 +136,10 @@ async fn list_systems(
     pagination: Pagination,
 ) -> AppResult<Json<Paginated<SystemView>>> {
     let day = Window::parse("24h").expect("a window");
-    let stats = crate::engine::health::systems(&state.store, &state.registry, &principal.enterprise_id, day).await?;
+    let stats =
+        crate::engine::health::systems(state.store(), state.registry(), &principal.enterprise_id, day).await?;
     let mut systems = Vec::new();
-    for row in state.registry.newest(&principal.enterprise_id, World::Connector).await? {
+    for row in state.registry().newest(&principal.enterprise_id, World::Connector).await? {
         let info = info(&row)?;
         let health = stats.iter().find(|s| s.system == row.slug).map_or("unchecked", |s| s.health.as_str()).to_owned();
         systems.push(SystemView {
@@ -173,7 +174,7 @@ async fn list_apis(
     let pin = VersionPin::parse(query.version.as_deref().unwrap_or_default())
         .map_err(|message| AppError::BadRequest(format!("version: {message}")))?;
     let row =
-        state.registry.resolve_pinned(&principal.enterprise_id, World::Connector, &slug, &pin).await?.or_not_found(
+        state.registry().resolve_pinned(&principal.enterprise_id, World::Connector, &slug, &pin).await?.or_not_found(
             format!("system {slug}{}", query.version.map(|v| format!(" version {v}")).unwrap_or_default()),
         )?;
     let info = info(&row)?;
@@ -209,13 +210,13 @@ async fn ping_system(
     ApiQuery(query): ApiQuery<PingQuery>,
 ) -> AppResult<Json<PingResult>> {
     state
-        .registry
+        .registry()
         .resolve(&principal.enterprise_id, World::Connector, &slug)
         .await?
         .or_not_found(format!("system {slug}"))?;
     let connection = match &query.connection {
-        Some(c) => state.store.find_connection(&principal.enterprise_id, c).await?.filter(|row| row.system == slug),
-        None => state.store.connection_for_system(&principal.enterprise_id, &slug).await?,
+        Some(c) => state.store().find_connection(&principal.enterprise_id, c).await?.filter(|row| row.system == slug),
+        None => state.store().connection_for_system(&principal.enterprise_id, &slug).await?,
     }
     .ok_or_else(|| {
         AppError::NotFound(format!("no connection for system {slug}; create one with POST /api/v1/connections"))

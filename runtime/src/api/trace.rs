@@ -25,6 +25,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     ))]
 async fn get_trace(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> AppResult<Response> {
     let execution =
-        state.store.get_execution(&principal.enterprise_id, &id).await?.or_not_found(format!("execution {id}"))?;
-    super::for_reader(&principal, &crate::engine::trace::build(&state.store, execution).await?)
+        state.store().get_execution(&principal.enterprise_id, &id).await?.or_not_found(format!("execution {id}"))?;
+    super::for_reader(&principal, &crate::engine::trace::build(state.store(), execution).await?)
 }

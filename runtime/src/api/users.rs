@@ -115,7 +115,7 @@ async fn list_users(
     principal: Principal,
     pagination: Pagination,
 ) -> AppResult<Json<Paginated<UserView>>> {
-    let (rows, total) = state.store.list_users(&principal.enterprise_id, pagination.page()).await?;
+    let (rows, total) = state.store().list_users(&principal.enterprise_id, pagination.page()).await?;
     Ok(Json(pagination.envelope(rows.into_iter().map(UserView::from).collect(), total)))
 }
 
@@ -147,7 +147,7 @@ async fn create_user(
     };
     // Only this enterprise's own users can collide (see the module documentation).
     let user = state
-        .store
+        .store()
         .create_user(&principal.enterprise_id, &new)
         .await
         .or_conflict(|| format!("this enterprise already has a user with email {}", new.email))?;
@@ -164,7 +164,7 @@ async fn create_user(
 
 /// `password` hashed for an account of `email`, with the salt of the address's other accounts.
 pub async fn hash_for(state: &AppState, email: &str, password: String) -> AppResult<String> {
-    let address_hash = state.store.address_password_hash(email).await?;
+    let address_hash = state.store().address_password_hash(email).await?;
     Ok(state.passwords.hash(password, address_hash).await?)
 }
 
@@ -175,7 +175,7 @@ fn platform_users(principal: &Principal) -> PlatformUsers {
 
 /// After an update found nothing: 403 when the user exists but gained platform rights meanwhile.
 async fn update_refused(state: &AppState, principal: &Principal, id: &str) -> AppError {
-    match state.store.get_user(&principal.enterprise_id, id).await {
+    match state.store().get_user(&principal.enterprise_id, id).await {
         Ok(Some(user)) => match policy::require_may_change(principal, &user) {
             Err(err) => err,
             Ok(()) => AppError::Conflict(format!("user {id} changed meanwhile; try again")),
@@ -196,7 +196,7 @@ async fn get_user(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<Json<UserView>> {
-    let user = state.store.get_user(&principal.enterprise_id, &id).await?.or_not_found(format!("user {id}"))?;
+    let user = state.store().get_user(&principal.enterprise_id, &id).await?.or_not_found(format!("user {id}"))?;
     Ok(Json(user.into()))
 }
 
@@ -226,7 +226,7 @@ async fn update_user(
     v.check(status.as_ref().is_none_or(Result::is_ok), "status", "must be active or deactivated");
     v.finish()?;
     let status = status.and_then(Result::ok);
-    let current = state.store.get_user(&principal.enterprise_id, &id).await?.or_not_found(format!("user {id}"))?;
+    let current = state.store().get_user(&principal.enterprise_id, &id).await?.or_not_found(format!("user {id}"))?;
     let role = body.role.unwrap_or(current.role);
     let role_changes = role != current.role;
     // A role change never silently keeps an explicit platform grant.
@@ -257,7 +257,7 @@ async fn update_user(
         status,
         password_hash,
     };
-    match state.store.update_user(&principal.enterprise_id, &id, patch, platform_users(&principal)).await? {
+    match state.store().update_user(&principal.enterprise_id, &id, patch, platform_users(&principal)).await? {
         Some(user) => {
             let shown = UserView::from(user);
             let before = Some(audit::scrubbed(&UserView::from(current)));
@@ -294,10 +294,10 @@ async fn delete_user(
     if principal.user_id.as_deref() == Some(id.as_str()) {
         return Err(AppError::Conflict("you cannot deactivate yourself".into()));
     }
-    let current = state.store.get_user(&principal.enterprise_id, &id).await?.or_not_found(format!("user {id}"))?;
+    let current = state.store().get_user(&principal.enterprise_id, &id).await?.or_not_found(format!("user {id}"))?;
     policy::require_may_change(&principal, &current)?;
     let patch = UserPatch { status: Some(UserStatus::Deactivated), ..UserPatch::default() };
-    match state.store.update_user(&principal.enterprise_id, &id, patch, platform_users(&principal)).await? {
+    match state.store().update_user(&principal.enterprise_id, &id, patch, platform_users(&principal)).await? {
         Some(user) => {
             let (before, after) =
                 (Some(audit::scrubbed(&UserView::from(current))), Some(audit::scrubbed(&UserView::from(user))));

@@ -99,7 +99,7 @@ async fn list_webhooks(
     principal: Principal,
     pagination: Pagination,
 ) -> AppResult<Json<Paginated<WebhookView>>> {
-    let (rows, total) = state.store.list_webhooks(&principal.enterprise_id, pagination.page()).await?;
+    let (rows, total) = state.store().list_webhooks(&principal.enterprise_id, pagination.page()).await?;
     Ok(Json(pagination.envelope(rows.into_iter().map(|r| view(r, None)).collect(), total)))
 }
 
@@ -114,7 +114,7 @@ async fn create_webhook(
     let mut v = Validator::new();
     v.check_name("name", &body.name);
     v.check(["none", "hmac-sha256"].contains(&body.signature.as_str()), "signature", "must be none or hmac-sha256");
-    let orchestration = state.store.get_orchestration(&principal.enterprise_id, &body.orchestration_id).await?;
+    let orchestration = state.store().get_orchestration(&principal.enterprise_id, &body.orchestration_id).await?;
     v.check(orchestration.is_some(), "orchestration_id", "no such orchestration");
     let mapping = Value::Object(body.parameters.clone());
     match mapping::references(&mapping) {
@@ -148,9 +148,9 @@ async fn create_webhook(
         orchestration_id: body.orchestration_id,
         parameters: mapping.to_string(),
         signature: body.signature,
-        sealed_secret: state.sealer.seal(secret.as_bytes())?,
+        sealed_secret: state.sealer().seal(secret.as_bytes())?,
     };
-    let row = state.store.create_webhook(&principal.enterprise_id, new).await?;
+    let row = state.store().create_webhook(&principal.enterprise_id, new).await?;
     let after = Some(audit::scrubbed(&view(row.clone(), None)));
     let shown = view(row, Some(secret));
     audit::record(
@@ -179,8 +179,8 @@ async fn delete_webhook(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
-    let current = state.store.find_webhook(&id).await?.filter(|w| w.enterprise_id == principal.enterprise_id);
-    if state.store.delete_webhook(&principal.enterprise_id, &id).await? {
+    let current = state.store().find_webhook(&id).await?.filter(|w| w.enterprise_id == principal.enterprise_id);
+    if state.store().delete_webhook(&principal.enterprise_id, &id).await? {
         let before = current.map(|row| audit::scrubbed(&view(row, None)));
         let change =
             Change { action: Action::Delete, resource: Resource::Webhook, resource_id: Some(&id), before, after: None };
@@ -228,8 +228,8 @@ async fn trigger(
     body: Bytes,
 ) -> AppResult<(StatusCode, Json<Triggered>)> {
     let webhook =
-        state.store.find_webhook(&id).await?.filter(|w| w.enabled != 0).or_not_found(format!("webhook {id}"))?;
-    let secret = state.sealer.open(&webhook.secret)?;
+        state.store().find_webhook(&id).await?.filter(|w| w.enabled != 0).or_not_found(format!("webhook {id}"))?;
+    let secret = state.sealer().open(&webhook.secret)?;
     let given = headers.get("x-webhook-secret").map(|v| v.as_bytes()).unwrap_or_default();
     if !bool::from(given.ct_eq(&secret)) {
         return Err(unauthorized());
