@@ -104,9 +104,7 @@ pub(super) async fn run(engine: &Engine, execution: ExecutionRow, lease: &Lease)
     for (result, f) in done.iter().zip(&flat) {
         let output = result.output.as_deref().map(serde_json::from_str::<Value>).transpose()?;
         let _ = flow.decide(f, true);
-        // A stored status other than success or failed was a skip.
-        let status = result.status.parse().unwrap_or(StepStatus::Skipped);
-        flow.record(f.step, status, output.as_ref(), result.error.as_deref(), false);
+        flow.record(f.step, result.status, output.as_ref(), result.error.as_deref(), false);
     }
     // Steps finished inside the body of the container it resumes at, if a long wait there parked it.
     let kept = blocks::Kept::load(engine, &execution).await?;
@@ -263,7 +261,7 @@ fn conclude(flow: &mut Flow<'_>, def: &Definition) -> Finish {
 
 /// For a committed `wait` step: milliseconds until it is due.
 fn wait_remaining(result: &StepResultRow) -> Option<i64> {
-    if StepKind::parse(&result.kind) != StepKind::Wait || result.status != StepStatus::Success.as_str() {
+    if result.kind != StepKind::Wait || result.status != StepStatus::Success {
         return None;
     }
     let output: Value = serde_json::from_str(result.output.as_deref()?).ok()?;

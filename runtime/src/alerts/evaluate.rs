@@ -20,7 +20,7 @@ async fn evaluate(ctx: &Alerts, enterprise_id: &str, execution_id: &str) -> anyh
         return Ok(());
     }
     let Some(execution) = ctx.store.get_execution(enterprise_id, execution_id).await? else { return Ok(()) };
-    if !execution.is_final() && execution.status != ExecutionStatus::Paused.as_str() {
+    if !execution.is_final() && execution.status != ExecutionStatus::Paused {
         return Ok(());
     }
     for row in rules {
@@ -55,8 +55,8 @@ fn new_alert(
 }
 
 /// Whether an execution ended `failed` or `cancelled`: what the failure rules count.
-fn ended_badly(status: &str) -> bool {
-    matches!(status.parse(), Ok(ExecutionStatus::Failed | ExecutionStatus::Cancelled))
+fn ended_badly(status: ExecutionStatus) -> bool {
+    matches!(status, ExecutionStatus::Failed | ExecutionStatus::Cancelled)
 }
 
 /// The alert `rule` raises for `execution`, if any.
@@ -69,7 +69,7 @@ async fn check(
     let alert = |metric: &str, value: f64, threshold: f64, message: String| {
         new_alert(row, rule, metric, value, threshold, message)
     };
-    let failed = ended_badly(&execution.status);
+    let failed = ended_badly(execution.status);
     Ok(match rule.kind {
         RuleKind::ExecutionFailure if failed => Some(alert(
             "execution_failed",
@@ -83,7 +83,7 @@ async fn check(
                 execution.error.as_deref().unwrap_or("no error given")
             ),
         )),
-        RuleKind::ExecutionPaused if execution.status == ExecutionStatus::Paused.as_str() => Some(alert(
+        RuleKind::ExecutionPaused if execution.status == ExecutionStatus::Paused => Some(alert(
             "execution_paused",
             1.0,
             1.0,
@@ -97,7 +97,7 @@ async fn check(
         RuleKind::ConsecutiveFailures if failed => {
             let n = positive(&rule.condition, "threshold").unwrap_or(1);
             let last = ctx.store.last_statuses(&execution.orchestration_id, i64::try_from(n)?).await?;
-            let streak = last.iter().take_while(|s| ended_badly(s)).count() as u64;
+            let streak = last.iter().take_while(|s| ended_badly(**s)).count() as u64;
             (streak >= n).then(|| {
                 alert(
                     "consecutive_failures",

@@ -75,7 +75,7 @@ fn duration(row: &ExecutionRow) -> Option<i64> {
 pub(super) fn summary(row: &ExecutionRow) -> AppResult<ExecutionSummary> {
     Ok(ExecutionSummary {
         execution_id: row.id.clone(),
-        status: row.execution_status()?,
+        status: row.status,
         output: json_column(row.output.as_ref()),
         error: row.error.clone(),
         error_code: row.error_code.clone(),
@@ -215,8 +215,8 @@ impl TryFrom<StepResultRow> for StepView {
         Ok(Self {
             input: json_column(s.input.as_ref()),
             output: json_column(s.output.as_ref()),
-            status: s.step_status()?,
-            kind: StepKind::parse(&s.kind),
+            status: s.status,
+            kind: s.kind.clone(),
             name: s.name,
             system: s.system,
             operation: s.operation,
@@ -272,7 +272,7 @@ pub struct ExecutionView {
 
 fn execution_view(row: ExecutionRow, steps: Option<Vec<StepResultRow>>) -> AppResult<ExecutionView> {
     Ok(ExecutionView {
-        status: row.execution_status()?,
+        status: row.status,
         duration_ms: duration(&row),
         parameters: serde_json::from_str(&row.parameters).unwrap_or(Value::Null),
         output: json_column(row.output.as_ref()),
@@ -280,7 +280,7 @@ fn execution_view(row: ExecutionRow, steps: Option<Vec<StepResultRow>>) -> AppRe
         id: row.id,
         orchestration_id: row.orchestration_id,
         orchestration_version: row.orchestration_version,
-        triggered_by: row.triggered_by,
+        triggered_by: row.triggered_by.to_string(),
         parent_execution_id: row.parent_execution_id,
         replay_of: row.replay_of,
         replayed_by: row.replayed_by,

@@ -136,8 +136,7 @@ async fn list_systems(
     pagination: Pagination,
 ) -> AppResult<Json<Paginated<SystemView>>> {
     let day = Window::parse("24h").expect("a window");
-    let stats =
-        crate::engine::health::systems(state.store(), state.registry(), &principal.enterprise_id, day).await?;
+    let stats = crate::engine::health::systems(state.store(), state.registry(), &principal.enterprise_id, day).await?;
     let mut systems = Vec::new();
     for row in state.registry().newest(&principal.enterprise_id, World::Connector).await? {
         let info = info(&row)?;

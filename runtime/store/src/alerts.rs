@@ -1,7 +1,7 @@
 //! Alert rules, fired alerts and their delivery outcomes.
 
 use crate::paging::List;
-use dibop_core::{Severity, new_id, now_ms};
+use dibop_core::{ExecutionStatus, Severity, new_id, now_ms};
 use sqlx::FromRow;
 
 use super::{Page, Store};
@@ -212,14 +212,15 @@ impl Store {
     }
 
     /// Statuses of the orchestration's last `n` finished executions, newest first.
-    pub async fn last_statuses(&self, orchestration_id: &str, n: i64) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar(
+    pub async fn last_statuses(&self, orchestration_id: &str, n: i64) -> sqlx::Result<Vec<ExecutionStatus>> {
+        let names: Vec<String> = sqlx::query_scalar(
             "SELECT status FROM executions WHERE orchestration_id = $1 AND finished_at IS NOT NULL \
              ORDER BY finished_at DESC, id DESC LIMIT $2",
         )
         .bind(orchestration_id)
         .bind(n)
         .fetch_all(self.reads())
-        .await
+        .await?;
+        names.into_iter().map(|name| name.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))).collect()
     }
 }

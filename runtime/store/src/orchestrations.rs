@@ -3,7 +3,7 @@
 use crate::paging::List;
 use sqlx::FromRow;
 
-use dibop_core::{new_id, now_ms};
+use dibop_core::{OrchestrationStatus, new_id, now_ms};
 
 use super::{Page, Store};
 
@@ -12,7 +12,8 @@ pub struct OrchestrationRow {
     pub id: String,
     pub enterprise_id: String,
     pub name: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: OrchestrationStatus,
     pub version: i64,
     pub definition: String,
     pub created_at: i64,

@@ -102,7 +102,7 @@ pub(super) async fn sub_orchestration(
     };
     let detail = Some(TraceDetail {
         child_execution_id: Some(child.id.clone()),
-        child_status: Some(child.status.clone()),
+        child_status: Some(child.status.to_string()),
         ..TraceDetail::default()
     });
     let input =
@@ -110,7 +110,12 @@ pub(super) async fn sub_orchestration(
     match child.status.as_str() {
         "success" | "partial" => {
             let output = child.output.as_deref().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(Value::Null);
-            StepOutcome { input, detail, partial: child.status == "partial", ..StepOutcome::success(output) }
+            StepOutcome {
+                input,
+                detail,
+                partial: child.status == dibop_core::ExecutionStatus::Partial,
+                ..StepOutcome::success(output)
+            }
         }
         status => {
             let error = format!(

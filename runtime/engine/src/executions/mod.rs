@@ -66,8 +66,3 @@ impl ExecutionError {
 fn list(errors: &[FieldError]) -> String {
     errors.iter().map(|e| format!("{} {}", e.path, e.message)).collect::<Vec<_>>().join("; ")
 }
-
-/// Whether an orchestration in `status` runs (active and draft ones do).
-fn runs(status: &str) -> bool {
-    dibop_core::OrchestrationStatus::parse(status).runs()
-}

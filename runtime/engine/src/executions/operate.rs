@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{ExecutionError, runs};
+use super::ExecutionError;
 use crate::admission::{self, Refusal};
 use crate::definition::{self, Definition};
 use crate::{Engine, MAX_STEP_OUTPUT, Stop};
@@ -94,7 +94,7 @@ pub async fn resume(
     per_minute: Option<i64>,
 ) -> Result<Resumed, ExecutionError> {
     let row = find(engine, enterprise_id, id).await?;
-    if row.status != ExecutionStatus::Paused.as_str() {
+    if row.status != ExecutionStatus::Paused {
         return Err(ExecutionError::Conflict(format!(
             "execution {id} is {}; only paused executions resume",
             row.status
@@ -144,7 +144,7 @@ pub async fn resume_many(
         ids => ids,
     };
     let (rows, matched) = select(engine, enterprise_id, selection, |row| {
-        (row.status != ExecutionStatus::Paused.as_str())
+        (row.status != ExecutionStatus::Paused)
             .then(|| format!("execution {} is {}; only paused executions resume", row.id, row.status))
     })
     .await?;
@@ -321,7 +321,7 @@ async fn runnable(
         }
         checked.push(id);
         let status = engine.store.get_orchestration(enterprise_id, id).await?.map(|o| o.status);
-        if let Some(status) = status.filter(|s| !runs(s)) {
+        if let Some(status) = status.filter(|s| !s.runs()) {
             return Err(ExecutionError::Conflict(format!(
                 "orchestration {id} is {status}; only active or draft orchestrations run (execution {} was not {done})",
                 row.id

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use super::{Draining, ExecutionError, runs, wait_for_end};
+use super::{Draining, ExecutionError, wait_for_end};
 use crate::Engine;
 use crate::admission::{self, Refusal};
 use crate::definition::{self, Definition};
@@ -184,7 +184,7 @@ async fn admit(engine: &Engine, start: Start<'_>, run_here: bool) -> Result<Star
             read.as_ref().ok_or_else(|| ExecutionError::NotFound(format!("orchestration {name:?}")))?
         }
     };
-    if !runs(&row.status) {
+    if !row.status.runs() {
         return Err(ExecutionError::Conflict(format!(
             "orchestration {} is {}; only active or draft orchestrations run",
             row.id, row.status

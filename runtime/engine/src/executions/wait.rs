@@ -52,7 +52,7 @@ pub async fn wait_for_end(
             .await?
             .ok_or_else(|| ExecutionError::NotFound(format!("execution {id}")))
     };
-    let waits = |row: &ExecutionRow| !row.is_final() && row.status != ExecutionStatus::Paused.as_str();
+    let waits = |row: &ExecutionRow| !row.is_final() && row.status != ExecutionStatus::Paused;
     let mut execution = read().await?;
     while waits(&execution) && Instant::now() < deadline && !draining.now() {
         // Watch first, then read: an end between the two still wakes the watch.

@@ -83,8 +83,8 @@ impl StepOutcome {
         StepResultRow {
             position,
             name: step.name.clone(),
-            kind: step.kind.as_str().to_owned(),
-            status: self.status.as_str().into(),
+            kind: step.kind.clone(),
+            status: self.status,
             system: self.system.clone(),
             operation: step.operation.clone(),
             input: self.input.as_ref().map(|v| stored(v, MAX_STORED_DETAIL, "input")),

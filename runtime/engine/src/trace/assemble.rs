@@ -208,7 +208,7 @@ pub async fn build(store: &Store, execution: ExecutionRow) -> sqlx::Result<Trace
         name: format!("execution {}", execution.id),
         start: datetime(start),
         duration_ms: execution.finished_at.zip(execution.started_at).map_or(0, |(f, s)| f - s) as f64,
-        status: execution.status.clone(),
+        status: execution.status.to_string(),
         attributes: serde_json::json!({"orchestration_id": execution.orchestration_id, "orchestration_version": execution.orchestration_version,
                                        "triggered_by": execution.triggered_by, "error": execution.error,
                                        "error_code": execution.error_code}),
@@ -234,7 +234,7 @@ pub async fn build(store: &Store, execution: ExecutionRow) -> sqlx::Result<Trace
         let record = StepRecord {
             seed: format!("{}:{}", execution.id, step.position),
             label: step.name.clone(),
-            status: step.status,
+            status: step.status.to_string(),
             started_at: step.started_at,
             duration_ms: step.duration_ms,
             attributes,

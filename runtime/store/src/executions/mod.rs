@@ -15,7 +15,7 @@ use crate::paging::{Arg, List};
 use sqlx::FromRow;
 use sqlx::Row;
 
-use dibop_core::{ExecutionStatus, StepStatus, UnknownStatus, new_id, now_ms};
+use dibop_core::{ExecutionStatus, StepKind, StepStatus, TriggeredBy, new_id, now_ms};
 
 use super::api_calls::ApiCallRecord;
 use super::batch::{Batch, Param};
@@ -28,8 +28,10 @@ pub struct ExecutionRow {
     pub enterprise_id: String,
     pub orchestration_id: String,
     pub orchestration_version: i64,
-    pub status: String,
-    pub triggered_by: String,
+    #[sqlx(try_from = "String")]
+    pub status: ExecutionStatus,
+    #[sqlx(try_from = "String")]
+    pub triggered_by: TriggeredBy,
     pub parameters: String,
     /// Its output when at most [`INLINE_OUTPUT_BYTES`]; a larger one is kept by reference (see
     /// `output_bytes`) and only [`get_execution`](crate::Store::get_execution) reads it.
@@ -99,25 +101,13 @@ impl ExecutionRow {
 
     /// Whether it has ended (see [`ExecutionStatus::is_final`]).
     pub fn is_final(&self) -> bool {
-        self.execution_status().is_ok_and(ExecutionStatus::is_final)
+        self.status.is_final()
     }
 
     /// The lease it was claimed under, when a node holds it.
     pub fn lease(&self) -> Option<Lease> {
         let owner = self.lease_owner.clone()?;
         Some(Lease { execution_id: self.id.clone(), owner, epoch: self.lease_epoch })
-    }
-
-    /// Its status; an error for a name no status has (the row was not written by this store).
-    pub fn execution_status(&self) -> Result<ExecutionStatus, UnknownStatus> {
-        self.status.parse()
-    }
-}
-
-impl StepResultRow {
-    /// Its status; an error for a name no status has.
-    pub fn step_status(&self) -> Result<StepStatus, UnknownStatus> {
-        self.status.parse()
     }
 }
 
@@ -126,8 +116,10 @@ pub struct StepResultRow {
     pub position: i64,
     pub name: String,
     #[sqlx(rename = "type")]
-    pub kind: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub kind: StepKind,
+    #[sqlx(try_from = "String")]
+    pub status: StepStatus,
     pub system: Option<String>,
     pub operation: Option<String>,
     pub input: Option<String>,

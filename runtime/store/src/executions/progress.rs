@@ -27,7 +27,7 @@ impl Store {
             batch.push("DELETE FROM body_steps WHERE execution_id = $1", vec![execution_id.into()]);
         }
         let unpark = if clear_body { ", body_parked = 0" } else { "" };
-        let succeeded = i64::from(step.status == "success");
+        let succeeded = i64::from(step.status == StepStatus::Success);
         batch.push(
             format!(
                 "INSERT INTO step_results (execution_id, {STEP}) \
@@ -37,8 +37,8 @@ impl Store {
                 execution_id.into(),
                 step.position.into(),
                 (&step.name).into(),
-                (&step.kind).into(),
-                (&step.status).into(),
+                step.kind.as_str().into(),
+                step.status.as_str().into(),
                 (&step.system).into(),
                 (&step.operation).into(),
                 (&step.input).into(),

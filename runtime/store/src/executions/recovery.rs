@@ -153,7 +153,7 @@ async fn resumable(
     .fetch_optional(&mut **tx)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    if row.status == ExecutionStatus::Paused.as_str() {
+    if row.status == ExecutionStatus::Paused {
         // The step that paused it is its last committed result (an earlier step may have
         // failed with `on_error: continue`).
         let keep = (row.steps_completed - 1).max(0);
@@ -189,7 +189,7 @@ async fn requeue(
     )
     .bind(&row.id)
     .bind(resume_at)
-    .bind(&row.status)
+    .bind(row.status.as_str())
     .bind(parameters)
     .execute(&mut **tx)
     .await?;

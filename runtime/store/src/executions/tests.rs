@@ -42,8 +42,8 @@ fn step(position: i64) -> StepResultRow {
     StepResultRow {
         position,
         name: format!("s{position}"),
-        kind: "transform".into(),
-        status: "success".into(),
+        kind: StepKind::Transform,
+        status: StepStatus::Success,
         system: None,
         operation: None,
         input: None,
@@ -122,7 +122,7 @@ async fn writes_under_a_lease_another_claim_took_are_refused_with_nothing_writte
 /// A failed step of `position` and how it pauses its execution.
 fn failed(position: i64) -> (StepResultRow, Finish) {
     let mut row = step(position);
-    row.status = "failed".into();
+    row.status = StepStatus::Failed;
     row.output = None;
     row.error = Some("upstream_error: 503".into());
     (row, Finish::paused(format!("step s{position} failed: upstream_error: 503")))
