@@ -92,6 +92,8 @@ pub struct Engine {
     node: Arc<Node>,
     settings: Arc<Settings>,
     events: Arc<dyn Events>,
+    /// The definitions of the orchestration versions this node admitted or ran lately.
+    definitions: Arc<definition::Parsed>,
     /// Runs a claimed execution to its end: the worker's own path, handed to a
     /// `sub_orchestration` step (its child) and to `executions::execute` (a waiting caller's
     /// execution in a free slot) so that they do not reach up into the worker.
@@ -110,7 +112,8 @@ impl Engine {
         events: Arc<dyn Events>,
     ) -> Self {
         let run_child = worker::run_claimed;
-        Self { store, registry, sealer, limiter, node, settings: Arc::new(settings), events, run_child }
+        let definitions = Arc::new(definition::Parsed::default());
+        Self { store, registry, sealer, limiter, node, settings: Arc::new(settings), events, definitions, run_child }
     }
 
     /// How many executions this node runs now.

@@ -80,12 +80,18 @@ async fn abandon(engine: &Engine, lease: &Lease, why: Stop) -> anyhow::Result<()
 /// write names `lease`: once another claim took the execution, nothing more of this run is
 /// stored.
 pub(super) async fn run(engine: &Engine, execution: ExecutionRow, lease: &Lease) -> anyhow::Result<()> {
-    let text = engine
-        .store
-        .orchestration_version(&execution.orchestration_id, execution.orchestration_version)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("orchestration version is gone"))?;
-    let def: Definition = serde_json::from_str(&text)?;
+    let (id, version) = (&execution.orchestration_id, execution.orchestration_version);
+    let def = match engine.definitions.get(id, version) {
+        Some(def) => def,
+        None => {
+            let text = engine
+                .store
+                .orchestration_version(id, version)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("orchestration version is gone"))?;
+            engine.definitions.of(id, version, &text)?
+        }
+    };
     // Results are committed with the progress count: a fresh execution has none to read.
     let done =
         if execution.steps_completed == 0 { Vec::new() } else { engine.store.step_results(&execution.id).await? };

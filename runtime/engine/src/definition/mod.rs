@@ -5,12 +5,14 @@
 
 mod bind;
 mod order;
+mod parsed;
 mod validate;
 
 pub use bind::bind_parameters;
 pub use order::{
     FlatStep, MAX_STEP_NESTING, find_step, flatten, flatten_at, schedule_of, step_nesting, sub_orchestrations,
 };
+pub use parsed::{KEPT_VERSIONS, Parsed};
 pub use validate::{Catalogue, validate};
 
 use std::collections::HashSet;

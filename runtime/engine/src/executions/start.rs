@@ -9,7 +9,7 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use super::{Draining, ExecutionError, wait_for_end};
 use crate::Engine;
 use crate::admission::{self, Refusal};
-use crate::definition::{self, Definition};
+use crate::definition;
 use dibop_core::TriggeredBy;
 use dibop_core::trace::{TraceParent, span_id};
 use dibop_store::limiter::Decision;
@@ -190,8 +190,10 @@ async fn admit(engine: &Engine, start: Start<'_>, run_here: bool) -> Result<Star
             row.id, row.status
         )));
     }
-    let def: Definition =
-        serde_json::from_str(&row.definition).map_err(|e| anyhow::anyhow!("orchestration {}: {e}", row.id))?;
+    let def = engine
+        .definitions
+        .of(&row.id, row.version, &row.definition)
+        .map_err(|e| anyhow::anyhow!("orchestration {}: {e}", row.id))?;
     let bound = definition::bind_parameters(&def, parameters).map_err(ExecutionError::Invalid)?;
     let (idempotency_key, traceparent, parent) = match trigger {
         Trigger::Execute { .. } | Trigger::Webhook => (idempotency_key, traceparent, None),
