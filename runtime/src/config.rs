@@ -40,7 +40,7 @@ pub enum SqliteSynchronous {
 /// struct never prints them. Deserialized from the layers of [`ConfigArgs::resolve`]; a setting
 /// no layer names keeps its default.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
@@ -419,6 +419,88 @@ mod tests {
         std::fs::write(&path, "workers = 3\nmax_in_flight = 7\n").expect("write");
         let named = ConfigArgs { config: Some(path), workers: Some(5), ..Default::default() };
         assert_eq!(named.resolve().expect("resolve").max_in_flight, 7);
+    }
+
+    #[test]
+    fn every_key_of_the_file_reaches_its_setting() {
+        let dir = tempfile_dir();
+        let path = dir.join("all.toml");
+        let every = r#"
+            listen = "127.0.0.1:9100"
+            data_dir = "/srv/dibop"
+            database_url = "postgres://db/dibop"
+            jwt_secret = "j"
+            secret_key = "k"
+            admin_email = "a@example.com"
+            admin_password = "p"
+            allow_private_networks = true
+            extra_ca_file = "/etc/ca.pem"
+            max_body_bytes = 11
+            db_max_connections = 12
+            max_in_flight = 13
+            workers = 99
+            lease_ms = 14000
+            execute_wait_ms = 15
+            warm_instance_calls = 16
+            compile_timeout_ms = 17
+            retention_sweep_ms = 1800
+            metrics_token = "m"
+            alert_eval_ms = 1900
+            alert_queue = 20
+            otlp_endpoint = "http://127.0.0.1:4318"
+            otlp_payloads = true
+            shutdown_grace_ms = 21
+            enterprise_slots = 22
+            max_for_each_items = 23
+            max_parallel_branches = 24
+            min_cron_interval_secs = 25
+            login_concurrency = 26
+            login_failures_per_address = 27
+            limiter_buckets = 28
+            log_format = "json"
+            sqlite_synchronous = "full"
+            sqlite_max_size_mb = 29
+        "#;
+        std::fs::write(&path, every).expect("write config");
+        let c = ConfigArgs { config: Some(path), ..Default::default() }.resolve().expect("every key is a setting");
+        let shown = |s: &Option<SecretString>| s.as_ref().map(|s| s.expose_secret().to_owned()).unwrap_or_default();
+        assert_eq!((c.listen.port(), c.data_dir.as_path()), (9100, Path::new("/srv/dibop")));
+        assert_eq!(
+            [
+                shown(&c.database_url),
+                shown(&c.jwt_secret),
+                shown(&c.secret_key),
+                shown(&c.admin_password),
+                shown(&c.metrics_token)
+            ],
+            ["postgres://db/dibop", "j", "k", "p", "m"]
+        );
+        assert_eq!(c.admin_email.as_deref(), Some("a@example.com"));
+        assert!(c.allow_private_networks && c.otlp_payloads);
+        assert_eq!(c.extra_ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert_eq!(c.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+        assert_eq!(
+            [c.max_body_bytes, c.max_in_flight, c.alert_queue, c.max_for_each_items, c.max_parallel_branches],
+            [11, 13, 20, 23, 24]
+        );
+        assert_eq!([c.login_concurrency, c.limiter_buckets, c.enterprise_slots.unwrap_or(0)], [26, 28, 22]);
+        assert_eq!((c.db_max_connections, c.warm_instance_calls), (12, 16));
+        assert_eq!(
+            [
+                c.lease_ms,
+                c.execute_wait_ms,
+                c.compile_timeout_ms,
+                c.retention_sweep_ms,
+                c.alert_eval_ms,
+                c.shutdown_grace_ms
+            ],
+            [14_000, 15, 17, 1_800, 1_900, 21]
+        );
+        assert_eq!(
+            [c.min_cron_interval_secs, c.login_failures_per_address, c.sqlite_max_size_mb.unwrap_or(0)],
+            [25, 27, 29]
+        );
+        assert_eq!((c.log_format, c.sqlite_synchronous), (LogFormat::Json, SqliteSynchronous::Full));
     }
 
     fn tempfile_dir() -> PathBuf {
