@@ -9,12 +9,16 @@ steady trickle of synchronous executions (TRICKLE_HZ a second, default 0.9: B ke
 quota of 60 executions a minute, which only platform rights in B could raise) alone for IDLE_S
 seconds (default 60; its first two executions on each node are not counted), then A submits FLOOD (default 5,000) asynchronous executions of a
 one-call orchestration and the trickle goes on until all of A's executions have ended.
+The mock, B's trickle and A's submitters run in three processes: in one Python process their
+threads would share one interpreter lock, and B's timings (and the mock's answers to B) would
+wait on A's submitters at the flood's start instead of on DIBOP.
 Reports B's latency alone and during the flood (p50, p99; the ratio of the p99s is what the
 flow-control issue bounds by 2) and how A's executions ended. Only the standard library.
 
     cargo build --release && scripts/measure-fairness.py
 """
 
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -63,11 +67,51 @@ def tenant(port, token, mock, name, rate_limit):
     return created["id"]
 
 
+def serve_mock(port_out, stop):
+    """The mock system in a process of its own: every GET answers at once."""
+    server, port = json_server(lambda _path: b'{"ok":true}')
+    port_out.put(port)
+    stop.wait()
+    server.shutdown()
+
+
+def trickle(ports, trickle_id, b_token, phase, started, stop, out):
+    """B's trickle in a process of its own: one synchronous execution every 1/TRICKLE_HZ s,
+    round robin over the nodes; `phase` (0 idle, 1 A submits, 2 A drains) and `started` (when
+    the flood began, monotonic) are shared with the main process. Puts (latencies by phase,
+    (ms, s after the flood began, port) of each flooded sample, failures) on `out` at the end."""
+    names = ("idle", "submitting", "draining")
+    latencies = {name: [] for name in names}
+    slowest, failures = [], []
+    i = 0
+    while not stop.is_set():
+        began = time.monotonic()
+        port = ports[i % len(ports)]
+        status, body = call(port, "POST", f"/api/v1/orchestrations/{trickle_id}/execute",
+                            {"parameters": {"id": f"b{i}"}}, b_token)
+        took = (time.monotonic() - began) * 1000
+        if status == 200 and body.get("status") == "success":
+            # The first few warm the nodes up (plugin instances, connections).
+            if i >= WARMUP:
+                name = names[phase.value]
+                latencies[name].append(took)
+                if name != "idle":
+                    slowest.append((took, began - started.value, port))
+        else:
+            failures.append((status, body))
+        i += 1
+        time.sleep(max(0.0, 1 / TRICKLE_HZ - (time.monotonic() - began)))
+    out.put((latencies, slowest, failures))
+
+
 def main():
     if not os.access(BIN, os.X_OK):
         sys.exit(f"{BIN} missing: run `cargo build --release` or set DIBOP_BIN")
-    # The mock system: every GET answers at once.
-    server, mock = json_server(lambda _path: b'{"ok":true}')
+    processes = multiprocessing.get_context("fork")
+    mock_stop, mock_port = processes.Event(), processes.Queue()
+    mock_process = processes.Process(target=serve_mock, args=(mock_port, mock_stop), daemon=True)
+    mock_process.start()
+    mock = mock_port.get(timeout=10)
     database = f"dibop_fair_{uuid.uuid4().hex[:12]}"
     psql(f'CREATE DATABASE "{database}"')
     data = tempfile.TemporaryDirectory(prefix="dibop-fair-")
@@ -89,37 +133,16 @@ def main():
         flood_id = tenant(ports[0], a_token, mock, "dms", {"requests_per_second": FLOOD_RATE})
         trickle_id = tenant(ports[0], b_token, mock, "fast", None)
 
-        phase = ["idle"]
-        latencies = {"idle": [], "submitting": [], "draining": []}
-        failures = []
-        slowest = []
-        started = time.monotonic()
-        stop = threading.Event()
-
-        def trickle():
-            i = 0
-            while not stop.is_set():
-                began = time.monotonic()
-                port = ports[i % NODES]
-                status, body = call(port, "POST", f"/api/v1/orchestrations/{trickle_id}/execute",
-                                    {"parameters": {"id": f"b{i}"}}, b_token)
-                took = (time.monotonic() - began) * 1000
-                if status == 200 and body.get("status") == "success":
-                    # The first few warm the nodes up (plugin instances, connections).
-                    if i >= WARMUP:
-                        latencies[phase[0]].append(took)
-                        if phase[0] != "idle":
-                            slowest.append((took, began - started, port))
-                else:
-                    failures.append((status, body))
-                i += 1
-                time.sleep(max(0.0, 1 / TRICKLE_HZ - (time.monotonic() - began)))
-
-        worker = threading.Thread(target=trickle, daemon=True)
+        phase = processes.Value("i", 0)
+        started = processes.Value("d", time.monotonic())
+        stop, results = processes.Event(), processes.Queue()
+        worker = processes.Process(target=trickle, daemon=True,
+                                   args=(ports, trickle_id, b_token, phase, started, stop, results))
         worker.start()
         time.sleep(IDLE_S)
-        phase[0] = "submitting"
-        started = time.monotonic()
+        started.value = time.monotonic()
+        phase.value = 1
+        began = started.value
 
         def submit(i):
             return call(ports[i % NODES], "POST", f"/api/v1/orchestrations/{flood_id}/execute",
@@ -127,8 +150,8 @@ def main():
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             statuses = list(pool.map(submit, range(FLOOD)))
-        submitted = time.monotonic() - started
-        phase[0] = "draining"
+        submitted = time.monotonic() - began
+        phase.value = 2
         ended = {}
         while True:
             ended = {}
@@ -140,8 +163,9 @@ def main():
             if sum(ended.values()) >= statuses.count(202):
                 break
             time.sleep(1)
-        drained = time.monotonic() - started
+        drained = time.monotonic() - began
         stop.set()
+        latencies, slowest, failures = results.get(timeout=60)
         worker.join()
         idle, flood = latencies["idle"], latencies["submitting"] + latencies["draining"]
         print(f"nodes: {NODES} on PostgreSQL; A's connection {FLOOD_RATE} calls/s; B's trickle {TRICKLE_HZ}/s")
@@ -165,7 +189,8 @@ def main():
                 node.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 node.kill()
-        server.shutdown()
+        mock_stop.set()
+        mock_process.join(timeout=5)
         psql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         data.cleanup()
 
