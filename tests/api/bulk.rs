@@ -183,7 +183,7 @@ async fn a_for_each_whose_node_is_killed_half_way_does_not_call_its_finished_ite
 async fn kept_items(data_dir: &std::path::Path, database: Option<&str>, execution: &str) -> Vec<String> {
     use sqlx::Connection;
     sqlx::any::install_default_drivers();
-    let url = database.map_or_else(|| format!("sqlite://{}", data_dir.join("dibop.db").display()), str::to_owned);
+    let url = crate::helpers::database_of(data_dir, database);
     let mut db = sqlx::AnyConnection::connect(&url).await.expect("open the database");
     let labels: Vec<String> = sqlx::query_scalar(
         "SELECT label FROM body_steps WHERE execution_id = $1 AND status = 'success' AND label LIKE 'each[%].price'",

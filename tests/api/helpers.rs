@@ -47,6 +47,12 @@ pub async fn fresh_database() -> Option<String> {
     })
 }
 
+/// The URL of a server's database: `database` (its PostgreSQL database) when given, else the
+/// SQLite file a server keeps in `data_dir`.
+pub fn database_of(data_dir: &std::path::Path, database: Option<&str>) -> String {
+    database.map_or_else(|| format!("sqlite://{}", data_dir.join("dibop.db").display()), str::to_owned)
+}
+
 /// Whether this run of the suite is the one on PostgreSQL (`DIBOP_TEST_DATABASE_URL` is set).
 pub fn on_postgres() -> bool {
     std::env::var("DIBOP_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty())
@@ -102,10 +108,7 @@ impl TestApp {
     /// compiled artifacts of the first), the same secret key and JWT secret, as several nodes
     /// behind a load balancer are configured.
     pub async fn another_node(&self) -> Self {
-        let shared = match &self.database_url {
-            Some(url) => url.clone(),
-            None => format!("sqlite://{}", self.data_dir().join("dibop.db").display()),
-        };
+        let shared = self.database();
         let key = std::fs::read_to_string(self.data_dir().join("secret-key")).expect("the first node's secret key");
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(&data_dir);
@@ -187,10 +190,7 @@ impl TestApp {
 
     /// Runs one SQL statement on the server's database (tests use it to age rows).
     pub async fn sql(&self, statement: &str) {
-        let url = match &self.database_url {
-            Some(url) => url.clone(),
-            None => format!("sqlite://{}", self.data_dir().join("dibop.db").display()),
-        };
+        let url = self.database();
         let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect to the test database");
         sqlx::query(statement).execute(&mut conn).await.expect("statement");
     }
@@ -198,10 +198,7 @@ impl TestApp {
     /// The first column of the first row `query` answers on the server's database, as text
     /// (`None` for no row or NULL); tests use it to read what the API does not show.
     pub async fn sql_text(&self, query: &str) -> Option<String> {
-        let url = match &self.database_url {
-            Some(url) => url.clone(),
-            None => format!("sqlite://{}", self.data_dir().join("dibop.db").display()),
-        };
+        let url = self.database();
         let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect to the test database");
         let row: Option<(Option<String>,)> = sqlx::query_as(query).fetch_optional(&mut conn).await.expect("query");
         row.and_then(|(text,)| text)
@@ -209,6 +206,11 @@ impl TestApp {
 
     pub fn data_dir(&self) -> &std::path::Path {
         self._data_dir.path()
+    }
+
+    /// The URL of this server's database (see [`database_of`]).
+    pub fn database(&self) -> String {
+        database_of(self.data_dir(), self.database_url.as_deref())
     }
 
     pub fn url(&self, path: &str) -> String {
